@@ -1,0 +1,1 @@
+//! playbook (being written)

@@ -1,0 +1,2 @@
+//! One integration test binary: real servers on loopback, the real daemon in-process.
+mod support;

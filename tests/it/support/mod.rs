@@ -1,0 +1,1 @@
+//! Test harness: starts and stops real servers on loopback.
