@@ -1,1 +1,1133 @@
-//! domain (being written)
+//! The pure core: migration, account and domain state machines, their events and transitions.
+//!
+//! Nothing here does I/O or reads a clock: every transition takes `now` and returns either the
+//! new state or a [`Refused`] explaining why the event is not allowed in that state. The
+//! invariants of DESIGN.md §3 live here, so no caller can break them:
+//!
+//! - a domain is repointed only after its account was verified on the target
+//!   ([`DomainEvent::Repointed`] is refused unless the domain is [`DomainState::VerifiedOnTarget`]);
+//! - the cutover never starts before the TTL gate (`lowered_at + old_ttl + margin`, per record,
+//!   and the migration's gate is the latest of them);
+//! - a completion notice is queued once: [`AccountEvent::NoticeQueued`] is accepted only from
+//!   [`AccountState::Switched`], and the outbox row carries [`completion_notice_key`] as its
+//!   unique dedupe key.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{AccountName, MigrationId};
+
+/// A point in time (UTC). Stored as unix milliseconds.
+pub type Timestamp = DateTime<Utc>;
+
+/// Converts unix milliseconds (as stored) to a timestamp; out-of-range values clamp to the epoch.
+pub fn from_millis(ms: i64) -> Timestamp {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Converts a timestamp to unix milliseconds (as stored).
+pub fn to_millis(at: Timestamp) -> i64 {
+    at.timestamp_millis()
+}
+
+fn add(at: Timestamp, duration: Duration) -> Timestamp {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Why an event was refused in a state. Refusals are expected outcomes, not bugs: the engine
+/// records them and leaves the state as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{event} refused in state {state}: {reason}")]
+pub struct Refused {
+    /// The state the subject was in.
+    pub state: &'static str,
+    /// The event that was refused.
+    pub event: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+fn refused(state: &'static str, event: &'static str, reason: impl Into<String>) -> Refused {
+    Refused {
+        state,
+        event,
+        reason: reason.into(),
+    }
+}
+
+/// How long the cutover of a record must wait after its TTL was lowered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatePolicy {
+    /// Added to the old TTL, for resolvers that round up or clocks that drift.
+    pub margin: Duration,
+    /// If set, the wait is this instead of `old_ttl + margin`: for tests and the demo only. The
+    /// playbook says so and the engine logs it loudly every time a gate is computed with it.
+    pub wait_override: Option<Duration>,
+}
+
+impl GatePolicy {
+    /// The moment a record lowered at `lowered_at` with a previous TTL of `old_ttl` seconds may
+    /// change: every resolver that cached the old answer has let it expire by then.
+    pub fn opens_at(&self, lowered_at: Timestamp, old_ttl: u32) -> Timestamp {
+        let wait = match self.wait_override {
+            Some(wait) => wait,
+            None => Duration::from_secs(u64::from(old_ttl)) + self.margin,
+        };
+        add(lowered_at, wait)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration
+
+/// Where a migration stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Inventoried and recorded; nothing has been changed anywhere yet.
+    Planned {
+        /// When the plan was recorded.
+        planned_at: Timestamp,
+    },
+    /// The operator started it; the daemon lowers the TTLs next.
+    Started {
+        /// When the operator started it.
+        started_at: Timestamp,
+    },
+    /// TTLs are lowered; waiting for the gate to open.
+    TtlLowered {
+        /// When the last TTL was lowered.
+        lowered_at: Timestamp,
+        /// When the latest per-record gate opens.
+        gate_opens_at: Timestamp,
+    },
+    /// The gate is open: accounts are transferred and their domains cut over one by one.
+    Transferring {
+        /// When the cutover began.
+        since: Timestamp,
+    },
+    /// Every account arrived or is held for an operator.
+    CutOver {
+        /// When the last account settled.
+        at: Timestamp,
+        /// Accounts that arrived (done).
+        arrived: u32,
+        /// Accounts held for an operator.
+        held: u32,
+    },
+    /// Paused by an operator; resumes into the state it was paused in.
+    Paused {
+        /// The state to resume into.
+        previous: Box<MigrationState>,
+        /// When it was paused.
+        at: Timestamp,
+    },
+    /// Aborted by an operator; nothing further happens.
+    Aborted {
+        /// When.
+        at: Timestamp,
+        /// Why, as the operator gave it.
+        reason: String,
+    },
+}
+
+impl MigrationState {
+    /// The state's name as stored and shown.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MigrationState::Planned { .. } => "planned",
+            MigrationState::Started { .. } => "started",
+            MigrationState::TtlLowered { .. } => "ttl_lowered",
+            MigrationState::Transferring { .. } => "transferring",
+            MigrationState::CutOver { .. } => "cut_over",
+            MigrationState::Paused { .. } => "paused",
+            MigrationState::Aborted { .. } => "aborted",
+        }
+    }
+
+    /// True if the daemon may perform work for this migration.
+    pub fn is_active(&self) -> bool {
+        match self {
+            MigrationState::Started { .. }
+            | MigrationState::TtlLowered { .. }
+            | MigrationState::Transferring { .. } => true,
+            MigrationState::Planned { .. }
+            | MigrationState::CutOver { .. }
+            | MigrationState::Paused { .. }
+            | MigrationState::Aborted { .. } => false,
+        }
+    }
+}
+
+/// Something that happened to a migration as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum MigrationEvent {
+    /// The operator started the migration.
+    Started,
+    /// Every record that will change has its short TTL; the latest gate opens at `gate_opens_at`.
+    TtlLowered {
+        /// The latest per-record gate.
+        gate_opens_at: Timestamp,
+    },
+    /// The TTL gate was found open; the cutover begins.
+    GateOpened,
+    /// Every account arrived or is held.
+    AccountsSettled {
+        /// Accounts that arrived.
+        arrived: u32,
+        /// Accounts held for an operator.
+        held: u32,
+    },
+    /// An operator paused the migration.
+    Paused,
+    /// An operator resumed the migration.
+    Resumed,
+    /// An operator aborted the migration.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl MigrationEvent {
+    /// The event's name as stored in the event log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MigrationEvent::Started => "migration_started",
+            MigrationEvent::TtlLowered { .. } => "ttl_lowered",
+            MigrationEvent::GateOpened => "gate_opened",
+            MigrationEvent::AccountsSettled { .. } => "accounts_settled",
+            MigrationEvent::Paused => "migration_paused",
+            MigrationEvent::Resumed => "migration_resumed",
+            MigrationEvent::Aborted { .. } => "migration_aborted",
+        }
+    }
+}
+
+/// Applies `event` to a migration in `state` at `now`.
+pub fn migration_transition(
+    state: &MigrationState,
+    event: &MigrationEvent,
+    now: Timestamp,
+) -> Result<MigrationState, Refused> {
+    use MigrationEvent as E;
+    use MigrationState as S;
+    let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
+    match (state, event) {
+        (S::Planned { .. }, E::Started) => Ok(S::Started { started_at: now }),
+        (S::Started { .. }, E::TtlLowered { gate_opens_at }) => Ok(S::TtlLowered {
+            lowered_at: now,
+            gate_opens_at: *gate_opens_at,
+        }),
+        (S::TtlLowered { gate_opens_at, .. }, E::GateOpened) => {
+            if now < *gate_opens_at {
+                return refuse(&format!(
+                    "the TTL gate opens at {gate_opens_at}; the old TTL has not expired everywhere yet"
+                ));
+            }
+            Ok(S::Transferring { since: now })
+        }
+        (S::Transferring { .. }, E::AccountsSettled { arrived, held }) => Ok(S::CutOver {
+            at: now,
+            arrived: *arrived,
+            held: *held,
+        }),
+        (S::Started { .. } | S::TtlLowered { .. } | S::Transferring { .. }, E::Paused) => {
+            Ok(S::Paused {
+                previous: Box::new(state.clone()),
+                at: now,
+            })
+        }
+        (S::Paused { previous, .. }, E::Resumed) => Ok((**previous).clone()),
+        (
+            S::Planned { .. }
+            | S::Started { .. }
+            | S::TtlLowered { .. }
+            | S::Transferring { .. }
+            | S::Paused { .. },
+            E::Aborted { reason },
+        ) => Ok(S::Aborted {
+            at: now,
+            reason: reason.clone(),
+        }),
+        (S::Planned { .. }, _) => refuse("the migration has not been started"),
+        (S::Paused { .. }, _) => refuse("the migration is paused"),
+        (S::Aborted { .. }, _) => refuse("the migration was aborted"),
+        (S::CutOver { .. }, _) => refuse("the migration is already cut over"),
+        (S::Started { .. } | S::TtlLowered { .. } | S::Transferring { .. }, _) => {
+            refuse("not the next step of this migration")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account
+
+/// Where one cPanel account stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AccountState {
+    /// Not yet sent to the target.
+    Pending,
+    /// Enqueued in a transfer session on the target.
+    Queued {
+        /// The transfer session id.
+        session: String,
+        /// Which attempt this is, from 1.
+        attempt: u32,
+    },
+    /// The session log shows the account copied to the target (TRANSFER queue).
+    Copied {
+        /// The transfer session id.
+        session: String,
+        /// Which attempt this is, from 1.
+        attempt: u32,
+    },
+    /// The session log shows the account restored on the target (RESTORE queue).
+    Restored {
+        /// When it was seen restored.
+        at: Timestamp,
+    },
+    /// Its sites answer on the target as on the source.
+    Verified {
+        /// When.
+        at: Timestamp,
+    },
+    /// Every domain is repointed and the nameservers serve the new address.
+    Switched {
+        /// When.
+        at: Timestamp,
+    },
+    /// The completion notice is in the outbox.
+    Notified {
+        /// The outbox row.
+        notice_id: i64,
+        /// When it was queued.
+        at: Timestamp,
+    },
+    /// Arrived: moved, switched and told.
+    Done {
+        /// When.
+        at: Timestamp,
+    },
+    /// The last transfer attempt failed; it will be tried again in a new session.
+    Failed {
+        /// The attempt that failed.
+        attempt: u32,
+        /// The failure as the target reported it.
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// Needs an operator; nothing happens to it until `siirto retry`.
+    Held {
+        /// Why, with the evidence.
+        reason: String,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl AccountState {
+    /// The state's name as stored and shown.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccountState::Pending => "pending",
+            AccountState::Queued { .. } => "queued",
+            AccountState::Copied { .. } => "copied",
+            AccountState::Restored { .. } => "restored",
+            AccountState::Verified { .. } => "verified",
+            AccountState::Switched { .. } => "switched",
+            AccountState::Notified { .. } => "notified",
+            AccountState::Done { .. } => "done",
+            AccountState::Failed { .. } => "failed",
+            AccountState::Held { .. } => "held",
+        }
+    }
+
+    /// True when nothing more happens without an operator: done or held.
+    pub fn is_settled(&self) -> bool {
+        match self {
+            AccountState::Done { .. } | AccountState::Held { .. } => true,
+            AccountState::Pending
+            | AccountState::Queued { .. }
+            | AccountState::Copied { .. }
+            | AccountState::Restored { .. }
+            | AccountState::Verified { .. }
+            | AccountState::Switched { .. }
+            | AccountState::Notified { .. }
+            | AccountState::Failed { .. } => false,
+        }
+    }
+
+    /// True when the account waits to be (re)sent in a transfer session.
+    pub fn wants_transfer(&self) -> bool {
+        match self {
+            AccountState::Pending | AccountState::Failed { .. } => true,
+            AccountState::Queued { .. }
+            | AccountState::Copied { .. }
+            | AccountState::Restored { .. }
+            | AccountState::Verified { .. }
+            | AccountState::Switched { .. }
+            | AccountState::Notified { .. }
+            | AccountState::Done { .. }
+            | AccountState::Held { .. } => false,
+        }
+    }
+}
+
+/// Something that happened to one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AccountEvent {
+    /// The account was enqueued in transfer session `session` on the target.
+    Enqueued {
+        /// The session id.
+        session: String,
+    },
+    /// The session log shows `success-item` in the TRANSFER queue.
+    Copied,
+    /// The session log shows `success-item` in the RESTORE queue.
+    Restored,
+    /// The session log shows `failed-item`.
+    TransferFailed {
+        /// TRANSFER or RESTORE.
+        queue: String,
+        /// `msg.failure` as logged.
+        message: String,
+    },
+    /// Every domain answered on the target as expected.
+    VerifiedOnTarget,
+    /// A domain did not answer on the target as on the source.
+    VerificationFailed {
+        /// The evidence: what the source and the target answered.
+        evidence: String,
+    },
+    /// Every domain was repointed and verified through the resolver.
+    DomainsSwitched,
+    /// The completion notice was written to the outbox as row `notice_id`.
+    NoticeQueued {
+        /// The outbox row.
+        notice_id: i64,
+    },
+    /// The completion notice was sent.
+    NoticeSent,
+    /// A step failed beyond its retry budget; an operator must look.
+    Held {
+        /// Why, with the error.
+        reason: String,
+    },
+    /// An operator asked to try a held account again from the start.
+    RetryRequested,
+}
+
+impl AccountEvent {
+    /// The event's name as stored in the event log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AccountEvent::Enqueued { .. } => "account_enqueued",
+            AccountEvent::Copied => "account_copied",
+            AccountEvent::Restored => "account_restored",
+            AccountEvent::TransferFailed { .. } => "account_transfer_failed",
+            AccountEvent::VerifiedOnTarget => "account_verified",
+            AccountEvent::VerificationFailed { .. } => "account_verification_failed",
+            AccountEvent::DomainsSwitched => "account_switched",
+            AccountEvent::NoticeQueued { .. } => "notice_queued",
+            AccountEvent::NoticeSent => "notice_sent",
+            AccountEvent::Held { .. } => "account_held",
+            AccountEvent::RetryRequested => "account_retry_requested",
+        }
+    }
+}
+
+/// The limits an account's transitions respect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountPolicy {
+    /// Transfer attempts before the account is held.
+    pub max_transfer_attempts: u32,
+    /// Whether a verification mismatch holds the account (else it proceeds, with the evidence logged).
+    pub hold_on_mismatch: bool,
+}
+
+/// Applies `event` to an account in `state` at `now`.
+pub fn account_transition(
+    state: &AccountState,
+    event: &AccountEvent,
+    now: Timestamp,
+    policy: &AccountPolicy,
+) -> Result<AccountState, Refused> {
+    use AccountEvent as E;
+    use AccountState as S;
+    let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
+    match (state, event) {
+        (S::Pending, E::Enqueued { session }) => Ok(S::Queued {
+            session: session.clone(),
+            attempt: 1,
+        }),
+        (S::Failed { attempt, .. }, E::Enqueued { session }) => Ok(S::Queued {
+            session: session.clone(),
+            attempt: attempt + 1,
+        }),
+        (S::Queued { session, attempt }, E::Copied) => Ok(S::Copied {
+            session: session.clone(),
+            attempt: *attempt,
+        }),
+        // A fast restore can be seen in the same log read as the copy.
+        (S::Queued { .. } | S::Copied { .. }, E::Restored) => Ok(S::Restored { at: now }),
+        (
+            S::Queued { attempt, .. } | S::Copied { attempt, .. },
+            E::TransferFailed { queue, message },
+        ) => {
+            let reason = format!("{queue}: {message}");
+            if *attempt >= policy.max_transfer_attempts {
+                Ok(S::Held {
+                    reason: format!("transfer failed {attempt} times; last: {reason}"),
+                    at: now,
+                })
+            } else {
+                Ok(S::Failed {
+                    attempt: *attempt,
+                    reason,
+                    at: now,
+                })
+            }
+        }
+        (S::Restored { .. }, E::VerifiedOnTarget) => Ok(S::Verified { at: now }),
+        (S::Restored { .. }, E::VerificationFailed { evidence }) => {
+            if policy.hold_on_mismatch {
+                Ok(S::Held {
+                    reason: format!("verification on the target failed: {evidence}"),
+                    at: now,
+                })
+            } else {
+                Ok(S::Verified { at: now })
+            }
+        }
+        (S::Verified { .. }, E::DomainsSwitched) => Ok(S::Switched { at: now }),
+        (S::Switched { .. }, E::NoticeQueued { notice_id }) => Ok(S::Notified {
+            notice_id: *notice_id,
+            at: now,
+        }),
+        (S::Notified { .. }, E::NoticeSent) => Ok(S::Done { at: now }),
+        (S::Held { .. }, E::RetryRequested) => Ok(S::Pending),
+        (S::Held { .. }, _) => refuse("the account is held for an operator"),
+        (S::Done { .. }, _) => refuse("the account has already arrived"),
+        (
+            S::Pending
+            | S::Queued { .. }
+            | S::Copied { .. }
+            | S::Restored { .. }
+            | S::Verified { .. }
+            | S::Switched { .. }
+            | S::Notified { .. }
+            | S::Failed { .. },
+            E::Held { reason },
+        ) => Ok(S::Held {
+            reason: reason.clone(),
+            at: now,
+        }),
+        (S::Switched { .. }, _) => refuse("the next step is the completion notice"),
+        (S::Notified { .. }, _) => refuse("the completion notice is already queued"),
+        (S::Pending | S::Failed { .. }, _) => {
+            refuse("the account has not been enqueued in a transfer session")
+        }
+        (S::Queued { .. } | S::Copied { .. }, _) => {
+            refuse("the account is still being transferred")
+        }
+        (S::Restored { .. }, _) => refuse("the account has not been verified on the target"),
+        (S::Verified { .. }, _) => refuse("the account's domains have not been switched"),
+    }
+}
+
+/// The step the engine schedules for an account that has just entered `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStep {
+    /// Check its sites on the target.
+    Verify,
+    /// Repoint its domains and verify through the resolver.
+    Repoint,
+    /// Write the completion notice to the outbox.
+    QueueNotice,
+}
+
+/// The follow-up step for an account that has just entered `state`, if the engine owes one.
+/// Transfers are not per account: the engine batches accounts that want one into sessions.
+pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
+    match state {
+        AccountState::Restored { .. } => Some(AccountStep::Verify),
+        AccountState::Verified { .. } => Some(AccountStep::Repoint),
+        AccountState::Switched { .. } => Some(AccountStep::QueueNotice),
+        AccountState::Pending
+        | AccountState::Queued { .. }
+        | AccountState::Copied { .. }
+        | AccountState::Notified { .. }
+        | AccountState::Done { .. }
+        | AccountState::Failed { .. }
+        | AccountState::Held { .. } => None,
+    }
+}
+
+/// The dedupe key of an account's completion notice: the outbox's unique key, so the notice
+/// is a single row however often the step runs.
+pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> String {
+    format!("completion:{migration}:{user}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domain
+
+/// Where one domain's DNS stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DomainState {
+    /// Nothing done yet.
+    Pending,
+    /// Its records that will change have the short TTL.
+    TtlLowered {
+        /// The TTL the records had before (the longest of them), in seconds.
+        old_ttl: u32,
+        /// When it was lowered.
+        lowered_at: Timestamp,
+    },
+    /// Its account is verified on the target; it may be repointed once its gate is open.
+    VerifiedOnTarget {
+        /// The TTL the records had before, in seconds.
+        old_ttl: u32,
+        /// When it was lowered.
+        lowered_at: Timestamp,
+    },
+    /// The nameserver was told the new address.
+    Repointed {
+        /// When.
+        at: Timestamp,
+    },
+    /// Every own nameserver serves the new address.
+    Done {
+        /// When.
+        at: Timestamp,
+    },
+}
+
+impl DomainState {
+    /// The state's name as stored and shown.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DomainState::Pending => "pending",
+            DomainState::TtlLowered { .. } => "ttl_lowered",
+            DomainState::VerifiedOnTarget { .. } => "verified_on_target",
+            DomainState::Repointed { .. } => "repointed",
+            DomainState::Done { .. } => "done",
+        }
+    }
+}
+
+/// Something that happened to one domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DomainEvent {
+    /// Its records got the short TTL; they had `old_ttl` before.
+    TtlLowered {
+        /// The previous TTL in seconds (the longest of the records that will change).
+        old_ttl: u32,
+    },
+    /// Its account was verified on the target.
+    AccountVerified,
+    /// Its records were changed to the target's address.
+    Repointed,
+    /// Every own nameserver was seen serving the target's address.
+    ResolutionVerified,
+    /// An operator retried its account from the start; the domain goes back to its lowered TTL.
+    AccountRetried,
+}
+
+impl DomainEvent {
+    /// The event's name as stored in the event log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DomainEvent::TtlLowered { .. } => "domain_ttl_lowered",
+            DomainEvent::AccountVerified => "domain_verified_on_target",
+            DomainEvent::Repointed => "domain_repointed",
+            DomainEvent::ResolutionVerified => "domain_resolution_verified",
+            DomainEvent::AccountRetried => "domain_account_retried",
+        }
+    }
+}
+
+/// Applies `event` to a domain in `state` at `now`; `gate` decides when a lowered record may change.
+pub fn domain_transition(
+    state: &DomainState,
+    event: &DomainEvent,
+    now: Timestamp,
+    gate: &GatePolicy,
+) -> Result<DomainState, Refused> {
+    use DomainEvent as E;
+    use DomainState as S;
+    let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
+    match (state, event) {
+        (S::Pending, E::TtlLowered { old_ttl }) => Ok(S::TtlLowered {
+            old_ttl: *old_ttl,
+            lowered_at: now,
+        }),
+        (
+            S::TtlLowered {
+                old_ttl,
+                lowered_at,
+            },
+            E::AccountVerified,
+        ) => Ok(S::VerifiedOnTarget {
+            old_ttl: *old_ttl,
+            lowered_at: *lowered_at,
+        }),
+        (
+            S::VerifiedOnTarget {
+                old_ttl,
+                lowered_at,
+            },
+            E::Repointed,
+        ) => {
+            let opens = gate.opens_at(*lowered_at, *old_ttl);
+            if now < opens {
+                return refuse(&format!(
+                    "its TTL gate opens at {opens} (old TTL {old_ttl} s)"
+                ));
+            }
+            Ok(S::Repointed { at: now })
+        }
+        (S::Repointed { .. }, E::ResolutionVerified) => Ok(S::Done { at: now }),
+        (
+            S::VerifiedOnTarget {
+                old_ttl,
+                lowered_at,
+            },
+            E::AccountRetried,
+        ) => Ok(S::TtlLowered {
+            old_ttl: *old_ttl,
+            lowered_at: *lowered_at,
+        }),
+        (S::TtlLowered { .. } | S::Pending, E::AccountRetried) => Ok(state.clone()),
+        (S::Pending, _) => refuse("its TTL has not been lowered"),
+        (S::TtlLowered { .. }, E::Repointed) => {
+            refuse("its account has not been verified on the target")
+        }
+        (S::TtlLowered { .. }, _) => refuse("waiting for its account to be verified on the target"),
+        (S::VerifiedOnTarget { .. }, _) => refuse("the next step is the repoint"),
+        (S::Repointed { .. }, _) => refuse("the next step is the resolver check"),
+        (S::Done { .. }, _) => refuse("the domain has already been cut over"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        from_millis(1_800_000_000_000 + secs * 1000)
+    }
+
+    const POLICY: AccountPolicy = AccountPolicy {
+        max_transfer_attempts: 2,
+        hold_on_mismatch: true,
+    };
+    const GATE: GatePolicy = GatePolicy {
+        margin: Duration::from_secs(30),
+        wait_override: None,
+    };
+
+    #[test]
+    fn gate_is_old_ttl_plus_margin_unless_overridden() {
+        assert_eq!(GATE.opens_at(t(0), 3600), t(3630));
+        let short = GatePolicy {
+            margin: Duration::from_secs(30),
+            wait_override: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(short.opens_at(t(0), 3600), t(2));
+    }
+
+    #[test]
+    fn migration_transitions() {
+        use MigrationEvent as E;
+        use MigrationState as S;
+        let planned = S::Planned { planned_at: t(0) };
+        let started = S::Started { started_at: t(1) };
+        let lowered = S::TtlLowered {
+            lowered_at: t(2),
+            gate_opens_at: t(100),
+        };
+        let transferring = S::Transferring { since: t(100) };
+        let cut = S::CutOver {
+            at: t(200),
+            arrived: 3,
+            held: 1,
+        };
+        let paused = S::Paused {
+            previous: Box::new(lowered.clone()),
+            at: t(50),
+        };
+        let aborted = S::Aborted {
+            at: t(60),
+            reason: "customer asked".into(),
+        };
+        let abort = E::Aborted {
+            reason: "customer asked".into(),
+        };
+        // (state, event, now, expected: Ok(state name) or Err(fragment of the reason))
+        let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
+            (planned.clone(), E::Started, 1, Ok("started")),
+            (planned.clone(), E::GateOpened, 1, Err("not been started")),
+            (planned.clone(), abort.clone(), 60, Ok("aborted")),
+            (
+                started.clone(),
+                E::TtlLowered {
+                    gate_opens_at: t(100),
+                },
+                2,
+                Ok("ttl_lowered"),
+            ),
+            (started.clone(), E::GateOpened, 2, Err("not the next step")),
+            (started.clone(), E::Paused, 2, Ok("paused")),
+            (lowered.clone(), E::GateOpened, 99, Err("TTL gate opens")),
+            (lowered.clone(), E::GateOpened, 100, Ok("transferring")),
+            (lowered.clone(), E::Started, 100, Err("not the next step")),
+            (lowered.clone(), E::Paused, 50, Ok("paused")),
+            (
+                transferring.clone(),
+                E::AccountsSettled {
+                    arrived: 3,
+                    held: 1,
+                },
+                200,
+                Ok("cut_over"),
+            ),
+            (
+                transferring.clone(),
+                E::GateOpened,
+                200,
+                Err("not the next step"),
+            ),
+            (transferring.clone(), abort.clone(), 200, Ok("aborted")),
+            (paused.clone(), E::Resumed, 70, Ok("ttl_lowered")),
+            (paused.clone(), E::GateOpened, 200, Err("paused")),
+            (paused.clone(), abort.clone(), 200, Ok("aborted")),
+            (aborted.clone(), E::Resumed, 200, Err("aborted")),
+            (aborted.clone(), E::Started, 200, Err("aborted")),
+            (cut.clone(), E::Paused, 300, Err("already cut over")),
+            (cut.clone(), abort.clone(), 300, Err("already cut over")),
+        ];
+        for (state, event, now, expected) in table {
+            let got = migration_transition(&state, &event, t(now));
+            match (expected, got) {
+                (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
+                (Err(fragment), Err(refusal)) => {
+                    assert!(
+                        refusal.reason.contains(fragment),
+                        "{state:?} + {event:?}: {refusal}"
+                    )
+                }
+                (expected, got) => {
+                    panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resume_returns_to_the_paused_state_exactly() {
+        let lowered = MigrationState::TtlLowered {
+            lowered_at: t(2),
+            gate_opens_at: t(100),
+        };
+        let paused = migration_transition(&lowered, &MigrationEvent::Paused, t(3)).unwrap();
+        assert_eq!(
+            migration_transition(&paused, &MigrationEvent::Resumed, t(4)).unwrap(),
+            lowered
+        );
+    }
+
+    #[test]
+    fn account_transitions() {
+        use AccountEvent as E;
+        use AccountState as S;
+        let queued1 = S::Queued {
+            session: "s1".into(),
+            attempt: 1,
+        };
+        let queued2 = S::Queued {
+            session: "s2".into(),
+            attempt: 2,
+        };
+        let copied = S::Copied {
+            session: "s1".into(),
+            attempt: 1,
+        };
+        let failed = S::Failed {
+            attempt: 1,
+            reason: "RESTORE: disk full".into(),
+            at: t(5),
+        };
+        let restored = S::Restored { at: t(6) };
+        let verified = S::Verified { at: t(7) };
+        let switched = S::Switched { at: t(8) };
+        let notified = S::Notified {
+            notice_id: 9,
+            at: t(9),
+        };
+        let done = S::Done { at: t(10) };
+        let held = S::Held {
+            reason: "x".into(),
+            at: t(10),
+        };
+        let fail = E::TransferFailed {
+            queue: "RESTORE".into(),
+            message: "disk full".into(),
+        };
+        let mismatch = E::VerificationFailed {
+            evidence: "source 200 \"Kukka\", target 500".into(),
+        };
+        let enqueue = E::Enqueued {
+            session: "s2".into(),
+        };
+        let table: Vec<(S, E, Result<&str, &str>)> = vec![
+            (S::Pending, enqueue.clone(), Ok("queued")),
+            (S::Pending, E::Copied, Err("not been enqueued")),
+            (
+                S::Pending,
+                E::NoticeQueued { notice_id: 1 },
+                Err("not been enqueued"),
+            ),
+            (queued1.clone(), E::Copied, Ok("copied")),
+            (queued1.clone(), E::Restored, Ok("restored")),
+            (queued1.clone(), fail.clone(), Ok("failed")),
+            (
+                queued1.clone(),
+                E::VerifiedOnTarget,
+                Err("still being transferred"),
+            ),
+            (copied.clone(), E::Restored, Ok("restored")),
+            (copied.clone(), fail.clone(), Ok("failed")),
+            (
+                copied.clone(),
+                E::DomainsSwitched,
+                Err("still being transferred"),
+            ),
+            (failed.clone(), enqueue.clone(), Ok("queued")),
+            (failed.clone(), E::Restored, Err("not been enqueued")),
+            (queued2.clone(), fail.clone(), Ok("held")),
+            (restored.clone(), E::VerifiedOnTarget, Ok("verified")),
+            (restored.clone(), mismatch.clone(), Ok("held")),
+            (
+                restored.clone(),
+                E::DomainsSwitched,
+                Err("not been verified"),
+            ),
+            (verified.clone(), E::DomainsSwitched, Ok("switched")),
+            (
+                verified.clone(),
+                E::NoticeQueued { notice_id: 1 },
+                Err("not been switched"),
+            ),
+            (
+                switched.clone(),
+                E::NoticeQueued { notice_id: 9 },
+                Ok("notified"),
+            ),
+            (switched.clone(), E::NoticeSent, Err("completion notice")),
+            (notified.clone(), E::NoticeSent, Ok("done")),
+            (
+                notified.clone(),
+                E::NoticeQueued { notice_id: 10 },
+                Err("already queued"),
+            ),
+            (
+                done.clone(),
+                E::NoticeQueued { notice_id: 10 },
+                Err("already arrived"),
+            ),
+            (
+                done.clone(),
+                E::Held { reason: "x".into() },
+                Err("already arrived"),
+            ),
+            (held.clone(), E::Restored, Err("held for an operator")),
+            (held.clone(), E::RetryRequested, Ok("pending")),
+            (
+                verified.clone(),
+                E::Held {
+                    reason: "dns down".into(),
+                },
+                Ok("held"),
+            ),
+            (S::Pending, E::RetryRequested, Err("not been enqueued")),
+        ];
+        for (state, event, expected) in table {
+            let got = account_transition(&state, &event, t(20), &POLICY);
+            match (expected, got) {
+                (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
+                (Err(fragment), Err(refusal)) => {
+                    assert!(
+                        refusal.reason.contains(fragment),
+                        "{state:?} + {event:?}: {refusal}"
+                    )
+                }
+                (expected, got) => {
+                    panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mismatch_proceeds_when_the_playbook_says_so() {
+        let policy = AccountPolicy {
+            max_transfer_attempts: 2,
+            hold_on_mismatch: false,
+        };
+        let event = AccountEvent::VerificationFailed {
+            evidence: "title differs".into(),
+        };
+        let next = account_transition(&AccountState::Restored { at: t(0) }, &event, t(1), &policy)
+            .unwrap();
+        assert_eq!(next.name(), "verified");
+    }
+
+    #[test]
+    fn next_steps() {
+        assert_eq!(
+            account_next_step(&AccountState::Restored { at: t(0) }),
+            Some(AccountStep::Verify)
+        );
+        assert_eq!(
+            account_next_step(&AccountState::Verified { at: t(0) }),
+            Some(AccountStep::Repoint)
+        );
+        assert_eq!(
+            account_next_step(&AccountState::Switched { at: t(0) }),
+            Some(AccountStep::QueueNotice)
+        );
+        assert_eq!(account_next_step(&AccountState::Pending), None);
+        assert!(AccountState::Pending.wants_transfer());
+        assert!(
+            !AccountState::Held {
+                reason: String::new(),
+                at: t(0)
+            }
+            .wants_transfer()
+        );
+    }
+
+    #[test]
+    fn domain_transitions() {
+        use DomainEvent as E;
+        use DomainState as S;
+        let lowered = S::TtlLowered {
+            old_ttl: 3600,
+            lowered_at: t(0),
+        };
+        let verified = S::VerifiedOnTarget {
+            old_ttl: 3600,
+            lowered_at: t(0),
+        };
+        let repointed = S::Repointed { at: t(4000) };
+        let done = S::Done { at: t(4001) };
+        let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
+            (
+                S::Pending,
+                E::TtlLowered { old_ttl: 3600 },
+                0,
+                Ok("ttl_lowered"),
+            ),
+            (S::Pending, E::Repointed, 0, Err("not been lowered")),
+            (S::Pending, E::AccountVerified, 0, Err("not been lowered")),
+            (
+                lowered.clone(),
+                E::AccountVerified,
+                10,
+                Ok("verified_on_target"),
+            ),
+            // The invariant: never repointed before its account is verified on the target.
+            (
+                lowered.clone(),
+                E::Repointed,
+                5000,
+                Err("not been verified"),
+            ),
+            (
+                lowered.clone(),
+                E::TtlLowered { old_ttl: 60 },
+                10,
+                Err("waiting for its account"),
+            ),
+            // The invariant: never before lowered_at + old_ttl + margin.
+            (verified.clone(), E::Repointed, 3629, Err("TTL gate opens")),
+            (verified.clone(), E::Repointed, 3630, Ok("repointed")),
+            (
+                verified.clone(),
+                E::ResolutionVerified,
+                3630,
+                Err("next step is the repoint"),
+            ),
+            (verified.clone(), E::AccountRetried, 3630, Ok("ttl_lowered")),
+            (repointed.clone(), E::ResolutionVerified, 4001, Ok("done")),
+            (repointed.clone(), E::Repointed, 4001, Err("resolver check")),
+            (
+                done.clone(),
+                E::Repointed,
+                5000,
+                Err("already been cut over"),
+            ),
+            (
+                done.clone(),
+                E::AccountRetried,
+                5000,
+                Err("already been cut over"),
+            ),
+        ];
+        for (state, event, now, expected) in table {
+            let got = domain_transition(&state, &event, t(now), &GATE);
+            match (expected, got) {
+                (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
+                (Err(fragment), Err(refusal)) => {
+                    assert!(
+                        refusal.reason.contains(fragment),
+                        "{state:?} + {event:?}: {refusal}"
+                    )
+                }
+                (expected, got) => {
+                    panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_json() {
+        let state = AccountState::Held {
+            reason: "RESTORE: disk full".into(),
+            at: t(1),
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains("\"state\":\"held\""), "{json}");
+        assert_eq!(serde_json::from_str::<AccountState>(&json).unwrap(), state);
+        let paused = MigrationState::Paused {
+            previous: Box::new(MigrationState::Started { started_at: t(0) }),
+            at: t(1),
+        };
+        let json = serde_json::to_string(&paused).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MigrationState>(&json).unwrap(),
+            paused
+        );
+    }
+
+    #[test]
+    fn notice_key_is_stable() {
+        let m = MigrationId::parse("old1-2026").unwrap();
+        let u = AccountName::parse("kukka").unwrap();
+        assert_eq!(completion_notice_key(&m, &u), "completion:old1-2026:kukka");
+    }
+}

@@ -1,0 +1,3 @@
+//! The simulated cPanel host (`sim`): the one stand-in in the system.
+
+pub mod nameserver;
