@@ -53,11 +53,7 @@ pub struct Refused {
 }
 
 fn refused(state: &'static str, event: &'static str, reason: impl Into<String>) -> Refused {
-    Refused {
-        state,
-        event,
-        reason: reason.into(),
-    }
+    Refused { state, event, reason: reason.into() }
 }
 
 /// How long the cutover of a record must wait after its TTL was lowered.
@@ -221,10 +217,9 @@ pub fn migration_transition(
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
         (S::Planned { .. }, E::Started) => Ok(S::Started { started_at: now }),
-        (S::Started { .. }, E::TtlLowered { gate_opens_at }) => Ok(S::TtlLowered {
-            lowered_at: now,
-            gate_opens_at: *gate_opens_at,
-        }),
+        (S::Started { .. }, E::TtlLowered { gate_opens_at }) => {
+            Ok(S::TtlLowered { lowered_at: now, gate_opens_at: *gate_opens_at })
+        }
         (S::TtlLowered { gate_opens_at, .. }, E::GateOpened) => {
             if now < *gate_opens_at {
                 return refuse(&format!(
@@ -233,16 +228,11 @@ pub fn migration_transition(
             }
             Ok(S::Transferring { since: now })
         }
-        (S::Transferring { .. }, E::AccountsSettled { arrived, held }) => Ok(S::CutOver {
-            at: now,
-            arrived: *arrived,
-            held: *held,
-        }),
+        (S::Transferring { .. }, E::AccountsSettled { arrived, held }) => {
+            Ok(S::CutOver { at: now, arrived: *arrived, held: *held })
+        }
         (S::Started { .. } | S::TtlLowered { .. } | S::Transferring { .. }, E::Paused) => {
-            Ok(S::Paused {
-                previous: Box::new(state.clone()),
-                at: now,
-            })
+            Ok(S::Paused { previous: Box::new(state.clone()), at: now })
         }
         (S::Paused { previous, .. }, E::Resumed) => Ok((**previous).clone()),
         (
@@ -252,10 +242,7 @@ pub fn migration_transition(
             | S::Transferring { .. }
             | S::Paused { .. },
             E::Aborted { reason },
-        ) => Ok(S::Aborted {
-            at: now,
-            reason: reason.clone(),
-        }),
+        ) => Ok(S::Aborted { at: now, reason: reason.clone() }),
         (S::Planned { .. }, _) => refuse("the migration has not been started"),
         (S::Paused { .. }, _) => refuse("the migration is paused"),
         (S::Aborted { .. }, _) => refuse("the migration was aborted"),
@@ -466,54 +453,35 @@ pub fn account_transition(
     use AccountState as S;
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
-        (S::Pending, E::Enqueued { session }) => Ok(S::Queued {
-            session: session.clone(),
-            attempt: 1,
-        }),
-        (S::Failed { attempt, .. }, E::Enqueued { session }) => Ok(S::Queued {
-            session: session.clone(),
-            attempt: attempt + 1,
-        }),
-        (S::Queued { session, attempt }, E::Copied) => Ok(S::Copied {
-            session: session.clone(),
-            attempt: *attempt,
-        }),
+        (S::Pending, E::Enqueued { session }) => Ok(S::Queued { session: session.clone(), attempt: 1 }),
+        (S::Failed { attempt, .. }, E::Enqueued { session }) => {
+            Ok(S::Queued { session: session.clone(), attempt: attempt + 1 })
+        }
+        (S::Queued { session, attempt }, E::Copied) => {
+            Ok(S::Copied { session: session.clone(), attempt: *attempt })
+        }
         // A fast restore can be seen in the same log read as the copy.
         (S::Queued { .. } | S::Copied { .. }, E::Restored) => Ok(S::Restored { at: now }),
-        (
-            S::Queued { attempt, .. } | S::Copied { attempt, .. },
-            E::TransferFailed { queue, message },
-        ) => {
+        (S::Queued { attempt, .. } | S::Copied { attempt, .. }, E::TransferFailed { queue, message }) => {
             let reason = format!("{queue}: {message}");
             if *attempt >= policy.max_transfer_attempts {
-                Ok(S::Held {
-                    reason: format!("transfer failed {attempt} times; last: {reason}"),
-                    at: now,
-                })
+                Ok(S::Held { reason: format!("transfer failed {attempt} times; last: {reason}"), at: now })
             } else {
-                Ok(S::Failed {
-                    attempt: *attempt,
-                    reason,
-                    at: now,
-                })
+                Ok(S::Failed { attempt: *attempt, reason, at: now })
             }
         }
         (S::Restored { .. }, E::VerifiedOnTarget) => Ok(S::Verified { at: now }),
         (S::Restored { .. }, E::VerificationFailed { evidence }) => {
             if policy.hold_on_mismatch {
-                Ok(S::Held {
-                    reason: format!("verification on the target failed: {evidence}"),
-                    at: now,
-                })
+                Ok(S::Held { reason: format!("verification on the target failed: {evidence}"), at: now })
             } else {
                 Ok(S::Verified { at: now })
             }
         }
         (S::Verified { .. }, E::DomainsSwitched) => Ok(S::Switched { at: now }),
-        (S::Switched { .. }, E::NoticeQueued { notice_id }) => Ok(S::Notified {
-            notice_id: *notice_id,
-            at: now,
-        }),
+        (S::Switched { .. }, E::NoticeQueued { notice_id }) => {
+            Ok(S::Notified { notice_id: *notice_id, at: now })
+        }
         (S::Notified { .. }, E::NoticeSent) => Ok(S::Done { at: now }),
         (S::Held { .. }, E::RetryRequested) => Ok(S::Pending),
         (S::Held { .. }, _) => refuse("the account is held for an operator"),
@@ -528,18 +496,13 @@ pub fn account_transition(
             | S::Notified { .. }
             | S::Failed { .. },
             E::Held { reason },
-        ) => Ok(S::Held {
-            reason: reason.clone(),
-            at: now,
-        }),
+        ) => Ok(S::Held { reason: reason.clone(), at: now }),
         (S::Switched { .. }, _) => refuse("the next step is the completion notice"),
         (S::Notified { .. }, _) => refuse("the completion notice is already queued"),
         (S::Pending | S::Failed { .. }, _) => {
             refuse("the account has not been enqueued in a transfer session")
         }
-        (S::Queued { .. } | S::Copied { .. }, _) => {
-            refuse("the account is still being transferred")
-        }
+        (S::Queued { .. } | S::Copied { .. }, _) => refuse("the account is still being transferred"),
         (S::Restored { .. }, _) => refuse("the account has not been verified on the target"),
         (S::Verified { .. }, _) => refuse("the account's domains have not been switched"),
     }
@@ -588,6 +551,12 @@ pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> Str
 pub enum DomainState {
     /// Nothing done yet.
     Pending,
+    /// The TTL its records had was read and recorded; the lowering comes next. Recording it
+    /// first means a crash after the lowering cannot make us forget the old TTL.
+    TtlObserved {
+        /// The TTL the records that will change have now (the longest of them), in seconds.
+        old_ttl: u32,
+    },
     /// Its records that will change have the short TTL.
     TtlLowered {
         /// The TTL the records had before (the longest of them), in seconds.
@@ -619,6 +588,7 @@ impl DomainState {
     pub fn name(&self) -> &'static str {
         match self {
             DomainState::Pending => "pending",
+            DomainState::TtlObserved { .. } => "ttl_observed",
             DomainState::TtlLowered { .. } => "ttl_lowered",
             DomainState::VerifiedOnTarget { .. } => "verified_on_target",
             DomainState::Repointed { .. } => "repointed",
@@ -631,11 +601,13 @@ impl DomainState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DomainEvent {
-    /// Its records got the short TTL; they had `old_ttl` before.
-    TtlLowered {
-        /// The previous TTL in seconds (the longest of the records that will change).
+    /// The TTL of its records that will change was read from the nameserver.
+    TtlObserved {
+        /// The TTL in seconds (the longest of the records that will change).
         old_ttl: u32,
     },
+    /// Its records got the short TTL.
+    TtlLowered,
     /// Its account was verified on the target.
     AccountVerified,
     /// Its records were changed to the target's address.
@@ -650,7 +622,8 @@ impl DomainEvent {
     /// The event's name as stored in the event log.
     pub fn name(&self) -> &'static str {
         match self {
-            DomainEvent::TtlLowered { .. } => "domain_ttl_lowered",
+            DomainEvent::TtlObserved { .. } => "domain_ttl_observed",
+            DomainEvent::TtlLowered => "domain_ttl_lowered",
             DomainEvent::AccountVerified => "domain_verified_on_target",
             DomainEvent::Repointed => "domain_repointed",
             DomainEvent::ResolutionVerified => "domain_resolution_verified",
@@ -670,51 +643,31 @@ pub fn domain_transition(
     use DomainState as S;
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
-        (S::Pending, E::TtlLowered { old_ttl }) => Ok(S::TtlLowered {
-            old_ttl: *old_ttl,
-            lowered_at: now,
-        }),
-        (
-            S::TtlLowered {
-                old_ttl,
-                lowered_at,
-            },
-            E::AccountVerified,
-        ) => Ok(S::VerifiedOnTarget {
-            old_ttl: *old_ttl,
-            lowered_at: *lowered_at,
-        }),
-        (
-            S::VerifiedOnTarget {
-                old_ttl,
-                lowered_at,
-            },
-            E::Repointed,
-        ) => {
+        (S::Pending, E::TtlObserved { old_ttl }) => Ok(S::TtlObserved { old_ttl: *old_ttl }),
+        // Observing again (a retry after a crash before the lowering) keeps the first reading:
+        // by then the records may already carry the short TTL.
+        (S::TtlObserved { .. }, E::TtlObserved { .. }) => Ok(state.clone()),
+        (S::TtlObserved { old_ttl }, E::TtlLowered) => {
+            Ok(S::TtlLowered { old_ttl: *old_ttl, lowered_at: now })
+        }
+        (S::TtlLowered { old_ttl, lowered_at }, E::AccountVerified) => {
+            Ok(S::VerifiedOnTarget { old_ttl: *old_ttl, lowered_at: *lowered_at })
+        }
+        (S::VerifiedOnTarget { old_ttl, lowered_at }, E::Repointed) => {
             let opens = gate.opens_at(*lowered_at, *old_ttl);
             if now < opens {
-                return refuse(&format!(
-                    "its TTL gate opens at {opens} (old TTL {old_ttl} s)"
-                ));
+                return refuse(&format!("its TTL gate opens at {opens} (old TTL {old_ttl} s)"));
             }
             Ok(S::Repointed { at: now })
         }
         (S::Repointed { .. }, E::ResolutionVerified) => Ok(S::Done { at: now }),
-        (
-            S::VerifiedOnTarget {
-                old_ttl,
-                lowered_at,
-            },
-            E::AccountRetried,
-        ) => Ok(S::TtlLowered {
-            old_ttl: *old_ttl,
-            lowered_at: *lowered_at,
-        }),
-        (S::TtlLowered { .. } | S::Pending, E::AccountRetried) => Ok(state.clone()),
-        (S::Pending, _) => refuse("its TTL has not been lowered"),
-        (S::TtlLowered { .. }, E::Repointed) => {
-            refuse("its account has not been verified on the target")
+        (S::VerifiedOnTarget { old_ttl, lowered_at }, E::AccountRetried) => {
+            Ok(S::TtlLowered { old_ttl: *old_ttl, lowered_at: *lowered_at })
         }
+        (S::TtlLowered { .. } | S::TtlObserved { .. } | S::Pending, E::AccountRetried) => Ok(state.clone()),
+        (S::Pending, _) => refuse("its TTL has not been observed"),
+        (S::TtlObserved { .. }, _) => refuse("its TTL has not been lowered"),
+        (S::TtlLowered { .. }, E::Repointed) => refuse("its account has not been verified on the target"),
         (S::TtlLowered { .. }, _) => refuse("waiting for its account to be verified on the target"),
         (S::VerifiedOnTarget { .. }, _) => refuse("the next step is the repoint"),
         (S::Repointed { .. }, _) => refuse("the next step is the resolver check"),
@@ -730,22 +683,14 @@ mod tests {
         from_millis(1_800_000_000_000 + secs * 1000)
     }
 
-    const POLICY: AccountPolicy = AccountPolicy {
-        max_transfer_attempts: 2,
-        hold_on_mismatch: true,
-    };
-    const GATE: GatePolicy = GatePolicy {
-        margin: Duration::from_secs(30),
-        wait_override: None,
-    };
+    const POLICY: AccountPolicy = AccountPolicy { max_transfer_attempts: 2, hold_on_mismatch: true };
+    const GATE: GatePolicy = GatePolicy { margin: Duration::from_secs(30), wait_override: None };
 
     #[test]
     fn gate_is_old_ttl_plus_margin_unless_overridden() {
         assert_eq!(GATE.opens_at(t(0), 3600), t(3630));
-        let short = GatePolicy {
-            margin: Duration::from_secs(30),
-            wait_override: Some(Duration::from_secs(2)),
-        };
+        let short =
+            GatePolicy { margin: Duration::from_secs(30), wait_override: Some(Duration::from_secs(2)) };
         assert_eq!(short.opens_at(t(0), 3600), t(2));
     }
 
@@ -755,61 +700,26 @@ mod tests {
         use MigrationState as S;
         let planned = S::Planned { planned_at: t(0) };
         let started = S::Started { started_at: t(1) };
-        let lowered = S::TtlLowered {
-            lowered_at: t(2),
-            gate_opens_at: t(100),
-        };
+        let lowered = S::TtlLowered { lowered_at: t(2), gate_opens_at: t(100) };
         let transferring = S::Transferring { since: t(100) };
-        let cut = S::CutOver {
-            at: t(200),
-            arrived: 3,
-            held: 1,
-        };
-        let paused = S::Paused {
-            previous: Box::new(lowered.clone()),
-            at: t(50),
-        };
-        let aborted = S::Aborted {
-            at: t(60),
-            reason: "customer asked".into(),
-        };
-        let abort = E::Aborted {
-            reason: "customer asked".into(),
-        };
+        let cut = S::CutOver { at: t(200), arrived: 3, held: 1 };
+        let paused = S::Paused { previous: Box::new(lowered.clone()), at: t(50) };
+        let aborted = S::Aborted { at: t(60), reason: "customer asked".into() };
+        let abort = E::Aborted { reason: "customer asked".into() };
         // (state, event, now, expected: Ok(state name) or Err(fragment of the reason))
         let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
             (planned.clone(), E::Started, 1, Ok("started")),
             (planned.clone(), E::GateOpened, 1, Err("not been started")),
             (planned.clone(), abort.clone(), 60, Ok("aborted")),
-            (
-                started.clone(),
-                E::TtlLowered {
-                    gate_opens_at: t(100),
-                },
-                2,
-                Ok("ttl_lowered"),
-            ),
+            (started.clone(), E::TtlLowered { gate_opens_at: t(100) }, 2, Ok("ttl_lowered")),
             (started.clone(), E::GateOpened, 2, Err("not the next step")),
             (started.clone(), E::Paused, 2, Ok("paused")),
             (lowered.clone(), E::GateOpened, 99, Err("TTL gate opens")),
             (lowered.clone(), E::GateOpened, 100, Ok("transferring")),
             (lowered.clone(), E::Started, 100, Err("not the next step")),
             (lowered.clone(), E::Paused, 50, Ok("paused")),
-            (
-                transferring.clone(),
-                E::AccountsSettled {
-                    arrived: 3,
-                    held: 1,
-                },
-                200,
-                Ok("cut_over"),
-            ),
-            (
-                transferring.clone(),
-                E::GateOpened,
-                200,
-                Err("not the next step"),
-            ),
+            (transferring.clone(), E::AccountsSettled { arrived: 3, held: 1 }, 200, Ok("cut_over")),
+            (transferring.clone(), E::GateOpened, 200, Err("not the next step")),
             (transferring.clone(), abort.clone(), 200, Ok("aborted")),
             (paused.clone(), E::Resumed, 70, Ok("ttl_lowered")),
             (paused.clone(), E::GateOpened, 200, Err("paused")),
@@ -824,10 +734,7 @@ mod tests {
             match (expected, got) {
                 (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
                 (Err(fragment), Err(refusal)) => {
-                    assert!(
-                        refusal.reason.contains(fragment),
-                        "{state:?} + {event:?}: {refusal}"
-                    )
+                    assert!(refusal.reason.contains(fragment), "{state:?} + {event:?}: {refusal}")
                 }
                 (expected, got) => {
                     panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
@@ -838,130 +745,56 @@ mod tests {
 
     #[test]
     fn resume_returns_to_the_paused_state_exactly() {
-        let lowered = MigrationState::TtlLowered {
-            lowered_at: t(2),
-            gate_opens_at: t(100),
-        };
+        let lowered = MigrationState::TtlLowered { lowered_at: t(2), gate_opens_at: t(100) };
         let paused = migration_transition(&lowered, &MigrationEvent::Paused, t(3)).unwrap();
-        assert_eq!(
-            migration_transition(&paused, &MigrationEvent::Resumed, t(4)).unwrap(),
-            lowered
-        );
+        assert_eq!(migration_transition(&paused, &MigrationEvent::Resumed, t(4)).unwrap(), lowered);
     }
 
     #[test]
     fn account_transitions() {
         use AccountEvent as E;
         use AccountState as S;
-        let queued1 = S::Queued {
-            session: "s1".into(),
-            attempt: 1,
-        };
-        let queued2 = S::Queued {
-            session: "s2".into(),
-            attempt: 2,
-        };
-        let copied = S::Copied {
-            session: "s1".into(),
-            attempt: 1,
-        };
-        let failed = S::Failed {
-            attempt: 1,
-            reason: "RESTORE: disk full".into(),
-            at: t(5),
-        };
+        let queued1 = S::Queued { session: "s1".into(), attempt: 1 };
+        let queued2 = S::Queued { session: "s2".into(), attempt: 2 };
+        let copied = S::Copied { session: "s1".into(), attempt: 1 };
+        let failed = S::Failed { attempt: 1, reason: "RESTORE: disk full".into(), at: t(5) };
         let restored = S::Restored { at: t(6) };
         let verified = S::Verified { at: t(7) };
         let switched = S::Switched { at: t(8) };
-        let notified = S::Notified {
-            notice_id: 9,
-            at: t(9),
-        };
+        let notified = S::Notified { notice_id: 9, at: t(9) };
         let done = S::Done { at: t(10) };
-        let held = S::Held {
-            reason: "x".into(),
-            at: t(10),
-        };
-        let fail = E::TransferFailed {
-            queue: "RESTORE".into(),
-            message: "disk full".into(),
-        };
-        let mismatch = E::VerificationFailed {
-            evidence: "source 200 \"Kukka\", target 500".into(),
-        };
-        let enqueue = E::Enqueued {
-            session: "s2".into(),
-        };
+        let held = S::Held { reason: "x".into(), at: t(10) };
+        let fail = E::TransferFailed { queue: "RESTORE".into(), message: "disk full".into() };
+        let mismatch = E::VerificationFailed { evidence: "source 200 \"Kukka\", target 500".into() };
+        let enqueue = E::Enqueued { session: "s2".into() };
         let table: Vec<(S, E, Result<&str, &str>)> = vec![
             (S::Pending, enqueue.clone(), Ok("queued")),
             (S::Pending, E::Copied, Err("not been enqueued")),
-            (
-                S::Pending,
-                E::NoticeQueued { notice_id: 1 },
-                Err("not been enqueued"),
-            ),
+            (S::Pending, E::NoticeQueued { notice_id: 1 }, Err("not been enqueued")),
             (queued1.clone(), E::Copied, Ok("copied")),
             (queued1.clone(), E::Restored, Ok("restored")),
             (queued1.clone(), fail.clone(), Ok("failed")),
-            (
-                queued1.clone(),
-                E::VerifiedOnTarget,
-                Err("still being transferred"),
-            ),
+            (queued1.clone(), E::VerifiedOnTarget, Err("still being transferred")),
             (copied.clone(), E::Restored, Ok("restored")),
             (copied.clone(), fail.clone(), Ok("failed")),
-            (
-                copied.clone(),
-                E::DomainsSwitched,
-                Err("still being transferred"),
-            ),
+            (copied.clone(), E::DomainsSwitched, Err("still being transferred")),
             (failed.clone(), enqueue.clone(), Ok("queued")),
             (failed.clone(), E::Restored, Err("not been enqueued")),
             (queued2.clone(), fail.clone(), Ok("held")),
             (restored.clone(), E::VerifiedOnTarget, Ok("verified")),
             (restored.clone(), mismatch.clone(), Ok("held")),
-            (
-                restored.clone(),
-                E::DomainsSwitched,
-                Err("not been verified"),
-            ),
+            (restored.clone(), E::DomainsSwitched, Err("not been verified")),
             (verified.clone(), E::DomainsSwitched, Ok("switched")),
-            (
-                verified.clone(),
-                E::NoticeQueued { notice_id: 1 },
-                Err("not been switched"),
-            ),
-            (
-                switched.clone(),
-                E::NoticeQueued { notice_id: 9 },
-                Ok("notified"),
-            ),
+            (verified.clone(), E::NoticeQueued { notice_id: 1 }, Err("not been switched")),
+            (switched.clone(), E::NoticeQueued { notice_id: 9 }, Ok("notified")),
             (switched.clone(), E::NoticeSent, Err("completion notice")),
             (notified.clone(), E::NoticeSent, Ok("done")),
-            (
-                notified.clone(),
-                E::NoticeQueued { notice_id: 10 },
-                Err("already queued"),
-            ),
-            (
-                done.clone(),
-                E::NoticeQueued { notice_id: 10 },
-                Err("already arrived"),
-            ),
-            (
-                done.clone(),
-                E::Held { reason: "x".into() },
-                Err("already arrived"),
-            ),
+            (notified.clone(), E::NoticeQueued { notice_id: 10 }, Err("already queued")),
+            (done.clone(), E::NoticeQueued { notice_id: 10 }, Err("already arrived")),
+            (done.clone(), E::Held { reason: "x".into() }, Err("already arrived")),
             (held.clone(), E::Restored, Err("held for an operator")),
             (held.clone(), E::RetryRequested, Ok("pending")),
-            (
-                verified.clone(),
-                E::Held {
-                    reason: "dns down".into(),
-                },
-                Ok("held"),
-            ),
+            (verified.clone(), E::Held { reason: "dns down".into() }, Ok("held")),
             (S::Pending, E::RetryRequested, Err("not been enqueued")),
         ];
         for (state, event, expected) in table {
@@ -969,10 +802,7 @@ mod tests {
             match (expected, got) {
                 (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
                 (Err(fragment), Err(refusal)) => {
-                    assert!(
-                        refusal.reason.contains(fragment),
-                        "{state:?} + {event:?}: {refusal}"
-                    )
+                    assert!(refusal.reason.contains(fragment), "{state:?} + {event:?}: {refusal}")
                 }
                 (expected, got) => {
                     panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
@@ -983,119 +813,60 @@ mod tests {
 
     #[test]
     fn mismatch_proceeds_when_the_playbook_says_so() {
-        let policy = AccountPolicy {
-            max_transfer_attempts: 2,
-            hold_on_mismatch: false,
-        };
-        let event = AccountEvent::VerificationFailed {
-            evidence: "title differs".into(),
-        };
-        let next = account_transition(&AccountState::Restored { at: t(0) }, &event, t(1), &policy)
-            .unwrap();
+        let policy = AccountPolicy { max_transfer_attempts: 2, hold_on_mismatch: false };
+        let event = AccountEvent::VerificationFailed { evidence: "title differs".into() };
+        let next = account_transition(&AccountState::Restored { at: t(0) }, &event, t(1), &policy).unwrap();
         assert_eq!(next.name(), "verified");
     }
 
     #[test]
     fn next_steps() {
-        assert_eq!(
-            account_next_step(&AccountState::Restored { at: t(0) }),
-            Some(AccountStep::Verify)
-        );
-        assert_eq!(
-            account_next_step(&AccountState::Verified { at: t(0) }),
-            Some(AccountStep::Repoint)
-        );
-        assert_eq!(
-            account_next_step(&AccountState::Switched { at: t(0) }),
-            Some(AccountStep::QueueNotice)
-        );
+        assert_eq!(account_next_step(&AccountState::Restored { at: t(0) }), Some(AccountStep::Verify));
+        assert_eq!(account_next_step(&AccountState::Verified { at: t(0) }), Some(AccountStep::Repoint));
+        assert_eq!(account_next_step(&AccountState::Switched { at: t(0) }), Some(AccountStep::QueueNotice));
         assert_eq!(account_next_step(&AccountState::Pending), None);
         assert!(AccountState::Pending.wants_transfer());
-        assert!(
-            !AccountState::Held {
-                reason: String::new(),
-                at: t(0)
-            }
-            .wants_transfer()
-        );
+        assert!(!AccountState::Held { reason: String::new(), at: t(0) }.wants_transfer());
     }
 
     #[test]
     fn domain_transitions() {
         use DomainEvent as E;
         use DomainState as S;
-        let lowered = S::TtlLowered {
-            old_ttl: 3600,
-            lowered_at: t(0),
-        };
-        let verified = S::VerifiedOnTarget {
-            old_ttl: 3600,
-            lowered_at: t(0),
-        };
+        let observed = S::TtlObserved { old_ttl: 3600 };
+        let lowered = S::TtlLowered { old_ttl: 3600, lowered_at: t(0) };
+        let verified = S::VerifiedOnTarget { old_ttl: 3600, lowered_at: t(0) };
         let repointed = S::Repointed { at: t(4000) };
         let done = S::Done { at: t(4001) };
         let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
-            (
-                S::Pending,
-                E::TtlLowered { old_ttl: 3600 },
-                0,
-                Ok("ttl_lowered"),
-            ),
-            (S::Pending, E::Repointed, 0, Err("not been lowered")),
-            (S::Pending, E::AccountVerified, 0, Err("not been lowered")),
-            (
-                lowered.clone(),
-                E::AccountVerified,
-                10,
-                Ok("verified_on_target"),
-            ),
+            (S::Pending, E::TtlObserved { old_ttl: 3600 }, 0, Ok("ttl_observed")),
+            (S::Pending, E::TtlLowered, 0, Err("not been observed")),
+            (observed.clone(), E::TtlObserved { old_ttl: 60 }, 0, Ok("ttl_observed")),
+            (observed.clone(), E::TtlLowered, 0, Ok("ttl_lowered")),
+            (observed.clone(), E::AccountVerified, 0, Err("not been lowered")),
+            (observed.clone(), E::Repointed, 0, Err("not been lowered")),
+            (S::Pending, E::Repointed, 0, Err("not been observed")),
+            (S::Pending, E::AccountVerified, 0, Err("not been observed")),
+            (lowered.clone(), E::AccountVerified, 10, Ok("verified_on_target")),
             // The invariant: never repointed before its account is verified on the target.
-            (
-                lowered.clone(),
-                E::Repointed,
-                5000,
-                Err("not been verified"),
-            ),
-            (
-                lowered.clone(),
-                E::TtlLowered { old_ttl: 60 },
-                10,
-                Err("waiting for its account"),
-            ),
+            (lowered.clone(), E::Repointed, 5000, Err("not been verified")),
+            (lowered.clone(), E::TtlLowered, 10, Err("waiting for its account")),
             // The invariant: never before lowered_at + old_ttl + margin.
             (verified.clone(), E::Repointed, 3629, Err("TTL gate opens")),
             (verified.clone(), E::Repointed, 3630, Ok("repointed")),
-            (
-                verified.clone(),
-                E::ResolutionVerified,
-                3630,
-                Err("next step is the repoint"),
-            ),
+            (verified.clone(), E::ResolutionVerified, 3630, Err("next step is the repoint")),
             (verified.clone(), E::AccountRetried, 3630, Ok("ttl_lowered")),
             (repointed.clone(), E::ResolutionVerified, 4001, Ok("done")),
             (repointed.clone(), E::Repointed, 4001, Err("resolver check")),
-            (
-                done.clone(),
-                E::Repointed,
-                5000,
-                Err("already been cut over"),
-            ),
-            (
-                done.clone(),
-                E::AccountRetried,
-                5000,
-                Err("already been cut over"),
-            ),
+            (done.clone(), E::Repointed, 5000, Err("already been cut over")),
+            (done.clone(), E::AccountRetried, 5000, Err("already been cut over")),
         ];
         for (state, event, now, expected) in table {
             let got = domain_transition(&state, &event, t(now), &GATE);
             match (expected, got) {
                 (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
                 (Err(fragment), Err(refusal)) => {
-                    assert!(
-                        refusal.reason.contains(fragment),
-                        "{state:?} + {event:?}: {refusal}"
-                    )
+                    assert!(refusal.reason.contains(fragment), "{state:?} + {event:?}: {refusal}")
                 }
                 (expected, got) => {
                     panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}")
@@ -1106,10 +877,7 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_json() {
-        let state = AccountState::Held {
-            reason: "RESTORE: disk full".into(),
-            at: t(1),
-        };
+        let state = AccountState::Held { reason: "RESTORE: disk full".into(), at: t(1) };
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"state\":\"held\""), "{json}");
         assert_eq!(serde_json::from_str::<AccountState>(&json).unwrap(), state);
@@ -1118,10 +886,7 @@ mod tests {
             at: t(1),
         };
         let json = serde_json::to_string(&paused).unwrap();
-        assert_eq!(
-            serde_json::from_str::<MigrationState>(&json).unwrap(),
-            paused
-        );
+        assert_eq!(serde_json::from_str::<MigrationState>(&json).unwrap(), paused);
     }
 
     #[test]

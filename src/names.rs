@@ -21,11 +21,7 @@ pub struct NameError {
 }
 
 fn refuse(kind: &'static str, value: &str, reason: &'static str) -> NameError {
-    NameError {
-        kind,
-        value: value.chars().take(300).collect(),
-        reason,
-    }
+    NameError { kind, value: value.chars().take(300).collect(), reason }
 }
 
 /// A cPanel account name: 1–16 characters, lowercase ASCII letters and digits, starting with a
@@ -48,15 +44,8 @@ impl AccountName {
         if !value.as_bytes()[0].is_ascii_lowercase() {
             return Err(refuse(KIND, value, "it must start with a lowercase letter"));
         }
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        {
-            return Err(refuse(
-                KIND,
-                value,
-                "only lowercase letters and digits are allowed",
-            ));
+        if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return Err(refuse(KIND, value, "only lowercase letters and digits are allowed"));
         }
         Ok(Self(value.to_owned()))
     }
@@ -107,11 +96,7 @@ impl DomainName {
             return Err(refuse(KIND, value, "it is longer than 253 characters"));
         }
         if !trimmed.is_ascii() {
-            return Err(refuse(
-                KIND,
-                value,
-                "it is not ASCII (IDNs must be given in punycode)",
-            ));
+            return Err(refuse(KIND, value, "it is not ASCII (IDNs must be given in punycode)"));
         }
         let lower = trimmed.to_ascii_lowercase();
         let mut labels = 0;
@@ -123,15 +108,8 @@ impl DomainName {
             if label.len() > 63 {
                 return Err(refuse(KIND, value, "a label is longer than 63 characters"));
             }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return Err(refuse(
-                    KIND,
-                    value,
-                    "only letters, digits, hyphens and dots are allowed",
-                ));
+            if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                return Err(refuse(KIND, value, "only letters, digits, hyphens and dots are allowed"));
             }
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(refuse(KIND, value, "a label starts or ends with a hyphen"));
@@ -190,15 +168,8 @@ impl MigrationId {
         if value.is_empty() || value.len() > 64 {
             return Err(refuse(KIND, value, "it must be 1 to 64 characters long"));
         }
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(refuse(
-                KIND,
-                value,
-                "only lowercase letters, digits and hyphens are allowed",
-            ));
+        if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(refuse(KIND, value, "only lowercase letters, digits and hyphens are allowed"));
         }
         Ok(Self(value.to_owned()))
     }
