@@ -180,6 +180,8 @@ pub enum MigrationEvent {
         /// Accounts held for an operator.
         held: u32,
     },
+    /// An operator retried a held account of a cut-over migration; the cutover goes on for it.
+    Reopened,
     /// An operator paused the migration.
     Paused,
     /// An operator resumed the migration.
@@ -199,6 +201,7 @@ impl MigrationEvent {
             MigrationEvent::TtlLowered { .. } => "ttl_lowered",
             MigrationEvent::GateOpened => "gate_opened",
             MigrationEvent::AccountsSettled { .. } => "accounts_settled",
+            MigrationEvent::Reopened => "migration_reopened",
             MigrationEvent::Paused => "migration_paused",
             MigrationEvent::Resumed => "migration_resumed",
             MigrationEvent::Aborted { .. } => "migration_aborted",
@@ -228,6 +231,7 @@ pub fn migration_transition(
             }
             Ok(S::Transferring { since: now })
         }
+        (S::CutOver { .. }, E::Reopened) => Ok(S::Transferring { since: now }),
         (S::Transferring { .. }, E::AccountsSettled { arrived, held }) => {
             Ok(S::CutOver { at: now, arrived: *arrived, held: *held })
         }
@@ -318,6 +322,9 @@ pub enum AccountState {
         reason: String,
         /// When.
         at: Timestamp,
+        /// Where a retry resumes: the state it was held in (a transfer stage resumes from the
+        /// start, a later stage repeats that stage).
+        resume: Box<AccountState>,
     },
 }
 
@@ -465,7 +472,11 @@ pub fn account_transition(
         (S::Queued { attempt, .. } | S::Copied { attempt, .. }, E::TransferFailed { queue, message }) => {
             let reason = format!("{queue}: {message}");
             if *attempt >= policy.max_transfer_attempts {
-                Ok(S::Held { reason: format!("transfer failed {attempt} times; last: {reason}"), at: now })
+                Ok(S::Held {
+                    reason: format!("transfer failed {attempt} times; last: {reason}"),
+                    at: now,
+                    resume: Box::new(S::Pending),
+                })
             } else {
                 Ok(S::Failed { attempt: *attempt, reason, at: now })
             }
@@ -473,7 +484,11 @@ pub fn account_transition(
         (S::Restored { .. }, E::VerifiedOnTarget) => Ok(S::Verified { at: now }),
         (S::Restored { .. }, E::VerificationFailed { evidence }) => {
             if policy.hold_on_mismatch {
-                Ok(S::Held { reason: format!("verification on the target failed: {evidence}"), at: now })
+                Ok(S::Held {
+                    reason: format!("verification on the target failed: {evidence}"),
+                    at: now,
+                    resume: Box::new(state.clone()),
+                })
             } else {
                 Ok(S::Verified { at: now })
             }
@@ -483,7 +498,17 @@ pub fn account_transition(
             Ok(S::Notified { notice_id: *notice_id, at: now })
         }
         (S::Notified { .. }, E::NoticeSent) => Ok(S::Done { at: now }),
-        (S::Held { .. }, E::RetryRequested) => Ok(S::Pending),
+        (S::Held { resume, .. }, E::RetryRequested) => Ok(match **resume {
+            S::Pending
+            | S::Queued { .. }
+            | S::Copied { .. }
+            | S::Failed { .. }
+            | S::Held { .. }
+            | S::Done { .. } => S::Pending,
+            S::Restored { .. } | S::Verified { .. } | S::Switched { .. } | S::Notified { .. } => {
+                (**resume).clone()
+            }
+        }),
         (S::Held { .. }, _) => refuse("the account is held for an operator"),
         (S::Done { .. }, _) => refuse("the account has already arrived"),
         (
@@ -496,7 +521,7 @@ pub fn account_transition(
             | S::Notified { .. }
             | S::Failed { .. },
             E::Held { reason },
-        ) => Ok(S::Held { reason: reason.clone(), at: now }),
+        ) => Ok(S::Held { reason: reason.clone(), at: now, resume: Box::new(state.clone()) }),
         (S::Switched { .. }, _) => refuse("the next step is the completion notice"),
         (S::Notified { .. }, _) => refuse("the completion notice is already queued"),
         (S::Pending | S::Failed { .. }, _) => {
@@ -614,8 +639,6 @@ pub enum DomainEvent {
     Repointed,
     /// Every own nameserver was seen serving the target's address.
     ResolutionVerified,
-    /// An operator retried its account from the start; the domain goes back to its lowered TTL.
-    AccountRetried,
 }
 
 impl DomainEvent {
@@ -627,7 +650,6 @@ impl DomainEvent {
             DomainEvent::AccountVerified => "domain_verified_on_target",
             DomainEvent::Repointed => "domain_repointed",
             DomainEvent::ResolutionVerified => "domain_resolution_verified",
-            DomainEvent::AccountRetried => "domain_account_retried",
         }
     }
 }
@@ -661,10 +683,6 @@ pub fn domain_transition(
             Ok(S::Repointed { at: now })
         }
         (S::Repointed { .. }, E::ResolutionVerified) => Ok(S::Done { at: now }),
-        (S::VerifiedOnTarget { old_ttl, lowered_at }, E::AccountRetried) => {
-            Ok(S::TtlLowered { old_ttl: *old_ttl, lowered_at: *lowered_at })
-        }
-        (S::TtlLowered { .. } | S::TtlObserved { .. } | S::Pending, E::AccountRetried) => Ok(state.clone()),
         (S::Pending, _) => refuse("its TTL has not been observed"),
         (S::TtlObserved { .. }, _) => refuse("its TTL has not been lowered"),
         (S::TtlLowered { .. }, E::Repointed) => refuse("its account has not been verified on the target"),
@@ -727,6 +745,8 @@ mod tests {
             (aborted.clone(), E::Resumed, 200, Err("aborted")),
             (aborted.clone(), E::Started, 200, Err("aborted")),
             (cut.clone(), E::Paused, 300, Err("already cut over")),
+            (cut.clone(), E::Reopened, 300, Ok("transferring")),
+            (transferring.clone(), E::Reopened, 300, Err("not the next step")),
             (cut.clone(), abort.clone(), 300, Err("already cut over")),
         ];
         for (state, event, now, expected) in table {
@@ -763,7 +783,12 @@ mod tests {
         let switched = S::Switched { at: t(8) };
         let notified = S::Notified { notice_id: 9, at: t(9) };
         let done = S::Done { at: t(10) };
-        let held = S::Held { reason: "x".into(), at: t(10) };
+        let held = S::Held {
+            reason: "x".into(),
+            at: t(10),
+            resume: Box::new(S::Copied { session: "s1".into(), attempt: 1 }),
+        };
+        let held_verified = S::Held { reason: "x".into(), at: t(10), resume: Box::new(verified.clone()) };
         let fail = E::TransferFailed { queue: "RESTORE".into(), message: "disk full".into() };
         let mismatch = E::VerificationFailed { evidence: "source 200 \"Kukka\", target 500".into() };
         let enqueue = E::Enqueued { session: "s2".into() };
@@ -794,6 +819,7 @@ mod tests {
             (done.clone(), E::Held { reason: "x".into() }, Err("already arrived")),
             (held.clone(), E::Restored, Err("held for an operator")),
             (held.clone(), E::RetryRequested, Ok("pending")),
+            (held_verified.clone(), E::RetryRequested, Ok("verified")),
             (verified.clone(), E::Held { reason: "dns down".into() }, Ok("held")),
             (S::Pending, E::RetryRequested, Err("not been enqueued")),
         ];
@@ -826,7 +852,10 @@ mod tests {
         assert_eq!(account_next_step(&AccountState::Switched { at: t(0) }), Some(AccountStep::QueueNotice));
         assert_eq!(account_next_step(&AccountState::Pending), None);
         assert!(AccountState::Pending.wants_transfer());
-        assert!(!AccountState::Held { reason: String::new(), at: t(0) }.wants_transfer());
+        assert!(
+            !AccountState::Held { reason: String::new(), at: t(0), resume: Box::new(AccountState::Pending) }
+                .wants_transfer()
+        );
     }
 
     #[test]
@@ -855,11 +884,9 @@ mod tests {
             (verified.clone(), E::Repointed, 3629, Err("TTL gate opens")),
             (verified.clone(), E::Repointed, 3630, Ok("repointed")),
             (verified.clone(), E::ResolutionVerified, 3630, Err("next step is the repoint")),
-            (verified.clone(), E::AccountRetried, 3630, Ok("ttl_lowered")),
             (repointed.clone(), E::ResolutionVerified, 4001, Ok("done")),
             (repointed.clone(), E::Repointed, 4001, Err("resolver check")),
             (done.clone(), E::Repointed, 5000, Err("already been cut over")),
-            (done.clone(), E::AccountRetried, 5000, Err("already been cut over")),
         ];
         for (state, event, now, expected) in table {
             let got = domain_transition(&state, &event, t(now), &GATE);
@@ -877,7 +904,11 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_json() {
-        let state = AccountState::Held { reason: "RESTORE: disk full".into(), at: t(1) };
+        let state = AccountState::Held {
+            reason: "RESTORE: disk full".into(),
+            at: t(1),
+            resume: Box::new(AccountState::Pending),
+        };
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"state\":\"held\""), "{json}");
         assert_eq!(serde_json::from_str::<AccountState>(&json).unwrap(), state);
