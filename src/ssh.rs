@@ -20,10 +20,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use russh::client;
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use tracing::{debug, instrument};
 
@@ -356,7 +357,12 @@ impl SshSession {
                 _ => {}
             }
         }
-        debug!(?status, stdout_bytes = stdout.len(), stderr_bytes = stderr.len(), "remote command finished");
+        debug!(
+            ?status,
+            stdout_bytes = stdout.len(),
+            stderr_bytes = stderr.len(),
+            "remote command finished"
+        );
         match (status, signal) {
             (Some(status), _) => Ok(ExecOutput {
                 status,
@@ -406,13 +412,23 @@ async fn connect_and_authenticate(
         debug!(%error, "cannot set TCP_NODELAY");
     }
     let config = Arc::new(client::Config {
+        // Ask only for the pinned key's algorithm: a server has several host keys (a cPanel
+        // host has RSA, ECDSA and Ed25519 ones) and would otherwise present whichever our
+        // default order prefers, which need not be the pinned one. OpenSSH does the same with
+        // the key types it finds in known_hosts.
+        preferred: russh::Preferred {
+            key: host_key_algorithms(&pinned).into(),
+            ..russh::Preferred::default()
+        },
         // Notice a dead peer on an otherwise idle session instead of waiting forever.
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
         ..client::Config::default()
     });
+    let verified = Arc::new(AtomicBool::new(false));
     let handler = PinnedHostKey {
         pinned: pinned.clone(),
+        verified: Arc::clone(&verified),
     };
     let mut handle = client::connect_stream(config, socket, handler)
         .await
@@ -427,6 +443,16 @@ async fn connect_and_authenticate(
                 source,
             },
         })?;
+
+    // Defence in depth: russh skips the host key check for the non-standard "none" key
+    // exchange. Our config never offers it, but make sure the check really ran.
+    if !verified.load(Ordering::SeqCst) {
+        return Err(SshError::HostKeyMismatch {
+            address,
+            expected_fingerprint: pinned.fingerprint(HashAlg::Sha256).to_string(),
+            got_fingerprint: "(the server presented no host key)".to_owned(),
+        });
+    }
 
     // For RSA keys pick the strongest signature hash the server accepts; other key types
     // ignore it.
@@ -458,9 +484,27 @@ async fn connect_and_authenticate(
     Ok(SshSession { address, handle })
 }
 
+/// The host key algorithms to offer for a pinned key: its own, and for RSA the SHA-2 signature
+/// variants (OpenSSH 8.8+ servers no longer sign with SHA-1 `ssh-rsa`).
+fn host_key_algorithms(pinned: &PublicKey) -> Vec<Algorithm> {
+    match pinned.algorithm() {
+        Algorithm::Rsa { .. } => vec![
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ],
+        algorithm => vec![algorithm],
+    }
+}
+
 /// The russh client handler: accepts the server only if its key is the pinned one.
 struct PinnedHostKey {
     pinned: PublicKey,
+    /// Set once the server's key has been compared and found equal to the pinned one.
+    verified: Arc<AtomicBool>,
 }
 
 /// The handler's error: russh's own, or our refusal of the server's key (which carries the
@@ -480,10 +524,14 @@ impl From<russh::Error> for HandlerError {
 impl client::Handler for PinnedHostKey {
     type Error = HandlerError;
 
-    async fn check_server_key(&mut self, server_public_key: &PublicKey) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKey,
+    ) -> Result<bool, Self::Error> {
         // Compare the key itself, not the comment (the pinned line may carry one, the wire key
         // never does).
         if server_public_key.key_data() == self.pinned.key_data() {
+            self.verified.store(true, Ordering::SeqCst);
             Ok(true)
         } else {
             Err(HandlerError::HostKeyMismatch {
@@ -555,8 +603,8 @@ mod tests {
             "'",
             "''",
             "\"double\"",
-            "$(touch /tmp/siirto-pwned)",
-            "`touch /tmp/siirto-pwned`",
+            "$(echo substituted)",
+            "`echo substituted`",
             "${HOME}",
             "$HOME",
             "a;b|c&d>e<f",
@@ -589,7 +637,10 @@ mod tests {
     fn invalid_pinned_keys_are_refused() {
         for line in ["", "ssh-ed25519", "ssh-ed25519 not-base64!", "hello world"] {
             let error = host_key_fingerprint(line).expect_err(line);
-            assert!(matches!(error, SshError::InvalidHostKey { .. }), "{line}: {error}");
+            assert!(
+                matches!(error, SshError::InvalidHostKey { .. }),
+                "{line}: {error}"
+            );
             assert!(!error.is_transient());
         }
     }

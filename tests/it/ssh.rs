@@ -27,8 +27,6 @@ const HOSTILE: &[&str] = &[
     "'",
     "'\\''",
     "\"double\"",
-    "$(touch /tmp/siirto-ssh-pwned)",
-    "`touch /tmp/siirto-ssh-pwned`",
     "${HOME}",
     "$HOME $USER",
     "a;b|c&d>e<f",
@@ -56,12 +54,26 @@ async fn hostile_arguments_come_back_byte_exact() {
 
     // printf re-emits each argument NUL-terminated, so the output shows exactly what the
     // remote program received as its argv.
+    // Plus command substitutions that would leave a file behind if a shell ever ran them.
+    let pwned = sshd.dir().join("pwned");
+    let substitutions = [
+        format!("$(touch {})", pwned.display()),
+        format!("`touch {}`", pwned.display()),
+        format!("'; touch {}; '", pwned.display()),
+    ];
+    let mut hostile: Vec<&str> = HOSTILE.to_vec();
+    hostile.extend(substitutions.iter().map(String::as_str));
     let mut argv = vec!["printf", "%s\\0"];
-    argv.extend_from_slice(HOSTILE);
+    argv.extend_from_slice(&hostile);
     let output = session.exec(&argv).await.expect("exec printf");
-    assert_eq!(output.status, 0, "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status,
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut expected = Vec::new();
-    for argument in HOSTILE {
+    for argument in &hostile {
         expected.extend_from_slice(argument.as_bytes());
         expected.push(0);
     }
@@ -77,7 +89,7 @@ async fn hostile_arguments_come_back_byte_exact() {
     assert!(output.success());
 
     // Nothing in there was ever run by a shell.
-    assert!(!std::path::Path::new("/tmp/siirto-ssh-pwned").exists());
+    assert!(!pwned.exists(), "a shell ran an argument");
     session.close().await.expect("close");
 }
 
@@ -147,13 +159,20 @@ async fn ten_commands_run_concurrently_on_one_session() {
         let fifo = fifo.to_str().expect("utf-8 path").to_owned();
         commands.push(tokio::spawn(async move {
             session
-                .exec(&["sh", "-c", "read line < \"$1\"; printf '%s' \"$line\"", "sh", &fifo])
+                .exec(&[
+                    "sh",
+                    "-c",
+                    "read line < \"$1\"; printf '%s' \"$line\"",
+                    "sh",
+                    &fifo,
+                ])
                 .await
         }));
     }
 
     let deadline = Instant::now() + TIMEOUT;
-    let mut writers: Vec<Option<tokio::net::unix::pipe::Sender>> = (0..count).map(|_| None).collect();
+    let mut writers: Vec<Option<tokio::net::unix::pipe::Sender>> =
+        (0..count).map(|_| None).collect();
     while writers.iter().any(Option::is_none) {
         for (index, writer) in writers.iter_mut().enumerate() {
             if writer.is_some() {
@@ -188,7 +207,12 @@ async fn ten_commands_run_concurrently_on_one_session() {
             .expect("command finishes")
             .expect("task")
             .expect("exec");
-        assert_eq!(output.status, 0, "stderr: {}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(
+            output.status,
+            0,
+            "stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_eq!(output.stdout, format!("reply-{index}").as_bytes());
     }
     session.close().await.expect("close");
@@ -214,13 +238,19 @@ async fn a_wrong_pinned_host_key_is_refused_before_login() {
         } => {
             assert_eq!(address, &sshd.address.to_string());
             assert_eq!(expected_fingerprint, &ssh_keygen_fingerprint(&other_public));
-            assert_eq!(got_fingerprint, &ssh_keygen_fingerprint(&sshd.host_key_line));
+            assert_eq!(
+                got_fingerprint,
+                &ssh_keygen_fingerprint(&sshd.host_key_line)
+            );
         }
         other => panic!("expected HostKeyMismatch, got {other:?}"),
     }
     assert!(!error.is_transient());
     let message = error.to_string();
-    assert!(message.contains("does not match the pinned key"), "{message}");
+    assert!(
+        message.contains("does not match the pinned key"),
+        "{message}"
+    );
 
     // The client never authenticated, so nothing can have run. sshd logs each login.
     assert!(
@@ -233,6 +263,22 @@ async fn a_wrong_pinned_host_key_is_refused_before_login() {
     let session = connect(&sshd).await;
     assert_eq!(session.exec(&["true"]).await.expect("exec").status, 0);
     assert!(sshd.log().contains("Accepted publickey"));
+}
+
+#[tokio::test]
+async fn any_of_the_servers_host_keys_can_be_pinned() {
+    // The server has an Ed25519 and an ECDSA host key; pinning the ECDSA one must work (the
+    // client asks for the pinned key's type instead of its own favourite).
+    let sshd = Sshd::start().await;
+    let target = SshTarget {
+        host_key: sshd.ecdsa_host_key_line.clone(),
+        ..sshd.target()
+    };
+    let session = SshSession::connect(&target, TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("connect pinning ECDSA key: {error}\n{}", sshd.log()));
+    assert_eq!(session.exec(&["true"]).await.expect("exec").status, 0);
+    session.close().await.expect("close");
 }
 
 #[tokio::test]
@@ -266,7 +312,9 @@ async fn a_wrong_client_key_is_an_authentication_failure() {
         key_file: sshd.dir().join("no-such-key"),
         ..sshd.target()
     };
-    let error = SshSession::connect(&target, TIMEOUT).await.expect_err("missing key");
+    let error = SshSession::connect(&target, TIMEOUT)
+        .await
+        .expect_err("missing key");
     assert!(matches!(error, SshError::KeyFile { .. }), "{error:?}");
     assert!(!error.is_transient());
 }
@@ -282,8 +330,9 @@ async fn connection_refused_is_transient() {
         address: address.to_string(),
         user: "root".to_owned(),
         key_file: "/nonexistent-is-not-read-first".into(),
-        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
-            .to_owned(),
+        host_key:
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
+                .to_owned(),
     };
     // The key file is checked before connecting, so give it a real one.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -309,7 +358,9 @@ async fn connection_refused_is_transient() {
     assert!(error.is_transient());
 
     // A server that accepts TCP but never speaks SSH: the connect timeout fires, transient.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let target = SshTarget {
         address: silent.local_addr().expect("addr").to_string(),
         ..target
@@ -328,5 +379,8 @@ async fn a_closed_session_refuses_further_commands() {
     assert_eq!(session.exec(&["true"]).await.expect("exec").status, 0);
     session.close().await.expect("close");
     let error = session.exec(&["true"]).await.expect_err("closed session");
-    assert!(error.is_transient(), "a lost session is worth a reconnect: {error:?}");
+    assert!(
+        error.is_transient(),
+        "a lost session is worth a reconnect: {error:?}"
+    );
 }

@@ -22,8 +22,11 @@ pub struct Sshd {
     dir: tempfile::TempDir,
     /// Where sshd listens (127.0.0.1, a free port).
     pub address: SocketAddr,
-    /// The server's public host key, as an OpenSSH line (what a config pins).
+    /// The server's public Ed25519 host key, as an OpenSSH line (what a config pins).
     pub host_key_line: String,
+    /// The server's second host key (ECDSA P-256), as an OpenSSH line: real servers have
+    /// several, and a pin may name any of them.
+    pub ecdsa_host_key_line: String,
     /// The private key whose public half is in authorized_keys.
     pub client_key: PathBuf,
     /// The user sshd lets in (the current user: whoami).
@@ -44,10 +47,13 @@ impl Sshd {
 
         let mut dir = tempfile::tempdir().expect("temp dir for sshd");
         let host_key = dir.path().join("host_ed25519");
-        keygen(&host_key);
+        keygen(&host_key, "ed25519");
         let host_key_line = read_public_line(&host_key);
+        let ecdsa_host_key = dir.path().join("host_ecdsa");
+        keygen(&ecdsa_host_key, "ecdsa");
+        let ecdsa_host_key_line = read_public_line(&ecdsa_host_key);
         let client_key = dir.path().join("client_ed25519");
-        keygen(&client_key);
+        keygen(&client_key, "ed25519");
         std::fs::write(
             dir.path().join("authorized_keys"),
             format!("{}\n", read_public_line(&client_key)),
@@ -61,7 +67,7 @@ impl Sshd {
         for _attempt in 0..3 {
             let port = free_port();
             let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let config = write_config(dir.path(), &host_key, port);
+            let config = write_config(dir.path(), &[&host_key, &ecdsa_host_key], port);
             let log_path = dir.path().join("sshd.log");
             let log = std::fs::File::create(&log_path).expect("create sshd.log");
             let child = Command::new(SSHD)
@@ -79,6 +85,7 @@ impl Sshd {
                 dir,
                 address,
                 host_key_line: host_key_line.clone(),
+                ecdsa_host_key_line: ecdsa_host_key_line.clone(),
                 client_key: client_key.clone(),
                 user: user.clone(),
             };
@@ -109,7 +116,7 @@ impl Sshd {
     /// temp dir; returns the private key path and the public key line.
     pub fn generate_other_key(&self, name: &str) -> (PathBuf, String) {
         let path = self.dir.path().join(name);
-        keygen(&path);
+        keygen(&path, "ed25519");
         let line = read_public_line(&path);
         (path, line)
     }
@@ -171,11 +178,15 @@ async fn banner(address: SocketAddr) -> bool {
     )
 }
 
-fn write_config(dir: &Path, host_key: &Path, port: u16) -> PathBuf {
+fn write_config(dir: &Path, host_keys: &[&Path], port: u16) -> PathBuf {
+    let host_keys: String = host_keys
+        .iter()
+        .map(|key| format!("HostKey {}\n", key.display()))
+        .collect();
     let config = format!(
         "ListenAddress 127.0.0.1\n\
          Port {port}\n\
-         HostKey {host_key}\n\
+         {host_keys}\
          PidFile {pid}\n\
          AuthorizedKeysFile {authorized_keys}\n\
          PubkeyAuthentication yes\n\
@@ -189,7 +200,6 @@ fn write_config(dir: &Path, host_key: &Path, port: u16) -> PathBuf {
          MaxStartups 100:30:200\n\
          MaxSessions 64\n\
          LogLevel INFO\n",
-        host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         authorized_keys = dir.join("authorized_keys").display(),
     );
@@ -203,10 +213,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// `ssh-keygen -t ed25519 -N '' -f PATH`.
-fn keygen(path: &Path) {
+/// `ssh-keygen -t KIND -N '' -f PATH`.
+fn keygen(path: &Path, kind: &str) {
     let output = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "siirto-test", "-f"])
+        .args(["-q", "-t", kind, "-N", "", "-C", "siirto-test", "-f"])
         .arg(path)
         .stdin(Stdio::null())
         .output()
