@@ -206,7 +206,10 @@ fn russh_is_transient(error: &russh::Error) -> bool {
         | russh::Error::SendError
         | russh::Error::RecvError
         | russh::Error::Elapsed(_)
-        | russh::Error::Join(_) => true,
+        | russh::Error::Join(_)
+        | russh::Error::ChannelOpenFailure(
+            russh::ChannelOpenFailure::ConnectFailed | russh::ChannelOpenFailure::ResourceShortage,
+        ) => true,
         _ => false,
     }
 }
@@ -255,10 +258,15 @@ fn parse_pinned_key(openssh_public_key_line: &str) -> Result<PublicKey, SshError
     })
 }
 
-/// An authenticated SSH connection to one host. Commands run on channels of it, several at a
-/// time if wanted.
+/// How many commands one session runs at once; more wait for a free channel. This is
+/// OpenSSH's default `MaxSessions`: above it the server refuses to open further channels.
+pub const MAX_CONCURRENT_COMMANDS: usize = 10;
+
+/// An authenticated SSH connection to one host. Commands run on channels of it, up to
+/// [`MAX_CONCURRENT_COMMANDS`] at a time.
 pub struct SshSession {
     address: String,
+    channels: tokio::sync::Semaphore,
     handle: client::Handle<PinnedHostKey>,
 }
 
@@ -310,7 +318,9 @@ impl SshSession {
     /// Every argument is quoted ([`shell_quote_argv`]) so the remote shell sees exactly these
     /// arguments. The remote login shell still runs (that is how SSH executes commands), so its
     /// rc files apply. A non-zero exit status is an outcome, not an error. Output is collected in
-    /// memory: use this for commands with bounded output.
+    /// memory: use this for commands with bounded output. There is no time limit here: wrap the
+    /// call in `tokio::time::timeout` where a command may hang (dropping the future abandons
+    /// the channel).
     #[instrument(skip_all, fields(address = %self.address))]
     pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, SshError> {
         if argv.is_empty() {
@@ -329,7 +339,13 @@ impl SshSession {
             source,
         };
 
-        let mut channel = self.handle.channel_open_session().await.map_err(protocol)?;
+        // Wait for a free channel slot; the semaphore is never closed.
+        let _slot = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|_closed| protocol(russh::Error::Disconnect))?;
+        let mut channel = self.open_channel().await.map_err(protocol)?;
         channel
             .exec(true, command_line.into_bytes())
             .await
@@ -376,6 +392,31 @@ impl SshSession {
             (None, None) => Err(SshError::NoExitStatus {
                 address: self.address.clone(),
             }),
+        }
+    }
+
+    /// Opens a session channel, retrying briefly when the server is out of channels.
+    ///
+    /// OpenSSH frees a channel's session slot only in the main-loop pass after the channel was
+    /// closed, so an open sent right after a close can still find all `MaxSessions` slots taken
+    /// (it answers "connect failed"): against a real sshd with `MaxSessions 10`, fifteen
+    /// commands queued ten at a time failed this way without the retry. Retrying is safe: no
+    /// command runs on a channel that was never opened.
+    async fn open_channel(&self) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        const ATTEMPTS: u32 = 10;
+        let mut attempt = 1;
+        loop {
+            match self.handle.channel_open_session().await {
+                Err(russh::Error::ChannelOpenFailure(
+                    russh::ChannelOpenFailure::ConnectFailed
+                    | russh::ChannelOpenFailure::ResourceShortage,
+                )) if attempt < ATTEMPTS => {
+                    debug!(attempt, "server out of channels, retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
         }
     }
 
@@ -481,7 +522,11 @@ async fn connect_and_authenticate(
         });
     }
     debug!("ssh session authenticated");
-    Ok(SshSession { address, handle })
+    Ok(SshSession {
+        address,
+        channels: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMANDS),
+        handle,
+    })
 }
 
 /// The host key algorithms to offer for a pinned key: its own, and for RSA the SHA-2 signature

@@ -219,6 +219,29 @@ async fn ten_commands_run_concurrently_on_one_session() {
 }
 
 #[tokio::test]
+async fn more_commands_than_channels_queue_and_all_finish() {
+    // A server with OpenSSH's default channel limit refuses an 11th channel; the session keeps
+    // the extra commands waiting instead.
+    let sshd = Sshd::start_with_max_sessions(10).await;
+    let session = connect(&sshd).await;
+    let count = siirto::ssh::MAX_CONCURRENT_COMMANDS + 5;
+    let labels: Vec<String> = (0..count).map(|index| format!("command {index}")).collect();
+    let session = &session;
+    let outputs = futures::future::join_all(
+        labels
+            .iter()
+            .map(|label| async move { session.exec(&["printf", "%s", label.as_str()]).await }),
+    )
+    .await;
+    for (label, output) in labels.iter().zip(outputs) {
+        let output = output.expect("exec");
+        assert_eq!(output.status, 0);
+        assert_eq!(output.stdout, label.as_bytes());
+    }
+    session.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn a_wrong_pinned_host_key_is_refused_before_login() {
     let sshd = Sshd::start().await;
     let (_other_private, other_public) = sshd.generate_other_key("not_the_host_key");

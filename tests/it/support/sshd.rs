@@ -34,9 +34,16 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    /// Generates keys, writes a config and starts sshd, returning once it answers with its SSH
-    /// banner. Panics (failing the test) if sshd or ssh-keygen is missing or sshd won't start.
+    /// Generates keys, writes a config and starts sshd (`MaxSessions 64`), returning once it
+    /// answers with its SSH banner. Panics (failing the test) if sshd or ssh-keygen is missing
+    /// or sshd won't start.
     pub async fn start() -> Sshd {
+        Sshd::start_with_max_sessions(64).await
+    }
+
+    /// [`Sshd::start`] with another `MaxSessions` (channels per connection; OpenSSH's default
+    /// is 10).
+    pub async fn start_with_max_sessions(max_sessions: u32) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: {INSTALL_HINT}"
@@ -67,7 +74,12 @@ impl Sshd {
         for _attempt in 0..3 {
             let port = free_port();
             let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let config = write_config(dir.path(), &[&host_key, &ecdsa_host_key], port);
+            let config = write_config(
+                dir.path(),
+                &[&host_key, &ecdsa_host_key],
+                port,
+                max_sessions,
+            );
             let log_path = dir.path().join("sshd.log");
             let log = std::fs::File::create(&log_path).expect("create sshd.log");
             let child = Command::new(SSHD)
@@ -178,7 +190,7 @@ async fn banner(address: SocketAddr) -> bool {
     )
 }
 
-fn write_config(dir: &Path, host_keys: &[&Path], port: u16) -> PathBuf {
+fn write_config(dir: &Path, host_keys: &[&Path], port: u16, max_sessions: u32) -> PathBuf {
     let host_keys: String = host_keys
         .iter()
         .map(|key| format!("HostKey {}\n", key.display()))
@@ -198,7 +210,7 @@ fn write_config(dir: &Path, host_keys: &[&Path], port: u16) -> PathBuf {
          StrictModes no\n\
          PrintMotd no\n\
          MaxStartups 100:30:200\n\
-         MaxSessions 64\n\
+         MaxSessions {max_sessions}\n\
          LogLevel INFO\n",
         pid = dir.join("sshd.pid").display(),
         authorized_keys = dir.join("authorized_keys").display(),
