@@ -13,7 +13,8 @@
 //!   is always one literal argument, whatever characters it holds.
 //! - **One connection per host.** A new connection costs ~300 ms of key exchange and
 //!   authentication; a command on an open connection ~100 ms. A session is cheap to share
-//!   (`&self` methods) and several commands may run at once, each on its own channel.
+//!   (`&self` methods) and several commands may run at once, each on its own channel (at most
+//!   [`MAX_CONCURRENT_COMMANDS`]; more wait their turn).
 //!
 //! Key material is never logged: spans carry only the address, and errors name the key file,
 //! never its contents.
@@ -221,6 +222,9 @@ fn russh_is_transient(error: &russh::Error) -> bool {
 /// reopen). The empty argument becomes `''`. Arguments are separated by one space. The result is
 /// therefore parsed back by `sh -c` (and bash, dash, zsh) into exactly the given arguments, with
 /// no expansion, substitution or word splitting.
+///
+/// This assumes the remote user's login shell is a POSIX shell (bash on cPanel hosts); csh
+/// treats `!` and newlines inside single quotes differently.
 ///
 /// A NUL byte cannot be carried by a shell command line; [`SshSession::exec`] refuses such
 /// arguments before calling this.
