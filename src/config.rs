@@ -684,7 +684,10 @@ impl Ctx<'_> {
                     self.src.at(
                         file,
                         field("_file"),
-                        format!("expected a readable file, cannot read {}: {err}", path.display()),
+                        format!(
+                            "expected a readable file, cannot read {}: {err}",
+                            path.display()
+                        ),
                     )
                 })?;
                 let value = text.trim();
@@ -730,14 +733,20 @@ impl Ctx<'_> {
             self.src.at(
                 value,
                 field,
-                format!("expected an http:// or https:// URL, got {:?} ({err})", value.get_ref()),
+                format!(
+                    "expected an http:// or https:// URL, got {:?} ({err})",
+                    value.get_ref()
+                ),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(self.src.at(
                 value,
                 field,
-                format!("expected an http:// or https:// URL with a host, got {:?}", value.get_ref()),
+                format!(
+                    "expected an http:// or https:// URL with a host, got {:?}",
+                    value.get_ref()
+                ),
             ));
         }
         Ok(url)
@@ -773,8 +782,11 @@ impl Ctx<'_> {
                 Some(name.span()),
             )?
             .ok_or_else(|| {
-                self.src
-                    .at(name, format!("{prefix}.token_file"), "expected token_file or token_env")
+                self.src.at(
+                    name,
+                    format!("{prefix}.token_file"),
+                    "expected token_file or token_env",
+                )
             })?;
         let tls = match &raw.tls_pin_sha256 {
             Some(pin) => {
@@ -788,7 +800,8 @@ impl Ctx<'_> {
                 }
                 let hex_digits: String = pin.get_ref().chars().filter(|c| *c != ':').collect();
                 let mut digest = [0u8; 32];
-                if hex_digits.len() != 64 || hex::decode_to_slice(&hex_digits, &mut digest).is_err() {
+                if hex_digits.len() != 64 || hex::decode_to_slice(&hex_digits, &mut digest).is_err()
+                {
                     return Err(self.src.at(
                         pin,
                         field,
@@ -806,7 +819,10 @@ impl Ctx<'_> {
             self.src.at(
                 &raw.ip,
                 format!("{prefix}.ip"),
-                format!("expected an IPv4 address like \"192.0.2.10\", got {:?}", raw.ip.get_ref()),
+                format!(
+                    "expected an IPv4 address like \"192.0.2.10\", got {:?}",
+                    raw.ip.get_ref()
+                ),
             )
         })?;
         let http_port = match &raw.http_port {
@@ -852,9 +868,9 @@ impl Ctx<'_> {
                         .bytes()
                         .next()
                         .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
+                    && name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)
+                    });
                 if !ok {
                     return Err(self.src.at(
                         user,
@@ -871,7 +887,10 @@ impl Ctx<'_> {
             return Err(self.src.at(
                 &raw.key_file,
                 format!("{prefix}.key_file"),
-                format!("expected a private key file, but {} is not a file", key_file.display()),
+                format!(
+                    "expected a private key file, but {} is not a file",
+                    key_file.display()
+                ),
             ));
         }
         let host_key_line = raw.host_key.get_ref().trim();
@@ -913,8 +932,11 @@ impl Ctx<'_> {
                         Some(raw.provider.span()),
                     )?
                     .ok_or_else(|| {
-                        self.src
-                            .at(&raw.provider, "dns.api_key_file", "expected api_key_file or api_key_env")
+                        self.src.at(
+                            &raw.provider,
+                            "dns.api_key_file",
+                            "expected api_key_file or api_key_env",
+                        )
                     })?;
                 let server_id = match &raw.server_id {
                     Some(id) => {
@@ -1005,7 +1027,10 @@ impl Ctx<'_> {
             ("port", raw.port.as_ref().map(Spanned::span)),
             ("security", raw.security.as_ref().map(Spanned::span)),
             ("username", raw.username.as_ref().map(Spanned::span)),
-            ("password_file", raw.password_file.as_ref().map(Spanned::span)),
+            (
+                "password_file",
+                raw.password_file.as_ref().map(Spanned::span),
+            ),
             ("password_env", raw.password_env.as_ref().map(Spanned::span)),
             ("password", raw.password.as_ref().map(Spanned::span)),
         ];
@@ -1019,7 +1044,11 @@ impl Ctx<'_> {
                     ));
                 }
                 let host = raw.host.as_ref().ok_or_else(|| {
-                    self.src.at(&raw.channel, "mail.host", "expected host for channel = \"smtp\"")
+                    self.src.at(
+                        &raw.channel,
+                        "mail.host",
+                        "expected host for channel = \"smtp\"",
+                    )
                 })?;
                 let host_name = host.get_ref().trim();
                 if host_name.is_empty() || host_name.contains(char::is_whitespace) {
@@ -1030,18 +1059,20 @@ impl Ctx<'_> {
                     ));
                 }
                 let security = match raw.security.as_ref() {
-                    Some(security) => match security.get_ref().as_str() {
-                        "starttls" => SmtpSecurity::Starttls,
-                        "tls" => SmtpSecurity::Tls,
-                        "none" => SmtpSecurity::None,
-                        other => {
-                            return Err(self.src.at(
+                    Some(security) => {
+                        match security.get_ref().as_str() {
+                            "starttls" => SmtpSecurity::Starttls,
+                            "tls" => SmtpSecurity::Tls,
+                            "none" => SmtpSecurity::None,
+                            other => {
+                                return Err(self.src.at(
                                 security,
                                 "mail.security",
                                 format!("expected one of \"starttls\", \"tls\", \"none\", got {other:?}"),
                             ));
+                            }
                         }
-                    },
+                    }
                     None => SmtpSecurity::Starttls,
                 };
                 let port = match &raw.port {
@@ -1102,8 +1133,11 @@ impl Ctx<'_> {
                     ));
                 }
                 let path = raw.path.as_ref().ok_or_else(|| {
-                    self.src
-                        .at(&raw.channel, "mail.path", "expected path for channel = \"directory\"")
+                    self.src.at(
+                        &raw.channel,
+                        "mail.path",
+                        "expected path for channel = \"directory\"",
+                    )
                 })?;
                 if path.get_ref().trim().is_empty() {
                     return Err(self.src.at(path, "mail.path", "expected a directory path"));
@@ -1307,7 +1341,10 @@ mod tests {
         assert_eq!(config.hosts["new1"].token.expose(), "NEW1TOKENVALUE");
         assert!(config.database.ends_with("siirto.db"));
         let missing = Config::load(&dir.path().join("nope.toml")).expect_err("missing file");
-        assert!(missing.to_string().contains("cannot read the config file"), "{missing}");
+        assert!(
+            missing.to_string().contains("cannot read the config file"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -1315,7 +1352,12 @@ mod tests {
         let dir = example_dir();
         let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
         let debug = format!("{config:?}");
-        for secret in ["OLD1TOKENVALUE", "NEW1TOKENVALUE", "PDNSKEYVALUE", "SMTPPASSWORDVALUE"] {
+        for secret in [
+            "OLD1TOKENVALUE",
+            "NEW1TOKENVALUE",
+            "PDNSKEYVALUE",
+            "SMTPPASSWORDVALUE",
+        ] {
             assert!(!debug.contains(secret), "{secret} leaked: {debug}");
         }
         assert!(debug.contains("<redacted>"));
@@ -1447,7 +1489,9 @@ path = "outbox"
             (
                 "pin on http",
                 "whm_url = \"https://old1.example.net:2087\"",
-                format!("whm_url = \"http://old1.example.net:2086\"\ntls_pin_sha256 = \"{pin_ok}\""),
+                format!(
+                    "whm_url = \"http://old1.example.net:2086\"\ntls_pin_sha256 = \"{pin_ok}\""
+                ),
                 "5:18: hosts.old1.tls_pin_sha256: expected no certificate pin for an http:// whm_url",
             ),
             (
@@ -1545,27 +1589,41 @@ path = "outbox"
         assert_eq!(ssh.address, "192.0.2.1:22");
         assert_eq!(ssh.user, "root");
 
-        let bad_key = good.replace("AAAAC3NzaC1lZDI1NTE5AAAAIMIQ", "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ!!");
+        let bad_key = good.replace(
+            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ",
+            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ!!",
+        );
         let err = parse_with_env(&bad_key, "c.toml", dir.path(), &no_env).expect_err("bad key");
         assert!(
-            err.to_string().contains(":22:12: hosts.old1.ssh.host_key: expected the host's public key"),
+            err.to_string()
+                .contains(":22:12: hosts.old1.ssh.host_key: expected the host's public key"),
             "{err}"
         );
         let no_key_file = good.replace("secrets/id_ed25519", "secrets/missing");
         let err =
             parse_with_env(&no_key_file, "c.toml", dir.path(), &no_env).expect_err("no key file");
         assert!(
-            err.to_string().contains("hosts.old1.ssh.key_file: expected a private key file"),
+            err.to_string()
+                .contains("hosts.old1.ssh.key_file: expected a private key file"),
             "{err}"
         );
     }
 
     #[test]
     fn ssh_addresses_are_normalized() {
-        assert_eq!(normalize_ssh_address("h.example").as_deref(), Some("h.example:22"));
-        assert_eq!(normalize_ssh_address("h.example:2222").as_deref(), Some("h.example:2222"));
+        assert_eq!(
+            normalize_ssh_address("h.example").as_deref(),
+            Some("h.example:22")
+        );
+        assert_eq!(
+            normalize_ssh_address("h.example:2222").as_deref(),
+            Some("h.example:2222")
+        );
         assert_eq!(normalize_ssh_address("::1").as_deref(), Some("[::1]:22"));
-        assert_eq!(normalize_ssh_address("[::1]:2200").as_deref(), Some("[::1]:2200"));
+        assert_eq!(
+            normalize_ssh_address("[::1]:2200").as_deref(),
+            Some("[::1]:2200")
+        );
         assert_eq!(normalize_ssh_address("h.example:x"), None);
         assert_eq!(normalize_ssh_address("a b"), None);
     }

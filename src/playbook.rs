@@ -431,10 +431,7 @@ fn default_decommission() -> Vec<DecommissionStage> {
     ]
 }
 
-fn decommission(
-    src: &Source<'_>,
-    raw: &[RawStage],
-) -> Result<Vec<DecommissionStage>, ConfigError> {
+fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionStage>, ConfigError> {
     let mut stages: Vec<DecommissionStage> = Vec::with_capacity(raw.len());
     for (index, stage) in raw.iter().enumerate() {
         let field = |name: &str| format!("schedule.decommission[{index}].{name}");
@@ -475,7 +472,10 @@ fn decommission(
             return Err(src.at(
                 &stage.action,
                 field("action"),
-                format!("expected each action once, {} is used twice", action.as_str()),
+                format!(
+                    "expected each action once, {} is used twice",
+                    action.as_str()
+                ),
             ));
         }
         let ordering = [
@@ -670,10 +670,7 @@ fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, Config
     })
 }
 
-fn concurrency(
-    src: &Source<'_>,
-    raw: Option<&RawConcurrency>,
-) -> Result<Concurrency, ConfigError> {
+fn concurrency(src: &Source<'_>, raw: Option<&RawConcurrency>) -> Result<Concurrency, ConfigError> {
     Ok(Concurrency {
         workers: src.count_or(
             raw.and_then(|r| r.workers.as_ref()),
@@ -755,10 +752,18 @@ fn checked_template(
         }
     };
     if rendered.trim().is_empty() {
-        return Err(src.at(template, field, "expected a template that renders to some text"));
+        return Err(src.at(
+            template,
+            field,
+            "expected a template that renders to some text",
+        ));
     }
     if one_line && rendered.contains(['\n', '\r']) {
-        return Err(src.at(template, field, "expected a subject that renders to one line"));
+        return Err(src.at(
+            template,
+            field,
+            "expected a subject that renders to one line",
+        ));
     }
     Ok(text.clone())
 }
@@ -785,7 +790,10 @@ mod tests {
     #[test]
     fn every_shipped_playbook_loads() {
         let files = shipped();
-        assert!(files.len() >= 2, "expected shared-hosting and demo playbooks");
+        assert!(
+            files.len() >= 2,
+            "expected shared-hosting and demo playbooks"
+        );
         for (path, text) in files {
             let playbook = Playbook::parse(&text, &path).unwrap_or_else(|err| panic!("{err}"));
             assert_eq!(playbook.source_text, text);
@@ -844,7 +852,13 @@ mod tests {
         assert_eq!(playbook.dns.short_ttl, 60);
         assert_eq!(playbook.transfer.restore_threads, 2);
         assert_eq!(playbook.verification.on_mismatch, OnMismatch::Hold);
-        assert!(playbook.notices.completion.body.contains("{{ target_host }}"));
+        assert!(
+            playbook
+                .notices
+                .completion
+                .body
+                .contains("{{ target_host }}")
+        );
     }
 
     const BASE: &str = r#"name = "x"
@@ -881,7 +895,12 @@ body = "Hello {{ account }}, see {{ target_host }}."
     fn broken_playbooks_name_line_column_and_field() {
         // (what, replace this, with this, expected error text after "p.toml:")
         let cases: &[(&str, &str, &str, &str)] = &[
-            ("syntax error", "short_ttl = 60", "short_ttl = = 60", "17:13: "),
+            (
+                "syntax error",
+                "short_ttl = 60",
+                "short_ttl = = 60",
+                "17:13: ",
+            ),
             (
                 "unknown field",
                 "short_ttl = 60",
@@ -989,7 +1008,9 @@ body = "Hello {{ account }}, see {{ target_host }}."
         for (what, from, to, expected) in cases {
             assert!(BASE.contains(from), "{what}: {from:?} not in BASE");
             let text = BASE.replacen(from, to, 1);
-            let err = Playbook::parse(&text, "p.toml").expect_err(what).to_string();
+            let err = Playbook::parse(&text, "p.toml")
+                .expect_err(what)
+                .to_string();
             if !err.starts_with(&format!("p.toml:{expected}")) {
                 failures.push(format!("{what}: expected p.toml:{expected}…\n got {err}"));
             }
