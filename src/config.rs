@@ -1577,6 +1577,31 @@ path = "outbox"
     }
 
     #[test]
+    fn pins_and_missing_sections() {
+        let dir = example_dir();
+        let pin = "AB:".repeat(31) + "AB";
+        let text = MINIMAL.replacen(
+            "ip = \"198.51.100.10\"",
+            &format!("ip = \"198.51.100.10\"\ntls_pin_sha256 = \"{pin}\"\nhttp_port = 8080"),
+            1,
+        );
+        let config = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect("pinned");
+        assert_eq!(config.hosts["old1"].tls, TlsPolicy::PinSha256([0xab; 32]));
+        assert_eq!(config.hosts["old1"].http_port, 8080);
+
+        let dns_start = MINIMAL.find("[dns]").expect("dns");
+        let mail_start = MINIMAL.find("[mail]").expect("mail");
+        let without_dns = format!("{}{}", &MINIMAL[..dns_start], &MINIMAL[mail_start..]);
+        let err = parse_with_env(&without_dns, "c.toml", dir.path(), &no_env)
+            .expect_err("no dns")
+            .to_string();
+        assert_eq!(
+            err,
+            "c.toml:1:1: dns: expected this required field, but it is missing"
+        );
+    }
+
+    #[test]
     fn ssh_settings_are_validated() {
         let dir = example_dir();
         // A dotted table header may come after other tables, so appending works.
