@@ -1,1 +1,1655 @@
-//! config (being written)
+//! The daemon's configuration (`siirto.toml`): parsed once into validated types, secrets read.
+//!
+//! The TOML is first deserialized into private raw structs (`deny_unknown_fields`, every value
+//! wrapped in [`toml::Spanned`] so it keeps its place in the file), then validated into
+//! [`Config`]. Nothing downstream re-validates: a `Config` that exists is a good one. Every
+//! refusal is a [`ConfigError`] naming the file, line, column, the dotted field and what was
+//! expected, so an operator can fix the file without reading code. The same error type and
+//! helpers serve [`crate::playbook`].
+//!
+//! Secrets (WHM tokens, the PowerDNS API key, the SMTP password) are never written inline:
+//! the config names a file (`token_file`, read and trimmed) or an environment variable
+//! (`token_env`); both are read at load time, so a missing one is refused before anything runs.
+//! They are held as [`Secret`], so `Debug` of a whole `Config` shows none of them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use crate::secret::Secret;
+use crate::whm::TlsPolicy;
+
+/// A config or playbook refused: where, which field, and what was expected.
+///
+/// Displays as `FILE:LINE:COLUMN: FIELD: MESSAGE`, e.g.
+/// `playbooks/x.toml:12:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got 0`.
+/// The position is absent only when the file could not be read at all; the field is empty
+/// for TOML syntax errors, which belong to no field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file (or other origin) the text came from, as given by the caller.
+    pub origin: String,
+    /// 1-based line and column (in characters) of the offending text, when known.
+    pub position: Option<(usize, usize)>,
+    /// Dotted path of the offending field (`hosts.old.token_file`, `schedule.decommission[1].after`).
+    pub field: String,
+    /// What was wrong, phrased as what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.origin)?;
+        if let Some((line, column)) = self.position {
+            write!(f, "{line}:{column}:")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, " {}:", self.field)?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// The text being parsed and where it came from; turns byte spans into error positions.
+pub(crate) struct Source<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) origin: &'a str,
+}
+
+impl Source<'_> {
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    /// An error at a byte span of the text.
+    pub(crate) fn error(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_owned(),
+            position: Some(self.position(span.start)),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error at a spanned value.
+    pub(crate) fn at<T>(
+        &self,
+        value: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        self.error(value.span(), field, message)
+    }
+
+    /// Deserializes the raw structs, turning serde's errors into positioned [`ConfigError`]s
+    /// with the dotted field path.
+    pub(crate) fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let deserializer = toml::Deserializer::new(self.text);
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let mut field = field_path(err.path());
+            let inner = err.into_inner();
+            let mut message = inner.message().trim().replace('\n', "; ");
+            // serde says "missing field `x`" at the table that lacks it; name the field itself.
+            if let Some(missing) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                field = join_field(&field, missing);
+                message = "expected this required field, but it is missing".to_owned();
+            } else if let Some(rest) = message.strip_prefix("unknown field `") {
+                // The path already names the unknown key; say what would have been accepted.
+                message = match rest.split_once("`, ") {
+                    Some((_, expected)) => format!("unknown field, {expected}"),
+                    None => "unknown field, there are no fields here".to_owned(),
+                };
+            }
+            let position = Some(self.position(inner.span().map_or(0, |span| span.start)));
+            ConfigError {
+                origin: self.origin.to_owned(),
+                position,
+                field,
+                message,
+            }
+        })
+    }
+
+    /// Parses a human duration ("90s", "15m", "14d").
+    pub(crate) fn duration(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+    ) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(value.get_ref().trim()).map_err(|err| {
+            self.at(
+                value,
+                field,
+                format!(
+                    "expected a duration like \"90s\", \"15m\" or \"14d\", got {:?} ({err})",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// Parses a human duration and checks it lies in `min..=max`.
+    pub(crate) fn duration_in(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let duration = self.duration(value, field)?;
+        if duration < min || duration > max {
+            return Err(self.at(
+                value,
+                field,
+                format!(
+                    "expected a duration of {}..={}, got {:?}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    value.get_ref()
+                ),
+            ));
+        }
+        Ok(duration)
+    }
+
+    /// An optional duration with a default, checked against `min..=max`.
+    pub(crate) fn duration_or(
+        &self,
+        value: Option<&Spanned<String>>,
+        field: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            Some(value) => self.duration_in(value, field, min, max),
+            None => Ok(default),
+        }
+    }
+
+    /// An integer checked against `min..=max`; `what` names it ("a TTL"), `unit` follows the range.
+    pub(crate) fn integer(
+        &self,
+        value: &Spanned<i64>,
+        field: &str,
+        min: i64,
+        max: i64,
+        what: &str,
+        unit: &str,
+    ) -> Result<i64, ConfigError> {
+        let got = *value.get_ref();
+        if got < min || got > max {
+            return Err(self.at(
+                value,
+                field,
+                format!("expected {what} of {min}..={max}{unit}, got {got}"),
+            ));
+        }
+        Ok(got)
+    }
+
+    /// An optional `u32` with a default, checked against `min..=max`.
+    pub(crate) fn count_or(
+        &self,
+        value: Option<&Spanned<i64>>,
+        field: &str,
+        default: u32,
+        (min, max): (u32, u32),
+        what: &str,
+    ) -> Result<u32, ConfigError> {
+        match value {
+            Some(value) => {
+                let got = self.integer(value, field, i64::from(min), i64::from(max), what, "")?;
+                // In range of two u32 bounds, so the conversion cannot fail; map it anyway.
+                u32::try_from(got).map_err(|_| self.at(value, field, "expected a u32"))
+            }
+            None => Ok(default),
+        }
+    }
+}
+
+fn join_field(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// `dns.nameservers[1]` from serde_path_to_error's path, without toml's private Spanned keys.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } if key.starts_with("$__") => {}
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// The validated daemon configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The store's URL: `sqlite:/abs/path.db` (relative paths resolved against the config file's
+    /// directory) or `postgres://…`.
+    pub database: String,
+    /// Where the status page and JSON API listen (default `127.0.0.1:8640`).
+    pub listen: SocketAddr,
+    /// Scheduler and lease settings.
+    pub daemon: DaemonSettings,
+    /// The cPanel/WHM servers, keyed by their short name (`old1`, `new3`).
+    pub hosts: BTreeMap<String, HostConfig>,
+    /// The DNS provider that serves the customers' zones, and the nameservers to check.
+    pub dns: DnsConfig,
+    /// How customer notices are sent.
+    pub mail: MailConfig,
+}
+
+/// How the daemon takes and holds work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// The lease owner name of this replica; `None` lets the daemon make one (host name + pid).
+    pub owner: Option<String>,
+    /// How long a claimed job's lease lasts before another replica may take it over.
+    pub lease: Duration,
+    /// How often an idle daemon looks for due work.
+    pub idle_poll: Duration,
+}
+
+/// One cPanel/WHM server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// The short name the host is known by in the config and on the command line.
+    pub name: String,
+    /// WHM API base URL, e.g. `https://old1.example.net:2087`.
+    pub whm_url: reqwest::Url,
+    /// The WHM API token (read from `token_file` or `token_env`).
+    pub token: Secret,
+    /// How the WHM certificate is verified: web PKI, or pinned by SHA-256.
+    pub tls: TlsPolicy,
+    /// The address the domains' A records point at when they are served by this host.
+    pub ip: Ipv4Addr,
+    /// The port the host's web server answers plain HTTP on (for verification; default 80).
+    pub http_port: u16,
+    /// SSH access as root, when configured.
+    pub ssh: Option<SshConfig>,
+}
+
+/// SSH access to a host, with its host key pinned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshConfig {
+    /// `host:port` (port 22 when the config gave none).
+    pub address: String,
+    /// The remote user (default `root`).
+    pub user: String,
+    /// The private key file (resolved against the config file's directory).
+    pub key_file: PathBuf,
+    /// The host's public key as an OpenSSH line (`ssh-ed25519 AAAA… comment`); anything else is refused.
+    pub host_key: String,
+}
+
+/// The DNS side: where zones are changed and which servers are asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// The provider that changes the zones.
+    pub provider: DnsProviderConfig,
+    /// The authoritative nameservers asked to verify changes (port 53 unless given).
+    pub nameservers: Vec<SocketAddr>,
+    /// How many zone writes may be in flight at once (1 for a sqlite-backed PowerDNS).
+    pub write_concurrency: u32,
+}
+
+/// A DNS provider with its credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsProviderConfig {
+    /// PowerDNS Authoritative through its HTTP API.
+    PowerDns {
+        /// API base URL, e.g. `http://127.0.0.1:8081`.
+        api_url: reqwest::Url,
+        /// The `X-API-Key` value.
+        api_key: Secret,
+        /// The server id in API paths (default `localhost`).
+        server_id: String,
+    },
+}
+
+/// How notices are sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailConfig {
+    /// The From mailbox, e.g. `Example Hosting <support@example.fi>` (validated).
+    pub from: String,
+    /// The channel that carries them.
+    pub channel: MailChannelConfig,
+}
+
+/// A notice channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MailChannelConfig {
+    /// An SMTP submission server.
+    Smtp {
+        /// Server host name or address.
+        host: String,
+        /// Port (default 587 for STARTTLS, 465 for TLS, 25 without).
+        port: u16,
+        /// Transport security.
+        security: SmtpSecurity,
+        /// Login name, when the server wants authentication.
+        username: Option<String>,
+        /// Login password (present exactly when `username` is).
+        password: Option<Secret>,
+    },
+    /// One `.eml` file per notice in a directory (the demo, or a pickup directory).
+    Directory {
+        /// The directory (resolved against the config file's directory).
+        path: PathBuf,
+    },
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required, not opportunistic).
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only for a relay on loopback or a trusted network.
+    None,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw TOML shapes.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database: Spanned<String>,
+    listen: Option<Spanned<String>>,
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    hosts: BTreeMap<String, Spanned<RawHost>>,
+    dns: RawDns,
+    mail: RawMail,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    owner: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    idle_poll: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    whm_url: Spanned<String>,
+    token_file: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    /// Accepted by the parser only to be refused with a helpful message.
+    token: Option<Spanned<toml::Value>>,
+    tls_pin_sha256: Option<Spanned<String>>,
+    ip: Spanned<String>,
+    http_port: Option<Spanned<i64>>,
+    ssh: Option<RawSsh>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    address: Spanned<String>,
+    user: Option<Spanned<String>>,
+    key_file: Spanned<String>,
+    host_key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    provider: Spanned<String>,
+    api_url: Option<Spanned<String>>,
+    api_key_file: Option<Spanned<String>>,
+    api_key_env: Option<Spanned<String>>,
+    api_key: Option<Spanned<toml::Value>>,
+    server_id: Option<Spanned<String>>,
+    nameservers: Spanned<Vec<Spanned<String>>>,
+    write_concurrency: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    from: Spanned<String>,
+    channel: Spanned<String>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    security: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password: Option<Spanned<toml::Value>>,
+    path: Option<Spanned<String>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+/// Where secrets named by `*_env` come from; tests pass a map instead of the process environment.
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read the config file: {err}"),
+        })?;
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        Config::parse(&text, &origin, &base_dir)
+    }
+
+    /// Validates config text. `origin` names it in errors; relative paths are resolved against
+    /// `base_dir`. The only filesystem access is reading the secret files it names.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        parse_with_env(text, origin, base_dir, &|name| std::env::var(name).ok())
+    }
+}
+
+fn parse_with_env(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let src = Source { text, origin };
+    let raw: RawConfig = src.deserialize()?;
+    let ctx = Ctx { src, base_dir, env };
+
+    let database = ctx.database(&raw.database)?;
+    let listen = match &raw.listen {
+        Some(listen) => listen.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
+            ctx.src.at(
+                listen,
+                "listen",
+                format!(
+                    "expected an address like \"127.0.0.1:8640\", got {:?}",
+                    listen.get_ref()
+                ),
+            )
+        })?,
+        None => SocketAddr::from(([127, 0, 0, 1], 8640)),
+    };
+    let daemon = ctx.daemon(raw.daemon.as_ref())?;
+    let mut hosts = BTreeMap::new();
+    for (name, host) in &raw.hosts {
+        let host = ctx.host(name, host)?;
+        hosts.insert(host.name.clone(), host);
+    }
+    let dns = ctx.dns(&raw.dns)?;
+    let mail = ctx.mail(&raw.mail)?;
+    Ok(Config {
+        database,
+        listen,
+        daemon,
+        hosts,
+        dns,
+        mail,
+    })
+}
+
+struct Ctx<'a> {
+    src: Source<'a>,
+    base_dir: &'a Path,
+    env: EnvLookup<'a>,
+}
+
+impl Ctx<'_> {
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn database(&self, url: &Spanned<String>) -> Result<String, ConfigError> {
+        let value = url.get_ref().trim();
+        if let Some(rest) = value.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (file, query) = match rest.split_once('?') {
+                Some((file, query)) => (file, Some(query)),
+                None => (rest, None),
+            };
+            if file.is_empty() {
+                return Err(self.src.at(
+                    url,
+                    "database",
+                    "expected a SQLite file after \"sqlite:\", e.g. \"sqlite:siirto.db\"",
+                ));
+            }
+            let file = if file == ":memory:" {
+                file.to_owned()
+            } else {
+                self.resolve(file).display().to_string()
+            };
+            return Ok(match query {
+                Some(query) => format!("sqlite:{file}?{query}"),
+                None => format!("sqlite:{file}"),
+            });
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(value.to_owned());
+        }
+        Err(self.src.at(
+            url,
+            "database",
+            format!(
+                "expected a URL starting with \"sqlite:\", \"postgres://\" or \"postgresql://\", got {value:?}"
+            ),
+        ))
+    }
+
+    fn daemon(&self, raw: Option<&RawDaemon>) -> Result<DaemonSettings, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(DaemonSettings {
+                owner: None,
+                lease: Duration::from_secs(60),
+                idle_poll: Duration::from_secs(1),
+            });
+        };
+        let owner = match &raw.owner {
+            Some(owner) => {
+                let name = owner.get_ref().trim();
+                let ok = !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                if !ok {
+                    return Err(self.src.at(
+                        owner,
+                        "daemon.owner",
+                        "expected 1-64 letters, digits, '-', '_', '.' or ':'",
+                    ));
+                }
+                Some(name.to_owned())
+            }
+            None => None,
+        };
+        let lease = self.src.duration_or(
+            raw.lease.as_ref(),
+            "daemon.lease",
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?;
+        let idle_poll = self.src.duration_or(
+            raw.idle_poll.as_ref(),
+            "daemon.idle_poll",
+            Duration::from_secs(1),
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        )?;
+        if idle_poll >= lease {
+            let at = raw.idle_poll.as_ref().or(raw.lease.as_ref());
+            if let Some(at) = at {
+                return Err(self.src.at(
+                    at,
+                    "daemon.idle_poll",
+                    format!(
+                        "expected idle_poll shorter than lease ({}), got {}",
+                        humantime::format_duration(lease),
+                        humantime::format_duration(idle_poll)
+                    ),
+                ));
+            }
+        }
+        Ok(DaemonSettings {
+            owner,
+            lease,
+            idle_poll,
+        })
+    }
+
+    /// Reads a secret named by `X_file` or `X_env`; an inline `X` is refused.
+    fn secret(
+        &self,
+        prefix: &str,
+        name: &str,
+        file: Option<&Spanned<String>>,
+        env: Option<&Spanned<String>>,
+        inline: Option<&Spanned<toml::Value>>,
+        required_at: Option<Range<usize>>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let field = |suffix: &str| join_field(prefix, &format!("{name}{suffix}"));
+        if let Some(inline) = inline {
+            return Err(self.src.at(
+                inline,
+                field(""),
+                format!(
+                    "secrets are not written in the config: use {name}_file = \"path\" (a file holding it) or {name}_env = \"VARIABLE\""
+                ),
+            ));
+        }
+        match (file, env) {
+            (Some(file), Some(_)) => Err(self.src.at(
+                file,
+                field("_file"),
+                format!("expected either {name}_file or {name}_env, not both"),
+            )),
+            (Some(file), None) => {
+                let path = self.resolve(file.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|err| {
+                    self.src.at(
+                        file,
+                        field("_file"),
+                        format!(
+                            "expected a readable file, cannot read {}: {err}",
+                            path.display()
+                        ),
+                    )
+                })?;
+                let value = text.trim();
+                if value.is_empty() {
+                    return Err(self.src.at(
+                        file,
+                        field("_file"),
+                        format!("expected a non-empty secret in {}", path.display()),
+                    ));
+                }
+                Ok(Some(Secret::new(value)))
+            }
+            (None, Some(var)) => {
+                let value = (self.env)(var.get_ref()).unwrap_or_default();
+                let value = value.trim();
+                if value.is_empty() {
+                    return Err(self.src.at(
+                        var,
+                        field("_env"),
+                        format!(
+                            "expected the environment variable {} to hold the secret, but it is unset or empty",
+                            var.get_ref()
+                        ),
+                    ));
+                }
+                Ok(Some(Secret::new(value)))
+            }
+            (None, None) => {
+                let Some(at) = required_at else {
+                    return Ok(None);
+                };
+                Err(self.src.error(
+                    at,
+                    field("_file"),
+                    format!("expected {name}_file or {name}_env, but neither is set"),
+                ))
+            }
+        }
+    }
+
+    fn url(&self, value: &Spanned<String>, field: &str) -> Result<reqwest::Url, ConfigError> {
+        let url = reqwest::Url::parse(value.get_ref().trim()).map_err(|err| {
+            self.src.at(
+                value,
+                field,
+                format!(
+                    "expected an http:// or https:// URL, got {:?} ({err})",
+                    value.get_ref()
+                ),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.src.at(
+                value,
+                field,
+                format!(
+                    "expected an http:// or https:// URL with a host, got {:?}",
+                    value.get_ref()
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
+    fn host(&self, short: &str, raw: &Spanned<RawHost>) -> Result<HostConfig, ConfigError> {
+        // Errors about the host as a whole point at its table.
+        let name = raw;
+        let raw = raw.get_ref();
+        let prefix = format!("hosts.{short}");
+        let label_ok = !short.is_empty()
+            && short.len() <= 63
+            && short
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !short.starts_with('-')
+            && !short.ends_with('-');
+        if !label_ok {
+            return Err(self.src.at(
+                name,
+                prefix,
+                "expected a short host name like a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+            ));
+        }
+        let whm_url = self.url(&raw.whm_url, &format!("{prefix}.whm_url"))?;
+        let token = self
+            .secret(
+                &prefix,
+                "token",
+                raw.token_file.as_ref(),
+                raw.token_env.as_ref(),
+                raw.token.as_ref(),
+                Some(name.span()),
+            )?
+            .ok_or_else(|| {
+                self.src.at(
+                    name,
+                    format!("{prefix}.token_file"),
+                    "expected token_file or token_env",
+                )
+            })?;
+        let tls = match &raw.tls_pin_sha256 {
+            Some(pin) => {
+                let field = format!("{prefix}.tls_pin_sha256");
+                if whm_url.scheme() != "https" {
+                    return Err(self.src.at(
+                        pin,
+                        field,
+                        "expected no certificate pin for an http:// whm_url (there is no certificate to pin)",
+                    ));
+                }
+                let hex_digits: String = pin.get_ref().chars().filter(|c| *c != ':').collect();
+                let mut digest = [0u8; 32];
+                if hex_digits.len() != 64 || hex::decode_to_slice(&hex_digits, &mut digest).is_err()
+                {
+                    return Err(self.src.at(
+                        pin,
+                        field,
+                        format!(
+                            "expected the certificate's SHA-256 as 64 hex digits (colons allowed), got {:?}",
+                            pin.get_ref()
+                        ),
+                    ));
+                }
+                TlsPolicy::PinSha256(digest)
+            }
+            None => TlsPolicy::WebPki,
+        };
+        let ip = raw.ip.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
+            self.src.at(
+                &raw.ip,
+                format!("{prefix}.ip"),
+                format!(
+                    "expected an IPv4 address like \"192.0.2.10\", got {:?}",
+                    raw.ip.get_ref()
+                ),
+            )
+        })?;
+        let http_port = match &raw.http_port {
+            Some(port) => self.port(port, &format!("{prefix}.http_port"))?,
+            None => 80,
+        };
+        let ssh = match &raw.ssh {
+            Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
+            None => None,
+        };
+        Ok(HostConfig {
+            name: short.to_owned(),
+            whm_url,
+            token,
+            tls,
+            ip,
+            http_port,
+            ssh,
+        })
+    }
+
+    fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
+        let port_number = self.src.integer(port, field, 1, 65535, "a port", "")?;
+        u16::try_from(port_number).map_err(|_| self.src.at(port, field, "expected a port"))
+    }
+
+    fn ssh(&self, prefix: &str, raw: &RawSsh) -> Result<SshConfig, ConfigError> {
+        let address = normalize_ssh_address(raw.address.get_ref().trim()).ok_or_else(|| {
+            self.src.at(
+                &raw.address,
+                format!("{prefix}.address"),
+                format!(
+                    "expected \"host\" or \"host:port\" (e.g. \"old1.example.net:22\"), got {:?}",
+                    raw.address.get_ref()
+                ),
+            )
+        })?;
+        let user = match &raw.user {
+            Some(user) => {
+                let name = user.get_ref().as_str();
+                let ok = name.len() <= 32
+                    && name
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                    && name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)
+                    });
+                if !ok {
+                    return Err(self.src.at(
+                        user,
+                        format!("{prefix}.user"),
+                        format!("expected a Unix user name like \"root\", got {name:?}"),
+                    ));
+                }
+                name.to_owned()
+            }
+            None => "root".to_owned(),
+        };
+        let key_file = self.resolve(raw.key_file.get_ref());
+        if !key_file.is_file() {
+            return Err(self.src.at(
+                &raw.key_file,
+                format!("{prefix}.key_file"),
+                format!(
+                    "expected a private key file, but {} is not a file",
+                    key_file.display()
+                ),
+            ));
+        }
+        let host_key_line = raw.host_key.get_ref().trim();
+        if let Err(err) = russh::keys::PublicKey::from_openssh(host_key_line) {
+            return Err(self.src.at(
+                &raw.host_key,
+                format!("{prefix}.host_key"),
+                format!(
+                    "expected the host's public key as an OpenSSH line (\"ssh-ed25519 AAAA…\", as in known_hosts without the host name): {err}"
+                ),
+            ));
+        }
+        Ok(SshConfig {
+            address,
+            user,
+            key_file,
+            host_key: host_key_line.to_owned(),
+        })
+    }
+
+    fn dns(&self, raw: &RawDns) -> Result<DnsConfig, ConfigError> {
+        let provider = match raw.provider.get_ref().as_str() {
+            "powerdns" => {
+                let api_url = raw.api_url.as_ref().ok_or_else(|| {
+                    self.src.at(
+                        &raw.provider,
+                        "dns.api_url",
+                        "expected api_url for provider = \"powerdns\", e.g. \"http://127.0.0.1:8081\"",
+                    )
+                })?;
+                let api_url = self.url(api_url, "dns.api_url")?;
+                let api_key = self
+                    .secret(
+                        "dns",
+                        "api_key",
+                        raw.api_key_file.as_ref(),
+                        raw.api_key_env.as_ref(),
+                        raw.api_key.as_ref(),
+                        Some(raw.provider.span()),
+                    )?
+                    .ok_or_else(|| {
+                        self.src.at(
+                            &raw.provider,
+                            "dns.api_key_file",
+                            "expected api_key_file or api_key_env",
+                        )
+                    })?;
+                let server_id = match &raw.server_id {
+                    Some(id) => {
+                        let value = id.get_ref().as_str();
+                        let ok = !value.is_empty()
+                            && value
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                        if !ok {
+                            return Err(self.src.at(
+                                id,
+                                "dns.server_id",
+                                format!("expected a PowerDNS server id like \"localhost\", got {value:?}"),
+                            ));
+                        }
+                        value.to_owned()
+                    }
+                    None => "localhost".to_owned(),
+                };
+                DnsProviderConfig::PowerDns {
+                    api_url,
+                    api_key,
+                    server_id,
+                }
+            }
+            other => {
+                return Err(self.src.at(
+                    &raw.provider,
+                    "dns.provider",
+                    format!("expected one of \"powerdns\", got {other:?}"),
+                ));
+            }
+        };
+        if raw.nameservers.get_ref().is_empty() {
+            return Err(self.src.at(
+                &raw.nameservers,
+                "dns.nameservers",
+                "expected at least one nameserver (\"ip\" or \"ip:port\")",
+            ));
+        }
+        let mut nameservers = Vec::new();
+        for (index, server) in raw.nameservers.get_ref().iter().enumerate() {
+            let value = server.get_ref().trim();
+            let addr = value
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+                .ok_or_else(|| {
+                    self.src.at(
+                        server,
+                        format!("dns.nameservers[{index}]"),
+                        format!(
+                            "expected \"ip\" or \"ip:port\" (e.g. \"192.0.2.53\" or \"127.0.0.1:5300\"), got {value:?}"
+                        ),
+                    )
+                })?;
+            nameservers.push(addr);
+        }
+        // Above 8 in flight PowerDNS's API backlog adds a second of SYN retransmits, and a
+        // sqlite-backed PowerDNS wants 1 (see reference/real-servers.md).
+        let write_concurrency = self.src.count_or(
+            raw.write_concurrency.as_ref(),
+            "dns.write_concurrency",
+            1,
+            (1, 8),
+            "a number of concurrent zone writes",
+        )?;
+        Ok(DnsConfig {
+            provider,
+            nameservers,
+            write_concurrency,
+        })
+    }
+
+    fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
+        let from = raw.from.get_ref().trim();
+        if let Err(err) = lettre::message::Mailbox::from_str(from) {
+            return Err(self.src.at(
+                &raw.from,
+                "mail.from",
+                format!(
+                    "expected a mailbox like \"Example Hosting <support@example.fi>\", got {from:?} ({err})"
+                ),
+            ));
+        }
+        let smtp_only: [(&str, Option<Range<usize>>); 7] = [
+            ("host", raw.host.as_ref().map(Spanned::span)),
+            ("port", raw.port.as_ref().map(Spanned::span)),
+            ("security", raw.security.as_ref().map(Spanned::span)),
+            ("username", raw.username.as_ref().map(Spanned::span)),
+            (
+                "password_file",
+                raw.password_file.as_ref().map(Spanned::span),
+            ),
+            ("password_env", raw.password_env.as_ref().map(Spanned::span)),
+            ("password", raw.password.as_ref().map(Spanned::span)),
+        ];
+        let channel = match raw.channel.get_ref().as_str() {
+            "smtp" => {
+                if let Some(path) = &raw.path {
+                    return Err(self.src.at(
+                        path,
+                        "mail.path",
+                        "expected no path with channel = \"smtp\" (path is for channel = \"directory\")",
+                    ));
+                }
+                let host = raw.host.as_ref().ok_or_else(|| {
+                    self.src.at(
+                        &raw.channel,
+                        "mail.host",
+                        "expected host for channel = \"smtp\"",
+                    )
+                })?;
+                let host_name = host.get_ref().trim();
+                if host_name.is_empty() || host_name.contains(char::is_whitespace) {
+                    return Err(self.src.at(
+                        host,
+                        "mail.host",
+                        format!("expected an SMTP server host name, got {host_name:?}"),
+                    ));
+                }
+                let security = match raw.security.as_ref() {
+                    Some(security) => {
+                        match security.get_ref().as_str() {
+                            "starttls" => SmtpSecurity::Starttls,
+                            "tls" => SmtpSecurity::Tls,
+                            "none" => SmtpSecurity::None,
+                            other => {
+                                return Err(self.src.at(
+                                security,
+                                "mail.security",
+                                format!("expected one of \"starttls\", \"tls\", \"none\", got {other:?}"),
+                            ));
+                            }
+                        }
+                    }
+                    None => SmtpSecurity::Starttls,
+                };
+                let port = match &raw.port {
+                    Some(port) => self.port(port, "mail.port")?,
+                    None => match security {
+                        SmtpSecurity::Starttls => 587,
+                        SmtpSecurity::Tls => 465,
+                        SmtpSecurity::None => 25,
+                    },
+                };
+                let password = self.secret(
+                    "mail",
+                    "password",
+                    raw.password_file.as_ref(),
+                    raw.password_env.as_ref(),
+                    raw.password.as_ref(),
+                    None,
+                )?;
+                let username = match (&raw.username, &password) {
+                    (Some(user), Some(_)) => Some(user.get_ref().clone()),
+                    (None, None) => None,
+                    (Some(user), None) => {
+                        return Err(self.src.at(
+                            user,
+                            "mail.password_file",
+                            "expected password_file or password_env with username",
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        let at = raw
+                            .password_file
+                            .as_ref()
+                            .or(raw.password_env.as_ref())
+                            .map_or(raw.channel.span(), Spanned::span);
+                        return Err(self.src.error(
+                            at,
+                            "mail.username",
+                            "expected username with a password",
+                        ));
+                    }
+                };
+                MailChannelConfig::Smtp {
+                    host: host_name.to_owned(),
+                    port,
+                    security,
+                    username,
+                    password,
+                }
+            }
+            "directory" => {
+                if let Some((name, Some(span))) =
+                    smtp_only.into_iter().find(|(_, span)| span.is_some())
+                {
+                    return Err(self.src.error(
+                        span,
+                        format!("mail.{name}"),
+                        format!("expected no {name} with channel = \"directory\" ({name} is for channel = \"smtp\")"),
+                    ));
+                }
+                let path = raw.path.as_ref().ok_or_else(|| {
+                    self.src.at(
+                        &raw.channel,
+                        "mail.path",
+                        "expected path for channel = \"directory\"",
+                    )
+                })?;
+                if path.get_ref().trim().is_empty() {
+                    return Err(self.src.at(path, "mail.path", "expected a directory path"));
+                }
+                MailChannelConfig::Directory {
+                    path: self.resolve(path.get_ref().trim()),
+                }
+            }
+            other => {
+                return Err(self.src.at(
+                    &raw.channel,
+                    "mail.channel",
+                    format!("expected one of \"smtp\", \"directory\", got {other:?}"),
+                ));
+            }
+        };
+        Ok(MailConfig {
+            from: from.to_owned(),
+            channel,
+        })
+    }
+}
+
+/// `host` → `host:22`, `[v6]:p`/`host:p` kept; `None` when it is neither.
+fn normalize_ssh_address(value: &str) -> Option<String> {
+    if value.is_empty() || value.contains(char::is_whitespace) {
+        return None;
+    }
+    if value.parse::<SocketAddr>().is_ok() {
+        return Some(value.to_owned());
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 22).to_string());
+    }
+    let (host, port) = match value.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok().filter(|p| *p != 0)?),
+        None => (value, 22),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    host_ok.then(|| format!("{host}:{port}"))
+}
+
+/// The commented example config that `siirto config example` prints; a test loads it.
+pub const EXAMPLE: &str = r#"# siirto configuration. Relative paths are resolved against this file's directory.
+# Secrets are never written here: each is read from a file (`*_file`, whitespace trimmed)
+# or an environment variable (`*_env`) when the config is loaded.
+
+# The store: an embedded SQLite file (one daemon), or PostgreSQL (several daemon replicas).
+database = "sqlite:siirto.db"
+# database = "postgres://siirto@db.example.net/siirto"
+
+# The status page and JSON API.
+listen = "127.0.0.1:8640"
+
+[daemon]
+# Lease owner name of this replica (default: host name and process id).
+# owner = "siirto-1"
+# How long a claimed job stays ours before another replica may take it over.
+lease = "60s"
+# How often an idle daemon looks for due work.
+idle_poll = "1s"
+
+# The cPanel/WHM servers, by short name (used on the command line: --from old1 --to new1).
+[hosts.old1]
+whm_url = "https://old1.example.net:2087"
+# A WHM API token with root privileges (WHM » Development » Manage API Tokens).
+token_file = "secrets/old1.token"
+# token_env = "SIIRTO_OLD1_TOKEN"
+# Pin the certificate when it is self-signed: SHA-256 of its DER encoding, e.g. from
+# `openssl x509 -noout -fingerprint -sha256`. Without a pin the web PKI is used.
+# tls_pin_sha256 = "AB:CD:…"
+# The address its customers' A records point at.
+ip = "198.51.100.10"
+# The port its web server answers plain HTTP on (for verification).
+http_port = 80
+
+# SSH as root, for the checks the WHM API cannot make. The host key is pinned.
+[hosts.old1.ssh]
+address = "old1.example.net:22"
+user = "root"
+key_file = "secrets/id_ed25519"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMIQnkh6VSD1rq7wr8hSg3tZUPIHYUOqrP3UTeP38G7Q old1.example.net"
+
+[hosts.new1]
+whm_url = "https://new1.example.net:2087"
+token_file = "secrets/new1.token"
+ip = "198.51.100.20"
+
+[dns]
+# The provider that serves the customers' zones (PowerDNS Authoritative HTTP API).
+provider = "powerdns"
+api_url = "http://127.0.0.1:8081"
+api_key_file = "secrets/pdns.key"
+# api_key_env = "SIIRTO_PDNS_KEY"
+server_id = "localhost"
+# The authoritative nameservers asked whether a change is served ("ip" means port 53).
+nameservers = ["192.0.2.53", "192.0.2.54:53"]
+# Zone writes in flight at once: 1 for a sqlite-backed PowerDNS (its writer lock turns
+# concurrency into HTTP 500s); a MySQL/PostgreSQL-backed one takes up to 8.
+write_concurrency = 1
+
+[mail]
+# The sender of customer notices.
+from = "Example Hosting <support@example.fi>"
+# "smtp" (below) or "directory" (one .eml file per notice: path = "outbox").
+channel = "smtp"
+host = "smtp.example.net"
+# starttls (port 587), tls (465) or none (25; only on loopback or a trusted network).
+security = "starttls"
+port = 587
+username = "siirto"
+password_file = "secrets/smtp.password"
+# password_env = "SIIRTO_SMTP_PASSWORD"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes the secret files the example names into a fresh directory.
+    fn example_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).expect("secrets dir");
+        for (name, value) in [
+            ("old1.token", "OLD1TOKENVALUE\n"),
+            ("new1.token", "NEW1TOKENVALUE"),
+            ("pdns.key", "PDNSKEYVALUE"),
+            ("smtp.password", "SMTPPASSWORDVALUE"),
+            ("id_ed25519", "not really a key"),
+        ] {
+            std::fs::write(secrets.join(name), value).expect("write secret");
+        }
+        dir
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let dir = example_dir();
+        let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
+        assert_eq!(
+            config.database,
+            format!("sqlite:{}", dir.path().join("siirto.db").display())
+        );
+        assert_eq!(config.listen, "127.0.0.1:8640".parse().expect("addr"));
+        assert_eq!(config.daemon.lease, Duration::from_secs(60));
+        let old = &config.hosts["old1"];
+        assert_eq!(old.token.expose(), "OLD1TOKENVALUE");
+        assert_eq!(old.ip, Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(old.tls, TlsPolicy::WebPki);
+        let ssh = old.ssh.as_ref().expect("ssh");
+        assert_eq!(ssh.user, "root");
+        assert_eq!(ssh.key_file, dir.path().join("secrets/id_ed25519"));
+        assert_eq!(config.hosts["new1"].http_port, 80);
+        assert!(config.hosts["new1"].ssh.is_none());
+        let DnsProviderConfig::PowerDns {
+            api_key, server_id, ..
+        } = &config.dns.provider;
+        assert_eq!(api_key.expose(), "PDNSKEYVALUE");
+        assert_eq!(server_id, "localhost");
+        assert_eq!(
+            config.dns.nameservers,
+            vec![
+                "192.0.2.53:53".parse::<SocketAddr>().expect("addr"),
+                "192.0.2.54:53".parse().expect("addr")
+            ]
+        );
+        assert_eq!(config.dns.write_concurrency, 1);
+        match &config.mail.channel {
+            MailChannelConfig::Smtp {
+                port,
+                security,
+                password,
+                ..
+            } => {
+                assert_eq!(*port, 587);
+                assert_eq!(*security, SmtpSecurity::Starttls);
+                assert_eq!(
+                    password.as_ref().map(Secret::expose),
+                    Some("SMTPPASSWORDVALUE")
+                );
+            }
+            other => panic!("expected smtp, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_resolves_paths_against_the_config_directory() {
+        let dir = example_dir();
+        let path = dir.path().join("siirto.toml");
+        std::fs::write(&path, EXAMPLE).expect("write config");
+        let config = Config::load(&path).expect("load");
+        assert_eq!(config.hosts["new1"].token.expose(), "NEW1TOKENVALUE");
+        assert!(config.database.ends_with("siirto.db"));
+        let missing = Config::load(&dir.path().join("nope.toml")).expect_err("missing file");
+        assert!(
+            missing.to_string().contains("cannot read the config file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let dir = example_dir();
+        let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
+        let debug = format!("{config:?}");
+        for secret in [
+            "OLD1TOKENVALUE",
+            "NEW1TOKENVALUE",
+            "PDNSKEYVALUE",
+            "SMTPPASSWORDVALUE",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn secrets_from_environment_variables() {
+        let dir = example_dir();
+        let text = EXAMPLE
+            .replace(
+                "token_file = \"secrets/old1.token\"",
+                "token_env = \"OLD1_TOKEN\"",
+            )
+            .replace(
+                "api_key_file = \"secrets/pdns.key\"",
+                "api_key_env = \"PDNS_KEY\"",
+            );
+        let env = |name: &str| match name {
+            "OLD1_TOKEN" => Some("from-env-1".to_owned()),
+            "PDNS_KEY" => Some(" from-env-2\n".to_owned()),
+            _ => None,
+        };
+        let config = parse_with_env(&text, "c.toml", dir.path(), &env).expect("config");
+        assert_eq!(config.hosts["old1"].token.expose(), "from-env-1");
+        let DnsProviderConfig::PowerDns { api_key, .. } = &config.dns.provider;
+        assert_eq!(api_key.expose(), "from-env-2");
+        let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err("unset");
+        assert!(
+            err.to_string()
+                .contains("hosts.old1.token_env: expected the environment variable OLD1_TOKEN"),
+            "{err}"
+        );
+    }
+
+    /// A minimal valid config; the broken cases below each change one thing.
+    const MINIMAL: &str = r#"database = "sqlite:s.db"
+
+[hosts.old1]
+whm_url = "https://old1.example.net:2087"
+token_file = "secrets/old1.token"
+ip = "198.51.100.10"
+
+[dns]
+provider = "powerdns"
+api_url = "http://127.0.0.1:8081"
+api_key_file = "secrets/pdns.key"
+nameservers = ["127.0.0.1:5300"]
+
+[mail]
+from = "support@example.fi"
+channel = "directory"
+path = "outbox"
+"#;
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let dir = example_dir();
+        let config = parse_with_env(MINIMAL, "m.toml", dir.path(), &no_env).expect("minimal");
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8640)));
+        assert_eq!(config.daemon.idle_poll, Duration::from_secs(1));
+        assert_eq!(config.daemon.owner, None);
+        assert_eq!(
+            config.mail.channel,
+            MailChannelConfig::Directory {
+                path: dir.path().join("outbox")
+            }
+        );
+    }
+
+    #[test]
+    fn broken_configs_name_line_column_and_field() {
+        let pin_ok = "a".repeat(64);
+        // (what, replace this, with this, expected error text after "c.toml:")
+        let cases: Vec<(&str, &str, String, &str)> = vec![
+            (
+                "syntax error",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10".to_owned(),
+                "6:20: invalid basic string",
+            ),
+            (
+                "unknown field",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\nipp = 1".to_owned(),
+                "7:1: hosts.old1.ipp: unknown field, expected one of `whm_url`",
+            ),
+            (
+                "wrong type",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = \"127.0.0.1\"".to_owned(),
+                "12:15: dns.nameservers: invalid type: string \"127.0.0.1\", expected a sequence",
+            ),
+            (
+                "missing field",
+                "ip = \"198.51.100.10\"",
+                String::new(),
+                "3:1: hosts.old1.ip: expected this required field, but it is missing",
+            ),
+            (
+                "bad duration",
+                "database = \"sqlite:s.db\"",
+                "database = \"sqlite:s.db\"\n[daemon]\nlease = \"60 secs please\"".to_owned(),
+                "3:9: daemon.lease: expected a duration like \"90s\"",
+            ),
+            (
+                "inline token",
+                "token_file = \"secrets/old1.token\"",
+                "token = \"abc\"".to_owned(),
+                "5:9: hosts.old1.token: secrets are not written in the config: use token_file",
+            ),
+            (
+                "missing token file",
+                "secrets/old1.token",
+                "secrets/nope.token".to_owned(),
+                "5:14: hosts.old1.token_file: expected a readable file, cannot read",
+            ),
+            (
+                "no token at all",
+                "token_file = \"secrets/old1.token\"",
+                String::new(),
+                "3:1: hosts.old1.token_file: expected token_file or token_env, but neither is set",
+            ),
+            (
+                "bad pin",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\ntls_pin_sha256 = \"abc\"".to_owned(),
+                "7:18: hosts.old1.tls_pin_sha256: expected the certificate's SHA-256 as 64 hex digits",
+            ),
+            (
+                "pin on http",
+                "whm_url = \"https://old1.example.net:2087\"",
+                format!(
+                    "whm_url = \"http://old1.example.net:2086\"\ntls_pin_sha256 = \"{pin_ok}\""
+                ),
+                "5:18: hosts.old1.tls_pin_sha256: expected no certificate pin for an http:// whm_url",
+            ),
+            (
+                "bad database URL",
+                "sqlite:s.db",
+                "mysql://db/siirto".to_owned(),
+                "1:12: database: expected a URL starting with \"sqlite:\"",
+            ),
+            (
+                "bad mail address",
+                "support@example.fi",
+                "support at example.fi".to_owned(),
+                "15:8: mail.from: expected a mailbox like",
+            ),
+            (
+                "bad whm url",
+                "https://old1.example.net:2087",
+                "ftp://old1.example.net".to_owned(),
+                "4:11: hosts.old1.whm_url: expected an http:// or https:// URL with a host",
+            ),
+            (
+                "bad host name",
+                "[hosts.old1]",
+                "[hosts.Old_1]".to_owned(),
+                "3:1: hosts.Old_1: expected a short host name like a DNS label",
+            ),
+            (
+                "bad ip",
+                "198.51.100.10",
+                "old1.example.net".to_owned(),
+                "6:6: hosts.old1.ip: expected an IPv4 address",
+            ),
+            (
+                "bad nameserver",
+                "[\"127.0.0.1:5300\"]",
+                "[\"127.0.0.1:5300\", \"ns1.example.net\"]".to_owned(),
+                "12:34: dns.nameservers[1]: expected \"ip\" or \"ip:port\"",
+            ),
+            (
+                "write concurrency 0",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nwrite_concurrency = 0".to_owned(),
+                "13:21: dns.write_concurrency: expected a number of concurrent zone writes of 1..=8, got 0",
+            ),
+            (
+                "unknown provider",
+                "provider = \"powerdns\"",
+                "provider = \"bind\"".to_owned(),
+                "9:12: dns.provider: expected one of \"powerdns\", got \"bind\"",
+            ),
+            (
+                "inline api key",
+                "api_key_file = \"secrets/pdns.key\"",
+                "api_key = \"k\"".to_owned(),
+                "11:11: dns.api_key: secrets are not written in the config",
+            ),
+            (
+                "smtp field on a directory channel",
+                "path = \"outbox\"",
+                "path = \"outbox\"\nport = 25".to_owned(),
+                "18:8: mail.port: expected no port with channel = \"directory\"",
+            ),
+            (
+                "bad listen",
+                "database = \"sqlite:s.db\"",
+                "database = \"sqlite:s.db\"\nlisten = \"localhost\"".to_owned(),
+                "2:10: listen: expected an address like \"127.0.0.1:8640\"",
+            ),
+        ];
+        let dir = example_dir();
+        let mut failures = Vec::new();
+        for (what, from, to, expected) in cases {
+            assert!(MINIMAL.contains(from), "{what}: {from:?} not in MINIMAL");
+            let text = MINIMAL.replacen(from, &to, 1);
+            let err = parse_with_env(&text, "c.toml", dir.path(), &no_env)
+                .expect_err(what)
+                .to_string();
+            if !err.starts_with(&format!("c.toml:{expected}")) {
+                failures.push(format!("{what}: expected c.toml:{expected}…\n got {err}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn pins_and_missing_sections() {
+        let dir = example_dir();
+        let pin = "AB:".repeat(31) + "AB";
+        let text = MINIMAL.replacen(
+            "ip = \"198.51.100.10\"",
+            &format!("ip = \"198.51.100.10\"\ntls_pin_sha256 = \"{pin}\"\nhttp_port = 8080"),
+            1,
+        );
+        let config = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect("pinned");
+        assert_eq!(config.hosts["old1"].tls, TlsPolicy::PinSha256([0xab; 32]));
+        assert_eq!(config.hosts["old1"].http_port, 8080);
+
+        let dns_start = MINIMAL.find("[dns]").expect("dns");
+        let mail_start = MINIMAL.find("[mail]").expect("mail");
+        let without_dns = format!("{}{}", &MINIMAL[..dns_start], &MINIMAL[mail_start..]);
+        let err = parse_with_env(&without_dns, "c.toml", dir.path(), &no_env)
+            .expect_err("no dns")
+            .to_string();
+        assert_eq!(
+            err,
+            "c.toml:1:1: dns: expected this required field, but it is missing"
+        );
+    }
+
+    #[test]
+    fn ssh_settings_are_validated() {
+        let dir = example_dir();
+        // A dotted table header may come after other tables, so appending works.
+        let with_ssh = |ssh: &str| format!("{MINIMAL}\n[hosts.old1.ssh]\n{ssh}\n");
+        let good = with_ssh(
+            "address = \"192.0.2.1\"\nkey_file = \"secrets/id_ed25519\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMIQnkh6VSD1rq7wr8hSg3tZUPIHYUOqrP3UTeP38G7Q\"",
+        );
+        let config = parse_with_env(&good, "c.toml", dir.path(), &no_env).expect("ssh");
+        let ssh = config.hosts["old1"].ssh.as_ref().expect("ssh");
+        assert_eq!(ssh.address, "192.0.2.1:22");
+        assert_eq!(ssh.user, "root");
+
+        let bad_key = good.replace(
+            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ",
+            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ!!",
+        );
+        let err = parse_with_env(&bad_key, "c.toml", dir.path(), &no_env).expect_err("bad key");
+        assert!(
+            err.to_string()
+                .contains(":22:12: hosts.old1.ssh.host_key: expected the host's public key"),
+            "{err}"
+        );
+        let no_key_file = good.replace("secrets/id_ed25519", "secrets/missing");
+        let err =
+            parse_with_env(&no_key_file, "c.toml", dir.path(), &no_env).expect_err("no key file");
+        assert!(
+            err.to_string()
+                .contains("hosts.old1.ssh.key_file: expected a private key file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_addresses_are_normalized() {
+        assert_eq!(
+            normalize_ssh_address("h.example").as_deref(),
+            Some("h.example:22")
+        );
+        assert_eq!(
+            normalize_ssh_address("h.example:2222").as_deref(),
+            Some("h.example:2222")
+        );
+        assert_eq!(normalize_ssh_address("::1").as_deref(), Some("[::1]:22"));
+        assert_eq!(
+            normalize_ssh_address("[::1]:2200").as_deref(),
+            Some("[::1]:2200")
+        );
+        assert_eq!(normalize_ssh_address("h.example:x"), None);
+        assert_eq!(normalize_ssh_address("a b"), None);
+    }
+}

@@ -1,1 +1,1033 @@
-//! playbook (being written)
+//! Playbooks (`playbooks/*.toml`): the reusable recipe of a migration, parsed once and validated.
+//!
+//! A playbook says when things happen relative to the cutover (announce, lower TTLs, settle,
+//! the decommission stages), how hard to push (transfer threads, workers, DNS write
+//! concurrency), how to verify and retry, and what the customers are told. It is parsed from
+//! TOML into private raw structs (`deny_unknown_fields`, spans kept) and validated into
+//! [`Playbook`]; every refusal is a [`ConfigError`] with file, line, column and field.
+//! Omitted settings take the defaults of DESIGN.md §1 (announce 14 days before, lower TTLs a
+//! day before to 60 s, decommission stages a month apart). Parsing is pure: no filesystem.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::{ConfigError, Source};
+
+/// A validated playbook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Playbook {
+    /// Short name (`shared-hosting`): lowercase letters, digits and '-'.
+    pub name: String,
+    /// One-paragraph description for people.
+    pub description: String,
+    /// When each phase happens relative to the cutover.
+    pub schedule: Schedule,
+    /// TTL lowering and the cutover gate.
+    pub dns: DnsPolicy,
+    /// How the cPanel Transfer Tool is driven.
+    pub transfer: TransferPolicy,
+    /// How an account is checked on the target before its domains are repointed.
+    pub verification: VerificationPolicy,
+    /// Backoff for failed steps.
+    pub retry: RetryPolicy,
+    /// How much runs at once.
+    pub concurrency: Concurrency,
+    /// The customer notice templates.
+    pub notices: Notices,
+    /// The TOML text it was parsed from (stored with the migration, so it can be re-read).
+    pub source_text: String,
+}
+
+/// Phase offsets relative to the cutover time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// How long before the cutover the advance notice goes out.
+    pub announce_before: Duration,
+    /// How long before the cutover the TTLs are lowered.
+    pub lower_ttl_before: Duration,
+    /// How long after the cutover the normal TTLs are restored (the migration settles).
+    pub settle_after: Duration,
+    /// The decommission stages of the old server, in order (their `after` never decreases).
+    pub decommission: Vec<DecommissionStage>,
+}
+
+/// One decommission stage of the old server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecommissionStage {
+    /// What people call it ("suspend accounts").
+    pub name: String,
+    /// How long after the cutover it is due.
+    pub after: Duration,
+    /// What it does.
+    pub action: StageAction,
+    /// Whether a person does it and confirms it (`siirto ack`), rather than siirto itself.
+    pub manual: bool,
+}
+
+/// What a decommission stage does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageAction {
+    /// Suspend the moved accounts on the old server (reversible).
+    SuspendAccounts,
+    /// Remove the moved accounts from the old server.
+    RemoveAccounts,
+    /// Cancel the old server's cPanel licence (a person, in the licence portal).
+    CancelLicence,
+    /// Power the old server off (a person, or out-of-band management).
+    PowerOff,
+    /// Unrack the server and destroy its disks (a person).
+    DestroyDisks,
+}
+
+impl StageAction {
+    /// Whether only a person can do it: siirto has no adapter for it, so the stage must be manual.
+    pub fn needs_a_person(self) -> bool {
+        match self {
+            StageAction::SuspendAccounts | StageAction::RemoveAccounts => false,
+            StageAction::CancelLicence | StageAction::PowerOff | StageAction::DestroyDisks => true,
+        }
+    }
+
+    /// The name used in playbooks (`suspend_accounts`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageAction::SuspendAccounts => "suspend_accounts",
+            StageAction::RemoveAccounts => "remove_accounts",
+            StageAction::CancelLicence => "cancel_licence",
+            StageAction::PowerOff => "power_off",
+            StageAction::DestroyDisks => "destroy_disks",
+        }
+    }
+}
+
+/// TTL lowering and the cutover gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPolicy {
+    /// The TTL (seconds) records are lowered to before the cutover.
+    pub short_ttl: u32,
+    /// Extra wait on top of the old TTL after lowering, for clocks and slow caches.
+    pub gate_margin: Duration,
+    /// Replaces the computed TTL wait (old TTL + margin) — for the demo only, never production.
+    pub gate_wait_override: Option<Duration>,
+}
+
+/// How the cPanel Transfer Tool is driven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPolicy {
+    /// Accounts copied in parallel within a session (WHM `transfer_threads`).
+    pub transfer_threads: u32,
+    /// Accounts restored in parallel within a session (WHM `restore_threads`, ≤ 4 × transfer_threads).
+    pub restore_threads: u32,
+    /// How many accounts go into one transfer session.
+    pub accounts_per_session: u32,
+    /// How many times one account's transfer is attempted before it is held for an operator.
+    pub max_attempts: u32,
+    /// How often a running transfer session is polled.
+    pub poll_interval: Duration,
+}
+
+/// How an account is verified on the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationPolicy {
+    /// Fetch each domain over HTTP from the target and compare with the source.
+    pub http_check: bool,
+    /// What to do when the target does not match.
+    pub on_mismatch: OnMismatch,
+    /// Time limit of one check.
+    pub timeout: Duration,
+}
+
+/// What to do when verification finds a mismatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMismatch {
+    /// Hold the account (and its domains stay on the old server) until an operator looks.
+    Hold,
+    /// Record the mismatch and repoint anyway.
+    Proceed,
+}
+
+/// Backoff for failed steps: `base_delay × 2^attempt`, capped at `max_delay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts of one step before it is held for an operator.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub base_delay: Duration,
+    /// The longest delay between retries.
+    pub max_delay: Duration,
+}
+
+/// How much runs at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Jobs a daemon runs at once.
+    pub workers: u32,
+    /// Zone writes (PowerDNS PATCHes) in flight at once for this migration.
+    pub dns_zone_writes: u32,
+}
+
+/// The customer notice templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notices {
+    /// Sent to an account's contact when all of its domains are on the new server.
+    pub completion: NoticeTemplate,
+}
+
+/// A notice template (minijinja, strict undefined), validated by rendering a sample.
+///
+/// Variables: `migration`, `account`, `contact_email`, `main_domain`, `domains` (a list of
+/// strings), `source_host`, `target_host`, `target_ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeTemplate {
+    /// The subject line template (renders to one line).
+    pub subject: String,
+    /// The body template.
+    pub body: String,
+}
+
+/// The variables a notice template may use.
+pub const NOTICE_VARIABLES: [&str; 8] = [
+    "migration",
+    "account",
+    "contact_email",
+    "main_domain",
+    "domains",
+    "source_host",
+    "target_host",
+    "target_ip",
+];
+
+/// A sample context with every notice variable, used to validate templates.
+pub fn sample_notice_context() -> serde_json::Value {
+    serde_json::json!({
+        "migration": "old1-to-new1-2026-03",
+        "account": "kukka0001",
+        "contact_email": "owner@kukka-0001.test",
+        "main_domain": "kukka-0001.test",
+        "domains": ["kukka-0001.test", "shop.kukka-0001.test"],
+        "source_host": "old1.example.net",
+        "target_host": "new1.example.net",
+        "target_ip": "198.51.100.20",
+    })
+}
+
+const DEFAULT_COMPLETION_SUBJECT: &str = "{{ main_domain }} has moved to a new server";
+const DEFAULT_COMPLETION_BODY: &str = "Hello,
+
+your hosting account {{ account }} and its domains have moved to our new server
+{{ target_host }} ({{ target_ip }}):
+{% for domain in domains %}
+  - {{ domain }}{% endfor %}
+
+If your mail program uses {{ source_host }} as its incoming or outgoing server,
+change it to {{ target_host }}.
+
+Best regards,
+Customer service
+";
+
+// ---------------------------------------------------------------------------------------------
+// Raw TOML shapes.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlaybook {
+    name: Spanned<String>,
+    description: Option<Spanned<String>>,
+    schedule: Option<RawSchedule>,
+    dns: Option<RawDns>,
+    transfer: Option<RawTransfer>,
+    verification: Option<RawVerification>,
+    retry: Option<RawRetry>,
+    concurrency: Option<RawConcurrency>,
+    notices: Option<RawNotices>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    announce_before: Option<Spanned<String>>,
+    lower_ttl_before: Option<Spanned<String>>,
+    settle_after: Option<Spanned<String>>,
+    decommission: Option<Vec<RawStage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Spanned<String>,
+    after: Spanned<String>,
+    action: Spanned<StageAction>,
+    manual: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    short_ttl: Option<Spanned<i64>>,
+    gate_margin: Option<Spanned<String>>,
+    gate_wait_override: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfer {
+    transfer_threads: Option<Spanned<i64>>,
+    restore_threads: Option<Spanned<i64>>,
+    accounts_per_session: Option<Spanned<i64>>,
+    max_attempts: Option<Spanned<i64>>,
+    poll_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerification {
+    http_check: Option<bool>,
+    on_mismatch: Option<OnMismatch>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<Spanned<i64>>,
+    base_delay: Option<Spanned<String>>,
+    max_delay: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    workers: Option<Spanned<i64>>,
+    dns_zone_writes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotices {
+    completion: Option<RawTemplate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    subject: Spanned<String>,
+    body: Spanned<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Playbook {
+    /// Reads and validates a playbook file.
+    pub fn load(path: &Path) -> Result<Playbook, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            field: String::new(),
+            message: format!("cannot read the playbook: {err}"),
+        })?;
+        Playbook::parse(&text, &origin)
+    }
+
+    /// Validates playbook text; `origin` names it in errors. Pure: touches no filesystem.
+    pub fn parse(text: &str, origin: &str) -> Result<Playbook, ConfigError> {
+        let src = Source { text, origin };
+        let raw: RawPlaybook = src.deserialize()?;
+
+        let name = raw.name.get_ref().trim();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err(src.at(
+                &raw.name,
+                "name",
+                format!("expected 1-64 lowercase letters, digits or '-', got {name:?}"),
+            ));
+        }
+        let description = raw
+            .description
+            .as_ref()
+            .map(|d| d.get_ref().trim().to_owned())
+            .unwrap_or_default();
+
+        Ok(Playbook {
+            name: name.to_owned(),
+            description,
+            schedule: schedule(&src, raw.schedule.as_ref())?,
+            dns: dns(&src, raw.dns.as_ref())?,
+            transfer: transfer(&src, raw.transfer.as_ref())?,
+            verification: verification(&src, raw.verification.as_ref())?,
+            retry: retry(&src, raw.retry.as_ref())?,
+            concurrency: concurrency(&src, raw.concurrency.as_ref())?,
+            notices: notices(&src, raw.notices.as_ref())?,
+            source_text: text.to_owned(),
+        })
+    }
+}
+
+fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, ConfigError> {
+    let announce_before = src.duration_or(
+        raw.and_then(|r| r.announce_before.as_ref()),
+        "schedule.announce_before",
+        14 * DAY,
+        Duration::ZERO,
+        365 * DAY,
+    )?;
+    // The TTLs must be lowered before the cutover, or the repoint takes the old TTL to be seen.
+    let lower_ttl_before = src.duration_or(
+        raw.and_then(|r| r.lower_ttl_before.as_ref()),
+        "schedule.lower_ttl_before",
+        DAY,
+        MINUTE,
+        30 * DAY,
+    )?;
+    let settle_after = src.duration_or(
+        raw.and_then(|r| r.settle_after.as_ref()),
+        "schedule.settle_after",
+        2 * DAY,
+        Duration::ZERO,
+        60 * DAY,
+    )?;
+    let decommission = match raw.and_then(|r| r.decommission.as_ref()) {
+        Some(stages) => decommission(src, stages)?,
+        None => default_decommission(),
+    };
+    Ok(Schedule {
+        announce_before,
+        lower_ttl_before,
+        settle_after,
+        decommission,
+    })
+}
+
+fn default_decommission() -> Vec<DecommissionStage> {
+    let stage = |name: &str, days: u32, action: StageAction| DecommissionStage {
+        name: name.to_owned(),
+        after: days * DAY,
+        action,
+        manual: action.needs_a_person(),
+    };
+    vec![
+        stage("suspend accounts", 30, StageAction::SuspendAccounts),
+        stage("remove accounts", 60, StageAction::RemoveAccounts),
+        stage("cancel licence", 60, StageAction::CancelLicence),
+        stage("power off", 90, StageAction::PowerOff),
+        stage("unrack and destroy disks", 90, StageAction::DestroyDisks),
+    ]
+}
+
+fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionStage>, ConfigError> {
+    let mut stages: Vec<DecommissionStage> = Vec::with_capacity(raw.len());
+    for (index, stage) in raw.iter().enumerate() {
+        let field = |name: &str| format!("schedule.decommission[{index}].{name}");
+        let name = stage.name.get_ref().trim();
+        if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
+            return Err(src.at(
+                &stage.name,
+                field("name"),
+                "expected a one-line name of 1-80 characters",
+            ));
+        }
+        if stages.iter().any(|s| s.name == name) {
+            return Err(src.at(
+                &stage.name,
+                field("name"),
+                format!("expected a unique stage name, {name:?} is used twice"),
+            ));
+        }
+        // Stages are measured from the cutover and a day is the least that makes sense: the
+        // settle phase comes first.
+        let after = src.duration_in(&stage.after, &field("after"), DAY, 3650 * DAY)?;
+        if let Some(previous) = stages.last() {
+            if after < previous.after {
+                return Err(src.at(
+                    &stage.after,
+                    field("after"),
+                    format!(
+                        "expected the stages in order: at least {} (the previous stage {:?}), got {:?}",
+                        humantime::format_duration(previous.after),
+                        previous.name,
+                        stage.after.get_ref()
+                    ),
+                ));
+            }
+        }
+        let action = *stage.action.get_ref();
+        if stages.iter().any(|s| s.action == action) {
+            return Err(src.at(
+                &stage.action,
+                field("action"),
+                format!(
+                    "expected each action once, {} is used twice",
+                    action.as_str()
+                ),
+            ));
+        }
+        let ordering = [
+            (StageAction::RemoveAccounts, StageAction::SuspendAccounts),
+            (StageAction::PowerOff, StageAction::RemoveAccounts),
+            (StageAction::DestroyDisks, StageAction::PowerOff),
+        ];
+        for (later, earlier) in ordering {
+            let earlier_comes_later = raw[index + 1..]
+                .iter()
+                .any(|s| *s.action.get_ref() == earlier);
+            if action == later && earlier_comes_later {
+                return Err(src.at(
+                    &stage.action,
+                    field("action"),
+                    format!(
+                        "expected {} after {}, not before it",
+                        later.as_str(),
+                        earlier.as_str()
+                    ),
+                ));
+            }
+        }
+        let manual = match &stage.manual {
+            Some(manual) => {
+                if !*manual.get_ref() && action.needs_a_person() {
+                    return Err(src.at(
+                        manual,
+                        field("manual"),
+                        format!(
+                            "expected manual = true: siirto cannot {} itself, a person must do it and confirm",
+                            action.as_str().replace('_', " ")
+                        ),
+                    ));
+                }
+                *manual.get_ref()
+            }
+            None => action.needs_a_person(),
+        };
+        stages.push(DecommissionStage {
+            name: name.to_owned(),
+            after,
+            action,
+            manual,
+        });
+    }
+    Ok(stages)
+}
+
+fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError> {
+    let short_ttl = match raw.and_then(|r| r.short_ttl.as_ref()) {
+        Some(ttl) => {
+            let seconds = src.integer(ttl, "dns.short_ttl", 1, 86_400, "a TTL", " seconds")?;
+            u32::try_from(seconds).map_err(|_| src.at(ttl, "dns.short_ttl", "expected a TTL"))?
+        }
+        None => 60,
+    };
+    let gate_margin = src.duration_or(
+        raw.and_then(|r| r.gate_margin.as_ref()),
+        "dns.gate_margin",
+        5 * MINUTE,
+        Duration::ZERO,
+        DAY,
+    )?;
+    let gate_wait_override = match raw.and_then(|r| r.gate_wait_override.as_ref()) {
+        Some(wait) => Some(src.duration_in(wait, "dns.gate_wait_override", Duration::ZERO, DAY)?),
+        None => None,
+    };
+    Ok(DnsPolicy {
+        short_ttl,
+        gate_margin,
+        gate_wait_override,
+    })
+}
+
+fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolicy, ConfigError> {
+    let transfer_threads = src.count_or(
+        raw.and_then(|r| r.transfer_threads.as_ref()),
+        "transfer.transfer_threads",
+        3,
+        (1, 32),
+        "a thread count",
+    )?;
+    let restore_threads = src.count_or(
+        raw.and_then(|r| r.restore_threads.as_ref()),
+        "transfer.restore_threads",
+        2,
+        (1, 128),
+        "a thread count",
+    )?;
+    // WHM refuses more restore threads than four per transfer thread.
+    if restore_threads > 4 * transfer_threads {
+        let at = raw
+            .and_then(|r| r.restore_threads.as_ref().or(r.transfer_threads.as_ref()))
+            .map_or(0..0, Spanned::span);
+        return Err(src.error(
+            at,
+            "transfer.restore_threads",
+            format!(
+                "expected at most 4 × transfer_threads = {}, got {restore_threads}",
+                4 * transfer_threads
+            ),
+        ));
+    }
+    let accounts_per_session = src.count_or(
+        raw.and_then(|r| r.accounts_per_session.as_ref()),
+        "transfer.accounts_per_session",
+        25,
+        (1, 1000),
+        "a number of accounts",
+    )?;
+    let max_attempts = src.count_or(
+        raw.and_then(|r| r.max_attempts.as_ref()),
+        "transfer.max_attempts",
+        3,
+        (1, 20),
+        "a number of attempts",
+    )?;
+    let poll_interval = src.duration_or(
+        raw.and_then(|r| r.poll_interval.as_ref()),
+        "transfer.poll_interval",
+        15 * SECOND,
+        Duration::from_millis(10),
+        HOUR,
+    )?;
+    Ok(TransferPolicy {
+        transfer_threads,
+        restore_threads,
+        accounts_per_session,
+        max_attempts,
+        poll_interval,
+    })
+}
+
+fn verification(
+    src: &Source<'_>,
+    raw: Option<&RawVerification>,
+) -> Result<VerificationPolicy, ConfigError> {
+    Ok(VerificationPolicy {
+        http_check: raw.and_then(|r| r.http_check).unwrap_or(true),
+        on_mismatch: raw.and_then(|r| r.on_mismatch).unwrap_or(OnMismatch::Hold),
+        timeout: src.duration_or(
+            raw.and_then(|r| r.timeout.as_ref()),
+            "verification.timeout",
+            10 * SECOND,
+            Duration::from_millis(100),
+            10 * MINUTE,
+        )?,
+    })
+}
+
+fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, ConfigError> {
+    let max_attempts = src.count_or(
+        raw.and_then(|r| r.max_attempts.as_ref()),
+        "retry.max_attempts",
+        8,
+        (1, 100),
+        "a number of attempts",
+    )?;
+    let base_delay = src.duration_or(
+        raw.and_then(|r| r.base_delay.as_ref()),
+        "retry.base_delay",
+        30 * SECOND,
+        Duration::from_millis(10),
+        HOUR,
+    )?;
+    let max_delay = src.duration_or(
+        raw.and_then(|r| r.max_delay.as_ref()),
+        "retry.max_delay",
+        30 * MINUTE,
+        Duration::from_millis(10),
+        DAY,
+    )?;
+    if max_delay < base_delay {
+        let at = raw
+            .and_then(|r| r.max_delay.as_ref().or(r.base_delay.as_ref()))
+            .map_or(0..0, Spanned::span);
+        return Err(src.error(
+            at,
+            "retry.max_delay",
+            format!(
+                "expected at least base_delay ({}), got {}",
+                humantime::format_duration(base_delay),
+                humantime::format_duration(max_delay)
+            ),
+        ));
+    }
+    Ok(RetryPolicy {
+        max_attempts,
+        base_delay,
+        max_delay,
+    })
+}
+
+fn concurrency(src: &Source<'_>, raw: Option<&RawConcurrency>) -> Result<Concurrency, ConfigError> {
+    Ok(Concurrency {
+        workers: src.count_or(
+            raw.and_then(|r| r.workers.as_ref()),
+            "concurrency.workers",
+            8,
+            (1, 256),
+            "a number of workers",
+        )?,
+        // One writer suits a sqlite-backed PowerDNS; above 8 its API backlog overflows
+        // (reference/real-servers.md).
+        dns_zone_writes: src.count_or(
+            raw.and_then(|r| r.dns_zone_writes.as_ref()),
+            "concurrency.dns_zone_writes",
+            1,
+            (1, 8),
+            "a number of concurrent zone writes",
+        )?,
+    })
+}
+
+fn notices(src: &Source<'_>, raw: Option<&RawNotices>) -> Result<Notices, ConfigError> {
+    let completion = match raw.and_then(|r| r.completion.as_ref()) {
+        Some(template) => NoticeTemplate {
+            subject: checked_template(src, &template.subject, "notices.completion.subject", true)?,
+            body: checked_template(src, &template.body, "notices.completion.body", false)?,
+        },
+        None => NoticeTemplate {
+            subject: DEFAULT_COMPLETION_SUBJECT.to_owned(),
+            body: DEFAULT_COMPLETION_BODY.to_owned(),
+        },
+    };
+    Ok(Notices { completion })
+}
+
+/// Renders a template with the sample context; a misspelt variable or bad syntax is refused
+/// at the place in the file where it is written, when that place can be found.
+fn checked_template(
+    src: &Source<'_>,
+    template: &Spanned<String>,
+    field: &str,
+    one_line: bool,
+) -> Result<String, ConfigError> {
+    let text = template.get_ref();
+    let rendered = match crate::notify::render(text, &sample_notice_context()) {
+        Ok(rendered) => rendered,
+        Err(err) => {
+            let span = template.span();
+            let mut at = span.start;
+            let mut culprit = None;
+            if let Some(range) = err.range().filter(|r| r.end <= text.len()) {
+                let snippet = &text[range.clone()];
+                culprit = Some(snippet.to_owned());
+                // Find the same occurrence of the snippet in the file (exact when the string
+                // has no escapes, which templates rarely need).
+                let nth = text[..range.start].matches(snippet).count();
+                if let Some((offset, _)) = src
+                    .text
+                    .get(span.clone())
+                    .and_then(|raw| raw.match_indices(snippet).nth(nth))
+                {
+                    at = span.start + offset;
+                }
+            }
+            let message = match (err.kind(), culprit) {
+                (minijinja::ErrorKind::UndefinedError, Some(name)) => format!(
+                    "expected only the notice variables ({}), but `{name}` is not one of them",
+                    NOTICE_VARIABLES.join(", ")
+                ),
+                _ => {
+                    let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
+                    format!(
+                        "expected a template that renders with the notice variables ({}): {}{detail}",
+                        NOTICE_VARIABLES.join(", "),
+                        err.kind()
+                    )
+                }
+            };
+            return Err(src.error(at..at, field, message));
+        }
+    };
+    if rendered.trim().is_empty() {
+        return Err(src.at(
+            template,
+            field,
+            "expected a template that renders to some text",
+        ));
+    }
+    if one_line && rendered.contains(['\n', '\r']) {
+        return Err(src.at(
+            template,
+            field,
+            "expected a subject that renders to one line",
+        ));
+    }
+    Ok(text.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Vec<(String, String)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("playbooks dir")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).expect("read playbook");
+                (path.display().to_string(), text)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_shipped_playbook_loads() {
+        let files = shipped();
+        assert!(
+            files.len() >= 2,
+            "expected shared-hosting and demo playbooks"
+        );
+        for (path, text) in files {
+            let playbook = Playbook::parse(&text, &path).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(playbook.source_text, text);
+            let loaded = Playbook::load(Path::new(&path)).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(loaded, playbook);
+            // Every notice template renders with the sample context.
+            let context = sample_notice_context();
+            for template in [
+                &playbook.notices.completion.subject,
+                &playbook.notices.completion.body,
+            ] {
+                crate::notify::render(template, &context).expect("renders");
+            }
+        }
+    }
+
+    #[test]
+    fn shared_hosting_follows_the_usual_recipe() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let playbook = Playbook::load(&dir.join("shared-hosting.toml")).expect("shared-hosting");
+        assert_eq!(playbook.name, "shared-hosting");
+        assert_eq!(playbook.schedule.announce_before, 14 * DAY);
+        assert_eq!(playbook.schedule.lower_ttl_before, DAY);
+        assert_eq!(playbook.dns.short_ttl, 60);
+        assert_eq!(playbook.dns.gate_wait_override, None);
+        assert_eq!(playbook.concurrency.dns_zone_writes, 1);
+        let stages: Vec<_> = playbook
+            .schedule
+            .decommission
+            .iter()
+            .map(|s| (s.after.as_secs() / 86_400, s.action, s.manual))
+            .collect();
+        assert_eq!(
+            stages,
+            vec![
+                (30, StageAction::SuspendAccounts, false),
+                (60, StageAction::RemoveAccounts, false),
+                (60, StageAction::CancelLicence, true),
+                (90, StageAction::PowerOff, true),
+                (90, StageAction::DestroyDisks, true),
+            ]
+        );
+        assert_eq!(playbook.schedule.decommission, default_decommission());
+
+        let demo = Playbook::load(&dir.join("demo.toml")).expect("demo");
+        assert_eq!(demo.dns.gate_wait_override, Some(2 * SECOND));
+        assert!(demo.transfer.poll_interval <= SECOND);
+        assert!(demo.retry.max_delay <= 5 * SECOND);
+    }
+
+    #[test]
+    fn a_minimal_playbook_takes_the_defaults() {
+        let playbook = Playbook::parse("name = \"tiny\"\n", "tiny.toml").expect("tiny");
+        assert_eq!(playbook.schedule.announce_before, 14 * DAY);
+        assert_eq!(playbook.schedule.decommission, default_decommission());
+        assert_eq!(playbook.dns.short_ttl, 60);
+        assert_eq!(playbook.transfer.restore_threads, 2);
+        assert_eq!(playbook.verification.on_mismatch, OnMismatch::Hold);
+        assert!(
+            playbook
+                .notices
+                .completion
+                .body
+                .contains("{{ target_host }}")
+        );
+    }
+
+    const BASE: &str = r#"name = "x"
+
+[schedule]
+announce_before = "14d"
+
+[[schedule.decommission]]
+name = "suspend"
+after = "30d"
+action = "suspend_accounts"
+
+[[schedule.decommission]]
+name = "power off"
+after = "90d"
+action = "power_off"
+
+[dns]
+short_ttl = 60
+
+[transfer]
+transfer_threads = 2
+restore_threads = 2
+
+[retry]
+base_delay = "30s"
+
+[notices.completion]
+subject = "{{ main_domain }} moved"
+body = "Hello {{ account }}, see {{ target_host }}."
+"#;
+
+    #[test]
+    fn broken_playbooks_name_line_column_and_field() {
+        // (what, replace this, with this, expected error text after "p.toml:")
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "syntax error",
+                "short_ttl = 60",
+                "short_ttl = = 60",
+                "17:13: ",
+            ),
+            (
+                "unknown field",
+                "short_ttl = 60",
+                "short_tll = 60",
+                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`",
+            ),
+            (
+                "unknown section",
+                "[retry]",
+                "[retries]",
+                "23:2: retries: unknown field, expected one of `name`",
+            ),
+            (
+                "wrong type",
+                "short_ttl = 60",
+                "short_ttl = \"60\"",
+                "17:13: dns.short_ttl: invalid type: string \"60\", expected i64",
+            ),
+            (
+                "missing field",
+                "after = \"90d\"\n",
+                "",
+                "11:1: schedule.decommission[1].after: expected this required field, but it is missing",
+            ),
+            (
+                "missing name",
+                "name = \"x\"\n",
+                "",
+                "1:1: name: expected this required field, but it is missing",
+            ),
+            (
+                "bad duration",
+                "announce_before = \"14d\"",
+                "announce_before = \"two weeks\"",
+                "4:19: schedule.announce_before: expected a duration like \"90s\", \"15m\" or \"14d\", got \"two weeks\"",
+            ),
+            (
+                "TTL 0",
+                "short_ttl = 60",
+                "short_ttl = 0",
+                "17:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got 0",
+            ),
+            (
+                "TTL negative",
+                "short_ttl = 60",
+                "short_ttl = -5",
+                "17:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got -5",
+            ),
+            (
+                "bad template variable",
+                "Hello {{ account }}",
+                "Hello {{ acount }}",
+                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip), but `acount` is not one of them",
+            ),
+            (
+                "template syntax",
+                "{{ main_domain }} moved",
+                "{{ main_domain } moved",
+                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip): syntax error: unexpected `}`",
+            ),
+            (
+                "multi-line subject",
+                "{{ main_domain }} moved",
+                "{{ main_domain }}\\nmoved",
+                "27:11: notices.completion.subject: expected a subject that renders to one line",
+            ),
+            (
+                "stages out of order",
+                "after = \"90d\"",
+                "after = \"20d\"",
+                "13:9: schedule.decommission[1].after: expected the stages in order: at least 30days (the previous stage \"suspend\"), got \"20d\"",
+            ),
+            (
+                "manual-only action marked automatic",
+                "action = \"power_off\"",
+                "action = \"power_off\"\nmanual = false",
+                "15:10: schedule.decommission[1].manual: expected manual = true: siirto cannot power off itself",
+            ),
+            (
+                "unknown action",
+                "action = \"power_off\"",
+                "action = \"reboot\"",
+                "14:10: schedule.decommission[1].action: unknown variant `reboot`, expected one of `suspend_accounts`",
+            ),
+            (
+                "too many restore threads",
+                "restore_threads = 2",
+                "restore_threads = 9",
+                "21:19: transfer.restore_threads: expected at most 4 × transfer_threads = 8, got 9",
+            ),
+            (
+                "max delay below base delay",
+                "base_delay = \"30s\"",
+                "base_delay = \"30s\"\nmax_delay = \"10s\"",
+                "25:13: retry.max_delay: expected at least base_delay (30s), got 10s",
+            ),
+            (
+                "bad name",
+                "name = \"x\"",
+                "name = \"Shared Hosting\"",
+                "1:8: name: expected 1-64 lowercase letters, digits or '-'",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, from, to, expected) in cases {
+            assert!(BASE.contains(from), "{what}: {from:?} not in BASE");
+            let text = BASE.replacen(from, to, 1);
+            let err = Playbook::parse(&text, "p.toml")
+                .expect_err(what)
+                .to_string();
+            if !err.starts_with(&format!("p.toml:{expected}")) {
+                failures.push(format!("{what}: expected p.toml:{expected}…\n got {err}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        Playbook::parse(BASE, "p.toml").expect("BASE itself is valid");
+    }
+
+    #[test]
+    fn error_display_matches_the_contract() {
+        let err = Playbook::parse("name = \"x\"\n[dns]\nshort_ttl = 0\n", "playbooks/x.toml")
+            .expect_err("ttl 0");
+        assert_eq!(
+            err.to_string(),
+            "playbooks/x.toml:3:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got 0"
+        );
+        assert_eq!(err.position, Some((3, 13)));
+        assert_eq!(err.field, "dns.short_ttl");
+    }
+}
