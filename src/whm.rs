@@ -1271,7 +1271,13 @@ fn classify_transport(function: &str, err: reqwest::Error) -> WhmError {
                 detail: tls.to_string(),
             };
         }
-        source = e.source();
+        // `io::Error::source` skips the error it wraps (hyper nests them), so step into it.
+        source = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     WhmError::Transport {
         function: function.to_owned(),

@@ -1,2 +1,4 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
+mod notify;
 mod support;
+mod whm;
