@@ -58,6 +58,11 @@ async fn twenty_notices_arrive_with_their_headers_and_utf8_body() {
         assert_eq!(got.mail_from, "siirto@hosting.test");
         assert_eq!(got.from, "Siirto <siirto@hosting.test>");
         assert!(!got.date.is_empty());
+        assert!(
+            got.raw
+                .contains(&format!("Message-ID: {}\r\n", expected.message_id)),
+            "raw message keeps the Message-ID verbatim"
+        );
         let body = got.body.as_deref().expect("plain-text body");
         // The transfer encoding may add a final line break; the text itself is exact.
         assert_eq!(
