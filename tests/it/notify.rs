@@ -90,6 +90,31 @@ async fn smtp_server_down_is_a_transient_error() {
 }
 
 #[tokio::test]
+async fn smtp_5xx_is_permanent_and_4xx_is_transient() {
+    let server = SmtpServer::start();
+    let channel = smtp_channel(server.addr.port());
+
+    let mut rejected = notice(1);
+    rejected.to = vec!["reject@kukka-0001.test".into()];
+    let err = channel.send(&rejected).await.expect_err("550");
+    assert!(matches!(err, NotifyError::Smtp { .. }), "{err:?}");
+    assert_eq!(err.smtp_code().as_deref(), Some("550"));
+    assert!(!err.is_transient());
+
+    let mut deferred = notice(2);
+    deferred.to = vec!["tempfail@kukka-0002.test".into()];
+    let err = channel.send(&deferred).await.expect_err("451");
+    assert_eq!(err.smtp_code().as_deref(), Some("451"));
+    assert!(err.is_transient());
+
+    // The connection handling stays sound: the next notice goes through.
+    channel.send(&notice(3)).await.expect("send");
+    let delivered = server.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].message_id, notice(3).message_id);
+}
+
+#[tokio::test]
 async fn starttls_is_required_when_configured() {
     // aiosmtpd here offers no STARTTLS: the channel refuses to send in clear text.
     let server = SmtpServer::start();

@@ -1,6 +1,6 @@
 //! A real SMTP server for tests: Debian's aiosmtpd run by the system Python on loopback.
 //!
-//! Each accepted message is stored as `<n>.json` in the server's mail directory (written to a
+//! Recipients `reject@…` get a 550 and `tempfail@…` a 451 at RCPT time. Each accepted message is stored as `<n>.json` in the server's mail directory (written to a
 //! temporary name, then renamed): the raw message plus the headers and plain-text body that
 //! Python's `email` package decoded, so tests check what a mail client would show.
 
@@ -21,6 +21,15 @@ maildir = sys.argv[1]
 counter = itertools.count(1)
 
 class Store:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # Recipients named reject@… / tempfail@… get a permanent / temporary refusal.
+        if address.startswith("reject@"):
+            return "550 5.1.1 No such user here"
+        if address.startswith("tempfail@"):
+            return "451 4.3.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
