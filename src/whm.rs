@@ -1,4 +1,32 @@
 //! WHM API 1 client: inventory and transfer-session calls against a cPanel host.
+//!
+//! Every call is `GET {base}/json-api/{function}?api.version=1&...` with the header
+//! `Authorization: whm root:TOKEN`. The answers are parsed by pure functions
+//! (`parse_listaccts`, `parse_domain_info`, `parse_transfer_log`, …) so that the documented
+//! samples and their type quirks are unit-tested without a server: cPanel prints the same field
+//! as a number in one place and as a string in another (`"result": "1"` in the transfer guide,
+//! `1` in the specification; `pid` likewise), sizes as `"14M"`, limits as `"unlimited"`.
+//!
+//! Names from the remote host go through [`AccountName::parse`] and [`DomainName::parse`];
+//! an item whose names or fields cannot be used is put in [`Listing::rejected`] with the reason
+//! and the rest of the listing goes on, so one odd account does not block an inventory.
+//!
+//! Per-account transfer progress is read from the session's `master.log`, never from the
+//! session state: a session can end `COMPLETED` with failed accounts (see [`item_outcomes`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::names::{AccountName, DomainName};
+use crate::secret::Secret;
 
 /// How the WHM server's TLS certificate is checked. Verification is never switched off:
 /// either the certificate chains to a public root (the default), or it is the one pinned
@@ -10,4 +38,1630 @@ pub enum TlsPolicy {
     WebPki,
     /// Accept exactly the certificate whose DER encoding has this SHA-256 digest.
     PinSha256([u8; 32]),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// What went wrong talking to WHM. Callers branch on [`WhmError::is_transient`]: transport
+/// failures, 5xx/429 answers and garbage bodies are retried; a refused token, a `result = 0`
+/// answer or a response of the wrong shape are not.
+#[derive(Debug, thiserror::Error)]
+pub enum WhmError {
+    /// The client could not be built (bad URL scheme, TLS setup).
+    #[error("WHM client setup: {0}")]
+    Setup(String),
+    /// No answer: connection refused or reset, timeout, DNS failure. Transient.
+    #[error("WHM {function}: transport error: {source}")]
+    Transport {
+        /// The WHM API function called.
+        function: String,
+        /// The underlying error (its URL is stripped: query strings may carry a password).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The TLS handshake failed: the certificate does not verify or does not match the pin.
+    /// Not transient: retrying will not change the certificate.
+    #[error("WHM {function}: TLS handshake refused: {detail}")]
+    Tls {
+        /// The WHM API function called.
+        function: String,
+        /// The TLS error text.
+        detail: String,
+    },
+    /// The server refused the API token (HTTP 401/403).
+    #[error(
+        "WHM {function}: authentication refused (HTTP {status}); check the API token and its ACL"
+    )]
+    Auth {
+        /// The WHM API function called.
+        function: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Any other non-success HTTP status. 5xx and 429 are transient.
+    #[error("WHM {function}: HTTP {status}")]
+    Http {
+        /// The WHM API function called.
+        function: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The body is not JSON (an HTML error page from cpsrvd or a proxy). Transient: it is
+    /// typically a restarting or overloaded service; the retry limit bounds it.
+    #[error("WHM {function}: response is not JSON: {snippet:?}")]
+    NotJson {
+        /// The WHM API function called.
+        function: String,
+        /// The start of the body, whitespace collapsed.
+        snippet: String,
+    },
+    /// WHM answered `metadata.result = 0`; `reason` is `metadata.reason`.
+    #[error("WHM {function} failed: {reason}")]
+    Failed {
+        /// The WHM API function called.
+        function: String,
+        /// `metadata.reason` as WHM wrote it.
+        reason: String,
+    },
+    /// The JSON does not have the documented shape.
+    #[error("WHM {function}: unexpected response: {detail}")]
+    Shape {
+        /// The WHM API function called.
+        function: String,
+        /// What was missing or wrong.
+        detail: String,
+    },
+}
+
+impl WhmError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WhmError::Transport { .. } | WhmError::NotJson { .. } => true,
+            WhmError::Http { status, .. } => *status >= 500 || *status == 429,
+            WhmError::Setup(_)
+            | WhmError::Tls { .. }
+            | WhmError::Auth { .. }
+            | WhmError::Failed { .. }
+            | WhmError::Shape { .. } => false,
+        }
+    }
+
+    /// The WHM API function the error belongs to, if any.
+    pub fn function(&self) -> Option<&str> {
+        match self {
+            WhmError::Setup(_) => None,
+            WhmError::Transport { function, .. }
+            | WhmError::Tls { function, .. }
+            | WhmError::Auth { function, .. }
+            | WhmError::Http { function, .. }
+            | WhmError::NotJson { function, .. }
+            | WhmError::Failed { function, .. }
+            | WhmError::Shape { function, .. } => Some(function),
+        }
+    }
+}
+
+fn shape(function: &str, detail: impl Into<String>) -> WhmError {
+    WhmError::Shape {
+        function: function.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data types
+
+/// A listing from WHM: the usable items, and the ones refused with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    /// Items whose names and fields were valid.
+    pub items: Vec<T>,
+    /// Items that were refused (invalid name, unusable field).
+    pub rejected: Vec<Rejected>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// One refused item of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The item's JSON as WHM sent it (shortened to 500 characters).
+    pub raw: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// One cPanel account from `listaccts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhmAccount {
+    /// The account's user name.
+    pub user: AccountName,
+    /// The account's main domain.
+    pub domain: DomainName,
+    /// The contact address, if one is set.
+    pub email: Option<String>,
+    /// The hosting package.
+    pub plan: String,
+    /// The reseller that owns the account, or `root`.
+    pub owner: String,
+    /// The IPv4 address of the main domain.
+    pub ip: Option<Ipv4Addr>,
+    /// Disk used in MB (`diskused` "14M" → 14; "none" → 0).
+    pub disk_used_mb: u64,
+    /// Whether the account is suspended.
+    pub suspended: bool,
+    /// The home partition, e.g. `home`.
+    pub partition: String,
+}
+
+/// One domain from `get_domain_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhmDomain {
+    /// The domain.
+    pub domain: DomainName,
+    /// The account that owns it.
+    pub user: AccountName,
+    /// `main`, `addon`, `parked` or `sub`, as WHM wrote it.
+    pub domain_type: String,
+    /// The document root.
+    pub docroot: String,
+    /// The IPv4 address the domain is served on.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The parent domain (for addon, parked and sub domains).
+    pub parent_domain: Option<DomainName>,
+}
+
+/// One hosting package from `listpkgs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhmPackage {
+    /// The package name (not a validated name: packages may contain spaces).
+    pub name: String,
+    /// Disk quota in MB; `None` = unlimited.
+    pub quota_mb: Option<u64>,
+    /// Bandwidth limit in MB; `None` = unlimited.
+    pub bandwidth_mb: Option<u64>,
+    /// The feature list the package uses.
+    pub feature_list: Option<String>,
+    /// Whether accounts of this package get a dedicated IP (`IP` = `y`).
+    pub dedicated_ip: bool,
+}
+
+/// One IPv4 address from `listips`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhmIp {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// Dedicated to one account (1) or shared (0).
+    pub dedicated: bool,
+    /// The server's main address.
+    pub mainaddr: bool,
+    /// In use by an account.
+    pub used: bool,
+}
+
+/// Parameters of `create_remote_root_transfer_session` (run on the target; it pulls from
+/// the source over SSH).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteRootSession {
+    /// The source host (IP address or host name).
+    pub host: String,
+    /// The SSH user on the source, normally `root`.
+    pub user: String,
+    /// A key from the target's *Manage root's SSH Keys*.
+    pub sshkey_name: Option<String>,
+    /// The SSH password, when no key is used.
+    pub password: Option<Secret>,
+    /// The SSH port.
+    pub port: u16,
+    /// Parallel transfers.
+    pub transfer_threads: u32,
+    /// Parallel restores.
+    pub restore_threads: u32,
+}
+
+/// A transfer session id, as returned by WHM: `[A-Za-z0-9_.-]{1,128}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferSessionId(String);
+
+impl TransferSessionId {
+    /// Validates a session id.
+    pub fn parse(value: &str) -> Result<Self, WhmError> {
+        let valid = !value.is_empty()
+            && value.len() <= 128
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(shape(
+                "transfer_session_id",
+                format!(
+                    "invalid transfer session id {:?}",
+                    value.chars().take(140).collect::<String>()
+                ),
+            ))
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TransferSessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One account to enqueue in a remote-root transfer session (module `AccountRemoteRoot`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountItem {
+    /// The account on the source.
+    pub user: AccountName,
+    /// The account name on the target.
+    pub localuser: AccountName,
+    /// The account's main domain.
+    pub domain: DomainName,
+    /// Its size in bytes (WHM uses it to pick a partition).
+    pub size_bytes: u64,
+}
+
+/// The state of a transfer session (`get_transfer_session_state` → `data.state_name`).
+/// Session state is per session, not per account: see [`item_outcomes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// `TRANSFER_PENDING`
+    TransferPending,
+    /// `TRANSFER_INPROGRESS`
+    TransferInProgress,
+    /// `RESTORE_PENDING`
+    RestorePending,
+    /// `RESTORE_INPROGRESS`
+    RestoreInProgress,
+    /// `RUNNING`
+    Running,
+    /// `PAUSED` (resumable with `start_transfer_session`)
+    Paused,
+    /// `PENDING`
+    Pending,
+    /// `COMPLETED` (may still contain failed items)
+    Completed,
+    /// `ABORTED`
+    Aborted,
+    /// `FAILED`
+    Failed,
+}
+
+impl SessionState {
+    /// Parses WHM's `state_name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "TRANSFER_PENDING" => Self::TransferPending,
+            "TRANSFER_INPROGRESS" => Self::TransferInProgress,
+            "RESTORE_PENDING" => Self::RestorePending,
+            "RESTORE_INPROGRESS" => Self::RestoreInProgress,
+            "RUNNING" => Self::Running,
+            "PAUSED" => Self::Paused,
+            "PENDING" => Self::Pending,
+            "COMPLETED" => Self::Completed,
+            "ABORTED" => Self::Aborted,
+            "FAILED" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The session will not change any more (COMPLETED, ABORTED, FAILED).
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            Self::Completed | Self::Aborted | Self::Failed => true,
+            Self::TransferPending
+            | Self::TransferInProgress
+            | Self::RestorePending
+            | Self::RestoreInProgress
+            | Self::Running
+            | Self::Paused
+            | Self::Pending => false,
+        }
+    }
+}
+
+/// One parsed line of a transfer session's `master.log` (line-delimited JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// `type`: `out`, `warn`, `success`, `failure` or `control`.
+    pub line_type: String,
+    /// `contents.action`: `start`, `process-item`, `start-item`, `success-item`,
+    /// `failed-item`, `complete`, `queue_count`, …
+    pub action: String,
+    /// `contents.queue`: `TRANSFER` or `RESTORE`.
+    pub queue: Option<String>,
+    /// `contents.item`: for accounts, the user name on the source.
+    pub item: Option<String>,
+    /// `contents.item_name`, e.g. `Account`.
+    pub item_name: Option<String>,
+    /// `contents.item_type`: the module, e.g. `AccountRemoteRoot`.
+    pub item_type: Option<String>,
+    /// `contents.msg` as text: a string as is, an object's `message` (or its JSON), a number
+    /// printed.
+    pub msg: String,
+    /// `contents.msg.failure` of a failed item.
+    pub failure: Option<String>,
+    /// `contents.time` (unix seconds).
+    pub time: Option<i64>,
+    /// `pid` (a number in the specification's sample, a string in the guide's).
+    pub pid: Option<u64>,
+}
+
+/// Where one item of a transfer session stands, decided from its own log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Mentioned in the log, no result yet.
+    Queued,
+    /// `success-item` in the TRANSFER queue: copied to the target, not restored yet.
+    Copied,
+    /// `success-item` in the RESTORE queue: the account exists on the target.
+    Restored,
+    /// `failed-item` in either queue, with `msg.failure`.
+    Failed {
+        /// `TRANSFER` or `RESTORE`.
+        queue: String,
+        /// The failure message.
+        message: String,
+    },
+}
+
+impl ItemOutcome {
+    fn rank(&self) -> u8 {
+        match self {
+            ItemOutcome::Queued => 0,
+            ItemOutcome::Copied => 1,
+            ItemOutcome::Restored => 2,
+            ItemOutcome::Failed { .. } => 3,
+        }
+    }
+}
+
+/// Decides each item's outcome from `master.log` lines, per item and never from the session
+/// state: `success-item` in TRANSFER → [`ItemOutcome::Copied`], in RESTORE →
+/// [`ItemOutcome::Restored`], `failed-item` in either queue → [`ItemOutcome::Failed`].
+/// Outcomes only move forward (Queued < Copied < Restored < Failed), so a failure is never
+/// hidden by an earlier or later success line of the same item. Only account items count
+/// (`item_type` `Account…` or absent), so a package item cannot shadow a user of the same name.
+pub fn item_outcomes(lines: &[LogLine]) -> BTreeMap<String, ItemOutcome> {
+    let mut outcomes: BTreeMap<String, ItemOutcome> = BTreeMap::new();
+    for line in lines {
+        let Some(item) = line.item.as_deref().filter(|i| !i.is_empty()) else {
+            continue;
+        };
+        if let Some(item_type) = &line.item_type {
+            if !item_type.starts_with("Account") {
+                continue;
+            }
+        }
+        let queue = line.queue.clone().unwrap_or_default();
+        let outcome = match (line.action.as_str(), queue.as_str()) {
+            ("success-item", "TRANSFER") => ItemOutcome::Copied,
+            ("success-item", "RESTORE") => ItemOutcome::Restored,
+            ("failed-item", _) => ItemOutcome::Failed {
+                message: line
+                    .failure
+                    .clone()
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or_else(|| line.msg.clone()),
+                queue,
+            },
+            _ => ItemOutcome::Queued,
+        };
+        match outcomes.get(item) {
+            Some(current) if current.rank() >= outcome.rank() => {}
+            _ => {
+                outcomes.insert(item.to_owned(), outcome);
+            }
+        }
+    }
+    outcomes
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure parsing
+
+/// Checks the HTTP status and the WHM API 1 envelope of one answer and returns the whole JSON
+/// document. `metadata.result` may be `1`/`"1"` (success) or `0`/`"0"` (failure, reason in
+/// `metadata.reason`).
+pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value, WhmError> {
+    if status == 401 || status == 403 {
+        return Err(WhmError::Auth {
+            function: function.to_owned(),
+            status,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(WhmError::Http {
+            function: function.to_owned(),
+            status,
+        });
+    }
+    let json: Value = serde_json::from_slice(body).map_err(|_| WhmError::NotJson {
+        function: function.to_owned(),
+        snippet: snippet(body),
+    })?;
+    let Some(metadata) = json.get("metadata").filter(|m| m.is_object()) else {
+        let detail = if json.get("status").is_some() || json.get("statusmsg").is_some() {
+            "a WHM API 0 envelope (status/statusmsg) instead of API 1 metadata"
+        } else {
+            "no metadata object"
+        };
+        return Err(shape(function, detail));
+    };
+    let reason = metadata
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match metadata.get("result").and_then(as_flag) {
+        Some(true) => Ok(json),
+        Some(false) => Err(WhmError::Failed {
+            function: function.to_owned(),
+            reason: if reason.is_empty() {
+                "no reason given".to_owned()
+            } else {
+                reason
+            },
+        }),
+        None => Err(shape(
+            function,
+            format!(
+                "metadata.result is {}",
+                metadata.get("result").unwrap_or(&Value::Null)
+            ),
+        )),
+    }
+}
+
+/// `data.version` of `version`.
+pub fn parse_version(json: &Value) -> Result<String, WhmError> {
+    json.pointer("/data/version")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| shape("version", "no data.version string"))
+}
+
+/// `data.acct[]` of `listaccts` (or `accountsummary`).
+pub fn parse_listaccts(json: &Value) -> Result<Listing<WhmAccount>, WhmError> {
+    let items = data_array(json, "listaccts", "acct")?;
+    Ok(listing(items, parse_account))
+}
+
+/// `data.domains[]` of `get_domain_info`.
+pub fn parse_domain_info(json: &Value) -> Result<Listing<WhmDomain>, WhmError> {
+    let items = data_array(json, "get_domain_info", "domains")?;
+    Ok(listing(items, parse_domain))
+}
+
+/// `data.reseller[]` of `listresellers`. A reseller name that is not a valid account name is
+/// left out with a warning (the reseller then just does not get reseller privileges).
+pub fn parse_listresellers(json: &Value) -> Result<Vec<AccountName>, WhmError> {
+    let items = data_array(json, "listresellers", "reseller")?;
+    let mut resellers = Vec::new();
+    for item in items {
+        match item.as_str().map(AccountName::parse) {
+            Some(Ok(name)) => resellers.push(name),
+            Some(Err(err)) => tracing::warn!(error = %err, "reseller name refused"),
+            None => tracing::warn!(raw = %raw(item), "reseller entry is not a string"),
+        }
+    }
+    Ok(resellers)
+}
+
+/// `data.pkg[]` of `listpkgs`.
+pub fn parse_listpkgs(json: &Value) -> Result<Vec<WhmPackage>, WhmError> {
+    let items = data_array(json, "listpkgs", "pkg")?;
+    items
+        .iter()
+        .map(|item| {
+            let name = str_field(item, "name")
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    shape("listpkgs", format!("package without a name: {}", raw(item)))
+                })?;
+            let limit = |key: &str| match item.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => parse_limit_mb(v)
+                    .map_err(|e| shape("listpkgs", format!("package {name:?}: {key}: {e}"))),
+            };
+            Ok(WhmPackage {
+                quota_mb: limit("QUOTA")?,
+                bandwidth_mb: limit("BWLIMIT")?,
+                feature_list: str_field(item, "FEATURELIST").filter(|f| !f.is_empty()),
+                dedicated_ip: str_field(item, "IP").is_some_and(|ip| ip.eq_ignore_ascii_case("y")),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// `data.ip[]` of `listips`. Entries that are not IPv4 addresses are left out.
+pub fn parse_listips(json: &Value) -> Result<Vec<WhmIp>, WhmError> {
+    let items = data_array(json, "listips", "ip")?;
+    let mut ips = Vec::new();
+    for item in items {
+        let Some(ip) = str_field(item, "ip").and_then(|s| s.trim().parse::<Ipv4Addr>().ok()) else {
+            tracing::debug!(raw = %raw(item), "listips entry without an IPv4 address skipped");
+            continue;
+        };
+        let flag = |key: &str| item.get(key).and_then(as_flag).unwrap_or(false);
+        ips.push(WhmIp {
+            ip,
+            dedicated: flag("dedicated"),
+            mainaddr: flag("mainaddr"),
+            used: flag("used"),
+        });
+    }
+    Ok(ips)
+}
+
+/// `data.transfer_session_id` of `create_remote_root_transfer_session`.
+pub fn parse_create_session(json: &Value) -> Result<TransferSessionId, WhmError> {
+    let id = json
+        .pointer("/data/transfer_session_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            shape(
+                "create_remote_root_transfer_session",
+                "no data.transfer_session_id",
+            )
+        })?;
+    TransferSessionId::parse(id)
+}
+
+/// `data.state_name` of `get_transfer_session_state`.
+pub fn parse_session_state(json: &Value) -> Result<SessionState, WhmError> {
+    let name = json
+        .pointer("/data/state_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape("get_transfer_session_state", "no data.state_name"))?;
+    SessionState::parse(name).ok_or_else(|| {
+        shape(
+            "get_transfer_session_state",
+            format!("unknown state {name:?}"),
+        )
+    })
+}
+
+/// `data.log` of `fetch_transfer_session_log`: line-delimited JSON. Lines that are not JSON
+/// objects (a line being written while we read) are skipped.
+pub fn parse_transfer_log(json: &Value) -> Result<Vec<LogLine>, WhmError> {
+    let log = match json.pointer("/data/log") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Null) | None => "",
+        Some(other) => {
+            return Err(shape(
+                "fetch_transfer_session_log",
+                format!("data.log is not a string: {}", raw(other)),
+            ));
+        }
+    };
+    Ok(log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) if v.is_object() => Some(parse_log_line(&v)),
+            _ => {
+                tracing::debug!("master.log line is not a JSON object; skipped");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Parses one master.log JSON object.
+pub fn parse_log_line(v: &Value) -> LogLine {
+    let contents = v.get("contents").cloned().unwrap_or(Value::Null);
+    let text = |key: &str| contents.get(key).and_then(scalar_text);
+    let msg_value = contents.get("msg").cloned().unwrap_or(Value::Null);
+    let msg = match &msg_value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .get("message")
+            .and_then(scalar_text)
+            .unwrap_or_else(|| msg_value.to_string()),
+        other => scalar_text(other).unwrap_or_else(|| other.to_string()),
+    };
+    LogLine {
+        line_type: v.get("type").and_then(scalar_text).unwrap_or_default(),
+        action: text("action").unwrap_or_default(),
+        queue: text("queue"),
+        item: text("item"),
+        item_name: text("item_name"),
+        item_type: text("item_type"),
+        failure: msg_value.get("failure").and_then(scalar_text),
+        msg,
+        time: contents.get("time").and_then(as_i64),
+        pid: v
+            .get("pid")
+            .and_then(as_i64)
+            .and_then(|p| u64::try_from(p).ok()),
+    }
+}
+
+/// Parses a size such as `diskused`: `"14M"`, `"0M"`, `"none"`, `""`, a number (MB),
+/// `"512K"`, `"1.5G"`. Fractions round up to whole MB.
+pub fn parse_size_mb(value: &Value) -> Result<u64, String> {
+    match value {
+        Value::Null => Ok(0),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| *f >= 0.0 && f.is_finite())
+            .map(|f| f.ceil() as u64)
+            .ok_or_else(|| format!("size {n} is not a non-negative number")),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() || t.eq_ignore_ascii_case("none") {
+                return Ok(0);
+            }
+            let (digits, factor) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+                Some('K') => (&t[..t.len() - 1], 1.0 / 1024.0),
+                Some('M') => (&t[..t.len() - 1], 1.0),
+                Some('G') => (&t[..t.len() - 1], 1024.0),
+                Some('T') => (&t[..t.len() - 1], 1024.0 * 1024.0),
+                _ => (t, 1.0),
+            };
+            digits
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| *f >= 0.0 && f.is_finite())
+                .map(|f| (f * factor).ceil() as u64)
+                .ok_or_else(|| format!("size {s:?} is not understood"))
+        }
+        other => Err(format!("size {} is not understood", raw(other))),
+    }
+}
+
+/// Parses a limit: `"unlimited"` (and `"*unknown*"`, empty, null) → `None`; a number or
+/// `"500M"`-style size → `Some(MB)`.
+pub fn parse_limit_mb(value: &Value) -> Result<Option<u64>, String> {
+    if let Value::String(s) = value {
+        let t = s.trim();
+        if t.is_empty() || t.eq_ignore_ascii_case("unlimited") || t == "*unknown*" {
+            return Ok(None);
+        }
+    }
+    if value.is_null() {
+        return Ok(None);
+    }
+    parse_size_mb(value).map(Some)
+}
+
+fn parse_account(item: &Value) -> Result<WhmAccount, String> {
+    let user = str_field(item, "user").ok_or("no user field")?;
+    let user = AccountName::parse(&user).map_err(|e| e.to_string())?;
+    let domain = str_field(item, "domain").ok_or("no domain field")?;
+    let domain = DomainName::parse(&domain).map_err(|e| e.to_string())?;
+    let ip = match str_field(item, "ip").map(|s| s.trim().to_owned()) {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(
+            s.parse::<Ipv4Addr>()
+                .map_err(|_| format!("ip {s:?} is not an IPv4 address"))?,
+        ),
+    };
+    let disk_used_mb = parse_size_mb(item.get("diskused").unwrap_or(&Value::Null))
+        .map_err(|e| format!("diskused: {e}"))?;
+    let suspended = match item.get("suspended") {
+        None | Some(Value::Null) => false,
+        Some(v) => as_flag(v).ok_or_else(|| format!("suspended {} is not 0 or 1", raw(v)))?,
+    };
+    let email = str_field(item, "email")
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty() && e != "*unknown*" && e.contains('@'));
+    Ok(WhmAccount {
+        user,
+        domain,
+        email,
+        plan: str_field(item, "plan").unwrap_or_default(),
+        owner: str_field(item, "owner").unwrap_or_else(|| "root".to_owned()),
+        ip,
+        disk_used_mb,
+        suspended,
+        partition: str_field(item, "partition").unwrap_or_default(),
+    })
+}
+
+fn parse_domain(item: &Value) -> Result<WhmDomain, String> {
+    let domain = str_field(item, "domain").ok_or("no domain field")?;
+    let domain = DomainName::parse(&domain).map_err(|e| e.to_string())?;
+    let user = str_field(item, "user").ok_or("no user field")?;
+    let user = AccountName::parse(&user).map_err(|e| e.to_string())?;
+    let ipv4 = match str_field(item, "ipv4").map(|s| s.trim().to_owned()) {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(
+            s.parse::<Ipv4Addr>()
+                .map_err(|_| format!("ipv4 {s:?} is not an IPv4 address"))?,
+        ),
+    };
+    let parent_domain = match str_field(item, "parent_domain").map(|s| s.trim().to_owned()) {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(DomainName::parse(&s).map_err(|e| format!("parent_domain: {e}"))?),
+    };
+    Ok(WhmDomain {
+        domain,
+        user,
+        domain_type: str_field(item, "domain_type").unwrap_or_default(),
+        docroot: str_field(item, "docroot").unwrap_or_default(),
+        ipv4,
+        parent_domain,
+    })
+}
+
+fn data_array<'a>(json: &'a Value, function: &str, key: &str) -> Result<&'a [Value], WhmError> {
+    json.get("data")
+        .and_then(|d| d.get(key))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| shape(function, format!("no data.{key} array")))
+}
+
+fn listing<T>(items: &[Value], parse: impl Fn(&Value) -> Result<T, String>) -> Listing<T> {
+    let mut out = Listing::default();
+    for item in items {
+        match parse(item) {
+            Ok(parsed) => out.items.push(parsed),
+            Err(reason) => out.rejected.push(Rejected {
+                raw: raw(item),
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+/// A string field; numbers are printed (cPanel is loose about types).
+fn str_field(item: &Value, key: &str) -> Option<String> {
+    item.get(key).and_then(scalar_text)
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A WHM boolean: `1`/`0`, `"1"`/`"0"`, `true`/`false`.
+fn as_flag(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn raw(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 500 {
+        let mut short: String = text.chars().take(500).collect();
+        short.push('…');
+        short
+    } else {
+        text
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed.chars().take(160).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS pin
+
+/// Accepts exactly the end-entity certificate whose DER SHA-256 equals the pin. Host name
+/// and chain are not checked (a cPanel host's self-signed certificate has neither); the
+/// handshake signatures still are, with the ring provider's algorithms, so the peer must hold
+/// the pinned certificate's private key.
+#[derive(Debug)]
+struct PinnedCertVerifier {
+    pin: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if digest == self.pin {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate SHA-256 {} does not match the pinned {}",
+                hex::encode(digest),
+                hex::encode(self.pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn pinned_tls_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, WhmError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PinnedCertVerifier {
+        pin,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| WhmError::Setup(format!("TLS protocol versions: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// A WHM API 1 client for one host. Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct WhmClient {
+    http: reqwest::Client,
+    base_url: Url,
+    authorization: HeaderValue,
+}
+
+impl fmt::Debug for WhmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WhmClient")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WhmClient {
+    /// Builds a client for `base_url` (e.g. `https://host:2087/`). `https` is verified against
+    /// the web PKI or pinned per `tls`; `http` is allowed (for a loopback simulator) with a
+    /// warning. `timeout` bounds each whole request.
+    pub fn new(
+        base_url: Url,
+        token: Secret,
+        tls: TlsPolicy,
+        timeout: Duration,
+    ) -> Result<Self, WhmError> {
+        match base_url.scheme() {
+            "https" => {}
+            "http" => tracing::warn!(
+                url = %base_url,
+                "WHM over plain http: the API token travels unencrypted"
+            ),
+            other => {
+                return Err(WhmError::Setup(format!(
+                    "WHM URL scheme {other:?} is not http or https"
+                )));
+            }
+        }
+        if base_url.cannot_be_a_base() || base_url.host().is_none() {
+            return Err(WhmError::Setup(format!("WHM URL {base_url} has no host")));
+        }
+        let mut authorization = HeaderValue::from_str(&format!("whm root:{}", token.expose()))
+            .map_err(|_| WhmError::Setup("the WHM API token contains invalid characters".into()))?;
+        authorization.set_sensitive(true);
+
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // WHM answers directly; a redirect would be to the SSL port or a login page.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("siirto/", env!("CARGO_PKG_VERSION")));
+        if let TlsPolicy::PinSha256(pin) = tls {
+            builder = builder.use_preconfigured_tls(pinned_tls_config(pin)?);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| WhmError::Setup(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base_url,
+            authorization,
+        })
+    }
+
+    /// The URL of one function call (without the parameters).
+    fn function_url(&self, function: &str) -> Url {
+        let mut url = self.base_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push("json-api").push(function);
+        }
+        url
+    }
+
+    /// Calls one function and returns its checked envelope.
+    async fn call(&self, function: &str, params: &[(&str, &str)]) -> Result<Value, WhmError> {
+        let mut url = self.function_url(function);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("api.version", "1");
+            for (key, value) in params {
+                query.append_pair(key, value);
+            }
+        }
+        let transport = |err: reqwest::Error| classify_transport(function, err);
+        let response = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        let result = parse_envelope(function, status, &body);
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, "WHM call failed");
+        }
+        result
+    }
+
+    /// `version`: the cPanel & WHM version, e.g. `11.110.0.17`.
+    #[tracing::instrument(skip_all, fields(function = "version"))]
+    pub async fn version(&self) -> Result<String, WhmError> {
+        parse_version(&self.call("version", &[]).await?)
+    }
+
+    /// `listaccts`: every account on the server.
+    #[tracing::instrument(skip_all, fields(function = "listaccts"))]
+    pub async fn list_accounts(&self) -> Result<Listing<WhmAccount>, WhmError> {
+        parse_listaccts(&self.call("listaccts", &[]).await?)
+    }
+
+    /// `get_domain_info`: every domain on the server with its owner and type.
+    #[tracing::instrument(skip_all, fields(function = "get_domain_info"))]
+    pub async fn domain_info(&self) -> Result<Listing<WhmDomain>, WhmError> {
+        parse_domain_info(&self.call("get_domain_info", &[]).await?)
+    }
+
+    /// `listresellers`: the reseller user names.
+    #[tracing::instrument(skip_all, fields(function = "listresellers"))]
+    pub async fn list_resellers(&self) -> Result<Vec<AccountName>, WhmError> {
+        parse_listresellers(&self.call("listresellers", &[]).await?)
+    }
+
+    /// `listpkgs`: the hosting packages.
+    #[tracing::instrument(skip_all, fields(function = "listpkgs"))]
+    pub async fn list_packages(&self) -> Result<Vec<WhmPackage>, WhmError> {
+        parse_listpkgs(&self.call("listpkgs", &[]).await?)
+    }
+
+    /// `listips`: the server's IPv4 addresses.
+    #[tracing::instrument(skip_all, fields(function = "listips"))]
+    pub async fn list_ips(&self) -> Result<Vec<WhmIp>, WhmError> {
+        parse_listips(&self.call("listips", &[]).await?)
+    }
+
+    /// `create_remote_root_transfer_session` (call it on the target host).
+    #[tracing::instrument(skip_all, fields(function = "create_remote_root_transfer_session", host = %req.host))]
+    pub async fn create_remote_root_transfer_session(
+        &self,
+        req: &RemoteRootSession,
+    ) -> Result<TransferSessionId, WhmError> {
+        let port = req.port.to_string();
+        let transfer_threads = req.transfer_threads.max(1).to_string();
+        let restore_threads = req.restore_threads.max(1).to_string();
+        let mut params: Vec<(&str, &str)> = vec![
+            ("host", &req.host),
+            ("user", &req.user),
+            ("port", &port),
+            ("comm_transport", "ssh"),
+            ("compressed", "0"),
+            ("copy_reseller_privs", "1"),
+            ("enable_custom_pkgacct", "0"),
+            ("low_priority", "0"),
+            ("transfer_threads", &transfer_threads),
+            ("restore_threads", &restore_threads),
+            ("unencrypted", "0"),
+            ("unrestricted_restore", "0"),
+            ("use_backups", "0"),
+        ];
+        if let Some(key) = &req.sshkey_name {
+            params.push(("sshkey_name", key));
+        }
+        if let Some(password) = &req.password {
+            params.push(("password", password.expose()));
+        }
+        parse_create_session(
+            &self
+                .call("create_remote_root_transfer_session", &params)
+                .await?,
+        )
+    }
+
+    /// `enqueue_transfer_item` with module `AccountRemoteRoot`.
+    #[tracing::instrument(skip_all, fields(function = "enqueue_transfer_item", session = %session, user = %item.user.as_str()))]
+    pub async fn enqueue_account(
+        &self,
+        session: &TransferSessionId,
+        item: &AccountItem,
+    ) -> Result<(), WhmError> {
+        let size = item.size_bytes.max(1).to_string();
+        self.call(
+            "enqueue_transfer_item",
+            &[
+                ("transfer_session_id", session.as_str()),
+                ("module", "AccountRemoteRoot"),
+                ("user", item.user.as_str()),
+                ("localuser", item.localuser.as_str()),
+                ("detected_remote_user", item.user.as_str()),
+                ("domain", item.domain.as_str()),
+                ("size", &size),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `start_transfer_session`: starts (or restarts a paused) session.
+    #[tracing::instrument(skip_all, fields(function = "start_transfer_session", session = %session))]
+    pub async fn start_transfer_session(
+        &self,
+        session: &TransferSessionId,
+    ) -> Result<(), WhmError> {
+        self.session_call("start_transfer_session", session).await
+    }
+
+    /// `pause_transfer_session`.
+    #[tracing::instrument(skip_all, fields(function = "pause_transfer_session", session = %session))]
+    pub async fn pause_transfer_session(
+        &self,
+        session: &TransferSessionId,
+    ) -> Result<(), WhmError> {
+        self.session_call("pause_transfer_session", session).await
+    }
+
+    /// `abort_transfer_session`.
+    #[tracing::instrument(skip_all, fields(function = "abort_transfer_session", session = %session))]
+    pub async fn abort_transfer_session(
+        &self,
+        session: &TransferSessionId,
+    ) -> Result<(), WhmError> {
+        self.session_call("abort_transfer_session", session).await
+    }
+
+    async fn session_call(
+        &self,
+        function: &str,
+        session: &TransferSessionId,
+    ) -> Result<(), WhmError> {
+        self.call(function, &[("transfer_session_id", session.as_str())])
+            .await
+            .map(drop)
+    }
+
+    /// `get_transfer_session_state`.
+    #[tracing::instrument(skip_all, fields(function = "get_transfer_session_state", session = %session))]
+    pub async fn transfer_session_state(
+        &self,
+        session: &TransferSessionId,
+    ) -> Result<SessionState, WhmError> {
+        parse_session_state(
+            &self
+                .call(
+                    "get_transfer_session_state",
+                    &[("transfer_session_id", session.as_str())],
+                )
+                .await?,
+        )
+    }
+
+    /// `fetch_transfer_session_log` of `master.log`, parsed line by line.
+    #[tracing::instrument(skip_all, fields(function = "fetch_transfer_session_log", session = %session))]
+    pub async fn transfer_session_log(
+        &self,
+        session: &TransferSessionId,
+    ) -> Result<Vec<LogLine>, WhmError> {
+        parse_transfer_log(
+            &self
+                .call(
+                    "fetch_transfer_session_log",
+                    &[
+                        ("transfer_session_id", session.as_str()),
+                        ("logfile", "master.log"),
+                    ],
+                )
+                .await?,
+        )
+    }
+
+    /// `suspendacct` with a reason (only root can unsuspend is not set).
+    #[tracing::instrument(skip_all, fields(function = "suspendacct", user = %user.as_str()))]
+    pub async fn suspend_account(&self, user: &AccountName, reason: &str) -> Result<(), WhmError> {
+        self.call(
+            "suspendacct",
+            &[("user", user.as_str()), ("reason", reason)],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `removeacct`; `keep_dns` keeps the account's DNS zones (`keepdns=1`).
+    #[tracing::instrument(skip_all, fields(function = "removeacct", user = %user.as_str(), keep_dns))]
+    pub async fn remove_account(&self, user: &AccountName, keep_dns: bool) -> Result<(), WhmError> {
+        self.call(
+            "removeacct",
+            &[
+                ("username", user.as_str()),
+                ("keepdns", if keep_dns { "1" } else { "0" }),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// Turns a reqwest error into `Tls` (a rustls error somewhere in the chain: not transient)
+/// or `Transport` (transient). The URL is stripped: a query string may carry a password.
+fn classify_transport(function: &str, err: reqwest::Error) -> WhmError {
+    let err = err.without_url();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return WhmError::Tls {
+                function: function.to_owned(),
+                detail: tls.to_string(),
+            };
+        }
+        // `io::Error::source` skips the error it wraps (hyper nests them), so step into it.
+        source = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    WhmError::Transport {
+        function: function.to_owned(),
+        source: err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(data: Value) -> Value {
+        json!({"data": data, "metadata": {"command": "x", "reason": "OK", "result": 1, "version": 1}})
+    }
+
+    /// The listaccts / accountsummary response sample from the cPanel operation pages
+    /// (api.docs.cpanel.net/openapi/whm/operation/accountsummary), quoted field by field,
+    /// plus a second account with the other documented quirks and three refused ones.
+    #[test]
+    fn listaccts_documented_sample_and_quirks() {
+        let body = br#"{
+          "data": {"acct": [
+            {"backup": 0, "child_nodes": [{"alias": "nodealias", "workload": "Mail"}],
+             "disklimit": "unlimited", "diskused": "14M", "domain": "example.com",
+             "email": "username@example.com", "inodeslimit": "unlimited", "inodesused": 1,
+             "ip": "192.168.0.128", "ipv6": ["0101:ca75:0101:ca75:0101:ca75:0101:ca77"],
+             "is_locked": 0, "legacy_backup": 0, "mailbox_format": "maildir",
+             "max_defer_fail_percentage": "unlimited", "max_email_per_hour": "unlimited",
+             "max_emailacct_quota": "unlimited", "maxaddons": "unlimited", "maxftp": "unlimited",
+             "maxlst": "unlimited", "maxparked": "unlimited", "maxpop": "unlimited",
+             "maxsql": "unlimited", "maxsub": "unlimited",
+             "min_defer_fail_to_trigger_protection": "5", "outgoing_mail_hold": 0,
+             "outgoing_mail_suspended": 0, "owner": "root", "partition": "home",
+             "plan": "packagename", "shell": "/bin/bash", "startdate": "13 May 22 16:03",
+             "suspended": 0, "suspendreason": "not suspended", "suspendtime": null,
+             "temporary": 0, "theme": "jupiter", "uid": 0, "unix_startdate": 1369256589,
+             "user": "username"},
+            {"user": "kukka0002", "domain": "kukka-0002.test", "diskused": "none",
+             "disklimit": "500M", "suspended": "1", "ipv6": null, "ip": "10.0.0.2",
+             "email": "", "owner": "reseller1", "plan": "gold", "partition": "home2"},
+            {"user": "kukka0003", "domain": "kukka-0003.test", "diskused": 7, "suspended": "0"},
+            {"user": "Bad User", "domain": "bad.test", "diskused": "1M"},
+            {"user": "kukka0005", "domain": "exa mple..com", "diskused": "1M"},
+            {"user": "kukka0006", "domain": "kukka-0006.test", "diskused": "lots"}
+          ]},
+          "metadata": {"command": "listaccts", "reason": "OK", "result": 1, "version": 1}
+        }"#;
+        let json = parse_envelope("listaccts", 200, body).unwrap();
+        let listing = parse_listaccts(&json).unwrap();
+        assert_eq!(listing.items.len(), 3, "{listing:#?}");
+        assert_eq!(listing.rejected.len(), 3, "{listing:#?}");
+
+        let a = &listing.items[0];
+        assert_eq!(a.user.as_str(), "username");
+        assert_eq!(a.domain.as_str(), "example.com");
+        assert_eq!(a.email.as_deref(), Some("username@example.com"));
+        assert_eq!(a.plan, "packagename");
+        assert_eq!(a.owner, "root");
+        assert_eq!(a.ip, Some(Ipv4Addr::new(192, 168, 0, 128)));
+        assert_eq!(a.disk_used_mb, 14);
+        assert!(!a.suspended);
+        assert_eq!(a.partition, "home");
+
+        let b = &listing.items[1];
+        assert_eq!(b.disk_used_mb, 0, "diskused \"none\"");
+        assert!(b.suspended, "suspended \"1\" as a string");
+        assert_eq!(b.email, None, "empty contact address");
+        assert_eq!(b.owner, "reseller1");
+
+        let c = &listing.items[2];
+        assert_eq!(c.disk_used_mb, 7, "diskused as a number");
+        assert!(!c.suspended);
+        assert_eq!(c.ip, None);
+
+        assert!(listing.rejected[0].reason.contains("cPanel user"));
+        assert!(listing.rejected[0].raw.contains("Bad User"));
+        assert!(listing.rejected[1].reason.contains("domain"));
+        assert!(listing.rejected[2].reason.contains("diskused"));
+    }
+
+    #[test]
+    fn sizes_and_limits() {
+        assert_eq!(parse_size_mb(&json!("14M")), Ok(14));
+        assert_eq!(parse_size_mb(&json!("0M")), Ok(0));
+        assert_eq!(parse_size_mb(&json!("none")), Ok(0));
+        assert_eq!(parse_size_mb(&json!(12)), Ok(12));
+        assert_eq!(parse_size_mb(&json!("1.5G")), Ok(1536));
+        assert_eq!(parse_size_mb(&json!("512K")), Ok(1));
+        assert!(parse_size_mb(&json!("-3M")).is_err());
+        assert_eq!(parse_limit_mb(&json!("unlimited")), Ok(None));
+        assert_eq!(parse_limit_mb(&json!("*unknown*")), Ok(None));
+        assert_eq!(parse_limit_mb(&json!("500M")), Ok(Some(500)));
+        assert_eq!(parse_limit_mb(&json!(250)), Ok(Some(250)));
+    }
+
+    /// Field names and values of the get_domain_info description (api-evangelist/cpanel,
+    /// cpanel-domain-information-api-openapi.yml; whm-api.md §1): `ipv6` may be null.
+    #[test]
+    fn domain_info_sample_and_rejects() {
+        let json = envelope(json!({"domains": [
+            {"docroot": "/home/example/public_html", "domain": "example.com",
+             "domain_type": "main", "ipv4": "192.168.0.20", "ipv4_ssl": "192.168.0.20",
+             "ipv6": null, "ipv6_is_dedicated": 0, "modsecurity_enabled": 1,
+             "parent_domain": "example.com", "php_version": "ea-php54", "port": "80",
+             "port_ssl": "443", "user": "example", "user_owner": "root"},
+            {"docroot": "/home/example/public_html/addon.test", "domain": "addon.test",
+             "domain_type": "addon", "ipv4": "192.168.0.20", "ipv6": "2001:db8::1",
+             "parent_domain": "example.com", "user": "example", "user_owner": "root"},
+            {"domain": "sub.example.com", "domain_type": "sub", "ipv4": "",
+             "parent_domain": "", "user": "example", "docroot": "/home/example/sub"},
+            {"domain": "../etc", "domain_type": "addon", "user": "example"},
+            {"domain": "fine.test", "domain_type": "addon", "user": "root;rm"}
+        ]}));
+        let listing = parse_domain_info(&json).unwrap();
+        assert_eq!(listing.items.len(), 3);
+        assert_eq!(listing.rejected.len(), 2);
+        let main = &listing.items[0];
+        assert_eq!(main.domain.as_str(), "example.com");
+        assert_eq!(main.user.as_str(), "example");
+        assert_eq!(main.domain_type, "main");
+        assert_eq!(main.docroot, "/home/example/public_html");
+        assert_eq!(main.ipv4, Some(Ipv4Addr::new(192, 168, 0, 20)));
+        assert_eq!(
+            main.parent_domain.as_ref().map(DomainName::as_str),
+            Some("example.com")
+        );
+        assert_eq!(listing.items[1].domain_type, "addon");
+        assert_eq!(listing.items[2].ipv4, None);
+        assert_eq!(listing.items[2].parent_domain, None);
+    }
+
+    /// The get_transfer_session_state example of the transfer guide prints
+    /// `"result": "1"` as a string; the specification prints `1`.
+    #[test]
+    fn envelope_result_as_string_and_number() {
+        let guide = br#"{"data": {"state_name": "TRANSFER_INPROGRESS"},
+            "metadata": {"version": 1, "reason": "OK", "result": "1",
+                         "command": "get_transfer_session_state"}}"#;
+        let json = parse_envelope("get_transfer_session_state", 200, guide).unwrap();
+        assert_eq!(
+            parse_session_state(&json).unwrap(),
+            SessionState::TransferInProgress
+        );
+        for name in [
+            "TRANSFER_PENDING",
+            "RESTORE_PENDING",
+            "RESTORE_INPROGRESS",
+            "RUNNING",
+            "PAUSED",
+            "PENDING",
+        ] {
+            let s = parse_session_state(&envelope(json!({"state_name": name}))).unwrap();
+            assert!(!s.is_terminal(), "{name}");
+        }
+        for name in ["COMPLETED", "ABORTED", "FAILED"] {
+            let s = parse_session_state(&envelope(json!({"state_name": name}))).unwrap();
+            assert!(s.is_terminal(), "{name}");
+        }
+        assert!(matches!(
+            parse_session_state(&envelope(json!({"state_name": "EXPLODED"}))),
+            Err(WhmError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn result_zero_is_failed_and_not_transient() {
+        for result in ["0", "\"0\""] {
+            let body = format!(
+                r#"{{"metadata": {{"command": "suspendacct", "reason": "The user “nobody” does not exist.", "result": {result}, "version": 1}}}}"#
+            );
+            let err = parse_envelope("suspendacct", 200, body.as_bytes()).unwrap_err();
+            match &err {
+                WhmError::Failed { function, reason } => {
+                    assert_eq!(function, "suspendacct");
+                    assert_eq!(reason, "The user “nobody” does not exist.");
+                }
+                other => panic!("expected Failed, got {other:?}"),
+            }
+            assert!(!err.is_transient());
+        }
+        // Metadata-only success (enqueue_transfer_item, pause/abort).
+        let ok = br#"{"metadata":{"command":"pause_transfer_session","reason":"OK.","result":1,"version":1}}"#;
+        assert!(parse_envelope("pause_transfer_session", 200, ok).is_ok());
+    }
+
+    #[test]
+    fn non_json_body_and_http_statuses() {
+        let html = b"<html>\n<head><title>cPanel &amp; WHM</title></head>\n<body>  The service is restarting  </body></html>";
+        let err = parse_envelope("listaccts", 200, html).unwrap_err();
+        match &err {
+            WhmError::NotJson { function, snippet } => {
+                assert_eq!(function, "listaccts");
+                assert!(snippet.starts_with("<html> <head><title>"), "{snippet}");
+                assert!(snippet.len() <= 160 * 4);
+            }
+            other => panic!("expected NotJson, got {other:?}"),
+        }
+        assert!(err.is_transient());
+
+        let auth = parse_envelope("listaccts", 403, b"Access denied").unwrap_err();
+        assert!(matches!(auth, WhmError::Auth { status: 403, .. }));
+        assert!(!auth.is_transient());
+        for (status, transient) in [(500, true), (503, true), (429, true), (404, false)] {
+            let err = parse_envelope("listaccts", status, b"{}").unwrap_err();
+            assert!(matches!(err, WhmError::Http { .. }));
+            assert_eq!(err.is_transient(), transient, "{status}");
+        }
+        let api0 = br#"{"status": 1, "statusmsg": "Ok", "acct": []}"#;
+        assert!(matches!(
+            parse_envelope("listaccts", 200, api0),
+            Err(WhmError::Shape { .. })
+        ));
+    }
+
+    /// The master.log sample of the fetch_transfer_session_log operation page starts with
+    /// these lines (pid as a number, msg as a number for `version`):
+    /// `{"contents":{"action":"start","time":1598991042,"child_number":0},"pid":12789,"type":"control","indent":0,"partial":0}`
+    /// `{"partial":0,"indent":0,"type":"control","pid":12789,"contents":{"time":1598991042,"action":"initiator","child_number":0,"msg":"norootcopy"}}`
+    /// `{"partial":0,"indent":0,"pid":12789,"type":"control","contents":{"msg":2.3,"child_number":0,"time":1598991042,"action":"version"}}`
+    /// `{"type":"control","pid":12789,"contents":{"time":1598991042,"queue":"TRANSFER","action":"queue_count","msg":1,"child_number":0},"partial":0,"indent":0}`
+    /// The item lines follow the shape whm-api.md §4 documents from the same sample and the
+    /// transfer guide (pid as a string there; failures carry `msg.failure`).
+    const MASTER_LOG: &str = concat!(
+        r#"{"contents":{"action":"start","time":1598991042,"child_number":0},"pid":12789,"type":"control","indent":0,"partial":0}"#,
+        "\n",
+        r#"{"partial":0,"indent":0,"type":"control","pid":12789,"contents":{"time":1598991042,"action":"initiator","child_number":0,"msg":"norootcopy"}}"#,
+        "\n",
+        r#"{"partial":0,"indent":0,"pid":12789,"type":"control","contents":{"msg":2.3,"child_number":0,"time":1598991042,"action":"version"}}"#,
+        "\n",
+        r#"{"type":"control","pid":12789,"contents":{"time":1598991042,"queue":"TRANSFER","action":"queue_count","msg":3,"child_number":0},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"control","pid":"12790","contents":{"action":"process-item","item":"alice","item_name":"Account","item_type":"AccountRemoteRoot","queue":"TRANSFER","msg":"item-TRANSFER_AccountRemoteRoot_alice","time":1598991043,"child_number":1},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"success","pid":"12790","contents":{"action":"success-item","item":"alice","item_name":"Account","item_type":"AccountRemoteRoot","queue":"TRANSFER","msg":{"message":"Transfer complete","warnings":[],"skipped_items":[],"dangerous_items":[],"altered_items":[]},"time":1598991050,"child_number":1},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"success","pid":12791,"contents":{"action":"success-item","item":"alice","item_name":"Account","item_type":"AccountRemoteRoot","queue":"RESTORE","msg":{"message":"Restore complete","warnings":["a warning"]},"time":1598991060,"child_number":1},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"success","pid":12790,"contents":{"action":"success-item","item":"bob","item_name":"Account","item_type":"AccountRemoteRoot","queue":"TRANSFER","msg":{"message":"ok"},"time":1598991051,"child_number":2},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"failure","pid":12791,"contents":{"action":"failed-item","item":"root","item_name":"Account","item_type":"AccountRemoteRoot","queue":"RESTORE","msg":{"failure":"The account “root” already exists on “control.box.new”.","warnings":[]},"time":1598991061,"child_number":3},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"control","pid":12790,"contents":{"action":"start-item","item":"carol","item_name":"Account","item_type":"AccountRemoteRoot","queue":"TRANSFER","msg":{"size":1024},"time":1598991062,"child_number":4},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"success","pid":12790,"contents":{"action":"success-item","item":"carol","item_name":"Package","item_type":"PackageRemoteRoot","queue":"RESTORE","msg":"ok","time":1598991063,"child_number":5},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"control","pid":12789,"contents":{"action":"complete","queue":"RESTORE","time":1598991070,"child_number":0},"partial":0,"indent":0}"#,
+        "\n",
+        r#"{"type":"control","pid":12789,"contents":{"action":"comp"#,
+    );
+
+    #[test]
+    fn master_log_lines_and_item_outcomes() {
+        let json = envelope(json!({ "log": MASTER_LOG }));
+        let lines = parse_transfer_log(&json).unwrap();
+        // The truncated last line (being written) is skipped.
+        assert_eq!(lines.len(), 12);
+        assert_eq!(lines[0].action, "start");
+        assert_eq!(lines[0].pid, Some(12789));
+        assert_eq!(lines[1].msg, "norootcopy");
+        assert_eq!(lines[2].msg, "2.3");
+        assert_eq!(lines[3].queue.as_deref(), Some("TRANSFER"));
+        assert_eq!(lines[4].pid, Some(12790), "pid as a string");
+        assert_eq!(lines[4].item.as_deref(), Some("alice"));
+        assert_eq!(lines[5].msg, "Transfer complete");
+        assert_eq!(lines[5].line_type, "success");
+        assert_eq!(lines[5].time, Some(1598991050));
+        assert_eq!(
+            lines[8].failure.as_deref(),
+            Some("The account “root” already exists on “control.box.new”.")
+        );
+
+        let outcomes = item_outcomes(&lines);
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        assert_eq!(outcomes["alice"], ItemOutcome::Restored);
+        assert_eq!(outcomes["bob"], ItemOutcome::Copied);
+        assert_eq!(
+            outcomes["root"],
+            ItemOutcome::Failed {
+                queue: "RESTORE".into(),
+                message: "The account “root” already exists on “control.box.new”.".into()
+            }
+        );
+        // The package line with the same name does not count for the account.
+        assert_eq!(outcomes["carol"], ItemOutcome::Queued);
+    }
+
+    #[test]
+    fn a_failure_is_never_hidden_by_success_lines() {
+        let line = |action: &str, queue: &str| LogLine {
+            line_type: "x".into(),
+            action: action.into(),
+            queue: Some(queue.into()),
+            item: Some("dave".into()),
+            item_name: Some("Account".into()),
+            item_type: None,
+            msg: "m".into(),
+            failure: None,
+            time: None,
+            pid: None,
+        };
+        let lines = vec![
+            line("success-item", "TRANSFER"),
+            line("failed-item", "RESTORE"),
+            line("success-item", "RESTORE"),
+        ];
+        assert_eq!(
+            item_outcomes(&lines)["dave"],
+            ItemOutcome::Failed {
+                queue: "RESTORE".into(),
+                message: "m".into()
+            }
+        );
+    }
+
+    #[test]
+    fn other_inventory_calls() {
+        assert_eq!(
+            parse_version(&envelope(json!({"version": "11.88.0.1"}))).unwrap(),
+            "11.88.0.1"
+        );
+        let resellers =
+            parse_listresellers(&envelope(json!({"reseller": ["reseller1", "Bad Name", 5]})))
+                .unwrap();
+        assert_eq!(resellers.len(), 1);
+        assert_eq!(resellers[0].as_str(), "reseller1");
+
+        let pkgs = parse_listpkgs(&envelope(json!({"pkg": [
+            {"name": "package1", "QUOTA": "unlimited", "BWLIMIT": 1000, "FEATURELIST": "default", "IP": "n"},
+            {"name": "reseller_Gold Plan", "QUOTA": "2048", "BWLIMIT": "unlimited", "IP": "y"}
+        ]})))
+        .unwrap();
+        assert_eq!(pkgs[0].quota_mb, None);
+        assert_eq!(pkgs[0].bandwidth_mb, Some(1000));
+        assert_eq!(pkgs[0].feature_list.as_deref(), Some("default"));
+        assert!(!pkgs[0].dedicated_ip);
+        assert_eq!(pkgs[1].quota_mb, Some(2048));
+        assert!(pkgs[1].dedicated_ip);
+
+        let ips = parse_listips(&envelope(json!({"ip": [
+            {"active": 1, "dedicated": 0, "if": "eth0", "ip": "192.168.0.20", "mainaddr": 1,
+             "netmask": "255.255.255.0", "network": "192.168.0.0", "public_ip": "203.0.113.20",
+             "removable": 0, "used": 1},
+            {"active": 1, "dedicated": "1", "ip": "192.168.0.21", "mainaddr": "0", "used": "0"},
+            {"ip": "2001:db8::1"}
+        ]})))
+        .unwrap();
+        assert_eq!(ips.len(), 2);
+        assert!(ips[0].mainaddr && ips[0].used && !ips[0].dedicated);
+        assert!(ips[1].dedicated && !ips[1].mainaddr && !ips[1].used);
+
+        let id = parse_create_session(&envelope(json!({
+            "analyze_rawout": "<html>…</html>", "create_rawout": "",
+            "transfer_session_id": "vm5docscpanelcopya20140224163412sylG"
+        })))
+        .unwrap();
+        assert_eq!(id.as_str(), "vm5docscpanelcopya20140224163412sylG");
+        assert!(
+            parse_create_session(&envelope(json!({"transfer_session_id": "../../x y"}))).is_err()
+        );
+    }
+
+    #[test]
+    fn function_urls_and_secret_free_debug() {
+        let client = WhmClient::new(
+            Url::parse("https://whm.example.test:2087").unwrap(),
+            Secret::new("TOPSECRET"),
+            TlsPolicy::PinSha256([7; 32]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(
+            client.function_url("listaccts").as_str(),
+            "https://whm.example.test:2087/json-api/listaccts"
+        );
+        assert!(!format!("{client:?}").contains("TOPSECRET"));
+        assert!(matches!(
+            WhmClient::new(
+                Url::parse("ftp://x.test/").unwrap(),
+                Secret::new("t"),
+                TlsPolicy::WebPki,
+                Duration::from_secs(1)
+            ),
+            Err(WhmError::Setup(_))
+        ));
+    }
 }

@@ -1,3 +1,5 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
+mod notify;
 mod ssh;
 mod support;
+mod whm;

@@ -1,2 +1,3 @@
 //! Test harness: starts and stops real servers on loopback.
+pub mod smtp;
 pub mod sshd;

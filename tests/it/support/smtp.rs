@@ -1,0 +1,210 @@
+//! A real SMTP server for tests: Debian's aiosmtpd run by the system Python on loopback.
+//!
+//! Recipients `reject@…` get a 550 and `tempfail@…` a 451 at RCPT time. Each accepted message is stored as `<n>.json` in the server's mail directory (written to a
+//! temporary name, then renamed): the raw message plus the headers and plain-text body that
+//! Python's `email` package decoded, so tests check what a mail client would show.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+const SERVER_SCRIPT: &str = r#"
+import asyncio, itertools, json, os, sys
+from email import message_from_bytes, policy
+from aiosmtpd.smtp import SMTP
+
+maildir = sys.argv[1]
+counter = itertools.count(1)
+
+class Store:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # Recipients named reject@… / tempfail@… get a permanent / temporary refusal.
+        if address.startswith("reject@"):
+            return "550 5.1.1 No such user here"
+        if address.startswith("tempfail@"):
+            return "451 4.3.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content or envelope.content
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8")
+        msg = message_from_bytes(raw, policy=policy.default)
+        part = msg.get_body(preferencelist=("plain",))
+        record = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "message_id": str(msg["Message-ID"]),
+            "from": str(msg["From"]),
+            "to": str(msg["To"]),
+            "subject": str(msg["Subject"]),
+            "date": str(msg["Date"]),
+            "body": part.get_content() if part is not None else None,
+            "raw": raw.decode("utf-8", "replace"),
+        }
+        n = next(counter)
+        tmp = os.path.join(maildir, ".%d.%d.tmp" % (os.getpid(), n))
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.rename(tmp, os.path.join(maildir, "%06d.json" % n))
+        return "250 Message accepted for delivery"
+
+async def main():
+    loop = asyncio.get_running_loop()
+    handler = Store()
+    server = await loop.create_server(
+        lambda: SMTP(handler, enable_SMTPUTF8=True, hostname="smtp.test"),
+        host="127.0.0.1", port=0)
+    port = server.sockets[0].getsockname()[1]
+    print("PORT %d" % port, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"#;
+
+/// A running aiosmtpd; killed on drop.
+pub struct SmtpServer {
+    child: Child,
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// Where it stores one `.json` file per accepted message.
+    pub maildir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// One delivered message as the server decoded it.
+#[derive(Debug, serde::Deserialize)]
+pub struct Delivered {
+    pub mail_from: String,
+    pub rcpt_tos: Vec<String>,
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub date: String,
+    pub body: Option<String>,
+    pub raw: String,
+}
+
+impl SmtpServer {
+    /// Starts the server and waits (with a deadline) until it accepts connections.
+    pub fn start() -> SmtpServer {
+        let probe = Command::new(PYTHON)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(probe, Ok(s) if s.success()) {
+            panic!(
+                "{PYTHON} cannot import aiosmtpd: install Debian package python3-aiosmtpd \
+                 (apt-get install python3-aiosmtpd)"
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("smtp_server.py");
+        std::fs::write(&script, SERVER_SCRIPT).expect("write script");
+        let maildir = dir.path().join("mail");
+        std::fs::create_dir(&maildir).expect("maildir");
+        let mut child = Command::new(PYTHON)
+            .arg(&script)
+            .arg(&maildir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start aiosmtpd");
+
+        // The script prints its port once bound; read it on a thread so the deadline holds.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("aiosmtpd did not report its port within 20 s");
+            }
+        };
+        let port: u16 = match line.trim().strip_prefix("PORT ").map(str::parse) {
+            Some(Ok(port)) => port,
+            _ => {
+                let _ = child.kill();
+                panic!("aiosmtpd printed {line:?} instead of its port");
+            }
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Readiness: a TCP connection succeeds.
+        loop {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("aiosmtpd on {addr} did not accept connections in time");
+            }
+            std::thread::yield_now();
+        }
+        SmtpServer {
+            child,
+            addr,
+            maildir,
+            _dir: dir,
+        }
+    }
+
+    /// The messages delivered so far, in arrival order.
+    pub fn delivered(&self) -> Vec<Delivered> {
+        read_delivered(&self.maildir)
+    }
+
+    /// Waits until at least `count` messages are stored, or panics at the deadline.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Delivered> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let delivered = self.delivered();
+            if delivered.len() >= count {
+                return delivered;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "only {} of {count} messages arrived within {timeout:?}",
+                    delivered.len()
+                );
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn read_delivered(maildir: &Path) -> Vec<Delivered> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(maildir)
+        .expect("read maildir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("read message");
+            serde_json::from_str(&text).expect("message json")
+        })
+        .collect()
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

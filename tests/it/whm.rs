@@ -1,0 +1,147 @@
+//! WHM client TLS: the certificate pin against a real TLS handshake on loopback.
+//!
+//! This tests TLS, not WHM semantics: a tokio-rustls server with an rcgen self-signed
+//! certificate answers every request with one `version` envelope. Web PKI verification must
+//! refuse it, the right pin must accept it, and a wrong pin must refuse it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use siirto::secret::Secret;
+use siirto::whm::{TlsPolicy, WhmClient, WhmError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A TLS server on 127.0.0.1:0 that answers each HTTP request with a `version` envelope.
+/// It stops when dropped.
+struct TlsServer {
+    port: u16,
+    cert_sha256: [u8; 32],
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_tls_server() -> TlsServer {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("generate certificate");
+    let cert_der: CertificateDer<'static> = certified.cert.der().clone();
+    let cert_sha256: [u8; 32] = Sha256::digest(cert_der.as_ref()).into();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert_der], key)
+    .expect("server certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A refused handshake (the client's verifier said no) ends here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"data":{"version":"11.110.0.17"},"metadata":{"command":"version","reason":"OK","result":1,"version":1}}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    TlsServer {
+        port,
+        cert_sha256,
+        task,
+    }
+}
+
+fn client(port: u16, tls: TlsPolicy) -> WhmClient {
+    WhmClient::new(
+        format!("https://127.0.0.1:{port}/").parse().expect("url"),
+        Secret::new("test-token"),
+        tls,
+        Duration::from_secs(10),
+    )
+    .expect("client")
+}
+
+#[tokio::test]
+async fn web_pki_refuses_a_self_signed_certificate() {
+    let server = start_tls_server().await;
+    let err = client(server.port, TlsPolicy::WebPki)
+        .version()
+        .await
+        .expect_err("a self-signed certificate must not pass web PKI verification");
+    assert!(matches!(err, WhmError::Tls { .. }), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn the_right_pin_accepts_the_certificate() {
+    let server = start_tls_server().await;
+    let version = client(server.port, TlsPolicy::PinSha256(server.cert_sha256))
+        .version()
+        .await
+        .expect("the pinned certificate is accepted");
+    assert_eq!(version, "11.110.0.17");
+}
+
+#[tokio::test]
+async fn a_wrong_pin_refuses_the_certificate() {
+    let server = start_tls_server().await;
+    let mut wrong = server.cert_sha256;
+    wrong[0] ^= 0xff;
+    let err = client(server.port, TlsPolicy::PinSha256(wrong))
+        .version()
+        .await
+        .expect_err("a different certificate must be refused");
+    match &err {
+        WhmError::Tls { detail, .. } => assert!(detail.contains("does not match"), "{detail}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn connection_refused_is_transient() {
+    // Bind and drop to get a port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let err = client(port, TlsPolicy::WebPki)
+        .version()
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(err, WhmError::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+}
