@@ -379,16 +379,8 @@ pub enum MailChannelConfig {
     },
 }
 
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS (required, not opportunistic).
-    Starttls,
-    /// TLS from the first byte (SMTPS).
-    Tls,
-    /// No encryption: only for a relay on loopback or a trusted network.
-    None,
-}
+/// SMTP transport security: the channel's own type, so the config and the channel cannot drift.
+pub use crate::notify::SmtpSecurity;
 
 // ---------------------------------------------------------------------------------------------
 // Raw TOML shapes.

@@ -506,3 +506,21 @@ mod tests {
         ));
     }
 }
+
+/// Builds the channel the config's `[mail]` table names.
+pub fn channel_from_config(mail: &crate::config::MailConfig) -> Result<std::sync::Arc<dyn Channel>, NotifyError> {
+    use crate::config::MailChannelConfig;
+    Ok(match &mail.channel {
+        MailChannelConfig::Smtp { host, port, security, username, password } => {
+            std::sync::Arc::new(SmtpChannel::new(SmtpSettings {
+                host: host.clone(),
+                port: *port,
+                security: *security,
+                username: username.clone(),
+                password: password.clone(),
+                timeout: Duration::from_secs(60),
+            })?)
+        }
+        MailChannelConfig::Directory { path } => std::sync::Arc::new(DirectoryChannel::new(path.clone())),
+    })
+}
