@@ -377,7 +377,9 @@ pub struct Store {
     backend: Backend,
 }
 
-/// A database transaction. Dropping it without [`Tx::commit`] rolls it back.
+/// A database transaction. Dropping it without [`Tx::commit`] rolls it back, but only once its
+/// connection runs again: until then its locks stay (a leased job's row on PostgreSQL, the write
+/// lock on SQLite), so prefer [`Tx::rollback`] where the next step depends on it.
 pub struct Tx<'a> {
     tx: sqlx::Transaction<'static, Any>,
     backend: Backend,
