@@ -765,6 +765,30 @@ impl Store {
     }
 }
 
+/// Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters and
+/// PostgreSQL's 65,535, and measured faster than 500-row statements on both.
+const INSERT_CHUNK: usize = 100;
+
+/// `($1, .., $columns), (..), ..` for `rows` rows.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Turns "no row changed" into the error `or_else` makes.
 fn expect_one(
     result: sqlx::any::AnyQueryResult,
@@ -852,6 +876,88 @@ impl Tx<'_> {
             what: "domain",
             key: format!("{}/{}", row.migration_id, row.domain),
         })
+    }
+
+    /// Inserts many accounts with few statements (planning a migration of 10,000 accounts);
+    /// [`StoreError::Conflict`] naming the first account that already existed. Nothing is
+    /// inserted when the transaction is not committed, so callers roll back on a conflict.
+    pub async fn insert_accounts(&mut self, rows: &[AccountRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO accounts (migration_id, user_name, main_domain, contact_email, \
+                 disk_mb, state, data, updated_at) VALUES {} \
+                 ON CONFLICT (migration_id, user_name) DO NOTHING RETURNING user_name",
+                placeholders(chunk.len(), 8)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.migration_id)
+                    .bind(&row.user)
+                    .bind(&row.main_domain)
+                    .bind(&row.contact_email)
+                    .bind(row.disk_mb)
+                    .bind(&row.state)
+                    .bind(&row.data)
+                    .bind(row.updated_at);
+            }
+            let inserted = query.fetch_all(&mut *self.tx).await?;
+            if inserted.len() < chunk.len() {
+                let inserted: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                let first = chunk
+                    .iter()
+                    .find(|row| !inserted.contains(row.user.as_str()));
+                return Err(StoreError::Conflict {
+                    what: "account",
+                    key: first.map_or_else(
+                        || "a key repeated in the batch".to_owned(),
+                        |row| format!("{}/{}", row.migration_id, row.user),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts many domains with few statements (their accounts must exist);
+    /// [`StoreError::Conflict`] naming the first domain that already existed.
+    pub async fn insert_domains(&mut self, rows: &[DomainRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO domains (migration_id, domain, user_name, zone, state, data, \
+                 updated_at) VALUES {} \
+                 ON CONFLICT (migration_id, domain) DO NOTHING RETURNING domain",
+                placeholders(chunk.len(), 7)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.migration_id)
+                    .bind(&row.domain)
+                    .bind(&row.user)
+                    .bind(&row.zone)
+                    .bind(&row.state)
+                    .bind(&row.data)
+                    .bind(row.updated_at);
+            }
+            let inserted = query.fetch_all(&mut *self.tx).await?;
+            if inserted.len() < chunk.len() {
+                let inserted: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                let first = chunk
+                    .iter()
+                    .find(|row| !inserted.contains(row.domain.as_str()));
+                return Err(StoreError::Conflict {
+                    what: "domain",
+                    key: first.map_or_else(
+                        || "a key repeated in the batch".to_owned(),
+                        |row| format!("{}/{}", row.migration_id, row.domain),
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sets a migration's state; [`StoreError::NotFound`] if there is no such migration.
@@ -1149,6 +1255,12 @@ mod tests {
             "sqlite:/tmp/x.db?mode=ro"
         );
         assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn placeholders_number_every_column_of_every_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
     }
 
     #[test]

@@ -57,8 +57,8 @@ CREATE TABLE jobs (
     -- Scheduling the same step twice is a no-op. Keys are global: callers put the migration id in them.
     UNIQUE (dedupe_key)
 );
--- The claim and next_due_at: not-done jobs by due time.
-CREATE INDEX jobs_due ON jobs (done_at, due_at);
+-- The claim and next_due_at: not-done jobs in claim order (due time, then id).
+CREATE INDEX jobs_due ON jobs (done_at, due_at, id);
 -- Per-migration listing.
 CREATE INDEX jobs_by_migration ON jobs (migration_id, id);
 

@@ -113,6 +113,8 @@ conformance!(
     next_due_at_follows_pending_jobs,
     dropped_transaction_rolls_back,
     concurrent_claimers_finish_every_job_exactly_once,
+    batch_inserts_conflict_on_existing_rows,
+    holds_a_migration_of_10000_accounts_and_50000_domains,
 );
 
 const MIG: &str = "old1-2026";
@@ -1081,5 +1083,84 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
         "{} jobs finished by {} workers: {owners:?}",
         finished.len(),
         owners.len()
+    );
+}
+
+async fn batch_inserts_conflict_on_existing_rows(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_account(&account_row("kukka", None))
+        .await
+        .expect("account");
+    let err = tx
+        .insert_accounts(&[account_row("apila", None), account_row("kukka", None)])
+        .await
+        .expect_err("kukka exists");
+    assert!(
+        matches!(&err, StoreError::Conflict { what: "account", key } if key == "old1-2026/kukka"),
+        "{err:?}"
+    );
+    tx.insert_domain(&domain_row("kukka.test", "kukka"))
+        .await
+        .expect("domain");
+    let err = tx
+        .insert_domains(&[domain_row("kukka.test", "kukka")])
+        .await
+        .expect_err("kukka.test exists");
+    assert!(
+        matches!(&err, StoreError::Conflict { what: "domain", key } if key == "old1-2026/kukka.test"),
+        "{err:?}"
+    );
+}
+
+/// The size the store is designed for: one migration of 10,000 accounts with 50,000 domains and
+/// a job per account. Planning, per-account reads and a claim stay quick on both backends.
+async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) {
+    const ACCOUNTS: usize = 10_000;
+    let store = seeded(&db).await;
+    let started = std::time::Instant::now();
+    let accounts: Vec<AccountRow> = (0..ACCOUNTS)
+        .map(|n| account_row(&format!("kukka{n:05}"), Some("asiakas@example.fi")))
+        .collect();
+    let domains: Vec<DomainRow> = accounts
+        .iter()
+        .flat_map(|account| {
+            (0..5).map(move |d| domain_row(&format!("d{d}.{}", account.main_domain), &account.user))
+        })
+        .collect();
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_accounts(&accounts).await.expect("accounts");
+    tx.insert_domains(&domains).await.expect("domains");
+    for account in &accounts {
+        tx.schedule_job(&new_job(&account.user, 1_000))
+            .await
+            .expect("job");
+    }
+
+    tx.commit().await.expect("commit");
+    let planned = started.elapsed();
+
+    let started = std::time::Instant::now();
+    assert_eq!(store.accounts(MIG).await.expect("accounts").len(), ACCOUNTS);
+    assert_eq!(
+        store.domains(MIG).await.expect("domains").len(),
+        5 * ACCOUNTS
+    );
+    let mine = store
+        .domains_of(MIG, "kukka04321")
+        .await
+        .expect("domains of");
+    assert_eq!(mine.len(), 5);
+    assert!(mine.iter().all(|d| d.domain.ends_with(".kukka04321.test")));
+    let claimed = store
+        .claim_jobs("w1", 2_000, 60_000, 100)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 100);
+    assert_eq!(store.next_due_at().await.expect("next"), Some(1_000));
+    let read = started.elapsed();
+    eprintln!(
+        "{:?}: planned 10k accounts, 50k domains, 10k jobs in {planned:?}; read back in {read:?}",
+        db.backend()
     );
 }
