@@ -1,1 +1,1272 @@
-//! store (being written)
+//! The durable store: migrations, accounts, domains, jobs with row leases, events and the outbox,
+//! over one sqlx `Any` pool on SQLite (the embedded default) or PostgreSQL (the scale-out store).
+//!
+//! The store is the truth (STYLE.md #7). It does not interpret states: `state` is a state name and
+//! `data` the JSON of the whole state value, both written by the engine. Timestamps are `i64`
+//! unix milliseconds and always come from the caller, so time stays an input.
+//!
+//! One set of runtime queries serves both backends: `$N` placeholders (SQLite accepts `$NNN`),
+//! BIGINT/INTEGER/TEXT columns, `INSERT .. ON CONFLICT .. DO NOTHING` and `RETURNING`. The SQL
+//! differs only where it must: the claim uses `FOR UPDATE SKIP LOCKED` on PostgreSQL, while on
+//! SQLite a single `UPDATE .. RETURNING` statement is atomic because SQLite serializes writers.
+//!
+//! Exclusivity is a type (STYLE.md #8): only [`Store::claim_jobs`] makes a [`Lease`]; the engine
+//! records a job's outcome in a transaction from [`Store::begin_leased`], whose first statement is a
+//! write that re-asserts the lease (and, on PostgreSQL, row-locks the job until commit). Starting
+//! with a write also means a SQLite transaction never has to upgrade a read lock to a write lock,
+//! which can fail with `SQLITE_BUSY` without waiting; SQLite transactions moreover start with
+//! `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of failing.
+
+use std::marker::PhantomData;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor};
+
+/// Embedded SQLite migrations (`migrations/sqlite`).
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+/// Embedded PostgreSQL migrations (`migrations/postgres`), with the same version numbers.
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a SQLite connection waits for another writer before `SQLITE_BUSY`. Writers hold the
+/// lock for one short transaction, so a long wait only happens under heavy contention, and waiting
+/// is better than failing a step.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+
+/// The columns of [`JobRow`], in one place for every query that returns jobs.
+const JOB_COLUMNS: &str =
+    "id, migration_id, kind, subject, payload, dedupe_key, due_at, attempts, last_error, done_at";
+
+/// The columns of [`OutboxRow`].
+const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
+     subject, body, created_at, sent_at, attempts, last_error";
+
+/// Which database a [`Store`] talks to, chosen once from the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (`sqlite:` URL): the embedded default.
+    Sqlite,
+    /// A PostgreSQL server (`postgres:` or `postgresql:` URL): several daemons can share it.
+    Postgres,
+}
+
+/// What went wrong in the store. Callers branch on [`StoreError::LeaseLost`] (another worker owns
+/// the job now: drop the work) and on [`StoreError::is_transient`] (retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The lease on this job expired or was taken by another owner; the job's outcome must not
+    /// be recorded by this holder.
+    #[error("lost the lease on job {job_id}")]
+    LeaseLost {
+        /// The job whose lease was lost.
+        job_id: i64,
+    },
+    /// An insert found a row with the same key already there.
+    #[error("{what} {key:?} already exists")]
+    Conflict {
+        /// What kind of row ("migration", "account", "domain").
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// An update named a row that does not exist.
+    #[error("{what} {key:?} not found")]
+    NotFound {
+        /// What kind of row ("migration", "account", "domain", "notice").
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// The URL names neither SQLite nor PostgreSQL. Only the scheme is kept, since the rest of a
+    /// database URL may carry a password.
+    #[error("unsupported store URL scheme {scheme:?}: expected sqlite: or postgres:")]
+    UnsupportedUrl {
+        /// The scheme that was given.
+        scheme: String,
+    },
+    /// The schema migrations failed.
+    #[error("store schema migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database reported an error.
+    #[error("store database error")]
+    Sqlx(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when trying again later may succeed: the database was unreachable, busy or locked,
+    /// the pool had no free connection, or PostgreSQL aborted a transaction for a serialization
+    /// failure or deadlock.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlx(err) => sqlx_error_is_transient(err),
+            StoreError::LeaseLost { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::UnsupportedUrl { .. }
+            | StoreError::Migrate(_) => false,
+        }
+    }
+}
+
+fn sqlx_error_is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            // PostgreSQL SQLSTATEs: connection exceptions (08xxx), serialization failure,
+            // deadlock, insufficient resources (53xxx), admin/crash shutdown, cannot connect now.
+            if code.starts_with("08") || code.starts_with("53") {
+                return true;
+            }
+            if matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") {
+                return true;
+            }
+            // SQLite reports its extended result code as a number: the primary code is the low
+            // byte, SQLITE_BUSY = 5 and SQLITE_LOCKED = 6.
+            match code.parse::<i32>() {
+                Ok(n) => matches!(n & 0xff, 5 | 6),
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// One migration: a source host moving to a target host under a playbook.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MigrationRow {
+    /// The migration id (a validated `MigrationId` in the engine).
+    pub id: String,
+    /// The source host's name in the config.
+    pub source_host: String,
+    /// The target host's name in the config.
+    pub target_host: String,
+    /// The playbook, as the raw TOML it was planned with.
+    pub playbook: String,
+    /// The planned cutover time.
+    pub cutover_at: i64,
+    /// The state name.
+    pub state: String,
+    /// The whole state value as JSON.
+    pub data: String,
+    /// When the migration was created.
+    pub created_at: i64,
+    /// When the row last changed.
+    pub updated_at: i64,
+}
+
+/// One cPanel account in a migration.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountRow {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The cPanel user name (column `user_name`: `user` is reserved in PostgreSQL).
+    #[sqlx(rename = "user_name")]
+    pub user: String,
+    /// The account's main domain.
+    pub main_domain: String,
+    /// Where customer notices go, if the account has a contact address.
+    pub contact_email: Option<String>,
+    /// Disk usage in MiB, for planning.
+    pub disk_mb: i64,
+    /// The state name.
+    pub state: String,
+    /// The whole state value as JSON.
+    pub data: String,
+    /// When the row last changed.
+    pub updated_at: i64,
+}
+
+/// One domain of an account in a migration.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DomainRow {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The domain name.
+    pub domain: String,
+    /// The owning cPanel user (column `user_name`).
+    #[sqlx(rename = "user_name")]
+    pub user: String,
+    /// The DNS zone the domain's records live in.
+    pub zone: String,
+    /// The state name.
+    pub state: String,
+    /// The whole state value as JSON.
+    pub data: String,
+    /// When the row last changed.
+    pub updated_at: i64,
+}
+
+/// A scheduled step of work.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JobRow {
+    /// The job id.
+    pub id: i64,
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// What kind of step (the engine's name for it).
+    pub kind: String,
+    /// What it acts on (an account, a domain, the migration).
+    pub subject: String,
+    /// Step parameters as JSON.
+    pub payload: String,
+    /// The unique key that makes scheduling the same step twice a no-op.
+    pub dedupe_key: String,
+    /// When the job may run.
+    pub due_at: i64,
+    /// Failed attempts so far (reset by [`Tx::requeue_job`]).
+    pub attempts: i32,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// When the job was finished, if it was.
+    pub done_at: Option<i64>,
+}
+
+/// A job to schedule with [`Tx::schedule_job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// What kind of step.
+    pub kind: String,
+    /// What it acts on.
+    pub subject: String,
+    /// Step parameters as JSON.
+    pub payload: String,
+    /// When the job may run.
+    pub due_at: i64,
+    /// Unique across all jobs (put the migration id in it): a second job with the same key is
+    /// not inserted.
+    pub dedupe_key: String,
+}
+
+/// An entry of the append-only event log.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventRow {
+    /// The event id; ids grow in insertion order.
+    pub id: i64,
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The account it concerns, if any.
+    pub account: Option<String>,
+    /// The domain it concerns, if any.
+    pub domain: Option<String>,
+    /// What happened (the engine's event name).
+    pub kind: String,
+    /// Details as JSON.
+    pub detail: String,
+    /// Who or what caused it (an operator, the scheduler).
+    pub actor: String,
+    /// When it happened.
+    pub at: i64,
+}
+
+/// An event to append with [`Tx::append_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The account it concerns, if any.
+    pub account: Option<String>,
+    /// The domain it concerns, if any.
+    pub domain: Option<String>,
+    /// What happened.
+    pub kind: String,
+    /// Details as JSON.
+    pub detail: String,
+    /// Who or what caused it.
+    pub actor: String,
+    /// When it happened.
+    pub at: i64,
+}
+
+/// A message to a customer, reseller or staff member, first written here and then sent.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// The notice id.
+    pub id: i64,
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The account it concerns, if any.
+    pub account: Option<String>,
+    /// What kind of notice (announce, completion, ...).
+    pub kind: String,
+    /// The unique key that makes enqueueing the same notice twice a no-op.
+    pub dedupe_key: String,
+    /// The stable Message-ID, so a resend is recognisably the same message.
+    pub message_id: String,
+    /// The recipients as a JSON array of addresses.
+    pub recipients: String,
+    /// The rendered subject.
+    pub subject: String,
+    /// The rendered body.
+    pub body: String,
+    /// When it was enqueued.
+    pub created_at: i64,
+    /// When it was sent, if it was.
+    pub sent_at: Option<i64>,
+    /// Failed send attempts so far.
+    pub attempts: i32,
+    /// The error of the last failed send.
+    pub last_error: Option<String>,
+}
+
+/// A notice to enqueue with [`Tx::enqueue_notice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotice {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The account it concerns, if any.
+    pub account: Option<String>,
+    /// What kind of notice.
+    pub kind: String,
+    /// Unique across all notices (put the migration id in it).
+    pub dedupe_key: String,
+    /// The stable Message-ID.
+    pub message_id: String,
+    /// The recipients as a JSON array of addresses.
+    pub recipients: String,
+    /// The rendered subject.
+    pub subject: String,
+    /// The rendered body.
+    pub body: String,
+    /// When it was enqueued.
+    pub created_at: i64,
+}
+
+/// Proof that its holder may work on one job until `expires_at`. Only [`Store::claim_jobs`] makes
+/// one; a lease is checked again by every write that records the job's outcome.
+///
+/// A lease is identified by its owner and its expiry: a re-claim after expiry always sets a later
+/// expiry, so even an owner that claims the same job twice cannot use the older lease.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Lease {
+    job_id: i64,
+    owner: String,
+    expires_at: i64,
+}
+
+impl Lease {
+    /// The leased job.
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
+
+    /// Who holds the lease (a worker's name).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// When the lease expires, unix milliseconds.
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+/// The durable store. Cloning is cheap: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A database transaction. Dropping it without [`Tx::commit`] rolls it back, but only once its
+/// connection runs again: until then its locks stay (a leased job's row on PostgreSQL, the write
+/// lock on SQLite), so prefer [`Tx::rollback`] where the next step depends on it.
+pub struct Tx<'a> {
+    tx: sqlx::Transaction<'static, Any>,
+    backend: Backend,
+    // Ties the transaction to the store it came from, as the contract's `Tx<'_>` promises, so a
+    // later change to borrow the pool instead of owning a connection breaks no caller.
+    _store: PhantomData<&'a Store>,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+/// Picks the backend from the URL's scheme.
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(Backend::Sqlite),
+        "postgres" | "postgresql" => Ok(Backend::Postgres),
+        _ => Err(StoreError::UnsupportedUrl {
+            scheme: scheme.to_owned(),
+        }),
+    }
+}
+
+/// True for SQLite URLs naming an in-memory database, where every connection would get its own
+/// empty database.
+fn sqlite_is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Adds `mode=rwc` to a SQLite file URL that names no mode, so a missing file is created.
+fn sqlite_url_with_create(url: &str) -> String {
+    if sqlite_is_memory(url) || url.contains("mode=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
+impl Store {
+    /// Opens the store at `url` (`sqlite:PATH`, creating the file if missing, or
+    /// `postgres://...`) and applies the schema migrations that are not applied yet.
+    #[tracing::instrument(skip_all, fields(backend))]
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = backend_of(url)?;
+        tracing::Span::current().record("backend", tracing::field::debug(backend));
+
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match backend {
+            Backend::Postgres => options.max_connections(10).connect(url).await?,
+            Backend::Sqlite => {
+                let memory = sqlite_is_memory(url);
+                // An in-memory database exists once per connection: keep exactly one.
+                let options = if memory {
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                } else {
+                    options.max_connections(8)
+                };
+                options
+                    .after_connect(move |conn, _meta| {
+                        Box::pin(async move {
+                            // busy_timeout first, so the journal-mode switch below can wait too.
+                            conn.execute(
+                                format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                            )
+                            .await?;
+                            if !memory {
+                                conn.execute("PRAGMA journal_mode = WAL").await?;
+                            }
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_url_with_create(url))
+                    .await?
+            }
+        };
+
+        // sqlx 0.8 implements `Migrate` for `AnyConnection` by delegating to the backend's own
+        // implementation, so the embedded migrator runs on the Any pool directly. The two
+        // directories hold the same versions; each backend records them in `_sqlx_migrations`.
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin_tx(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            // Take the write lock up front: every store transaction writes.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// Starts a transaction for an operator action or planning (no lease involved).
+    pub async fn begin(&self) -> Result<Tx<'_>, StoreError> {
+        Ok(Tx {
+            tx: self.begin_tx().await?,
+            backend: self.backend,
+            _store: PhantomData,
+        })
+    }
+
+    /// Starts a transaction to record a leased job's outcome. Its first statement re-asserts the
+    /// lease (same owner and expiry, not expired at `now`, job not done) and, on PostgreSQL, locks
+    /// the job's row until the transaction ends; [`StoreError::LeaseLost`] otherwise.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
+    pub async fn begin_leased(&self, lease: &Lease, now: i64) -> Result<Tx<'_>, StoreError> {
+        let mut tx = self.begin_tx().await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = lease_expires_at \
+             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 \
+               AND lease_expires_at > $4 AND done_at IS NULL",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+            });
+        }
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+            _store: PhantomData,
+        })
+    }
+
+    /// Claims up to `limit` jobs that are due at `now`, not done, and not leased (or whose lease
+    /// expired), for `owner` until `now + lease_ms`. Attempts are not changed. Jobs come back in
+    /// due order. Concurrent claimers never get the same job while its lease holds.
+    #[tracing::instrument(level = "debug", skip_all, fields(owner = %owner, limit))]
+    pub async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(JobRow, Lease)>, StoreError> {
+        let expires_at = now.saturating_add(lease_ms);
+        // PostgreSQL: lock the candidates and skip rows another claimer holds, so claimers split
+        // the work instead of queueing on each other. SQLite: the one statement runs under the
+        // database's single write lock, which makes it atomic without row locks.
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM jobs \
+                 WHERE done_at IS NULL AND due_at <= $3 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
+                 ORDER BY due_at, id LIMIT $4{lock}) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let mut jobs: Vec<JobRow> = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(expires_at)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        jobs.sort_by_key(|job| (job.due_at, job.id));
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let lease = Lease {
+                    job_id: job.id,
+                    owner: owner.to_owned(),
+                    expires_at,
+                };
+                (job, lease)
+            })
+            .collect())
+    }
+
+    /// Extends a lease that still holds to `now + lease_ms`; [`StoreError::LeaseLost`] if it
+    /// expired or was taken.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
+    pub async fn renew_lease(
+        &self,
+        lease: &mut Lease,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        let expires_at = now.saturating_add(lease_ms);
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $5 \
+             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 \
+               AND lease_expires_at > $4 AND done_at IS NULL",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.expires_at)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::LeaseLost {
+                job_id: lease.job_id,
+            });
+        }
+        lease.expires_at = expires_at;
+        Ok(())
+    }
+
+    /// Gives a job back without recording an outcome, so it can be claimed again at once.
+    /// Releasing a lease that was already lost changes nothing and is not an error.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
+    pub async fn release_lease(&self, lease: Lease) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3",
+        )
+        .bind(lease.job_id)
+        .bind(&lease.owner)
+        .bind(lease.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The earliest time at which a not-done job can be claimed: its due time, or its lease's
+    /// expiry if it is leased past its due time (so a daemon does not wake up for jobs another
+    /// worker holds). `None` when no job is pending.
+    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at > due_at \
+                        THEN lease_expires_at ELSE due_at END) \
+             FROM jobs WHERE done_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at)
+    }
+
+    /// One migration by id.
+    pub async fn migration(&self, id: &str) -> Result<Option<MigrationRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM migrations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// All migrations, oldest first.
+    pub async fn migrations(&self) -> Result<Vec<MigrationRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM migrations ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The accounts of a migration, by user name.
+    pub async fn accounts(&self, migration_id: &str) -> Result<Vec<AccountRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 ORDER BY user_name")
+                .bind(migration_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// One account of a migration.
+    pub async fn account(
+        &self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
+                .bind(migration_id)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The domains of a migration, by name.
+    pub async fn domains(&self, migration_id: &str) -> Result<Vec<DomainRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 ORDER BY domain")
+                .bind(migration_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The domains of one account, by name.
+    pub async fn domains_of(
+        &self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<Vec<DomainRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain",
+        )
+        .bind(migration_id)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// All jobs of a migration, done ones included, by id.
+    pub async fn jobs(&self, migration_id: &str) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id"
+        ))
+        .bind(migration_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The event log of a migration, in the order it was written.
+    pub async fn events(&self, migration_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id")
+                .bind(migration_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// All notices of a migration, by id.
+    pub async fn outbox(&self, migration_id: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE migration_id = $1 ORDER BY id"
+        ))
+        .bind(migration_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Up to `limit` notices not sent yet, of every migration, oldest first (the sender's scan).
+    pub async fn unsent_notices(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// One notice by id.
+    pub async fn notice(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters and
+/// PostgreSQL's 65,535, and measured faster than 500-row statements on both.
+const INSERT_CHUNK: usize = 100;
+
+/// `($1, .., $columns), (..), ..` for `rows` rows.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Turns "no row changed" into the error `or_else` makes.
+fn expect_one(
+    result: sqlx::any::AnyQueryResult,
+    or_else: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    if result.rows_affected() == 0 {
+        Err(or_else())
+    } else {
+        Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// Which database this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Inserts a migration; [`StoreError::Conflict`] if its id exists.
+    pub async fn insert_migration(&mut self, row: &MigrationRow) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO migrations \
+             (id, source_host, target_host, playbook, cutover_at, state, data, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&row.id)
+        .bind(&row.source_host)
+        .bind(&row.target_host)
+        .bind(&row.playbook)
+        .bind(row.cutover_at)
+        .bind(&row.state)
+        .bind(&row.data)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::Conflict {
+            what: "migration",
+            key: row.id.clone(),
+        })
+    }
+
+    /// Inserts an account; [`StoreError::Conflict`] if the migration already has that user.
+    pub async fn insert_account(&mut self, row: &AccountRow) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO accounts \
+             (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (migration_id, user_name) DO NOTHING",
+        )
+        .bind(&row.migration_id)
+        .bind(&row.user)
+        .bind(&row.main_domain)
+        .bind(&row.contact_email)
+        .bind(row.disk_mb)
+        .bind(&row.state)
+        .bind(&row.data)
+        .bind(row.updated_at)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::Conflict {
+            what: "account",
+            key: format!("{}/{}", row.migration_id, row.user),
+        })
+    }
+
+    /// Inserts a domain (its account must exist); [`StoreError::Conflict`] if the migration
+    /// already has that domain.
+    pub async fn insert_domain(&mut self, row: &DomainRow) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO domains (migration_id, domain, user_name, zone, state, data, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (migration_id, domain) DO NOTHING",
+        )
+        .bind(&row.migration_id)
+        .bind(&row.domain)
+        .bind(&row.user)
+        .bind(&row.zone)
+        .bind(&row.state)
+        .bind(&row.data)
+        .bind(row.updated_at)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::Conflict {
+            what: "domain",
+            key: format!("{}/{}", row.migration_id, row.domain),
+        })
+    }
+
+    /// Inserts many accounts with few statements (planning a migration of 10,000 accounts);
+    /// [`StoreError::Conflict`] naming the first account that already existed. Nothing is
+    /// inserted when the transaction is not committed, so callers roll back on a conflict.
+    pub async fn insert_accounts(&mut self, rows: &[AccountRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO accounts (migration_id, user_name, main_domain, contact_email, \
+                 disk_mb, state, data, updated_at) VALUES {} \
+                 ON CONFLICT (migration_id, user_name) DO NOTHING RETURNING user_name",
+                placeholders(chunk.len(), 8)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.migration_id)
+                    .bind(&row.user)
+                    .bind(&row.main_domain)
+                    .bind(&row.contact_email)
+                    .bind(row.disk_mb)
+                    .bind(&row.state)
+                    .bind(&row.data)
+                    .bind(row.updated_at);
+            }
+            let inserted = query.fetch_all(&mut *self.tx).await?;
+            if inserted.len() < chunk.len() {
+                let inserted: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                let first = chunk
+                    .iter()
+                    .find(|row| !inserted.contains(row.user.as_str()));
+                return Err(StoreError::Conflict {
+                    what: "account",
+                    key: first.map_or_else(
+                        || "a key repeated in the batch".to_owned(),
+                        |row| format!("{}/{}", row.migration_id, row.user),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts many domains with few statements (their accounts must exist);
+    /// [`StoreError::Conflict`] naming the first domain that already existed.
+    pub async fn insert_domains(&mut self, rows: &[DomainRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO domains (migration_id, domain, user_name, zone, state, data, \
+                 updated_at) VALUES {} \
+                 ON CONFLICT (migration_id, domain) DO NOTHING RETURNING domain",
+                placeholders(chunk.len(), 7)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.migration_id)
+                    .bind(&row.domain)
+                    .bind(&row.user)
+                    .bind(&row.zone)
+                    .bind(&row.state)
+                    .bind(&row.data)
+                    .bind(row.updated_at);
+            }
+            let inserted = query.fetch_all(&mut *self.tx).await?;
+            if inserted.len() < chunk.len() {
+                let inserted: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                let first = chunk
+                    .iter()
+                    .find(|row| !inserted.contains(row.domain.as_str()));
+                return Err(StoreError::Conflict {
+                    what: "domain",
+                    key: first.map_or_else(
+                        || "a key repeated in the batch".to_owned(),
+                        |row| format!("{}/{}", row.migration_id, row.domain),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a migration's state; [`StoreError::NotFound`] if there is no such migration.
+    pub async fn set_migration_state(
+        &mut self,
+        id: &str,
+        state: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE migrations SET state = $2, data = $3, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(data)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "migration",
+            key: id.to_owned(),
+        })
+    }
+
+    /// Sets an account's state; [`StoreError::NotFound`] if there is no such account.
+    pub async fn set_account_state(
+        &mut self,
+        migration_id: &str,
+        user: &str,
+        state: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE accounts SET state = $3, data = $4, updated_at = $5 \
+             WHERE migration_id = $1 AND user_name = $2",
+        )
+        .bind(migration_id)
+        .bind(user)
+        .bind(state)
+        .bind(data)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "account",
+            key: format!("{migration_id}/{user}"),
+        })
+    }
+
+    /// Sets a domain's state; [`StoreError::NotFound`] if there is no such domain.
+    pub async fn set_domain_state(
+        &mut self,
+        migration_id: &str,
+        domain: &str,
+        state: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "UPDATE domains SET state = $3, data = $4, updated_at = $5 \
+             WHERE migration_id = $1 AND domain = $2",
+        )
+        .bind(migration_id)
+        .bind(domain)
+        .bind(state)
+        .bind(data)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "domain",
+            key: format!("{migration_id}/{domain}"),
+        })
+    }
+
+    /// Appends an event to the log and returns its id.
+    pub async fn append_event(&mut self, e: &NewEvent) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (migration_id, account, domain, kind, detail, actor, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&e.migration_id)
+        .bind(&e.account)
+        .bind(&e.domain)
+        .bind(&e.kind)
+        .bind(&e.detail)
+        .bind(&e.actor)
+        .bind(e.at)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(id)
+    }
+
+    /// Schedules a job; returns false (and changes nothing) if a job with its dedupe key exists.
+    pub async fn schedule_job(&mut self, j: &NewJob) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO jobs (migration_id, kind, subject, payload, dedupe_key, due_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(&j.migration_id)
+        .bind(&j.kind)
+        .bind(&j.subject)
+        .bind(&j.payload)
+        .bind(&j.dedupe_key)
+        .bind(j.due_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Enqueues a notice; returns its id, or `None` (and changes nothing) if a notice with its
+    /// dedupe key exists.
+    pub async fn enqueue_notice(&mut self, n: &NewNotice) -> Result<Option<i64>, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO outbox (migration_id, account, kind, dedupe_key, message_id, recipients, \
+                                 subject, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(&n.migration_id)
+        .bind(&n.account)
+        .bind(&n.kind)
+        .bind(&n.dedupe_key)
+        .bind(&n.message_id)
+        .bind(&n.recipients)
+        .bind(&n.subject)
+        .bind(&n.body)
+        .bind(n.created_at)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(id)
+    }
+
+    /// Marks a notice sent at `now` (a notice already marked keeps its first time);
+    /// [`StoreError::NotFound`] if there is no such notice.
+    pub async fn mark_notice_sent(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
+        let result = sqlx::query("UPDATE outbox SET sent_at = COALESCE(sent_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "notice",
+            key: id.to_string(),
+        })
+    }
+
+    /// Records a failed send: attempts + 1 and the error; [`StoreError::NotFound`] if there is
+    /// no such notice.
+    pub async fn notice_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError> {
+        let result =
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                .bind(id)
+                .bind(error)
+                .execute(&mut *self.tx)
+                .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "notice",
+            key: id.to_string(),
+        })
+    }
+
+    /// Runs an update of the leased job guarded by the lease; `set` is the SET clause, which
+    /// uses `$4` (bound to `value`) and, when `error` is given, `$5`.
+    async fn update_leased_job(
+        &mut self,
+        lease: &Lease,
+        set: &str,
+        value: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 AND done_at IS NULL"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(lease.job_id)
+            .bind(&lease.owner)
+            .bind(lease.expires_at)
+            .bind(value);
+        if let Some(error) = error {
+            query = query.bind(error);
+        }
+        let result = query.execute(&mut *self.tx).await?;
+        expect_one(result, || StoreError::LeaseLost {
+            job_id: lease.job_id,
+        })
+    }
+
+    /// Marks the leased job done at `now` and clears the lease; [`StoreError::LeaseLost`] if the
+    /// lease no longer holds.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    pub async fn finish_job(&mut self, lease: &Lease, now: i64) -> Result<(), StoreError> {
+        self.update_leased_job(lease, "done_at = $4", now, None)
+            .await
+    }
+
+    /// Records a failed attempt of the leased job: attempts + 1, the error, due again at
+    /// `due_at`, lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    pub async fn retry_job(
+        &mut self,
+        lease: &Lease,
+        due_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.update_leased_job(
+            lease,
+            "attempts = attempts + 1, last_error = $5, due_at = $4",
+            due_at,
+            Some(error),
+        )
+        .await
+    }
+
+    /// Makes the leased job due again at `due_at` without counting an attempt (a poll that found
+    /// nothing to do yet), lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    pub async fn reschedule_job(&mut self, lease: &Lease, due_at: i64) -> Result<(), StoreError> {
+        self.update_leased_job(lease, "due_at = $4", due_at, None)
+            .await
+    }
+
+    /// Operator retry: makes the job with this dedupe key pending again at `due_at` with zero
+    /// attempts and no error, done or not. Returns false if the migration has no such job. A job
+    /// a worker holds right now keeps its lease: its holder records the outcome of the run in
+    /// flight, and the job stays done if that run finishes it.
+    pub async fn requeue_job(
+        &mut self,
+        migration_id: &str,
+        dedupe_key: &str,
+        due_at: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE jobs SET done_at = NULL, attempts = 0, last_error = NULL, due_at = $3 \
+             WHERE migration_id = $1 AND dedupe_key = $2",
+        )
+        .bind(migration_id)
+        .bind(dedupe_key)
+        .bind(due_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rolls the transaction back (dropping it does the same, without waiting).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_comes_from_the_url_scheme() {
+        assert_eq!(backend_of("sqlite:/tmp/x.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(
+            backend_of("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            backend_of("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        let err = backend_of("mysql://root:hunter2@h/db");
+        assert!(matches!(err, Err(StoreError::UnsupportedUrl { ref scheme }) if scheme == "mysql"));
+        // The error never repeats the URL, which may carry a password.
+        let message = err.map(|_| ()).unwrap_err().to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn sqlite_file_urls_create_the_file() {
+        assert_eq!(
+            sqlite_url_with_create("sqlite:/tmp/x.db"),
+            "sqlite:/tmp/x.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite:/tmp/x.db?cache=shared"),
+            "sqlite:/tmp/x.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_with_create("sqlite:/tmp/x.db?mode=ro"),
+            "sqlite:/tmp/x.db?mode=ro"
+        );
+        assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn placeholders_number_every_column_of_every_row() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+    }
+
+    #[test]
+    fn only_retryable_errors_are_transient() {
+        assert!(StoreError::Sqlx(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(!StoreError::Sqlx(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::LeaseLost { job_id: 1 }.is_transient());
+    }
+}

@@ -1,5 +1,6 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
 mod notify;
 mod ssh;
+mod store;
 mod support;
 mod whm;

@@ -1,3 +1,4 @@
 //! Test harness: starts and stops real servers on loopback.
+pub mod pg;
 pub mod smtp;
 pub mod sshd;
