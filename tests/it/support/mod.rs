@@ -1,1 +1,2 @@
 //! Test harness: starts and stops real servers on loopback.
+pub mod pdns;
