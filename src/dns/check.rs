@@ -159,8 +159,7 @@ async fn query_udp(
         // Read until the answer to *this* query arrives; anything else (a late answer to an
         // earlier attempt is fine too, it has the same id) is dropped.
         loop {
-            let received = match tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await
-            {
+            let received = match tokio::time::timeout_at(deadline, socket.recv(&mut buffer)).await {
                 Err(_elapsed) => break,
                 Ok(received) => received.map_err(io)?,
             };

@@ -88,7 +88,7 @@ pub fn lower_ttl_changes(zone: &Zone, address: Ipv4Addr, ttl: u32) -> Vec<RrsetC
     let address = address.to_string();
     zone.rrsets
         .iter()
-        .filter(|r| r.rtype == "A" && r.ttl != ttl && r.records.iter().any(|c| *c == address))
+        .filter(|r| r.rtype == "A" && r.ttl != ttl && r.records.contains(&address))
         .map(|r| RrsetChange::Replace(Rrset { ttl, ..r.clone() }))
         .collect()
 }
@@ -105,7 +105,7 @@ pub fn repoint_changes(
     let (from, to) = (from.to_string(), to.to_string());
     zone.rrsets
         .iter()
-        .filter(|r| r.rtype == "A" && r.records.iter().any(|c| *c == from))
+        .filter(|r| r.rtype == "A" && r.records.contains(&from))
         .filter(|r| names.is_none_or(|names| names.iter().any(|n| n.fqdn() == r.name)))
         .map(|r| {
             let mut records: Vec<String> = Vec::with_capacity(r.records.len());
@@ -306,7 +306,10 @@ mod tests {
                 RrsetChange::Delete { .. } => panic!("no deletes expected"),
             })
             .collect();
-        assert_eq!(names, vec![("example.fi.", 60, 1), ("www.example.fi.", 60, 2)]);
+        assert_eq!(
+            names,
+            vec![("example.fi.", 60, 1), ("www.example.fi.", 60, 2)]
+        );
     }
 
     #[test]
@@ -324,7 +327,9 @@ mod tests {
         let only = [DomainName::parse("ftp.example.fi").unwrap()];
         let changes = repoint_changes(&zone(), Some(&only), from, to);
         assert_eq!(changes.len(), 1);
-        assert!(matches!(&changes[0], RrsetChange::Replace(r) if r.name == "ftp.example.fi." && r.ttl == 60));
+        assert!(
+            matches!(&changes[0], RrsetChange::Replace(r) if r.name == "ftp.example.fi." && r.ttl == 60)
+        );
     }
 
     #[test]

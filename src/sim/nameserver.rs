@@ -72,8 +72,8 @@ impl SimNameserver {
             .await
             .context("binding the simulated PowerDNS API")?;
         let api_addr = http.local_addr().context("API socket address")?;
-        let api_url = reqwest::Url::parse(&format!("http://{api_addr}/"))
-            .context("building the API URL")?;
+        let api_url =
+            reqwest::Url::parse(&format!("http://{api_addr}/")).context("building the API URL")?;
 
         let router = router(state.clone());
         let tasks = vec![
@@ -269,7 +269,9 @@ fn parse_rrset(
     records: &[ApiRecord],
 ) -> Result<((String, RecordType), SimRrset), ApiError> {
     let owner = owner_name(name, zone).map_err(|err| {
-        ApiError::unprocessable(format!("RRset {name} IN {rtype}: Name is out of zone: {err}"))
+        ApiError::unprocessable(format!(
+            "RRset {name} IN {rtype}: Name is out of zone: {err}"
+        ))
     })?;
     let record_type = RecordType::from_str(rtype)
         .ok()
@@ -358,10 +360,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 
-    fn no_zone(zone: &str) -> Self {
+    fn no_zone() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            format!("Could not find domain '{zone}'"),
+            // PowerDNS 4.7 says just this for an unknown zone id.
+            "Not Found",
         )
     }
 }
@@ -442,7 +445,7 @@ async fn get_zone(
     authorize(&state, &headers, &server)?;
     let key = zone_key(&zone_id);
     let zones = state.zones();
-    let zone = zones.get(&key).ok_or_else(|| ApiError::no_zone(&key))?;
+    let zone = zones.get(&key).ok_or_else(ApiError::no_zone)?;
     Ok(axum::Json(zone.to_json(true)))
 }
 
@@ -494,8 +497,8 @@ async fn create_zone(
             request.name
         )));
     }
-    let domain = DomainName::parse(&request.name)
-        .map_err(|err| ApiError::unprocessable(err.to_string()))?;
+    let domain =
+        DomainName::parse(&request.name).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let name = domain.fqdn();
     let mut zone = SimZone {
         name: name.clone(),
@@ -571,7 +574,7 @@ async fn patch_zone(
     let key = zone_key(&zone_id);
     let patch: Patch = json_body(&body)?;
     let mut zones = state.zones();
-    let current = zones.get(&key).ok_or_else(|| ApiError::no_zone(&key))?;
+    let current = zones.get(&key).ok_or_else(ApiError::no_zone)?;
     // The whole batch is applied to a copy and swapped in only when all of it is good, as
     // PowerDNS applies a PATCH in one transaction.
     let mut zone = current.clone();

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use reqwest::Url;
 use siirto::dns::{
-    Checker, DnsError, DnsProvider, PowerDns, Rrset, RrsetChange, Verification,
-    lower_ttl_changes, repoint_changes,
+    Checker, DnsError, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, lower_ttl_changes,
+    repoint_changes,
 };
 use siirto::names::DomainName;
 use siirto::secret::Secret;
@@ -42,16 +42,31 @@ fn customer_rrsets(zone: &str) -> Vec<Rrset> {
         rrset(&format!("{zone}."), "A", 3600, &["192.0.2.10"]),
         rrset(&format!("www.{zone}."), "A", 3600, &["192.0.2.10"]),
         rrset(&format!("mail.{zone}."), "A", 3600, &["198.51.100.99"]),
-        rrset(&format!("{zone}."), "MX", 3600, &[&format!("10 mail.{zone}.")]),
+        rrset(
+            &format!("{zone}."),
+            "MX",
+            3600,
+            &[&format!("10 mail.{zone}.")],
+        ),
         rrset(&format!("{zone}."), "TXT", 3600, &["\"v=spf1 a mx -all\""]),
         rrset(&format!("{zone}."), "AAAA", 3600, &["2001:db8::10"]),
-        rrset(&format!("ftp.{zone}."), "CNAME", 3600, &[&format!("www.{zone}.")]),
+        rrset(
+            &format!("ftp.{zone}."),
+            "CNAME",
+            3600,
+            &[&format!("www.{zone}.")],
+        ),
     ]
 }
 
 fn serial(zone: &siirto::dns::Zone) -> u32 {
     let soa = zone.rrset(&zone.name.fqdn(), "SOA").expect("a SOA rrset");
-    soa.records[0].split_whitespace().nth(2).unwrap().parse().unwrap()
+    soa.records[0]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// The whole walk: create, read back, lower TTLs, verify, repoint, verify again.
@@ -107,7 +122,9 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
         for name in [zone.fqdn(), format!("www.{}", zone.fqdn())] {
             assert_eq!(lowered.rrset(&name, "A").unwrap().ttl, 60, "{name}");
         }
-        let mail = lowered.rrset(&format!("mail.{}", zone.fqdn()), "A").unwrap();
+        let mail = lowered
+            .rrset(&format!("mail.{}", zone.fqdn()), "A")
+            .unwrap();
         assert_eq!(mail.ttl, 3600, "records pointing elsewhere keep their TTL");
         assert_ne!(
             serial(&lowered),
@@ -161,7 +178,10 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
         "beta's apex was not repointed"
     );
     assert_eq!(
-        checker.verify_a(&domain("mail.alpha.test"), NEW).await.unwrap(),
+        checker
+            .verify_a(&domain("mail.alpha.test"), NEW)
+            .await
+            .unwrap(),
         Verification::Stale {
             server: dns_addr,
             got: vec![ELSEWHERE]
@@ -169,12 +189,35 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
     );
     // A name that does not exist inside a served zone: NXDOMAIN, no addresses.
     assert_eq!(
-        checker.verify_a(&domain("nothing.alpha.test"), NEW).await.unwrap(),
+        checker
+            .verify_a(&domain("nothing.alpha.test"), NEW)
+            .await
+            .unwrap(),
         Verification::Stale {
             server: dns_addr,
             got: vec![]
         }
     );
+
+    // An answer too big for UDP: the checker falls back to TCP.
+    let many: Vec<String> = (1..=150)
+        .map(|i| format!("10.0.{}.{}", i / 100, i % 100 + 1))
+        .collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    provider
+        .apply(
+            &zones[0],
+            &[RrsetChange::Replace(rrset(
+                "big.alpha.test.",
+                "A",
+                60,
+                &many_refs,
+            ))],
+        )
+        .await
+        .unwrap();
+    let answers = checker.a_records(&domain("big.alpha.test")).await.unwrap();
+    assert_eq!(answers[0].1.len(), 150);
 
     // Delete an rrset.
     provider
@@ -217,7 +260,7 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
             status, message, ..
         } => {
             assert_eq!(*status, 422, "{err}");
-            assert!(!message.is_empty(), "{err}");
+            assert!(message.contains("not-an-address"), "{err}");
         }
         other => panic!("expected an API refusal, got {other:?}"),
     }
@@ -246,7 +289,12 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
     let err = provider
         .apply(
             &missing,
-            &[RrsetChange::Replace(rrset("missing.test.", "A", 60, &["192.0.2.1"]))],
+            &[RrsetChange::Replace(rrset(
+                "missing.test.",
+                "A",
+                60,
+                &["192.0.2.1"],
+            ))],
         )
         .await
         .unwrap_err();
@@ -260,10 +308,7 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
 
     let wrong_key = client(api_url, "not-the-key");
     let err = wrong_key.zones().await.unwrap_err();
-    assert!(
-        matches!(err, DnsError::Api { status: 401, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DnsError::Api { status: 401, .. }), "{err:?}");
     assert!(!format!("{err:?}{err}").contains("not-the-key"));
 
     let checker = Checker::new(vec![dns_addr]).unwrap();
@@ -275,6 +320,24 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
         matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "REFUSED"),
         "{err:?}"
     );
+}
+
+/// Nothing listening: connection errors are transient, for the API and for DNS.
+#[tokio::test]
+async fn unreachable_servers_are_transient_errors() {
+    let port = crate::support::pdns::free_udp_and_tcp_port();
+    let api_url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+    let err = client(&api_url, "key").zones().await.unwrap_err();
+    assert!(matches!(err, DnsError::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+
+    let checker = Checker::new(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))]).unwrap();
+    let err = checker
+        .a_records(&domain("www.alpha.test"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(Checker::new(vec![]).is_err());
 }
 
 #[tokio::test]
@@ -323,7 +386,10 @@ async fn checker_asks_every_server() {
             .unwrap();
     }
     let checker = Checker::new(vec![pdns.dns_addr, sim.dns_addr]).unwrap();
-    assert_eq!(checker.verify_a(&www, OLD).await.unwrap(), Verification::Served);
+    assert_eq!(
+        checker.verify_a(&www, OLD).await.unwrap(),
+        Verification::Served
+    );
 
     let current = real.zone(&zone).await.unwrap();
     real.apply(&zone, &repoint_changes(&current, None, OLD, NEW))
@@ -346,5 +412,8 @@ async fn checker_asks_every_server() {
         .apply(&zone, &repoint_changes(&current, None, OLD, NEW))
         .await
         .unwrap();
-    assert_eq!(checker.verify_a(&www, NEW).await.unwrap(), Verification::Served);
+    assert_eq!(
+        checker.verify_a(&www, NEW).await.unwrap(),
+        Verification::Served
+    );
 }

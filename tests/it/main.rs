@@ -1,3 +1,3 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
-mod support;
 mod dns;
+mod support;

@@ -101,7 +101,10 @@ impl Pdns {
         let (mut api_ready, mut dns_ready) = (false, false);
         while !(api_ready && dns_ready) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("pdns_server exited with {status} while starting:\n{}", self.log());
+                panic!(
+                    "pdns_server exited with {status} while starting:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
