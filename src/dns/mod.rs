@@ -82,13 +82,14 @@ pub enum RrsetChange {
     },
 }
 
-/// The changes that set the TTL of every A rrset of `zone` that holds `address` to `ttl`,
-/// resending every record of each such rrset. Rrsets already at `ttl` are left alone.
+/// The changes that lower the TTL of every A rrset of `zone` that holds `address` to `ttl`,
+/// resending every record of each such rrset. Rrsets already at or below `ttl` are left
+/// alone (never raised).
 pub fn lower_ttl_changes(zone: &Zone, address: Ipv4Addr, ttl: u32) -> Vec<RrsetChange> {
     let address = address.to_string();
     zone.rrsets
         .iter()
-        .filter(|r| r.rtype == "A" && r.ttl != ttl && r.records.contains(&address))
+        .filter(|r| r.rtype == "A" && r.ttl > ttl && r.records.contains(&address))
         .map(|r| RrsetChange::Replace(Rrset { ttl, ..r.clone() }))
         .collect()
 }
@@ -291,6 +292,7 @@ mod tests {
                 rrset("www.example.fi.", "A", 3600, &["192.0.2.1", "192.0.2.7"]),
                 rrset("mail.example.fi.", "A", 3600, &["198.51.100.5"]),
                 rrset("ftp.example.fi.", "A", 60, &["192.0.2.1"]),
+                rrset("low.example.fi.", "A", 30, &["192.0.2.1"]),
                 rrset("example.fi.", "MX", 3600, &["10 mail.example.fi."]),
             ],
         }
@@ -317,7 +319,7 @@ mod tests {
         let from = "192.0.2.1".parse().unwrap();
         let to = "203.0.113.9".parse().unwrap();
         let changes = repoint_changes(&zone(), None, from, to);
-        assert_eq!(changes.len(), 3);
+        assert_eq!(changes.len(), 4);
         let RrsetChange::Replace(www) = &changes[1] else {
             panic!("replace expected")
         };

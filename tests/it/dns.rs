@@ -126,9 +126,8 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
             .rrset(&format!("mail.{}", zone.fqdn()), "A")
             .unwrap();
         assert_eq!(mail.ttl, 3600, "records pointing elsewhere keep their TTL");
-        assert_ne!(
-            serial(&lowered),
-            serial(&current),
+        assert!(
+            serial(&lowered) > serial(&current),
             "every PATCH bumps the SOA serial"
         );
     }
@@ -148,7 +147,13 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
         .await
         .unwrap();
 
-    let alpha = provider.zone(&zones[0]).await.unwrap();
+    let repointed = provider.zone(&zones[0]).await.unwrap();
+    assert_eq!(
+        serial(&repointed),
+        serial(&alpha) + 1,
+        "two rrsets repointed in one PATCH: one serial bump"
+    );
+    let alpha = repointed;
     assert_eq!(
         alpha.rrset("www.alpha.test.", "A").unwrap(),
         &rrset("www.alpha.test.", "A", 60, &["203.0.113.20"])
@@ -340,6 +345,24 @@ async fn unreachable_servers_are_transient_errors() {
     assert!(Checker::new(vec![]).is_err());
 }
 
+/// After shutdown nothing answers any more.
+#[tokio::test]
+async fn sim_nameserver_shuts_down() {
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let (api_url, dns_addr) = (sim.api_url.clone(), sim.dns_addr);
+    let provider = client(&api_url, "sim-key");
+    provider.zones().await.unwrap();
+    sim.shutdown().await;
+    let err = provider.zones().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = Checker::new(vec![dns_addr])
+        .unwrap()
+        .a_records(&domain("www.alpha.test"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}
+
 #[tokio::test]
 async fn powerdns_scenario() {
     let pdns = Pdns::start().await;
@@ -415,5 +438,103 @@ async fn checker_asks_every_server() {
     assert_eq!(
         checker.verify_a(&www, NEW).await.unwrap(),
         Verification::Served
+    );
+}
+
+/// Raw requests the typed client never sends: the simulator answers them with the same
+/// status codes as the real PowerDNS.
+#[tokio::test]
+async fn sim_answers_raw_requests_like_powerdns() {
+    let pdns = Pdns::start().await;
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let targets = [
+        ("pdns", pdns.api_url.clone(), pdns.api_key.clone()),
+        ("sim", sim.api_url.clone(), "sim-key".to_string()),
+    ];
+    let zone = domain("raw.test");
+    let records = [rrset("www.raw.test.", "A", 60, &["192.0.2.1"])];
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        ("no key", "GET", "api/v1/servers/localhost", None),
+        ("other server", "GET", "api/v1/servers/other", None),
+        (
+            "bad json",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some("{not json"),
+        ),
+        (
+            "bogus changetype",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.raw.test.","type":"A","ttl":60,"changetype":"BOGUS","records":[]}]}"#,
+            ),
+        ),
+        (
+            "out of zone",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.other.test.","type":"A","ttl":60,"changetype":"REPLACE","records":[{"content":"192.0.2.1","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "cname conflict",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.raw.test.","type":"CNAME","ttl":60,"changetype":"REPLACE","records":[{"content":"raw.test.","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "relative mx",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"raw.test.","type":"MX","ttl":60,"changetype":"REPLACE","records":[{"content":"10 mail","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "delete missing rrset",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(r#"{"rrsets":[{"name":"nothing.raw.test.","type":"A","changetype":"DELETE"}]}"#),
+        ),
+        (
+            "unknown zone",
+            "GET",
+            "api/v1/servers/localhost/zones/nope.test.",
+            None,
+        ),
+    ];
+    let mut statuses: Vec<Vec<u16>> = Vec::new();
+    for (_, api_url, key) in &targets {
+        client(api_url, key)
+            .create_zone(&zone, &["ns1.raw.test.".into()], &records)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let mut got = Vec::new();
+        for (label, method, path, body) in cases {
+            let mut request = http.request(method.parse().unwrap(), api_url.join(path).unwrap());
+            if *label != "no key" {
+                request = request.header("X-API-Key", key.as_str());
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string());
+            }
+            got.push(request.send().await.unwrap().status().as_u16());
+        }
+        statuses.push(got);
+    }
+    let labelled = |got: &Vec<u16>| -> Vec<(&str, u16)> {
+        cases.iter().map(|c| c.0).zip(got.iter().copied()).collect()
+    };
+    assert_eq!(
+        labelled(&statuses[1]),
+        labelled(&statuses[0]),
+        "sim vs pdns"
     );
 }
