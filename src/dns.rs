@@ -1,1 +1,0 @@
-//! dns (being written)

@@ -1,0 +1,446 @@
+//! The PowerDNS Authoritative HTTP API as a [`DnsProvider`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::{Deserialize, Serialize};
+
+use super::{DnsError, DnsProvider, Rrset, RrsetChange, Zone, owner_name};
+use crate::names::DomainName;
+use crate::secret::Secret;
+
+/// How long one API request may take. A PATCH on a 2,000-record zone takes a few ms; a much
+/// longer wait means the server is stuck, and the caller retries.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client of one PowerDNS Authoritative server's HTTP API (`/api/v1/servers/{server_id}`).
+///
+/// Every call is one HTTP request; the API answers with `Connection: close`, so there is no
+/// pool to share. Concurrency is the caller's business: on a sqlite-backed PowerDNS, use one
+/// write at a time (concurrent writers get HTTP 500 from its writer lock, which
+/// [`DnsError::is_transient`] reports as transient), and keep all requests in flight at or
+/// below 8 (its listen backlog is 10).
+#[derive(Debug, Clone)]
+pub struct PowerDns {
+    http: reqwest::Client,
+    /// `{api_url}/api/v1/servers/{server_id}/`, always with the trailing slash.
+    server_url: Url,
+}
+
+impl PowerDns {
+    /// A client for the API at `api_url` (e.g. `http://127.0.0.1:8081/`), authenticating with
+    /// `api_key` (sent as `X-API-Key`, marked sensitive, never logged) on server `server_id`
+    /// (normally `localhost`).
+    pub fn new(api_url: Url, api_key: Secret, server_id: String) -> Result<Self, DnsError> {
+        let server_url = server_url(&api_url, &server_id)?;
+        let mut key = HeaderValue::from_str(api_key.expose())
+            .map_err(|_| DnsError::Config("the API key is not a valid header value".into()))?;
+        key.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert("X-API-Key", key);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|err| DnsError::Config(format!("HTTP client: {err}")))?;
+        Ok(Self { http, server_url })
+    }
+
+    /// Creates a native zone with these nameservers (absolute names, for its NS rrset) and
+    /// initial rrsets. PowerDNS makes the SOA itself (from its `default-soa-content`).
+    #[tracing::instrument(skip_all, fields(zone = %zone))]
+    pub async fn create_zone(
+        &self,
+        zone: &DomainName,
+        nameservers: &[String],
+        rrsets: &[Rrset],
+    ) -> Result<(), DnsError> {
+        let rrsets = rrsets
+            .iter()
+            .map(|r| {
+                Ok(ApiRrset {
+                    name: owner_name(&r.name, zone)?,
+                    rtype: r.rtype.to_ascii_uppercase(),
+                    ttl: Some(r.ttl),
+                    changetype: None,
+                    records: Some(api_records(&r.records)),
+                })
+            })
+            .collect::<Result<Vec<_>, DnsError>>()?;
+        let body = NewZone {
+            name: zone.fqdn(),
+            kind: "Native",
+            nameservers,
+            rrsets,
+        };
+        let url = self.join("zones")?;
+        self.send("POST zones", Method::POST, url, Some(&body), None)
+            .await?;
+        Ok(())
+    }
+
+    fn join(&self, path: &str) -> Result<Url, DnsError> {
+        self.server_url
+            .join(path)
+            .map_err(|err| DnsError::Config(format!("API URL: {err}")))
+    }
+
+    fn zone_url(&self, zone: &DomainName) -> Result<Url, DnsError> {
+        // A validated domain name has only [a-z0-9.-], so its absolute form is the zone id
+        // as it is (PowerDNS escapes only unusual characters in ids).
+        self.join(&format!("zones/{}", zone.fqdn()))
+    }
+
+    /// Sends one request and returns the body of a 2xx answer; maps everything else to a
+    /// [`DnsError`]. `zone` names the zone for a 404.
+    async fn send<B: Serialize>(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        zone: Option<&DomainName>,
+    ) -> Result<Vec<u8>, DnsError> {
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| DnsError::Transport { op, source })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| DnsError::Transport { op, source })?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        let message = error_text(&body);
+        tracing::debug!(status = status.as_u16(), %message, "DNS API refused");
+        match (status, zone) {
+            (StatusCode::NOT_FOUND, Some(zone)) => Err(DnsError::NoSuchZone {
+                op,
+                zone: zone.to_string(),
+                message,
+            }),
+            _ => Err(DnsError::Api {
+                op,
+                status: status.as_u16(),
+                message,
+            }),
+        }
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(op: &'static str, body: &[u8]) -> Result<T, DnsError> {
+    serde_json::from_slice(body).map_err(|err| DnsError::Shape {
+        op,
+        detail: err.to_string(),
+    })
+}
+
+#[async_trait]
+impl DnsProvider for PowerDns {
+    #[tracing::instrument(skip_all, fields(zone = %zone))]
+    async fn zone(&self, zone: &DomainName) -> Result<Zone, DnsError> {
+        const OP: &str = "GET zone";
+        let url = self.zone_url(zone)?;
+        let body = self
+            .send::<()>(OP, Method::GET, url, None, Some(zone))
+            .await?;
+        let api: ApiZone = parse(OP, &body)?;
+        zone_from_api(zone, api)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn zones(&self) -> Result<Vec<DomainName>, DnsError> {
+        const OP: &str = "GET zones";
+        let url = self.join("zones")?;
+        let body = self.send::<()>(OP, Method::GET, url, None, None).await?;
+        let listed: Vec<ApiZoneListing> = parse(OP, &body)?;
+        let mut zones = Vec::with_capacity(listed.len());
+        for entry in listed {
+            match DomainName::parse(&entry.name) {
+                Ok(name) => zones.push(name),
+                // Zones we could never be asked to touch (classless reverse zones and the
+                // like) are skipped, not fatal.
+                Err(err) => tracing::warn!(error = %err, "skipping a zone with an unusable name"),
+            }
+        }
+        Ok(zones)
+    }
+
+    #[tracing::instrument(skip_all, fields(zone = %zone, changes = changes.len()))]
+    async fn apply(&self, zone: &DomainName, changes: &[RrsetChange]) -> Result<(), DnsError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let body = patch_body(zone, changes)?;
+        let url = self.zone_url(zone)?;
+        self.send("PATCH zone", Method::PATCH, url, Some(&body), Some(zone))
+            .await?;
+        Ok(())
+    }
+}
+
+/// `{api_url}/api/v1/servers/{server_id}/`; the server id must be a plain word.
+fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
+    if server_id.is_empty()
+        || !server_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || server_id.starts_with('.')
+    {
+        return Err(DnsError::Config(format!(
+            "server id {server_id:?} must be letters, digits, '-', '_' or '.'"
+        )));
+    }
+    if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
+        return Err(DnsError::Config(format!(
+            "API URL {api_url} must be an http:// or https:// URL"
+        )));
+    }
+    let mut base = api_url.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base.join(&format!("api/v1/servers/{server_id}/"))
+        .map_err(|err| DnsError::Config(format!("API URL: {err}")))
+}
+
+/// The API's `{"error": "..."}` text, or the start of the body when it is not that.
+fn error_text(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ApiError {
+        error: String,
+    }
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(err) => err.error,
+        Err(_) => String::from_utf8_lossy(body).chars().take(200).collect(),
+    }
+}
+
+fn api_records(records: &[String]) -> Vec<ApiRecord> {
+    records
+        .iter()
+        .map(|content| ApiRecord {
+            content: content.clone(),
+            disabled: false,
+        })
+        .collect()
+}
+
+/// The PATCH body for one batch; owner names are checked to lie inside the zone.
+fn patch_body(zone: &DomainName, changes: &[RrsetChange]) -> Result<PatchBody, DnsError> {
+    let rrsets = changes
+        .iter()
+        .map(|change| {
+            Ok(match change {
+                RrsetChange::Replace(r) => ApiRrset {
+                    name: owner_name(&r.name, zone)?,
+                    rtype: r.rtype.to_ascii_uppercase(),
+                    ttl: Some(r.ttl),
+                    changetype: Some("REPLACE".into()),
+                    records: Some(api_records(&r.records)),
+                },
+                RrsetChange::Delete { name, rtype } => ApiRrset {
+                    name: owner_name(name, zone)?,
+                    rtype: rtype.to_ascii_uppercase(),
+                    ttl: None,
+                    changetype: Some("DELETE".into()),
+                    records: None,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, DnsError>>()?;
+    Ok(PatchBody { rrsets })
+}
+
+fn zone_from_api(zone: &DomainName, api: ApiZone) -> Result<Zone, DnsError> {
+    let answered = DomainName::parse(&api.name)?;
+    if answered != *zone {
+        return Err(DnsError::Shape {
+            op: "GET zone",
+            detail: format!("asked for zone {zone}, got {answered}"),
+        });
+    }
+    let rrsets = api
+        .rrsets
+        .into_iter()
+        .map(|r| Rrset {
+            name: r.name.to_ascii_lowercase(),
+            rtype: r.rtype.to_ascii_uppercase(),
+            ttl: r.ttl.unwrap_or(0),
+            records: r
+                .records
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|record| !record.disabled)
+                .map(|record| record.content)
+                .collect(),
+        })
+        .collect();
+    Ok(Zone {
+        name: answered,
+        rrsets,
+    })
+}
+
+/// An rrset as the API reads and writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ApiRrset {
+    pub(crate) name: String,
+    #[serde(rename = "type")]
+    pub(crate) rtype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ttl: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) changetype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) records: Option<Vec<ApiRecord>>,
+}
+
+/// One record of an rrset as the API reads and writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ApiRecord {
+    pub(crate) content: String,
+    #[serde(default)]
+    pub(crate) disabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PatchBody {
+    rrsets: Vec<ApiRrset>,
+}
+
+#[derive(Debug, Serialize)]
+struct NewZone<'a> {
+    name: String,
+    kind: &'static str,
+    nameservers: &'a [String],
+    rrsets: Vec<ApiRrset>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiZone {
+    name: String,
+    #[serde(default)]
+    rrsets: Vec<ApiRrset>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiZoneListing {
+    name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            server_url(&url("http://127.0.0.1:8081"), "localhost")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8081/api/v1/servers/localhost/"
+        );
+        assert_eq!(
+            server_url(&url("https://dns.example.fi/pdns"), "localhost")
+                .unwrap()
+                .as_str(),
+            "https://dns.example.fi/pdns/api/v1/servers/localhost/"
+        );
+        assert!(server_url(&url("http://x/"), "../admin").is_err());
+        assert!(server_url(&url("http://x/"), "").is_err());
+        assert!(server_url(&url("ftp://x/"), "localhost").is_err());
+    }
+
+    #[test]
+    fn zone_urls_use_the_absolute_name() {
+        let pdns = PowerDns::new(
+            Url::parse("http://127.0.0.1:8081/").unwrap(),
+            Secret::new("k"),
+            "localhost".into(),
+        )
+        .unwrap();
+        let zone = DomainName::parse("Example.FI").unwrap();
+        assert_eq!(
+            pdns.zone_url(&zone).unwrap().as_str(),
+            "http://127.0.0.1:8081/api/v1/servers/localhost/zones/example.fi."
+        );
+    }
+
+    #[test]
+    fn patch_bodies() {
+        let zone = DomainName::parse("example.fi").unwrap();
+        let changes = vec![
+            RrsetChange::Replace(Rrset {
+                name: "www.example.fi.".into(),
+                rtype: "a".into(),
+                ttl: 60,
+                records: vec!["192.0.2.1".into()],
+            }),
+            RrsetChange::Delete {
+                name: "old.example.fi.".into(),
+                rtype: "TXT".into(),
+            },
+        ];
+        let body = serde_json::to_value(patch_body(&zone, &changes).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"rrsets": [
+                {"name": "www.example.fi.", "type": "A", "ttl": 60, "changetype": "REPLACE",
+                 "records": [{"content": "192.0.2.1", "disabled": false}]},
+                {"name": "old.example.fi.", "type": "TXT", "changetype": "DELETE"},
+            ]})
+        );
+        let outside = [RrsetChange::Delete {
+            name: "www.other.fi.".into(),
+            rtype: "A".into(),
+        }];
+        assert!(matches!(
+            patch_body(&zone, &outside),
+            Err(DnsError::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn error_texts() {
+        assert_eq!(
+            error_text(br#"{"error": "RRset x. IN A: bad"}"#),
+            "RRset x. IN A: bad"
+        );
+        assert_eq!(error_text(b"Unauthorized"), "Unauthorized");
+    }
+
+    #[test]
+    fn zones_from_the_api_drop_disabled_records() {
+        let zone = DomainName::parse("example.fi").unwrap();
+        let api: ApiZone = serde_json::from_value(serde_json::json!({
+            "name": "example.fi.", "kind": "Native", "serial": 3,
+            "rrsets": [{"name": "WWW.example.fi.", "type": "A", "ttl": 300, "comments": [],
+                        "records": [{"content": "192.0.2.1", "disabled": false},
+                                    {"content": "192.0.2.2", "disabled": true}]}]
+        }))
+        .unwrap();
+        let got = zone_from_api(&zone, api).unwrap();
+        assert_eq!(
+            got.rrsets,
+            vec![Rrset {
+                name: "www.example.fi.".into(),
+                rtype: "A".into(),
+                ttl: 300,
+                records: vec!["192.0.2.1".into()]
+            }]
+        );
+    }
+}

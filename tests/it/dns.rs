@@ -1,0 +1,540 @@
+//! The DNS adapter against a real pdns_server and against the simulated nameserver: the same
+//! scenario on both, so the simulator stays faithful to the real thing.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use reqwest::Url;
+use siirto::dns::{
+    Checker, DnsError, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, lower_ttl_changes,
+    repoint_changes,
+};
+use siirto::names::DomainName;
+use siirto::secret::Secret;
+use siirto::sim::nameserver::SimNameserver;
+
+use crate::support::pdns::Pdns;
+
+const OLD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const NEW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+
+fn domain(name: &str) -> DomainName {
+    DomainName::parse(name).unwrap()
+}
+
+fn rrset(name: &str, rtype: &str, ttl: u32, records: &[&str]) -> Rrset {
+    Rrset {
+        name: name.into(),
+        rtype: rtype.into(),
+        ttl,
+        records: records.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn client(api_url: &Url, api_key: &str) -> PowerDns {
+    PowerDns::new(api_url.clone(), Secret::new(api_key), "localhost".into()).unwrap()
+}
+
+/// The initial content of a customer zone: the apex and www at the old server, mail
+/// elsewhere (an external spam filter), plus records of other types that must survive.
+fn customer_rrsets(zone: &str) -> Vec<Rrset> {
+    vec![
+        rrset(&format!("{zone}."), "A", 3600, &["192.0.2.10"]),
+        rrset(&format!("www.{zone}."), "A", 3600, &["192.0.2.10"]),
+        rrset(&format!("mail.{zone}."), "A", 3600, &["198.51.100.99"]),
+        rrset(
+            &format!("{zone}."),
+            "MX",
+            3600,
+            &[&format!("10 mail.{zone}.")],
+        ),
+        rrset(&format!("{zone}."), "TXT", 3600, &["\"v=spf1 a mx -all\""]),
+        rrset(&format!("{zone}."), "AAAA", 3600, &["2001:db8::10"]),
+        rrset(
+            &format!("ftp.{zone}."),
+            "CNAME",
+            3600,
+            &[&format!("www.{zone}.")],
+        ),
+    ]
+}
+
+fn serial(zone: &siirto::dns::Zone) -> u32 {
+    let soa = zone.rrset(&zone.name.fqdn(), "SOA").expect("a SOA rrset");
+    soa.records[0]
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The whole walk: create, read back, lower TTLs, verify, repoint, verify again.
+async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
+    let zones = [domain("alpha.test"), domain("beta.test")];
+    let nameservers = vec!["ns1.alpha.test.".to_string(), "ns2.alpha.test.".to_string()];
+    for zone in &zones {
+        provider
+            .create_zone(zone, &nameservers, &customer_rrsets(zone.as_str()))
+            .await
+            .unwrap();
+    }
+
+    let listed = provider.zones().await.unwrap();
+    for zone in &zones {
+        assert!(listed.contains(zone), "{zone} missing from {listed:?}");
+    }
+
+    let alpha = provider.zone(&zones[0]).await.unwrap();
+    assert_eq!(alpha.name, zones[0]);
+    for expected in customer_rrsets("alpha.test") {
+        let got = alpha
+            .rrset(&expected.name, &expected.rtype)
+            .unwrap_or_else(|| panic!("{} {} missing: {alpha:?}", expected.name, expected.rtype));
+        assert_eq!(got, &expected);
+    }
+    let soa = alpha.rrset("alpha.test.", "SOA").expect("a SOA rrset");
+    assert!(soa.records[0].starts_with("ns1.alpha.test. hostmaster.alpha.test. "));
+    let ns = alpha.rrset("alpha.test.", "NS").expect("an NS rrset");
+    let mut ns_records = ns.records.clone();
+    ns_records.sort();
+    assert_eq!(ns_records, nameservers);
+
+    let checker = Checker::new(vec![dns_addr]).unwrap();
+    let www = domain("www.alpha.test");
+    assert_eq!(
+        checker.verify_a(&www, OLD).await.unwrap(),
+        Verification::Served
+    );
+    // The CNAME is followed inside the answer.
+    assert_eq!(
+        checker.a_records(&domain("ftp.alpha.test")).await.unwrap(),
+        vec![(dns_addr, vec![OLD])]
+    );
+
+    // Lower the TTLs: one PATCH per zone.
+    for zone in &zones {
+        let current = provider.zone(zone).await.unwrap();
+        let changes = lower_ttl_changes(&current, OLD, 60);
+        assert_eq!(changes.len(), 2, "apex and www point at the old server");
+        provider.apply(zone, &changes).await.unwrap();
+        let lowered = provider.zone(zone).await.unwrap();
+        for name in [zone.fqdn(), format!("www.{}", zone.fqdn())] {
+            assert_eq!(lowered.rrset(&name, "A").unwrap().ttl, 60, "{name}");
+        }
+        let mail = lowered
+            .rrset(&format!("mail.{}", zone.fqdn()), "A")
+            .unwrap();
+        assert_eq!(mail.ttl, 3600, "records pointing elsewhere keep their TTL");
+        assert!(
+            serial(&lowered) > serial(&current),
+            "every PATCH bumps the SOA serial"
+        );
+    }
+
+    // Repoint alpha (all of it) and beta's www only.
+    let alpha = provider.zone(&zones[0]).await.unwrap();
+    provider
+        .apply(&zones[0], &repoint_changes(&alpha, None, OLD, NEW))
+        .await
+        .unwrap();
+    let beta = provider.zone(&zones[1]).await.unwrap();
+    provider
+        .apply(
+            &zones[1],
+            &repoint_changes(&beta, Some(&[domain("www.beta.test")]), OLD, NEW),
+        )
+        .await
+        .unwrap();
+
+    let repointed = provider.zone(&zones[0]).await.unwrap();
+    assert_eq!(
+        serial(&repointed),
+        serial(&alpha) + 1,
+        "two rrsets repointed in one PATCH: one serial bump"
+    );
+    let alpha = repointed;
+    assert_eq!(
+        alpha.rrset("www.alpha.test.", "A").unwrap(),
+        &rrset("www.alpha.test.", "A", 60, &["203.0.113.20"])
+    );
+    assert_eq!(
+        alpha.rrset("mail.alpha.test.", "A").unwrap(),
+        &rrset("mail.alpha.test.", "A", 3600, &["198.51.100.99"])
+    );
+    assert_eq!(
+        alpha.rrset("alpha.test.", "MX").unwrap().records,
+        vec!["10 mail.alpha.test."]
+    );
+
+    for name in ["alpha.test", "www.alpha.test", "www.beta.test"] {
+        assert_eq!(
+            checker.verify_a(&domain(name), NEW).await.unwrap(),
+            Verification::Served,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        checker.verify_a(&domain("beta.test"), NEW).await.unwrap(),
+        Verification::Stale {
+            server: dns_addr,
+            got: vec![OLD]
+        },
+        "beta's apex was not repointed"
+    );
+    assert_eq!(
+        checker
+            .verify_a(&domain("mail.alpha.test"), NEW)
+            .await
+            .unwrap(),
+        Verification::Stale {
+            server: dns_addr,
+            got: vec![ELSEWHERE]
+        }
+    );
+    // A name that does not exist inside a served zone: NXDOMAIN, no addresses.
+    assert_eq!(
+        checker
+            .verify_a(&domain("nothing.alpha.test"), NEW)
+            .await
+            .unwrap(),
+        Verification::Stale {
+            server: dns_addr,
+            got: vec![]
+        }
+    );
+
+    // An answer too big for UDP: the checker falls back to TCP.
+    let many: Vec<String> = (1..=150)
+        .map(|i| format!("10.0.{}.{}", i / 100, i % 100 + 1))
+        .collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    provider
+        .apply(
+            &zones[0],
+            &[RrsetChange::Replace(rrset(
+                "big.alpha.test.",
+                "A",
+                60,
+                &many_refs,
+            ))],
+        )
+        .await
+        .unwrap();
+    let answers = checker.a_records(&domain("big.alpha.test")).await.unwrap();
+    assert_eq!(answers[0].1.len(), 150);
+
+    // Delete an rrset.
+    provider
+        .apply(
+            &zones[1],
+            &[RrsetChange::Delete {
+                name: "mail.beta.test.".into(),
+                rtype: "A".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let beta = provider.zone(&zones[1]).await.unwrap();
+    assert!(beta.rrset("mail.beta.test.", "A").is_none());
+    assert_eq!(
+        checker.a_records(&domain("mail.beta.test")).await.unwrap(),
+        vec![(dns_addr, vec![])]
+    );
+}
+
+/// Refusals: bad content (4xx with the API's text), an unknown zone, a wrong key, a name
+/// outside every served zone.
+async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
+    let zone = domain("gamma.test");
+    provider
+        .create_zone(&zone, &["ns1.gamma.test.".into()], &[])
+        .await
+        .unwrap();
+
+    let bad = [RrsetChange::Replace(rrset(
+        "www.gamma.test.",
+        "A",
+        60,
+        &["not-an-address"],
+    ))];
+    let err = provider.apply(&zone, &bad).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    match &err {
+        DnsError::Api {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 422, "{err}");
+            assert!(message.contains("not-an-address"), "{err}");
+        }
+        other => panic!("expected an API refusal, got {other:?}"),
+    }
+    // Nothing of a refused batch was applied.
+    let good_and_bad = [
+        RrsetChange::Replace(rrset("ok.gamma.test.", "A", 60, &["192.0.2.1"])),
+        RrsetChange::Replace(rrset("www.gamma.test.", "A", 60, &["300.1.1.1"])),
+    ];
+    assert!(provider.apply(&zone, &good_and_bad).await.is_err());
+    assert!(
+        provider
+            .zone(&zone)
+            .await
+            .unwrap()
+            .rrset("ok.gamma.test.", "A")
+            .is_none()
+    );
+
+    let missing = domain("missing.test");
+    let err = provider.zone(&missing).await.unwrap_err();
+    assert!(
+        matches!(&err, DnsError::NoSuchZone { zone, .. } if zone == "missing.test"),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    let err = provider
+        .apply(
+            &missing,
+            &[RrsetChange::Replace(rrset(
+                "missing.test.",
+                "A",
+                60,
+                &["192.0.2.1"],
+            ))],
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+
+    let err = provider
+        .create_zone(&zone, &["ns1.gamma.test.".into()], &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DnsError::Api { status: 409, .. }), "{err:?}");
+
+    let wrong_key = client(api_url, "not-the-key");
+    let err = wrong_key.zones().await.unwrap_err();
+    assert!(matches!(err, DnsError::Api { status: 401, .. }), "{err:?}");
+    assert!(!format!("{err:?}{err}").contains("not-the-key"));
+
+    let checker = Checker::new(vec![dns_addr]).unwrap();
+    let err = checker
+        .a_records(&domain("www.not-served.example"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "REFUSED"),
+        "{err:?}"
+    );
+}
+
+/// Nothing listening: connection errors are transient, for the API and for DNS.
+#[tokio::test]
+async fn unreachable_servers_are_transient_errors() {
+    let port = crate::support::pdns::free_udp_and_tcp_port();
+    let api_url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+    let err = client(&api_url, "key").zones().await.unwrap_err();
+    assert!(matches!(err, DnsError::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+
+    let checker = Checker::new(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))]).unwrap();
+    let err = checker
+        .a_records(&domain("www.alpha.test"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(Checker::new(vec![]).is_err());
+}
+
+/// After shutdown nothing answers any more.
+#[tokio::test]
+async fn sim_nameserver_shuts_down() {
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let (api_url, dns_addr) = (sim.api_url.clone(), sim.dns_addr);
+    let provider = client(&api_url, "sim-key");
+    provider.zones().await.unwrap();
+    sim.shutdown().await;
+    let err = provider.zones().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = Checker::new(vec![dns_addr])
+        .unwrap()
+        .a_records(&domain("www.alpha.test"))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn powerdns_scenario() {
+    let pdns = Pdns::start().await;
+    let provider = client(&pdns.api_url, &pdns.api_key);
+    scenario(&provider, pdns.dns_addr).await;
+}
+
+#[tokio::test]
+async fn powerdns_refusals() {
+    let pdns = Pdns::start().await;
+    let provider = client(&pdns.api_url, &pdns.api_key);
+    refusals(&provider, &pdns.api_url, pdns.dns_addr).await;
+}
+
+#[tokio::test]
+async fn sim_nameserver_scenario() {
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let provider = client(&sim.api_url, "sim-key");
+    scenario(&provider, sim.dns_addr).await;
+}
+
+#[tokio::test]
+async fn sim_nameserver_refusals() {
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let provider = client(&sim.api_url, "sim-key");
+    refusals(&provider, &sim.api_url, sim.dns_addr).await;
+}
+
+/// Each server is asked separately: when only one of two serves the new address, the
+/// checker names the one that does not.
+#[tokio::test]
+async fn checker_asks_every_server() {
+    let pdns = Pdns::start().await;
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let zone = domain("delta.test");
+    let www = domain("www.delta.test");
+    let records = [rrset("www.delta.test.", "A", 60, &["192.0.2.10"])];
+    let real = client(&pdns.api_url, &pdns.api_key);
+    let simulated = client(&sim.api_url, "sim-key");
+    for provider in [&real, &simulated] {
+        provider
+            .create_zone(&zone, &["ns1.delta.test.".into()], &records)
+            .await
+            .unwrap();
+    }
+    let checker = Checker::new(vec![pdns.dns_addr, sim.dns_addr]).unwrap();
+    assert_eq!(
+        checker.verify_a(&www, OLD).await.unwrap(),
+        Verification::Served
+    );
+
+    let current = real.zone(&zone).await.unwrap();
+    real.apply(&zone, &repoint_changes(&current, None, OLD, NEW))
+        .await
+        .unwrap();
+    assert_eq!(
+        checker.a_records(&www).await.unwrap(),
+        vec![(pdns.dns_addr, vec![NEW]), (sim.dns_addr, vec![OLD])]
+    );
+    assert_eq!(
+        checker.verify_a(&www, NEW).await.unwrap(),
+        Verification::Stale {
+            server: sim.dns_addr,
+            got: vec![OLD]
+        }
+    );
+
+    let current = simulated.zone(&zone).await.unwrap();
+    simulated
+        .apply(&zone, &repoint_changes(&current, None, OLD, NEW))
+        .await
+        .unwrap();
+    assert_eq!(
+        checker.verify_a(&www, NEW).await.unwrap(),
+        Verification::Served
+    );
+}
+
+/// Raw requests the typed client never sends: the simulator answers them with the same
+/// status codes as the real PowerDNS.
+#[tokio::test]
+async fn sim_answers_raw_requests_like_powerdns() {
+    let pdns = Pdns::start().await;
+    let sim = SimNameserver::start("sim-key").await.unwrap();
+    let targets = [
+        ("pdns", pdns.api_url.clone(), pdns.api_key.clone()),
+        ("sim", sim.api_url.clone(), "sim-key".to_string()),
+    ];
+    let zone = domain("raw.test");
+    let records = [rrset("www.raw.test.", "A", 60, &["192.0.2.1"])];
+    let cases: &[(&str, &str, &str, Option<&str>)] = &[
+        ("no key", "GET", "api/v1/servers/localhost", None),
+        ("other server", "GET", "api/v1/servers/other", None),
+        (
+            "bad json",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some("{not json"),
+        ),
+        (
+            "bogus changetype",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.raw.test.","type":"A","ttl":60,"changetype":"BOGUS","records":[]}]}"#,
+            ),
+        ),
+        (
+            "out of zone",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.other.test.","type":"A","ttl":60,"changetype":"REPLACE","records":[{"content":"192.0.2.1","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "cname conflict",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"www.raw.test.","type":"CNAME","ttl":60,"changetype":"REPLACE","records":[{"content":"raw.test.","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "relative mx",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(
+                r#"{"rrsets":[{"name":"raw.test.","type":"MX","ttl":60,"changetype":"REPLACE","records":[{"content":"10 mail","disabled":false}]}]}"#,
+            ),
+        ),
+        (
+            "delete missing rrset",
+            "PATCH",
+            "api/v1/servers/localhost/zones/raw.test.",
+            Some(r#"{"rrsets":[{"name":"nothing.raw.test.","type":"A","changetype":"DELETE"}]}"#),
+        ),
+        (
+            "unknown zone",
+            "GET",
+            "api/v1/servers/localhost/zones/nope.test.",
+            None,
+        ),
+    ];
+    let mut statuses: Vec<Vec<u16>> = Vec::new();
+    for (_, api_url, key) in &targets {
+        client(api_url, key)
+            .create_zone(&zone, &["ns1.raw.test.".into()], &records)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let mut got = Vec::new();
+        for (label, method, path, body) in cases {
+            let mut request = http.request(method.parse().unwrap(), api_url.join(path).unwrap());
+            if *label != "no key" {
+                request = request.header("X-API-Key", key.as_str());
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string());
+            }
+            got.push(request.send().await.unwrap().status().as_u16());
+        }
+        statuses.push(got);
+    }
+    let labelled = |got: &Vec<u16>| -> Vec<(&str, u16)> {
+        cases.iter().map(|c| c.0).zip(got.iter().copied()).collect()
+    };
+    assert_eq!(
+        labelled(&statuses[1]),
+        labelled(&statuses[0]),
+        "sim vs pdns"
+    );
+}
