@@ -112,9 +112,8 @@ impl Source<'_> {
             let inner = err.into_inner();
             let mut message = inner.message().trim().replace('\n', "; ");
             // serde says "missing field `x`" at the table that lacks it; name the field itself.
-            if let Some(missing) = message
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.strip_suffix('`'))
+            if let Some(missing) =
+                message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`'))
             {
                 field = join_field(&field, missing);
                 message = "expected this required field, but it is missing".to_owned();
@@ -126,21 +125,12 @@ impl Source<'_> {
                 };
             }
             let position = Some(self.position(inner.span().map_or(0, |span| span.start)));
-            ConfigError {
-                origin: self.origin.to_owned(),
-                position,
-                field,
-                message,
-            }
+            ConfigError { origin: self.origin.to_owned(), position, field, message }
         })
     }
 
     /// Parses a human duration ("90s", "15m", "14d").
-    pub(crate) fn duration(
-        &self,
-        value: &Spanned<String>,
-        field: &str,
-    ) -> Result<Duration, ConfigError> {
+    pub(crate) fn duration(&self, value: &Spanned<String>, field: &str) -> Result<Duration, ConfigError> {
         humantime::parse_duration(value.get_ref().trim()).map_err(|err| {
             self.at(
                 value,
@@ -204,11 +194,7 @@ impl Source<'_> {
     ) -> Result<i64, ConfigError> {
         let got = *value.get_ref();
         if got < min || got > max {
-            return Err(self.at(
-                value,
-                field,
-                format!("expected {what} of {min}..={max}{unit}, got {got}"),
-            ));
+            return Err(self.at(value, field, format!("expected {what} of {min}..={max}{unit}, got {got}")));
         }
         Ok(got)
     }
@@ -234,11 +220,7 @@ impl Source<'_> {
 }
 
 fn join_field(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
 }
 
 /// `dns.nameservers[1]` from serde_path_to_error's path, without toml's private Spanned keys.
@@ -503,10 +485,7 @@ fn parse_with_env(
             ctx.src.at(
                 listen,
                 "listen",
-                format!(
-                    "expected an address like \"127.0.0.1:8640\", got {:?}",
-                    listen.get_ref()
-                ),
+                format!("expected an address like \"127.0.0.1:8640\", got {:?}", listen.get_ref()),
             )
         })?,
         None => SocketAddr::from(([127, 0, 0, 1], 8640)),
@@ -519,14 +498,7 @@ fn parse_with_env(
     }
     let dns = ctx.dns(&raw.dns)?;
     let mail = ctx.mail(&raw.mail)?;
-    Ok(Config {
-        database,
-        listen,
-        daemon,
-        hosts,
-        dns,
-        mail,
-    })
+    Ok(Config { database, listen, daemon, hosts, dns, mail })
 }
 
 struct Ctx<'a> {
@@ -538,11 +510,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn resolve(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 
     fn database(&self, url: &Spanned<String>) -> Result<String, ConfigError> {
@@ -560,11 +528,8 @@ impl Ctx<'_> {
                     "expected a SQLite file after \"sqlite:\", e.g. \"sqlite:siirto.db\"",
                 ));
             }
-            let file = if file == ":memory:" {
-                file.to_owned()
-            } else {
-                self.resolve(file).display().to_string()
-            };
+            let file =
+                if file == ":memory:" { file.to_owned() } else { self.resolve(file).display().to_string() };
             return Ok(match query {
                 Some(query) => format!("sqlite:{file}?{query}"),
                 None => format!("sqlite:{file}"),
@@ -595,9 +560,7 @@ impl Ctx<'_> {
                 let name = owner.get_ref().trim();
                 let ok = !name.is_empty()
                     && name.len() <= 64
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
                 if !ok {
                     return Err(self.src.at(
                         owner,
@@ -637,11 +600,7 @@ impl Ctx<'_> {
                 ));
             }
         }
-        Ok(DaemonSettings {
-            owner,
-            lease,
-            idle_poll,
-        })
+        Ok(DaemonSettings { owner, lease, idle_poll })
     }
 
     /// Reads a secret named by `X_file` or `X_env`; an inline `X` is refused.
@@ -676,10 +635,7 @@ impl Ctx<'_> {
                     self.src.at(
                         file,
                         field("_file"),
-                        format!(
-                            "expected a readable file, cannot read {}: {err}",
-                            path.display()
-                        ),
+                        format!("expected a readable file, cannot read {}: {err}", path.display()),
                     )
                 })?;
                 let value = text.trim();
@@ -725,20 +681,14 @@ impl Ctx<'_> {
             self.src.at(
                 value,
                 field,
-                format!(
-                    "expected an http:// or https:// URL, got {:?} ({err})",
-                    value.get_ref()
-                ),
+                format!("expected an http:// or https:// URL, got {:?} ({err})", value.get_ref()),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(self.src.at(
                 value,
                 field,
-                format!(
-                    "expected an http:// or https:// URL with a host, got {:?}",
-                    value.get_ref()
-                ),
+                format!("expected an http:// or https:// URL with a host, got {:?}", value.get_ref()),
             ));
         }
         Ok(url)
@@ -751,9 +701,7 @@ impl Ctx<'_> {
         let prefix = format!("hosts.{short}");
         let label_ok = !short.is_empty()
             && short.len() <= 63
-            && short
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && short.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !short.starts_with('-')
             && !short.ends_with('-');
         if !label_ok {
@@ -774,11 +722,7 @@ impl Ctx<'_> {
                 Some(name.span()),
             )?
             .ok_or_else(|| {
-                self.src.at(
-                    name,
-                    format!("{prefix}.token_file"),
-                    "expected token_file or token_env",
-                )
+                self.src.at(name, format!("{prefix}.token_file"), "expected token_file or token_env")
             })?;
         let tls = match &raw.tls_pin_sha256 {
             Some(pin) => {
@@ -792,8 +736,7 @@ impl Ctx<'_> {
                 }
                 let hex_digits: String = pin.get_ref().chars().filter(|c| *c != ':').collect();
                 let mut digest = [0u8; 32];
-                if hex_digits.len() != 64 || hex::decode_to_slice(&hex_digits, &mut digest).is_err()
-                {
+                if hex_digits.len() != 64 || hex::decode_to_slice(&hex_digits, &mut digest).is_err() {
                     return Err(self.src.at(
                         pin,
                         field,
@@ -811,10 +754,7 @@ impl Ctx<'_> {
             self.src.at(
                 &raw.ip,
                 format!("{prefix}.ip"),
-                format!(
-                    "expected an IPv4 address like \"192.0.2.10\", got {:?}",
-                    raw.ip.get_ref()
-                ),
+                format!("expected an IPv4 address like \"192.0.2.10\", got {:?}", raw.ip.get_ref()),
             )
         })?;
         let http_port = match &raw.http_port {
@@ -825,15 +765,7 @@ impl Ctx<'_> {
             Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
             None => None,
         };
-        Ok(HostConfig {
-            name: short.to_owned(),
-            whm_url,
-            token,
-            tls,
-            ip,
-            http_port,
-            ssh,
-        })
+        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, http_port, ssh })
     }
 
     fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -856,13 +788,10 @@ impl Ctx<'_> {
             Some(user) => {
                 let name = user.get_ref().as_str();
                 let ok = name.len() <= 32
+                    && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
                     && name
                         .bytes()
-                        .next()
-                        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                    && name.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b)
-                    });
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b));
                 if !ok {
                     return Err(self.src.at(
                         user,
@@ -879,10 +808,7 @@ impl Ctx<'_> {
             return Err(self.src.at(
                 &raw.key_file,
                 format!("{prefix}.key_file"),
-                format!(
-                    "expected a private key file, but {} is not a file",
-                    key_file.display()
-                ),
+                format!("expected a private key file, but {} is not a file", key_file.display()),
             ));
         }
         let host_key_line = raw.host_key.get_ref().trim();
@@ -895,12 +821,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(SshConfig {
-            address,
-            user,
-            key_file,
-            host_key: host_key_line.to_owned(),
-        })
+        Ok(SshConfig { address, user, key_file, host_key: host_key_line.to_owned() })
     }
 
     fn dns(&self, raw: &RawDns) -> Result<DnsConfig, ConfigError> {
@@ -924,19 +845,13 @@ impl Ctx<'_> {
                         Some(raw.provider.span()),
                     )?
                     .ok_or_else(|| {
-                        self.src.at(
-                            &raw.provider,
-                            "dns.api_key_file",
-                            "expected api_key_file or api_key_env",
-                        )
+                        self.src.at(&raw.provider, "dns.api_key_file", "expected api_key_file or api_key_env")
                     })?;
                 let server_id = match &raw.server_id {
                     Some(id) => {
                         let value = id.get_ref().as_str();
                         let ok = !value.is_empty()
-                            && value
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                         if !ok {
                             return Err(self.src.at(
                                 id,
@@ -948,11 +863,7 @@ impl Ctx<'_> {
                     }
                     None => "localhost".to_owned(),
                 };
-                DnsProviderConfig::PowerDns {
-                    api_url,
-                    api_key,
-                    server_id,
-                }
+                DnsProviderConfig::PowerDns { api_url, api_key, server_id }
             }
             other => {
                 return Err(self.src.at(
@@ -996,11 +907,7 @@ impl Ctx<'_> {
             (1, 8),
             "a number of concurrent zone writes",
         )?;
-        Ok(DnsConfig {
-            provider,
-            nameservers,
-            write_concurrency,
-        })
+        Ok(DnsConfig { provider, nameservers, write_concurrency })
     }
 
     fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
@@ -1019,10 +926,7 @@ impl Ctx<'_> {
             ("port", raw.port.as_ref().map(Spanned::span)),
             ("security", raw.security.as_ref().map(Spanned::span)),
             ("username", raw.username.as_ref().map(Spanned::span)),
-            (
-                "password_file",
-                raw.password_file.as_ref().map(Spanned::span),
-            ),
+            ("password_file", raw.password_file.as_ref().map(Spanned::span)),
             ("password_env", raw.password_env.as_ref().map(Spanned::span)),
             ("password", raw.password.as_ref().map(Spanned::span)),
         ];
@@ -1036,11 +940,7 @@ impl Ctx<'_> {
                     ));
                 }
                 let host = raw.host.as_ref().ok_or_else(|| {
-                    self.src.at(
-                        &raw.channel,
-                        "mail.host",
-                        "expected host for channel = \"smtp\"",
-                    )
+                    self.src.at(&raw.channel, "mail.host", "expected host for channel = \"smtp\"")
                 })?;
                 let host_name = host.get_ref().trim();
                 if host_name.is_empty() || host_name.contains(char::is_whitespace) {
@@ -1051,20 +951,18 @@ impl Ctx<'_> {
                     ));
                 }
                 let security = match raw.security.as_ref() {
-                    Some(security) => {
-                        match security.get_ref().as_str() {
-                            "starttls" => SmtpSecurity::Starttls,
-                            "tls" => SmtpSecurity::Tls,
-                            "none" => SmtpSecurity::None,
-                            other => {
-                                return Err(self.src.at(
+                    Some(security) => match security.get_ref().as_str() {
+                        "starttls" => SmtpSecurity::Starttls,
+                        "tls" => SmtpSecurity::Tls,
+                        "none" => SmtpSecurity::None,
+                        other => {
+                            return Err(self.src.at(
                                 security,
                                 "mail.security",
                                 format!("expected one of \"starttls\", \"tls\", \"none\", got {other:?}"),
                             ));
-                            }
                         }
-                    }
+                    },
                     None => SmtpSecurity::Starttls,
                 };
                 let port = match &raw.port {
@@ -1099,25 +997,13 @@ impl Ctx<'_> {
                             .as_ref()
                             .or(raw.password_env.as_ref())
                             .map_or(raw.channel.span(), Spanned::span);
-                        return Err(self.src.error(
-                            at,
-                            "mail.username",
-                            "expected username with a password",
-                        ));
+                        return Err(self.src.error(at, "mail.username", "expected username with a password"));
                     }
                 };
-                MailChannelConfig::Smtp {
-                    host: host_name.to_owned(),
-                    port,
-                    security,
-                    username,
-                    password,
-                }
+                MailChannelConfig::Smtp { host: host_name.to_owned(), port, security, username, password }
             }
             "directory" => {
-                if let Some((name, Some(span))) =
-                    smtp_only.into_iter().find(|(_, span)| span.is_some())
-                {
+                if let Some((name, Some(span))) = smtp_only.into_iter().find(|(_, span)| span.is_some()) {
                     return Err(self.src.error(
                         span,
                         format!("mail.{name}"),
@@ -1125,18 +1011,12 @@ impl Ctx<'_> {
                     ));
                 }
                 let path = raw.path.as_ref().ok_or_else(|| {
-                    self.src.at(
-                        &raw.channel,
-                        "mail.path",
-                        "expected path for channel = \"directory\"",
-                    )
+                    self.src.at(&raw.channel, "mail.path", "expected path for channel = \"directory\"")
                 })?;
                 if path.get_ref().trim().is_empty() {
                     return Err(self.src.at(path, "mail.path", "expected a directory path"));
                 }
-                MailChannelConfig::Directory {
-                    path: self.resolve(path.get_ref().trim()),
-                }
+                MailChannelConfig::Directory { path: self.resolve(path.get_ref().trim()) }
             }
             other => {
                 return Err(self.src.at(
@@ -1146,10 +1026,7 @@ impl Ctx<'_> {
                 ));
             }
         };
-        Ok(MailConfig {
-            from: from.to_owned(),
-            channel,
-        })
+        Ok(MailConfig { from: from.to_owned(), channel })
     }
 }
 
@@ -1170,9 +1047,7 @@ fn normalize_ssh_address(value: &str) -> Option<String> {
     };
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     host_ok.then(|| format!("{host}:{port}"))
 }
 
@@ -1278,10 +1153,7 @@ mod tests {
     fn example_config_loads() {
         let dir = example_dir();
         let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
-        assert_eq!(
-            config.database,
-            format!("sqlite:{}", dir.path().join("siirto.db").display())
-        );
+        assert_eq!(config.database, format!("sqlite:{}", dir.path().join("siirto.db").display()));
         assert_eq!(config.listen, "127.0.0.1:8640".parse().expect("addr"));
         assert_eq!(config.daemon.lease, Duration::from_secs(60));
         let old = &config.hosts["old1"];
@@ -1293,9 +1165,7 @@ mod tests {
         assert_eq!(ssh.key_file, dir.path().join("secrets/id_ed25519"));
         assert_eq!(config.hosts["new1"].http_port, 80);
         assert!(config.hosts["new1"].ssh.is_none());
-        let DnsProviderConfig::PowerDns {
-            api_key, server_id, ..
-        } = &config.dns.provider;
+        let DnsProviderConfig::PowerDns { api_key, server_id, .. } = &config.dns.provider;
         assert_eq!(api_key.expose(), "PDNSKEYVALUE");
         assert_eq!(server_id, "localhost");
         assert_eq!(
@@ -1307,18 +1177,10 @@ mod tests {
         );
         assert_eq!(config.dns.write_concurrency, 1);
         match &config.mail.channel {
-            MailChannelConfig::Smtp {
-                port,
-                security,
-                password,
-                ..
-            } => {
+            MailChannelConfig::Smtp { port, security, password, .. } => {
                 assert_eq!(*port, 587);
                 assert_eq!(*security, SmtpSecurity::Starttls);
-                assert_eq!(
-                    password.as_ref().map(Secret::expose),
-                    Some("SMTPPASSWORDVALUE")
-                );
+                assert_eq!(password.as_ref().map(Secret::expose), Some("SMTPPASSWORDVALUE"));
             }
             other => panic!("expected smtp, got {other:?}"),
         }
@@ -1333,10 +1195,7 @@ mod tests {
         assert_eq!(config.hosts["new1"].token.expose(), "NEW1TOKENVALUE");
         assert!(config.database.ends_with("siirto.db"));
         let missing = Config::load(&dir.path().join("nope.toml")).expect_err("missing file");
-        assert!(
-            missing.to_string().contains("cannot read the config file"),
-            "{missing}"
-        );
+        assert!(missing.to_string().contains("cannot read the config file"), "{missing}");
     }
 
     #[test]
@@ -1344,12 +1203,7 @@ mod tests {
         let dir = example_dir();
         let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
         let debug = format!("{config:?}");
-        for secret in [
-            "OLD1TOKENVALUE",
-            "NEW1TOKENVALUE",
-            "PDNSKEYVALUE",
-            "SMTPPASSWORDVALUE",
-        ] {
+        for secret in ["OLD1TOKENVALUE", "NEW1TOKENVALUE", "PDNSKEYVALUE", "SMTPPASSWORDVALUE"] {
             assert!(!debug.contains(secret), "{secret} leaked: {debug}");
         }
         assert!(debug.contains("<redacted>"));
@@ -1359,14 +1213,8 @@ mod tests {
     fn secrets_from_environment_variables() {
         let dir = example_dir();
         let text = EXAMPLE
-            .replace(
-                "token_file = \"secrets/old1.token\"",
-                "token_env = \"OLD1_TOKEN\"",
-            )
-            .replace(
-                "api_key_file = \"secrets/pdns.key\"",
-                "api_key_env = \"PDNS_KEY\"",
-            );
+            .replace("token_file = \"secrets/old1.token\"", "token_env = \"OLD1_TOKEN\"")
+            .replace("api_key_file = \"secrets/pdns.key\"", "api_key_env = \"PDNS_KEY\"");
         let env = |name: &str| match name {
             "OLD1_TOKEN" => Some("from-env-1".to_owned()),
             "PDNS_KEY" => Some(" from-env-2\n".to_owned()),
@@ -1378,8 +1226,7 @@ mod tests {
         assert_eq!(api_key.expose(), "from-env-2");
         let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err("unset");
         assert!(
-            err.to_string()
-                .contains("hosts.old1.token_env: expected the environment variable OLD1_TOKEN"),
+            err.to_string().contains("hosts.old1.token_env: expected the environment variable OLD1_TOKEN"),
             "{err}"
         );
     }
@@ -1411,12 +1258,7 @@ path = "outbox"
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 8640)));
         assert_eq!(config.daemon.idle_poll, Duration::from_secs(1));
         assert_eq!(config.daemon.owner, None);
-        assert_eq!(
-            config.mail.channel,
-            MailChannelConfig::Directory {
-                path: dir.path().join("outbox")
-            }
-        );
+        assert_eq!(config.mail.channel, MailChannelConfig::Directory { path: dir.path().join("outbox") });
     }
 
     #[test]
@@ -1481,9 +1323,7 @@ path = "outbox"
             (
                 "pin on http",
                 "whm_url = \"https://old1.example.net:2087\"",
-                format!(
-                    "whm_url = \"http://old1.example.net:2086\"\ntls_pin_sha256 = \"{pin_ok}\""
-                ),
+                format!("whm_url = \"http://old1.example.net:2086\"\ntls_pin_sha256 = \"{pin_ok}\""),
                 "5:18: hosts.old1.tls_pin_sha256: expected no certificate pin for an http:// whm_url",
             ),
             (
@@ -1558,9 +1398,7 @@ path = "outbox"
         for (what, from, to, expected) in cases {
             assert!(MINIMAL.contains(from), "{what}: {from:?} not in MINIMAL");
             let text = MINIMAL.replacen(from, &to, 1);
-            let err = parse_with_env(&text, "c.toml", dir.path(), &no_env)
-                .expect_err(what)
-                .to_string();
+            let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err(what).to_string();
             if !err.starts_with(&format!("c.toml:{expected}")) {
                 failures.push(format!("{what}: expected c.toml:{expected}…\n got {err}"));
             }
@@ -1584,13 +1422,9 @@ path = "outbox"
         let dns_start = MINIMAL.find("[dns]").expect("dns");
         let mail_start = MINIMAL.find("[mail]").expect("mail");
         let without_dns = format!("{}{}", &MINIMAL[..dns_start], &MINIMAL[mail_start..]);
-        let err = parse_with_env(&without_dns, "c.toml", dir.path(), &no_env)
-            .expect_err("no dns")
-            .to_string();
-        assert_eq!(
-            err,
-            "c.toml:1:1: dns: expected this required field, but it is missing"
-        );
+        let err =
+            parse_with_env(&without_dns, "c.toml", dir.path(), &no_env).expect_err("no dns").to_string();
+        assert_eq!(err, "c.toml:1:1: dns: expected this required field, but it is missing");
     }
 
     #[test]
@@ -1606,41 +1440,23 @@ path = "outbox"
         assert_eq!(ssh.address, "192.0.2.1:22");
         assert_eq!(ssh.user, "root");
 
-        let bad_key = good.replace(
-            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ",
-            "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ!!",
-        );
+        let bad_key = good.replace("AAAAC3NzaC1lZDI1NTE5AAAAIMIQ", "AAAAC3NzaC1lZDI1NTE5AAAAIMIQ!!");
         let err = parse_with_env(&bad_key, "c.toml", dir.path(), &no_env).expect_err("bad key");
         assert!(
-            err.to_string()
-                .contains(":22:12: hosts.old1.ssh.host_key: expected the host's public key"),
+            err.to_string().contains(":22:12: hosts.old1.ssh.host_key: expected the host's public key"),
             "{err}"
         );
         let no_key_file = good.replace("secrets/id_ed25519", "secrets/missing");
-        let err =
-            parse_with_env(&no_key_file, "c.toml", dir.path(), &no_env).expect_err("no key file");
-        assert!(
-            err.to_string()
-                .contains("hosts.old1.ssh.key_file: expected a private key file"),
-            "{err}"
-        );
+        let err = parse_with_env(&no_key_file, "c.toml", dir.path(), &no_env).expect_err("no key file");
+        assert!(err.to_string().contains("hosts.old1.ssh.key_file: expected a private key file"), "{err}");
     }
 
     #[test]
     fn ssh_addresses_are_normalized() {
-        assert_eq!(
-            normalize_ssh_address("h.example").as_deref(),
-            Some("h.example:22")
-        );
-        assert_eq!(
-            normalize_ssh_address("h.example:2222").as_deref(),
-            Some("h.example:2222")
-        );
+        assert_eq!(normalize_ssh_address("h.example").as_deref(), Some("h.example:22"));
+        assert_eq!(normalize_ssh_address("h.example:2222").as_deref(), Some("h.example:2222"));
         assert_eq!(normalize_ssh_address("::1").as_deref(), Some("[::1]:22"));
-        assert_eq!(
-            normalize_ssh_address("[::1]:2200").as_deref(),
-            Some("[::1]:2200")
-        );
+        assert_eq!(normalize_ssh_address("[::1]:2200").as_deref(), Some("[::1]:2200"));
         assert_eq!(normalize_ssh_address("h.example:x"), None);
         assert_eq!(normalize_ssh_address("a b"), None);
     }

@@ -1,1 +1,1576 @@
-//! engine (being written)
+//! The daemon's reconcile loop: lease due jobs, perform their effects through the adapters,
+//! record the outcome and the new states in one transaction.
+//!
+//! Work is a row in the `jobs` table (kind, subject, due time). A worker claims due rows under a
+//! lease, asks the pure core (`domain`) what the event does to the state, performs the effect,
+//! and commits the new state, the event log entry, the follow-up jobs and the job's own
+//! completion in one transaction guarded by the lease. Every effect checks before it acts
+//! (a TTL already lowered is not lowered again, a record already pointing at the target is not
+//! patched, a sent notice is not sent again), because a crash between "did it" and "recorded
+//! it" re-runs the job. A failing job is retried with exponential backoff and jitter; past the
+//! playbook's budget its account is held for an operator and the rest of the migration goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use futures::StreamExt;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::Config;
+use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
+use crate::domain::{
+    AccountEvent, AccountPolicy, AccountState, AccountStep, DomainEvent, DomainState, GatePolicy,
+    MigrationEvent, MigrationState, Timestamp, account_next_step, account_transition, completion_notice_key,
+    domain_transition, from_millis, migration_transition, to_millis,
+};
+use crate::names::{AccountName, DomainName, MigrationId};
+use crate::notify::{Channel, OutgoingNotice};
+use crate::playbook::{OnMismatch, Playbook};
+use crate::store::{
+    AccountRow, DomainRow, JobRow, Lease, MigrationRow, NewEvent, NewJob, Store, StoreError, Tx,
+};
+use crate::whm::{AccountItem, ItemOutcome, RemoteRootSession, SessionState, TransferSessionId, WhmClient};
+
+/// The source of `now` for the engine: the system clock in production, a controlled one in tests.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// What the engine knows of one cPanel host.
+#[derive(Clone, Debug)]
+pub struct HostRuntime {
+    /// The host's name in the config.
+    pub name: String,
+    /// Its WHM API client.
+    pub whm: WhmClient,
+    /// The address its sites' A records point at (and the address transfers reach it by).
+    pub ip: Ipv4Addr,
+    /// The port its web server answers on (80 on a real host).
+    pub http_port: u16,
+}
+
+/// Everything an engine is made of; the daemon builds it from the config, tests and the demo
+/// build it from what they started.
+pub struct EngineParts {
+    /// The store.
+    pub store: Store,
+    /// The cPanel hosts by config name.
+    pub hosts: BTreeMap<String, HostRuntime>,
+    /// The company's DNS provider.
+    pub dns: Arc<dyn DnsProvider>,
+    /// Checks answers on the company's authoritative nameservers.
+    pub checker: Arc<Checker>,
+    /// Where notices go.
+    pub channel: Arc<dyn Channel>,
+    /// The From address of notices.
+    pub mail_from: String,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// This daemon's name in leases and the event log.
+    pub owner: String,
+    /// How long a claimed job stays ours.
+    pub lease: Duration,
+    /// How long the loop sleeps at most when there is no due work.
+    pub idle_poll: Duration,
+    /// Concurrent zone writes to the DNS provider (1 for a sqlite-backed PowerDNS).
+    pub dns_write_concurrency: usize,
+    /// Jobs run at once by this daemon.
+    pub workers: usize,
+}
+
+/// The orchestrator: one per daemon process; cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Store,
+    hosts: BTreeMap<String, HostRuntime>,
+    dns: Arc<dyn DnsProvider>,
+    checker: Arc<Checker>,
+    channel: Arc<dyn Channel>,
+    mail_from: String,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    lease: Duration,
+    idle_poll: Duration,
+    workers: usize,
+    dns_writes: Semaphore,
+    /// One lock per zone: changes to one zone are never written concurrently (PowerDNS's sqlite
+    /// backend answers concurrent PATCHes to one zone with 500s).
+    zone_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    playbooks: Mutex<HashMap<String, Arc<Playbook>>>,
+}
+
+/// Zones handled by one run of the lowering job; the job reschedules itself for the rest, so
+/// no run outlives its lease on a campaign of 50,000 domains.
+const LOWER_TTL_ZONES_PER_RUN: usize = 200;
+
+/// The kinds of work in the jobs table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Observe and lower the TTLs of the migrating records (migration-wide).
+    LowerTtl,
+    /// Open the TTL gate once the old TTLs have expired (migration-wide).
+    OpenGate,
+    /// Put the accounts that want a transfer into a new transfer session (migration-wide).
+    Transfer,
+    /// Enqueue a session's accounts and start it (subject: session id).
+    StartSession,
+    /// Read a session's state and log (subject: session id).
+    PollSession,
+    /// Check an account's sites on the target (subject: user).
+    Verify,
+    /// Repoint an account's domains and verify through the resolver (subject: user).
+    Repoint,
+    /// Write an account's completion notice to the outbox (subject: user).
+    QueueNotice,
+    /// Send one outbox row (subject: notice id).
+    SendNotice,
+    /// See whether every account has settled (migration-wide).
+    Settle,
+}
+
+impl JobKind {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::LowerTtl => "lower_ttl",
+            JobKind::OpenGate => "open_gate",
+            JobKind::Transfer => "transfer",
+            JobKind::StartSession => "start_session",
+            JobKind::PollSession => "poll_session",
+            JobKind::Verify => "verify",
+            JobKind::Repoint => "repoint",
+            JobKind::QueueNotice => "queue_notice",
+            JobKind::SendNotice => "send_notice",
+            JobKind::Settle => "settle",
+        }
+    }
+
+    /// Parses a stored kind.
+    pub fn parse(kind: &str) -> Option<JobKind> {
+        [
+            JobKind::LowerTtl,
+            JobKind::OpenGate,
+            JobKind::Transfer,
+            JobKind::StartSession,
+            JobKind::PollSession,
+            JobKind::Verify,
+            JobKind::Repoint,
+            JobKind::QueueNotice,
+            JobKind::SendNotice,
+            JobKind::Settle,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    }
+
+    /// True when a failure of this job concerns one account, which is held when the retry
+    /// budget is spent; the other jobs concern the whole migration and keep retrying.
+    fn is_per_account(self) -> bool {
+        match self {
+            JobKind::Verify | JobKind::Repoint | JobKind::QueueNotice | JobKind::SendNotice => true,
+            JobKind::LowerTtl
+            | JobKind::OpenGate
+            | JobKind::Transfer
+            | JobKind::StartSession
+            | JobKind::PollSession
+            | JobKind::Settle => false,
+        }
+    }
+}
+
+/// How a step failed.
+#[derive(Debug)]
+enum StepError {
+    /// Worth retrying (a timeout, a 500, a server that is restarting).
+    Transient(anyhow::Error),
+    /// Retrying will not help (a refusal, bad data).
+    Permanent(anyhow::Error),
+    /// Another daemon took the job over; record nothing.
+    LeaseLost,
+}
+
+impl StepError {
+    fn transient(err: impl Into<anyhow::Error>) -> Self {
+        StepError::Transient(err.into())
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::LeaseLost { .. } => StepError::LeaseLost,
+            other if other.is_transient() => StepError::Transient(other.into()),
+            other => StepError::Permanent(other.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for StepError {
+    fn from(err: anyhow::Error) -> Self {
+        StepError::Permanent(err)
+    }
+}
+
+macro_rules! classify {
+    ($err:expr) => {{
+        let err = $err;
+        if err.is_transient() { StepError::Transient(err.into()) } else { StepError::Permanent(err.into()) }
+    }};
+}
+
+type StepResult = Result<(), StepError>;
+
+/// A migration as a job sees it: its row, parsed state and playbook, and its two hosts.
+struct MigrationCtx {
+    id: MigrationId,
+    row: MigrationRow,
+    state: MigrationState,
+    playbook: Arc<Playbook>,
+    source: HostRuntime,
+    target: HostRuntime,
+}
+
+impl MigrationCtx {
+    fn account_policy(&self) -> AccountPolicy {
+        AccountPolicy {
+            max_transfer_attempts: self.playbook.transfer.max_attempts,
+            hold_on_mismatch: matches!(self.playbook.verification.on_mismatch, OnMismatch::Hold),
+        }
+    }
+
+    fn gate_policy(&self) -> GatePolicy {
+        GatePolicy {
+            margin: self.playbook.dns.gate_margin,
+            wait_override: self.playbook.dns.gate_wait_override,
+        }
+    }
+}
+
+/// The payload of a session job: which accounts it carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionPayload {
+    accounts: Vec<String>,
+}
+
+impl Engine {
+    /// Builds an engine from its parts.
+    pub fn new(parts: EngineParts) -> Engine {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Engine {
+            store: parts.store,
+            hosts: parts.hosts,
+            dns: parts.dns,
+            checker: parts.checker,
+            channel: parts.channel,
+            mail_from: parts.mail_from,
+            http,
+            clock: parts.clock,
+            owner: parts.owner,
+            lease: parts.lease,
+            idle_poll: parts.idle_poll,
+            workers: parts.workers.max(1),
+            dns_writes: Semaphore::new(parts.dns_write_concurrency.max(1)),
+            zone_locks: Mutex::new(HashMap::new()),
+            playbooks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Builds an engine from a validated config: WHM clients, the DNS provider and checker,
+    /// the notice channel.
+    pub fn from_config(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
+        let parts = adapters_from_config(config)?;
+        let owner = config.daemon.owner.clone().unwrap_or_else(default_owner);
+        Ok(Engine::new(EngineParts {
+            store,
+            hosts: parts.hosts,
+            dns: parts.dns,
+            checker: parts.checker,
+            channel: parts.channel,
+            mail_from: config.mail.from.clone(),
+            clock,
+            owner,
+            lease: config.daemon.lease,
+            idle_poll: config.daemon.idle_poll,
+            dns_write_concurrency: config.dns.write_concurrency as usize,
+            workers: 8,
+        }))
+    }
+
+    /// Renames this daemon (its name in leases and the event log).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Engine {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Sets how many jobs this daemon runs at once.
+    pub fn with_workers(mut self, workers: usize) -> Engine {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The store this engine works on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This daemon's name in leases and the event log.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// One round: claims up to `workers` due jobs, runs them concurrently and waits for them.
+    /// Returns how many ran. Tests drive the engine with this.
+    pub async fn tick(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let now = to_millis(self.clock.now());
+        let claimed = self
+            .store
+            .claim_jobs(&self.owner, now, self.lease.as_millis() as i64, self.workers as i64)
+            .await
+            .context("claiming due jobs")?;
+        let count = claimed.len();
+        let mut running = JoinSet::new();
+        for (job, lease) in claimed {
+            let engine = Arc::clone(self);
+            running.spawn(async move { engine.run_job(job, lease).await });
+        }
+        while let Some(joined) = running.join_next().await {
+            if let Err(err) = joined {
+                warn!(error = %err, "a job task panicked");
+            }
+        }
+        Ok(count)
+    }
+
+    /// The daemon's loop: keeps `workers` jobs running, sleeps until the next due job (at most
+    /// `idle_poll`, so work scheduled by another process is seen), and stops claiming when
+    /// `shutdown` completes, letting the jobs in flight finish.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let mut running: JoinSet<()> = JoinSet::new();
+        info!(owner = %self.owner, workers = self.workers, "engine running");
+        loop {
+            while let Some(joined) = running.try_join_next() {
+                if let Err(err) = joined {
+                    warn!(error = %err, "a job task panicked");
+                }
+            }
+            let free = self.workers.saturating_sub(running.len());
+            if free > 0 {
+                let now = to_millis(self.clock.now());
+                match self
+                    .store
+                    .claim_jobs(&self.owner, now, self.lease.as_millis() as i64, free as i64)
+                    .await
+                {
+                    Ok(claimed) => {
+                        let any = !claimed.is_empty();
+                        for (job, lease) in claimed {
+                            let engine = Arc::clone(&self);
+                            running.spawn(async move { engine.run_job(job, lease).await });
+                        }
+                        if any {
+                            continue;
+                        }
+                    }
+                    Err(err) => warn!(error = %err, "claiming due jobs failed; trying again"),
+                }
+            }
+            let wait = self.time_to_next_job().await;
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        info!(in_flight = running.len(), "engine stopping; letting jobs in flight finish");
+        while running.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn time_to_next_job(&self) -> Duration {
+        let now = to_millis(self.clock.now());
+        match self.store.next_due_at().await {
+            Ok(Some(due)) if due > now => Duration::from_millis((due - now) as u64).min(self.idle_poll),
+            Ok(Some(_)) => Duration::from_millis(50).min(self.idle_poll),
+            Ok(None) | Err(_) => self.idle_poll,
+        }
+    }
+
+    async fn run_job(&self, job: JobRow, lease: Lease) {
+        let span = info_span!("job", id = job.id, kind = %job.kind, migration = %job.migration_id, subject = %job.subject);
+        async {
+            debug!("running");
+            let outcome = self.perform(&job, &lease).await;
+            if let Err(err) = outcome {
+                self.record_failure(&job, &lease, err).await;
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn perform(&self, job: &JobRow, lease: &Lease) -> StepResult {
+        let kind = JobKind::parse(&job.kind).ok_or_else(|| anyhow!("unknown job kind {:?}", job.kind))?;
+        let ctx = self.migration_ctx(&job.migration_id).await?;
+        match &ctx.state {
+            MigrationState::Aborted { .. } => {
+                // An aborted migration does nothing more; the job is closed.
+                let now = self.now_ms();
+                let mut tx = self.store.begin_leased(lease, now).await?;
+                tx.finish_job(lease, now).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            MigrationState::Paused { .. } | MigrationState::Planned { .. } => {
+                let now = self.now_ms();
+                let mut tx = self.store.begin_leased(lease, now).await?;
+                tx.reschedule_job(lease, now + self.idle_poll.as_millis() as i64 * 2).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            MigrationState::Started { .. }
+            | MigrationState::TtlLowered { .. }
+            | MigrationState::Transferring { .. }
+            | MigrationState::CutOver { .. } => {}
+        }
+        match kind {
+            JobKind::LowerTtl => self.lower_ttl(&ctx, lease).await,
+            JobKind::OpenGate => self.open_gate(&ctx, lease).await,
+            JobKind::Transfer => self.transfer(&ctx, lease).await,
+            JobKind::StartSession => self.start_session(&ctx, job, lease).await,
+            JobKind::PollSession => self.poll_session(&ctx, job, lease).await,
+            JobKind::Verify => self.verify(&ctx, job, lease).await,
+            JobKind::Repoint => self.repoint(&ctx, job, lease).await,
+            JobKind::QueueNotice => self.queue_notice(&ctx, job, lease).await,
+            JobKind::SendNotice => self.send_notice(&ctx, job, lease).await,
+            JobKind::Settle => self.settle(&ctx, lease).await,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_millis(self.clock.now())
+    }
+
+    async fn migration_ctx(&self, id: &str) -> Result<MigrationCtx, StepError> {
+        let row =
+            self.store.migration(id).await?.ok_or_else(|| anyhow!("migration {id} is not in the store"))?;
+        let state: MigrationState = serde_json::from_str(&row.data)
+            .with_context(|| format!("migration {id}: stored state is unreadable"))?;
+        let playbook = self.playbook_of(&row)?;
+        let host = |name: &str| {
+            self.hosts
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("migration {id}: host {name:?} is not in the config"))
+        };
+        Ok(MigrationCtx {
+            id: MigrationId::parse(&row.id).context("stored migration id")?,
+            source: host(&row.source_host)?,
+            target: host(&row.target_host)?,
+            state,
+            playbook,
+            row,
+        })
+    }
+
+    fn playbook_of(&self, row: &MigrationRow) -> anyhow::Result<Arc<Playbook>> {
+        let mut cache = self.playbooks.lock().map_err(|_| anyhow!("playbook cache poisoned"))?;
+        if let Some(playbook) = cache.get(&row.id) {
+            return Ok(Arc::clone(playbook));
+        }
+        let playbook = Arc::new(
+            Playbook::parse(&row.playbook, &format!("playbook of migration {}", row.id))
+                .map_err(|err| anyhow!("{err}"))?,
+        );
+        cache.insert(row.id.clone(), Arc::clone(&playbook));
+        Ok(playbook)
+    }
+
+    fn zone_lock(&self, zone: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.zone_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(locks.entry(zone.to_owned()).or_default())
+    }
+
+    /// Applies one batch to a zone: one PATCH, never two writers on one zone, at most
+    /// `dns_write_concurrency` writers in all.
+    async fn write_zone(&self, zone: &DomainName, changes: &[RrsetChange]) -> StepResult {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let lock = self.zone_lock(zone.as_str());
+        let _zone = lock.lock().await;
+        let _permit = self.dns_writes.acquire().await.map_err(|_| anyhow!("DNS write semaphore closed"))?;
+        self.dns.apply(zone, changes).await.map_err(|err| classify!(err))
+    }
+
+    // ---- recording -----------------------------------------------------------------------
+
+    fn event(
+        &self,
+        ctx: &MigrationCtx,
+        account: Option<&str>,
+        domain: Option<&str>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            migration_id: ctx.id.to_string(),
+            account: account.map(str::to_owned),
+            domain: domain.map(str::to_owned),
+            kind: kind.to_owned(),
+            detail: detail.to_string(),
+            actor: self.owner.clone(),
+            at: self.now_ms(),
+        }
+    }
+
+    fn job(
+        &self,
+        ctx: &MigrationCtx,
+        kind: JobKind,
+        subject: &str,
+        payload: serde_json::Value,
+        due_at: i64,
+        dedupe: String,
+    ) -> NewJob {
+        NewJob {
+            migration_id: ctx.id.to_string(),
+            kind: kind.as_str().to_owned(),
+            subject: subject.to_owned(),
+            payload: payload.to_string(),
+            due_at,
+            dedupe_key: dedupe,
+        }
+    }
+
+    /// Applies an event to a migration inside `tx`: transition, state, event log.
+    async fn apply_migration(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        state: &MigrationState,
+        event: MigrationEvent,
+    ) -> Result<MigrationState, StepError> {
+        let now = self.now();
+        let next = migration_transition(state, &event, now)
+            .map_err(|refusal| StepError::Permanent(refusal.into()))?;
+        let data = serde_json::to_string(&next).context("serialising a migration state")?;
+        tx.set_migration_state(ctx.id.as_str(), next.name(), &data, to_millis(now)).await?;
+        tx.append_event(&self.event(
+            ctx,
+            None,
+            None,
+            event.name(),
+            serde_json::json!({ "event": event, "state": next.name() }),
+        ))
+        .await?;
+        Ok(next)
+    }
+
+    /// Applies an event to an account inside `tx`: transition, state, event log, and the
+    /// follow-up job the new state asks for.
+    async fn apply_account(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        user: &str,
+        state: &AccountState,
+        event: AccountEvent,
+    ) -> Result<AccountState, StepError> {
+        let now = self.now();
+        let next = account_transition(state, &event, now, &ctx.account_policy())
+            .map_err(|refusal| StepError::Permanent(anyhow!("account {user}: {refusal}")))?;
+        let data = serde_json::to_string(&next).context("serialising an account state")?;
+        tx.set_account_state(ctx.id.as_str(), user, next.name(), &data, to_millis(now)).await?;
+        let event_id = tx
+            .append_event(&self.event(
+                ctx,
+                Some(user),
+                None,
+                event.name(),
+                serde_json::json!({ "event": event, "state": next.name() }),
+            ))
+            .await?;
+        let now_ms = to_millis(now);
+        if let Some(step) = account_next_step(&next) {
+            let kind = match step {
+                AccountStep::Verify => JobKind::Verify,
+                AccountStep::Repoint => JobKind::Repoint,
+                AccountStep::QueueNotice => JobKind::QueueNotice,
+            };
+            // The event id makes the key unique per entry into the state, so an account retried
+            // by an operator gets fresh jobs while a re-run of the same step does not.
+            let dedupe = format!("{}:{}:{user}:{event_id}", kind.as_str(), ctx.id);
+            tx.schedule_job(&self.job(ctx, kind, user, serde_json::json!({}), now_ms, dedupe)).await?;
+        }
+        if next.is_settled() {
+            let dedupe = format!("settle:{}:{user}:{event_id}", ctx.id);
+            tx.schedule_job(&self.job(ctx, JobKind::Settle, "", serde_json::json!({}), now_ms, dedupe))
+                .await?;
+        }
+        Ok(next)
+    }
+
+    /// Applies an event to a domain inside `tx`.
+    async fn apply_domain(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        row: &DomainRow,
+        state: &DomainState,
+        event: DomainEvent,
+    ) -> Result<DomainState, StepError> {
+        let now = self.now();
+        let next = domain_transition(state, &event, now, &ctx.gate_policy())
+            .map_err(|refusal| StepError::Permanent(anyhow!("domain {}: {refusal}", row.domain)))?;
+        let data = serde_json::to_string(&next).context("serialising a domain state")?;
+        tx.set_domain_state(ctx.id.as_str(), &row.domain, next.name(), &data, to_millis(now)).await?;
+        tx.append_event(&self.event(
+            ctx,
+            Some(&row.user),
+            Some(&row.domain),
+            event.name(),
+            serde_json::json!({ "event": event, "state": next.name() }),
+        ))
+        .await?;
+        Ok(next)
+    }
+
+    /// Holds an account with a reason, in its own transaction.
+    async fn hold_account(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        user: &str,
+        reason: String,
+    ) -> Result<(), StepError> {
+        let Some(row) = self.store.account(ctx.id.as_str(), user).await? else {
+            return Err(StepError::Permanent(anyhow!("account {user} is not in migration {}", ctx.id)));
+        };
+        let state = account_state(&row)?;
+        if state.is_settled() {
+            return Ok(());
+        }
+        self.apply_account(tx, ctx, user, &state, AccountEvent::Held { reason }).await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, job: &JobRow, lease: &Lease, err: StepError) {
+        let (error, transient) = match err {
+            StepError::LeaseLost => {
+                warn!("the lease was lost to another daemon; its outcome is theirs to record");
+                return;
+            }
+            StepError::Transient(err) => (err, true),
+            StepError::Permanent(err) => (err, false),
+        };
+        let message = format!("{error:#}");
+        let attempts = job.attempts as u32 + 1;
+        let kind = JobKind::parse(&job.kind);
+        let policy = self.migration_ctx(&job.migration_id).await.ok();
+        let (max_attempts, base, max_delay) = policy
+            .as_ref()
+            .map(|ctx| {
+                (ctx.playbook.retry.max_attempts, ctx.playbook.retry.base_delay, ctx.playbook.retry.max_delay)
+            })
+            .unwrap_or((5, Duration::from_secs(5), Duration::from_secs(300)));
+        let now = self.now_ms();
+        let per_account = kind.is_some_and(JobKind::is_per_account);
+        let give_up = per_account && (!transient || attempts >= max_attempts);
+        let result: Result<(), StepError> = async {
+            let mut tx = self.store.begin_leased(lease, now).await?;
+            if give_up && let Some(ctx) = &policy {
+                let user = match kind {
+                    Some(JobKind::SendNotice) => {
+                        let id: i64 = job.subject.parse().unwrap_or_default();
+                        tx.notice_failed(id, &message).await?;
+                        self.store.notice(id).await?.and_then(|n| n.account)
+                    }
+                    _ => Some(job.subject.clone()),
+                };
+                if let Some(user) = user {
+                    let reason = format!("{} failed after {attempts} attempt(s): {message}", job.kind);
+                    self.hold_account(&mut tx, ctx, &user, reason).await?;
+                }
+                tx.finish_job(lease, now).await?;
+            } else {
+                let delay = backoff(base, max_delay, attempts);
+                tx.retry_job(lease, now + delay.as_millis() as i64, &message).await?;
+                if let Some(ctx) = &policy {
+                    let account = per_account.then(|| job.subject.clone()).filter(|_| kind != Some(JobKind::SendNotice));
+                    tx.append_event(&self.event(
+                        ctx,
+                        account.as_deref(),
+                        None,
+                        "step_failed",
+                        serde_json::json!({ "job": job.kind, "attempt": attempts, "transient": transient, "error": message, "retry_in_ms": delay.as_millis() as u64 }),
+                    ))
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if give_up {
+            warn!(error = %message, attempts, "step failed; account held for an operator");
+        } else {
+            warn!(error = %message, attempts, transient, "step failed; will retry");
+        }
+        if let Err(err) = result {
+            warn!(error = ?err, "could not record the failure; the lease will expire and the job run again");
+        }
+    }
+
+    // ---- the steps -----------------------------------------------------------------------
+
+    /// Observes and lowers the TTLs of the records that will change, zone by zone (one PATCH
+    /// per zone), then sets the migration's TTL gate.
+    async fn lower_ttl(&self, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
+        let MigrationState::Started { .. } = ctx.state else {
+            return self.finish(lease).await;
+        };
+        let domains = self.store.domains(ctx.id.as_str()).await?;
+        let mut by_zone: BTreeMap<String, Vec<DomainRow>> = BTreeMap::new();
+        for row in domains.iter() {
+            match domain_state(row)? {
+                DomainState::Pending | DomainState::TtlObserved { .. } => {
+                    by_zone.entry(row.zone.clone()).or_default().push(row.clone())
+                }
+                DomainState::TtlLowered { .. }
+                | DomainState::VerifiedOnTarget { .. }
+                | DomainState::Repointed { .. }
+                | DomainState::Done { .. } => {}
+            }
+        }
+        let total_zones = by_zone.len();
+        let this_run: Vec<(String, Vec<DomainRow>)> =
+            by_zone.into_iter().take(LOWER_TTL_ZONES_PER_RUN).collect();
+        let handled = this_run.len();
+        let results: Vec<StepResult> = futures::stream::iter(this_run)
+            .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut first_transient = None;
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(StepError::LeaseLost) => return Err(StepError::LeaseLost),
+                Err(err @ StepError::Transient(_)) => {
+                    first_transient.get_or_insert(err);
+                }
+                Err(StepError::Permanent(err)) => return Err(StepError::Permanent(err)),
+            }
+        }
+        if let Some(err) = first_transient {
+            return Err(err);
+        }
+        let now = self.now_ms();
+        if handled < total_zones {
+            let mut tx = self.store.begin_leased(lease, now).await?;
+            tx.reschedule_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
+        // Every domain is lowered: the migration's gate is the latest of the per-domain gates.
+        let gate = ctx.gate_policy();
+        if let Some(wait) = gate.wait_override {
+            warn!(
+                ?wait,
+                "the playbook shortens the TTL wait (gate_wait_override): fine for tests and the demo, never for real customers"
+            );
+        }
+        let mut gate_opens_at = self.now();
+        for row in self.store.domains(ctx.id.as_str()).await? {
+            if let DomainState::TtlLowered { old_ttl, lowered_at } = domain_state(&row)? {
+                gate_opens_at = gate_opens_at.max(gate.opens_at(lowered_at, old_ttl));
+            }
+        }
+        let due = to_millis(gate_opens_at).max(ctx.row.cutover_at);
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        self.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::TtlLowered { gate_opens_at }).await?;
+        tx.schedule_job(&self.job(
+            ctx,
+            JobKind::OpenGate,
+            "",
+            serde_json::json!({}),
+            due,
+            format!("open_gate:{}", ctx.id),
+        ))
+        .await?;
+        tx.finish_job(lease, now).await?;
+        tx.commit().await?;
+        info!(migration = %ctx.id, %gate_opens_at, "TTLs lowered; the cutover waits for the gate");
+        Ok(())
+    }
+
+    async fn lower_zone(
+        &self,
+        ctx: &MigrationCtx,
+        lease: &Lease,
+        zone: String,
+        rows: Vec<DomainRow>,
+    ) -> StepResult {
+        let zone_name = DomainName::parse(&zone).context("stored zone name")?;
+        let zone_data = match self.dns.zone(&zone_name).await {
+            Ok(data) => data,
+            Err(err) if err.is_transient() => return Err(StepError::transient(err)),
+            Err(err) => {
+                // The zone cannot be read: its accounts are held with the reason, the rest goes on.
+                let reason = format!("DNS zone {zone} could not be read: {err}");
+                let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
+                for row in &rows {
+                    self.hold_account(&mut tx, ctx, &row.user, reason.clone()).await?;
+                }
+                tx.commit().await?;
+                return Ok(());
+            }
+        };
+        let short_ttl = ctx.playbook.dns.short_ttl;
+        // 1. Record what we saw before changing anything.
+        let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
+        let mut changes = Vec::new();
+        let mut observed = Vec::new();
+        for row in &rows {
+            let domain = DomainName::parse(&row.domain).context("stored domain name")?;
+            let rrsets = records_to_change(&zone_data, &domain, &rows, &[ctx.source.ip]);
+            let old_ttl = rrsets.iter().map(|r| r.ttl).max().unwrap_or(0);
+            let state = domain_state(row)?;
+            let state =
+                self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::TtlObserved { old_ttl }).await?;
+            for rrset in rrsets {
+                if rrset.ttl != short_ttl {
+                    changes.push(RrsetChange::Replace(Rrset { ttl: short_ttl, ..rrset.clone() }));
+                }
+            }
+            observed.push((row.clone(), state));
+        }
+        tx.commit().await?;
+        // 2. Lower: one PATCH for the zone.
+        self.write_zone(&zone_name, &changes).await?;
+        // 3. Record the lowering.
+        let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
+        for (row, state) in observed {
+            self.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::TtlLowered).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn open_gate(&self, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
+        let now = self.now();
+        let mut tx = self.store.begin_leased(lease, to_millis(now)).await?;
+        match &ctx.state {
+            MigrationState::TtlLowered { gate_opens_at, .. } if now < *gate_opens_at => {
+                tx.reschedule_job(lease, to_millis(*gate_opens_at)).await?;
+            }
+            MigrationState::TtlLowered { .. } => {
+                self.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::GateOpened).await?;
+                let dedupe = format!("transfer:{}:first", ctx.id);
+                tx.schedule_job(&self.job(
+                    ctx,
+                    JobKind::Transfer,
+                    "",
+                    serde_json::json!({}),
+                    to_millis(now),
+                    dedupe,
+                ))
+                .await?;
+                tx.finish_job(lease, to_millis(now)).await?;
+                info!(migration = %ctx.id, "TTL gate open; cutover begins");
+            }
+            _ => tx.finish_job(lease, to_millis(now)).await?,
+        }
+        Ok(tx.commit().await?)
+    }
+
+    /// Creates a transfer session on the target for the next accounts that want one.
+    async fn transfer(&self, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
+        let MigrationState::Transferring { .. } = ctx.state else {
+            return self.finish(lease).await;
+        };
+        let accounts = self.store.accounts(ctx.id.as_str()).await?;
+        let mut batch = Vec::new();
+        for row in &accounts {
+            if account_state(row)?.wants_transfer() {
+                batch.push(row.clone());
+            }
+            if batch.len() >= ctx.playbook.transfer.accounts_per_session as usize {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return self.finish(lease).await;
+        }
+        let request = RemoteRootSession {
+            host: ctx.source.ip.to_string(),
+            user: "root".to_owned(),
+            sshkey_name: Some("siirto".to_owned()),
+            password: None,
+            port: 22,
+            transfer_threads: ctx.playbook.transfer.transfer_threads,
+            restore_threads: ctx.playbook.transfer.restore_threads,
+        };
+        let session = ctx
+            .target
+            .whm
+            .create_remote_root_transfer_session(&request)
+            .await
+            .map_err(|err| classify!(err))?;
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        let mut users = Vec::new();
+        for row in &batch {
+            let state = account_state(row)?;
+            self.apply_account(
+                &mut tx,
+                ctx,
+                &row.user,
+                &state,
+                AccountEvent::Enqueued { session: session.as_str().to_owned() },
+            )
+            .await?;
+            users.push(row.user.clone());
+        }
+        let payload = serde_json::to_value(SessionPayload { accounts: users }).context("session payload")?;
+        let dedupe = format!("start_session:{}:{}", ctx.id, session.as_str());
+        tx.schedule_job(&self.job(ctx, JobKind::StartSession, session.as_str(), payload, now, dedupe))
+            .await?;
+        tx.finish_job(lease, now).await?;
+        tx.commit().await?;
+        info!(session = session.as_str(), accounts = batch.len(), "transfer session created");
+        Ok(())
+    }
+
+    /// Enqueues a session's accounts and starts it, unless it was started already.
+    async fn start_session(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let session =
+            TransferSessionId::parse(&job.subject).map_err(|err| StepError::Permanent(anyhow!("{err}")))?;
+        let payload: SessionPayload = serde_json::from_str(&job.payload).context("session job payload")?;
+        let state = ctx.target.whm.transfer_session_state(&session).await.map_err(|err| classify!(err))?;
+        if matches!(state, SessionState::Pending | SessionState::TransferPending) {
+            let accounts = self.store.accounts(ctx.id.as_str()).await?;
+            let by_user: HashMap<&str, &AccountRow> = accounts.iter().map(|a| (a.user.as_str(), a)).collect();
+            for user in &payload.accounts {
+                let row = by_user
+                    .get(user.as_str())
+                    .ok_or_else(|| anyhow!("account {user} vanished from the store"))?;
+                let item = AccountItem {
+                    user: AccountName::parse(&row.user).context("stored user")?,
+                    localuser: AccountName::parse(&row.user).context("stored user")?,
+                    domain: DomainName::parse(&row.main_domain).context("stored domain")?,
+                    size_bytes: (row.disk_mb.max(1) as u64) * 1024 * 1024,
+                };
+                ctx.target.whm.enqueue_account(&session, &item).await.map_err(|err| classify!(err))?;
+            }
+            ctx.target.whm.start_transfer_session(&session).await.map_err(|err| classify!(err))?;
+        }
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        let dedupe = format!("poll_session:{}:{}", ctx.id, session.as_str());
+        let due = now + ctx.playbook.transfer.poll_interval.as_millis() as i64;
+        tx.schedule_job(&self.job(
+            ctx,
+            JobKind::PollSession,
+            session.as_str(),
+            serde_json::json!({}),
+            due,
+            dedupe,
+        ))
+        .await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Reads the session's master log and moves each of its accounts on; decides per item,
+    /// never by the session's state (a session completes with failed items).
+    async fn poll_session(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let session =
+            TransferSessionId::parse(&job.subject).map_err(|err| StepError::Permanent(anyhow!("{err}")))?;
+        let state = ctx.target.whm.transfer_session_state(&session).await.map_err(|err| classify!(err))?;
+        let lines = ctx.target.whm.transfer_session_log(&session).await.map_err(|err| classify!(err))?;
+        let outcomes = crate::whm::item_outcomes(&lines);
+        let accounts = self.store.accounts(ctx.id.as_str()).await?;
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        let mut still_running = 0;
+        for row in &accounts {
+            let mut current = account_state(row)?;
+            let in_session = match &current {
+                AccountState::Queued { session: s, .. } | AccountState::Copied { session: s, .. } => {
+                    s == session.as_str()
+                }
+                _ => false,
+            };
+            if !in_session {
+                continue;
+            }
+            let outcome = outcomes.get(&row.user);
+            let events: Vec<AccountEvent> = match (outcome, &current) {
+                (Some(ItemOutcome::Copied), AccountState::Queued { .. }) => vec![AccountEvent::Copied],
+                (Some(ItemOutcome::Restored), AccountState::Queued { .. }) => {
+                    vec![AccountEvent::Copied, AccountEvent::Restored]
+                }
+                (Some(ItemOutcome::Restored), AccountState::Copied { .. }) => vec![AccountEvent::Restored],
+                (Some(ItemOutcome::Failed { queue, message }), _) => {
+                    vec![AccountEvent::TransferFailed { queue: queue.clone(), message: message.clone() }]
+                }
+                _ if state.is_terminal() => vec![AccountEvent::TransferFailed {
+                    queue: "SESSION".to_owned(),
+                    message: format!(
+                        "session {} ended {state:?} without a result for this account",
+                        session.as_str()
+                    ),
+                }],
+                _ => Vec::new(),
+            };
+            for event in events {
+                current = self.apply_account(&mut tx, ctx, &row.user, &current, event).await?;
+            }
+            if matches!(current, AccountState::Queued { .. } | AccountState::Copied { .. }) {
+                still_running += 1;
+            }
+        }
+        if state.is_terminal() || still_running == 0 {
+            // The next batch (and failed accounts' retries) go in a new session.
+            let dedupe = format!("transfer:{}:after:{}", ctx.id, session.as_str());
+            tx.schedule_job(&self.job(ctx, JobKind::Transfer, "", serde_json::json!({}), now, dedupe))
+                .await?;
+            tx.finish_job(lease, now).await?;
+        } else {
+            tx.reschedule_job(lease, now + ctx.playbook.transfer.poll_interval.as_millis() as i64).await?;
+        }
+        Ok(tx.commit().await?)
+    }
+
+    /// Fetches each of the account's sites from the source and from the target by address,
+    /// with the domain as Host, and compares status and title.
+    async fn verify(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
+            return self.finish(lease).await;
+        };
+        let state = account_state(&account)?;
+        let AccountState::Restored { .. } = state else {
+            return self.finish(lease).await;
+        };
+        let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
+        let mut mismatches = Vec::new();
+        if ctx.playbook.verification.http_check {
+            for row in &domains {
+                let domain = DomainName::parse(&row.domain).context("stored domain")?;
+                let timeout = ctx.playbook.verification.timeout;
+                let target = fetch_site(&self.http, ctx.target.ip, ctx.target.http_port, &domain, timeout)
+                    .await
+                    .map_err(|err| StepError::Transient(err.context(format!("{domain} on the target"))))?;
+                let source =
+                    fetch_site(&self.http, ctx.source.ip, ctx.source.http_port, &domain, timeout).await;
+                match source {
+                    Ok(source) if source == target => {}
+                    Ok(source) => mismatches.push(format!(
+                        "{domain}: source answered {} {:?}, target answered {} {:?}",
+                        source.status, source.title, target.status, target.title
+                    )),
+                    // The source no longer answering is no reason to keep the customer on it;
+                    // the target must answer with a success then.
+                    Err(err) if (200..400).contains(&target.status) => {
+                        warn!(%domain, error = %err, "source did not answer; target answers");
+                    }
+                    Err(err) => mismatches.push(format!(
+                        "{domain}: source unreachable ({err:#}), target answered {}",
+                        target.status
+                    )),
+                }
+            }
+        }
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        let event = if mismatches.is_empty() {
+            AccountEvent::VerifiedOnTarget
+        } else {
+            AccountEvent::VerificationFailed { evidence: mismatches.join("; ") }
+        };
+        let next = self.apply_account(&mut tx, ctx, user, &state, event).await?;
+        if let AccountState::Verified { .. } = next {
+            for row in &domains {
+                let domain_state = domain_state(row)?;
+                if let DomainState::TtlLowered { .. } = domain_state {
+                    self.apply_domain(&mut tx, ctx, row, &domain_state, DomainEvent::AccountVerified).await?;
+                }
+            }
+        }
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Repoints the account's domains (one PATCH per zone) once their gates are open, then
+    /// checks every own nameserver serves the target's address.
+    async fn repoint(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
+            return self.finish(lease).await;
+        };
+        let account_now = account_state(&account)?;
+        let AccountState::Verified { .. } = account_now else {
+            return self.finish(lease).await;
+        };
+        let gate = ctx.gate_policy();
+        let now = self.now();
+        let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
+        // The gate: the latest per-domain gate must be open before any record of the account moves.
+        let mut latest_gate = None;
+        for row in &domains {
+            if let DomainState::VerifiedOnTarget { old_ttl, lowered_at } = domain_state(row)? {
+                let opens = gate.opens_at(lowered_at, old_ttl);
+                if opens > now {
+                    latest_gate = Some(latest_gate.map_or(opens, |g: Timestamp| g.max(opens)));
+                }
+            }
+        }
+        if let Some(opens) = latest_gate {
+            let mut tx = self.store.begin_leased(lease, to_millis(now)).await?;
+            tx.reschedule_job(lease, to_millis(opens)).await?;
+            return Ok(tx.commit().await?);
+        }
+        // 1. Change the records, zone by zone.
+        let all_rows = self.store.domains(ctx.id.as_str()).await?;
+        let mut zones: BTreeMap<String, Vec<&DomainRow>> = BTreeMap::new();
+        for row in &domains {
+            zones.entry(row.zone.clone()).or_default().push(row);
+        }
+        let mut has_records: HashMap<String, bool> = HashMap::new();
+        for (zone, rows) in &zones {
+            let zone_name = DomainName::parse(zone).context("stored zone")?;
+            let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
+            let zone_rows: Vec<DomainRow> = all_rows.iter().filter(|r| &r.zone == zone).cloned().collect();
+            let mut changes = Vec::new();
+            for row in rows {
+                let domain = DomainName::parse(&row.domain).context("stored domain")?;
+                let rrsets =
+                    records_to_change(&zone_data, &domain, &zone_rows, &[ctx.source.ip, ctx.target.ip]);
+                has_records.insert(row.domain.clone(), !rrsets.is_empty());
+                for rrset in rrsets {
+                    let source = ctx.source.ip.to_string();
+                    if rrset.records.iter().any(|r| r == &source) {
+                        let mut records: Vec<String> = rrset
+                            .records
+                            .iter()
+                            .map(|r| if r == &source { ctx.target.ip.to_string() } else { r.clone() })
+                            .collect();
+                        records.dedup();
+                        changes.push(RrsetChange::Replace(Rrset { records, ..rrset.clone() }));
+                    }
+                }
+            }
+            self.write_zone(&zone_name, &changes).await?;
+        }
+        let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
+        let mut repointed = Vec::new();
+        for row in &domains {
+            let mut state = domain_state(row)?;
+            if let DomainState::VerifiedOnTarget { .. } = state {
+                state = self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::Repointed).await?;
+            }
+            repointed.push((row, state));
+        }
+        tx.commit().await?;
+        // 2. Verify on every own nameserver.
+        for (row, state) in &repointed {
+            if !matches!(state, DomainState::Repointed { .. })
+                || !has_records.get(&row.domain).copied().unwrap_or(false)
+            {
+                continue;
+            }
+            let domain = DomainName::parse(&row.domain).context("stored domain")?;
+            match self.checker.verify_a(&domain, ctx.target.ip).await.map_err(|err| classify!(err))? {
+                Verification::Served => {}
+                Verification::Stale { server, got } => {
+                    return Err(StepError::Transient(anyhow!(
+                        "{domain}: nameserver {server} still answers {got:?}, expected {}",
+                        ctx.target.ip
+                    )));
+                }
+            }
+        }
+        // 3. Record.
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        for (row, state) in &repointed {
+            if let DomainState::Repointed { .. } = state {
+                self.apply_domain(&mut tx, ctx, row, state, DomainEvent::ResolutionVerified).await?;
+            }
+        }
+        self.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Writes the completion notice to the outbox (one row, by its dedupe key) and schedules
+    /// its sending.
+    async fn queue_notice(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
+            return self.finish(lease).await;
+        };
+        let state = account_state(&account)?;
+        let AccountState::Switched { .. } = state else {
+            return self.finish(lease).await;
+        };
+        let domains: Vec<String> =
+            self.store.domains_of(ctx.id.as_str(), user).await?.into_iter().map(|d| d.domain).collect();
+        let context = serde_json::json!({
+            "migration": ctx.id.as_str(),
+            "account": user,
+            "contact_email": account.contact_email.clone().unwrap_or_default(),
+            "main_domain": account.main_domain,
+            "domains": domains,
+            "source_host": ctx.source.name,
+            "target_host": ctx.target.name,
+            "target_ip": ctx.target.ip.to_string(),
+        });
+        let template = &ctx.playbook.notices.completion;
+        let subject =
+            crate::notify::render(&template.subject, &context).context("rendering the notice subject")?;
+        let body = crate::notify::render(&template.body, &context).context("rendering the notice body")?;
+        let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
+        let user_name = AccountName::parse(user).context("stored user")?;
+        let dedupe_key = completion_notice_key(&ctx.id, &user_name);
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        let notice = crate::store::NewNotice {
+            migration_id: ctx.id.to_string(),
+            account: Some(user.to_owned()),
+            kind: "completion".to_owned(),
+            message_id: format!("<completion.{user}.{}@siirto>", ctx.id),
+            dedupe_key,
+            recipients: serde_json::to_string(&recipients).context("recipients")?,
+            subject: subject.trim().to_owned(),
+            body,
+            created_at: now,
+        };
+        let Some(notice_id) = tx.enqueue_notice(&notice).await? else {
+            return Err(StepError::Permanent(anyhow!(
+                "account {user}: a completion notice already exists although the account was never marked notified"
+            )));
+        };
+        self.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
+        let dedupe = format!("send_notice:{notice_id}");
+        tx.schedule_job(&self.job(
+            ctx,
+            JobKind::SendNotice,
+            &notice_id.to_string(),
+            serde_json::json!({}),
+            now,
+            dedupe,
+        ))
+        .await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Sends one outbox row through the channel with its stable Message-ID, then marks it sent.
+    async fn send_notice(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let id: i64 = job.subject.parse().context("notice id")?;
+        let notice =
+            self.store.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
+        if notice.sent_at.is_none() {
+            let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
+            if to.is_empty() {
+                return Err(StepError::Permanent(anyhow!("the account has no contact e-mail address")));
+            }
+            let outgoing = OutgoingNotice {
+                message_id: notice.message_id.clone(),
+                from: self.mail_from.clone(),
+                to,
+                subject: notice.subject.clone(),
+                body: notice.body.clone(),
+            };
+            self.channel.send(&outgoing).await.map_err(|err| classify!(err))?;
+        }
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        if notice.sent_at.is_none() {
+            tx.mark_notice_sent(id, now).await?;
+        }
+        if let Some(user) = &notice.account
+            && let Some(account) = self.store.account(ctx.id.as_str(), user).await?
+        {
+            let state = account_state(&account)?;
+            if let AccountState::Notified { .. } = state {
+                self.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeSent).await?;
+            }
+        }
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Moves the migration to cut over once every account arrived or is held.
+    async fn settle(&self, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
+        let now = self.now_ms();
+        let accounts = self.store.accounts(ctx.id.as_str()).await?;
+        let mut arrived = 0u32;
+        let mut held = 0u32;
+        for row in &accounts {
+            match account_state(row)? {
+                AccountState::Done { .. } => arrived += 1,
+                AccountState::Held { .. } => held += 1,
+                _ => {}
+            }
+        }
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        if (arrived + held) as usize == accounts.len()
+            && matches!(ctx.state, MigrationState::Transferring { .. })
+        {
+            self.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::AccountsSettled { arrived, held })
+                .await?;
+            info!(migration = %ctx.id, arrived, held, "every account settled");
+        }
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn finish(&self, lease: &Lease) -> StepResult {
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+}
+
+/// The adapters a config names.
+pub struct ConfiguredAdapters {
+    /// WHM clients and addresses by host name.
+    pub hosts: BTreeMap<String, HostRuntime>,
+    /// The DNS provider.
+    pub dns: Arc<dyn DnsProvider>,
+    /// The nameserver checker.
+    pub checker: Arc<Checker>,
+    /// The notice channel.
+    pub channel: Arc<dyn Channel>,
+}
+
+/// Builds the adapters from a validated config.
+pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapters> {
+    let mut hosts = BTreeMap::new();
+    for (name, host) in &config.hosts {
+        let whm = WhmClient::new(
+            host.whm_url.clone(),
+            host.token.clone(),
+            host.tls.clone(),
+            Duration::from_secs(60),
+        )
+        .with_context(|| format!("host {name}: WHM client"))?;
+        hosts.insert(
+            name.clone(),
+            HostRuntime { name: name.clone(), whm, ip: host.ip, http_port: host.http_port },
+        );
+    }
+    let dns: Arc<dyn DnsProvider> = match &config.dns.provider {
+        crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
+            PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
+        ),
+    };
+    let checker = Arc::new(Checker::new(config.dns.nameservers.clone()).context("DNS checker")?);
+    let channel = crate::notify::channel_from_config(&config.mail).context("notice channel")?;
+    Ok(ConfiguredAdapters { hosts, dns, checker, channel })
+}
+
+/// This daemon's default name in leases: host name and process id.
+pub fn default_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "siirto".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, then a random point in
+/// its upper half, so retries of many accounts do not arrive in lockstep.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(max).max(Duration::from_millis(1));
+    let half = capped / 2;
+    let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter)
+}
+
+/// The A rrsets of `domain` that will change: its own name and the names directly below it
+/// that are not tracked domains of their own, whose records contain one of `addresses`.
+/// (MX, AAAA and other record types join in the DNS issue.)
+fn records_to_change<'z>(
+    zone: &'z Zone,
+    domain: &DomainName,
+    tracked: &[DomainRow],
+    addresses: &[Ipv4Addr],
+) -> Vec<&'z Rrset> {
+    let own = domain.fqdn();
+    let suffix = format!(".{own}");
+    let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    zone.rrsets
+        .iter()
+        .filter(|rrset| rrset.rtype == "A")
+        .filter(|rrset| {
+            if rrset.name == own {
+                return true;
+            }
+            let Some(label) = rrset.name.strip_suffix(&suffix) else { return false };
+            // Only one level down, and not a domain tracked on its own (a subdomain account).
+            !label.contains('.') && !tracked.iter().any(|t| format!("{}.", t.domain) == rrset.name)
+        })
+        .filter(|rrset| rrset.records.iter().any(|r| addresses.contains(r)))
+        .collect()
+}
+
+/// What a site answered: the evidence compared between source and target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SiteAnswer {
+    status: u16,
+    title: Option<String>,
+}
+
+async fn fetch_site(
+    http: &reqwest::Client,
+    ip: Ipv4Addr,
+    port: u16,
+    domain: &DomainName,
+    timeout: Duration,
+) -> anyhow::Result<SiteAnswer> {
+    let url = format!("http://{ip}:{port}/");
+    let response = http
+        .get(&url)
+        .header(reqwest::header::HOST, domain.as_str())
+        .timeout(timeout)
+        .send()
+        .await
+        .with_context(|| format!("GET {url} (Host: {domain})"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.with_context(|| format!("reading {url} (Host: {domain})"))?;
+    Ok(SiteAnswer { status, title: html_title(&body) })
+}
+
+/// The text of the first `<title>` element, whitespace folded.
+fn html_title(body: &str) -> Option<String> {
+    let lower = body.to_ascii_lowercase();
+    let start = lower.find("<title")?;
+    let open_end = lower[start..].find('>')? + start + 1;
+    let close = lower[open_end..].find("</title>")? + open_end;
+    Some(body[open_end..close].split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Parses an account row's stored state.
+pub fn account_state(row: &AccountRow) -> anyhow::Result<AccountState> {
+    serde_json::from_str(&row.data)
+        .with_context(|| format!("account {}: stored state is unreadable", row.user))
+}
+
+/// Parses a domain row's stored state.
+pub fn domain_state(row: &DomainRow) -> anyhow::Result<DomainState> {
+    serde_json::from_str(&row.data)
+        .with_context(|| format!("domain {}: stored state is unreadable", row.domain))
+}
+
+/// Parses a migration row's stored state.
+pub fn migration_state(row: &MigrationRow) -> anyhow::Result<MigrationState> {
+    serde_json::from_str(&row.data)
+        .with_context(|| format!("migration {}: stored state is unreadable", row.id))
+}
+
+/// A timestamp from stored milliseconds (re-exported for the CLI's output).
+pub fn timestamp(ms: i64) -> Timestamp {
+    from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(2);
+        let max = Duration::from_secs(60);
+        for attempt in 1..10 {
+            let d = backoff(base, max, attempt);
+            let full = base.saturating_mul(1 << (attempt - 1)).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
+        }
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(html_title("<html><head><TITLE>\n Kukka  Oy </title>"), Some("Kukka Oy".into()));
+        assert_eq!(html_title("<p>no title</p>"), None);
+    }
+
+    #[test]
+    fn job_kinds_round_trip() {
+        for kind in [JobKind::LowerTtl, JobKind::Settle, JobKind::SendNotice] {
+            assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(JobKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn records_to_change_picks_own_names_at_the_old_address() {
+        let rr = |name: &str, rtype: &str, content: &str| Rrset {
+            name: name.into(),
+            rtype: rtype.into(),
+            ttl: 3600,
+            records: vec![content.into()],
+        };
+        let zone = Zone {
+            name: DomainName::parse("kukka.test").unwrap(),
+            rrsets: vec![
+                rr("kukka.test.", "A", "127.0.0.2"),
+                rr("www.kukka.test.", "A", "127.0.0.2"),
+                rr("elsewhere.kukka.test.", "A", "192.0.2.7"),
+                rr("kukka.test.", "MX", "10 mail.kukka.test."),
+                rr("a.b.kukka.test.", "A", "127.0.0.2"),
+                rr("shop.kukka.test.", "A", "127.0.0.2"),
+            ],
+        };
+        let row = |d: &str| DomainRow {
+            migration_id: "m".into(),
+            domain: d.into(),
+            user: "kukka".into(),
+            zone: "kukka.test".into(),
+            state: "pending".into(),
+            data: "{}".into(),
+            updated_at: 0,
+        };
+        let tracked = vec![row("kukka.test"), row("shop.kukka.test")];
+        let picked = records_to_change(
+            &zone,
+            &DomainName::parse("kukka.test").unwrap(),
+            &tracked,
+            &["127.0.0.2".parse().unwrap()],
+        );
+        let names: Vec<&str> = picked.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["kukka.test.", "www.kukka.test."]);
+    }
+}

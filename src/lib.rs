@@ -1,5 +1,75 @@
-//! siirto (code map written at integration)
+//! siirto moves a webhosting company's customers from an old cPanel server to a new one —
+//! inventory, TTL lowering, account transfers, per-domain DNS cutover, customer notices — and
+//! then retires the old server in stages. This is its library; `src/main.rs` is a thin binary
+//! over [`cli::run`].
+//!
+//! # Bird's-eye view
+//!
+//! A **migration** (one source host → one target host, under a **playbook**) owns accounts,
+//! and accounts own domains. Each has a state machine in [`domain`]. The daemon ([`engine`])
+//! reconciles what the [`store`] says: it claims due **jobs** under a row lease, asks the pure
+//! core what an event does, performs the effect through an adapter ([`whm`], [`dns`],
+//! [`notify`], [`ssh`]) and records the outcome, the new state, the event log entry and the
+//! follow-up jobs in one transaction. The CLI ([`cli`]) plans ([`plan`]), acts ([`actions`])
+//! and reports ([`status`]) on the same store. [`sim`] is a simulated cPanel host and
+//! nameserver for the demo ([`demo`]) and the tests.
+//!
+//! # Code map
+//!
+//! - [`names`] — validated names from remote hosts: `AccountName`, `DomainName`, `MigrationId`.
+//!   Every user or domain a WHM answer carries is parsed here before it reaches a path, URL,
+//!   command or zone.
+//! - [`secret`] — `Secret`, whose `Debug`/`Display` redact; the only way to read it is `expose()`.
+//! - [`domain`] — the pure core: migration, account and domain states, events and transition
+//!   functions taking `now`. The invariants of DESIGN.md §3 are enforced here.
+//! - [`playbook`], [`config`] — TOML parsed once into validated types; errors carry file, line,
+//!   column, field and what was expected.
+//! - [`store`] — sqlx over SQLite (embedded default) or PostgreSQL (several daemons), one `Any`
+//!   pool, migrations in `migrations/{sqlite,postgres}`; row leases (`Lease`) are the proof of
+//!   exclusivity that effectful steps take.
+//! - [`engine`] — the reconcile loop: claim, perform, record; retries with backoff and jitter;
+//!   a failure is held on its account and the rest goes on.
+//! - [`plan`] — inventory of the source host and placement of its domains in our zones; records
+//!   the migration. [`actions`] — start, pause, resume, abort, retry. [`status`] — where things stand.
+//! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
+//!   trait, PowerDNS over its HTTP API, and the authoritative checker (hickory).
+//!   [`notify`] — templates and channels (SMTP through lettre, a directory outbox).
+//!   [`ssh`] — russh with pinned host keys and quoted remote commands.
+//! - [`sim`] — the simulated cPanel host (WHM API 1 JSON, real files, Host-header web serving,
+//!   failures on demand) and a simulated nameserver speaking DNS and the PowerDNS API shape.
+//! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
+//!
+//! # Architecture invariants
+//!
+//! - The domain core does no I/O: `domain` imports no tokio, sqlx, reqwest, russh, hickory or
+//!   axum, and never reads a clock; time is a parameter.
+//! - The database is the truth. The engine keeps no state between jobs that the store does not
+//!   also hold (caches of parsed playbooks excepted), so a killed daemon loses nothing and a
+//!   second daemon on the same PostgreSQL database splits the work.
+//! - Every effect checks before it acts, because a crash between "did it" and "recorded it"
+//!   runs the job again: TTLs are observed and recorded before they are lowered, records already
+//!   at the target are not patched, a sent notice is not sent again (and carries a stable
+//!   Message-ID for the rare resend after a crash).
+//! - A domain is repointed only after its account is verified on the target and its TTL gate
+//!   has opened; a completion notice is one outbox row (unique dedupe key).
+//! - Changes to one zone are one PATCH and never concurrent; zone writes are bounded per DNS
+//!   server.
+//! - Secrets never reach logs, events, errors or output: they live in `Secret`, and adapter
+//!   calls are instrumented with `skip_all`.
+//! - Only `output` writes to stdout.
+//!
+//! # Cross-cutting concerns
+//!
+//! - **Errors**: `anyhow` with context in the engine, CLI and wiring; `thiserror` enums at the
+//!   adapter boundaries with `is_transient()`, which decides retry or hold.
+//! - **Testing**: one integration binary (`tests/it`) against real servers on loopback
+//!   (pdns_server, aiosmtpd, sshd, PostgreSQL), the real daemon in-process, the simulated cPanel
+//!   hosts as the one stand-in; table-driven unit tests for the pure core and the parsers.
+//! - **Observability**: `tracing` spans per job with migration, kind and subject as fields.
+//! - **Persistence**: timestamps are unix milliseconds; states are stored as a name plus the
+//!   JSON of the whole state value.
 
+pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -9,9 +79,11 @@ pub mod engine;
 pub mod names;
 pub mod notify;
 pub mod output;
+pub mod plan;
 pub mod playbook;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
+pub mod status;
 pub mod store;
 pub mod whm;

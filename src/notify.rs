@@ -114,15 +114,13 @@ impl NotifyError {
     /// Whether sending again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            NotifyError::Connect { .. } | NotifyError::Timeout { .. } | NotifyError::Io { .. } => {
-                true
-            }
+            NotifyError::Connect { .. } | NotifyError::Timeout { .. } | NotifyError::Io { .. } => true,
             NotifyError::Smtp { source, .. } => {
                 !(source.is_permanent() || source.is_client() || source.is_tls())
             }
-            NotifyError::Invalid { .. }
-            | NotifyError::Setup(_)
-            | NotifyError::StartTlsUnavailable { .. } => false,
+            NotifyError::Invalid { .. } | NotifyError::Setup(_) | NotifyError::StartTlsUnavailable { .. } => {
+                false
+            }
         }
     }
 
@@ -138,10 +136,7 @@ impl NotifyError {
 /// Builds the RFC 5322 message of a notice: Message-ID, Date, From, To, Subject, a UTF-8
 /// plain-text body (lettre picks 7bit, quoted-printable or base64 for it).
 pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
-    let invalid = |detail: String| NotifyError::Invalid {
-        message_id: notice.message_id.clone(),
-        detail,
-    };
+    let invalid = |detail: String| NotifyError::Invalid { message_id: notice.message_id.clone(), detail };
     let id = notice.message_id.trim();
     if id.is_empty() || id.contains(['\r', '\n']) {
         return Err(invalid("empty or multi-line Message-ID".into()));
@@ -154,10 +149,7 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
     if notice.to.is_empty() {
         return Err(invalid("no recipients".into()));
     }
-    let from: Mailbox = notice
-        .from
-        .parse()
-        .map_err(|e| invalid(format!("From {:?}: {e}", notice.from)))?;
+    let from: Mailbox = notice.from.parse().map_err(|e| invalid(format!("From {:?}: {e}", notice.from)))?;
     let mut builder = Message::builder()
         .message_id(Some(id))
         .from(from)
@@ -167,9 +159,7 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
         let mailbox: Mailbox = to.parse().map_err(|e| invalid(format!("To {to:?}: {e}")))?;
         builder = builder.to(mailbox);
     }
-    builder
-        .body(notice.body.clone())
-        .map_err(|e| invalid(e.to_string()))
+    builder.body(notice.body.clone()).map_err(|e| invalid(e.to_string()))
 }
 
 /// How the SMTP connection is secured.
@@ -230,21 +220,14 @@ impl SmtpChannel {
             }
             (None, None) => None,
             _ => {
-                return Err(NotifyError::Setup(
-                    "SMTP username and password must be given together".into(),
-                ));
+                return Err(NotifyError::Setup("SMTP username and password must be given together".into()));
             }
         };
         if settings.security != SmtpSecurity::None {
-            TlsParameters::new(settings.host.clone()).map_err(|e| {
-                NotifyError::Setup(format!("TLS for SMTP host {:?}: {e}", settings.host))
-            })?;
+            TlsParameters::new(settings.host.clone())
+                .map_err(|e| NotifyError::Setup(format!("TLS for SMTP host {:?}: {e}", settings.host)))?;
         }
-        Ok(Self {
-            settings,
-            credentials,
-            hello: ClientId::default(),
-        })
+        Ok(Self { settings, credentials, hello: ClientId::default() })
     }
 
     fn server(&self) -> String {
@@ -253,14 +236,10 @@ impl SmtpChannel {
 
     async fn deliver(&self, message: &Message) -> Result<(), NotifyError> {
         let server = self.server();
-        let smtp = |source| NotifyError::Smtp {
-            server: server.clone(),
-            source,
-        };
+        let smtp = |source| NotifyError::Smtp { server: server.clone(), source };
         let tls = || {
-            TlsParameters::new(self.settings.host.clone()).map_err(|e| {
-                NotifyError::Setup(format!("TLS for SMTP host {:?}: {e}", self.settings.host))
-            })
+            TlsParameters::new(self.settings.host.clone())
+                .map_err(|e| NotifyError::Setup(format!("TLS for SMTP host {:?}: {e}", self.settings.host)))
         };
         let mut connection = match self.settings.security {
             SmtpSecurity::Tls => AsyncSmtpConnection::connect_tokio1(
@@ -273,23 +252,12 @@ impl SmtpChannel {
             .await
             .map_err(smtp)?,
             SmtpSecurity::Starttls | SmtpSecurity::None => {
-                let tcp = tokio::net::TcpStream::connect((
-                    self.settings.host.as_str(),
-                    self.settings.port,
-                ))
-                .await
-                .map_err(|source| NotifyError::Connect {
-                    server: server.clone(),
-                    source,
-                })?;
-                tcp.set_nodelay(true)
-                    .map_err(|source| NotifyError::Connect {
-                        server: server.clone(),
-                        source,
-                    })?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+                let tcp = tokio::net::TcpStream::connect((self.settings.host.as_str(), self.settings.port))
                     .await
-                    .map_err(smtp)?
+                    .map_err(|source| NotifyError::Connect { server: server.clone(), source })?;
+                tcp.set_nodelay(true)
+                    .map_err(|source| NotifyError::Connect { server: server.clone(), source })?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await.map_err(smtp)?
             }
         };
         if self.settings.security == SmtpSecurity::Starttls {
@@ -297,20 +265,12 @@ impl SmtpChannel {
                 connection.abort().await;
                 return Err(NotifyError::StartTlsUnavailable { server });
             }
-            connection
-                .starttls(tls()?, &self.hello)
-                .await
-                .map_err(smtp)?;
+            connection.starttls(tls()?, &self.hello).await.map_err(smtp)?;
         }
         if let Some(credentials) = &self.credentials {
-            connection
-                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await
-                .map_err(smtp)?;
+            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(smtp)?;
         }
-        let result = connection
-            .send(message.envelope(), &message.formatted())
-            .await;
+        let result = connection.send(message.envelope(), &message.formatted()).await;
         match result {
             Ok(_) => {
                 // The message is accepted; a failing QUIT does not change that.
@@ -332,10 +292,7 @@ impl Channel for SmtpChannel {
         let message = build_message(notice)?;
         match tokio::time::timeout(self.settings.timeout, self.deliver(&message)).await {
             Ok(result) => result,
-            Err(_) => Err(NotifyError::Timeout {
-                server: self.server(),
-                timeout: self.settings.timeout,
-            }),
+            Err(_) => Err(NotifyError::Timeout { server: self.server(), timeout: self.settings.timeout }),
         }
     }
 
@@ -374,18 +331,11 @@ impl DirectoryChannel {
 /// `@`, `+` and `=` kept, everything else `_`, at most 150 characters, never starting with a
 /// dot (no hidden files, no `..`).
 fn eml_file_name(message_id: &str) -> String {
-    let inner = message_id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
+    let inner = message_id.trim().trim_start_matches('<').trim_end_matches('>');
     let mut name: String = inner
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@' | '+' | '=') {
-                c
-            } else {
-                '_'
-            }
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@' | '+' | '=') { c } else { '_' }
         })
         .take(150)
         .collect();
@@ -403,12 +353,9 @@ impl Channel for DirectoryChannel {
         let bytes = build_message(notice)?.formatted();
         let dir = self.dir.clone();
         let target = self.file_for(&notice.message_id);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &bytes))
-            .await
-            .map_err(|e| NotifyError::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &bytes)).await.map_err(|e| {
+            NotifyError::Io { path: self.dir.clone(), source: std::io::Error::other(e.to_string()) }
+        })?
     }
 
     fn name(&self) -> &'static str {
@@ -423,17 +370,11 @@ fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), Notif
         move |source| NotifyError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".notice-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
+    let mut tmp =
+        tempfile::Builder::new().prefix(".notice-").suffix(".tmp").tempfile_in(dir).map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io(target))?;
-    tmp.persist(target).map_err(|e| NotifyError::Io {
-        path: target.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.persist(target).map_err(|e| NotifyError::Io { path: target.to_path_buf(), source: e.error })?;
     Ok(())
 }
 
@@ -453,10 +394,7 @@ mod tests {
 
     #[test]
     fn file_names_are_sanitized() {
-        assert_eq!(
-            eml_file_name("<notice-42.mig@siirto>"),
-            "notice-42.mig@siirto.eml"
-        );
+        assert_eq!(eml_file_name("<notice-42.mig@siirto>"), "notice-42.mig@siirto.eml");
         assert_eq!(eml_file_name("<../../etc/passwd>"), "_.._.._etc_passwd.eml");
         assert_eq!(eml_file_name("<>"), "_.eml");
         assert_eq!(eml_file_name("a/b c"), "a_b_c.eml");
@@ -464,18 +402,11 @@ mod tests {
 
     #[test]
     fn message_has_the_stable_id_and_headers() {
-        let text =
-            String::from_utf8(build_message(&notice("n-1@siirto")).unwrap().formatted()).unwrap();
+        let text = String::from_utf8(build_message(&notice("n-1@siirto")).unwrap().formatted()).unwrap();
         assert!(text.contains("Message-ID: <n-1@siirto>\r\n"), "{text}");
-        assert!(
-            text.contains("Subject: Sivustosi on siirretty\r\n"),
-            "{text}"
-        );
+        assert!(text.contains("Subject: Sivustosi on siirretty\r\n"), "{text}");
         assert!(text.contains("To: asiakas@example.test\r\n"), "{text}");
-        assert!(
-            text.contains("Content-Type: text/plain; charset=utf-8"),
-            "{text}"
-        );
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8"), "{text}");
     }
 
     #[test]
@@ -500,15 +431,14 @@ mod tests {
             password: None,
             timeout: Duration::from_secs(5),
         };
-        assert!(matches!(
-            SmtpChannel::new(settings),
-            Err(NotifyError::Setup(_))
-        ));
+        assert!(matches!(SmtpChannel::new(settings), Err(NotifyError::Setup(_))));
     }
 }
 
 /// Builds the channel the config's `[mail]` table names.
-pub fn channel_from_config(mail: &crate::config::MailConfig) -> Result<std::sync::Arc<dyn Channel>, NotifyError> {
+pub fn channel_from_config(
+    mail: &crate::config::MailConfig,
+) -> Result<std::sync::Arc<dyn Channel>, NotifyError> {
     use crate::config::MailChannelConfig;
     Ok(match &mail.channel {
         MailChannelConfig::Smtp { host, port, security, username, password } => {

@@ -349,9 +349,7 @@ impl Playbook {
         let name = raw.name.get_ref().trim();
         let name_ok = !name.is_empty()
             && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
             return Err(src.at(
                 &raw.name,
@@ -359,11 +357,7 @@ impl Playbook {
                 format!("expected 1-64 lowercase letters, digits or '-', got {name:?}"),
             ));
         }
-        let description = raw
-            .description
-            .as_ref()
-            .map(|d| d.get_ref().trim().to_owned())
-            .unwrap_or_default();
+        let description = raw.description.as_ref().map(|d| d.get_ref().trim().to_owned()).unwrap_or_default();
 
         Ok(Playbook {
             name: name.to_owned(),
@@ -407,12 +401,7 @@ fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, Con
         Some(stages) => decommission(src, stages)?,
         None => default_decommission(),
     };
-    Ok(Schedule {
-        announce_before,
-        lower_ttl_before,
-        settle_after,
-        decommission,
-    })
+    Ok(Schedule { announce_before, lower_ttl_before, settle_after, decommission })
 }
 
 fn default_decommission() -> Vec<DecommissionStage> {
@@ -437,11 +426,7 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
         let field = |name: &str| format!("schedule.decommission[{index}].{name}");
         let name = stage.name.get_ref().trim();
         if name.is_empty() || name.len() > 80 || name.contains(char::is_control) {
-            return Err(src.at(
-                &stage.name,
-                field("name"),
-                "expected a one-line name of 1-80 characters",
-            ));
+            return Err(src.at(&stage.name, field("name"), "expected a one-line name of 1-80 characters"));
         }
         if stages.iter().any(|s| s.name == name) {
             return Err(src.at(
@@ -472,10 +457,7 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
             return Err(src.at(
                 &stage.action,
                 field("action"),
-                format!(
-                    "expected each action once, {} is used twice",
-                    action.as_str()
-                ),
+                format!("expected each action once, {} is used twice", action.as_str()),
             ));
         }
         let ordering = [
@@ -484,18 +466,12 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
             (StageAction::DestroyDisks, StageAction::PowerOff),
         ];
         for (later, earlier) in ordering {
-            let earlier_comes_later = raw[index + 1..]
-                .iter()
-                .any(|s| *s.action.get_ref() == earlier);
+            let earlier_comes_later = raw[index + 1..].iter().any(|s| *s.action.get_ref() == earlier);
             if action == later && earlier_comes_later {
                 return Err(src.at(
                     &stage.action,
                     field("action"),
-                    format!(
-                        "expected {} after {}, not before it",
-                        later.as_str(),
-                        earlier.as_str()
-                    ),
+                    format!("expected {} after {}, not before it", later.as_str(), earlier.as_str()),
                 ));
             }
         }
@@ -515,12 +491,7 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
             }
             None => action.needs_a_person(),
         };
-        stages.push(DecommissionStage {
-            name: name.to_owned(),
-            after,
-            action,
-            manual,
-        });
+        stages.push(DecommissionStage { name: name.to_owned(), after, action, manual });
     }
     Ok(stages)
 }
@@ -544,11 +515,7 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         Some(wait) => Some(src.duration_in(wait, "dns.gate_wait_override", Duration::ZERO, DAY)?),
         None => None,
     };
-    Ok(DnsPolicy {
-        short_ttl,
-        gate_margin,
-        gate_wait_override,
-    })
+    Ok(DnsPolicy { short_ttl, gate_margin, gate_wait_override })
 }
 
 fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolicy, ConfigError> {
@@ -610,10 +577,7 @@ fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolic
     })
 }
 
-fn verification(
-    src: &Source<'_>,
-    raw: Option<&RawVerification>,
-) -> Result<VerificationPolicy, ConfigError> {
+fn verification(src: &Source<'_>, raw: Option<&RawVerification>) -> Result<VerificationPolicy, ConfigError> {
     Ok(VerificationPolicy {
         http_check: raw.and_then(|r| r.http_check).unwrap_or(true),
         on_mismatch: raw.and_then(|r| r.on_mismatch).unwrap_or(OnMismatch::Hold),
@@ -650,9 +614,7 @@ fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, Config
         DAY,
     )?;
     if max_delay < base_delay {
-        let at = raw
-            .and_then(|r| r.max_delay.as_ref().or(r.base_delay.as_ref()))
-            .map_or(0..0, Spanned::span);
+        let at = raw.and_then(|r| r.max_delay.as_ref().or(r.base_delay.as_ref())).map_or(0..0, Spanned::span);
         return Err(src.error(
             at,
             "retry.max_delay",
@@ -663,11 +625,7 @@ fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, Config
             ),
         ));
     }
-    Ok(RetryPolicy {
-        max_attempts,
-        base_delay,
-        max_delay,
-    })
+    Ok(RetryPolicy { max_attempts, base_delay, max_delay })
 }
 
 fn concurrency(src: &Source<'_>, raw: Option<&RawConcurrency>) -> Result<Concurrency, ConfigError> {
@@ -726,10 +684,8 @@ fn checked_template(
                 // Find the same occurrence of the snippet in the file (exact when the string
                 // has no escapes, which templates rarely need).
                 let nth = text[..range.start].matches(snippet).count();
-                if let Some((offset, _)) = src
-                    .text
-                    .get(span.clone())
-                    .and_then(|raw| raw.match_indices(snippet).nth(nth))
+                if let Some((offset, _)) =
+                    src.text.get(span.clone()).and_then(|raw| raw.match_indices(snippet).nth(nth))
                 {
                     at = span.start + offset;
                 }
@@ -752,18 +708,10 @@ fn checked_template(
         }
     };
     if rendered.trim().is_empty() {
-        return Err(src.at(
-            template,
-            field,
-            "expected a template that renders to some text",
-        ));
+        return Err(src.at(template, field, "expected a template that renders to some text"));
     }
     if one_line && rendered.contains(['\n', '\r']) {
-        return Err(src.at(
-            template,
-            field,
-            "expected a subject that renders to one line",
-        ));
+        return Err(src.at(template, field, "expected a subject that renders to one line"));
     }
     Ok(text.clone())
 }
@@ -790,10 +738,7 @@ mod tests {
     #[test]
     fn every_shipped_playbook_loads() {
         let files = shipped();
-        assert!(
-            files.len() >= 2,
-            "expected shared-hosting and demo playbooks"
-        );
+        assert!(files.len() >= 2, "expected shared-hosting and demo playbooks");
         for (path, text) in files {
             let playbook = Playbook::parse(&text, &path).unwrap_or_else(|err| panic!("{err}"));
             assert_eq!(playbook.source_text, text);
@@ -801,10 +746,7 @@ mod tests {
             assert_eq!(loaded, playbook);
             // Every notice template renders with the sample context.
             let context = sample_notice_context();
-            for template in [
-                &playbook.notices.completion.subject,
-                &playbook.notices.completion.body,
-            ] {
+            for template in [&playbook.notices.completion.subject, &playbook.notices.completion.body] {
                 crate::notify::render(template, &context).expect("renders");
             }
         }
@@ -852,13 +794,7 @@ mod tests {
         assert_eq!(playbook.dns.short_ttl, 60);
         assert_eq!(playbook.transfer.restore_threads, 2);
         assert_eq!(playbook.verification.on_mismatch, OnMismatch::Hold);
-        assert!(
-            playbook
-                .notices
-                .completion
-                .body
-                .contains("{{ target_host }}")
-        );
+        assert!(playbook.notices.completion.body.contains("{{ target_host }}"));
     }
 
     const BASE: &str = r#"name = "x"
@@ -895,12 +831,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
     fn broken_playbooks_name_line_column_and_field() {
         // (what, replace this, with this, expected error text after "p.toml:")
         let cases: &[(&str, &str, &str, &str)] = &[
-            (
-                "syntax error",
-                "short_ttl = 60",
-                "short_ttl = = 60",
-                "17:13: ",
-            ),
+            ("syntax error", "short_ttl = 60", "short_ttl = = 60", "17:13: "),
             (
                 "unknown field",
                 "short_ttl = 60",
@@ -1008,9 +939,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
         for (what, from, to, expected) in cases {
             assert!(BASE.contains(from), "{what}: {from:?} not in BASE");
             let text = BASE.replacen(from, to, 1);
-            let err = Playbook::parse(&text, "p.toml")
-                .expect_err(what)
-                .to_string();
+            let err = Playbook::parse(&text, "p.toml").expect_err(what).to_string();
             if !err.starts_with(&format!("p.toml:{expected}")) {
                 failures.push(format!("{what}: expected p.toml:{expected}…\n got {err}"));
             }
@@ -1021,8 +950,8 @@ body = "Hello {{ account }}, see {{ target_host }}."
 
     #[test]
     fn error_display_matches_the_contract() {
-        let err = Playbook::parse("name = \"x\"\n[dns]\nshort_ttl = 0\n", "playbooks/x.toml")
-            .expect_err("ttl 0");
+        let err =
+            Playbook::parse("name = \"x\"\n[dns]\nshort_ttl = 0\n", "playbooks/x.toml").expect_err("ttl 0");
         assert_eq!(
             err.to_string(),
             "playbooks/x.toml:3:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got 0"

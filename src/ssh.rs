@@ -255,11 +255,8 @@ pub fn host_key_fingerprint(openssh_public_key_line: &str) -> Result<String, Ssh
 }
 
 fn parse_pinned_key(openssh_public_key_line: &str) -> Result<PublicKey, SshError> {
-    PublicKey::from_openssh(openssh_public_key_line.trim()).map_err(|error| {
-        SshError::InvalidHostKey {
-            reason: error.to_string(),
-        }
-    })
+    PublicKey::from_openssh(openssh_public_key_line.trim())
+        .map_err(|error| SshError::InvalidHostKey { reason: error.to_string() })
 }
 
 /// How many commands one session runs at once; more wait for a free channel. This is
@@ -276,9 +273,7 @@ pub struct SshSession {
 
 impl std::fmt::Debug for SshSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SshSession")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
+        f.debug_struct("SshSession").field("address", &self.address).finish_non_exhaustive()
     }
 }
 
@@ -291,18 +286,11 @@ impl SshSession {
         // Check the local inputs first: a bad pin or key file is an operator error and should
         // not cost a connection.
         let pinned = parse_pinned_key(&target.host_key)?;
-        let key = russh::keys::load_secret_key(&target.key_file, None).map_err(|source| {
-            SshError::KeyFile {
-                path: target.key_file.clone(),
-                source,
-            }
-        })?;
+        let key = russh::keys::load_secret_key(&target.key_file, None)
+            .map_err(|source| SshError::KeyFile { path: target.key_file.clone(), source })?;
         match tokio::time::timeout(timeout, connect_and_authenticate(target, pinned, key)).await {
             Ok(result) => result,
-            Err(_elapsed) => Err(SshError::Timeout {
-                address: target.address.clone(),
-                timeout,
-            }),
+            Err(_elapsed) => Err(SshError::Timeout { address: target.address.clone(), timeout }),
         }
     }
 
@@ -328,32 +316,18 @@ impl SshSession {
     #[instrument(skip_all, fields(address = %self.address))]
     pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, SshError> {
         if argv.is_empty() {
-            return Err(SshError::InvalidCommand {
-                reason: "no program given".to_owned(),
-            });
+            return Err(SshError::InvalidCommand { reason: "no program given".to_owned() });
         }
         if argv.iter().any(|argument| argument.contains('\0')) {
-            return Err(SshError::InvalidCommand {
-                reason: "an argument contains a NUL byte".to_owned(),
-            });
+            return Err(SshError::InvalidCommand { reason: "an argument contains a NUL byte".to_owned() });
         }
         let command_line = shell_quote_argv(argv);
-        let protocol = |source| SshError::Protocol {
-            address: self.address.clone(),
-            source,
-        };
+        let protocol = |source| SshError::Protocol { address: self.address.clone(), source };
 
         // Wait for a free channel slot; the semaphore is never closed.
-        let _slot = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|_closed| protocol(russh::Error::Disconnect))?;
+        let _slot = self.channels.acquire().await.map_err(|_closed| protocol(russh::Error::Disconnect))?;
         let mut channel = self.open_channel().await.map_err(protocol)?;
-        channel
-            .exec(true, command_line.into_bytes())
-            .await
-            .map_err(protocol)?;
+        channel.exec(true, command_line.into_bytes()).await.map_err(protocol)?;
 
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -370,32 +344,16 @@ impl SshSession {
                     signal = Some(format!("{signal_name:?}"));
                 }
                 ChannelMsg::Failure => {
-                    return Err(SshError::ExecRefused {
-                        address: self.address.clone(),
-                    });
+                    return Err(SshError::ExecRefused { address: self.address.clone() });
                 }
                 _ => {}
             }
         }
-        debug!(
-            ?status,
-            stdout_bytes = stdout.len(),
-            stderr_bytes = stderr.len(),
-            "remote command finished"
-        );
+        debug!(?status, stdout_bytes = stdout.len(), stderr_bytes = stderr.len(), "remote command finished");
         match (status, signal) {
-            (Some(status), _) => Ok(ExecOutput {
-                status,
-                stdout,
-                stderr,
-            }),
-            (None, Some(signal)) => Err(SshError::Signal {
-                address: self.address.clone(),
-                signal,
-            }),
-            (None, None) => Err(SshError::NoExitStatus {
-                address: self.address.clone(),
-            }),
+            (Some(status), _) => Ok(ExecOutput { status, stdout, stderr }),
+            (None, Some(signal)) => Err(SshError::Signal { address: self.address.clone(), signal }),
+            (None, None) => Err(SshError::NoExitStatus { address: self.address.clone() }),
         }
     }
 
@@ -412,8 +370,7 @@ impl SshSession {
         loop {
             match self.handle.channel_open_session().await {
                 Err(russh::Error::ChannelOpenFailure(
-                    russh::ChannelOpenFailure::ConnectFailed
-                    | russh::ChannelOpenFailure::ResourceShortage,
+                    russh::ChannelOpenFailure::ConnectFailed | russh::ChannelOpenFailure::ResourceShortage,
                 )) if attempt < ATTEMPTS => {
                     debug!(attempt, "server out of channels, retrying");
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
@@ -433,10 +390,7 @@ impl SshSession {
         self.handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await
-            .map_err(|source| SshError::Protocol {
-                address: self.address.clone(),
-                source,
-            })
+            .map_err(|source| SshError::Protocol { address: self.address.clone(), source })
     }
 }
 
@@ -448,10 +402,7 @@ async fn connect_and_authenticate(
     let address = target.address.clone();
     let socket = tokio::net::TcpStream::connect(target.address.as_str())
         .await
-        .map_err(|source| SshError::Connect {
-            address: address.clone(),
-            source,
-        })?;
+        .map_err(|source| SshError::Connect { address: address.clone(), source })?;
     // Commands are small request/response exchanges: Nagle's algorithm only adds latency.
     if let Err(error) = socket.set_nodelay(true) {
         debug!(%error, "cannot set TCP_NODELAY");
@@ -471,23 +422,15 @@ async fn connect_and_authenticate(
         ..client::Config::default()
     });
     let verified = Arc::new(AtomicBool::new(false));
-    let handler = PinnedHostKey {
-        pinned: pinned.clone(),
-        verified: Arc::clone(&verified),
-    };
-    let mut handle = client::connect_stream(config, socket, handler)
-        .await
-        .map_err(|error| match error {
-            HandlerError::HostKeyMismatch { got_fingerprint } => SshError::HostKeyMismatch {
-                address: address.clone(),
-                expected_fingerprint: pinned.fingerprint(HashAlg::Sha256).to_string(),
-                got_fingerprint,
-            },
-            HandlerError::Russh(source) => SshError::Protocol {
-                address: address.clone(),
-                source,
-            },
-        })?;
+    let handler = PinnedHostKey { pinned: pinned.clone(), verified: Arc::clone(&verified) };
+    let mut handle = client::connect_stream(config, socket, handler).await.map_err(|error| match error {
+        HandlerError::HostKeyMismatch { got_fingerprint } => SshError::HostKeyMismatch {
+            address: address.clone(),
+            expected_fingerprint: pinned.fingerprint(HashAlg::Sha256).to_string(),
+            got_fingerprint,
+        },
+        HandlerError::Russh(source) => SshError::Protocol { address: address.clone(), source },
+    })?;
 
     // Defence in depth: russh skips the host key check for the non-standard "none" key
     // exchange. Our config never offers it, but make sure the check really ran.
@@ -504,33 +447,17 @@ async fn connect_and_authenticate(
     let hash_alg = handle
         .best_supported_rsa_hash()
         .await
-        .map_err(|source| SshError::Protocol {
-            address: address.clone(),
-            source,
-        })?
+        .map_err(|source| SshError::Protocol { address: address.clone(), source })?
         .flatten();
     let auth = handle
-        .authenticate_publickey(
-            target.user.clone(),
-            PrivateKeyWithHashAlg::new(Arc::new(key), hash_alg),
-        )
+        .authenticate_publickey(target.user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash_alg))
         .await
-        .map_err(|source| SshError::Protocol {
-            address: address.clone(),
-            source,
-        })?;
+        .map_err(|source| SshError::Protocol { address: address.clone(), source })?;
     if !auth.success() {
-        return Err(SshError::AuthFailed {
-            address,
-            user: target.user.clone(),
-        });
+        return Err(SshError::AuthFailed { address, user: target.user.clone() });
     }
     debug!("ssh session authenticated");
-    Ok(SshSession {
-        address,
-        channels: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMANDS),
-        handle,
-    })
+    Ok(SshSession { address, channels: tokio::sync::Semaphore::new(MAX_CONCURRENT_COMMANDS), handle })
 }
 
 /// The host key algorithms to offer for a pinned key: its own, and for RSA the SHA-2 signature
@@ -538,12 +465,8 @@ async fn connect_and_authenticate(
 fn host_key_algorithms(pinned: &PublicKey) -> Vec<Algorithm> {
     match pinned.algorithm() {
         Algorithm::Rsa { .. } => vec![
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
         ],
         algorithm => vec![algorithm],
     }
@@ -573,10 +496,7 @@ impl From<russh::Error> for HandlerError {
 impl client::Handler for PinnedHostKey {
     type Error = HandlerError;
 
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKey,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, server_public_key: &PublicKey) -> Result<bool, Self::Error> {
         // Compare the key itself, not the comment (the pinned line may carry one, the wire key
         // never does).
         if server_public_key.key_data() == self.pinned.key_data() {
@@ -675,7 +595,8 @@ mod tests {
     #[test]
     fn fingerprint_matches_ssh_keygen() {
         // `ssh-keygen -l -E sha256 -f` printed this fingerprint for this key line.
-        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ some comment";
+        let line =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ some comment";
         assert_eq!(
             host_key_fingerprint(line).expect("valid key"),
             "SHA256:T7SvZ2cslqpPj6nKzitCBHHlpVF3r3MvLwmFL0fk0IE"
@@ -686,10 +607,7 @@ mod tests {
     fn invalid_pinned_keys_are_refused() {
         for line in ["", "ssh-ed25519", "ssh-ed25519 not-base64!", "hello world"] {
             let error = host_key_fingerprint(line).expect_err(line);
-            assert!(
-                matches!(error, SshError::InvalidHostKey { .. }),
-                "{line}: {error}"
-            );
+            assert!(matches!(error, SshError::InvalidHostKey { .. }), "{line}: {error}");
             assert!(!error.is_transient());
         }
     }
@@ -706,20 +624,8 @@ mod tests {
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
         assert!(!not_found.is_transient());
-        assert!(
-            SshError::Timeout {
-                address: "x:22".into(),
-                timeout: Duration::from_secs(1)
-            }
-            .is_transient()
-        );
-        assert!(
-            SshError::Protocol {
-                address: "x:22".into(),
-                source: russh::Error::HUP
-            }
-            .is_transient()
-        );
+        assert!(SshError::Timeout { address: "x:22".into(), timeout: Duration::from_secs(1) }.is_transient());
+        assert!(SshError::Protocol { address: "x:22".into(), source: russh::Error::HUP }.is_transient());
         assert!(
             !SshError::HostKeyMismatch {
                 address: "x:22".into(),
@@ -728,12 +634,6 @@ mod tests {
             }
             .is_transient()
         );
-        assert!(
-            !SshError::AuthFailed {
-                address: "x:22".into(),
-                user: "root".into()
-            }
-            .is_transient()
-        );
+        assert!(!SshError::AuthFailed { address: "x:22".into(), user: "root".into() }.is_transient());
     }
 }

@@ -390,9 +390,7 @@ pub struct Tx<'a> {
 
 impl std::fmt::Debug for Tx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tx")
-            .field("backend", &self.backend)
-            .finish_non_exhaustive()
+        f.debug_struct("Tx").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
 
@@ -404,9 +402,7 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
     match scheme {
         "sqlite" => Ok(Backend::Sqlite),
         "postgres" | "postgresql" => Ok(Backend::Postgres),
-        _ => Err(StoreError::UnsupportedUrl {
-            scheme: scheme.to_owned(),
-        }),
+        _ => Err(StoreError::UnsupportedUrl { scheme: scheme.to_owned() }),
     }
 }
 
@@ -441,11 +437,7 @@ impl Store {
                 let memory = sqlite_is_memory(url);
                 // An in-memory database exists once per connection: keep exactly one.
                 let options = if memory {
-                    options
-                        .max_connections(1)
-                        .min_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None)
+                    options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
                 } else {
                     options.max_connections(8)
                 };
@@ -453,10 +445,8 @@ impl Store {
                     .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             // busy_timeout first, so the journal-mode switch below can wait too.
-                            conn.execute(
-                                format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
-                            )
-                            .await?;
+                            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                                .await?;
                             if !memory {
                                 conn.execute("PRAGMA journal_mode = WAL").await?;
                             }
@@ -502,11 +492,7 @@ impl Store {
 
     /// Starts a transaction for an operator action or planning (no lease involved).
     pub async fn begin(&self) -> Result<Tx<'_>, StoreError> {
-        Ok(Tx {
-            tx: self.begin_tx().await?,
-            backend: self.backend,
-            _store: PhantomData,
-        })
+        Ok(Tx { tx: self.begin_tx().await?, backend: self.backend, _store: PhantomData })
     }
 
     /// Starts a transaction to record a leased job's outcome. Its first statement re-asserts the
@@ -527,15 +513,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost {
-                job_id: lease.job_id,
-            });
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
         }
-        Ok(Tx {
-            tx,
-            backend: self.backend,
-            _store: PhantomData,
-        })
+        Ok(Tx { tx, backend: self.backend, _store: PhantomData })
     }
 
     /// Claims up to `limit` jobs that are due at `now`, not done, and not leased (or whose lease
@@ -576,11 +556,7 @@ impl Store {
         Ok(jobs
             .into_iter()
             .map(|job| {
-                let lease = Lease {
-                    job_id: job.id,
-                    owner: owner.to_owned(),
-                    expires_at,
-                };
+                let lease = Lease { job_id: job.id, owner: owner.to_owned(), expires_at };
                 (job, lease)
             })
             .collect())
@@ -589,12 +565,7 @@ impl Store {
     /// Extends a lease that still holds to `now + lease_ms`; [`StoreError::LeaseLost`] if it
     /// expired or was taken.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
-    pub async fn renew_lease(
-        &self,
-        lease: &mut Lease,
-        now: i64,
-        lease_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn renew_lease(&self, lease: &mut Lease, now: i64, lease_ms: i64) -> Result<(), StoreError> {
         let expires_at = now.saturating_add(lease_ms);
         let done = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $5 \
@@ -609,9 +580,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost {
-                job_id: lease.job_id,
-            });
+            return Err(StoreError::LeaseLost { job_id: lease.job_id });
         }
         lease.expires_at = expires_at;
         Ok(())
@@ -657,81 +626,57 @@ impl Store {
 
     /// All migrations, oldest first.
     pub async fn migrations(&self) -> Result<Vec<MigrationRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM migrations ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM migrations ORDER BY created_at, id").fetch_all(&self.pool).await?)
     }
 
     /// The accounts of a migration, by user name.
     pub async fn accounts(&self, migration_id: &str) -> Result<Vec<AccountRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 ORDER BY user_name")
-                .bind(migration_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 ORDER BY user_name")
+            .bind(migration_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// One account of a migration.
-    pub async fn account(
-        &self,
-        migration_id: &str,
-        user: &str,
-    ) -> Result<Option<AccountRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
-                .bind(migration_id)
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    pub async fn account(&self, migration_id: &str, user: &str) -> Result<Option<AccountRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
+            .bind(migration_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// The domains of a migration, by name.
     pub async fn domains(&self, migration_id: &str) -> Result<Vec<DomainRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 ORDER BY domain")
-                .bind(migration_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 ORDER BY domain")
+            .bind(migration_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The domains of one account, by name.
-    pub async fn domains_of(
-        &self,
-        migration_id: &str,
-        user: &str,
-    ) -> Result<Vec<DomainRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain",
-        )
-        .bind(migration_id)
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?)
+    pub async fn domains_of(&self, migration_id: &str, user: &str) -> Result<Vec<DomainRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain")
+            .bind(migration_id)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// All jobs of a migration, done ones included, by id.
     pub async fn jobs(&self, migration_id: &str) -> Result<Vec<JobRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id"
-        ))
-        .bind(migration_id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id"))
+            .bind(migration_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The event log of a migration, in the order it was written.
     pub async fn events(&self, migration_id: &str) -> Result<Vec<EventRow>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id")
-                .bind(migration_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id")
+            .bind(migration_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// All notices of a migration, by id.
@@ -756,12 +701,10 @@ impl Store {
 
     /// One notice by id.
     pub async fn notice(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }
 
@@ -794,11 +737,7 @@ fn expect_one(
     result: sqlx::any::AnyQueryResult,
     or_else: impl FnOnce() -> StoreError,
 ) -> Result<(), StoreError> {
-    if result.rows_affected() == 0 {
-        Err(or_else())
-    } else {
-        Ok(())
-    }
+    if result.rows_affected() == 0 { Err(or_else()) } else { Ok(()) }
 }
 
 impl Tx<'_> {
@@ -825,10 +764,7 @@ impl Tx<'_> {
         .bind(row.updated_at)
         .execute(&mut *self.tx)
         .await?;
-        expect_one(result, || StoreError::Conflict {
-            what: "migration",
-            key: row.id.clone(),
-        })
+        expect_one(result, || StoreError::Conflict { what: "migration", key: row.id.clone() })
     }
 
     /// Inserts an account; [`StoreError::Conflict`] if the migration already has that user.
@@ -903,11 +839,8 @@ impl Tx<'_> {
             }
             let inserted = query.fetch_all(&mut *self.tx).await?;
             if inserted.len() < chunk.len() {
-                let inserted: std::collections::HashSet<&str> =
-                    inserted.iter().map(String::as_str).collect();
-                let first = chunk
-                    .iter()
-                    .find(|row| !inserted.contains(row.user.as_str()));
+                let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+                let first = chunk.iter().find(|row| !inserted.contains(row.user.as_str()));
                 return Err(StoreError::Conflict {
                     what: "account",
                     key: first.map_or_else(
@@ -943,11 +876,8 @@ impl Tx<'_> {
             }
             let inserted = query.fetch_all(&mut *self.tx).await?;
             if inserted.len() < chunk.len() {
-                let inserted: std::collections::HashSet<&str> =
-                    inserted.iter().map(String::as_str).collect();
-                let first = chunk
-                    .iter()
-                    .find(|row| !inserted.contains(row.domain.as_str()));
+                let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+                let first = chunk.iter().find(|row| !inserted.contains(row.domain.as_str()));
                 return Err(StoreError::Conflict {
                     what: "domain",
                     key: first.map_or_else(
@@ -968,19 +898,15 @@ impl Tx<'_> {
         data: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE migrations SET state = $2, data = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(data)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        expect_one(result, || StoreError::NotFound {
-            what: "migration",
-            key: id.to_owned(),
-        })
+        let result =
+            sqlx::query("UPDATE migrations SET state = $2, data = $3, updated_at = $4 WHERE id = $1")
+                .bind(id)
+                .bind(state)
+                .bind(data)
+                .bind(now)
+                .execute(&mut *self.tx)
+                .await?;
+        expect_one(result, || StoreError::NotFound { what: "migration", key: id.to_owned() })
     }
 
     /// Sets an account's state; [`StoreError::NotFound`] if there is no such account.
@@ -1003,10 +929,7 @@ impl Tx<'_> {
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
-        expect_one(result, || StoreError::NotFound {
-            what: "account",
-            key: format!("{migration_id}/{user}"),
-        })
+        expect_one(result, || StoreError::NotFound { what: "account", key: format!("{migration_id}/{user}") })
     }
 
     /// Sets a domain's state; [`StoreError::NotFound`] if there is no such domain.
@@ -1101,25 +1024,18 @@ impl Tx<'_> {
             .bind(now)
             .execute(&mut *self.tx)
             .await?;
-        expect_one(result, || StoreError::NotFound {
-            what: "notice",
-            key: id.to_string(),
-        })
+        expect_one(result, || StoreError::NotFound { what: "notice", key: id.to_string() })
     }
 
     /// Records a failed send: attempts + 1 and the error; [`StoreError::NotFound`] if there is
     /// no such notice.
     pub async fn notice_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError> {
-        let result =
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                .bind(id)
-                .bind(error)
-                .execute(&mut *self.tx)
-                .await?;
-        expect_one(result, || StoreError::NotFound {
-            what: "notice",
-            key: id.to_string(),
-        })
+        let result = sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(&mut *self.tx)
+            .await?;
+        expect_one(result, || StoreError::NotFound { what: "notice", key: id.to_string() })
     }
 
     /// Runs an update of the leased job guarded by the lease; `set` is the SET clause, which
@@ -1135,37 +1051,26 @@ impl Tx<'_> {
             "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL \
              WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 AND done_at IS NULL"
         );
-        let mut query = sqlx::query(&sql)
-            .bind(lease.job_id)
-            .bind(&lease.owner)
-            .bind(lease.expires_at)
-            .bind(value);
+        let mut query =
+            sqlx::query(&sql).bind(lease.job_id).bind(&lease.owner).bind(lease.expires_at).bind(value);
         if let Some(error) = error {
             query = query.bind(error);
         }
         let result = query.execute(&mut *self.tx).await?;
-        expect_one(result, || StoreError::LeaseLost {
-            job_id: lease.job_id,
-        })
+        expect_one(result, || StoreError::LeaseLost { job_id: lease.job_id })
     }
 
     /// Marks the leased job done at `now` and clears the lease; [`StoreError::LeaseLost`] if the
     /// lease no longer holds.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
     pub async fn finish_job(&mut self, lease: &Lease, now: i64) -> Result<(), StoreError> {
-        self.update_leased_job(lease, "done_at = $4", now, None)
-            .await
+        self.update_leased_job(lease, "done_at = $4", now, None).await
     }
 
     /// Records a failed attempt of the leased job: attempts + 1, the error, due again at
     /// `due_at`, lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
-    pub async fn retry_job(
-        &mut self,
-        lease: &Lease,
-        due_at: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn retry_job(&mut self, lease: &Lease, due_at: i64, error: &str) -> Result<(), StoreError> {
         self.update_leased_job(
             lease,
             "attempts = attempts + 1, last_error = $5, due_at = $4",
@@ -1179,8 +1084,7 @@ impl Tx<'_> {
     /// nothing to do yet), lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
     pub async fn reschedule_job(&mut self, lease: &Lease, due_at: i64) -> Result<(), StoreError> {
-        self.update_leased_job(lease, "due_at = $4", due_at, None)
-            .await
+        self.update_leased_job(lease, "due_at = $4", due_at, None).await
     }
 
     /// Operator retry: makes the job with this dedupe key pending again at `due_at` with zero
@@ -1225,14 +1129,8 @@ mod tests {
     #[test]
     fn backend_comes_from_the_url_scheme() {
         assert_eq!(backend_of("sqlite:/tmp/x.db").ok(), Some(Backend::Sqlite));
-        assert_eq!(
-            backend_of("postgres://u@h/db").ok(),
-            Some(Backend::Postgres)
-        );
-        assert_eq!(
-            backend_of("postgresql://u@h/db").ok(),
-            Some(Backend::Postgres)
-        );
+        assert_eq!(backend_of("postgres://u@h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(backend_of("postgresql://u@h/db").ok(), Some(Backend::Postgres));
         let err = backend_of("mysql://root:hunter2@h/db");
         assert!(matches!(err, Err(StoreError::UnsupportedUrl { ref scheme }) if scheme == "mysql"));
         // The error never repeats the URL, which may carry a password.
@@ -1242,18 +1140,12 @@ mod tests {
 
     #[test]
     fn sqlite_file_urls_create_the_file() {
-        assert_eq!(
-            sqlite_url_with_create("sqlite:/tmp/x.db"),
-            "sqlite:/tmp/x.db?mode=rwc"
-        );
+        assert_eq!(sqlite_url_with_create("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db?mode=rwc");
         assert_eq!(
             sqlite_url_with_create("sqlite:/tmp/x.db?cache=shared"),
             "sqlite:/tmp/x.db?cache=shared&mode=rwc"
         );
-        assert_eq!(
-            sqlite_url_with_create("sqlite:/tmp/x.db?mode=ro"),
-            "sqlite:/tmp/x.db?mode=ro"
-        );
+        assert_eq!(sqlite_url_with_create("sqlite:/tmp/x.db?mode=ro"), "sqlite:/tmp/x.db?mode=ro");
         assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
     }
 

@@ -70,9 +70,7 @@ pub enum WhmError {
         detail: String,
     },
     /// The server refused the API token (HTTP 401/403).
-    #[error(
-        "WHM {function}: authentication refused (HTTP {status}); check the API token and its ACL"
-    )]
+    #[error("WHM {function}: authentication refused (HTTP {status}); check the API token and its ACL")]
     Auth {
         /// The WHM API function called.
         function: String,
@@ -144,10 +142,7 @@ impl WhmError {
 }
 
 fn shape(function: &str, detail: impl Into<String>) -> WhmError {
-    WhmError::Shape {
-        function: function.to_owned(),
-        detail: detail.into(),
-    }
+    WhmError::Shape { function: function.to_owned(), detail: detail.into() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,10 +159,7 @@ pub struct Listing<T> {
 
 impl<T> Default for Listing<T> {
     fn default() -> Self {
-        Self {
-            items: Vec::new(),
-            rejected: Vec::new(),
-        }
+        Self { items: Vec::new(), rejected: Vec::new() }
     }
 }
 
@@ -277,18 +269,13 @@ impl TransferSessionId {
     pub fn parse(value: &str) -> Result<Self, WhmError> {
         let valid = !value.is_empty()
             && value.len() <= 128
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if valid {
             Ok(Self(value.to_owned()))
         } else {
             Err(shape(
                 "transfer_session_id",
-                format!(
-                    "invalid transfer session id {:?}",
-                    value.chars().take(140).collect::<String>()
-                ),
+                format!("invalid transfer session id {:?}", value.chars().take(140).collect::<String>()),
             ))
         }
     }
@@ -455,11 +442,7 @@ pub fn item_outcomes(lines: &[LogLine]) -> BTreeMap<String, ItemOutcome> {
             ("success-item", "TRANSFER") => ItemOutcome::Copied,
             ("success-item", "RESTORE") => ItemOutcome::Restored,
             ("failed-item", _) => ItemOutcome::Failed {
-                message: line
-                    .failure
-                    .clone()
-                    .filter(|f| !f.is_empty())
-                    .unwrap_or_else(|| line.msg.clone()),
+                message: line.failure.clone().filter(|f| !f.is_empty()).unwrap_or_else(|| line.msg.clone()),
                 queue,
             },
             _ => ItemOutcome::Queued,
@@ -482,21 +465,13 @@ pub fn item_outcomes(lines: &[LogLine]) -> BTreeMap<String, ItemOutcome> {
 /// `metadata.reason`).
 pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value, WhmError> {
     if status == 401 || status == 403 {
-        return Err(WhmError::Auth {
-            function: function.to_owned(),
-            status,
-        });
+        return Err(WhmError::Auth { function: function.to_owned(), status });
     }
     if !(200..300).contains(&status) {
-        return Err(WhmError::Http {
-            function: function.to_owned(),
-            status,
-        });
+        return Err(WhmError::Http { function: function.to_owned(), status });
     }
-    let json: Value = serde_json::from_slice(body).map_err(|_| WhmError::NotJson {
-        function: function.to_owned(),
-        snippet: snippet(body),
-    })?;
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|_| WhmError::NotJson { function: function.to_owned(), snippet: snippet(body) })?;
     let Some(metadata) = json.get("metadata").filter(|m| m.is_object()) else {
         let detail = if json.get("status").is_some() || json.get("statusmsg").is_some() {
             "a WHM API 0 envelope (status/statusmsg) instead of API 1 metadata"
@@ -505,27 +480,16 @@ pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value,
         };
         return Err(shape(function, detail));
     };
-    let reason = metadata
-        .get("reason")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+    let reason = metadata.get("reason").and_then(Value::as_str).unwrap_or("").to_owned();
     match metadata.get("result").and_then(as_flag) {
         Some(true) => Ok(json),
         Some(false) => Err(WhmError::Failed {
             function: function.to_owned(),
-            reason: if reason.is_empty() {
-                "no reason given".to_owned()
-            } else {
-                reason
-            },
+            reason: if reason.is_empty() { "no reason given".to_owned() } else { reason },
         }),
         None => Err(shape(
             function,
-            format!(
-                "metadata.result is {}",
-                metadata.get("result").unwrap_or(&Value::Null)
-            ),
+            format!("metadata.result is {}", metadata.get("result").unwrap_or(&Value::Null)),
         )),
     }
 }
@@ -574,13 +538,12 @@ pub fn parse_listpkgs(json: &Value) -> Result<Vec<WhmPackage>, WhmError> {
         .map(|item| {
             let name = str_field(item, "name")
                 .filter(|n| !n.is_empty())
-                .ok_or_else(|| {
-                    shape("listpkgs", format!("package without a name: {}", raw(item)))
-                })?;
+                .ok_or_else(|| shape("listpkgs", format!("package without a name: {}", raw(item))))?;
             let limit = |key: &str| match item.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => parse_limit_mb(v)
-                    .map_err(|e| shape("listpkgs", format!("package {name:?}: {key}: {e}"))),
+                Some(v) => {
+                    parse_limit_mb(v).map_err(|e| shape("listpkgs", format!("package {name:?}: {key}: {e}")))
+                }
             };
             Ok(WhmPackage {
                 quota_mb: limit("QUOTA")?,
@@ -603,12 +566,7 @@ pub fn parse_listips(json: &Value) -> Result<Vec<WhmIp>, WhmError> {
             continue;
         };
         let flag = |key: &str| item.get(key).and_then(as_flag).unwrap_or(false);
-        ips.push(WhmIp {
-            ip,
-            dedicated: flag("dedicated"),
-            mainaddr: flag("mainaddr"),
-            used: flag("used"),
-        });
+        ips.push(WhmIp { ip, dedicated: flag("dedicated"), mainaddr: flag("mainaddr"), used: flag("used") });
     }
     Ok(ips)
 }
@@ -618,12 +576,7 @@ pub fn parse_create_session(json: &Value) -> Result<TransferSessionId, WhmError>
     let id = json
         .pointer("/data/transfer_session_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| {
-            shape(
-                "create_remote_root_transfer_session",
-                "no data.transfer_session_id",
-            )
-        })?;
+        .ok_or_else(|| shape("create_remote_root_transfer_session", "no data.transfer_session_id"))?;
     TransferSessionId::parse(id)
 }
 
@@ -633,12 +586,8 @@ pub fn parse_session_state(json: &Value) -> Result<SessionState, WhmError> {
         .pointer("/data/state_name")
         .and_then(Value::as_str)
         .ok_or_else(|| shape("get_transfer_session_state", "no data.state_name"))?;
-    SessionState::parse(name).ok_or_else(|| {
-        shape(
-            "get_transfer_session_state",
-            format!("unknown state {name:?}"),
-        )
-    })
+    SessionState::parse(name)
+        .ok_or_else(|| shape("get_transfer_session_state", format!("unknown state {name:?}")))
 }
 
 /// `data.log` of `fetch_transfer_session_log`: line-delimited JSON. Lines that are not JSON
@@ -675,10 +624,7 @@ pub fn parse_log_line(v: &Value) -> LogLine {
     let msg = match &msg_value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .get("message")
-            .and_then(scalar_text)
-            .unwrap_or_else(|| msg_value.to_string()),
+        Value::Object(o) => o.get("message").and_then(scalar_text).unwrap_or_else(|| msg_value.to_string()),
         other => scalar_text(other).unwrap_or_else(|| other.to_string()),
     };
     LogLine {
@@ -691,10 +637,7 @@ pub fn parse_log_line(v: &Value) -> LogLine {
         failure: msg_value.get("failure").and_then(scalar_text),
         msg,
         time: contents.get("time").and_then(as_i64),
-        pid: v
-            .get("pid")
-            .and_then(as_i64)
-            .and_then(|p| u64::try_from(p).ok()),
+        pid: v.get("pid").and_then(as_i64).and_then(|p| u64::try_from(p).ok()),
     }
 }
 
@@ -755,13 +698,10 @@ fn parse_account(item: &Value) -> Result<WhmAccount, String> {
     let ip = match str_field(item, "ip").map(|s| s.trim().to_owned()) {
         None => None,
         Some(s) if s.is_empty() => None,
-        Some(s) => Some(
-            s.parse::<Ipv4Addr>()
-                .map_err(|_| format!("ip {s:?} is not an IPv4 address"))?,
-        ),
+        Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| format!("ip {s:?} is not an IPv4 address"))?),
     };
-    let disk_used_mb = parse_size_mb(item.get("diskused").unwrap_or(&Value::Null))
-        .map_err(|e| format!("diskused: {e}"))?;
+    let disk_used_mb =
+        parse_size_mb(item.get("diskused").unwrap_or(&Value::Null)).map_err(|e| format!("diskused: {e}"))?;
     let suspended = match item.get("suspended") {
         None | Some(Value::Null) => false,
         Some(v) => as_flag(v).ok_or_else(|| format!("suspended {} is not 0 or 1", raw(v)))?,
@@ -790,10 +730,7 @@ fn parse_domain(item: &Value) -> Result<WhmDomain, String> {
     let ipv4 = match str_field(item, "ipv4").map(|s| s.trim().to_owned()) {
         None => None,
         Some(s) if s.is_empty() => None,
-        Some(s) => Some(
-            s.parse::<Ipv4Addr>()
-                .map_err(|_| format!("ipv4 {s:?} is not an IPv4 address"))?,
-        ),
+        Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| format!("ipv4 {s:?} is not an IPv4 address"))?),
     };
     let parent_domain = match str_field(item, "parent_domain").map(|s| s.trim().to_owned()) {
         None => None,
@@ -823,10 +760,7 @@ fn listing<T>(items: &[Value], parse: impl Fn(&Value) -> Result<T, String>) -> L
     for item in items {
         match parse(item) {
             Ok(parsed) => out.items.push(parsed),
-            Err(reason) => out.rejected.push(Rejected {
-                raw: raw(item),
-                reason,
-            }),
+            Err(reason) => out.rejected.push(Rejected { raw: raw(item), reason }),
         }
     }
     out
@@ -948,10 +882,7 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
 
 fn pinned_tls_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, WhmError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = PinnedCertVerifier {
-        pin,
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = PinnedCertVerifier { pin, algorithms: provider.signature_verification_algorithms };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| WhmError::Setup(format!("TLS protocol versions: {e}")))?
@@ -974,9 +905,7 @@ pub struct WhmClient {
 
 impl fmt::Debug for WhmClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WhmClient")
-            .field("base_url", &self.base_url.as_str())
-            .finish_non_exhaustive()
+        f.debug_struct("WhmClient").field("base_url", &self.base_url.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -984,12 +913,7 @@ impl WhmClient {
     /// Builds a client for `base_url` (e.g. `https://host:2087/`). `https` is verified against
     /// the web PKI or pinned per `tls`; `http` is allowed (for a loopback simulator) with a
     /// warning. `timeout` bounds each whole request.
-    pub fn new(
-        base_url: Url,
-        token: Secret,
-        tls: TlsPolicy,
-        timeout: Duration,
-    ) -> Result<Self, WhmError> {
+    pub fn new(base_url: Url, token: Secret, tls: TlsPolicy, timeout: Duration) -> Result<Self, WhmError> {
         match base_url.scheme() {
             "https" => {}
             "http" => tracing::warn!(
@@ -997,9 +921,7 @@ impl WhmClient {
                 "WHM over plain http: the API token travels unencrypted"
             ),
             other => {
-                return Err(WhmError::Setup(format!(
-                    "WHM URL scheme {other:?} is not http or https"
-                )));
+                return Err(WhmError::Setup(format!("WHM URL scheme {other:?} is not http or https")));
             }
         }
         if base_url.cannot_be_a_base() || base_url.host().is_none() {
@@ -1018,14 +940,8 @@ impl WhmClient {
         if let TlsPolicy::PinSha256(pin) = tls {
             builder = builder.use_preconfigured_tls(pinned_tls_config(pin)?);
         }
-        let http = builder
-            .build()
-            .map_err(|e| WhmError::Setup(format!("HTTP client: {e}")))?;
-        Ok(Self {
-            http,
-            base_url,
-            authorization,
-        })
+        let http = builder.build().map_err(|e| WhmError::Setup(format!("HTTP client: {e}")))?;
+        Ok(Self { http, base_url, authorization })
     }
 
     /// The URL of one function call (without the parameters).
@@ -1130,11 +1046,7 @@ impl WhmClient {
         if let Some(password) = &req.password {
             params.push(("password", password.expose()));
         }
-        parse_create_session(
-            &self
-                .call("create_remote_root_transfer_session", &params)
-                .await?,
-        )
+        parse_create_session(&self.call("create_remote_root_transfer_session", &params).await?)
     }
 
     /// `enqueue_transfer_item` with module `AccountRemoteRoot`.
@@ -1163,39 +1075,24 @@ impl WhmClient {
 
     /// `start_transfer_session`: starts (or restarts a paused) session.
     #[tracing::instrument(skip_all, fields(function = "start_transfer_session", session = %session))]
-    pub async fn start_transfer_session(
-        &self,
-        session: &TransferSessionId,
-    ) -> Result<(), WhmError> {
+    pub async fn start_transfer_session(&self, session: &TransferSessionId) -> Result<(), WhmError> {
         self.session_call("start_transfer_session", session).await
     }
 
     /// `pause_transfer_session`.
     #[tracing::instrument(skip_all, fields(function = "pause_transfer_session", session = %session))]
-    pub async fn pause_transfer_session(
-        &self,
-        session: &TransferSessionId,
-    ) -> Result<(), WhmError> {
+    pub async fn pause_transfer_session(&self, session: &TransferSessionId) -> Result<(), WhmError> {
         self.session_call("pause_transfer_session", session).await
     }
 
     /// `abort_transfer_session`.
     #[tracing::instrument(skip_all, fields(function = "abort_transfer_session", session = %session))]
-    pub async fn abort_transfer_session(
-        &self,
-        session: &TransferSessionId,
-    ) -> Result<(), WhmError> {
+    pub async fn abort_transfer_session(&self, session: &TransferSessionId) -> Result<(), WhmError> {
         self.session_call("abort_transfer_session", session).await
     }
 
-    async fn session_call(
-        &self,
-        function: &str,
-        session: &TransferSessionId,
-    ) -> Result<(), WhmError> {
-        self.call(function, &[("transfer_session_id", session.as_str())])
-            .await
-            .map(drop)
+    async fn session_call(&self, function: &str, session: &TransferSessionId) -> Result<(), WhmError> {
+        self.call(function, &[("transfer_session_id", session.as_str())]).await.map(drop)
     }
 
     /// `get_transfer_session_state`.
@@ -1205,29 +1102,18 @@ impl WhmClient {
         session: &TransferSessionId,
     ) -> Result<SessionState, WhmError> {
         parse_session_state(
-            &self
-                .call(
-                    "get_transfer_session_state",
-                    &[("transfer_session_id", session.as_str())],
-                )
-                .await?,
+            &self.call("get_transfer_session_state", &[("transfer_session_id", session.as_str())]).await?,
         )
     }
 
     /// `fetch_transfer_session_log` of `master.log`, parsed line by line.
     #[tracing::instrument(skip_all, fields(function = "fetch_transfer_session_log", session = %session))]
-    pub async fn transfer_session_log(
-        &self,
-        session: &TransferSessionId,
-    ) -> Result<Vec<LogLine>, WhmError> {
+    pub async fn transfer_session_log(&self, session: &TransferSessionId) -> Result<Vec<LogLine>, WhmError> {
         parse_transfer_log(
             &self
                 .call(
                     "fetch_transfer_session_log",
-                    &[
-                        ("transfer_session_id", session.as_str()),
-                        ("logfile", "master.log"),
-                    ],
+                    &[("transfer_session_id", session.as_str()), ("logfile", "master.log")],
                 )
                 .await?,
         )
@@ -1236,26 +1122,15 @@ impl WhmClient {
     /// `suspendacct` with a reason (only root can unsuspend is not set).
     #[tracing::instrument(skip_all, fields(function = "suspendacct", user = %user.as_str()))]
     pub async fn suspend_account(&self, user: &AccountName, reason: &str) -> Result<(), WhmError> {
-        self.call(
-            "suspendacct",
-            &[("user", user.as_str()), ("reason", reason)],
-        )
-        .await
-        .map(drop)
+        self.call("suspendacct", &[("user", user.as_str()), ("reason", reason)]).await.map(drop)
     }
 
     /// `removeacct`; `keep_dns` keeps the account's DNS zones (`keepdns=1`).
     #[tracing::instrument(skip_all, fields(function = "removeacct", user = %user.as_str(), keep_dns))]
     pub async fn remove_account(&self, user: &AccountName, keep_dns: bool) -> Result<(), WhmError> {
-        self.call(
-            "removeacct",
-            &[
-                ("username", user.as_str()),
-                ("keepdns", if keep_dns { "1" } else { "0" }),
-            ],
-        )
-        .await
-        .map(drop)
+        self.call("removeacct", &[("username", user.as_str()), ("keepdns", if keep_dns { "1" } else { "0" })])
+            .await
+            .map(drop)
     }
 }
 
@@ -1266,23 +1141,15 @@ fn classify_transport(function: &str, err: reqwest::Error) -> WhmError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return WhmError::Tls {
-                function: function.to_owned(),
-                detail: tls.to_string(),
-            };
+            return WhmError::Tls { function: function.to_owned(), detail: tls.to_string() };
         }
         // `io::Error::source` skips the error it wraps (hyper nests them), so step into it.
         source = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
     }
-    WhmError::Transport {
-        function: function.to_owned(),
-        source: err,
-    }
+    WhmError::Transport { function: function.to_owned(), source: err }
 }
 
 #[cfg(test)]
@@ -1401,10 +1268,7 @@ mod tests {
         assert_eq!(main.domain_type, "main");
         assert_eq!(main.docroot, "/home/example/public_html");
         assert_eq!(main.ipv4, Some(Ipv4Addr::new(192, 168, 0, 20)));
-        assert_eq!(
-            main.parent_domain.as_ref().map(DomainName::as_str),
-            Some("example.com")
-        );
+        assert_eq!(main.parent_domain.as_ref().map(DomainName::as_str), Some("example.com"));
         assert_eq!(listing.items[1].domain_type, "addon");
         assert_eq!(listing.items[2].ipv4, None);
         assert_eq!(listing.items[2].parent_domain, None);
@@ -1418,18 +1282,10 @@ mod tests {
             "metadata": {"version": 1, "reason": "OK", "result": "1",
                          "command": "get_transfer_session_state"}}"#;
         let json = parse_envelope("get_transfer_session_state", 200, guide).unwrap();
-        assert_eq!(
-            parse_session_state(&json).unwrap(),
-            SessionState::TransferInProgress
-        );
-        for name in [
-            "TRANSFER_PENDING",
-            "RESTORE_PENDING",
-            "RESTORE_INPROGRESS",
-            "RUNNING",
-            "PAUSED",
-            "PENDING",
-        ] {
+        assert_eq!(parse_session_state(&json).unwrap(), SessionState::TransferInProgress);
+        for name in
+            ["TRANSFER_PENDING", "RESTORE_PENDING", "RESTORE_INPROGRESS", "RUNNING", "PAUSED", "PENDING"]
+        {
             let s = parse_session_state(&envelope(json!({"state_name": name}))).unwrap();
             assert!(!s.is_terminal(), "{name}");
         }
@@ -1460,7 +1316,8 @@ mod tests {
             assert!(!err.is_transient());
         }
         // Metadata-only success (enqueue_transfer_item, pause/abort).
-        let ok = br#"{"metadata":{"command":"pause_transfer_session","reason":"OK.","result":1,"version":1}}"#;
+        let ok =
+            br#"{"metadata":{"command":"pause_transfer_session","reason":"OK.","result":1,"version":1}}"#;
         assert!(parse_envelope("pause_transfer_session", 200, ok).is_ok());
     }
 
@@ -1487,10 +1344,7 @@ mod tests {
             assert_eq!(err.is_transient(), transient, "{status}");
         }
         let api0 = br#"{"status": 1, "statusmsg": "Ok", "acct": []}"#;
-        assert!(matches!(
-            parse_envelope("listaccts", 200, api0),
-            Err(WhmError::Shape { .. })
-        ));
+        assert!(matches!(parse_envelope("listaccts", 200, api0), Err(WhmError::Shape { .. })));
     }
 
     /// The master.log sample of the fetch_transfer_session_log operation page starts with
@@ -1586,22 +1440,15 @@ mod tests {
         ];
         assert_eq!(
             item_outcomes(&lines)["dave"],
-            ItemOutcome::Failed {
-                queue: "RESTORE".into(),
-                message: "m".into()
-            }
+            ItemOutcome::Failed { queue: "RESTORE".into(), message: "m".into() }
         );
     }
 
     #[test]
     fn other_inventory_calls() {
-        assert_eq!(
-            parse_version(&envelope(json!({"version": "11.88.0.1"}))).unwrap(),
-            "11.88.0.1"
-        );
+        assert_eq!(parse_version(&envelope(json!({"version": "11.88.0.1"}))).unwrap(), "11.88.0.1");
         let resellers =
-            parse_listresellers(&envelope(json!({"reseller": ["reseller1", "Bad Name", 5]})))
-                .unwrap();
+            parse_listresellers(&envelope(json!({"reseller": ["reseller1", "Bad Name", 5]}))).unwrap();
         assert_eq!(resellers.len(), 1);
         assert_eq!(resellers[0].as_str(), "reseller1");
 
@@ -1635,9 +1482,7 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(id.as_str(), "vm5docscpanelcopya20140224163412sylG");
-        assert!(
-            parse_create_session(&envelope(json!({"transfer_session_id": "../../x y"}))).is_err()
-        );
+        assert!(parse_create_session(&envelope(json!({"transfer_session_id": "../../x y"}))).is_err());
     }
 
     #[test]

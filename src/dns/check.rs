@@ -52,9 +52,7 @@ impl Checker {
     /// A checker for these authoritative nameservers (address and port each).
     pub fn new(nameservers: Vec<SocketAddr>) -> Result<Self, DnsError> {
         if nameservers.is_empty() {
-            return Err(DnsError::Config(
-                "at least one nameserver is needed for DNS checks".into(),
-            ));
+            return Err(DnsError::Config("at least one nameserver is needed for DNS checks".into()));
         }
         Ok(Self { nameservers })
     }
@@ -68,20 +66,14 @@ impl Checker {
     /// for NXDOMAIN or a name without A records), in the order the servers were configured.
     /// CNAMEs inside the answer are followed.
     #[tracing::instrument(skip_all, fields(name = %name))]
-    pub async fn a_records(
-        &self,
-        name: &DomainName,
-    ) -> Result<Vec<(SocketAddr, Vec<Ipv4Addr>)>, DnsError> {
+    pub async fn a_records(&self, name: &DomainName) -> Result<Vec<(SocketAddr, Vec<Ipv4Addr>)>, DnsError> {
         let qname = Name::from_ascii(name.fqdn()).map_err(|_| DnsError::BadName {
             name: name.to_string(),
             reason: "hickory-proto refused it as a DNS name",
         })?;
-        let answers = futures::future::join_all(
-            self.nameservers
-                .iter()
-                .map(|server| query_a(*server, &qname, name)),
-        )
-        .await;
+        let answers =
+            futures::future::join_all(self.nameservers.iter().map(|server| query_a(*server, &qname, name)))
+                .await;
         self.nameservers
             .iter()
             .zip(answers)
@@ -92,11 +84,7 @@ impl Checker {
     /// [`Verification::Served`] when every nameserver answers exactly `expected`, else
     /// [`Verification::Stale`] naming the first server that does not and what it answered.
     #[tracing::instrument(skip_all, fields(name = %name, expected = %expected))]
-    pub async fn verify_a(
-        &self,
-        name: &DomainName,
-        expected: Ipv4Addr,
-    ) -> Result<Verification, DnsError> {
+    pub async fn verify_a(&self, name: &DomainName, expected: Ipv4Addr) -> Result<Verification, DnsError> {
         let answers = self.a_records(name).await?;
         Ok(verification(answers, expected))
     }
@@ -114,11 +102,7 @@ fn verification(answers: Vec<(SocketAddr, Vec<Ipv4Addr>)>, expected: Ipv4Addr) -
 }
 
 /// Sends one A query to one server and reads the addresses from its authoritative answer.
-async fn query_a(
-    server: SocketAddr,
-    qname: &Name,
-    name: &DomainName,
-) -> Result<Vec<Ipv4Addr>, DnsError> {
+async fn query_a(server: SocketAddr, qname: &Name, name: &DomainName) -> Result<Vec<Ipv4Addr>, DnsError> {
     let mut query = Message::query();
     query.add_query(Query::query(qname.clone(), RecordType::A));
     query.metadata.recursion_desired = false;
@@ -170,10 +154,7 @@ async fn query_udp(
             }
         }
     }
-    Err(DnsError::Timeout {
-        server,
-        name: name.to_string(),
-    })
+    Err(DnsError::Timeout { server, name: name.to_string() })
 }
 
 async fn query_tcp(
@@ -205,10 +186,7 @@ async fn query_tcp(
     };
     let message = tokio::time::timeout(ATTEMPT_TIMEOUT * ATTEMPTS, exchange)
         .await
-        .map_err(|_| DnsError::Timeout {
-            server,
-            name: name.to_string(),
-        })??;
+        .map_err(|_| DnsError::Timeout { server, name: name.to_string() })??;
     if !answers(query, &message) {
         return Err(DnsError::BadAnswer {
             server,
@@ -233,25 +211,15 @@ fn addresses(
     qname: &Name,
     answer: &Message,
 ) -> Result<Vec<Ipv4Addr>, DnsError> {
-    let bad = |detail: String| DnsError::BadAnswer {
-        server,
-        name: name.to_string(),
-        detail,
-    };
+    let bad = |detail: String| DnsError::BadAnswer { server, name: name.to_string(), detail };
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
         code => {
-            return Err(DnsError::Rcode {
-                server,
-                name: name.to_string(),
-                rcode: rcode_text(code),
-            });
+            return Err(DnsError::Rcode { server, name: name.to_string(), rcode: rcode_text(code) });
         }
     }
     if !answer.metadata.authoritative {
-        return Err(bad(
-            "the answer is not authoritative: the server does not serve this zone".into(),
-        ));
+        return Err(bad("the answer is not authoritative: the server does not serve this zone".into()));
     }
     // The owner names the answer may use: the query name and every CNAME target reached from it.
     let mut owners = vec![qname.clone()];
@@ -306,30 +274,18 @@ mod tests {
         let a: Ipv4Addr = "192.0.2.1".parse().unwrap();
         let b: Ipv4Addr = "192.0.2.2".parse().unwrap();
         let other: SocketAddr = "127.0.0.2:53".parse().unwrap();
-        assert_eq!(
-            verification(vec![(server(), vec![a]), (other, vec![a])], a),
-            Verification::Served
-        );
+        assert_eq!(verification(vec![(server(), vec![a]), (other, vec![a])], a), Verification::Served);
         assert_eq!(
             verification(vec![(server(), vec![a]), (other, vec![b])], a),
-            Verification::Stale {
-                server: other,
-                got: vec![b]
-            }
+            Verification::Stale { server: other, got: vec![b] }
         );
         assert_eq!(
             verification(vec![(server(), vec![a, b])], a),
-            Verification::Stale {
-                server: server(),
-                got: vec![a, b]
-            }
+            Verification::Stale { server: server(), got: vec![a, b] }
         );
         assert_eq!(
             verification(vec![(server(), vec![])], a),
-            Verification::Stale {
-                server: server(),
-                got: vec![]
-            }
+            Verification::Stale { server: server(), got: vec![] }
         );
     }
 
@@ -356,10 +312,7 @@ mod tests {
                 Record::from_rdata(unrelated, 60, RData::A(A::new(192, 0, 2, 10))),
             ],
         );
-        assert_eq!(
-            addresses(server(), &name, &qname, &message).unwrap(),
-            vec![Ipv4Addr::new(192, 0, 2, 9)]
-        );
+        assert_eq!(addresses(server(), &name, &qname, &message).unwrap(), vec![Ipv4Addr::new(192, 0, 2, 9)]);
     }
 
     #[test]
@@ -367,15 +320,9 @@ mod tests {
         let name = DomainName::parse("www.example.fi").unwrap();
         let qname = Name::from_ascii("www.example.fi.").unwrap();
         let nx = answer(true, ResponseCode::NXDomain, vec![]);
-        assert_eq!(
-            addresses(server(), &name, &qname, &nx).unwrap(),
-            Vec::<Ipv4Addr>::new()
-        );
+        assert_eq!(addresses(server(), &name, &qname, &nx).unwrap(), Vec::<Ipv4Addr>::new());
         let not_aa = answer(false, ResponseCode::NoError, vec![]);
-        assert!(matches!(
-            addresses(server(), &name, &qname, &not_aa),
-            Err(DnsError::BadAnswer { .. })
-        ));
+        assert!(matches!(addresses(server(), &name, &qname, &not_aa), Err(DnsError::BadAnswer { .. })));
         let refused = answer(true, ResponseCode::Refused, vec![]);
         let err = addresses(server(), &name, &qname, &refused).unwrap_err();
         assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "REFUSED"));

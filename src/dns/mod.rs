@@ -47,9 +47,7 @@ pub struct Zone {
 impl Zone {
     /// The rrset of `name` (absolute, trailing dot) and type `rtype`, if the zone has one.
     pub fn rrset(&self, name: &str, rtype: &str) -> Option<&Rrset> {
-        self.rrsets
-            .iter()
-            .find(|r| r.name.eq_ignore_ascii_case(name) && r.rtype.eq_ignore_ascii_case(rtype))
+        self.rrsets.iter().find(|r| r.name.eq_ignore_ascii_case(name) && r.rtype.eq_ignore_ascii_case(rtype))
     }
 }
 
@@ -116,10 +114,7 @@ pub fn repoint_changes(
                     records.push(content.clone());
                 }
             }
-            RrsetChange::Replace(Rrset {
-                records,
-                ..r.clone()
-            })
+            RrsetChange::Replace(Rrset { records, ..r.clone() })
         })
         .collect()
 }
@@ -129,10 +124,7 @@ pub fn repoint_changes(
 /// in lower case. Owner names are not host names (`_dmarc.example.fi.` is fine), so
 /// [`DomainName`] is too strict for them.
 pub fn owner_name(name: &str, zone: &DomainName) -> Result<String, DnsError> {
-    let refuse = |reason: &'static str| DnsError::BadName {
-        name: name.chars().take(300).collect(),
-        reason,
-    };
+    let refuse = |reason: &'static str| DnsError::BadName { name: name.chars().take(300).collect(), reason };
     let Some(relative) = name.strip_suffix('.') else {
         return Err(refuse("it is not absolute (no trailing dot)"));
     };
@@ -149,13 +141,9 @@ pub fn owner_name(name: &str, zone: &DomainName) -> Result<String, DnsError> {
         }
         let wildcard = index == 0 && label == "*";
         if !wildcard
-            && !label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            return Err(refuse(
-                "only letters, digits, hyphens and underscores are allowed",
-            ));
+            return Err(refuse("only letters, digits, hyphens and underscores are allowed"));
         }
     }
     Ok(format!("{lower}."))
@@ -308,10 +296,7 @@ mod tests {
                 RrsetChange::Delete { .. } => panic!("no deletes expected"),
             })
             .collect();
-        assert_eq!(
-            names,
-            vec![("example.fi.", 60, 1), ("www.example.fi.", 60, 2)]
-        );
+        assert_eq!(names, vec![("example.fi.", 60, 1), ("www.example.fi.", 60, 2)]);
     }
 
     #[test]
@@ -320,33 +305,23 @@ mod tests {
         let to = "203.0.113.9".parse().unwrap();
         let changes = repoint_changes(&zone(), None, from, to);
         assert_eq!(changes.len(), 4);
-        let RrsetChange::Replace(www) = &changes[1] else {
-            panic!("replace expected")
-        };
+        let RrsetChange::Replace(www) = &changes[1] else { panic!("replace expected") };
         assert_eq!(www.records, vec!["203.0.113.9", "192.0.2.7"]);
         assert_eq!(www.ttl, 3600);
 
         let only = [DomainName::parse("ftp.example.fi").unwrap()];
         let changes = repoint_changes(&zone(), Some(&only), from, to);
         assert_eq!(changes.len(), 1);
-        assert!(
-            matches!(&changes[0], RrsetChange::Replace(r) if r.name == "ftp.example.fi." && r.ttl == 60)
-        );
+        assert!(matches!(&changes[0], RrsetChange::Replace(r) if r.name == "ftp.example.fi." && r.ttl == 60));
     }
 
     #[test]
     fn repointing_merges_duplicates() {
         let mut zone = zone();
         zone.rrsets[1].records = vec!["192.0.2.1".into(), "203.0.113.9".into()];
-        let changes = repoint_changes(
-            &zone,
-            None,
-            "192.0.2.1".parse().unwrap(),
-            "203.0.113.9".parse().unwrap(),
-        );
-        let RrsetChange::Replace(www) = &changes[1] else {
-            panic!("replace expected")
-        };
+        let changes =
+            repoint_changes(&zone, None, "192.0.2.1".parse().unwrap(), "203.0.113.9".parse().unwrap());
+        let RrsetChange::Replace(www) = &changes[1] else { panic!("replace expected") };
         assert_eq!(www.records, vec!["203.0.113.9"]);
     }
 
@@ -375,30 +350,16 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        let api = |status| DnsError::Api {
-            op: "PATCH zone",
-            status,
-            message: String::new(),
-        };
+        let api = |status| DnsError::Api { op: "PATCH zone", status, message: String::new() };
         assert!(api(500).is_transient());
         assert!(api(503).is_transient());
         assert!(api(429).is_transient());
         assert!(!api(422).is_transient());
         assert!(!api(401).is_transient());
         let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        let rcode = |rcode: &str| DnsError::Rcode {
-            server,
-            name: "x.fi".into(),
-            rcode: rcode.into(),
-        };
+        let rcode = |rcode: &str| DnsError::Rcode { server, name: "x.fi".into(), rcode: rcode.into() };
         assert!(rcode("SERVFAIL").is_transient());
         assert!(!rcode("REFUSED").is_transient());
-        assert!(
-            DnsError::Timeout {
-                server,
-                name: "x.fi".into()
-            }
-            .is_transient()
-        );
+        assert!(DnsError::Timeout { server, name: "x.fi".into() }.is_transient());
     }
 }

@@ -71,22 +71,14 @@ impl PowerDns {
                 })
             })
             .collect::<Result<Vec<_>, DnsError>>()?;
-        let body = NewZone {
-            name: zone.fqdn(),
-            kind: "Native",
-            nameservers,
-            rrsets,
-        };
+        let body = NewZone { name: zone.fqdn(), kind: "Native", nameservers, rrsets };
         let url = self.join("zones")?;
-        self.send("POST zones", Method::POST, url, Some(&body), None)
-            .await?;
+        self.send("POST zones", Method::POST, url, Some(&body), None).await?;
         Ok(())
     }
 
     fn join(&self, path: &str) -> Result<Url, DnsError> {
-        self.server_url
-            .join(path)
-            .map_err(|err| DnsError::Config(format!("API URL: {err}")))
+        self.server_url.join(path).map_err(|err| DnsError::Config(format!("API URL: {err}")))
     }
 
     fn zone_url(&self, zone: &DomainName) -> Result<Url, DnsError> {
@@ -109,40 +101,25 @@ impl PowerDns {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| DnsError::Transport { op, source })?;
+        let response = request.send().await.map_err(|source| DnsError::Transport { op, source })?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| DnsError::Transport { op, source })?;
+        let body = response.bytes().await.map_err(|source| DnsError::Transport { op, source })?;
         if status.is_success() {
             return Ok(body.to_vec());
         }
         let message = error_text(&body);
         tracing::debug!(status = status.as_u16(), %message, "DNS API refused");
         match (status, zone) {
-            (StatusCode::NOT_FOUND, Some(zone)) => Err(DnsError::NoSuchZone {
-                op,
-                zone: zone.to_string(),
-                message,
-            }),
-            _ => Err(DnsError::Api {
-                op,
-                status: status.as_u16(),
-                message,
-            }),
+            (StatusCode::NOT_FOUND, Some(zone)) => {
+                Err(DnsError::NoSuchZone { op, zone: zone.to_string(), message })
+            }
+            _ => Err(DnsError::Api { op, status: status.as_u16(), message }),
         }
     }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(op: &'static str, body: &[u8]) -> Result<T, DnsError> {
-    serde_json::from_slice(body).map_err(|err| DnsError::Shape {
-        op,
-        detail: err.to_string(),
-    })
+    serde_json::from_slice(body).map_err(|err| DnsError::Shape { op, detail: err.to_string() })
 }
 
 #[async_trait]
@@ -151,9 +128,7 @@ impl DnsProvider for PowerDns {
     async fn zone(&self, zone: &DomainName) -> Result<Zone, DnsError> {
         const OP: &str = "GET zone";
         let url = self.zone_url(zone)?;
-        let body = self
-            .send::<()>(OP, Method::GET, url, None, Some(zone))
-            .await?;
+        let body = self.send::<()>(OP, Method::GET, url, None, Some(zone)).await?;
         let api: ApiZone = parse(OP, &body)?;
         zone_from_api(zone, api)
     }
@@ -183,8 +158,7 @@ impl DnsProvider for PowerDns {
         }
         let body = patch_body(zone, changes)?;
         let url = self.zone_url(zone)?;
-        self.send("PATCH zone", Method::PATCH, url, Some(&body), Some(zone))
-            .await?;
+        self.send("PATCH zone", Method::PATCH, url, Some(&body), Some(zone)).await?;
         Ok(())
     }
 }
@@ -192,9 +166,7 @@ impl DnsProvider for PowerDns {
 /// `{api_url}/api/v1/servers/{server_id}/`; the server id must be a plain word.
 fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     if server_id.is_empty()
-        || !server_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || !server_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         || server_id.starts_with('.')
     {
         return Err(DnsError::Config(format!(
@@ -202,9 +174,7 @@ fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
         )));
     }
     if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
-        return Err(DnsError::Config(format!(
-            "API URL {api_url} must be an http:// or https:// URL"
-        )));
+        return Err(DnsError::Config(format!("API URL {api_url} must be an http:// or https:// URL")));
     }
     let mut base = api_url.clone();
     if !base.path().ends_with('/') {
@@ -228,13 +198,7 @@ fn error_text(body: &[u8]) -> String {
 }
 
 fn api_records(records: &[String]) -> Vec<ApiRecord> {
-    records
-        .iter()
-        .map(|content| ApiRecord {
-            content: content.clone(),
-            disabled: false,
-        })
-        .collect()
+    records.iter().map(|content| ApiRecord { content: content.clone(), disabled: false }).collect()
 }
 
 /// The PATCH body for one batch; owner names are checked to lie inside the zone.
@@ -287,10 +251,7 @@ fn zone_from_api(zone: &DomainName, api: ApiZone) -> Result<Zone, DnsError> {
                 .collect(),
         })
         .collect();
-    Ok(Zone {
-        name: answered,
-        rrsets,
-    })
+    Ok(Zone { name: answered, rrsets })
 }
 
 /// An rrset as the API reads and writes it.
@@ -348,15 +309,11 @@ mod tests {
     fn server_urls() {
         let url = |s: &str| Url::parse(s).unwrap();
         assert_eq!(
-            server_url(&url("http://127.0.0.1:8081"), "localhost")
-                .unwrap()
-                .as_str(),
+            server_url(&url("http://127.0.0.1:8081"), "localhost").unwrap().as_str(),
             "http://127.0.0.1:8081/api/v1/servers/localhost/"
         );
         assert_eq!(
-            server_url(&url("https://dns.example.fi/pdns"), "localhost")
-                .unwrap()
-                .as_str(),
+            server_url(&url("https://dns.example.fi/pdns"), "localhost").unwrap().as_str(),
             "https://dns.example.fi/pdns/api/v1/servers/localhost/"
         );
         assert!(server_url(&url("http://x/"), "../admin").is_err());
@@ -389,10 +346,7 @@ mod tests {
                 ttl: 60,
                 records: vec!["192.0.2.1".into()],
             }),
-            RrsetChange::Delete {
-                name: "old.example.fi.".into(),
-                rtype: "TXT".into(),
-            },
+            RrsetChange::Delete { name: "old.example.fi.".into(), rtype: "TXT".into() },
         ];
         let body = serde_json::to_value(patch_body(&zone, &changes).unwrap()).unwrap();
         assert_eq!(
@@ -403,22 +357,13 @@ mod tests {
                 {"name": "old.example.fi.", "type": "TXT", "changetype": "DELETE"},
             ]})
         );
-        let outside = [RrsetChange::Delete {
-            name: "www.other.fi.".into(),
-            rtype: "A".into(),
-        }];
-        assert!(matches!(
-            patch_body(&zone, &outside),
-            Err(DnsError::BadName { .. })
-        ));
+        let outside = [RrsetChange::Delete { name: "www.other.fi.".into(), rtype: "A".into() }];
+        assert!(matches!(patch_body(&zone, &outside), Err(DnsError::BadName { .. })));
     }
 
     #[test]
     fn error_texts() {
-        assert_eq!(
-            error_text(br#"{"error": "RRset x. IN A: bad"}"#),
-            "RRset x. IN A: bad"
-        );
+        assert_eq!(error_text(br#"{"error": "RRset x. IN A: bad"}"#), "RRset x. IN A: bad");
         assert_eq!(error_text(b"Unauthorized"), "Unauthorized");
     }
 

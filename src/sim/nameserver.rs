@@ -62,18 +62,14 @@ impl SimNameserver {
     /// Starts the nameserver on loopback: DNS on UDP and TCP of one free port, the HTTP API
     /// on another, accepting requests that carry `X-API-Key: api_key`.
     pub async fn start(api_key: &str) -> Result<SimNameserver> {
-        let state = Arc::new(Shared {
-            api_key: api_key.to_owned(),
-            zones: Mutex::new(BTreeMap::new()),
-        });
+        let state = Arc::new(Shared { api_key: api_key.to_owned(), zones: Mutex::new(BTreeMap::new()) });
         let (udp, tcp) = bind_dns().await?;
         let dns_addr = udp.local_addr().context("DNS socket address")?;
         let http = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .context("binding the simulated PowerDNS API")?;
         let api_addr = http.local_addr().context("API socket address")?;
-        let api_url =
-            reqwest::Url::parse(&format!("http://{api_addr}/")).context("building the API URL")?;
+        let api_url = reqwest::Url::parse(&format!("http://{api_addr}/")).context("building the API URL")?;
 
         let router = router(state.clone());
         let tasks = vec![
@@ -86,11 +82,7 @@ impl SimNameserver {
             }),
         ];
         tracing::info!(%dns_addr, %api_url, "simulated nameserver started");
-        Ok(SimNameserver {
-            dns_addr,
-            api_url,
-            tasks,
-        })
+        Ok(SimNameserver { dns_addr, api_url, tasks })
     }
 
     /// Stops serving and waits until the listeners are closed.
@@ -114,18 +106,14 @@ impl Drop for SimNameserver {
 async fn bind_dns() -> Result<(UdpSocket, TcpListener)> {
     let mut last_error = None;
     for _ in 0..50 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .context("binding a UDP port for DNS")?;
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.context("binding a UDP port for DNS")?;
         let port = udp.local_addr().context("UDP address")?.port();
         match TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(err) => last_error = Some(err),
         }
     }
-    Err(anyhow::anyhow!(
-        "no loopback port free for both UDP and TCP: {last_error:?}"
-    ))
+    Err(anyhow::anyhow!("no loopback port free for both UDP and TCP: {last_error:?}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,9 +128,7 @@ impl Shared {
     fn zones(&self) -> MutexGuard<'_, BTreeMap<String, SimZone>> {
         // A panic while holding the lock leaves consistent data (every change is built on a
         // copy and swapped in), so a poisoned lock is still usable.
-        self.zones
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.zones.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -186,18 +172,13 @@ impl SimZone {
     /// True if any rrset is owned by `name` or lies below it (an empty non-terminal).
     fn name_exists(&self, name: &str) -> bool {
         let below = format!(".{name}");
-        self.rrsets
-            .keys()
-            .any(|(owner, _)| owner == name || owner.ends_with(&below))
+        self.rrsets.keys().any(|(owner, _)| owner == name || owner.ends_with(&below))
     }
 
     /// The rules PowerDNS enforces on a whole zone after a change.
     fn check(&self) -> Result<(), ApiError> {
         if self.soa().is_none() {
-            return Err(ApiError::unprocessable(format!(
-                "Zone '{}' has no SOA record",
-                self.name
-            )));
+            return Err(ApiError::unprocessable(format!("Zone '{}' has no SOA record", self.name)));
         }
         for ((owner, rtype), rrset) in &self.rrsets {
             if *rtype == RecordType::CNAME {
@@ -211,10 +192,7 @@ impl SimZone {
                         "RRset {owner} IN CNAME has more than one record"
                     )));
                 }
-                let other = self
-                    .rrsets
-                    .keys()
-                    .any(|(o, t)| o == owner && *t != RecordType::CNAME);
+                let other = self.rrsets.keys().any(|(o, t)| o == owner && *t != RecordType::CNAME);
                 if other {
                     return Err(ApiError::unprocessable(format!(
                         "RRset {owner} IN CNAME: Conflicts with pre-existing RRset"
@@ -269,29 +247,21 @@ fn parse_rrset(
     records: &[ApiRecord],
 ) -> Result<((String, RecordType), SimRrset), ApiError> {
     let owner = owner_name(name, zone).map_err(|err| {
-        ApiError::unprocessable(format!(
-            "RRset {name} IN {rtype}: Name is out of zone: {err}"
-        ))
+        ApiError::unprocessable(format!("RRset {name} IN {rtype}: Name is out of zone: {err}"))
     })?;
     let record_type = RecordType::from_str(rtype)
         .ok()
         .filter(|t| SUPPORTED.contains(t) && rtype.bytes().all(|b| b.is_ascii_uppercase()))
         .ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "RRset {owner} IN {rtype}: unknown or unsupported record type"
-            ))
+            ApiError::unprocessable(format!("RRset {owner} IN {rtype}: unknown or unsupported record type"))
         })?;
-    let ttl = ttl.ok_or_else(|| {
-        ApiError::unprocessable(format!("RRset {owner} IN {rtype}: TTL is missing"))
-    })?;
+    let ttl =
+        ttl.ok_or_else(|| ApiError::unprocessable(format!("RRset {owner} IN {rtype}: TTL is missing")))?;
     let mut parsed: Vec<(String, RData)> = Vec::with_capacity(records.len());
     for record in records.iter().filter(|record| !record.disabled) {
         let content = record.content.trim();
-        let bad = || {
-            ApiError::unprocessable(format!(
-                "Record {owner}/{rtype} '{content}': Not in expected format"
-            ))
-        };
+        let bad =
+            || ApiError::unprocessable(format!("Record {owner}/{rtype} '{content}': Not in expected format"));
         let rdata = RData::try_from_str(record_type, content).map_err(|_| bad())?;
         if !names_are_absolute(&rdata) {
             return Err(bad());
@@ -303,13 +273,7 @@ fn parse_rrset(
         }
         parsed.push((content.to_owned(), rdata));
     }
-    Ok((
-        (owner, record_type),
-        SimRrset {
-            ttl,
-            records: parsed,
-        },
-    ))
+    Ok(((owner, record_type), SimRrset { ttl, records: parsed }))
 }
 
 /// PowerDNS wants names in record content absolute; a relative one is refused.
@@ -330,14 +294,8 @@ fn router(state: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/servers", get(list_servers))
         .route("/api/v1/servers/{server}", get(get_server))
-        .route(
-            "/api/v1/servers/{server}/zones",
-            get(list_zones).post(create_zone),
-        )
-        .route(
-            "/api/v1/servers/{server}/zones/{zone}",
-            get(get_zone).patch(patch_zone),
-        )
+        .route("/api/v1/servers/{server}/zones", get(list_zones).post(create_zone))
+        .route("/api/v1/servers/{server}/zones/{zone}", get(get_zone).patch(patch_zone))
         .with_state(state)
 }
 
@@ -350,10 +308,7 @@ struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
+        Self { status, message: message.into() }
     }
 
     fn unprocessable(message: impl Into<String>) -> Self {
@@ -388,12 +343,8 @@ fn authorize(state: &Shared, headers: &HeaderMap, server: &str) -> Result<(), Ap
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Could not parse JSON: {err}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, format!("Could not parse JSON: {err}")))
 }
 
 fn server_json() -> Value {
@@ -432,9 +383,7 @@ async fn list_zones(
 ) -> Result<axum::Json<Value>, ApiError> {
     authorize(&state, &headers, &server)?;
     let zones = state.zones();
-    Ok(axum::Json(Value::Array(
-        zones.values().map(|zone| zone.to_json(false)).collect(),
-    )))
+    Ok(axum::Json(Value::Array(zones.values().map(|zone| zone.to_json(false)).collect())))
 }
 
 async fn get_zone(
@@ -492,59 +441,31 @@ async fn create_zone(
     authorize(&state, &headers, &server)?;
     let request: NewZone = json_body(&body)?;
     if !request.name.ends_with('.') {
-        return Err(ApiError::unprocessable(format!(
-            "DNS Name '{}' is not canonical",
-            request.name
-        )));
+        return Err(ApiError::unprocessable(format!("DNS Name '{}' is not canonical", request.name)));
     }
-    let domain =
-        DomainName::parse(&request.name).map_err(|err| ApiError::unprocessable(err.to_string()))?;
+    let domain = DomainName::parse(&request.name).map_err(|err| ApiError::unprocessable(err.to_string()))?;
     let name = domain.fqdn();
-    let mut zone = SimZone {
-        name: name.clone(),
-        domain: domain.clone(),
-        rrsets: BTreeMap::new(),
-    };
+    let mut zone = SimZone { name: name.clone(), domain: domain.clone(), rrsets: BTreeMap::new() };
     let root = |label: &str| {
         Name::from_ascii(format!("{label}.{name}"))
             .map_err(|err| ApiError::unprocessable(format!("SOA names: {err}")))
     };
     let (refresh, retry, expire, minimum) = SOA_TIMERS;
-    let soa = SOA::new(
-        root("ns1")?,
-        root("hostmaster")?,
-        1,
-        refresh,
-        retry,
-        expire,
-        minimum,
-    );
+    let soa = SOA::new(root("ns1")?, root("hostmaster")?, 1, refresh, retry, expire, minimum);
     zone.rrsets.insert(
         (name.clone(), RecordType::SOA),
-        SimRrset {
-            ttl: DEFAULT_TTL,
-            records: vec![(soa.to_string(), RData::SOA(soa))],
-        },
+        SimRrset { ttl: DEFAULT_TTL, records: vec![(soa.to_string(), RData::SOA(soa))] },
     );
     if !request.nameservers.is_empty() {
-        let records: Vec<ApiRecord> = request
-            .nameservers
-            .iter()
-            .map(|ns| ApiRecord {
-                content: ns.clone(),
-                disabled: false,
-            })
-            .collect();
+        let records: Vec<ApiRecord> =
+            request.nameservers.iter().map(|ns| ApiRecord { content: ns.clone(), disabled: false }).collect();
         let (key, rrset) = parse_rrset(&domain, &name, "NS", Some(DEFAULT_TTL), &records)?;
         zone.rrsets.insert(key, rrset);
     }
     for api in &request.rrsets {
         let (key, rrset) = parse_rrset(&domain, &api.name, &api.rtype, api.ttl, &api.records)?;
         if zone.rrsets.contains_key(&key) && key.1 != RecordType::SOA {
-            return Err(ApiError::unprocessable(format!(
-                "RRset {} IN {} given twice",
-                key.0, key.1
-            )));
+            return Err(ApiError::unprocessable(format!("RRset {} IN {} given twice", key.0, key.1)));
         }
         if !rrset.records.is_empty() {
             zone.rrsets.insert(key, rrset);
@@ -554,10 +475,7 @@ async fn create_zone(
 
     let mut zones = state.zones();
     if zones.contains_key(&name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("Domain '{name}' already exists"),
-        ));
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("Domain '{name}' already exists")));
     }
     let body = zone.to_json(true);
     zones.insert(name, zone);
@@ -583,13 +501,8 @@ async fn patch_zone(
         let changetype = change.changetype.as_deref().unwrap_or("");
         match changetype.to_ascii_uppercase().as_str() {
             "REPLACE" => {
-                let (rrset_key, rrset) = parse_rrset(
-                    &zone.domain,
-                    &change.name,
-                    &change.rtype,
-                    change.ttl,
-                    &change.records,
-                )?;
+                let (rrset_key, rrset) =
+                    parse_rrset(&zone.domain, &change.name, &change.rtype, change.ttl, &change.records)?;
                 soa_touched |= rrset_key.1 == RecordType::SOA;
                 if rrset.records.is_empty() {
                     zone.rrsets.remove(&rrset_key);
@@ -598,19 +511,14 @@ async fn patch_zone(
                 }
             }
             "DELETE" => {
-                let (rrset_key, _) =
-                    parse_rrset(&zone.domain, &change.name, &change.rtype, Some(0), &[])?;
+                let (rrset_key, _) = parse_rrset(&zone.domain, &change.name, &change.rtype, Some(0), &[])?;
                 if rrset_key.1 == RecordType::SOA {
-                    return Err(ApiError::unprocessable(
-                        "The SOA of a zone cannot be deleted",
-                    ));
+                    return Err(ApiError::unprocessable("The SOA of a zone cannot be deleted"));
                 }
                 zone.rrsets.remove(&rrset_key);
             }
             other => {
-                return Err(ApiError::unprocessable(format!(
-                    "Changetype '{other}' not understood"
-                )));
+                return Err(ApiError::unprocessable(format!("Changetype '{other}' not understood")));
             }
         }
     }
@@ -625,11 +533,7 @@ async fn patch_zone(
 /// The map key of a zone id from a URL: lower case, absolute.
 fn zone_key(zone_id: &str) -> String {
     let lower = zone_id.to_ascii_lowercase();
-    if lower.ends_with('.') {
-        lower
-    } else {
-        format!("{lower}.")
-    }
+    if lower.ends_with('.') { lower } else { format!("{lower}.") }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,10 +554,7 @@ async fn serve_udp(socket: UdpSocket, state: Arc<Shared>) {
         let Ok(request) = Message::from_vec(&buffer[..received]) else {
             continue;
         };
-        let limit = request
-            .edns
-            .as_ref()
-            .map_or(512, |edns| edns.max_payload().clamp(512, EDNS_PAYLOAD));
+        let limit = request.edns.as_ref().map_or(512, |edns| edns.max_payload().clamp(512, EDNS_PAYLOAD));
         let response = respond(&state, &request);
         let Some(mut bytes) = encode(&response) else {
             continue;
@@ -725,11 +626,7 @@ fn encode(message: &Message) -> Option<Vec<u8>> {
 
 /// The header and question of `response` with the TC flag: "ask again over TCP".
 fn truncated(response: &Message) -> Message {
-    let mut message = Message::new(
-        response.metadata.id,
-        MessageType::Response,
-        response.metadata.op_code,
-    );
+    let mut message = Message::new(response.metadata.id, MessageType::Response, response.metadata.op_code);
     message.metadata = response.metadata;
     message.metadata.truncation = true;
     message.add_queries(response.queries.iter().cloned());
@@ -763,10 +660,8 @@ fn respond(state: &Shared, request: &Message) -> Message {
     let qtype = query.query_type();
 
     let zones = state.zones();
-    let Some(zone) = zones
-        .values()
-        .filter(|zone| in_zone(&qname, &zone.name))
-        .max_by_key(|zone| zone.name.len())
+    let Some(zone) =
+        zones.values().filter(|zone| in_zone(&qname, &zone.name)).max_by_key(|zone| zone.name.len())
     else {
         response.metadata.response_code = ResponseCode::Refused;
         return response;
@@ -846,18 +741,12 @@ mod tests {
         let rrset = |name: &str, rtype: &str, ttl: u32, records: &[&str]| {
             let records: Vec<ApiRecord> = records
                 .iter()
-                .map(|content| ApiRecord {
-                    content: content.to_string(),
-                    disabled: false,
-                })
+                .map(|content| ApiRecord { content: content.to_string(), disabled: false })
                 .collect();
             parse_rrset(&domain, name, rtype, Some(ttl), &records).unwrap()
         };
-        let mut zone = SimZone {
-            name: "example.fi.".into(),
-            domain: domain.clone(),
-            rrsets: BTreeMap::new(),
-        };
+        let mut zone =
+            SimZone { name: "example.fi.".into(), domain: domain.clone(), rrsets: BTreeMap::new() };
         for (key, value) in [
             rrset(
                 "example.fi.",
@@ -872,10 +761,7 @@ mod tests {
             zone.rrsets.insert(key, value);
         }
         zone.check().unwrap();
-        Shared {
-            api_key: "k".into(),
-            zones: Mutex::new(BTreeMap::from([("example.fi.".to_string(), zone)])),
-        }
+        Shared { api_key: "k".into(), zones: Mutex::new(BTreeMap::from([("example.fi.".to_string(), zone)])) }
     }
 
     fn ask(state: &Shared, name: &str, rtype: RecordType) -> Message {
@@ -912,10 +798,7 @@ mod tests {
         assert_eq!(nodata.authorities.len(), 1);
 
         let empty_non_terminal = ask(&state, "b.example.fi.", RecordType::A);
-        assert_eq!(
-            empty_non_terminal.metadata.response_code,
-            ResponseCode::NoError
-        );
+        assert_eq!(empty_non_terminal.metadata.response_code, ResponseCode::NoError);
     }
 
     #[test]
@@ -932,10 +815,7 @@ mod tests {
     fn record_content_is_checked() {
         let domain = DomainName::parse("example.fi").unwrap();
         let check = |rtype: &str, content: &str| {
-            let records = [ApiRecord {
-                content: content.into(),
-                disabled: false,
-            }];
+            let records = [ApiRecord { content: content.into(), disabled: false }];
             parse_rrset(&domain, "x.example.fi.", rtype, Some(60), &records).is_ok()
         };
         assert!(check("A", "192.0.2.1"));
@@ -955,16 +835,9 @@ mod tests {
     fn cname_conflicts_are_refused() {
         let state = state_with_zone();
         let mut zone = state.zones().get("example.fi.").unwrap().clone();
-        let records = [ApiRecord {
-            content: "192.0.2.1".into(),
-            disabled: false,
-        }];
-        let (key, rrset) =
-            parse_rrset(&zone.domain, "ftp.example.fi.", "A", Some(60), &records).unwrap();
+        let records = [ApiRecord { content: "192.0.2.1".into(), disabled: false }];
+        let (key, rrset) = parse_rrset(&zone.domain, "ftp.example.fi.", "A", Some(60), &records).unwrap();
         zone.rrsets.insert(key, rrset);
-        assert_eq!(
-            zone.check().unwrap_err().status,
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+        assert_eq!(zone.check().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

@@ -42,31 +42,16 @@ fn customer_rrsets(zone: &str) -> Vec<Rrset> {
         rrset(&format!("{zone}."), "A", 3600, &["192.0.2.10"]),
         rrset(&format!("www.{zone}."), "A", 3600, &["192.0.2.10"]),
         rrset(&format!("mail.{zone}."), "A", 3600, &["198.51.100.99"]),
-        rrset(
-            &format!("{zone}."),
-            "MX",
-            3600,
-            &[&format!("10 mail.{zone}.")],
-        ),
+        rrset(&format!("{zone}."), "MX", 3600, &[&format!("10 mail.{zone}.")]),
         rrset(&format!("{zone}."), "TXT", 3600, &["\"v=spf1 a mx -all\""]),
         rrset(&format!("{zone}."), "AAAA", 3600, &["2001:db8::10"]),
-        rrset(
-            &format!("ftp.{zone}."),
-            "CNAME",
-            3600,
-            &[&format!("www.{zone}.")],
-        ),
+        rrset(&format!("ftp.{zone}."), "CNAME", 3600, &[&format!("www.{zone}.")]),
     ]
 }
 
 fn serial(zone: &siirto::dns::Zone) -> u32 {
     let soa = zone.rrset(&zone.name.fqdn(), "SOA").expect("a SOA rrset");
-    soa.records[0]
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap()
+    soa.records[0].split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
 /// The whole walk: create, read back, lower TTLs, verify, repoint, verify again.
@@ -74,10 +59,7 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
     let zones = [domain("alpha.test"), domain("beta.test")];
     let nameservers = vec!["ns1.alpha.test.".to_string(), "ns2.alpha.test.".to_string()];
     for zone in &zones {
-        provider
-            .create_zone(zone, &nameservers, &customer_rrsets(zone.as_str()))
-            .await
-            .unwrap();
+        provider.create_zone(zone, &nameservers, &customer_rrsets(zone.as_str())).await.unwrap();
     }
 
     let listed = provider.zones().await.unwrap();
@@ -102,15 +84,9 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
 
     let checker = Checker::new(vec![dns_addr]).unwrap();
     let www = domain("www.alpha.test");
-    assert_eq!(
-        checker.verify_a(&www, OLD).await.unwrap(),
-        Verification::Served
-    );
+    assert_eq!(checker.verify_a(&www, OLD).await.unwrap(), Verification::Served);
     // The CNAME is followed inside the answer.
-    assert_eq!(
-        checker.a_records(&domain("ftp.alpha.test")).await.unwrap(),
-        vec![(dns_addr, vec![OLD])]
-    );
+    assert_eq!(checker.a_records(&domain("ftp.alpha.test")).await.unwrap(), vec![(dns_addr, vec![OLD])]);
 
     // Lower the TTLs: one PATCH per zone.
     for zone in &zones {
@@ -122,37 +98,22 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
         for name in [zone.fqdn(), format!("www.{}", zone.fqdn())] {
             assert_eq!(lowered.rrset(&name, "A").unwrap().ttl, 60, "{name}");
         }
-        let mail = lowered
-            .rrset(&format!("mail.{}", zone.fqdn()), "A")
-            .unwrap();
+        let mail = lowered.rrset(&format!("mail.{}", zone.fqdn()), "A").unwrap();
         assert_eq!(mail.ttl, 3600, "records pointing elsewhere keep their TTL");
-        assert!(
-            serial(&lowered) > serial(&current),
-            "every PATCH bumps the SOA serial"
-        );
+        assert!(serial(&lowered) > serial(&current), "every PATCH bumps the SOA serial");
     }
 
     // Repoint alpha (all of it) and beta's www only.
     let alpha = provider.zone(&zones[0]).await.unwrap();
-    provider
-        .apply(&zones[0], &repoint_changes(&alpha, None, OLD, NEW))
-        .await
-        .unwrap();
+    provider.apply(&zones[0], &repoint_changes(&alpha, None, OLD, NEW)).await.unwrap();
     let beta = provider.zone(&zones[1]).await.unwrap();
     provider
-        .apply(
-            &zones[1],
-            &repoint_changes(&beta, Some(&[domain("www.beta.test")]), OLD, NEW),
-        )
+        .apply(&zones[1], &repoint_changes(&beta, Some(&[domain("www.beta.test")]), OLD, NEW))
         .await
         .unwrap();
 
     let repointed = provider.zone(&zones[0]).await.unwrap();
-    assert_eq!(
-        serial(&repointed),
-        serial(&alpha) + 1,
-        "two rrsets repointed in one PATCH: one serial bump"
-    );
+    assert_eq!(serial(&repointed), serial(&alpha) + 1, "two rrsets repointed in one PATCH: one serial bump");
     let alpha = repointed;
     assert_eq!(
         alpha.rrset("www.alpha.test.", "A").unwrap(),
@@ -162,63 +123,31 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
         alpha.rrset("mail.alpha.test.", "A").unwrap(),
         &rrset("mail.alpha.test.", "A", 3600, &["198.51.100.99"])
     );
-    assert_eq!(
-        alpha.rrset("alpha.test.", "MX").unwrap().records,
-        vec!["10 mail.alpha.test."]
-    );
+    assert_eq!(alpha.rrset("alpha.test.", "MX").unwrap().records, vec!["10 mail.alpha.test."]);
 
     for name in ["alpha.test", "www.alpha.test", "www.beta.test"] {
-        assert_eq!(
-            checker.verify_a(&domain(name), NEW).await.unwrap(),
-            Verification::Served,
-            "{name}"
-        );
+        assert_eq!(checker.verify_a(&domain(name), NEW).await.unwrap(), Verification::Served, "{name}");
     }
     assert_eq!(
         checker.verify_a(&domain("beta.test"), NEW).await.unwrap(),
-        Verification::Stale {
-            server: dns_addr,
-            got: vec![OLD]
-        },
+        Verification::Stale { server: dns_addr, got: vec![OLD] },
         "beta's apex was not repointed"
     );
     assert_eq!(
-        checker
-            .verify_a(&domain("mail.alpha.test"), NEW)
-            .await
-            .unwrap(),
-        Verification::Stale {
-            server: dns_addr,
-            got: vec![ELSEWHERE]
-        }
+        checker.verify_a(&domain("mail.alpha.test"), NEW).await.unwrap(),
+        Verification::Stale { server: dns_addr, got: vec![ELSEWHERE] }
     );
     // A name that does not exist inside a served zone: NXDOMAIN, no addresses.
     assert_eq!(
-        checker
-            .verify_a(&domain("nothing.alpha.test"), NEW)
-            .await
-            .unwrap(),
-        Verification::Stale {
-            server: dns_addr,
-            got: vec![]
-        }
+        checker.verify_a(&domain("nothing.alpha.test"), NEW).await.unwrap(),
+        Verification::Stale { server: dns_addr, got: vec![] }
     );
 
     // An answer too big for UDP: the checker falls back to TCP.
-    let many: Vec<String> = (1..=150)
-        .map(|i| format!("10.0.{}.{}", i / 100, i % 100 + 1))
-        .collect();
+    let many: Vec<String> = (1..=150).map(|i| format!("10.0.{}.{}", i / 100, i % 100 + 1)).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     provider
-        .apply(
-            &zones[0],
-            &[RrsetChange::Replace(rrset(
-                "big.alpha.test.",
-                "A",
-                60,
-                &many_refs,
-            ))],
-        )
+        .apply(&zones[0], &[RrsetChange::Replace(rrset("big.alpha.test.", "A", 60, &many_refs))])
         .await
         .unwrap();
     let answers = checker.a_records(&domain("big.alpha.test")).await.unwrap();
@@ -226,44 +155,25 @@ async fn scenario(provider: &PowerDns, dns_addr: SocketAddr) {
 
     // Delete an rrset.
     provider
-        .apply(
-            &zones[1],
-            &[RrsetChange::Delete {
-                name: "mail.beta.test.".into(),
-                rtype: "A".into(),
-            }],
-        )
+        .apply(&zones[1], &[RrsetChange::Delete { name: "mail.beta.test.".into(), rtype: "A".into() }])
         .await
         .unwrap();
     let beta = provider.zone(&zones[1]).await.unwrap();
     assert!(beta.rrset("mail.beta.test.", "A").is_none());
-    assert_eq!(
-        checker.a_records(&domain("mail.beta.test")).await.unwrap(),
-        vec![(dns_addr, vec![])]
-    );
+    assert_eq!(checker.a_records(&domain("mail.beta.test")).await.unwrap(), vec![(dns_addr, vec![])]);
 }
 
 /// Refusals: bad content (4xx with the API's text), an unknown zone, a wrong key, a name
 /// outside every served zone.
 async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
     let zone = domain("gamma.test");
-    provider
-        .create_zone(&zone, &["ns1.gamma.test.".into()], &[])
-        .await
-        .unwrap();
+    provider.create_zone(&zone, &["ns1.gamma.test.".into()], &[]).await.unwrap();
 
-    let bad = [RrsetChange::Replace(rrset(
-        "www.gamma.test.",
-        "A",
-        60,
-        &["not-an-address"],
-    ))];
+    let bad = [RrsetChange::Replace(rrset("www.gamma.test.", "A", 60, &["not-an-address"]))];
     let err = provider.apply(&zone, &bad).await.unwrap_err();
     assert!(!err.is_transient(), "{err}");
     match &err {
-        DnsError::Api {
-            status, message, ..
-        } => {
+        DnsError::Api { status, message, .. } => {
             assert_eq!(*status, 422, "{err}");
             assert!(message.contains("not-an-address"), "{err}");
         }
@@ -275,40 +185,19 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
         RrsetChange::Replace(rrset("www.gamma.test.", "A", 60, &["300.1.1.1"])),
     ];
     assert!(provider.apply(&zone, &good_and_bad).await.is_err());
-    assert!(
-        provider
-            .zone(&zone)
-            .await
-            .unwrap()
-            .rrset("ok.gamma.test.", "A")
-            .is_none()
-    );
+    assert!(provider.zone(&zone).await.unwrap().rrset("ok.gamma.test.", "A").is_none());
 
     let missing = domain("missing.test");
     let err = provider.zone(&missing).await.unwrap_err();
-    assert!(
-        matches!(&err, DnsError::NoSuchZone { zone, .. } if zone == "missing.test"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, DnsError::NoSuchZone { zone, .. } if zone == "missing.test"), "{err:?}");
     assert!(!err.is_transient());
     let err = provider
-        .apply(
-            &missing,
-            &[RrsetChange::Replace(rrset(
-                "missing.test.",
-                "A",
-                60,
-                &["192.0.2.1"],
-            ))],
-        )
+        .apply(&missing, &[RrsetChange::Replace(rrset("missing.test.", "A", 60, &["192.0.2.1"]))])
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
 
-    let err = provider
-        .create_zone(&zone, &["ns1.gamma.test.".into()], &[])
-        .await
-        .unwrap_err();
+    let err = provider.create_zone(&zone, &["ns1.gamma.test.".into()], &[]).await.unwrap_err();
     assert!(matches!(err, DnsError::Api { status: 409, .. }), "{err:?}");
 
     let wrong_key = client(api_url, "not-the-key");
@@ -317,14 +206,8 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
     assert!(!format!("{err:?}{err}").contains("not-the-key"));
 
     let checker = Checker::new(vec![dns_addr]).unwrap();
-    let err = checker
-        .a_records(&domain("www.not-served.example"))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "REFUSED"),
-        "{err:?}"
-    );
+    let err = checker.a_records(&domain("www.not-served.example")).await.unwrap_err();
+    assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "REFUSED"), "{err:?}");
 }
 
 /// Nothing listening: connection errors are transient, for the API and for DNS.
@@ -337,10 +220,7 @@ async fn unreachable_servers_are_transient_errors() {
     assert!(err.is_transient());
 
     let checker = Checker::new(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port))]).unwrap();
-    let err = checker
-        .a_records(&domain("www.alpha.test"))
-        .await
-        .unwrap_err();
+    let err = checker.a_records(&domain("www.alpha.test")).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(Checker::new(vec![]).is_err());
 }
@@ -355,11 +235,7 @@ async fn sim_nameserver_shuts_down() {
     sim.shutdown().await;
     let err = provider.zones().await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    let err = Checker::new(vec![dns_addr])
-        .unwrap()
-        .a_records(&domain("www.alpha.test"))
-        .await
-        .unwrap_err();
+    let err = Checker::new(vec![dns_addr]).unwrap().a_records(&domain("www.alpha.test")).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
 }
 
@@ -403,42 +279,25 @@ async fn checker_asks_every_server() {
     let real = client(&pdns.api_url, &pdns.api_key);
     let simulated = client(&sim.api_url, "sim-key");
     for provider in [&real, &simulated] {
-        provider
-            .create_zone(&zone, &["ns1.delta.test.".into()], &records)
-            .await
-            .unwrap();
+        provider.create_zone(&zone, &["ns1.delta.test.".into()], &records).await.unwrap();
     }
     let checker = Checker::new(vec![pdns.dns_addr, sim.dns_addr]).unwrap();
-    assert_eq!(
-        checker.verify_a(&www, OLD).await.unwrap(),
-        Verification::Served
-    );
+    assert_eq!(checker.verify_a(&www, OLD).await.unwrap(), Verification::Served);
 
     let current = real.zone(&zone).await.unwrap();
-    real.apply(&zone, &repoint_changes(&current, None, OLD, NEW))
-        .await
-        .unwrap();
+    real.apply(&zone, &repoint_changes(&current, None, OLD, NEW)).await.unwrap();
     assert_eq!(
         checker.a_records(&www).await.unwrap(),
         vec![(pdns.dns_addr, vec![NEW]), (sim.dns_addr, vec![OLD])]
     );
     assert_eq!(
         checker.verify_a(&www, NEW).await.unwrap(),
-        Verification::Stale {
-            server: sim.dns_addr,
-            got: vec![OLD]
-        }
+        Verification::Stale { server: sim.dns_addr, got: vec![OLD] }
     );
 
     let current = simulated.zone(&zone).await.unwrap();
-    simulated
-        .apply(&zone, &repoint_changes(&current, None, OLD, NEW))
-        .await
-        .unwrap();
-    assert_eq!(
-        checker.verify_a(&www, NEW).await.unwrap(),
-        Verification::Served
-    );
+    simulated.apply(&zone, &repoint_changes(&current, None, OLD, NEW)).await.unwrap();
+    assert_eq!(checker.verify_a(&www, NEW).await.unwrap(), Verification::Served);
 }
 
 /// Raw requests the typed client never sends: the simulator answers them with the same
@@ -456,12 +315,7 @@ async fn sim_answers_raw_requests_like_powerdns() {
     let cases: &[(&str, &str, &str, Option<&str>)] = &[
         ("no key", "GET", "api/v1/servers/localhost", None),
         ("other server", "GET", "api/v1/servers/other", None),
-        (
-            "bad json",
-            "PATCH",
-            "api/v1/servers/localhost/zones/raw.test.",
-            Some("{not json"),
-        ),
+        ("bad json", "PATCH", "api/v1/servers/localhost/zones/raw.test.", Some("{not json")),
         (
             "bogus changetype",
             "PATCH",
@@ -500,19 +354,11 @@ async fn sim_answers_raw_requests_like_powerdns() {
             "api/v1/servers/localhost/zones/raw.test.",
             Some(r#"{"rrsets":[{"name":"nothing.raw.test.","type":"A","changetype":"DELETE"}]}"#),
         ),
-        (
-            "unknown zone",
-            "GET",
-            "api/v1/servers/localhost/zones/nope.test.",
-            None,
-        ),
+        ("unknown zone", "GET", "api/v1/servers/localhost/zones/nope.test.", None),
     ];
     let mut statuses: Vec<Vec<u16>> = Vec::new();
     for (_, api_url, key) in &targets {
-        client(api_url, key)
-            .create_zone(&zone, &["ns1.raw.test.".into()], &records)
-            .await
-            .unwrap();
+        client(api_url, key).create_zone(&zone, &["ns1.raw.test.".into()], &records).await.unwrap();
         let http = reqwest::Client::new();
         let mut got = Vec::new();
         for (label, method, path, body) in cases {
@@ -521,20 +367,13 @@ async fn sim_answers_raw_requests_like_powerdns() {
                 request = request.header("X-API-Key", key.as_str());
             }
             if let Some(body) = body {
-                request = request
-                    .header("Content-Type", "application/json")
-                    .body(body.to_string());
+                request = request.header("Content-Type", "application/json").body(body.to_string());
             }
             got.push(request.send().await.unwrap().status().as_u16());
         }
         statuses.push(got);
     }
-    let labelled = |got: &Vec<u16>| -> Vec<(&str, u16)> {
-        cases.iter().map(|c| c.0).zip(got.iter().copied()).collect()
-    };
-    assert_eq!(
-        labelled(&statuses[1]),
-        labelled(&statuses[0]),
-        "sim vs pdns"
-    );
+    let labelled =
+        |got: &Vec<u16>| -> Vec<(&str, u16)> { cases.iter().map(|c| c.0).zip(got.iter().copied()).collect() };
+    assert_eq!(labelled(&statuses[1]), labelled(&statuses[0]), "sim vs pdns");
 }

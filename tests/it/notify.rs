@@ -59,16 +59,12 @@ async fn twenty_notices_arrive_with_their_headers_and_utf8_body() {
         assert_eq!(got.from, "Siirto <siirto@hosting.test>");
         assert!(!got.date.is_empty());
         assert!(
-            got.raw
-                .contains(&format!("Message-ID: {}\r\n", expected.message_id)),
+            got.raw.contains(&format!("Message-ID: {}\r\n", expected.message_id)),
             "raw message keeps the Message-ID verbatim"
         );
         let body = got.body.as_deref().expect("plain-text body");
         // The transfer encoding may add a final line break; the text itself is exact.
-        assert_eq!(
-            body.replace("\r\n", "\n").trim_end(),
-            expected.body.trim_end()
-        );
+        assert_eq!(body.replace("\r\n", "\n").trim_end(), expected.body.trim_end());
         assert!(body.contains("Äänekosken Kukka Oy"));
     }
 }
@@ -76,15 +72,8 @@ async fn twenty_notices_arrive_with_their_headers_and_utf8_body() {
 #[tokio::test]
 async fn smtp_server_down_is_a_transient_error() {
     // A port nobody listens on: bind, read the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let err = smtp_channel(port)
-        .send(&notice(1))
-        .await
-        .expect_err("nobody listens");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let err = smtp_channel(port).send(&notice(1)).await.expect_err("nobody listens");
     assert!(matches!(err, NotifyError::Connect { .. }), "{err:?}");
     assert!(err.is_transient());
 }
@@ -128,10 +117,7 @@ async fn starttls_is_required_when_configured() {
     })
     .expect("channel");
     let err = channel.send(&notice(1)).await.expect_err("no STARTTLS");
-    assert!(
-        matches!(err, NotifyError::StartTlsUnavailable { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, NotifyError::StartTlsUnavailable { .. }), "{err:?}");
     assert!(!err.is_transient());
     assert!(server.delivered().is_empty());
 }
@@ -158,15 +144,10 @@ async fn directory_channel_is_idempotent() {
     names.sort();
     assert_eq!(
         names,
-        vec![
-            "notice-1.mig-test@siirto.eml",
-            "notice-2.mig-test@siirto.eml",
-            "notice-3.mig-test@siirto.eml",
-        ],
+        vec!["notice-1.mig-test@siirto.eml", "notice-2.mig-test@siirto.eml", "notice-3.mig-test@siirto.eml",],
         "one file per notice, no temporary files left"
     );
-    let text =
-        std::fs::read_to_string(channel.file_for("<notice-2.mig-test@siirto>")).expect("read eml");
+    let text = std::fs::read_to_string(channel.file_for("<notice-2.mig-test@siirto>")).expect("read eml");
     assert!(text.contains("Message-ID: <notice-2.mig-test@siirto>\r\n"));
     assert!(text.contains("To: asiakas2@kukka-0002.test\r\n"));
     assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"));

@@ -66,12 +66,7 @@ async fn hostile_arguments_come_back_byte_exact() {
     let mut argv = vec!["printf", "%s\\0"];
     argv.extend_from_slice(&hostile);
     let output = session.exec(&argv).await.expect("exec printf");
-    assert_eq!(
-        output.status,
-        0,
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(output.status, 0, "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let mut expected = Vec::new();
     for argument in &hostile {
         expected.extend_from_slice(argument.as_bytes());
@@ -81,10 +76,7 @@ async fn hostile_arguments_come_back_byte_exact() {
     assert!(output.stderr.is_empty());
 
     // echo joins its arguments with spaces and adds a newline.
-    let output = session
-        .exec(&["echo", "a  b", "$(id)", "it's", "pää"])
-        .await
-        .expect("exec echo");
+    let output = session.exec(&["echo", "a  b", "$(id)", "it's", "pää"]).await.expect("exec echo");
     assert_eq!(output.stdout, "a  b $(id) it's pää\n".as_bytes());
     assert!(output.success());
 
@@ -98,10 +90,8 @@ async fn exit_status_and_stderr_are_propagated() {
     let sshd = Sshd::start().await;
     let session = connect(&sshd).await;
 
-    let output = session
-        .exec(&["sh", "-c", "printf out; printf 'err\\n' >&2; exit 3"])
-        .await
-        .expect("exec sh");
+    let output =
+        session.exec(&["sh", "-c", "printf out; printf 'err\\n' >&2; exit 3"]).await.expect("exec sh");
     assert_eq!(output.status, 3);
     assert_eq!(output.stdout, b"out");
     assert_eq!(output.stderr, b"err\n");
@@ -111,10 +101,7 @@ async fn exit_status_and_stderr_are_propagated() {
     assert_eq!(output.status, 1);
 
     // A program that does not exist: the remote shell reports 127, as an outcome.
-    let output = session
-        .exec(&["siirto-no-such-program-here"])
-        .await
-        .expect("exec missing program");
+    let output = session.exec(&["siirto-no-such-program-here"]).await.expect("exec missing program");
     assert_eq!(output.status, 127);
     assert!(!output.stderr.is_empty());
 
@@ -123,14 +110,8 @@ async fn exit_status_and_stderr_are_propagated() {
     assert_eq!(output.status, 0);
 
     // Refused locally, before anything is sent.
-    assert!(matches!(
-        session.exec(&[]).await,
-        Err(SshError::InvalidCommand { .. })
-    ));
-    assert!(matches!(
-        session.exec(&["echo", "nul\0byte"]).await,
-        Err(SshError::InvalidCommand { .. })
-    ));
+    assert!(matches!(session.exec(&[]).await, Err(SshError::InvalidCommand { .. })));
+    assert!(matches!(session.exec(&["echo", "nul\0byte"]).await, Err(SshError::InvalidCommand { .. })));
     session.close().await.expect("close");
 }
 
@@ -146,10 +127,7 @@ async fn ten_commands_run_concurrently_on_one_session() {
     let mut fifos = Vec::new();
     for index in 0..count {
         let fifo = sshd.dir().join(format!("fifo-{index}"));
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("run mkfifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
         assert!(status.success(), "mkfifo failed");
         fifos.push(fifo);
     }
@@ -158,21 +136,12 @@ async fn ten_commands_run_concurrently_on_one_session() {
         let session = Arc::clone(&session);
         let fifo = fifo.to_str().expect("utf-8 path").to_owned();
         commands.push(tokio::spawn(async move {
-            session
-                .exec(&[
-                    "sh",
-                    "-c",
-                    "read line < \"$1\"; printf '%s' \"$line\"",
-                    "sh",
-                    &fifo,
-                ])
-                .await
+            session.exec(&["sh", "-c", "read line < \"$1\"; printf '%s' \"$line\"", "sh", &fifo]).await
         }));
     }
 
     let deadline = Instant::now() + TIMEOUT;
-    let mut writers: Vec<Option<tokio::net::unix::pipe::Sender>> =
-        (0..count).map(|_| None).collect();
+    let mut writers: Vec<Option<tokio::net::unix::pipe::Sender>> = (0..count).map(|_| None).collect();
     while writers.iter().any(Option::is_none) {
         for (index, writer) in writers.iter_mut().enumerate() {
             if writer.is_some() {
@@ -185,19 +154,13 @@ async fn ten_commands_run_concurrently_on_one_session() {
                 Err(error) => panic!("open fifo {index}: {error}"),
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "not all {count} remote commands were running at the same time"
-        );
+        assert!(Instant::now() < deadline, "not all {count} remote commands were running at the same time");
         // Polling interval while waiting for the remote readers to appear.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for (index, writer) in writers.into_iter().enumerate() {
         let mut writer = writer.expect("opened");
-        writer
-            .write_all(format!("reply-{index}\n").as_bytes())
-            .await
-            .expect("write fifo");
+        writer.write_all(format!("reply-{index}\n").as_bytes()).await.expect("write fifo");
         // Dropping the writer closes the FIFO.
     }
 
@@ -207,12 +170,7 @@ async fn ten_commands_run_concurrently_on_one_session() {
             .expect("command finishes")
             .expect("task")
             .expect("exec");
-        assert_eq!(
-            output.status,
-            0,
-            "stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_eq!(output.status, 0, "stderr: {}", String::from_utf8_lossy(&output.stderr));
         assert_eq!(output.stdout, format!("reply-{index}").as_bytes());
     }
     session.close().await.expect("close");
@@ -228,9 +186,7 @@ async fn more_commands_than_channels_queue_and_all_finish() {
     let labels: Vec<String> = (0..count).map(|index| format!("command {index}")).collect();
     let session = &session;
     let outputs = futures::future::join_all(
-        labels
-            .iter()
-            .map(|label| async move { session.exec(&["printf", "%s", label.as_str()]).await }),
+        labels.iter().map(|label| async move { session.exec(&["printf", "%s", label.as_str()]).await }),
     )
     .await;
     for (label, output) in labels.iter().zip(outputs) {
@@ -245,42 +201,23 @@ async fn more_commands_than_channels_queue_and_all_finish() {
 async fn a_wrong_pinned_host_key_is_refused_before_login() {
     let sshd = Sshd::start().await;
     let (_other_private, other_public) = sshd.generate_other_key("not_the_host_key");
-    let target = SshTarget {
-        host_key: other_public.clone(),
-        ..sshd.target()
-    };
+    let target = SshTarget { host_key: other_public.clone(), ..sshd.target() };
 
-    let error = SshSession::connect(&target, TIMEOUT)
-        .await
-        .expect_err("a wrong host key must be refused");
+    let error = SshSession::connect(&target, TIMEOUT).await.expect_err("a wrong host key must be refused");
     match &error {
-        SshError::HostKeyMismatch {
-            address,
-            expected_fingerprint,
-            got_fingerprint,
-        } => {
+        SshError::HostKeyMismatch { address, expected_fingerprint, got_fingerprint } => {
             assert_eq!(address, &sshd.address.to_string());
             assert_eq!(expected_fingerprint, &ssh_keygen_fingerprint(&other_public));
-            assert_eq!(
-                got_fingerprint,
-                &ssh_keygen_fingerprint(&sshd.host_key_line)
-            );
+            assert_eq!(got_fingerprint, &ssh_keygen_fingerprint(&sshd.host_key_line));
         }
         other => panic!("expected HostKeyMismatch, got {other:?}"),
     }
     assert!(!error.is_transient());
     let message = error.to_string();
-    assert!(
-        message.contains("does not match the pinned key"),
-        "{message}"
-    );
+    assert!(message.contains("does not match the pinned key"), "{message}");
 
     // The client never authenticated, so nothing can have run. sshd logs each login.
-    assert!(
-        !sshd.log().contains("Accepted publickey"),
-        "sshd saw a login:\n{}",
-        sshd.log()
-    );
+    assert!(!sshd.log().contains("Accepted publickey"), "sshd saw a login:\n{}", sshd.log());
 
     // The right key still works (the refusal was about the key, not the server).
     let session = connect(&sshd).await;
@@ -293,10 +230,7 @@ async fn any_of_the_servers_host_keys_can_be_pinned() {
     // The server has an Ed25519 and an ECDSA host key; pinning the ECDSA one must work (the
     // client asks for the pinned key's type instead of its own favourite).
     let sshd = Sshd::start().await;
-    let target = SshTarget {
-        host_key: sshd.ecdsa_host_key_line.clone(),
-        ..sshd.target()
-    };
+    let target = SshTarget { host_key: sshd.ecdsa_host_key_line.clone(), ..sshd.target() };
     let session = SshSession::connect(&target, TIMEOUT)
         .await
         .unwrap_or_else(|error| panic!("connect pinning ECDSA key: {error}\n{}", sshd.log()));
@@ -317,13 +251,8 @@ async fn the_fingerprint_is_the_one_ssh_keygen_shows() {
 async fn a_wrong_client_key_is_an_authentication_failure() {
     let sshd = Sshd::start().await;
     let (other_private, _other_public) = sshd.generate_other_key("unauthorized_client_key");
-    let target = SshTarget {
-        key_file: other_private,
-        ..sshd.target()
-    };
-    let error = SshSession::connect(&target, TIMEOUT)
-        .await
-        .expect_err("an unauthorized key must be refused");
+    let target = SshTarget { key_file: other_private, ..sshd.target() };
+    let error = SshSession::connect(&target, TIMEOUT).await.expect_err("an unauthorized key must be refused");
     assert!(
         matches!(&error, SshError::AuthFailed { user, .. } if user == &sshd.user),
         "expected AuthFailed, got {error:?}"
@@ -331,13 +260,8 @@ async fn a_wrong_client_key_is_an_authentication_failure() {
     assert!(!error.is_transient());
 
     // A key file that does not exist is a local error, found before connecting.
-    let target = SshTarget {
-        key_file: sshd.dir().join("no-such-key"),
-        ..sshd.target()
-    };
-    let error = SshSession::connect(&target, TIMEOUT)
-        .await
-        .expect_err("missing key");
+    let target = SshTarget { key_file: sshd.dir().join("no-such-key"), ..sshd.target() };
+    let error = SshSession::connect(&target, TIMEOUT).await.expect_err("missing key");
     assert!(matches!(error, SshError::KeyFile { .. }), "{error:?}");
     assert!(!error.is_transient());
 }
@@ -353,9 +277,8 @@ async fn connection_refused_is_transient() {
         address: address.to_string(),
         user: "root".to_owned(),
         key_file: "/nonexistent-is-not-read-first".into(),
-        host_key:
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
-                .to_owned(),
+        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
+            .to_owned(),
     };
     // The key file is checked before connecting, so give it a real one.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -366,14 +289,9 @@ async fn connection_refused_is_transient() {
         .status()
         .expect("run ssh-keygen (Debian package openssh-client)");
     assert!(status.success());
-    let target = SshTarget {
-        key_file: key,
-        ..target
-    };
+    let target = SshTarget { key_file: key, ..target };
 
-    let error = SshSession::connect(&target, TIMEOUT)
-        .await
-        .expect_err("nobody listens");
+    let error = SshSession::connect(&target, TIMEOUT).await.expect_err("nobody listens");
     assert!(
         matches!(&error, SshError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused),
         "expected connection refused, got {error:?}"
@@ -381,16 +299,9 @@ async fn connection_refused_is_transient() {
     assert!(error.is_transient());
 
     // A server that accepts TCP but never speaks SSH: the connect timeout fires, transient.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let target = SshTarget {
-        address: silent.local_addr().expect("addr").to_string(),
-        ..target
-    };
-    let error = SshSession::connect(&target, Duration::from_millis(300))
-        .await
-        .expect_err("silent server");
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = SshTarget { address: silent.local_addr().expect("addr").to_string(), ..target };
+    let error = SshSession::connect(&target, Duration::from_millis(300)).await.expect_err("silent server");
     assert!(matches!(error, SshError::Timeout { .. }), "{error:?}");
     assert!(error.is_transient());
 }
@@ -402,8 +313,5 @@ async fn a_closed_session_refuses_further_commands() {
     assert_eq!(session.exec(&["true"]).await.expect("exec").status, 0);
     session.close().await.expect("close");
     let error = session.exec(&["true"]).await.expect_err("closed session");
-    assert!(
-        error.is_transient(),
-        "a lost session is worth a reconnect: {error:?}"
-    );
+    assert!(error.is_transient(), "a lost session is worth a reconnect: {error:?}");
 }

@@ -187,9 +187,7 @@ fn new_notice(key: &str) -> NewNotice {
 async fn seeded(db: &TestDb) -> Store {
     let store = db.store().await;
     let mut tx = store.begin().await.expect("begin");
-    tx.insert_migration(&migration_row(MIG))
-        .await
-        .expect("insert migration");
+    tx.insert_migration(&migration_row(MIG)).await.expect("insert migration");
     tx.commit().await.expect("commit");
     store
 }
@@ -198,11 +196,7 @@ async fn seeded(db: &TestDb) -> Store {
 async fn schedule(store: &Store, jobs: &[(&str, i64)]) {
     let mut tx = store.begin().await.expect("begin");
     for (key, due_at) in jobs {
-        assert!(
-            tx.schedule_job(&new_job(key, *due_at))
-                .await
-                .expect("schedule")
-        );
+        assert!(tx.schedule_job(&new_job(key, *due_at)).await.expect("schedule"));
     }
     tx.commit().await.expect("commit");
 }
@@ -213,123 +207,56 @@ async fn migrations_apply_twice(db: Arc<TestDb>) {
     // Connecting again runs the migrator again: nothing to apply, the data is still there.
     let second = db.store().await;
     let third = db.store().await;
-    assert_eq!(
-        second.migration(MIG).await.expect("read"),
-        Some(migration_row(MIG))
-    );
+    assert_eq!(second.migration(MIG).await.expect("read"), Some(migration_row(MIG)));
     assert_eq!(third.migrations().await.expect("read").len(), 1);
 }
 
 async fn inserts_and_reads_back_rows(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    tx.insert_migration(&migration_row("other-2026"))
-        .await
-        .expect("second migration");
-    tx.insert_account(&account_row("kukka", Some("kukka@example.fi")))
-        .await
-        .expect("account");
-    tx.insert_account(&account_row("apila", None))
-        .await
-        .expect("account");
-    tx.insert_domain(&domain_row("kukka.test", "kukka"))
-        .await
-        .expect("domain");
-    tx.insert_domain(&domain_row("addon.test", "kukka"))
-        .await
-        .expect("domain");
-    tx.insert_domain(&domain_row("apila.test", "apila"))
-        .await
-        .expect("domain");
+    tx.insert_migration(&migration_row("other-2026")).await.expect("second migration");
+    tx.insert_account(&account_row("kukka", Some("kukka@example.fi"))).await.expect("account");
+    tx.insert_account(&account_row("apila", None)).await.expect("account");
+    tx.insert_domain(&domain_row("kukka.test", "kukka")).await.expect("domain");
+    tx.insert_domain(&domain_row("addon.test", "kukka")).await.expect("domain");
+    tx.insert_domain(&domain_row("apila.test", "apila")).await.expect("domain");
     tx.commit().await.expect("commit");
 
     let migrations = store.migrations().await.expect("migrations");
     let ids: Vec<&str> = migrations.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, [MIG, "other-2026"]);
-    assert_eq!(
-        store.migration(MIG).await.expect("read"),
-        Some(migration_row(MIG))
-    );
+    assert_eq!(store.migration(MIG).await.expect("read"), Some(migration_row(MIG)));
     assert_eq!(store.migration("nope").await.expect("read"), None);
 
     let accounts = store.accounts(MIG).await.expect("accounts");
-    assert_eq!(
-        accounts,
-        [
-            account_row("apila", None),
-            account_row("kukka", Some("kukka@example.fi"))
-        ]
-    );
+    assert_eq!(accounts, [account_row("apila", None), account_row("kukka", Some("kukka@example.fi"))]);
     assert_eq!(
         store.account(MIG, "kukka").await.expect("account"),
         Some(account_row("kukka", Some("kukka@example.fi")))
     );
     assert_eq!(store.account(MIG, "nobody").await.expect("account"), None);
-    assert!(
-        store
-            .accounts("other-2026")
-            .await
-            .expect("accounts")
-            .is_empty()
-    );
+    assert!(store.accounts("other-2026").await.expect("accounts").is_empty());
 
     let domains = store.domains(MIG).await.expect("domains");
     let names: Vec<&str> = domains.iter().map(|d| d.domain.as_str()).collect();
     assert_eq!(names, ["addon.test", "apila.test", "kukka.test"]);
     assert_eq!(
         store.domains_of(MIG, "kukka").await.expect("domains"),
-        [
-            domain_row("addon.test", "kukka"),
-            domain_row("kukka.test", "kukka")
-        ]
+        [domain_row("addon.test", "kukka"), domain_row("kukka.test", "kukka")]
     );
 }
 
 async fn duplicate_inserts_conflict(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    let err = tx
-        .insert_migration(&migration_row(MIG))
-        .await
-        .expect_err("duplicate");
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                what: "migration",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    tx.insert_account(&account_row("kukka", None))
-        .await
-        .expect("account");
-    let err = tx
-        .insert_account(&account_row("kukka", None))
-        .await
-        .expect_err("duplicate");
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                what: "account",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    tx.insert_domain(&domain_row("kukka.test", "kukka"))
-        .await
-        .expect("domain");
-    let err = tx
-        .insert_domain(&domain_row("kukka.test", "kukka"))
-        .await
-        .expect_err("duplicate");
-    assert!(
-        matches!(err, StoreError::Conflict { what: "domain", .. }),
-        "{err:?}"
-    );
+    let err = tx.insert_migration(&migration_row(MIG)).await.expect_err("duplicate");
+    assert!(matches!(err, StoreError::Conflict { what: "migration", .. }), "{err:?}");
+    tx.insert_account(&account_row("kukka", None)).await.expect("account");
+    let err = tx.insert_account(&account_row("kukka", None)).await.expect_err("duplicate");
+    assert!(matches!(err, StoreError::Conflict { what: "account", .. }), "{err:?}");
+    tx.insert_domain(&domain_row("kukka.test", "kukka")).await.expect("domain");
+    let err = tx.insert_domain(&domain_row("kukka.test", "kukka")).await.expect_err("duplicate");
+    assert!(matches!(err, StoreError::Conflict { what: "domain", .. }), "{err:?}");
     // A conflict does not spoil the transaction (no failed statement on PostgreSQL).
     tx.commit().await.expect("commit");
     assert_eq!(store.accounts(MIG).await.expect("accounts").len(), 1);
@@ -338,24 +265,14 @@ async fn duplicate_inserts_conflict(db: Arc<TestDb>) {
 async fn updates_states(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    tx.insert_account(&account_row("kukka", None))
-        .await
-        .expect("account");
-    tx.insert_domain(&domain_row("kukka.test", "kukka"))
-        .await
-        .expect("domain");
+    tx.insert_account(&account_row("kukka", None)).await.expect("account");
+    tx.insert_domain(&domain_row("kukka.test", "kukka")).await.expect("domain");
     tx.commit().await.expect("commit");
 
     let mut tx = store.begin().await.expect("begin");
-    tx.set_migration_state(MIG, "announced", r#"{"state":"announced"}"#, 2_000)
-        .await
-        .expect("migration");
-    tx.set_account_state(MIG, "kukka", "queued", r#"{"state":"queued"}"#, 2_001)
-        .await
-        .expect("account");
-    tx.set_domain_state(MIG, "kukka.test", "verified_on_target", r#"{"v":1}"#, 2_002)
-        .await
-        .expect("domain");
+    tx.set_migration_state(MIG, "announced", r#"{"state":"announced"}"#, 2_000).await.expect("migration");
+    tx.set_account_state(MIG, "kukka", "queued", r#"{"state":"queued"}"#, 2_001).await.expect("account");
+    tx.set_domain_state(MIG, "kukka.test", "verified_on_target", r#"{"v":1}"#, 2_002).await.expect("domain");
     tx.commit().await.expect("commit");
 
     let migration = store.migration(MIG).await.expect("read").expect("exists");
@@ -364,22 +281,11 @@ async fn updates_states(db: Arc<TestDb>) {
         ("announced", r#"{"state":"announced"}"#)
     );
     assert_eq!((migration.created_at, migration.updated_at), (1_000, 2_000));
-    let account = store
-        .account(MIG, "kukka")
-        .await
-        .expect("read")
-        .expect("exists");
-    assert_eq!(
-        (account.state.as_str(), account.updated_at),
-        ("queued", 2_001)
-    );
+    let account = store.account(MIG, "kukka").await.expect("read").expect("exists");
+    assert_eq!((account.state.as_str(), account.updated_at), ("queued", 2_001));
     let domain = &store.domains(MIG).await.expect("read")[0];
     assert_eq!(
-        (
-            domain.state.as_str(),
-            domain.data.as_str(),
-            domain.updated_at
-        ),
+        (domain.state.as_str(), domain.data.as_str(), domain.updated_at),
         ("verified_on_target", r#"{"v":1}"#, 2_002)
     );
 }
@@ -387,52 +293,15 @@ async fn updates_states(db: Arc<TestDb>) {
 async fn unknown_rows_are_not_found(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    let err = tx
-        .set_migration_state("nope", "x", "{}", 1)
-        .await
-        .expect_err("missing");
-    assert!(
-        matches!(
-            err,
-            StoreError::NotFound {
-                what: "migration",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = tx
-        .set_account_state(MIG, "nobody", "x", "{}", 1)
-        .await
-        .expect_err("missing");
-    assert!(
-        matches!(
-            err,
-            StoreError::NotFound {
-                what: "account",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let err = tx
-        .set_domain_state(MIG, "no.test", "x", "{}", 1)
-        .await
-        .expect_err("missing");
-    assert!(
-        matches!(err, StoreError::NotFound { what: "domain", .. }),
-        "{err:?}"
-    );
+    let err = tx.set_migration_state("nope", "x", "{}", 1).await.expect_err("missing");
+    assert!(matches!(err, StoreError::NotFound { what: "migration", .. }), "{err:?}");
+    let err = tx.set_account_state(MIG, "nobody", "x", "{}", 1).await.expect_err("missing");
+    assert!(matches!(err, StoreError::NotFound { what: "account", .. }), "{err:?}");
+    let err = tx.set_domain_state(MIG, "no.test", "x", "{}", 1).await.expect_err("missing");
+    assert!(matches!(err, StoreError::NotFound { what: "domain", .. }), "{err:?}");
     let err = tx.mark_notice_sent(42, 1).await.expect_err("missing");
-    assert!(
-        matches!(err, StoreError::NotFound { what: "notice", .. }),
-        "{err:?}"
-    );
-    assert!(
-        !tx.requeue_job(MIG, "no-such-key", 1)
-            .await
-            .expect("requeue")
-    );
+    assert!(matches!(err, StoreError::NotFound { what: "notice", .. }), "{err:?}");
+    assert!(!tx.requeue_job(MIG, "no-such-key", 1).await.expect("requeue"));
     assert!(!err.is_transient());
 }
 
@@ -461,19 +330,12 @@ async fn events_come_back_in_order(db: Arc<TestDb>) {
     let events = store.events(MIG).await.expect("events");
     assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    assert_eq!(
-        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        kinds
-    );
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), kinds);
     assert_eq!(events[0].account, None);
     assert_eq!(events[3].account.as_deref(), Some("kukka"));
     assert_eq!(events[3].domain.as_deref(), Some("kukka.test"));
     assert_eq!(
-        (
-            events[3].detail.as_str(),
-            events[3].actor.as_str(),
-            events[3].at
-        ),
+        (events[3].detail.as_str(), events[3].actor.as_str(), events[3].at),
         (r#"{"n":3}"#, "scheduler", 9_997)
     );
     assert!(store.events("other").await.expect("events").is_empty());
@@ -482,21 +344,13 @@ async fn events_come_back_in_order(db: Arc<TestDb>) {
 async fn schedule_job_dedupes(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    assert!(
-        tx.schedule_job(&new_job("kukka", 100))
-            .await
-            .expect("first")
-    );
+    assert!(tx.schedule_job(&new_job("kukka", 100)).await.expect("first"));
     tx.commit().await.expect("commit");
     let mut tx = store.begin().await.expect("begin");
     let mut again = new_job("kukka", 999);
     again.payload = r#"{"n":2}"#.to_owned();
     assert!(!tx.schedule_job(&again).await.expect("second"));
-    assert!(
-        tx.schedule_job(&new_job("apila", 100))
-            .await
-            .expect("other key")
-    );
+    assert!(tx.schedule_job(&new_job("apila", 100)).await.expect("other key"));
     tx.commit().await.expect("commit");
 
     let jobs = store.jobs(MIG).await.expect("jobs");
@@ -504,23 +358,12 @@ async fn schedule_job_dedupes(db: Arc<TestDb>) {
     let kukka = &jobs[0];
     // The first job is untouched by the duplicate.
     assert_eq!(
-        (
-            kukka.dedupe_key.as_str(),
-            kukka.due_at,
-            kukka.payload.as_str()
-        ),
+        (kukka.dedupe_key.as_str(), kukka.due_at, kukka.payload.as_str()),
         ("old1-2026:kukka", 100, r#"{"n":1}"#)
     );
+    assert_eq!((kukka.attempts, kukka.last_error.as_deref(), kukka.done_at), (0, None, None));
     assert_eq!(
-        (kukka.attempts, kukka.last_error.as_deref(), kukka.done_at),
-        (0, None, None)
-    );
-    assert_eq!(
-        (
-            kukka.kind.as_str(),
-            kukka.subject.as_str(),
-            kukka.migration_id.as_str()
-        ),
+        (kukka.kind.as_str(), kukka.subject.as_str(), kukka.migration_id.as_str()),
         ("transfer", "kukka", MIG)
     );
 }
@@ -528,30 +371,12 @@ async fn schedule_job_dedupes(db: Arc<TestDb>) {
 async fn enqueue_notice_dedupes(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    let id = tx
-        .enqueue_notice(&new_notice("kukka"))
-        .await
-        .expect("enqueue")
-        .expect("inserted");
-    assert_eq!(
-        tx.enqueue_notice(&new_notice("kukka"))
-            .await
-            .expect("again"),
-        None
-    );
+    let id = tx.enqueue_notice(&new_notice("kukka")).await.expect("enqueue").expect("inserted");
+    assert_eq!(tx.enqueue_notice(&new_notice("kukka")).await.expect("again"), None);
     tx.commit().await.expect("commit");
     let mut tx = store.begin().await.expect("begin");
-    assert_eq!(
-        tx.enqueue_notice(&new_notice("kukka"))
-            .await
-            .expect("again"),
-        None
-    );
-    let other = tx
-        .enqueue_notice(&new_notice("apila"))
-        .await
-        .expect("enqueue")
-        .expect("inserted");
+    assert_eq!(tx.enqueue_notice(&new_notice("kukka")).await.expect("again"), None);
+    let other = tx.enqueue_notice(&new_notice("apila")).await.expect("enqueue").expect("inserted");
     tx.commit().await.expect("commit");
     assert_ne!(id, other);
 
@@ -560,49 +385,23 @@ async fn enqueue_notice_dedupes(db: Arc<TestDb>) {
     let notice = store.notice(id).await.expect("notice").expect("exists");
     assert_eq!(notice, outbox[0]);
     assert_eq!(notice.message_id, "<notice-kukka.old1-2026@siirto>");
-    assert_eq!(
-        (
-            notice.sent_at,
-            notice.attempts,
-            notice.last_error.as_deref()
-        ),
-        (None, 0, None)
-    );
-    assert_eq!(
-        (notice.recipients.as_str(), notice.created_at),
-        (r#"["asiakas@example.fi"]"#, 2_000)
-    );
+    assert_eq!((notice.sent_at, notice.attempts, notice.last_error.as_deref()), (None, 0, None));
+    assert_eq!((notice.recipients.as_str(), notice.created_at), (r#"["asiakas@example.fi"]"#, 2_000));
     assert_eq!(store.notice(id + 1000).await.expect("notice"), None);
 }
 
 async fn notices_are_marked_sent_and_failed(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    let a = tx
-        .enqueue_notice(&new_notice("a"))
-        .await
-        .expect("enqueue")
-        .expect("inserted");
-    let b = tx
-        .enqueue_notice(&new_notice("b"))
-        .await
-        .expect("enqueue")
-        .expect("inserted");
+    let a = tx.enqueue_notice(&new_notice("a")).await.expect("enqueue").expect("inserted");
+    let b = tx.enqueue_notice(&new_notice("b")).await.expect("enqueue").expect("inserted");
     tx.commit().await.expect("commit");
-    let unsent: Vec<i64> = store
-        .unsent_notices(10)
-        .await
-        .expect("unsent")
-        .iter()
-        .map(|n| n.id)
-        .collect();
+    let unsent: Vec<i64> = store.unsent_notices(10).await.expect("unsent").iter().map(|n| n.id).collect();
     assert_eq!(unsent, [a, b]);
 
     let mut tx = store.begin().await.expect("begin");
     tx.notice_failed(a, "421 try later").await.expect("failed");
-    tx.notice_failed(a, "connection refused")
-        .await
-        .expect("failed");
+    tx.notice_failed(a, "connection refused").await.expect("failed");
     tx.mark_notice_sent(a, 3_000).await.expect("sent");
     // Marking again keeps the first time.
     tx.mark_notice_sent(a, 4_000).await.expect("sent again");
@@ -610,20 +409,10 @@ async fn notices_are_marked_sent_and_failed(db: Arc<TestDb>) {
 
     let notice = store.notice(a).await.expect("notice").expect("exists");
     assert_eq!(
-        (
-            notice.sent_at,
-            notice.attempts,
-            notice.last_error.as_deref()
-        ),
+        (notice.sent_at, notice.attempts, notice.last_error.as_deref()),
         (Some(3_000), 2, Some("connection refused"))
     );
-    let unsent: Vec<i64> = store
-        .unsent_notices(10)
-        .await
-        .expect("unsent")
-        .iter()
-        .map(|n| n.id)
-        .collect();
+    let unsent: Vec<i64> = store.unsent_notices(10).await.expect("unsent").iter().map(|n| n.id).collect();
     assert_eq!(unsent, [b]);
 }
 
@@ -631,18 +420,9 @@ async fn claims_only_due_jobs(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("late", 300), ("early", 100), ("middle", 200)]).await;
 
-    assert!(
-        store
-            .claim_jobs("w1", 99, 1_000, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(store.claim_jobs("w1", 99, 1_000, 10).await.expect("claim").is_empty());
     let claimed = store.claim_jobs("w1", 200, 1_000, 10).await.expect("claim");
-    let subjects: Vec<&str> = claimed
-        .iter()
-        .map(|(job, _)| job.subject.as_str())
-        .collect();
+    let subjects: Vec<&str> = claimed.iter().map(|(job, _)| job.subject.as_str()).collect();
     assert_eq!(subjects, ["early", "middle"], "due ones, in due order");
     for (job, lease) in &claimed {
         assert_eq!(lease.job_id(), job.id);
@@ -651,10 +431,7 @@ async fn claims_only_due_jobs(db: Arc<TestDb>) {
         assert_eq!(job.attempts, 0, "a claim is not an attempt");
     }
     // The limit holds; w1's leases (until 1_200) keep the first two from w2.
-    let claimed = store
-        .claim_jobs("w2", 1_100, 1_000, 1)
-        .await
-        .expect("claim");
+    let claimed = store.claim_jobs("w2", 1_100, 1_000, 1).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].0.subject, "late");
 }
@@ -665,40 +442,16 @@ async fn claimed_job_is_not_claimed_again_until_its_lease_expires(db: Arc<TestDb
     let first = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim");
     assert_eq!(first.len(), 1);
     // Neither another owner nor the same one gets it while the lease holds.
-    assert!(
-        store
-            .claim_jobs("w2", 1_000, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    assert!(
-        store
-            .claim_jobs("w2", 1_499, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    assert!(
-        store
-            .claim_jobs("w1", 1_499, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(store.claim_jobs("w2", 1_000, 500, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w2", 1_499, 500, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w1", 1_499, 500, 10).await.expect("claim").is_empty());
 
     // A finished job is never claimed again.
     let (_, lease) = &first[0];
     let mut tx = store.begin_leased(lease, 1_100).await.expect("lease holds");
     tx.finish_job(lease, 1_100).await.expect("finish");
     tx.commit().await.expect("commit");
-    assert!(
-        store
-            .claim_jobs("w2", 1_000_000, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(store.claim_jobs("w2", 1_000_000, 500, 10).await.expect("claim").is_empty());
     let job = &store.jobs(MIG).await.expect("jobs")[0];
     assert_eq!(job.done_at, Some(1_100));
 }
@@ -706,26 +459,13 @@ async fn claimed_job_is_not_claimed_again_until_its_lease_expires(db: Arc<TestDb
 async fn expired_lease_is_lost_to_the_next_claimer(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, old) = store
-        .claim_jobs("w1", 1_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("one job");
+    let (_, old) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("one job");
 
     // At its expiry the lease is free; the first owner cannot use it even before anyone claims.
     let err = store.begin_leased(&old, 1_500).await.expect_err("expired");
-    assert!(
-        matches!(err, StoreError::LeaseLost { job_id } if job_id == old.job_id()),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::LeaseLost { job_id } if job_id == old.job_id()), "{err:?}");
 
-    let (_, new) = store
-        .claim_jobs("w2", 1_500, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("reclaimed");
+    let (_, new) = store.claim_jobs("w2", 1_500, 500, 10).await.expect("claim").pop().expect("reclaimed");
     assert_eq!(new.job_id(), old.job_id());
     assert_eq!(new.owner(), "w2");
 
@@ -735,25 +475,13 @@ async fn expired_lease_is_lost_to_the_next_claimer(db: Arc<TestDb>) {
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     assert!(!err.is_transient());
     let mut tx = store.begin().await.expect("begin");
-    assert!(matches!(
-        tx.finish_job(&old, 1_600).await,
-        Err(StoreError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        tx.retry_job(&old, 2_000, "boom").await,
-        Err(StoreError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        tx.reschedule_job(&old, 2_000).await,
-        Err(StoreError::LeaseLost { .. })
-    ));
+    assert!(matches!(tx.finish_job(&old, 1_600).await, Err(StoreError::LeaseLost { .. })));
+    assert!(matches!(tx.retry_job(&old, 2_000, "boom").await, Err(StoreError::LeaseLost { .. })));
+    assert!(matches!(tx.reschedule_job(&old, 2_000).await, Err(StoreError::LeaseLost { .. })));
     drop(tx);
 
     // The same owner claiming again gets a new lease; the older one stays dead.
-    let mut tx = store
-        .begin_leased(&new, 1_600)
-        .await
-        .expect("new lease holds");
+    let mut tx = store.begin_leased(&new, 1_600).await.expect("new lease holds");
     tx.finish_job(&new, 1_600).await.expect("finish");
     tx.commit().await.expect("commit");
     let job = &store.jobs(MIG).await.expect("jobs")[0];
@@ -765,186 +493,79 @@ async fn retry_counts_an_attempt_and_delays(db: Arc<TestDb>) {
     schedule(&store, &[("kukka", 100)]).await;
     for attempt in 1..=2 {
         let now = attempt * 10_000;
-        let (_, lease) = store
-            .claim_jobs("w1", now, 500, 10)
-            .await
-            .expect("claim")
-            .pop()
-            .expect("due");
+        let (_, lease) = store.claim_jobs("w1", now, 500, 10).await.expect("claim").pop().expect("due");
         let mut tx = store.begin_leased(&lease, now).await.expect("lease");
-        tx.retry_job(&lease, now + 5_000, &format!("boom {attempt}"))
-            .await
-            .expect("retry");
+        tx.retry_job(&lease, now + 5_000, &format!("boom {attempt}")).await.expect("retry");
         tx.commit().await.expect("commit");
 
         let job = &store.jobs(MIG).await.expect("jobs")[0];
         assert_eq!(i64::from(job.attempts), attempt);
-        assert_eq!(
-            job.last_error.as_deref(),
-            Some(format!("boom {attempt}").as_str())
-        );
+        assert_eq!(job.last_error.as_deref(), Some(format!("boom {attempt}").as_str()));
         assert_eq!((job.due_at, job.done_at), (now + 5_000, None));
         // The lease was cleared, and the job waits for its new due time.
-        assert!(
-            store
-                .claim_jobs("w2", now + 4_999, 500, 10)
-                .await
-                .expect("claim")
-                .is_empty()
-        );
+        assert!(store.claim_jobs("w2", now + 4_999, 500, 10).await.expect("claim").is_empty());
         assert_eq!(store.next_due_at().await.expect("next"), Some(now + 5_000));
     }
-    let claimed = store
-        .claim_jobs("w2", 25_000, 500, 10)
-        .await
-        .expect("claim");
+    let claimed = store.claim_jobs("w2", 25_000, 500, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1, "due again after the delay, for anyone");
 }
 
 async fn reschedule_delays_without_an_attempt(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store
-        .claim_jobs("w1", 1_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
+    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
     let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
     tx.reschedule_job(&lease, 60_000).await.expect("reschedule");
     tx.commit().await.expect("commit");
     let job = &store.jobs(MIG).await.expect("jobs")[0];
-    assert_eq!(
-        (
-            job.attempts,
-            job.due_at,
-            job.done_at,
-            job.last_error.as_deref()
-        ),
-        (0, 60_000, None, None)
-    );
-    assert!(
-        store
-            .claim_jobs("w2", 59_999, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .claim_jobs("w2", 60_000, 500, 10)
-            .await
-            .expect("claim")
-            .len(),
-        1
-    );
+    assert_eq!((job.attempts, job.due_at, job.done_at, job.last_error.as_deref()), (0, 60_000, None, None));
+    assert!(store.claim_jobs("w2", 59_999, 500, 10).await.expect("claim").is_empty());
+    assert_eq!(store.claim_jobs("w2", 60_000, 500, 10).await.expect("claim").len(), 1);
 }
 
 async fn requeue_makes_a_done_job_pending_again(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store
-        .claim_jobs("w1", 1_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
+    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
     let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
     tx.retry_job(&lease, 1_100, "boom").await.expect("retry");
     tx.commit().await.expect("commit");
-    let (_, lease) = store
-        .claim_jobs("w1", 1_200, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
+    let (_, lease) = store.claim_jobs("w1", 1_200, 500, 10).await.expect("claim").pop().expect("due");
     let mut tx = store.begin_leased(&lease, 1_200).await.expect("lease");
     tx.finish_job(&lease, 1_200).await.expect("give up");
     tx.commit().await.expect("commit");
     assert_eq!(store.next_due_at().await.expect("next"), None);
 
     let mut tx = store.begin().await.expect("begin");
-    assert!(
-        tx.requeue_job(MIG, "old1-2026:kukka", 5_000)
-            .await
-            .expect("requeue")
-    );
+    assert!(tx.requeue_job(MIG, "old1-2026:kukka", 5_000).await.expect("requeue"));
     tx.commit().await.expect("commit");
     let job = &store.jobs(MIG).await.expect("jobs")[0];
-    assert_eq!(
-        (
-            job.attempts,
-            job.due_at,
-            job.done_at,
-            job.last_error.as_deref()
-        ),
-        (0, 5_000, None, None)
-    );
+    assert_eq!((job.attempts, job.due_at, job.done_at, job.last_error.as_deref()), (0, 5_000, None, None));
     assert_eq!(store.next_due_at().await.expect("next"), Some(5_000));
-    assert_eq!(
-        store
-            .claim_jobs("w2", 5_000, 500, 10)
-            .await
-            .expect("claim")
-            .len(),
-        1
-    );
+    assert_eq!(store.claim_jobs("w2", 5_000, 500, 10).await.expect("claim").len(), 1);
 }
 
 async fn renew_and_release_lease(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, mut lease) = store
-        .claim_jobs("w1", 1_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
-    store
-        .renew_lease(&mut lease, 1_400, 500)
-        .await
-        .expect("renew");
+    let (_, mut lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
+    store.renew_lease(&mut lease, 1_400, 500).await.expect("renew");
     assert_eq!(lease.expires_at(), 1_900);
     // Past the first expiry, the renewed lease still holds.
-    assert!(
-        store
-            .claim_jobs("w2", 1_600, 500, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
+    assert!(store.claim_jobs("w2", 1_600, 500, 10).await.expect("claim").is_empty());
     // Roll back explicitly: a dropped transaction still holds the job's row lock on PostgreSQL
     // until its connection gets to run the rollback, and the claim below would skip the row.
-    store
-        .begin_leased(&lease, 1_800)
-        .await
-        .expect("renewed lease holds")
-        .rollback()
-        .await
-        .expect("rollback");
+    store.begin_leased(&lease, 1_800).await.expect("renewed lease holds").rollback().await.expect("rollback");
 
     // An expired lease cannot be renewed.
-    let err = store
-        .renew_lease(&mut lease, 1_900, 500)
-        .await
-        .expect_err("expired");
+    let err = store.renew_lease(&mut lease, 1_900, 500).await.expect_err("expired");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     assert_eq!(lease.expires_at(), 1_900);
 
     // Released: claimable at once, before its expiry.
-    let (_, lease) = store
-        .claim_jobs("w2", 2_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
+    let (_, lease) = store.claim_jobs("w2", 2_000, 500, 10).await.expect("claim").pop().expect("due");
     store.release_lease(lease).await.expect("release");
-    let (_, lease) = store
-        .claim_jobs("w3", 2_001, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("free");
+    let (_, lease) = store.claim_jobs("w3", 2_001, 500, 10).await.expect("claim").pop().expect("free");
     assert_eq!(lease.owner(), "w3");
 }
 
@@ -954,12 +575,7 @@ async fn next_due_at_follows_pending_jobs(db: Arc<TestDb>) {
     schedule(&store, &[("a", 300), ("b", 200)]).await;
     assert_eq!(store.next_due_at().await.expect("next"), Some(200));
     // A leased job counts from its lease's expiry: a daemon need not wake for it before then.
-    let (_, lease) = store
-        .claim_jobs("w1", 250, 1_000, 1)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("b");
+    let (_, lease) = store.claim_jobs("w1", 250, 1_000, 1).await.expect("claim").pop().expect("b");
     assert_eq!(store.next_due_at().await.expect("next"), Some(300));
     let mut tx = store.begin_leased(&lease, 250).await.expect("lease");
     tx.finish_job(&lease, 250).await.expect("finish");
@@ -970,40 +586,20 @@ async fn next_due_at_follows_pending_jobs(db: Arc<TestDb>) {
 async fn dropped_transaction_rolls_back(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store
-        .claim_jobs("w1", 1_000, 500, 10)
-        .await
-        .expect("claim")
-        .pop()
-        .expect("due");
+    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
     {
         let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
         tx.finish_job(&lease, 1_000).await.expect("finish");
-        tx.set_migration_state(MIG, "announced", "{}", 1_000)
-            .await
-            .expect("state");
+        tx.set_migration_state(MIG, "announced", "{}", 1_000).await.expect("state");
         // Dropped without commit.
     }
     let mut tx = store.begin().await.expect("begin");
-    tx.set_migration_state(MIG, "ready", "{}", 1_001)
-        .await
-        .expect("state");
+    tx.set_migration_state(MIG, "ready", "{}", 1_001).await.expect("state");
     tx.rollback().await.expect("rollback");
-    assert_eq!(
-        store
-            .migration(MIG)
-            .await
-            .expect("read")
-            .expect("exists")
-            .state,
-        "planned"
-    );
+    assert_eq!(store.migration(MIG).await.expect("read").expect("exists").state, "planned");
     assert_eq!(store.jobs(MIG).await.expect("jobs")[0].done_at, None);
     // The lease survived the rolled-back finish.
-    store
-        .begin_leased(&lease, 1_000)
-        .await
-        .expect("lease still holds");
+    store.begin_leased(&lease, 1_000).await.expect("lease still holds");
 }
 
 /// Two stores (two pools, as two daemons would have) on one database, four workers each, claim
@@ -1015,11 +611,7 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
     let first = seeded(&db).await;
     let second = db.store().await;
     let keys: Vec<String> = (0..JOBS).map(|n| format!("job{n:03}")).collect();
-    let jobs: Vec<(&str, i64)> = keys
-        .iter()
-        .enumerate()
-        .map(|(n, key)| (key.as_str(), n as i64))
-        .collect();
+    let jobs: Vec<(&str, i64)> = keys.iter().enumerate().map(|(n, key)| (key.as_str(), n as i64)).collect();
     schedule(&first, &jobs).await;
 
     let held: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
@@ -1034,18 +626,13 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
             workers.push(tokio::spawn(async move {
                 loop {
                     // Leases far longer than the test: none expires, so a job seen twice is a bug.
-                    let claimed = store
-                        .claim_jobs(&owner, NOW, 600_000, 3)
-                        .await
-                        .expect("claim");
+                    let claimed = store.claim_jobs(&owner, NOW, 600_000, 3).await.expect("claim");
                     if claimed.is_empty() {
                         // Every job left is done or held by another worker, who will finish it.
                         break;
                     }
                     for (job, lease) in claimed {
-                        if let Some(other) =
-                            held.lock().expect("lock").insert(job.id, owner.clone())
-                        {
+                        if let Some(other) = held.lock().expect("lock").insert(job.id, owner.clone()) {
                             panic!("job {} claimed by {owner} while {other} held it", job.id);
                         }
                         let mut tx = store.begin_leased(&lease, NOW).await.expect("lease holds");
@@ -1059,9 +646,8 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
         }
     }
     let all = futures::future::join_all(workers);
-    let results = tokio::time::timeout(Duration::from_secs(120), all)
-        .await
-        .expect("workers finish within 120 s");
+    let results =
+        tokio::time::timeout(Duration::from_secs(120), all).await.expect("workers finish within 120 s");
     for result in results {
         result.expect("worker did not panic");
     }
@@ -1072,26 +658,17 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
     assert_eq!(ids.len(), JOBS, "no job finished twice");
     let rows = first.jobs(MIG).await.expect("jobs");
     assert_eq!(rows.len(), JOBS);
-    assert!(
-        rows.iter()
-            .all(|job| job.done_at == Some(NOW) && job.attempts == 0)
-    );
+    assert!(rows.iter().all(|job| job.done_at == Some(NOW) && job.attempts == 0));
     assert_eq!(rows.iter().map(|job| job.id).collect::<HashSet<_>>(), ids);
     assert_eq!(second.next_due_at().await.expect("next"), None);
     let owners: HashSet<&str> = finished.iter().map(|(_, owner)| owner.as_str()).collect();
-    eprintln!(
-        "{} jobs finished by {} workers: {owners:?}",
-        finished.len(),
-        owners.len()
-    );
+    eprintln!("{} jobs finished by {} workers: {owners:?}", finished.len(), owners.len());
 }
 
 async fn batch_inserts_conflict_on_existing_rows(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     let mut tx = store.begin().await.expect("begin");
-    tx.insert_account(&account_row("kukka", None))
-        .await
-        .expect("account");
+    tx.insert_account(&account_row("kukka", None)).await.expect("account");
     let err = tx
         .insert_accounts(&[account_row("apila", None), account_row("kukka", None)])
         .await
@@ -1100,13 +677,8 @@ async fn batch_inserts_conflict_on_existing_rows(db: Arc<TestDb>) {
         matches!(&err, StoreError::Conflict { what: "account", key } if key == "old1-2026/kukka"),
         "{err:?}"
     );
-    tx.insert_domain(&domain_row("kukka.test", "kukka"))
-        .await
-        .expect("domain");
-    let err = tx
-        .insert_domains(&[domain_row("kukka.test", "kukka")])
-        .await
-        .expect_err("kukka.test exists");
+    tx.insert_domain(&domain_row("kukka.test", "kukka")).await.expect("domain");
+    let err = tx.insert_domains(&[domain_row("kukka.test", "kukka")]).await.expect_err("kukka.test exists");
     assert!(
         matches!(&err, StoreError::Conflict { what: "domain", key } if key == "old1-2026/kukka.test"),
         "{err:?}"
@@ -1119,9 +691,8 @@ async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) 
     const ACCOUNTS: usize = 10_000;
     let store = seeded(&db).await;
     let started = std::time::Instant::now();
-    let accounts: Vec<AccountRow> = (0..ACCOUNTS)
-        .map(|n| account_row(&format!("kukka{n:05}"), Some("asiakas@example.fi")))
-        .collect();
+    let accounts: Vec<AccountRow> =
+        (0..ACCOUNTS).map(|n| account_row(&format!("kukka{n:05}"), Some("asiakas@example.fi"))).collect();
     let domains: Vec<DomainRow> = accounts
         .iter()
         .flat_map(|account| {
@@ -1132,9 +703,7 @@ async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) 
     tx.insert_accounts(&accounts).await.expect("accounts");
     tx.insert_domains(&domains).await.expect("domains");
     for account in &accounts {
-        tx.schedule_job(&new_job(&account.user, 1_000))
-            .await
-            .expect("job");
+        tx.schedule_job(&new_job(&account.user, 1_000)).await.expect("job");
     }
 
     tx.commit().await.expect("commit");
@@ -1142,20 +711,11 @@ async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) 
 
     let started = std::time::Instant::now();
     assert_eq!(store.accounts(MIG).await.expect("accounts").len(), ACCOUNTS);
-    assert_eq!(
-        store.domains(MIG).await.expect("domains").len(),
-        5 * ACCOUNTS
-    );
-    let mine = store
-        .domains_of(MIG, "kukka04321")
-        .await
-        .expect("domains of");
+    assert_eq!(store.domains(MIG).await.expect("domains").len(), 5 * ACCOUNTS);
+    let mine = store.domains_of(MIG, "kukka04321").await.expect("domains of");
     assert_eq!(mine.len(), 5);
     assert!(mine.iter().all(|d| d.domain.ends_with(".kukka04321.test")));
-    let claimed = store
-        .claim_jobs("w1", 2_000, 60_000, 100)
-        .await
-        .expect("claim");
+    let claimed = store.claim_jobs("w1", 2_000, 60_000, 100).await.expect("claim");
     assert_eq!(claimed.len(), 100);
     assert_eq!(store.next_due_at().await.expect("next"), Some(1_000));
     let read = started.elapsed();

@@ -29,20 +29,18 @@ impl Drop for TlsServer {
 }
 
 async fn start_tls_server() -> TlsServer {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("generate certificate");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("generate certificate");
     let cert_der: CertificateDer<'static> = certified.cert.der().clone();
     let cert_sha256: [u8; 32] = Sha256::digest(cert_der.as_ref()).into();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert_der], key)
-    .expect("server certificate");
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert_der], key)
+            .expect("server certificate");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("local addr").port();
@@ -75,11 +73,7 @@ async fn start_tls_server() -> TlsServer {
             });
         }
     });
-    TlsServer {
-        port,
-        cert_sha256,
-        task,
-    }
+    TlsServer { port, cert_sha256, task }
 }
 
 fn client(port: u16, tls: TlsPolicy) -> WhmClient {
@@ -132,16 +126,8 @@ async fn a_wrong_pin_refuses_the_certificate() {
 #[tokio::test]
 async fn connection_refused_is_transient() {
     // Bind and drop to get a port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let err = client(port, TlsPolicy::WebPki)
-        .version()
-        .await
-        .expect_err("nobody listens");
+    let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+    let err = client(port, TlsPolicy::WebPki).version().await.expect_err("nobody listens");
     assert!(matches!(err, WhmError::Transport { .. }), "{err:?}");
     assert!(err.is_transient());
 }

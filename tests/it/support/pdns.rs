@@ -94,17 +94,11 @@ impl Pdns {
     async fn wait_until_ready(&mut self) {
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         let http = reqwest::Client::new();
-        let server_url = self
-            .api_url
-            .join("api/v1/servers/localhost")
-            .expect("server URL");
+        let server_url = self.api_url.join("api/v1/servers/localhost").expect("server URL");
         let (mut api_ready, mut dns_ready) = (false, false);
         while !(api_ready && dns_ready) {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "pdns_server exited with {status} while starting:\n{}",
-                    self.log()
-                );
+                panic!("pdns_server exited with {status} while starting:\n{}", self.log());
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -140,18 +134,12 @@ impl Drop for Pdns {
 
 /// Creates the sqlite database from Debian's schema file.
 async fn create_database(path: &PathBuf) {
-    let schema = std::fs::read_to_string(SCHEMA)
-        .unwrap_or_else(|err| panic!("reading {SCHEMA}: {err}; {INSTALL}"));
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
-    let mut connection = SqliteConnection::connect_with(&options)
-        .await
-        .expect("create the pdns sqlite database");
-    sqlx::raw_sql(&schema)
-        .execute(&mut connection)
-        .await
-        .expect("load the pdns schema");
+    let schema =
+        std::fs::read_to_string(SCHEMA).unwrap_or_else(|err| panic!("reading {SCHEMA}: {err}; {INSTALL}"));
+    let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    let mut connection =
+        SqliteConnection::connect_with(&options).await.expect("create the pdns sqlite database");
+    sqlx::raw_sql(&schema).execute(&mut connection).await.expect("load the pdns schema");
     connection.close().await.expect("close the pdns database");
 }
 
@@ -170,10 +158,7 @@ async fn dns_answers(addr: SocketAddr) -> bool {
         return false;
     }
     let mut buffer = [0u8; 4096];
-    matches!(
-        tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buffer)).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buffer)).await, Ok(Ok(_)))
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP right now.

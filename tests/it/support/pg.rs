@@ -10,10 +10,8 @@ use std::time::Duration;
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The admin URLs tried in order when `SIIRTO_TEST_PG_URL` is not set.
-const DEFAULT_ADMIN_URLS: [&str; 2] = [
-    "postgres://postgres@127.0.0.1:5432/postgres",
-    "postgres://root@127.0.0.1:5432/postgres",
-];
+const DEFAULT_ADMIN_URLS: [&str; 2] =
+    ["postgres://postgres@127.0.0.1:5432/postgres", "postgres://root@127.0.0.1:5432/postgres"];
 
 /// A database of its own for one test. Dropping it drops the database, ending any connection
 /// still open to it.
@@ -35,11 +33,7 @@ impl PgDatabase {
             .unwrap_or_else(|err| panic!("creating test database {name}: {err}"));
         let _ = admin.close().await;
         let url = replace_database(&admin_url, &name);
-        PgDatabase {
-            admin_url,
-            name,
-            url,
-        }
+        PgDatabase { admin_url, name, url }
     }
 
     /// The URL of the test database.
@@ -55,15 +49,11 @@ impl Drop for PgDatabase {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cleanup runtime");
             runtime.block_on(async move {
                 let mut admin = PgConnection::connect(&admin_url).await?;
-                admin
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await?;
+                admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
                 admin.close().await
             })
         });
@@ -78,10 +68,7 @@ impl Drop for PgDatabase {
 async fn connect_admin() -> (String, PgConnection) {
     let candidates: Vec<String> = match std::env::var("SIIRTO_TEST_PG_URL") {
         Ok(url) => vec![url],
-        Err(_) => DEFAULT_ADMIN_URLS
-            .iter()
-            .map(|url| url.to_string())
-            .collect(),
+        Err(_) => DEFAULT_ADMIN_URLS.iter().map(|url| url.to_string()).collect(),
     };
     let mut errors = Vec::new();
     for url in &candidates {

@@ -154,12 +154,7 @@ impl SmtpServer {
             }
             std::thread::yield_now();
         }
-        SmtpServer {
-            child,
-            addr,
-            maildir,
-            _dir: dir,
-        }
+        SmtpServer { child, addr, maildir, _dir: dir }
     }
 
     /// The messages delivered so far, in arrival order.
@@ -176,10 +171,7 @@ impl SmtpServer {
                 return delivered;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "only {} of {count} messages arrived within {timeout:?}",
-                    delivered.len()
-                );
+                panic!("only {} of {count} messages arrived within {timeout:?}", delivered.len());
             }
             tokio::task::yield_now().await;
         }

@@ -44,10 +44,7 @@ impl Sshd {
     /// [`Sshd::start`] with another `MaxSessions` (channels per connection; OpenSSH's default
     /// is 10).
     pub async fn start_with_max_sessions(max_sessions: u32) -> Sshd {
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing: {INSTALL_HINT}"
-        );
+        assert!(Path::new(SSHD).exists(), "{SSHD} is missing: {INSTALL_HINT}");
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd")
             .unwrap_or_else(|error| panic!("cannot create /run/sshd for sshd: {error}"));
@@ -61,11 +58,8 @@ impl Sshd {
         let ecdsa_host_key_line = read_public_line(&ecdsa_host_key);
         let client_key = dir.path().join("client_ed25519");
         keygen(&client_key, "ed25519");
-        std::fs::write(
-            dir.path().join("authorized_keys"),
-            format!("{}\n", read_public_line(&client_key)),
-        )
-        .expect("write authorized_keys");
+        std::fs::write(dir.path().join("authorized_keys"), format!("{}\n", read_public_line(&client_key)))
+            .expect("write authorized_keys");
         let user = whoami();
 
         // A port picked by binding port 0 can be taken by someone else before sshd binds it;
@@ -74,12 +68,7 @@ impl Sshd {
         for _attempt in 0..3 {
             let port = free_port();
             let address = SocketAddr::from(([127, 0, 0, 1], port));
-            let config = write_config(
-                dir.path(),
-                &[&host_key, &ecdsa_host_key],
-                port,
-                max_sessions,
-            );
+            let config = write_config(dir.path(), &[&host_key, &ecdsa_host_key], port, max_sessions);
             let log_path = dir.path().join("sshd.log");
             let log = std::fs::File::create(&log_path).expect("create sshd.log");
             let child = Command::new(SSHD)
@@ -184,17 +173,11 @@ async fn banner(address: SocketAddr) -> bool {
         stream.read_exact(&mut buffer).await.ok()?;
         Some(buffer.starts_with(b"SSH-2.0-"))
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Some(true)))
 }
 
 fn write_config(dir: &Path, host_keys: &[&Path], port: u16, max_sessions: u32) -> PathBuf {
-    let host_keys: String = host_keys
-        .iter()
-        .map(|key| format!("HostKey {}\n", key.display()))
-        .collect();
+    let host_keys: String = host_keys.iter().map(|key| format!("HostKey {}\n", key.display())).collect();
     let config = format!(
         "ListenAddress 127.0.0.1\n\
          Port {port}\n\
@@ -233,21 +216,14 @@ fn keygen(path: &Path, kind: &str) {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("cannot run ssh-keygen: {error}; {INSTALL_HINT}"));
-    assert!(
-        output.status.success(),
-        "ssh-keygen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// The `.pub` line next to a private key, without its newline.
 fn read_public_line(private_key: &Path) -> String {
     let mut public = private_key.as_os_str().to_owned();
     public.push(".pub");
-    std::fs::read_to_string(&public)
-        .expect("read public key")
-        .trim()
-        .to_owned()
+    std::fs::read_to_string(&public).expect("read public key").trim().to_owned()
 }
 
 /// The SHA256 fingerprint of a public key line as `ssh-keygen -l -E sha256` prints it.
@@ -272,8 +248,5 @@ pub fn ssh_keygen_fingerprint(public_key_line: &str) -> String {
 fn whoami() -> String {
     let output = Command::new("whoami").output().expect("run whoami");
     assert!(output.status.success(), "whoami failed");
-    String::from_utf8(output.stdout)
-        .expect("utf-8 user name")
-        .trim()
-        .to_owned()
+    String::from_utf8(output.stdout).expect("utf-8 user name").trim().to_owned()
 }

@@ -1,0 +1,191 @@
+//! Operator actions on a migration: start, pause, resume, abort, retry an account.
+//!
+//! The CLI calls these directly on the store (and the status page will call the same
+//! functions); the daemon reconciles what they record. Each action is one transaction: the
+//! transition, the event (with who did it) and the jobs it schedules.
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::domain::{
+    AccountEvent, AccountPolicy, AccountState, MigrationEvent, MigrationState, Timestamp, account_transition,
+    migration_transition, to_millis,
+};
+use crate::engine::{JobKind, account_state, migration_state};
+use crate::names::{AccountName, MigrationId};
+use crate::playbook::{OnMismatch, Playbook};
+use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx};
+
+async fn load(store: &Store, id: &MigrationId) -> anyhow::Result<(MigrationRow, MigrationState)> {
+    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let state = migration_state(&row)?;
+    Ok((row, state))
+}
+
+async fn transition(
+    tx: &mut Tx<'_>,
+    row: &MigrationRow,
+    state: &MigrationState,
+    event: MigrationEvent,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let next = migration_transition(state, &event, now)
+        .map_err(|refusal| anyhow!("migration {}: {refusal}", row.id))?;
+    tx.set_migration_state(&row.id, next.name(), &serde_json::to_string(&next)?, to_millis(now)).await?;
+    tx.append_event(&NewEvent {
+        migration_id: row.id.clone(),
+        account: None,
+        domain: None,
+        kind: event.name().to_owned(),
+        detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
+        actor: actor.to_owned(),
+        at: to_millis(now),
+    })
+    .await?;
+    Ok(next)
+}
+
+fn job(row: &MigrationRow, kind: JobKind, subject: &str, due_at: i64, dedupe_key: String) -> NewJob {
+    NewJob {
+        migration_id: row.id.clone(),
+        kind: kind.as_str().to_owned(),
+        subject: subject.to_owned(),
+        payload: "{}".to_owned(),
+        due_at,
+        dedupe_key,
+    }
+}
+
+/// Starts a planned migration: the daemon lowers the TTLs at the playbook's offset before the
+/// cutover (at once if that moment has passed).
+pub async fn start(
+    store: &Store,
+    id: &MigrationId,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let playbook =
+        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let lower_at = row.cutover_at - playbook.schedule.lower_ttl_before.as_millis() as i64;
+    let mut tx = store.begin().await?;
+    let next = transition(&mut tx, &row, &state, MigrationEvent::Started, now, actor).await?;
+    tx.schedule_job(&job(
+        &row,
+        JobKind::LowerTtl,
+        "",
+        lower_at.max(to_millis(now)),
+        format!("lower_ttl:{id}"),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Pauses a running migration; jobs wait until it is resumed.
+pub async fn pause(
+    store: &Store,
+    id: &MigrationId,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let mut tx = store.begin().await?;
+    let next = transition(&mut tx, &row, &state, MigrationEvent::Paused, now, actor).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Resumes a paused migration where it stood.
+pub async fn resume(
+    store: &Store,
+    id: &MigrationId,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let mut tx = store.begin().await?;
+    let next = transition(&mut tx, &row, &state, MigrationEvent::Resumed, now, actor).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Aborts a migration: nothing further happens to it.
+pub async fn abort(
+    store: &Store,
+    id: &MigrationId,
+    reason: &str,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let mut tx = store.begin().await?;
+    let next =
+        transition(&mut tx, &row, &state, MigrationEvent::Aborted { reason: reason.to_owned() }, now, actor)
+            .await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Retries a held account: a transfer-stage hold goes back to the transfer queue, a later
+/// hold repeats the stage it was held in.
+pub async fn retry(
+    store: &Store,
+    id: &MigrationId,
+    user: &AccountName,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<AccountState> {
+    let (row, mut migration) = load(store, id).await?;
+    let playbook =
+        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let account = store
+        .account(id.as_str(), user.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
+    let state = account_state(&account)?;
+    let AccountState::Held { .. } = state else {
+        bail!("account {user} is {}, not held: there is nothing to retry", state.name());
+    };
+    let policy = AccountPolicy {
+        max_transfer_attempts: playbook.transfer.max_attempts,
+        hold_on_mismatch: matches!(playbook.verification.on_mismatch, OnMismatch::Hold),
+    };
+    let event = AccountEvent::RetryRequested;
+    let next = account_transition(&state, &event, now, &policy)
+        .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
+    let now_ms = to_millis(now);
+    let mut tx = store.begin().await?;
+    if let MigrationState::CutOver { .. } = migration {
+        migration = transition(&mut tx, &row, &migration, MigrationEvent::Reopened, now, actor).await?;
+    }
+    tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
+        .await?;
+    let event_id = tx
+        .append_event(&NewEvent {
+            migration_id: row.id.clone(),
+            account: Some(user.to_string()),
+            domain: None,
+            kind: event.name().to_owned(),
+            detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
+            actor: actor.to_owned(),
+            at: now_ms,
+        })
+        .await
+        .context("recording the retry")?;
+    let (kind, subject) = match &next {
+        AccountState::Restored { .. } => (JobKind::Verify, user.to_string()),
+        AccountState::Verified { .. } => (JobKind::Repoint, user.to_string()),
+        AccountState::Switched { .. } => (JobKind::QueueNotice, user.to_string()),
+        AccountState::Notified { notice_id, .. } => (JobKind::SendNotice, notice_id.to_string()),
+        _ => (JobKind::Transfer, String::new()),
+    };
+    // A transfer before the gate opened is scheduled by the gate itself.
+    let gate_open = matches!(migration, MigrationState::Transferring { .. });
+    if kind != JobKind::Transfer || gate_open {
+        let dedupe = format!("retry:{id}:{user}:{event_id}");
+        tx.schedule_job(&job(&row, kind, &subject, now_ms, dedupe)).await?;
+    }
+    tx.commit().await?;
+    Ok(next)
+}

@@ -1,0 +1,151 @@
+//! Where a migration stands, read from the store: for `siirto status`, the demo's progress and
+//! (later) the status page.
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use crate::domain::{AccountState, MigrationState, from_millis};
+use crate::engine::{account_state, domain_state, migration_state};
+use crate::store::Store;
+
+/// One migration's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationStatus {
+    /// The migration's id.
+    pub id: String,
+    /// Source host name.
+    pub source: String,
+    /// Target host name.
+    pub target: String,
+    /// The migration's state name.
+    pub state: String,
+    /// The full state (gate times, counts) as stored.
+    pub detail: MigrationState,
+    /// The earliest cutover time (RFC 3339).
+    pub cutover_at: String,
+    /// Accounts per state name.
+    pub accounts_by_state: BTreeMap<String, usize>,
+    /// Domains per state name.
+    pub domains_by_state: BTreeMap<String, usize>,
+    /// Every account.
+    pub accounts: Vec<AccountStatus>,
+    /// Notices in the outbox.
+    pub notices_queued: usize,
+    /// Notices sent.
+    pub notices_sent: usize,
+    /// Jobs that failed at least once and are not done: what the daemon is struggling with.
+    pub failing_jobs: Vec<FailingJob>,
+}
+
+/// One account's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountStatus {
+    /// cPanel user.
+    pub user: String,
+    /// Main domain.
+    pub main_domain: String,
+    /// State name.
+    pub state: String,
+    /// Why it is held or failed, if it is.
+    pub reason: Option<String>,
+    /// Its domains and their states.
+    pub domains: Vec<DomainStatus>,
+}
+
+/// One domain's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainStatus {
+    /// The domain.
+    pub domain: String,
+    /// State name.
+    pub state: String,
+}
+
+/// A job that has failed and will be retried.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailingJob {
+    /// Job kind.
+    pub kind: String,
+    /// Its subject (account, session, notice).
+    pub subject: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The last error.
+    pub last_error: String,
+}
+
+impl MigrationStatus {
+    /// Accounts that arrived.
+    pub fn arrived(&self) -> usize {
+        self.accounts_by_state.get("done").copied().unwrap_or(0)
+    }
+
+    /// Accounts held for an operator.
+    pub fn held(&self) -> usize {
+        self.accounts_by_state.get("held").copied().unwrap_or(0)
+    }
+}
+
+/// Reads one migration's status.
+pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<MigrationStatus> {
+    let row = store.migration(id).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let detail = migration_state(&row)?;
+    let accounts = store.accounts(id).await?;
+    let domains = store.domains(id).await?;
+    let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
+    let mut domains_by_state = BTreeMap::new();
+    for d in &domains {
+        let state = domain_state(d)?;
+        *domains_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
+        domains_of
+            .entry(d.user.clone())
+            .or_default()
+            .push(DomainStatus { domain: d.domain.clone(), state: state.name().to_owned() });
+    }
+    let mut accounts_by_state = BTreeMap::new();
+    let mut account_statuses = Vec::new();
+    for a in &accounts {
+        let state = account_state(a)?;
+        *accounts_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
+        let reason = match &state {
+            AccountState::Held { reason, .. } | AccountState::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        account_statuses.push(AccountStatus {
+            user: a.user.clone(),
+            main_domain: a.main_domain.clone(),
+            state: state.name().to_owned(),
+            reason,
+            domains: domains_of.remove(&a.user).unwrap_or_default(),
+        });
+    }
+    let outbox = store.outbox(id).await?;
+    let failing_jobs = store
+        .jobs(id)
+        .await?
+        .into_iter()
+        .filter(|j| j.done_at.is_none() && j.attempts > 0)
+        .map(|j| FailingJob {
+            kind: j.kind,
+            subject: j.subject,
+            attempts: j.attempts,
+            last_error: j.last_error.unwrap_or_default(),
+        })
+        .collect();
+    Ok(MigrationStatus {
+        id: row.id.clone(),
+        source: row.source_host.clone(),
+        target: row.target_host.clone(),
+        state: detail.name().to_owned(),
+        cutover_at: from_millis(row.cutover_at).to_rfc3339(),
+        detail,
+        accounts_by_state,
+        domains_by_state,
+        accounts: account_statuses,
+        notices_queued: outbox.len(),
+        notices_sent: outbox.iter().filter(|n| n.sent_at.is_some()).count(),
+        failing_jobs,
+    })
+}
