@@ -1,3 +1,427 @@
 //! The simulated cPanel host (`sim`): the one stand-in in the system.
+//!
+//! A [`SimHost`] speaks the documented WHM API 1 JSON on `/json-api/<function>` (plain HTTP, or
+//! HTTPS with a self-signed certificate), serves its accounts' sites by `Host` header on a
+//! second, "Apache" listener, and runs transfer sessions that really copy the accounts' files
+//! from a source host to itself (the target), taking time in proportion to the declared size.
+//! Hosts find each other through a [`SimWorld`], the way a real target reaches its source by
+//! hostname or IP. Faults (API errors, garbage, dropped connections, failing restores) can be
+//! injected for tests.
+//!
+//! Nothing outside tests, the demo and `siirto sim` uses this module.
 
+mod accounts;
+mod api;
 pub mod nameserver;
+mod serve;
+mod standalone;
+mod transfer;
+mod web;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use anyhow::{Context, Result, bail};
+use reqwest::Url;
+use tokio::task::JoinSet;
+
+use crate::names::AccountName;
+
+pub use accounts::{SimAccount, generate_accounts};
+pub use standalone::{SimArgs, run_standalone};
+
+/// What a simulated host is: its name, addresses, API token and accounts.
+#[derive(Debug, Clone)]
+pub struct SimHostSpec {
+    /// The host's name (`old.sim.test`); a target reaches it under this name or its IP.
+    pub hostname: String,
+    /// The host's "public" IPv4 address, a loopback alias (127.0.0.x): the web listener binds
+    /// here and `listaccts`/`get_domain_info`/`listips` report it.
+    pub ip: Ipv4Addr,
+    /// The WHM API token accepted in `Authorization: whm root:TOKEN`. In a transfer session
+    /// it is also the host's root password (see [`SimHostSpec`] docs in the module).
+    pub token: String,
+    /// The cPanel version reported by `version` (e.g. `11.118.0.5`).
+    pub version: String,
+    /// The accounts the host starts with.
+    pub accounts: Vec<SimAccount>,
+    /// How many declared bytes a transfer moves per second (0: instantly). A restore takes a
+    /// quarter of the transfer time.
+    pub transfer_bytes_per_sec: u64,
+    /// Serve the WHM API over HTTPS with a self-signed certificate.
+    pub tls: bool,
+}
+
+impl SimHostSpec {
+    /// A plain-HTTP host with no accounts, version `11.118.0.5`, transferring 100 MB/s.
+    pub fn new(hostname: &str, ip: Ipv4Addr, token: &str) -> Self {
+        Self {
+            hostname: hostname.to_owned(),
+            ip,
+            token: token.to_owned(),
+            version: "11.118.0.5".to_owned(),
+            accounts: Vec::new(),
+            transfer_bytes_per_sec: 100 * 1024 * 1024,
+            tls: false,
+        }
+    }
+}
+
+/// A fault to inject into a host's WHM API. Each applies to the named function (as in
+/// `/json-api/<function>`) for the next `times` calls, after authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer HTTP 200 with `metadata.result = 0` and this `metadata.reason`.
+    ResultZero {
+        /// The WHM function.
+        function: String,
+        /// The `metadata.reason` text.
+        reason: String,
+        /// How many calls fail.
+        times: u32,
+    },
+    /// Answer HTTP 200 with an HTML error page instead of JSON.
+    NotJson {
+        /// The WHM function.
+        function: String,
+        /// How many calls fail.
+        times: u32,
+    },
+    /// Close the connection without answering.
+    Drop {
+        /// The WHM function.
+        function: String,
+        /// How many calls fail.
+        times: u32,
+    },
+    /// Answer HTTP 500 with an HTML error page.
+    Http500 {
+        /// The WHM function.
+        function: String,
+        /// How many calls fail.
+        times: u32,
+    },
+}
+
+impl Fault {
+    fn function(&self) -> &str {
+        match self {
+            Fault::ResultZero { function, .. }
+            | Fault::NotJson { function, .. }
+            | Fault::Drop { function, .. }
+            | Fault::Http500 { function, .. } => function,
+        }
+    }
+
+    fn times(&self) -> u32 {
+        match self {
+            Fault::ResultZero { times, .. }
+            | Fault::NotJson { times, .. }
+            | Fault::Drop { times, .. }
+            | Fault::Http500 { times, .. } => *times,
+        }
+    }
+
+    fn times_mut(&mut self) -> &mut u32 {
+        match self {
+            Fault::ResultZero { times, .. }
+            | Fault::NotJson { times, .. }
+            | Fault::Drop { times, .. }
+            | Fault::Http500 { times, .. } => times,
+        }
+    }
+}
+
+/// The registry through which simulated hosts reach each other by hostname or IP, as a real
+/// target server reaches its source over the network. Cheap to clone; hosts leave it when
+/// they stop.
+#[derive(Debug, Clone, Default)]
+pub struct SimWorld {
+    hosts: Arc<Mutex<HashMap<String, Weak<Host>>>>,
+}
+
+impl SimWorld {
+    /// An empty world.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn register(&self, host: &Arc<Host>) {
+        let mut hosts = lock(&self.hosts);
+        hosts.insert(host.hostname.clone(), Arc::downgrade(host));
+        hosts.insert(host.ip.to_string(), Arc::downgrade(host));
+    }
+
+    /// The running host known under `name` (hostname or IP).
+    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<Host>> {
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        lock(&self.hosts).get(&name).and_then(Weak::upgrade)
+    }
+}
+
+/// Locks a mutex, taking the data even if a panicking thread poisoned it (the sim's state
+/// stays usable for the rest of a test run).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One account as the host holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct AccountRecord {
+    pub(crate) spec: SimAccount,
+    pub(crate) suspended: Option<String>,
+    pub(crate) suspend_time: Option<i64>,
+    pub(crate) unix_startdate: i64,
+    pub(crate) uid: u32,
+}
+
+/// The mutable state of a host.
+#[derive(Debug, Default)]
+pub(crate) struct HostState {
+    pub(crate) accounts: BTreeMap<AccountName, AccountRecord>,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) sessions: BTreeMap<String, transfer::Session>,
+    pub(crate) next_uid: u32,
+    pub(crate) next_pid: u32,
+}
+
+/// A running host's shared core, reached by its listeners, its transfer sessions and the world.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) hostname: String,
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) token: String,
+    pub(crate) version: String,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) transfer_bytes_per_sec: u64,
+    pub(crate) world: SimWorld,
+    pub(crate) state: Mutex<HostState>,
+    /// Transfer sessions running on this host (as the target); aborted when it stops.
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+}
+
+impl Host {
+    pub(crate) fn state(&self) -> MutexGuard<'_, HostState> {
+        lock(&self.state)
+    }
+
+    /// Adds an account record (files must already exist).
+    pub(crate) fn add_account(state: &mut HostState, spec: SimAccount, now: i64) {
+        state.next_uid += 1;
+        let uid = 1000 + state.next_uid;
+        state.accounts.insert(
+            spec.user.clone(),
+            AccountRecord {
+                spec,
+                suspended: None,
+                suspend_time: None,
+                unix_startdate: now,
+                uid,
+            },
+        );
+    }
+
+    /// Takes one injected fault for `function`, if any is armed.
+    pub(crate) fn take_fault(&self, function: &str) -> Option<Fault> {
+        let mut state = self.state();
+        let index = state
+            .faults
+            .iter()
+            .position(|f| f.function() == function && f.times() > 0)?;
+        let fault = &mut state.faults[index];
+        *fault.times_mut() -= 1;
+        let taken = fault.clone();
+        if fault.times() == 0 {
+            state.faults.remove(index);
+        }
+        Some(taken)
+    }
+}
+
+/// A running simulated host. It stops when dropped or on [`SimHost::shutdown`].
+#[derive(Debug)]
+pub struct SimHost {
+    /// The WHM API base URL (`http://127.0.0.1:PORT/` or `https://…`); functions live under
+    /// `json-api/<function>`.
+    pub whm_url: Url,
+    /// The "Apache" listener serving the accounts' sites by `Host` header (on `spec.ip`).
+    pub web_addr: SocketAddr,
+    /// SHA-256 of the DER of the self-signed certificate, when the API is served over HTTPS.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// The API token (a throwaway sim token).
+    pub token: String,
+    /// The host's name.
+    pub hostname: String,
+    /// The host's IP (the web listener's address).
+    pub ip: Ipv4Addr,
+    host: Arc<Host>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHost {
+    /// Arms a fault on the WHM API (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.host.state().faults.push(fault);
+    }
+
+    /// Removes every armed fault.
+    pub fn clear_faults(&self) {
+        self.host.state().faults.clear();
+    }
+
+    /// The real home directory of `user` on this host (`<data_dir>/home/<user>`), whether or
+    /// not the account exists.
+    pub fn account_dir(&self, user: &AccountName) -> PathBuf {
+        accounts::home_dir(&self.host.data_dir, user)
+    }
+
+    /// The host's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.host.data_dir.clone()
+    }
+
+    /// Makes a transfer of `user` from this host fail (or succeed again) in RESTORE. Returns
+    /// false if the account does not exist here.
+    pub fn set_fail_restore(&self, user: &AccountName, failure: Option<String>) -> bool {
+        match self.host.state().accounts.get_mut(user) {
+            Some(record) => {
+                record.spec.fail_restore = failure;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The accounts on this host now, in user order.
+    pub fn accounts(&self) -> Vec<SimAccount> {
+        self.host
+            .state()
+            .accounts
+            .values()
+            .map(|r| r.spec.clone())
+            .collect()
+    }
+
+    /// True if `user` is an account on this host.
+    pub fn has_account(&self, user: &AccountName) -> bool {
+        self.host.state().accounts.contains_key(user)
+    }
+
+    /// True if `user` exists and is suspended.
+    pub fn is_suspended(&self, user: &AccountName) -> bool {
+        self.host
+            .state()
+            .accounts
+            .get(user)
+            .is_some_and(|r| r.suspended.is_some())
+    }
+
+    /// Stops the listeners and any running transfer sessions.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SimHost {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
+        lock(&self.host.tasks).abort_all();
+    }
+}
+
+/// Starts a simulated host: writes its accounts' files under `data_dir`, opens the WHM API
+/// listener on 127.0.0.1:0 and the web listener on `spec.ip:0`, and registers it in `world`.
+pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) -> Result<SimHost> {
+    if spec.hostname.is_empty() {
+        bail!("a simulated host needs a hostname");
+    }
+    if !spec.ip.is_loopback() {
+        bail!(
+            "simulated host {} must use a loopback address (127.0.0.x), not {}",
+            spec.hostname,
+            spec.ip
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for account in &spec.accounts {
+        if !seen.insert(account.user.clone()) {
+            bail!("account {} is listed twice for {}", account.user, spec.hostname);
+        }
+    }
+
+    std::fs::create_dir_all(data_dir.join("home"))
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let files_dir = data_dir.clone();
+    let to_write = spec.accounts.clone();
+    tokio::task::spawn_blocking(move || {
+        for account in &to_write {
+            accounts::write_account_files(&files_dir, account)
+                .with_context(|| format!("writing the files of {}", account.user))?;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("writing account files")??;
+
+    let now = chrono::Utc::now().timestamp();
+    let mut state = HostState::default();
+    for (i, account) in spec.accounts.iter().enumerate() {
+        // Spread the start dates over the past years so listaccts looks lived-in.
+        Host::add_account(&mut state, account.clone(), now - 86_400 * (30 + 11 * i as i64));
+    }
+    let host = Arc::new(Host {
+        hostname: spec.hostname.to_ascii_lowercase(),
+        ip: spec.ip,
+        token: spec.token.clone(),
+        version: spec.version.clone(),
+        data_dir,
+        transfer_bytes_per_sec: spec.transfer_bytes_per_sec,
+        world: world.clone(),
+        state: Mutex::new(state),
+        tasks: Mutex::new(JoinSet::new()),
+    });
+
+    let api_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the simulated WHM API listener")?;
+    let api_addr = api_listener.local_addr()?;
+    let web_listener = tokio::net::TcpListener::bind((spec.ip, 0))
+        .await
+        .with_context(|| format!("binding the simulated web listener on {}", spec.ip))?;
+    let web_addr = web_listener.local_addr()?;
+
+    let (tls, cert_sha256) = if spec.tls {
+        let (config, digest) = serve::self_signed_tls(&host.hostname)?;
+        (Some(config), Some(digest))
+    } else {
+        (None, None)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let whm_url = Url::parse(&format!("{scheme}://{api_addr}/"))?;
+
+    let api_router = api::router(host.clone());
+    let web_router = web::router(host.clone());
+    let listeners = vec![
+        tokio::spawn(serve::serve(api_listener, api_router, tls)),
+        tokio::spawn(serve::serve(web_listener, web_router, None)),
+    ];
+    world.register(&host);
+    tracing::debug!(host = %host.hostname, %whm_url, %web_addr, "simulated cPanel host started");
+
+    Ok(SimHost {
+        whm_url,
+        web_addr,
+        cert_sha256,
+        token: spec.token,
+        hostname: host.hostname.clone(),
+        ip: spec.ip,
+        host,
+        listeners,
+    })
+}

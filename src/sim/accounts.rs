@@ -1,0 +1,201 @@
+//! Simulated cPanel accounts: their description, a deterministic generator and their real files.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::names::{AccountName, DomainName};
+
+/// One account on a simulated host, as WHM would list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimAccount {
+    /// The cPanel user name.
+    pub user: AccountName,
+    /// The account's main domain.
+    pub domain: DomainName,
+    /// Addon domains; each gets its own document root under `public_html/<domain>`.
+    pub addon_domains: Vec<DomainName>,
+    /// The contact e-mail address (`listaccts` `email`).
+    pub email: String,
+    /// The hosting package (`listaccts` `plan`).
+    pub plan: String,
+    /// The owning reseller, or `root`.
+    pub owner: String,
+    /// The declared disk usage in megabytes (`listaccts` `diskused`); transfers take time in
+    /// proportion to it, while the real files stay small.
+    pub disk_mb: u64,
+    /// When set, a transfer of this account fails in the RESTORE queue with this message
+    /// (`failed-item`, `msg.failure`), and no account appears on the target.
+    pub fail_restore: Option<String>,
+}
+
+/// Makes a user-name prefix safe: lowercase letters and digits, starting with a letter, short
+/// enough that `prefix + digits` stays within cPanel's 16 characters.
+fn clean_prefix(prefix: &str, digits: usize) -> String {
+    let mut cleaned: String = prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if !cleaned.starts_with(|c: char| c.is_ascii_lowercase()) {
+        cleaned.insert(0, 'a');
+    }
+    cleaned.truncate(16usize.saturating_sub(digits).max(1));
+    cleaned
+}
+
+/// Generates `count` deterministic accounts: users `<prefix>0001`…, main domains
+/// `<prefix>-0001.test`, every third account with an addon domain `<prefix>-000N-shop.test`,
+/// contact `owner@<main domain>`, every fifth account owned by the reseller `<prefix>0001`
+/// (itself an account owned by root), and declared disk sizes between 1 and 50 MB.
+///
+/// The prefix is cleaned to lowercase letters and digits (and shortened) so the names are
+/// always valid cPanel user and domain names.
+pub fn generate_accounts(count: usize, prefix: &str) -> Vec<SimAccount> {
+    let digits = count.to_string().len().max(4);
+    let prefix = clean_prefix(prefix, digits);
+    let reseller = format!("{prefix}{:0digits$}", 1);
+    (1..=count)
+        .map(|i| {
+            let user = AccountName::parse(&format!("{prefix}{i:0digits$}"))
+                .expect("a cleaned prefix and digits form a valid cPanel user name");
+            let domain = DomainName::parse(&format!("{prefix}-{i:0digits$}.test"))
+                .expect("a cleaned prefix and digits form a valid domain name");
+            let addon_domains = if i % 3 == 0 {
+                vec![
+                    DomainName::parse(&format!("{prefix}-{i:0digits$}-shop.test"))
+                        .expect("a cleaned prefix and digits form a valid domain name"),
+                ]
+            } else {
+                Vec::new()
+            };
+            let by_reseller = i % 5 == 0 && i != 1;
+            let owner = if by_reseller {
+                reseller.clone()
+            } else {
+                "root".to_owned()
+            };
+            let plan = if by_reseller {
+                format!("{reseller}_basic")
+            } else if i % 2 == 0 {
+                "pro".to_owned()
+            } else {
+                "default".to_owned()
+            };
+            SimAccount {
+                email: format!("owner@{domain}"),
+                user,
+                domain,
+                addon_domains,
+                plan,
+                owner,
+                disk_mb: ((i as u64 * 37) % 50) + 1,
+                fail_restore: None,
+            }
+        })
+        .collect()
+}
+
+/// The account's home directory under a host's data directory.
+pub(crate) fn home_dir(data_dir: &Path, user: &AccountName) -> PathBuf {
+    data_dir.join("home").join(user.as_str())
+}
+
+/// The real document root of `domain` inside an account's home directory.
+pub(crate) fn docroot_in(home: &Path, account: &SimAccount, domain: &DomainName) -> PathBuf {
+    if *domain == account.domain {
+        home.join("public_html")
+    } else {
+        home.join("public_html").join(domain.as_str())
+    }
+}
+
+/// The document root as cPanel reports it (`get_domain_info` `docroot`).
+pub(crate) fn cpanel_docroot(account: &SimAccount, domain: &DomainName) -> String {
+    let home = PathBuf::from("/home").join(account.user.as_str());
+    docroot_in(&home, account, domain).display().to_string()
+}
+
+/// The index page of a domain: its `<title>` names the domain, its body the account.
+pub(crate) fn index_page(account: &SimAccount, domain: &DomainName) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head><title>{domain}</title></head>\n<body>\n\
+         <h1>{domain}</h1>\n<p>This site belongs to the cPanel account {user}.</p>\n\
+         </body>\n</html>\n",
+        user = account.user
+    )
+}
+
+/// Writes an account's real files: one docroot per domain with an index page, and a
+/// placeholder Maildir per domain. Existing files are overwritten.
+pub(crate) fn write_account_files(data_dir: &Path, account: &SimAccount) -> io::Result<()> {
+    let home = home_dir(data_dir, &account.user);
+    let domains = std::iter::once(&account.domain).chain(account.addon_domains.iter());
+    for domain in domains {
+        let docroot = docroot_in(&home, account, domain);
+        std::fs::create_dir_all(&docroot)?;
+        std::fs::write(docroot.join("index.html"), index_page(account, domain))?;
+        let maildir = home.join("mail").join(domain.as_str());
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a directory tree (files and directories only; symbolic links are not followed).
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> io::Result<u64> {
+    let mut copied = 0;
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copied += copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            copied += std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_accounts_are_deterministic_and_valid() {
+        let accounts = generate_accounts(20, "kukka");
+        assert_eq!(accounts, generate_accounts(20, "kukka"));
+        assert_eq!(accounts.len(), 20);
+        assert_eq!(accounts[0].user.as_str(), "kukka0001");
+        assert_eq!(accounts[0].domain.as_str(), "kukka-0001.test");
+        assert_eq!(accounts[0].email, "owner@kukka-0001.test");
+        assert_eq!(accounts[0].owner, "root");
+        assert_eq!(
+            accounts[2].addon_domains[0].as_str(),
+            "kukka-0003-shop.test"
+        );
+        assert_eq!(
+            accounts.iter().filter(|a| !a.addon_domains.is_empty()).count(),
+            6
+        );
+        let resold: Vec<_> = accounts.iter().filter(|a| a.owner != "root").collect();
+        assert_eq!(resold.len(), 4);
+        assert!(resold.iter().all(|a| a.owner == "kukka0001"));
+        assert!(accounts.iter().all(|a| (1..=50).contains(&a.disk_mb)));
+        let sizes: std::collections::BTreeSet<_> = accounts.iter().map(|a| a.disk_mb).collect();
+        assert!(sizes.len() > 10, "sizes vary: {sizes:?}");
+        assert!(accounts.iter().all(|a| a.fail_restore.is_none()));
+    }
+
+    #[test]
+    fn odd_prefixes_still_give_valid_names() {
+        for prefix in ["", "9lives", "Very-Long_Prefix.With.Dots", "ÄÄ"] {
+            let accounts = generate_accounts(12_000, prefix);
+            assert_eq!(accounts.len(), 12_000);
+            let last = &accounts[11_999];
+            assert!(last.user.as_str().len() <= 16, "{}", last.user);
+        }
+    }
+}

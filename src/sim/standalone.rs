@@ -1,0 +1,87 @@
+//! `siirto sim`: simulated cPanel hosts as a standalone process, to point siirto at by hand.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rand::Rng;
+
+use super::{SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
+
+/// Options of `siirto sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// How many generated accounts the source host starts with.
+    #[arg(long, default_value_t = 20)]
+    pub accounts: usize,
+    /// Where the hosts keep their files (default: a temporary directory removed on exit).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Start only the source host.
+    #[arg(long)]
+    pub one: bool,
+    /// Serve the WHM API over HTTPS with self-signed certificates (pin their SHA-256).
+    #[arg(long)]
+    pub tls: bool,
+}
+
+fn throwaway_token() -> String {
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+fn describe(role: &str, host: &SimHost) {
+    // `siirto sim` exists to print these: the tokens are throwaway sim tokens.
+    println!("{role}: {}", host.hostname);
+    println!("  WHM API:   {}", host.whm_url);
+    println!("  token:     {}", host.token);
+    println!("  web:       http://{}/  (send the site's Host header)", host.web_addr);
+    if let Some(digest) = host.cert_sha256 {
+        println!("  cert sha256: {}", hex::encode(digest));
+    }
+}
+
+/// Runs `siirto sim`: a source host `old.sim.test` on 127.0.0.2 with generated accounts and,
+/// unless `--one`, an empty target `new.sim.test` on 127.0.0.3; prints their URLs, tokens,
+/// web addresses and certificate fingerprints, and serves until Ctrl-C.
+pub async fn run_standalone(args: SimArgs) -> Result<()> {
+    let (_temp, data_dir) = match &args.data_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let temp = tempfile::tempdir().context("creating a temporary data directory")?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let world = SimWorld::new();
+    let mut source_spec = SimHostSpec::new("old.sim.test", Ipv4Addr::new(127, 0, 0, 2), &throwaway_token());
+    source_spec.accounts = generate_accounts(args.accounts, "kukka");
+    source_spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
+    source_spec.tls = args.tls;
+    let source = start_host(source_spec, data_dir.join("old.sim.test"), &world).await?;
+    describe("source", &source);
+    let target = if args.one {
+        None
+    } else {
+        let mut spec = SimHostSpec::new("new.sim.test", Ipv4Addr::new(127, 0, 0, 3), &throwaway_token());
+        spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
+        spec.tls = args.tls;
+        let target = start_host(spec, data_dir.join("new.sim.test"), &world).await?;
+        describe("target", &target);
+        println!(
+            "  (a transfer session on the target reaches the source as host=old.sim.test, user=root, \
+             password=<the source's token>)"
+        );
+        Some(target)
+    };
+    println!("data: {}", data_dir.display());
+    println!("{} accounts on the source; press Ctrl-C to stop.", args.accounts);
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    drop(target);
+    drop(source);
+    Ok(())
+}

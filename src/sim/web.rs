@@ -1,0 +1,120 @@
+//! The simulated host's "Apache": serves each account's sites by `Host` header from the real
+//! document roots, with cPanel's default page for unknown hosts and its suspended page.
+
+use std::path::{Component, Path as FsPath};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{Host, accounts};
+use crate::names::DomainName;
+
+pub(crate) fn router(host: Arc<Host>) -> Router {
+    Router::new().fallback(site).with_state(host)
+}
+
+const DEFAULT_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Default Web Site Page</title></head>\n\
+<body><h1>Sorry!</h1><p>If you are the owner of this website, please contact your hosting provider.</p>\n\
+<p>It is possible you have reached this page because the domain is not served by this server.</p></body></html>\n";
+
+const SUSPENDED_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Account Suspended</title></head>\n\
+<body><h1>Account Suspended</h1><p>This Account has been suspended.</p>\n\
+<p>Contact your hosting provider for more information.</p></body></html>\n";
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn content_type(path: &FsPath) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("css") => "text/css",
+        Some("js") => "text/javascript",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
+    let raw_host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = raw_host.rsplit_once(':').map_or(raw_host, |(name, _)| name);
+    let Ok(domain) = DomainName::parse(name) else {
+        return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned());
+    };
+    let bare = domain
+        .as_str()
+        .strip_prefix("www.")
+        .and_then(|d| DomainName::parse(d).ok())
+        .unwrap_or_else(|| domain.clone());
+
+    let docroot = {
+        let state = host.state();
+        let found = state.accounts.values().find_map(|record| {
+            let spec = &record.spec;
+            std::iter::once(&spec.domain)
+                .chain(spec.addon_domains.iter())
+                .find(|d| **d == domain || **d == bare)
+                .map(|d| (record.suspended.is_some(), spec.clone(), d.clone()))
+        });
+        match found {
+            None => return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()),
+            Some((true, _, _)) => return html(StatusCode::OK, SUSPENDED_PAGE.to_owned()),
+            Some((false, spec, served)) => {
+                let home = accounts::home_dir(&host.data_dir, &spec.user);
+                accounts::docroot_in(&home, &spec, &served)
+            }
+        }
+    };
+
+    // Only plain path components: no "..", no absolute jumps, no encoded tricks.
+    let path = request.uri().path();
+    let mut file = docroot.clone();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let component = FsPath::new(part);
+        let plain = matches!(
+            component.components().collect::<Vec<_>>().as_slice(),
+            [Component::Normal(_)]
+        );
+        if !plain || part.contains('%') || part.contains('\\') {
+            return html(StatusCode::NOT_FOUND, not_found_page(path));
+        }
+        file.push(part);
+    }
+    if path.ends_with('/') || file == docroot {
+        file.push("index.html");
+    }
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, content_type(&file))],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => html(StatusCode::NOT_FOUND, not_found_page(path)),
+    }
+}
+
+fn not_found_page(path: &str) -> String {
+    let shown: String = path
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
+        .take(200)
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>\
+         <p>The requested URL {shown} was not found on this server.</p></body></html>\n"
+    )
+}
