@@ -1,1 +1,328 @@
-//! cli (being written)
+//! The command line: clap definitions and one function per command. Commands work on the store
+//! the config names, through the same library functions the daemon and the status page use.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::domain::Timestamp;
+use crate::engine::{Engine, SystemClock, adapters_from_config};
+use crate::names::{AccountName, MigrationId};
+use crate::output;
+use crate::playbook::Playbook;
+use crate::store::Store;
+
+/// siirto moves a webhosting company's customers from an old cPanel server to a new one.
+#[derive(Debug, Parser)]
+#[command(name = "siirto", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file (database, hosts, DNS provider, mail).
+    #[arg(long, global = true, env = "SIIRTO_CONFIG", default_value = "siirto.toml")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole job on simulated hosts on this machine.
+    ///
+    /// Example: siirto demo --accounts 50
+    Demo(crate::demo::DemoArgs),
+    /// Run the orchestrator: takes due work from the store and performs it.
+    ///
+    /// Example: siirto daemon --config /etc/siirto/siirto.toml
+    Daemon,
+    /// Inventory the source host and record a migration (changes nothing anywhere).
+    ///
+    /// Example: siirto plan --playbook playbooks/shared-hosting.toml --from old1 --to new1 --cutover 2026-12-01T22:00:00Z
+    Plan(PlanArgs),
+    /// Start a planned migration.
+    ///
+    /// Example: siirto start old1-to-new1
+    Start(MigrationArg),
+    /// Pause a running migration.
+    ///
+    /// Example: siirto pause old1-to-new1
+    Pause(MigrationArg),
+    /// Resume a paused migration.
+    ///
+    /// Example: siirto resume old1-to-new1
+    Resume(MigrationArg),
+    /// Abort a migration; nothing further happens to it.
+    ///
+    /// Example: siirto abort old1-to-new1 --reason "target disk failed"
+    Abort(AbortArgs),
+    /// Retry a held account.
+    ///
+    /// Example: siirto retry old1-to-new1 --account kukka0001
+    Retry(RetryArgs),
+    /// Show where migrations and their accounts stand.
+    ///
+    /// Example: siirto status old1-to-new1 --json
+    Status(StatusArgs),
+    /// Playbook tools.
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
+    /// Config tools.
+    #[command(subcommand, name = "config")]
+    ConfigTools(ConfigCommand),
+    /// Run simulated cPanel hosts for trying siirto out.
+    ///
+    /// Example: siirto sim --accounts 20
+    Sim(crate::sim::SimArgs),
+}
+
+/// `siirto plan` arguments.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The playbook file.
+    #[arg(long)]
+    pub playbook: PathBuf,
+    /// The source host's name in the config.
+    #[arg(long = "from")]
+    pub from: String,
+    /// The target host's name in the config.
+    #[arg(long = "to")]
+    pub to: String,
+    /// The earliest cutover time (RFC 3339, or "now").
+    #[arg(long, default_value = "now")]
+    pub cutover: String,
+    /// The migration's id (default: FROM-to-TO-YYYYMMDD).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A migration id argument.
+#[derive(Debug, Args)]
+pub struct MigrationArg {
+    /// The migration's id.
+    pub migration: String,
+}
+
+/// `siirto abort` arguments.
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// Why (recorded in the event log).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `siirto retry` arguments.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// The held account's cPanel user.
+    #[arg(long)]
+    pub account: String,
+}
+
+/// `siirto status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One migration (default: all).
+    pub migration: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Playbook tools.
+#[derive(Debug, Subcommand)]
+pub enum PlaybookCommand {
+    /// Validate a playbook; errors name the file, line, field and what was expected.
+    ///
+    /// Example: siirto playbook check playbooks/shared-hosting.toml
+    Check {
+        /// The playbook file.
+        file: PathBuf,
+    },
+}
+
+/// Config tools.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example config.
+    ///
+    /// Example: siirto config example > siirto.toml
+    Example,
+    /// Validate a config file (reads its secret files, connects to nothing).
+    ///
+    /// Example: siirto config check siirto.toml
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+fn actor() -> String {
+    std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "operator".to_owned())
+}
+
+fn parse_id(id: &str) -> anyhow::Result<MigrationId> {
+    MigrationId::parse(id).map_err(|e| anyhow!("{e}"))
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::connect(&config.database)
+        .await
+        .with_context(|| format!("opening the store {}", redact_url(&config.database)))
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("<redacted>"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if text == "now" {
+        return Ok(now);
+    }
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc)).with_context(|| {
+        format!("--cutover {text:?}: expected an RFC 3339 time like 2026-12-01T22:00:00Z, or \"now\"")
+    })
+}
+
+/// Runs one command; the binary maps the result to an exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let now = chrono::Utc::now();
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Daemon => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let engine = Arc::new(Engine::from_config(&config, store, Arc::new(SystemClock))?);
+            output::line(&format!("siirto daemon {} running; Ctrl-C stops it", engine.owner()));
+            engine
+                .run(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(args) => {
+            let config = load_config(&cli.config)?;
+            let playbook = Playbook::load(&args.playbook).map_err(|e| anyhow!("{e}"))?;
+            for host in [&args.from, &args.to] {
+                if !config.hosts.contains_key(host) {
+                    return Err(anyhow!("host {host:?} is not in {} ([hosts.{host}])", cli.config.display()));
+                }
+            }
+            let id = match &args.id {
+                Some(id) => parse_id(id)?,
+                None => parse_id(&format!("{}-to-{}-{}", args.from, args.to, now.format("%Y%m%d")))?,
+            };
+            let cutover_at = parse_time(&args.cutover, now)?;
+            let store = open_store(&config).await?;
+            let adapters = adapters_from_config(&config)?;
+            let source = &adapters.hosts[&args.from].whm;
+            let request = crate::plan::PlanRequest {
+                id,
+                source: &args.from,
+                target: &args.to,
+                playbook: &playbook,
+                cutover_at,
+                actor: &actor(),
+            };
+            let report = crate::plan::plan(&store, source, adapters.dns.as_ref(), request, now).await?;
+            output::plan_report(&report, args.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start(arg) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let state = crate::actions::start(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
+            output::line(&format!(
+                "migration {} is {}; the daemon takes it from here",
+                arg.migration,
+                state.name()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause(arg) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let state = crate::actions::pause(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
+            output::line(&format!("migration {} is {}", arg.migration, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(arg) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let state = crate::actions::resume(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
+            output::line(&format!("migration {} is {}", arg.migration, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Abort(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let state =
+                crate::actions::abort(&store, &parse_id(&args.migration)?, &args.reason, now, &actor())
+                    .await?;
+            output::line(&format!("migration {} is {}", args.migration, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let user = AccountName::parse(&args.account).map_err(|e| anyhow!("{e}"))?;
+            let state =
+                crate::actions::retry(&store, &parse_id(&args.migration)?, &user, now, &actor()).await?;
+            output::line(&format!("account {} is {} again", args.account, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let ids: Vec<String> = match args.migration {
+                Some(id) => vec![parse_id(&id)?.to_string()],
+                None => store.migrations().await?.into_iter().map(|m| m.id).collect(),
+            };
+            let mut statuses = Vec::new();
+            for id in ids {
+                statuses.push(crate::status::migration_status(&store, &id).await?);
+            }
+            output::statuses(&statuses, args.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Playbook(PlaybookCommand::Check { file }) => {
+            let playbook = Playbook::load(&file).map_err(|e| anyhow!("{e}"))?;
+            output::line(&format!("{}: playbook {:?} is valid", file.display(), playbook.name));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConfigTools(ConfigCommand::Example) => {
+            output::raw(crate::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConfigTools(ConfigCommand::Check { file }) => {
+            let config = load_config(&file)?;
+            output::line(&format!(
+                "{}: valid; {} host(s), database {}",
+                file.display(),
+                config.hosts.len(),
+                redact_url(&config.database)
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(args) => {
+            crate::sim::run_standalone(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,1 +1,410 @@
-//! demo (being written)
+//! `siirto demo`: the whole job on one machine with nothing else installed — two simulated
+//! cPanel hosts, a simulated nameserver (DNS and the PowerDNS API shape), an embedded SQLite
+//! database and notices written to a directory — driven through the same config, plan, start
+//! and daemon code paths a real migration uses.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::dns::{Checker, PowerDns, Rrset, Verification};
+use crate::domain::MigrationState;
+use crate::engine::{Engine, SystemClock};
+use crate::names::{DomainName, MigrationId};
+use crate::output;
+use crate::playbook::Playbook;
+use crate::secret::Secret;
+use crate::sim::nameserver::SimNameserver;
+use crate::sim::{SimAccount, SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
+use crate::store::Store;
+
+/// The demo's playbook: the shipped recipe with the TTL wait shortened (it says so).
+pub const DEMO_PLAYBOOK: &str = include_str!("../playbooks/demo.toml");
+
+/// The source host's address (a loopback alias).
+pub const SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The target host's address (a loopback alias).
+pub const TARGET_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The TTL the demo's zones start with, as a company's zones would.
+pub const ZONE_TTL: u32 = 3600;
+
+/// `siirto demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// How many accounts the source host has (all of them move).
+    #[arg(long, default_value_t = 50)]
+    pub accounts: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the demo's files (database, notices, hosts' files) in this directory instead of a
+    /// temporary one that is removed at the end.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Give up after this long (e.g. "10m").
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The demo's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// The migration's id.
+    pub migration: String,
+    /// Its final state.
+    pub state: String,
+    /// Accounts on the source.
+    pub accounts: usize,
+    /// Accounts that arrived (transferred, verified, switched, notified).
+    pub arrived: usize,
+    /// Accounts held for an operator, with the reason.
+    pub held: Vec<String>,
+    /// Domains moved.
+    pub domains: usize,
+    /// Domains the nameserver now answers with the target's address.
+    pub domains_resolving_to_target: usize,
+    /// Accounts whose site files are on the target.
+    pub accounts_with_files_on_target: usize,
+    /// Notice files in the outbox directory.
+    pub notices: usize,
+    /// Where the notices are.
+    pub outbox: String,
+    /// Seconds the whole run took.
+    pub seconds: f64,
+}
+
+/// The two simulated hosts of the demo (and of the end-to-end tests).
+pub struct SimHosts {
+    /// The registry the hosts reach each other through.
+    pub world: SimWorld,
+    /// The source host, with the accounts.
+    pub source: SimHost,
+    /// The target host, empty at first.
+    pub target: SimHost,
+    /// The accounts the source started with.
+    pub accounts: Vec<SimAccount>,
+}
+
+/// Where the company's DNS is: its PowerDNS-shaped API and its nameserver.
+#[derive(Debug, Clone)]
+pub struct DnsEndpoint {
+    /// The API's base URL.
+    pub api_url: reqwest::Url,
+    /// The API key.
+    pub api_key: String,
+    /// The authoritative nameserver (UDP and TCP).
+    pub dns_addr: std::net::SocketAddr,
+}
+
+impl DnsEndpoint {
+    /// A PowerDNS API client for it.
+    pub fn client(&self) -> anyhow::Result<PowerDns> {
+        Ok(PowerDns::new(self.api_url.clone(), Secret::new(self.api_key.clone()), "localhost".to_owned())?)
+    }
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// The zone the company's nameserver holds for one of an account's domains: the site, `www`
+/// and `mail` at the host, MX to `mail`.
+pub fn zone_rrsets(domain: &DomainName, ip: Ipv4Addr, ttl: u32) -> Vec<Rrset> {
+    let apex = domain.fqdn();
+    let rr = |name: String, rtype: &str, content: String| Rrset {
+        name,
+        rtype: rtype.to_owned(),
+        ttl,
+        records: vec![content],
+    };
+    vec![
+        rr(apex.clone(), "A", ip.to_string()),
+        rr(format!("www.{apex}"), "A", ip.to_string()),
+        rr(format!("mail.{apex}"), "A", ip.to_string()),
+        rr(apex.clone(), "MX", format!("10 mail.{apex}")),
+    ]
+}
+
+/// Every domain of the accounts.
+pub fn all_domains(accounts: &[SimAccount]) -> Vec<DomainName> {
+    accounts
+        .iter()
+        .flat_map(|a| std::iter::once(a.domain.clone()).chain(a.addon_domains.iter().cloned()))
+        .collect()
+}
+
+/// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`.
+pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr) -> anyhow::Result<()> {
+    let nameservers = vec!["ns1.siirto-demo.test.".to_owned()];
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(all_domains(accounts))
+        .map(|domain| {
+            let nameservers = nameservers.clone();
+            async move {
+                dns.create_zone(&domain, &nameservers, &zone_rrsets(&domain, ip, ZONE_TTL))
+                    .await
+                    .with_context(|| format!("creating the zone {domain}"))
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Starts the source host (with `count` generated accounts) and the empty target host.
+pub async fn start_hosts(count: usize, dir: &Path) -> anyhow::Result<SimHosts> {
+    let world = SimWorld::new();
+    let accounts = generate_accounts(count, "kukka");
+    let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, &random_token());
+    source_spec.accounts = accounts.clone();
+    let source = start_host(source_spec, dir.join("old.sim.test"), &world)
+        .await
+        .context("starting the source host")?;
+    let target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, &random_token());
+    let target = start_host(target_spec, dir.join("new.sim.test"), &world)
+        .await
+        .context("starting the target host")?;
+    Ok(SimHosts { world, source, target, accounts })
+}
+
+/// Writes the config a sysadmin would write for this world (secrets in files) and loads it.
+///
+/// `extra` is appended verbatim: the `[mail]` table, and any `[daemon]` settings.
+pub fn write_config(
+    hosts: &SimHosts,
+    dns: &DnsEndpoint,
+    dir: &Path,
+    database: &str,
+    extra: &str,
+) -> anyhow::Result<Config> {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::write(secrets.join("old.token"), &hosts.source.token)?;
+    std::fs::write(secrets.join("new.token"), &hosts.target.token)?;
+    std::fs::write(secrets.join("pdns.key"), &dns.api_key)?;
+    let text = format!(
+        r#"# Written by siirto demo.
+database = "{database}"
+
+[hosts.old]
+whm_url = "{old_url}"
+token_file = "secrets/old.token"
+ip = "{old_ip}"
+http_port = {old_port}
+
+[hosts.new]
+whm_url = "{new_url}"
+token_file = "secrets/new.token"
+ip = "{new_ip}"
+http_port = {new_port}
+
+[dns]
+provider = "powerdns"
+api_url = "{api_url}"
+api_key_file = "secrets/pdns.key"
+nameservers = ["{ns}"]
+write_concurrency = 1
+
+{extra}
+"#,
+        old_url = hosts.source.whm_url,
+        old_ip = hosts.source.ip,
+        old_port = hosts.source.web_addr.port(),
+        new_url = hosts.target.whm_url,
+        new_ip = hosts.target.ip,
+        new_port = hosts.target.web_addr.port(),
+        api_url = dns.api_url,
+        ns = dns.dns_addr,
+    );
+    let path = dir.join("siirto.toml");
+    std::fs::write(&path, text)?;
+    Config::load(&path).map_err(|e| anyhow!("{e}"))
+}
+
+fn progress(json: bool, text: &str) {
+    // With --json, stdout is the summary alone; progress goes to stderr.
+    if json {
+        eprintln!("{text}");
+    } else {
+        output::line(text);
+    }
+}
+
+/// Runs the demo; exits 0 only when every account arrived.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.canonicalize()?
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("siirto-demo").tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    let json = args.json;
+    progress(json, &format!("siirto demo: {} accounts, files in {}", args.accounts, dir.display()));
+    let world = start_hosts(args.accounts, &dir).await?;
+    let api_key = random_token();
+    let nameserver = SimNameserver::start(&api_key).await.context("starting the nameserver")?;
+    let endpoint =
+        DnsEndpoint { api_url: nameserver.api_url.clone(), api_key, dns_addr: nameserver.dns_addr };
+    let dns = endpoint.client()?;
+    create_zones(&dns, &world.accounts, SOURCE_IP).await?;
+    progress(
+        json,
+        &format!(
+            "  source old.sim.test  WHM {}  sites on {}\n  target new.sim.test  WHM {}  sites on {}\n  nameserver {} (DNS), {} (PowerDNS API), {} zones at TTL {ZONE_TTL}",
+            world.source.whm_url,
+            world.source.web_addr,
+            world.target.whm_url,
+            world.target.web_addr,
+            endpoint.dns_addr,
+            endpoint.api_url,
+            all_domains(&world.accounts).len()
+        ),
+    );
+    let outbox = dir.join("outbox");
+    let extra = format!(
+        "[daemon]\nlease = \"30s\"\nidle_poll = \"200ms\"\n\n[mail]\nfrom = \"Siirto Demo <noreply@siirto-demo.test>\"\nchannel = \"directory\"\npath = \"{}\"\n",
+        outbox.display()
+    );
+    let database = format!("sqlite://{}", dir.join("siirto.db").display());
+    let config = write_config(&world, &endpoint, &dir, &database, &extra)?;
+    let store = Store::connect(&config.database).await.context("opening the demo database")?;
+    let engine = Arc::new(Engine::from_config(&config, store.clone(), Arc::new(SystemClock))?);
+    let playbook = Playbook::parse(DEMO_PLAYBOOK, "playbooks/demo.toml").map_err(|e| anyhow!("{e}"))?;
+
+    let id = MigrationId::parse("demo").map_err(|e| anyhow!("{e}"))?;
+    let now = chrono::Utc::now();
+    let source_whm = crate::whm::WhmClient::new(
+        world.source.whm_url.clone(),
+        Secret::new(world.source.token.clone()),
+        crate::whm::TlsPolicy::WebPki,
+        Duration::from_secs(30),
+    )?;
+    let request = crate::plan::PlanRequest {
+        id: id.clone(),
+        source: "old",
+        target: "new",
+        playbook: &playbook,
+        cutover_at: now,
+        actor: "demo",
+    };
+    let report = crate::plan::plan(&store, &source_whm, &dns, request, now).await?;
+    progress(
+        json,
+        &format!("plan: {} accounts, {} domains in {} zones", report.accounts, report.domains, report.zones),
+    );
+    if let Some(wait) = playbook.dns.gate_wait_override {
+        progress(
+            json,
+            &format!(
+                "note: the demo playbook shortens the TTL wait to {} (gate_wait_override); a real cutover waits out each record's old TTL",
+                humantime::format_duration(wait)
+            ),
+        );
+    }
+    crate::actions::start(&store, &id, chrono::Utc::now(), "demo").await?;
+    progress(
+        json,
+        "start: the daemon lowers TTLs, waits out the gate, transfers, verifies, repoints, notifies",
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(Arc::clone(&engine).run(async {
+        let _ = stop_rx.await;
+    }));
+    let deadline = Instant::now() + args.timeout;
+    let mut last = String::new();
+    let status = loop {
+        let status = crate::status::migration_status(&store, id.as_str()).await?;
+        let key = format!("{:<12} accounts: {}", status.state, output::counts(&status.accounts_by_state));
+        if key != last {
+            progress(json, &format!("  [{:>5.1}s] {key}", started.elapsed().as_secs_f64()));
+            last = key;
+        }
+        if matches!(status.detail, MigrationState::CutOver { .. } | MigrationState::Aborted { .. }) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            progress(json, &format!("gave up after {:?}", args.timeout));
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = stop_tx.send(());
+    daemon.await.context("the daemon task")??;
+
+    // Check the outcome from the outside: DNS answers, files on the target, notices written.
+    let checker = Checker::new(vec![endpoint.dns_addr])?;
+    let mut resolving = 0;
+    let domains = store.domains(id.as_str()).await?;
+    for row in &domains {
+        let domain = DomainName::parse(&row.domain).map_err(|e| anyhow!("{e}"))?;
+        if let Verification::Served = checker.verify_a(&domain, TARGET_IP).await? {
+            resolving += 1;
+        }
+    }
+    let with_files = world
+        .accounts
+        .iter()
+        .filter(|a| world.target.account_dir(&a.user).join("public_html").join("index.html").is_file())
+        .count();
+    let notices = std::fs::read_dir(&outbox).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    let summary = DemoSummary {
+        migration: id.to_string(),
+        state: status.state.clone(),
+        accounts: world.accounts.len(),
+        arrived: status.arrived(),
+        held: status
+            .accounts
+            .iter()
+            .filter(|a| a.state == "held")
+            .map(|a| format!("{}: {}", a.user, a.reason.clone().unwrap_or_default()))
+            .collect(),
+        domains: domains.len(),
+        domains_resolving_to_target: resolving,
+        accounts_with_files_on_target: with_files,
+        notices,
+        outbox: outbox.display().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let all_arrived = summary.arrived == summary.accounts
+        && summary.domains_resolving_to_target == summary.domains
+        && summary.accounts_with_files_on_target == summary.accounts
+        && summary.notices == summary.accounts;
+    if json {
+        output::json(&summary)?;
+    } else {
+        output::line(&format!(
+            "done in {:.1}s: {}/{} accounts arrived, {}/{} domains answer with the target's address, {} accounts' files on the target, {} notices in {}",
+            summary.seconds,
+            summary.arrived,
+            summary.accounts,
+            summary.domains_resolving_to_target,
+            summary.domains,
+            summary.accounts_with_files_on_target,
+            summary.notices,
+            if args.dir.is_some() {
+                summary.outbox.as_str()
+            } else {
+                "the outbox (removed with the temporary directory; use --dir to keep it)"
+            },
+        ));
+        for held in &summary.held {
+            output::line(&format!("  held: {held}"));
+        }
+    }
+    Ok(if all_arrived { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -31,11 +31,8 @@ pub struct SimAccount {
 /// Makes a user-name prefix safe: lowercase letters and digits, starting with a letter, short
 /// enough that `prefix + digits` stays within cPanel's 16 characters.
 fn clean_prefix(prefix: &str, digits: usize) -> String {
-    let mut cleaned: String = prefix
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let mut cleaned: String =
+        prefix.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
     if !cleaned.starts_with(|c: char| c.is_ascii_lowercase()) {
         cleaned.insert(0, 'a');
     }
@@ -69,11 +66,7 @@ pub fn generate_accounts(count: usize, prefix: &str) -> Vec<SimAccount> {
                 Vec::new()
             };
             let by_reseller = i % 5 == 0 && i != 1;
-            let owner = if by_reseller {
-                reseller.clone()
-            } else {
-                "root".to_owned()
-            };
+            let owner = if by_reseller { reseller.clone() } else { "root".to_owned() };
             let plan = if by_reseller {
                 format!("{reseller}_basic")
             } else if i % 2 == 0 {
@@ -172,14 +165,8 @@ mod tests {
         assert_eq!(accounts[0].domain.as_str(), "kukka-0001.test");
         assert_eq!(accounts[0].email, "owner@kukka-0001.test");
         assert_eq!(accounts[0].owner, "root");
-        assert_eq!(
-            accounts[2].addon_domains[0].as_str(),
-            "kukka-0003-shop.test"
-        );
-        assert_eq!(
-            accounts.iter().filter(|a| !a.addon_domains.is_empty()).count(),
-            6
-        );
+        assert_eq!(accounts[2].addon_domains[0].as_str(), "kukka-0003-shop.test");
+        assert_eq!(accounts.iter().filter(|a| !a.addon_domains.is_empty()).count(), 6);
         let resold: Vec<_> = accounts.iter().filter(|a| a.owner != "root").collect();
         assert_eq!(resold.len(), 4);
         assert!(resold.iter().all(|a| a.owner == "kukka0001"));

@@ -31,30 +31,15 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn ok(data: Value) -> Self {
-        Self {
-            ok: true,
-            reason: "OK".to_owned(),
-            data: Some(data),
-            output: None,
-        }
+        Self { ok: true, reason: "OK".to_owned(), data: Some(data), output: None }
     }
 
     pub(crate) fn ok_metadata_only(reason: &str) -> Self {
-        Self {
-            ok: true,
-            reason: reason.to_owned(),
-            data: None,
-            output: None,
-        }
+        Self { ok: true, reason: reason.to_owned(), data: None, output: None }
     }
 
     pub(crate) fn fail(reason: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            reason: reason.into(),
-            data: None,
-            output: None,
-        }
+        Self { ok: false, reason: reason.into(), data: None, output: None }
     }
 }
 
@@ -84,10 +69,7 @@ fn html_page(title: &str, text: &str) -> Response {
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some((scheme, credentials)) = value.trim().split_once(' ') else {
@@ -116,18 +98,12 @@ fn parse_pairs(encoded: &str, into: &mut Params) {
     }
 }
 
-async fn json_api(
-    State(host): State<Arc<Host>>,
-    Path(function): Path<String>,
-    request: Request,
-) -> Response {
+async fn json_api(State(host): State<Arc<Host>>, Path(function): Path<String>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !authorized(&parts.headers, &host.token) {
         // cPanel answers a bad or missing token with 403 and a short page, not JSON.
-        let mut response = html_page(
-            "Access denied",
-            "The request could not be authenticated. Check the API token.",
-        );
+        let mut response =
+            html_page("Access denied", "The request could not be authenticated. Check the API token.");
         *response.status_mut() = StatusCode::FORBIDDEN;
         return response;
     }
@@ -153,10 +129,8 @@ async fn json_api(
                 );
             }
             Fault::Http500 { .. } => {
-                let mut response = html_page(
-                    "500 Internal Server Error",
-                    "The server encountered an internal error.",
-                );
+                let mut response =
+                    html_page("500 Internal Server Error", "The server encountered an internal error.");
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 return response;
             }
@@ -193,9 +167,7 @@ async fn dispatch(host: &Arc<Host>, function: &str, params: &Params) -> Reply {
         "fetch_transfer_session_log" => transfer::session_log(host, params),
         "pause_transfer_session" => transfer::pause_session(host, params),
         "abort_transfer_session" => transfer::abort_session(host, params),
-        other => Reply::fail(format!(
-            "Unknown app (“{other}”) requested for this version (1) of the API."
-        )),
+        other => Reply::fail(format!("Unknown app (“{other}”) requested for this version (1) of the API.")),
     }
 }
 
@@ -239,11 +211,7 @@ fn render(function: &str, api1: bool, reply: Reply) -> Response {
         }
         envelope
     };
-    (
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body.to_string()).into_response()
 }
 
 /// Reads and validates a user-name parameter.
@@ -251,8 +219,7 @@ pub(crate) fn user_param(params: &Params, key: &str) -> Result<AccountName, Repl
     let Some(raw) = params.get(key).filter(|v| !v.is_empty()) else {
         return Err(Reply::fail(format!("No “{key}” parameter was specified.")));
     };
-    AccountName::parse(raw)
-        .map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
+    AccountName::parse(raw).map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
 }
 
 /// Reads and validates a domain parameter.
@@ -260,8 +227,7 @@ pub(crate) fn domain_param(params: &Params, key: &str) -> Result<DomainName, Rep
     let Some(raw) = params.get(key).filter(|v| !v.is_empty()) else {
         return Err(Reply::fail(format!("No “{key}” parameter was specified.")));
     };
-    DomainName::parse(raw)
-        .map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
+    DomainName::parse(raw).map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
 }
 
 fn acct_json(host: &Host, record: &AccountRecord) -> Value {
@@ -270,11 +236,7 @@ fn acct_json(host: &Host, record: &AccountRecord) -> Value {
     // Some real servers answer "*unknown*" for these limits; so do some sim accounts.
     let unknown_limits = record.uid % 4 == 0;
     let limit = |known: Value| {
-        if unknown_limits {
-            json!("*unknown*")
-        } else {
-            known
-        }
+        if unknown_limits { json!("*unknown*") } else { known }
     };
     json!({
         "user": spec.user.as_str(),
@@ -411,22 +373,14 @@ fn get_domain_info(host: &Host) -> Reply {
 
 fn listresellers(host: &Host) -> Reply {
     let state = host.state();
-    let resellers: BTreeSet<&str> = state
-        .accounts
-        .values()
-        .map(|r| r.spec.owner.as_str())
-        .filter(|owner| *owner != "root")
-        .collect();
+    let resellers: BTreeSet<&str> =
+        state.accounts.values().map(|r| r.spec.owner.as_str()).filter(|owner| *owner != "root").collect();
     Reply::ok(json!({ "reseller": resellers }))
 }
 
 fn listpkgs(host: &Host) -> Reply {
     let state = host.state();
-    let mut plans: BTreeSet<&str> = state
-        .accounts
-        .values()
-        .map(|r| r.spec.plan.as_str())
-        .collect();
+    let mut plans: BTreeSet<&str> = state.accounts.values().map(|r| r.spec.plan.as_str()).collect();
     plans.insert("default");
     let pkgs: Vec<Value> = plans
         .into_iter()
@@ -481,11 +435,8 @@ fn suspendacct(host: &Host, params: &Params) -> Reply {
         Ok(user) => user,
         Err(reply) => return reply,
     };
-    let reason = params
-        .get("reason")
-        .filter(|r| !r.is_empty())
-        .cloned()
-        .unwrap_or_else(|| "Unknown".to_owned());
+    let reason =
+        params.get("reason").filter(|r| !r.is_empty()).cloned().unwrap_or_else(|| "Unknown".to_owned());
     let mut state = host.state();
     let Some(record) = state.accounts.get_mut(&user) else {
         return Reply::fail(format!("The user “{user}” does not exist."));
@@ -497,10 +448,7 @@ fn suspendacct(host: &Host, params: &Params) -> Reply {
          Suspending mysql users\nSuspending FTP accounts...Done\n\
          Suspending email accounts...Done\n{user}'s account has been suspended\n"
     );
-    Reply {
-        output: Some(json!({ "raw": raw })),
-        ..Reply::ok_metadata_only("OK")
-    }
+    Reply { output: Some(json!({ "raw": raw })), ..Reply::ok_metadata_only("OK") }
 }
 
 fn unsuspendacct(host: &Host, params: &Params) -> Reply {
@@ -519,19 +467,13 @@ fn unsuspendacct(host: &Host, params: &Params) -> Reply {
 
 async fn removeacct(host: &Host, params: &Params) -> Reply {
     // `username` is the parameter; `user` is deprecated but still accepted by cPanel.
-    let key = if params.contains_key("username") {
-        "username"
-    } else {
-        "user"
-    };
+    let key = if params.contains_key("username") { "username" } else { "user" };
     let user = match user_param(params, key) {
         Ok(user) => user,
         Err(reply) => return reply,
     };
     if host.state().accounts.remove(&user).is_none() {
-        return Reply::fail(format!(
-            "System user “{user}” does not exist or is not a cPanel user."
-        ));
+        return Reply::fail(format!("System user “{user}” does not exist or is not a cPanel user."));
     }
     let home = accounts::home_dir(&host.data_dir, &user);
     let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&home) {
@@ -544,11 +486,7 @@ async fn removeacct(host: &Host, params: &Params) -> Reply {
         tracing::warn!(%user, "simulated host: could not remove the account's files");
     }
     let keepdns = params.get("keepdns").map(String::as_str) == Some("1");
-    let dns = if keepdns {
-        "Keeping DNS Entries...Done\n"
-    } else {
-        "Removing DNS Entries...Done\n"
-    };
+    let dns = if keepdns { "Keeping DNS Entries...Done\n" } else { "Removing DNS Entries...Done\n" };
     let raw = format!(
         "Running pre removal script (/usr/local/cpanel/scripts/prekillacct)......Done\n\
          Killing all processes owned by user......Done\nRemoving Sessions...Done\n\

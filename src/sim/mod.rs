@@ -164,9 +164,7 @@ impl SimWorld {
 /// Locks a mutex, taking the data even if a panicking thread poisoned it (the sim's state
 /// stays usable for the rest of a test run).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One account as the host holds it.
@@ -215,23 +213,14 @@ impl Host {
         let uid = 1000 + state.next_uid;
         state.accounts.insert(
             spec.user.clone(),
-            AccountRecord {
-                spec,
-                suspended: None,
-                suspend_time: None,
-                unix_startdate: now,
-                uid,
-            },
+            AccountRecord { spec, suspended: None, suspend_time: None, unix_startdate: now, uid },
         );
     }
 
     /// Takes one injected fault for `function`, if any is armed.
     pub(crate) fn take_fault(&self, function: &str) -> Option<Fault> {
         let mut state = self.state();
-        let index = state
-            .faults
-            .iter()
-            .position(|f| f.function() == function && f.times() > 0)?;
+        let index = state.faults.iter().position(|f| f.function() == function && f.times() > 0)?;
         let fault = &mut state.faults[index];
         *fault.times_mut() -= 1;
         let taken = fault.clone();
@@ -298,12 +287,7 @@ impl SimHost {
 
     /// The accounts on this host now, in user order.
     pub fn accounts(&self) -> Vec<SimAccount> {
-        self.host
-            .state()
-            .accounts
-            .values()
-            .map(|r| r.spec.clone())
-            .collect()
+        self.host.state().accounts.values().map(|r| r.spec.clone()).collect()
     }
 
     /// True if `user` is an account on this host.
@@ -313,11 +297,7 @@ impl SimHost {
 
     /// True if `user` exists and is suspended.
     pub fn is_suspended(&self, user: &AccountName) -> bool {
-        self.host
-            .state()
-            .accounts
-            .get(user)
-            .is_some_and(|r| r.suspended.is_some())
+        self.host.state().accounts.get(user).is_some_and(|r| r.suspended.is_some())
     }
 
     /// Stops the listeners and any running transfer sessions.
@@ -342,11 +322,7 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         bail!("a simulated host needs a hostname");
     }
     if !spec.ip.is_loopback() {
-        bail!(
-            "simulated host {} must use a loopback address (127.0.0.x), not {}",
-            spec.hostname,
-            spec.ip
-        );
+        bail!("simulated host {} must use a loopback address (127.0.0.x), not {}", spec.hostname, spec.ip);
     }
     let mut seen = std::collections::BTreeSet::new();
     for account in &spec.accounts {

@@ -22,18 +22,14 @@ pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
 /// A self-signed certificate for `hostname`, 127.0.0.1 and localhost, as a rustls server
 /// configuration, and the SHA-256 of the certificate's DER.
 pub(crate) fn self_signed_tls(hostname: &str) -> Result<(Arc<rustls::ServerConfig>, [u8; 32])> {
-    let names = vec![
-        hostname.to_owned(),
-        "127.0.0.1".to_owned(),
-        "localhost".to_owned(),
-    ];
+    let names = vec![hostname.to_owned(), "127.0.0.1".to_owned(), "localhost".to_owned()];
     let certified =
         rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
     let cert_der = certified.cert.der().clone();
     let digest: [u8; 32] = Sha256::digest(cert_der.as_ref()).into();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()),
-    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        certified.key_pair.serialize_der(),
+    ));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -47,11 +43,7 @@ pub(crate) fn self_signed_tls(hostname: &str) -> Result<(Arc<rustls::ServerConfi
 
 /// Accepts connections until the task is aborted; aborting it also closes every open
 /// connection (they live in a `JoinSet` owned by this future).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, tls: Option<Arc<rustls::ServerConfig>>) {
     let acceptor = tls.map(TlsAcceptor::from);
     let mut connections = JoinSet::new();
     loop {

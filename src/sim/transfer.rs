@@ -84,14 +84,10 @@ impl Session {
 
 fn session_id_param(params: &Params) -> Result<String, Reply> {
     let Some(id) = params.get("transfer_session_id").filter(|v| !v.is_empty()) else {
-        return Err(Reply::fail(
-            "No “transfer_session_id” parameter was specified.",
-        ));
+        return Err(Reply::fail("No “transfer_session_id” parameter was specified."));
     };
     let valid = id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
     if !valid {
         return Err(Reply::fail("The transfer session ID is not valid."));
     }
@@ -103,9 +99,7 @@ fn threads_param(params: &Params, key: &str) -> Result<usize, Reply> {
         None => Ok(1),
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=64).contains(&n) => Ok(n),
-            _ => Err(Reply::fail(format!(
-                "The “{key}” parameter must be a positive integer."
-            ))),
+            _ => Err(Reply::fail(format!("The “{key}” parameter must be a positive integer."))),
         },
     }
 }
@@ -118,10 +112,8 @@ pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
     let Some(remote) = params.get("host").filter(|v| !v.is_empty()) else {
         return Reply::fail("No “host” parameter was specified.");
     };
-    let remote_valid = remote.len() <= 253
-        && remote
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let remote_valid =
+        remote.len() <= 253 && remote.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if !remote_valid {
         return Reply::fail(format!("“{remote}” is not a valid hostname or IP address."));
     }
@@ -150,21 +142,10 @@ pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
         ));
     }
 
-    let stem: String = source
-        .hostname
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(20)
-        .collect();
-    let letters: String = rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(4)
-        .map(char::from)
-        .collect();
-    let id = format!(
-        "{stem}copya{}{letters}",
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    );
+    let stem: String = source.hostname.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
+    let letters: String =
+        rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(4).map(char::from).collect();
+    let id = format!("{stem}copya{}{letters}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let (control, _) = watch::channel(Control::Run);
     host.state().sessions.insert(
         id.clone(),
@@ -228,20 +209,12 @@ pub(crate) fn enqueue_item(host: &Arc<Host>, params: &Params) -> Reply {
         return no_session(&id);
     };
     if session.phase != Phase::Pending {
-        return Reply::fail(format!(
-            "The transfer session “{id}” has already started."
-        ));
+        return Reply::fail(format!("The transfer session “{id}” has already started."));
     }
     if session.items.iter().any(|i| i.localuser == localuser) {
-        return Reply::fail(format!(
-            "The account “{localuser}” is already queued in this session."
-        ));
+        return Reply::fail(format!("The account “{localuser}” is already queued in this session."));
     }
-    session.items.push(Item {
-        user,
-        localuser,
-        size,
-    });
+    session.items.push(Item { user, localuser, size });
     Reply::ok_metadata_only("OK")
 }
 
@@ -382,11 +355,7 @@ fn log_item(host: &Host, id: &str, logfile: &str, kind: &str, text: &str) {
             "partial": 0,
             "contents": { "msg": text, "time": now() },
         });
-        session
-            .item_logs
-            .entry(logfile.to_owned())
-            .or_default()
-            .push(line.to_string());
+        session.item_logs.entry(logfile.to_owned()).or_default().push(line.to_string());
     }
 }
 
@@ -412,13 +381,7 @@ async fn runnable(control: &mut watch::Receiver<Control>) -> bool {
     }
 }
 
-fn item_contents(
-    item: &Item,
-    queue: &str,
-    action: &str,
-    child: usize,
-    msg: Value,
-) -> Value {
+fn item_contents(item: &Item, queue: &str, action: &str, child: usize, msg: Value) -> Value {
     json!({
         "action": action,
         "child_number": child,
@@ -488,8 +451,20 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
     log_master(&target, &id, "control", 0, control_contents("version", json!(2.3), None));
     log_master(&target, &id, "control", 0, control_contents("remotehost", json!(remote_host), None));
     for queue in ["TRANSFER", "RESTORE"] {
-        log_master(&target, &id, "control", 0, control_contents("queue_count", json!(items.len()), Some(queue)));
-        log_master(&target, &id, "control", 0, control_contents("queue_size", json!(total_size), Some(queue)));
+        log_master(
+            &target,
+            &id,
+            "control",
+            0,
+            control_contents("queue_count", json!(items.len()), Some(queue)),
+        );
+        log_master(
+            &target,
+            &id,
+            "control",
+            0,
+            control_contents("queue_size", json!(total_size), Some(queue)),
+        );
     }
 
     let transfer_slots = Arc::new(Semaphore::new(transfer_threads));
@@ -520,9 +495,15 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
             .await;
             if transfers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 set_phase(&target, &id, Phase::Restore);
-                log_master(&target, &id, "control", 0, json!({
-                    "action": "complete", "child_number": 0, "queue": "TRANSFER", "time": now(),
-                }));
+                log_master(
+                    &target,
+                    &id,
+                    "control",
+                    0,
+                    json!({
+                        "action": "complete", "child_number": 0, "queue": "TRANSFER", "time": now(),
+                    }),
+                );
             }
             if let Some(source_spec) = transferred {
                 run_restore(
@@ -542,9 +523,15 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
     });
     futures::future::join_all(runs).await;
 
-    log_master(&target, &id, "control", 0, json!({
-        "action": "complete", "child_number": 0, "queue": "RESTORE", "time": now(),
-    }));
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        json!({
+            "action": "complete", "child_number": 0, "queue": "RESTORE", "time": now(),
+        }),
+    );
     log_master(&target, &id, "control", 0, control_contents("complete", Value::Null, None));
     set_phase(&target, &id, Phase::Completed);
     let _ = tokio::fs::remove_dir_all(&staging_root).await;
@@ -574,49 +561,60 @@ async fn run_transfer(
     }
     let queue = "TRANSFER";
     let logfile = format!("item-{queue}_{ITEM_TYPE}_{}", item.user);
-    log_master(target, id, "control", 1, item_contents(item, queue, "start-item", child, json!({ "size": item.size })));
+    log_master(
+        target,
+        id,
+        "control",
+        1,
+        item_contents(item, queue, "start-item", child, json!({ "size": item.size })),
+    );
     log_master(target, id, "out", 1, item_contents(item, queue, "process-item", child, json!(logfile)));
     log_item(target, id, &logfile, "out", &format!("Transferring “{}” from “{remote_host}”…", item.user));
 
-    let outcome: Result<SimAccount, String> = async {
-        let source = target
-            .world
-            .lookup(remote_host)
-            .ok_or_else(|| format!("The system failed to connect to “{remote_host}”."))?;
-        let spec = source
-            .state()
-            .accounts
-            .get(&item.user)
-            .map(|r| r.spec.clone())
-            .ok_or_else(|| {
-                format!("The account “{}” does not exist on “{remote_host}”.", item.user)
-            })?;
-        tokio::time::sleep(duration_for(
-            spec.disk_mb * 1024 * 1024,
-            target.transfer_bytes_per_sec,
-        ))
+    let outcome: Result<SimAccount, String> =
+        async {
+            let source = target
+                .world
+                .lookup(remote_host)
+                .ok_or_else(|| format!("The system failed to connect to “{remote_host}”."))?;
+            let spec =
+                source.state().accounts.get(&item.user).map(|r| r.spec.clone()).ok_or_else(|| {
+                    format!("The account “{}” does not exist on “{remote_host}”.", item.user)
+                })?;
+            tokio::time::sleep(duration_for(spec.disk_mb * 1024 * 1024, target.transfer_bytes_per_sec)).await;
+            let from = accounts::home_dir(&source.data_dir, &item.user);
+            let to = staging.clone();
+            let copied = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&to);
+                accounts::copy_tree(&from, &to)
+            })
+            .await
+            .map_err(|e| format!("The copy of the account files was interrupted: {e}"))?
+            .map_err(|e| format!("Failed to copy the account files: {e}"))?;
+            log_item(target, id, &logfile, "out", &format!("Copied {copied} bytes of files."));
+            Ok(spec)
+        }
         .await;
-        let from = accounts::home_dir(&source.data_dir, &item.user);
-        let to = staging.clone();
-        let copied = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(&to);
-            accounts::copy_tree(&from, &to)
-        })
-        .await
-        .map_err(|e| format!("The copy of the account files was interrupted: {e}"))?
-        .map_err(|e| format!("Failed to copy the account files: {e}"))?;
-        log_item(target, id, &logfile, "out", &format!("Copied {copied} bytes of files."));
-        Ok(spec)
-    }
-    .await;
     match outcome {
         Ok(spec) => {
-            log_master(target, id, "success", 1, item_contents(item, queue, "success-item", child, success_msg("Transfer complete.")));
+            log_master(
+                target,
+                id,
+                "success",
+                1,
+                item_contents(item, queue, "success-item", child, success_msg("Transfer complete.")),
+            );
             Some(spec)
         }
         Err(failure) => {
             log_item(target, id, &logfile, "failure", &failure);
-            log_master(target, id, "failure", 1, item_contents(item, queue, "failed-item", child, failure_msg(&failure)));
+            log_master(
+                target,
+                id,
+                "failure",
+                1,
+                item_contents(item, queue, "failed-item", child, failure_msg(&failure)),
+            );
             None
         }
     }
@@ -646,25 +644,40 @@ async fn run_restore(
     }
     let queue = "RESTORE";
     let logfile = format!("item-{queue}_{ITEM_TYPE}_{}", item.user);
-    log_master(target, id, "control", 1, item_contents(item, queue, "start-item", child, json!({ "size": item.size })));
+    log_master(
+        target,
+        id,
+        "control",
+        1,
+        item_contents(item, queue, "start-item", child, json!({ "size": item.size })),
+    );
     log_master(target, id, "out", 1, item_contents(item, queue, "process-item", child, json!(logfile)));
     log_item(target, id, &logfile, "out", &format!("Restoring “{}” as “{}”…", item.user, item.localuser));
 
-    tokio::time::sleep(duration_for(
-        source_spec.disk_mb * 1024 * 1024 / 4,
-        target.transfer_bytes_per_sec,
-    ))
-    .await;
+    tokio::time::sleep(duration_for(source_spec.disk_mb * 1024 * 1024 / 4, target.transfer_bytes_per_sec))
+        .await;
 
     let outcome = restore(target, remote_host, item, source_spec, staging).await;
     match outcome {
         Ok(()) => {
             log_item(target, id, &logfile, "out", "Account Restore Complete");
-            log_master(target, id, "success", 1, item_contents(item, queue, "success-item", child, success_msg("Restore complete.")));
+            log_master(
+                target,
+                id,
+                "success",
+                1,
+                item_contents(item, queue, "success-item", child, success_msg("Restore complete.")),
+            );
         }
         Err(failure) => {
             log_item(target, id, &logfile, "failure", &failure);
-            log_master(target, id, "failure", 1, item_contents(item, queue, "failed-item", child, failure_msg(&failure)));
+            log_master(
+                target,
+                id,
+                "failure",
+                1,
+                item_contents(item, queue, "failed-item", child, failure_msg(&failure)),
+            );
         }
     }
 }
@@ -672,14 +685,9 @@ async fn run_restore(
 fn conflict(host: &Host, spec: &SimAccount, localuser: &AccountName) -> Option<String> {
     let state = host.state();
     if state.accounts.contains_key(localuser) {
-        return Some(format!(
-            "The account “{localuser}” already exists on “{}”.",
-            host.hostname
-        ));
+        return Some(format!("The account “{localuser}” already exists on “{}”.", host.hostname));
     }
-    let wanted: Vec<&DomainName> = std::iter::once(&spec.domain)
-        .chain(spec.addon_domains.iter())
-        .collect();
+    let wanted: Vec<&DomainName> = std::iter::once(&spec.domain).chain(spec.addon_domains.iter()).collect();
     for record in state.accounts.values() {
         let owned = std::iter::once(&record.spec.domain).chain(record.spec.addon_domains.iter());
         for domain in owned {
@@ -705,13 +713,7 @@ async fn restore(
     let fail_restore = target
         .world
         .lookup(remote_host)
-        .and_then(|source| {
-            source
-                .state()
-                .accounts
-                .get(&item.user)
-                .map(|r| r.spec.fail_restore.clone())
-        })
+        .and_then(|source| source.state().accounts.get(&item.user).map(|r| r.spec.fail_restore.clone()))
         .unwrap_or_else(|| source_spec.fail_restore.clone());
     if let Some(failure) = fail_restore {
         let _ = tokio::fs::remove_dir_all(staging).await;
@@ -743,10 +745,7 @@ async fn restore(
     spec.fail_restore = None;
     let mut state = target.state();
     if state.accounts.contains_key(&item.localuser) {
-        return Err(format!(
-            "The account “{}” already exists on “{}”.",
-            item.localuser, target.hostname
-        ));
+        return Err(format!("The account “{}” already exists on “{}”.", item.localuser, target.hostname));
     }
     Host::add_account(&mut state, spec, now());
     Ok(())

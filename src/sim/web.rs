@@ -25,12 +25,7 @@ const SUSPENDED_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Account Suspen
 <p>Contact your hosting provider for more information.</p></body></html>\n";
 
 fn html(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
 fn content_type(path: &FsPath) -> &'static str {
@@ -45,11 +40,7 @@ fn content_type(path: &FsPath) -> &'static str {
 }
 
 async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
-    let raw_host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let raw_host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let name = raw_host.rsplit_once(':').map_or(raw_host, |(name, _)| name);
     let Ok(domain) = DomainName::parse(name) else {
         return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned());
@@ -84,10 +75,7 @@ async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
     let mut file = docroot.clone();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         let component = FsPath::new(part);
-        let plain = matches!(
-            component.components().collect::<Vec<_>>().as_slice(),
-            [Component::Normal(_)]
-        );
+        let plain = matches!(component.components().collect::<Vec<_>>().as_slice(), [Component::Normal(_)]);
         if !plain || part.contains('%') || part.contains('\\') {
             return html(StatusCode::NOT_FOUND, not_found_page(path));
         }
@@ -97,22 +85,14 @@ async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
         file.push("index.html");
     }
     match tokio::fs::read(&file).await {
-        Ok(bytes) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, content_type(&file))],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type(&file))], bytes).into_response(),
         Err(_) => html(StatusCode::NOT_FOUND, not_found_page(path)),
     }
 }
 
 fn not_found_page(path: &str) -> String {
-    let shown: String = path
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
-        .take(200)
-        .collect();
+    let shown: String =
+        path.chars().filter(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c)).take(200).collect();
     format!(
         "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>\
          <p>The requested URL {shown} was not found on this server.</p></body></html>\n"
