@@ -1,5 +1,6 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
 mod dns;
+mod e2e;
 mod notify;
 mod ssh;
 mod store;

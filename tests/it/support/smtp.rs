@@ -18,6 +18,7 @@ from email import message_from_bytes, policy
 from aiosmtpd.smtp import SMTP
 
 maildir = sys.argv[1]
+listen_port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 counter = itertools.count(1)
 
 class Store:
@@ -59,7 +60,7 @@ async def main():
     handler = Store()
     server = await loop.create_server(
         lambda: SMTP(handler, enable_SMTPUTF8=True, hostname="smtp.test"),
-        host="127.0.0.1", port=0)
+        host="127.0.0.1", port=listen_port, reuse_address=True)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)
     await asyncio.Event().wait()
@@ -92,8 +93,30 @@ pub struct Delivered {
 }
 
 impl SmtpServer {
-    /// Starts the server and waits (with a deadline) until it accepts connections.
+    /// Starts the server on a free port and waits (with a deadline) until it accepts connections.
     pub fn start() -> SmtpServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let maildir = dir.path().join("mail");
+        std::fs::create_dir(&maildir).expect("maildir");
+        let (child, addr) = Self::spawn(dir.path(), &maildir, 0);
+        SmtpServer { child, addr, maildir, _dir: dir }
+    }
+
+    /// Stops the server (its port refuses connections until [`SmtpServer::restart`]).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, keeping the messages stored so far.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, addr) = Self::spawn(self._dir.path(), &self.maildir, self.addr.port());
+        assert_eq!(addr, self.addr);
+        self.child = child;
+    }
+
+    fn spawn(dir: &Path, maildir: &Path, port: u16) -> (Child, SocketAddr) {
         let probe = Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
             .stdout(Stdio::null())
@@ -105,14 +128,12 @@ impl SmtpServer {
                  (apt-get install python3-aiosmtpd)"
             );
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let script = dir.path().join("smtp_server.py");
+        let script = dir.join("smtp_server.py");
         std::fs::write(&script, SERVER_SCRIPT).expect("write script");
-        let maildir = dir.path().join("mail");
-        std::fs::create_dir(&maildir).expect("maildir");
         let mut child = Command::new(PYTHON)
             .arg(&script)
-            .arg(&maildir)
+            .arg(maildir)
+            .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -154,7 +175,7 @@ impl SmtpServer {
             }
             std::thread::yield_now();
         }
-        SmtpServer { child, addr, maildir, _dir: dir }
+        (child, addr)
     }
 
     /// The messages delivered so far, in arrival order.
@@ -173,7 +194,7 @@ impl SmtpServer {
             if tokio::time::Instant::now() > deadline {
                 panic!("only {} of {count} messages arrived within {timeout:?}", delivered.len());
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -1,0 +1,412 @@
+//! End to end: the real daemon in-process moves simulated cPanel accounts, with a real
+//! pdns_server as the company's nameserver and a real SMTP server receiving the notices, on
+//! SQLite and on PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, start_hosts, write_config};
+use siirto::domain::MigrationState;
+use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::names::{AccountName, MigrationId};
+use siirto::playbook::Playbook;
+use siirto::sim::Fault;
+use siirto::status::{MigrationStatus, migration_status};
+use siirto::store::Store;
+
+use crate::support::pdns::Pdns;
+use crate::support::pg::PgDatabase;
+use crate::support::smtp::SmtpServer;
+
+/// The playbook the tests run: the demo's (TTL wait shortened to 2 s, short retries).
+const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
+const GATE_WAIT_MS: i64 = 2_000;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    hosts: SimHosts,
+    pdns: Pdns,
+    smtp: SmtpServer,
+    config: siirto::config::Config,
+    store: Store,
+    id: MigrationId,
+}
+
+impl Rig {
+    /// Starts the hosts with `accounts` accounts, pdns_server with their zones, the SMTP server,
+    /// writes the config and opens the store at `database` (None: a SQLite file in the rig's dir).
+    async fn start(accounts: usize, database: Option<&str>) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let pdns = Pdns::start().await;
+        let smtp = SmtpServer::start();
+        let hosts = start_hosts(accounts, dir.path()).await.unwrap();
+        let endpoint = DnsEndpoint {
+            api_url: pdns.api_url.clone(),
+            api_key: pdns.api_key.clone(),
+            dns_addr: pdns.dns_addr,
+        };
+        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
+        let database = match database {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
+        };
+        let extra = format!(
+            "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
+            smtp.addr.port()
+        );
+        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
+        let store = Store::connect(&config.database).await.unwrap();
+        Rig { _dir: dir, hosts, pdns, smtp, config, store, id: MigrationId::parse("it-migration").unwrap() }
+    }
+
+    async fn plan_and_start(&self) {
+        let adapters = adapters_from_config(&self.config).unwrap();
+        let playbook = Playbook::parse(PLAYBOOK, "playbooks/demo.toml").unwrap();
+        let now = chrono::Utc::now();
+        let request = siirto::plan::PlanRequest {
+            id: self.id.clone(),
+            source: "old",
+            target: "new",
+            playbook: &playbook,
+            cutover_at: now,
+            actor: "test",
+        };
+        let report =
+            siirto::plan::plan(&self.store, &adapters.hosts["old"].whm, adapters.dns.as_ref(), request, now)
+                .await
+                .unwrap();
+        assert_eq!(report.accounts, self.hosts.accounts.len());
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        siirto::actions::start(&self.store, &self.id, chrono::Utc::now(), "test").await.unwrap();
+    }
+
+    fn engine(&self, owner: &str, workers: usize) -> Arc<Engine> {
+        Arc::new(
+            Engine::from_config(&self.config, self.store.clone(), Arc::new(SystemClock))
+                .unwrap()
+                .with_owner(owner)
+                .with_workers(workers),
+        )
+    }
+
+    async fn status(&self) -> MigrationStatus {
+        migration_status(&self.store, self.id.as_str()).await.unwrap()
+    }
+
+    /// Waits until `done` holds for the status, with a deadline.
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&MigrationStatus) -> bool,
+    ) -> MigrationStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {status:#?}\npdns log:\n{}",
+                self.pdns.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_cut_over(&self) -> MigrationStatus {
+        self.wait_for("the migration to cut over", Duration::from_secs(240), |s| {
+            matches!(s.detail, MigrationState::CutOver { .. })
+        })
+        .await
+    }
+}
+
+/// Runs engines in the background until the returned guard is dropped.
+struct Daemons {
+    stop: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemons {
+    fn start(engines: &[Arc<Engine>]) -> Daemons {
+        let mut stop = Vec::new();
+        let mut tasks = Vec::new();
+        for engine in engines {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            stop.push(tx);
+            tasks.push(tokio::spawn(Arc::clone(engine).run(async {
+                let _ = rx.await;
+            })));
+        }
+        Daemons { stop, tasks }
+    }
+
+    async fn stop(self) {
+        for tx in self.stop {
+            let _ = tx.send(());
+        }
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+fn user(n: usize) -> AccountName {
+    AccountName::parse(&format!("kukka{n:04}")).unwrap()
+}
+
+/// The whole path, with one account that fails to restore every time: it is retried, then held,
+/// and the rest of the migration goes on.
+async fn migrate(database: Option<&str>) {
+    let rig = Rig::start(22, database).await;
+    let failing = user(7);
+    assert!(rig.hosts.source.set_fail_restore(&failing, Some("Restore failed: disk quota exceeded".into())));
+    rig.plan_and_start().await;
+    let daemons = Daemons::start(&[rig.engine("it-daemon", 8)]);
+    let status = rig.wait_cut_over().await;
+    daemons.stop().await;
+
+    // Every account but the failing one arrived; that one is held with the target's reason.
+    assert_eq!(status.arrived(), 21, "{status:#?}");
+    assert_eq!(status.held(), 1, "{status:#?}");
+    let held = status.accounts.iter().find(|a| a.user == failing.as_str()).unwrap();
+    assert_eq!(held.state, "held");
+    assert!(held.reason.as_deref().unwrap_or("").contains("disk quota exceeded"), "{held:?}");
+
+    // The zones: moved accounts point at the target with the short TTL; the held one still at
+    // the source, TTL lowered; MX records untouched.
+    let dns = DnsEndpoint {
+        api_url: rig.pdns.api_url.clone(),
+        api_key: rig.pdns.api_key.clone(),
+        dns_addr: rig.pdns.dns_addr,
+    }
+    .client()
+    .unwrap();
+    let playbook = Playbook::parse(PLAYBOOK, "demo").unwrap();
+    let short_ttl = playbook.dns.short_ttl;
+    for account in &rig.hosts.accounts {
+        let expected_ip = if account.user == failing { SOURCE_IP } else { TARGET_IP };
+        for domain in std::iter::once(&account.domain).chain(&account.addon_domains) {
+            let zone = siirto::dns::DnsProvider::zone(&dns, domain).await.unwrap();
+            let rrset = |name: String, rtype: &str| {
+                zone.rrsets
+                    .iter()
+                    .find(|r| r.name == name && r.rtype == rtype)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{name} {rtype} missing"))
+            };
+            for name in [domain.fqdn(), format!("www.{}", domain.fqdn())] {
+                let a = rrset(name.clone(), "A");
+                assert_eq!(a.records, vec![expected_ip.to_string()], "{name}");
+                assert_eq!(a.ttl, short_ttl, "{name}");
+            }
+            let mx = rrset(domain.fqdn(), "MX");
+            assert_eq!(mx.ttl, siirto::demo::ZONE_TTL, "MX of {domain} must not change");
+        }
+    }
+
+    // The files arrived on the target (and the failing account's did not).
+    for account in &rig.hosts.accounts {
+        let index = rig.hosts.target.account_dir(&account.user).join("public_html/index.html");
+        if account.user == failing {
+            assert!(!index.exists(), "{}", index.display());
+        } else {
+            let page = std::fs::read_to_string(&index).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
+            assert!(page.contains(account.user.as_str()), "{page}");
+        }
+    }
+
+    // One notice per arrived account, to its contact address, with its stable Message-ID.
+    let delivered = rig.smtp.wait_for(21, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 21);
+    let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 21, "a notice was sent twice");
+    for account in rig.hosts.accounts.iter().filter(|a| a.user != failing) {
+        let notice = delivered
+            .iter()
+            .find(|d| d.rcpt_tos.iter().any(|r| r == &account.email))
+            .unwrap_or_else(|| panic!("no notice for {}", account.user));
+        assert_eq!(notice.message_id, format!("<completion.{}.{}@siirto>", account.user, rig.id));
+        assert!(notice.body.as_deref().unwrap_or("").contains(account.domain.as_str()));
+    }
+    let failing_email = &rig.hosts.accounts.iter().find(|a| a.user == failing).unwrap().email;
+    assert!(
+        !delivered.iter().any(|d| d.rcpt_tos.contains(failing_email)),
+        "the held account got a completion notice"
+    );
+
+    // The event log tells each account's story in order, once; and no repoint came before the gate.
+    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let arrived = user(3);
+    let story: Vec<&str> = events
+        .iter()
+        .filter(|e| e.account.as_deref() == Some(arrived.as_str()) && e.domain.is_none())
+        .map(|e| e.kind.as_str())
+        .filter(|k| *k != "step_failed")
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "account_enqueued",
+            "account_copied",
+            "account_restored",
+            "account_verified",
+            "account_switched",
+            "notice_queued",
+            "notice_sent"
+        ],
+    );
+    let mut lowered_at = BTreeMap::new();
+    for event in &events {
+        let Some(domain) = &event.domain else { continue };
+        match event.kind.as_str() {
+            "domain_ttl_lowered" => {
+                lowered_at.insert(domain.clone(), event.at);
+            }
+            "domain_repointed" => {
+                let lowered = lowered_at
+                    .get(domain)
+                    .unwrap_or_else(|| panic!("{domain} repointed before it was lowered"));
+                assert!(
+                    event.at >= lowered + GATE_WAIT_MS,
+                    "{domain} repointed {} ms after lowering",
+                    event.at - lowered
+                );
+            }
+            _ => {}
+        }
+    }
+    let failures = events
+        .iter()
+        .filter(|e| e.account.as_deref() == Some(failing.as_str()) && e.kind == "account_transfer_failed")
+        .count();
+    assert_eq!(
+        failures as u32, playbook.transfer.max_attempts,
+        "the failing account is tried max_attempts times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_end_to_end_on_sqlite() {
+    migrate(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_end_to_end_on_postgres() {
+    let pg = PgDatabase::create().await;
+    migrate(Some(pg.url())).await;
+}
+
+/// Two daemons on one PostgreSQL database split the work and never perform a step twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_split_the_work_on_postgres() {
+    let pg = PgDatabase::create().await;
+    let rig = Rig::start(20, Some(pg.url())).await;
+    rig.plan_and_start().await;
+    let daemons = Daemons::start(&[rig.engine("daemon-a", 2), rig.engine("daemon-b", 2)]);
+    let status = rig.wait_cut_over().await;
+    daemons.stop().await;
+    assert_eq!(status.arrived(), 20, "{status:#?}");
+
+    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let actors: BTreeSet<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    assert!(actors.contains("daemon-a") && actors.contains("daemon-b"), "both daemons worked: {actors:?}");
+    // Every step of every account and domain was recorded exactly once.
+    let mut seen: BTreeMap<(Option<String>, Option<String>, String), usize> = BTreeMap::new();
+    for event in events.iter().filter(|e| e.kind != "step_failed") {
+        *seen.entry((event.account.clone(), event.domain.clone(), event.kind.clone())).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
+    let delivered = rig.smtp.wait_for(20, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 20, "every notice exactly once");
+    let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 20);
+}
+
+/// With the SMTP server down the notices wait (retried), and go out once it is back: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_wait_for_a_down_smtp_server() {
+    let mut rig = Rig::start(3, None).await;
+    rig.smtp.stop();
+    rig.plan_and_start().await;
+    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
+    let status = rig
+        .wait_for("a notice to fail", Duration::from_secs(120), |s| {
+            s.failing_jobs.iter().any(|j| j.kind == "send_notice")
+        })
+        .await;
+    let failing = status.failing_jobs.iter().find(|j| j.kind == "send_notice").unwrap();
+    assert!(
+        failing.last_error.to_lowercase().contains("connect") || failing.last_error.contains("refused"),
+        "{failing:?}"
+    );
+    rig.smtp.restart();
+    let status = rig.wait_cut_over().await;
+    daemons.stop().await;
+    assert_eq!(status.arrived(), 3, "{status:#?}");
+    assert_eq!(rig.smtp.wait_for(3, Duration::from_secs(30)).await.len(), 3);
+}
+
+/// A zone the DNS provider refuses to serve holds only its account; the rest arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_zone_holds_only_its_account() {
+    let rig = Rig::start(4, None).await;
+    rig.plan_and_start().await;
+    // After planning, the zone of one account disappears from the nameserver.
+    let gone = &rig.hosts.accounts[1];
+    let client = reqwest::Client::new();
+    let url =
+        rig.pdns.api_url.join(&format!("api/v1/servers/localhost/zones/{}", gone.domain.fqdn())).unwrap();
+    let response = client.delete(url).header("X-API-Key", &rig.pdns.api_key).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
+    let status = rig.wait_cut_over().await;
+    daemons.stop().await;
+    assert_eq!(status.arrived(), 3, "{status:#?}");
+    let held = status.accounts.iter().find(|a| a.user == gone.user.as_str()).unwrap();
+    assert_eq!(held.state, "held");
+    let reason = held.reason.clone().unwrap_or_default();
+    assert!(reason.contains(gone.domain.as_str()) && reason.contains("could not be read"), "{reason}");
+}
+
+/// WHM answers that are errors or garbage give a clear error naming the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_reports_whm_errors_clearly() {
+    let rig = Rig::start(2, None).await;
+    let adapters = adapters_from_config(&rig.config).unwrap();
+    let playbook = Playbook::parse(PLAYBOOK, "demo").unwrap();
+    let plan = |id: &str| {
+        let request = siirto::plan::PlanRequest {
+            id: MigrationId::parse(id).unwrap(),
+            source: "old",
+            target: "new",
+            playbook: &playbook,
+            cutover_at: chrono::Utc::now(),
+            actor: "test",
+        };
+        siirto::plan::plan(
+            &rig.store,
+            &adapters.hosts["old"].whm,
+            adapters.dns.as_ref(),
+            request,
+            chrono::Utc::now(),
+        )
+    };
+    rig.hosts.source.inject(Fault::ResultZero {
+        function: "listaccts".into(),
+        reason: "Access denied".into(),
+        times: 1,
+    });
+    let err = format!("{:#}", plan("p1").await.unwrap_err());
+    assert!(err.contains("listaccts") && err.contains("Access denied"), "{err}");
+    rig.hosts.source.inject(Fault::NotJson { function: "get_domain_info".into(), times: 1 });
+    let err = format!("{:#}", plan("p2").await.unwrap_err());
+    assert!(err.contains("get_domain_info") && err.to_lowercase().contains("json"), "{err}");
+    // Nothing was recorded by the failed plans; a clean one succeeds.
+    assert!(rig.store.migrations().await.unwrap().is_empty());
+    plan("p3").await.unwrap();
+}
