@@ -378,6 +378,26 @@ fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), Notif
     Ok(())
 }
 
+/// Builds the channel the config's `[mail]` table names.
+pub fn channel_from_config(
+    mail: &crate::config::MailConfig,
+) -> Result<std::sync::Arc<dyn Channel>, NotifyError> {
+    use crate::config::MailChannelConfig;
+    Ok(match &mail.channel {
+        MailChannelConfig::Smtp { host, port, security, username, password } => {
+            std::sync::Arc::new(SmtpChannel::new(SmtpSettings {
+                host: host.clone(),
+                port: *port,
+                security: *security,
+                username: username.clone(),
+                password: password.clone(),
+                timeout: Duration::from_secs(60),
+            })?)
+        }
+        MailChannelConfig::Directory { path } => std::sync::Arc::new(DirectoryChannel::new(path.clone())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,24 +453,4 @@ mod tests {
         };
         assert!(matches!(SmtpChannel::new(settings), Err(NotifyError::Setup(_))));
     }
-}
-
-/// Builds the channel the config's `[mail]` table names.
-pub fn channel_from_config(
-    mail: &crate::config::MailConfig,
-) -> Result<std::sync::Arc<dyn Channel>, NotifyError> {
-    use crate::config::MailChannelConfig;
-    Ok(match &mail.channel {
-        MailChannelConfig::Smtp { host, port, security, username, password } => {
-            std::sync::Arc::new(SmtpChannel::new(SmtpSettings {
-                host: host.clone(),
-                port: *port,
-                security: *security,
-                username: username.clone(),
-                password: password.clone(),
-                timeout: Duration::from_secs(60),
-            })?)
-        }
-        MailChannelConfig::Directory { path } => std::sync::Arc::new(DirectoryChannel::new(path.clone())),
-    })
 }
