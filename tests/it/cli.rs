@@ -1,0 +1,71 @@
+//! The `siirto` binary as a sysadmin runs it: exit codes, messages and the demo.
+
+use std::process::{Command, Output};
+
+fn siirto(args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run siirto")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_demo_moves_every_account_and_says_so_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = siirto(&["demo", "--accounts", "12", "--json", "--dir", "demo"], dir.path());
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the summary is one JSON document");
+    assert_eq!(summary["accounts"], 12);
+    assert_eq!(summary["arrived"], 12);
+    assert_eq!(summary["state"], "cut_over");
+    assert_eq!(summary["domains_resolving_to_target"], summary["domains"]);
+    assert_eq!(summary["notices"], 12);
+    // The notices are real files a person can open.
+    let outbox = dir.path().join("demo/outbox");
+    let notices: Vec<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(notices.len(), 12);
+    let one = std::fs::read_to_string(&notices[0]).unwrap();
+    assert!(one.contains("Message-ID: <completion."), "{one}");
+    // And the store the demo left answers `siirto status`.
+    let status = siirto(&["status", "demo", "--json", "--config", "demo/siirto.toml"], dir.path());
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let statuses: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(statuses[0]["accounts_by_state"]["done"], 12);
+}
+
+#[test]
+fn a_broken_playbook_is_refused_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "name = \"x\"\n\n[dns]\nshort_ttl = 0\n").unwrap();
+    let out = siirto(&["playbook", "check", "bad.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml:4:") && err.contains("dns.short_ttl"), "{err}");
+
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml");
+    let out = siirto(&["playbook", "check", shipped], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_example_config_is_printed_and_a_broken_config_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = siirto(&["config", "example"], dir.path());
+    assert!(out.status.success());
+    let example = text(&out.stdout);
+    assert!(example.contains("[hosts.") && example.contains("token_file"), "{example}");
+
+    std::fs::write(dir.path().join("siirto.toml"), "database = \"mysql://x\"\n").unwrap();
+    let out = siirto(&["status"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("siirto.toml:1:") && err.contains("dns: expected this required field"), "{err}");
+}
