@@ -56,7 +56,22 @@ fn job(row: &MigrationRow, kind: JobKind, subject: &str, due_at: i64, dedupe_key
     }
 }
 
-/// Starts a planned migration: the daemon lowers the TTLs at the playbook's offset before the
+/// Approves a reviewed plan, recording who approved it; only an approved plan can be started.
+pub async fn approve(
+    store: &Store,
+    id: &MigrationId,
+    by: &str,
+    now: Timestamp,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let mut tx = store.begin().await?;
+    let next =
+        transition(&mut tx, &row, &state, MigrationEvent::Approved { by: by.to_owned() }, now, by).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// Starts an approved migration: the daemon lowers the TTLs at the playbook's offset before the
 /// cutover (at once if that moment has passed).
 pub async fn start(
     store: &Store,

@@ -43,7 +43,11 @@ pub enum Command {
     ///
     /// Example: siirto plan --playbook playbooks/shared-hosting.toml --from old1 --to new1 --cutover 2026-12-01T22:00:00Z
     Plan(PlanArgs),
-    /// Start a planned migration.
+    /// Approve a reviewed plan (records who approved it); only an approved plan starts.
+    ///
+    /// Example: siirto approve old1-to-new1 --by maija
+    Approve(ApproveArgs),
+    /// Start an approved migration.
     ///
     /// Example: siirto start old1-to-new1
     Start(MigrationArg),
@@ -107,6 +111,16 @@ pub struct PlanArgs {
 pub struct MigrationArg {
     /// The migration's id.
     pub migration: String,
+}
+
+/// `siirto approve` arguments.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// Who approves (default: the login name).
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 /// `siirto abort` arguments.
@@ -248,6 +262,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = crate::plan::plan(&store, source, adapters.dns.as_ref(), request, now).await?;
             output::plan_report(&report, args.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let by = args.by.unwrap_or_else(actor);
+            let state = crate::actions::approve(&store, &parse_id(&args.migration)?, &by, now).await?;
+            output::line(&format!(
+                "migration {} is {} by {by}; next: siirto start {}",
+                args.migration,
+                state.name(),
+                args.migration
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Start(arg) => {

@@ -315,6 +315,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    crate::actions::approve(&store, &id, "demo", chrono::Utc::now()).await?;
     crate::actions::start(&store, &id, chrono::Utc::now(), "demo").await?;
     progress(
         json,

@@ -90,6 +90,13 @@ pub enum MigrationState {
         /// When the plan was recorded.
         planned_at: Timestamp,
     },
+    /// Someone reviewed the plan and approved it; it can be started.
+    Approved {
+        /// Who approved it.
+        by: String,
+        /// When.
+        at: Timestamp,
+    },
     /// The operator started it; the daemon lowers the TTLs next.
     Started {
         /// When the operator started it.
@@ -137,6 +144,7 @@ impl MigrationState {
     pub fn name(&self) -> &'static str {
         match self {
             MigrationState::Planned { .. } => "planned",
+            MigrationState::Approved { .. } => "approved",
             MigrationState::Started { .. } => "started",
             MigrationState::TtlLowered { .. } => "ttl_lowered",
             MigrationState::Transferring { .. } => "transferring",
@@ -153,6 +161,7 @@ impl MigrationState {
             | MigrationState::TtlLowered { .. }
             | MigrationState::Transferring { .. } => true,
             MigrationState::Planned { .. }
+            | MigrationState::Approved { .. }
             | MigrationState::CutOver { .. }
             | MigrationState::Paused { .. }
             | MigrationState::Aborted { .. } => false,
@@ -164,6 +173,11 @@ impl MigrationState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum MigrationEvent {
+    /// Someone reviewed the plan and approved it.
+    Approved {
+        /// Who.
+        by: String,
+    },
     /// The operator started the migration.
     Started,
     /// Every record that will change has its short TTL; the latest gate opens at `gate_opens_at`.
@@ -197,6 +211,7 @@ impl MigrationEvent {
     /// The event's name as stored in the event log.
     pub fn name(&self) -> &'static str {
         match self {
+            MigrationEvent::Approved { .. } => "migration_approved",
             MigrationEvent::Started => "migration_started",
             MigrationEvent::TtlLowered { .. } => "ttl_lowered",
             MigrationEvent::GateOpened => "gate_opened",
@@ -219,7 +234,13 @@ pub fn migration_transition(
     use MigrationState as S;
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
-        (S::Planned { .. }, E::Started) => Ok(S::Started { started_at: now }),
+        (S::Planned { .. }, E::Approved { by }) => {
+            if by.trim().is_empty() {
+                return refuse("an approval must say who approved");
+            }
+            Ok(S::Approved { by: by.clone(), at: now })
+        }
+        (S::Approved { .. }, E::Started) => Ok(S::Started { started_at: now }),
         (S::Started { .. }, E::TtlLowered { gate_opens_at }) => {
             Ok(S::TtlLowered { lowered_at: now, gate_opens_at: *gate_opens_at })
         }
@@ -241,13 +262,16 @@ pub fn migration_transition(
         (S::Paused { previous, .. }, E::Resumed) => Ok((**previous).clone()),
         (
             S::Planned { .. }
+            | S::Approved { .. }
             | S::Started { .. }
             | S::TtlLowered { .. }
             | S::Transferring { .. }
             | S::Paused { .. },
             E::Aborted { reason },
         ) => Ok(S::Aborted { at: now, reason: reason.clone() }),
+        (S::Planned { .. }, E::Started) => refuse("the plan has not been approved (siirto approve)"),
         (S::Planned { .. }, _) => refuse("the migration has not been started"),
+        (S::Approved { .. }, _) => refuse("the migration has not been started"),
         (S::Paused { .. }, _) => refuse("the migration is paused"),
         (S::Aborted { .. }, _) => refuse("the migration was aborted"),
         (S::CutOver { .. }, _) => refuse("the migration is already cut over"),
@@ -717,6 +741,7 @@ mod tests {
         use MigrationEvent as E;
         use MigrationState as S;
         let planned = S::Planned { planned_at: t(0) };
+        let approved = S::Approved { by: "maija".into(), at: t(0) };
         let started = S::Started { started_at: t(1) };
         let lowered = S::TtlLowered { lowered_at: t(2), gate_opens_at: t(100) };
         let transferring = S::Transferring { since: t(100) };
@@ -726,7 +751,13 @@ mod tests {
         let abort = E::Aborted { reason: "customer asked".into() };
         // (state, event, now, expected: Ok(state name) or Err(fragment of the reason))
         let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
-            (planned.clone(), E::Started, 1, Ok("started")),
+            (planned.clone(), E::Started, 1, Err("not been approved")),
+            (planned.clone(), E::Approved { by: "maija".into() }, 1, Ok("approved")),
+            (planned.clone(), E::Approved { by: " ".into() }, 1, Err("must say who")),
+            (approved.clone(), E::Started, 1, Ok("started")),
+            (approved.clone(), E::GateOpened, 1, Err("not been started")),
+            (approved.clone(), abort.clone(), 1, Ok("aborted")),
+            (started.clone(), E::Approved { by: "maija".into() }, 1, Err("not the next step")),
             (planned.clone(), E::GateOpened, 1, Err("not been started")),
             (planned.clone(), abort.clone(), 60, Ok("aborted")),
             (started.clone(), E::TtlLowered { gate_opens_at: t(100) }, 2, Ok("ttl_lowered")),

@@ -444,7 +444,9 @@ impl Engine {
                 tx.commit().await?;
                 return Ok(());
             }
-            MigrationState::Paused { .. } | MigrationState::Planned { .. } => {
+            MigrationState::Paused { .. }
+            | MigrationState::Planned { .. }
+            | MigrationState::Approved { .. } => {
                 let now = self.now_ms();
                 let mut tx = self.store.begin_leased(lease, now).await?;
                 tx.reschedule_job(lease, now + self.idle_poll.as_millis() as i64 * 2).await?;

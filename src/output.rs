@@ -48,7 +48,10 @@ pub fn plan_report(report: &PlanReport, as_json: bool) -> anyhow::Result<()> {
             line(&format!("  {item}"));
         }
     }
-    line(&format!("next: siirto start {}", report.migration));
+    line(&format!(
+        "next: review, then siirto approve {} --by NAME; siirto start {}",
+        report.migration, report.migration
+    ));
     Ok(())
 }
 

@@ -78,6 +78,7 @@ impl Rig {
                 .unwrap();
         assert_eq!(report.accounts, self.hosts.accounts.len());
         assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        siirto::actions::approve(&self.store, &self.id, "test-operator", chrono::Utc::now()).await.unwrap();
         siirto::actions::start(&self.store, &self.id, chrono::Utc::now(), "test").await.unwrap();
     }
 
