@@ -48,6 +48,10 @@ pub fn plan_report(report: &PlanReport, as_json: bool) -> anyhow::Result<()> {
             line(&format!("  {item}"));
         }
     }
+    line("schedule:");
+    for item in &report.schedule {
+        line(&format!("  {}  {}{}", item.at, item.what, if item.manual { " (manual)" } else { "" }));
+    }
     line(&format!(
         "next: review, then siirto approve {} --by NAME; siirto start {}",
         report.migration, report.migration

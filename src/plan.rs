@@ -48,6 +48,58 @@ pub struct PlanReport {
     /// Domains not in any zone of the company's DNS: not repointed by siirto (external DNS
     /// is a later issue); listed so nobody forgets them.
     pub not_in_our_dns: Vec<String>,
+    /// What happens when, from the playbook's offsets around the cutover.
+    pub schedule: Vec<ScheduleItem>,
+}
+
+/// One dated step of a migration's schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleItem {
+    /// What happens.
+    pub what: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// True when a person does it and confirms it.
+    pub manual: bool,
+}
+
+/// The schedule a playbook gives around a cutover time: announcement, TTL lowering, cutover,
+/// settling, and the decommission stages.
+pub fn schedule(playbook: &Playbook, cutover: Timestamp) -> Vec<ScheduleItem> {
+    let at = |offset: std::time::Duration, before: bool| {
+        let offset = chrono::Duration::from_std(offset).unwrap_or(chrono::Duration::MAX);
+        let when =
+            if before { cutover.checked_sub_signed(offset) } else { cutover.checked_add_signed(offset) };
+        when.unwrap_or(cutover).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let item = |what: String, at: String, manual: bool| ScheduleItem { what, at, manual };
+    let mut items = vec![
+        item(
+            "announce the move to customers and resellers".into(),
+            at(playbook.schedule.announce_before, true),
+            false,
+        ),
+        item(
+            format!("lower the TTLs of the records that will change to {} s", playbook.dns.short_ttl),
+            at(playbook.schedule.lower_ttl_before, true),
+            false,
+        ),
+        item(
+            "cutover begins once the old TTLs have expired: transfers, checks, repoints, completion notices"
+                .into(),
+            at(std::time::Duration::ZERO, false),
+            false,
+        ),
+        item(
+            "settle: restore the normal TTLs, check no mail is stranded".into(),
+            at(playbook.schedule.settle_after, false),
+            false,
+        ),
+    ];
+    for stage in &playbook.schedule.decommission {
+        items.push(item(format!("decommission: {}", stage.name), at(stage.after, false), stage.manual));
+    }
+    items
 }
 
 /// Inventories the source host and records the migration as planned.
@@ -145,6 +197,7 @@ pub async fn plan(
         zones: used_zones.len(),
         rejected,
         not_in_our_dns,
+        schedule: schedule(request.playbook, request.cutover_at),
     };
     let mut tx = store.begin().await?;
     tx.insert_migration(&row).await?;
@@ -166,4 +219,28 @@ pub async fn plan(
     .await?;
     tx.commit().await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_follows_the_playbook_offsets() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml"))
+                .unwrap();
+        let playbook = Playbook::parse(&text, "shared-hosting.toml").unwrap();
+        let cutover =
+            chrono::DateTime::parse_from_rfc3339("2026-12-01T22:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let items = schedule(&playbook, cutover);
+        let at = |fragment: &str| items.iter().find(|i| i.what.contains(fragment)).unwrap().at.clone();
+        assert_eq!(at("announce"), "2026-11-17T22:00:00Z");
+        assert_eq!(at("lower the TTLs"), "2026-11-30T22:00:00Z");
+        assert_eq!(at("cutover begins"), "2026-12-01T22:00:00Z");
+        assert_eq!(at("suspend"), "2026-12-31T22:00:00Z");
+        let power_off = items.iter().find(|i| i.what.contains("power off")).unwrap();
+        assert!(power_off.manual);
+        assert_eq!(power_off.at, "2027-03-01T22:00:00Z");
+    }
 }
