@@ -131,3 +131,39 @@ async fn connection_refused_is_transient() {
     assert!(matches!(err, WhmError::Transport { .. }), "{err:?}");
     assert!(err.is_transient());
 }
+
+/// The client against the simulated WHM host over HTTPS with its self-signed certificate: the
+/// pin is the way to trust it, web PKI refuses it, and the token must be right.
+#[tokio::test]
+async fn the_client_talks_to_a_simulated_host_over_pinned_https() {
+    use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
+    let dir = tempfile::tempdir().unwrap();
+    let world = SimWorld::new();
+    let mut spec = SimHostSpec::new("tls.sim.test", std::net::Ipv4Addr::new(127, 0, 0, 9), "sim-token");
+    spec.tls = true;
+    spec.accounts = generate_accounts(5, "pin");
+    let host = start_host(spec, dir.path().to_owned(), &world).await.unwrap();
+    assert_eq!(host.whm_url.scheme(), "https");
+    let pin = host.cert_sha256.expect("an HTTPS sim host has a certificate fingerprint");
+    let timeout = Duration::from_secs(10);
+
+    let pinned =
+        WhmClient::new(host.whm_url.clone(), Secret::new("sim-token"), TlsPolicy::PinSha256(pin), timeout)
+            .unwrap();
+    assert!(!pinned.version().await.unwrap().is_empty());
+    let accounts = pinned.list_accounts().await.unwrap();
+    assert_eq!(accounts.items.len(), 5);
+    assert!(accounts.rejected.is_empty(), "{:?}", accounts.rejected);
+
+    let web_pki =
+        WhmClient::new(host.whm_url.clone(), Secret::new("sim-token"), TlsPolicy::WebPki, timeout).unwrap();
+    let err = web_pki.version().await.unwrap_err();
+    assert!(matches!(err, WhmError::Tls { .. }) && !err.is_transient(), "{err:?}");
+
+    let wrong_token =
+        WhmClient::new(host.whm_url.clone(), Secret::new("nope"), TlsPolicy::PinSha256(pin), timeout)
+            .unwrap();
+    let err = wrong_token.version().await.unwrap_err();
+    assert!(matches!(err, WhmError::Auth { .. }) && !err.is_transient(), "{err:?}");
+    assert!(!format!("{err:?} {err}").contains("sim-token"));
+}
