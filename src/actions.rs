@@ -56,6 +56,21 @@ fn job(row: &MigrationRow, kind: JobKind, subject: &str, due_at: i64, dedupe_key
     }
 }
 
+/// Applies one operator event to a migration in its own transaction.
+async fn act(
+    store: &Store,
+    id: &MigrationId,
+    event: MigrationEvent,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<MigrationState> {
+    let (row, state) = load(store, id).await?;
+    let mut tx = store.begin().await?;
+    let next = transition(&mut tx, &row, &state, event, now, actor).await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
 /// Approves a reviewed plan, recording who approved it; only an approved plan can be started.
 pub async fn approve(
     store: &Store,
@@ -63,12 +78,7 @@ pub async fn approve(
     by: &str,
     now: Timestamp,
 ) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let mut tx = store.begin().await?;
-    let next =
-        transition(&mut tx, &row, &state, MigrationEvent::Approved { by: by.to_owned() }, now, by).await?;
-    tx.commit().await?;
-    Ok(next)
+    act(store, id, MigrationEvent::Approved { by: by.to_owned() }, now, by).await
 }
 
 /// Starts an approved migration: the daemon lowers the TTLs at the playbook's offset before the
@@ -104,11 +114,7 @@ pub async fn pause(
     now: Timestamp,
     actor: &str,
 ) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let mut tx = store.begin().await?;
-    let next = transition(&mut tx, &row, &state, MigrationEvent::Paused, now, actor).await?;
-    tx.commit().await?;
-    Ok(next)
+    act(store, id, MigrationEvent::Paused, now, actor).await
 }
 
 /// Resumes a paused migration where it stood.
@@ -118,11 +124,7 @@ pub async fn resume(
     now: Timestamp,
     actor: &str,
 ) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let mut tx = store.begin().await?;
-    let next = transition(&mut tx, &row, &state, MigrationEvent::Resumed, now, actor).await?;
-    tx.commit().await?;
-    Ok(next)
+    act(store, id, MigrationEvent::Resumed, now, actor).await
 }
 
 /// Aborts a migration: nothing further happens to it.
@@ -133,13 +135,7 @@ pub async fn abort(
     now: Timestamp,
     actor: &str,
 ) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let mut tx = store.begin().await?;
-    let next =
-        transition(&mut tx, &row, &state, MigrationEvent::Aborted { reason: reason.to_owned() }, now, actor)
-            .await?;
-    tx.commit().await?;
-    Ok(next)
+    act(store, id, MigrationEvent::Aborted { reason: reason.to_owned() }, now, actor).await
 }
 
 /// Retries a held account: a transfer-stage hold goes back to the transfer queue, a later

@@ -1076,11 +1076,9 @@ impl Engine {
     /// with the domain as Host, and compares status and title.
     async fn verify(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
-        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
-            return self.finish(lease).await;
-        };
-        let state = account_state(&account)?;
-        let AccountState::Restored { .. } = state else {
+        let Some((_, state)) =
+            self.account_for_step(ctx, user, |s| matches!(s, AccountState::Restored { .. })).await?
+        else {
             return self.finish(lease).await;
         };
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
@@ -1136,11 +1134,9 @@ impl Engine {
     /// checks every own nameserver serves the target's address.
     async fn repoint(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
-        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
-            return self.finish(lease).await;
-        };
-        let account_now = account_state(&account)?;
-        let AccountState::Verified { .. } = account_now else {
+        let Some((_, account_now)) =
+            self.account_for_step(ctx, user, |s| matches!(s, AccountState::Verified { .. })).await?
+        else {
             return self.finish(lease).await;
         };
         let gate = ctx.gate_policy();
@@ -1238,11 +1234,9 @@ impl Engine {
     /// its sending.
     async fn queue_notice(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
-        let Some(account) = self.store.account(ctx.id.as_str(), user).await? else {
-            return self.finish(lease).await;
-        };
-        let state = account_state(&account)?;
-        let AccountState::Switched { .. } = state else {
+        let Some((account, state)) =
+            self.account_for_step(ctx, user, |s| matches!(s, AccountState::Switched { .. })).await?
+        else {
             return self.finish(lease).await;
         };
         let domains: Vec<String> =
@@ -1356,6 +1350,21 @@ impl Engine {
         }
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
+    }
+
+    /// The account a per-account step works on, if it is still in the state the step expects;
+    /// `None` means the step is moot (already done by an earlier run, or the account moved on).
+    async fn account_for_step(
+        &self,
+        ctx: &MigrationCtx,
+        user: &str,
+        expected: fn(&AccountState) -> bool,
+    ) -> Result<Option<(AccountRow, AccountState)>, StepError> {
+        let Some(row) = self.store.account(ctx.id.as_str(), user).await? else {
+            return Ok(None);
+        };
+        let state = account_state(&row)?;
+        Ok(expected(&state).then_some((row, state)))
     }
 
     async fn finish(&self, lease: &Lease) -> StepResult {
