@@ -624,6 +624,31 @@ impl Store {
             .await?)
     }
 
+    /// The plan document recorded with a migration.
+    pub async fn plan_document(&self, migration_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT document FROM plan_documents WHERE migration_id = $1")
+            .bind(migration_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The newest plan document of a source host, other than `except` (the migration being
+    /// planned), with its migration id: what a new plan of the same server is compared with.
+    pub async fn latest_plan_document(
+        &self,
+        source_host: &str,
+        except: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT migration_id, document FROM plan_documents \
+             WHERE source_host = $1 AND migration_id <> $2 ORDER BY created_at DESC, migration_id DESC LIMIT 1",
+        )
+        .bind(source_host)
+        .bind(except)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// All migrations, oldest first.
     pub async fn migrations(&self) -> Result<Vec<MigrationRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM migrations ORDER BY created_at, id").fetch_all(&self.pool).await?)
@@ -765,6 +790,27 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         expect_one(result, || StoreError::Conflict { what: "migration", key: row.id.clone() })
+    }
+
+    /// Records a migration's plan document.
+    pub async fn insert_plan_document(
+        &mut self,
+        migration_id: &str,
+        source_host: &str,
+        created_at: i64,
+        document: &str,
+    ) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO plan_documents (migration_id, source_host, created_at, document) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (migration_id) DO NOTHING",
+        )
+        .bind(migration_id)
+        .bind(source_host)
+        .bind(created_at)
+        .bind(document)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::Conflict { what: "plan document", key: migration_id.to_owned() })
     }
 
     /// Inserts an account; [`StoreError::Conflict`] if the migration already has that user.

@@ -115,6 +115,7 @@ conformance!(
     concurrent_claimers_finish_every_job_exactly_once,
     batch_inserts_conflict_on_existing_rows,
     holds_a_migration_of_10000_accounts_and_50000_domains,
+    plan_documents_are_found_by_source,
 );
 
 const MIG: &str = "old1-2026";
@@ -723,4 +724,29 @@ async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) 
         "{:?}: planned 10k accounts, 50k domains, 10k jobs in {planned:?}; read back in {read:?}",
         db.backend()
     );
+}
+
+async fn plan_documents_are_found_by_source(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut second = migration_row("old1-2027");
+    second.created_at += 1;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_migration(&second).await.expect("second migration");
+    tx.insert_plan_document(MIG, "old1", 10, r#"{"n":1}"#).await.expect("first plan");
+    tx.insert_plan_document("old1-2027", "old1", 20, r#"{"n":2}"#).await.expect("second plan");
+    tx.commit().await.expect("commit");
+
+    assert_eq!(store.plan_document(MIG).await.expect("read").as_deref(), Some(r#"{"n":1}"#));
+    assert_eq!(store.plan_document("nope").await.expect("read"), None);
+    // The newest other plan of the same source: what a new plan is compared with.
+    let latest = store.latest_plan_document("old1", "new-one").await.expect("latest");
+    assert_eq!(latest, Some(("old1-2027".to_owned(), r#"{"n":2}"#.to_owned())));
+    let before = store.latest_plan_document("old1", "old1-2027").await.expect("latest");
+    assert_eq!(before.map(|(id, _)| id).as_deref(), Some(MIG));
+    assert_eq!(store.latest_plan_document("old2", "x").await.expect("latest"), None);
+
+    let mut tx = store.begin().await.expect("begin");
+    let err = tx.insert_plan_document(MIG, "old1", 30, "{}").await.expect_err("a second plan document");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    tx.rollback().await.expect("rollback");
 }
