@@ -651,3 +651,211 @@ fn addresses(answer: &Answer) -> (Option<u32>, Vec<IpAddr>) {
 fn ttl_of(records: &[(u32, RData)], rtype: RecordType) -> Option<u32> {
     records.iter().filter(|(_, data)| data.record_type() == rtype).map(|(ttl, _)| *ttl).max()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<DomainName> {
+        list.iter().map(|n| DomainName::parse(n).unwrap()).collect()
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            own_nameservers: names(&["ns1.example.fi", "ns2.example.fi"]),
+            source_ips: ips(&["192.0.2.10", "2001:db8::10"]),
+            target_ips: ips(&["203.0.113.20"]),
+            spam_filters: names(&["filter.example.net"]),
+        }
+    }
+
+    #[test]
+    fn nameservers() {
+        let own = facts().own_nameservers;
+        let table: &[(&[&str], NsClass)] = &[
+            (
+                &["ns1.example.fi.", "NS2.Example.FI"],
+                NsClass::Own { nameservers: strings(&["ns1.example.fi", "ns2.example.fi"]) },
+            ),
+            (&["ns1.example.fi", "ns1.example.fi."], NsClass::Own { nameservers: strings(&["ns1.example.fi"]) }),
+            (
+                &["b.other.net.", "a.other.net."],
+                NsClass::External { nameservers: strings(&["a.other.net", "b.other.net"]) },
+            ),
+            (
+                &["ns1.example.fi.", "ns.other.net."],
+                NsClass::Mixed { own: strings(&["ns1.example.fi"]), external: strings(&["ns.other.net"]) },
+            ),
+            // A name that merely ends like ours is not ours.
+            (&["xns1.example.fi."], NsClass::External { nameservers: strings(&["xns1.example.fi"]) }),
+            (&[], NsClass::NoDelegation { reason: "no NS records".into() }),
+        ];
+        for (input, expected) in table {
+            assert_eq!(&ns_class(&strings(input), &own), expected, "{input:?}");
+        }
+        // With no own nameservers configured everything is external.
+        assert!(matches!(ns_class(&strings(&["ns1.example.fi"]), &[]), NsClass::External { .. }));
+    }
+
+    #[test]
+    fn web_sites() {
+        let facts = facts();
+        let table: &[(&[&str], WebClass)] = &[
+            (&[], WebClass::None),
+            (&["192.0.2.10"], WebClass::AtSource { addresses: ips(&["192.0.2.10"]) }),
+            (
+                &["2001:db8::10", "192.0.2.10", "192.0.2.10"],
+                WebClass::AtSource { addresses: ips(&["192.0.2.10", "2001:db8::10"]) },
+            ),
+            (&["203.0.113.20"], WebClass::AtTarget { addresses: ips(&["203.0.113.20"]) }),
+            (
+                &["198.51.100.7", "198.51.100.8"],
+                WebClass::Elsewhere { addresses: ips(&["198.51.100.7", "198.51.100.8"]) },
+            ),
+            (
+                &["192.0.2.10", "198.51.100.7"],
+                WebClass::Mixed {
+                    at_source: ips(&["192.0.2.10"]),
+                    at_target: vec![],
+                    elsewhere: ips(&["198.51.100.7"]),
+                },
+            ),
+            (
+                &["192.0.2.10", "203.0.113.20"],
+                WebClass::Mixed {
+                    at_source: ips(&["192.0.2.10"]),
+                    at_target: ips(&["203.0.113.20"]),
+                    elsewhere: vec![],
+                },
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(&web_class(&ips(input), &facts), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn spam_filter_names() {
+        let filters = facts().spam_filters;
+        let table: &[(&str, bool)] = &[
+            ("filter.example.net", true),
+            ("filter.example.net.", true),
+            ("MX1.Filter.Example.NET.", true),
+            ("a.b.filter.example.net", true),
+            ("xfilter.example.net", false),
+            ("filter.example.net.evil.fi", false),
+            ("example.net", false),
+        ];
+        for (host, expected) in table {
+            assert_eq!(spam_filter(host, &filters).is_some(), *expected, "{host}");
+        }
+    }
+
+    #[test]
+    fn mail() {
+        let facts = facts();
+        let mx = |host: &str, addresses: &[&str]| MxHost { host: host.into(), addresses: ips(addresses) };
+        let table: Vec<(Vec<MxHost>, MailClass)> = vec![
+            (vec![], MailClass::None),
+            (vec![mx("", &[])], MailClass::None),
+            (
+                vec![mx("mail.a.fi", &["192.0.2.10"]), mx("a.fi", &["2001:db8::10", "198.51.100.1"])],
+                MailClass::AtSource { hosts: strings(&["mail.a.fi", "a.fi"]) },
+            ),
+            (vec![mx("mail.a.fi", &["203.0.113.20"])], MailClass::AtTarget { hosts: strings(&["mail.a.fi"]) }),
+            (
+                vec![mx("mx1.filter.example.net", &[]), mx("mail.a.fi", &["192.0.2.10"])],
+                MailClass::SpamFilter { hosts: strings(&["mx1.filter.example.net"]) },
+            ),
+            (
+                vec![mx("a-fi.mail.protection.outlook.com", &["198.51.100.5"])],
+                MailClass::Elsewhere { hosts: strings(&["a-fi.mail.protection.outlook.com"]) },
+            ),
+            // An MX host that does not resolve is not ours either.
+            (vec![mx("gone.a.fi", &[])], MailClass::Elsewhere { hosts: strings(&["gone.a.fi"]) }),
+            (
+                vec![mx("mail.a.fi", &["192.0.2.10"]), mx("backup.isp.net", &["198.51.100.9"])],
+                MailClass::Mixed { ours: strings(&["mail.a.fi"]), elsewhere: strings(&["backup.isp.net"]) },
+            ),
+            (
+                vec![mx("old.a.fi", &["192.0.2.10"]), mx("new.a.fi", &["203.0.113.20"])],
+                MailClass::Mixed { ours: strings(&["old.a.fi", "new.a.fi"]), elsewhere: vec![] },
+            ),
+        ];
+        for (input, expected) in table {
+            assert_eq!(mail_class(&input, &facts), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn flags_follow_the_classes() {
+        let own = NsClass::Own { nameservers: vec![] };
+        let site = WebClass::AtSource { addresses: vec![] };
+        let local = MailClass::AtSource { hosts: vec![] };
+        let table: Vec<(NsClass, WebClass, MailClass, Vec<Flag>)> = vec![
+            (own.clone(), site.clone(), local.clone(), vec![]),
+            (own.clone(), WebClass::Elsewhere { addresses: vec![] }, MailClass::Elsewhere { hosts: vec![] }, vec![]),
+            (NsClass::External { nameservers: vec![] }, site.clone(), local.clone(), vec![Flag::ExternalDns]),
+            (NsClass::Mixed { own: vec![], external: vec![] }, site.clone(), local.clone(), vec![Flag::MixedDns]),
+            (
+                NsClass::NoDelegation { reason: "NXDOMAIN".into() },
+                WebClass::None,
+                MailClass::SpamFilter { hosts: vec![] },
+                vec![Flag::NoDelegation, Flag::SpamFilter],
+            ),
+            (
+                own.clone(),
+                WebClass::Mixed { at_source: vec![], at_target: vec![], elsewhere: vec![] },
+                MailClass::Mixed { ours: vec![], elsewhere: vec![] },
+                vec![Flag::MixedWeb, Flag::MixedMail],
+            ),
+        ];
+        for (ns, web, mail, expected) in table {
+            assert_eq!(flags(&ns, &web, &mail), expected, "{ns:?} {web:?} {mail:?}");
+        }
+    }
+
+    #[test]
+    fn results_serialize_for_the_plan() {
+        let class = DomainClass {
+            domain: DomainName::parse("a.fi").unwrap(),
+            outcome: Outcome::Classified(Classification {
+                zone: "a.fi".into(),
+                ns: NsClass::Own { nameservers: strings(&["ns1.example.fi"]) },
+                web: WebClass::AtSource { addresses: ips(&["192.0.2.10"]) },
+                mail: MailClass::SpamFilter { hosts: strings(&["mx.filter.example.net"]) },
+                a_ttl: Some(3600),
+                aaaa_ttl: None,
+                mx_ttl: Some(300),
+                flags: vec![Flag::SpamFilter],
+            }),
+        };
+        let json = serde_json::to_value(&class).unwrap();
+        assert_eq!(json["domain"], "a.fi");
+        assert_eq!(json["outcome"], "classified");
+        assert_eq!(json["ns"]["kind"], "own");
+        assert_eq!(json["web"]["addresses"][0], "192.0.2.10");
+        assert_eq!(json["mail"]["kind"], "spam_filter");
+        assert_eq!(json["flags"][0], "spam_filter");
+        let back: DomainClass = serde_json::from_value(json).unwrap();
+        assert_eq!(back, class);
+
+        let reason = "NS b.fi: 127.0.0.1:53 did not answer in time";
+        let failed = DomainClass {
+            domain: DomainName::parse("b.fi").unwrap(),
+            outcome: Outcome::Failed { reason: reason.into() },
+        };
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json, serde_json::json!({"domain": "b.fi", "outcome": "failed", "reason": reason}));
+        assert_eq!(failed.flags(), vec![Flag::LookupFailed]);
+        assert_eq!(serde_json::from_value::<DomainClass>(json).unwrap(), failed);
+    }
+}
