@@ -611,11 +611,23 @@ fn answer(rtype: RecordType, result: Result<hickory_resolver::lookup::Lookup, Ne
             // NS without an SOA: a referral from an authoritative server of a parent zone.
             ResponseCode::NoError if no_records.ns.is_some() => Err("answered only with a referral".into()),
             ResponseCode::NoError => Ok(Answer::NoData { zone: None }),
-            code => Err(format!("answered {code}")),
+            code => Err(format!("answered {}", rcode(code))),
         },
-        Err(NetError::Dns(HickoryDnsError::ResponseCode(code))) => Err(format!("answered {code}")),
+        Err(NetError::Dns(HickoryDnsError::ResponseCode(code))) => Err(format!("answered {}", rcode(code))),
         Err(NetError::Timeout) => Err("did not answer in time".into()),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// A response code as dig prints it (`REFUSED`, `SERVFAIL`).
+fn rcode(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        other => other.to_string(),
     }
 }
 
