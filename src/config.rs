@@ -975,8 +975,8 @@ impl Ctx<'_> {
         let mut names = Vec::new();
         for (index, name) in raw.iter().enumerate() {
             let value = name.get_ref().trim();
-            let parsed = crate::names::DomainName::parse(value.strip_suffix('.').unwrap_or(value))
-                .map_err(|err| {
+            let parsed =
+                crate::names::DomainName::parse(value.strip_suffix('.').unwrap_or(value)).map_err(|err| {
                     self.src.at(
                         name,
                         format!("{field}[{index}]"),
@@ -1266,7 +1266,8 @@ mod tests {
             ]
         );
         assert_eq!(config.dns.write_concurrency, 1);
-        let names = |names: &[crate::names::DomainName]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let names =
+            |names: &[crate::names::DomainName]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&config.dns.own_nameservers), ["ns1.example.fi", "ns2.example.fi"]);
         assert_eq!(names(&config.dns.spam_filters), ["filter.example.net"]);
         assert_eq!(

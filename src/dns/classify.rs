@@ -26,9 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hickory_resolver::Resolver;
-use hickory_resolver::config::{
-    NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -106,11 +104,13 @@ impl DomainClass {
 /// Classified, or not (and why).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+// Nearly every result is `Classified`: boxing it would only add an allocation per domain.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Every query was answered.
     Classified(Classification),
     /// A query was answered by no resolver: each resolver's reason, e.g.
-    /// `"A x.fi: 127.0.0.1:53 refused; 127.0.0.1:54 timed out"`.
+    /// `"A x.fi: 127.0.0.1:53 answered REFUSED; 127.0.0.1:54 did not answer in time"`.
     Failed {
         /// Why.
         reason: String,
@@ -266,7 +266,10 @@ pub fn flags(ns: &NsClass, web: &WebClass, mail: &MailClass) -> Vec<Flag> {
     }
     match web {
         WebClass::Mixed { .. } => flags.push(Flag::MixedWeb),
-        WebClass::AtSource { .. } | WebClass::AtTarget { .. } | WebClass::Elsewhere { .. } | WebClass::None => {}
+        WebClass::AtSource { .. }
+        | WebClass::AtTarget { .. }
+        | WebClass::Elsewhere { .. }
+        | WebClass::None => {}
     }
     match mail {
         MailClass::SpamFilter { .. } => flags.push(Flag::SpamFilter),
@@ -481,7 +484,8 @@ impl Classifier {
     }
 
     async fn classification(&self, domain: &DomainName, facts: &Facts) -> Result<Classification, String> {
-        let name = Name::from_ascii(domain.fqdn()).map_err(|err| format!("{domain} is not a DNS name: {err}"))?;
+        let name =
+            Name::from_ascii(domain.fqdn()).map_err(|err| format!("{domain} is not a DNS name: {err}"))?;
         let (ns, a, aaaa, mx) = futures::join!(
             self.ask(&name, RecordType::NS),
             self.ask(&name, RecordType::A),
@@ -530,13 +534,19 @@ impl Classifier {
 
     /// The zone and its NS class: the domain's own NS, or for a name inside a zone (no NS, an
     /// SOA of a parent) the parent zone's.
-    async fn delegation(&self, domain: &DomainName, ns: Answer, own: &[DomainName]) -> Result<(String, NsClass), String> {
+    async fn delegation(
+        &self,
+        domain: &DomainName,
+        ns: Answer,
+        own: &[DomainName],
+    ) -> Result<(String, NsClass), String> {
         let own_zone = domain.as_str().to_owned();
         match ns {
             Answer::Records(records) => Ok((own_zone, ns_class(&ns_names(&records), own))),
             Answer::NxDomain => Ok((own_zone, NsClass::NoDelegation { reason: "NXDOMAIN".into() })),
             Answer::NoData { zone: Some(zone) } if zone != own_zone => {
-                let apex = Name::from_ascii(format!("{zone}.")).map_err(|err| format!("zone {zone}: {err}"))?;
+                let apex =
+                    Name::from_ascii(format!("{zone}.")).map_err(|err| format!("zone {zone}: {err}"))?;
                 let names = match self.ask(&apex, RecordType::NS).await? {
                     Answer::Records(records) => ns_names(&records),
                     Answer::NxDomain | Answer::NoData { .. } => Vec::new(),
@@ -561,7 +571,8 @@ impl Classifier {
         let mut reasons = Vec::new();
         for (address, resolver) in &self.resolvers {
             // hickory's own timeout covers each try; this bounds the whole lookup.
-            let limit = self.query_timeout * (u32::try_from(RETRIES).unwrap_or(1) + 1) + Duration::from_millis(250);
+            let limit =
+                self.query_timeout * (u32::try_from(RETRIES).unwrap_or(1) + 1) + Duration::from_millis(250);
             let result = match tokio::time::timeout(limit, resolver.lookup(name.clone(), rtype)).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(NetError::Timeout),
@@ -587,7 +598,10 @@ pub async fn classify_all(
 }
 
 /// One resolver's result as an [`Answer`], or why it is no answer.
-fn answer(rtype: RecordType, result: Result<hickory_resolver::lookup::Lookup, NetError>) -> Result<Answer, String> {
+fn answer(
+    rtype: RecordType,
+    result: Result<hickory_resolver::lookup::Lookup, NetError>,
+) -> Result<Answer, String> {
     match result {
         Ok(lookup) => {
             let records: Vec<(u32, RData)> = lookup
@@ -596,11 +610,7 @@ fn answer(rtype: RecordType, result: Result<hickory_resolver::lookup::Lookup, Ne
                 .filter(|record| record.record_type() == rtype)
                 .map(|record| (record.ttl, record.data.clone()))
                 .collect();
-            if records.is_empty() {
-                Ok(Answer::NoData { zone: None })
-            } else {
-                Ok(Answer::Records(records))
-            }
+            if records.is_empty() { Ok(Answer::NoData { zone: None }) } else { Ok(Answer::Records(records)) }
         }
         Err(NetError::Dns(HickoryDnsError::NoRecordsFound(no_records))) => match no_records.response_code {
             ResponseCode::NXDomain => Ok(Answer::NxDomain),
@@ -697,7 +707,10 @@ mod tests {
                 &["ns1.example.fi.", "NS2.Example.FI"],
                 NsClass::Own { nameservers: strings(&["ns1.example.fi", "ns2.example.fi"]) },
             ),
-            (&["ns1.example.fi", "ns1.example.fi."], NsClass::Own { nameservers: strings(&["ns1.example.fi"]) }),
+            (
+                &["ns1.example.fi", "ns1.example.fi."],
+                NsClass::Own { nameservers: strings(&["ns1.example.fi"]) },
+            ),
             (
                 &["b.other.net.", "a.other.net."],
                 NsClass::External { nameservers: strings(&["a.other.net", "b.other.net"]) },
@@ -782,7 +795,10 @@ mod tests {
                 vec![mx("mail.a.fi", &["192.0.2.10"]), mx("a.fi", &["2001:db8::10", "198.51.100.1"])],
                 MailClass::AtSource { hosts: strings(&["mail.a.fi", "a.fi"]) },
             ),
-            (vec![mx("mail.a.fi", &["203.0.113.20"])], MailClass::AtTarget { hosts: strings(&["mail.a.fi"]) }),
+            (
+                vec![mx("mail.a.fi", &["203.0.113.20"])],
+                MailClass::AtTarget { hosts: strings(&["mail.a.fi"]) },
+            ),
             (
                 vec![mx("mx1.filter.example.net", &[]), mx("mail.a.fi", &["192.0.2.10"])],
                 MailClass::SpamFilter { hosts: strings(&["mx1.filter.example.net"]) },
@@ -814,9 +830,19 @@ mod tests {
         let local = MailClass::AtSource { hosts: vec![] };
         let table: Vec<(NsClass, WebClass, MailClass, Vec<Flag>)> = vec![
             (own.clone(), site.clone(), local.clone(), vec![]),
-            (own.clone(), WebClass::Elsewhere { addresses: vec![] }, MailClass::Elsewhere { hosts: vec![] }, vec![]),
+            (
+                own.clone(),
+                WebClass::Elsewhere { addresses: vec![] },
+                MailClass::Elsewhere { hosts: vec![] },
+                vec![],
+            ),
             (NsClass::External { nameservers: vec![] }, site.clone(), local.clone(), vec![Flag::ExternalDns]),
-            (NsClass::Mixed { own: vec![], external: vec![] }, site.clone(), local.clone(), vec![Flag::MixedDns]),
+            (
+                NsClass::Mixed { own: vec![], external: vec![] },
+                site.clone(),
+                local.clone(),
+                vec![Flag::MixedDns],
+            ),
             (
                 NsClass::NoDelegation { reason: "NXDOMAIN".into() },
                 WebClass::None,

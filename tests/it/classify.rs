@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use siirto::dns::classify::{
     ClassifySettings, DomainClass, Facts, Flag, MailClass, NsClass, Outcome, WebClass, classify_all,
 };
-use siirto::dns::{PowerDns, Rrset};
+use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
 use siirto::names::DomainName;
 use siirto::secret::Secret;
 
@@ -38,7 +38,8 @@ fn rrset(name: &str, rtype: &str, ttl: u32, records: &[&str]) -> Rrset {
 }
 
 async fn create(pdns: &Pdns, zone: &str, nameservers: &[&str], rrsets: Vec<Rrset>) {
-    let provider = PowerDns::new(pdns.api_url.clone(), Secret::new(&pdns.api_key), "localhost".into()).unwrap();
+    let provider =
+        PowerDns::new(pdns.api_url.clone(), Secret::new(&pdns.api_key), "localhost".into()).unwrap();
     let nameservers: Vec<String> = nameservers.iter().map(|s| s.to_string()).collect();
     provider
         .create_zone(&domain(zone), &nameservers, &rrsets)
@@ -225,7 +226,10 @@ async fn every_class_from_two_real_nameservers_and_a_silent_one() {
 
     let office = class("office.test");
     assert_eq!(office.web, WebClass::AtSource { addresses: vec![ip(SOURCE)] });
-    assert_eq!(office.mail, MailClass::Elsewhere { hosts: strings(&["office-test.mail.protection.outlook.test"]) });
+    assert_eq!(
+        office.mail,
+        MailClass::Elsewhere { hosts: strings(&["office-test.mail.protection.outlook.test"]) }
+    );
     assert!(office.flags.is_empty(), "{:?}", office.flags);
 
     let mixed = class("mixed.test");
@@ -266,4 +270,63 @@ async fn every_class_from_two_real_nameservers_and_a_silent_one() {
 
     // The silent resolver costs its timeout (with one retry) once per query, in parallel.
     assert!(took < Duration::from_secs(10), "classification took {took:?}");
+
+    // No cache between us and the server: a change is seen on the next classification.
+    let provider =
+        PowerDns::new(ours.api_url.clone(), Secret::new(&ours.api_key), "localhost".into()).unwrap();
+    let lowered = rrset("local.test.", "A", 300, &[TARGET]);
+    provider.apply(&domain("local.test"), &[RrsetChange::Replace(lowered)]).await.expect("lower the TTL");
+    let settings = ClassifySettings { resolvers: vec![ours.dns_addr, theirs.dns_addr], ..settings };
+    let again = classify_all(&[domain("local.test")], &facts, &settings).await.expect("resolvers");
+    let local = again[0].classification().expect("classified");
+    assert_eq!(local.a_ttl, Some(300));
+    let expected =
+        WebClass::Mixed { at_source: vec![ip(SOURCE_V6)], at_target: vec![ip(TARGET)], elsewhere: vec![] };
+    assert_eq!(local.web, expected);
+    assert_eq!(local.flags, vec![Flag::MixedWeb]);
+}
+
+/// Many domains at once through one resolver: bounded concurrency, every one classified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_domains_with_bounded_concurrency() {
+    let ours = Pdns::start().await;
+    let count = 1000;
+    let rrsets: Vec<Rrset> = (0..count)
+        .flat_map(|i| {
+            let address = if i % 2 == 0 { SOURCE } else { "198.51.100.7" };
+            [
+                rrset(&format!("h{i}.bulk.test."), "A", 600 + i, &[address]),
+                rrset(&format!("h{i}.bulk.test."), "MX", 60, &["10 mail.bulk.test."]),
+            ]
+        })
+        .chain([rrset("mail.bulk.test.", "A", 3600, &[SOURCE])])
+        .collect();
+    create(&ours, "bulk.test", &OUR_NS, rrsets).await;
+    let domains: Vec<DomainName> = (0..count).map(|i| domain(&format!("h{i}.bulk.test"))).collect();
+    let facts = Facts {
+        own_nameservers: vec![domain("ns1.hosting.test"), domain("ns2.hosting.test")],
+        source_ips: vec![ip(SOURCE)],
+        target_ips: vec![ip(TARGET)],
+        spam_filters: vec![],
+    };
+    let settings = ClassifySettings {
+        resolvers: vec![ours.dns_addr],
+        query_timeout: Duration::from_secs(2),
+        concurrency: 64,
+    };
+    let started = Instant::now();
+    let results = classify_all(&domains, &facts, &settings).await.expect("resolvers");
+    let took = started.elapsed();
+    assert_eq!(results.len(), domains.len());
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.domain, domains[i]);
+        let class = result.classification().unwrap_or_else(|| panic!("not classified: {result:?}"));
+        assert_eq!(class.zone, "bulk.test");
+        assert!(matches!(class.ns, NsClass::Own { .. }), "{result:?}");
+        let expected_web = if i % 2 == 0 { "at_source" } else { "elsewhere" };
+        assert_eq!(serde_json::to_value(&class.web).unwrap()["kind"], expected_web, "{result:?}");
+        assert_eq!(class.a_ttl, Some(600 + i as u32));
+        assert!(matches!(class.mail, MailClass::AtSource { .. }), "{result:?}");
+    }
+    eprintln!("classified {count} domains in {took:?}");
 }
