@@ -313,6 +313,19 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     /// How many zone writes may be in flight at once (1 for a sqlite-backed PowerDNS).
     pub write_concurrency: u32,
+    /// The company's own nameserver host names (`ns1.example.fi`): a domain delegated to
+    /// exactly these is ours to repoint. Empty when not configured.
+    pub own_nameservers: Vec<crate::names::DomainName>,
+    /// The resolvers that DNS classification asks (public recursive resolvers in production,
+    /// the test nameservers in tests), in order; `nameservers` when the config gives none.
+    pub resolvers: Vec<SocketAddr>,
+    /// MX host names of external spam filters the company uses; a name also matches every
+    /// host below it (`filter.example.net` matches `mx1.filter.example.net`).
+    pub spam_filters: Vec<crate::names::DomainName>,
+    /// How long classification waits for one resolver to answer one query (default 2 s).
+    pub query_timeout: Duration,
+    /// How many domains are classified at once (default 32).
+    pub classify_concurrency: u32,
 }
 
 /// A DNS provider with its credentials.
@@ -421,6 +434,14 @@ struct RawDns {
     server_id: Option<Spanned<String>>,
     nameservers: Spanned<Vec<Spanned<String>>>,
     write_concurrency: Option<Spanned<i64>>,
+    #[serde(default)]
+    own_nameservers: Vec<Spanned<String>>,
+    #[serde(default)]
+    resolvers: Vec<Spanned<String>>,
+    #[serde(default)]
+    spam_filters: Vec<Spanned<String>>,
+    query_timeout: Option<Spanned<String>>,
+    classify_concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -880,24 +901,7 @@ impl Ctx<'_> {
                 "expected at least one nameserver (\"ip\" or \"ip:port\")",
             ));
         }
-        let mut nameservers = Vec::new();
-        for (index, server) in raw.nameservers.get_ref().iter().enumerate() {
-            let value = server.get_ref().trim();
-            let addr = value
-                .parse::<SocketAddr>()
-                .ok()
-                .or_else(|| value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-                .ok_or_else(|| {
-                    self.src.at(
-                        server,
-                        format!("dns.nameservers[{index}]"),
-                        format!(
-                            "expected \"ip\" or \"ip:port\" (e.g. \"192.0.2.53\" or \"127.0.0.1:5300\"), got {value:?}"
-                        ),
-                    )
-                })?;
-            nameservers.push(addr);
-        }
+        let nameservers = self.socket_addrs(raw.nameservers.get_ref(), "dns.nameservers")?;
         // Above 8 in flight PowerDNS's API backlog adds a second of SYN retransmits, and a
         // sqlite-backed PowerDNS wants 1 (see reference/real-servers.md).
         let write_concurrency = self.src.count_or(
@@ -907,7 +911,81 @@ impl Ctx<'_> {
             (1, 8),
             "a number of concurrent zone writes",
         )?;
-        Ok(DnsConfig { provider, nameservers, write_concurrency })
+        let own_nameservers = self.host_names(&raw.own_nameservers, "dns.own_nameservers")?;
+        let spam_filters = self.host_names(&raw.spam_filters, "dns.spam_filters")?;
+        let mut resolvers = self.socket_addrs(&raw.resolvers, "dns.resolvers")?;
+        if resolvers.is_empty() {
+            resolvers = nameservers.clone();
+        }
+        let query_timeout = self.src.duration_or(
+            raw.query_timeout.as_ref(),
+            "dns.query_timeout",
+            Duration::from_secs(2),
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+        )?;
+        let classify_concurrency = self.src.count_or(
+            raw.classify_concurrency.as_ref(),
+            "dns.classify_concurrency",
+            32,
+            (1, 256),
+            "a number of domains classified at once",
+        )?;
+        Ok(DnsConfig {
+            provider,
+            nameservers,
+            write_concurrency,
+            own_nameservers,
+            resolvers,
+            spam_filters,
+            query_timeout,
+            classify_concurrency,
+        })
+    }
+
+    /// `"ip"` (port 53) or `"ip:port"` entries of a list, each refused at its own place.
+    fn socket_addrs(&self, raw: &[Spanned<String>], field: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        let mut addrs = Vec::new();
+        for (index, server) in raw.iter().enumerate() {
+            let value = server.get_ref().trim();
+            let addr = value
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+                .ok_or_else(|| {
+                    self.src.at(
+                        server,
+                        format!("{field}[{index}]"),
+                        format!(
+                            "expected \"ip\" or \"ip:port\" (e.g. \"192.0.2.53\" or \"127.0.0.1:5300\"), got {value:?}"
+                        ),
+                    )
+                })?;
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
+
+    /// Host names of a list (`ns1.example.fi`, a trailing dot allowed), each refused at its place.
+    fn host_names(
+        &self,
+        raw: &[Spanned<String>],
+        field: &str,
+    ) -> Result<Vec<crate::names::DomainName>, ConfigError> {
+        let mut names = Vec::new();
+        for (index, name) in raw.iter().enumerate() {
+            let value = name.get_ref().trim();
+            let parsed =
+                crate::names::DomainName::parse(value.strip_suffix('.').unwrap_or(value)).map_err(|err| {
+                    self.src.at(
+                        name,
+                        format!("{field}[{index}]"),
+                        format!("expected a host name like \"ns1.example.fi\", got {value:?} ({err})"),
+                    )
+                })?;
+            names.push(parsed);
+        }
+        Ok(names)
     }
 
     fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
@@ -1109,6 +1187,18 @@ nameservers = ["192.0.2.53", "192.0.2.54:53"]
 # Zone writes in flight at once: 1 for a sqlite-backed PowerDNS (its writer lock turns
 # concurrency into HTTP 500s); a MySQL/PostgreSQL-backed one takes up to 8.
 write_concurrency = 1
+# DNS classification (`siirto plan`): the company's own nameservers — a domain delegated to
+# exactly these is repointed by siirto; any other delegation is the customer's to change.
+own_nameservers = ["ns1.example.fi", "ns2.example.fi"]
+# The resolvers classification asks, in order (public recursive ones; "ip" means port 53).
+# Default: the nameservers above.
+resolvers = ["1.1.1.1", "9.9.9.9"]
+# MX hosts of the external spam filter the company uses (a name matches the hosts below it
+# too): mail routed through it needs its own change at the filter.
+spam_filters = ["filter.example.net"]
+# How long to wait for one resolver's answer, and how many domains are classified at once.
+query_timeout = "2s"
+classify_concurrency = 32
 
 [mail]
 # The sender of customer notices.
@@ -1176,6 +1266,16 @@ mod tests {
             ]
         );
         assert_eq!(config.dns.write_concurrency, 1);
+        let names =
+            |names: &[crate::names::DomainName]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&config.dns.own_nameservers), ["ns1.example.fi", "ns2.example.fi"]);
+        assert_eq!(names(&config.dns.spam_filters), ["filter.example.net"]);
+        assert_eq!(
+            config.dns.resolvers,
+            vec!["1.1.1.1:53".parse::<SocketAddr>().expect("addr"), "9.9.9.9:53".parse().expect("addr")]
+        );
+        assert_eq!(config.dns.query_timeout, Duration::from_secs(2));
+        assert_eq!(config.dns.classify_concurrency, 32);
         match &config.mail.channel {
             MailChannelConfig::Smtp { port, security, password, .. } => {
                 assert_eq!(*port, 587);
@@ -1259,6 +1359,10 @@ path = "outbox"
         assert_eq!(config.daemon.idle_poll, Duration::from_secs(1));
         assert_eq!(config.daemon.owner, None);
         assert_eq!(config.mail.channel, MailChannelConfig::Directory { path: dir.path().join("outbox") });
+        assert!(config.dns.own_nameservers.is_empty() && config.dns.spam_filters.is_empty());
+        assert_eq!(config.dns.resolvers, config.dns.nameservers);
+        assert_eq!(config.dns.query_timeout, Duration::from_secs(2));
+        assert_eq!(config.dns.classify_concurrency, 32);
     }
 
     #[test]
@@ -1367,6 +1471,36 @@ path = "outbox"
                 "nameservers = [\"127.0.0.1:5300\"]",
                 "nameservers = [\"127.0.0.1:5300\"]\nwrite_concurrency = 0".to_owned(),
                 "13:21: dns.write_concurrency: expected a number of concurrent zone writes of 1..=8, got 0",
+            ),
+            (
+                "bad resolver",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nresolvers = [\"1.1.1.1\", \"dns.google\"]".to_owned(),
+                "13:25: dns.resolvers[1]: expected \"ip\" or \"ip:port\"",
+            ),
+            (
+                "bad own nameserver",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nown_nameservers = [\"ns1 example.fi\"]".to_owned(),
+                "13:20: dns.own_nameservers[0]: expected a host name like \"ns1.example.fi\"",
+            ),
+            (
+                "bad spam filter",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nspam_filters = [\"ok.example.net\", \"\"]".to_owned(),
+                "13:35: dns.spam_filters[1]: expected a host name",
+            ),
+            (
+                "query timeout too short",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nquery_timeout = \"1ms\"".to_owned(),
+                "13:17: dns.query_timeout: expected a duration of 100ms..=30s",
+            ),
+            (
+                "classify concurrency 0",
+                "nameservers = [\"127.0.0.1:5300\"]",
+                "nameservers = [\"127.0.0.1:5300\"]\nclassify_concurrency = 0".to_owned(),
+                "13:24: dns.classify_concurrency: expected a number of domains classified at once of 1..=256, got 0",
             ),
             (
                 "unknown provider",

@@ -4,8 +4,12 @@
 //! The engine lowers TTLs and repoints records through a [`DnsProvider`], one batch (one HTTP
 //! request) per zone, and then asks the [`Checker`] whether every configured nameserver answers
 //! with the new address before it calls a domain repointed.
+//!
+//! [`classify`] finds, before anything moves, how each domain's DNS, web site and mail are
+//! served today (through the configured resolvers, with hickory-resolver).
 
 mod check;
+pub mod classify;
 mod powerdns;
 
 use std::net::{Ipv4Addr, SocketAddr};
