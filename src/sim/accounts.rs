@@ -177,7 +177,10 @@ mod tests {
             "kukka-0003-shop.test"
         );
         assert_eq!(
-            accounts.iter().filter(|a| !a.addon_domains.is_empty()).count(),
+            accounts
+                .iter()
+                .filter(|a| !a.addon_domains.is_empty())
+                .count(),
             6
         );
         let resold: Vec<_> = accounts.iter().filter(|a| a.owner != "root").collect();

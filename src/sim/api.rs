@@ -72,7 +72,12 @@ const STRING_RESULT_FUNCTIONS: &[&str] = &[
 pub(crate) fn router(host: Arc<Host>) -> Router {
     Router::new()
         .route("/json-api/{function}", any(json_api))
-        .fallback(|| async { (StatusCode::NOT_FOUND, html_page("404 Not Found", "Not Found")) })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                html_page("404 Not Found", "Not Found"),
+            )
+        })
         .with_state(host)
 }
 
@@ -251,8 +256,7 @@ pub(crate) fn user_param(params: &Params, key: &str) -> Result<AccountName, Repl
     let Some(raw) = params.get(key).filter(|v| !v.is_empty()) else {
         return Err(Reply::fail(format!("No “{key}” parameter was specified.")));
     };
-    AccountName::parse(raw)
-        .map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
+    AccountName::parse(raw).map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
 }
 
 /// Reads and validates a domain parameter.
@@ -260,8 +264,7 @@ pub(crate) fn domain_param(params: &Params, key: &str) -> Result<DomainName, Rep
     let Some(raw) = params.get(key).filter(|v| !v.is_empty()) else {
         return Err(Reply::fail(format!("No “{key}” parameter was specified.")));
     };
-    DomainName::parse(raw)
-        .map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
+    DomainName::parse(raw).map_err(|e| Reply::fail(format!("Invalid value for “{key}”: {e}")))
 }
 
 fn acct_json(host: &Host, record: &AccountRecord) -> Value {
@@ -461,7 +464,11 @@ fn listpkgs(host: &Host) -> Reply {
 }
 
 fn listips(host: &Host) -> Reply {
-    let used = if host.state().accounts.is_empty() { 0 } else { 1 };
+    let used = if host.state().accounts.is_empty() {
+        0
+    } else {
+        1
+    };
     Reply::ok(json!({ "ip": [{
         "active": 1,
         "dedicated": 0,

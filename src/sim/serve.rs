@@ -27,13 +27,13 @@ pub(crate) fn self_signed_tls(hostname: &str) -> Result<(Arc<rustls::ServerConfi
         "127.0.0.1".to_owned(),
         "localhost".to_owned(),
     ];
-    let certified =
-        rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+    let certified = rcgen::generate_simple_self_signed(names)
+        .context("generating a self-signed certificate")?;
     let cert_der = certified.cert.der().clone();
     let digest: [u8; 32] = Sha256::digest(cert_der.as_ref()).into();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-        rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()),
-    );
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        certified.key_pair.serialize_der(),
+    ));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -73,7 +73,9 @@ pub(crate) async fn serve(
             match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(tls_stream) => serve_connection(TokioIo::new(tls_stream), router).await,
-                    Err(error) => tracing::debug!(%error, %peer, "simulated host: TLS handshake failed"),
+                    Err(error) => {
+                        tracing::debug!(%error, %peer, "simulated host: TLS handshake failed")
+                    }
                 },
                 None => serve_connection(TokioIo::new(stream), router).await,
             }

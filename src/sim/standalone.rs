@@ -39,7 +39,10 @@ fn describe(role: &str, host: &SimHost) {
     println!("{role}: {}", host.hostname);
     println!("  WHM API:   {}", host.whm_url);
     println!("  token:     {}", host.token);
-    println!("  web:       http://{}/  (send the site's Host header)", host.web_addr);
+    println!(
+        "  web:       http://{}/  (send the site's Host header)",
+        host.web_addr
+    );
     if let Some(digest) = host.cert_sha256 {
         println!("  cert sha256: {}", hex::encode(digest));
     }
@@ -49,6 +52,16 @@ fn describe(role: &str, host: &SimHost) {
 /// unless `--one`, an empty target `new.sim.test` on 127.0.0.3; prints their URLs, tokens,
 /// web addresses and certificate fingerprints, and serves until Ctrl-C.
 pub async fn run_standalone(args: SimArgs) -> Result<()> {
+    serve_until(args, async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot wait for Ctrl-C; stopping");
+        }
+    })
+    .await
+}
+
+/// Starts the hosts of `siirto sim`, prints them, and serves until `shutdown` completes.
+async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let (_temp, data_dir) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
         None => {
@@ -58,7 +71,11 @@ pub async fn run_standalone(args: SimArgs) -> Result<()> {
         }
     };
     let world = SimWorld::new();
-    let mut source_spec = SimHostSpec::new("old.sim.test", Ipv4Addr::new(127, 0, 0, 2), &throwaway_token());
+    let mut source_spec = SimHostSpec::new(
+        "old.sim.test",
+        Ipv4Addr::new(127, 0, 0, 2),
+        &throwaway_token(),
+    );
     source_spec.accounts = generate_accounts(args.accounts, "kukka");
     source_spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
     source_spec.tls = args.tls;
@@ -67,7 +84,11 @@ pub async fn run_standalone(args: SimArgs) -> Result<()> {
     let target = if args.one {
         None
     } else {
-        let mut spec = SimHostSpec::new("new.sim.test", Ipv4Addr::new(127, 0, 0, 3), &throwaway_token());
+        let mut spec = SimHostSpec::new(
+            "new.sim.test",
+            Ipv4Addr::new(127, 0, 0, 3),
+            &throwaway_token(),
+        );
         spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
         spec.tls = args.tls;
         let target = start_host(spec, data_dir.join("new.sim.test"), &world).await?;
@@ -79,9 +100,34 @@ pub async fn run_standalone(args: SimArgs) -> Result<()> {
         Some(target)
     };
     println!("data: {}", data_dir.display());
-    println!("{} accounts on the source; press Ctrl-C to stop.", args.accounts);
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!(
+        "{} accounts on the source; press Ctrl-C to stop.",
+        args.accounts
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     drop(target);
     drop(source);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn standalone_starts_both_hosts_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = SimArgs {
+            accounts: 3,
+            data_dir: Some(dir.path().to_path_buf()),
+            one: false,
+            tls: true,
+        };
+        serve_until(args, async {}).await.unwrap();
+        let home = dir.path().join("old.sim.test/home");
+        assert!(home.join("kukka0003/public_html/index.html").is_file());
+        assert!(dir.path().join("new.sim.test/home").is_dir());
+    }
 }

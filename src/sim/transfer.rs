@@ -6,7 +6,7 @@
 //! them into an account on the target. Both take time in proportion to the declared size.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -228,9 +228,7 @@ pub(crate) fn enqueue_item(host: &Arc<Host>, params: &Params) -> Reply {
         return no_session(&id);
     };
     if session.phase != Phase::Pending {
-        return Reply::fail(format!(
-            "The transfer session “{id}” has already started."
-        ));
+        return Reply::fail(format!("The transfer session “{id}” has already started."));
     }
     if session.items.iter().any(|i| i.localuser == localuser) {
         return Reply::fail(format!(
@@ -412,13 +410,7 @@ async fn runnable(control: &mut watch::Receiver<Control>) -> bool {
     }
 }
 
-fn item_contents(
-    item: &Item,
-    queue: &str,
-    action: &str,
-    child: usize,
-    msg: Value,
-) -> Value {
+fn item_contents(item: &Item, queue: &str, action: &str, child: usize, msg: Value) -> Value {
     json!({
         "action": action,
         "child_number": child,
@@ -476,20 +468,57 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
         )
     };
     let control_contents = |action: &str, msg: Value, queue: Option<&str>| {
-        let mut contents = json!({ "action": action, "child_number": 0, "time": now(), "msg": msg });
+        let mut contents =
+            json!({ "action": action, "child_number": 0, "time": now(), "msg": msg });
         if let Some(queue) = queue {
             contents["queue"] = json!(queue);
         }
         contents
     };
     let total_size: u64 = items.iter().map(|i| i.size).sum();
-    log_master(&target, &id, "control", 0, control_contents("start", Value::Null, None));
-    log_master(&target, &id, "control", 0, control_contents("initiator", json!("copyacct"), None));
-    log_master(&target, &id, "control", 0, control_contents("version", json!(2.3), None));
-    log_master(&target, &id, "control", 0, control_contents("remotehost", json!(remote_host), None));
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        control_contents("start", Value::Null, None),
+    );
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        control_contents("initiator", json!("copyacct"), None),
+    );
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        control_contents("version", json!(2.3), None),
+    );
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        control_contents("remotehost", json!(remote_host), None),
+    );
     for queue in ["TRANSFER", "RESTORE"] {
-        log_master(&target, &id, "control", 0, control_contents("queue_count", json!(items.len()), Some(queue)));
-        log_master(&target, &id, "control", 0, control_contents("queue_size", json!(total_size), Some(queue)));
+        log_master(
+            &target,
+            &id,
+            "control",
+            0,
+            control_contents("queue_count", json!(items.len()), Some(queue)),
+        );
+        log_master(
+            &target,
+            &id,
+            "control",
+            0,
+            control_contents("queue_size", json!(total_size), Some(queue)),
+        );
     }
 
     let transfer_slots = Arc::new(Semaphore::new(transfer_threads));
@@ -520,9 +549,15 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
             .await;
             if transfers_left.fetch_sub(1, Ordering::SeqCst) == 1 {
                 set_phase(&target, &id, Phase::Restore);
-                log_master(&target, &id, "control", 0, json!({
-                    "action": "complete", "child_number": 0, "queue": "TRANSFER", "time": now(),
-                }));
+                log_master(
+                    &target,
+                    &id,
+                    "control",
+                    0,
+                    json!({
+                        "action": "complete", "child_number": 0, "queue": "TRANSFER", "time": now(),
+                    }),
+                );
             }
             if let Some(source_spec) = transferred {
                 run_restore(
@@ -542,10 +577,22 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
     });
     futures::future::join_all(runs).await;
 
-    log_master(&target, &id, "control", 0, json!({
-        "action": "complete", "child_number": 0, "queue": "RESTORE", "time": now(),
-    }));
-    log_master(&target, &id, "control", 0, control_contents("complete", Value::Null, None));
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        json!({
+            "action": "complete", "child_number": 0, "queue": "RESTORE", "time": now(),
+        }),
+    );
+    log_master(
+        &target,
+        &id,
+        "control",
+        0,
+        control_contents("complete", Value::Null, None),
+    );
     set_phase(&target, &id, Phase::Completed);
     let _ = tokio::fs::remove_dir_all(&staging_root).await;
 }
@@ -558,7 +605,7 @@ async fn run_transfer(
     id: &str,
     remote_host: &str,
     item: &Item,
-    staging: &PathBuf,
+    staging: &Path,
     child: usize,
     control: &mut watch::Receiver<Control>,
     slots: &Semaphore,
@@ -574,9 +621,33 @@ async fn run_transfer(
     }
     let queue = "TRANSFER";
     let logfile = format!("item-{queue}_{ITEM_TYPE}_{}", item.user);
-    log_master(target, id, "control", 1, item_contents(item, queue, "start-item", child, json!({ "size": item.size })));
-    log_master(target, id, "out", 1, item_contents(item, queue, "process-item", child, json!(logfile)));
-    log_item(target, id, &logfile, "out", &format!("Transferring “{}” from “{remote_host}”…", item.user));
+    log_master(
+        target,
+        id,
+        "control",
+        1,
+        item_contents(
+            item,
+            queue,
+            "start-item",
+            child,
+            json!({ "size": item.size }),
+        ),
+    );
+    log_master(
+        target,
+        id,
+        "out",
+        1,
+        item_contents(item, queue, "process-item", child, json!(logfile)),
+    );
+    log_item(
+        target,
+        id,
+        &logfile,
+        "out",
+        &format!("Transferring “{}” from “{remote_host}”…", item.user),
+    );
 
     let outcome: Result<SimAccount, String> = async {
         let source = target
@@ -589,7 +660,10 @@ async fn run_transfer(
             .get(&item.user)
             .map(|r| r.spec.clone())
             .ok_or_else(|| {
-                format!("The account “{}” does not exist on “{remote_host}”.", item.user)
+                format!(
+                    "The account “{}” does not exist on “{remote_host}”.",
+                    item.user
+                )
             })?;
         tokio::time::sleep(duration_for(
             spec.disk_mb * 1024 * 1024,
@@ -597,7 +671,7 @@ async fn run_transfer(
         ))
         .await;
         let from = accounts::home_dir(&source.data_dir, &item.user);
-        let to = staging.clone();
+        let to = staging.to_path_buf();
         let copied = tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(&to);
             accounts::copy_tree(&from, &to)
@@ -605,18 +679,42 @@ async fn run_transfer(
         .await
         .map_err(|e| format!("The copy of the account files was interrupted: {e}"))?
         .map_err(|e| format!("Failed to copy the account files: {e}"))?;
-        log_item(target, id, &logfile, "out", &format!("Copied {copied} bytes of files."));
+        log_item(
+            target,
+            id,
+            &logfile,
+            "out",
+            &format!("Copied {copied} bytes of files."),
+        );
         Ok(spec)
     }
     .await;
     match outcome {
         Ok(spec) => {
-            log_master(target, id, "success", 1, item_contents(item, queue, "success-item", child, success_msg("Transfer complete.")));
+            log_master(
+                target,
+                id,
+                "success",
+                1,
+                item_contents(
+                    item,
+                    queue,
+                    "success-item",
+                    child,
+                    success_msg("Transfer complete."),
+                ),
+            );
             Some(spec)
         }
         Err(failure) => {
             log_item(target, id, &logfile, "failure", &failure);
-            log_master(target, id, "failure", 1, item_contents(item, queue, "failed-item", child, failure_msg(&failure)));
+            log_master(
+                target,
+                id,
+                "failure",
+                1,
+                item_contents(item, queue, "failed-item", child, failure_msg(&failure)),
+            );
             None
         }
     }
@@ -630,7 +728,7 @@ async fn run_restore(
     remote_host: &str,
     item: &Item,
     source_spec: SimAccount,
-    staging: &PathBuf,
+    staging: &Path,
     child: usize,
     control: &mut watch::Receiver<Control>,
     slots: &Semaphore,
@@ -646,9 +744,33 @@ async fn run_restore(
     }
     let queue = "RESTORE";
     let logfile = format!("item-{queue}_{ITEM_TYPE}_{}", item.user);
-    log_master(target, id, "control", 1, item_contents(item, queue, "start-item", child, json!({ "size": item.size })));
-    log_master(target, id, "out", 1, item_contents(item, queue, "process-item", child, json!(logfile)));
-    log_item(target, id, &logfile, "out", &format!("Restoring “{}” as “{}”…", item.user, item.localuser));
+    log_master(
+        target,
+        id,
+        "control",
+        1,
+        item_contents(
+            item,
+            queue,
+            "start-item",
+            child,
+            json!({ "size": item.size }),
+        ),
+    );
+    log_master(
+        target,
+        id,
+        "out",
+        1,
+        item_contents(item, queue, "process-item", child, json!(logfile)),
+    );
+    log_item(
+        target,
+        id,
+        &logfile,
+        "out",
+        &format!("Restoring “{}” as “{}”…", item.user, item.localuser),
+    );
 
     tokio::time::sleep(duration_for(
         source_spec.disk_mb * 1024 * 1024 / 4,
@@ -660,11 +782,29 @@ async fn run_restore(
     match outcome {
         Ok(()) => {
             log_item(target, id, &logfile, "out", "Account Restore Complete");
-            log_master(target, id, "success", 1, item_contents(item, queue, "success-item", child, success_msg("Restore complete.")));
+            log_master(
+                target,
+                id,
+                "success",
+                1,
+                item_contents(
+                    item,
+                    queue,
+                    "success-item",
+                    child,
+                    success_msg("Restore complete."),
+                ),
+            );
         }
         Err(failure) => {
             log_item(target, id, &logfile, "failure", &failure);
-            log_master(target, id, "failure", 1, item_contents(item, queue, "failed-item", child, failure_msg(&failure)));
+            log_master(
+                target,
+                id,
+                "failure",
+                1,
+                item_contents(item, queue, "failed-item", child, failure_msg(&failure)),
+            );
         }
     }
 }
@@ -699,7 +839,7 @@ async fn restore(
     remote_host: &str,
     item: &Item,
     source_spec: SimAccount,
-    staging: &PathBuf,
+    staging: &Path,
 ) -> Result<(), String> {
     // The failure switch is read from the source now, so tests can flip it at run time.
     let fail_restore = target
@@ -722,7 +862,7 @@ async fn restore(
         return Err(failure);
     }
     let home = accounts::home_dir(&target.data_dir, &item.localuser);
-    let from = staging.clone();
+    let from = staging.to_path_buf();
     tokio::task::spawn_blocking(move || {
         match std::fs::remove_dir_all(&home) {
             Ok(()) => {}
