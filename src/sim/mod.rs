@@ -40,8 +40,9 @@ pub struct SimHostSpec {
     /// The host's "public" IPv4 address, a loopback alias (127.0.0.x): the web listener binds
     /// here and `listaccts`/`get_domain_info`/`listips` report it.
     pub ip: Ipv4Addr,
-    /// The WHM API token accepted in `Authorization: whm root:TOKEN`. In a transfer session
-    /// it is also the host's root password (see [`SimHostSpec`] docs in the module).
+    /// The WHM API token accepted in `Authorization: whm root:TOKEN`. It is also the host's
+    /// root password when another sim host pulls from it: `create_remote_root_transfer_session`
+    /// accepts `user=root` with `password=<this token>`, or `user=root` with any `sshkey_name`.
     pub token: String,
     /// The cPanel version reported by `version` (e.g. `11.118.0.5`).
     pub version: String,

@@ -65,7 +65,9 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, tls: Option<Arc
             match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(tls_stream) => serve_connection(TokioIo::new(tls_stream), router).await,
-                    Err(error) => tracing::debug!(%error, %peer, "simulated host: TLS handshake failed"),
+                    Err(error) => {
+                        tracing::debug!(%error, %peer, "simulated host: TLS handshake failed")
+                    }
                 },
                 None => serve_connection(TokioIo::new(stream), router).await,
             }

@@ -49,6 +49,16 @@ fn describe(role: &str, host: &SimHost) {
 /// unless `--one`, an empty target `new.sim.test` on 127.0.0.3; prints their URLs, tokens,
 /// web addresses and certificate fingerprints, and serves until Ctrl-C.
 pub async fn run_standalone(args: SimArgs) -> Result<()> {
+    serve_until(args, async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot wait for Ctrl-C; stopping");
+        }
+    })
+    .await
+}
+
+/// Starts the hosts of `siirto sim`, prints them, and serves until `shutdown` completes.
+async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let (_temp, data_dir) = match &args.data_dir {
         Some(dir) => (None, dir.clone()),
         None => {
@@ -84,4 +94,19 @@ pub async fn run_standalone(args: SimArgs) -> Result<()> {
     drop(target);
     drop(source);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn standalone_starts_both_hosts_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = SimArgs { accounts: 3, data_dir: Some(dir.path().to_path_buf()), one: false, tls: true };
+        serve_until(args, async {}).await.unwrap();
+        let home = dir.path().join("old.sim.test/home");
+        assert!(home.join("kukka0003/public_html/index.html").is_file());
+        assert!(dir.path().join("new.sim.test/home").is_dir());
+    }
 }

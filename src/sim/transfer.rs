@@ -6,7 +6,7 @@
 //! them into an account on the target. Both take time in proportion to the declared size.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -545,7 +545,7 @@ async fn run_transfer(
     id: &str,
     remote_host: &str,
     item: &Item,
-    staging: &PathBuf,
+    staging: &Path,
     child: usize,
     control: &mut watch::Receiver<Control>,
     slots: &Semaphore,
@@ -583,7 +583,7 @@ async fn run_transfer(
                 })?;
             tokio::time::sleep(duration_for(spec.disk_mb * 1024 * 1024, target.transfer_bytes_per_sec)).await;
             let from = accounts::home_dir(&source.data_dir, &item.user);
-            let to = staging.clone();
+            let to = staging.to_path_buf();
             let copied = tokio::task::spawn_blocking(move || {
                 let _ = std::fs::remove_dir_all(&to);
                 accounts::copy_tree(&from, &to)
@@ -628,7 +628,7 @@ async fn run_restore(
     remote_host: &str,
     item: &Item,
     source_spec: SimAccount,
-    staging: &PathBuf,
+    staging: &Path,
     child: usize,
     control: &mut watch::Receiver<Control>,
     slots: &Semaphore,
@@ -707,7 +707,7 @@ async fn restore(
     remote_host: &str,
     item: &Item,
     source_spec: SimAccount,
-    staging: &PathBuf,
+    staging: &Path,
 ) -> Result<(), String> {
     // The failure switch is read from the source now, so tests can flip it at run time.
     let fail_restore = target
@@ -724,7 +724,7 @@ async fn restore(
         return Err(failure);
     }
     let home = accounts::home_dir(&target.data_dir, &item.localuser);
-    let from = staging.clone();
+    let from = staging.to_path_buf();
     tokio::task::spawn_blocking(move || {
         match std::fs::remove_dir_all(&home) {
             Ok(()) => {}

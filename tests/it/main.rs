@@ -4,6 +4,7 @@ mod cli;
 mod dns;
 mod e2e;
 mod notify;
+mod sim;
 mod ssh;
 mod store;
 mod support;
