@@ -804,7 +804,7 @@ pub fn parse_csv(
         let record = match result {
             Ok(record) => record,
             Err(err) => {
-                let line = err.position().map_or(0, csv::Position::line);
+                let line = err.position().map_or(0, |p| line_at(text, p));
                 builder.issue(
                     Place::Line(line),
                     Field::CustomerId,
@@ -818,7 +818,7 @@ pub fn parse_csv(
                 continue;
             }
         };
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record.position().map_or(0, |p| line_at(text, p));
         let raw = record.iter().collect::<Vec<_>>().join(&separator);
         if record.iter().all(|v| v.trim().is_empty()) {
             continue;
@@ -844,6 +844,19 @@ pub fn parse_csv(
         builder.add(Record { place: Place::Line(line), values, raw });
     }
     Ok(builder.set)
+}
+
+/// The 1-based line a record starts on. With CRLF line ends the csv crate ends a record at the
+/// CR and reports the next one from the LF, so its own line count is one short: skip the line
+/// end, then count the newlines before the record.
+fn line_at(text: &str, position: &csv::Position) -> u64 {
+    let bytes = text.as_bytes();
+    let mut offset = usize::try_from(position.byte()).unwrap_or(usize::MAX).min(bytes.len());
+    while offset < bytes.len() && matches!(bytes[offset], b'\r' | b'\n') {
+        offset += 1;
+    }
+    let newlines = text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count();
+    u64::try_from(newlines).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// `;` when the header line has more semicolons than commas outside quotes, else `,`.

@@ -1,5 +1,6 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
 mod cli;
+mod contracts;
 mod dns;
 mod e2e;
 mod notify;
