@@ -1175,14 +1175,14 @@ impl Bucket {
         }
     }
 
-    fn reseller(&self) -> Option<&str> {
+    /// The customer whose contract placed the item here, if any.
+    pub fn customer_id(&self) -> Option<&str> {
         match self {
-            Bucket::Matched { reseller, .. } | Bucket::ContactMissingOrInvalid { reseller, .. } => {
-                reseller.as_deref()
-            }
-            Bucket::OnServerNoContract
-            | Bucket::ContractNamesThisServerButMissing { .. }
-            | Bucket::ContractNamesAnotherServer { .. } => None,
+            Bucket::Matched { customer_id, .. }
+            | Bucket::ContractNamesThisServerButMissing { customer_id, .. }
+            | Bucket::ContractNamesAnotherServer { customer_id, .. }
+            | Bucket::ContactMissingOrInvalid { customer_id, .. } => Some(customer_id),
+            Bucket::OnServerNoContract => None,
         }
     }
 }
@@ -1275,7 +1275,8 @@ pub struct Reconciliation {
     pub account_counts: BucketCounts,
     /// Domain counts per bucket.
     pub domain_counts: BucketCounts,
-    /// Per reseller (accounts without a reseller are not listed here).
+    /// Per reseller: the contract's reseller of the account's customer, else the WHM owner when
+    /// it is not `root` (accounts with neither are not listed here).
     pub resellers: Vec<ResellerGroup>,
     /// The contract source's row issues, carried into the report.
     pub issues: Vec<RowIssue>,
@@ -1386,11 +1387,12 @@ pub fn reconcile(
     for entry in accounts.values() {
         account_counts.add(&entry.bucket);
         let whm_owner = owners.get(&entry.user).cloned().flatten().filter(|o| !o.is_empty() && o != "root");
+        // The contract's reseller (whatever the bucket), else the WHM owner.
         let reseller = entry
             .bucket
-            .reseller()
-            .map(str::to_owned)
-            .or_else(|| ctx.reseller_of_missing(&entry.bucket))
+            .customer_id()
+            .and_then(|id| contracts.customers.get(id))
+            .and_then(|customer| customer.reseller.clone())
             .or(whm_owner);
         if let Some(reseller) = reseller {
             let group = groups.entry(reseller.clone()).or_insert_with(|| ResellerGroup {
@@ -1446,15 +1448,6 @@ impl Judge<'_> {
         let name =
             self.contracts.customers.get(&service.customer_id).map(|c| c.name.clone()).unwrap_or_default();
         (service.customer_id.clone(), name)
-    }
-
-    fn reseller_of_missing(&self, bucket: &Bucket) -> Option<String> {
-        match bucket {
-            Bucket::ContractNamesThisServerButMissing { customer_id, .. } => {
-                self.contracts.customers.get(customer_id).and_then(|c| c.reseller.clone())
-            }
-            _ => None,
-        }
     }
 
     /// The bucket of an item on this server that `service` names.
