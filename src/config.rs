@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
+use crate::contracts::{ContractFields, ContractSource, ContractsConfig, ServerNames};
 use crate::secret::Secret;
 use crate::whm::TlsPolicy;
 
@@ -259,6 +260,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// How customer notices are sent.
     pub mail: MailConfig,
+    /// Where the contract data comes from, when reconciliation is configured (`[contracts]`).
+    pub contracts: Option<ContractsConfig>,
 }
 
 /// How the daemon takes and holds work.
@@ -390,6 +393,7 @@ struct RawConfig {
     hosts: BTreeMap<String, Spanned<RawHost>>,
     dns: RawDns,
     mail: RawMail,
+    contracts: Option<RawContracts>,
 }
 
 #[derive(Deserialize)]
@@ -459,6 +463,35 @@ struct RawMail {
     path: Option<Spanned<String>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContracts {
+    source: Spanned<String>,
+    path: Option<Spanned<String>>,
+    delimiter: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    token: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    server_names: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    fields: Option<RawContractFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContractFields {
+    customer_id: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    email: Option<Spanned<String>>,
+    language: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    domain: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    reseller: Option<Spanned<String>>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
@@ -519,7 +552,11 @@ fn parse_with_env(
     }
     let dns = ctx.dns(&raw.dns)?;
     let mail = ctx.mail(&raw.mail)?;
-    Ok(Config { database, listen, daemon, hosts, dns, mail })
+    let contracts = match &raw.contracts {
+        Some(contracts) => Some(ctx.contracts(contracts, &hosts)?),
+        None => None,
+    };
+    Ok(Config { database, listen, daemon, hosts, dns, mail, contracts })
 }
 
 struct Ctx<'a> {
@@ -1108,6 +1145,161 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// `[contracts]`: the source, how contracts spell our hosts, and the field mapping.
+    fn contracts(
+        &self,
+        raw: &RawContracts,
+        hosts: &BTreeMap<String, HostConfig>,
+    ) -> Result<ContractsConfig, ConfigError> {
+        let not_with = |value: Option<Range<usize>>, name: &str, source: &str| match value {
+            Some(span) => Err(self.src.error(
+                span,
+                format!("contracts.{name}"),
+                format!("expected no {name} with source = \"{source}\""),
+            )),
+            None => Ok(()),
+        };
+        let source = match raw.source.get_ref().as_str() {
+            "csv" => {
+                not_with(raw.url.as_ref().map(Spanned::span), "url", "csv")?;
+                not_with(raw.token_file.as_ref().map(Spanned::span), "token_file", "csv")?;
+                not_with(raw.token_env.as_ref().map(Spanned::span), "token_env", "csv")?;
+                not_with(raw.token.as_ref().map(Spanned::span), "token", "csv")?;
+                let path = raw.path.as_ref().ok_or_else(|| {
+                    self.src.at(
+                        &raw.source,
+                        "contracts.path",
+                        "expected path (the CSV file) for source = \"csv\"",
+                    )
+                })?;
+                if path.get_ref().trim().is_empty() {
+                    return Err(self.src.at(path, "contracts.path", "expected the path of the CSV file"));
+                }
+                let delimiter = match &raw.delimiter {
+                    Some(delimiter) => {
+                        match delimiter.get_ref().as_str() {
+                            "," => Some(b','),
+                            ";" => Some(b';'),
+                            other => {
+                                return Err(self.src.at(
+                                delimiter,
+                                "contracts.delimiter",
+                                format!("expected \",\" or \";\" (or no delimiter to detect it), got {other:?}"),
+                            ));
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                ContractSource::Csv { path: self.resolve(path.get_ref().trim()), delimiter }
+            }
+            "http" => {
+                not_with(raw.path.as_ref().map(Spanned::span), "path", "http")?;
+                not_with(raw.delimiter.as_ref().map(Spanned::span), "delimiter", "http")?;
+                let url = raw.url.as_ref().ok_or_else(|| {
+                    self.src.at(
+                        &raw.source,
+                        "contracts.url",
+                        "expected url (the JSON endpoint) for source = \"http\"",
+                    )
+                })?;
+                let url = self.url(url, "contracts.url")?;
+                let token = self.secret(
+                    "contracts",
+                    "token",
+                    raw.token_file.as_ref(),
+                    raw.token_env.as_ref(),
+                    raw.token.as_ref(),
+                    None,
+                )?;
+                ContractSource::Http { url, token }
+            }
+            other => {
+                return Err(self.src.at(
+                    &raw.source,
+                    "contracts.source",
+                    format!("expected one of \"csv\", \"http\", got {other:?}"),
+                ));
+            }
+        };
+
+        // Every host answers to its short name; the table adds the spellings contracts use.
+        let mut names: BTreeMap<String, Vec<String>> =
+            hosts.keys().map(|h| (h.clone(), Vec::new())).collect();
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for (host, spellings) in &raw.server_names {
+            let field = format!("contracts.server_names.{host}");
+            let Some(list) = names.get_mut(host) else {
+                let known = hosts.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                return Err(self.src.at(
+                    spellings,
+                    field,
+                    format!("expected a host defined under [hosts] ({known}), got {host:?}"),
+                ));
+            };
+            for (index, spelling) in spellings.get_ref().iter().enumerate() {
+                let value = spelling.get_ref().trim();
+                let value = value.strip_suffix('.').unwrap_or(value).to_lowercase();
+                if value.is_empty() || value.contains(char::is_whitespace) {
+                    return Err(self.src.at(
+                        spelling,
+                        format!("{field}[{index}]"),
+                        format!(
+                            "expected a server name like \"old1.example.fi\", got {:?}",
+                            spelling.get_ref()
+                        ),
+                    ));
+                }
+                let other_host = seen.get(&value).cloned().or_else(|| {
+                    hosts.contains_key(&value).then(|| value.clone()).filter(|other| other != host)
+                });
+                if let Some(other) = other_host.filter(|other| other != host) {
+                    return Err(self.src.at(
+                        spelling,
+                        format!("{field}[{index}]"),
+                        format!(
+                            "expected each name to stand for one host, but {value:?} already names {other}"
+                        ),
+                    ));
+                }
+                seen.insert(value.clone(), host.clone());
+                list.push(value);
+            }
+        }
+
+        let mut fields = ContractFields::default();
+        if let Some(raw_fields) = &raw.fields {
+            let mapping = [
+                (&raw_fields.customer_id, &mut fields.customer_id, "customer_id"),
+                (&raw_fields.name, &mut fields.name, "name"),
+                (&raw_fields.email, &mut fields.email, "email"),
+                (&raw_fields.language, &mut fields.language, "language"),
+                (&raw_fields.user, &mut fields.user, "user"),
+                (&raw_fields.domain, &mut fields.domain, "domain"),
+                (&raw_fields.service, &mut fields.service, "service"),
+                (&raw_fields.server, &mut fields.server, "server"),
+                (&raw_fields.reseller, &mut fields.reseller, "reseller"),
+            ];
+            for (value, target, name) in mapping {
+                let Some(value) = value else {
+                    continue;
+                };
+                let column = value.get_ref().trim();
+                if column.is_empty() {
+                    return Err(self.src.at(
+                        value,
+                        format!("contracts.fields.{name}"),
+                        "expected the source column or JSON key holding this field, got an empty name",
+                    ));
+                }
+                *target = column.to_owned();
+            }
+        }
+        Ok(ContractsConfig { source, server_names: ServerNames::new(names), fields })
+    }
+}
+
 /// `host` → `host:22`, `[v6]:p`/`host:p` kept; `None` when it is neither.
 fn normalize_ssh_address(value: &str) -> Option<String> {
     if value.is_empty() || value.contains(char::is_whitespace) {
@@ -1212,6 +1404,37 @@ port = 587
 username = "siirto"
 password_file = "secrets/smtp.password"
 # password_env = "SIIRTO_SMTP_PASSWORD"
+
+# The contract system, for reconciling what a server holds with what the contracts say
+# (`siirto plan`). Read-only: nothing is ever written back to it.
+[contracts]
+# "csv": an export file, UTF-8 (a BOM is fine), one row per service with the customer's
+# columns repeated; several e-mails in one field separated by "," or ";".
+source = "csv"
+path = "contracts.csv"
+# "," or ";"; detected from the header line when not given.
+# delimiter = ";"
+# Or "http": a GET answering a JSON array of objects, or {"items": [...]}, with the same fields.
+# source = "http"
+# url = "https://contracts.example.fi/api/hosting-services"
+# token_file = "secrets/contracts.token"    # sent as "Authorization: Bearer …"; optional
+# token_env = "SIIRTO_CONTRACTS_TOKEN"
+# How contracts spell our hosts (each host also answers to its short name).
+server_names = { old1 = ["old1.example.fi", "cp1"], new1 = ["new1.example.fi"] }
+
+# Which column (CSV header, case-insensitive) or JSON key (a dotted path for nested objects)
+# holds each field. The defaults are the field names themselves. Required: customer_id, name,
+# email, server, and at least one of user, domain, service (a cPanel user or a domain).
+[contracts.fields]
+customer_id = "asiakasnro"
+name = "nimi"
+email = "sahkoposti"
+language = "kieli"
+user = "cpanel_tunnus"
+domain = "verkkotunnus"
+# service = "palvelu"
+server = "palvelin"
+reseller = "jalleenmyyja"
 "#;
 
 #[cfg(test)]
@@ -1284,6 +1507,107 @@ mod tests {
             }
             other => panic!("expected smtp, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn example_contracts_section() {
+        let dir = example_dir();
+        let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
+        let contracts = config.contracts.expect("contracts");
+        assert_eq!(
+            contracts.source,
+            ContractSource::Csv { path: dir.path().join("contracts.csv"), delimiter: None }
+        );
+        assert_eq!(contracts.server_names.host_of("CP1"), Some("old1"));
+        assert_eq!(contracts.server_names.host_of("old1"), Some("old1"));
+        assert_eq!(contracts.server_names.host_of("new1.example.fi"), Some("new1"));
+        assert_eq!(contracts.server_names.host_of("old9.example.fi"), None);
+        assert_eq!(contracts.fields.customer_id, "asiakasnro");
+        assert_eq!(contracts.fields.service, "service");
+        assert!(parse_with_env(MINIMAL, "m.toml", dir.path(), &no_env).expect("minimal").contracts.is_none());
+    }
+
+    #[test]
+    fn contracts_over_http_and_broken_contract_tables() {
+        let dir = example_dir();
+        let http = format!(
+            "{MINIMAL}\n[contracts]\nsource = \"http\"\nurl = \"https://c.example.fi/api\"\ntoken_env = \"C_TOKEN\"\n"
+        );
+        let env = |name: &str| (name == "C_TOKEN").then(|| "ctoken".to_owned());
+        let config = parse_with_env(&http, "c.toml", dir.path(), &env).expect("http");
+        let Some(ContractsConfig { source: ContractSource::Http { url, token }, .. }) = config.contracts
+        else {
+            panic!("expected an http source");
+        };
+        assert_eq!(url.as_str(), "https://c.example.fi/api");
+        assert_eq!(token.as_ref().map(Secret::expose), Some("ctoken"));
+
+        // MINIMAL has 17 lines and a blank follows: [contracts] is line 19, its first key line 20.
+        let base = "\n[contracts]\nsource = \"csv\"\npath = \"c.csv\"\n";
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "unknown source",
+                base.replace("\"csv\"", "\"ftp\""),
+                "20:10: contracts.source: expected one of \"csv\", \"http\"",
+            ),
+            (
+                "csv without path",
+                base.replace("path = \"c.csv\"\n", ""),
+                "20:10: contracts.path: expected path",
+            ),
+            (
+                "bad delimiter",
+                format!("{base}delimiter = \"|\"\n"),
+                "22:13: contracts.delimiter: expected \",\" or \";\"",
+            ),
+            (
+                "url with csv",
+                format!("{base}url = \"https://x.example\"\n"),
+                "22:7: contracts.url: expected no url with source = \"csv\"",
+            ),
+            (
+                "inline token",
+                "\n[contracts]\nsource = \"http\"\nurl = \"https://x.example\"\ntoken = \"t\"\n".to_owned(),
+                "22:9: contracts.token: secrets are not written in the config",
+            ),
+            (
+                "http bad url",
+                "\n[contracts]\nsource = \"http\"\nurl = \"ftp://x\"\n".to_owned(),
+                "21:7: contracts.url: expected an http:// or https:// URL",
+            ),
+            (
+                "unknown host",
+                format!("{base}server_names = {{ old9 = [\"old9.example.fi\"] }}\n"),
+                "22:25: contracts.server_names.old9: expected a host defined under [hosts] (old1)",
+            ),
+            (
+                "bad spelling",
+                format!("{base}server_names = {{ old1 = [\"cp1\", \"a b\"] }}\n"),
+                "22:33: contracts.server_names.old1[1]: expected a server name",
+            ),
+            (
+                "empty field",
+                format!("{base}[contracts.fields]\nname = \" \"\n"),
+                "23:8: contracts.fields.name: expected the source column",
+            ),
+            (
+                "unknown field",
+                format!("{base}[contracts.fields]\nphone = \"p\"\n"),
+                "23:1: contracts.fields.phone: unknown field",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, table, expected) in cases {
+            let text = format!("{MINIMAL}{table}");
+            match parse_with_env(&text, "c.toml", dir.path(), &no_env) {
+                Ok(_) => failures.push(format!("{what}: accepted")),
+                Err(err) if !err.to_string().starts_with(&format!("c.toml:{expected}")) => {
+                    failures.push(format!("{what}: expected c.toml:{expected}…\n got {err}"));
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //!   a failure is held on its account and the rest goes on.
 //! - [`plan`] — inventory of the source host and placement of its domains in our zones; records
 //!   the migration. [`actions`] — start, pause, resume, abort, retry. [`status`] — where things stand.
+//! - [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation
+//!   of one server's accounts and domains against them, each in exactly one bucket.
 //! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
 //!   trait, PowerDNS over its HTTP API, and the authoritative checker (hickory).
 //!   [`notify`] — templates and channels (SMTP through lettre, a directory outbox).
@@ -72,6 +74,7 @@
 pub mod actions;
 pub mod cli;
 pub mod config;
+pub mod contracts;
 pub mod demo;
 pub mod dns;
 pub mod domain;

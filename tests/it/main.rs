@@ -1,6 +1,7 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
 mod classify;
 mod cli;
+mod contracts;
 mod dns;
 mod e2e;
 mod notify;

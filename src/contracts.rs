@@ -1,0 +1,1938 @@
+//! Contract reconciliation (read-only): the company's contract data against one source server.
+//!
+//! A contract source — a CSV export ([`load_csv`], [`parse_csv`]) or an HTTP JSON endpoint
+//! ([`fetch_json`], [`parse_json`]) — gives, per customer, an id, a name, contact e-mail(s), a
+//! preferred language, a reseller, and the services (cPanel users and/or domains) with the
+//! server each is on according to the contract. A [`ContractFields`] mapping says which source
+//! column or JSON key holds what. Loading never stops at a bad row: whole-source problems (an
+//! unreadable file, a missing required column, an HTTP error) are a [`ContractError`]; a bad
+//! row (empty customer id, invalid e-mail, a service that is neither a cPanel user nor a domain,
+//! a duplicate customer with conflicting data) is a [`RowIssue`] with its place, and loading
+//! goes on.
+//!
+//! [`reconcile`] is a pure function: contracts + the inventory of one server ([`ServerInventory`],
+//! a small shape of its own so this module does not depend on how the inventory is gathered) +
+//! how contracts spell our servers' names ([`ServerNames`]) → a [`Reconciliation`] that puts every
+//! account and every domain in exactly one [`Bucket`]. Nothing is ever written back to the
+//! contract system: this module only reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::names::{AccountName, DomainName};
+use crate::secret::Secret;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration (validated by `crate::config`, which builds these).
+
+/// The validated `[contracts]` table of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContractsConfig {
+    /// Where the contracts come from.
+    pub source: ContractSource,
+    /// How contracts spell the names of our hosts.
+    pub server_names: ServerNames,
+    /// Which source column or JSON key holds which of our fields.
+    pub fields: ContractFields,
+}
+
+/// A contract source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContractSource {
+    /// A CSV file, UTF-8 with or without a BOM.
+    Csv {
+        /// The file (resolved against the config file's directory).
+        path: PathBuf,
+        /// `b','` or `b';'`; `None` detects it from the header line.
+        delimiter: Option<u8>,
+    },
+    /// An HTTP(S) endpoint answering a GET with a JSON array of objects or `{"items": [...]}`.
+    Http {
+        /// The endpoint (TLS verified against the web PKI for https).
+        url: Url,
+        /// A bearer token, sent as `Authorization: Bearer …` when present.
+        token: Option<Secret>,
+    },
+}
+
+/// Which source column (CSV header) or JSON key holds each of our fields. Defaults are our own
+/// field names. JSON keys may be dotted paths into nested objects (`customer.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractFields {
+    /// The customer id (required).
+    pub customer_id: String,
+    /// The customer's name (required column; may be empty on a row).
+    pub name: String,
+    /// Contact e-mail(s), several separated by `,` or `;` (required column).
+    pub email: String,
+    /// Preferred language (optional column).
+    pub language: String,
+    /// A cPanel user name (one of `user`, `domain`, `service` is required).
+    pub user: String,
+    /// A domain name.
+    pub domain: String,
+    /// A service that is either a cPanel user or a domain.
+    pub service: String,
+    /// The server the contract says the service is on (required column).
+    pub server: String,
+    /// The reseller, if any (optional column).
+    pub reseller: String,
+}
+
+impl Default for ContractFields {
+    fn default() -> Self {
+        Self {
+            customer_id: "customer_id".to_owned(),
+            name: "name".to_owned(),
+            email: "email".to_owned(),
+            language: "language".to_owned(),
+            user: "user".to_owned(),
+            domain: "domain".to_owned(),
+            service: "service".to_owned(),
+            server: "server".to_owned(),
+            reseller: "reseller".to_owned(),
+        }
+    }
+}
+
+/// How contracts spell the names of our hosts: host short name (`old1`) → the spellings
+/// (`old1.example.fi`, `cp1`). Compared case-insensitively, without a trailing dot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNames(BTreeMap<String, Vec<String>>);
+
+impl ServerNames {
+    /// Builds the map; spellings are normalised (trimmed, lowercase, no trailing dot).
+    pub fn new(map: BTreeMap<String, Vec<String>>) -> Self {
+        Self(
+            map.into_iter()
+                .map(|(host, names)| (host, names.iter().map(|n| normalize_server(n)).collect()))
+                .collect(),
+        )
+    }
+
+    /// The host short name a contract's server spelling stands for, if it is one of ours.
+    pub fn host_of(&self, spelled: &str) -> Option<&str> {
+        let spelled = normalize_server(spelled);
+        self.0
+            .iter()
+            .find(|(host, names)| **host == spelled || names.contains(&spelled))
+            .map(|(host, _)| host.as_str())
+    }
+
+    /// The spellings of one host.
+    pub fn names_of(&self, host: &str) -> &[String] {
+        self.0.get(host).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn normalize_server(value: &str) -> String {
+    let value = value.trim();
+    value.strip_suffix('.').unwrap_or(value).to_lowercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loaded contracts.
+
+/// Where in the source a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// A CSV record, by the 1-based line it starts on (the header is line 1).
+    Line(u64),
+    /// A JSON item, by its 1-based position in the array.
+    Item(u64),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Line(line) => write!(f, "{line}"),
+            Place::Item(item) => write!(f, "item {item}"),
+        }
+    }
+}
+
+/// One customer of the contract system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    /// The customer id as the source gives it (trimmed).
+    pub id: String,
+    /// The customer's name (may be empty).
+    pub name: String,
+    /// The valid contact addresses, in source order, without duplicates.
+    pub emails: Vec<String>,
+    /// Addresses the source gave that are not valid.
+    pub invalid_emails: Vec<String>,
+    /// Preferred language, as given.
+    pub language: Option<String>,
+    /// The reseller, as given.
+    pub reseller: Option<String>,
+    /// Where the customer first appears.
+    pub first_seen: Place,
+    /// True when rows for this id disagree (see the [`IssueKind::DuplicateCustomer`] issues);
+    /// the first row's data is kept.
+    pub conflicting: bool,
+}
+
+/// What a contract service names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTarget {
+    /// A cPanel account.
+    Account(AccountName),
+    /// A domain.
+    Domain(DomainName),
+}
+
+/// One service of a customer's contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// The customer it belongs to.
+    pub customer_id: String,
+    /// The account or domain.
+    pub target: ServiceTarget,
+    /// The server the contract says it is on, as spelled there; `None` when the row left it empty.
+    pub server: Option<String>,
+    /// Where it came from.
+    pub place: Place,
+}
+
+/// What kind of problem a row had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    /// The customer id is empty: the row could not be attached to a customer and is only kept here.
+    EmptyCustomerId,
+    /// An e-mail address is not valid; the customer is kept without it.
+    InvalidEmail,
+    /// A service is neither a valid cPanel user nor a valid domain; it is not used.
+    InvalidService,
+    /// The row names no service at all.
+    NoService,
+    /// The row names no server; its services match wherever they are found.
+    MissingServer,
+    /// The row has a different number of fields than the header: it is only kept here.
+    WrongFieldCount,
+    /// A JSON item is not an object, or a value is an object where text was expected.
+    InvalidValue,
+    /// The same customer id with conflicting data; the first is kept.
+    DuplicateCustomer,
+    /// The same service under another customer or server; the first is kept.
+    DuplicateService,
+}
+
+/// A problem with one row (CSV record or JSON item). Loading went on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowIssue {
+    /// The file or URL.
+    pub origin: String,
+    /// Where in it.
+    pub place: Place,
+    /// Our field name (`customer_id`, `email`, …).
+    pub field: String,
+    /// The source column or key that field is read from.
+    pub column: String,
+    /// What kind of problem.
+    pub kind: IssueKind,
+    /// What was wrong, with the offending value.
+    pub message: String,
+    /// The whole row, when it was not used at all (so nothing is lost).
+    pub raw: Option<String>,
+}
+
+impl fmt::Display for RowIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let separator = match self.place {
+            Place::Line(_) => ":",
+            Place::Item(_) => " ",
+        };
+        write!(
+            f,
+            "{}{separator}{}: {} ({}): {}",
+            self.origin, self.place, self.column, self.field, self.message
+        )
+    }
+}
+
+/// Everything a contract source gave, with the problems found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractSet {
+    /// The file or URL (without query or credentials).
+    pub origin: String,
+    /// Customers by id.
+    pub customers: BTreeMap<String, Customer>,
+    /// Services in source order; a service appears once (duplicates are issues).
+    pub services: Vec<Service>,
+    /// Row-level problems, in source order.
+    pub issues: Vec<RowIssue>,
+}
+
+/// A contract source that could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// The file could not be read.
+    #[error("{origin}: cannot read the contract file: {source}")]
+    Read {
+        /// The file.
+        origin: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The source is not UTF-8.
+    #[error("{origin}: expected UTF-8 text, but byte {offset} is not UTF-8 (save the export as UTF-8)")]
+    NotUtf8 {
+        /// The file or URL.
+        origin: String,
+        /// The first offending byte.
+        offset: usize,
+    },
+    /// Required columns (or JSON keys) are missing.
+    #[error("{origin}: missing required column(s) {}; the columns are: {}", .missing.join(", "), .found.join(", "))]
+    MissingColumns {
+        /// The file or URL.
+        origin: String,
+        /// Each missing one as `"column" (our field)`.
+        missing: Vec<String>,
+        /// The columns or keys that do exist, quoted.
+        found: Vec<String>,
+    },
+    /// The CSV could not be read as CSV (an empty file, a broken header).
+    #[error("{origin}: {message}")]
+    Csv {
+        /// The file.
+        origin: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The HTTP request failed (connection, timeout, TLS).
+    #[error("{origin}: request failed: {message}")]
+    Http {
+        /// The URL.
+        origin: String,
+        /// What failed.
+        message: String,
+        /// Whether trying again later may help.
+        transient: bool,
+    },
+    /// The endpoint answered with an error status.
+    #[error("{origin}: the contract endpoint answered HTTP {status}")]
+    Status {
+        /// The URL.
+        origin: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The answer is not JSON of the expected shape.
+    #[error("{origin}: {message}")]
+    BadJson {
+        /// The URL.
+        origin: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ContractError {
+    /// Whether trying again later may help (network trouble, a 5xx or 429 answer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ContractError::Http { transient, .. } => *transient,
+            ContractError::Status { status, .. } => *status >= 500 || *status == 429,
+            ContractError::Read { .. }
+            | ContractError::NotUtf8 { .. }
+            | ContractError::MissingColumns { .. }
+            | ContractError::Csv { .. }
+            | ContractError::BadJson { .. } => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fields of a record, shared by CSV and JSON.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    CustomerId,
+    Name,
+    Email,
+    Language,
+    User,
+    Domain,
+    Service,
+    Server,
+    Reseller,
+}
+
+impl Field {
+    const ALL: [Field; 9] = [
+        Field::CustomerId,
+        Field::Name,
+        Field::Email,
+        Field::Language,
+        Field::User,
+        Field::Domain,
+        Field::Service,
+        Field::Server,
+        Field::Reseller,
+    ];
+    const REQUIRED: [Field; 4] = [Field::CustomerId, Field::Name, Field::Email, Field::Server];
+    const SERVICES: [Field; 3] = [Field::User, Field::Domain, Field::Service];
+
+    fn ours(self) -> &'static str {
+        match self {
+            Field::CustomerId => "customer_id",
+            Field::Name => "name",
+            Field::Email => "email",
+            Field::Language => "language",
+            Field::User => "user",
+            Field::Domain => "domain",
+            Field::Service => "service",
+            Field::Server => "server",
+            Field::Reseller => "reseller",
+        }
+    }
+
+    fn column(self, fields: &ContractFields) -> &str {
+        match self {
+            Field::CustomerId => &fields.customer_id,
+            Field::Name => &fields.name,
+            Field::Email => &fields.email,
+            Field::Language => &fields.language,
+            Field::User => &fields.user,
+            Field::Domain => &fields.domain,
+            Field::Service => &fields.service,
+            Field::Server => &fields.server,
+            Field::Reseller => &fields.reseller,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The values of one record, per field (CSV: zero or one; JSON: arrays give several).
+struct Record {
+    place: Place,
+    values: [Vec<String>; 9],
+    raw: String,
+}
+
+impl Record {
+    fn get(&self, field: Field) -> &[String] {
+        &self.values[field.index()]
+    }
+
+    /// The first non-empty value, trimmed.
+    fn first(&self, field: Field) -> Option<&str> {
+        self.get(field).iter().map(|v| v.trim()).find(|v| !v.is_empty())
+    }
+}
+
+/// Checks that the required columns exist; `has` says whether a column or key exists.
+fn check_columns(
+    origin: &str,
+    fields: &ContractFields,
+    found: Vec<String>,
+    has: impl Fn(&str) -> bool,
+) -> Result<(), ContractError> {
+    let describe = |field: Field| format!("{:?} ({})", field.column(fields), field.ours());
+    let mut missing: Vec<String> =
+        Field::REQUIRED.iter().filter(|f| !has(f.column(fields))).map(|f| describe(*f)).collect();
+    if !Field::SERVICES.iter().any(|f| has(f.column(fields))) {
+        missing.push(format!(
+            "one of {} ({})",
+            Field::SERVICES.iter().map(|f| format!("{:?}", f.column(fields))).collect::<Vec<_>>().join(", "),
+            "user, domain or service"
+        ));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ContractError::MissingColumns {
+        origin: origin.to_owned(),
+        missing,
+        found: found.iter().map(|c| format!("{c:?}")).collect(),
+    })
+}
+
+/// Collects records into a [`ContractSet`].
+struct Builder<'a> {
+    fields: &'a ContractFields,
+    set: ContractSet,
+    /// The first claim of each service: (customer id, server, place).
+    claims: HashMap<ServiceTarget, (String, Option<String>, Place)>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(origin: &str, fields: &'a ContractFields) -> Self {
+        Self {
+            fields,
+            set: ContractSet { origin: origin.to_owned(), ..ContractSet::default() },
+            claims: HashMap::new(),
+        }
+    }
+
+    fn issue(&mut self, place: Place, field: Field, kind: IssueKind, message: String, raw: Option<String>) {
+        self.set.issues.push(RowIssue {
+            origin: self.set.origin.clone(),
+            place,
+            field: field.ours().to_owned(),
+            column: field.column(self.fields).to_owned(),
+            kind,
+            message,
+            raw,
+        });
+    }
+
+    fn add(&mut self, record: Record) {
+        let place = record.place;
+        let Some(id) = record.first(Field::CustomerId).map(str::to_owned) else {
+            self.issue(
+                place,
+                Field::CustomerId,
+                IssueKind::EmptyCustomerId,
+                "expected a customer id, but it is empty; the row is not used".to_owned(),
+                Some(record.raw.clone()),
+            );
+            return;
+        };
+        let name = record.get(Field::Name).iter().map(|v| v.trim()).collect::<Vec<_>>().join(" ");
+        let name = name.trim().to_owned();
+        let language = record.first(Field::Language).map(str::to_owned);
+        let reseller = record.first(Field::Reseller).map(str::to_owned);
+        let mut emails = Vec::new();
+        let mut invalid_emails = Vec::new();
+        for value in record.get(Field::Email) {
+            for piece in value.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+                match valid_email(piece) {
+                    Some(email) => {
+                        if !emails.iter().any(|e: &String| e.eq_ignore_ascii_case(&email)) {
+                            emails.push(email);
+                        }
+                    }
+                    None => {
+                        self.issue(
+                            place,
+                            Field::Email,
+                            IssueKind::InvalidEmail,
+                            format!("expected an e-mail address like \"name@example.fi\", got {piece:?}"),
+                            None,
+                        );
+                        invalid_emails.push(piece.to_owned());
+                    }
+                }
+            }
+        }
+        self.merge_customer(Customer {
+            id: id.clone(),
+            name,
+            emails,
+            invalid_emails,
+            language,
+            reseller,
+            first_seen: place,
+            conflicting: false,
+        });
+
+        let server = record.first(Field::Server).map(str::to_owned);
+        let mut targets = Vec::new();
+        for field in Field::SERVICES {
+            for value in record.get(field) {
+                for piece in value.split([',', ';', ' ', '\t', '\n', '\r']).filter(|p| !p.is_empty()) {
+                    match parse_service(field, piece) {
+                        Ok(target) => targets.push(target),
+                        Err(reason) => self.issue(
+                            place,
+                            field,
+                            IssueKind::InvalidService,
+                            format!("{piece:?} is not used: {reason}"),
+                            None,
+                        ),
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            let had_any = Field::SERVICES.iter().any(|f| record.first(*f).is_some());
+            if !had_any {
+                self.issue(
+                    place,
+                    Field::User,
+                    IssueKind::NoService,
+                    "expected a service (a cPanel user or a domain), but the row names none".to_owned(),
+                    None,
+                );
+            }
+            return;
+        }
+        if server.is_none() {
+            self.issue(
+                place,
+                Field::Server,
+                IssueKind::MissingServer,
+                "expected the server the contract says the service is on, but it is empty; the services match wherever they are found".to_owned(),
+                None,
+            );
+        }
+        for target in targets {
+            self.add_service(&id, target, server.clone(), place);
+        }
+    }
+
+    fn merge_customer(&mut self, new: Customer) {
+        let Some(existing) = self.set.customers.get_mut(&new.id) else {
+            self.set.customers.insert(new.id.clone(), new);
+            return;
+        };
+        let mut conflicts = Vec::new();
+        let mut check = |field: Field, old: &str, new: &str| {
+            if !old.is_empty() && !new.is_empty() && old != new {
+                conflicts.push((field, format!("{old:?} there, {new:?} here")));
+            }
+        };
+        check(Field::Name, &existing.name, &new.name);
+        check(
+            Field::Language,
+            existing.language.as_deref().unwrap_or(""),
+            new.language.as_deref().unwrap_or(""),
+        );
+        check(
+            Field::Reseller,
+            existing.reseller.as_deref().unwrap_or(""),
+            new.reseller.as_deref().unwrap_or(""),
+        );
+        let lower = |emails: &[String]| emails.iter().map(|e| e.to_lowercase()).collect::<BTreeSet<_>>();
+        if !existing.emails.is_empty()
+            && !new.emails.is_empty()
+            && lower(&existing.emails) != lower(&new.emails)
+        {
+            conflicts.push((
+                Field::Email,
+                format!("{:?} there, {:?} here", existing.emails.join(", "), new.emails.join(", ")),
+            ));
+        }
+        // Fill what the first row left empty; otherwise the first row wins.
+        if existing.name.is_empty() {
+            existing.name = new.name;
+        }
+        if existing.language.is_none() {
+            existing.language = new.language;
+        }
+        if existing.reseller.is_none() {
+            existing.reseller = new.reseller;
+        }
+        if existing.emails.is_empty() {
+            existing.emails = new.emails;
+        }
+        for invalid in new.invalid_emails {
+            if !existing.invalid_emails.contains(&invalid) {
+                existing.invalid_emails.push(invalid);
+            }
+        }
+        if conflicts.is_empty() {
+            return;
+        }
+        existing.conflicting = true;
+        let first = existing.first_seen;
+        let id = existing.id.clone();
+        for (field, detail) in conflicts {
+            self.issue(
+                new.first_seen,
+                field,
+                IssueKind::DuplicateCustomer,
+                format!(
+                    "customer {id:?} appears again with a different {}: {detail} (first at {first}); the first is kept",
+                    field.ours()
+                ),
+                None,
+            );
+        }
+    }
+
+    fn add_service(
+        &mut self,
+        customer_id: &str,
+        target: ServiceTarget,
+        server: Option<String>,
+        place: Place,
+    ) {
+        if let Some((first_customer, first_server, first_place)) = self.claims.get(&target) {
+            let same_server =
+                first_server.as_deref().map(normalize_server) == server.as_deref().map(normalize_server);
+            if first_customer == customer_id && same_server {
+                return;
+            }
+            let message = format!(
+                "{} is already claimed by customer {first_customer:?} on server {:?} (at {first_place}); this claim by customer {customer_id:?} on server {:?} is not used",
+                describe_target(&target),
+                first_server.as_deref().unwrap_or(""),
+                server.as_deref().unwrap_or(""),
+            );
+            let field = match target {
+                ServiceTarget::Account(_) => Field::User,
+                ServiceTarget::Domain(_) => Field::Domain,
+            };
+            self.issue(place, field, IssueKind::DuplicateService, message, None);
+            return;
+        }
+        self.claims.insert(target.clone(), (customer_id.to_owned(), server.clone(), place));
+        self.set.services.push(Service { customer_id: customer_id.to_owned(), target, server, place });
+    }
+}
+
+fn describe_target(target: &ServiceTarget) -> String {
+    match target {
+        ServiceTarget::Account(user) => format!("cPanel user {user}"),
+        ServiceTarget::Domain(domain) => format!("domain {domain}"),
+    }
+}
+
+/// A service value as a cPanel user or a domain, depending on the column it came from.
+fn parse_service(field: Field, value: &str) -> Result<ServiceTarget, String> {
+    match field {
+        Field::User => {
+            AccountName::parse(&value.to_lowercase()).map(ServiceTarget::Account).map_err(|e| e.to_string())
+        }
+        Field::Domain => parse_domain(value).map(ServiceTarget::Domain),
+        _ => {
+            let user = AccountName::parse(&value.to_lowercase());
+            if let Ok(user) = user {
+                return Ok(ServiceTarget::Account(user));
+            }
+            parse_domain(value).map(ServiceTarget::Domain).map_err(|domain_err| {
+                let user_err = user.map_or_else(|e| e.reason, |_| "");
+                format!("it is neither a valid cPanel user ({user_err}) nor a valid domain ({domain_err})")
+            })
+        }
+    }
+}
+
+/// A domain; a Unicode name ("äänekoskenkukka.fi") is taken in its punycode form.
+fn parse_domain(value: &str) -> Result<DomainName, String> {
+    if value.is_ascii() {
+        return DomainName::parse(value).map_err(|e| e.to_string());
+    }
+    // The URL parser applies IDNA (UTS #46), which is what browsers and resolvers do.
+    let ascii = Url::parse(&format!("http://{value}/"))
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .ok_or_else(|| {
+            format!("domain {value:?} is not valid: it is not a valid international domain name")
+        })?;
+    DomainName::parse(&ascii).map_err(|e| e.to_string())
+}
+
+/// A usable e-mail address (an addr-spec, or a mailbox `Name <addr>` reduced to its address) whose
+/// domain is a dotted name, or `None`.
+pub fn valid_email(value: &str) -> Option<String> {
+    let mailbox = lettre::message::Mailbox::from_str(value.trim()).ok()?;
+    let address = mailbox.email;
+    let domain = address.domain();
+    // A customer's address must be routable: no bare host names or address literals.
+    if !domain.contains('.') || domain.starts_with('[') || domain.ends_with('.') {
+        return None;
+    }
+    Some(address.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV.
+
+/// Reads a CSV contract file (see [`parse_csv`]).
+pub fn load_csv(
+    path: &Path,
+    delimiter: Option<u8>,
+    fields: &ContractFields,
+) -> Result<ContractSet, ContractError> {
+    let origin = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|source| ContractError::Read { origin: origin.clone(), source })?;
+    parse_csv(&bytes, &origin, delimiter, fields)
+}
+
+/// Parses CSV contract text: UTF-8 with or without a BOM, CRLF or LF, quoted fields with
+/// embedded delimiters, quotes and newlines; one row per service (customer columns repeated) and
+/// several e-mails in one field separated by `,` or `;`. The delimiter (`,` or `;`) is detected
+/// from the header line unless given. Header names are matched case-insensitively after trimming.
+pub fn parse_csv(
+    bytes: &[u8],
+    origin: &str,
+    delimiter: Option<u8>,
+    fields: &ContractFields,
+) -> Result<ContractSet, ContractError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ContractError::NotUtf8 { origin: origin.to_owned(), offset: e.valid_up_to() })?;
+    let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(text));
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| ContractError::Csv {
+            origin: origin.to_owned(),
+            message: format!("cannot read the header: {e}"),
+        })?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(ContractError::Csv {
+            origin: origin.to_owned(),
+            message: "expected a header line naming the columns, but the file is empty".to_owned(),
+        });
+    }
+    let lowered: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
+    let column_of = |name: &str| lowered.iter().position(|h| *h == name.trim().to_lowercase());
+    check_columns(origin, fields, headers.clone(), |name| column_of(name).is_some())?;
+    let indices: Vec<Option<usize>> = Field::ALL.iter().map(|f| column_of(f.column(fields))).collect();
+
+    let separator = char::from(delimiter).to_string();
+    let mut builder = Builder::new(origin, fields);
+    for result in reader.records() {
+        let record = match result {
+            Ok(record) => record,
+            Err(err) => {
+                let line = err.position().map_or(0, |p| line_at(text, p));
+                builder.issue(
+                    Place::Line(line),
+                    Field::CustomerId,
+                    IssueKind::InvalidValue,
+                    format!("the row cannot be read as CSV: {err}"),
+                    None,
+                );
+                if err.position().is_none() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| line_at(text, p));
+        let raw = record.iter().collect::<Vec<_>>().join(&separator);
+        if record.iter().all(|v| v.trim().is_empty()) {
+            continue;
+        }
+        if record.len() != headers.len() {
+            builder.issue(
+                Place::Line(line),
+                Field::CustomerId,
+                IssueKind::WrongFieldCount,
+                format!(
+                    "expected {} fields like the header, got {} (an unquoted {:?} in a value?); the row is not used",
+                    headers.len(),
+                    record.len(),
+                    separator
+                ),
+                Some(raw),
+            );
+            continue;
+        }
+        let values = std::array::from_fn(|i| {
+            indices[i].and_then(|col| record.get(col)).map(|v| vec![v.to_owned()]).unwrap_or_default()
+        });
+        builder.add(Record { place: Place::Line(line), values, raw });
+    }
+    Ok(builder.set)
+}
+
+/// The 1-based line a record starts on. With CRLF line ends the csv crate ends a record at the
+/// CR and reports the next one from the LF, so its own line count is one short: skip the line
+/// end, then count the newlines before the record.
+fn line_at(text: &str, position: &csv::Position) -> u64 {
+    let bytes = text.as_bytes();
+    let mut offset = usize::try_from(position.byte()).unwrap_or(usize::MAX).min(bytes.len());
+    while offset < bytes.len() && matches!(bytes[offset], b'\r' | b'\n') {
+        offset += 1;
+    }
+    let newlines = text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count();
+    u64::try_from(newlines).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// `;` when the header line has more semicolons than commas outside quotes, else `,`.
+fn detect_delimiter(text: &str) -> u8 {
+    let (mut commas, mut semicolons, mut quoted) = (0usize, 0usize, false);
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '\n' if !quoted => break,
+            ',' if !quoted => commas += 1,
+            ';' if !quoted => semicolons += 1,
+            _ => {}
+        }
+    }
+    if semicolons > commas { b';' } else { b',' }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON over HTTP.
+
+/// How long the contract endpoint may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `scheme://host:port/path` of a URL: no credentials, query or fragment in messages.
+fn display_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// GETs the contracts from an HTTP(S) endpoint (TLS verified against the web PKI) with an
+/// optional bearer token, and parses them with [`parse_json`]. Read-only: only GET is ever sent.
+#[tracing::instrument(skip_all, fields(url = %display_url(url)))]
+pub async fn fetch_json(
+    url: &Url,
+    token: Option<&Secret>,
+    fields: &ContractFields,
+) -> Result<ContractSet, ContractError> {
+    let origin = display_url(url);
+    let http_error = |err: reqwest::Error| {
+        let transient = err.is_timeout() || err.is_connect() || err.is_request() || err.is_body();
+        ContractError::Http { origin: origin.clone(), message: err.without_url().to_string(), transient }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("siirto/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ContractError::Http {
+            origin: origin.clone(),
+            message: e.to_string(),
+            transient: false,
+        })?;
+    let mut request = client.get(url.clone()).header(reqwest::header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            ContractError::Http {
+                origin: origin.clone(),
+                message: "the bearer token contains characters not allowed in a header".to_owned(),
+                transient: false,
+            }
+        })?;
+        value.set_sensitive(true);
+        request = request.header(AUTHORIZATION, value);
+    }
+    let response = request.send().await.map_err(http_error)?;
+    let status = response.status();
+    if !status.is_success() {
+        tracing::warn!(status = status.as_u16(), "contract endpoint refused");
+        return Err(ContractError::Status { origin, status: status.as_u16() });
+    }
+    let body = response.bytes().await.map_err(http_error)?;
+    parse_json(&body, &origin, fields)
+}
+
+/// Parses a JSON contract answer: an array of objects, or `{"items": [...]}`. Each item is one
+/// record with the same fields as a CSV row; a value may be a string, a number, null, or an
+/// array of those (several e-mails or services). Keys are matched exactly, then as dotted paths.
+pub fn parse_json(bytes: &[u8], origin: &str, fields: &ContractFields) -> Result<ContractSet, ContractError> {
+    let bad = |message: String| ContractError::BadJson { origin: origin.to_owned(), message };
+    let document: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("expected JSON: {e}")))?;
+    let items = match document {
+        Value::Array(items) => items,
+        Value::Object(mut object) => match object.remove("items") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(bad(
+                    "expected an array of contract objects or an object with an \"items\" array".to_owned(),
+                ));
+            }
+        },
+        _ => {
+            return Err(bad(
+                "expected an array of contract objects or an object with an \"items\" array".to_owned()
+            ));
+        }
+    };
+    // A key no item has is a mapping error, reported like a missing CSV column.
+    if items.iter().any(Value::is_object) {
+        let mut found = BTreeSet::new();
+        for item in items.iter().filter_map(Value::as_object) {
+            found.extend(item.keys().cloned());
+        }
+        let has = |key: &str| items.iter().any(|item| lookup(item, key).is_some());
+        check_columns(origin, fields, found.into_iter().collect(), has)?;
+    }
+
+    let mut builder = Builder::new(origin, fields);
+    for (index, item) in items.iter().enumerate() {
+        let place = Place::Item(index as u64 + 1);
+        let raw = item.to_string();
+        if !item.is_object() {
+            builder.issue(
+                place,
+                Field::CustomerId,
+                IssueKind::InvalidValue,
+                "expected an object, got something else; the item is not used".to_owned(),
+                Some(raw),
+            );
+            continue;
+        }
+        let mut values: [Vec<String>; 9] = Default::default();
+        for field in Field::ALL {
+            let Some(value) = lookup(item, field.column(fields)) else {
+                continue;
+            };
+            match texts(value) {
+                Some(texts) => values[field.index()] = texts,
+                None => builder.issue(
+                    place,
+                    field,
+                    IssueKind::InvalidValue,
+                    format!("expected text, a number or a list of them, got {value}"),
+                    None,
+                ),
+            }
+        }
+        builder.add(Record { place, values, raw });
+    }
+    Ok(builder.set)
+}
+
+/// An item's value by key, or by dotted path into nested objects.
+fn lookup<'v>(item: &'v Value, key: &str) -> Option<&'v Value> {
+    let object = item.as_object()?;
+    if let Some(value) = object.get(key) {
+        return Some(value);
+    }
+    if !key.contains('.') {
+        return None;
+    }
+    key.split('.').try_fold(item, |value, part| value.as_object()?.get(part))
+}
+
+/// A JSON value as texts: scalars give one, null none, arrays their elements; objects `None`.
+fn texts(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Null => Some(Vec::new()),
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Number(n) => Some(vec![n.to_string()]),
+        Value::Bool(b) => Some(vec![b.to_string()]),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                match item {
+                    Value::Array(_) | Value::Object(_) => return None,
+                    other => out.extend(texts(other)?),
+                }
+            }
+            Some(out)
+        }
+        Value::Object(_) => None,
+    }
+}
+
+/// Loads the contracts the config names (a CSV file or the HTTP endpoint).
+pub async fn load(config: &ContractsConfig) -> Result<ContractSet, ContractError> {
+    match &config.source {
+        ContractSource::Csv { path, delimiter } => {
+            let path = path.clone();
+            let delimiter = *delimiter;
+            let fields = config.fields.clone();
+            // Reading and parsing a large file is blocking work.
+            tokio::task::spawn_blocking(move || load_csv(&path, delimiter, &fields)).await.map_err(|e| {
+                ContractError::Csv {
+                    origin: "contracts".to_owned(),
+                    message: format!("loader task failed: {e}"),
+                }
+            })?
+        }
+        ContractSource::Http { url, token } => fetch_json(url, token.as_ref(), &config.fields).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciliation.
+
+/// The inventory of one source server, as reconciliation needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInventory {
+    /// Every account on the server.
+    pub accounts: Vec<InventoryAccount>,
+}
+
+/// One account of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryAccount {
+    /// The cPanel user.
+    pub user: AccountName,
+    /// Its main domain.
+    pub main_domain: DomainName,
+    /// All its domains (main, addon, parked, sub); the main domain is included even if absent here.
+    pub domains: Vec<DomainName>,
+    /// The contact e-mail WHM has for it, as WHM gives it (may be invalid).
+    pub contact_email: Option<String>,
+    /// The WHM owner (a reseller, or `root`).
+    pub owner: Option<String>,
+}
+
+/// Where the e-mails of a matched item come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailSource {
+    /// The contract's contact e-mails.
+    Contract,
+    /// The contract had no usable e-mail; the account's WHM contact e-mail is used.
+    Whm,
+}
+
+/// Through which contract service an item matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "through", content = "name")]
+pub enum MatchedVia {
+    /// The account's own cPanel user is a contract service.
+    User,
+    /// The domain itself is a contract service (for an account: one of its domains).
+    Domain(DomainName),
+    /// A domain matched through the account it belongs to.
+    Account(AccountName),
+}
+
+/// The one bucket an account or domain is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "bucket")]
+pub enum Bucket {
+    /// On this server and the contract says so (or names no server), with usable e-mails.
+    Matched {
+        /// The customer id.
+        customer_id: String,
+        /// The customer's name.
+        name: String,
+        /// Preferred language.
+        language: Option<String>,
+        /// The addresses notices go to.
+        emails: Vec<String>,
+        /// Where those addresses come from.
+        email_source: EmailSource,
+        /// Through which service it matched.
+        via: MatchedVia,
+        /// The reseller per the contract.
+        reseller: Option<String>,
+    },
+    /// On this server, but no contract names it (nor, for a domain, its account).
+    OnServerNoContract,
+    /// A contract says it is on this server; it is not.
+    ContractNamesThisServerButMissing {
+        /// The customer id.
+        customer_id: String,
+        /// The customer's name.
+        name: String,
+        /// The server as the contract spells it.
+        server: String,
+    },
+    /// On this server, but its contract names another server.
+    ContractNamesAnotherServer {
+        /// The customer id.
+        customer_id: String,
+        /// The customer's name.
+        name: String,
+        /// The server as the contract spells it.
+        server: String,
+        /// Our host short name for it, when it is one of ours; `None` for an unknown server.
+        host: Option<String>,
+        /// Through which service.
+        via: MatchedVia,
+    },
+    /// Matched, but neither the contract nor WHM gives a usable e-mail: notices cannot be sent.
+    ContactMissingOrInvalid {
+        /// The customer id.
+        customer_id: String,
+        /// The customer's name.
+        name: String,
+        /// Preferred language.
+        language: Option<String>,
+        /// Through which service it matched.
+        via: MatchedVia,
+        /// The reseller per the contract.
+        reseller: Option<String>,
+        /// What is missing or invalid, in words.
+        reason: String,
+    },
+}
+
+impl Bucket {
+    /// The bucket's name as in the JSON (`matched`, `on_server_no_contract`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bucket::Matched { .. } => "matched",
+            Bucket::OnServerNoContract => "on_server_no_contract",
+            Bucket::ContractNamesThisServerButMissing { .. } => "contract_names_this_server_but_missing",
+            Bucket::ContractNamesAnotherServer { .. } => "contract_names_another_server",
+            Bucket::ContactMissingOrInvalid { .. } => "contact_missing_or_invalid",
+        }
+    }
+
+    /// The customer whose contract placed the item here, if any.
+    pub fn customer_id(&self) -> Option<&str> {
+        match self {
+            Bucket::Matched { customer_id, .. }
+            | Bucket::ContractNamesThisServerButMissing { customer_id, .. }
+            | Bucket::ContractNamesAnotherServer { customer_id, .. }
+            | Bucket::ContactMissingOrInvalid { customer_id, .. } => Some(customer_id),
+            Bucket::OnServerNoContract => None,
+        }
+    }
+}
+
+/// An account and its bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEntry {
+    /// The cPanel user.
+    pub user: AccountName,
+    /// Whether the account is on this server (false only for `ContractNamesThisServerButMissing`).
+    pub on_server: bool,
+    /// Its bucket.
+    #[serde(flatten)]
+    pub bucket: Bucket,
+}
+
+/// A domain and its bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainEntry {
+    /// The domain.
+    pub domain: DomainName,
+    /// The account it belongs to on this server (`None` when it is not on this server).
+    pub account: Option<AccountName>,
+    /// Its bucket.
+    #[serde(flatten)]
+    pub bucket: Bucket,
+}
+
+/// How many items are in each bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketCounts {
+    /// `Matched`.
+    pub matched: usize,
+    /// `OnServerNoContract`.
+    pub on_server_no_contract: usize,
+    /// `ContractNamesThisServerButMissing`.
+    pub contract_names_this_server_but_missing: usize,
+    /// `ContractNamesAnotherServer`.
+    pub contract_names_another_server: usize,
+    /// `ContactMissingOrInvalid`.
+    pub contact_missing_or_invalid: usize,
+}
+
+impl BucketCounts {
+    fn add(&mut self, bucket: &Bucket) {
+        match bucket {
+            Bucket::Matched { .. } => self.matched += 1,
+            Bucket::OnServerNoContract => self.on_server_no_contract += 1,
+            Bucket::ContractNamesThisServerButMissing { .. } => {
+                self.contract_names_this_server_but_missing += 1
+            }
+            Bucket::ContractNamesAnotherServer { .. } => self.contract_names_another_server += 1,
+            Bucket::ContactMissingOrInvalid { .. } => self.contact_missing_or_invalid += 1,
+        }
+    }
+
+    /// All items counted.
+    pub fn total(&self) -> usize {
+        self.matched
+            + self.on_server_no_contract
+            + self.contract_names_this_server_but_missing
+            + self.contract_names_another_server
+            + self.contact_missing_or_invalid
+    }
+}
+
+/// The accounts of one reseller (per the contract, else the WHM owner) and their buckets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResellerGroup {
+    /// The reseller.
+    pub reseller: String,
+    /// Its accounts, sorted.
+    pub accounts: Vec<AccountName>,
+    /// Their buckets.
+    pub counts: BucketCounts,
+}
+
+/// The reconciliation of one server: every account and domain in exactly one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// The host short name reconciled.
+    pub host: String,
+    /// The contract source.
+    pub origin: String,
+    /// Accounts, sorted by user: every account on the server, then those only contracts name.
+    pub accounts: Vec<AccountEntry>,
+    /// Domains, sorted by name: every domain on the server and those only contracts name.
+    pub domains: Vec<DomainEntry>,
+    /// Account counts per bucket.
+    pub account_counts: BucketCounts,
+    /// Domain counts per bucket.
+    pub domain_counts: BucketCounts,
+    /// Per reseller: the contract's reseller of the account's customer, else the WHM owner when
+    /// it is not `root` (accounts with neither are not listed here).
+    pub resellers: Vec<ResellerGroup>,
+    /// The contract source's row issues, carried into the report.
+    pub issues: Vec<RowIssue>,
+}
+
+/// Reconciles the contracts with one server's inventory. Pure: no I/O, nothing written back.
+///
+/// An account matches through its own cPanel user, else its main domain, else the first of its
+/// other domains that a contract names. A domain matches through its own contract service, else
+/// through its account. A service whose server is one of `host`'s spellings (or empty) matches;
+/// one naming any other server — ours or unknown — puts the item in `ContractNamesAnotherServer`.
+/// E-mails: the contract's valid ones, else the account's WHM contact if valid, else
+/// `ContactMissingOrInvalid`. Services naming `host` that are not on it are listed as
+/// `ContractNamesThisServerButMissing`.
+pub fn reconcile(
+    contracts: &ContractSet,
+    inventory: &ServerInventory,
+    host: &str,
+    server_names: &ServerNames,
+) -> Reconciliation {
+    let mut by_account: HashMap<&AccountName, &Service> = HashMap::new();
+    let mut by_domain: HashMap<&DomainName, &Service> = HashMap::new();
+    for service in &contracts.services {
+        match &service.target {
+            ServiceTarget::Account(user) => {
+                by_account.entry(user).or_insert(service);
+            }
+            ServiceTarget::Domain(domain) => {
+                by_domain.entry(domain).or_insert(service);
+            }
+        }
+    }
+    let ctx = Judge { contracts, host, server_names };
+
+    let mut accounts: BTreeMap<AccountName, AccountEntry> = BTreeMap::new();
+    let mut domains: BTreeMap<DomainName, DomainEntry> = BTreeMap::new();
+    let mut owners: HashMap<AccountName, Option<String>> = HashMap::new();
+    for account in &inventory.accounts {
+        if accounts.contains_key(&account.user) {
+            continue;
+        }
+        let mut own_domains: Vec<&DomainName> = vec![&account.main_domain];
+        let mut others: Vec<&DomainName> =
+            account.domains.iter().filter(|d| **d != account.main_domain).collect();
+        others.sort();
+        others.dedup();
+        own_domains.extend(others);
+
+        let account_service = by_account.get(&account.user).map(|s| (*s, MatchedVia::User)).or_else(|| {
+            own_domains.iter().find_map(|d| by_domain.get(d).map(|s| (*s, MatchedVia::Domain((*d).clone()))))
+        });
+        let account_bucket = match account_service {
+            Some((service, via)) => ctx.judge(service, via, account.contact_email.as_deref()),
+            None => Bucket::OnServerNoContract,
+        };
+        for domain in own_domains {
+            if domains.contains_key(domain) {
+                continue;
+            }
+            let bucket = match by_domain.get(domain) {
+                Some(service) => {
+                    ctx.judge(service, MatchedVia::Domain(domain.clone()), account.contact_email.as_deref())
+                }
+                None => through_account(&account_bucket, &account.user),
+            };
+            domains.insert(
+                domain.clone(),
+                DomainEntry { domain: domain.clone(), account: Some(account.user.clone()), bucket },
+            );
+        }
+        owners.insert(account.user.clone(), account.owner.clone());
+        accounts.insert(
+            account.user.clone(),
+            AccountEntry { user: account.user.clone(), on_server: true, bucket: account_bucket },
+        );
+    }
+
+    // Services that say they are here but are not.
+    for service in &contracts.services {
+        let Some(server) = &service.server else {
+            continue;
+        };
+        if server_names.host_of(server) != Some(host) {
+            continue;
+        }
+        let (customer_id, name) = ctx.customer_name(service);
+        let bucket = Bucket::ContractNamesThisServerButMissing { customer_id, name, server: server.clone() };
+        match &service.target {
+            ServiceTarget::Account(user) => {
+                accounts.entry(user.clone()).or_insert_with(|| AccountEntry {
+                    user: user.clone(),
+                    on_server: false,
+                    bucket,
+                });
+            }
+            ServiceTarget::Domain(domain) => {
+                domains.entry(domain.clone()).or_insert_with(|| DomainEntry {
+                    domain: domain.clone(),
+                    account: None,
+                    bucket,
+                });
+            }
+        }
+    }
+
+    let mut account_counts = BucketCounts::default();
+    let mut groups: BTreeMap<String, ResellerGroup> = BTreeMap::new();
+    for entry in accounts.values() {
+        account_counts.add(&entry.bucket);
+        let whm_owner = owners.get(&entry.user).cloned().flatten().filter(|o| !o.is_empty() && o != "root");
+        // The contract's reseller (whatever the bucket), else the WHM owner.
+        let reseller = entry
+            .bucket
+            .customer_id()
+            .and_then(|id| contracts.customers.get(id))
+            .and_then(|customer| customer.reseller.clone())
+            .or(whm_owner);
+        if let Some(reseller) = reseller {
+            let group = groups.entry(reseller.clone()).or_insert_with(|| ResellerGroup {
+                reseller,
+                accounts: Vec::new(),
+                counts: BucketCounts::default(),
+            });
+            group.accounts.push(entry.user.clone());
+            group.counts.add(&entry.bucket);
+        }
+    }
+    let mut domain_counts = BucketCounts::default();
+    for entry in domains.values() {
+        domain_counts.add(&entry.bucket);
+    }
+    Reconciliation {
+        host: host.to_owned(),
+        origin: contracts.origin.clone(),
+        accounts: accounts.into_values().collect(),
+        domains: domains.into_values().collect(),
+        account_counts,
+        domain_counts,
+        resellers: groups.into_values().collect(),
+        issues: contracts.issues.clone(),
+    }
+}
+
+/// A domain without its own contract service takes its account's bucket.
+fn through_account(account_bucket: &Bucket, user: &AccountName) -> Bucket {
+    let via = MatchedVia::Account(user.clone());
+    match account_bucket.clone() {
+        Bucket::Matched { customer_id, name, language, emails, email_source, reseller, .. } => {
+            Bucket::Matched { customer_id, name, language, emails, email_source, via, reseller }
+        }
+        Bucket::ContractNamesAnotherServer { customer_id, name, server, host, .. } => {
+            Bucket::ContractNamesAnotherServer { customer_id, name, server, host, via }
+        }
+        Bucket::ContactMissingOrInvalid { customer_id, name, language, reseller, reason, .. } => {
+            Bucket::ContactMissingOrInvalid { customer_id, name, language, via, reseller, reason }
+        }
+        other @ (Bucket::OnServerNoContract | Bucket::ContractNamesThisServerButMissing { .. }) => other,
+    }
+}
+
+struct Judge<'a> {
+    contracts: &'a ContractSet,
+    host: &'a str,
+    server_names: &'a ServerNames,
+}
+
+impl Judge<'_> {
+    fn customer_name(&self, service: &Service) -> (String, String) {
+        let name =
+            self.contracts.customers.get(&service.customer_id).map(|c| c.name.clone()).unwrap_or_default();
+        (service.customer_id.clone(), name)
+    }
+
+    /// The bucket of an item on this server that `service` names.
+    fn judge(&self, service: &Service, via: MatchedVia, whm_contact: Option<&str>) -> Bucket {
+        let (customer_id, name) = self.customer_name(service);
+        if let Some(server) = &service.server {
+            let host = self.server_names.host_of(server);
+            if host != Some(self.host) {
+                return Bucket::ContractNamesAnotherServer {
+                    customer_id,
+                    name,
+                    server: server.clone(),
+                    host: host.map(str::to_owned),
+                    via,
+                };
+            }
+        }
+        let customer = self.contracts.customers.get(&service.customer_id);
+        let language = customer.and_then(|c| c.language.clone());
+        let reseller = customer.and_then(|c| c.reseller.clone());
+        let contract_emails = customer.map(|c| c.emails.clone()).unwrap_or_default();
+        if !contract_emails.is_empty() {
+            return Bucket::Matched {
+                customer_id,
+                name,
+                language,
+                emails: contract_emails,
+                email_source: EmailSource::Contract,
+                via,
+                reseller,
+            };
+        }
+        if let Some(email) = whm_contact.and_then(valid_email) {
+            return Bucket::Matched {
+                customer_id,
+                name,
+                language,
+                emails: vec![email],
+                email_source: EmailSource::Whm,
+                via,
+                reseller,
+            };
+        }
+        let contract_part = match customer.map(|c| c.invalid_emails.as_slice()) {
+            Some(invalid) if !invalid.is_empty() => {
+                format!("the contract's e-mail {:?} is invalid", invalid.join(", "))
+            }
+            _ => "the contract has no e-mail".to_owned(),
+        };
+        let whm_part = match whm_contact.map(str::trim).filter(|c| !c.is_empty()) {
+            Some(contact) => format!("the account's WHM contact {contact:?} is invalid"),
+            None => "the account has no WHM contact e-mail".to_owned(),
+        };
+        Bucket::ContactMissingOrInvalid {
+            customer_id,
+            name,
+            language,
+            via,
+            reseller,
+            reason: format!("{contract_part} and {whm_part}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> AccountName {
+        AccountName::parse(name).expect("user")
+    }
+
+    fn domain(name: &str) -> DomainName {
+        DomainName::parse(name).expect("domain")
+    }
+
+    fn csv(text: &str) -> ContractSet {
+        parse_csv(text.as_bytes(), "c.csv", None, &ContractFields::default()).expect("csv")
+    }
+
+    const HEADER: &str = "customer_id,name,email,language,user,domain,server,reseller\n";
+
+    #[test]
+    fn delimiter_detection() {
+        assert_eq!(detect_delimiter("a;b;c\n1,2;3"), b';');
+        assert_eq!(detect_delimiter("a,b,c\n1;2;3;4;5"), b',');
+        assert_eq!(detect_delimiter("\"a;b\",c\n"), b',');
+        assert_eq!(detect_delimiter("abc"), b',');
+    }
+
+    #[test]
+    fn emails() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("matti@example.fi", Some("matti@example.fi")),
+            ("Matti Meikäläinen <matti@example.fi>", Some("matti@example.fi")),
+            ("  a.b+c@sub.example.fi ", Some("a.b+c@sub.example.fi")),
+            ("matti(at)example.fi", None),
+            ("matti@localhost", None),
+            ("@example.fi", None),
+            ("matti@", None),
+            ("", None),
+            ("a b@example.fi", None),
+        ];
+        for (input, expected) in table {
+            assert_eq!(valid_email(input).as_deref(), *expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn services_parse_as_users_or_domains() {
+        assert_eq!(parse_service(Field::Service, "Kukka"), Ok(ServiceTarget::Account(user("kukka"))));
+        assert_eq!(parse_service(Field::Service, "kukka.fi"), Ok(ServiceTarget::Domain(domain("kukka.fi"))));
+        assert_eq!(
+            parse_service(Field::Domain, "äänekoskenkukka.fi"),
+            Ok(ServiceTarget::Domain(domain("xn--nekoskenkukka-9eba.fi")))
+        );
+        let err = parse_service(Field::Service, "no such/thing").expect_err("neither");
+        assert!(err.contains("neither a valid cPanel user"), "{err}");
+        assert!(parse_service(Field::User, "kukka.fi").is_err());
+        assert!(parse_service(Field::Domain, "kukka").is_err());
+    }
+
+    #[test]
+    fn rows_with_problems_become_issues_and_loading_goes_on() {
+        let set = csv(&format!(
+            "{HEADER}\
+             ,Nobody,n@example.fi,fi,nobody,,old1,\n\
+             c1,Kukka Oy,bad-address,fi,kukka,,old1,\n\
+             c2,Puu Oy,p@example.fi,,bad/user,,old1,\n\
+             c3,Tyhjä Oy,t@example.fi,,,,old1,\n\
+             c4,Ei palvelinta,e@example.fi,,eipalv,,,\n\
+             c5,Liikaa,x@example.fi,fi,liikaa,,old1,,extra\n"
+        ));
+        let kinds: Vec<(Place, IssueKind, &str)> =
+            set.issues.iter().map(|i| (i.place, i.kind, i.field.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Place::Line(2), IssueKind::EmptyCustomerId, "customer_id"),
+                (Place::Line(3), IssueKind::InvalidEmail, "email"),
+                (Place::Line(4), IssueKind::InvalidService, "user"),
+                (Place::Line(5), IssueKind::NoService, "user"),
+                (Place::Line(6), IssueKind::MissingServer, "server"),
+                (Place::Line(7), IssueKind::WrongFieldCount, "customer_id"),
+            ]
+        );
+        assert!(set.issues[0].raw.as_deref().is_some_and(|r| r.contains("Nobody")));
+        assert_eq!(set.customers.keys().collect::<Vec<_>>(), vec!["c1", "c2", "c3", "c4"]);
+        assert_eq!(set.customers["c1"].invalid_emails, vec!["bad-address"]);
+        assert!(set.customers["c1"].emails.is_empty());
+        let targets: Vec<_> = set.services.iter().map(|s| (s.target.clone(), s.server.clone())).collect();
+        assert_eq!(
+            targets,
+            vec![
+                (ServiceTarget::Account(user("kukka")), Some("old1".to_owned())),
+                (ServiceTarget::Account(user("eipalv")), None),
+            ]
+        );
+        assert!(
+            set.issues[1].to_string().starts_with("c.csv:3: email (email): expected an e-mail"),
+            "{}",
+            set.issues[1]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_flagged_and_the_first_kept() {
+        let set = csv(&format!(
+            "{HEADER}\
+             c1,Kukka Oy,k@example.fi,fi,kukka,,old1,\n\
+             c1,Kukka Oy,k@example.fi,fi,,kukka.fi,old1,\n\
+             c1,Kukka Ab,k@example.fi,sv,,kukka2.fi,old1,\n\
+             c2,Puu Oy,p@example.fi,fi,kukka,,old2,\n\
+             c1,Kukka Oy,k@example.fi,fi,kukka,,old1,\n"
+        ));
+        let kinds: Vec<(Place, IssueKind, &str)> =
+            set.issues.iter().map(|i| (i.place, i.kind, i.field.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Place::Line(4), IssueKind::DuplicateCustomer, "name"),
+                (Place::Line(4), IssueKind::DuplicateCustomer, "language"),
+                (Place::Line(5), IssueKind::DuplicateService, "user"),
+            ]
+        );
+        assert!(set.issues[0].message.contains("\"Kukka Oy\" there, \"Kukka Ab\" here (first at 2)"));
+        let c1 = &set.customers["c1"];
+        assert!(c1.conflicting);
+        assert_eq!((c1.name.as_str(), c1.language.as_deref()), ("Kukka Oy", Some("fi")));
+        assert_eq!(set.services.len(), 3);
+    }
+
+    #[test]
+    fn several_emails_in_one_field() {
+        let set =
+            csv(&format!("{HEADER}c1,K,\"a@example.fi; b@example.fi, A@example.fi\",fi,kukka,,old1,\n"));
+        assert_eq!(set.customers["c1"].emails, vec!["a@example.fi", "b@example.fi"]);
+        assert!(set.issues.is_empty(), "{:?}", set.issues);
+    }
+
+    #[test]
+    fn missing_columns_name_the_file_and_what_exists() {
+        let fields = ContractFields { customer_id: "asiakasnro".to_owned(), ..ContractFields::default() };
+        let err = parse_csv(b"id;name;email;user;server\n1;a;b;c;d\n", "x.csv", None, &fields)
+            .expect_err("missing")
+            .to_string();
+        assert_eq!(
+            err,
+            "x.csv: missing required column(s) \"asiakasnro\" (customer_id); the columns are: \"id\", \"name\", \"email\", \"user\", \"server\""
+        );
+        let err = parse_csv(b"customer_id,name,email,server\n", "x.csv", None, &ContractFields::default())
+            .expect_err("no service column")
+            .to_string();
+        assert!(err.contains("one of \"user\", \"domain\", \"service\""), "{err}");
+        let err = parse_csv(b"", "x.csv", None, &ContractFields::default()).expect_err("empty").to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+        let err = parse_csv(b"a,b\n\xff\n", "x.csv", None, &ContractFields::default()).expect_err("latin1");
+        assert!(matches!(err, ContractError::NotUtf8 { offset: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn json_shapes() {
+        let fields = ContractFields {
+            customer_id: "customer.id".to_owned(),
+            name: "customer.name".to_owned(),
+            email: "emails".to_owned(),
+            ..ContractFields::default()
+        };
+        let body = br#"{"items": [
+            {"customer": {"id": 17, "name": "Kukka Oy"}, "emails": ["k@example.fi", "bad"], "user": "kukka",
+             "domain": ["kukka.fi", "kukka.com"], "server": "old1", "language": null},
+            "not an object",
+            {"customer": {"id": 18, "name": "Puu"}, "emails": "p@example.fi", "service": {"x": 1}, "server": "old1"}
+        ]}"#;
+        let set = parse_json(body, "http://h/c", &fields).expect("json");
+        assert_eq!(set.customers["17"].emails, vec!["k@example.fi"]);
+        assert_eq!(set.services.len(), 3);
+        let kinds: Vec<(Place, IssueKind)> = set.issues.iter().map(|i| (i.place, i.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Place::Item(1), IssueKind::InvalidEmail),
+                (Place::Item(2), IssueKind::InvalidValue),
+                (Place::Item(3), IssueKind::InvalidValue),
+                (Place::Item(3), IssueKind::NoService),
+            ]
+        );
+        assert!(
+            set.issues[0].to_string().starts_with("http://h/c item 1: emails (email):"),
+            "{}",
+            set.issues[0]
+        );
+        let err =
+            parse_json(br#"[{"id": 1}]"#, "u", &ContractFields::default()).expect_err("keys").to_string();
+        assert!(err.starts_with("u: missing required column(s) \"customer_id\" (customer_id)"), "{err}");
+        assert!(err.ends_with("the columns are: \"id\""), "{err}");
+        assert!(parse_json(br#"{"data": []}"#, "u", &ContractFields::default()).is_err());
+        assert!(parse_json(b"[]", "u", &ContractFields::default()).expect("empty").customers.is_empty());
+    }
+
+    #[test]
+    fn server_names_are_case_insensitive() {
+        let names = ServerNames::new(BTreeMap::from([
+            ("old1".to_owned(), vec!["old1.example.fi".to_owned(), "CP1".to_owned()]),
+            ("old2".to_owned(), vec!["old2.example.fi".to_owned()]),
+        ]));
+        assert_eq!(names.host_of("OLD1.example.fi."), Some("old1"));
+        assert_eq!(names.host_of(" cp1 "), Some("old1"));
+        assert_eq!(names.host_of("old2"), Some("old2"));
+        assert_eq!(names.host_of("old9.example.fi"), None);
+        assert_eq!(names.names_of("old1"), ["old1.example.fi", "cp1"]);
+    }
+
+    // --- reconciliation, table-driven ---
+
+    fn account(name: &str, main: &str, others: &[&str], contact: Option<&str>) -> InventoryAccount {
+        InventoryAccount {
+            user: user(name),
+            main_domain: domain(main),
+            domains: std::iter::once(main).chain(others.iter().copied()).map(domain).collect(),
+            contact_email: contact.map(str::to_owned),
+            owner: Some("root".to_owned()),
+        }
+    }
+
+    fn names() -> ServerNames {
+        ServerNames::new(BTreeMap::from([
+            ("old1".to_owned(), vec!["old1.example.fi".to_owned(), "cp1".to_owned()]),
+            ("old2".to_owned(), vec!["old2.example.fi".to_owned()]),
+        ]))
+    }
+
+    /// One contract row: (customer id, e-mail field, user, domain, server, reseller).
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+    fn contracts(rows: &[Row<'_>]) -> ContractSet {
+        let mut text = "customer_id;name;email;language;user;domain;server;reseller\r\n".to_owned();
+        for (id, email, user, domain, server, reseller) in rows {
+            text.push_str(&format!("{id};Customer {id};{email};fi;{user};{domain};{server};{reseller}\r\n"));
+        }
+        csv(&text)
+    }
+
+    /// The bucket names of every account and domain, as `name=bucket` strings.
+    fn buckets(rec: &Reconciliation) -> Vec<String> {
+        rec.accounts
+            .iter()
+            .map(|a| format!("{}={}", a.user, a.bucket.name()))
+            .chain(rec.domains.iter().map(|d| format!("{}={}", d.domain, d.bucket.name())))
+            .collect()
+    }
+
+    #[test]
+    fn every_item_lands_in_exactly_one_bucket() {
+        struct Case<'a> {
+            what: &'a str,
+            rows: Vec<Row<'a>>,
+            inventory: Vec<InventoryAccount>,
+            expected: &'a [&'a str],
+        }
+        let cases = vec![
+            Case {
+                what: "matched through the user; domains through the account",
+                rows: vec![("c1", "k@example.fi", "kukka", "", "old1.example.fi", "")],
+                inventory: vec![account("kukka", "kukka.fi", &["www2.kukka.fi"], None)],
+                expected: &["kukka=matched", "kukka.fi=matched", "www2.kukka.fi=matched"],
+            },
+            Case {
+                what: "no contract",
+                rows: vec![],
+                inventory: vec![account("kukka", "kukka.fi", &[], Some("k@example.fi"))],
+                expected: &["kukka=on_server_no_contract", "kukka.fi=on_server_no_contract"],
+            },
+            Case {
+                what: "contract names this server, account and domain missing",
+                rows: vec![("c1", "k@example.fi", "poissa", "poissa.fi", "CP1", "")],
+                inventory: vec![],
+                expected: &[
+                    "poissa=contract_names_this_server_but_missing",
+                    "poissa.fi=contract_names_this_server_but_missing",
+                ],
+            },
+            Case {
+                what: "contract names another of our servers, and an unknown one for a domain",
+                rows: vec![
+                    ("c1", "k@example.fi", "kukka", "", "old2.example.fi", ""),
+                    ("c1", "k@example.fi", "", "kukka.com", "old9.example.fi", ""),
+                ],
+                inventory: vec![account("kukka", "kukka.fi", &["kukka.com"], None)],
+                expected: &[
+                    "kukka=contract_names_another_server",
+                    "kukka.com=contract_names_another_server",
+                    "kukka.fi=contract_names_another_server",
+                ],
+            },
+            Case {
+                what: "contract names another server: not listed as missing here",
+                rows: vec![("c1", "k@example.fi", "muualla", "", "old2.example.fi", "")],
+                inventory: vec![],
+                expected: &[],
+            },
+            Case {
+                what: "no contract e-mail, WHM contact valid: matched with the WHM address",
+                rows: vec![("c1", "", "kukka", "", "old1", "")],
+                inventory: vec![account("kukka", "kukka.fi", &[], Some("whm@example.fi"))],
+                expected: &["kukka=matched", "kukka.fi=matched"],
+            },
+            Case {
+                what: "invalid contract e-mail and invalid WHM contact",
+                rows: vec![("c1", "not-an-address", "kukka", "", "old1", "")],
+                inventory: vec![account("kukka", "kukka.fi", &[], Some("root@localhost"))],
+                expected: &["kukka=contact_missing_or_invalid", "kukka.fi=contact_missing_or_invalid"],
+            },
+            Case {
+                what: "account matched through its main domain; an addon has its own contract elsewhere",
+                rows: vec![
+                    ("c1", "k@example.fi", "", "kukka.fi", "old1", ""),
+                    ("c2", "m@example.fi", "", "muu.fi", "old2", ""),
+                ],
+                inventory: vec![account("kukka", "kukka.fi", &["muu.fi", "kolmas.fi"], None)],
+                expected: &[
+                    "kukka=matched",
+                    "kolmas.fi=matched",
+                    "kukka.fi=matched",
+                    "muu.fi=contract_names_another_server",
+                ],
+            },
+            Case {
+                what: "domain has its own contract, account none",
+                rows: vec![("c1", "k@example.fi", "", "oma.fi", "old1", "")],
+                inventory: vec![account("kukka", "kukka.fi", &["oma.fi"], None)],
+                expected: &["kukka=matched", "kukka.fi=matched", "oma.fi=matched"],
+            },
+            Case {
+                what: "no server on the row matches where found",
+                rows: vec![("c1", "k@example.fi", "kukka", "", "", "")],
+                inventory: vec![account("kukka", "kukka.fi", &[], None)],
+                expected: &["kukka=matched", "kukka.fi=matched"],
+            },
+        ];
+        for case in cases {
+            let set = contracts(&case.rows);
+            let rec =
+                reconcile(&set, &ServerInventory { accounts: case.inventory.clone() }, "old1", &names());
+            assert_eq!(buckets(&rec), case.expected, "{}", case.what);
+            // Exactly one: every inventory account and domain appears once.
+            let users: BTreeSet<_> = rec.accounts.iter().map(|a| &a.user).collect();
+            assert_eq!(users.len(), rec.accounts.len(), "{}", case.what);
+            for account in &case.inventory {
+                assert!(users.contains(&account.user), "{}", case.what);
+                for d in &account.domains {
+                    assert_eq!(
+                        rec.domains.iter().filter(|e| e.domain == *d).count(),
+                        1,
+                        "{}: {d}",
+                        case.what
+                    );
+                }
+            }
+            assert_eq!(rec.account_counts.total(), rec.accounts.len(), "{}", case.what);
+            assert_eq!(rec.domain_counts.total(), rec.domains.len(), "{}", case.what);
+        }
+    }
+
+    #[test]
+    fn details_of_the_buckets() {
+        let set = contracts(&[
+            ("c1", "", "kukka", "", "old1", "Resell Oy"),
+            ("c2", "bad", "puu", "", "old1", ""),
+            ("c3", "m@example.fi", "muu", "", "old2.example.fi", ""),
+            ("c4", "x@example.fi", "", "outo.fi", "jossain.example", ""),
+        ]);
+        let mut owned = account("oma", "oma.fi", &[], None);
+        owned.owner = Some("jalleen".to_owned());
+        let inventory = ServerInventory {
+            accounts: vec![
+                account("kukka", "kukka.fi", &[], Some("whm@example.fi")),
+                account("puu", "puu.fi", &[], None),
+                account("muu", "muu.fi", &["outo.fi"], None),
+                owned,
+            ],
+        };
+        let rec = reconcile(&set, &inventory, "old1", &names());
+        let kukka = &rec.accounts.iter().find(|a| a.user.as_str() == "kukka").expect("kukka").bucket;
+        assert_eq!(
+            *kukka,
+            Bucket::Matched {
+                customer_id: "c1".to_owned(),
+                name: "Customer c1".to_owned(),
+                language: Some("fi".to_owned()),
+                emails: vec!["whm@example.fi".to_owned()],
+                email_source: EmailSource::Whm,
+                via: MatchedVia::User,
+                reseller: Some("Resell Oy".to_owned()),
+            }
+        );
+        let puu = &rec.accounts.iter().find(|a| a.user.as_str() == "puu").expect("puu").bucket;
+        let Bucket::ContactMissingOrInvalid { reason, .. } = puu else { panic!("{puu:?}") };
+        assert_eq!(
+            reason,
+            "the contract's e-mail \"bad\" is invalid and the account has no WHM contact e-mail"
+        );
+        let outo = &rec.domains.iter().find(|d| d.domain.as_str() == "outo.fi").expect("outo").bucket;
+        assert_eq!(
+            *outo,
+            Bucket::ContractNamesAnotherServer {
+                customer_id: "c4".to_owned(),
+                name: "Customer c4".to_owned(),
+                server: "jossain.example".to_owned(),
+                host: None,
+                via: MatchedVia::Domain(domain("outo.fi")),
+            }
+        );
+        let muu = &rec.accounts.iter().find(|a| a.user.as_str() == "muu").expect("muu").bucket;
+        assert!(matches!(muu, Bucket::ContractNamesAnotherServer { host: Some(h), .. } if h == "old2"));
+        let groups: Vec<(&str, Vec<&str>)> = rec
+            .resellers
+            .iter()
+            .map(|g| (g.reseller.as_str(), g.accounts.iter().map(AccountName::as_str).collect()))
+            .collect();
+        assert_eq!(groups, vec![("Resell Oy", vec!["kukka"]), ("jalleen", vec!["oma"])]);
+        let json = serde_json::to_value(&rec).expect("json");
+        assert_eq!(json["accounts"][0]["bucket"], "matched");
+        assert_eq!(json["accounts"][0]["via"]["through"], "user");
+        let back: Reconciliation = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, rec);
+    }
+}
