@@ -104,9 +104,7 @@ async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = 
         "{} accounts on the source; press Ctrl-C to stop.",
         args.accounts
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    shutdown.await;
     drop(target);
     drop(source);
     Ok(())
