@@ -90,7 +90,7 @@ async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = 
     };
     println!("data: {}", data_dir.display());
     println!("{} accounts on the source; press Ctrl-C to stop.", args.accounts);
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    shutdown.await;
     drop(target);
     drop(source);
     Ok(())

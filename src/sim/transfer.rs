@@ -247,7 +247,13 @@ pub(crate) fn start_session(host: &Arc<Host>, params: &Params) -> Reply {
     let control = session.control.subscribe();
     drop(state);
     let runner = run_session(host.clone(), id, control);
-    super::lock(&host.tasks).spawn(runner);
+    let mut tasks = super::lock(&host.tasks);
+    // Reap finished sessions so the set holds only running ones.
+    while tasks.try_join_next().is_some() {}
+    tasks.spawn(tracing::Instrument::instrument(
+        runner,
+        tracing::debug_span!("sim_transfer_session", host = %host.hostname),
+    ));
     Reply::ok(json!({ "pid": fresh_pid }))
 }
 
