@@ -251,7 +251,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cutover_at = parse_time(&args.cutover, now)?;
             let store = open_store(&config).await?;
             let adapters = adapters_from_config(&config)?;
-            let source = &adapters.hosts[&args.from].whm;
             let request = crate::plan::PlanRequest {
                 id,
                 source: &args.from,
@@ -260,8 +259,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cutover_at,
                 actor: &actor(),
             };
-            let report = crate::plan::plan(&store, source, adapters.dns.as_ref(), request, now).await?;
-            output::plan_report(&report, args.json)?;
+            let plan = crate::plan::plan(&store, &config, &adapters, request, now).await?;
+            output::plan_report(&plan, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve(args) => {

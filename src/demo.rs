@@ -211,6 +211,7 @@ provider = "powerdns"
 api_url = "{api_url}"
 api_key_file = "secrets/pdns.key"
 nameservers = ["{ns}"]
+own_nameservers = ["ns1.siirto-demo.test"]
 write_concurrency = 1
 
 {extra}
@@ -287,12 +288,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let id = MigrationId::parse("demo").map_err(|e| anyhow!("{e}"))?;
     let now = chrono::Utc::now();
-    let source_whm = crate::whm::WhmClient::new(
-        world.source.whm_url.clone(),
-        Secret::new(world.source.token.clone()),
-        crate::whm::TlsPolicy::WebPki,
-        Duration::from_secs(30),
-    )?;
+    let adapters = crate::engine::adapters_from_config(&config)?;
     let request = crate::plan::PlanRequest {
         id: id.clone(),
         source: "old",
@@ -301,10 +297,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         cutover_at: now,
         actor: "demo",
     };
-    let report = crate::plan::plan(&store, &source_whm, &dns, request, now).await?;
+    let plan = crate::plan::plan(&store, &config, &adapters, request, now).await?;
     progress(
         json,
-        &format!("plan: {} accounts, {} domains in {} zones", report.accounts, report.domains, report.zones),
+        &format!(
+            "plan: {} accounts, {} domains ({} to move and repoint), {} flagged",
+            plan.counts.accounts, plan.counts.domains, plan.counts.move_and_repoint, plan.counts.flagged
+        ),
     );
     if let Some(wait) = playbook.dns.gate_wait_override {
         progress(

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::plan::PlanReport;
+use crate::plan::PlanDocument;
 use crate::status::MigrationStatus;
 
 /// Prints one line.
@@ -24,37 +24,74 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints what planning recorded.
-pub fn plan_report(report: &PlanReport, as_json: bool) -> anyhow::Result<()> {
+/// Prints a plan for review: counts, every flagged item with the reason and what will happen,
+/// what changed since the last plan of the source, and the schedule.
+pub fn plan_report(plan: &PlanDocument, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(report);
+        return json(plan);
     }
+    let c = &plan.counts;
     line(&format!(
-        "planned migration {}: {} accounts, {} domains in {} zones of our DNS",
-        report.migration, report.accounts, report.domains, report.zones
+        "plan {}: {} → {} under playbook {:?}, cutover from {}",
+        plan.migration, plan.source, plan.target, plan.playbook, plan.cutover_at
     ));
-    if !report.not_in_our_dns.is_empty() {
+    line(&format!("  {} accounts, {} domains", c.accounts, c.domains));
+    line(&format!("  {} domains moved and repointed on our nameservers", c.move_and_repoint));
+    line(&format!(
+        "  {} domains moved; the customer must repoint (DNS elsewhere)",
+        c.move_customer_must_repoint
+    ));
+    line(&format!(
+        "  {} domains moved; not repointed (site elsewhere, not delegated, not in our DNS)",
+        c.move_not_repointed
+    ));
+    line(&format!("  {} accounts held for an operator", c.held_for_operator));
+    line(&format!("  {} contract services not on this server (not moved)", c.not_moved));
+    if let Some(reconciliation) = &plan.reconciliation {
+        let counts = &reconciliation.account_counts;
         line(&format!(
-            "{} domains are not in our DNS and will not be repointed by siirto:",
-            report.not_in_our_dns.len()
+            "  contracts ({}): {} matched, {} without contract, {} named elsewhere, {} without usable contact, {} missing here",
+            reconciliation.origin,
+            counts.matched,
+            counts.on_server_no_contract,
+            counts.contract_names_another_server,
+            counts.contact_missing_or_invalid,
+            counts.contract_names_this_server_but_missing,
         ));
-        for domain in &report.not_in_our_dns {
-            line(&format!("  {domain}"));
+    }
+    if !plan.flagged.is_empty() {
+        line(&format!("{} flagged:", plan.flagged.len()));
+        for item in &plan.flagged {
+            line(&format!("  {}: {} → {}", item.subject, item.reason, item.action));
         }
     }
-    if !report.rejected.is_empty() {
-        line(&format!("{} items from the source host were refused:", report.rejected.len()));
-        for item in &report.rejected {
-            line(&format!("  {item}"));
+    if let Some(changes) = &plan.changes {
+        line(&format!(
+            "since plan {}: +{} / -{} accounts, +{} / -{} domains, {} accounts changed",
+            changes.since,
+            changes.accounts_added.len(),
+            changes.accounts_removed.len(),
+            changes.domains_added.len(),
+            changes.domains_removed.len(),
+            changes.accounts_changed.len()
+        ));
+        for user in &changes.accounts_added {
+            line(&format!("  + {user}"));
+        }
+        for user in &changes.accounts_removed {
+            line(&format!("  - {user}"));
+        }
+        for change in &changes.accounts_changed {
+            line(&format!("  ~ {}: {}", change.user, change.what.join("; ")));
         }
     }
     line("schedule:");
-    for item in &report.schedule {
+    for item in &plan.schedule {
         line(&format!("  {}  {}{}", item.at, item.what, if item.manual { " (manual)" } else { "" }));
     }
     line(&format!(
         "next: review, then siirto approve {} --by NAME; siirto start {}",
-        report.migration, report.migration
+        plan.migration, plan.migration
     ));
     Ok(())
 }

@@ -1,20 +1,49 @@
-//! Planning a migration: inventory the source host, place every domain in a zone of the
-//! company's DNS, and record the migration with its accounts and domains.
+//! Planning a migration: inventory the source host, find out how every domain's DNS and mail
+//! are served, reconcile with the contracts, decide what happens to each account and domain,
+//! and record it all as a reviewable plan.
 //!
-//! Planning only reads: the source host's WHM API and the DNS provider's zone list. Nothing is
-//! changed anywhere until the operator starts the migration.
+//! Planning only reads: the source host's WHM API, the DNS provider's zone list, the
+//! resolvers the config names and the contract source. Nothing is changed anywhere until the
+//! plan is approved and started.
+//!
+//! The plan is a [`PlanDocument`]; `siirto plan --json` prints it. Its schema, version 1:
+//!
+//! - `schema` (1), `migration`, `source`, `target`, `playbook`, `planned_at`, `cutover_at`
+//!   (RFC 3339);
+//! - `counts`: `accounts`, `domains`, and per action (`move_and_repoint`,
+//!   `move_customer_must_repoint`, `move_not_repointed`, `held_for_operator`, `not_moved`),
+//!   `flagged`;
+//! - `accounts[]`: `user`, `main_domain`, `owner`, `package`, `contact_email` (the address
+//!   notices go to), `disk_mb`, `suspended`, `ip`, `dedicated_ip`, `action`
+//!   (`move` | `held_for_operator`), `reasons[]`, `contract` (the reconciliation bucket, or
+//!   null without a contract source), `domains[]`: `domain`, `kind`, `zone` (our zone, or
+//!   null), `dns` (the classification: `outcome`, `ns`, `web`, `mail`, TTLs, `flags`, or null
+//!   when no resolver is configured), `action`, `reasons[]`;
+//! - `flagged[]`: `subject`, `reason`, `action` — every item that needs a person's look;
+//! - `rejected[]`: items the source host reported that were refused, with the reason;
+//! - `reconciliation`: the contract reconciliation (buckets, counts, resellers, row issues)
+//!   or null;
+//! - `schedule[]`: `what`, `at`, `manual`;
+//! - `changes`: what differs from the previous plan of the same source (`since`,
+//!   `accounts_added`, `accounts_removed`, `domains_added`, `domains_removed`,
+//!   `accounts_changed[]` with `user` and `what`), or null for the first plan.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Context, bail};
-use serde::Serialize;
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
 
-use crate::dns::DnsProvider;
+use crate::config::Config;
+use crate::contracts::{Bucket, InventoryAccount, Reconciliation, ServerInventory};
+use crate::dns::classify::{
+    Classifier, ClassifySettings, DomainClass, Facts, MailClass, NsClass, Outcome, WebClass,
+};
 use crate::domain::{AccountState, DomainState, MigrationState, Timestamp, to_millis};
-use crate::names::{DomainName, MigrationId};
+use crate::engine::ConfiguredAdapters;
+use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
 use crate::store::{AccountRow, DomainRow, MigrationRow, NewEvent, Store};
-use crate::whm::WhmClient;
 
 /// What to plan.
 pub struct PlanRequest<'a> {
@@ -32,28 +61,145 @@ pub struct PlanRequest<'a> {
     pub actor: &'a str,
 }
 
-/// What planning found and recorded.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanReport {
+/// The reviewable plan of a migration (see the module doc for the schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanDocument {
+    /// Schema version of this document.
+    pub schema: u32,
     /// The migration's id.
     pub migration: String,
-    /// Accounts recorded.
-    pub accounts: usize,
-    /// Domains recorded (in the company's zones).
-    pub domains: usize,
-    /// Zones those domains live in.
-    pub zones: usize,
-    /// Items the source host reported that were refused, with the reason.
+    /// Source host (config name).
+    pub source: String,
+    /// Target host (config name).
+    pub target: String,
+    /// The playbook's name.
+    pub playbook: String,
+    /// When the plan was made.
+    pub planned_at: String,
+    /// The earliest cutover.
+    pub cutover_at: String,
+    /// Counts.
+    pub counts: PlanCounts,
+    /// Every account and its domains with what will happen to them.
+    pub accounts: Vec<PlannedAccount>,
+    /// Everything that needs a person's look, with the reason and what will happen.
+    pub flagged: Vec<FlaggedItem>,
+    /// Items the source host reported that were refused.
     pub rejected: Vec<String>,
-    /// Domains not in any zone of the company's DNS: not repointed by siirto (external DNS
-    /// is a later issue); listed so nobody forgets them.
-    pub not_in_our_dns: Vec<String>,
-    /// What happens when, from the playbook's offsets around the cutover.
+    /// The contract reconciliation, when the config names a contract source.
+    pub reconciliation: Option<Reconciliation>,
+    /// What happens when.
     pub schedule: Vec<ScheduleItem>,
+    /// What changed since the previous plan of the same source.
+    pub changes: Option<PlanChanges>,
+}
+
+/// Counts of a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanCounts {
+    /// Accounts on the source.
+    pub accounts: usize,
+    /// Domains on the source.
+    pub domains: usize,
+    /// Domains siirto moves and repoints on our nameservers.
+    pub move_and_repoint: usize,
+    /// Domains whose DNS is elsewhere: moved, the customer must repoint.
+    pub move_customer_must_repoint: usize,
+    /// Domains moved with their account but not repointed (site elsewhere, no delegation…).
+    pub move_not_repointed: usize,
+    /// Accounts held for an operator (dedicated IP).
+    pub held_for_operator: usize,
+    /// Items a contract names on this server that are not on it.
+    pub not_moved: usize,
+    /// Flagged items.
+    pub flagged: usize,
+}
+
+/// What happens to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountAction {
+    /// Transferred in the cutover.
+    Move,
+    /// Held until an operator acts (a dedicated IP needs a target IP).
+    HeldForOperator,
+}
+
+/// What happens to a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainAction {
+    /// Moved with its account; its records on our nameservers are repointed.
+    MoveAndRepoint,
+    /// Moved with its account; its DNS is elsewhere, the customer must repoint.
+    MoveCustomerMustRepoint,
+    /// Moved with its account; nothing to repoint (site elsewhere, not delegated…).
+    MoveNotRepointed,
+    /// Its account is held for an operator.
+    HeldForOperator,
+}
+
+/// One account of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedAccount {
+    /// cPanel user.
+    pub user: String,
+    /// Main domain.
+    pub main_domain: String,
+    /// Owner (reseller or root).
+    pub owner: String,
+    /// Package.
+    pub package: String,
+    /// The address notices go to (the contract's, else WHM's), if any usable one exists.
+    pub contact_email: Option<String>,
+    /// Disk used, MB.
+    pub disk_mb: u64,
+    /// Suspended on the source.
+    pub suspended: bool,
+    /// Its IPv4 address on the source.
+    pub ip: Option<Ipv4Addr>,
+    /// On a dedicated IP.
+    pub dedicated_ip: bool,
+    /// What happens to it.
+    pub action: AccountAction,
+    /// Why, and anything worth knowing.
+    pub reasons: Vec<String>,
+    /// Its contract bucket.
+    pub contract: Option<Bucket>,
+    /// Its domains.
+    pub domains: Vec<PlannedDomain>,
+}
+
+/// One domain of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedDomain {
+    /// The domain.
+    pub domain: String,
+    /// main | addon | parked | sub.
+    pub kind: String,
+    /// The zone of our DNS provider it lives in, if any.
+    pub zone: Option<String>,
+    /// How its DNS and mail are served, if classified.
+    pub dns: Option<DomainClass>,
+    /// What happens to it.
+    pub action: DomainAction,
+    /// Why, and anything worth knowing.
+    pub reasons: Vec<String>,
+}
+
+/// Something that needs a person's look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlaggedItem {
+    /// The account, domain or contract it concerns.
+    pub subject: String,
+    /// What is wrong or unusual.
+    pub reason: String,
+    /// What siirto will do about it.
+    pub action: String,
 }
 
 /// One dated step of a migration's schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleItem {
     /// What happens.
     pub what: String,
@@ -61,6 +207,32 @@ pub struct ScheduleItem {
     pub at: String,
     /// True when a person does it and confirms it.
     pub manual: bool,
+}
+
+/// What changed since the previous plan of the same source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanChanges {
+    /// The previous plan's migration id.
+    pub since: String,
+    /// Accounts now on the source that were not before.
+    pub accounts_added: Vec<String>,
+    /// Accounts gone from the source.
+    pub accounts_removed: Vec<String>,
+    /// Domains now on the source that were not before.
+    pub domains_added: Vec<String>,
+    /// Domains gone.
+    pub domains_removed: Vec<String>,
+    /// Accounts whose facts changed, and what changed.
+    pub accounts_changed: Vec<AccountChange>,
+}
+
+/// A changed account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChange {
+    /// cPanel user.
+    pub user: String,
+    /// What changed, e.g. `contact_email: a@x → b@x`.
+    pub what: Vec<String>,
 }
 
 /// The schedule a playbook gives around a cutover time: announcement, TTL lowering, cutover,
@@ -102,85 +274,502 @@ pub fn schedule(playbook: &Playbook, cutover: Timestamp) -> Vec<ScheduleItem> {
     items
 }
 
-/// Inventories the source host and records the migration as planned.
+/// One account as inventoried, before any decision.
+struct Found {
+    user: AccountName,
+    main_domain: DomainName,
+    owner: String,
+    package: String,
+    email: Option<String>,
+    disk_mb: u64,
+    suspended: bool,
+    ip: Option<Ipv4Addr>,
+    domains: BTreeMap<DomainName, String>,
+}
+
+/// Decides what happens to one domain from where its zone is and how its DNS is served.
+pub fn domain_action(
+    zone: Option<&str>,
+    dns: Option<&DomainClass>,
+) -> (DomainAction, Vec<String>, Vec<String>) {
+    let mut reasons = Vec::new();
+    let mut flags = Vec::new();
+    let in_zone = zone.is_some();
+    let Some(class) = dns else {
+        // No resolver to ask: our zones decide.
+        return if in_zone {
+            (DomainAction::MoveAndRepoint, reasons, flags)
+        } else {
+            flags.push("not in any zone of our DNS provider".to_owned());
+            (DomainAction::MoveNotRepointed, reasons, flags)
+        };
+    };
+    let classification = match &class.outcome {
+        Outcome::Failed { reason } => {
+            flags.push(format!("DNS lookup failed: {reason}"));
+            return if in_zone {
+                reasons.push("its zone is on our DNS provider, so it is repointed there".to_owned());
+                (DomainAction::MoveAndRepoint, reasons, flags)
+            } else {
+                (DomainAction::MoveNotRepointed, reasons, flags)
+            };
+        }
+        Outcome::Classified(classification) => classification,
+    };
+    match &classification.mail {
+        MailClass::SpamFilter { hosts } => flags.push(format!(
+            "mail goes through the spam filter ({}): its routing needs its own change",
+            hosts.join(", ")
+        )),
+        MailClass::Elsewhere { hosts } => {
+            reasons.push(format!("mail is elsewhere ({}): never touched", hosts.join(", ")))
+        }
+        MailClass::Mixed { ours, elsewhere } => flags.push(format!(
+            "mail is partly ours ({}) and partly elsewhere ({})",
+            ours.join(", "),
+            elsewhere.join(", ")
+        )),
+        MailClass::AtSource { .. } | MailClass::AtTarget { .. } | MailClass::None => {}
+    }
+    let site_elsewhere = match &classification.web {
+        WebClass::Elsewhere { addresses } => {
+            reasons.push(format!("the site is hosted elsewhere ({}): never repointed", join_ips(addresses)));
+            true
+        }
+        WebClass::Mixed { elsewhere, .. } => {
+            flags.push(format!(
+                "some of its addresses are elsewhere ({}): only those at the source move",
+                join_ips(elsewhere)
+            ));
+            false
+        }
+        WebClass::AtTarget { .. } => {
+            reasons.push("already points at the target".to_owned());
+            false
+        }
+        WebClass::AtSource { .. } | WebClass::None => false,
+    };
+    match &classification.ns {
+        NsClass::Own { .. } if in_zone && !site_elsewhere => (DomainAction::MoveAndRepoint, reasons, flags),
+        NsClass::Own { .. } if !in_zone => {
+            flags.push("its nameservers are ours but its zone is not on our DNS provider".to_owned());
+            (DomainAction::MoveNotRepointed, reasons, flags)
+        }
+        NsClass::Own { .. } => (DomainAction::MoveNotRepointed, reasons, flags),
+        NsClass::External { nameservers } | NsClass::Mixed { external: nameservers, .. } => {
+            if site_elsewhere {
+                (DomainAction::MoveNotRepointed, reasons, flags)
+            } else {
+                flags.push(format!(
+                    "DNS is served by others ({}): the customer must repoint",
+                    nameservers.join(", ")
+                ));
+                (DomainAction::MoveCustomerMustRepoint, reasons, flags)
+            }
+        }
+        NsClass::NoDelegation { reason } => {
+            flags.push(format!("not delegated ({reason})"));
+            (DomainAction::MoveNotRepointed, reasons, flags)
+        }
+    }
+}
+
+fn join_ips(addresses: &[IpAddr]) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn domain_action_text(action: DomainAction) -> &'static str {
+    match action {
+        DomainAction::MoveAndRepoint => "moved and repointed",
+        DomainAction::MoveCustomerMustRepoint => "moved; the customer must repoint",
+        DomainAction::MoveNotRepointed => "moved; not repointed",
+        DomainAction::HeldForOperator => "held for an operator",
+    }
+}
+
+/// Compares two plans of the same source.
+pub fn changes(previous: &PlanDocument, current: &PlanDocument) -> PlanChanges {
+    let accounts = |plan: &PlanDocument| -> BTreeMap<String, PlannedAccount> {
+        plan.accounts.iter().map(|a| (a.user.clone(), a.clone())).collect()
+    };
+    let domains = |plan: &PlanDocument| -> BTreeSet<String> {
+        plan.accounts.iter().flat_map(|a| a.domains.iter().map(|d| d.domain.clone())).collect()
+    };
+    let (before, after) = (accounts(previous), accounts(current));
+    let (domains_before, domains_after) = (domains(previous), domains(current));
+    let mut accounts_changed = Vec::new();
+    for (user, now) in &after {
+        let Some(then) = before.get(user) else { continue };
+        let mut what = Vec::new();
+        let mut compare = |field: &str, a: String, b: String| {
+            if a != b {
+                what.push(format!("{field}: {a} → {b}"));
+            }
+        };
+        compare(
+            "contact_email",
+            then.contact_email.clone().unwrap_or_default(),
+            now.contact_email.clone().unwrap_or_default(),
+        );
+        compare("owner", then.owner.clone(), now.owner.clone());
+        compare("package", then.package.clone(), now.package.clone());
+        compare("disk_mb", then.disk_mb.to_string(), now.disk_mb.to_string());
+        compare("suspended", then.suspended.to_string(), now.suspended.to_string());
+        compare("action", format!("{:?}", then.action), format!("{:?}", now.action));
+        let domain_actions = |a: &PlannedAccount| -> BTreeMap<String, DomainAction> {
+            a.domains.iter().map(|d| (d.domain.clone(), d.action)).collect()
+        };
+        let (da, db) = (domain_actions(then), domain_actions(now));
+        for (domain, action) in &db {
+            if let Some(old) = da.get(domain).filter(|old| *old != action) {
+                what.push(format!(
+                    "{domain}: {} → {}",
+                    domain_action_text(*old),
+                    domain_action_text(*action)
+                ));
+            }
+        }
+        if !what.is_empty() {
+            accounts_changed.push(AccountChange { user: user.clone(), what });
+        }
+    }
+    PlanChanges {
+        since: previous.migration.clone(),
+        accounts_added: after.keys().filter(|u| !before.contains_key(*u)).cloned().collect(),
+        accounts_removed: before.keys().filter(|u| !after.contains_key(*u)).cloned().collect(),
+        domains_added: domains_after.difference(&domains_before).cloned().collect(),
+        domains_removed: domains_before.difference(&domains_after).cloned().collect(),
+        accounts_changed,
+    }
+}
+
+/// Inventories the source host, classifies, reconciles, decides, and records the migration
+/// as planned with its plan document.
 pub async fn plan(
     store: &Store,
-    source: &WhmClient,
-    dns: &dyn DnsProvider,
+    config: &Config,
+    adapters: &ConfiguredAdapters,
     request: PlanRequest<'_>,
     now: Timestamp,
-) -> anyhow::Result<PlanReport> {
+) -> anyhow::Result<PlanDocument> {
     if store.migration(request.id.as_str()).await?.is_some() {
         bail!("migration {} already exists; choose another --id", request.id);
     }
-    let accounts = source.list_accounts().await.context("listing the source host's accounts (listaccts)")?;
-    let domains =
-        source.domain_info().await.context("listing the source host's domains (get_domain_info)")?;
-    let zones = dns.zones().await.context("listing the zones of the company's DNS")?;
+    let source = adapters
+        .hosts
+        .get(request.source)
+        .ok_or_else(|| anyhow!("host {:?} is not in the config", request.source))?;
+    let target = adapters
+        .hosts
+        .get(request.target)
+        .ok_or_else(|| anyhow!("host {:?} is not in the config", request.target))?;
 
+    // 1. Inventory (read-only), the calls in parallel.
+    let (accounts, domains, ips) = tokio::try_join!(
+        async { source.whm.list_accounts().await.context("listing the source host's accounts (listaccts)") },
+        async {
+            source.whm.domain_info().await.context("listing the source host's domains (get_domain_info)")
+        },
+        async { source.whm.list_ips().await.context("listing the source host's addresses (listips)") },
+    )?;
+    let zones = adapters.dns.zones().await.context("listing the zones of the company's DNS")?;
+    let dedicated: BTreeSet<Ipv4Addr> = ips.iter().filter(|ip| ip.dedicated).map(|ip| ip.ip).collect();
     let mut rejected: Vec<String> = accounts
         .rejected
         .iter()
         .chain(domains.rejected.iter())
         .map(|r| format!("{}: {}", r.raw, r.reason))
         .collect();
-
-    let mut domains_of: BTreeMap<String, BTreeSet<DomainName>> = BTreeMap::new();
+    let mut found: BTreeMap<AccountName, Found> = BTreeMap::new();
     for account in &accounts.items {
-        domains_of.entry(account.user.to_string()).or_default().insert(account.domain.clone());
+        let mut own = BTreeMap::new();
+        own.insert(account.domain.clone(), "main".to_owned());
+        found.insert(
+            account.user.clone(),
+            Found {
+                user: account.user.clone(),
+                main_domain: account.domain.clone(),
+                owner: account.owner.clone(),
+                package: account.plan.clone(),
+                email: account.email.clone(),
+                disk_mb: account.disk_used_mb,
+                suspended: account.suspended,
+                ip: account.ip,
+                domains: own,
+            },
+        );
     }
     for domain in &domains.items {
-        match domains_of.get_mut(domain.user.as_str()) {
-            Some(set) => {
-                set.insert(domain.domain.clone());
+        match found.get_mut(&domain.user) {
+            Some(account) => {
+                account.domains.entry(domain.domain.clone()).or_insert_with(|| domain.domain_type.clone());
             }
             None => rejected
                 .push(format!("{}: owned by {}, which listaccts does not list", domain.domain, domain.user)),
         }
     }
 
-    let now_ms = to_millis(now);
-    let mut account_rows = Vec::new();
-    let mut domain_rows = Vec::new();
-    let mut not_in_our_dns = Vec::new();
-    let mut used_zones = BTreeSet::new();
-    let pending_account = serde_json::to_string(&AccountState::Pending)?;
-    let pending_domain = serde_json::to_string(&DomainState::Pending)?;
-    for account in &accounts.items {
-        account_rows.push(AccountRow {
-            migration_id: request.id.to_string(),
-            user: account.user.to_string(),
-            main_domain: account.domain.to_string(),
-            contact_email: account.email.clone(),
-            disk_mb: account.disk_used_mb as i64,
-            state: AccountState::Pending.name().to_owned(),
-            data: pending_account.clone(),
-            updated_at: now_ms,
-        });
-        for domain in domains_of.get(account.user.as_str()).into_iter().flatten() {
-            // The zone is the longest zone name the domain lies in.
-            let zone = zones.iter().filter(|z| domain.is_in(z)).max_by_key(|z| z.as_str().len());
-            match zone {
-                Some(zone) => {
-                    used_zones.insert(zone.clone());
-                    domain_rows.push(DomainRow {
-                        migration_id: request.id.to_string(),
-                        domain: domain.to_string(),
-                        user: account.user.to_string(),
-                        zone: zone.to_string(),
-                        state: DomainState::Pending.name().to_owned(),
-                        data: pending_domain.clone(),
-                        updated_at: now_ms,
+    // 2. How each domain's DNS and mail are served.
+    let all_domains: Vec<DomainName> = found.values().flat_map(|a| a.domains.keys().cloned()).collect();
+    let settings = ClassifySettings::from_config(&config.dns);
+    let classes: BTreeMap<DomainName, DomainClass> = if settings.resolvers.is_empty() {
+        BTreeMap::new()
+    } else {
+        let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
+        let facts = Facts {
+            own_nameservers: config.dns.own_nameservers.clone(),
+            source_ips: vec![IpAddr::V4(source.ip)],
+            target_ips: vec![IpAddr::V4(target.ip)],
+            spam_filters: config.dns.spam_filters.clone(),
+        };
+        classifier
+            .classify_all(&all_domains, &facts)
+            .await
+            .into_iter()
+            .map(|c| (c.domain.clone(), c))
+            .collect()
+    };
+
+    // 3. The contracts, when the config names a source.
+    let reconciliation = match &config.contracts {
+        None => None,
+        Some(contracts) => {
+            let set = crate::contracts::load(contracts).await.context("loading the contracts")?;
+            let inventory = ServerInventory {
+                accounts: found
+                    .values()
+                    .map(|a| InventoryAccount {
+                        user: a.user.clone(),
+                        main_domain: a.main_domain.clone(),
+                        domains: a.domains.keys().cloned().collect(),
+                        contact_email: a.email.clone(),
+                        owner: Some(a.owner.clone()),
                     })
-                }
-                None => not_in_our_dns.push(format!("{domain} ({})", account.user)),
+                    .collect(),
+            };
+            Some(crate::contracts::reconcile(&set, &inventory, request.source, &contracts.server_names))
+        }
+    };
+    let buckets: BTreeMap<&str, &Bucket> = reconciliation
+        .iter()
+        .flat_map(|r| r.accounts.iter().filter(|a| a.on_server).map(|a| (a.user.as_str(), &a.bucket)))
+        .collect();
+
+    // 4. Decide.
+    let mut flagged = Vec::new();
+    let mut planned = Vec::new();
+    let mut counts = PlanCounts::default();
+    for account in found.values() {
+        let mut reasons = Vec::new();
+        let user = account.user.to_string();
+        let dedicated_ip = account.ip.is_some_and(|ip| dedicated.contains(&ip));
+        let action = if dedicated_ip {
+            let reason = format!(
+                "on the dedicated IP {}: an operator must give the target IP (moved last)",
+                account.ip.map(|ip| ip.to_string()).unwrap_or_default()
+            );
+            flagged.push(FlaggedItem {
+                subject: user.clone(),
+                reason: reason.clone(),
+                action: "held for an operator".into(),
+            });
+            reasons.push(reason);
+            counts.held_for_operator += 1;
+            AccountAction::HeldForOperator
+        } else {
+            AccountAction::Move
+        };
+        if account.suspended {
+            reasons.push("suspended on the source: moved as it is".to_owned());
+        }
+        let bucket = buckets.get(user.as_str()).map(|b| (*b).clone());
+        let whm_email = account.email.clone().filter(|e| crate::contracts::valid_email(e).is_some());
+        let contact_email = match &bucket {
+            Some(Bucket::Matched { emails, .. }) => emails.first().cloned().or(whm_email),
+            _ => whm_email,
+        };
+        match &bucket {
+            None | Some(Bucket::Matched { .. }) => {}
+            Some(Bucket::OnServerNoContract) => flagged.push(FlaggedItem {
+                subject: user.clone(),
+                reason: "on the server but no contract names it".into(),
+                action: "moved; notices go to the WHM contact address".into(),
+            }),
+            Some(Bucket::ContractNamesAnotherServer { server, .. }) => flagged.push(FlaggedItem {
+                subject: user.clone(),
+                reason: format!("the contract says it is on {server}"),
+                action: "moved; fix the contract".into(),
+            }),
+            Some(Bucket::ContactMissingOrInvalid { reason, .. }) => flagged.push(FlaggedItem {
+                subject: user.clone(),
+                reason: format!("no usable contact address: {reason}"),
+                action: "moved; its notices are held until an address is set".into(),
+            }),
+            Some(Bucket::ContractNamesThisServerButMissing { .. }) => {}
+        }
+        if contact_email.is_none() && bucket.is_none() {
+            flagged.push(FlaggedItem {
+                subject: user.clone(),
+                reason: format!(
+                    "contact e-mail missing or invalid ({:?})",
+                    account.email.clone().unwrap_or_default()
+                ),
+                action: "moved; its notices are held until an address is set".into(),
+            });
+        }
+        let mut planned_domains = Vec::new();
+        for (domain, kind) in &account.domains {
+            let zone = zones
+                .iter()
+                .filter(|z| domain.is_in(z))
+                .max_by_key(|z| z.as_str().len())
+                .map(|z| z.to_string());
+            let dns = classes.get(domain).cloned();
+            let (mut domain_action, domain_reasons, domain_flags) =
+                domain_action(zone.as_deref(), dns.as_ref());
+            if action == AccountAction::HeldForOperator {
+                domain_action = DomainAction::HeldForOperator;
+            }
+            match domain_action {
+                DomainAction::MoveAndRepoint => counts.move_and_repoint += 1,
+                DomainAction::MoveCustomerMustRepoint => counts.move_customer_must_repoint += 1,
+                DomainAction::MoveNotRepointed => counts.move_not_repointed += 1,
+                DomainAction::HeldForOperator => {}
+            }
+            for flag in &domain_flags {
+                flagged.push(FlaggedItem {
+                    subject: format!("{domain} ({user})"),
+                    reason: flag.clone(),
+                    action: domain_action_text(domain_action).to_owned(),
+                });
+            }
+            planned_domains.push(PlannedDomain {
+                domain: domain.to_string(),
+                kind: kind.clone(),
+                zone,
+                dns,
+                action: domain_action,
+                reasons: domain_reasons.into_iter().chain(domain_flags).collect(),
+            });
+        }
+        counts.domains += planned_domains.len();
+        planned.push(PlannedAccount {
+            user,
+            main_domain: account.main_domain.to_string(),
+            owner: account.owner.clone(),
+            package: account.package.clone(),
+            contact_email,
+            disk_mb: account.disk_mb,
+            suspended: account.suspended,
+            ip: account.ip,
+            dedicated_ip,
+            action,
+            reasons,
+            contract: bucket,
+            domains: planned_domains,
+        });
+    }
+    if let Some(reconciliation) = &reconciliation {
+        for entry in reconciliation.accounts.iter().filter(|a| !a.on_server) {
+            counts.not_moved += 1;
+            flagged.push(FlaggedItem {
+                subject: entry.user.to_string(),
+                reason: "a contract says it is on this server, but it is not".into(),
+                action: "not moved".into(),
+            });
+        }
+    }
+    for item in &rejected {
+        flagged.push(FlaggedItem {
+            subject: item.clone(),
+            reason: "refused from the WHM answer".into(),
+            action: "not moved".into(),
+        });
+    }
+    counts.accounts = planned.len();
+    counts.flagged = flagged.len();
+
+    let mut document = PlanDocument {
+        schema: 1,
+        migration: request.id.to_string(),
+        source: request.source.to_owned(),
+        target: request.target.to_owned(),
+        playbook: request.playbook.name.clone(),
+        planned_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        cutover_at: request.cutover_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        counts,
+        accounts: planned,
+        flagged,
+        rejected,
+        reconciliation,
+        schedule: schedule(request.playbook, request.cutover_at),
+        changes: None,
+    };
+    // 5. What changed since the last plan of this source.
+    if let Some((_, previous)) = store.latest_plan_document(request.source, request.id.as_str()).await? {
+        match serde_json::from_str::<PlanDocument>(&previous) {
+            Ok(previous) => document.changes = Some(changes(&previous, &document)),
+            Err(err) => {
+                tracing::warn!(error = %err, "the previous plan of this source is unreadable; no comparison")
             }
         }
     }
 
+    // 6. Record.
+    record(store, &request, &document, now).await?;
+    Ok(document)
+}
+
+async fn record(
+    store: &Store,
+    request: &PlanRequest<'_>,
+    document: &PlanDocument,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let now_ms = to_millis(now);
+    let id = request.id.to_string();
+    let pending_account = serde_json::to_string(&AccountState::Pending)?;
+    let pending_domain = serde_json::to_string(&DomainState::Pending)?;
+    let mut account_rows = Vec::new();
+    let mut domain_rows = Vec::new();
+    for account in &document.accounts {
+        let (state, data) = match account.action {
+            AccountAction::Move => (AccountState::Pending.name().to_owned(), pending_account.clone()),
+            AccountAction::HeldForOperator => {
+                let held = AccountState::Held {
+                    reason: account.reasons.first().cloned().unwrap_or_else(|| "held by the plan".into()),
+                    at: now,
+                    resume: Box::new(AccountState::Pending),
+                };
+                (held.name().to_owned(), serde_json::to_string(&held)?)
+            }
+        };
+        account_rows.push(AccountRow {
+            migration_id: id.clone(),
+            user: account.user.clone(),
+            main_domain: account.main_domain.clone(),
+            contact_email: account.contact_email.clone(),
+            disk_mb: account.disk_mb as i64,
+            state,
+            data,
+            updated_at: now_ms,
+        });
+        for domain in account.domains.iter().filter(|d| d.action == DomainAction::MoveAndRepoint) {
+            let Some(zone) = &domain.zone else { continue };
+            domain_rows.push(DomainRow {
+                migration_id: id.clone(),
+                domain: domain.domain.clone(),
+                user: account.user.clone(),
+                zone: zone.clone(),
+                state: DomainState::Pending.name().to_owned(),
+                data: pending_domain.clone(),
+                updated_at: now_ms,
+            });
+        }
+    }
     let state = MigrationState::Planned { planned_at: now };
     let row = MigrationRow {
-        id: request.id.to_string(),
+        id: id.clone(),
         source_host: request.source.to_owned(),
         target_host: request.target.to_owned(),
         playbook: request.playbook.source_text.clone(),
@@ -190,40 +779,29 @@ pub async fn plan(
         created_at: now_ms,
         updated_at: now_ms,
     };
-    let report = PlanReport {
-        migration: request.id.to_string(),
-        accounts: account_rows.len(),
-        domains: domain_rows.len(),
-        zones: used_zones.len(),
-        rejected,
-        not_in_our_dns,
-        schedule: schedule(request.playbook, request.cutover_at),
-    };
     let mut tx = store.begin().await?;
     tx.insert_migration(&row).await?;
-    for account in &account_rows {
-        tx.insert_account(account).await?;
-    }
-    for domain in &domain_rows {
-        tx.insert_domain(domain).await?;
-    }
+    tx.insert_accounts(&account_rows).await?;
+    tx.insert_domains(&domain_rows).await?;
+    tx.insert_plan_document(&id, request.source, now_ms, &serde_json::to_string(document)?).await?;
     tx.append_event(&NewEvent {
-        migration_id: request.id.to_string(),
+        migration_id: id.clone(),
         account: None,
         domain: None,
         kind: "migration_planned".to_owned(),
-        detail: serde_json::to_string(&report)?,
+        detail: serde_json::to_string(&document.counts)?,
         actor: request.actor.to_owned(),
         at: now_ms,
     })
     .await?;
     tx.commit().await?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::classify::Classification;
 
     #[test]
     fn the_schedule_follows_the_playbook_offsets() {
@@ -242,5 +820,157 @@ mod tests {
         let power_off = items.iter().find(|i| i.what.contains("power off")).unwrap();
         assert!(power_off.manual);
         assert_eq!(power_off.at, "2027-03-01T22:00:00Z");
+    }
+
+    fn class(ns: NsClass, web: WebClass, mail: MailClass) -> DomainClass {
+        DomainClass {
+            domain: DomainName::parse("kukka.test").unwrap(),
+            outcome: Outcome::Classified(Classification {
+                zone: "kukka.test".into(),
+                ns,
+                web,
+                mail,
+                a_ttl: Some(3600),
+                aaaa_ttl: None,
+                mx_ttl: Some(3600),
+                flags: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn domain_actions() {
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        let far: IpAddr = "192.0.2.9".parse().unwrap();
+        let own = || NsClass::Own { nameservers: vec!["ns1.example.fi".into()] };
+        let external = || NsClass::External { nameservers: vec!["ns.other.example".into()] };
+        let at_source = || WebClass::AtSource { addresses: vec![src] };
+        let local_mail = || MailClass::AtSource { hosts: vec!["mail.kukka.test".into()] };
+        let failed = DomainClass {
+            domain: DomainName::parse("kukka.test").unwrap(),
+            outcome: Outcome::Failed { reason: "timed out".into() },
+        };
+        // (our zone, classification, expected action, a fragment of an expected flag)
+        type Case<'a> = (Option<&'a str>, Option<DomainClass>, DomainAction, Option<&'a str>);
+        let table: Vec<Case> = vec![
+            (
+                Some("kukka.test"),
+                Some(class(own(), at_source(), local_mail())),
+                DomainAction::MoveAndRepoint,
+                None,
+            ),
+            (Some("kukka.test"), None, DomainAction::MoveAndRepoint, None),
+            (None, None, DomainAction::MoveNotRepointed, Some("not in any zone")),
+            (
+                None,
+                Some(class(external(), at_source(), local_mail())),
+                DomainAction::MoveCustomerMustRepoint,
+                Some("customer must repoint"),
+            ),
+            (
+                Some("kukka.test"),
+                Some(class(own(), WebClass::Elsewhere { addresses: vec![far] }, local_mail())),
+                DomainAction::MoveNotRepointed,
+                None,
+            ),
+            (
+                None,
+                Some(class(own(), at_source(), local_mail())),
+                DomainAction::MoveNotRepointed,
+                Some("not on our DNS provider"),
+            ),
+            (
+                Some("kukka.test"),
+                Some(class(
+                    own(),
+                    at_source(),
+                    MailClass::SpamFilter { hosts: vec!["filter.example.net".into()] },
+                )),
+                DomainAction::MoveAndRepoint,
+                Some("spam filter"),
+            ),
+            (
+                None,
+                Some(class(
+                    NsClass::NoDelegation { reason: "NXDOMAIN".into() },
+                    WebClass::None,
+                    MailClass::None,
+                )),
+                DomainAction::MoveNotRepointed,
+                Some("not delegated"),
+            ),
+            (Some("kukka.test"), Some(failed.clone()), DomainAction::MoveAndRepoint, Some("lookup failed")),
+            (None, Some(failed), DomainAction::MoveNotRepointed, Some("lookup failed")),
+        ];
+        for (zone, dns, expected, flag) in table {
+            let (action, _, flags) = domain_action(zone, dns.as_ref());
+            assert_eq!(action, expected, "{zone:?} {dns:?}");
+            match flag {
+                Some(fragment) => {
+                    assert!(flags.iter().any(|f| f.contains(fragment)), "{flags:?} lacks {fragment}")
+                }
+                None => assert!(flags.is_empty(), "{flags:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn changes_between_plans() {
+        let account = |user: &str, email: &str, domains: &[&str]| PlannedAccount {
+            user: user.into(),
+            main_domain: domains[0].into(),
+            owner: "root".into(),
+            package: "basic".into(),
+            contact_email: Some(email.into()),
+            disk_mb: 10,
+            suspended: false,
+            ip: None,
+            dedicated_ip: false,
+            action: AccountAction::Move,
+            reasons: vec![],
+            contract: None,
+            domains: domains
+                .iter()
+                .map(|d| PlannedDomain {
+                    domain: (*d).into(),
+                    kind: "main".into(),
+                    zone: Some((*d).into()),
+                    dns: None,
+                    action: DomainAction::MoveAndRepoint,
+                    reasons: vec![],
+                })
+                .collect(),
+        };
+        let doc = |id: &str, accounts: Vec<PlannedAccount>| PlanDocument {
+            schema: 1,
+            migration: id.into(),
+            source: "old".into(),
+            target: "new".into(),
+            playbook: "p".into(),
+            planned_at: String::new(),
+            cutover_at: String::new(),
+            counts: PlanCounts::default(),
+            accounts,
+            flagged: vec![],
+            rejected: vec![],
+            reconciliation: None,
+            schedule: vec![],
+            changes: None,
+        };
+        let before =
+            doc("m1", vec![account("a", "a@x.fi", &["a.fi"]), account("b", "b@x.fi", &["b.fi", "b2.fi"])]);
+        let after =
+            doc("m2", vec![account("b", "new@x.fi", &["b.fi", "b3.fi"]), account("c", "c@x.fi", &["c.fi"])]);
+        let changed = changes(&before, &after);
+        assert_eq!(changed.since, "m1");
+        assert_eq!(changed.accounts_added, ["c"]);
+        assert_eq!(changed.accounts_removed, ["a"]);
+        assert_eq!(changed.domains_added, ["b3.fi", "c.fi"]);
+        assert_eq!(changed.domains_removed, ["a.fi", "b2.fi"]);
+        assert_eq!(
+            changed.accounts_changed,
+            [AccountChange { user: "b".into(), what: vec!["contact_email: b@x.fi → new@x.fi".into()] }]
+        );
+        assert_eq!(changes(&after, &after).accounts_changed, []);
     }
 }

@@ -72,12 +72,10 @@ impl Rig {
             cutover_at: now,
             actor: "test",
         };
-        let report =
-            siirto::plan::plan(&self.store, &adapters.hosts["old"].whm, adapters.dns.as_ref(), request, now)
-                .await
-                .unwrap();
-        assert_eq!(report.accounts, self.hosts.accounts.len());
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let plan = siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
+        assert_eq!(plan.counts.accounts, self.hosts.accounts.len());
+        assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
+        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
         siirto::actions::approve(&self.store, &self.id, "test-operator", chrono::Utc::now()).await.unwrap();
         siirto::actions::start(&self.store, &self.id, chrono::Utc::now(), "test").await.unwrap();
     }
@@ -389,13 +387,7 @@ async fn planning_reports_whm_errors_clearly() {
             cutover_at: chrono::Utc::now(),
             actor: "test",
         };
-        siirto::plan::plan(
-            &rig.store,
-            &adapters.hosts["old"].whm,
-            adapters.dns.as_ref(),
-            request,
-            chrono::Utc::now(),
-        )
+        siirto::plan::plan(&rig.store, &rig.config, &adapters, request, chrono::Utc::now())
     };
     rig.hosts.source.inject(Fault::ResultZero {
         function: "listaccts".into(),
