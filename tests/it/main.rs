@@ -3,6 +3,7 @@ mod cli;
 mod dns;
 mod e2e;
 mod notify;
+mod rfc2136;
 mod ssh;
 mod store;
 mod support;
