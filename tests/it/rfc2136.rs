@@ -3,6 +3,8 @@
 //! wrong key or a zone the server does not serve must give, and a stopped server.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use siirto::dns::{
     Checker, DnsError, DnsProvider, Rfc2136, Rrset, RrsetChange, TsigAlgorithm, TsigKey, Verification, Zone,
@@ -11,7 +13,17 @@ use siirto::dns::{
 use siirto::names::DomainName;
 use siirto::secret::Secret;
 
-use crate::support::bind::{Bind, ZoneFile};
+use siirto::demo::{
+    DnsEndpoint, SOURCE_IP, TARGET_IP, ZONE_TTL, all_domains, start_hosts, write_config, zone_rrsets,
+};
+use siirto::domain::MigrationState;
+use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::names::MigrationId;
+use siirto::playbook::Playbook;
+use siirto::status::migration_status;
+use siirto::store::Store;
+
+use crate::support::bind::{Bind, KEY_NAME, ZoneFile};
 
 const OLD: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const NEW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
@@ -361,4 +373,111 @@ async fn rfc2136_hmac_sha512() {
     let current = provider.zone(&alpha).await.unwrap();
     provider.apply(&alpha, &lower_ttl_changes(&current, OLD, 120)).await.unwrap();
     assert_eq!(provider.zone(&alpha).await.unwrap().rrset("www.alpha.test.", "A").unwrap().ttl, 120);
+}
+
+/// The engine's whole path with the RFC 2136 provider: the daemon in-process moves three
+/// simulated accounts whose zones live on BIND, from a config with `provider = "rfc2136"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc2136_migration_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = start_hosts(3, dir.path()).await.unwrap();
+    let domains = all_domains(&hosts.accounts);
+    let zone_texts: Vec<(String, String)> = domains
+        .iter()
+        .map(|domain| {
+            let mut text = String::from("@ NS ns1.siirto-demo.test.\n");
+            for rrset in zone_rrsets(domain, SOURCE_IP, ZONE_TTL) {
+                for content in &rrset.records {
+                    text.push_str(&format!("{} {} IN {} {content}\n", rrset.name, rrset.ttl, rrset.rtype));
+                }
+            }
+            (domain.to_string(), text)
+        })
+        .collect();
+    let zone_files: Vec<ZoneFile> =
+        zone_texts.iter().map(|(name, records)| ZoneFile { name, records }).collect();
+    let bind = Bind::start(&zone_files).await;
+
+    // The config a sysadmin would write: the demo's, with its [dns] table for BIND instead.
+    let unused = DnsEndpoint {
+        api_url: "http://127.0.0.1:9/".parse().unwrap(),
+        api_key: "unused".into(),
+        dns_addr: bind.dns_addr,
+    };
+    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    let extra = "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n";
+    write_config(&hosts, &unused, dir.path(), &database, extra).unwrap();
+    std::fs::write(dir.path().join("secrets/tsig.key"), bind.key.secret.expose()).unwrap();
+    let path = dir.path().join("siirto.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[dns]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    let zones = domains.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+    let dns = format!(
+        "[dns]\nprovider = \"rfc2136\"\nserver = \"{addr}\"\ntsig_key_name = \"{KEY_NAME}\"\n\
+         tsig_secret_file = \"secrets/tsig.key\"\nzones = [{zones}]\nnameservers = [\"{addr}\"]\n\
+         write_concurrency = 2",
+        addr = bind.dns_addr
+    );
+    std::fs::write(&path, format!("{}{dns}{}", &text[..start], &text[end..])).unwrap();
+    let config = siirto::config::Config::load(&path).unwrap();
+    assert!(matches!(config.dns.provider, siirto::config::DnsProviderConfig::Rfc2136 { .. }));
+
+    let store = Store::connect(&config.database).await.unwrap();
+    let id = MigrationId::parse("it-rfc2136").unwrap();
+    let adapters = adapters_from_config(&config).unwrap();
+    let playbook_text = include_str!("../../playbooks/demo.toml");
+    let playbook = Playbook::parse(playbook_text, "playbooks/demo.toml").unwrap();
+    let now = chrono::Utc::now();
+    let request = siirto::plan::PlanRequest {
+        id: id.clone(),
+        source: "old",
+        target: "new",
+        playbook: &playbook,
+        cutover_at: now,
+        actor: "test",
+    };
+    let report = siirto::plan::plan(&store, &adapters.hosts["old"].whm, adapters.dns.as_ref(), request, now)
+        .await
+        .unwrap();
+    assert_eq!(report.accounts, 3);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
+
+    let engine = Arc::new(
+        Engine::from_config(&config, store.clone(), Arc::new(SystemClock))
+            .unwrap()
+            .with_owner("it-rfc2136")
+            .with_workers(4),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(Arc::clone(&engine).run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let status = migration_status(&store, id.as_str()).await.unwrap();
+        if matches!(status.detail, MigrationState::CutOver { .. }) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "timed out; status: {status:#?}\nnamed log:\n{}", bind.log());
+        // Polling interval while waiting for the condition, bounded by the deadline.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+    assert_eq!(status.arrived(), 3, "{status:#?}");
+
+    // Every domain points at the target with the short TTL, read back from BIND by AXFR; the
+    // MX records are untouched.
+    let short_ttl = playbook.dns.short_ttl;
+    for domain in &domains {
+        let zone = adapters.dns.zone(domain).await.unwrap();
+        for name in [domain.fqdn(), format!("www.{}", domain.fqdn())] {
+            let a = zone.rrset(&name, "A").unwrap_or_else(|| panic!("{name} A missing"));
+            assert_eq!(a.records, vec![TARGET_IP.to_string()], "{name}");
+            assert_eq!(a.ttl, short_ttl, "{name}");
+        }
+        assert_eq!(zone.rrset(&domain.fqdn(), "MX").unwrap().ttl, ZONE_TTL, "MX of {domain} must not change");
+    }
 }
