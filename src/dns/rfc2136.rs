@@ -430,3 +430,220 @@ fn rcode_text(code: ResponseCode) -> String {
         other => format!("{} ({})", other.to_str(), u16::from(other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::rdata::tsig::TSIG;
+    use hickory_proto::rr::rdata::{A, SOA, TXT};
+
+    use super::*;
+
+    fn zone() -> DomainName {
+        DomainName::parse("example.fi").unwrap()
+    }
+
+    fn rrset(name: &str, rtype: &str, ttl: u32, records: &[&str]) -> Rrset {
+        Rrset {
+            name: name.into(),
+            rtype: rtype.into(),
+            ttl,
+            records: records.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn client() -> Rfc2136 {
+        let key = TsigKey {
+            name: "Siirto-Key.".into(),
+            algorithm: TsigAlgorithm::HmacSha512,
+            secret: Secret::new("c2VjcmV0"),
+        };
+        Rfc2136::new("127.0.0.1:53".parse().unwrap(), key, vec![zone()]).unwrap()
+    }
+
+    #[test]
+    fn algorithms() {
+        assert_eq!(TsigAlgorithm::parse("hmac-sha256"), Some(TsigAlgorithm::HmacSha256));
+        assert_eq!(TsigAlgorithm::parse("HMAC-SHA512."), Some(TsigAlgorithm::HmacSha512));
+        assert_eq!(TsigAlgorithm::parse("hmac-md5"), None);
+        assert_eq!(TsigAlgorithm::default().as_str(), "hmac-sha256");
+    }
+
+    #[test]
+    fn settings() {
+        let client = client();
+        assert_eq!(client.key_name, "siirto-key");
+        let debug = format!("{client:?}");
+        assert!(debug.contains("siirto-key") && !debug.contains("c2VjcmV0"), "{debug}");
+        let key = |name: &str, secret: &str| TsigKey {
+            name: name.into(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: Secret::new(secret),
+        };
+        let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        for (name, secret) in [("k", "***"), ("", "c2VjcmV0"), (".", "c2VjcmV0"), ("k", " ")] {
+            let err = Rfc2136::new(server, key(name, secret), vec![]).unwrap_err();
+            assert!(matches!(err, DnsError::Config(_)), "{name:?} {secret:?}: {err:?}");
+            assert!(!err.to_string().contains("c2VjcmV0"));
+        }
+    }
+
+    /// One message: the zone in the zone section, no prerequisites, and per change a delete of
+    /// the rrset (class ANY, TTL 0, no data) followed by the new records.
+    #[test]
+    fn one_update_message_per_batch() {
+        let changes = [
+            RrsetChange::Replace(rrset("WWW.example.fi.", "a", 60, &["192.0.2.1", "192.0.2.2"])),
+            RrsetChange::Delete { name: "old.example.fi.".into(), rtype: "TXT".into() },
+            RrsetChange::Replace(rrset("example.fi.", "TXT", 300, &["\"v=spf1 -all\""])),
+            RrsetChange::Replace(rrset("gone.example.fi.", "A", 60, &[])),
+        ];
+        let message = update_message(&zone(), &changes).unwrap();
+        assert_eq!(message.metadata.op_code, OpCode::Update);
+        assert_eq!(message.queries.len(), 1);
+        assert_eq!(message.queries[0].name().to_ascii(), "example.fi.");
+        assert_eq!(message.queries[0].query_type(), RecordType::SOA);
+        assert!(message.answers.is_empty(), "no prerequisites");
+        let updates: Vec<(String, DNSClass, u32, String)> = message
+            .authorities
+            .iter()
+            .map(|r| {
+                let data = match &r.data {
+                    RData::Update0(rtype) => format!("delete {rtype}"),
+                    other => presentation(other),
+                };
+                (r.name.to_ascii(), r.dns_class, r.ttl, data)
+            })
+            .collect();
+        let row = |name: &str, class, ttl, data: &str| (name.to_owned(), class, ttl, data.to_owned());
+        assert_eq!(
+            updates,
+            vec![
+                row("www.example.fi.", DNSClass::ANY, 0, "delete A"),
+                row("www.example.fi.", DNSClass::IN, 60, "192.0.2.1"),
+                row("www.example.fi.", DNSClass::IN, 60, "192.0.2.2"),
+                row("old.example.fi.", DNSClass::ANY, 0, "delete TXT"),
+                row("example.fi.", DNSClass::ANY, 0, "delete TXT"),
+                row("example.fi.", DNSClass::IN, 300, "\"v=spf1 -all\""),
+                row("gone.example.fi.", DNSClass::ANY, 0, "delete A"),
+            ]
+        );
+        // It encodes (and decodes back to the same sections).
+        let bytes = message.to_vec().unwrap();
+        assert_eq!(Message::from_vec(&bytes).unwrap().authorities.len(), 7);
+    }
+
+    #[test]
+    fn refused_changes() {
+        let bad = |change: RrsetChange| update_message(&zone(), &[change]).unwrap_err();
+        let err = bad(RrsetChange::Replace(rrset("www.example.fi.", "A", 60, &["300.1.1.1"])));
+        assert!(matches!(&err, DnsError::BadRecord { content, .. } if content == "300.1.1.1"), "{err:?}");
+        assert!(matches!(
+            bad(RrsetChange::Delete { name: "x.other.fi.".into(), rtype: "A".into() }),
+            DnsError::BadName { .. }
+        ));
+        for rtype in ["ANY", "AXFR", "TSIG", "OPT", "BOGUS", "TYPE65280"] {
+            let err = bad(RrsetChange::Delete { name: "www.example.fi.".into(), rtype: rtype.into() });
+            assert!(matches!(err, DnsError::BadRecord { .. }), "{rtype}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn txt_strings_are_quoted_and_escaped() {
+        let txt = TXT::from_bytes(vec![b"say \"hi\"".as_slice(), b"back\\slash", b"tab\there"]);
+        assert_eq!(presentation(&RData::TXT(txt)), r#""say \"hi\"" "back\\slash" "tab\009here""#);
+        // And the quoted form parses back to the same strings.
+        let parsed = RData::try_from_str(RecordType::TXT, r#""say \"hi\"" "second""#).unwrap();
+        assert_eq!(presentation(&parsed), r#""say \"hi\"" "second""#);
+    }
+
+    fn soa(origin: &Name, serial: u32) -> Record {
+        let mname = Name::from_ascii("ns1.example.fi.").unwrap();
+        let rname = Name::from_ascii("hostmaster.example.fi.").unwrap();
+        Record::from_rdata(
+            origin.clone(),
+            3600,
+            RData::SOA(SOA::new(mname, rname, serial, 10800, 3600, 604800, 3600)),
+        )
+    }
+
+    #[test]
+    fn transfers_become_rrsets() {
+        let origin = Name::from_ascii("example.fi.").unwrap();
+        let www = Name::from_ascii("WWW.example.fi.").unwrap();
+        let a =
+            |name: &Name, ttl, last| Record::from_rdata(name.clone(), ttl, RData::A(A::new(192, 0, 2, last)));
+        let records = [
+            soa(&origin, 7),
+            a(&www, 60, 1),
+            a(&origin, 300, 9),
+            a(&www, 60, 2),
+            a(&www, 60, 2),
+            soa(&origin, 7),
+        ];
+        let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let got = zone_from_transfer(server, &zone(), &origin, records.iter()).unwrap();
+        assert_eq!(
+            got.rrsets,
+            vec![
+                rrset(
+                    "example.fi.",
+                    "SOA",
+                    3600,
+                    &["ns1.example.fi. hostmaster.example.fi. 7 10800 3600 604800 3600"]
+                ),
+                rrset("www.example.fi.", "A", 60, &["192.0.2.1", "192.0.2.2"]),
+                rrset("example.fi.", "A", 300, &["192.0.2.9"]),
+            ]
+        );
+
+        let outside = Name::from_ascii("www.other.fi.").unwrap();
+        let records = [soa(&origin, 7), a(&outside, 60, 1), soa(&origin, 7)];
+        assert!(matches!(
+            zone_from_transfer(server, &zone(), &origin, records.iter()),
+            Err(DnsError::BadAnswer { .. })
+        ));
+        let records = [a(&www, 60, 1), soa(&origin, 7)];
+        assert!(matches!(
+            zone_from_transfer(server, &zone(), &origin, records.iter()),
+            Err(DnsError::BadAnswer { .. })
+        ));
+    }
+
+    #[test]
+    fn refusals_say_what_to_fix() {
+        let client = client();
+        let answer = |code: ResponseCode, tsig_error: Option<TsigError>| {
+            let mut message = Message::response(1, OpCode::Update);
+            message.metadata.response_code = code;
+            if let Some(error) = tsig_error {
+                let tsig = TSIG::new(WireAlgorithm::HmacSha512, 0, FUDGE, vec![], 1, Some(error), vec![]);
+                let name = Name::from_ascii("siirto-key.").unwrap();
+                message.set_signature(Box::new(Record::from_rdata(name, 0, tsig)));
+            }
+            message
+        };
+        let text = |code, error| client.refusal("UPDATE", &zone(), &answer(code, error));
+        let err = text(ResponseCode::NotAuth, Some(TsigError::BadKey));
+        assert!(
+            err.to_string().contains("does not know TSIG key siirto-key with algorithm hmac-sha512"),
+            "{err}"
+        );
+        let err = text(ResponseCode::NotAuth, Some(TsigError::BadSig));
+        assert!(err.to_string().contains("BADSIG"), "{err}");
+        let err = text(ResponseCode::NotAuth, Some(TsigError::BadTime));
+        assert!(err.to_string().contains("clock"), "{err}");
+        let err = text(ResponseCode::NotAuth, None);
+        assert_eq!(
+            err.to_string(),
+            "UPDATE of zone example.fi at 127.0.0.1:53: the server is not authoritative for zone example.fi (NOTAUTH)"
+        );
+        let err = text(ResponseCode::Refused, None);
+        assert!(err.to_string().contains("does not let TSIG key siirto-key update it (REFUSED)"), "{err}");
+        for code in [ResponseCode::NotAuth, ResponseCode::Refused, ResponseCode::FormErr] {
+            assert!(!text(code, None).is_transient(), "{code:?}");
+        }
+        let err = text(ResponseCode::ServFail, None);
+        assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "SERVFAIL"), "{err:?}");
+        assert!(err.is_transient());
+    }
+}

@@ -481,3 +481,31 @@ async fn rfc2136_migration_end_to_end() {
         assert_eq!(zone.rrset(&domain.fqdn(), "MX").unwrap().ttl, ZONE_TTL, "MX of {domain} must not change");
     }
 }
+
+/// A zone of 2,000 names transfers in many TCP messages (BIND sends about 20 KB each), every
+/// one TSIG-signed and chained to the one before; 500 of them repoint in one UPDATE.
+#[tokio::test]
+async fn rfc2136_large_zone() {
+    let mut records = String::from("@ NS ns1.siirto-demo.test.\n");
+    for i in 0..2000 {
+        let ip = if i % 4 == 0 { "192.0.2.10" } else { "198.51.100.99" };
+        records.push_str(&format!("host{i:04} A {ip}\nhost{i:04} TXT \"name number {i}\"\n"));
+    }
+    let bind = Bind::start(&[ZoneFile { name: "large.test", records: &records }]).await;
+    let large = domain("large.test");
+    let provider = provider(&bind, &["large.test"]);
+    let zone = provider.zone(&large).await.unwrap();
+    assert_eq!(zone.rrsets.len(), 2 + 4000, "SOA, NS and two rrsets per name");
+    assert_eq!(zone.rrset("host1999.large.test.", "TXT").unwrap().records, vec!["\"name number 1999\""]);
+
+    let changes = repoint_changes(&zone, None, OLD, NEW);
+    assert_eq!(changes.len(), 500);
+    provider.apply(&large, &changes).await.unwrap();
+    let after = provider.zone(&large).await.unwrap();
+    assert_eq!(serial(&after), serial(&zone) + 1);
+    let moved = after.rrsets.iter().filter(|r| r.rtype == "A" && r.records == ["203.0.113.20"]).count();
+    let kept = after.rrsets.iter().filter(|r| r.rtype == "A" && r.records == ["198.51.100.99"]).count();
+    assert_eq!((moved, kept), (500, 1500));
+    let txt_unchanged = |z: &Zone| z.rrsets.iter().filter(|r| r.rtype == "TXT").cloned().collect::<Vec<_>>();
+    assert_eq!(txt_unchanged(&after), txt_unchanged(&zone));
+}
