@@ -391,5 +391,15 @@ mod tests {
         assert!(rcode("SERVFAIL").is_transient());
         assert!(!rcode("REFUSED").is_transient());
         assert!(DnsError::Timeout { server, name: "x.fi".into() }.is_transient());
+        let refused =
+            DnsError::Refused { op: "UPDATE", server, zone: "x.fi".into(), detail: "BADKEY".into() };
+        assert!(!refused.is_transient());
+        let record = DnsError::BadRecord {
+            name: "x.fi.".into(),
+            rtype: "A".into(),
+            content: "y".into(),
+            reason: "z".into(),
+        };
+        assert!(!record.is_transient());
     }
 }
