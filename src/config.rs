@@ -343,6 +343,16 @@ pub enum DnsProviderConfig {
         /// The server id in API paths (default `localhost`).
         server_id: String,
     },
+    /// A primary nameserver taking RFC 2136 dynamic updates and zone transfers signed with TSIG
+    /// (BIND, Knot, PowerDNS).
+    Rfc2136 {
+        /// The primary's address (`ip:port`; port 53 when only the ip is given).
+        server: SocketAddr,
+        /// The TSIG key (name, algorithm, base64 secret).
+        tsig: crate::dns::TsigKey,
+        /// The zones it serves for us (RFC 2136 has no zone listing).
+        zones: Vec<crate::names::DomainName>,
+    },
 }
 
 /// How notices are sent.
@@ -436,6 +446,14 @@ struct RawDns {
     api_key_env: Option<Spanned<String>>,
     api_key: Option<Spanned<toml::Value>>,
     server_id: Option<Spanned<String>>,
+    // provider = "rfc2136"
+    server: Option<Spanned<String>>,
+    tsig_key_name: Option<Spanned<String>>,
+    tsig_algorithm: Option<Spanned<String>>,
+    tsig_secret_file: Option<Spanned<String>>,
+    tsig_secret_env: Option<Spanned<String>>,
+    tsig_secret: Option<Spanned<toml::Value>>,
+    zones: Option<Spanned<Vec<Spanned<String>>>>,
     nameservers: Spanned<Vec<Spanned<String>>>,
     write_concurrency: Option<Spanned<i64>>,
     #[serde(default)]
@@ -885,6 +903,16 @@ impl Ctx<'_> {
     fn dns(&self, raw: &RawDns) -> Result<DnsConfig, ConfigError> {
         let provider = match raw.provider.get_ref().as_str() {
             "powerdns" => {
+                let rfc2136_only = [
+                    ("server", raw.server.as_ref().map(Spanned::span)),
+                    ("tsig_key_name", raw.tsig_key_name.as_ref().map(Spanned::span)),
+                    ("tsig_algorithm", raw.tsig_algorithm.as_ref().map(Spanned::span)),
+                    ("tsig_secret_file", raw.tsig_secret_file.as_ref().map(Spanned::span)),
+                    ("tsig_secret_env", raw.tsig_secret_env.as_ref().map(Spanned::span)),
+                    ("tsig_secret", raw.tsig_secret.as_ref().map(Spanned::span)),
+                    ("zones", raw.zones.as_ref().map(Spanned::span)),
+                ];
+                self.no_fields_of(&rfc2136_only, "powerdns", "rfc2136")?;
                 let api_url = raw.api_url.as_ref().ok_or_else(|| {
                     self.src.at(
                         &raw.provider,
@@ -923,11 +951,12 @@ impl Ctx<'_> {
                 };
                 DnsProviderConfig::PowerDns { api_url, api_key, server_id }
             }
+            "rfc2136" => self.rfc2136(raw)?,
             other => {
                 return Err(self.src.at(
                     &raw.provider,
                     "dns.provider",
-                    format!("expected one of \"powerdns\", got {other:?}"),
+                    format!("expected one of \"powerdns\", \"rfc2136\", got {other:?}"),
                 ));
             }
         };
@@ -1023,6 +1052,135 @@ impl Ctx<'_> {
             names.push(parsed);
         }
         Ok(names)
+    }
+
+    /// Refuses fields that belong to the other DNS provider.
+    fn no_fields_of(
+        &self,
+        fields: &[(&str, Option<Range<usize>>)],
+        provider: &str,
+        owner: &str,
+    ) -> Result<(), ConfigError> {
+        match fields.iter().find_map(|(name, span)| span.clone().map(|span| (name, span))) {
+            Some((name, span)) => Err(self.src.error(
+                span,
+                format!("dns.{name}"),
+                format!(
+                    "expected no {name} with provider = \"{provider}\" ({name} is for provider = \"{owner}\")"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `provider = "rfc2136"`: the primary's address, the TSIG key and the zones.
+    fn rfc2136(&self, raw: &RawDns) -> Result<DnsProviderConfig, ConfigError> {
+        let powerdns_only = [
+            ("api_url", raw.api_url.as_ref().map(Spanned::span)),
+            ("api_key_file", raw.api_key_file.as_ref().map(Spanned::span)),
+            ("api_key_env", raw.api_key_env.as_ref().map(Spanned::span)),
+            ("api_key", raw.api_key.as_ref().map(Spanned::span)),
+            ("server_id", raw.server_id.as_ref().map(Spanned::span)),
+        ];
+        self.no_fields_of(&powerdns_only, "rfc2136", "powerdns")?;
+        let required = |field: &str, example: &str| {
+            self.src.at(
+                &raw.provider,
+                format!("dns.{field}"),
+                format!("expected {field} for provider = \"rfc2136\", e.g. {example}"),
+            )
+        };
+        let server = raw.server.as_ref().ok_or_else(|| required("server", "\"192.0.2.53:53\""))?;
+        let value = server.get_ref().trim();
+        let server = value
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            .ok_or_else(|| {
+                self.src.at(
+                    server,
+                    "dns.server",
+                    format!(
+                        "expected the primary's \"ip\" or \"ip:port\" (e.g. \"192.0.2.53:53\"), got {value:?}"
+                    ),
+                )
+            })?;
+        let key_name =
+            raw.tsig_key_name.as_ref().ok_or_else(|| required("tsig_key_name", "\"siirto-key\""))?;
+        let name = key_name.get_ref().trim().trim_end_matches('.');
+        let name_ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !name_ok {
+            return Err(self.src.at(
+                key_name,
+                "dns.tsig_key_name",
+                format!("expected a TSIG key name like \"siirto-key\" (letters, digits, '-', '_', dots), got {name:?}"),
+            ));
+        }
+        let algorithm = match &raw.tsig_algorithm {
+            Some(algorithm) => crate::dns::TsigAlgorithm::parse(algorithm.get_ref()).ok_or_else(|| {
+                self.src.at(
+                    algorithm,
+                    "dns.tsig_algorithm",
+                    format!("expected \"hmac-sha256\" or \"hmac-sha512\", got {:?}", algorithm.get_ref()),
+                )
+            })?,
+            None => crate::dns::TsigAlgorithm::default(),
+        };
+        let secret = self
+            .secret(
+                "dns",
+                "tsig_secret",
+                raw.tsig_secret_file.as_ref(),
+                raw.tsig_secret_env.as_ref(),
+                raw.tsig_secret.as_ref(),
+                Some(raw.provider.span()),
+            )?
+            .ok_or_else(|| required("tsig_secret_file", "\"secrets/tsig.key\""))?;
+        {
+            use base64::Engine as _;
+            if base64::engine::general_purpose::STANDARD.decode(secret.expose()).is_err() {
+                let (field, at) = match (&raw.tsig_secret_file, &raw.tsig_secret_env) {
+                    (Some(file), _) => ("dns.tsig_secret_file", file.span()),
+                    (None, Some(env)) => ("dns.tsig_secret_env", env.span()),
+                    (None, None) => ("dns.tsig_secret_file", raw.provider.span()),
+                };
+                return Err(self.src.error(
+                    at,
+                    field,
+                    "expected the TSIG secret in base64, as tsig-keygen writes it (the secret \"…\" of its key statement)",
+                ));
+            }
+        }
+        let listed = raw.zones.as_ref().ok_or_else(|| required("zones", "[\"example.fi\"]"))?;
+        if listed.get_ref().is_empty() {
+            return Err(self.src.at(
+                listed,
+                "dns.zones",
+                "expected at least one zone the server serves for us",
+            ));
+        }
+        let mut zones = Vec::new();
+        for (index, zone) in listed.get_ref().iter().enumerate() {
+            let name = crate::names::DomainName::parse(zone.get_ref().trim()).map_err(|err| {
+                self.src.at(zone, format!("dns.zones[{index}]"), format!("expected a zone name: {err}"))
+            })?;
+            if zones.contains(&name) {
+                return Err(self.src.at(
+                    zone,
+                    format!("dns.zones[{index}]"),
+                    format!("zone {name} is listed twice"),
+                ));
+            }
+            zones.push(name);
+        }
+        let tsig = crate::dns::TsigKey { name: name.to_ascii_lowercase(), algorithm, secret };
+        Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones })
     }
 
     fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
@@ -1391,6 +1549,20 @@ spam_filters = ["filter.example.net"]
 # How long to wait for one resolver's answer, and how many domains are classified at once.
 query_timeout = "2s"
 classify_concurrency = 32
+# Or, instead of provider = "powerdns" and its api_* settings: any primary nameserver that takes
+# RFC 2136 dynamic updates signed with TSIG (BIND, Knot, PowerDNS). siirto reads each zone by
+# AXFR and sends each batch of changes as one UPDATE, both signed with the key, so the server
+# must allow both to it, e.g. in BIND's zone statement:
+#   allow-update { key "siirto-key"; }; allow-transfer { key "siirto-key"; };
+# provider = "rfc2136"
+# server = "192.0.2.53:53"
+# tsig_key_name = "siirto-key"
+# tsig_algorithm = "hmac-sha256"
+# The base64 secret, as `tsig-keygen siirto-key` prints it in the key statement.
+# tsig_secret_file = "secrets/tsig.key"
+# tsig_secret_env = "SIIRTO_TSIG_SECRET"
+# The zones the server holds for us (RFC 2136 has no way to list them).
+# zones = ["example.fi", "example.com"]
 
 [mail]
 # The sender of customer notices.
@@ -1450,6 +1622,7 @@ mod tests {
             ("old1.token", "OLD1TOKENVALUE\n"),
             ("new1.token", "NEW1TOKENVALUE"),
             ("pdns.key", "PDNSKEYVALUE"),
+            ("tsig.key", "c2lpcnRvIHRlc3Qgc2VjcmV0\n"),
             ("smtp.password", "SMTPPASSWORDVALUE"),
             ("id_ed25519", "not really a key"),
         ] {
@@ -1478,7 +1651,9 @@ mod tests {
         assert_eq!(ssh.key_file, dir.path().join("secrets/id_ed25519"));
         assert_eq!(config.hosts["new1"].http_port, 80);
         assert!(config.hosts["new1"].ssh.is_none());
-        let DnsProviderConfig::PowerDns { api_key, server_id, .. } = &config.dns.provider;
+        let DnsProviderConfig::PowerDns { api_key, server_id, .. } = &config.dns.provider else {
+            panic!("expected powerdns, got {:?}", config.dns.provider);
+        };
         assert_eq!(api_key.expose(), "PDNSKEYVALUE");
         assert_eq!(server_id, "localhost");
         assert_eq!(
@@ -1646,7 +1821,9 @@ mod tests {
         };
         let config = parse_with_env(&text, "c.toml", dir.path(), &env).expect("config");
         assert_eq!(config.hosts["old1"].token.expose(), "from-env-1");
-        let DnsProviderConfig::PowerDns { api_key, .. } = &config.dns.provider;
+        let DnsProviderConfig::PowerDns { api_key, .. } = &config.dns.provider else {
+            panic!("expected powerdns, got {:?}", config.dns.provider);
+        };
         assert_eq!(api_key.expose(), "from-env-2");
         let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err("unset");
         assert!(
@@ -1830,7 +2007,7 @@ path = "outbox"
                 "unknown provider",
                 "provider = \"powerdns\"",
                 "provider = \"bind\"".to_owned(),
-                "9:12: dns.provider: expected one of \"powerdns\", got \"bind\"",
+                "9:12: dns.provider: expected one of \"powerdns\", \"rfc2136\", got \"bind\"",
             ),
             (
                 "inline api key",
@@ -1917,5 +2094,173 @@ path = "outbox"
         assert_eq!(normalize_ssh_address("[::1]:2200").as_deref(), Some("[::1]:2200"));
         assert_eq!(normalize_ssh_address("h.example:x"), None);
         assert_eq!(normalize_ssh_address("a b"), None);
+    }
+
+    /// The example with its commented RFC 2136 alternative switched on instead of PowerDNS.
+    fn example_with_rfc2136() -> String {
+        let keys = ["provider", "server", "tsig_key_name", "tsig_algorithm", "tsig_secret_file", "zones"];
+        EXAMPLE
+            .lines()
+            .filter(|line| {
+                !["provider = \"powerdns\"", "api_url = ", "api_key_file = ", "server_id = "]
+                    .iter()
+                    .any(|prefix| line.starts_with(prefix))
+            })
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|key| rest.starts_with(&format!("{key} = "))) => rest,
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn example_rfc2136_alternative_loads() {
+        let dir = example_dir();
+        let text = example_with_rfc2136();
+        let config = parse_with_env(&text, "example.toml", dir.path(), &no_env).expect("rfc2136 example");
+        let DnsProviderConfig::Rfc2136 { server, tsig, zones } = &config.dns.provider else {
+            panic!("expected rfc2136, got {:?}", config.dns.provider);
+        };
+        assert_eq!(*server, "192.0.2.53:53".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(tsig.name, "siirto-key");
+        assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256);
+        assert_eq!(tsig.secret.expose(), "c2lpcnRvIHRlc3Qgc2VjcmV0");
+        assert_eq!(zones.iter().map(|z| z.as_str()).collect::<Vec<_>>(), ["example.fi", "example.com"]);
+        assert_eq!(config.dns.nameservers.len(), 2);
+        assert!(!format!("{config:?}").contains("c2lpcnRvIHRlc3Qgc2VjcmV0"), "the secret is redacted");
+    }
+
+    #[test]
+    fn rfc2136_settings_are_validated() {
+        const BASE: &str = r#"database = "sqlite:s.db"
+
+[dns]
+provider = "rfc2136"
+server = "127.0.0.1:5300"
+tsig_key_name = "siirto-key"
+tsig_secret_file = "secrets/tsig.key"
+zones = ["example.fi"]
+nameservers = ["127.0.0.1:5300"]
+
+[mail]
+from = "support@example.fi"
+channel = "directory"
+path = "outbox"
+"#;
+        let dir = example_dir();
+        let config = parse_with_env(BASE, "c.toml", dir.path(), &no_env).expect("base");
+        let DnsProviderConfig::Rfc2136 { server, tsig, .. } = &config.dns.provider else {
+            panic!("expected rfc2136");
+        };
+        assert_eq!(server.port(), 5300);
+        assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256, "the default");
+        let with_port_53 = parse_with_env(
+            &BASE.replace("127.0.0.1:5300\"\nt", "192.0.2.53\"\nt"),
+            "c.toml",
+            dir.path(),
+            &no_env,
+        )
+        .expect("ip only");
+        let DnsProviderConfig::Rfc2136 { server, .. } = &with_port_53.dns.provider else { panic!() };
+        assert_eq!(server.port(), 53);
+        let env = |name: &str| (name == "TSIG").then(|| "c2VjcmV0".to_owned());
+        let from_env = BASE.replace("tsig_secret_file = \"secrets/tsig.key\"", "tsig_secret_env = \"TSIG\"");
+        let config = parse_with_env(&from_env, "c.toml", dir.path(), &env).expect("env");
+        let DnsProviderConfig::Rfc2136 { tsig, .. } = &config.dns.provider else { panic!() };
+        assert_eq!(tsig.secret.expose(), "c2VjcmV0");
+
+        std::fs::write(dir.path().join("secrets/plain.key"), "not base64!").expect("write");
+        let cases: Vec<(&str, &str, &str, &str)> = vec![
+            (
+                "no server",
+                "server = \"127.0.0.1:5300\"\n",
+                "",
+                "4:12: dns.server: expected server for provider = \"rfc2136\"",
+            ),
+            (
+                "bad server",
+                "\"127.0.0.1:5300\"\nt",
+                "\"ns1.example.net\"\nt",
+                "5:10: dns.server: expected the primary's \"ip\" or \"ip:port\"",
+            ),
+            (
+                "no key name",
+                "tsig_key_name = \"siirto-key\"\n",
+                "",
+                "4:12: dns.tsig_key_name: expected tsig_key_name",
+            ),
+            (
+                "bad key name",
+                "\"siirto-key\"",
+                "\"siirto key\"",
+                "6:17: dns.tsig_key_name: expected a TSIG key name",
+            ),
+            (
+                "bad algorithm",
+                "tsig_key_name = \"siirto-key\"\n",
+                "tsig_key_name = \"siirto-key\"\ntsig_algorithm = \"hmac-md5\"\n",
+                "7:18: dns.tsig_algorithm: expected \"hmac-sha256\" or \"hmac-sha512\", got \"hmac-md5\"",
+            ),
+            (
+                "no secret",
+                "tsig_secret_file = \"secrets/tsig.key\"\n",
+                "",
+                "4:12: dns.tsig_secret_file: expected tsig_secret_file or tsig_secret_env",
+            ),
+            (
+                "inline secret",
+                "tsig_secret_file = \"secrets/tsig.key\"",
+                "tsig_secret = \"c2VjcmV0\"",
+                "7:15: dns.tsig_secret: secrets are not written in the config",
+            ),
+            (
+                "not base64",
+                "secrets/tsig.key",
+                "secrets/plain.key",
+                "7:20: dns.tsig_secret_file: expected the TSIG secret in base64",
+            ),
+            (
+                "no zones",
+                "zones = [\"example.fi\"]\n",
+                "",
+                "4:12: dns.zones: expected zones for provider = \"rfc2136\"",
+            ),
+            ("empty zones", "[\"example.fi\"]", "[]", "8:9: dns.zones: expected at least one zone"),
+            (
+                "bad zone",
+                "[\"example.fi\"]",
+                "[\"example.fi\", \"bad zone\"]",
+                "8:24: dns.zones[1]: expected a zone name",
+            ),
+            (
+                "twice",
+                "[\"example.fi\"]",
+                "[\"example.fi\", \"Example.FI\"]",
+                "8:24: dns.zones[1]: zone example.fi is listed twice",
+            ),
+            (
+                "api_url with rfc2136",
+                "zones = ",
+                "api_url = \"http://127.0.0.1:8081\"\nzones = ",
+                "8:11: dns.api_url: expected no api_url with provider = \"rfc2136\"",
+            ),
+            (
+                "zones with powerdns",
+                "provider = \"rfc2136\"\nserver = \"127.0.0.1:5300\"\ntsig_key_name = \"siirto-key\"\ntsig_secret_file = \"secrets/tsig.key\"\n",
+                "provider = \"powerdns\"\napi_url = \"http://127.0.0.1:8081\"\napi_key_file = \"secrets/pdns.key\"\n",
+                "7:9: dns.zones: expected no zones with provider = \"powerdns\" (zones is for provider = \"rfc2136\")",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, from, to, expected) in cases {
+            assert!(BASE.contains(from), "{what}: {from:?} not in BASE");
+            let text = BASE.replacen(from, to, 1);
+            let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err(what).to_string();
+            if !err.starts_with(&format!("c.toml:{expected}")) {
+                failures.push(format!("{what}: expected c.toml:{expected}…\n got {err}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

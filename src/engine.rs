@@ -1407,6 +1407,9 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
             PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
         ),
+        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones } => Arc::new(
+            crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone()).context("RFC 2136 client")?,
+        ),
     };
     let checker = Arc::new(Checker::new(config.dns.nameservers.clone()).context("DNS checker")?);
     let channel = crate::notify::channel_from_config(&config.mail).context("notice channel")?;

@@ -1,8 +1,9 @@
-//! DNS: the provider that edits the company's zones (PowerDNS first) and the checker that asks
-//! each authoritative nameserver what it serves right now.
+//! DNS: the provider that edits the company's zones (PowerDNS over its HTTP API, or any server
+//! taking RFC 2136 dynamic updates with TSIG) and the checker that asks each authoritative
+//! nameserver what it serves right now.
 //!
 //! The engine lowers TTLs and repoints records through a [`DnsProvider`], one batch (one HTTP
-//! request) per zone, and then asks the [`Checker`] whether every configured nameserver answers
+//! request, or one UPDATE message) per zone, and then asks the [`Checker`] whether every configured nameserver answers
 //! with the new address before it calls a domain repointed.
 //!
 //! [`classify`] finds, before anything moves, how each domain's DNS, web site and mail are
@@ -11,6 +12,7 @@
 mod check;
 pub mod classify;
 mod powerdns;
+mod rfc2136;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -20,6 +22,7 @@ use crate::names::{DomainName, NameError};
 
 pub use check::{Checker, Verification};
 pub use powerdns::PowerDns;
+pub use rfc2136::{Rfc2136, TsigAlgorithm, TsigKey};
 
 /// A DNS hosting service that holds the company's zones and lets us change them.
 ///
@@ -34,8 +37,8 @@ pub trait DnsProvider: Send + Sync {
     /// The names of the zones the provider serves.
     async fn zones(&self) -> Result<Vec<DomainName>, DnsError>;
 
-    /// Applies a batch of rrset changes to one zone in ONE request (one PowerDNS PATCH), so the
-    /// whole batch is applied or none of it is. An empty batch sends nothing.
+    /// Applies a batch of rrset changes to one zone in ONE request (one PowerDNS PATCH, one
+    /// RFC 2136 UPDATE message), so the whole batch is applied or none of it is. An empty batch sends nothing.
     async fn apply(&self, zone: &DomainName, changes: &[RrsetChange]) -> Result<(), DnsError>;
 }
 
@@ -236,6 +239,31 @@ pub enum DnsError {
         /// The response code as text (`"SERVFAIL"`, `"REFUSED"`, …).
         rcode: String,
     },
+    /// A server refused a zone transfer or an update: it does not serve the zone, or does not
+    /// accept our TSIG key for it (REFUSED, NOTAUTH, BADKEY, BADSIG). A configuration problem.
+    #[error("{op} of zone {zone} at {server}: {detail}")]
+    Refused {
+        /// The operation (`"AXFR"`, `"UPDATE"`).
+        op: &'static str,
+        /// The server.
+        server: SocketAddr,
+        /// The zone.
+        zone: String,
+        /// What the server said and what to check.
+        detail: String,
+    },
+    /// Record content that cannot be sent as it is (not valid presentation format for its type).
+    #[error("record {name} {rtype} {content:?} is not valid: {reason}")]
+    BadRecord {
+        /// The owner name.
+        name: String,
+        /// The record type.
+        rtype: String,
+        /// The refused content.
+        content: String,
+        /// Why.
+        reason: String,
+    },
     /// A nameserver answered without the authoritative-answer flag, or with garbage.
     #[error("nameserver {server}: {detail} (asking for {name})")]
     BadAnswer {
@@ -261,6 +289,8 @@ impl DnsError {
             | DnsError::BadName { .. }
             | DnsError::Name(_)
             | DnsError::Config(_)
+            | DnsError::Refused { .. }
+            | DnsError::BadRecord { .. }
             | DnsError::BadAnswer { .. } => false,
         }
     }
@@ -365,5 +395,15 @@ mod tests {
         assert!(rcode("SERVFAIL").is_transient());
         assert!(!rcode("REFUSED").is_transient());
         assert!(DnsError::Timeout { server, name: "x.fi".into() }.is_transient());
+        let refused =
+            DnsError::Refused { op: "UPDATE", server, zone: "x.fi".into(), detail: "BADKEY".into() };
+        assert!(!refused.is_transient());
+        let record = DnsError::BadRecord {
+            name: "x.fi.".into(),
+            rtype: "A".into(),
+            content: "y".into(),
+            reason: "z".into(),
+        };
+        assert!(!record.is_transient());
     }
 }

@@ -1,4 +1,5 @@
 //! Test harness: starts and stops real servers on loopback.
+pub mod bind;
 pub mod pdns;
 pub mod pg;
 pub mod smtp;

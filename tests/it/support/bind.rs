@@ -1,0 +1,169 @@
+//! A real BIND (`named`, Debian package bind9) on loopback for tests: primary zones that take
+//! TSIG-signed RFC 2136 updates and zone transfers.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use siirto::dns::{TsigAlgorithm, TsigKey};
+use siirto::secret::Secret;
+
+const NAMED: &str = "/usr/sbin/named";
+const INSTALL: &str = "install Debian package bind9";
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// The name of the TSIG key every zone accepts.
+pub const KEY_NAME: &str = "siirto-test-key";
+
+/// One zone to serve: its name and the zone file's records after the SOA (relative names
+/// are relative to the zone). The harness writes the SOA
+/// (`ns1.ZONE. hostmaster.ZONE. 1 10800 3600 604800 3600`), `$TTL 3600` and nothing else, so
+/// the records must include the NS rrset and its address when it is inside the zone.
+pub struct ZoneFile<'a> {
+    /// The zone, without the trailing dot.
+    pub name: &'a str,
+    /// Zone file lines.
+    pub records: &'a str,
+}
+
+/// A running `named -g` with its own directory for config, zone files and journals; killed on
+/// drop. It runs as the current user (root here: named keeps root when `-u` is not given).
+pub struct Bind {
+    /// Where it answers DNS, UDP and TCP.
+    pub dns_addr: SocketAddr,
+    /// The TSIG key it accepts for updates and transfers of every zone.
+    pub key: TsigKey,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Bind {
+    /// Starts named with a fresh hmac-sha256 key serving `zones` and waits until it answers
+    /// for the first zone. Panics (failing the test) when BIND is not installed.
+    pub async fn start(zones: &[ZoneFile<'_>]) -> Bind {
+        Bind::start_with(zones, TsigAlgorithm::HmacSha256).await
+    }
+
+    /// [`Bind::start`] with the key's algorithm chosen.
+    pub async fn start_with(zones: &[ZoneFile<'_>], algorithm: TsigAlgorithm) -> Bind {
+        assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
+        assert!(!zones.is_empty(), "named needs a zone to serve to be tested");
+        let dir = tempfile::tempdir().expect("temp dir for named");
+        let root = dir.path().display().to_string();
+        let port = crate::support::pdns::free_udp_and_tcp_port();
+        let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let alg = algorithm.as_str();
+        let mut config = format!(
+            "options {{\n\
+             \tdirectory \"{root}\";\n\
+             \tpid-file \"{root}/named.pid\";\n\
+             \tsession-keyfile \"{root}/session.key\";\n\
+             \tmanaged-keys-directory \"{root}\";\n\
+             \tlisten-on port {port} {{ 127.0.0.1; }};\n\
+             \tlisten-on-v6 {{ none; }};\n\
+             \trecursion no;\n\
+             \tdnssec-validation no;\n\
+             \tnotify no;\n\
+             }};\n\
+             controls {{ }};\n\
+             key \"{KEY_NAME}\" {{ algorithm {alg}; secret \"{secret}\"; }};\n"
+        );
+        for zone in zones {
+            let name = zone.name;
+            let text = format!(
+                "$TTL 3600\n@ IN SOA ns1.{name}. hostmaster.{name}. 1 10800 3600 604800 3600\n{}\n",
+                zone.records
+            );
+            std::fs::write(dir.path().join(format!("{name}.zone")), text).expect("write a zone file");
+            config.push_str(&format!(
+                "zone \"{name}\" {{ type primary; file \"{name}.zone\"; \
+                 allow-update {{ key \"{KEY_NAME}\"; }}; allow-transfer {{ key \"{KEY_NAME}\"; }}; }};\n"
+            ));
+        }
+        let conf = dir.path().join("named.conf");
+        std::fs::write(&conf, config).expect("write named.conf");
+        let log = std::fs::File::create(dir.path().join("named.log")).expect("named log file");
+        // -g: foreground, log to stderr; -4: IPv4 only; -n 1: one worker (2 shared cores).
+        let child = Command::new(NAMED)
+            .args(["-g", "-4", "-n", "1", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("named log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("could not start {NAMED}: {err}; {INSTALL}"));
+        let mut bind = Bind {
+            dns_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            key: TsigKey { name: KEY_NAME.into(), algorithm, secret: Secret::new(secret) },
+            child: Some(child),
+            dir,
+        };
+        bind.wait_until_ready(zones[0].name).await;
+        bind
+    }
+
+    /// named's own log (startup and zone load errors end up here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// Kills named now (the test goes on with nothing listening).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_until_ready(&mut self, zone: &str) {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("named exited with {status} while starting:\n{}", self.log());
+            }
+            if soa_answered(self.dns_addr, zone).await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "named did not serve {zone} within {READY_WITHIN:?}:\n{}",
+                self.log()
+            );
+            // Polling interval while waiting for the condition, bounded by the deadline.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True when `addr` answers a SOA query for `zone` with NOERROR (the zone is loaded).
+async fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
+    let Ok(name) = Name::from_ascii(format!("{zone}.")) else {
+        return false;
+    };
+    let mut query = Message::query();
+    query.add_query(Query::query(name, RecordType::SOA));
+    let Ok(bytes) = query.to_vec() else {
+        return false;
+    };
+    let Ok(socket) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+        return false;
+    };
+    if socket.send_to(&bytes, addr).await.is_err() {
+        return false;
+    }
+    let mut buffer = [0u8; 4096];
+    match tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buffer)).await {
+        Ok(Ok((len, _))) => Message::from_vec(&buffer[..len])
+            .is_ok_and(|answer| answer.metadata.response_code == ResponseCode::NoError),
+        _ => false,
+    }
+}
