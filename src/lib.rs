@@ -29,12 +29,19 @@
 //!   exclusivity that effectful steps take.
 //! - [`engine`] — the reconcile loop: claim, perform, record; retries with backoff and jitter;
 //!   a failure is held on its account and the rest goes on.
-//! - [`plan`] — inventory of the source host and placement of its domains in our zones; records
-//!   the migration. [`actions`] — start, pause, resume, abort, retry. [`status`] — where things stand.
+//! - [`plan`] — the reviewable plan: inventory of the source host, classification of every
+//!   domain's DNS and mail, contract reconciliation, a decision and reasons per account and
+//!   domain, the dated schedule, and what changed since the last plan of the same source; it
+//!   records the migration and the plan document (its JSON schema is the module doc).
+//!   [`actions`] — approve, start, pause, resume, abort, retry. [`status`] — where things stand.
 //! - [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation
 //!   of one server's accounts and domains against them, each in exactly one bucket.
 //! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
-//!   trait, PowerDNS over its HTTP API, and the authoritative checker (hickory).
+//!   trait with two implementations (PowerDNS over its HTTP API; RFC 2136 dynamic updates signed
+//!   with TSIG, zones read by AXFR), the authoritative checker (queries built with hickory-proto
+//!   and sent to each of our nameservers, so no cache stands between us and the answer), and
+//!   classification through resolvers (hickory-resolver, cache off): NS ours or not, sites and
+//!   mail at the source, the target, a spam filter or elsewhere, observed TTLs.
 //!   [`notify`] — templates and channels (SMTP through lettre, a directory outbox).
 //!   [`ssh`] — russh with pinned host keys and quoted remote commands.
 //! - [`sim`] — the simulated cPanel host (WHM API 1 JSON, real files, Host-header web serving,
