@@ -5,6 +5,7 @@ mod contracts;
 mod dns;
 mod e2e;
 mod notify;
+mod plan;
 mod rfc2136;
 mod sim;
 mod ssh;

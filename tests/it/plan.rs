@@ -1,0 +1,131 @@
+//! Planning through the `siirto plan` command against simulated hosts, a real pdns_server and
+//! a contracts CSV: the reviewable report, its JSON, approval, and what changed since the last
+//! plan of the same source.
+
+use std::process::{Command, Output};
+
+use siirto::demo::{DnsEndpoint, SOURCE_IP, create_zones, start_hosts, write_config};
+use siirto::names::AccountName;
+use siirto::secret::Secret;
+use siirto::whm::{TlsPolicy, WhmClient};
+
+use crate::support::pdns::Pdns;
+
+fn siirto(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(args)
+        .current_dir(dir)
+        .env("SIIRTO_CONFIG", dir.join("siirto.toml"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run siirto")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_review_approve_and_replan() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdns = Pdns::start().await;
+    let hosts = start_hosts(6, dir.path()).await.unwrap();
+    let endpoint =
+        DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };
+    // Every account's zone is ours except the last one's: that customer's DNS is elsewhere.
+    let (ours, theirs) = hosts.accounts.split_at(hosts.accounts.len() - 1);
+    create_zones(&endpoint.client().unwrap(), ours, SOURCE_IP).await.unwrap();
+
+    // Contracts: every account but kukka0002; one contract names another server.
+    let mut csv = String::from("\u{feff}asiakasnro;nimi;sähköposti;palvelin;tunnus\r\n");
+    for (i, account) in hosts.accounts.iter().enumerate() {
+        match i {
+            1 => continue,
+            2 => csv.push_str(&format!(
+                "C{i};\"Äänekosken Kukka Oy\";{};cp9.example.fi;{}\r\n",
+                account.email, account.user
+            )),
+            _ => csv.push_str(&format!(
+                "C{i};Asiakas {i};{};old1.example.fi;{}\r\n",
+                account.email, account.user
+            )),
+        }
+    }
+    std::fs::write(dir.path().join("contracts.csv"), csv).unwrap();
+    let extra = "[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n\n\
+                 [contracts]\nsource = \"csv\"\npath = \"contracts.csv\"\n\n\
+                 [contracts.server_names]\nold = [\"old1.example.fi\"]\n\n\
+                 [contracts.fields]\ncustomer_id = \"asiakasnro\"\nname = \"nimi\"\nemail = \"sähköposti\"\nserver = \"palvelin\"\nuser = \"tunnus\"\n";
+    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    write_config(&hosts, &endpoint, dir.path(), &database, extra).unwrap();
+
+    let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml");
+    let plan = |id: &str, json: bool| {
+        let mut args = vec![
+            "plan",
+            "--playbook",
+            playbook,
+            "--from",
+            "old",
+            "--to",
+            "new",
+            "--id",
+            id,
+            "--cutover",
+            "2026-12-01T22:00:00Z",
+        ];
+        if json {
+            args.push("--json");
+        }
+        siirto(dir.path(), &args)
+    };
+
+    // The report a person reviews: counts, flagged items with reasons and actions, the schedule.
+    let text = ok(&plan("first", false));
+    assert!(text.contains("6 accounts"), "{text}");
+    assert!(text.contains("kukka0002: on the server but no contract names it"), "{text}");
+    assert!(text.contains("kukka0003: the contract says it is on cp9.example.fi"), "{text}");
+    let last = &theirs[0];
+    // Its zone is nowhere we can see: flagged, moved with the account, never repointed.
+    let flagged = format!("{} ({}): DNS lookup failed", last.domain, last.user);
+    assert!(text.contains(&flagged) && text.contains("REFUSED → moved; not repointed"), "{text}");
+    assert!(text.contains("2 domains moved; not repointed"), "{text}");
+    assert!(text.contains("2026-11-30T22:00:00Z  lower the TTLs"), "{text}");
+    assert!(text.contains("(manual)"), "{text}");
+
+    // The JSON document of a second plan, with what changed since the first.
+    let client = WhmClient::new(
+        hosts.source.whm_url.clone(),
+        Secret::new(hosts.source.token.clone()),
+        TlsPolicy::WebPki,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    client.remove_account(&AccountName::parse("kukka0004").unwrap(), true).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&ok(&plan("second", true))).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["counts"]["accounts"], 5);
+    assert_eq!(doc["changes"]["since"], "first");
+    assert_eq!(doc["changes"]["accounts_removed"], serde_json::json!(["kukka0004"]));
+    let accounts = doc["accounts"].as_array().unwrap();
+    let first = accounts.iter().find(|a| a["user"] == "kukka0001").unwrap();
+    assert_eq!(first["action"], "move");
+    assert_eq!(first["contract"]["bucket"], "matched");
+    assert_eq!(first["domains"][0]["action"], "move_and_repoint");
+    assert_eq!(first["domains"][0]["dns"]["ns"]["kind"], "own", "{}", first["domains"][0]);
+    let outsider = accounts.iter().find(|a| a["user"] == last.user.as_str()).unwrap();
+    assert_ne!(outsider["domains"][0]["action"], "move_and_repoint");
+    assert_eq!(doc["reconciliation"]["account_counts"]["on_server_no_contract"], 1);
+
+    // Only an approved plan starts, and the approval says who.
+    let refused = siirto(dir.path(), &["start", "second"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not been approved"), "{:?}", refused);
+    assert!(ok(&siirto(dir.path(), &["approve", "second", "--by", "maija"])).contains("approved by maija"));
+    ok(&siirto(dir.path(), &["start", "second"]));
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&siirto(dir.path(), &["status", "second", "--json"]))).unwrap();
+    assert_eq!(status[0]["state"], "started");
+}
