@@ -531,24 +531,32 @@ pub async fn plan(
     };
 
     // 3. The contracts, when the config names a source.
+    // A contract source that cannot be read does not stop planning: the plan says why, and
+    // every account is then moved on WHM's contact data alone.
+    let mut contract_problem = None;
     let reconciliation = match &config.contracts {
         None => None,
-        Some(contracts) => {
-            let set = crate::contracts::load(contracts).await.context("loading the contracts")?;
-            let inventory = ServerInventory {
-                accounts: found
-                    .values()
-                    .map(|a| InventoryAccount {
-                        user: a.user.clone(),
-                        main_domain: a.main_domain.clone(),
-                        domains: a.domains.keys().cloned().collect(),
-                        contact_email: a.email.clone(),
-                        owner: Some(a.owner.clone()),
-                    })
-                    .collect(),
-            };
-            Some(crate::contracts::reconcile(&set, &inventory, request.source, &contracts.server_names))
-        }
+        Some(contracts) => match crate::contracts::load(contracts).await {
+            Err(err) => {
+                contract_problem = Some(err.to_string());
+                None
+            }
+            Ok(set) => {
+                let inventory = ServerInventory {
+                    accounts: found
+                        .values()
+                        .map(|a| InventoryAccount {
+                            user: a.user.clone(),
+                            main_domain: a.main_domain.clone(),
+                            domains: a.domains.keys().cloned().collect(),
+                            contact_email: a.email.clone(),
+                            owner: Some(a.owner.clone()),
+                        })
+                        .collect(),
+                };
+                Some(crate::contracts::reconcile(&set, &inventory, request.source, &contracts.server_names))
+            }
+        },
     };
     let buckets: BTreeMap<&str, &Bucket> = reconciliation
         .iter()
@@ -557,6 +565,22 @@ pub async fn plan(
 
     // 4. Decide.
     let mut flagged = Vec::new();
+    if let Some(problem) = contract_problem {
+        flagged.push(FlaggedItem {
+            subject: "contracts".into(),
+            reason: format!("the contract source could not be read: {problem}"),
+            action: "planned without reconciliation; notices go to the WHM contact addresses".into(),
+        });
+    }
+    if let Some(reconciliation) = &reconciliation {
+        for issue in &reconciliation.issues {
+            flagged.push(FlaggedItem {
+                subject: "contracts".into(),
+                reason: issue.to_string(),
+                action: "that row is not used".into(),
+            });
+        }
+    }
     let mut planned = Vec::new();
     let mut counts = PlanCounts::default();
     for account in found.values() {

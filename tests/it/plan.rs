@@ -128,4 +128,14 @@ async fn plan_review_approve_and_replan() {
     let status: serde_json::Value =
         serde_json::from_str(&ok(&siirto(dir.path(), &["status", "second", "--json"]))).unwrap();
     assert_eq!(status[0]["state"], "started");
+
+    // A contract file that lost a column: planning finishes and says why.
+    std::fs::write(
+        dir.path().join("contracts.csv"),
+        "asiakasnro;nimi;palvelin;tunnus\nC1;X;old1.example.fi;kukka0001\n",
+    )
+    .unwrap();
+    let text = ok(&plan("third", false));
+    assert!(text.contains("contracts: the contract source could not be read"), "{text}");
+    assert!(text.contains("sähköposti"), "the missing column is named: {text}");
 }
