@@ -253,13 +253,16 @@ pub struct Answers {
 
 /// Joins the answers into an inventory (pure; [`inventory`] does the calls).
 pub fn join(answers: Answers) -> Inventory {
-    let Answers { accounts: listed, domains: domain_listing, resellers: listed_resellers, packages, ips, version } =
-        answers;
-    let shared_ip = ips
-        .iter()
-        .find(|ip| ip.mainaddr)
-        .or_else(|| ips.iter().find(|ip| !ip.dedicated))
-        .map(|ip| ip.ip);
+    let Answers {
+        accounts: listed,
+        domains: domain_listing,
+        resellers: listed_resellers,
+        packages,
+        ips,
+        version,
+    } = answers;
+    let shared_ip =
+        ips.iter().find(|ip| ip.mainaddr).or_else(|| ips.iter().find(|ip| !ip.dedicated)).map(|ip| ip.ip);
     let dedicated_ips: Vec<Ipv4Addr> = ips.iter().filter(|ip| ip.dedicated).map(|ip| ip.ip).collect();
     let mut flagged = Vec::new();
 
@@ -331,7 +334,12 @@ pub fn join(answers: Answers) -> Inventory {
         }
         if !domains.iter().any(|d| d.domain == whm.domain) {
             flags.push(format!("main domain {} is not in get_domain_info", whm.domain));
-            domains.push(Domain { domain: whm.domain.clone(), kind: DomainKind::Main, docroot: None, parent_domain: None });
+            domains.push(Domain {
+                domain: whm.domain.clone(),
+                kind: DomainKind::Main,
+                docroot: None,
+                parent_domain: None,
+            });
         }
         domains.sort_by(|a, b| {
             (a.domain != whm.domain, a.kind, &a.domain).cmp(&(b.domain != whm.domain, b.kind, &b.domain))
@@ -559,10 +567,8 @@ pub fn disk_check(source: &Inventory, partitions: &[WhmPartition]) -> DiskCheck 
     let accounts_total_mb: u64 = source.accounts.iter().map(|a| a.disk_used_mb).sum();
     let largest = source.accounts.iter().map(|a| a.disk_used_mb).max().unwrap_or(0);
     let needed_mb = accounts_total_mb + 2 * largest + 1024;
-    let partition = partitions
-        .iter()
-        .find(|p| p.mount == "/home")
-        .or_else(|| partitions.iter().find(|p| p.mount == "/"));
+    let partition =
+        partitions.iter().find(|p| p.mount == "/home").or_else(|| partitions.iter().find(|p| p.mount == "/"));
     let available_mb = partition.map(|p| p.available_kib / 1024);
     DiskCheck {
         accounts_total_mb,

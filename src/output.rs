@@ -117,7 +117,13 @@ pub fn inventory(inventory: &Inventory, as_json: bool) -> anyhow::Result<()> {
     let kinds = c.domains_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(" · ");
     line(&format!(
         "{} accounts ({} suspended, {} on a dedicated IP), {} domains ({kinds}), {} resellers, {} packages, {} flagged",
-        c.accounts, c.suspended_accounts, c.dedicated_ip_accounts, c.domains, c.resellers, c.packages, c.flagged
+        c.accounts,
+        c.suspended_accounts,
+        c.dedicated_ip_accounts,
+        c.domains,
+        c.resellers,
+        c.packages,
+        c.flagged
     ));
     line("");
     line("accounts:");
@@ -136,7 +142,7 @@ pub fn inventory(inventory: &Inventory, as_json: bool) -> anyhow::Result<()> {
         if a.suspended {
             facts.push("SUSPENDED".to_owned());
         }
-        line(&format!("  {:<16} {}", a.user, facts.join(" · ")));
+        line(&format!("  {:<16} {}", a.user.as_str(), facts.join(" · ")));
         for d in &a.domains {
             line(&format!(
                 "  {:<16}   {:<7} {}  {}",
@@ -176,7 +182,7 @@ pub fn inventory(inventory: &Inventory, as_json: bool) -> anyhow::Result<()> {
         if dedicated.is_empty() { "none" } else { "" }
     ));
     for a in dedicated {
-        line(&format!("  {:<16} {}  {}", a.user, ip(a.ip), a.main_domain));
+        line(&format!("  {:<16} {}  {}", a.user.as_str(), ip(a.ip), a.main_domain));
     }
     line("");
     line(&format!("flagged ({}):", inventory.flagged.len()));

@@ -546,7 +546,11 @@ pub fn parse_domain_info(json: &Value) -> Result<Listing<WhmDomain>, WhmError> {
 pub fn parse_listaccts_with_notes(json: &Value) -> Result<Listing<AccountWithNotes>, WhmError> {
     let items = data_array(json, "listaccts", "acct")?;
     Ok(listing(items, |item| {
-        let account = parse_account(item)?;
+        // The raw text of a refused entry is shortened, often before its `user` key: name it.
+        let account = parse_account(item).map_err(|reason| match str_field(item, "user") {
+            Some(user) => format!("user {:?}: {reason}", user.chars().take(64).collect::<String>()),
+            None => reason,
+        })?;
         let email_raw = str_field(item, "email")
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty() && e != "*unknown*");
@@ -558,8 +562,16 @@ pub fn parse_listaccts_with_notes(json: &Value) -> Result<Listing<AccountWithNot
 /// strings (the docs' own samples do this for some fields), and `diskused` given as a bare
 /// number instead of `"14M"`. One note per field; the value is still used.
 pub fn account_notes(item: &Value) -> Vec<String> {
-    const INTEGER_FIELDS: &[&str] =
-        &["suspended", "uid", "unix_startdate", "inodesused", "is_locked", "backup", "legacy_backup", "temporary"];
+    const INTEGER_FIELDS: &[&str] = &[
+        "suspended",
+        "uid",
+        "unix_startdate",
+        "inodesused",
+        "is_locked",
+        "backup",
+        "legacy_backup",
+        "temporary",
+    ];
     let mut notes = Vec::new();
     for key in INTEGER_FIELDS {
         if let Some(Value::String(text)) = item.get(*key) {
@@ -584,16 +596,15 @@ pub fn parse_getdiskusage(json: &Value) -> Result<Vec<WhmPartition>, WhmError> {
         .iter()
         .map(|item| {
             let kib = |key: &str| {
-                item.get(key)
-                    .and_then(as_i64)
-                    .and_then(|v| u64::try_from(v).ok())
-                    .ok_or_else(|| shape("getdiskusage", format!("partition without a numeric {key}: {}", raw(item))))
+                item.get(key).and_then(as_i64).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| {
+                    shape("getdiskusage", format!("partition without a numeric {key}: {}", raw(item)))
+                })
             };
             Ok(WhmPartition {
                 device: str_field(item, "device").unwrap_or_default(),
-                mount: str_field(item, "mount")
-                    .filter(|m| !m.is_empty())
-                    .ok_or_else(|| shape("getdiskusage", format!("partition without a mount: {}", raw(item))))?,
+                mount: str_field(item, "mount").filter(|m| !m.is_empty()).ok_or_else(|| {
+                    shape("getdiskusage", format!("partition without a mount: {}", raw(item)))
+                })?,
                 total_kib: kib("total")?,
                 used_kib: kib("used")?,
                 available_kib: kib("available")?,

@@ -500,7 +500,10 @@ fn getdiskusage(host: &Host) -> Reply {
         partition("/dev/vda1", "/", 40 * 1024, 12 * 1024),
         partition("/dev/vdb1", "/home", host.disk_total_mb, accounts_mb + 2048),
     ];
-    Reply { reason: "Successfully retrieved disk usage".to_owned(), ..Reply::ok(json!({ "partition": partitions })) }
+    Reply {
+        reason: "Successfully retrieved disk usage".to_owned(),
+        ..Reply::ok(json!({ "partition": partitions }))
+    }
 }
 
 fn suspendacct(host: &Host, params: &Params) -> Reply {
