@@ -480,7 +480,7 @@ fn getdiskusage(host: &Host) -> Reply {
     let partition = |device: &str, mount: &str, total_mb: u64, used_mb: u64| {
         let used_mb = used_mb.min(total_mb);
         let (total, used) = (total_mb * 1024, used_mb * 1024);
-        let percentage = if total == 0 { 100 } else { used * 100 / total };
+        let percentage = (used * 100).checked_div(total).unwrap_or(100);
         json!({
             "available": total - used,
             "device": device,
