@@ -39,6 +39,10 @@ pub enum Command {
     ///
     /// Example: siirto daemon --config /etc/siirto/siirto.toml
     Daemon,
+    /// Print what is on one cPanel host (read-only; needs no config file or database).
+    ///
+    /// Example: siirto inventory --whm https://old1.example.fi:2087 --token-file old1.token --json
+    Inventory(InventoryArgs),
     /// Inventory the source host and record a migration (changes nothing anywhere).
     ///
     /// Example: siirto plan --playbook playbooks/shared-hosting.toml --from old1 --to new1 --cutover 2026-12-01T22:00:00Z
@@ -104,6 +108,56 @@ pub struct PlanArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `siirto inventory` arguments.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The host's WHM URL, e.g. https://old1.example.fi:2087 (http:// is allowed, with a warning).
+    #[arg(long)]
+    pub whm: String,
+    /// A file holding the WHM API token (root).
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// Accept exactly the certificate with this SHA-256 fingerprint (hex, colons allowed)
+    /// instead of verifying it against the public roots.
+    #[arg(long)]
+    pub tls_pin_sha256: Option<String>,
+    /// Print one JSON document (schema: README.md, "Using it for real").
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Builds the WHM client of `siirto inventory` from its arguments.
+fn inventory_client(args: &InventoryArgs) -> anyhow::Result<crate::whm::WhmClient> {
+    let url = reqwest::Url::parse(&args.whm).with_context(|| format!("--whm {:?} is not a URL", args.whm))?;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(anyhow!("the token file {} is empty", args.token_file.display()));
+    }
+    let tls = match &args.tls_pin_sha256 {
+        None => crate::whm::TlsPolicy::WebPki,
+        Some(hex_pin) => {
+            let cleaned: String = hex_pin.chars().filter(|c| *c != ':').collect();
+            let bytes = hex::decode(cleaned.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow!("--tls-pin-sha256: expected 64 hex digits (a SHA-256 digest)"))?;
+            crate::whm::TlsPolicy::PinSha256(bytes)
+        }
+    };
+    if url.scheme() == "https" && matches!(tls, crate::whm::TlsPolicy::PinSha256(_)) {
+        tracing::info!("WHM certificate pinned by its SHA-256 fingerprint");
+    }
+    crate::whm::WhmClient::new(
+        url,
+        crate::secret::Secret::new(token),
+        tls,
+        std::time::Duration::from_secs(60),
+    )
+    .map_err(|e| anyhow!("{e}"))
 }
 
 /// A migration id argument.
@@ -234,6 +288,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inventory(args) => {
+            let whm = inventory_client(&args)?;
+            let inventory = crate::inventory::inventory(&whm)
+                .await
+                .with_context(|| format!("inventorying {}", args.whm))?;
+            output::inventory(&inventory, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(args) => {

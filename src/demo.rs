@@ -133,22 +133,45 @@ pub fn zone_rrsets(domain: &DomainName, ip: Ipv4Addr, ttl: u32) -> Vec<Rrset> {
     ]
 }
 
-/// Every domain of the accounts.
+/// Every domain of the accounts that is a zone of its own: main, addon and parked domains
+/// (subdomains live in their parent's zone; see [`create_zones`]).
 pub fn all_domains(accounts: &[SimAccount]) -> Vec<DomainName> {
     accounts
         .iter()
-        .flat_map(|a| std::iter::once(a.domain.clone()).chain(a.addon_domains.iter().cloned()))
+        .flat_map(|a| {
+            std::iter::once(a.domain.clone())
+                .chain(a.addon_domains.iter().cloned())
+                .chain(a.parked_domains.iter().cloned())
+        })
         .collect()
 }
 
-/// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`.
+/// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`; a
+/// subdomain gets an A record in its main domain's zone.
 pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr) -> anyhow::Result<()> {
     let nameservers = vec!["ns1.siirto-demo.test.".to_owned()];
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(all_domains(accounts))
+    let zones: Vec<(DomainName, Vec<Rrset>)> = all_domains(accounts)
+        .into_iter()
         .map(|domain| {
+            let mut rrsets = zone_rrsets(&domain, ip, ZONE_TTL);
+            for account in accounts.iter().filter(|a| a.domain == domain) {
+                for sub in &account.sub_domains {
+                    rrsets.push(Rrset {
+                        name: sub.fqdn(),
+                        rtype: "A".to_owned(),
+                        ttl: ZONE_TTL,
+                        records: vec![ip.to_string()],
+                    });
+                }
+            }
+            (domain, rrsets)
+        })
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(zones)
+        .map(|(domain, rrsets)| {
             let nameservers = nameservers.clone();
             async move {
-                dns.create_zone(&domain, &nameservers, &zone_rrsets(&domain, ip, ZONE_TTL))
+                dns.create_zone(&domain, &nameservers, &rrsets)
                     .await
                     .with_context(|| format!("creating the zone {domain}"))
             }

@@ -34,6 +34,9 @@
 //!   domain, the dated schedule, and what changed since the last plan of the same source; it
 //!   records the migration and the plan document (its JSON schema is the module doc).
 //!   [`actions`] — approve, start, pause, resume, abort, retry. [`status`] — where things stand.
+//! - [`inventory`] — the read-only inventory of one host (accounts, every kind of domain,
+//!   resellers, packages, dedicated IPs, flagged odd fields) and the checks of a target host
+//!   against it (user and domain clashes, free disk, versions); `siirto inventory`.
 //! - [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation
 //!   of one server's accounts and domains against them, each in exactly one bucket.
 //! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
@@ -86,6 +89,7 @@ pub mod demo;
 pub mod dns;
 pub mod domain;
 pub mod engine;
+pub mod inventory;
 pub mod names;
 pub mod notify;
 pub mod output;

@@ -240,6 +240,33 @@ pub struct WhmIp {
     pub used: bool,
 }
 
+/// One `listaccts` entry with what inventory needs beyond [`WhmAccount`]: the contact
+/// address exactly as WHM sent it, and notes on fields whose type or value is odd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountWithNotes {
+    /// The parsed account.
+    pub account: WhmAccount,
+    /// `email` as sent (trimmed); `None` when absent, empty or `*unknown*`.
+    pub email_raw: Option<String>,
+    /// One sentence per odd field, e.g. `uid is a number sent as a string ("1042")`.
+    pub notes: Vec<String>,
+}
+
+/// One partition from `getdiskusage` (sizes in KiB, as `df` prints them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhmPartition {
+    /// The device, e.g. `/dev/vda1`.
+    pub device: String,
+    /// The mount point, e.g. `/home`.
+    pub mount: String,
+    /// Size in KiB.
+    pub total_kib: u64,
+    /// Used KiB.
+    pub used_kib: u64,
+    /// Available KiB.
+    pub available_kib: u64,
+}
+
 /// Parameters of `create_remote_root_transfer_session` (run on the target; it pulls from
 /// the source over SSH).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -513,6 +540,77 @@ pub fn parse_listaccts(json: &Value) -> Result<Listing<WhmAccount>, WhmError> {
 pub fn parse_domain_info(json: &Value) -> Result<Listing<WhmDomain>, WhmError> {
     let items = data_array(json, "get_domain_info", "domains")?;
     Ok(listing(items, parse_domain))
+}
+
+/// `data.acct[]` of `listaccts` with notes on odd fields (see [`account_notes`]).
+pub fn parse_listaccts_with_notes(json: &Value) -> Result<Listing<AccountWithNotes>, WhmError> {
+    let items = data_array(json, "listaccts", "acct")?;
+    Ok(listing(items, |item| {
+        // The raw text of a refused entry is shortened, often before its `user` key: name it.
+        let account = parse_account(item).map_err(|reason| match str_field(item, "user") {
+            Some(user) => format!("user {:?}: {reason}", user.chars().take(64).collect::<String>()),
+            None => reason,
+        })?;
+        let email_raw = str_field(item, "email")
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty() && e != "*unknown*");
+        Ok(AccountWithNotes { account, email_raw, notes: account_notes(item) })
+    }))
+}
+
+/// Fields of a `listaccts` entry that the specification types as integers but that came as
+/// strings (the docs' own samples do this for some fields), and `diskused` given as a bare
+/// number instead of `"14M"`. One note per field; the value is still used.
+pub fn account_notes(item: &Value) -> Vec<String> {
+    const INTEGER_FIELDS: &[&str] = &[
+        "suspended",
+        "uid",
+        "unix_startdate",
+        "inodesused",
+        "is_locked",
+        "backup",
+        "legacy_backup",
+        "temporary",
+    ];
+    let mut notes = Vec::new();
+    for key in INTEGER_FIELDS {
+        if let Some(Value::String(text)) = item.get(*key) {
+            if text.trim().parse::<f64>().is_ok() {
+                notes.push(format!("{key} is a number sent as a string ({text:?})"));
+            } else {
+                notes.push(format!("{key} is {text:?}, not a number"));
+            }
+        }
+    }
+    if let Some(Value::Number(n)) = item.get("diskused") {
+        notes.push(format!("diskused is the bare number {n}, not a size like \"{n}M\""));
+    }
+    notes
+}
+
+/// `data.partition[]` of `getdiskusage` (operation page "Return server's drive partition
+/// information"). Sizes are KiB; numbers sent as strings are accepted.
+pub fn parse_getdiskusage(json: &Value) -> Result<Vec<WhmPartition>, WhmError> {
+    let items = data_array(json, "getdiskusage", "partition")?;
+    items
+        .iter()
+        .map(|item| {
+            let kib = |key: &str| {
+                item.get(key).and_then(as_i64).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| {
+                    shape("getdiskusage", format!("partition without a numeric {key}: {}", raw(item)))
+                })
+            };
+            Ok(WhmPartition {
+                device: str_field(item, "device").unwrap_or_default(),
+                mount: str_field(item, "mount").filter(|m| !m.is_empty()).ok_or_else(|| {
+                    shape("getdiskusage", format!("partition without a mount: {}", raw(item)))
+                })?,
+                total_kib: kib("total")?,
+                used_kib: kib("used")?,
+                available_kib: kib("available")?,
+            })
+        })
+        .collect()
 }
 
 /// `data.reseller[]` of `listresellers`. A reseller name that is not a valid account name is
@@ -986,6 +1084,18 @@ impl WhmClient {
         parse_version(&self.call("version", &[]).await?)
     }
 
+    /// `listaccts` with the contact address as sent and notes on odd fields.
+    #[tracing::instrument(skip_all, fields(function = "listaccts"))]
+    pub async fn list_accounts_with_notes(&self) -> Result<Listing<AccountWithNotes>, WhmError> {
+        parse_listaccts_with_notes(&self.call("listaccts", &[]).await?)
+    }
+
+    /// `getdiskusage`: the server's partitions with their free space.
+    #[tracing::instrument(skip_all, fields(function = "getdiskusage"))]
+    pub async fn disk_partitions(&self) -> Result<Vec<WhmPartition>, WhmError> {
+        parse_getdiskusage(&self.call("getdiskusage", &[]).await?)
+    }
+
     /// `listaccts`: every account on the server.
     #[tracing::instrument(skip_all, fields(function = "listaccts"))]
     pub async fn list_accounts(&self) -> Result<Listing<WhmAccount>, WhmError> {
@@ -1224,6 +1334,39 @@ mod tests {
         assert!(listing.rejected[0].raw.contains("Bad User"));
         assert!(listing.rejected[1].reason.contains("domain"));
         assert!(listing.rejected[2].reason.contains("diskused"));
+    }
+
+    /// The getdiskusage response sample of its operation page, and odd listaccts fields.
+    #[test]
+    fn getdiskusage_sample_and_account_notes() {
+        let json = envelope(json!({"partition": [
+            {"available": 377856, "device": "/dev/vda1", "disk": "vda1", "filesystem": "/",
+             "inodes_available": 20575847, "inodes_ipercentage": 2, "inodes_total": 20970944,
+             "inodes_used": 395097, "mount": "/boot", "percentage": 20, "total": 495844,
+             "used": 92388},
+            {"available": "1024", "device": "/dev/vdb1", "mount": "/home", "total": "4096", "used": 3072}
+        ]}));
+        let parts = parse_getdiskusage(&json).unwrap();
+        assert_eq!(parts[0].mount, "/boot");
+        assert_eq!(parts[0].available_kib, 377856);
+        assert_eq!(parts[1].total_kib, 4096);
+        assert!(parse_getdiskusage(&envelope(json!({"partition": [{"mount": "/"}]}))).is_err());
+
+        let listed = parse_listaccts_with_notes(&envelope(json!({"acct": [
+            {"user": "odd", "domain": "odd.test", "email": " not-an-address ", "uid": "1042",
+             "suspended": "0", "diskused": 12},
+            {"user": "plain", "domain": "plain.test", "email": "*unknown*", "uid": 1001, "diskused": "0M"}
+        ]})))
+        .unwrap();
+        let odd = &listed.items[0];
+        assert_eq!(odd.email_raw.as_deref(), Some("not-an-address"));
+        assert_eq!(odd.account.disk_used_mb, 12);
+        assert_eq!(odd.notes.len(), 3, "{:?}", odd.notes);
+        assert!(odd.notes[0].contains("suspended"));
+        assert!(odd.notes.iter().any(|n| n.contains("uid is a number sent as a string")));
+        let plain = &listed.items[1];
+        assert_eq!(plain.email_raw, None);
+        assert!(plain.notes.is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Simulated cPanel accounts: their description, a deterministic generator and their real files.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::names::{AccountName, DomainName};
@@ -26,6 +28,20 @@ pub struct SimAccount {
     /// When set, a transfer of this account fails in the RESTORE queue with this message
     /// (`failed-item`, `msg.failure`), and no account appears on the target.
     pub fail_restore: Option<String>,
+    /// Parked domains (aliases): served from the main domain's document root
+    /// (`get_domain_info` `domain_type` `parked`).
+    pub parked_domains: Vec<DomainName>,
+    /// Subdomains, full names such as `blog.example.test`, each with its own document root
+    /// under `public_html/<subdomain>` (`domain_type` `sub`).
+    pub sub_domains: Vec<DomainName>,
+    /// The account's dedicated IPv4 address, or `None` for the host's shared address. When a
+    /// host is started with [`SimHostSpec::dedicated_ips`](super::SimHostSpec::dedicated_ips),
+    /// accounts without one are given those addresses in turn (see `start_host`).
+    pub dedicated_ip: Option<Ipv4Addr>,
+    /// Fields that replace (or add to) this account's `listaccts`/`accountsummary` entry, to
+    /// make it odd the way real hosts sometimes are: `{"email": "not-an-address"}`,
+    /// `{"uid": "1042"}` (a number sent as a string). Applied last, as JSON values.
+    pub listaccts_overrides: BTreeMap<String, serde_json::Value>,
 }
 
 /// Makes a user-name prefix safe: lowercase letters and digits, starting with a letter, short
@@ -42,8 +58,12 @@ fn clean_prefix(prefix: &str, digits: usize) -> String {
 
 /// Generates `count` deterministic accounts: users `<prefix>0001`…, main domains
 /// `<prefix>-0001.test`, every third account with an addon domain `<prefix>-000N-shop.test`,
-/// contact `owner@<main domain>`, every fifth account owned by the reseller `<prefix>0001`
-/// (itself an account owned by root), and declared disk sizes between 1 and 50 MB.
+/// every fourth with a parked domain `<prefix>-000N-alias.test`, every fifth with a subdomain
+/// `blog.<main domain>`, contact `owner@<main domain>`, every fifth account owned by the
+/// reseller `<prefix>0001` (itself an account owned by root), and declared disk sizes between
+/// 1 and 50 MB. Every account is on the host's shared IP unless the host has dedicated IPs
+/// (see `SimHostSpec::dedicated_ips`); for missing and invalid contacts see
+/// [`add_contact_quirks`].
 ///
 /// The prefix is cleaned to lowercase letters and digits (and shortened) so the names are
 /// always valid cPanel user and domain names.
@@ -65,6 +85,19 @@ pub fn generate_accounts(count: usize, prefix: &str) -> Vec<SimAccount> {
             } else {
                 Vec::new()
             };
+            let parked_domains = if i % 4 == 0 {
+                vec![
+                    DomainName::parse(&format!("{prefix}-{i:0digits$}-alias.test"))
+                        .expect("a cleaned prefix and digits form a valid domain name"),
+                ]
+            } else {
+                Vec::new()
+            };
+            let sub_domains = if i % 5 == 0 {
+                vec![DomainName::parse(&format!("blog.{domain}")).expect("blog. and a valid domain is valid")]
+            } else {
+                Vec::new()
+            };
             let by_reseller = i % 5 == 0 && i != 1;
             let owner = if by_reseller { reseller.clone() } else { "root".to_owned() };
             let plan = if by_reseller {
@@ -83,9 +116,38 @@ pub fn generate_accounts(count: usize, prefix: &str) -> Vec<SimAccount> {
                 owner,
                 disk_mb: ((i as u64 * 37) % 50) + 1,
                 fail_restore: None,
+                parked_domains,
+                sub_domains,
+                dedicated_ip: None,
+                listaccts_overrides: BTreeMap::new(),
             }
         })
         .collect()
+}
+
+/// Gives some accounts the contact addresses real hosts also have: every 10th account (the
+/// 10th, 30th, …) none at all (`email` `""`), every 10th from the 20th (20th, 40th, …) one
+/// that is not an address (`owner.at.<domain>`). Kept out of [`generate_accounts`] because
+/// the demo expects to notify every account.
+pub fn add_contact_quirks(accounts: &mut [SimAccount]) {
+    for (index, account) in accounts.iter_mut().enumerate() {
+        let i = index + 1;
+        if i % 20 == 10 {
+            account.email = String::new();
+        } else if i % 20 == 0 {
+            account.email = format!("owner.at.{}", account.domain);
+        }
+    }
+}
+
+impl SimAccount {
+    /// Every domain of the account: main, addon, parked and subdomains, in that order.
+    pub fn all_domains(&self) -> impl Iterator<Item = &DomainName> {
+        std::iter::once(&self.domain)
+            .chain(self.addon_domains.iter())
+            .chain(self.parked_domains.iter())
+            .chain(self.sub_domains.iter())
+    }
 }
 
 /// The account's home directory under a host's data directory.
@@ -95,7 +157,8 @@ pub(crate) fn home_dir(data_dir: &Path, user: &AccountName) -> PathBuf {
 
 /// The real document root of `domain` inside an account's home directory.
 pub(crate) fn docroot_in(home: &Path, account: &SimAccount, domain: &DomainName) -> PathBuf {
-    if *domain == account.domain {
+    // A parked domain is an alias: it serves the main domain's site.
+    if *domain == account.domain || account.parked_domains.contains(domain) {
         home.join("public_html")
     } else {
         home.join("public_html").join(domain.as_str())
@@ -122,7 +185,9 @@ pub(crate) fn index_page(account: &SimAccount, domain: &DomainName) -> String {
 /// placeholder Maildir per domain. Existing files are overwritten.
 pub(crate) fn write_account_files(data_dir: &Path, account: &SimAccount) -> io::Result<()> {
     let home = home_dir(data_dir, &account.user);
-    let domains = std::iter::once(&account.domain).chain(account.addon_domains.iter());
+    let domains = std::iter::once(&account.domain)
+        .chain(account.addon_domains.iter())
+        .chain(account.sub_domains.iter());
     for domain in domains {
         let docroot = docroot_in(&home, account, domain);
         std::fs::create_dir_all(&docroot)?;
@@ -174,6 +239,19 @@ mod tests {
         let sizes: std::collections::BTreeSet<_> = accounts.iter().map(|a| a.disk_mb).collect();
         assert!(sizes.len() > 10, "sizes vary: {sizes:?}");
         assert!(accounts.iter().all(|a| a.fail_restore.is_none()));
+        // Parked domains and subdomains are added without changing anything above.
+        assert_eq!(accounts[3].parked_domains[0].as_str(), "kukka-0004-alias.test");
+        assert_eq!(accounts.iter().filter(|a| !a.parked_domains.is_empty()).count(), 5);
+        assert_eq!(accounts[4].sub_domains[0].as_str(), "blog.kukka-0005.test");
+        assert_eq!(accounts.iter().filter(|a| !a.sub_domains.is_empty()).count(), 4);
+        assert!(accounts.iter().all(|a| a.dedicated_ip.is_none() && a.listaccts_overrides.is_empty()));
+        assert_eq!(accounts[19].all_domains().count(), 3, "main, parked and sub");
+
+        let mut quirky = accounts.clone();
+        add_contact_quirks(&mut quirky);
+        assert_eq!(quirky[9].email, "");
+        assert_eq!(quirky[19].email, "owner.at.kukka-0020.test");
+        assert_eq!(quirky.iter().filter(|a| a.email.starts_with("owner@")).count(), 18);
     }
 
     #[test]

@@ -157,6 +157,7 @@ async fn dispatch(host: &Arc<Host>, function: &str, params: &Params) -> Reply {
         "listresellers" => listresellers(host),
         "listpkgs" => listpkgs(host),
         "listips" => listips(host),
+        "getdiskusage" => getdiskusage(host),
         "suspendacct" => suspendacct(host, params),
         "unsuspendacct" => unsuspendacct(host, params),
         "removeacct" => removeacct(host, params).await,
@@ -238,10 +239,10 @@ fn acct_json(host: &Host, record: &AccountRecord) -> Value {
     let limit = |known: Value| {
         if unknown_limits { json!("*unknown*") } else { known }
     };
-    json!({
+    let mut acct = json!({
         "user": spec.user.as_str(),
         "domain": spec.domain.as_str(),
-        "ip": host.ip.to_string(),
+        "ip": account_ip(host, record).to_string(),
         "ipv6": [],
         "owner": spec.owner,
         "plan": spec.plan,
@@ -280,7 +281,18 @@ fn acct_json(host: &Host, record: &AccountRecord) -> Value {
         "temporary": 0,
         "is_temporary_domain": 0,
         "child_nodes": [],
-    })
+    });
+    if let Value::Object(map) = &mut acct {
+        for (key, value) in &spec.listaccts_overrides {
+            map.insert(key.clone(), value.clone());
+        }
+    }
+    acct
+}
+
+/// The account's address: its dedicated IP, or the host's shared one.
+fn account_ip(host: &Host, record: &AccountRecord) -> std::net::Ipv4Addr {
+    record.spec.dedicated_ip.unwrap_or(host.ip)
 }
 
 fn matches_search(record: &AccountRecord, host: &Host, params: &Params) -> bool {
@@ -290,7 +302,7 @@ fn matches_search(record: &AccountRecord, host: &Host, params: &Params) -> bool 
     let field = match params.get("searchtype").map(String::as_str) {
         Some("domain") => record.spec.domain.to_string(),
         Some("owner") => record.spec.owner.clone(),
-        Some("ip") => host.ip.to_string(),
+        Some("ip") => account_ip(host, record).to_string(),
         Some("package") => record.spec.plan.clone(),
         _ => record.spec.user.to_string(),
     };
@@ -347,19 +359,25 @@ fn get_domain_info(host: &Host) -> Reply {
     let mut domains = Vec::new();
     for record in state.accounts.values() {
         let spec = &record.spec;
+        let ip = account_ip(host, record).to_string();
+        let dedicated = if spec.dedicated_ip.is_some() { 1 } else { 0 };
+        // get_domain_info "only includes domains that you manually created": an addon
+        // domain's automatically created subdomain (`addon.main`) is not listed on its own.
         let main = std::iter::once((&spec.domain, "main"));
         let addons = spec.addon_domains.iter().map(|d| (d, "addon"));
-        for (domain, domain_type) in main.chain(addons) {
+        let parked = spec.parked_domains.iter().map(|d| (d, "parked"));
+        let subs = spec.sub_domains.iter().map(|d| (d, "sub"));
+        for (domain, domain_type) in main.chain(addons).chain(parked).chain(subs) {
             domains.push(json!({
                 "domain": domain.as_str(),
                 "domain_type": domain_type,
                 "user": spec.user.as_str(),
                 "user_owner": spec.owner,
                 "docroot": accounts::cpanel_docroot(spec, domain),
-                "ipv4": host.ip.to_string(),
-                "ipv4_ssl": host.ip.to_string(),
+                "ipv4": ip,
+                "ipv4_ssl": ip,
                 "ipv6": null,
-                "ipv6_is_dedicated": 0,
+                "ipv6_is_dedicated": dedicated,
                 "parent_domain": spec.domain.as_str(),
                 "php_version": "ea-php81",
                 "port": "80",
@@ -385,9 +403,15 @@ fn listpkgs(host: &Host) -> Reply {
     let pkgs: Vec<Value> = plans
         .into_iter()
         .map(|name| {
+            // A few sizes so the packages differ, as on a real host.
+            let quota = match name {
+                "default" => json!("unlimited"),
+                "pro" => json!(10240),
+                _ => json!("1024"),
+            };
             json!({
                 "name": name,
-                "QUOTA": "unlimited",
+                "QUOTA": quota,
                 "BWLIMIT": "unlimited",
                 "CGI": "y",
                 "CPMOD": "jupiter",
@@ -415,8 +439,9 @@ fn listpkgs(host: &Host) -> Reply {
 }
 
 fn listips(host: &Host) -> Reply {
-    let used = if host.state().accounts.is_empty() { 0 } else { 1 };
-    Reply::ok(json!({ "ip": [{
+    let state = host.state();
+    let used = if state.accounts.values().any(|r| r.spec.dedicated_ip.is_none()) { 1 } else { 0 };
+    let mut ips = vec![json!({
         "active": 1,
         "dedicated": 0,
         "if": "lo",
@@ -427,7 +452,58 @@ fn listips(host: &Host) -> Reply {
         "public_ip": host.ip.to_string(),
         "removable": 0,
         "used": used,
-    }] }))
+    })];
+    for ip in &host.dedicated_ips {
+        let used = state.accounts.values().any(|r| r.spec.dedicated_ip == Some(*ip));
+        ips.push(json!({
+            "active": 1,
+            "dedicated": 1,
+            "if": "lo:1",
+            "ip": ip.to_string(),
+            "mainaddr": 0,
+            "netmask": "255.0.0.0",
+            "network": "127.0.0.0",
+            "public_ip": ip.to_string(),
+            "removable": 1,
+            "used": if used { 1 } else { 0 },
+        }));
+    }
+    Reply::ok(json!({ "ip": ips }))
+}
+
+/// `getdiskusage`: the server's partitions, sizes in KiB as `df` prints them (the operation
+/// page's sample: `available`, `device`, `disk`, `filesystem`, `inodes_*`, `mount`,
+/// `percentage`, `total`, `used`). `/home` holds the accounts' declared sizes plus 2 GB.
+fn getdiskusage(host: &Host) -> Reply {
+    let state = host.state();
+    let accounts_mb: u64 = state.accounts.values().map(|r| r.spec.disk_mb).sum();
+    let partition = |device: &str, mount: &str, total_mb: u64, used_mb: u64| {
+        let used_mb = used_mb.min(total_mb);
+        let (total, used) = (total_mb * 1024, used_mb * 1024);
+        let percentage = (used * 100).checked_div(total).unwrap_or(100);
+        json!({
+            "available": total - used,
+            "device": device,
+            "disk": device.trim_start_matches("/dev/"),
+            "filesystem": device,
+            "inodes_available": 20_000_000 - 40_000,
+            "inodes_ipercentage": 1,
+            "inodes_total": 20_000_000,
+            "inodes_used": 40_000,
+            "mount": mount,
+            "percentage": percentage,
+            "total": total,
+            "used": used,
+        })
+    };
+    let partitions = vec![
+        partition("/dev/vda1", "/", 40 * 1024, 12 * 1024),
+        partition("/dev/vdb1", "/home", host.disk_total_mb, accounts_mb + 2048),
+    ];
+    Reply {
+        reason: "Successfully retrieved disk usage".to_owned(),
+        ..Reply::ok(json!({ "partition": partitions }))
+    }
 }
 
 fn suspendacct(host: &Host, params: &Params) -> Reply {

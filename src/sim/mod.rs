@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::names::AccountName;
 
-pub use accounts::{SimAccount, generate_accounts};
+pub use accounts::{SimAccount, add_contact_quirks, generate_accounts};
 pub use standalone::{SimArgs, run_standalone};
 
 /// What a simulated host is: its name, addresses, API token and accounts.
@@ -53,6 +53,14 @@ pub struct SimHostSpec {
     pub transfer_bytes_per_sec: u64,
     /// Serve the WHM API over HTTPS with a self-signed certificate.
     pub tls: bool,
+    /// Dedicated IPv4 addresses (`listips` `dedicated` 1), e.g. 127.0.0.101. Accounts without
+    /// a [`SimAccount::dedicated_ip`] are given the ones no account claims, in turn: the 7th
+    /// account gets the first, the 14th the second, and so on. Addresses left over are listed
+    /// as unused. Empty by default: every account is on the shared `ip`.
+    pub dedicated_ips: Vec<Ipv4Addr>,
+    /// The size of the host's `/home` partition in MB as `getdiskusage` reports it; the used
+    /// part is the accounts' declared sizes plus 2 GB for the system. 1 TB by default.
+    pub disk_total_mb: u64,
 }
 
 impl SimHostSpec {
@@ -66,6 +74,8 @@ impl SimHostSpec {
             accounts: Vec::new(),
             transfer_bytes_per_sec: 100 * 1024 * 1024,
             tls: false,
+            dedicated_ips: Vec::new(),
+            disk_total_mb: 1024 * 1024,
         }
     }
 }
@@ -197,6 +207,10 @@ pub(crate) struct Host {
     pub(crate) version: String,
     pub(crate) data_dir: PathBuf,
     pub(crate) transfer_bytes_per_sec: u64,
+    /// The dedicated IPv4 addresses of the host (`listips` `dedicated` 1).
+    pub(crate) dedicated_ips: Vec<Ipv4Addr>,
+    /// The size of the `/home` partition in MB (`getdiskusage`).
+    pub(crate) disk_total_mb: u64,
     pub(crate) world: SimWorld,
     pub(crate) state: Mutex<HostState>,
     /// Transfer sessions running on this host (as the target); aborted when it stops.
@@ -331,6 +345,8 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
             bail!("account {} is listed twice for {}", account.user, spec.hostname);
         }
     }
+    let mut spec = spec;
+    assign_dedicated_ips(&mut spec.accounts, &spec.dedicated_ips);
 
     std::fs::create_dir_all(data_dir.join("home"))
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -359,6 +375,8 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         version: spec.version.clone(),
         data_dir,
         transfer_bytes_per_sec: spec.transfer_bytes_per_sec,
+        dedicated_ips: spec.dedicated_ips.clone(),
+        disk_total_mb: spec.disk_total_mb,
         world: world.clone(),
         state: Mutex::new(state),
         tasks: Mutex::new(JoinSet::new()),
@@ -401,4 +419,20 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         host,
         listeners,
     })
+}
+
+/// Gives the dedicated addresses no account claims to every 7th account (7th, 14th, …) that
+/// has none, in order.
+fn assign_dedicated_ips(accounts: &mut [SimAccount], dedicated: &[Ipv4Addr]) {
+    let claimed: Vec<Ipv4Addr> = accounts.iter().filter_map(|a| a.dedicated_ip).collect();
+    let mut free = dedicated.iter().filter(|ip| !claimed.contains(ip));
+    for account in accounts.iter_mut().skip(6).step_by(7) {
+        if account.dedicated_ip.is_some() {
+            continue;
+        }
+        match free.next() {
+            Some(ip) => account.dedicated_ip = Some(*ip),
+            None => break,
+        }
+    }
 }

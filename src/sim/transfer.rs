@@ -693,9 +693,9 @@ fn conflict(host: &Host, spec: &SimAccount, localuser: &AccountName) -> Option<S
     if state.accounts.contains_key(localuser) {
         return Some(format!("The account “{localuser}” already exists on “{}”.", host.hostname));
     }
-    let wanted: Vec<&DomainName> = std::iter::once(&spec.domain).chain(spec.addon_domains.iter()).collect();
+    let wanted: Vec<&DomainName> = spec.all_domains().collect();
     for record in state.accounts.values() {
-        let owned = std::iter::once(&record.spec.domain).chain(record.spec.addon_domains.iter());
+        let owned = record.spec.all_domains();
         for domain in owned {
             if wanted.contains(&domain) {
                 return Some(format!(
@@ -749,6 +749,8 @@ async fn restore(
     let mut spec = source_spec;
     spec.user = item.localuser.clone();
     spec.fail_restore = None;
+    // Without the `ip` item option the restore puts the account on the target's shared IP.
+    spec.dedicated_ip = None;
     let mut state = target.state();
     if state.accounts.contains_key(&item.localuser) {
         return Err(format!("The account “{}” already exists on “{}”.", item.localuser, target.hostname));

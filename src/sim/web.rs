@@ -55,8 +55,7 @@ async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
         let state = host.state();
         let found = state.accounts.values().find_map(|record| {
             let spec = &record.spec;
-            std::iter::once(&spec.domain)
-                .chain(spec.addon_domains.iter())
+            spec.all_domains()
                 .find(|d| **d == domain || **d == bare)
                 .map(|d| (record.suspended.is_some(), spec.clone(), d.clone()))
         });

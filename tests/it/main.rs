@@ -4,6 +4,7 @@ mod cli;
 mod contracts;
 mod dns;
 mod e2e;
+mod inventory;
 mod notify;
 mod plan;
 mod rfc2136;

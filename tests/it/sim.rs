@@ -252,7 +252,7 @@ async fn inventory_functions_have_the_documented_shapes() {
     let domains = call(host, "get_domain_info", &[]).await;
     assert_ok(&domains, "get_domain_info");
     let domains = domains["data"]["domains"].as_array().unwrap();
-    assert_eq!(domains.len(), 6 + 2, "six main domains and two addons");
+    assert_eq!(domains.len(), 6 + 2 + 1 + 1, "six main domains, two addons, one parked, one sub");
     let addon = domains.iter().find(|d| d["domain"] == "kukka-0003-shop.test").expect("the addon domain");
     assert_eq!(addon["domain_type"], "addon");
     assert_eq!(addon["user"], "kukka0003");
