@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::names::{AccountName, DomainName};
 use crate::whm::{AccountWithNotes, WhmClient, WhmDomain, WhmError, WhmIp, WhmPackage, WhmPartition};
@@ -50,7 +50,7 @@ use crate::whm::{AccountWithNotes, WhmClient, WhmDomain, WhmError, WhmIp, WhmPac
 ///
 /// `flagged` repeats every account's `flags` and adds the items that belong to no account
 /// (entries the WHM client refused, domains of unknown owners, unknown packages).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Facts about the host itself.
     pub host: HostFacts,
@@ -68,7 +68,7 @@ pub struct Inventory {
 }
 
 /// Facts about the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
     /// The cPanel & WHM version (`version`).
     pub version: String,
@@ -79,7 +79,7 @@ pub struct HostFacts {
 }
 
 /// Counts for the summary line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Accounts.
     pub accounts: usize,
@@ -100,7 +100,7 @@ pub struct Counts {
 }
 
 /// One account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// The cPanel user.
     pub user: AccountName,
@@ -132,7 +132,7 @@ pub struct Account {
 }
 
 /// The kind of a domain (`get_domain_info` `domain_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DomainKind {
     /// The account's main domain.
@@ -172,7 +172,7 @@ impl DomainKind {
 }
 
 /// One domain of an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Domain {
     /// The domain.
     pub domain: DomainName,
@@ -185,7 +185,7 @@ pub struct Domain {
 }
 
 /// A reseller and the accounts it owns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reseller {
     /// The reseller's user name.
     pub user: String,
@@ -194,7 +194,7 @@ pub struct Reseller {
 }
 
 /// A package and how many accounts use it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     /// The package name.
     pub name: String,
@@ -211,7 +211,7 @@ pub struct Package {
 }
 
 /// A flagged item and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flag {
     /// What is flagged: `account USER`, `domain NAME`, `package NAME`, `listaccts entry`,
     /// `get_domain_info entry`.
@@ -424,7 +424,7 @@ pub fn join(answers: Answers) -> Inventory {
 // Target checks
 
 /// What the target host says about moving the inventoried accounts there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetChecks {
     /// Source accounts whose user name is already an account on the target.
     pub user_clashes: Vec<UserClash>,
@@ -448,7 +448,7 @@ impl TargetChecks {
 }
 
 /// A user name that exists on both hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserClash {
     /// The user name.
     pub user: AccountName,
@@ -457,7 +457,7 @@ pub struct UserClash {
 }
 
 /// A domain that exists on both hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainClash {
     /// The domain.
     pub domain: DomainName,
@@ -468,7 +468,7 @@ pub struct DomainClash {
 }
 
 /// Free disk on the target (`getdiskusage`) against the accounts' sizes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskCheck {
     /// The sum of the accounts' `diskused`, MB.
     pub accounts_total_mb: u64,
@@ -485,7 +485,7 @@ pub struct DiskCheck {
 }
 
 /// How the target's version compares with the source's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionVerdict {
     /// The same major version (`11.118`).
@@ -499,7 +499,7 @@ pub enum VersionVerdict {
 }
 
 /// The two versions and the verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionCheck {
     /// The source's version.
     pub source: String,

@@ -48,6 +48,28 @@ pub fn plan_report(plan: &PlanDocument, as_json: bool) -> anyhow::Result<()> {
     ));
     line(&format!("  {} accounts held for an operator", c.held_for_operator));
     line(&format!("  {} contract services not on this server (not moved)", c.not_moved));
+    line(&format!(
+        "  source runs cPanel {}; {} resellers, {} packages",
+        plan.host.version,
+        plan.resellers.len(),
+        plan.packages.len()
+    ));
+    if let Some(checks) = &plan.target_checks {
+        let clashes = if checks.user_clashes.is_empty() && checks.domain_clashes.is_empty() {
+            "no user or domain clashes".to_owned()
+        } else {
+            format!("{} user and {} domain clashes", checks.user_clashes.len(), checks.domain_clashes.len())
+        };
+        let disk = match (checks.disk.available_mb, checks.disk.enough) {
+            (Some(free), Some(true)) => format!("{free} MB free, {} MB needed", checks.disk.needed_mb),
+            (Some(free), _) => format!("only {free} MB free, {} MB needed", checks.disk.needed_mb),
+            (None, _) => "free disk unknown".to_owned(),
+        };
+        line(&format!(
+            "  target {}: {clashes}; {disk}; cPanel {} ({:?})",
+            plan.target, checks.version.target, checks.version.verdict
+        ));
+    }
     if let Some(reconciliation) = &plan.reconciliation {
         let counts = &reconciliation.account_counts;
         line(&format!(

@@ -41,6 +41,7 @@ use crate::dns::classify::{
 };
 use crate::domain::{AccountState, DomainState, MigrationState, Timestamp, to_millis};
 use crate::engine::ConfiguredAdapters;
+use crate::inventory::{HostFacts, Inventory, Package, Reseller, TargetChecks, VersionVerdict};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
 use crate::store::{AccountRow, DomainRow, MigrationRow, NewEvent, Store};
@@ -88,6 +89,14 @@ pub struct PlanDocument {
     pub rejected: Vec<String>,
     /// The contract reconciliation, when the config names a contract source.
     pub reconciliation: Option<Reconciliation>,
+    /// The source host's facts (version, shared and dedicated addresses).
+    pub host: HostFacts,
+    /// Resellers and the accounts each owns.
+    pub resellers: Vec<Reseller>,
+    /// Packages and the accounts on each.
+    pub packages: Vec<Package>,
+    /// The target checked against the source: user and domain clashes, free disk, versions.
+    pub target_checks: Option<TargetChecks>,
     /// What happens when.
     pub schedule: Vec<ScheduleItem>,
     /// What changed since the previous plan of the same source.
@@ -284,6 +293,7 @@ struct Found {
     disk_mb: u64,
     suspended: bool,
     ip: Option<Ipv4Addr>,
+    dedicated_ip: bool,
     domains: BTreeMap<DomainName, String>,
 }
 
@@ -371,6 +381,50 @@ pub fn domain_action(
             flags.push(format!("not delegated ({reason})"));
             (DomainAction::MoveNotRepointed, reasons, flags)
         }
+    }
+}
+
+/// Flags what the target checks found in the way.
+fn flag_target_checks(checks: &TargetChecks, flagged: &mut Vec<FlaggedItem>) {
+    for clash in &checks.user_clashes {
+        flagged.push(FlaggedItem {
+            subject: clash.user.to_string(),
+            reason: format!(
+                "the target already has an account {} (domain {})",
+                clash.user, clash.target_domain
+            ),
+            action: "its transfer will fail until the clash is resolved".into(),
+        });
+    }
+    for clash in &checks.domain_clashes {
+        flagged.push(FlaggedItem {
+            subject: format!("{} ({})", clash.domain, clash.source_user),
+            reason: format!("the target already has the domain, on account {}", clash.target_user),
+            action: "its account's transfer will fail until the clash is resolved".into(),
+        });
+    }
+    if checks.disk.enough == Some(false) {
+        flagged.push(FlaggedItem {
+            subject: "target disk".into(),
+            reason: format!(
+                "{} MB free on {} but the accounts need {} MB (their {} MB, twice the largest, and 1 GB)",
+                checks.disk.available_mb.unwrap_or(0),
+                checks.disk.mount.clone().unwrap_or_else(|| "?".into()),
+                checks.disk.needed_mb,
+                checks.disk.accounts_total_mb
+            ),
+            action: "make room before the cutover".into(),
+        });
+    }
+    if checks.version.verdict == VersionVerdict::TargetOlder {
+        flagged.push(FlaggedItem {
+            subject: "versions".into(),
+            reason: format!(
+                "the target runs {} but the source {}",
+                checks.version.target, checks.version.source
+            ),
+            action: "update the target before the cutover (a restore to an older cPanel can fail)".into(),
+        });
     }
 }
 
@@ -464,49 +518,68 @@ pub async fn plan(
         .get(request.target)
         .ok_or_else(|| anyhow!("host {:?} is not in the config", request.target))?;
 
-    // 1. Inventory (read-only), the calls in parallel.
-    let (accounts, domains, ips) = tokio::try_join!(
-        async { source.whm.list_accounts().await.context("listing the source host's accounts (listaccts)") },
-        async {
-            source.whm.domain_info().await.context("listing the source host's domains (get_domain_info)")
-        },
-        async { source.whm.list_ips().await.context("listing the source host's addresses (listips)") },
-    )?;
+    // 1. Inventory (read-only), and the target checked against it.
+    let inventory: Inventory =
+        crate::inventory::inventory(&source.whm).await.context("inventorying the source host")?;
     let zones = adapters.dns.zones().await.context("listing the zones of the company's DNS")?;
-    let dedicated: BTreeSet<Ipv4Addr> = ips.iter().filter(|ip| ip.dedicated).map(|ip| ip.ip).collect();
-    let mut rejected: Vec<String> = accounts
-        .rejected
+    let mut flagged = Vec::new();
+    let target_checks = match crate::inventory::check_target(&inventory, &target.whm).await {
+        Ok(checks) => {
+            flag_target_checks(&checks, &mut flagged);
+            Some(checks)
+        }
+        Err(err) => {
+            flagged.push(FlaggedItem {
+                subject: format!("target {}", request.target),
+                reason: format!("the target could not be checked: {err}"),
+                action: "planned without target checks; check before approving".into(),
+            });
+            None
+        }
+    };
+    // Entries WHM answered that were refused (bad names, unusable fields) are not moved.
+    let rejected: Vec<String> = inventory
+        .flagged
         .iter()
-        .chain(domains.rejected.iter())
-        .map(|r| format!("{}: {}", r.raw, r.reason))
+        .filter(|f| f.item.ends_with("entry"))
+        .map(|f| format!("{}: {}", f.item, f.reason))
         .collect();
+    for flag in &inventory.flagged {
+        let action = if flag.item.ends_with("entry") { "not moved" } else { "see the reason" };
+        flagged.push(FlaggedItem {
+            subject: flag.item.clone(),
+            reason: flag.reason.clone(),
+            action: action.into(),
+        });
+    }
     let mut found: BTreeMap<AccountName, Found> = BTreeMap::new();
-    for account in &accounts.items {
-        let mut own = BTreeMap::new();
-        own.insert(account.domain.clone(), "main".to_owned());
+    for account in &inventory.accounts {
+        for flag in &account.flags {
+            flagged.push(FlaggedItem {
+                subject: account.user.to_string(),
+                reason: flag.clone(),
+                action: "moved; check the item".into(),
+            });
+        }
         found.insert(
             account.user.clone(),
             Found {
                 user: account.user.clone(),
-                main_domain: account.domain.clone(),
+                main_domain: account.main_domain.clone(),
                 owner: account.owner.clone(),
-                package: account.plan.clone(),
-                email: account.email.clone(),
+                package: account.package.clone(),
+                email: account.contact_email.clone(),
                 disk_mb: account.disk_used_mb,
                 suspended: account.suspended,
                 ip: account.ip,
-                domains: own,
+                dedicated_ip: account.on_dedicated_ip,
+                domains: account
+                    .domains
+                    .iter()
+                    .map(|d| (d.domain.clone(), d.kind.name().to_owned()))
+                    .collect(),
             },
         );
-    }
-    for domain in &domains.items {
-        match found.get_mut(&domain.user) {
-            Some(account) => {
-                account.domains.entry(domain.domain.clone()).or_insert_with(|| domain.domain_type.clone());
-            }
-            None => rejected
-                .push(format!("{}: owned by {}, which listaccts does not list", domain.domain, domain.user)),
-        }
     }
 
     // 2. How each domain's DNS and mail are served.
@@ -564,7 +637,6 @@ pub async fn plan(
         .collect();
 
     // 4. Decide.
-    let mut flagged = Vec::new();
     if let Some(problem) = contract_problem {
         flagged.push(FlaggedItem {
             subject: "contracts".into(),
@@ -586,7 +658,7 @@ pub async fn plan(
     for account in found.values() {
         let mut reasons = Vec::new();
         let user = account.user.to_string();
-        let dedicated_ip = account.ip.is_some_and(|ip| dedicated.contains(&ip));
+        let dedicated_ip = account.dedicated_ip;
         let action = if dedicated_ip {
             let reason = format!(
                 "on the dedicated IP {}: an operator must give the target IP (moved last)",
@@ -703,13 +775,6 @@ pub async fn plan(
             });
         }
     }
-    for item in &rejected {
-        flagged.push(FlaggedItem {
-            subject: item.clone(),
-            reason: "refused from the WHM answer".into(),
-            action: "not moved".into(),
-        });
-    }
     counts.accounts = planned.len();
     counts.flagged = flagged.len();
 
@@ -726,6 +791,10 @@ pub async fn plan(
         flagged,
         rejected,
         reconciliation,
+        host: inventory.host.clone(),
+        resellers: inventory.resellers.clone(),
+        packages: inventory.packages.clone(),
+        target_checks,
         schedule: schedule(request.playbook, request.cutover_at),
         changes: None,
     };
@@ -978,6 +1047,10 @@ mod tests {
             flagged: vec![],
             rejected: vec![],
             reconciliation: None,
+            host: HostFacts { version: "11.118.0.5".into(), shared_ip: None, dedicated_ips: vec![] },
+            resellers: vec![],
+            packages: vec![],
+            target_checks: None,
             schedule: vec![],
             changes: None,
         };

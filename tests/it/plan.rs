@@ -94,6 +94,7 @@ async fn plan_review_approve_and_replan() {
     assert!(text.contains("2 domains moved; not repointed"), "{text}");
     assert!(text.contains("2026-11-30T22:00:00Z  lower the TTLs"), "{text}");
     assert!(text.contains("(manual)"), "{text}");
+    assert!(text.contains("target new: no user or domain clashes"), "{text}");
 
     // The JSON document of a second plan, with what changed since the first.
     let client = WhmClient::new(
@@ -118,6 +119,9 @@ async fn plan_review_approve_and_replan() {
     let outsider = accounts.iter().find(|a| a["user"] == last.user.as_str()).unwrap();
     assert_ne!(outsider["domains"][0]["action"], "move_and_repoint");
     assert_eq!(doc["reconciliation"]["account_counts"]["on_server_no_contract"], 1);
+    assert_eq!(doc["target_checks"]["version"]["verdict"], "same_major");
+    assert_eq!(doc["target_checks"]["user_clashes"], serde_json::json!([]));
+    assert_eq!(doc["resellers"][0]["user"], "kukka0001", "{}", doc["resellers"]);
 
     // Only an approved plan starts, and the approval says who.
     let refused = siirto(dir.path(), &["start", "second"]);
