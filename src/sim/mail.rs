@@ -694,7 +694,10 @@ async fn send(
     };
     let to = to.parse::<Address>().map_err(|err| format!("recipient {to:?}: {err}"))?;
     let envelope = Envelope::new(from, vec![to]).map_err(|err| err.to_string())?;
-    let tcp = TcpStream::connect(server).await.map_err(|err| format!("connect: {err}"))?;
+    // Connect from the host's own address, as a real server's relay would.
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|err| format!("socket: {err}"))?;
+    socket.bind(SocketAddr::from((host.ip, 0))).map_err(|err| format!("bind {}: {err}", host.ip))?;
+    let tcp = socket.connect(server).await.map_err(|err| format!("connect: {err}"))?;
     let _ = tcp.set_nodelay(true);
     let hello = ClientId::Domain(host.hostname.clone());
     let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)

@@ -7,6 +7,7 @@ mod e2e;
 mod notify;
 mod rfc2136;
 mod sim;
+mod sim_mail;
 mod ssh;
 mod store;
 mod support;
