@@ -156,9 +156,10 @@ fn resolve_recipient(host: &Host, address: &str) -> Result<Recipient, &'static s
         return Err("Unrouteable address");
     };
     let state = host.state();
-    let owner = state.accounts.values().find(|record| {
-        record.spec.domain == domain || record.spec.addon_domains.iter().any(|d| *d == domain)
-    });
+    let owner = state
+        .accounts
+        .values()
+        .find(|record| record.spec.domain == domain || record.spec.addon_domains.contains(&domain));
     match owner {
         Some(record) => Ok(Recipient {
             address: format!("{local}@{domain}"),

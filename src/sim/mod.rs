@@ -8,6 +8,11 @@
 //! hostname or IP. Faults (API errors, garbage, dropped connections, failing restores) can be
 //! injected for tests.
 //!
+//! Each host also runs an SMTP listener on its IP that delivers to the accounts' Maildirs,
+//! honours the per-domain mail routing set through cPanel API 2 `Email::setmxcheck` (remote:
+//! relay to the domain's MX, looked up through [`SimHostSpec::dns_resolvers`]) and writes an
+//! exim-style `var/log/exim_mainlog` (see `mail`).
+//!
 //! Nothing outside tests, the demo and `siirto sim` uses this module.
 
 mod accounts;
