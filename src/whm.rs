@@ -332,6 +332,52 @@ pub struct AccountItem {
     pub size_bytes: u64,
 }
 
+/// A domain's mail exchanger type on a cPanel server: whether the server delivers the
+/// domain's mail itself or relays it to the domain's MX. This is cPanel configuration only;
+/// the DNS MX record is separate. Values as documented for `mxcheck` on
+/// <https://api.docs.cpanel.net/openapi/cpanel/operation/set_always_accept> (the same
+/// parameter as cPanel API 2 `Email::setmxcheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailRouting {
+    /// `local`: "Always accept the domain's mail."
+    Local,
+    /// `remote`: "Do not accept mail" locally; relay it to the domain's MX.
+    Remote,
+    /// `secondary`: "Accept mail until a higher priority mail server is available."
+    Secondary,
+    /// `auto`: "Allow cPanel to determine the appropriate role."
+    Auto,
+}
+
+impl MailRouting {
+    /// The API value: `local`, `remote`, `secondary` or `auto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailRouting::Local => "local",
+            MailRouting::Remote => "remote",
+            MailRouting::Secondary => "secondary",
+            MailRouting::Auto => "auto",
+        }
+    }
+
+    /// Parses an API value (case-insensitive).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "local" => Some(MailRouting::Local),
+            "remote" => Some(MailRouting::Remote),
+            "secondary" => Some(MailRouting::Secondary),
+            "auto" => Some(MailRouting::Auto),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for MailRouting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The state of a transfer session (`get_transfer_session_state` → `data.state_name`).
 /// Session state is per session, not per account: see [`item_outcomes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -519,6 +565,85 @@ pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value,
             format!("metadata.result is {}", metadata.get("result").unwrap_or(&Value::Null)),
         )),
     }
+}
+
+/// Checks the HTTP status and the cPanel API 2 envelope of a call made through WHM's
+/// `/json-api/cpanel` and returns `cpanelresult.data` as a list (an object is one item).
+///
+/// The envelope is `{"cpanelresult": {"apiversion", "func", "module", "event": {"result"},
+/// "data", "error"?}}` (<https://api.docs.cpanel.net/cpanel-api-2/cpanel-api-2-returdata/>).
+/// A failure is `event.result = 0` or an `error` string; WHM itself refuses an unknown
+/// `cpanel_jsonapi_user` with only `error` and `data.result = "0"`. A WHM API 1 `metadata`
+/// envelope with `result = 0` (WHM refused the call before cPanel saw it) is a failure too.
+pub fn parse_cpanel_api2(function: &str, status: u16, body: &[u8]) -> Result<Vec<Value>, WhmError> {
+    if status == 401 || status == 403 {
+        return Err(WhmError::Auth { function: function.to_owned(), status });
+    }
+    if !(200..300).contains(&status) {
+        return Err(WhmError::Http { function: function.to_owned(), status });
+    }
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|_| WhmError::NotJson { function: function.to_owned(), snippet: snippet(body) })?;
+    let failed = |reason: &str| WhmError::Failed {
+        function: function.to_owned(),
+        reason: if reason.trim().is_empty() {
+            "no reason given".to_owned()
+        } else {
+            reason.trim().to_owned()
+        },
+    };
+    let Some(result) = json.get("cpanelresult").filter(|r| r.is_object()) else {
+        if let Some(metadata) = json.get("metadata")
+            && metadata.get("result").and_then(as_flag) == Some(false)
+        {
+            return Err(failed(metadata.get("reason").and_then(Value::as_str).unwrap_or("")));
+        }
+        return Err(shape(function, "no cpanelresult object (not a cPanel API 2 answer)"));
+    };
+    let error = result.get("error").and_then(Value::as_str).unwrap_or("");
+    let event = result.pointer("/event/result").and_then(as_flag);
+    let data_result = result.pointer("/data/result").and_then(as_flag);
+    if !error.is_empty() || event == Some(false) || data_result == Some(false) {
+        let reason = [
+            error,
+            result.pointer("/event/reason").and_then(Value::as_str).unwrap_or(""),
+            result.pointer("/data/reason").and_then(Value::as_str).unwrap_or(""),
+        ]
+        .into_iter()
+        .find(|r| !r.trim().is_empty())
+        .unwrap_or("");
+        return Err(failed(reason));
+    }
+    Ok(match result.get("data") {
+        Some(Value::Array(items)) => items.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => vec![other.clone()],
+    })
+}
+
+/// The data of `Email::setmxcheck`: one item whose `status` must not be 0 (the reason is in
+/// `statusmsg`).
+pub fn parse_setmxcheck(data: &[Value]) -> Result<(), WhmError> {
+    let function = "cpanel Email::setmxcheck";
+    let Some(item) = data.first() else {
+        return Ok(());
+    };
+    if item.get("status").and_then(as_flag) == Some(false) {
+        let reason = item.get("statusmsg").and_then(Value::as_str).unwrap_or("no reason given");
+        return Err(WhmError::Failed { function: function.to_owned(), reason: reason.to_owned() });
+    }
+    Ok(())
+}
+
+/// The data of `Email::getmxcheck`: `data[0].mxcheck`, the configured mail exchanger type.
+pub fn parse_getmxcheck(data: &[Value]) -> Result<MailRouting, WhmError> {
+    let function = "cpanel Email::getmxcheck";
+    let raw = data
+        .first()
+        .and_then(|item| item.get("mxcheck"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape(function, "no data[0].mxcheck string"))?;
+    MailRouting::parse(raw).ok_or_else(|| shape(function, format!("unknown mxcheck value {raw:?}")))
 }
 
 /// `data.version` of `version`.
@@ -1242,6 +1367,80 @@ impl WhmClient {
             .await
             .map(drop)
     }
+
+    /// Calls a cPanel API 2 function as `user` through WHM (`/json-api/cpanel`) and returns
+    /// its checked `cpanelresult.data`.
+    async fn call_cpanel_api2(
+        &self,
+        user: &AccountName,
+        module: &str,
+        func: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<Value>, WhmError> {
+        let function = format!("cpanel {module}::{func}");
+        let mut url = self.function_url("cpanel");
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("cpanel_jsonapi_user", user.as_str());
+            query.append_pair("cpanel_jsonapi_apiversion", "2");
+            query.append_pair("cpanel_jsonapi_module", module);
+            query.append_pair("cpanel_jsonapi_func", func);
+            for (key, value) in params {
+                query.append_pair(key, value);
+            }
+        }
+        let transport = |err: reqwest::Error| classify_transport(&function, err);
+        let response = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        let result = parse_cpanel_api2(&function, status, &body);
+        if let Err(err) = &result {
+            tracing::debug!(error = %err, "cPanel API 2 call through WHM failed");
+        }
+        result
+    }
+
+    /// Sets `domain`'s mail exchanger type on this server: cPanel API 2 `Email::setmxcheck`
+    /// through WHM (`mxcheck` = `local`/`remote`/`secondary`/`auto`), documented at
+    /// <https://api.docs.cpanel.net/cpanel-api-2/cpanel-api-2-modules-email/cpanel-api-2-functions-email-setmxcheck>
+    /// ("no equivalent UAPI function exists"; the values are listed on the UAPI
+    /// `Email::set_always_accept` page). Only cPanel's configuration changes, not DNS.
+    /// Setting the value it already has succeeds again.
+    #[tracing::instrument(skip_all, fields(function = "Email::setmxcheck", user = %user.as_str(), domain = %domain, routing = %routing))]
+    pub async fn set_mail_routing(
+        &self,
+        user: &AccountName,
+        domain: &DomainName,
+        routing: MailRouting,
+    ) -> Result<(), WhmError> {
+        let data = self
+            .call_cpanel_api2(
+                user,
+                "Email",
+                "setmxcheck",
+                &[("domain", domain.as_str()), ("mxcheck", routing.as_str())],
+            )
+            .await?;
+        parse_setmxcheck(&data)
+    }
+
+    /// `domain`'s configured mail exchanger type: cPanel API 2 `Email::getmxcheck` through WHM
+    /// (<https://api.docs.cpanel.net/cpanel-api-2/cpanel-api-2-modules-email/cpanel-api-2-functions-email-getmxcheck>).
+    #[tracing::instrument(skip_all, fields(function = "Email::getmxcheck", user = %user.as_str(), domain = %domain))]
+    pub async fn mail_routing(
+        &self,
+        user: &AccountName,
+        domain: &DomainName,
+    ) -> Result<MailRouting, WhmError> {
+        let data = self.call_cpanel_api2(user, "Email", "getmxcheck", &[("domain", domain.as_str())]).await?;
+        parse_getmxcheck(&data)
+    }
 }
 
 /// Turns a reqwest error into `Tls` (a rustls error somewhere in the chain: not transient)
@@ -1651,5 +1850,90 @@ mod tests {
             ),
             Err(WhmError::Setup(_))
         ));
+    }
+
+    #[test]
+    fn cpanel_api2_envelope_success_failure_and_whm_refusals() {
+        // The shape of the cPanel API 2 return-data page (`Email::loadfilter` there).
+        let ok = json!({ "cpanelresult": {
+            "apiversion": 2,
+            "func": "setmxcheck",
+            "module": "Email",
+            "event": { "result": 1 },
+            "data": [{
+                "checkmx": { "changed": 1, "detected": "remote", "isprimary": 0, "local": 0,
+                             "remote": 1, "secondary": 0, "mxcheck": "remote", "warnings": [] },
+                "detected": "remote",
+                "mxcheck": "remote",
+                "results": "Set Always Accept Status to: remote",
+                "status": 1,
+                "statusmsg": "Set Always Accept Status to: remote",
+            }],
+        }});
+        let data = parse_cpanel_api2("cpanel Email::setmxcheck", 200, ok.to_string().as_bytes()).unwrap();
+        assert_eq!(data.len(), 1);
+        parse_setmxcheck(&data).unwrap();
+
+        // A function-level failure: event.result 0 with an error.
+        let failed = json!({ "cpanelresult": {
+            "apiversion": 2, "func": "setmxcheck", "module": "Email",
+            "event": { "result": 0, "reason": "You do not own the domain “x.test”." },
+            "error": "You do not own the domain “x.test”.",
+            "data": [],
+        }});
+        let err =
+            parse_cpanel_api2("cpanel Email::setmxcheck", 200, failed.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(&err, WhmError::Failed { reason, .. } if reason.contains("do not own")), "{err}");
+        assert!(!err.is_transient());
+
+        // WHM refusing the cPanel user: no event, `error` and `data.result = "0"` (strings).
+        let no_user = json!({ "cpanelresult": {
+            "apiversion": "2",
+            "error": "User parameter is invalid or was not supplied",
+            "data": { "reason": "User parameter is invalid or was not supplied", "result": "0" },
+            "type": "text",
+        }});
+        let err =
+            parse_cpanel_api2("cpanel Email::setmxcheck", 200, no_user.to_string().as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, WhmError::Failed { reason, .. } if reason.starts_with("User parameter")),
+            "{err}"
+        );
+
+        // A status 0 inside data (the call ran but did not set the value).
+        let status_zero = vec![json!({ "status": 0, "statusmsg": "Invalid mxcheck" })];
+        let err = parse_setmxcheck(&status_zero).unwrap_err();
+        assert!(matches!(&err, WhmError::Failed { reason, .. } if reason == "Invalid mxcheck"), "{err}");
+
+        // WHM API 1 refusal before cPanel (metadata.result 0), garbage, HTTP errors.
+        let api1 = json!({ "metadata": { "result": 0, "reason": "Permission denied" } });
+        let err =
+            parse_cpanel_api2("cpanel Email::setmxcheck", 200, api1.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(&err, WhmError::Failed { reason, .. } if reason == "Permission denied"), "{err}");
+        let err = parse_cpanel_api2("f", 200, b"{\"status\":1}").unwrap_err();
+        assert!(matches!(err, WhmError::Shape { .. }), "{err}");
+        assert!(parse_cpanel_api2("f", 200, b"<html>").unwrap_err().is_transient());
+        assert!(matches!(parse_cpanel_api2("f", 403, b"").unwrap_err(), WhmError::Auth { status: 403, .. }));
+        assert!(parse_cpanel_api2("f", 503, b"").unwrap_err().is_transient());
+    }
+
+    #[test]
+    fn getmxcheck_and_routing_values() {
+        let answer = json!({ "cpanelresult": {
+            "apiversion": 2, "func": "getmxcheck", "module": "Email", "event": { "result": 1 },
+            "data": [{ "alwaysaccept": 0, "detected": "remote", "domain": "example.com", "mxcheck": "remote" }],
+        }});
+        let data = parse_cpanel_api2("cpanel Email::getmxcheck", 200, answer.to_string().as_bytes()).unwrap();
+        assert_eq!(parse_getmxcheck(&data).unwrap(), MailRouting::Remote);
+        assert!(matches!(parse_getmxcheck(&[]).unwrap_err(), WhmError::Shape { .. }));
+        assert!(matches!(
+            parse_getmxcheck(&[json!({ "mxcheck": "backup" })]).unwrap_err(),
+            WhmError::Shape { .. }
+        ));
+        for routing in [MailRouting::Local, MailRouting::Remote, MailRouting::Secondary, MailRouting::Auto] {
+            assert_eq!(MailRouting::parse(routing.as_str()), Some(routing));
+            assert_eq!(routing.to_string(), routing.as_str());
+        }
+        assert_eq!(MailRouting::parse(" Local "), Some(MailRouting::Local));
     }
 }

@@ -144,6 +144,10 @@ async fn json_api(State(host): State<Arc<Host>>, Path(function): Path<String>, r
         }
     }
 
+    // cPanel API 2 through WHM answers in its own envelope (`cpanelresult`), not API 1's.
+    if function == "cpanel" {
+        return super::mail::cpanel_api(&host, &params);
+    }
     let reply = dispatch(&host, &function, &params).await;
     render(&function, api1, reply)
 }

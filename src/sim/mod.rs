@@ -8,10 +8,16 @@
 //! hostname or IP. Faults (API errors, garbage, dropped connections, failing restores) can be
 //! injected for tests.
 //!
+//! Each host also runs an SMTP listener on its IP that delivers to the accounts' Maildirs,
+//! honours the per-domain mail routing set through cPanel API 2 `Email::setmxcheck` (remote:
+//! relay to the domain's MX, looked up through [`SimHostSpec::dns_resolvers`]) and writes an
+//! exim-style `var/log/exim_mainlog` (see `mail`).
+//!
 //! Nothing outside tests, the demo and `siirto sim` uses this module.
 
 mod accounts;
 mod api;
+mod mail;
 pub mod nameserver;
 mod serve;
 mod standalone;
@@ -27,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use reqwest::Url;
 use tokio::task::JoinSet;
 
-use crate::names::AccountName;
+use crate::names::{AccountName, DomainName};
 
 pub use accounts::{SimAccount, add_contact_quirks, generate_accounts};
 pub use standalone::{SimArgs, run_standalone};
@@ -61,6 +67,12 @@ pub struct SimHostSpec {
     /// The size of the host's `/home` partition in MB as `getdiskusage` reports it; the used
     /// part is the accounts' declared sizes plus 2 GB for the system. 1 TB by default.
     pub disk_total_mb: u64,
+    /// The DNS servers the host's mail relay asks for MX and A records (empty: a domain whose
+    /// mail routing is remote cannot be relayed, and its mail is deferred).
+    pub dns_resolvers: Vec<SocketAddr>,
+    /// The port the mail relay connects to on an MX host. `None`: the SMTP port of the sim host
+    /// at that IP in the [`SimWorld`], else 25 (on loopback every sim host has its own port).
+    pub smtp_relay_port: Option<u16>,
 }
 
 impl SimHostSpec {
@@ -76,6 +88,8 @@ impl SimHostSpec {
             tls: false,
             dedicated_ips: Vec::new(),
             disk_total_mb: 1024 * 1024,
+            dns_resolvers: Vec::new(),
+            smtp_relay_port: None,
         }
     }
 }
@@ -170,6 +184,11 @@ impl SimWorld {
         let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
         lock(&self.hosts).get(&name).and_then(Weak::upgrade)
     }
+
+    /// The SMTP listener of the running sim host at `ip` (the relay's port map).
+    pub(crate) fn smtp_addr_of(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        self.lookup(&ip.to_string()).map(|host| host.smtp_addr)
+    }
 }
 
 /// Locks a mutex, taking the data even if a panicking thread poisoned it (the sim's state
@@ -196,6 +215,8 @@ pub(crate) struct HostState {
     pub(crate) sessions: BTreeMap<String, transfer::Session>,
     pub(crate) next_uid: u32,
     pub(crate) next_pid: u32,
+    /// Mail exchanger types set through `Email::setmxcheck`; a domain not here is `auto`.
+    pub(crate) mail_routing: BTreeMap<DomainName, mail::MxCheck>,
 }
 
 /// A running host's shared core, reached by its listeners, its transfer sessions and the world.
@@ -215,6 +236,14 @@ pub(crate) struct Host {
     pub(crate) state: Mutex<HostState>,
     /// Transfer sessions running on this host (as the target); aborted when it stops.
     pub(crate) tasks: Mutex<JoinSet<()>>,
+    /// The SMTP listener's address (on `ip`).
+    pub(crate) smtp_addr: SocketAddr,
+    /// See [`SimHostSpec::dns_resolvers`].
+    pub(crate) dns_resolvers: Vec<SocketAddr>,
+    /// See [`SimHostSpec::smtp_relay_port`].
+    pub(crate) smtp_relay_port: Option<u16>,
+    /// Message ids and the mail log's writer lock.
+    pub(crate) mail: mail::MailSide,
 }
 
 impl Host {
@@ -262,6 +291,8 @@ pub struct SimHost {
     pub hostname: String,
     /// The host's IP (the web listener's address).
     pub ip: Ipv4Addr,
+    /// The SMTP listener (on `spec.ip`), delivering to the accounts' Maildirs.
+    pub smtp_addr: SocketAddr,
     host: Arc<Host>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -315,6 +346,23 @@ impl SimHost {
         self.host.state().accounts.get(user).is_some_and(|r| r.suspended.is_some())
     }
 
+    /// The exim-style main log (`<data_dir>/var/log/exim_mainlog`); empty before any mail.
+    pub fn mail_log(&self) -> String {
+        std::fs::read_to_string(mail::mainlog_path(&self.host.data_dir)).unwrap_or_default()
+    }
+
+    /// The messages in the Maildir of `local@domain` of account `user`
+    /// (`<data_dir>/home/<user>/mail/<domain>/<local>/{new,cur}`), sorted by path.
+    pub fn maildir_messages(&self, user: &AccountName, domain: &DomainName, local: &str) -> Vec<PathBuf> {
+        mail::maildir_messages(&mail::maildir(&self.host.data_dir, user, domain, local))
+    }
+
+    /// The mail exchanger type of `domain` here: `auto` (the default), `local`, `secondary`
+    /// or `remote`.
+    pub fn mail_routing(&self, domain: &DomainName) -> &'static str {
+        mail::routing_of(&self.host, domain)
+    }
+
     /// Stops the listeners and any running transfer sessions.
     pub fn shutdown(self) {
         drop(self);
@@ -331,7 +379,8 @@ impl Drop for SimHost {
 }
 
 /// Starts a simulated host: writes its accounts' files under `data_dir`, opens the WHM API
-/// listener on 127.0.0.1:0 and the web listener on `spec.ip:0`, and registers it in `world`.
+/// listener on 127.0.0.1:0 and the web and SMTP listeners on `spec.ip:0`, and registers it in
+/// `world`.
 pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) -> Result<SimHost> {
     if spec.hostname.is_empty() {
         bail!("a simulated host needs a hostname");
@@ -362,6 +411,11 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
     .await
     .context("writing account files")??;
 
+    let smtp_listener = tokio::net::TcpListener::bind((spec.ip, 0))
+        .await
+        .with_context(|| format!("binding the simulated SMTP listener on {}", spec.ip))?;
+    let smtp_addr = smtp_listener.local_addr()?;
+
     let now = chrono::Utc::now().timestamp();
     let mut state = HostState::default();
     for (i, account) in spec.accounts.iter().enumerate() {
@@ -380,6 +434,10 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         world: world.clone(),
         state: Mutex::new(state),
         tasks: Mutex::new(JoinSet::new()),
+        smtp_addr,
+        dns_resolvers: spec.dns_resolvers.clone(),
+        smtp_relay_port: spec.smtp_relay_port,
+        mail: mail::MailSide::default(),
     });
 
     let api_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -405,6 +463,7 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
     let listeners = vec![
         tokio::spawn(serve::serve(api_listener, api_router, tls)),
         tokio::spawn(serve::serve(web_listener, web_router, None)),
+        tokio::spawn(mail::serve(smtp_listener, host.clone())),
     ];
     world.register(&host);
     tracing::debug!(host = %host.hostname, %whm_url, %web_addr, "simulated cPanel host started");
@@ -416,6 +475,7 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         token: spec.token,
         hostname: host.hostname.clone(),
         ip: spec.ip,
+        smtp_addr,
         host,
         listeners,
     })

@@ -40,6 +40,11 @@ fn describe(role: &str, host: &SimHost) {
     println!("  WHM API:   {}", host.whm_url);
     println!("  token:     {}", host.token);
     println!("  web:       http://{}/  (send the site's Host header)", host.web_addr);
+    println!(
+        "  SMTP:      {}  (mail log: {})",
+        host.smtp_addr,
+        host.data_dir().join("var/log/exim_mainlog").display()
+    );
     if let Some(digest) = host.cert_sha256 {
         println!("  cert sha256: {}", hex::encode(digest));
     }

@@ -9,6 +9,7 @@ mod notify;
 mod plan;
 mod rfc2136;
 mod sim;
+mod sim_mail;
 mod ssh;
 mod store;
 mod support;
