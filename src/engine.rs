@@ -1454,21 +1454,24 @@ impl Engine {
             body,
             created_at: now,
         };
-        let notice_id = match tx.enqueue_notice(&notice).await? {
-            Some(id) => id,
-            // Switched again after a rollback and a retry: the customer was told already; the
-            // existing row stands (send_notice does not send a sent row again).
-            None => self
-                .store
-                .outbox(ctx.id.as_str())
-                .await?
-                .into_iter()
-                .find(|n| n.dedupe_key == notice.dedupe_key)
-                .map(|n| n.id)
-                .ok_or_else(|| anyhow!("account {user}: the completion notice's row vanished"))?,
+        let (notice_id, dedupe) = match tx.enqueue_notice(&notice).await? {
+            Some(id) => (id, format!("send_notice:{id}")),
+            // Switched again after a rollback and a retry: the customer was told already. The
+            // existing row stands; a fresh send job finds it sent, sends nothing and marks the
+            // account notified-and-sent.
+            None => {
+                let id = self
+                    .store
+                    .outbox(ctx.id.as_str())
+                    .await?
+                    .into_iter()
+                    .find(|n| n.dedupe_key == notice.dedupe_key)
+                    .map(|n| n.id)
+                    .ok_or_else(|| anyhow!("account {user}: the completion notice's row vanished"))?;
+                (id, format!("send_notice:{id}:again:{now}"))
+            }
         };
         self.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
-        let dedupe = format!("send_notice:{notice_id}");
         tx.schedule_job(&self.job(
             ctx,
             JobKind::SendNotice,
