@@ -1,4 +1,5 @@
-//! Operator actions on a migration: start, pause, resume, abort, retry an account.
+//! Operator actions on a migration: start, pause, resume, abort, retry an account, roll an
+//! account (or one domain) back to the source.
 //!
 //! The CLI calls these directly on the store (and the status page will call the same
 //! functions); the daemon reconciles what they record. Each action is one transaction: the
@@ -7,11 +8,11 @@
 use anyhow::{Context, anyhow, bail};
 
 use crate::domain::{
-    AccountEvent, AccountPolicy, AccountState, MigrationEvent, MigrationState, Timestamp, account_transition,
-    migration_transition, to_millis,
+    AccountEvent, AccountPolicy, AccountState, DomainEvent, DomainState, GatePolicy, MigrationEvent,
+    MigrationState, Timestamp, account_transition, domain_transition, migration_transition, to_millis,
 };
-use crate::engine::{JobKind, account_state, migration_state};
-use crate::names::{AccountName, MigrationId};
+use crate::engine::{JobKind, RollbackPayload, account_state, domain_state, migration_state};
+use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::{OnMismatch, Playbook};
 use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx};
 
@@ -155,9 +156,17 @@ pub async fn retry(
         .await?
         .ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
     let state = account_state(&account)?;
-    let AccountState::Held { .. } = state else {
-        bail!("account {user} is {}, not held: there is nothing to retry", state.name());
-    };
+    if !matches!(state, AccountState::Held { .. } | AccountState::RolledBack { .. }) {
+        bail!("account {user} is {}, not held or rolled back: there is nothing to retry", state.name());
+    }
+    let rolled_back = matches!(state, AccountState::RolledBack { .. });
+    if rolled_back
+        && store.jobs(id.as_str()).await?.iter().any(|j| {
+            j.kind == JobKind::Rollback.as_str() && j.subject == user.as_str() && j.done_at.is_none()
+        })
+    {
+        bail!("account {user}: its rollback is still being carried out by the daemon; retry when it is done");
+    }
     let policy = AccountPolicy {
         max_transfer_attempts: playbook.transfer.max_attempts,
         hold_on_mismatch: matches!(playbook.verification.on_mismatch, OnMismatch::Hold),
@@ -184,6 +193,37 @@ pub async fn retry(
         })
         .await
         .context("recording the retry")?;
+    if rolled_back {
+        // Its rolled-back domains wait for the account's verification on the target again.
+        let gate =
+            GatePolicy { margin: playbook.dns.gate_margin, wait_override: playbook.dns.gate_wait_override };
+        for domain in store.domains_of(id.as_str(), user.as_str()).await? {
+            let state = domain_state(&domain)?;
+            if let DomainState::RolledBack { .. } = state {
+                let event = DomainEvent::RetryRequested;
+                let next = domain_transition(&state, &event, now, &gate)
+                    .map_err(|refusal| anyhow!("domain {}: {refusal}", domain.domain))?;
+                tx.set_domain_state(
+                    id.as_str(),
+                    &domain.domain,
+                    next.name(),
+                    &serde_json::to_string(&next)?,
+                    now_ms,
+                )
+                .await?;
+                tx.append_event(&NewEvent {
+                    migration_id: row.id.clone(),
+                    account: Some(user.to_string()),
+                    domain: Some(domain.domain.clone()),
+                    kind: event.name().to_owned(),
+                    detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
+                    actor: actor.to_owned(),
+                    at: now_ms,
+                })
+                .await?;
+            }
+        }
+    }
     let (kind, subject) = match &next {
         AccountState::Restored { .. } => (JobKind::Verify, user.to_string()),
         AccountState::Verified { .. } => (JobKind::Repoint, user.to_string()),
@@ -197,6 +237,95 @@ pub async fn retry(
         let dedupe = format!("retry:{id}:{user}:{event_id}");
         tx.schedule_job(&job(&row, kind, &subject, now_ms, dedupe)).await?;
     }
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// What to roll back and why.
+#[derive(Debug, Clone, Copy)]
+pub struct RollbackRequest<'a> {
+    /// The migration.
+    pub id: &'a MigrationId,
+    /// The account.
+    pub user: &'a AccountName,
+    /// One of its domains, or `None` for all of them.
+    pub domain: Option<&'a DomainName>,
+    /// Why (recorded in the event log with who asked).
+    pub reason: &'a str,
+}
+
+/// Rolls an account (or one of its domains) back to the source: refused unless the source's
+/// WHM (`source`, the migration's source host) still lists the account. Records the account
+/// `rolled_back` with the reason and the actor, and schedules the `rollback` job, which the
+/// daemon runs like every effect (leased, retried, recorded): it points the records back at the
+/// source, lowers their TTLs again if they had been restored, and checks the nameservers. The
+/// engine leaves the account alone from now on until `siirto retry`.
+pub async fn rollback(
+    store: &Store,
+    source: &crate::whm::WhmClient,
+    request: RollbackRequest<'_>,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<AccountState> {
+    let RollbackRequest { id, user, domain, reason } = request;
+    if reason.trim().is_empty() {
+        bail!("a rollback must say why (--reason)");
+    }
+    let (row, _) = load(store, id).await?;
+    let playbook =
+        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let account = store
+        .account(id.as_str(), user.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
+    if let Some(domain) = domain {
+        let domains = store.domains_of(id.as_str(), user.as_str()).await?;
+        if !domains.iter().any(|d| d.domain == domain.as_str()) {
+            bail!("account {user} has no domain {domain} whose DNS siirto changes in migration {id}");
+        }
+    }
+    let listing = source.list_accounts().await.with_context(|| {
+        format!("asking the source host {} whether it still holds {user}", row.source_host)
+    })?;
+    if !listing.items.iter().any(|a| &a.user == user) {
+        bail!(
+            "the source host {} no longer holds account {user}: there is nothing to roll back to",
+            row.source_host
+        );
+    }
+    let state = account_state(&account)?;
+    let policy = AccountPolicy {
+        max_transfer_attempts: playbook.transfer.max_attempts,
+        hold_on_mismatch: matches!(playbook.verification.on_mismatch, OnMismatch::Hold),
+    };
+    let event =
+        AccountEvent::RolledBack { reason: reason.to_owned(), domain: domain.map(ToString::to_string) };
+    let next = account_transition(&state, &event, now, &policy)
+        .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
+    let now_ms = to_millis(now);
+    let mut tx = store.begin().await?;
+    tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
+        .await?;
+    let event_id = tx
+        .append_event(&NewEvent {
+            migration_id: row.id.clone(),
+            account: Some(user.to_string()),
+            domain: domain.map(ToString::to_string),
+            kind: event.name().to_owned(),
+            detail: serde_json::json!({ "event": event, "state": next.name(), "reason": reason }).to_string(),
+            actor: actor.to_owned(),
+            at: now_ms,
+        })
+        .await
+        .context("recording the rollback")?;
+    let payload = RollbackPayload { domain: domain.map(ToString::to_string), reason: reason.to_owned() };
+    let mut rollback_job =
+        job(&row, JobKind::Rollback, user.as_str(), now_ms, format!("rollback:{id}:{user}:{event_id}"));
+    rollback_job.payload = serde_json::to_string(&payload)?;
+    tx.schedule_job(&rollback_job).await?;
+    // The account no longer holds the migration's cutover up.
+    tx.schedule_job(&job(&row, JobKind::Settle, "", now_ms, format!("settle:{id}:{user}:{event_id}")))
+        .await?;
     tx.commit().await?;
     Ok(next)
 }

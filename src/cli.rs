@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 use crate::domain::Timestamp;
 use crate::engine::{Engine, SystemClock, adapters_from_config};
-use crate::names::{AccountName, MigrationId};
+use crate::names::{AccountName, DomainName, MigrationId};
 use crate::output;
 use crate::playbook::Playbook;
 use crate::store::Store;
@@ -71,6 +71,11 @@ pub enum Command {
     ///
     /// Example: siirto retry old1-to-new1 --account kukka0001
     Retry(RetryArgs),
+    /// Point an account's records (or one domain's) back at the source server; allowed while
+    /// the source still holds the account. The account is left alone until `siirto retry`.
+    ///
+    /// Example: siirto rollback old1-to-new1 --account kukka0001 --reason "shop broken on PHP 8.3"
+    Rollback(RollbackArgs),
     /// Show where migrations and their accounts stand.
     ///
     /// Example: siirto status old1-to-new1 --json
@@ -195,6 +200,22 @@ pub struct RetryArgs {
     /// The held account's cPanel user.
     #[arg(long)]
     pub account: String,
+}
+
+/// `siirto rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// The account's cPanel user.
+    #[arg(long)]
+    pub account: String,
+    /// Only this domain of the account (default: all of them).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Why (recorded in the event log with who asked).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `siirto status` arguments.
@@ -373,6 +394,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state =
                 crate::actions::retry(&store, &parse_id(&args.migration)?, &user, now, &actor()).await?;
             output::line(&format!("account {} is {} again", args.account, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback(args) => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let id = parse_id(&args.migration)?;
+            let user = AccountName::parse(&args.account).map_err(|e| anyhow!("{e}"))?;
+            let domain =
+                args.domain.as_deref().map(DomainName::parse).transpose().map_err(|e| anyhow!("{e}"))?;
+            let migration =
+                store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+            let adapters = adapters_from_config(&config)?;
+            let source = adapters.hosts.get(&migration.source_host).ok_or_else(|| {
+                anyhow!("the source host {:?} is not in {}", migration.source_host, cli.config.display())
+            })?;
+            let request = crate::actions::RollbackRequest {
+                id: &id,
+                user: &user,
+                domain: domain.as_ref(),
+                reason: &args.reason,
+            };
+            let state = crate::actions::rollback(&store, &source.whm, request, now, &actor()).await?;
+            output::line(&format!(
+                "account {} is {}; the daemon points its records back at {}",
+                args.account,
+                state.name(),
+                migration.source_host
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {

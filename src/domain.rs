@@ -350,6 +350,16 @@ pub enum AccountState {
         /// start, a later stage repeats that stage).
         resume: Box<AccountState>,
     },
+    /// An operator pointed its records (or one domain's) back at the source; nothing happens to
+    /// it until `siirto retry`, which verifies it on the target again.
+    RolledBack {
+        /// Why, as the operator gave it.
+        reason: String,
+        /// The one domain rolled back, or `None` for the whole account.
+        domain: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 impl AccountState {
@@ -366,13 +376,14 @@ impl AccountState {
             AccountState::Done { .. } => "done",
             AccountState::Failed { .. } => "failed",
             AccountState::Held { .. } => "held",
+            AccountState::RolledBack { .. } => "rolled_back",
         }
     }
 
     /// True when nothing more happens without an operator: done or held.
     pub fn is_settled(&self) -> bool {
         match self {
-            AccountState::Done { .. } | AccountState::Held { .. } => true,
+            AccountState::Done { .. } | AccountState::Held { .. } | AccountState::RolledBack { .. } => true,
             AccountState::Pending
             | AccountState::Queued { .. }
             | AccountState::Copied { .. }
@@ -395,7 +406,8 @@ impl AccountState {
             | AccountState::Switched { .. }
             | AccountState::Notified { .. }
             | AccountState::Done { .. }
-            | AccountState::Held { .. } => false,
+            | AccountState::Held { .. }
+            | AccountState::RolledBack { .. } => false,
         }
     }
 }
@@ -443,6 +455,13 @@ pub enum AccountEvent {
     },
     /// An operator asked to try a held account again from the start.
     RetryRequested,
+    /// An operator rolled the account (or one of its domains) back to the source.
+    RolledBack {
+        /// Why.
+        reason: String,
+        /// The one domain rolled back, or `None` for the whole account.
+        domain: Option<String>,
+    },
 }
 
 impl AccountEvent {
@@ -460,6 +479,7 @@ impl AccountEvent {
             AccountEvent::NoticeSent => "notice_sent",
             AccountEvent::Held { .. } => "account_held",
             AccountEvent::RetryRequested => "account_retry_requested",
+            AccountEvent::RolledBack { .. } => "account_rolled_back",
         }
     }
 }
@@ -528,11 +548,32 @@ pub fn account_transition(
             | S::Copied { .. }
             | S::Failed { .. }
             | S::Held { .. }
+            | S::RolledBack { .. }
             | S::Done { .. } => S::Pending,
             S::Restored { .. } | S::Verified { .. } | S::Switched { .. } | S::Notified { .. } => {
                 (**resume).clone()
             }
         }),
+        // A rolled-back account is verified on the target again before anything moves.
+        (S::RolledBack { .. }, E::RetryRequested) => Ok(S::Restored { at: now }),
+        (S::RolledBack { .. }, _) => refuse("the account was rolled back; siirto retry moves it again"),
+        (
+            S::Restored { .. }
+            | S::Verified { .. }
+            | S::Switched { .. }
+            | S::Notified { .. }
+            | S::Done { .. }
+            | S::Held { .. },
+            E::RolledBack { reason, domain },
+        ) => {
+            if reason.trim().is_empty() {
+                return refuse("a rollback must say why");
+            }
+            Ok(S::RolledBack { reason: reason.clone(), domain: domain.clone(), at: now })
+        }
+        (S::Pending | S::Queued { .. } | S::Copied { .. } | S::Failed { .. }, E::RolledBack { .. }) => {
+            refuse("nothing of the account has moved to the target yet; there is nothing to roll back")
+        }
         (S::Held { .. }, _) => refuse("the account is held for an operator"),
         (S::Done { .. }, _) => refuse("the account has already arrived"),
         (
@@ -581,7 +622,8 @@ pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
         | AccountState::Notified { .. }
         | AccountState::Done { .. }
         | AccountState::Failed { .. }
-        | AccountState::Held { .. } => None,
+        | AccountState::Held { .. }
+        | AccountState::RolledBack { .. } => None,
     }
 }
 
@@ -594,39 +636,111 @@ pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> Str
 // ---------------------------------------------------------------------------------------------
 // Domain
 
+/// One rrset that will change, with the TTL it had before siirto touched it: recorded before
+/// the lowering, so a crash after it cannot make us forget the value to restore.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObservedRecord {
+    /// The owner name, absolute with the trailing dot.
+    pub name: String,
+    /// The record type (`A`, `TXT`, `MX`, `CNAME`).
+    pub rtype: String,
+    /// The TTL it had, in seconds.
+    pub old_ttl: u32,
+}
+
+/// When one record's TTL gate opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordGate {
+    /// The owner name.
+    pub name: String,
+    /// The record type.
+    pub rtype: String,
+    /// The TTL it had before the lowering, in seconds.
+    pub old_ttl: u32,
+    /// `lowered_at + old_ttl + margin`.
+    pub opens_at: Timestamp,
+}
+
+impl GatePolicy {
+    /// The gate of each record lowered at `lowered_at`.
+    pub fn record_gates(&self, lowered_at: Timestamp, records: &[ObservedRecord]) -> Vec<RecordGate> {
+        records
+            .iter()
+            .map(|r| RecordGate {
+                name: r.name.clone(),
+                rtype: r.rtype.clone(),
+                old_ttl: r.old_ttl,
+                opens_at: self.opens_at(lowered_at, r.old_ttl),
+            })
+            .collect()
+    }
+
+    /// A domain's gate: the latest of its records' gates (`lowered_at` when nothing changes).
+    pub fn domain_opens_at(&self, lowered_at: Timestamp, records: &[ObservedRecord]) -> Timestamp {
+        records.iter().map(|r| self.opens_at(lowered_at, r.old_ttl)).max().unwrap_or(lowered_at)
+    }
+}
+
 /// Where one domain's DNS stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DomainState {
     /// Nothing done yet.
     Pending,
-    /// The TTL its records had was read and recorded; the lowering comes next. Recording it
-    /// first means a crash after the lowering cannot make us forget the old TTL.
+    /// The TTL of each record that will change was read and recorded; the lowering comes next.
     TtlObserved {
-        /// The TTL the records that will change have now (the longest of them), in seconds.
-        old_ttl: u32,
+        /// The records that will change, each with its old TTL.
+        records: Vec<ObservedRecord>,
     },
     /// Its records that will change have the short TTL.
     TtlLowered {
-        /// The TTL the records had before (the longest of them), in seconds.
-        old_ttl: u32,
-        /// When it was lowered.
+        /// The records that will change, each with its old TTL.
+        records: Vec<ObservedRecord>,
+        /// When they were lowered.
         lowered_at: Timestamp,
     },
-    /// Its account is verified on the target; it may be repointed once its gate is open.
+    /// Its account is verified on the target; it may be repointed once every record's gate is open.
     VerifiedOnTarget {
-        /// The TTL the records had before, in seconds.
-        old_ttl: u32,
-        /// When it was lowered.
+        /// The records that will change, each with its old TTL.
+        records: Vec<ObservedRecord>,
+        /// When they were lowered.
         lowered_at: Timestamp,
     },
     /// The nameserver was told the new address.
     Repointed {
+        /// The changed records, each with its old TTL.
+        records: Vec<ObservedRecord>,
+        /// When they were lowered.
+        lowered_at: Timestamp,
+        /// When they were repointed.
+        at: Timestamp,
+    },
+    /// Every own nameserver serves the new address; the short TTLs stay until the settle period
+    /// has passed.
+    Done {
+        /// The changed records, each with its old TTL.
+        records: Vec<ObservedRecord>,
+        /// When they were lowered.
+        lowered_at: Timestamp,
+        /// When the nameservers were seen serving the new address.
+        at: Timestamp,
+    },
+    /// The settle period has passed and each changed record has its original TTL again.
+    TtlRestored {
+        /// The changed records, each with the TTL it has again.
+        records: Vec<ObservedRecord>,
         /// When.
         at: Timestamp,
     },
-    /// Every own nameserver serves the new address.
-    Done {
+    /// Pointed back at the source by an operator's rollback; nothing happens to it until
+    /// `siirto retry`.
+    RolledBack {
+        /// The records, each with its original TTL.
+        records: Vec<ObservedRecord>,
+        /// When they last got the short TTL (the rollback re-lowers restored TTLs).
+        lowered_at: Timestamp,
+        /// Why, as the operator gave it.
+        reason: String,
         /// When.
         at: Timestamp,
     },
@@ -642,6 +756,48 @@ impl DomainState {
             DomainState::VerifiedOnTarget { .. } => "verified_on_target",
             DomainState::Repointed { .. } => "repointed",
             DomainState::Done { .. } => "done",
+            DomainState::TtlRestored { .. } => "ttl_restored",
+            DomainState::RolledBack { .. } => "rolled_back",
+        }
+    }
+
+    /// The records that will change (or changed), with their original TTLs.
+    pub fn records(&self) -> &[ObservedRecord] {
+        match self {
+            DomainState::Pending => &[],
+            DomainState::TtlObserved { records }
+            | DomainState::TtlLowered { records, .. }
+            | DomainState::VerifiedOnTarget { records, .. }
+            | DomainState::Repointed { records, .. }
+            | DomainState::Done { records, .. }
+            | DomainState::TtlRestored { records, .. }
+            | DomainState::RolledBack { records, .. } => records,
+        }
+    }
+
+    /// When the records got the short TTL, while they have it.
+    pub fn lowered_at(&self) -> Option<Timestamp> {
+        match self {
+            DomainState::TtlLowered { lowered_at, .. }
+            | DomainState::VerifiedOnTarget { lowered_at, .. }
+            | DomainState::Repointed { lowered_at, .. }
+            | DomainState::Done { lowered_at, .. }
+            | DomainState::RolledBack { lowered_at, .. } => Some(*lowered_at),
+            DomainState::Pending | DomainState::TtlObserved { .. } | DomainState::TtlRestored { .. } => None,
+        }
+    }
+
+    /// Each record's gate, while the domain waits for its repoint.
+    pub fn gates(&self, gate: &GatePolicy) -> Vec<RecordGate> {
+        match self {
+            DomainState::TtlLowered { records, lowered_at }
+            | DomainState::VerifiedOnTarget { records, lowered_at }
+            | DomainState::RolledBack { records, lowered_at, .. } => gate.record_gates(*lowered_at, records),
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::Repointed { .. }
+            | DomainState::Done { .. }
+            | DomainState::TtlRestored { .. } => Vec::new(),
         }
     }
 }
@@ -650,10 +806,10 @@ impl DomainState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DomainEvent {
-    /// The TTL of its records that will change was read from the nameserver.
+    /// The TTL of each record that will change was read from the nameserver.
     TtlObserved {
-        /// The TTL in seconds (the longest of the records that will change).
-        old_ttl: u32,
+        /// The records that will change, each with its TTL now.
+        records: Vec<ObservedRecord>,
     },
     /// Its records got the short TTL.
     TtlLowered,
@@ -663,6 +819,15 @@ pub enum DomainEvent {
     Repointed,
     /// Every own nameserver was seen serving the target's address.
     ResolutionVerified,
+    /// The settle period passed; each changed record has its original TTL again.
+    TtlRestored,
+    /// An operator rolled it back: its records point at the source again (with the short TTL).
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// An operator retried its rolled-back account: it waits for the account's verification again.
+    RetryRequested,
 }
 
 impl DomainEvent {
@@ -674,6 +839,9 @@ impl DomainEvent {
             DomainEvent::AccountVerified => "domain_verified_on_target",
             DomainEvent::Repointed => "domain_repointed",
             DomainEvent::ResolutionVerified => "domain_resolution_verified",
+            DomainEvent::TtlRestored => "domain_ttl_restored",
+            DomainEvent::RolledBack { .. } => "domain_rolled_back",
+            DomainEvent::RetryRequested => "domain_retry_requested",
         }
     }
 }
@@ -689,24 +857,56 @@ pub fn domain_transition(
     use DomainState as S;
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
-        (S::Pending, E::TtlObserved { old_ttl }) => Ok(S::TtlObserved { old_ttl: *old_ttl }),
+        (S::Pending, E::TtlObserved { records }) => Ok(S::TtlObserved { records: records.clone() }),
         // Observing again (a retry after a crash before the lowering) keeps the first reading:
         // by then the records may already carry the short TTL.
         (S::TtlObserved { .. }, E::TtlObserved { .. }) => Ok(state.clone()),
-        (S::TtlObserved { old_ttl }, E::TtlLowered) => {
-            Ok(S::TtlLowered { old_ttl: *old_ttl, lowered_at: now })
+        (S::TtlObserved { records }, E::TtlLowered) => {
+            Ok(S::TtlLowered { records: records.clone(), lowered_at: now })
         }
-        (S::TtlLowered { old_ttl, lowered_at }, E::AccountVerified) => {
-            Ok(S::VerifiedOnTarget { old_ttl: *old_ttl, lowered_at: *lowered_at })
+        (S::TtlLowered { records, lowered_at }, E::AccountVerified) => {
+            Ok(S::VerifiedOnTarget { records: records.clone(), lowered_at: *lowered_at })
         }
-        (S::VerifiedOnTarget { old_ttl, lowered_at }, E::Repointed) => {
-            let opens = gate.opens_at(*lowered_at, *old_ttl);
-            if now < opens {
-                return refuse(&format!("its TTL gate opens at {opens} (old TTL {old_ttl} s)"));
+        (S::VerifiedOnTarget { records, lowered_at }, E::Repointed) => {
+            let closed: Vec<String> = gate
+                .record_gates(*lowered_at, records)
+                .into_iter()
+                .filter(|g| now < g.opens_at)
+                .map(|g| format!("{} {} at {} (old TTL {} s)", g.name, g.rtype, g.opens_at, g.old_ttl))
+                .collect();
+            if !closed.is_empty() {
+                return refuse(&format!("its TTL gate opens for {}", closed.join(", ")));
             }
-            Ok(S::Repointed { at: now })
+            Ok(S::Repointed { records: records.clone(), lowered_at: *lowered_at, at: now })
         }
-        (S::Repointed { .. }, E::ResolutionVerified) => Ok(S::Done { at: now }),
+        (S::Repointed { records, lowered_at, .. }, E::ResolutionVerified) => {
+            Ok(S::Done { records: records.clone(), lowered_at: *lowered_at, at: now })
+        }
+        (S::Done { records, .. }, E::TtlRestored) => Ok(S::TtlRestored { records: records.clone(), at: now }),
+        (
+            S::TtlLowered { records, lowered_at }
+            | S::VerifiedOnTarget { records, lowered_at }
+            | S::Repointed { records, lowered_at, .. }
+            | S::Done { records, lowered_at, .. },
+            E::RolledBack { reason },
+        ) => Ok(S::RolledBack {
+            records: records.clone(),
+            lowered_at: *lowered_at,
+            reason: reason.clone(),
+            at: now,
+        }),
+        // The restored TTLs were lowered again by the rollback: its gate counts from now.
+        (S::TtlRestored { records, .. }, E::RolledBack { reason }) => {
+            Ok(S::RolledBack { records: records.clone(), lowered_at: now, reason: reason.clone(), at: now })
+        }
+        (S::RolledBack { records, lowered_at, .. }, E::RetryRequested) => {
+            Ok(S::TtlLowered { records: records.clone(), lowered_at: *lowered_at })
+        }
+        (S::RolledBack { .. }, _) => refuse("it was rolled back; siirto retry moves it again"),
+        (_, E::RetryRequested) => refuse("only a rolled-back domain is retried"),
+        (S::Pending | S::TtlObserved { .. }, E::RolledBack { .. }) => {
+            refuse("its TTL has not been lowered; nothing was changed")
+        }
         (S::Pending, _) => refuse("its TTL has not been observed"),
         (S::TtlObserved { .. }, _) => refuse("its TTL has not been lowered"),
         (S::TtlLowered { .. }, E::Repointed) => refuse("its account has not been verified on the target"),
@@ -714,6 +914,7 @@ pub fn domain_transition(
         (S::VerifiedOnTarget { .. }, _) => refuse("the next step is the repoint"),
         (S::Repointed { .. }, _) => refuse("the next step is the resolver check"),
         (S::Done { .. }, _) => refuse("the domain has already been cut over"),
+        (S::TtlRestored { .. }, _) => refuse("the domain is cut over and its TTLs restored"),
     }
 }
 
@@ -823,6 +1024,8 @@ mod tests {
         let fail = E::TransferFailed { queue: "RESTORE".into(), message: "disk full".into() };
         let mismatch = E::VerificationFailed { evidence: "source 200 \"Kukka\", target 500".into() };
         let enqueue = E::Enqueued { session: "s2".into() };
+        let rollback = E::RolledBack { reason: "shop broken".into(), domain: Some("kukka.test".into()) };
+        let rolled_back = S::RolledBack { reason: "shop broken".into(), domain: None, at: t(11) };
         let table: Vec<(S, E, Result<&str, &str>)> = vec![
             (S::Pending, enqueue.clone(), Ok("queued")),
             (S::Pending, E::Copied, Err("not been enqueued")),
@@ -853,6 +1056,21 @@ mod tests {
             (held_verified.clone(), E::RetryRequested, Ok("verified")),
             (verified.clone(), E::Held { reason: "dns down".into() }, Ok("held")),
             (S::Pending, E::RetryRequested, Err("not been enqueued")),
+            (done.clone(), rollback.clone(), Ok("rolled_back")),
+            (verified.clone(), rollback.clone(), Ok("rolled_back")),
+            (held_verified.clone(), rollback.clone(), Ok("rolled_back")),
+            (restored.clone(), rollback.clone(), Ok("rolled_back")),
+            (switched.clone(), rollback.clone(), Ok("rolled_back")),
+            (notified.clone(), rollback.clone(), Ok("rolled_back")),
+            (done.clone(), E::RolledBack { reason: " ".into(), domain: None }, Err("must say why")),
+            (S::Pending, rollback.clone(), Err("nothing of the account has moved")),
+            (queued1.clone(), rollback.clone(), Err("nothing of the account has moved")),
+            (copied.clone(), rollback.clone(), Err("nothing of the account has moved")),
+            (failed.clone(), rollback.clone(), Err("nothing of the account has moved")),
+            (rolled_back.clone(), E::RetryRequested, Ok("restored")),
+            (rolled_back.clone(), rollback.clone(), Err("rolled back")),
+            (rolled_back.clone(), E::Held { reason: "x".into() }, Err("rolled back")),
+            (rolled_back.clone(), E::VerifiedOnTarget, Err("rolled back")),
         ];
         for (state, event, expected) in table {
             let got = account_transition(&state, &event, t(20), &POLICY);
@@ -889,35 +1107,84 @@ mod tests {
         );
     }
 
+    fn rec(name: &str, rtype: &str, old_ttl: u32) -> ObservedRecord {
+        ObservedRecord { name: name.into(), rtype: rtype.into(), old_ttl }
+    }
+
+    #[test]
+    fn per_record_gates_and_the_domains_gate() {
+        let records = vec![rec("kukka.test.", "A", 3600), rec("www.kukka.test.", "A", 300)];
+        let gates = GATE.record_gates(t(0), &records);
+        assert_eq!(gates.iter().map(|g| g.opens_at).collect::<Vec<_>>(), vec![t(3630), t(330)]);
+        assert_eq!(GATE.domain_opens_at(t(0), &records), t(3630));
+        assert_eq!(GATE.domain_opens_at(t(7), &[]), t(7), "nothing changes: nothing to wait for");
+        let lowered = DomainState::TtlLowered { records: records.clone(), lowered_at: t(0) };
+        assert_eq!(lowered.gates(&GATE), gates);
+        assert!(DomainState::Pending.gates(&GATE).is_empty());
+    }
+
     #[test]
     fn domain_transitions() {
         use DomainEvent as E;
         use DomainState as S;
-        let observed = S::TtlObserved { old_ttl: 3600 };
-        let lowered = S::TtlLowered { old_ttl: 3600, lowered_at: t(0) };
-        let verified = S::VerifiedOnTarget { old_ttl: 3600, lowered_at: t(0) };
-        let repointed = S::Repointed { at: t(4000) };
-        let done = S::Done { at: t(4001) };
+        // www has TTL 300, the apex 3600: the domain's gate is the apex's, 3630 s after lowering.
+        let records = vec![rec("kukka.test.", "A", 3600), rec("www.kukka.test.", "A", 300)];
+        let short_only = vec![rec("www.kukka.test.", "A", 300)];
+        let observed = S::TtlObserved { records: records.clone() };
+        let lowered = S::TtlLowered { records: records.clone(), lowered_at: t(0) };
+        let verified = S::VerifiedOnTarget { records: records.clone(), lowered_at: t(0) };
+        let verified_short = S::VerifiedOnTarget { records: short_only.clone(), lowered_at: t(0) };
+        let repointed = S::Repointed { records: records.clone(), lowered_at: t(0), at: t(4000) };
+        let done = S::Done { records: records.clone(), lowered_at: t(0), at: t(4001) };
+        let restored = S::TtlRestored { records: records.clone(), at: t(9000) };
+        let rolled_back = S::RolledBack {
+            records: records.clone(),
+            lowered_at: t(0),
+            reason: "shop broken".into(),
+            at: t(5000),
+        };
+        let rollback = E::RolledBack { reason: "shop broken".into() };
+        let observe = E::TtlObserved { records: records.clone() };
         let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
-            (S::Pending, E::TtlObserved { old_ttl: 3600 }, 0, Ok("ttl_observed")),
+            (S::Pending, observe.clone(), 0, Ok("ttl_observed")),
             (S::Pending, E::TtlLowered, 0, Err("not been observed")),
-            (observed.clone(), E::TtlObserved { old_ttl: 60 }, 0, Ok("ttl_observed")),
+            (S::Pending, E::Repointed, 0, Err("not been observed")),
+            (S::Pending, E::AccountVerified, 0, Err("not been observed")),
+            (S::Pending, rollback.clone(), 0, Err("nothing was changed")),
+            (S::Pending, E::RetryRequested, 0, Err("only a rolled-back domain")),
+            (observed.clone(), E::TtlObserved { records: short_only.clone() }, 0, Ok("ttl_observed")),
             (observed.clone(), E::TtlLowered, 0, Ok("ttl_lowered")),
             (observed.clone(), E::AccountVerified, 0, Err("not been lowered")),
             (observed.clone(), E::Repointed, 0, Err("not been lowered")),
-            (S::Pending, E::Repointed, 0, Err("not been observed")),
-            (S::Pending, E::AccountVerified, 0, Err("not been observed")),
+            (observed.clone(), rollback.clone(), 0, Err("nothing was changed")),
             (lowered.clone(), E::AccountVerified, 10, Ok("verified_on_target")),
             // The invariant: never repointed before its account is verified on the target.
             (lowered.clone(), E::Repointed, 5000, Err("not been verified")),
             (lowered.clone(), E::TtlLowered, 10, Err("waiting for its account")),
-            // The invariant: never before lowered_at + old_ttl + margin.
-            (verified.clone(), E::Repointed, 3629, Err("TTL gate opens")),
+            (lowered.clone(), rollback.clone(), 10, Ok("rolled_back")),
+            // The invariant: never before lowered_at + old_ttl + margin, for every record.
+            (verified.clone(), E::Repointed, 329, Err("www.kukka.test. A at")),
+            (verified.clone(), E::Repointed, 3629, Err("kukka.test. A at")),
             (verified.clone(), E::Repointed, 3630, Ok("repointed")),
+            (verified_short.clone(), E::Repointed, 329, Err("old TTL 300 s")),
+            (verified_short.clone(), E::Repointed, 330, Ok("repointed")),
             (verified.clone(), E::ResolutionVerified, 3630, Err("next step is the repoint")),
+            (verified.clone(), rollback.clone(), 100, Ok("rolled_back")),
             (repointed.clone(), E::ResolutionVerified, 4001, Ok("done")),
             (repointed.clone(), E::Repointed, 4001, Err("resolver check")),
+            (repointed.clone(), E::TtlRestored, 4001, Err("resolver check")),
+            (repointed.clone(), rollback.clone(), 4001, Ok("rolled_back")),
             (done.clone(), E::Repointed, 5000, Err("already been cut over")),
+            (done.clone(), E::TtlRestored, 9000, Ok("ttl_restored")),
+            (done.clone(), rollback.clone(), 5000, Ok("rolled_back")),
+            (done.clone(), E::RetryRequested, 5000, Err("only a rolled-back domain")),
+            (restored.clone(), E::TtlRestored, 9001, Err("TTLs restored")),
+            (restored.clone(), E::Repointed, 9001, Err("TTLs restored")),
+            (restored.clone(), rollback.clone(), 9001, Ok("rolled_back")),
+            (rolled_back.clone(), E::RetryRequested, 6000, Ok("ttl_lowered")),
+            (rolled_back.clone(), E::Repointed, 6000, Err("rolled back")),
+            (rolled_back.clone(), E::AccountVerified, 6000, Err("rolled back")),
+            (rolled_back.clone(), rollback.clone(), 6000, Err("rolled back")),
         ];
         for (state, event, now, expected) in table {
             let got = domain_transition(&state, &event, t(now), &GATE);
@@ -931,6 +1198,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rollback_keeps_the_records_and_sets_when_the_short_ttl_began() {
+        let records = vec![rec("kukka.test.", "A", 3600)];
+        let rollback = DomainEvent::RolledBack { reason: "shop broken".into() };
+        // Still short since the lowering: the gate counts from the original lowering.
+        let done = DomainState::Done { records: records.clone(), lowered_at: t(0), at: t(4000) };
+        let back = domain_transition(&done, &rollback, t(5000), &GATE).unwrap();
+        assert_eq!(back.lowered_at(), Some(t(0)));
+        assert_eq!(back.records(), records.as_slice());
+        // Restored: the rollback lowers again, so a retried repoint waits a full old TTL from now.
+        let restored = DomainState::TtlRestored { records: records.clone(), at: t(9000) };
+        let back = domain_transition(&restored, &rollback, t(9500), &GATE).unwrap();
+        assert_eq!(back.lowered_at(), Some(t(9500)));
+        let retried = domain_transition(&back, &DomainEvent::RetryRequested, t(9600), &GATE).unwrap();
+        assert_eq!(retried, DomainState::TtlLowered { records, lowered_at: t(9500) });
     }
 
     #[test]

@@ -28,8 +28,8 @@ use crate::config::Config;
 use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
 use crate::domain::{
     AccountEvent, AccountPolicy, AccountState, AccountStep, DomainEvent, DomainState, GatePolicy,
-    MigrationEvent, MigrationState, Timestamp, account_next_step, account_transition, completion_notice_key,
-    domain_transition, from_millis, migration_transition, to_millis,
+    MigrationEvent, MigrationState, ObservedRecord, Timestamp, account_next_step, account_transition,
+    completion_notice_key, domain_transition, from_millis, migration_transition, to_millis,
 };
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::notify::{Channel, OutgoingNotice};
@@ -66,6 +66,9 @@ pub struct HostRuntime {
     pub ip: Ipv4Addr,
     /// The port its web server answers on (80 on a real host).
     pub http_port: u16,
+    /// Its host name (from the WHM URL, when that is a name), absolute with the trailing dot:
+    /// MX and CNAME records naming it move with the account.
+    pub hostname: Option<String>,
 }
 
 /// Everything an engine is made of; the daemon builds it from the config, tests and the demo
@@ -145,6 +148,12 @@ pub enum JobKind {
     SendNotice,
     /// See whether every account has settled (migration-wide).
     Settle,
+    /// Give an account's changed records their original TTLs back after the settle period
+    /// (subject: user).
+    RestoreTtl,
+    /// Point an account's records (or one domain's) back at the source (subject: user;
+    /// payload: the domain, if one).
+    Rollback,
 }
 
 impl JobKind {
@@ -161,6 +170,8 @@ impl JobKind {
             JobKind::QueueNotice => "queue_notice",
             JobKind::SendNotice => "send_notice",
             JobKind::Settle => "settle",
+            JobKind::RestoreTtl => "restore_ttl",
+            JobKind::Rollback => "rollback",
         }
     }
 
@@ -177,6 +188,8 @@ impl JobKind {
             JobKind::QueueNotice,
             JobKind::SendNotice,
             JobKind::Settle,
+            JobKind::RestoreTtl,
+            JobKind::Rollback,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -192,7 +205,11 @@ impl JobKind {
             | JobKind::Transfer
             | JobKind::StartSession
             | JobKind::PollSession
-            | JobKind::Settle => false,
+            | JobKind::Settle
+            // An account that is done or rolled back is not held again: these keep retrying
+            // (with the backoff's cap) and show among the status's failing jobs.
+            | JobKind::RestoreTtl
+            | JobKind::Rollback => false,
         }
     }
 }
@@ -255,6 +272,14 @@ impl MigrationCtx {
             max_transfer_attempts: self.playbook.transfer.max_attempts,
             hold_on_mismatch: matches!(self.playbook.verification.on_mismatch, OnMismatch::Hold),
         }
+    }
+
+    fn source_end(&self) -> Endpoint {
+        Endpoint { ip: self.source.ip, hostname: self.source.hostname.clone() }
+    }
+
+    fn target_end(&self) -> Endpoint {
+        Endpoint { ip: self.target.ip, hostname: self.target.hostname.clone() }
     }
 
     fn gate_policy(&self) -> GatePolicy {
@@ -469,6 +494,8 @@ impl Engine {
             JobKind::QueueNotice => self.queue_notice(&ctx, job, lease).await,
             JobKind::SendNotice => self.send_notice(&ctx, job, lease).await,
             JobKind::Settle => self.settle(&ctx, lease).await,
+            JobKind::RestoreTtl => self.restore_ttl(&ctx, job, lease).await,
+            JobKind::Rollback => self.rollback(&ctx, job, lease).await,
         }
     }
 
@@ -769,7 +796,9 @@ impl Engine {
                 DomainState::TtlLowered { .. }
                 | DomainState::VerifiedOnTarget { .. }
                 | DomainState::Repointed { .. }
-                | DomainState::Done { .. } => {}
+                | DomainState::Done { .. }
+                | DomainState::TtlRestored { .. }
+                | DomainState::RolledBack { .. } => {}
             }
         }
         let total_zones = by_zone.len();
@@ -811,8 +840,8 @@ impl Engine {
         }
         let mut gate_opens_at = self.now();
         for row in self.store.domains(ctx.id.as_str()).await? {
-            if let DomainState::TtlLowered { old_ttl, lowered_at } = domain_state(&row)? {
-                gate_opens_at = gate_opens_at.max(gate.opens_at(lowered_at, old_ttl));
+            if let DomainState::TtlLowered { records, lowered_at } = domain_state(&row)? {
+                gate_opens_at = gate_opens_at.max(gate.domain_opens_at(lowered_at, &records));
             }
         }
         let due = to_millis(gate_opens_at).max(ctx.row.cutover_at);
@@ -856,19 +885,25 @@ impl Engine {
             }
         };
         let short_ttl = ctx.playbook.dns.short_ttl;
-        // 1. Record what we saw before changing anything.
+        let (source, target) = (ctx.source_end(), ctx.target_end());
+        // 1. Record what we saw before changing anything: each record that will change, with
+        //    the TTL it has now.
         let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
         let mut changes = Vec::new();
         let mut observed = Vec::new();
         for row in &rows {
             let domain = DomainName::parse(&row.domain).context("stored domain name")?;
-            let rrsets = records_to_change(&zone_data, &domain, &rows, &[ctx.source.ip]);
-            let old_ttl = rrsets.iter().map(|r| r.ttl).max().unwrap_or(0);
+            let rrsets = records_to_change(&zone_data, &domain, &rows, &source, &target);
+            let records: Vec<ObservedRecord> = rrsets
+                .iter()
+                .map(|r| ObservedRecord { name: r.name.clone(), rtype: r.rtype.clone(), old_ttl: r.ttl })
+                .collect();
             let state = domain_state(row)?;
             let state =
-                self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::TtlObserved { old_ttl }).await?;
+                self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::TtlObserved { records }).await?;
+            // Never raised: a record already below the short TTL keeps its own.
             for rrset in rrsets {
-                if rrset.ttl != short_ttl {
+                if rrset.ttl > short_ttl {
                     changes.push(RrsetChange::Replace(Rrset { ttl: short_ttl, ..rrset.clone() }));
                 }
             }
@@ -1142,82 +1177,92 @@ impl Engine {
         let gate = ctx.gate_policy();
         let now = self.now();
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
-        // The gate: the latest per-domain gate must be open before any record of the account moves.
-        let mut latest_gate = None;
-        for row in &domains {
-            if let DomainState::VerifiedOnTarget { old_ttl, lowered_at } = domain_state(row)? {
-                let opens = gate.opens_at(lowered_at, old_ttl);
-                if opens > now {
-                    latest_gate = Some(latest_gate.map_or(opens, |g: Timestamp| g.max(opens)));
+        let states: Vec<DomainState> = domains.iter().map(domain_state).collect::<anyhow::Result<_>>()?;
+        // The gate: every record of every domain of the account must have its gate open before
+        // any of them moves; until then the job waits for the latest one.
+        let latest_gate = states
+            .iter()
+            .filter_map(|state| match state {
+                DomainState::VerifiedOnTarget { records, lowered_at } => {
+                    Some(gate.domain_opens_at(*lowered_at, records))
                 }
-            }
-        }
+                _ => None,
+            })
+            .filter(|opens| *opens > now)
+            .max();
         if let Some(opens) = latest_gate {
+            debug!(%opens, "the TTL gate of the account's records is not open yet");
             let mut tx = self.store.begin_leased(lease, to_millis(now)).await?;
             tx.reschedule_job(lease, to_millis(opens)).await?;
             return Ok(tx.commit().await?);
         }
-        // 1. Change the records, zone by zone.
+        // 1. Plan the batches, zone by zone, and check each against the safety threshold and
+        //    the records recorded at the lowering, before anything is written.
+        let (source, target) = (ctx.source_end(), ctx.target_end());
         let all_rows = self.store.domains(ctx.id.as_str()).await?;
-        let mut zones: BTreeMap<String, Vec<&DomainRow>> = BTreeMap::new();
-        for row in &domains {
-            zones.entry(row.zone.clone()).or_default().push(row);
+        let mut zones: BTreeMap<String, Vec<(&DomainRow, &DomainState)>> = BTreeMap::new();
+        for (row, state) in domains.iter().zip(&states) {
+            if let DomainState::VerifiedOnTarget { .. } = state {
+                zones.entry(row.zone.clone()).or_default().push((row, state));
+            }
         }
-        let mut has_records: HashMap<String, bool> = HashMap::new();
-        for (zone, rows) in &zones {
+        let mut batches = Vec::new();
+        let mut refusals = Vec::new();
+        for (zone, members) in &zones {
             let zone_name = DomainName::parse(zone).context("stored zone")?;
             let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
             let zone_rows: Vec<DomainRow> = all_rows.iter().filter(|r| &r.zone == zone).cloned().collect();
-            let mut changes = Vec::new();
-            for row in rows {
+            let mut changed = Vec::new();
+            let mut planned = Vec::new();
+            for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                let rrsets =
-                    records_to_change(&zone_data, &domain, &zone_rows, &[ctx.source.ip, ctx.target.ip]);
-                has_records.insert(row.domain.clone(), !rrsets.is_empty());
-                for rrset in rrsets {
-                    let source = ctx.source.ip.to_string();
-                    if rrset.records.iter().any(|r| r == &source) {
-                        let mut records: Vec<String> = rrset
-                            .records
-                            .iter()
-                            .map(|r| if r == &source { ctx.target.ip.to_string() } else { r.clone() })
-                            .collect();
-                        records.dedup();
-                        changes.push(RrsetChange::Replace(Rrset { records, ..rrset.clone() }));
+                planned.extend(state.records().iter().cloned());
+                for rrset in records_to_change(&zone_data, &domain, &zone_rows, &source, &target) {
+                    if let Some(new) = rewrite_rrset(rrset, &source, &target) {
+                        changed.push(new);
                     }
                 }
             }
-            self.write_zone(&zone_name, &changes).await?;
+            if let Some(reason) =
+                batch_refusal(&zone_data, &changed, &planned, ctx.playbook.dns.max_change_share)
+            {
+                refusals.push(format!("zone {zone}: {reason}"));
+            }
+            batches.push((zone_name, changed.into_iter().map(RrsetChange::Replace).collect::<Vec<_>>()));
+        }
+        if !refusals.is_empty() {
+            let reason = format!("repoint refused, nothing written: {}", refusals.join("; "));
+            warn!(account = user, %reason, "safety threshold");
+            let now = self.now_ms();
+            let mut tx = self.store.begin_leased(lease, now).await?;
+            self.hold_account(&mut tx, ctx, user, reason).await?;
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
+        // 2. Write: one PATCH per zone.
+        for (zone_name, changes) in &batches {
+            self.write_zone(zone_name, changes).await?;
         }
         let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
         let mut repointed = Vec::new();
-        for row in &domains {
-            let mut state = domain_state(row)?;
-            if let DomainState::VerifiedOnTarget { .. } = state {
-                state = self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::Repointed).await?;
-            }
+        for (row, state) in domains.iter().zip(states) {
+            let state = match state {
+                DomainState::VerifiedOnTarget { .. } => {
+                    self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::Repointed).await?
+                }
+                other => other,
+            };
             repointed.push((row, state));
         }
         tx.commit().await?;
-        // 2. Verify on every own nameserver.
+        // 3. Verify on every own nameserver.
         for (row, state) in &repointed {
-            if !matches!(state, DomainState::Repointed { .. })
-                || !has_records.get(&row.domain).copied().unwrap_or(false)
-            {
-                continue;
-            }
-            let domain = DomainName::parse(&row.domain).context("stored domain")?;
-            match self.checker.verify_a(&domain, ctx.target.ip).await.map_err(|err| classify!(err))? {
-                Verification::Served => {}
-                Verification::Stale { server, got } => {
-                    return Err(StepError::Transient(anyhow!(
-                        "{domain}: nameserver {server} still answers {got:?}, expected {}",
-                        ctx.target.ip
-                    )));
-                }
+            if let DomainState::Repointed { records, .. } = state {
+                let domain = DomainName::parse(&row.domain).context("stored domain")?;
+                self.verify_served(&domain, records, ctx.target.ip).await?;
             }
         }
-        // 3. Record.
+        // 4. Record, and restore the TTLs once the settle period has passed.
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
         for (row, state) in &repointed {
@@ -1226,8 +1271,146 @@ impl Engine {
             }
         }
         self.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
+        let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
+        tx.schedule_job(&self.job(
+            ctx,
+            JobKind::RestoreTtl,
+            user,
+            serde_json::json!({}),
+            due,
+            format!("restore_ttl:{}:{user}:{now}", ctx.id),
+        ))
+        .await?;
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
+    }
+
+    /// Checks that every own nameserver answers the domain's A query with `expected`, when the
+    /// domain's own A record is among the changed records; a stale server is a transient failure
+    /// carrying the evidence.
+    async fn verify_served(
+        &self,
+        domain: &DomainName,
+        records: &[ObservedRecord],
+        expected: Ipv4Addr,
+    ) -> StepResult {
+        let apex = domain.fqdn();
+        if !records.iter().any(|r| r.rtype == "A" && r.name.eq_ignore_ascii_case(&apex)) {
+            return Ok(());
+        }
+        match self.checker.verify_a(domain, expected).await.map_err(|err| classify!(err))? {
+            Verification::Served => Ok(()),
+            Verification::Stale { server, got } => Err(StepError::Transient(anyhow!(
+                "{domain}: nameserver {server} still answers {got:?}, expected {expected}"
+            ))),
+        }
+    }
+
+    /// Gives the changed records of an account's cut-over domains their original TTLs back,
+    /// one PATCH per zone; records already at their original TTL are not sent.
+    async fn restore_ttl(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
+        let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
+        for row in domains {
+            let state = domain_state(&row)?;
+            if let DomainState::Done { .. } = state {
+                zones.entry(row.zone.clone()).or_default().push((row, state));
+            }
+        }
+        for (zone, members) in &zones {
+            let zone_name = DomainName::parse(zone).context("stored zone")?;
+            let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
+            let mut changes = Vec::new();
+            for (_, state) in members {
+                for record in state.records() {
+                    if let Some(rrset) = zone_data.rrset(&record.name, &record.rtype)
+                        && rrset.ttl != record.old_ttl
+                    {
+                        changes.push(RrsetChange::Replace(Rrset { ttl: record.old_ttl, ..rrset.clone() }));
+                    }
+                }
+            }
+            self.write_zone(&zone_name, &changes).await?;
+        }
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        for members in zones.values() {
+            for (row, state) in members {
+                self.apply_domain(&mut tx, ctx, row, state, DomainEvent::TtlRestored).await?;
+            }
+        }
+        tx.finish_job(lease, now).await?;
+        tx.commit().await?;
+        info!(account = user, "TTLs restored");
+        Ok(())
+    }
+
+    /// Points a rolled-back account's records (or one domain's) back at the source, with the
+    /// short TTL again where it had been restored (one PATCH per zone, only what differs), checks
+    /// every own nameserver serves the source, and records each domain rolled back. The
+    /// operator's action has already checked that the source holds the account and recorded
+    /// who asked and why.
+    async fn rollback(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let payload: RollbackPayload = serde_json::from_str(&job.payload).context("rollback job payload")?;
+        let short_ttl = ctx.playbook.dns.short_ttl;
+        let (source, target) = (ctx.source_end(), ctx.target_end());
+        let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
+        for row in self.store.domains_of(ctx.id.as_str(), user).await? {
+            if payload.domain.as_ref().is_some_and(|d| d != &row.domain) {
+                continue;
+            }
+            let state = domain_state(&row)?;
+            match state {
+                DomainState::TtlLowered { .. }
+                | DomainState::VerifiedOnTarget { .. }
+                | DomainState::Repointed { .. }
+                | DomainState::Done { .. }
+                | DomainState::TtlRestored { .. } => {
+                    zones.entry(row.zone.clone()).or_default().push((row, state))
+                }
+                DomainState::Pending | DomainState::TtlObserved { .. } | DomainState::RolledBack { .. } => {}
+            }
+        }
+        for (zone, members) in &zones {
+            let zone_name = DomainName::parse(zone).context("stored zone")?;
+            let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
+            let mut changes = Vec::new();
+            for (_, state) in members {
+                let relower = matches!(state, DomainState::TtlRestored { .. });
+                for record in state.records() {
+                    let Some(current) = zone_data.rrset(&record.name, &record.rtype) else { continue };
+                    let mut wanted =
+                        rewrite_rrset(current, &target, &source).unwrap_or_else(|| current.clone());
+                    if relower && wanted.ttl > short_ttl {
+                        wanted.ttl = short_ttl;
+                    }
+                    if &wanted != current {
+                        changes.push(RrsetChange::Replace(wanted));
+                    }
+                }
+            }
+            self.write_zone(&zone_name, &changes).await?;
+        }
+        for members in zones.values() {
+            for (row, state) in members {
+                let domain = DomainName::parse(&row.domain).context("stored domain")?;
+                self.verify_served(&domain, state.records(), ctx.source.ip).await?;
+            }
+        }
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        for members in zones.values() {
+            for (row, state) in members {
+                let event = DomainEvent::RolledBack { reason: payload.reason.clone() };
+                self.apply_domain(&mut tx, ctx, row, state, event).await?;
+            }
+        }
+        tx.finish_job(lease, now).await?;
+        tx.commit().await?;
+        info!(account = user, domain = ?payload.domain, "rolled back to the source");
+        Ok(())
     }
 
     /// Writes the completion notice to the outbox (one row, by its dedupe key) and schedules
@@ -1271,13 +1454,24 @@ impl Engine {
             body,
             created_at: now,
         };
-        let Some(notice_id) = tx.enqueue_notice(&notice).await? else {
-            return Err(StepError::Permanent(anyhow!(
-                "account {user}: a completion notice already exists although the account was never marked notified"
-            )));
+        let (notice_id, dedupe) = match tx.enqueue_notice(&notice).await? {
+            Some(id) => (id, format!("send_notice:{id}")),
+            // Switched again after a rollback and a retry: the customer was told already. The
+            // existing row stands; a fresh send job finds it sent, sends nothing and marks the
+            // account notified-and-sent.
+            None => {
+                let id = self
+                    .store
+                    .outbox(ctx.id.as_str())
+                    .await?
+                    .into_iter()
+                    .find(|n| n.dedupe_key == notice.dedupe_key)
+                    .map(|n| n.id)
+                    .ok_or_else(|| anyhow!("account {user}: the completion notice's row vanished"))?;
+                (id, format!("send_notice:{id}:again:{now}"))
+            }
         };
         self.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
-        let dedupe = format!("send_notice:{notice_id}");
         tx.schedule_job(&self.job(
             ctx,
             JobKind::SendNotice,
@@ -1336,7 +1530,7 @@ impl Engine {
         for row in &accounts {
             match account_state(row)? {
                 AccountState::Done { .. } => arrived += 1,
-                AccountState::Held { .. } => held += 1,
+                AccountState::Held { .. } | AccountState::RolledBack { .. } => held += 1,
                 _ => {}
             }
         }
@@ -1400,7 +1594,17 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         .with_context(|| format!("host {name}: WHM client"))?;
         hosts.insert(
             name.clone(),
-            HostRuntime { name: name.clone(), whm, ip: host.ip, http_port: host.http_port },
+            HostRuntime {
+                name: name.clone(),
+                whm,
+                ip: host.ip,
+                http_port: host.http_port,
+                hostname: host
+                    .whm_url
+                    .host_str()
+                    .filter(|h| !h.starts_with('[') && h.parse::<std::net::IpAddr>().is_err())
+                    .map(|h| format!("{}.", h.to_ascii_lowercase())),
+            },
         );
     }
     let dns: Arc<dyn DnsProvider> = match &config.dns.provider {
@@ -1434,31 +1638,158 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
-/// The A rrsets of `domain` that will change: its own name and the names directly below it
-/// that are not tracked domains of their own, whose records contain one of `addresses`.
-/// (MX, AAAA and other record types join in the DNS issue.)
+/// Where a host's records point: its address and, when known, its host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    ip: Ipv4Addr,
+    /// Absolute, lower case, with the trailing dot.
+    hostname: Option<String>,
+}
+
+/// The payload of a rollback job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackPayload {
+    /// The one domain rolled back, or `None` for the whole account.
+    pub domain: Option<String>,
+    /// Why, as the operator gave it.
+    pub reason: String,
+}
+
+/// Zones with fewer rrsets than this are exempt from the change-share threshold (octoDNS's
+/// `MIN_EXISTING_RECORDS`): moving a small zone's site changes most of it by nature.
+const THRESHOLD_MIN_RRSETS: usize = 10;
+
+/// The new content of one record that points at `from`, pointing at `to`; `None` when the
+/// record points elsewhere (and so is never touched):
+/// - `A` equal to `from`'s address;
+/// - `TXT` SPF (`v=spf1`) with an `ip4:` mechanism for `from`'s address (that token is rewritten);
+/// - `MX` and `CNAME` whose target is `from`'s host name (never an MX at a spam filter or a
+///   third party's mail server).
+fn rewrite_record(rtype: &str, content: &str, from: &Endpoint, to: &Endpoint) -> Option<String> {
+    match rtype {
+        "A" => (content == from.ip.to_string()).then(|| to.ip.to_string()),
+        "TXT" => rewrite_spf(content, from.ip, to.ip),
+        "MX" => {
+            let (from_host, to_host) = (from.hostname.as_deref()?, to.hostname.as_deref()?);
+            let (priority, exchange) = content.split_once(' ')?;
+            exchange.trim().eq_ignore_ascii_case(from_host).then(|| format!("{priority} {to_host}"))
+        }
+        "CNAME" => {
+            let (from_host, to_host) = (from.hostname.as_deref()?, to.hostname.as_deref()?);
+            content.trim().eq_ignore_ascii_case(from_host).then(|| to_host.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites the `ip4:FROM` (or `ip4:FROM/32`) mechanism of an SPF TXT record to `to`, keeping
+/// everything else (quotes, qualifiers' neighbours, other mechanisms) as it is.
+fn rewrite_spf(content: &str, from: Ipv4Addr, to: Ipv4Addr) -> Option<String> {
+    if !content.to_ascii_lowercase().contains("v=spf1") {
+        return None;
+    }
+    let plain = format!("ip4:{from}");
+    let host = format!("ip4:{from}/32");
+    let mut changed = false;
+    let tokens: Vec<String> = content
+        .split(' ')
+        .map(|token| {
+            let start = token.len() - token.trim_start_matches('"').len();
+            let end = token.trim_end_matches('"').len();
+            if start >= end {
+                return token.to_owned();
+            }
+            let core = &token[start..end];
+            let suffix = if core.eq_ignore_ascii_case(&plain) {
+                ""
+            } else if core.eq_ignore_ascii_case(&host) {
+                "/32"
+            } else {
+                return token.to_owned();
+            };
+            changed = true;
+            format!("{}ip4:{to}{suffix}{}", &token[..start], &token[end..])
+        })
+        .collect();
+    changed.then(|| tokens.join(" "))
+}
+
+/// The rrset with every record pointing at `from` pointing at `to` (duplicates folded), or
+/// `None` when no record of it points at `from`.
+fn rewrite_rrset(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Option<Rrset> {
+    let mut changed = false;
+    let mut records: Vec<String> = Vec::with_capacity(rrset.records.len());
+    for content in &rrset.records {
+        let content = match rewrite_record(&rrset.rtype, content, from, to) {
+            Some(new) => {
+                changed = true;
+                new
+            }
+            None => content.clone(),
+        };
+        if !records.contains(&content) {
+            records.push(content);
+        }
+    }
+    changed.then(|| Rrset { records, ..rrset.clone() })
+}
+
+/// The rrsets of `domain` that will change from `from` to `to`: its own name and the names
+/// directly below it that are not tracked domains of their own, with a record pointing at
+/// `from` (see [`rewrite_record`]).
 fn records_to_change<'z>(
     zone: &'z Zone,
     domain: &DomainName,
     tracked: &[DomainRow],
-    addresses: &[Ipv4Addr],
+    from: &Endpoint,
+    to: &Endpoint,
 ) -> Vec<&'z Rrset> {
     let own = domain.fqdn();
     let suffix = format!(".{own}");
-    let addresses: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     zone.rrsets
         .iter()
-        .filter(|rrset| rrset.rtype == "A")
         .filter(|rrset| {
-            if rrset.name == own {
+            let name = rrset.name.to_ascii_lowercase();
+            if name == own {
                 return true;
             }
-            let Some(label) = rrset.name.strip_suffix(&suffix) else { return false };
+            let Some(label) = name.strip_suffix(&suffix) else { return false };
             // Only one level down, and not a domain tracked on its own (a subdomain account).
-            !label.contains('.') && !tracked.iter().any(|t| format!("{}.", t.domain) == rrset.name)
+            !label.contains('.') && !tracked.iter().any(|t| format!("{}.", t.domain) == name)
         })
-        .filter(|rrset| rrset.records.iter().any(|r| addresses.contains(r)))
+        .filter(|rrset| rewrite_rrset(rrset, from, to).is_some())
         .collect()
+}
+
+/// Why a repoint batch for one zone must not be written, if it must not (octoDNS's safety
+/// threshold): it changes a record the plan did not record at the lowering (whose TTL was
+/// therefore never lowered), or more than `max_share` of a zone of at least
+/// [`THRESHOLD_MIN_RRSETS`] rrsets.
+fn batch_refusal(
+    zone: &Zone,
+    changed: &[Rrset],
+    planned: &[ObservedRecord],
+    max_share: f64,
+) -> Option<String> {
+    let unplanned: Vec<String> = changed
+        .iter()
+        .filter(|c| !planned.iter().any(|p| p.name.eq_ignore_ascii_case(&c.name) && p.rtype == c.rtype))
+        .map(|c| format!("{} {}", c.name, c.rtype))
+        .collect();
+    if !unplanned.is_empty() {
+        return Some(format!(
+            "it would change {} that the plan did not list (their TTL was never lowered)",
+            unplanned.join(", ")
+        ));
+    }
+    let total = zone.rrsets.len();
+    if total >= THRESHOLD_MIN_RRSETS && changed.len() as f64 > max_share * total as f64 {
+        return Some(format!(
+            "it would change {} of the zone's {total} rrsets, more than the playbook's dns.max_change_share of {max_share}",
+            changed.len()
+        ));
+    }
+    None
 }
 
 /// What a site answered: the evidence compared between source and target.
@@ -1549,14 +1880,19 @@ mod tests {
         assert_eq!(JobKind::parse("nope"), None);
     }
 
+    fn rr(name: &str, rtype: &str, content: &str) -> Rrset {
+        Rrset { name: name.into(), rtype: rtype.into(), ttl: 3600, records: vec![content.into()] }
+    }
+
+    fn ends() -> (Endpoint, Endpoint) {
+        (
+            Endpoint { ip: "127.0.0.2".parse().unwrap(), hostname: Some("old1.example.net.".into()) },
+            Endpoint { ip: "127.0.0.3".parse().unwrap(), hostname: Some("new1.example.net.".into()) },
+        )
+    }
+
     #[test]
-    fn records_to_change_picks_own_names_at_the_old_address() {
-        let rr = |name: &str, rtype: &str, content: &str| Rrset {
-            name: name.into(),
-            rtype: rtype.into(),
-            ttl: 3600,
-            records: vec![content.into()],
-        };
+    fn records_to_change_picks_own_names_pointing_at_the_source() {
         let zone = Zone {
             name: DomainName::parse("kukka.test").unwrap(),
             rrsets: vec![
@@ -1564,6 +1900,11 @@ mod tests {
                 rr("www.kukka.test.", "A", "127.0.0.2"),
                 rr("elsewhere.kukka.test.", "A", "192.0.2.7"),
                 rr("kukka.test.", "MX", "10 mail.kukka.test."),
+                rr("kukka.test.", "TXT", "\"v=spf1 ip4:127.0.0.2 include:_spf.example.com -all\""),
+                rr("_dmarc.kukka.test.", "TXT", "\"v=DMARC1; p=none\""),
+                rr("old.kukka.test.", "CNAME", "old1.example.net."),
+                rr("legacy.kukka.test.", "MX", "10 old1.example.net."),
+                rr("filtered.kukka.test.", "MX", "10 mx1.spamfilter.example."),
                 rr("a.b.kukka.test.", "A", "127.0.0.2"),
                 rr("shop.kukka.test.", "A", "127.0.0.2"),
             ],
@@ -1578,13 +1919,98 @@ mod tests {
             updated_at: 0,
         };
         let tracked = vec![row("kukka.test"), row("shop.kukka.test")];
+        let (source, target) = ends();
+        let picked =
+            records_to_change(&zone, &DomainName::parse("kukka.test").unwrap(), &tracked, &source, &target);
+        let names: Vec<(&str, &str)> = picked.iter().map(|r| (r.name.as_str(), r.rtype.as_str())).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("kukka.test.", "A"),
+                ("www.kukka.test.", "A"),
+                ("kukka.test.", "TXT"),
+                ("old.kukka.test.", "CNAME"),
+                ("legacy.kukka.test.", "MX"),
+            ]
+        );
+        // Without host names, MX and CNAME records are never touched.
+        let bare = |e: &Endpoint| Endpoint { ip: e.ip, hostname: None };
         let picked = records_to_change(
             &zone,
             &DomainName::parse("kukka.test").unwrap(),
             &tracked,
-            &["127.0.0.2".parse().unwrap()],
+            &bare(&source),
+            &bare(&target),
         );
-        let names: Vec<&str> = picked.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, vec!["kukka.test.", "www.kukka.test."]);
+        assert_eq!(picked.len(), 3);
+    }
+
+    #[test]
+    fn rewrites_only_what_points_at_the_source() {
+        let (source, target) = ends();
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("A", "127.0.0.2", Some("127.0.0.3")),
+            ("A", "127.0.0.20", None),
+            ("TXT", "\"v=spf1 ip4:127.0.0.2 mx -all\"", Some("\"v=spf1 ip4:127.0.0.3 mx -all\"")),
+            ("TXT", "\"v=spf1 mx ip4:127.0.0.2/32\"", Some("\"v=spf1 mx ip4:127.0.0.3/32\"")),
+            ("TXT", "\"v=spf1 ip4:127.0.0.22 -all\"", None),
+            ("TXT", "\"v=spf1 ip4:127.0.0.0/24 -all\"", None),
+            ("TXT", "\"google-site-verification=ip4:127.0.0.2\"", None),
+            ("MX", "10 old1.example.net.", Some("10 new1.example.net.")),
+            ("MX", "10 mx1.spamfilter.example.", None),
+            ("MX", "10 mail.kukka.test.", None),
+            ("CNAME", "OLD1.example.net.", Some("new1.example.net.")),
+            ("CNAME", "cdn.example.com.", None),
+            ("AAAA", "::1", None),
+        ];
+        for (rtype, content, expected) in cases {
+            assert_eq!(
+                rewrite_record(rtype, content, &source, &target).as_deref(),
+                *expected,
+                "{rtype} {content}"
+            );
+        }
+        // And back: a rollback is the same rewrite the other way.
+        assert_eq!(rewrite_record("A", "127.0.0.3", &target, &source).as_deref(), Some("127.0.0.2"));
+        // Duplicates fold: an rrset with both addresses ends with one.
+        let rrset = Rrset { records: vec!["127.0.0.2".into(), "127.0.0.3".into()], ..rr("x.", "A", "") };
+        assert_eq!(rewrite_rrset(&rrset, &source, &target).unwrap().records, vec!["127.0.0.3".to_owned()]);
+    }
+
+    #[test]
+    fn the_safety_threshold_refuses_big_or_unplanned_batches() {
+        let zone_of = |n: usize| Zone {
+            name: DomainName::parse("kukka.test").unwrap(),
+            rrsets: (0..n).map(|i| rr(&format!("h{i}.kukka.test."), "A", "127.0.0.2")).collect(),
+        };
+        let planned_for = |n: usize| -> Vec<ObservedRecord> {
+            (0..n)
+                .map(|i| ObservedRecord {
+                    name: format!("h{i}.kukka.test."),
+                    rtype: "A".into(),
+                    old_ttl: 3600,
+                })
+                .collect()
+        };
+        let changed = |n: usize| -> Vec<Rrset> {
+            (0..n).map(|i| rr(&format!("h{i}.kukka.test."), "A", "127.0.0.3")).collect()
+        };
+        // (zone rrsets, changed, share, refused with)
+        let cases: &[(usize, usize, f64, Option<&str>)] = &[
+            (20, 10, 0.5, None),
+            (20, 11, 0.5, Some("11 of the zone's 20 rrsets")),
+            (20, 20, 1.0, None),
+            (9, 9, 0.5, None),
+            (10, 6, 0.5, Some("6 of the zone's 10")),
+        ];
+        for (total, n, share, expected) in cases {
+            let refusal = batch_refusal(&zone_of(*total), &changed(*n), &planned_for(*n), *share);
+            match expected {
+                None => assert_eq!(refusal, None, "{total} {n} {share}"),
+                Some(fragment) => assert!(refusal.as_deref().unwrap_or("").contains(fragment), "{refusal:?}"),
+            }
+        }
+        let refusal = batch_refusal(&zone_of(20), &changed(3), &planned_for(2), 0.5).unwrap();
+        assert!(refusal.contains("h2.kukka.test. A") && refusal.contains("did not list"), "{refusal}");
     }
 }

@@ -105,7 +105,7 @@ impl StageAction {
 }
 
 /// TTL lowering and the cutover gate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsPolicy {
     /// The TTL (seconds) records are lowered to before the cutover.
     pub short_ttl: u32,
@@ -113,6 +113,10 @@ pub struct DnsPolicy {
     pub gate_margin: Duration,
     /// Replaces the computed TTL wait (old TTL + margin) — for the demo only, never production.
     pub gate_wait_override: Option<Duration>,
+    /// The safety threshold (like octoDNS's): a repoint batch that would change more than this
+    /// share of a zone's rrsets (0 < share ≤ 1) is refused and the account held. Zones with
+    /// fewer than ten rrsets are exempt, as in octoDNS.
+    pub max_change_share: f64,
 }
 
 /// How the cPanel Transfer Tool is driven.
@@ -272,6 +276,7 @@ struct RawDns {
     short_ttl: Option<Spanned<i64>>,
     gate_margin: Option<Spanned<String>>,
     gate_wait_override: Option<Spanned<String>>,
+    max_change_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -515,7 +520,21 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         Some(wait) => Some(src.duration_in(wait, "dns.gate_wait_override", Duration::ZERO, DAY)?),
         None => None,
     };
-    Ok(DnsPolicy { short_ttl, gate_margin, gate_wait_override })
+    let max_change_share = match raw.and_then(|r| r.max_change_share.as_ref()) {
+        Some(share) => {
+            let value = *share.get_ref();
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(src.at(
+                    share,
+                    "dns.max_change_share",
+                    format!("expected a share of a zone's records, 0 < share <= 1, got {value}"),
+                ));
+            }
+            value
+        }
+        None => 0.5,
+    };
+    Ok(DnsPolicy { short_ttl, gate_margin, gate_wait_override, max_change_share })
 }
 
 fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolicy, ConfigError> {
@@ -836,7 +855,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "unknown field",
                 "short_ttl = 60",
                 "short_tll = 60",
-                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`",
+                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`",
             ),
             (
                 "unknown section",
@@ -879,6 +898,12 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "short_ttl = 60",
                 "short_ttl = -5",
                 "17:13: dns.short_ttl: expected a TTL of 1..=86400 seconds, got -5",
+            ),
+            (
+                "change share above one",
+                "short_ttl = 60",
+                "short_ttl = 60\nmax_change_share = 1.5",
+                "18:20: dns.max_change_share: expected a share of a zone's records, 0 < share <= 1, got 1.5",
             ),
             (
                 "bad template variable",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use serde::Serialize;
 
-use crate::domain::{AccountState, MigrationState, from_millis};
+use crate::domain::{AccountState, GatePolicy, MigrationState, RecordGate, from_millis};
 use crate::engine::{account_state, domain_state, migration_state};
 use crate::store::Store;
 
@@ -61,6 +61,10 @@ pub struct DomainStatus {
     pub domain: String,
     /// State name.
     pub state: String,
+    /// While it waits for its repoint: when each changed record's TTL gate opens.
+    pub gates: Vec<RecordGate>,
+    /// The latest of `gates`: when the domain may be repointed.
+    pub gate_opens_at: Option<String>,
 }
 
 /// A job that has failed and will be retried.
@@ -94,15 +98,20 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
     let detail = migration_state(&row)?;
     let accounts = store.accounts(id).await?;
     let domains = store.domains(id).await?;
+    let gate = crate::playbook::Playbook::parse(&row.playbook, &format!("playbook of migration {id}"))
+        .map(|p| GatePolicy { margin: p.dns.gate_margin, wait_override: p.dns.gate_wait_override })
+        .map_err(|e| anyhow!("{e}"))?;
     let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
     let mut domains_by_state = BTreeMap::new();
     for d in &domains {
         let state = domain_state(d)?;
         *domains_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
-        domains_of
-            .entry(d.user.clone())
-            .or_default()
-            .push(DomainStatus { domain: d.domain.clone(), state: state.name().to_owned() });
+        domains_of.entry(d.user.clone()).or_default().push(DomainStatus {
+            domain: d.domain.clone(),
+            state: state.name().to_owned(),
+            gate_opens_at: state.gates(&gate).iter().map(|g| g.opens_at).max().map(|t| t.to_rfc3339()),
+            gates: state.gates(&gate),
+        });
     }
     let mut accounts_by_state = BTreeMap::new();
     let mut account_statuses = Vec::new();
@@ -110,7 +119,9 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         let state = account_state(a)?;
         *accounts_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
         let reason = match &state {
-            AccountState::Held { reason, .. } | AccountState::Failed { reason, .. } => Some(reason.clone()),
+            AccountState::Held { reason, .. }
+            | AccountState::Failed { reason, .. }
+            | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
             _ => None,
         };
         account_statuses.push(AccountStatus {

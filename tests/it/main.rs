@@ -3,6 +3,7 @@ mod classify;
 mod cli;
 mod contracts;
 mod dns;
+mod dns_cutover;
 mod e2e;
 mod inventory;
 mod notify;
