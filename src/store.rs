@@ -688,6 +688,19 @@ impl Store {
             .await?)
     }
 
+    /// The domains of a migration that live in one zone, by name.
+    pub async fn domains_in_zone(
+        &self,
+        migration_id: &str,
+        zone: &str,
+    ) -> Result<Vec<DomainRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 AND zone = $2 ORDER BY domain")
+            .bind(migration_id)
+            .bind(zone)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// All jobs of a migration, done ones included, by id.
     pub async fn jobs(&self, migration_id: &str) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id"))
