@@ -798,7 +798,11 @@ impl Engine {
                 | DomainState::Repointed { .. }
                 | DomainState::Done { .. }
                 | DomainState::TtlRestored { .. }
-                | DomainState::RolledBack { .. } => {}
+                | DomainState::RolledBack { .. }
+                // Not our DNS: its records are never touched, its TTL never lowered.
+                | DomainState::External { .. }
+                | DomainState::AwaitingCustomer { .. }
+                | DomainState::Propagated { .. } => {}
             }
         }
         let total_zones = by_zone.len();
@@ -1371,7 +1375,13 @@ impl Engine {
                 | DomainState::TtlRestored { .. } => {
                     zones.entry(row.zone.clone()).or_default().push((row, state))
                 }
-                DomainState::Pending | DomainState::TtlObserved { .. } | DomainState::RolledBack { .. } => {}
+                DomainState::Pending
+                | DomainState::TtlObserved { .. }
+                | DomainState::RolledBack { .. }
+                // Not our DNS: nothing of it was changed, nothing to point back.
+                | DomainState::External { .. }
+                | DomainState::AwaitingCustomer { .. }
+                | DomainState::Propagated { .. } => {}
             }
         }
         for (zone, members) in &zones {
