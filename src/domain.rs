@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::names::{AccountName, MigrationId};
+use crate::names::{AccountName, DomainName, MigrationId};
 
 /// A point in time (UTC). Stored as unix milliseconds.
 pub type Timestamp = DateTime<Utc>;
@@ -631,6 +631,11 @@ pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
 /// is a single row however often the step runs.
 pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> String {
     format!("completion:{migration}:{user}")
+}
+
+/// The dedupe key of reminder `n` (from 1) to repoint a domain with external DNS.
+pub fn reminder_notice_key(migration: &MigrationId, domain: &DomainName, n: u32) -> String {
+    format!("reminder:{migration}:{domain}:{n}")
 }
 
 // ---------------------------------------------------------------------------------------------
