@@ -1407,7 +1407,12 @@ mod tests {
         let propagated = domain_transition(&reminded, &E::Propagated, t(5000), &GATE).unwrap();
         assert_eq!(
             propagated,
-            S::Propagated { since: t(100), records_to_change: awaiting.records_to_change().to_vec(), reminded: 1, at: t(5000) }
+            S::Propagated {
+                since: t(100),
+                records_to_change: awaiting.records_to_change().to_vec(),
+                reminded: 1,
+                at: t(5000)
+            }
         );
         assert_eq!(propagated.reminder_due_at(every), None);
         let rollback = E::RolledBack { reason: "x".into() };
@@ -1430,8 +1435,16 @@ mod tests {
             (propagated.clone(), E::Reminded, Err("already shows")),
             (propagated.clone(), rollback.clone(), Err("not ours")),
             (S::Pending, ask.clone(), Err("only a domain with external DNS")),
-            (S::TtlLowered { records: vec![], lowered_at: t(0) }, E::Propagated, Err("only a domain with external DNS")),
-            (S::TtlLowered { records: vec![], lowered_at: t(0) }, E::Reminded, Err("only a domain with external DNS")),
+            (
+                S::TtlLowered { records: vec![], lowered_at: t(0) },
+                E::Propagated,
+                Err("only a domain with external DNS"),
+            ),
+            (
+                S::TtlLowered { records: vec![], lowered_at: t(0) },
+                E::Reminded,
+                Err("only a domain with external DNS"),
+            ),
         ];
         for (state, event, expected) in table {
             let got = domain_transition(&state, &event, t(20), &GATE);

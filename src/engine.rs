@@ -25,14 +25,14 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
+use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
 use crate::domain::{
     AccountEvent, AccountPolicy, AccountState, AccountStep, DomainEvent, DomainState, GatePolicy,
-    MigrationEvent, MigrationState, ObservedRecord, Timestamp, account_next_step, account_transition,
-    RecordChange, completion_notice_key, domain_transition, from_millis, migration_transition,
+    MigrationEvent, MigrationState, ObservedRecord, RecordChange, Timestamp, account_next_step,
+    account_transition, completion_notice_key, domain_transition, from_millis, migration_transition,
     reminder_notice_key, to_millis,
 };
-use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::notify::{Channel, OutgoingNotice};
 use crate::playbook::{OnMismatch, Playbook};

@@ -974,6 +974,48 @@ mod tests {
     }
 
     #[test]
+    fn an_external_domain_is_recorded_with_the_records_it_had_at_the_source() {
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::2".parse().unwrap();
+        let far: IpAddr = "192.0.2.9".parse().unwrap();
+        let planned = |web: WebClass| PlannedDomain {
+            domain: "kukka.test".into(),
+            kind: "main".into(),
+            zone: None,
+            dns: Some(class(
+                NsClass::External { nameservers: vec!["ns.other.example".into()] },
+                web,
+                MailClass::None,
+            )),
+            action: DomainAction::MoveCustomerMustRepoint,
+            reasons: Vec::new(),
+        };
+        let seen =
+            |name: &str| SeenRecord { name: name.into(), rtype: "A".into(), value: "127.0.0.2".into() };
+        // (where its site is, the records the customer must change)
+        let table = vec![
+            (
+                WebClass::AtSource { addresses: vec![src, v6] },
+                vec![seen("kukka.test."), seen("www.kukka.test.")],
+            ),
+            (
+                WebClass::Mixed { at_source: vec![src], at_target: vec![], elsewhere: vec![far] },
+                vec![seen("kukka.test."), seen("www.kukka.test.")],
+            ),
+            (WebClass::AtTarget { addresses: vec![far] }, vec![]),
+            (WebClass::None, vec![]),
+        ];
+        for (web, expected) in table {
+            let state = external_state(&planned(web.clone()));
+            assert_eq!(
+                state,
+                DomainState::External { nameservers: vec!["ns.other.example".into()], seen: expected },
+                "{web:?}"
+            );
+        }
+    }
+
+    #[test]
     fn domain_actions() {
         let src: IpAddr = "127.0.0.2".parse().unwrap();
         let far: IpAddr = "192.0.2.9".parse().unwrap();

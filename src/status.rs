@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use serde::Serialize;
 
-use crate::domain::{AccountState, DomainState, GatePolicy, MigrationState, RecordChange, RecordGate, from_millis};
+use crate::domain::{
+    AccountState, DomainState, GatePolicy, MigrationState, RecordChange, RecordGate, from_millis,
+};
 use crate::engine::{account_state, domain_state, migration_state};
 use crate::store::Store;
 

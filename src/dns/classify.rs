@@ -578,7 +578,8 @@ impl Classifier {
                 return self.resolvers.iter().map(|(addr, _)| (*addr, Err(reason.clone()))).collect();
             }
         };
-        let limit = self.query_timeout * (u32::try_from(RETRIES).unwrap_or(1) + 1) + Duration::from_millis(250);
+        let limit =
+            self.query_timeout * (u32::try_from(RETRIES).unwrap_or(1) + 1) + Duration::from_millis(250);
         let asks = self.resolvers.iter().map(|(address, resolver)| {
             let name = name.clone();
             async move {

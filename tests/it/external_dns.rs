@@ -14,8 +14,8 @@ use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
 use siirto::domain::MigrationState;
 use siirto::engine::{Engine, SystemClock, adapters_from_config};
 use siirto::names::MigrationId;
-use siirto::playbook::Playbook;
 use siirto::plan::DomainAction;
+use siirto::playbook::Playbook;
 use siirto::secret::Secret;
 use siirto::status::{MigrationStatus, migration_status};
 use siirto::store::Store;
@@ -118,8 +118,9 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
 
     siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
     siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
-    let engine =
-        Arc::new(Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap().with_owner("ext"));
+    let engine = Arc::new(
+        Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap().with_owner("ext"),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(Arc::clone(&engine).run(async {
         let _ = stopped.await;
