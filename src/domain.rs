@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::names::{AccountName, MigrationId};
+use crate::names::{AccountName, DomainName, MigrationId};
 
 /// A point in time (UTC). Stored as unix milliseconds.
 pub type Timestamp = DateTime<Utc>;
@@ -633,6 +633,11 @@ pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> Str
     format!("completion:{migration}:{user}")
 }
 
+/// The dedupe key of reminder `n` (from 1) to repoint a domain with external DNS.
+pub fn reminder_notice_key(migration: &MigrationId, domain: &DomainName, n: u32) -> String {
+    format!("reminder:{migration}:{domain}:{n}")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Domain
 
@@ -679,6 +684,31 @@ impl GatePolicy {
     pub fn domain_opens_at(&self, lowered_at: Timestamp, records: &[ObservedRecord]) -> Timestamp {
         records.iter().map(|r| self.opens_at(lowered_at, r.old_ttl)).max().unwrap_or(lowered_at)
     }
+}
+
+/// One record of an external domain as the plan's classification saw it: its value at the
+/// source, which the customer (or their DNS host) must change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeenRecord {
+    /// The owner name, absolute with the trailing dot.
+    pub name: String,
+    /// The record type (`A`).
+    pub rtype: String,
+    /// The value seen at plan time (the source's address).
+    pub value: String,
+}
+
+/// A change the customer must make at their own DNS host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordChange {
+    /// The owner name, absolute with the trailing dot.
+    pub name: String,
+    /// The record type (`A`).
+    pub rtype: String,
+    /// The value it has (the source's address).
+    pub old_value: String,
+    /// The value it must get (the target's address).
+    pub new_value: String,
 }
 
 /// Where one domain's DNS stands.
@@ -732,6 +762,34 @@ pub enum DomainState {
         /// When.
         at: Timestamp,
     },
+    /// Its nameservers are not ours: siirto never touches its records; the customer repoints.
+    External {
+        /// Its nameservers as classified.
+        nameservers: Vec<String>,
+        /// Its records that point at the source, as the plan saw them.
+        seen: Vec<SeenRecord>,
+    },
+    /// Its account is verified on the target; the customer was (or is being) told what to change,
+    /// and public DNS is polled until it shows the target's address.
+    AwaitingCustomer {
+        /// When the wait began (the account's verification).
+        since: Timestamp,
+        /// What the customer must change.
+        records_to_change: Vec<RecordChange>,
+        /// How many reminders were queued.
+        reminded: u32,
+    },
+    /// Public DNS shows the target's address: done, as far as siirto is concerned.
+    Propagated {
+        /// When the wait began.
+        since: Timestamp,
+        /// What the customer had to change.
+        records_to_change: Vec<RecordChange>,
+        /// How many reminders were queued.
+        reminded: u32,
+        /// When the resolvers were seen answering with the target's address.
+        at: Timestamp,
+    },
     /// Pointed back at the source by an operator's rollback; nothing happens to it until
     /// `siirto retry`.
     RolledBack {
@@ -758,13 +816,74 @@ impl DomainState {
             DomainState::Done { .. } => "done",
             DomainState::TtlRestored { .. } => "ttl_restored",
             DomainState::RolledBack { .. } => "rolled_back",
+            DomainState::External { .. } => "external",
+            DomainState::AwaitingCustomer { .. } => "awaiting_customer",
+            DomainState::Propagated { .. } => "propagated",
+        }
+    }
+
+    /// True for a domain whose DNS is not ours (external, awaiting the customer, propagated):
+    /// siirto never writes its records.
+    pub fn is_external(&self) -> bool {
+        match self {
+            DomainState::External { .. }
+            | DomainState::AwaitingCustomer { .. }
+            | DomainState::Propagated { .. } => true,
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::TtlLowered { .. }
+            | DomainState::VerifiedOnTarget { .. }
+            | DomainState::Repointed { .. }
+            | DomainState::Done { .. }
+            | DomainState::TtlRestored { .. }
+            | DomainState::RolledBack { .. } => false,
+        }
+    }
+
+    /// The changes the customer must make, for an external domain once its account is verified.
+    pub fn records_to_change(&self) -> &[RecordChange] {
+        match self {
+            DomainState::AwaitingCustomer { records_to_change, .. }
+            | DomainState::Propagated { records_to_change, .. } => records_to_change,
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::TtlLowered { .. }
+            | DomainState::VerifiedOnTarget { .. }
+            | DomainState::Repointed { .. }
+            | DomainState::Done { .. }
+            | DomainState::TtlRestored { .. }
+            | DomainState::RolledBack { .. }
+            | DomainState::External { .. } => &[],
+        }
+    }
+
+    /// When the next reminder is due for a domain awaiting its customer: `since + every × (n+1)`
+    /// after `n` reminders; `None` in any other state.
+    pub fn reminder_due_at(&self, every: Duration) -> Option<Timestamp> {
+        match self {
+            DomainState::AwaitingCustomer { since, reminded, .. } => {
+                Some(add(*since, every.saturating_mul(reminded.saturating_add(1))))
+            }
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::TtlLowered { .. }
+            | DomainState::VerifiedOnTarget { .. }
+            | DomainState::Repointed { .. }
+            | DomainState::Done { .. }
+            | DomainState::TtlRestored { .. }
+            | DomainState::RolledBack { .. }
+            | DomainState::External { .. }
+            | DomainState::Propagated { .. } => None,
         }
     }
 
     /// The records that will change (or changed), with their original TTLs.
     pub fn records(&self) -> &[ObservedRecord] {
         match self {
-            DomainState::Pending => &[],
+            DomainState::Pending
+            | DomainState::External { .. }
+            | DomainState::AwaitingCustomer { .. }
+            | DomainState::Propagated { .. } => &[],
             DomainState::TtlObserved { records }
             | DomainState::TtlLowered { records, .. }
             | DomainState::VerifiedOnTarget { records, .. }
@@ -783,7 +902,12 @@ impl DomainState {
             | DomainState::Repointed { lowered_at, .. }
             | DomainState::Done { lowered_at, .. }
             | DomainState::RolledBack { lowered_at, .. } => Some(*lowered_at),
-            DomainState::Pending | DomainState::TtlObserved { .. } | DomainState::TtlRestored { .. } => None,
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::TtlRestored { .. }
+            | DomainState::External { .. }
+            | DomainState::AwaitingCustomer { .. }
+            | DomainState::Propagated { .. } => None,
         }
     }
 
@@ -797,7 +921,10 @@ impl DomainState {
             | DomainState::TtlObserved { .. }
             | DomainState::Repointed { .. }
             | DomainState::Done { .. }
-            | DomainState::TtlRestored { .. } => Vec::new(),
+            | DomainState::TtlRestored { .. }
+            | DomainState::External { .. }
+            | DomainState::AwaitingCustomer { .. }
+            | DomainState::Propagated { .. } => Vec::new(),
         }
     }
 }
@@ -828,6 +955,16 @@ pub enum DomainEvent {
     },
     /// An operator retried its rolled-back account: it waits for the account's verification again.
     RetryRequested,
+    /// The account of an external domain was verified on the target: the customer must now
+    /// point the records seen at the source at `new_value`.
+    CustomerMustRepoint {
+        /// The target's address.
+        new_value: String,
+    },
+    /// A reminder to repoint was queued for the customer.
+    Reminded,
+    /// The resolvers answer with the target's address.
+    Propagated,
 }
 
 impl DomainEvent {
@@ -842,6 +979,9 @@ impl DomainEvent {
             DomainEvent::TtlRestored => "domain_ttl_restored",
             DomainEvent::RolledBack { .. } => "domain_rolled_back",
             DomainEvent::RetryRequested => "domain_retry_requested",
+            DomainEvent::CustomerMustRepoint { .. } => "domain_awaiting_customer",
+            DomainEvent::Reminded => "domain_reminded",
+            DomainEvent::Propagated => "domain_propagated",
         }
     }
 }
@@ -901,6 +1041,44 @@ pub fn domain_transition(
         }
         (S::RolledBack { records, lowered_at, .. }, E::RetryRequested) => {
             Ok(S::TtlLowered { records: records.clone(), lowered_at: *lowered_at })
+        }
+        (S::External { seen, .. }, E::CustomerMustRepoint { new_value }) => Ok(S::AwaitingCustomer {
+            since: now,
+            records_to_change: seen
+                .iter()
+                .map(|r| RecordChange {
+                    name: r.name.clone(),
+                    rtype: r.rtype.clone(),
+                    old_value: r.value.clone(),
+                    new_value: new_value.clone(),
+                })
+                .collect(),
+            reminded: 0,
+        }),
+        (S::AwaitingCustomer { since, records_to_change, reminded }, E::Reminded) => {
+            Ok(S::AwaitingCustomer {
+                since: *since,
+                records_to_change: records_to_change.clone(),
+                reminded: reminded.saturating_add(1),
+            })
+        }
+        (S::AwaitingCustomer { since, records_to_change, reminded }, E::Propagated) => Ok(S::Propagated {
+            since: *since,
+            records_to_change: records_to_change.clone(),
+            reminded: *reminded,
+            at: now,
+        }),
+        (S::External { .. }, E::Reminded | E::Propagated) => {
+            refuse("its account has not been verified on the target")
+        }
+        (S::External { .. } | S::AwaitingCustomer { .. } | S::Propagated { .. }, E::RolledBack { .. }) => {
+            refuse("its DNS is not ours; siirto changed none of its records")
+        }
+        (S::External { .. }, _) => refuse("its DNS is not ours; only the customer can repoint it"),
+        (S::AwaitingCustomer { .. }, _) => refuse("waiting for the customer to repoint it"),
+        (S::Propagated { .. }, _) => refuse("public DNS already shows the target"),
+        (_, E::CustomerMustRepoint { .. } | E::Reminded | E::Propagated) => {
+            refuse("only a domain with external DNS waits for its customer")
         }
         (S::RolledBack { .. }, _) => refuse("it was rolled back; siirto retry moves it again"),
         (_, E::RetryRequested) => refuse("only a rolled-back domain is retried"),
@@ -1198,6 +1376,89 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn external_domain_transitions() {
+        use DomainEvent as E;
+        use DomainState as S;
+        let seen = vec![
+            SeenRecord { name: "oma.test.".into(), rtype: "A".into(), value: "192.0.2.10".into() },
+            SeenRecord { name: "www.oma.test.".into(), rtype: "A".into(), value: "192.0.2.10".into() },
+        ];
+        let external = S::External { nameservers: vec!["ns1.muu.test".into()], seen: seen.clone() };
+        let ask = E::CustomerMustRepoint { new_value: "192.0.2.20".into() };
+        let awaiting = domain_transition(&external, &ask, t(100), &GATE).unwrap();
+        assert_eq!(awaiting.name(), "awaiting_customer");
+        assert!(awaiting.is_external() && external.is_external() && !S::Pending.is_external());
+        assert_eq!(
+            awaiting.records_to_change()[1],
+            RecordChange {
+                name: "www.oma.test.".into(),
+                rtype: "A".into(),
+                old_value: "192.0.2.10".into(),
+                new_value: "192.0.2.20".into(),
+            }
+        );
+        let every = Duration::from_secs(3600);
+        assert_eq!(awaiting.reminder_due_at(every), Some(t(3700)));
+        let reminded = domain_transition(&awaiting, &E::Reminded, t(3700), &GATE).unwrap();
+        assert_eq!(reminded.reminder_due_at(every), Some(t(7300)), "the second reminder counts from since");
+        let propagated = domain_transition(&reminded, &E::Propagated, t(5000), &GATE).unwrap();
+        assert_eq!(
+            propagated,
+            S::Propagated {
+                since: t(100),
+                records_to_change: awaiting.records_to_change().to_vec(),
+                reminded: 1,
+                at: t(5000)
+            }
+        );
+        assert_eq!(propagated.reminder_due_at(every), None);
+        let rollback = E::RolledBack { reason: "x".into() };
+        let table: Vec<(S, E, Result<&str, &str>)> = vec![
+            (external.clone(), ask.clone(), Ok("awaiting_customer")),
+            (external.clone(), E::TtlObserved { records: vec![] }, Err("only the customer")),
+            (external.clone(), E::TtlLowered, Err("only the customer")),
+            (external.clone(), E::AccountVerified, Err("only the customer")),
+            (external.clone(), E::Repointed, Err("only the customer")),
+            (external.clone(), E::Reminded, Err("not been verified")),
+            (external.clone(), E::Propagated, Err("not been verified")),
+            (external.clone(), rollback.clone(), Err("not ours")),
+            (external.clone(), E::RetryRequested, Err("only the customer")),
+            (awaiting.clone(), E::Reminded, Ok("awaiting_customer")),
+            (awaiting.clone(), E::Propagated, Ok("propagated")),
+            (awaiting.clone(), ask.clone(), Err("waiting for the customer")),
+            (awaiting.clone(), E::Repointed, Err("waiting for the customer")),
+            (awaiting.clone(), rollback.clone(), Err("not ours")),
+            (propagated.clone(), E::Propagated, Err("already shows")),
+            (propagated.clone(), E::Reminded, Err("already shows")),
+            (propagated.clone(), rollback.clone(), Err("not ours")),
+            (S::Pending, ask.clone(), Err("only a domain with external DNS")),
+            (
+                S::TtlLowered { records: vec![], lowered_at: t(0) },
+                E::Propagated,
+                Err("only a domain with external DNS"),
+            ),
+            (
+                S::TtlLowered { records: vec![], lowered_at: t(0) },
+                E::Reminded,
+                Err("only a domain with external DNS"),
+            ),
+        ];
+        for (state, event, expected) in table {
+            let got = domain_transition(&state, &event, t(20), &GATE);
+            match (expected, got) {
+                (Ok(name), Ok(next)) => assert_eq!(next.name(), name, "{state:?} + {event:?}"),
+                (Err(fragment), Err(refusal)) => {
+                    assert!(refusal.reason.contains(fragment), "{state:?} + {event:?}: {refusal}")
+                }
+                (expected, got) => panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        let json = serde_json::to_string(&awaiting).unwrap();
+        assert!(json.contains("\"state\":\"awaiting_customer\""), "{json}");
+        assert_eq!(serde_json::from_str::<DomainState>(&json).unwrap(), awaiting);
     }
 
     #[test]

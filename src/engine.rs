@@ -25,11 +25,13 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
+use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
 use crate::domain::{
     AccountEvent, AccountPolicy, AccountState, AccountStep, DomainEvent, DomainState, GatePolicy,
-    MigrationEvent, MigrationState, ObservedRecord, Timestamp, account_next_step, account_transition,
-    completion_notice_key, domain_transition, from_millis, migration_transition, to_millis,
+    MigrationEvent, MigrationState, ObservedRecord, RecordChange, Timestamp, account_next_step,
+    account_transition, completion_notice_key, domain_transition, from_millis, migration_transition,
+    reminder_notice_key, to_millis,
 };
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::notify::{Channel, OutgoingNotice};
@@ -119,6 +121,9 @@ pub struct Engine {
     /// backend answers concurrent PATCHes to one zone with 500s).
     zone_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     playbooks: Mutex<HashMap<String, Arc<Playbook>>>,
+    /// The resolvers that stand for public DNS (config `dns.resolvers`), for domains whose DNS
+    /// is not ours; `None` when none are configured (their polls then fail and retry).
+    public_dns: Option<Arc<Classifier>>,
 }
 
 /// Zones handled by one run of the lowering job; the job reschedules itself for the rest, so
@@ -154,6 +159,9 @@ pub enum JobKind {
     /// Point an account's records (or one domain's) back at the source (subject: user;
     /// payload: the domain, if one).
     Rollback,
+    /// Ask public DNS whether a domain with external DNS shows the target's address yet, and
+    /// remind its customer when a reminder is due (subject: domain; payload: its user).
+    PollExternal,
 }
 
 impl JobKind {
@@ -172,6 +180,7 @@ impl JobKind {
             JobKind::Settle => "settle",
             JobKind::RestoreTtl => "restore_ttl",
             JobKind::Rollback => "rollback",
+            JobKind::PollExternal => "poll_external",
         }
     }
 
@@ -190,6 +199,7 @@ impl JobKind {
             JobKind::Settle,
             JobKind::RestoreTtl,
             JobKind::Rollback,
+            JobKind::PollExternal,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -209,7 +219,9 @@ impl JobKind {
             // An account that is done or rolled back is not held again: these keep retrying
             // (with the backoff's cap) and show among the status's failing jobs.
             | JobKind::RestoreTtl
-            | JobKind::Rollback => false,
+            | JobKind::Rollback
+            // Waiting for a customer holds nobody; a failing poll retries with the backoff's cap.
+            | JobKind::PollExternal => false,
         }
     }
 }
@@ -320,7 +332,15 @@ impl Engine {
             dns_writes: Semaphore::new(parts.dns_write_concurrency.max(1)),
             zone_locks: Mutex::new(HashMap::new()),
             playbooks: Mutex::new(HashMap::new()),
+            public_dns: None,
         }
+    }
+
+    /// Sets the resolvers asked whether public DNS shows a domain with external DNS at the
+    /// target (the daemon sets them from `dns.resolvers`).
+    pub fn with_public_dns(mut self, resolvers: Arc<Classifier>) -> Engine {
+        self.public_dns = Some(resolvers);
+        self
     }
 
     /// Builds an engine from a validated config: WHM clients, the DNS provider and checker,
@@ -328,7 +348,13 @@ impl Engine {
     pub fn from_config(config: &Config, store: Store, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
         let parts = adapters_from_config(config)?;
         let owner = config.daemon.owner.clone().unwrap_or_else(default_owner);
-        Ok(Engine::new(EngineParts {
+        let public_dns = if config.dns.resolvers.is_empty() {
+            None
+        } else {
+            let settings = ClassifySettings::from_config(&config.dns);
+            Some(Arc::new(Classifier::new(&settings).context("the resolvers of dns.resolvers")?))
+        };
+        let engine = Engine::new(EngineParts {
             store,
             hosts: parts.hosts,
             dns: parts.dns,
@@ -341,7 +367,11 @@ impl Engine {
             idle_poll: config.daemon.idle_poll,
             dns_write_concurrency: config.dns.write_concurrency as usize,
             workers: 8,
-        }))
+        });
+        Ok(match public_dns {
+            Some(resolvers) => engine.with_public_dns(resolvers),
+            None => engine,
+        })
     }
 
     /// Renames this daemon (its name in leases and the event log).
@@ -496,6 +526,7 @@ impl Engine {
             JobKind::Settle => self.settle(&ctx, lease).await,
             JobKind::RestoreTtl => self.restore_ttl(&ctx, job, lease).await,
             JobKind::Rollback => self.rollback(&ctx, job, lease).await,
+            JobKind::PollExternal => self.poll_external(&ctx, job, lease).await,
         }
     }
 
@@ -798,7 +829,11 @@ impl Engine {
                 | DomainState::Repointed { .. }
                 | DomainState::Done { .. }
                 | DomainState::TtlRestored { .. }
-                | DomainState::RolledBack { .. } => {}
+                | DomainState::RolledBack { .. }
+                // Not our DNS: its records are never touched, its TTL never lowered.
+                | DomainState::External { .. }
+                | DomainState::AwaitingCustomer { .. }
+                | DomainState::Propagated { .. } => {}
             }
         }
         let total_zones = by_zone.len();
@@ -1156,8 +1191,27 @@ impl Engine {
         if let AccountState::Verified { .. } = next {
             for row in &domains {
                 let domain_state = domain_state(row)?;
-                if let DomainState::TtlLowered { .. } = domain_state {
-                    self.apply_domain(&mut tx, ctx, row, &domain_state, DomainEvent::AccountVerified).await?;
+                match domain_state {
+                    DomainState::TtlLowered { .. } => {
+                        self.apply_domain(&mut tx, ctx, row, &domain_state, DomainEvent::AccountVerified)
+                            .await?;
+                    }
+                    // Not our DNS: the customer is told what to change (in the completion
+                    // notice) and public DNS is polled until it shows the target.
+                    DomainState::External { .. } => {
+                        let event = DomainEvent::CustomerMustRepoint { new_value: ctx.target.ip.to_string() };
+                        self.apply_domain(&mut tx, ctx, row, &domain_state, event).await?;
+                        tx.schedule_job(&self.job(
+                            ctx,
+                            JobKind::PollExternal,
+                            &row.domain,
+                            serde_json::json!({ "user": user }),
+                            now,
+                            format!("poll_external:{}:{}", ctx.id, row.domain),
+                        ))
+                        .await?;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -1371,7 +1425,13 @@ impl Engine {
                 | DomainState::TtlRestored { .. } => {
                     zones.entry(row.zone.clone()).or_default().push((row, state))
                 }
-                DomainState::Pending | DomainState::TtlObserved { .. } | DomainState::RolledBack { .. } => {}
+                DomainState::Pending
+                | DomainState::TtlObserved { .. }
+                | DomainState::RolledBack { .. }
+                // Not our DNS: nothing of it was changed, nothing to point back.
+                | DomainState::External { .. }
+                | DomainState::AwaitingCustomer { .. }
+                | DomainState::Propagated { .. } => {}
             }
         }
         for (zone, members) in &zones {
@@ -1423,9 +1483,14 @@ impl Engine {
         else {
             return self.finish(lease).await;
         };
-        let domains: Vec<String> =
-            self.store.domains_of(ctx.id.as_str(), user).await?.into_iter().map(|d| d.domain).collect();
+        let domain_rows = self.store.domains_of(ctx.id.as_str(), user).await?;
+        let mut external_records = Vec::new();
+        for row in &domain_rows {
+            external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
+        }
+        let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
         let context = serde_json::json!({
+            "external_records": external_records,
             "migration": ctx.id.as_str(),
             "account": user,
             "contact_email": account.contact_email.clone().unwrap_or_default(),
@@ -1511,6 +1576,7 @@ impl Engine {
             tx.mark_notice_sent(id, now).await?;
         }
         if let Some(user) = &notice.account
+            && notice.kind == "completion"
             && let Some(account) = self.store.account(ctx.id.as_str(), user).await?
         {
             let state = account_state(&account)?;
@@ -1520,6 +1586,156 @@ impl Engine {
         }
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
+    }
+
+    /// Asks every configured resolver for the A records of an external domain's changed names
+    /// (the domain itself when none were seen): propagated when the domain's own name answers
+    /// somewhere and no answer anywhere holds another address than the target's. Until then a
+    /// due reminder is queued (one outbox row per reminder, by its dedupe key) and the job
+    /// comes back after `dns.external_poll_interval`, or sooner for the next reminder.
+    async fn poll_external(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        #[derive(Deserialize)]
+        struct Payload {
+            user: String,
+        }
+        let payload: Payload = serde_json::from_str(&job.payload).context("poll_external payload")?;
+        let user = payload.user.as_str();
+        let Some(row) = self
+            .store
+            .domains_of(ctx.id.as_str(), user)
+            .await?
+            .into_iter()
+            .find(|row| row.domain == job.subject)
+        else {
+            return self.finish(lease).await;
+        };
+        let state = domain_state(&row)?;
+        let DomainState::AwaitingCustomer { .. } = state else {
+            return self.finish(lease).await;
+        };
+        let resolvers = self
+            .public_dns
+            .clone()
+            .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
+        let domain = DomainName::parse(&row.domain).context("stored domain")?;
+        let target = ctx.target.ip;
+        let mut names: Vec<String> = state.records_to_change().iter().map(|r| r.name.clone()).collect();
+        let apex = domain.fqdn();
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
+            names.insert(0, apex.clone());
+        }
+        names.dedup();
+        let mut apex_answered = false;
+        let mut stale = Vec::new();
+        let mut unanswered = Vec::new();
+        for name in &names {
+            for (resolver, answer) in resolvers.a_records_everywhere(name).await {
+                match answer {
+                    Ok(addresses) => {
+                        if name.eq_ignore_ascii_case(&apex) && !addresses.is_empty() {
+                            apex_answered = true;
+                        }
+                        let others: Vec<String> =
+                            addresses.iter().filter(|a| **a != target).map(ToString::to_string).collect();
+                        if !others.is_empty() {
+                            stale.push(format!("{resolver} answers {name} A {}", others.join(", ")));
+                        }
+                    }
+                    // A resolver that gives no answer (an authoritative server that is not the
+                    // domain's, a timeout) is no evidence either way.
+                    Err(reason) => unanswered.push(format!("{resolver} {name}: {reason}")),
+                }
+            }
+        }
+        let propagated = apex_answered && stale.is_empty();
+        let now = self.now();
+        let now_ms = to_millis(now);
+        let mut tx = self.store.begin_leased(lease, now_ms).await?;
+        if propagated {
+            self.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Propagated).await?;
+            tx.finish_job(lease, now_ms).await?;
+            tx.commit().await?;
+            info!(domain = %row.domain, "public DNS shows the target");
+            return Ok(());
+        }
+        debug!(domain = %row.domain, ?stale, ?unanswered, "public DNS does not show the target yet");
+        let every = ctx.playbook.dns.external_reminder_every;
+        let mut state = state;
+        if let Some(due) = state.reminder_due_at(every)
+            && due <= now
+            && let DomainState::AwaitingCustomer { reminded, .. } = &state
+        {
+            let n = reminded + 1;
+            self.queue_reminder(&mut tx, ctx, &row, &state, n).await?;
+            state = self.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Reminded).await?;
+        }
+        let mut next = now_ms + ctx.playbook.dns.external_poll_interval.as_millis() as i64;
+        if let Some(due) = state.reminder_due_at(every) {
+            next = next.min(to_millis(due).max(now_ms));
+        }
+        tx.reschedule_job(lease, next).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Writes reminder `n` of an external domain to the outbox (its dedupe key makes it one
+    /// row however often this runs) and schedules its sending, inside `tx`.
+    async fn queue_reminder(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        row: &DomainRow,
+        state: &DomainState,
+        n: u32,
+    ) -> Result<(), StepError> {
+        let user = row.user.as_str();
+        let account = self
+            .store
+            .account(ctx.id.as_str(), user)
+            .await?
+            .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+        let context = serde_json::json!({
+            "migration": ctx.id.as_str(),
+            "account": user,
+            "contact_email": account.contact_email.clone().unwrap_or_default(),
+            "main_domain": account.main_domain,
+            "domains": [row.domain.clone()],
+            "source_host": ctx.source.name,
+            "target_host": ctx.target.name,
+            "target_ip": ctx.target.ip.to_string(),
+            "external_records": external_records_of(&row.domain, state.records_to_change()),
+        });
+        let template = &ctx.playbook.notices.reminder;
+        let subject =
+            crate::notify::render(&template.subject, &context).context("rendering the reminder subject")?;
+        let body = crate::notify::render(&template.body, &context).context("rendering the reminder body")?;
+        let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
+        let domain = DomainName::parse(&row.domain).context("stored domain")?;
+        let now = self.now_ms();
+        let notice = crate::store::NewNotice {
+            migration_id: ctx.id.to_string(),
+            account: Some(user.to_owned()),
+            kind: "reminder".to_owned(),
+            message_id: format!("<reminder.{n}.{}.{}@siirto>", row.domain, ctx.id),
+            dedupe_key: reminder_notice_key(&ctx.id, &domain, n),
+            recipients: serde_json::to_string(&recipients).context("recipients")?,
+            subject: subject.trim().to_owned(),
+            body,
+            created_at: now,
+        };
+        // Already queued by an earlier run that crashed before recording: the row stands and
+        // its send job was scheduled in the same transaction.
+        if let Some(id) = tx.enqueue_notice(&notice).await? {
+            tx.schedule_job(&self.job(
+                ctx,
+                JobKind::SendNotice,
+                &id.to_string(),
+                serde_json::json!({}),
+                now,
+                format!("send_notice:{id}"),
+            ))
+            .await?;
+        }
+        Ok(())
     }
 
     /// Moves the migration to cut over once every account arrived or is held.
@@ -1827,6 +2043,22 @@ fn html_title(body: &str) -> Option<String> {
     let open_end = lower[start..].find('>')? + start + 1;
     let close = lower[open_end..].find("</title>")? + open_end;
     Some(body[open_end..close].split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The notice variable `external_records`: one entry per record the customer must change.
+fn external_records_of(domain: &str, changes: &[RecordChange]) -> Vec<serde_json::Value> {
+    changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "domain": domain,
+                "name": c.name,
+                "type": c.rtype,
+                "old_value": c.old_value,
+                "new_value": c.new_value,
+            })
+        })
+        .collect()
 }
 
 /// Parses an account row's stored state.

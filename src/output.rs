@@ -151,6 +151,20 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
             if let Some(reason) = &account.reason {
                 line(&format!("  {:<16} reason: {reason}", ""));
             }
+            for d in account.domains.iter().filter(|d| d.state == "awaiting_customer") {
+                let since = d.since.as_deref().unwrap_or("?");
+                let reminded = d.reminded.unwrap_or(0);
+                line(&format!(
+                    "  {:<16} {} awaits the customer since {since} ({reminded} reminder(s)); to change: {}",
+                    "",
+                    d.domain,
+                    d.records_to_change
+                        .iter()
+                        .map(|r| format!("{} {} {} → {}", r.name, r.rtype, r.old_value, r.new_value))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         for job in &status.failing_jobs {
             line(&format!(

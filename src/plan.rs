@@ -39,7 +39,7 @@ use crate::contracts::{Bucket, InventoryAccount, Reconciliation, ServerInventory
 use crate::dns::classify::{
     Classifier, ClassifySettings, DomainClass, Facts, MailClass, NsClass, Outcome, WebClass,
 };
-use crate::domain::{AccountState, DomainState, MigrationState, Timestamp, to_millis};
+use crate::domain::{AccountState, DomainState, MigrationState, SeenRecord, Timestamp, to_millis};
 use crate::engine::ConfiguredAdapters;
 use crate::inventory::{HostFacts, Inventory, Package, Reseller, TargetChecks, VersionVerdict};
 use crate::names::{AccountName, DomainName, MigrationId};
@@ -813,6 +813,30 @@ pub async fn plan(
     Ok(document)
 }
 
+/// The initial state of a domain whose DNS is not ours: its nameservers and the A records of the
+/// domain and its www that point at the source, as the classification saw them.
+pub fn external_state(domain: &PlannedDomain) -> DomainState {
+    let classification = domain.dns.as_ref().and_then(DomainClass::classification);
+    let nameservers = match classification.map(|c| &c.ns) {
+        Some(NsClass::External { nameservers }) => nameservers.clone(),
+        Some(NsClass::Mixed { own, external }) => own.iter().chain(external).cloned().collect(),
+        Some(NsClass::Own { nameservers }) => nameservers.clone(),
+        Some(NsClass::NoDelegation { .. }) | None => Vec::new(),
+    };
+    let at_source: Vec<IpAddr> = match classification.map(|c| &c.web) {
+        Some(WebClass::AtSource { addresses }) => addresses.clone(),
+        Some(WebClass::Mixed { at_source, .. }) => at_source.clone(),
+        Some(WebClass::AtTarget { .. } | WebClass::Elsewhere { .. } | WebClass::None) | None => Vec::new(),
+    };
+    let mut seen = Vec::new();
+    for name in [format!("{}.", domain.domain), format!("www.{}.", domain.domain)] {
+        for address in at_source.iter().filter(|a| a.is_ipv4()) {
+            seen.push(SeenRecord { name: name.clone(), rtype: "A".to_owned(), value: address.to_string() });
+        }
+    }
+    DomainState::External { nameservers, seen }
+}
+
 async fn record(
     store: &Store,
     request: &PlanRequest<'_>,
@@ -847,17 +871,35 @@ async fn record(
             data,
             updated_at: now_ms,
         });
-        for domain in account.domains.iter().filter(|d| d.action == DomainAction::MoveAndRepoint) {
-            let Some(zone) = &domain.zone else { continue };
-            domain_rows.push(DomainRow {
-                migration_id: id.clone(),
-                domain: domain.domain.clone(),
-                user: account.user.clone(),
-                zone: zone.clone(),
-                state: DomainState::Pending.name().to_owned(),
-                data: pending_domain.clone(),
-                updated_at: now_ms,
-            });
+        for domain in &account.domains {
+            match domain.action {
+                DomainAction::MoveAndRepoint => {
+                    let Some(zone) = &domain.zone else { continue };
+                    domain_rows.push(DomainRow {
+                        migration_id: id.clone(),
+                        domain: domain.domain.clone(),
+                        user: account.user.clone(),
+                        zone: zone.clone(),
+                        state: DomainState::Pending.name().to_owned(),
+                        data: pending_domain.clone(),
+                        updated_at: now_ms,
+                    });
+                }
+                DomainAction::MoveCustomerMustRepoint => {
+                    let state = external_state(domain);
+                    domain_rows.push(DomainRow {
+                        migration_id: id.clone(),
+                        domain: domain.domain.clone(),
+                        user: account.user.clone(),
+                        // Its zone is not ours to write; kept for the record only.
+                        zone: domain.zone.clone().unwrap_or_default(),
+                        state: state.name().to_owned(),
+                        data: serde_json::to_string(&state)?,
+                        updated_at: now_ms,
+                    });
+                }
+                DomainAction::MoveNotRepointed | DomainAction::HeldForOperator => {}
+            }
         }
     }
     let state = MigrationState::Planned { planned_at: now };
@@ -928,6 +970,48 @@ mod tests {
                 mx_ttl: Some(3600),
                 flags: Vec::new(),
             }),
+        }
+    }
+
+    #[test]
+    fn an_external_domain_is_recorded_with_the_records_it_had_at_the_source() {
+        let src: IpAddr = "127.0.0.2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::2".parse().unwrap();
+        let far: IpAddr = "192.0.2.9".parse().unwrap();
+        let planned = |web: WebClass| PlannedDomain {
+            domain: "kukka.test".into(),
+            kind: "main".into(),
+            zone: None,
+            dns: Some(class(
+                NsClass::External { nameservers: vec!["ns.other.example".into()] },
+                web,
+                MailClass::None,
+            )),
+            action: DomainAction::MoveCustomerMustRepoint,
+            reasons: Vec::new(),
+        };
+        let seen =
+            |name: &str| SeenRecord { name: name.into(), rtype: "A".into(), value: "127.0.0.2".into() };
+        // (where its site is, the records the customer must change)
+        let table = vec![
+            (
+                WebClass::AtSource { addresses: vec![src, v6] },
+                vec![seen("kukka.test."), seen("www.kukka.test.")],
+            ),
+            (
+                WebClass::Mixed { at_source: vec![src], at_target: vec![], elsewhere: vec![far] },
+                vec![seen("kukka.test."), seen("www.kukka.test.")],
+            ),
+            (WebClass::AtTarget { addresses: vec![far] }, vec![]),
+            (WebClass::None, vec![]),
+        ];
+        for (web, expected) in table {
+            let state = external_state(&planned(web.clone()));
+            assert_eq!(
+                state,
+                DomainState::External { nameservers: vec!["ns.other.example".into()], seen: expected },
+                "{web:?}"
+            );
         }
     }
 

@@ -117,6 +117,10 @@ pub struct DnsPolicy {
     /// share of a zone's rrsets (0 < share ≤ 1) is refused and the account held. Zones with
     /// fewer than ten rrsets are exempt, as in octoDNS.
     pub max_change_share: f64,
+    /// How often public DNS is asked whether a domain with external DNS shows the target yet.
+    pub external_poll_interval: Duration,
+    /// How often the customer of a domain with external DNS is reminded to repoint it.
+    pub external_reminder_every: Duration,
 }
 
 /// How the cPanel Transfer Tool is driven.
@@ -180,6 +184,9 @@ pub struct Concurrency {
 pub struct Notices {
     /// Sent to an account's contact when all of its domains are on the new server.
     pub completion: NoticeTemplate,
+    /// Sent to an account's contact while a domain with external DNS still shows the old
+    /// address, every `dns.external_reminder_every`.
+    pub reminder: NoticeTemplate,
 }
 
 /// A notice template (minijinja, strict undefined), validated by rendering a sample.
@@ -195,7 +202,7 @@ pub struct NoticeTemplate {
 }
 
 /// The variables a notice template may use.
-pub const NOTICE_VARIABLES: [&str; 8] = [
+pub const NOTICE_VARIABLES: [&str; 9] = [
     "migration",
     "account",
     "contact_email",
@@ -204,6 +211,7 @@ pub const NOTICE_VARIABLES: [&str; 8] = [
     "source_host",
     "target_host",
     "target_ip",
+    "external_records",
 ];
 
 /// A sample context with every notice variable, used to validate templates.
@@ -217,8 +225,26 @@ pub fn sample_notice_context() -> serde_json::Value {
         "source_host": "old1.example.net",
         "target_host": "new1.example.net",
         "target_ip": "198.51.100.20",
+        "external_records": [
+            {"domain": "oma-0001.test", "name": "oma-0001.test.", "type": "A",
+             "old_value": "198.51.100.10", "new_value": "198.51.100.20"},
+            {"domain": "oma-0001.test", "name": "www.oma-0001.test.", "type": "A",
+             "old_value": "198.51.100.10", "new_value": "198.51.100.20"},
+        ],
     })
 }
+
+const DEFAULT_REMINDER_SUBJECT: &str = "Reminder: point {{ main_domain }}'s records at the new server";
+const DEFAULT_REMINDER_BODY: &str = "Hello,
+
+your hosting account {{ account }} has moved to our new server {{ target_host }}, but
+public DNS still shows the old address for these records, which are kept at another DNS host:
+{% for r in external_records %}
+  - {{ r.name }} {{ r.type }}: change {{ r.old_value }} to {{ r.new_value }}{% endfor %}
+
+Best regards,
+Customer service
+";
 
 const DEFAULT_COMPLETION_SUBJECT: &str = "{{ main_domain }} has moved to a new server";
 const DEFAULT_COMPLETION_BODY: &str = "Hello,
@@ -230,7 +256,11 @@ your hosting account {{ account }} and its domains have moved to our new server
 
 If your mail program uses {{ source_host }} as its incoming or outgoing server,
 change it to {{ target_host }}.
-
+{% if external_records %}
+These records are kept at another DNS host; please change them there:
+{% for r in external_records %}
+  - {{ r.name }} {{ r.type }}: change {{ r.old_value }} to {{ r.new_value }}{% endfor %}
+{% endif %}
 Best regards,
 Customer service
 ";
@@ -277,6 +307,8 @@ struct RawDns {
     gate_margin: Option<Spanned<String>>,
     gate_wait_override: Option<Spanned<String>>,
     max_change_share: Option<Spanned<f64>>,
+    external_poll_interval: Option<Spanned<String>>,
+    external_reminder_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +348,7 @@ struct RawConcurrency {
 #[serde(deny_unknown_fields)]
 struct RawNotices {
     completion: Option<RawTemplate>,
+    reminder: Option<RawTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -534,7 +567,28 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         }
         None => 0.5,
     };
-    Ok(DnsPolicy { short_ttl, gate_margin, gate_wait_override, max_change_share })
+    let external_poll_interval = src.duration_or(
+        raw.and_then(|r| r.external_poll_interval.as_ref()),
+        "dns.external_poll_interval",
+        15 * MINUTE,
+        Duration::from_millis(100),
+        DAY,
+    )?;
+    let external_reminder_every = src.duration_or(
+        raw.and_then(|r| r.external_reminder_every.as_ref()),
+        "dns.external_reminder_every",
+        3 * DAY,
+        Duration::from_secs(1),
+        90 * DAY,
+    )?;
+    Ok(DnsPolicy {
+        short_ttl,
+        gate_margin,
+        gate_wait_override,
+        max_change_share,
+        external_poll_interval,
+        external_reminder_every,
+    })
 }
 
 fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolicy, ConfigError> {
@@ -679,7 +733,17 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>) -> Result<Notices, Config
             body: DEFAULT_COMPLETION_BODY.to_owned(),
         },
     };
-    Ok(Notices { completion })
+    let reminder = match raw.and_then(|r| r.reminder.as_ref()) {
+        Some(template) => NoticeTemplate {
+            subject: checked_template(src, &template.subject, "notices.reminder.subject", true)?,
+            body: checked_template(src, &template.body, "notices.reminder.body", false)?,
+        },
+        None => NoticeTemplate {
+            subject: DEFAULT_REMINDER_SUBJECT.to_owned(),
+            body: DEFAULT_REMINDER_BODY.to_owned(),
+        },
+    };
+    Ok(Notices { completion, reminder })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused
@@ -765,7 +829,12 @@ mod tests {
             assert_eq!(loaded, playbook);
             // Every notice template renders with the sample context.
             let context = sample_notice_context();
-            for template in [&playbook.notices.completion.subject, &playbook.notices.completion.body] {
+            for template in [
+                &playbook.notices.completion.subject,
+                &playbook.notices.completion.body,
+                &playbook.notices.reminder.subject,
+                &playbook.notices.reminder.body,
+            ] {
                 crate::notify::render(template, &context).expect("renders");
             }
         }
@@ -855,7 +924,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "unknown field",
                 "short_ttl = 60",
                 "short_tll = 60",
-                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`",
+                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`, `external_poll_interval`, `external_reminder_every`",
             ),
             (
                 "unknown section",
@@ -909,13 +978,13 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "bad template variable",
                 "Hello {{ account }}",
                 "Hello {{ acount }}",
-                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip), but `acount` is not one of them",
+                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records), but `acount` is not one of them",
             ),
             (
                 "template syntax",
                 "{{ main_domain }} moved",
                 "{{ main_domain } moved",
-                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip): syntax error: unexpected `}`",
+                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records): syntax error: unexpected `}`",
             ),
             (
                 "multi-line subject",

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use serde::Serialize;
 
-use crate::domain::{AccountState, GatePolicy, MigrationState, RecordGate, from_millis};
+use crate::domain::{
+    AccountState, DomainState, GatePolicy, MigrationState, RecordChange, RecordGate, from_millis,
+};
 use crate::engine::{account_state, domain_state, migration_state};
 use crate::store::Store;
 
@@ -65,6 +67,18 @@ pub struct DomainStatus {
     pub gates: Vec<RecordGate>,
     /// The latest of `gates`: when the domain may be repointed.
     pub gate_opens_at: Option<String>,
+    /// A domain with external DNS: since when it waits for its customer (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A domain with external DNS: how many reminders were queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminded: Option<u32>,
+    /// A domain with external DNS: when public DNS was seen showing the target (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagated_at: Option<String>,
+    /// A domain with external DNS: the records its customer must change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records_to_change: Vec<RecordChange>,
 }
 
 /// A job that has failed and will be retried.
@@ -111,6 +125,23 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
             state: state.name().to_owned(),
             gate_opens_at: state.gates(&gate).iter().map(|g| g.opens_at).max().map(|t| t.to_rfc3339()),
             gates: state.gates(&gate),
+            since: match &state {
+                DomainState::AwaitingCustomer { since, .. } | DomainState::Propagated { since, .. } => {
+                    Some(since.to_rfc3339())
+                }
+                _ => None,
+            },
+            reminded: match &state {
+                DomainState::AwaitingCustomer { reminded, .. } | DomainState::Propagated { reminded, .. } => {
+                    Some(*reminded)
+                }
+                _ => None,
+            },
+            propagated_at: match &state {
+                DomainState::Propagated { at, .. } => Some(at.to_rfc3339()),
+                _ => None,
+            },
+            records_to_change: state.records_to_change().to_vec(),
         });
     }
     let mut accounts_by_state = BTreeMap::new();

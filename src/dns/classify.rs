@@ -21,7 +21,7 @@
 //! left of its cached copy (at most the zone's TTL). Either is what a cache may still hold.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -564,6 +564,43 @@ impl Classifier {
         let mut all = addresses(&a?).1;
         all.extend(addresses(&aaaa?).1);
         Ok(all)
+    }
+
+    /// Asks every resolver (not only the first that answers) for the A records of `name`:
+    /// each resolver's addresses (empty for NXDOMAIN or no A records), or why it gave no answer.
+    /// Used to see whether public DNS shows a domain at the target yet.
+    pub async fn a_records_everywhere(&self, name: &str) -> Vec<(SocketAddr, Result<Vec<Ipv4Addr>, String>)> {
+        let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+        let name = match Name::from_ascii(&fqdn) {
+            Ok(name) => name,
+            Err(err) => {
+                let reason = format!("{fqdn} is not a DNS name: {err}");
+                return self.resolvers.iter().map(|(addr, _)| (*addr, Err(reason.clone()))).collect();
+            }
+        };
+        let limit =
+            self.query_timeout * (u32::try_from(RETRIES).unwrap_or(1) + 1) + Duration::from_millis(250);
+        let asks = self.resolvers.iter().map(|(address, resolver)| {
+            let name = name.clone();
+            async move {
+                let result = match tokio::time::timeout(limit, resolver.lookup(name, RecordType::A)).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(NetError::Timeout),
+                };
+                let answer = answer(RecordType::A, result).map(|answer| {
+                    addresses(&answer)
+                        .1
+                        .into_iter()
+                        .filter_map(|ip| match ip {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect()
+                });
+                (*address, answer)
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     /// Asks each resolver in turn until one answers; `Err` lists why none did.

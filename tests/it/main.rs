@@ -5,6 +5,7 @@ mod contracts;
 mod dns;
 mod dns_cutover;
 mod e2e;
+mod external_dns;
 mod inventory;
 mod notify;
 mod plan;

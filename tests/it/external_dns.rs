@@ -1,0 +1,259 @@
+//! External DNS end to end: two real pdns_server instances, "ours" (the company's nameserver,
+//! holding the zones of most accounts) and "theirs" (a third party's, holding one account's
+//! zone under nameservers that are not ours). Both are the config's resolvers, so the plan
+//! classifies that account's domain as external. The account moves; its domain waits for the
+//! customer with its records on "theirs" untouched; the completion notice lists the exact records
+//! to change; a reminder follows; then the test changes the records on "theirs" (as the customer
+//! would) and the domain is seen propagated.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use siirto::demo::{DnsEndpoint, SOURCE_IP, TARGET_IP, create_zones, start_hosts, write_config, zone_rrsets};
+use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
+use siirto::domain::MigrationState;
+use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::names::MigrationId;
+use siirto::plan::DomainAction;
+use siirto::playbook::Playbook;
+use siirto::secret::Secret;
+use siirto::status::{MigrationStatus, migration_status};
+use siirto::store::Store;
+
+use crate::support::pdns::Pdns;
+use crate::support::smtp::SmtpServer;
+
+const THEIR_NS: &str = "ns1.otherdns.test.";
+
+fn client(pdns: &Pdns) -> PowerDns {
+    PowerDns::new(pdns.api_url.clone(), Secret::new(&pdns.api_key), "localhost".into()).unwrap()
+}
+
+async fn wait_for(
+    store: &Store,
+    id: &MigrationId,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&MigrationStatus) -> bool,
+) -> MigrationStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = migration_status(store, id.as_str()).await.unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn domain_state<'s>(status: &'s MigrationStatus, domain: &str) -> &'s siirto::status::DomainStatus {
+    status
+        .accounts
+        .iter()
+        .flat_map(|a| &a.domains)
+        .find(|d| d.domain == domain)
+        .unwrap_or_else(|| panic!("{domain} not in the status: {status:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (Pdns::start().await, Pdns::start().await);
+    let smtp = SmtpServer::start();
+    let hosts = start_hosts(4, dir.path()).await.unwrap();
+    // Account 1 (kukka-0001.test, no addon, parked or sub domains) is at the third party's DNS.
+    let external = hosts.accounts[0].clone();
+    assert!(external.addon_domains.is_empty() && external.parked_domains.is_empty());
+    assert!(external.sub_domains.is_empty());
+    let domain = external.domain.clone();
+    let endpoint =
+        DnsEndpoint { api_url: ours.api_url.clone(), api_key: ours.api_key.clone(), dns_addr: ours.dns_addr };
+    create_zones(&client(&ours), &hosts.accounts[1..], SOURCE_IP).await.unwrap();
+    let their_dns = client(&theirs);
+    let their_rrsets = zone_rrsets(&domain, SOURCE_IP, 3600);
+    their_dns.create_zone(&domain, &[THEIR_NS.to_owned()], &their_rrsets).await.unwrap();
+
+    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    // `resolvers` lands in [dns] (write_config appends `extra` right after it).
+    let extra = format!(
+        "resolvers = [\"{}\", \"{}\"]\nquery_timeout = \"1s\"\n\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
+        ours.dns_addr,
+        theirs.dns_addr,
+        smtp.addr.port()
+    );
+    let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
+    let store = Store::connect(&config.database).await.unwrap();
+    let id = MigrationId::parse("it-external").unwrap();
+
+    // The demo's playbook, polling public DNS often and reminding every 2 s.
+    let text = include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"")
+        .replace("external_reminder_every = \"1m\"", "external_reminder_every = \"2s\"");
+    let playbook = Playbook::parse(&text, "external.toml").unwrap();
+    assert_eq!(playbook.dns.external_reminder_every, Duration::from_secs(2));
+
+    // Plan: the external domain must be repointed by its customer; the rest by us.
+    let adapters = adapters_from_config(&config).unwrap();
+    let now = chrono::Utc::now();
+    let request = siirto::plan::PlanRequest {
+        id: id.clone(),
+        source: "old",
+        target: "new",
+        playbook: &playbook,
+        cutover_at: now,
+        actor: "test",
+    };
+    let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
+    let planned = plan
+        .accounts
+        .iter()
+        .flat_map(|a| &a.domains)
+        .find(|d| d.domain == domain.as_str())
+        .expect("the external domain is planned");
+    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
+    assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - 1, "{:#?}", plan.flagged);
+    let status = migration_status(&store, id.as_str()).await.unwrap();
+    assert_eq!(domain_state(&status, domain.as_str()).state, "external");
+
+    siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+    siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
+    let engine = Arc::new(
+        Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap().with_owner("ext"),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(Arc::clone(&engine).run(async {
+        let _ = stopped.await;
+    }));
+
+    // Every account arrives — the switch does not wait for the customer — and the external
+    // domain awaits its customer.
+    let status = wait_for(&store, &id, "the cutover", Duration::from_secs(180), |s| {
+        matches!(s.detail, MigrationState::CutOver { .. })
+    })
+    .await;
+    assert_eq!(status.arrived(), 4, "{status:#?}");
+    let awaiting = domain_state(&status, domain.as_str()).clone();
+    assert_eq!(awaiting.state, "awaiting_customer", "{status:#?}");
+    assert!(awaiting.since.is_some());
+    let apex = domain.fqdn();
+    let www = format!("www.{apex}");
+    let changes: Vec<(String, String, String, String)> = awaiting
+        .records_to_change
+        .iter()
+        .map(|r| (r.name.clone(), r.rtype.clone(), r.old_value.clone(), r.new_value.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (apex.clone(), "A".into(), SOURCE_IP.to_string(), TARGET_IP.to_string()),
+            (www.clone(), "A".into(), SOURCE_IP.to_string(), TARGET_IP.to_string()),
+        ]
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    let shown = json["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["domains"].as_array().unwrap())
+        .find(|d| d["domain"] == domain.as_str())
+        .unwrap()
+        .clone();
+    assert!(shown["since"].is_string() && shown["reminded"].is_number(), "{shown}");
+
+    // Their records are untouched: still the source, with their own TTL.
+    let zone = their_dns.zone(&domain).await.unwrap();
+    assert_eq!(zone.rrsets.iter().filter(|r| r.rtype == "A").count(), 3);
+    for rrset in zone.rrsets.iter().filter(|r| r.rtype == "A") {
+        assert_eq!(rrset.records, vec![SOURCE_IP.to_string()], "{rrset:?}");
+        assert_eq!(rrset.ttl, 3600, "{rrset:?}");
+    }
+    // Our zones moved.
+    let our_zone = client(&ours).zone(&hosts.accounts[1].domain).await.unwrap();
+    let our_a = our_zone.rrset(&hosts.accounts[1].domain.fqdn(), "A").unwrap();
+    assert_eq!(our_a.records, vec![TARGET_IP.to_string()]);
+
+    // The completion notice tells the customer exactly what to change.
+    let completion_id = format!("<completion.{}.{id}@siirto>", external.user);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let completion = loop {
+        if let Some(found) = smtp.delivered().into_iter().find(|d| d.message_id == completion_id) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no completion notice for {}", external.user);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body = completion.body.clone().unwrap_or_default();
+    for name in [&apex, &www] {
+        let line = format!("{name} A: change {SOURCE_IP} to {TARGET_IP}");
+        assert!(body.contains(&line), "{line:?} missing from:\n{body}");
+    }
+    // The others' notices have no such block.
+    let other = smtp
+        .wait_for(4, Duration::from_secs(30))
+        .await
+        .into_iter()
+        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", hosts.accounts[1].user))
+        .unwrap();
+    assert!(!other.body.unwrap_or_default().contains("another DNS host"));
+
+    // A reminder is sent while the records still point at the source.
+    let reminder_id = format!("<reminder.1.{domain}.{id}@siirto>");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reminder = loop {
+        if let Some(found) = smtp.delivered().into_iter().find(|d| d.message_id == reminder_id) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no reminder; delivered: {:#?}", smtp.delivered());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(reminder.rcpt_tos.contains(&external.email), "{reminder:?}");
+    assert!(
+        reminder.body.unwrap_or_default().contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}"))
+    );
+    let status = migration_status(&store, id.as_str()).await.unwrap();
+    assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer");
+    assert!(domain_state(&status, domain.as_str()).reminded >= Some(1));
+
+    // The customer changes the apex only: still not propagated (www answers the source).
+    let repoint = |name: &str| {
+        RrsetChange::Replace(Rrset {
+            name: name.to_owned(),
+            rtype: "A".into(),
+            ttl: 300,
+            records: vec![TARGET_IP.to_string()],
+        })
+    };
+    their_dns.apply(&domain, &[repoint(&apex)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = migration_status(&store, id.as_str()).await.unwrap();
+    assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer", "www still at the source");
+
+    // Then www: public DNS shows the target everywhere, and the domain is propagated.
+    their_dns.apply(&domain, &[repoint(&www)]).await.unwrap();
+    let status = wait_for(&store, &id, "propagation", Duration::from_secs(30), |s| {
+        domain_state(s, domain.as_str()).state == "propagated"
+    })
+    .await;
+    let propagated = domain_state(&status, domain.as_str());
+    assert!(propagated.propagated_at.is_some());
+    let reminders_then = propagated.reminded.unwrap();
+
+    // No reminder comes after propagation.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = migration_status(&store, id.as_str()).await.unwrap();
+    assert_eq!(domain_state(&status, domain.as_str()).reminded, Some(reminders_then));
+    let reminders = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<reminder.")).count();
+    assert_eq!(reminders as u32, reminders_then, "one mail per counted reminder");
+    let events = store.events(id.as_str()).await.unwrap();
+    let story: Vec<&str> = events
+        .iter()
+        .filter(|e| e.domain.as_deref() == Some(domain.as_str()))
+        .map(|e| e.kind.as_str())
+        .filter(|k| *k != "domain_reminded")
+        .collect();
+    assert_eq!(story, ["domain_awaiting_customer", "domain_propagated"]);
+
+    let _ = stop.send(());
+    daemon.await.unwrap().unwrap();
+}
