@@ -304,7 +304,8 @@ async fn main() -> anyhow::Result<()> {
     let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra)?;
     let store = Store::connect(&config.database).await.context("opening the SQLite store")?;
     let adapters = adapters_from_config(&config)?;
-    let playbook = Playbook::parse(siirto::demo::DEMO_PLAYBOOK, "playbooks/demo.toml").map_err(|e| anyhow!("{e}"))?;
+    let playbook =
+        Playbook::parse(siirto::demo::DEMO_PLAYBOOK, "playbooks/demo.toml").map_err(|e| anyhow!("{e}"))?;
     line(&format!(
         "setup: {} zones written into pdns's sqlite database and pdns started in {}; sim host with {} accounts started in {}",
         thousands(zones.len() as f64),
@@ -334,7 +335,13 @@ async fn main() -> anyhow::Result<()> {
     let (peak, _) = memory();
     let c = &plan.counts;
     if c.accounts != hosts.accounts.len() || c.domains != domains.len() {
-        bail!("the plan has {} accounts and {} domains, expected {} and {}", c.accounts, c.domains, hosts.accounts.len(), domains.len());
+        bail!(
+            "the plan has {} accounts and {} domains, expected {} and {}",
+            c.accounts,
+            c.domains,
+            hosts.accounts.len(),
+            domains.len()
+        );
     }
     line(&format!(
         "plan: {} accounts, {} domains in {} ({} domains/s); {} DNS queries ({}/s, {:.1} per domain)",
@@ -358,7 +365,12 @@ async fn main() -> anyhow::Result<()> {
     ));
     line(&format!(
         "  outcome: {} move and repoint, {} customer must repoint, {} not repointed, {} held; {} flagged, {} contract rows not on the server",
-        c.move_and_repoint, c.move_customer_must_repoint, c.move_not_repointed, c.held_for_operator, c.flagged, c.not_moved
+        c.move_and_repoint,
+        c.move_customer_must_repoint,
+        c.move_not_repointed,
+        c.held_for_operator,
+        c.flagged,
+        c.not_moved
     ));
 
     // The phases, measured again from outside, one by one, on the same data.
@@ -385,7 +397,8 @@ async fn main() -> anyhow::Result<()> {
         target_ips: vec![IpAddr::V4(target.ip)],
         spam_filters: config.dns.spam_filters.clone(),
     };
-    let (classes, class_took, class_queries) = timed_classification(&pdns, &settings, &domains, &facts).await?;
+    let (classes, class_took, class_queries) =
+        timed_classification(&pdns, &settings, &domains, &facts).await?;
     let failed = classes.iter().filter(|c| matches!(c.outcome, Outcome::Failed { .. })).count();
     if let Some(first) = classes.iter().enumerate().find_map(|(k, c)| match &c.outcome {
         Outcome::Failed { reason } if !no_zone(k) => Some(reason.clone()),

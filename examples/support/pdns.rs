@@ -159,7 +159,9 @@ impl Pdns {
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .chain(String::from_utf8_lossy(&out.stdout).lines())
-                    .find_map(|l| l.find("PowerDNS").map(|i| l[i..].split(" (C)").next().unwrap_or_default().to_owned()))
+                    .find_map(|l| {
+                        l.find("PowerDNS").map(|i| l[i..].split(" (C)").next().unwrap_or_default().to_owned())
+                    })
             })
             .unwrap_or_else(|| "PowerDNS Authoritative Server".to_owned())
     }
@@ -209,7 +211,8 @@ impl Drop for Pdns {
 async fn write_database(path: &PathBuf, zones: &[Zone]) -> anyhow::Result<()> {
     let schema = std::fs::read_to_string(SCHEMA).with_context(|| format!("reading {SCHEMA}; {INSTALL}"))?;
     let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
-    let mut connection = SqliteConnection::connect_with(&options).await.context("creating pdns's database")?;
+    let mut connection =
+        SqliteConnection::connect_with(&options).await.context("creating pdns's database")?;
     sqlx::raw_sql(&schema).execute(&mut connection).await.context("loading the gsqlite3 schema")?;
     let mut tx = connection.begin().await?;
     for (index, zone) in zones.iter().enumerate() {
