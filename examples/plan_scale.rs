@@ -233,20 +233,43 @@ fn rate(count: usize, d: Duration) -> f64 {
     count as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// One timed pass: wall time, queries pdns received, CPU seconds used by this process and by
+/// pdns.
+struct Pass {
+    took: Duration,
+    queries: u64,
+    cpu_self: f64,
+    cpu_pdns: f64,
+}
+
+impl Pass {
+    fn cpu(&self) -> String {
+        format!(
+            "CPU: siirto {:.1} s, pdns {:.1} s in {:.1} s wall",
+            self.cpu_self,
+            self.cpu_pdns,
+            self.took.as_secs_f64()
+        )
+    }
+}
+
 /// Classifies every domain with `settings` and counts what pdns received meanwhile.
 async fn timed_classification(
     pdns: &Pdns,
     settings: &ClassifySettings,
     domains: &[DomainName],
     facts: &Facts,
-) -> anyhow::Result<(Vec<DomainClass>, Duration, u64)> {
+) -> anyhow::Result<(Vec<DomainClass>, Pass)> {
     let classifier = Classifier::new(settings)?;
     let before = pdns.queries().await?;
+    let (self_before, pdns_before) = (pdns::cpu_seconds("/proc/self/stat"), pdns.cpu_seconds());
     let started = Instant::now();
     let classes = classifier.classify_all(domains, facts).await;
     let took = started.elapsed();
+    let cpu_self = pdns::cpu_seconds("/proc/self/stat") - self_before;
+    let cpu_pdns = pdns.cpu_seconds() - pdns_before;
     let queries = pdns.queries().await? - before;
-    Ok((classes, took, queries))
+    Ok((classes, Pass { took, queries, cpu_self, cpu_pdns }))
 }
 
 #[tokio::main]
@@ -265,6 +288,16 @@ async fn main() -> anyhow::Result<()> {
         Pdns::version(),
         args.concurrency,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ));
+
+    line(&format!(
+        "load average before the run (other work on this machine skews the figures): {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
 
     // Setup (not measured as part of the plan).
@@ -328,9 +361,11 @@ async fn main() -> anyhow::Result<()> {
         cutover_at: now,
         actor: "bench",
     };
+    let (self_before, pdns_before) = (pdns::cpu_seconds("/proc/self/stat"), pdns.cpu_seconds());
     let started = Instant::now();
     let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await?;
     let plan_took = started.elapsed();
+    let plan_cpu = (pdns::cpu_seconds("/proc/self/stat") - self_before, pdns.cpu_seconds() - pdns_before);
     let plan_queries = pdns.queries().await? - queries_before;
     let (peak, _) = memory();
     let c = &plan.counts;
@@ -352,6 +387,10 @@ async fn main() -> anyhow::Result<()> {
         thousands(plan_queries as f64),
         thousands(plan_queries as f64 / plan_took.as_secs_f64()),
         plan_queries as f64 / c.domains as f64,
+    ));
+    line(&format!(
+        "  CPU: this process (siirto and the simulated WHM host) {:.1} s, pdns {:.1} s",
+        plan_cpu.0, plan_cpu.1
     ));
     line(&format!(
         "  peak memory (VmHWM): {:.0} MB{} — the whole process: the simulated WHM host, the plan and its {:.1} MB JSON document",
@@ -397,8 +436,8 @@ async fn main() -> anyhow::Result<()> {
         target_ips: vec![IpAddr::V4(target.ip)],
         spam_filters: config.dns.spam_filters.clone(),
     };
-    let (classes, class_took, class_queries) =
-        timed_classification(&pdns, &settings, &domains, &facts).await?;
+    let (classes, pass) = timed_classification(&pdns, &settings, &domains, &facts).await?;
+    let (class_took, class_queries) = (pass.took, pass.queries);
     let failed = classes.iter().filter(|c| matches!(c.outcome, Outcome::Failed { .. })).count();
     if let Some(first) = classes.iter().enumerate().find_map(|(k, c)| match &c.outcome {
         Outcome::Failed { reason } if !no_zone(k) => Some(reason.clone()),
@@ -443,17 +482,18 @@ async fn main() -> anyhow::Result<()> {
 
     if args.no_baseline {
         line(&format!("  classification:  {concurrent} (sequential baseline skipped)"));
+        line(&format!("                   {}", pass.cpu()));
     } else {
         let sequential_settings = ClassifySettings { concurrency: 1, ..settings.clone() };
-        let (sequential, seq_took, seq_queries) =
-            timed_classification(&pdns, &sequential_settings, &domains, &facts).await?;
+        let (sequential, seq) = timed_classification(&pdns, &sequential_settings, &domains, &facts).await?;
         line(&format!(
             "  classification:  {concurrent}\n                   vs sequential {} ({} domains/s, {} queries/s): {:.1}x",
-            secs(seq_took),
-            thousands(rate(n, seq_took)),
-            thousands(seq_queries as f64 / seq_took.as_secs_f64()),
-            seq_took.as_secs_f64() / class_took.as_secs_f64(),
+            secs(seq.took),
+            thousands(rate(n, seq.took)),
+            thousands(seq.queries as f64 / seq.took.as_secs_f64()),
+            seq.took.as_secs_f64() / class_took.as_secs_f64(),
         ));
+        line(&format!("                   concurrent {}; sequential {}", pass.cpu(), seq.cpu()));
         if sequential != classes {
             let differ = sequential.iter().zip(&classes).filter(|(a, b)| a != b).count();
             line(&format!("  WARNING: {differ} domains classified differently by the sequential pass"));
@@ -481,7 +521,13 @@ async fn main() -> anyhow::Result<()> {
         secs(rest),
         secs(plan_took)
     ));
-    line(&format!("total run time {}", secs(total_started.elapsed())));
-    drop(store);
+    let started = Instant::now();
+    drop((store, adapters, hosts, pdns));
+    dir.close()?;
+    line(&format!(
+        "teardown (stopping pdns and the sim hosts, removing their files) {}; total run time {}",
+        secs(started.elapsed()),
+        secs(total_started.elapsed())
+    ));
     Ok(())
 }

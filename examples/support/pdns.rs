@@ -149,6 +149,11 @@ impl Pdns {
         Ok(value("udp-queries") + value("tcp-queries"))
     }
 
+    /// CPU seconds (user + system) the server has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
+    }
+
     /// The server's version line (`pdns_server --version`).
     pub fn version() -> String {
         Command::new(PDNS_SERVER)
@@ -242,6 +247,33 @@ async fn write_database(path: &PathBuf, zones: &[Zone]) -> anyhow::Result<()> {
     tx.commit().await?;
     connection.close().await?;
     Ok(())
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/PID/stat` is at `path` (0 when it
+/// cannot be read).
+pub fn cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the command name in parentheses: state is the first, utime the 12th,
+    // stime the 13th (fields 14 and 15 of proc(5)).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux when it cannot be asked).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// True when something answers a DNS query on `addr` within a short time.
