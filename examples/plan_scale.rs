@@ -60,6 +60,10 @@ struct Args {
     /// Skip the sequential baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Classification passes of each kind, interleaved (concurrent, sequential, concurrent…);
+    /// the fastest of each is compared, every one is printed.
+    #[arg(long, default_value_t = 2)]
+    passes: usize,
 }
 
 /// The awkward cases, by the domain's running number `k` (0 is always plain).
@@ -280,6 +284,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let total_started = Instant::now();
     let dir = tempfile::Builder::new().prefix("siirto-bench").tempdir()?;
+    // The simulated host writes a docroot and a Maildir per domain (~140,000 directories for
+    // 20,000 domains): on tmpfs when there is one, as creating and removing them on this
+    // machine's disk took longer than the plan and is no part of what is measured.
+    let sim_dir = tempfile::Builder::new()
+        .prefix("siirto-bench-sim")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::Builder::new().prefix("siirto-bench-sim").tempdir())?;
     line(&format!(
         "plan_scale: {} accounts × {} domains = {} domains; {}, gsqlite3, caches off; classify_concurrency {}; {} CPUs",
         args.accounts,
@@ -311,10 +322,10 @@ async fn main() -> anyhow::Result<()> {
     let world = SimWorld::new();
     let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "bench-source-token");
     source_spec.accounts = accounts.clone();
-    let source = start_host(source_spec, dir.path().join("old.sim.test"), &world).await?;
+    let source = start_host(source_spec, sim_dir.path().join("old.sim.test"), &world).await?;
     let target = start_host(
         SimHostSpec::new("new.sim.test", TARGET_IP, "bench-target-token"),
-        dir.path().join("new.sim.test"),
+        sim_dir.path().join("new.sim.test"),
         &world,
     )
     .await?;
@@ -436,8 +447,27 @@ async fn main() -> anyhow::Result<()> {
         target_ips: vec![IpAddr::V4(target.ip)],
         spam_filters: config.dns.spam_filters.clone(),
     };
-    let (classes, pass) = timed_classification(&pdns, &settings, &domains, &facts).await?;
-    let (class_took, class_queries) = (pass.took, pass.queries);
+    // Interleaved passes, so that load from elsewhere on the machine hits both kinds alike.
+    let sequential_settings = ClassifySettings { concurrency: 1, ..settings.clone() };
+    let (mut concurrent_passes, mut sequential_passes) = (Vec::new(), Vec::new());
+    let mut classes = Vec::new();
+    let mut differ = 0;
+    for _ in 0..args.passes.max(1) {
+        let (found, pass) = timed_classification(&pdns, &settings, &domains, &facts).await?;
+        concurrent_passes.push(pass);
+        classes = found;
+        if !args.no_baseline {
+            let (sequential, pass) =
+                timed_classification(&pdns, &sequential_settings, &domains, &facts).await?;
+            sequential_passes.push(pass);
+            differ = differ.max(sequential.iter().zip(&classes).filter(|(a, b)| a != b).count());
+        }
+    }
+    let fastest = |passes: &[Pass]| -> Option<usize> {
+        (0..passes.len()).min_by(|a, b| passes[*a].took.cmp(&passes[*b].took))
+    };
+    let all = |passes: &[Pass]| passes.iter().map(|p| secs(p.took)).collect::<Vec<_>>().join(", ");
+    let best = &concurrent_passes[fastest(&concurrent_passes).unwrap_or(0)];
     let failed = classes.iter().filter(|c| matches!(c.outcome, Outcome::Failed { .. })).count();
     if let Some(first) = classes.iter().enumerate().find_map(|(k, c)| match &c.outcome {
         Outcome::Failed { reason } if !no_zone(k) => Some(reason.clone()),
@@ -449,11 +479,11 @@ async fn main() -> anyhow::Result<()> {
     let concurrent = format!(
         "{} domains in {} ({} domains/s, {} queries/s; {} queries, {:.1} per domain; concurrency {})",
         thousands(n as f64),
-        secs(class_took),
-        thousands(rate(n, class_took)),
-        thousands(class_queries as f64 / class_took.as_secs_f64()),
-        thousands(class_queries as f64),
-        class_queries as f64 / n as f64,
+        secs(best.took),
+        thousands(rate(n, best.took)),
+        thousands(best.queries as f64 / best.took.as_secs_f64()),
+        thousands(best.queries as f64),
+        best.queries as f64 / n as f64,
         settings.concurrency,
     );
 
@@ -480,23 +510,30 @@ async fn main() -> anyhow::Result<()> {
     let reconciliation = siirto::contracts::reconcile(&set, &inventory, "old", &contracts.server_names);
     let reconcile_took = started.elapsed();
 
-    if args.no_baseline {
-        line(&format!("  classification:  {concurrent} (sequential baseline skipped)"));
-        line(&format!("                   {}", pass.cpu()));
-    } else {
-        let sequential_settings = ClassifySettings { concurrency: 1, ..settings.clone() };
-        let (sequential, seq) = timed_classification(&pdns, &sequential_settings, &domains, &facts).await?;
-        line(&format!(
-            "  classification:  {concurrent}\n                   vs sequential {} ({} domains/s, {} queries/s): {:.1}x",
-            secs(seq.took),
-            thousands(rate(n, seq.took)),
-            thousands(seq.queries as f64 / seq.took.as_secs_f64()),
-            seq.took.as_secs_f64() / class_took.as_secs_f64(),
-        ));
-        line(&format!("                   concurrent {}; sequential {}", pass.cpu(), seq.cpu()));
-        if sequential != classes {
-            let differ = sequential.iter().zip(&classes).filter(|(a, b)| a != b).count();
-            line(&format!("  WARNING: {differ} domains classified differently by the sequential pass"));
+    match fastest(&sequential_passes) {
+        None => {
+            line(&format!("  classification:  {concurrent} (sequential baseline skipped)"));
+            line(&format!("                   {}; passes: {}", best.cpu(), all(&concurrent_passes)));
+        }
+        Some(index) => {
+            let seq = &sequential_passes[index];
+            line(&format!(
+                "  classification:  {concurrent}\n                   vs sequential {} ({} domains/s, {} queries/s): {:.1}x",
+                secs(seq.took),
+                thousands(rate(n, seq.took)),
+                thousands(seq.queries as f64 / seq.took.as_secs_f64()),
+                seq.took.as_secs_f64() / best.took.as_secs_f64(),
+            ));
+            line(&format!(
+                "                   fastest of {} interleaved passes each (concurrent: {}; sequential: {})",
+                concurrent_passes.len(),
+                all(&concurrent_passes),
+                all(&sequential_passes)
+            ));
+            line(&format!("                   concurrent {}; sequential {}", best.cpu(), seq.cpu()));
+            if differ > 0 {
+                line(&format!("  WARNING: {differ} domains classified differently by the sequential pass"));
+            }
         }
     }
     line(&format!(
@@ -543,6 +580,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let started = Instant::now();
     drop((store, adapters, hosts, pdns));
+    sim_dir.close()?;
     dir.close()?;
     line(&format!(
         "teardown (stopping pdns and the sim hosts, removing their files) {}; total run time {}",
