@@ -108,6 +108,10 @@ fn accounts(count: usize, per_account: usize) -> anyhow::Result<Vec<SimAccount>>
                 owner: if resold { format!("bench{:0digits$}", 1) } else { "root".to_owned() },
                 disk_mb: ((i as u64 * 37) % 500) + 1,
                 fail_restore: None,
+                parked_domains: Vec::new(),
+                sub_domains: Vec::new(),
+                dedicated_ip: None,
+                listaccts_overrides: BTreeMap::new(),
             })
         })
         .collect()
@@ -428,16 +432,18 @@ async fn main() -> anyhow::Result<()> {
     let source = adapters.hosts.get("old").ok_or_else(|| anyhow!("no host old"))?;
     let target = adapters.hosts.get("new").ok_or_else(|| anyhow!("no host new"))?;
     let started = Instant::now();
-    let (listed, domain_info, _ips) =
-        tokio::try_join!(source.whm.list_accounts(), source.whm.domain_info(), source.whm.list_ips())?;
+    let inventoried = siirto::inventory::inventory(&source.whm).await?;
     let zone_list = adapters.dns.zones().await?;
+    let target_checks = siirto::inventory::check_target(&inventoried, &target.whm).await;
     let inventory_took = started.elapsed();
+    let (listed, domain_info) = tokio::try_join!(source.whm.list_accounts(), source.whm.domain_info())?;
     line(&format!(
-        "  inventory:       {} (listaccts {} accounts, get_domain_info {} domains, listips, pdns zone list {} zones)",
+        "  inventory:       {} (the six WHM inventory calls: {} accounts, {} domains; pdns zone list {} zones; target checks{})",
         secs(inventory_took),
-        listed.items.len(),
-        domain_info.items.len(),
-        zone_list.len()
+        inventoried.counts.accounts,
+        inventoried.counts.domains,
+        zone_list.len(),
+        if target_checks.is_ok() { "" } else { " failed" }
     ));
 
     let settings = ClassifySettings::from_config(&config.dns);
