@@ -28,7 +28,7 @@
 //!   `accounts_added`, `accounts_removed`, `domains_added`, `domains_removed`,
 //!   `accounts_changed[]` with `user` and `what`), or null for the first plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, anyhow, bail};
@@ -428,6 +428,19 @@ fn flag_target_checks(checks: &TargetChecks, flagged: &mut Vec<FlaggedItem>) {
     }
 }
 
+/// The zone of ours that holds `domain`: the longest of `zones` that is the domain itself or
+/// one of its parents, found by walking up its labels (a lookup per label, not a scan of every
+/// zone per domain).
+fn zone_of(domain: &DomainName, zones: &HashSet<&str>) -> Option<String> {
+    let mut name = domain.as_str();
+    loop {
+        if zones.contains(name) {
+            return Some(name.to_owned());
+        }
+        name = name.split_once('.')?.1;
+    }
+}
+
 fn join_ips(addresses: &[IpAddr]) -> String {
     addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -522,6 +535,7 @@ pub async fn plan(
     let inventory: Inventory =
         crate::inventory::inventory(&source.whm).await.context("inventorying the source host")?;
     let zones = adapters.dns.zones().await.context("listing the zones of the company's DNS")?;
+    let zone_names: HashSet<&str> = zones.iter().map(DomainName::as_str).collect();
     let mut flagged = Vec::new();
     let target_checks = match crate::inventory::check_target(&inventory, &target.whm).await {
         Ok(checks) => {
@@ -715,11 +729,7 @@ pub async fn plan(
         }
         let mut planned_domains = Vec::new();
         for (domain, kind) in &account.domains {
-            let zone = zones
-                .iter()
-                .filter(|z| domain.is_in(z))
-                .max_by_key(|z| z.as_str().len())
-                .map(|z| z.to_string());
+            let zone = zone_of(domain, &zone_names);
             let dns = classes.get(domain).cloned();
             let (mut domain_action, domain_reasons, domain_flags) =
                 domain_action(zone.as_deref(), dns.as_ref());
@@ -1088,6 +1098,32 @@ mod tests {
                 }
                 None => assert!(flags.is_empty(), "{flags:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_domain_is_placed_in_the_longest_zone_that_holds_it() {
+        let zones: Vec<DomainName> = ["kukka.test", "shop.kukka.test", "puu.fi", "example.fi"]
+            .iter()
+            .map(|z| DomainName::parse(z).unwrap())
+            .collect();
+        let set: HashSet<&str> = zones.iter().map(DomainName::as_str).collect();
+        for (domain, expected) in [
+            ("kukka.test", Some("kukka.test")),
+            ("www.kukka.test", Some("kukka.test")),
+            ("a.shop.kukka.test", Some("shop.kukka.test")),
+            ("shop.kukka.test", Some("shop.kukka.test")),
+            ("xkukka.test", None),
+            ("other.test", None),
+            ("www.puu.fi", Some("puu.fi")),
+            ("muu.fi", None),
+            ("a.b.example.fi", Some("example.fi")),
+        ] {
+            let domain = DomainName::parse(domain).unwrap();
+            // The same answer as the scan it replaces.
+            let scanned = zones.iter().filter(|z| domain.is_in(z)).max_by_key(|z| z.as_str().len());
+            assert_eq!(zone_of(&domain, &set).as_deref(), expected, "{domain}");
+            assert_eq!(scanned.map(DomainName::as_str), expected, "{domain}");
         }
     }
 
