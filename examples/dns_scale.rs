@@ -127,6 +127,24 @@ async fn run_layout(args: &Args, per_zone: usize) -> Result<()> {
     seed_database(&database, &zones).await?;
     println!("seeded the pdns sqlite database in {:.1} s", seeded.elapsed().as_secs_f64());
     let pdns = Pdns::start(dir.path(), &database).await?;
+    let outcome = passes(args, zones, &database, rrsets, &label, &pdns).await;
+    if outcome.is_err() {
+        let log = std::fs::read_to_string(&pdns.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("pdns_server log (last lines, newest first):\n{}", tail.join("\n"));
+    }
+    outcome
+}
+
+/// The raw and siirto passes, lower then repoint, on a running server.
+async fn passes(
+    args: &Args,
+    zones: Vec<BenchZone>,
+    database: &Path,
+    rrsets: usize,
+    label: &str,
+    pdns: &Pdns,
+) -> Result<()> {
 
     let zones = Arc::new(zones);
     let provider = Arc::new(PowerDns::new(
@@ -134,22 +152,21 @@ async fn run_layout(args: &Args, per_zone: usize) -> Result<()> {
         Secret::new(pdns.api_key.clone()),
         "localhost".to_owned(),
     )?);
-    let raw = RawClient::new(&pdns)?;
+    let raw = RawClient::new(pdns)?;
 
     // Lower: raw 3600→60, raw 60→3600 (identical load), then siirto 3600→60.
     let raw_a = raw.run(&zones, args.concurrency, SOURCE, SHORT_TTL).await?;
     let raw_b = raw.run(&zones, args.concurrency, SOURCE, OLD_TTL).await?;
     let ours = siirto_pass(&provider, &zones, args, Op::Lower).await?;
-    expect_records(&database, SOURCE, SHORT_TTL, rrsets).await?;
-    report("lower TTL", &label, rrsets, &ours, &[raw_a, raw_b]);
+    expect_records(database, SOURCE, SHORT_TTL, rrsets).await?;
+    report("lower TTL", label, rrsets, &ours, &[raw_a, raw_b]);
 
     // Repoint: raw source→target, raw target→source (identical load), then siirto.
     let raw_a = raw.run(&zones, args.concurrency, TARGET, SHORT_TTL).await?;
     let raw_b = raw.run(&zones, args.concurrency, SOURCE, SHORT_TTL).await?;
     let ours = siirto_pass(&provider, &zones, args, Op::Repoint).await?;
-    expect_records(&database, TARGET, SHORT_TTL, rrsets).await?;
-    report("repoint", &label, rrsets, &ours, &[raw_a, raw_b]);
-    drop(pdns);
+    expect_records(database, TARGET, SHORT_TTL, rrsets).await?;
+    report("repoint", label, rrsets, &ours, &[raw_a, raw_b]);
     Ok(())
 }
 
@@ -202,7 +219,8 @@ async fn seed_database(path: &Path, zones: &[BenchZone]) -> Result<()> {
             (apex.to_owned(), "SOA", soa),
             (apex.to_owned(), "NS", "ns1.siirto-bench.fi".to_owned()),
             (apex.to_owned(), "NS", "ns2.siirto-bench.fi".to_owned()),
-            (apex.to_owned(), "MX", "10 mx.filter.example.net".to_owned()),
+            // gsqlite3 keeps the MX preference in `prio`, not in the content.
+            (apex.to_owned(), "MX", "mx.filter.example.net".to_owned()),
             (apex.to_owned(), "TXT", "\"v=spf1 include:filter.example.net -all\"".to_owned()),
         ];
         for name in &zone.a_names {
@@ -211,13 +229,14 @@ async fn seed_database(path: &Path, zones: &[BenchZone]) -> Result<()> {
         for (name, rtype, content) in records {
             sqlx::query(
                 "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) \
-                 VALUES (?, ?, ?, ?, ?, 0, 0, 1)",
+                 VALUES (?, ?, ?, ?, ?, ?, 0, 1)",
             )
             .bind(id)
             .bind(name)
             .bind(rtype)
             .bind(content)
             .bind(i64::from(OLD_TTL))
+            .bind(if rtype == "MX" { 10_i64 } else { 0 })
             .execute(&mut *tx)
             .await?;
         }
