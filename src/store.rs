@@ -778,6 +778,28 @@ fn expect_one(
     if result.rows_affected() == 0 { Err(or_else()) } else { Ok(()) }
 }
 
+/// After a batch insert with `ON CONFLICT DO NOTHING RETURNING key`: a
+/// [`StoreError::Conflict`] naming the first row of `chunk` whose key did not come back.
+fn batch_conflict<R>(
+    what: &'static str,
+    chunk: &[R],
+    inserted: &[String],
+    key: impl Fn(&R) -> (&String, &String),
+) -> Result<(), StoreError> {
+    if inserted.len() == chunk.len() {
+        return Ok(());
+    }
+    let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
+    let first = chunk.iter().map(&key).find(|(_, k)| !inserted.contains(k.as_str()));
+    Err(StoreError::Conflict {
+        what,
+        key: first.map_or_else(
+            || "a key repeated in the batch".to_owned(),
+            |(migration, k)| format!("{migration}/{k}"),
+        ),
+    })
+}
+
 impl Tx<'_> {
     /// Which database this transaction runs on.
     pub fn backend(&self) -> Backend {
@@ -897,17 +919,7 @@ impl Tx<'_> {
                     .bind(row.updated_at);
             }
             let inserted = query.fetch_all(&mut *self.tx).await?;
-            if inserted.len() < chunk.len() {
-                let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-                let first = chunk.iter().find(|row| !inserted.contains(row.user.as_str()));
-                return Err(StoreError::Conflict {
-                    what: "account",
-                    key: first.map_or_else(
-                        || "a key repeated in the batch".to_owned(),
-                        |row| format!("{}/{}", row.migration_id, row.user),
-                    ),
-                });
-            }
+            batch_conflict("account", chunk, &inserted, |row| (&row.migration_id, &row.user))?;
         }
         Ok(())
     }
@@ -934,17 +946,7 @@ impl Tx<'_> {
                     .bind(row.updated_at);
             }
             let inserted = query.fetch_all(&mut *self.tx).await?;
-            if inserted.len() < chunk.len() {
-                let inserted: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-                let first = chunk.iter().find(|row| !inserted.contains(row.domain.as_str()));
-                return Err(StoreError::Conflict {
-                    what: "domain",
-                    key: first.map_or_else(
-                        || "a key repeated in the batch".to_owned(),
-                        |row| format!("{}/{}", row.migration_id, row.domain),
-                    ),
-                });
-            }
+            batch_conflict("domain", chunk, &inserted, |row| (&row.migration_id, &row.domain))?;
         }
         Ok(())
     }
