@@ -803,6 +803,65 @@ pub fn parse_create_session(json: &Value) -> Result<TransferSessionId, WhmError>
     TransferSessionId::parse(id)
 }
 
+/// What `remote_basic_credential_check` answered: `data.output` (the check's log) and
+/// `data.response` (what the remote server said), both as text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CredentialCheck {
+    /// `data.output`.
+    pub output: String,
+    /// `data.response`.
+    pub response: String,
+}
+
+/// `data{output, response}` of `remote_basic_credential_check`
+/// (<https://api.docs.cpanel.net/openapi/whm/operation/remote_basic_credential_check>).
+pub fn parse_credential_check(json: &Value) -> Result<CredentialCheck, WhmError> {
+    let data = json
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| shape("remote_basic_credential_check", "no data object"))?;
+    let text = |key: &str| data.get(key).and_then(scalar_text).unwrap_or_default();
+    Ok(CredentialCheck { output: text("output"), response: text("response") })
+}
+
+/// `data.pops[]` of `list_pops_for`: the account's email addresses, validated
+/// (<https://api.docs.cpanel.net/openapi/whm/operation/list_pops_for>). An address whose
+/// domain is not a valid domain name is refused with the account named.
+pub fn parse_list_pops(user: &AccountName, json: &Value) -> Result<Vec<String>, WhmError> {
+    let pops = json
+        .pointer("/data/pops")
+        .and_then(Value::as_array)
+        .ok_or_else(|| shape("list_pops_for", format!("account {user}: no data.pops array")))?;
+    let mut addresses = Vec::new();
+    for pop in pops {
+        let Some(address) = pop.as_str() else {
+            return Err(shape(
+                "list_pops_for",
+                format!("account {user}: a pop is not a string: {}", raw(pop)),
+            ));
+        };
+        let valid = address.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.len() <= 64
+                && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-=".contains(&b))
+                && DomainName::parse(domain).is_ok()
+        });
+        if !valid {
+            return Err(shape(
+                "list_pops_for",
+                format!(
+                    "account {user}: {:?} is not an email address",
+                    address.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        addresses.push(address.to_ascii_lowercase());
+    }
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
 /// `data.state_name` of `get_transfer_session_state`.
 pub fn parse_session_state(json: &Value) -> Result<SessionState, WhmError> {
     let name = json
@@ -1352,6 +1411,66 @@ impl WhmClient {
                 )
                 .await?,
         )
+    }
+
+    /// `remote_basic_credential_check` (call it on the target): can the target log in to the
+    /// source over SSH with these credentials? Parameters as documented on
+    /// <https://api.docs.cpanel.net/openapi/whm/operation/remote_basic_credential_check>
+    /// (`host`, `user`, `port`, `sshkey_name` or `password`). A refusal is
+    /// [`WhmError::Failed`] with the target's reason.
+    #[tracing::instrument(skip_all, fields(function = "remote_basic_credential_check", host = %req.host))]
+    pub async fn remote_basic_credential_check(
+        &self,
+        req: &RemoteRootSession,
+    ) -> Result<CredentialCheck, WhmError> {
+        let port = req.port.to_string();
+        let mut params: Vec<(&str, &str)> = vec![("host", &req.host), ("user", &req.user), ("port", &port)];
+        if let Some(key) = &req.sshkey_name {
+            params.push(("sshkey_name", key));
+        }
+        if let Some(password) = &req.password {
+            params.push(("password", password.expose()));
+        }
+        parse_credential_check(&self.call("remote_basic_credential_check", &params).await?)
+    }
+
+    /// `analyze_transfer_session_remote` (on the target): checks the remote server's
+    /// credentials a created session uses; metadata only
+    /// (<https://api.docs.cpanel.net/openapi/whm/operation/analyze_transfer_session_remote>).
+    #[tracing::instrument(skip_all, fields(function = "analyze_transfer_session_remote", session = %session))]
+    pub async fn analyze_transfer_session_remote(&self, session: &TransferSessionId) -> Result<(), WhmError> {
+        self.session_call("analyze_transfer_session_remote", session).await
+    }
+
+    /// `enqueue_transfer_item` with module `PackageRemoteRoot` and its one required parameter
+    /// `package` (<https://api.docs.cpanel.net/openapi/whm/operation/enqueue_transfer_item>).
+    #[tracing::instrument(skip_all, fields(function = "enqueue_transfer_item", session = %session, package))]
+    pub async fn enqueue_package(&self, session: &TransferSessionId, package: &str) -> Result<(), WhmError> {
+        self.call(
+            "enqueue_transfer_item",
+            &[
+                ("transfer_session_id", session.as_str()),
+                ("module", "PackageRemoteRoot"),
+                ("package", package),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `setsiteip` for an account (`user`, `ip`): moves the account's sites to that IPv4
+    /// address (<https://api.docs.cpanel.net/openapi/whm/operation/setsiteip>).
+    #[tracing::instrument(skip_all, fields(function = "setsiteip", user = %user.as_str(), %ip))]
+    pub async fn set_site_ip(&self, user: &AccountName, ip: Ipv4Addr) -> Result<(), WhmError> {
+        let ip = ip.to_string();
+        self.call("setsiteip", &[("user", user.as_str()), ("ip", &ip)]).await.map(drop)
+    }
+
+    /// `list_pops_for`: the account's email addresses (`data.pops[]`), sorted
+    /// (<https://api.docs.cpanel.net/openapi/whm/operation/list_pops_for>).
+    #[tracing::instrument(skip_all, fields(function = "list_pops_for", user = %user.as_str()))]
+    pub async fn list_pops_for(&self, user: &AccountName) -> Result<Vec<String>, WhmError> {
+        parse_list_pops(user, &self.call("list_pops_for", &[("user", user.as_str())]).await?)
     }
 
     /// `suspendacct` with a reason (only root can unsuspend is not set).
@@ -1935,5 +2054,28 @@ mod tests {
             assert_eq!(routing.to_string(), routing.as_str());
         }
         assert_eq!(MailRouting::parse(" Local "), Some(MailRouting::Local));
+    }
+
+    #[test]
+    fn credential_check_and_pops_parse_in_their_documented_shapes() {
+        let check = parse_credential_check(&serde_json::json!({
+            "data": {"output": "Connected to old.example.net as root.", "response": "OK"},
+            "metadata": {"command": "remote_basic_credential_check", "reason": "OK", "result": 1, "version": 1}
+        }))
+        .unwrap();
+        assert_eq!(check.response, "OK");
+        assert!(check.output.contains("as root"));
+        assert!(parse_credential_check(&serde_json::json!({"metadata": {}})).is_err());
+
+        let user = AccountName::parse("example").unwrap();
+        let pops = parse_list_pops(
+            &user,
+            &serde_json::json!({"data": {"pops": ["Info@Example.com", "example1@example.com", "info@example.com"]}}),
+        )
+        .unwrap();
+        assert_eq!(pops, vec!["example1@example.com", "info@example.com"]);
+        let err = parse_list_pops(&user, &serde_json::json!({"data": {"pops": ["x@../etc"]}})).unwrap_err();
+        assert!(err.to_string().contains("account example"), "{err}");
+        assert!(parse_list_pops(&user, &serde_json::json!({"data": {}})).is_err());
     }
 }

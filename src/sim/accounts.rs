@@ -182,7 +182,8 @@ pub(crate) fn index_page(account: &SimAccount, domain: &DomainName) -> String {
 }
 
 /// Writes an account's real files: one docroot per domain with an index page, and a
-/// placeholder Maildir per domain. Existing files are overwritten.
+/// placeholder Maildir per domain, and the mailbox `info@<main domain>`. Existing files are
+/// overwritten.
 pub(crate) fn write_account_files(data_dir: &Path, account: &SimAccount) -> io::Result<()> {
     let home = home_dir(data_dir, &account.user);
     let domains = std::iter::once(&account.domain)
@@ -196,6 +197,11 @@ pub(crate) fn write_account_files(data_dir: &Path, account: &SimAccount) -> io::
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(maildir.join(sub))?;
         }
+    }
+    // One mailbox, info@<main domain>, so `list_pops_for` has something to compare.
+    let info = home.join("mail").join(account.domain.as_str()).join("info");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(info.join(sub))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use axum::routing::any;
 use serde_json::{Value, json};
 
 use super::serve::ConnKill;
-use super::{AccountRecord, Fault, Host, accounts, transfer};
+use super::{AccountRecord, Fault, Host, HostState, accounts, checks, transfer};
 use crate::names::{AccountName, DomainName};
 
 /// The request parameters (query string and form body; a later value wins).
@@ -172,6 +172,10 @@ async fn dispatch(host: &Arc<Host>, function: &str, params: &Params) -> Reply {
         "fetch_transfer_session_log" => transfer::session_log(host, params),
         "pause_transfer_session" => transfer::pause_session(host, params),
         "abort_transfer_session" => transfer::abort_session(host, params),
+        "analyze_transfer_session_remote" => transfer::analyze_session(host, params),
+        "remote_basic_credential_check" => checks::remote_basic_credential_check(host, params),
+        "setsiteip" => checks::setsiteip(host, params),
+        "list_pops_for" => checks::list_pops_for(host, params),
         other => Reply::fail(format!("Unknown app (“{other}”) requested for this version (1) of the API.")),
     }
 }
@@ -400,12 +404,19 @@ fn listresellers(host: &Host) -> Reply {
     Reply::ok(json!({ "reseller": resellers }))
 }
 
+/// The packages a host has: its accounts' plans, `default`, and those a transfer created.
+pub(crate) fn package_names(state: &HostState) -> Vec<String> {
+    let mut plans: BTreeSet<String> = state.accounts.values().map(|r| r.spec.plan.clone()).collect();
+    plans.insert("default".to_owned());
+    plans.extend(state.packages.iter().cloned());
+    plans.into_iter().collect()
+}
+
 fn listpkgs(host: &Host) -> Reply {
-    let state = host.state();
-    let mut plans: BTreeSet<&str> = state.accounts.values().map(|r| r.spec.plan.as_str()).collect();
-    plans.insert("default");
+    let plans = package_names(&host.state());
     let pkgs: Vec<Value> = plans
-        .into_iter()
+        .iter()
+        .map(String::as_str)
         .map(|name| {
             // A few sizes so the packages differ, as on a real host.
             let quota = match name {

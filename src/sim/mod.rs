@@ -17,6 +17,7 @@
 
 mod accounts;
 mod api;
+mod checks;
 mod mail;
 pub mod nameserver;
 mod serve;
@@ -217,6 +218,11 @@ pub(crate) struct HostState {
     pub(crate) next_pid: u32,
     /// Mail exchanger types set through `Email::setmxcheck`; a domain not here is `auto`.
     pub(crate) mail_routing: BTreeMap<DomainName, mail::MxCheck>,
+    /// Packages created here by a transfer (`PackageRemoteRoot`), beside the accounts' plans.
+    pub(crate) packages: std::collections::BTreeSet<String>,
+    /// When true, this host refuses root logins from other hosts (a transfer or a credential
+    /// check from a target fails with "Permission denied").
+    pub(crate) refuse_root_login: bool,
 }
 
 /// A running host's shared core, reached by its listeners, its transfer sessions and the world.
@@ -329,6 +335,19 @@ impl SimHost {
             }
             None => false,
         }
+    }
+
+    /// Makes this host refuse (or accept again) root logins from other sim hosts: a target's
+    /// `remote_basic_credential_check` and `create_remote_root_transfer_session` against it
+    /// then fail with "Permission denied", as with a wrong password or an unknown key.
+    pub fn refuse_root_login(&self, refuse: bool) {
+        self.host.state().refuse_root_login = refuse;
+    }
+
+    /// The packages `listpkgs` lists here (the accounts' plans, `default`, and the packages a
+    /// transfer created), sorted.
+    pub fn packages(&self) -> Vec<String> {
+        api::package_names(&self.host.state())
     }
 
     /// The accounts on this host now, in user order.
@@ -444,9 +463,7 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         .await
         .context("binding the simulated WHM API listener")?;
     let api_addr = api_listener.local_addr()?;
-    let web_listener = tokio::net::TcpListener::bind((spec.ip, 0))
-        .await
-        .with_context(|| format!("binding the simulated web listener on {}", spec.ip))?;
+    let (web_listener, dedicated_web) = bind_web_listeners(spec.ip, &spec.dedicated_ips).await?;
     let web_addr = web_listener.local_addr()?;
 
     let (tls, cert_sha256) = if spec.tls {
@@ -459,12 +476,15 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
     let whm_url = Url::parse(&format!("{scheme}://{api_addr}/"))?;
 
     let api_router = api::router(host.clone());
-    let web_router = web::router(host.clone());
-    let listeners = vec![
+    let web_router = web::router(host.clone(), spec.ip);
+    let mut listeners = vec![
         tokio::spawn(serve::serve(api_listener, api_router, tls)),
         tokio::spawn(serve::serve(web_listener, web_router, None)),
         tokio::spawn(mail::serve(smtp_listener, host.clone())),
     ];
+    for (ip, listener) in dedicated_web {
+        listeners.push(tokio::spawn(serve::serve(listener, web::router(host.clone(), ip), None)));
+    }
     world.register(&host);
     tracing::debug!(host = %host.hostname, %whm_url, %web_addr, "simulated cPanel host started");
 
@@ -479,6 +499,40 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
         host,
         listeners,
     })
+}
+
+/// Binds the web listener on the shared `ip` (a free port) and one on each dedicated address
+/// at the same port, as Apache listens on every address of the host: a site on a dedicated IP
+/// is served there (see `web`). A port taken on one of the addresses is tried again with
+/// another.
+async fn bind_web_listeners(
+    ip: Ipv4Addr,
+    dedicated: &[Ipv4Addr],
+) -> Result<(tokio::net::TcpListener, Vec<(Ipv4Addr, tokio::net::TcpListener)>)> {
+    let mut last_error = None;
+    for _attempt in 0..8 {
+        let shared = tokio::net::TcpListener::bind((ip, 0))
+            .await
+            .with_context(|| format!("binding the simulated web listener on {ip}"))?;
+        let port = shared.local_addr()?.port();
+        let mut others = Vec::new();
+        let mut failed = false;
+        for address in dedicated {
+            match tokio::net::TcpListener::bind((*address, port)).await {
+                Ok(listener) => others.push((*address, listener)),
+                Err(error) => {
+                    last_error =
+                        Some(anyhow::anyhow!("binding the web listener on {address}:{port}: {error}"));
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            return Ok((shared, others));
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("binding the simulated web listeners")))
 }
 
 /// Gives the dedicated addresses no account claims to every 7th account (7th, 14th, …) that

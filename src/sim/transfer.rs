@@ -20,6 +20,7 @@ use super::{Host, SimAccount, accounts};
 use crate::names::{AccountName, DomainName};
 
 const ITEM_TYPE: &str = "AccountRemoteRoot";
+const PACKAGE_TYPE: &str = "PackageRemoteRoot";
 
 /// What the session's runner is told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,11 @@ struct Item {
 #[derive(Debug)]
 pub(crate) struct Session {
     remote_host: String,
+    /// Packages enqueued (`PackageRemoteRoot`); a session moves them before its accounts.
+    packages: Vec<String>,
+    /// The login parameters the session was created with (checked again by
+    /// `analyze_transfer_session_remote`).
+    login: Params,
     transfer_threads: usize,
     restore_threads: usize,
     items: Vec<Item>,
@@ -109,15 +115,6 @@ fn no_session(id: &str) -> Reply {
 }
 
 pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
-    let Some(remote) = params.get("host").filter(|v| !v.is_empty()) else {
-        return Reply::fail("No “host” parameter was specified.");
-    };
-    let remote_valid =
-        remote.len() <= 253 && remote.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    if !remote_valid {
-        return Reply::fail(format!("“{remote}” is not a valid hostname or IP address."));
-    }
-    let user = params.get("user").map(String::as_str).unwrap_or("");
     let transfer_threads = match threads_param(params, "transfer_threads") {
         Ok(n) => n,
         Err(reply) => return reply,
@@ -126,21 +123,10 @@ pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
         Ok(n) => n,
         Err(reply) => return reply,
     };
-    let port = params.get("port").map(String::as_str).unwrap_or("22");
-    let Some(source) = host.world.lookup(remote) else {
-        return Reply::fail(format!(
-            "The system failed to connect to “{remote}” on port {port}: No route to host"
-        ));
+    let source = match super::checks::root_login(host, params) {
+        Ok(source) => source,
+        Err(reply) => return reply,
     };
-    // The sim's root credentials: the source's API token stands in for its root password;
-    // every sim host trusts every key installed under "Manage root's SSH Keys".
-    let password_ok = params.get("password").map(String::as_str) == Some(source.token.as_str());
-    let key_ok = params.get("sshkey_name").is_some_and(|k| !k.is_empty());
-    if user != "root" || !(password_ok || key_ok) {
-        return Reply::fail(format!(
-            "Login to “{remote}” as “{user}” failed: Permission denied (publickey,password)."
-        ));
-    }
 
     let stem: String = source.hostname.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
     let letters: String =
@@ -151,6 +137,12 @@ pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
         id.clone(),
         Session {
             remote_host: source.hostname.clone(),
+            packages: Vec::new(),
+            login: params
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "host" | "user" | "port" | "password" | "sshkey_name"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             transfer_threads,
             restore_threads,
             items: Vec::new(),
@@ -179,9 +171,12 @@ pub(crate) fn enqueue_item(host: &Arc<Host>, params: &Params) -> Reply {
         Err(reply) => return reply,
     };
     let module = params.get("module").map(String::as_str).unwrap_or("");
+    if module == PACKAGE_TYPE {
+        return enqueue_package(host, &id, params);
+    }
     if module != ITEM_TYPE {
         return Reply::fail(format!(
-            "The module “{module}” is not available on this server (only {ITEM_TYPE})."
+            "The module “{module}” is not available on this server (only {ITEM_TYPE} and {PACKAGE_TYPE})."
         ));
     }
     let user = match user_param(params, "user") {
@@ -218,6 +213,51 @@ pub(crate) fn enqueue_item(host: &Arc<Host>, params: &Params) -> Reply {
     Reply::ok_metadata_only("OK")
 }
 
+/// A package name as cPanel allows it (a reseller's packages are `reseller_name`).
+fn valid_package_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b' '))
+        && !name.starts_with('.')
+}
+
+/// `enqueue_transfer_item` with module `PackageRemoteRoot` (`package` required).
+fn enqueue_package(host: &Arc<Host>, id: &str, params: &Params) -> Reply {
+    let Some(package) = params.get("package").filter(|v| !v.is_empty()) else {
+        return Reply::fail("No “package” parameter was specified.");
+    };
+    if !valid_package_name(package) {
+        return Reply::fail(format!("“{package}” is not a valid package name."));
+    }
+    let mut state = host.state();
+    let Some(session) = state.sessions.get_mut(id) else {
+        return no_session(id);
+    };
+    if session.phase != Phase::Pending {
+        return Reply::fail(format!("The transfer session “{id}” has already started."));
+    }
+    if !session.packages.contains(package) {
+        session.packages.push(package.clone());
+    }
+    Reply::ok_metadata_only("OK")
+}
+
+/// `analyze_transfer_session_remote`: logs in to the session's source again.
+pub(crate) fn analyze_session(host: &Arc<Host>, params: &Params) -> Reply {
+    let id = match session_id_param(params) {
+        Ok(id) => id,
+        Err(reply) => return reply,
+    };
+    let login = match host.state().sessions.get(&id) {
+        Some(session) => session.login.clone(),
+        None => return no_session(&id),
+    };
+    match super::checks::root_login(host, &login) {
+        Ok(_) => Reply::ok_metadata_only("OK"),
+        Err(reply) => reply,
+    }
+}
+
 pub(crate) fn start_session(host: &Arc<Host>, params: &Params) -> Reply {
     let id = match session_id_param(params) {
         Ok(id) => id,
@@ -239,7 +279,7 @@ pub(crate) fn start_session(host: &Arc<Host>, params: &Params) -> Reply {
         let pid = session.pid.unwrap_or(fresh_pid);
         return Reply::ok(json!({ "pid": pid }));
     }
-    if session.items.is_empty() {
+    if session.items.is_empty() && session.packages.is_empty() {
         return Reply::fail(format!("The transfer session “{id}” has no queued items."));
     }
     session.phase = Phase::Transfer;
@@ -432,13 +472,14 @@ fn duration_for(bytes: u64, bytes_per_sec: u64) -> Duration {
 }
 
 async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Control>) {
-    let (items, remote_host, transfer_threads, restore_threads) = {
+    let (items, packages, remote_host, transfer_threads, restore_threads) = {
         let state = target.state();
         let Some(session) = state.sessions.get(&id) else {
             return;
         };
         (
             session.items.clone(),
+            session.packages.clone(),
             session.remote_host.clone(),
             session.transfer_threads,
             session.restore_threads,
@@ -462,7 +503,7 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
             &id,
             "control",
             0,
-            control_contents("queue_count", json!(items.len()), Some(queue)),
+            control_contents("queue_count", json!(items.len() + packages.len()), Some(queue)),
         );
         log_master(
             &target,
@@ -471,6 +512,12 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
             0,
             control_contents("queue_size", json!(total_size), Some(queue)),
         );
+    }
+
+    // Packages first, so the accounts that use them restore onto an existing package.
+    let mut control_for_packages = control.clone();
+    for package in &packages {
+        run_package(&target, &id, package, &mut control_for_packages).await;
     }
 
     let transfer_slots = Arc::new(Semaphore::new(transfer_threads));
@@ -543,6 +590,52 @@ async fn run_session(target: Arc<Host>, id: String, control: watch::Receiver<Con
     let _ = tokio::fs::remove_dir_all(&staging_root).await;
 }
 
+/// The failure an aborted session reports for the items it did not get to.
+const ABORTED: &str = "The transfer session was aborted before this item was processed.";
+
+/// Reports an item the session did not process because it was aborted: a `failed-item` line
+/// with the abort as the failure, so a reader of master.log sees every item's end.
+fn log_aborted(target: &Host, id: &str, item: &Item, queue: &str, child: usize) {
+    log_master(
+        target,
+        id,
+        "failure",
+        1,
+        item_contents(item, queue, "failed-item", child, failure_msg(ABORTED)),
+    );
+}
+
+/// Moves one package (`PackageRemoteRoot`): TRANSFER then RESTORE lines in master.log with
+/// `item_type` `PackageRemoteRoot`, and the package exists on the target afterwards.
+async fn run_package(target: &Arc<Host>, id: &str, package: &str, control: &mut watch::Receiver<Control>) {
+    let contents = |queue: &str, action: &str, msg: Value| {
+        json!({
+            "action": action,
+            "child_number": 1,
+            "item": package,
+            "item_name": "Package",
+            "item_type": PACKAGE_TYPE,
+            "local_item": package,
+            "logfile": format!("item-{queue}_{PACKAGE_TYPE}_{package}"),
+            "queue": queue,
+            "msg": msg,
+            "time": now(),
+        })
+    };
+    for queue in ["TRANSFER", "RESTORE"] {
+        if !runnable(control).await {
+            log_master(target, id, "failure", 1, contents(queue, "failed-item", failure_msg(ABORTED)));
+            return;
+        }
+        log_master(target, id, "control", 1, contents(queue, "start-item", json!({ "size": 1 })));
+        if queue == "RESTORE" {
+            target.state().packages.insert(package.to_owned());
+        }
+        let message = if queue == "TRANSFER" { "Transfer complete." } else { "Restore complete." };
+        log_master(target, id, "success", 1, contents(queue, "success-item", success_msg(message)));
+    }
+}
+
 /// The TRANSFER queue for one item: copies the source's files into `staging`. Returns the
 /// source account's description on success.
 #[allow(clippy::too_many_arguments)]
@@ -557,12 +650,14 @@ async fn run_transfer(
     slots: &Semaphore,
 ) -> Option<SimAccount> {
     if !runnable(control).await {
+        log_aborted(target, id, item, "TRANSFER", child);
         return None;
     }
     let Ok(_slot) = slots.acquire().await else {
         return None;
     };
     if !runnable(control).await {
+        log_aborted(target, id, item, "TRANSFER", child);
         return None;
     }
     let queue = "TRANSFER";
@@ -640,12 +735,14 @@ async fn run_restore(
     slots: &Semaphore,
 ) {
     if !runnable(control).await {
+        log_aborted(target, id, item, "RESTORE", child);
         return;
     }
     let Ok(_slot) = slots.acquire().await else {
         return;
     };
     if !runnable(control).await {
+        log_aborted(target, id, item, "RESTORE", child);
         return;
     }
     let queue = "RESTORE";

@@ -1,6 +1,7 @@
 //! The simulated host's "Apache": serves each account's sites by `Host` header from the real
 //! document roots, with cPanel's default page for unknown hosts and its suspended page.
 
+use std::net::Ipv4Addr;
 use std::path::{Component, Path as FsPath};
 use std::sync::Arc;
 
@@ -12,8 +13,17 @@ use axum::response::{IntoResponse, Response};
 use super::{Host, accounts};
 use crate::names::DomainName;
 
-pub(crate) fn router(host: Arc<Host>) -> Router {
-    Router::new().fallback(site).with_state(host)
+/// The router of the listener on `listen_ip`: a site is served on its account's address only
+/// (its dedicated IP, or the host's shared one), as Apache's IP-based virtual hosts do.
+pub(crate) fn router(host: Arc<Host>, listen_ip: Ipv4Addr) -> Router {
+    Router::new().fallback(site).with_state(Listener { host, ip: listen_ip })
+}
+
+/// One web listener: the host and the address it listens on.
+#[derive(Clone)]
+struct Listener {
+    host: Arc<Host>,
+    ip: Ipv4Addr,
 }
 
 const DEFAULT_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Default Web Site Page</title></head>\n\
@@ -39,7 +49,8 @@ fn content_type(path: &FsPath) -> &'static str {
     }
 }
 
-async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
+async fn site(State(listener): State<Listener>, request: Request) -> Response {
+    let host = listener.host;
     let raw_host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let name = raw_host.rsplit_once(':').map_or(raw_host, |(name, _)| name);
     let Ok(domain) = DomainName::parse(name) else {
@@ -53,12 +64,16 @@ async fn site(State(host): State<Arc<Host>>, request: Request) -> Response {
 
     let docroot = {
         let state = host.state();
-        let found = state.accounts.values().find_map(|record| {
-            let spec = &record.spec;
-            spec.all_domains()
-                .find(|d| **d == domain || **d == bare)
-                .map(|d| (record.suspended.is_some(), spec.clone(), d.clone()))
-        });
+        let found = state
+            .accounts
+            .values()
+            .filter(|r| r.spec.dedicated_ip.unwrap_or(host.ip) == listener.ip)
+            .find_map(|record| {
+                let spec = &record.spec;
+                spec.all_domains()
+                    .find(|d| **d == domain || **d == bare)
+                    .map(|d| (record.suspended.is_some(), spec.clone(), d.clone()))
+            });
         match found {
             None => return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()),
             Some((true, _, _)) => return html(StatusCode::OK, SUSPENDED_PAGE.to_owned()),
