@@ -51,19 +51,25 @@ pub enum Command {
     ///
     /// Example: siirto approve old1-to-new1 --by maija
     Approve(ApproveArgs),
-    /// Start an approved migration.
+    /// Run the pre-flight checks and start an approved migration; refused (with the report)
+    /// on a hard failure.
     ///
     /// Example: siirto start old1-to-new1
     Start(MigrationArg),
-    /// Pause a running migration.
+    /// Show the pre-flight report of a migration without starting it (recorded on its
+    /// timeline); exits 1 when a hard failure would refuse the start.
+    ///
+    /// Example: siirto preflight old1-to-new1 --json
+    Preflight(PreflightArgs),
+    /// Pause a running migration and its transfer sessions on the target.
     ///
     /// Example: siirto pause old1-to-new1
     Pause(MigrationArg),
-    /// Resume a paused migration.
+    /// Resume a paused migration and restart its paused transfer sessions.
     ///
     /// Example: siirto resume old1-to-new1
     Resume(MigrationArg),
-    /// Abort a migration; nothing further happens to it.
+    /// Abort a migration and its unfinished transfer sessions; nothing further happens to it.
     ///
     /// Example: siirto abort old1-to-new1 --reason "target disk failed"
     Abort(AbortArgs),
@@ -182,6 +188,16 @@ pub struct ApproveArgs {
     pub by: Option<String>,
 }
 
+/// `siirto preflight` arguments.
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `siirto abort` arguments.
 #[derive(Debug, Args)]
 pub struct AbortArgs {
@@ -294,6 +310,27 @@ fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     })
 }
 
+/// The store, the migration's target host's WHM client and the id, for pause/resume/abort.
+async fn session_control(
+    config_path: &Path,
+    migration: &str,
+) -> anyhow::Result<(Store, crate::whm::WhmClient, MigrationId)> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config).await?;
+    let id = parse_id(migration)?;
+    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let adapters = adapters_from_config(&config)?;
+    let target = adapters.hosts.get(&row.target_host).ok_or_else(|| {
+        anyhow!("the target host {:?} is not in {}", row.target_host, config_path.display())
+    })?;
+    Ok((store, target.whm.clone(), id))
+}
+
+/// Exit 1 when a transfer session could not be told (the migration's own state changed).
+fn control_exit(sessions: &[crate::transfer_control::SessionOutcome]) -> ExitCode {
+    if sessions.iter().all(|s| s.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
 /// Runs one command; the binary maps the result to an exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
@@ -359,34 +396,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Start(arg) => {
-            let store = open_store(&load_config(&cli.config)?).await?;
-            let state = crate::actions::start(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
-            output::line(&format!(
-                "migration {} is {}; the daemon takes it from here",
-                arg.migration,
-                state.name()
-            ));
-            Ok(ExitCode::SUCCESS)
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let adapters = adapters_from_config(&config)?;
+            let id = parse_id(&arg.migration)?;
+            let outcome = crate::preflight::start(&store, &config, &adapters, &id, now, &actor()).await?;
+            output::preflight(&outcome.report, false)?;
+            match outcome.started {
+                Some(state) => {
+                    output::line(&format!(
+                        "migration {} is {}; the daemon takes it from here",
+                        arg.migration,
+                        state.name()
+                    ));
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(anyhow!(
+                    "migration {id} not started: pre-flight found {} hard failure(s) (above); fix them and run siirto start again",
+                    outcome.report.hard_failures().count()
+                )),
+            }
+        }
+        Command::Preflight(args) => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let adapters = adapters_from_config(&config)?;
+            let id = parse_id(&args.migration)?;
+            let report = crate::preflight::preflight(&store, &config, &adapters, &id, now).await?;
+            crate::preflight::record(&store, &report, now, &actor()).await?;
+            output::preflight(&report, args.json)?;
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Pause(arg) => {
-            let store = open_store(&load_config(&cli.config)?).await?;
-            let state = crate::actions::pause(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
-            output::line(&format!("migration {} is {}", arg.migration, state.name()));
-            Ok(ExitCode::SUCCESS)
+            let (store, target, id) = session_control(&cli.config, &arg.migration).await?;
+            let (state, sessions) =
+                crate::transfer_control::pause(&store, &target, &id, now, &actor()).await?;
+            output::session_control(&arg.migration, state.name(), &sessions);
+            Ok(control_exit(&sessions))
         }
         Command::Resume(arg) => {
-            let store = open_store(&load_config(&cli.config)?).await?;
-            let state = crate::actions::resume(&store, &parse_id(&arg.migration)?, now, &actor()).await?;
-            output::line(&format!("migration {} is {}", arg.migration, state.name()));
-            Ok(ExitCode::SUCCESS)
+            let (store, target, id) = session_control(&cli.config, &arg.migration).await?;
+            let (state, sessions) =
+                crate::transfer_control::resume(&store, &target, &id, now, &actor()).await?;
+            output::session_control(&arg.migration, state.name(), &sessions);
+            Ok(control_exit(&sessions))
         }
         Command::Abort(args) => {
-            let store = open_store(&load_config(&cli.config)?).await?;
-            let state =
-                crate::actions::abort(&store, &parse_id(&args.migration)?, &args.reason, now, &actor())
-                    .await?;
-            output::line(&format!("migration {} is {}", args.migration, state.name()));
-            Ok(ExitCode::SUCCESS)
+            let (store, target, id) = session_control(&cli.config, &args.migration).await?;
+            let (state, sessions) =
+                crate::transfer_control::abort(&store, &target, &id, &args.reason, now, &actor()).await?;
+            output::session_control(&args.migration, state.name(), &sessions);
+            Ok(control_exit(&sessions))
         }
         Command::Retry(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;

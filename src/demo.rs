@@ -338,7 +338,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::actions::approve(&store, &id, "demo", chrono::Utc::now()).await?;
-    crate::actions::start(&store, &id, chrono::Utc::now(), "demo").await?;
+    let outcome =
+        crate::preflight::start(&store, &config, &adapters, &id, chrono::Utc::now(), "demo").await?;
+    let report = &outcome.report;
+    progress(
+        json,
+        &format!(
+            "pre-flight: {} hard failure(s), {} warning(s)",
+            report.hard_failures().count(),
+            report.warnings().count()
+        ),
+    );
+    if outcome.started.is_none() {
+        let failures: Vec<String> =
+            report.hard_failures().map(|f| format!("{}: {}", f.check, f.detail)).collect();
+        anyhow::bail!("pre-flight refused the start: {}", failures.join("; "));
+    }
     progress(
         json,
         "start: the daemon lowers TTLs, waits out the gate, transfers, verifies, repoints, notifies",

@@ -39,7 +39,7 @@ use crate::playbook::{OnMismatch, Playbook};
 use crate::store::{
     AccountRow, DomainRow, JobRow, Lease, MigrationRow, NewEvent, NewJob, Store, StoreError, Tx,
 };
-use crate::whm::{AccountItem, ItemOutcome, RemoteRootSession, SessionState, TransferSessionId, WhmClient};
+use crate::whm::{AccountItem, ItemOutcome, SessionState, TransferSessionId, WhmClient};
 
 /// The source of `now` for the engine: the system clock in production, a controlled one in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -1001,15 +1001,7 @@ impl Engine {
         if batch.is_empty() {
             return self.finish(lease).await;
         }
-        let request = RemoteRootSession {
-            host: ctx.source.ip.to_string(),
-            user: "root".to_owned(),
-            sshkey_name: Some("siirto".to_owned()),
-            password: None,
-            port: 22,
-            transfer_threads: ctx.playbook.transfer.transfer_threads,
-            restore_threads: ctx.playbook.transfer.restore_threads,
-        };
+        let request = crate::preflight::remote_root_session(&ctx.source, &ctx.playbook);
         let session = ctx
             .target
             .whm
@@ -1050,6 +1042,15 @@ impl Engine {
         if matches!(state, SessionState::Pending | SessionState::TransferPending) {
             let accounts = self.store.accounts(ctx.id.as_str()).await?;
             let by_user: HashMap<&str, &AccountRow> = accounts.iter().map(|a| (a.user.as_str(), a)).collect();
+            // Packages first: the ones the migration's accounts use that the target lacks.
+            let users = accounts.iter().map(|a| a.user.clone()).collect();
+            let packages =
+                crate::transfer_control::packages_to_send(&ctx.source.whm, &ctx.target.whm, &users)
+                    .await
+                    .map_err(|err| classify!(err))?;
+            for package in &packages {
+                ctx.target.whm.enqueue_package(&session, package).await.map_err(|err| classify!(err))?;
+            }
             for user in &payload.accounts {
                 let row = by_user
                     .get(user.as_str())
@@ -1180,6 +1181,18 @@ impl Engine {
                 }
             }
         }
+        // The account, its domains and its mailboxes must exist on the target.
+        let names: Vec<DomainName> = domains
+            .iter()
+            .map(|d| DomainName::parse(&d.domain))
+            .collect::<Result<_, _>>()
+            .context("stored domain")?;
+        let account = AccountName::parse(user).context("stored user")?;
+        let missing =
+            crate::transfer_control::account_presence(&ctx.source.whm, &ctx.target.whm, &account, &names)
+                .await
+                .map_err(|err| classify!(err))?;
+        mismatches.extend(missing);
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
         let event = if mismatches.is_empty() {

@@ -34,6 +34,12 @@
 //!   domain, the dated schedule, and what changed since the last plan of the same source; it
 //!   records the migration and the plan document (its JSON schema is the module doc).
 //!   [`actions`] — approve, start, pause, resume, abort, retry. [`status`] — where things stand.
+//!   [`transfer_control`] — pause, resume and abort reaching the target's transfer sessions;
+//!   the packages a session sends before its accounts; whether an account, its domains and its
+//!   mailboxes exist on the target (verification).
+//! - [`preflight`] — the checks before the first account moves (the target logs in to the
+//!   source, SSH with pinned host keys, clashes and free disk on the target); `siirto start`
+//!   refuses to start on a hard failure, `siirto preflight` shows the report.
 //! - [`inventory`] — the read-only inventory of one host (accounts, every kind of domain,
 //!   resellers, packages, dedicated IPs, flagged odd fields) and the checks of a target host
 //!   against it (user and domain clashes, free disk, versions); `siirto inventory`.
@@ -95,9 +101,11 @@ pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod playbook;
+pub mod preflight;
 pub mod secret;
 pub mod sim;
 pub mod ssh;
 pub mod status;
 pub mod store;
+pub mod transfer_control;
 pub mod whm;

@@ -264,3 +264,47 @@ pub fn inventory(inventory: &Inventory, as_json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Prints a pre-flight report: one line per finding (hard failures, warnings, passed checks),
+/// then the verdict; or the report as JSON.
+pub fn preflight(report: &crate::preflight::PreflightReport, as_json: bool) -> anyhow::Result<()> {
+    use crate::preflight::Severity;
+    if as_json {
+        return json(&serde_json::json!({ "passed": report.passed(), "report": report }));
+    }
+    line(&format!(
+        "pre-flight of {}: {} → {} at {}",
+        report.migration, report.source, report.target, report.at
+    ));
+    for severity in [Severity::Hard, Severity::Warning, Severity::Ok] {
+        for finding in report.findings.iter().filter(|f| f.severity == severity) {
+            let mark = match severity {
+                Severity::Hard => "FAIL",
+                Severity::Warning => "warn",
+                Severity::Ok => "  ok",
+            };
+            line(&format!("  {mark}  {}: {}", finding.check, finding.detail));
+        }
+    }
+    let hard = report.hard_failures().count();
+    let warnings = report.warnings().count();
+    if hard == 0 {
+        line(&format!("passed ({warnings} warning(s))"));
+    } else {
+        line(&format!("{hard} hard failure(s), {warnings} warning(s): the migration must not start"));
+    }
+    Ok(())
+}
+
+/// Prints the migration's new state after pause/resume/abort and what each of its transfer
+/// sessions on the target said.
+pub fn session_control(migration: &str, state: &str, sessions: &[crate::transfer_control::SessionOutcome]) {
+    line(&format!("migration {migration} is {state}"));
+    if sessions.is_empty() {
+        line("  no transfer session is active on the target");
+    }
+    for s in sessions {
+        let mark = if s.ok { "  " } else { "! " };
+        line(&format!("  {mark}transfer session {}: {}", s.session, s.outcome));
+    }
+}

@@ -1,0 +1,397 @@
+//! Pre-flight: before the first account of a migration moves, check that the move can work and
+//! report what stands in the way. `siirto start` runs it and refuses to start on a hard
+//! failure; `siirto preflight` shows the report without starting. Every run is recorded on the
+//! migration's timeline (event `preflight_passed` or `preflight_failed`, the report as detail).
+//!
+//! The checks:
+//!
+//! - **The target reaches the source** the way its transfer sessions will: WHM API 1
+//!   `remote_basic_credential_check` on the target with the credentials the engine's sessions
+//!   use, then a session created and checked with `analyze_transfer_session_remote`
+//!   (<https://api.docs.cpanel.net/openapi/whm/operation/remote_basic_credential_check>,
+//!   <https://api.docs.cpanel.net/openapi/whm/operation/analyze_transfer_session_remote>); the
+//!   probe session is aborted afterwards, it never holds an item.
+//! - **SSH to both hosts** with their pinned host keys (`hosts.*.ssh`, [`crate::ssh`]). A host
+//!   key that does not match the pin, or a failed login, is a hard failure. A host without an
+//!   `ssh` table is a hard failure only when the playbook needs SSH on that host
+//!   ([`playbook_needs_ssh`]), a warning otherwise.
+//! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
+//!   migration's accounts: user and domain clashes and too little free disk are hard failures,
+//!   an older target version too; an unknown disk or version is a warning.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::domain::{MigrationState, Timestamp, to_millis};
+use crate::engine::{ConfiguredAdapters, HostRuntime, migration_state};
+use crate::inventory::{Inventory, VersionVerdict};
+use crate::names::MigrationId;
+use crate::playbook::Playbook;
+use crate::ssh::{SshSession, SshTarget};
+use crate::store::{NewEvent, Store};
+use crate::whm::RemoteRootSession;
+
+/// How long one SSH connection attempt may take.
+const SSH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The check passed.
+    Ok,
+    /// Worth knowing; the migration may start.
+    Warning,
+    /// The migration must not start until it is fixed.
+    Hard,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The check: `credentials`, `analyze_session`, `ssh old1`, `user clash`, `disk`, …
+    pub check: String,
+    /// How serious it is.
+    pub severity: Severity,
+    /// What was found, with the evidence (names, numbers, the remote's own words).
+    pub detail: String,
+}
+
+/// The whole pre-flight report of one migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreflightReport {
+    /// The migration.
+    pub migration: String,
+    /// The source host's config name.
+    pub source: String,
+    /// The target host's config name.
+    pub target: String,
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// Every finding, in the order checked.
+    pub findings: Vec<Finding>,
+}
+
+impl PreflightReport {
+    /// The hard failures.
+    pub fn hard_failures(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.severity == Severity::Hard)
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.severity == Severity::Warning)
+    }
+
+    /// True when nothing hard was found: the migration may start.
+    pub fn passed(&self) -> bool {
+        self.hard_failures().next().is_none()
+    }
+
+    fn push(&mut self, check: impl Into<String>, severity: Severity, detail: impl Into<String>) {
+        self.findings.push(Finding { check: check.into(), severity, detail: detail.into() });
+    }
+}
+
+/// Whether the playbook needs SSH on the hosts (`source`, `target`). Nothing in today's
+/// playbooks runs a command over SSH yet; the final mail delta sync (rsync driven over SSH on
+/// the target, reading the source's mail log) will need both, and must say so here.
+pub fn playbook_needs_ssh(_playbook: &Playbook) -> (bool, bool) {
+    (false, false)
+}
+
+/// The transfer session request the engine sends the target for this migration; pre-flight
+/// checks the same credentials.
+pub fn remote_root_session(source: &HostRuntime, playbook: &Playbook) -> RemoteRootSession {
+    RemoteRootSession {
+        host: source.ip.to_string(),
+        user: "root".to_owned(),
+        sshkey_name: Some("siirto".to_owned()),
+        password: None,
+        port: 22,
+        transfer_threads: playbook.transfer.transfer_threads,
+        restore_threads: playbook.transfer.restore_threads,
+    }
+}
+
+/// Runs every check for migration `id` and returns the report (it records nothing; see
+/// [`record`]). Errors only when the migration or its hosts cannot be found; a host that does
+/// not answer is a finding.
+pub async fn preflight(
+    store: &Store,
+    config: &Config,
+    adapters: &ConfiguredAdapters,
+    id: &MigrationId,
+    now: Timestamp,
+) -> anyhow::Result<PreflightReport> {
+    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let playbook =
+        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let host = |name: &str| {
+        adapters.hosts.get(name).ok_or_else(|| anyhow!("migration {id}: host {name:?} is not in the config"))
+    };
+    let (source, target) = (host(&row.source_host)?, host(&row.target_host)?);
+    let mut report = PreflightReport {
+        migration: id.to_string(),
+        source: row.source_host.clone(),
+        target: row.target_host.clone(),
+        at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        findings: Vec::new(),
+    };
+
+    // 1. The target reaches the source, as its sessions will.
+    let request = remote_root_session(source, &playbook);
+    match target.whm.remote_basic_credential_check(&request).await {
+        Ok(check) => report.push(
+            "credentials",
+            Severity::Ok,
+            format!(
+                "{} logs in to {} ({}) as root: {}",
+                target.name,
+                source.name,
+                request.host,
+                check.response.trim()
+            ),
+        ),
+        Err(err) => report.push(
+            "credentials",
+            Severity::Hard,
+            format!("{} cannot log in to {} ({}) as root: {err}", target.name, source.name, request.host),
+        ),
+    }
+    match target.whm.create_remote_root_transfer_session(&request).await {
+        Ok(session) => {
+            match target.whm.analyze_transfer_session_remote(&session).await {
+                Ok(()) => report.push(
+                    "analyze_session",
+                    Severity::Ok,
+                    format!("a transfer session from {} checks out ({session})", source.name),
+                ),
+                Err(err) => report.push(
+                    "analyze_session",
+                    Severity::Hard,
+                    format!("the transfer session {session} does not check out: {err}"),
+                ),
+            }
+            // The probe session carries no item; abort it so it does not linger as pending.
+            if let Err(err) = target.whm.abort_transfer_session(&session).await {
+                tracing::debug!(error = %err, %session, "could not abort the pre-flight probe session");
+            }
+        }
+        Err(err) => report.push(
+            "analyze_session",
+            Severity::Hard,
+            format!("{} cannot create a transfer session from {}: {err}", target.name, source.name),
+        ),
+    }
+
+    // 2. SSH to both hosts, host keys pinned.
+    let (source_needs, target_needs) = playbook_needs_ssh(&playbook);
+    for (name, needed) in [(&row.source_host, source_needs), (&row.target_host, target_needs)] {
+        let check = format!("ssh {name}");
+        let ssh = config.hosts.get(name).and_then(|h| h.ssh.as_ref());
+        let Some(ssh) = ssh else {
+            let (severity, why) = if needed {
+                (Severity::Hard, "the playbook needs SSH on it")
+            } else {
+                (Severity::Warning, "nothing in this playbook needs it yet")
+            };
+            report.push(
+                check,
+                severity,
+                format!("host {name} has no [hosts.{name}.ssh] in the config; {why}"),
+            );
+            continue;
+        };
+        let target = SshTarget {
+            address: ssh.address.clone(),
+            user: ssh.user.clone(),
+            key_file: ssh.key_file.clone(),
+            host_key: ssh.host_key.clone(),
+        };
+        match SshSession::connect(&target, SSH_TIMEOUT).await {
+            Ok(session) => {
+                let _ = session.close().await;
+                report.push(
+                    check,
+                    Severity::Ok,
+                    format!("{}@{}: host key matches the pin, key login works", ssh.user, ssh.address),
+                );
+            }
+            Err(err) => report.push(check, Severity::Hard, format!("{}@{}: {err}", ssh.user, ssh.address)),
+        }
+    }
+
+    // 3. Room and clashes on the target, for the migration's accounts only.
+    let users: Vec<String> = store.accounts(id.as_str()).await?.into_iter().map(|a| a.user).collect();
+    match crate::inventory::inventory(&source.whm).await {
+        Err(err) => report.push(
+            "inventory",
+            Severity::Hard,
+            format!("the source {} does not answer: {err}", source.name),
+        ),
+        Ok(inventory) => {
+            let moving = Inventory {
+                accounts: inventory
+                    .accounts
+                    .into_iter()
+                    .filter(|a| users.iter().any(|u| u == a.user.as_str()))
+                    .collect(),
+                ..inventory
+            };
+            let missing: Vec<&String> = users
+                .iter()
+                .filter(|u| !moving.accounts.iter().any(|a| a.user.as_str() == u.as_str()))
+                .collect();
+            if !missing.is_empty() {
+                report.push(
+                    "source accounts",
+                    Severity::Warning,
+                    format!("planned but no longer on {}: {}", source.name, join(&missing)),
+                );
+            }
+            target_checks(&mut report, &moving, target).await;
+        }
+    }
+    Ok(report)
+}
+
+async fn target_checks(report: &mut PreflightReport, moving: &Inventory, target: &HostRuntime) {
+    let checks = match crate::inventory::check_target(moving, &target.whm).await {
+        Ok(checks) => checks,
+        Err(err) => {
+            report.push(
+                "target",
+                Severity::Hard,
+                format!("the target {} does not answer: {err}", target.name),
+            );
+            return;
+        }
+    };
+    for clash in &checks.user_clashes {
+        report.push(
+            "user clash",
+            Severity::Hard,
+            format!(
+                "account {} already exists on {} (main domain {})",
+                clash.user, target.name, clash.target_domain
+            ),
+        );
+    }
+    for clash in &checks.domain_clashes {
+        report.push(
+            "domain clash",
+            Severity::Hard,
+            format!(
+                "domain {} (account {}) already exists on {} under account {}",
+                clash.domain, clash.source_user, target.name, clash.target_user
+            ),
+        );
+    }
+    if checks.user_clashes.is_empty() && checks.domain_clashes.is_empty() {
+        report.push(
+            "clashes",
+            Severity::Ok,
+            format!("no user or domain of the migration exists on {}", target.name),
+        );
+    }
+    let disk = &checks.disk;
+    match (disk.enough, disk.available_mb) {
+        (Some(true), Some(free)) => report.push(
+            "disk",
+            Severity::Ok,
+            format!("{free} MB free on {} {}, {} MB needed", target.name, disk.mount.as_deref().unwrap_or("?"), disk.needed_mb),
+        ),
+        (Some(false), Some(free)) => report.push(
+            "disk",
+            Severity::Hard,
+            format!(
+                "only {free} MB free on {} {}; the accounts need {} MB ({} MB of accounts, plus twice the largest and 1 GB)",
+                target.name,
+                disk.mount.as_deref().unwrap_or("?"),
+                disk.needed_mb,
+                disk.accounts_total_mb
+            ),
+        ),
+        _ => report.push(
+            "disk",
+            Severity::Warning,
+            format!("{} reports no /home or / partition; free disk unknown ({} MB needed)", target.name, disk.needed_mb),
+        ),
+    }
+    let version = &checks.version;
+    let (severity, text) = match version.verdict {
+        VersionVerdict::SameMajor | VersionVerdict::TargetNewer => (Severity::Ok, "fine"),
+        VersionVerdict::TargetOlder => {
+            (Severity::Hard, "the target is older than the source; upgrade it first")
+        }
+        VersionVerdict::Unknown => (Severity::Warning, "a version could not be read"),
+    };
+    report.push("version", severity, format!("source {}, target {}: {text}", version.source, version.target));
+}
+
+fn join(items: &[&String]) -> String {
+    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Records the report on the migration's timeline: `preflight_passed` or `preflight_failed`,
+/// with the report as the detail.
+pub async fn record(
+    store: &Store,
+    report: &PreflightReport,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let mut tx = store.begin().await?;
+    tx.append_event(&NewEvent {
+        migration_id: report.migration.clone(),
+        account: None,
+        domain: None,
+        kind: if report.passed() { "preflight_passed" } else { "preflight_failed" }.to_owned(),
+        detail: serde_json::to_string(report)?,
+        actor: actor.to_owned(),
+        at: to_millis(now),
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What `start` did: the report, and the new state when it started.
+#[derive(Debug)]
+pub struct StartOutcome {
+    /// The pre-flight report (recorded on the timeline).
+    pub report: PreflightReport,
+    /// The migration's new state, or `None` when a hard failure refused the start.
+    pub started: Option<MigrationState>,
+}
+
+/// `siirto start`: refuses a migration that cannot start before checking anything, runs the
+/// pre-flight, records it, and starts the migration only when nothing hard was found.
+pub async fn start(
+    store: &Store,
+    config: &Config,
+    adapters: &ConfiguredAdapters,
+    id: &MigrationId,
+    now: Timestamp,
+    actor: &str,
+) -> anyhow::Result<StartOutcome> {
+    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let state = migration_state(&row)?;
+    if !matches!(state, MigrationState::Approved { .. }) {
+        anyhow::bail!(
+            "migration {id} is {}, not approved: only an approved plan starts (siirto approve {id} --by NAME)",
+            state.name()
+        );
+    }
+    let report = preflight(store, config, adapters, id, now).await?;
+    record(store, &report, now, actor).await.context("recording the pre-flight report")?;
+    if !report.passed() {
+        return Ok(StartOutcome { report, started: None });
+    }
+    let state = crate::actions::start(store, id, now, actor).await?;
+    Ok(StartOutcome { report, started: Some(state) })
+}
