@@ -15,4 +15,5 @@ mod sim_mail;
 mod ssh;
 mod store;
 mod support;
+mod transfer_control;
 mod whm;
