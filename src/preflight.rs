@@ -380,13 +380,11 @@ pub async fn start(
     actor: &str,
 ) -> anyhow::Result<StartOutcome> {
     let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    // The same refusal `actions::start` gives (not approved, already started, …), before any
+    // host is asked anything.
     let state = migration_state(&row)?;
-    if !matches!(state, MigrationState::Approved { .. }) {
-        anyhow::bail!(
-            "migration {id} is {}, not approved: only an approved plan starts (siirto approve {id} --by NAME)",
-            state.name()
-        );
-    }
+    crate::domain::migration_transition(&state, &crate::domain::MigrationEvent::Started, now)
+        .map_err(|refusal| anyhow!("migration {}: {refusal}", row.id))?;
     let report = preflight(store, config, adapters, id, now).await?;
     record(store, &report, now, actor).await.context("recording the pre-flight report")?;
     if !report.passed() {
