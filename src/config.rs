@@ -352,6 +352,9 @@ pub enum DnsProviderConfig {
         tsig: crate::dns::TsigKey,
         /// The zones it serves for us (RFC 2136 has no zone listing).
         zones: Vec<crate::names::DomainName>,
+        /// The largest rrset the server accepts (BIND's `max-records-per-type`, default 100;
+        /// 0 means no limit): a bigger one is refused before it is sent.
+        max_records_per_type: usize,
     },
 }
 
@@ -454,6 +457,7 @@ struct RawDns {
     tsig_secret_env: Option<Spanned<String>>,
     tsig_secret: Option<Spanned<toml::Value>>,
     zones: Option<Spanned<Vec<Spanned<String>>>>,
+    max_records_per_type: Option<Spanned<i64>>,
     nameservers: Spanned<Vec<Spanned<String>>>,
     write_concurrency: Option<Spanned<i64>>,
     #[serde(default)]
@@ -911,6 +915,7 @@ impl Ctx<'_> {
                     ("tsig_secret_env", raw.tsig_secret_env.as_ref().map(Spanned::span)),
                     ("tsig_secret", raw.tsig_secret.as_ref().map(Spanned::span)),
                     ("zones", raw.zones.as_ref().map(Spanned::span)),
+                    ("max_records_per_type", raw.max_records_per_type.as_ref().map(Spanned::span)),
                 ];
                 self.no_fields_of(&rfc2136_only, "powerdns", "rfc2136")?;
                 let api_url = raw.api_url.as_ref().ok_or_else(|| {
@@ -1180,7 +1185,18 @@ impl Ctx<'_> {
             zones.push(name);
         }
         let tsig = crate::dns::TsigKey { name: name.to_ascii_lowercase(), algorithm, secret };
-        Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones })
+        let max_records_per_type = match &raw.max_records_per_type {
+            Some(max) => self.src.integer(
+                max,
+                "dns.max_records_per_type",
+                0,
+                1_000_000,
+                "a record count",
+                " (the server's max-records-per-type; 0 for no limit)",
+            )? as usize,
+            None => crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE,
+        };
+        Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type })
     }
 
     fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
@@ -1563,6 +1579,9 @@ classify_concurrency = 32
 # tsig_secret_env = "SIIRTO_TSIG_SECRET"
 # The zones the server holds for us (RFC 2136 has no way to list them).
 # zones = ["example.fi", "example.com"]
+# The server's max-records-per-type (BIND's default is 100; 0: no limit). An update that would
+# make an rrset bigger is refused here, naming it, instead of failing with BIND's SERVFAIL.
+# max_records_per_type = 100
 
 [mail]
 # The sender of customer notices.
@@ -2098,7 +2117,15 @@ path = "outbox"
 
     /// The example with its commented RFC 2136 alternative switched on instead of PowerDNS.
     fn example_with_rfc2136() -> String {
-        let keys = ["provider", "server", "tsig_key_name", "tsig_algorithm", "tsig_secret_file", "zones"];
+        let keys = [
+            "provider",
+            "server",
+            "tsig_key_name",
+            "tsig_algorithm",
+            "tsig_secret_file",
+            "zones",
+            "max_records_per_type",
+        ];
         EXAMPLE
             .lines()
             .filter(|line| {
@@ -2119,9 +2146,11 @@ path = "outbox"
         let dir = example_dir();
         let text = example_with_rfc2136();
         let config = parse_with_env(&text, "example.toml", dir.path(), &no_env).expect("rfc2136 example");
-        let DnsProviderConfig::Rfc2136 { server, tsig, zones } = &config.dns.provider else {
+        let DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } = &config.dns.provider
+        else {
             panic!("expected rfc2136, got {:?}", config.dns.provider);
         };
+        assert_eq!(*max_records_per_type, 100);
         assert_eq!(*server, "192.0.2.53:53".parse::<SocketAddr>().expect("addr"));
         assert_eq!(tsig.name, "siirto-key");
         assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256);
@@ -2150,10 +2179,12 @@ path = "outbox"
 "#;
         let dir = example_dir();
         let config = parse_with_env(BASE, "c.toml", dir.path(), &no_env).expect("base");
-        let DnsProviderConfig::Rfc2136 { server, tsig, .. } = &config.dns.provider else {
+        let DnsProviderConfig::Rfc2136 { server, tsig, max_records_per_type, .. } = &config.dns.provider
+        else {
             panic!("expected rfc2136");
         };
         assert_eq!(server.port(), 5300);
+        assert_eq!(*max_records_per_type, crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE, "the default");
         assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256, "the default");
         let with_port_53 = parse_with_env(
             &BASE.replace("127.0.0.1:5300\"\nt", "192.0.2.53\"\nt"),
@@ -2227,6 +2258,12 @@ path = "outbox"
                 "4:12: dns.zones: expected zones for provider = \"rfc2136\"",
             ),
             ("empty zones", "[\"example.fi\"]", "[]", "8:9: dns.zones: expected at least one zone"),
+            (
+                "negative rrset cap",
+                "zones = [\"example.fi\"]\n",
+                "zones = [\"example.fi\"]\nmax_records_per_type = -1\n",
+                "9:24: dns.max_records_per_type: expected a record count of 0..=1000000",
+            ),
             (
                 "bad zone",
                 "[\"example.fi\"]",

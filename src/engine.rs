@@ -1828,9 +1828,13 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
             PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
         ),
-        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones } => Arc::new(
-            crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone()).context("RFC 2136 client")?,
-        ),
+        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } => {
+            Arc::new(
+                crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone())
+                    .context("RFC 2136 client")?
+                    .with_max_records_per_type(*max_records_per_type),
+            )
+        }
     };
     let checker = Arc::new(Checker::new(config.dns.nameservers.clone()).context("DNS checker")?);
     let channel = crate::notify::channel_from_config(&config.mail).context("notice channel")?;
