@@ -130,6 +130,9 @@ pub struct Engine {
 /// no run outlives its lease on a campaign of 50,000 domains.
 const LOWER_TTL_ZONES_PER_RUN: usize = 200;
 
+/// How soon a job that found its account's DNS locked by another job looks again.
+const ACCOUNT_LOCK_RETRY: Duration = Duration::from_secs(1);
+
 /// The kinds of work in the jobs table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -576,6 +579,39 @@ impl Engine {
     fn zone_lock(&self, zone: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.zone_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(locks.entry(zone.to_owned()).or_default())
+    }
+
+    /// Takes the DNS lock of `user` for this job (see [`Store::lock_account_dns`]) before a step
+    /// reads the account's domain states to plan DNS writes. `false` when another job holds it:
+    /// the job was then rescheduled for shortly after, and the step must do nothing more.
+    ///
+    /// This is what keeps a repoint and a rollback of one account from overwriting each other:
+    /// the repoint, the rollback, the TTL restore and the verification each plan from states
+    /// read under the lock and hold it through their DNS write and the recording of its outcome,
+    /// so whichever runs second sees what the first did (a rollback after a repoint points the
+    /// repointed records back; a repoint after a rollback finds the account rolled back and does
+    /// nothing). The operator's rollback action itself writes no DNS: it only marks the account,
+    /// which the repoint re-reads under a row lock before it records the switch. The lock lives
+    /// in the account's row and expires with the job's lease, so it holds across daemons sharing
+    /// one PostgreSQL database and is never left behind by a daemon that died.
+    async fn lock_account_dns(
+        &self,
+        ctx: &MigrationCtx,
+        lease: &Lease,
+        user: &str,
+    ) -> Result<bool, StepError> {
+        let now = self.now_ms();
+        let Some((holder, expires_at)) =
+            self.store.lock_account_dns(lease, ctx.id.as_str(), user, now).await?
+        else {
+            return Ok(true);
+        };
+        let due = expires_at.min(now + ACCOUNT_LOCK_RETRY.as_millis() as i64).max(now);
+        debug!(account = user, holder, "another job works on the account's DNS; waiting for it");
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        tx.reschedule_job(lease, due).await?;
+        tx.commit().await?;
+        Ok(false)
     }
 
     /// Applies one batch to a zone: one PATCH, never two writers on one zone, at most
@@ -1146,6 +1182,9 @@ impl Engine {
     /// with the domain as Host, and compares status and title.
     async fn verify(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let Some((_, state)) =
             self.account_for_step(ctx, user, |s| matches!(s, AccountState::Restored { .. })).await?
         else {
@@ -1182,6 +1221,12 @@ impl Engine {
         }
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
+        // An operator's rollback may have come in while the sites were fetched.
+        let current = tx.account_for_update(ctx.id.as_str(), user).await?.map(|row| account_state(&row));
+        if !matches!(current, Some(Ok(ref now_state)) if *now_state == state) {
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
         let event = if mismatches.is_empty() {
             AccountEvent::VerifiedOnTarget
         } else {
@@ -1223,6 +1268,9 @@ impl Engine {
     /// checks every own nameserver serves the target's address.
     async fn repoint(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let Some((_, account_now)) =
             self.account_for_step(ctx, user, |s| matches!(s, AccountState::Verified { .. })).await?
         else {
@@ -1325,6 +1373,23 @@ impl Engine {
                 self.apply_domain(&mut tx, ctx, row, state, DomainEvent::ResolutionVerified).await?;
             }
         }
+        // The operator may have rolled the account back while the PATCH was in flight (the
+        // action takes no DNS lock): then the records stay as recorded, the rollback job (which
+        // waits for our lock) points them back, and the account is not switched.
+        let account_row = tx
+            .account_for_update(ctx.id.as_str(), user)
+            .await?
+            .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+        let account_state_now = account_state(&account_row)?;
+        if account_state_now != account_now {
+            info!(
+                account = user,
+                state = account_state_now.name(),
+                "the account changed during its repoint; not switched"
+            );
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
         self.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
         let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
         tx.schedule_job(&self.job(
@@ -1365,6 +1430,9 @@ impl Engine {
     /// one PATCH per zone; records already at their original TTL are not sent.
     async fn restore_ttl(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
         let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
         for row in domains {
@@ -1408,6 +1476,9 @@ impl Engine {
     /// who asked and why.
     async fn rollback(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let payload: RollbackPayload = serde_json::from_str(&job.payload).context("rollback job payload")?;
         let short_ttl = ctx.playbook.dns.short_ttl;
         let (source, target) = (ctx.source_end(), ctx.target_end());
@@ -1828,13 +1899,11 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
             PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
         ),
-        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } => {
-            Arc::new(
-                crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone())
-                    .context("RFC 2136 client")?
-                    .with_max_records_per_type(*max_records_per_type),
-            )
-        }
+        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } => Arc::new(
+            crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone())
+                .context("RFC 2136 client")?
+                .with_max_records_per_type(*max_records_per_type),
+        ),
     };
     let checker = Arc::new(Checker::new(config.dns.nameservers.clone()).context("DNS checker")?);
     let channel = crate::notify::channel_from_config(&config.mail).context("notice channel")?;
