@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -288,6 +288,8 @@ pub struct HostConfig {
     pub tls: TlsPolicy,
     /// The address the domains' A records point at when they are served by this host.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, if it has one: AAAA records (and SPF `ip6:`) at it move like A records.
+    pub ipv6: Option<Ipv6Addr>,
     /// The port the host's web server answers plain HTTP on (for verification; default 80).
     pub http_port: u16,
     /// SSH access as root, when configured.
@@ -427,6 +429,7 @@ struct RawHost {
     token: Option<Spanned<toml::Value>>,
     tls_pin_sha256: Option<Spanned<String>>,
     ip: Spanned<String>,
+    ipv6: Option<Spanned<String>>,
     http_port: Option<Spanned<i64>>,
     ssh: Option<RawSsh>,
 }
@@ -837,6 +840,16 @@ impl Ctx<'_> {
                 format!("expected an IPv4 address like \"192.0.2.10\", got {:?}", raw.ip.get_ref()),
             )
         })?;
+        let ipv6 = match &raw.ipv6 {
+            Some(value) => Some(value.get_ref().trim().parse::<Ipv6Addr>().map_err(|_| {
+                self.src.at(
+                    value,
+                    format!("{prefix}.ipv6"),
+                    format!("expected an IPv6 address like \"2001:db8::10\", got {:?}", value.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         let http_port = match &raw.http_port {
             Some(port) => self.port(port, &format!("{prefix}.http_port"))?,
             None => 80,
@@ -845,7 +858,7 @@ impl Ctx<'_> {
             Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
             None => None,
         };
-        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, http_port, ssh })
+        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, ipv6, http_port, ssh })
     }
 
     fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -1526,6 +1539,9 @@ token_file = "secrets/old1.token"
 # tls_pin_sha256 = "AB:CD:…"
 # The address its customers' A records point at.
 ip = "198.51.100.10"
+# Its IPv6 address, if it has one: AAAA records (and SPF ip6:) at it move like A records. When
+# the source has one and the target none, AAAA records at the source are deleted at the repoint.
+ipv6 = "2001:db8:100::10"
 # The port its web server answers plain HTTP on (for verification).
 http_port = 80
 
@@ -1664,6 +1680,8 @@ mod tests {
         let old = &config.hosts["old1"];
         assert_eq!(old.token.expose(), "OLD1TOKENVALUE");
         assert_eq!(old.ip, Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(old.ipv6, Some("2001:db8:100::10".parse().expect("v6")));
+        assert_eq!(config.hosts["new1"].ipv6, None, "optional");
         assert_eq!(old.tls, TlsPolicy::WebPki);
         let ssh = old.ssh.as_ref().expect("ssh");
         assert_eq!(ssh.user, "root");
@@ -1979,6 +1997,12 @@ path = "outbox"
                 "198.51.100.10",
                 "old1.example.net".to_owned(),
                 "6:6: hosts.old1.ip: expected an IPv4 address",
+            ),
+            (
+                "bad ipv6",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\nipv6 = \"198.51.100.10\"".to_owned(),
+                "7:8: hosts.old1.ipv6: expected an IPv6 address",
             ),
             (
                 "bad nameserver",
