@@ -2113,14 +2113,28 @@ fn write_rrset(rrset: Rrset) -> RrsetChange {
     }
 }
 
-/// The values of `rrset` the move from `from` to `to` removes without a replacement.
+/// The values of `rrset` that the move from `from` to `to` removes, or rewrites so that moving
+/// back would not give them again (an SPF record losing its `ip6:` token): what a rollback
+/// must restore as they were.
 fn removed_values(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Vec<String> {
     rrset
         .records
         .iter()
-        .filter(|content| matches!(rewrite_record(&rrset.rtype, content, from, to), Some(None)))
+        .filter(|content| match rewrite_record(&rrset.rtype, content, from, to) {
+            Some(None) => true,
+            Some(Some(moved)) => round_trip(&rrset.rtype, &moved, to, from) != **content,
+            None => false,
+        })
         .cloned()
         .collect()
+}
+
+/// `content` moved from `from` to `to` (itself when it does not point at `from`).
+fn round_trip(rtype: &str, content: &str, from: &Endpoint, to: &Endpoint) -> String {
+    match rewrite_record(rtype, content, from, to) {
+        Some(Some(moved)) => moved,
+        Some(None) | None => content.to_owned(),
+    }
 }
 
 /// The zone's negative-caching TTL, min(SOA TTL, SOA MINIMUM) (RFC 2308 §5): how long a resolver
@@ -2194,10 +2208,20 @@ fn rollback_change(
         },
     };
     wanted.records.retain(|v| !record.created.contains(v));
-    for value in &record.removed {
-        if !wanted.records.contains(value) {
-            wanted.records.push(value.clone());
+    for original in &record.removed {
+        // What the original became at the target and then back here, if anything: replaced
+        // by the original itself.
+        let there = match rewrite_record(&record.rtype, original, source, target) {
+            Some(Some(moved)) => Some(moved),
+            Some(None) | None => None,
+        };
+        let back = there.map(|moved| round_trip(&record.rtype, &moved, target, source));
+        match back.and_then(|back| wanted.records.iter().position(|v| *v == back)) {
+            Some(at) => wanted.records[at] = original.clone(),
+            None if !wanted.records.contains(original) => wanted.records.push(original.clone()),
+            None => {}
         }
+        wanted.records.dedup();
     }
     if relower && wanted.ttl > short_ttl {
         wanted.ttl = short_ttl;
@@ -2534,6 +2558,17 @@ mod tests {
         };
         let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
         assert_eq!(back, RrsetChange::Replace(Rrset { ttl: 60, ..rrset.clone() }));
+
+        // An SPF record that lost its ip6: token is recorded whole and restored as it was.
+        let spf = rr("kukka.test.", "TXT", r#""v=spf1 ip4:127.0.0.2 ip6:2001:db8::2 -all""#);
+        let removed = removed_values(&spf, source, target);
+        assert_eq!(removed, spf.records);
+        assert!(removed_values(&spf, &both.0, &both.1).is_empty(), "a lossless rewrite records nothing");
+        let moved = rewrite_rrset(&spf, source, target).unwrap();
+        let zone = Zone { name: DomainName::parse("kukka.test").unwrap(), rrsets: vec![moved] };
+        let record = ObservedRecord { removed, ..ObservedRecord::changed("kukka.test.", "TXT", 3600) };
+        let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
+        assert_eq!(back, RrsetChange::Replace(spf));
     }
 
     #[test]
