@@ -1,5 +1,7 @@
-//! The cutover's guards against real nameservers: a rollback issued while a repoint's PATCH
-//! is in flight is not overwritten by it (two daemons, real pdns_server), and an rrset bigger
+//! The cutover's guards against real nameservers: AAAA records follow the hosts' IPv6
+//! addresses (deleted when the target has none, created — gated by the zone's negative TTL —
+//! when only the target has one) and rollback undoes both; a rollback issued while a repoint's
+//! PATCH is in flight is not overwritten by it (two daemons, real pdns_server); an rrset bigger
 //! than BIND's max-records-per-type is refused as permanent (real BIND).
 
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use siirto::engine::{Clock, Engine, EngineParts, adapters_from_config};
 use siirto::names::DomainName;
 use tokio::sync::Notify;
 
-use crate::dns_cutover::{DEMO, Rig, account_state_of, domain_state_of, rrset};
+use crate::dns_cutover::{
+    DEMO, Daemon, Rig, account_state_of, domain_state_of, gated_playbook, replace, rrset,
+};
 use crate::support::bind::{Bind, ZoneFile};
 
 /// The real PowerDNS, except that the first write pointing a record at the target stops
@@ -69,6 +73,147 @@ fn engine_with(rig: &Rig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine>
 
 fn now(rig: &Rig) -> Timestamp {
     rig.clock.now()
+}
+
+const SOURCE_V6: &str = "2001:db8::2";
+const TARGET_V6: &str = "2001:db8::3";
+
+async fn roll_back(rig: &Rig, user: &siirto::names::AccountName) {
+    let adapters = adapters_from_config(&rig.config).unwrap();
+    let request =
+        siirto::actions::RollbackRequest { id: &rig.id, user, domain: None, reason: "test rollback" };
+    siirto::actions::rollback(&rig.store, &adapters.hosts["old"].whm, request, now(rig), "maija")
+        .await
+        .unwrap();
+}
+
+fn aaaa(zone: &Zone, name: &str) -> Option<Rrset> {
+    zone.rrset(name, "AAAA").cloned()
+}
+
+/// The source has IPv6, the target none: the AAAA records at the source's address are deleted
+/// at the repoint (another address in the same rrset stays), the SPF loses its ip6: token, and
+/// every nameserver is checked to serve no AAAA at the old address. Rollback puts back exactly
+/// what was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_at_the_source_is_deleted_when_the_target_has_no_ipv6_and_rollback_restores_it() {
+    let mut rig = Rig::start(1).await;
+    rig.config.hosts.get_mut("old").unwrap().ipv6 = Some(SOURCE_V6.parse().unwrap());
+    let (user, domain) = (rig.user(0), rig.domain(0));
+    let apex = domain.fqdn();
+    let www = format!("www.{apex}");
+    let spf = format!("\"v=spf1 ip4:{SOURCE_IP} ip6:{SOURCE_V6} -all\"");
+    rig.dns
+        .apply(
+            &domain,
+            &[
+                replace(apex.clone(), "AAAA", 3600, vec![SOURCE_V6.into()]),
+                replace(www.clone(), "AAAA", 3600, vec![SOURCE_V6.into(), "2001:db8::99".into()]),
+                replace(apex.clone(), "TXT", 3600, vec![spf.clone()]),
+            ],
+        )
+        .await
+        .unwrap();
+    let before = rig.zone(&domain).await;
+    rig.plan_and_start(DEMO).await;
+    let daemon = Daemon::start(rig.engine());
+    rig.wait_for("the account to arrive", Duration::from_secs(120), |s| {
+        account_state_of(s, &user).state == "done"
+    })
+    .await;
+
+    let moved = rig.zone(&domain).await;
+    assert_eq!(aaaa(&moved, &apex), None, "the apex AAAA at the old server is deleted");
+    assert_eq!(rrset(&moved, &www, "AAAA").records, vec!["2001:db8::99".to_owned()]);
+    assert_eq!(rrset(&moved, &apex, "TXT").records, vec![format!("\"v=spf1 ip4:{TARGET_IP} -all\"")]);
+    assert_eq!(rrset(&moved, &apex, "A").records, vec![TARGET_IP.to_string()]);
+    let recorded = rig.domain_state(&domain).await;
+    let apex_aaaa = recorded.records().iter().find(|r| r.name == apex && r.rtype == "AAAA").unwrap();
+    assert_eq!(apex_aaaa.removed, vec![SOURCE_V6.to_owned()], "recorded for the rollback");
+
+    roll_back(&rig, &user).await;
+    rig.wait_for("the rollback", Duration::from_secs(60), |s| domain_state_of(s, &domain) == "rolled_back")
+        .await;
+    daemon.stop().await;
+    let back = rig.zone(&domain).await;
+    assert_eq!(rrset(&back, &apex, "AAAA").records, vec![SOURCE_V6.to_owned()]);
+    let mut www_back = rrset(&back, &www, "AAAA").records;
+    www_back.sort();
+    assert_eq!(www_back, vec!["2001:db8::2".to_owned(), "2001:db8::99".to_owned()]);
+    assert_eq!(rrset(&back, &apex, "TXT").records, rrset(&before, &apex, "TXT").records, "SPF as it was");
+    assert_eq!(rrset(&back, &apex, "A").records, vec![SOURCE_IP.to_string()]);
+}
+
+/// The target has IPv6, the source none, and the playbook asks for AAAA records: each name
+/// whose A record moves gets one. Such a created record is gated by the zone's negative-caching
+/// TTL, min(SOA TTL, SOA MINIMUM), recorded at the lowering and shown in the status; after the
+/// settle period it gets its A record's TTL; a rollback deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aaaa_records_are_created_for_an_ipv6_target_behind_the_negative_ttl_gate() {
+    let mut rig = Rig::start(1).await;
+    rig.config.hosts.get_mut("new").unwrap().ipv6 = Some(TARGET_V6.parse().unwrap());
+    let (user, domain) = (rig.user(0), rig.domain(0));
+    let apex = domain.fqdn();
+    let www = format!("www.{apex}");
+    let soa = rrset(&rig.zone(&domain).await, &apex, "SOA");
+    let mut fields: Vec<String> = soa.records[0].split_whitespace().map(str::to_owned).collect();
+    fields[6] = "900".into();
+    rig.dns
+        .apply(
+            &domain,
+            &[
+                replace(apex.clone(), "SOA", 3600, vec![fields.join(" ")]),
+                replace(apex.clone(), "A", 300, vec![SOURCE_IP.to_string()]),
+            ],
+        )
+        .await
+        .unwrap();
+    let playbook = gated_playbook().replace("create_aaaa = false", "create_aaaa = true");
+    assert!(playbook.contains("create_aaaa = true"));
+    rig.plan_and_start(&playbook).await;
+    let daemon = Daemon::start(rig.engine());
+    let status = rig
+        .wait_for("the TTLs to be lowered", Duration::from_secs(60), |s| {
+            matches!(s.detail, siirto::domain::MigrationState::TtlLowered { .. })
+        })
+        .await;
+    let lowered_at = rig.domain_state(&domain).await.lowered_at().unwrap();
+    let shown = status.accounts[0].domains.iter().find(|d| d.domain == domain.as_str()).unwrap();
+    let created = shown.gates.iter().find(|g| g.name == apex && g.rtype == "AAAA").unwrap();
+    assert_eq!(created.negative_ttl, Some(900), "min(SOA TTL 3600, MINIMUM 900)");
+    assert_eq!(created.opens_at, lowered_at + chrono::Duration::seconds(901));
+    let apex_a = shown.gates.iter().find(|g| g.name == apex && g.rtype == "A").unwrap();
+    assert_eq!(apex_a.opens_at, lowered_at + chrono::Duration::seconds(301));
+    assert!(aaaa(&rig.zone(&domain).await, &apex).is_none(), "nothing is created before the repoint");
+
+    rig.clock.advance(Duration::from_secs(3700));
+    rig.wait_for("the account to arrive", Duration::from_secs(120), |s| {
+        account_state_of(s, &user).state == "done"
+    })
+    .await;
+    let moved = rig.zone(&domain).await;
+    for name in [&apex, &www] {
+        let created = rrset(&moved, name, "AAAA");
+        assert_eq!((created.records.clone(), created.ttl), (vec![TARGET_V6.to_owned()], 60), "{name}");
+    }
+
+    rig.clock.advance(Duration::from_secs(3700));
+    rig.wait_for("the TTLs to be restored", Duration::from_secs(60), |s| {
+        domain_state_of(s, &domain) == "ttl_restored"
+    })
+    .await;
+    let restored = rig.zone(&domain).await;
+    assert_eq!(rrset(&restored, &apex, "AAAA").ttl, 300, "its A record's TTL");
+    assert_eq!(rrset(&restored, &www, "AAAA").ttl, 3600);
+
+    roll_back(&rig, &user).await;
+    rig.wait_for("the rollback", Duration::from_secs(60), |s| domain_state_of(s, &domain) == "rolled_back")
+        .await;
+    daemon.stop().await;
+    let back = rig.zone(&domain).await;
+    assert_eq!(aaaa(&back, &apex), None, "created records are deleted by the rollback");
+    assert_eq!(aaaa(&back, &www), None);
+    assert_eq!(rrset(&back, &apex, "A").records, vec![SOURCE_IP.to_string()]);
 }
 
 /// Daemon A's repoint PATCH is held in flight; meanwhile the operator rolls the account back

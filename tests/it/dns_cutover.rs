@@ -192,7 +192,7 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    fn start(engine: Arc<Engine>) -> Daemon {
+    pub(crate) fn start(engine: Arc<Engine>) -> Daemon {
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(engine.run(async {
             let _ = rx.await;
@@ -200,7 +200,7 @@ impl Daemon {
         Daemon { stop, task }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
