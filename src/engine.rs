@@ -2512,7 +2512,8 @@ mod tests {
         let both = v6_ends(Some("2001:db8::2"), Some("2001:db8::3"));
         let source_only = v6_ends(Some("2001:db8::2"), None);
         // (rtype, content, ends, expected): Some(Some) rewritten, Some(None) removed, None untouched.
-        let cases: Vec<(&str, &str, &(Endpoint, Endpoint), Option<Option<&str>>)> = vec![
+        type Case<'a> = (&'a str, &'a str, &'a (Endpoint, Endpoint), Option<Option<&'a str>>);
+        let cases: Vec<Case<'_>> = vec![
             ("AAAA", "2001:db8::2", &both, Some(Some("2001:db8::3"))),
             ("AAAA", "2001:DB8:0::2", &both, Some(Some("2001:db8::3"))),
             ("AAAA", "2001:db8::9", &both, None),

@@ -26,7 +26,7 @@ const ATTEMPTS: u32 = 3;
 /// The EDNS payload size we offer (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
 
-/// Asks a fixed set of authoritative nameservers for A records, each one separately, with no
+/// Asks a fixed set of authoritative nameservers for A and AAAA records, each one separately, with no
 /// cache anywhere in between.
 #[derive(Debug, Clone)]
 pub struct Checker {
