@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -288,6 +288,8 @@ pub struct HostConfig {
     pub tls: TlsPolicy,
     /// The address the domains' A records point at when they are served by this host.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, if it has one: AAAA records (and SPF `ip6:`) at it move like A records.
+    pub ipv6: Option<Ipv6Addr>,
     /// The port the host's web server answers plain HTTP on (for verification; default 80).
     pub http_port: u16,
     /// SSH access as root, when configured.
@@ -352,6 +354,9 @@ pub enum DnsProviderConfig {
         tsig: crate::dns::TsigKey,
         /// The zones it serves for us (RFC 2136 has no zone listing).
         zones: Vec<crate::names::DomainName>,
+        /// The largest rrset the server accepts (BIND's `max-records-per-type`, default 100;
+        /// 0 means no limit): a bigger one is refused before it is sent.
+        max_records_per_type: usize,
     },
 }
 
@@ -424,6 +429,7 @@ struct RawHost {
     token: Option<Spanned<toml::Value>>,
     tls_pin_sha256: Option<Spanned<String>>,
     ip: Spanned<String>,
+    ipv6: Option<Spanned<String>>,
     http_port: Option<Spanned<i64>>,
     ssh: Option<RawSsh>,
 }
@@ -454,6 +460,7 @@ struct RawDns {
     tsig_secret_env: Option<Spanned<String>>,
     tsig_secret: Option<Spanned<toml::Value>>,
     zones: Option<Spanned<Vec<Spanned<String>>>>,
+    max_records_per_type: Option<Spanned<i64>>,
     nameservers: Spanned<Vec<Spanned<String>>>,
     write_concurrency: Option<Spanned<i64>>,
     #[serde(default)]
@@ -833,6 +840,16 @@ impl Ctx<'_> {
                 format!("expected an IPv4 address like \"192.0.2.10\", got {:?}", raw.ip.get_ref()),
             )
         })?;
+        let ipv6 = match &raw.ipv6 {
+            Some(value) => Some(value.get_ref().trim().parse::<Ipv6Addr>().map_err(|_| {
+                self.src.at(
+                    value,
+                    format!("{prefix}.ipv6"),
+                    format!("expected an IPv6 address like \"2001:db8::10\", got {:?}", value.get_ref()),
+                )
+            })?),
+            None => None,
+        };
         let http_port = match &raw.http_port {
             Some(port) => self.port(port, &format!("{prefix}.http_port"))?,
             None => 80,
@@ -841,7 +858,7 @@ impl Ctx<'_> {
             Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
             None => None,
         };
-        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, http_port, ssh })
+        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, ipv6, http_port, ssh })
     }
 
     fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -911,6 +928,7 @@ impl Ctx<'_> {
                     ("tsig_secret_env", raw.tsig_secret_env.as_ref().map(Spanned::span)),
                     ("tsig_secret", raw.tsig_secret.as_ref().map(Spanned::span)),
                     ("zones", raw.zones.as_ref().map(Spanned::span)),
+                    ("max_records_per_type", raw.max_records_per_type.as_ref().map(Spanned::span)),
                 ];
                 self.no_fields_of(&rfc2136_only, "powerdns", "rfc2136")?;
                 let api_url = raw.api_url.as_ref().ok_or_else(|| {
@@ -1180,7 +1198,18 @@ impl Ctx<'_> {
             zones.push(name);
         }
         let tsig = crate::dns::TsigKey { name: name.to_ascii_lowercase(), algorithm, secret };
-        Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones })
+        let max_records_per_type = match &raw.max_records_per_type {
+            Some(max) => self.src.integer(
+                max,
+                "dns.max_records_per_type",
+                0,
+                1_000_000,
+                "a record count",
+                " (the server's max-records-per-type; 0 for no limit)",
+            )? as usize,
+            None => crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE,
+        };
+        Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type })
     }
 
     fn mail(&self, raw: &RawMail) -> Result<MailConfig, ConfigError> {
@@ -1510,6 +1539,9 @@ token_file = "secrets/old1.token"
 # tls_pin_sha256 = "AB:CD:…"
 # The address its customers' A records point at.
 ip = "198.51.100.10"
+# Its IPv6 address, if it has one: AAAA records (and SPF ip6:) at it move like A records. When
+# the source has one and the target none, AAAA records at the source are deleted at the repoint.
+ipv6 = "2001:db8:100::10"
 # The port its web server answers plain HTTP on (for verification).
 http_port = 80
 
@@ -1563,6 +1595,9 @@ classify_concurrency = 32
 # tsig_secret_env = "SIIRTO_TSIG_SECRET"
 # The zones the server holds for us (RFC 2136 has no way to list them).
 # zones = ["example.fi", "example.com"]
+# The server's max-records-per-type (BIND's default is 100; 0: no limit). An update that would
+# make an rrset bigger is refused here, naming it, instead of failing with BIND's SERVFAIL.
+# max_records_per_type = 100
 
 [mail]
 # The sender of customer notices.
@@ -1645,6 +1680,8 @@ mod tests {
         let old = &config.hosts["old1"];
         assert_eq!(old.token.expose(), "OLD1TOKENVALUE");
         assert_eq!(old.ip, Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(old.ipv6, Some("2001:db8:100::10".parse().expect("v6")));
+        assert_eq!(config.hosts["new1"].ipv6, None, "optional");
         assert_eq!(old.tls, TlsPolicy::WebPki);
         let ssh = old.ssh.as_ref().expect("ssh");
         assert_eq!(ssh.user, "root");
@@ -1962,6 +1999,12 @@ path = "outbox"
                 "6:6: hosts.old1.ip: expected an IPv4 address",
             ),
             (
+                "bad ipv6",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\nipv6 = \"198.51.100.10\"".to_owned(),
+                "7:8: hosts.old1.ipv6: expected an IPv6 address",
+            ),
+            (
                 "bad nameserver",
                 "[\"127.0.0.1:5300\"]",
                 "[\"127.0.0.1:5300\", \"ns1.example.net\"]".to_owned(),
@@ -2098,7 +2141,15 @@ path = "outbox"
 
     /// The example with its commented RFC 2136 alternative switched on instead of PowerDNS.
     fn example_with_rfc2136() -> String {
-        let keys = ["provider", "server", "tsig_key_name", "tsig_algorithm", "tsig_secret_file", "zones"];
+        let keys = [
+            "provider",
+            "server",
+            "tsig_key_name",
+            "tsig_algorithm",
+            "tsig_secret_file",
+            "zones",
+            "max_records_per_type",
+        ];
         EXAMPLE
             .lines()
             .filter(|line| {
@@ -2119,9 +2170,11 @@ path = "outbox"
         let dir = example_dir();
         let text = example_with_rfc2136();
         let config = parse_with_env(&text, "example.toml", dir.path(), &no_env).expect("rfc2136 example");
-        let DnsProviderConfig::Rfc2136 { server, tsig, zones } = &config.dns.provider else {
+        let DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } = &config.dns.provider
+        else {
             panic!("expected rfc2136, got {:?}", config.dns.provider);
         };
+        assert_eq!(*max_records_per_type, 100);
         assert_eq!(*server, "192.0.2.53:53".parse::<SocketAddr>().expect("addr"));
         assert_eq!(tsig.name, "siirto-key");
         assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256);
@@ -2150,10 +2203,12 @@ path = "outbox"
 "#;
         let dir = example_dir();
         let config = parse_with_env(BASE, "c.toml", dir.path(), &no_env).expect("base");
-        let DnsProviderConfig::Rfc2136 { server, tsig, .. } = &config.dns.provider else {
+        let DnsProviderConfig::Rfc2136 { server, tsig, max_records_per_type, .. } = &config.dns.provider
+        else {
             panic!("expected rfc2136");
         };
         assert_eq!(server.port(), 5300);
+        assert_eq!(*max_records_per_type, crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE, "the default");
         assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256, "the default");
         let with_port_53 = parse_with_env(
             &BASE.replace("127.0.0.1:5300\"\nt", "192.0.2.53\"\nt"),
@@ -2227,6 +2282,12 @@ path = "outbox"
                 "4:12: dns.zones: expected zones for provider = \"rfc2136\"",
             ),
             ("empty zones", "[\"example.fi\"]", "[]", "8:9: dns.zones: expected at least one zone"),
+            (
+                "negative rrset cap",
+                "zones = [\"example.fi\"]\n",
+                "zones = [\"example.fi\"]\nmax_records_per_type = -1\n",
+                "9:24: dns.max_records_per_type: expected a record count of 0..=1000000",
+            ),
             (
                 "bad zone",
                 "[\"example.fi\"]",

@@ -643,14 +643,41 @@ pub fn reminder_notice_key(migration: &MigrationId, domain: &DomainName, n: u32)
 
 /// One rrset that will change, with the TTL it had before siirto touched it: recorded before
 /// the lowering, so a crash after it cannot make us forget the value to restore.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObservedRecord {
     /// The owner name, absolute with the trailing dot.
     pub name: String,
-    /// The record type (`A`, `TXT`, `MX`, `CNAME`).
+    /// The record type (`A`, `AAAA`, `TXT`, `MX`, `CNAME`).
     pub rtype: String,
-    /// The TTL it had, in seconds.
+    /// The TTL it had, in seconds (for a created record: the TTL it gets once settled, that of
+    /// the A record it accompanies).
     pub old_ttl: u32,
+    /// Values the repoint removes without a replacement (an AAAA at the source when the target
+    /// has no IPv6): what a rollback puts back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+    /// Values the repoint adds to a name that had no such rrset (an AAAA at the target): a
+    /// created record, which a rollback deletes again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created: Vec<String>,
+    /// For a created record: the zone's negative-caching TTL when it was observed,
+    /// min(SOA TTL, SOA MINIMUM) (RFC 2308 §5) — how long a resolver may keep answering that the
+    /// name has no such record. It, not `old_ttl`, gates the creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<u32>,
+}
+
+impl ObservedRecord {
+    /// A record that changes in place, with the TTL it has now.
+    pub fn changed(name: impl Into<String>, rtype: impl Into<String>, old_ttl: u32) -> ObservedRecord {
+        ObservedRecord { name: name.into(), rtype: rtype.into(), old_ttl, ..ObservedRecord::default() }
+    }
+
+    /// The TTL its gate waits for: what resolvers may have cached of it before the lowering —
+    /// the old TTL of a record that exists, the negative-caching TTL of one that is created.
+    pub fn gate_ttl(&self) -> u32 {
+        self.negative_ttl.unwrap_or(self.old_ttl)
+    }
 }
 
 /// When one record's TTL gate opens.
@@ -662,7 +689,10 @@ pub struct RecordGate {
     pub rtype: String,
     /// The TTL it had before the lowering, in seconds.
     pub old_ttl: u32,
-    /// `lowered_at + old_ttl + margin`.
+    /// For a record siirto creates: the zone's negative-caching TTL, which gates it instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_ttl: Option<u32>,
+    /// `lowered_at + old_ttl + margin` (`lowered_at + negative_ttl + margin` for a created record).
     pub opens_at: Timestamp,
 }
 
@@ -675,14 +705,15 @@ impl GatePolicy {
                 name: r.name.clone(),
                 rtype: r.rtype.clone(),
                 old_ttl: r.old_ttl,
-                opens_at: self.opens_at(lowered_at, r.old_ttl),
+                negative_ttl: r.negative_ttl,
+                opens_at: self.opens_at(lowered_at, r.gate_ttl()),
             })
             .collect()
     }
 
     /// A domain's gate: the latest of its records' gates (`lowered_at` when nothing changes).
     pub fn domain_opens_at(&self, lowered_at: Timestamp, records: &[ObservedRecord]) -> Timestamp {
-        records.iter().map(|r| self.opens_at(lowered_at, r.old_ttl)).max().unwrap_or(lowered_at)
+        records.iter().map(|r| self.opens_at(lowered_at, r.gate_ttl())).max().unwrap_or(lowered_at)
     }
 }
 
@@ -1012,7 +1043,13 @@ pub fn domain_transition(
                 .record_gates(*lowered_at, records)
                 .into_iter()
                 .filter(|g| now < g.opens_at)
-                .map(|g| format!("{} {} at {} (old TTL {} s)", g.name, g.rtype, g.opens_at, g.old_ttl))
+                .map(|g| match g.negative_ttl {
+                    Some(negative) => format!(
+                        "{} {} at {} (created: the zone's negative-caching TTL {negative} s)",
+                        g.name, g.rtype, g.opens_at
+                    ),
+                    None => format!("{} {} at {} (old TTL {} s)", g.name, g.rtype, g.opens_at, g.old_ttl),
+                })
                 .collect();
             if !closed.is_empty() {
                 return refuse(&format!("its TTL gate opens for {}", closed.join(", ")));
@@ -1286,7 +1323,7 @@ mod tests {
     }
 
     fn rec(name: &str, rtype: &str, old_ttl: u32) -> ObservedRecord {
-        ObservedRecord { name: name.into(), rtype: rtype.into(), old_ttl }
+        ObservedRecord::changed(name, rtype, old_ttl)
     }
 
     #[test]
@@ -1299,6 +1336,31 @@ mod tests {
         let lowered = DomainState::TtlLowered { records: records.clone(), lowered_at: t(0) };
         assert_eq!(lowered.gates(&GATE), gates);
         assert!(DomainState::Pending.gates(&GATE).is_empty());
+    }
+
+    #[test]
+    fn a_created_record_is_gated_by_the_negative_ttl() {
+        // The AAAA created next to an A of TTL 300 in a zone whose negative TTL is 900: its gate
+        // is the negative TTL's (RFC 2308), and it becomes the domain's gate.
+        let created = ObservedRecord {
+            created: vec!["2001:db8::3".into()],
+            negative_ttl: Some(900),
+            ..rec("kukka.test.", "AAAA", 300)
+        };
+        assert_eq!(created.gate_ttl(), 900);
+        let records = vec![rec("kukka.test.", "A", 300), created];
+        let gates = GATE.record_gates(t(0), &records);
+        assert_eq!(gates.iter().map(|g| g.opens_at).collect::<Vec<_>>(), vec![t(330), t(930)]);
+        assert_eq!(gates[1].negative_ttl, Some(900));
+        assert_eq!(GATE.domain_opens_at(t(0), &records), t(930));
+        let verified = DomainState::VerifiedOnTarget { records: records.clone(), lowered_at: t(0) };
+        let err = domain_transition(&verified, &DomainEvent::Repointed, t(400), &GATE).unwrap_err();
+        assert!(err.reason.contains("negative-caching TTL 900 s"), "{}", err.reason);
+        assert!(domain_transition(&verified, &DomainEvent::Repointed, t(930), &GATE).is_ok());
+        // Older stored states (no created/removed fields) still read.
+        let old: ObservedRecord =
+            serde_json::from_str(r#"{"name":"kukka.test.","rtype":"A","old_ttl":60}"#).unwrap();
+        assert_eq!(old, rec("kukka.test.", "A", 60));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub struct HostRuntime {
     pub whm: WhmClient,
     /// The address its sites' A records point at (and the address transfers reach it by).
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, if it has one (AAAA records and SPF `ip6:` at it move like A records).
+    pub ipv6: Option<Ipv6Addr>,
     /// The port its web server answers on (80 on a real host).
     pub http_port: u16,
     /// Its host name (from the WHM URL, when that is a name), absolute with the trailing dot:
@@ -129,6 +131,9 @@ pub struct Engine {
 /// Zones handled by one run of the lowering job; the job reschedules itself for the rest, so
 /// no run outlives its lease on a campaign of 50,000 domains.
 const LOWER_TTL_ZONES_PER_RUN: usize = 200;
+
+/// How soon a job that found its account's DNS locked by another job looks again.
+const ACCOUNT_LOCK_RETRY: Duration = Duration::from_secs(1);
 
 /// The kinds of work in the jobs table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,11 +292,11 @@ impl MigrationCtx {
     }
 
     fn source_end(&self) -> Endpoint {
-        Endpoint { ip: self.source.ip, hostname: self.source.hostname.clone() }
+        Endpoint { ip: self.source.ip, ipv6: self.source.ipv6, hostname: self.source.hostname.clone() }
     }
 
     fn target_end(&self) -> Endpoint {
-        Endpoint { ip: self.target.ip, hostname: self.target.hostname.clone() }
+        Endpoint { ip: self.target.ip, ipv6: self.target.ipv6, hostname: self.target.hostname.clone() }
     }
 
     fn gate_policy(&self) -> GatePolicy {
@@ -576,6 +581,39 @@ impl Engine {
     fn zone_lock(&self, zone: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.zone_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(locks.entry(zone.to_owned()).or_default())
+    }
+
+    /// Takes the DNS lock of `user` for this job (see [`Store::lock_account_dns`]) before a step
+    /// reads the account's domain states to plan DNS writes. `false` when another job holds it:
+    /// the job was then rescheduled for shortly after, and the step must do nothing more.
+    ///
+    /// This is what keeps a repoint and a rollback of one account from overwriting each other:
+    /// the repoint, the rollback, the TTL restore and the verification each plan from states
+    /// read under the lock and hold it through their DNS write and the recording of its outcome,
+    /// so whichever runs second sees what the first did (a rollback after a repoint points the
+    /// repointed records back; a repoint after a rollback finds the account rolled back and does
+    /// nothing). The operator's rollback action itself writes no DNS: it only marks the account,
+    /// which the repoint re-reads under a row lock before it records the switch. The lock lives
+    /// in the account's row and expires with the job's lease, so it holds across daemons sharing
+    /// one PostgreSQL database and is never left behind by a daemon that died.
+    async fn lock_account_dns(
+        &self,
+        ctx: &MigrationCtx,
+        lease: &Lease,
+        user: &str,
+    ) -> Result<bool, StepError> {
+        let now = self.now_ms();
+        let Some((holder, expires_at)) =
+            self.store.lock_account_dns(lease, ctx.id.as_str(), user, now).await?
+        else {
+            return Ok(true);
+        };
+        let due = expires_at.min(now + ACCOUNT_LOCK_RETRY.as_millis() as i64).max(now);
+        debug!(account = user, holder, "another job works on the account's DNS; waiting for it");
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        tx.reschedule_job(lease, due).await?;
+        tx.commit().await?;
+        Ok(false)
     }
 
     /// Applies one batch to a zone: one PATCH, never two writers on one zone, at most
@@ -929,10 +967,19 @@ impl Engine {
         for row in &rows {
             let domain = DomainName::parse(&row.domain).context("stored domain name")?;
             let rrsets = records_to_change(&zone_data, &domain, &rows, &source, &target);
-            let records: Vec<ObservedRecord> = rrsets
+            let mut records: Vec<ObservedRecord> = rrsets
                 .iter()
-                .map(|r| ObservedRecord { name: r.name.clone(), rtype: r.rtype.clone(), old_ttl: r.ttl })
+                .map(|r| ObservedRecord {
+                    removed: removed_values(r, &source, &target),
+                    ..ObservedRecord::changed(r.name.clone(), r.rtype.clone(), r.ttl)
+                })
                 .collect();
+            if ctx.playbook.dns.create_aaaa
+                && source.ipv6.is_none()
+                && let Some(target_v6) = target.ipv6
+            {
+                records.extend(aaaa_to_create(&zone_data, &rrsets, target_v6));
+            }
             let state = domain_state(row)?;
             let state =
                 self.apply_domain(&mut tx, ctx, row, &state, DomainEvent::TtlObserved { records }).await?;
@@ -1147,6 +1194,9 @@ impl Engine {
     /// with the domain as Host, and compares status and title.
     async fn verify(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let Some((_, state)) =
             self.account_for_step(ctx, user, |s| matches!(s, AccountState::Restored { .. })).await?
         else {
@@ -1195,6 +1245,12 @@ impl Engine {
         mismatches.extend(missing);
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
+        // An operator's rollback may have come in while the sites were fetched.
+        let current = tx.account_for_update(ctx.id.as_str(), user).await?.map(|row| account_state(&row));
+        if !matches!(current, Some(Ok(ref now_state)) if *now_state == state) {
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
         let event = if mismatches.is_empty() {
             AccountEvent::VerifiedOnTarget
         } else {
@@ -1236,6 +1292,9 @@ impl Engine {
     /// checks every own nameserver serves the target's address.
     async fn repoint(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let Some((_, account_now)) =
             self.account_for_step(ctx, user, |s| matches!(s, AccountState::Verified { .. })).await?
         else {
@@ -1290,13 +1349,18 @@ impl Engine {
                         changed.push(new);
                     }
                 }
+                for record in state.records().iter().filter(|r| !r.created.is_empty()) {
+                    if let Some(new) = created_rrset(&zone_data, record, ctx.playbook.dns.short_ttl) {
+                        changed.push(new);
+                    }
+                }
             }
             if let Some(reason) =
                 batch_refusal(&zone_data, &changed, &planned, ctx.playbook.dns.max_change_share)
             {
                 refusals.push(format!("zone {zone}: {reason}"));
             }
-            batches.push((zone_name, changed.into_iter().map(RrsetChange::Replace).collect::<Vec<_>>()));
+            batches.push((zone_name, changed.into_iter().map(write_rrset).collect::<Vec<_>>()));
         }
         if !refusals.is_empty() {
             let reason = format!("repoint refused, nothing written: {}", refusals.join("; "));
@@ -1327,7 +1391,7 @@ impl Engine {
         for (row, state) in &repointed {
             if let DomainState::Repointed { records, .. } = state {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, records, ctx.target.ip).await?;
+                self.verify_served(&domain, records, &target, &source).await?;
             }
         }
         // 4. Record, and restore the TTLs once the settle period has passed.
@@ -1337,6 +1401,23 @@ impl Engine {
             if let DomainState::Repointed { .. } = state {
                 self.apply_domain(&mut tx, ctx, row, state, DomainEvent::ResolutionVerified).await?;
             }
+        }
+        // The operator may have rolled the account back while the PATCH was in flight (the
+        // action takes no DNS lock): then the records stay as recorded, the rollback job (which
+        // waits for our lock) points them back, and the account is not switched.
+        let account_row = tx
+            .account_for_update(ctx.id.as_str(), user)
+            .await?
+            .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+        let account_state_now = account_state(&account_row)?;
+        if account_state_now != account_now {
+            info!(
+                account = user,
+                state = account_state_now.name(),
+                "the account changed during its repoint; not switched"
+            );
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
         }
         self.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
         let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
@@ -1353,31 +1434,55 @@ impl Engine {
         Ok(tx.commit().await?)
     }
 
-    /// Checks that every own nameserver answers the domain's A query with `expected`, when the
-    /// domain's own A record is among the changed records; a stale server is a transient failure
+    /// Checks that every own nameserver serves the domain at `now` rather than `before`: its A
+    /// query answers exactly `now`'s address when the domain's own A record is among the changed
+    /// records, and its AAAA answer holds `now`'s IPv6 address (if it has one) and not
+    /// `before`'s when its own AAAA record is among them. A stale server is a transient failure
     /// carrying the evidence.
     async fn verify_served(
         &self,
         domain: &DomainName,
         records: &[ObservedRecord],
-        expected: Ipv4Addr,
+        now: &Endpoint,
+        before: &Endpoint,
     ) -> StepResult {
         let apex = domain.fqdn();
-        if !records.iter().any(|r| r.rtype == "A" && r.name.eq_ignore_ascii_case(&apex)) {
-            return Ok(());
+        let changed =
+            |rtype: &str| records.iter().any(|r| r.rtype == rtype && r.name.eq_ignore_ascii_case(&apex));
+        if changed("A") {
+            let expected = now.ip;
+            match self.checker.verify_a(domain, expected).await.map_err(|err| classify!(err))? {
+                Verification::Served => {}
+                Verification::Stale { server, got } => {
+                    return Err(StepError::Transient(anyhow!(
+                        "{domain}: nameserver {server} still answers {got:?}, expected {expected}"
+                    )));
+                }
+            }
         }
-        match self.checker.verify_a(domain, expected).await.map_err(|err| classify!(err))? {
-            Verification::Served => Ok(()),
-            Verification::Stale { server, got } => Err(StepError::Transient(anyhow!(
-                "{domain}: nameserver {server} still answers {got:?}, expected {expected}"
-            ))),
+        if changed("AAAA") {
+            for (server, got) in self.checker.aaaa_records(domain).await.map_err(|err| classify!(err))? {
+                let missing = now.ipv6.is_some_and(|v6| !got.contains(&v6));
+                let stale = before.ipv6.is_some_and(|v6| Some(v6) != now.ipv6 && got.contains(&v6));
+                if missing || stale {
+                    let expected =
+                        now.ipv6.map_or_else(|| "no AAAA at the old address".to_owned(), |v6| v6.to_string());
+                    return Err(StepError::Transient(anyhow!(
+                        "{domain}: nameserver {server} still answers AAAA {got:?}, expected {expected}"
+                    )));
+                }
+            }
         }
+        Ok(())
     }
 
     /// Gives the changed records of an account's cut-over domains their original TTLs back,
     /// one PATCH per zone; records already at their original TTL are not sent.
     async fn restore_ttl(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
         let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
         for row in domains {
@@ -1421,6 +1526,9 @@ impl Engine {
     /// who asked and why.
     async fn rollback(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
+        if !self.lock_account_dns(ctx, lease, user).await? {
+            return Ok(());
+        }
         let payload: RollbackPayload = serde_json::from_str(&job.payload).context("rollback job payload")?;
         let short_ttl = ctx.playbook.dns.short_ttl;
         let (source, target) = (ctx.source_end(), ctx.target_end());
@@ -1454,15 +1562,7 @@ impl Engine {
             for (_, state) in members {
                 let relower = matches!(state, DomainState::TtlRestored { .. });
                 for record in state.records() {
-                    let Some(current) = zone_data.rrset(&record.name, &record.rtype) else { continue };
-                    let mut wanted =
-                        rewrite_rrset(current, &target, &source).unwrap_or_else(|| current.clone());
-                    if relower && wanted.ttl > short_ttl {
-                        wanted.ttl = short_ttl;
-                    }
-                    if &wanted != current {
-                        changes.push(RrsetChange::Replace(wanted));
-                    }
+                    changes.extend(rollback_change(&zone_data, record, &target, &source, short_ttl, relower));
                 }
             }
             self.write_zone(&zone_name, &changes).await?;
@@ -1470,7 +1570,7 @@ impl Engine {
         for members in zones.values() {
             for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, state.records(), ctx.source.ip).await?;
+                self.verify_served(&domain, state.records(), &source, &target).await?;
             }
         }
         let now = self.now_ms();
@@ -1828,6 +1928,7 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
                 name: name.clone(),
                 whm,
                 ip: host.ip,
+                ipv6: host.ipv6,
                 http_port: host.http_port,
                 hostname: host
                     .whm_url
@@ -1841,8 +1942,10 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
             PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
         ),
-        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones } => Arc::new(
-            crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone()).context("RFC 2136 client")?,
+        crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } => Arc::new(
+            crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone())
+                .context("RFC 2136 client")?
+                .with_max_records_per_type(*max_records_per_type),
         ),
     };
     let checker = Arc::new(Checker::new(config.dns.nameservers.clone()).context("DNS checker")?);
@@ -1872,6 +1975,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Endpoint {
     ip: Ipv4Addr,
+    ipv6: Option<Ipv6Addr>,
     /// Absolute, lower case, with the trailing dot.
     hostname: Option<String>,
 }
@@ -1889,71 +1993,120 @@ pub struct RollbackPayload {
 /// `MIN_EXISTING_RECORDS`): moving a small zone's site changes most of it by nature.
 const THRESHOLD_MIN_RRSETS: usize = 10;
 
-/// The new content of one record that points at `from`, pointing at `to`; `None` when the
-/// record points elsewhere (and so is never touched):
+/// What becomes of one record that points at `from` when it moves to `to`: `Some(Some(new))`
+/// its new content, `Some(None)` removed (an AAAA at `from` when `to` has no IPv6: it must not
+/// keep pointing at the old server), `None` when the record points elsewhere (and so is never
+/// touched):
 /// - `A` equal to `from`'s address;
-/// - `TXT` SPF (`v=spf1`) with an `ip4:` mechanism for `from`'s address (that token is rewritten);
+/// - `AAAA` equal to `from`'s IPv6 address;
+/// - `TXT` SPF (`v=spf1`) with an `ip4:` (or `ip6:`) mechanism for `from`'s address (that token
+///   is rewritten, or dropped when `to` has no IPv6);
 /// - `MX` and `CNAME` whose target is `from`'s host name (never an MX at a spam filter or a
 ///   third party's mail server).
-fn rewrite_record(rtype: &str, content: &str, from: &Endpoint, to: &Endpoint) -> Option<String> {
+fn rewrite_record(rtype: &str, content: &str, from: &Endpoint, to: &Endpoint) -> Option<Option<String>> {
     match rtype {
-        "A" => (content == from.ip.to_string()).then(|| to.ip.to_string()),
-        "TXT" => rewrite_spf(content, from.ip, to.ip),
+        "A" => (content == from.ip.to_string()).then(|| Some(to.ip.to_string())),
+        "AAAA" => {
+            let from_v6 = from.ipv6?;
+            (content.trim().parse::<Ipv6Addr>().ok()? == from_v6).then(|| to.ipv6.map(|v6| v6.to_string()))
+        }
+        "TXT" => rewrite_spf(content, from, to).map(Some),
         "MX" => {
             let (from_host, to_host) = (from.hostname.as_deref()?, to.hostname.as_deref()?);
             let (priority, exchange) = content.split_once(' ')?;
-            exchange.trim().eq_ignore_ascii_case(from_host).then(|| format!("{priority} {to_host}"))
+            exchange.trim().eq_ignore_ascii_case(from_host).then(|| Some(format!("{priority} {to_host}")))
         }
         "CNAME" => {
             let (from_host, to_host) = (from.hostname.as_deref()?, to.hostname.as_deref()?);
-            content.trim().eq_ignore_ascii_case(from_host).then(|| to_host.to_owned())
+            content.trim().eq_ignore_ascii_case(from_host).then(|| Some(to_host.to_owned()))
         }
         _ => None,
     }
 }
 
-/// Rewrites the `ip4:FROM` (or `ip4:FROM/32`) mechanism of an SPF TXT record to `to`, keeping
-/// everything else (quotes, qualifiers' neighbours, other mechanisms) as it is.
-fn rewrite_spf(content: &str, from: Ipv4Addr, to: Ipv4Addr) -> Option<String> {
+/// Rewrites the `ip4:FROM` (or `ip4:FROM/32`) and `ip6:FROM6` (or `/128`) mechanisms of an SPF
+/// TXT record to `to`'s addresses, keeping everything else (quotes, qualifiers' neighbours,
+/// other mechanisms) as it is. An `ip6:` mechanism for `from` is dropped when `to` has no IPv6
+/// (mail from the old server's address must not stay authorised).
+fn rewrite_spf(content: &str, from: &Endpoint, to: &Endpoint) -> Option<String> {
     if !content.to_ascii_lowercase().contains("v=spf1") {
         return None;
     }
-    let plain = format!("ip4:{from}");
-    let host = format!("ip4:{from}/32");
     let mut changed = false;
-    let tokens: Vec<String> = content
-        .split(' ')
-        .map(|token| {
-            let start = token.len() - token.trim_start_matches('"').len();
-            let end = token.trim_end_matches('"').len();
-            if start >= end {
-                return token.to_owned();
+    let mut tokens: Vec<String> = Vec::new();
+    // Quotes of a dropped token that open the next one.
+    let mut pending_open = String::new();
+    for token in content.split(' ') {
+        let start = token.len() - token.trim_start_matches('"').len();
+        let end = token.trim_end_matches('"').len();
+        if start >= end {
+            tokens.push(token.to_owned());
+            continue;
+        }
+        let core = &token[start..end];
+        // The mechanism with an optional qualifier (`+ip4:`, `~ip6:`, …).
+        let (qualifier, mechanism) = match core.chars().next() {
+            Some(q @ ('+' | '-' | '~' | '?')) => (q.to_string(), &core[1..]),
+            _ => (String::new(), core),
+        };
+        let lower = mechanism.to_ascii_lowercase();
+        let replacement = if let Some(rest) = lower.strip_prefix("ip4:") {
+            let (address, suffix) = rest.split_once('/').map_or((rest, ""), |(a, _)| (a, "/32"));
+            let exact = suffix.is_empty() || rest.ends_with("/32");
+            (exact && address.parse::<Ipv4Addr>().ok() == Some(from.ip))
+                .then(|| Some(format!("{qualifier}ip4:{}{suffix}", to.ip)))
+        } else if let Some(rest) = lower.strip_prefix("ip6:") {
+            let (address, suffix) = rest.split_once('/').map_or((rest, ""), |(a, _)| (a, "/128"));
+            let exact = suffix.is_empty() || rest.ends_with("/128");
+            (exact && from.ipv6.is_some() && address.parse::<Ipv6Addr>().ok() == from.ipv6)
+                .then(|| to.ipv6.map(|v6| format!("{qualifier}ip6:{v6}{suffix}")))
+        } else {
+            None
+        };
+        let token = match replacement {
+            None => token.to_owned(),
+            Some(Some(new)) => {
+                changed = true;
+                format!("{}{new}{}", &token[..start], &token[end..])
             }
-            let core = &token[start..end];
-            let suffix = if core.eq_ignore_ascii_case(&plain) {
-                ""
-            } else if core.eq_ignore_ascii_case(&host) {
-                "/32"
-            } else {
-                return token.to_owned();
-            };
-            changed = true;
-            format!("{}ip4:{to}{suffix}{}", &token[..start], &token[end..])
-        })
-        .collect();
+            Some(None) => {
+                // Dropped: its quotes move to its neighbours, so the string stays well formed.
+                changed = true;
+                let (open, close) = (&token[..start], &token[end..]);
+                match tokens.last_mut() {
+                    Some(previous) => previous.push_str(close),
+                    None => pending_open.push_str(close),
+                }
+                pending_open.push_str(open);
+                continue;
+            }
+        };
+        tokens.push(format!("{}{token}", std::mem::take(&mut pending_open)));
+    }
+    if !pending_open.is_empty() {
+        match tokens.last_mut() {
+            Some(previous) => previous.push_str(&pending_open),
+            None => tokens.push(pending_open),
+        }
+    }
     changed.then(|| tokens.join(" "))
 }
 
-/// The rrset with every record pointing at `from` pointing at `to` (duplicates folded), or
-/// `None` when no record of it points at `from`.
+/// The rrset with every record pointing at `from` pointing at `to` (duplicates folded; records
+/// with no counterpart at `to` left out, so the result may be empty), or `None` when no record
+/// of it points at `from`.
 fn rewrite_rrset(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Option<Rrset> {
     let mut changed = false;
     let mut records: Vec<String> = Vec::with_capacity(rrset.records.len());
     for content in &rrset.records {
         let content = match rewrite_record(&rrset.rtype, content, from, to) {
-            Some(new) => {
+            Some(Some(new)) => {
                 changed = true;
                 new
+            }
+            Some(None) => {
+                changed = true;
+                continue;
             }
             None => content.clone(),
         };
@@ -1962,6 +2115,135 @@ fn rewrite_rrset(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Option<Rrset>
         }
     }
     changed.then(|| Rrset { records, ..rrset.clone() })
+}
+
+/// The change that writes `rrset`: a replacement, or a deletion when it has no records left.
+fn write_rrset(rrset: Rrset) -> RrsetChange {
+    if rrset.records.is_empty() {
+        RrsetChange::Delete { name: rrset.name, rtype: rrset.rtype }
+    } else {
+        RrsetChange::Replace(rrset)
+    }
+}
+
+/// The values of `rrset` that the move from `from` to `to` removes, or rewrites so that moving
+/// back would not give them again (an SPF record losing its `ip6:` token): what a rollback
+/// must restore as they were.
+fn removed_values(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Vec<String> {
+    rrset
+        .records
+        .iter()
+        .filter(|content| match rewrite_record(&rrset.rtype, content, from, to) {
+            Some(None) => true,
+            Some(Some(moved)) => round_trip(&rrset.rtype, &moved, to, from) != **content,
+            None => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// `content` moved from `from` to `to` (itself when it does not point at `from`).
+fn round_trip(rtype: &str, content: &str, from: &Endpoint, to: &Endpoint) -> String {
+    match rewrite_record(rtype, content, from, to) {
+        Some(Some(moved)) => moved,
+        Some(None) | None => content.to_owned(),
+    }
+}
+
+/// The zone's negative-caching TTL, min(SOA TTL, SOA MINIMUM) (RFC 2308 §5): how long a resolver
+/// may remember that a name has no record of a type. A zone without a readable SOA gets three
+/// hours, the top of RFC 2308's recommended range, so a created record is never gated too early.
+fn negative_ttl(zone: &Zone) -> u32 {
+    const FALLBACK: u32 = 10_800;
+    let Some(soa) = zone.rrset(&zone.name.fqdn(), "SOA") else { return FALLBACK };
+    let minimum = soa.records.first().and_then(|r| r.split_whitespace().nth(6)?.parse::<u32>().ok());
+    minimum.map_or(FALLBACK, |minimum| minimum.min(soa.ttl))
+}
+
+/// The AAAA records to create with `target_v6` for a domain whose A rrsets `moving` move: one
+/// for each such name that has no AAAA rrset yet (a name with AAAA records elsewhere keeps them
+/// and gets none), gated by the zone's negative TTL and later given its A record's TTL.
+fn aaaa_to_create(zone: &Zone, moving: &[&Rrset], target_v6: Ipv6Addr) -> Vec<ObservedRecord> {
+    let negative = negative_ttl(zone);
+    moving
+        .iter()
+        .filter(|r| r.rtype == "A" && zone.rrset(&r.name, "AAAA").is_none())
+        .map(|r| ObservedRecord {
+            name: r.name.clone(),
+            rtype: "AAAA".into(),
+            old_ttl: r.ttl,
+            created: vec![target_v6.to_string()],
+            negative_ttl: Some(negative),
+            ..ObservedRecord::default()
+        })
+        .collect()
+}
+
+/// The rrset a created record must be written as, given what the zone holds at its name: its
+/// values added to the rrset (with the short TTL when the rrset is new), or `None` when they
+/// are all there already.
+fn created_rrset(zone: &Zone, record: &ObservedRecord, short_ttl: u32) -> Option<Rrset> {
+    let mut rrset = zone.rrset(&record.name, &record.rtype).cloned().unwrap_or_else(|| Rrset {
+        name: record.name.clone(),
+        rtype: record.rtype.clone(),
+        ttl: short_ttl,
+        records: Vec::new(),
+    });
+    let missing: Vec<String> =
+        record.created.iter().filter(|v| !rrset.records.contains(v)).cloned().collect();
+    if missing.is_empty() {
+        return None;
+    }
+    rrset.records.extend(missing);
+    Some(rrset)
+}
+
+/// The change a rollback makes to one recorded record: what points at the target points at the
+/// source again, removed values come back and created ones go (they have no source
+/// counterpart); the short TTL when `relower` (its TTL had been restored) or when the rrset is
+/// written anew. `None` when the zone already holds exactly that.
+fn rollback_change(
+    zone: &Zone,
+    record: &ObservedRecord,
+    target: &Endpoint,
+    source: &Endpoint,
+    short_ttl: u32,
+    relower: bool,
+) -> Option<RrsetChange> {
+    let current = zone.rrset(&record.name, &record.rtype);
+    let mut wanted = match current {
+        Some(current) => rewrite_rrset(current, target, source).unwrap_or_else(|| current.clone()),
+        None => Rrset {
+            name: record.name.clone(),
+            rtype: record.rtype.clone(),
+            ttl: short_ttl,
+            records: Vec::new(),
+        },
+    };
+    wanted.records.retain(|v| !record.created.contains(v));
+    for original in &record.removed {
+        // What the original became at the target and then back here, if anything: replaced
+        // by the original itself.
+        let there = match rewrite_record(&record.rtype, original, source, target) {
+            Some(Some(moved)) => Some(moved),
+            Some(None) | None => None,
+        };
+        let back = there.map(|moved| round_trip(&record.rtype, &moved, target, source));
+        match back.and_then(|back| wanted.records.iter().position(|v| *v == back)) {
+            Some(at) => wanted.records[at] = original.clone(),
+            None if !wanted.records.contains(original) => wanted.records.push(original.clone()),
+            None => {}
+        }
+        wanted.records.dedup();
+    }
+    if relower && wanted.ttl > short_ttl {
+        wanted.ttl = short_ttl;
+    }
+    match current {
+        Some(current) if *current == wanted => None,
+        None if wanted.records.is_empty() => None,
+        _ => Some(write_rrset(wanted)),
+    }
 }
 
 /// The rrsets of `domain` that will change from `from` to `to`: its own name and the names
@@ -2132,8 +2414,16 @@ mod tests {
 
     fn ends() -> (Endpoint, Endpoint) {
         (
-            Endpoint { ip: "127.0.0.2".parse().unwrap(), hostname: Some("old1.example.net.".into()) },
-            Endpoint { ip: "127.0.0.3".parse().unwrap(), hostname: Some("new1.example.net.".into()) },
+            Endpoint {
+                ip: "127.0.0.2".parse().unwrap(),
+                ipv6: None,
+                hostname: Some("old1.example.net.".into()),
+            },
+            Endpoint {
+                ip: "127.0.0.3".parse().unwrap(),
+                ipv6: None,
+                hostname: Some("new1.example.net.".into()),
+            },
         )
     }
 
@@ -2180,7 +2470,7 @@ mod tests {
             ]
         );
         // Without host names, MX and CNAME records are never touched.
-        let bare = |e: &Endpoint| Endpoint { ip: e.ip, hostname: None };
+        let bare = |e: &Endpoint| Endpoint { ip: e.ip, ipv6: None, hostname: None };
         let picked = records_to_change(
             &zone,
             &DomainName::parse("kukka.test").unwrap(),
@@ -2211,16 +2501,132 @@ mod tests {
         ];
         for (rtype, content, expected) in cases {
             assert_eq!(
-                rewrite_record(rtype, content, &source, &target).as_deref(),
-                *expected,
+                rewrite_record(rtype, content, &source, &target).map(Option::unwrap),
+                expected.map(str::to_owned),
                 "{rtype} {content}"
             );
         }
         // And back: a rollback is the same rewrite the other way.
-        assert_eq!(rewrite_record("A", "127.0.0.3", &target, &source).as_deref(), Some("127.0.0.2"));
+        assert_eq!(rewrite_record("A", "127.0.0.3", &target, &source), Some(Some("127.0.0.2".into())));
         // Duplicates fold: an rrset with both addresses ends with one.
         let rrset = Rrset { records: vec!["127.0.0.2".into(), "127.0.0.3".into()], ..rr("x.", "A", "") };
         assert_eq!(rewrite_rrset(&rrset, &source, &target).unwrap().records, vec!["127.0.0.3".to_owned()]);
+    }
+
+    fn v6_ends(source_v6: Option<&str>, target_v6: Option<&str>) -> (Endpoint, Endpoint) {
+        let (mut source, mut target) = ends();
+        source.ipv6 = source_v6.map(|v| v.parse().unwrap());
+        target.ipv6 = target_v6.map(|v| v.parse().unwrap());
+        (source, target)
+    }
+
+    #[test]
+    fn aaaa_and_spf_ip6_move_with_the_ipv6_address() {
+        let both = v6_ends(Some("2001:db8::2"), Some("2001:db8::3"));
+        let source_only = v6_ends(Some("2001:db8::2"), None);
+        // (rtype, content, ends, expected): Some(Some) rewritten, Some(None) removed, None untouched.
+        type Case<'a> = (&'a str, &'a str, &'a (Endpoint, Endpoint), Option<Option<&'a str>>);
+        let cases: Vec<Case<'_>> = vec![
+            ("AAAA", "2001:db8::2", &both, Some(Some("2001:db8::3"))),
+            ("AAAA", "2001:DB8:0::2", &both, Some(Some("2001:db8::3"))),
+            ("AAAA", "2001:db8::9", &both, None),
+            ("AAAA", "2001:db8::2", &source_only, Some(None)),
+            (
+                "TXT",
+                r#""v=spf1 ip6:2001:db8::2 -all""#,
+                &both,
+                Some(Some(r#""v=spf1 ip6:2001:db8::3 -all""#)),
+            ),
+            (
+                "TXT",
+                r#""v=spf1 ip6:2001:db8::2/128 mx""#,
+                &both,
+                Some(Some(r#""v=spf1 ip6:2001:db8::3/128 mx""#)),
+            ),
+            ("TXT", r#""v=spf1 ip6:2001:db8::/64 -all""#, &both, None),
+            (
+                "TXT",
+                r#""v=spf1 ip4:127.0.0.2 ip6:2001:db8::2 -all""#,
+                &source_only,
+                Some(Some(r#""v=spf1 ip4:127.0.0.3 -all""#)),
+            ),
+            ("TXT", r#""v=spf1 mx ip6:2001:db8::2""#, &source_only, Some(Some(r#""v=spf1 mx""#))),
+            ("TXT", r#""v=spf1 +ip4:127.0.0.2 ~all""#, &both, Some(Some(r#""v=spf1 +ip4:127.0.0.3 ~all""#))),
+        ];
+        for (rtype, content, (source, target), expected) in cases {
+            let got = rewrite_record(rtype, content, source, target);
+            assert_eq!(got, expected.map(|e| e.map(str::to_owned)), "{rtype} {content}");
+        }
+        // An AAAA rrset holding only the source's address becomes empty: it is deleted.
+        let (source, target) = &source_only;
+        let rrset = rr("kukka.test.", "AAAA", "2001:db8::2");
+        let moved = rewrite_rrset(&rrset, source, target).unwrap();
+        assert!(matches!(write_rrset(moved), RrsetChange::Delete { rtype, .. } if rtype == "AAAA"));
+        assert_eq!(removed_values(&rrset, source, target), vec!["2001:db8::2".to_owned()]);
+
+        // Rollback puts the removed value back (the rrset is gone from the zone now).
+        let zone = Zone { name: DomainName::parse("kukka.test").unwrap(), rrsets: vec![] };
+        let record = ObservedRecord {
+            removed: vec!["2001:db8::2".into()],
+            ..ObservedRecord::changed("kukka.test.", "AAAA", 3600)
+        };
+        let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
+        assert_eq!(back, RrsetChange::Replace(Rrset { ttl: 60, ..rrset.clone() }));
+
+        // An SPF record that lost its ip6: token is recorded whole and restored as it was.
+        let spf = rr("kukka.test.", "TXT", r#""v=spf1 ip4:127.0.0.2 ip6:2001:db8::2 -all""#);
+        let removed = removed_values(&spf, source, target);
+        assert_eq!(removed, spf.records);
+        assert!(removed_values(&spf, &both.0, &both.1).is_empty(), "a lossless rewrite records nothing");
+        let moved = rewrite_rrset(&spf, source, target).unwrap();
+        let zone = Zone { name: DomainName::parse("kukka.test").unwrap(), rrsets: vec![moved] };
+        let record = ObservedRecord { removed, ..ObservedRecord::changed("kukka.test.", "TXT", 3600) };
+        let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
+        assert_eq!(back, RrsetChange::Replace(spf));
+    }
+
+    #[test]
+    fn created_aaaa_records_and_the_negative_ttl() {
+        let soa = Rrset {
+            name: "kukka.test.".into(),
+            rtype: "SOA".into(),
+            ttl: 3600,
+            records: vec!["ns1.kukka.test. hostmaster.kukka.test. 7 10800 3600 604800 900".into()],
+        };
+        let a = Rrset { ttl: 300, ..rr("kukka.test.", "A", "127.0.0.2") };
+        let www = rr("www.kukka.test.", "A", "127.0.0.2");
+        let www_v6 = rr("www.kukka.test.", "AAAA", "2001:db8::77");
+        let zone = Zone {
+            name: DomainName::parse("kukka.test").unwrap(),
+            rrsets: vec![soa.clone(), a.clone(), www.clone(), www_v6],
+        };
+        assert_eq!(negative_ttl(&zone), 900, "min(SOA TTL 3600, MINIMUM 900)");
+        let low_soa = Zone { rrsets: vec![Rrset { ttl: 120, ..soa }], ..zone.clone() };
+        assert_eq!(negative_ttl(&low_soa), 120);
+        let no_soa = Zone { rrsets: vec![], ..zone.clone() };
+        assert_eq!(negative_ttl(&no_soa), 10_800);
+
+        // Only the apex gets one: www has AAAA records of its own, which are left alone.
+        let created = aaaa_to_create(&zone, &[&a, &www], "2001:db8::3".parse().unwrap());
+        assert_eq!(created.len(), 1);
+        let record = &created[0];
+        assert_eq!(
+            (record.name.as_str(), record.rtype.as_str(), record.old_ttl),
+            ("kukka.test.", "AAAA", 300)
+        );
+        assert_eq!(
+            (record.negative_ttl, record.created.clone()),
+            (Some(900), vec!["2001:db8::3".to_owned()])
+        );
+
+        let written = created_rrset(&zone, record, 60).unwrap();
+        assert_eq!((written.ttl, written.records.clone()), (60, vec!["2001:db8::3".to_owned()]));
+        let with_it = Zone { rrsets: vec![written.clone()], ..zone.clone() };
+        assert_eq!(created_rrset(&with_it, record, 60), None, "already there: nothing to write");
+        // Rollback deletes it.
+        let (source, target) = v6_ends(None, Some("2001:db8::3"));
+        let back = rollback_change(&with_it, record, &target, &source, 60, false).unwrap();
+        assert_eq!(back, RrsetChange::Delete { name: "kukka.test.".into(), rtype: "AAAA".into() });
     }
 
     #[test]
@@ -2230,13 +2636,7 @@ mod tests {
             rrsets: (0..n).map(|i| rr(&format!("h{i}.kukka.test."), "A", "127.0.0.2")).collect(),
         };
         let planned_for = |n: usize| -> Vec<ObservedRecord> {
-            (0..n)
-                .map(|i| ObservedRecord {
-                    name: format!("h{i}.kukka.test."),
-                    rtype: "A".into(),
-                    old_ttl: 3600,
-                })
-                .collect()
+            (0..n).map(|i| ObservedRecord::changed(format!("h{i}.kukka.test."), "A", 3600)).collect()
         };
         let changed = |n: usize| -> Vec<Rrset> {
             (0..n).map(|i| rr(&format!("h{i}.kukka.test."), "A", "127.0.0.3")).collect()

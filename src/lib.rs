@@ -26,7 +26,8 @@
 //!   column, field and what was expected.
 //! - [`store`] — sqlx over SQLite (embedded default) or PostgreSQL (several daemons), one `Any`
 //!   pool, migrations in `migrations/{sqlite,postgres}`; row leases (`Lease`) are the proof of
-//!   exclusivity that effectful steps take.
+//!   exclusivity that effectful steps take, and an account's DNS lock (held by one leased job,
+//!   expiring with its lease) keeps its repoint, rollback and TTL restore from interleaving.
 //! - [`engine`] — the reconcile loop: claim, perform, record; retries with backoff and jitter;
 //!   a failure is held on its account and the rest goes on.
 //! - [`plan`] — the reviewable plan: inventory of the source host, classification of every
@@ -71,7 +72,9 @@
 //! - A domain is repointed only after its account is verified on the target and its TTL gate
 //!   has opened; a completion notice is one outbox row (unique dedupe key).
 //! - Changes to one zone are one PATCH and never concurrent; zone writes are bounded per DNS
-//!   server.
+//!   server. The DNS steps of one account (repoint, rollback, TTL restore, verification) plan
+//!   from states read under the account's DNS lock and hold it through their write, so a
+//!   rollback is never overwritten by a repoint in flight, on one daemon or several.
 //! - Secrets never reach logs, events, errors or output: they live in `Secret`, and adapter
 //!   calls are instrumented with `skip_all`.
 //! - Only `output` writes to stdout.

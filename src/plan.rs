@@ -605,8 +605,9 @@ pub async fn plan(
         let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
         let facts = Facts {
             own_nameservers: config.dns.own_nameservers.clone(),
-            source_ips: vec![IpAddr::V4(source.ip)],
-            target_ips: vec![IpAddr::V4(target.ip)],
+            // A host's IPv6 address is its own too: AAAA records at it do not make a site "mixed".
+            source_ips: std::iter::once(IpAddr::V4(source.ip)).chain(source.ipv6.map(IpAddr::V6)).collect(),
+            target_ips: std::iter::once(IpAddr::V4(target.ip)).chain(target.ipv6.map(IpAddr::V6)).collect(),
             spam_filters: config.dns.spam_filters.clone(),
         };
         classifier

@@ -121,6 +121,10 @@ pub struct DnsPolicy {
     pub external_poll_interval: Duration,
     /// How often the customer of a domain with external DNS is reminded to repoint it.
     pub external_reminder_every: Duration,
+    /// When the target has an IPv6 address and the source has none: give each name whose A
+    /// record moves an AAAA record at the target (created at the repoint, gated by the zone's
+    /// negative-caching TTL). Off by default: a site that never had IPv6 keeps none.
+    pub create_aaaa: bool,
 }
 
 /// How the cPanel Transfer Tool is driven.
@@ -309,6 +313,7 @@ struct RawDns {
     max_change_share: Option<Spanned<f64>>,
     external_poll_interval: Option<Spanned<String>>,
     external_reminder_every: Option<Spanned<String>>,
+    create_aaaa: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -581,6 +586,7 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         Duration::from_secs(1),
         90 * DAY,
     )?;
+    let create_aaaa = raw.and_then(|r| r.create_aaaa.as_ref()).is_some_and(|c| *c.get_ref());
     Ok(DnsPolicy {
         short_ttl,
         gate_margin,
@@ -588,6 +594,7 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         max_change_share,
         external_poll_interval,
         external_reminder_every,
+        create_aaaa,
     })
 }
 
@@ -924,7 +931,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "unknown field",
                 "short_ttl = 60",
                 "short_tll = 60",
-                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`, `external_poll_interval`, `external_reminder_every`",
+                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`, `external_poll_interval`, `external_reminder_every`, `create_aaaa`",
             ),
             (
                 "unknown section",

@@ -518,6 +518,55 @@ impl Store {
         Ok(Tx { tx, backend: self.backend, _store: PhantomData })
     }
 
+    /// Takes the DNS lock of account `user` for the leased job, until the lease expires: only
+    /// the holder reads and writes the account's domain states and DNS records, so a repoint
+    /// in flight and a rollback of the same account never interleave (on one daemon or on
+    /// several sharing a PostgreSQL database: the lock is one conditional UPDATE of the
+    /// account's row). Re-taking a lock the job already holds succeeds; an expired lock (its
+    /// holder died with its lease) is taken over. The lock is released when the job's run ends
+    /// ([`Tx::finish_job`], [`Tx::retry_job`], [`Tx::reschedule_job`]).
+    ///
+    /// Returns `Ok(None)` when taken, `Ok(Some(holder))` with the holding job's id and lock
+    /// expiry when another job holds it; [`StoreError::LeaseLost`] when the lease is gone.
+    pub async fn lock_account_dns(
+        &self,
+        lease: &Lease,
+        migration_id: &str,
+        user: &str,
+        now: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let mut tx = self.begin_leased(lease, now).await?;
+        let taken = sqlx::query(
+            "UPDATE accounts SET dns_lock_job = $3, dns_lock_expires_at = $4 \
+             WHERE migration_id = $1 AND user_name = $2 \
+               AND (dns_lock_job IS NULL OR dns_lock_job = $3 OR dns_lock_expires_at <= $5)",
+        )
+        .bind(migration_id)
+        .bind(user)
+        .bind(lease.job_id)
+        .bind(lease.expires_at)
+        .bind(now)
+        .execute(&mut *tx.tx)
+        .await?;
+        if taken.rows_affected() == 1 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let holder: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT dns_lock_job, dns_lock_expires_at FROM accounts WHERE migration_id = $1 AND user_name = $2",
+        )
+        .bind(migration_id)
+        .bind(user)
+        .fetch_optional(&mut *tx.tx)
+        .await?;
+        tx.rollback().await?;
+        match holder {
+            Some((Some(job), Some(expires))) => Ok(Some((job, expires))),
+            Some(_) => Ok(Some((0, now))),
+            None => Err(StoreError::NotFound { what: "account", key: format!("{migration_id}/{user}") }),
+        }
+    }
+
     /// Claims up to `limit` jobs that are due at `now`, not done, and not leased (or whose lease
     /// expired), for `owner` until `now + lease_ms`. Attempts are not changed. Jobs come back in
     /// due order. Concurrent claimers never get the same job while its lease holds.
@@ -1118,7 +1167,32 @@ impl Tx<'_> {
             query = query.bind(error);
         }
         let result = query.execute(&mut *self.tx).await?;
-        expect_one(result, || StoreError::LeaseLost { job_id: lease.job_id })
+        expect_one(result, || StoreError::LeaseLost { job_id: lease.job_id })?;
+        // Whatever this run ends as (done, retried, rescheduled), it no longer works on its
+        // account's DNS: release the lock it may hold (see `Store::lock_account_dns`).
+        sqlx::query(
+            "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL WHERE dns_lock_job = $1",
+        )
+        .bind(lease.job_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Locks the account row for the rest of the transaction (PostgreSQL `FOR UPDATE`; a SQLite
+    /// transaction holds the database's write lock already) and returns it: a state read here
+    /// cannot be changed by a concurrent operator action before this transaction writes.
+    pub async fn account_for_update(
+        &mut self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2{lock}");
+        Ok(sqlx::query_as(&sql).bind(migration_id).bind(user).fetch_optional(&mut *self.tx).await?)
     }
 
     /// Marks the leased job done at `now` and clears the lease; [`StoreError::LeaseLost`] if the

@@ -8,7 +8,7 @@
 //! the authoritative-answer flag.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
@@ -26,7 +26,7 @@ const ATTEMPTS: u32 = 3;
 /// The EDNS payload size we offer (the DNS flag day 2020 value).
 const EDNS_PAYLOAD: u16 = 1232;
 
-/// Asks a fixed set of authoritative nameservers for A records, each one separately, with no
+/// Asks a fixed set of authoritative nameservers for A and AAAA records, each one separately, with no
 /// cache anywhere in between.
 #[derive(Debug, Clone)]
 pub struct Checker {
@@ -71,13 +71,57 @@ impl Checker {
             name: name.to_string(),
             reason: "hickory-proto refused it as a DNS name",
         })?;
-        let answers =
-            futures::future::join_all(self.nameservers.iter().map(|server| query_a(*server, &qname, name)))
-                .await;
+        let answers = futures::future::join_all(
+            self.nameservers.iter().map(|server| query(*server, &qname, name, RecordType::A)),
+        )
+        .await;
         self.nameservers
             .iter()
             .zip(answers)
-            .map(|(server, answer)| answer.map(|addresses| (*server, addresses)))
+            .map(|(server, answer)| {
+                answer.map(|addresses| {
+                    let v4 = addresses
+                        .into_iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect();
+                    (*server, v4)
+                })
+            })
+            .collect()
+    }
+
+    /// The AAAA records of `name` as EACH nameserver serves it now, like [`Checker::a_records`].
+    #[tracing::instrument(skip_all, fields(name = %name))]
+    pub async fn aaaa_records(
+        &self,
+        name: &DomainName,
+    ) -> Result<Vec<(SocketAddr, Vec<Ipv6Addr>)>, DnsError> {
+        let qname = Name::from_ascii(name.fqdn()).map_err(|_| DnsError::BadName {
+            name: name.to_string(),
+            reason: "hickory-proto refused it as a DNS name",
+        })?;
+        let answers = futures::future::join_all(
+            self.nameservers.iter().map(|server| query(*server, &qname, name, RecordType::AAAA)),
+        )
+        .await;
+        self.nameservers
+            .iter()
+            .zip(answers)
+            .map(|(server, answer)| {
+                answer.map(|addresses| {
+                    let v6 = addresses
+                        .into_iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V6(v6) => Some(v6),
+                            IpAddr::V4(_) => None,
+                        })
+                        .collect();
+                    (*server, v6)
+                })
+            })
             .collect()
     }
 
@@ -101,10 +145,15 @@ fn verification(answers: Vec<(SocketAddr, Vec<Ipv4Addr>)>, expected: Ipv4Addr) -
     Verification::Served
 }
 
-/// Sends one A query to one server and reads the addresses from its authoritative answer.
-async fn query_a(server: SocketAddr, qname: &Name, name: &DomainName) -> Result<Vec<Ipv4Addr>, DnsError> {
+/// Sends one A or AAAA query to one server and reads the addresses from its authoritative answer.
+async fn query(
+    server: SocketAddr,
+    qname: &Name,
+    name: &DomainName,
+    rtype: RecordType,
+) -> Result<Vec<IpAddr>, DnsError> {
     let mut query = Message::query();
-    query.add_query(Query::query(qname.clone(), RecordType::A));
+    query.add_query(Query::query(qname.clone(), rtype));
     query.metadata.recursion_desired = false;
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
@@ -204,13 +253,14 @@ fn answers(query: &Message, message: &Message) -> bool {
         && message.queries == query.queries
 }
 
-/// The A addresses in an authoritative answer for `qname`, following CNAMEs in the answer.
+/// The A and AAAA addresses in an authoritative answer for `qname`, following CNAMEs in the
+/// answer (sorted, deduplicated).
 fn addresses(
     server: SocketAddr,
     name: &DomainName,
     qname: &Name,
     answer: &Message,
-) -> Result<Vec<Ipv4Addr>, DnsError> {
+) -> Result<Vec<IpAddr>, DnsError> {
     let bad = |detail: String| DnsError::BadAnswer { server, name: name.to_string(), detail };
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
@@ -236,12 +286,13 @@ fn addresses(
             break;
         }
     }
-    let found: BTreeSet<Ipv4Addr> = answer
+    let found: BTreeSet<IpAddr> = answer
         .answers
         .iter()
         .filter(|record| owners.contains(&record.name))
         .filter_map(|record| match &record.data {
-            RData::A(a) => Some(a.0),
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
             _ => None,
         })
         .collect();
@@ -312,7 +363,10 @@ mod tests {
                 Record::from_rdata(unrelated, 60, RData::A(A::new(192, 0, 2, 10))),
             ],
         );
-        assert_eq!(addresses(server(), &name, &qname, &message).unwrap(), vec![Ipv4Addr::new(192, 0, 2, 9)]);
+        assert_eq!(
+            addresses(server(), &name, &qname, &message).unwrap(),
+            vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9))]
+        );
     }
 
     #[test]
@@ -320,7 +374,7 @@ mod tests {
         let name = DomainName::parse("www.example.fi").unwrap();
         let qname = Name::from_ascii("www.example.fi.").unwrap();
         let nx = answer(true, ResponseCode::NXDomain, vec![]);
-        assert_eq!(addresses(server(), &name, &qname, &nx).unwrap(), Vec::<Ipv4Addr>::new());
+        assert_eq!(addresses(server(), &name, &qname, &nx).unwrap(), Vec::<IpAddr>::new());
         let not_aa = answer(false, ResponseCode::NoError, vec![]);
         assert!(matches!(addresses(server(), &name, &qname, &not_aa), Err(DnsError::BadAnswer { .. })));
         let refused = answer(true, ResponseCode::Refused, vec![]);

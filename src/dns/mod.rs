@@ -22,7 +22,7 @@ use crate::names::{DomainName, NameError};
 
 pub use check::{Checker, Verification};
 pub use powerdns::PowerDns;
-pub use rfc2136::{Rfc2136, TsigAlgorithm, TsigKey};
+pub use rfc2136::{DEFAULT_MAX_RECORDS_PER_TYPE, Rfc2136, TsigAlgorithm, TsigKey};
 
 /// A DNS hosting service that holds the company's zones and lets us change them.
 ///
@@ -264,6 +264,23 @@ pub enum DnsError {
         /// Why.
         reason: String,
     },
+    /// An update would make an rrset bigger than the server accepts (BIND's
+    /// `max-records-per-type`, which it enforces with a SERVFAIL). Retrying cannot help.
+    #[error(
+        "zone {zone}: rrset {name} {rtype} would hold {count} records, more than the server's limit of {max} (dns.max_records_per_type; BIND's max-records-per-type)"
+    )]
+    TooManyRecords {
+        /// The zone.
+        zone: String,
+        /// The rrset's owner name.
+        name: String,
+        /// The rrset's type.
+        rtype: String,
+        /// How many records the update would give it.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A nameserver answered without the authoritative-answer flag, or with garbage.
     #[error("nameserver {server}: {detail} (asking for {name})")]
     BadAnswer {
@@ -291,6 +308,7 @@ impl DnsError {
             | DnsError::Config(_)
             | DnsError::Refused { .. }
             | DnsError::BadRecord { .. }
+            | DnsError::TooManyRecords { .. }
             | DnsError::BadAnswer { .. } => false,
         }
     }

@@ -31,6 +31,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The TSIG fudge: how far the server's clock may be from ours (RFC 8945 recommends 300 s).
 const FUDGE: u16 = 300;
+/// BIND's default `max-records-per-type` (since 9.18.28 / 9.20): an UPDATE that would make an
+/// rrset bigger fails with SERVFAIL, which looks exactly like a server in trouble.
+pub const DEFAULT_MAX_RECORDS_PER_TYPE: usize = 100;
 
 /// The HMAC a TSIG key uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,6 +94,7 @@ pub struct Rfc2136 {
     key_name: String,
     algorithm: TsigAlgorithm,
     zones: Vec<DomainName>,
+    max_records_per_type: usize,
 }
 
 impl std::fmt::Debug for Rfc2136 {
@@ -101,6 +105,7 @@ impl std::fmt::Debug for Rfc2136 {
             .field("key_name", &self.key_name)
             .field("algorithm", &self.algorithm)
             .field("zones", &self.zones)
+            .field("max_records_per_type", &self.max_records_per_type)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +128,24 @@ impl Rfc2136 {
         }
         let signer = TSigner::new(secret, tsig.algorithm.wire(), name, FUDGE)
             .map_err(|err| DnsError::Config(format!("TSIG key {key_name}: {err}")))?;
-        Ok(Self { server, signer, key_name, algorithm: tsig.algorithm, zones })
+        Ok(Self {
+            server,
+            signer,
+            key_name,
+            algorithm: tsig.algorithm,
+            zones,
+            max_records_per_type: DEFAULT_MAX_RECORDS_PER_TYPE,
+        })
+    }
+
+    /// Sets the largest rrset an update may write (the server's `max-records-per-type`; BIND's
+    /// default is [`DEFAULT_MAX_RECORDS_PER_TYPE`]); 0 means no limit. A batch holding a bigger
+    /// rrset is refused before anything is sent, with [`DnsError::TooManyRecords`] — a
+    /// permanent error — because BIND answers such an update with a SERVFAIL that would
+    /// otherwise be retried as if the server were briefly unwell.
+    pub fn with_max_records_per_type(mut self, max: usize) -> Self {
+        self.max_records_per_type = max;
+        self
     }
 
     /// The server this client talks to.
@@ -265,10 +287,55 @@ impl DnsProvider for Rfc2136 {
         if changes.is_empty() {
             return Ok(());
         }
+        check_rrset_sizes(zone, changes, self.max_records_per_type)?;
         let request = update_message(zone, changes)?;
-        self.exchange("UPDATE", zone, request, |_| true).await?;
-        Ok(())
+        match self.exchange("UPDATE", zone, request, |_| true).await {
+            Ok(_) => Ok(()),
+            Err(DnsError::Rcode { server, name, rcode }) if rcode == "SERVFAIL" => {
+                // Say which rrset is the likeliest culprit when a limit is plausible, so an
+                // operator whose server has a lower max-records-per-type than ours finds it.
+                let biggest = changes
+                    .iter()
+                    .filter_map(|c| match c {
+                        RrsetChange::Replace(r) => Some(r),
+                        RrsetChange::Delete { .. } => None,
+                    })
+                    .max_by_key(|r| r.records.len());
+                let rcode = match biggest {
+                    Some(r) if r.records.len() > 1 => format!(
+                        "SERVFAIL (the batch's biggest rrset, {} {}, has {} records: if the server's max-records-per-type is lower, set dns.max_records_per_type to it)",
+                        r.name,
+                        r.rtype,
+                        r.records.len()
+                    ),
+                    _ => rcode,
+                };
+                Err(DnsError::Rcode { server, name, rcode })
+            }
+            Err(err) => Err(err),
+        }
     }
+}
+
+/// Refuses a batch that would write an rrset of more than `max` records (0: no limit).
+fn check_rrset_sizes(zone: &DomainName, changes: &[RrsetChange], max: usize) -> Result<(), DnsError> {
+    if max == 0 {
+        return Ok(());
+    }
+    for change in changes {
+        if let RrsetChange::Replace(rrset) = change
+            && rrset.records.len() > max
+        {
+            return Err(DnsError::TooManyRecords {
+                zone: zone.to_string(),
+                name: rrset.name.clone(),
+                rtype: rrset.rtype.clone(),
+                count: rrset.records.len(),
+                max,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A validated absolute name as hickory's wire name.
@@ -489,6 +556,25 @@ mod tests {
 
     /// One message: the zone in the zone section, no prerequisites, and per change a delete of
     /// the rrset (class ANY, TTL 0, no data) followed by the new records.
+    #[test]
+    fn oversized_rrsets_are_refused_before_sending() {
+        let addresses: Vec<String> = (1..=4).map(|i| format!("192.0.2.{i}")).collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let changes = [
+            RrsetChange::Delete { name: "old.example.fi.".into(), rtype: "TXT".into() },
+            RrsetChange::Replace(rrset("www.example.fi.", "A", 60, &addresses)),
+        ];
+        assert!(check_rrset_sizes(&zone(), &changes, 4).is_ok());
+        assert!(check_rrset_sizes(&zone(), &changes, 0).is_ok(), "0 is no limit");
+        let err = check_rrset_sizes(&zone(), &changes, 3).unwrap_err();
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        for part in ["zone example.fi", "www.example.fi. A", "4 records", "limit of 3"] {
+            assert!(text.contains(part), "{part:?} missing in {text}");
+        }
+        assert_eq!(client().max_records_per_type, DEFAULT_MAX_RECORDS_PER_TYPE);
+    }
+
     #[test]
     fn one_update_message_per_batch() {
         let changes = [

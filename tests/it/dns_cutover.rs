@@ -19,11 +19,11 @@ use siirto::store::Store;
 
 use crate::support::pdns::Pdns;
 
-const DEMO: &str = include_str!("../../playbooks/demo.toml");
+pub(crate) const DEMO: &str = include_str!("../../playbooks/demo.toml");
 
 /// The demo playbook with real per-record gates (no wait override, a 1 s margin) and a settle
 /// period of one hour; the tests move the engine's clock instead of waiting.
-fn gated_playbook() -> String {
+pub(crate) fn gated_playbook() -> String {
     let text = DEMO
         .replace("gate_wait_override = \"2s\"\n", "")
         .replace("gate_margin = \"5m\"", "gate_margin = \"1s\"")
@@ -34,12 +34,12 @@ fn gated_playbook() -> String {
 
 /// The system clock plus an offset the test moves forward.
 #[derive(Default)]
-struct OffsetClock {
+pub(crate) struct OffsetClock {
     offset: Mutex<chrono::Duration>,
 }
 
 impl OffsetClock {
-    fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.offset.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
     }
 }
@@ -50,19 +50,19 @@ impl Clock for OffsetClock {
     }
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    hosts: SimHosts,
-    pdns: Pdns,
-    dns: PowerDns,
-    config: siirto::config::Config,
-    store: Store,
-    id: MigrationId,
-    clock: Arc<OffsetClock>,
+pub(crate) struct Rig {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) hosts: SimHosts,
+    pub(crate) pdns: Pdns,
+    pub(crate) dns: PowerDns,
+    pub(crate) config: siirto::config::Config,
+    pub(crate) store: Store,
+    pub(crate) id: MigrationId,
+    pub(crate) clock: Arc<OffsetClock>,
 }
 
 impl Rig {
-    async fn start(accounts: usize) -> Rig {
+    pub(crate) async fn start(accounts: usize) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
         let hosts = start_hosts(accounts, dir.path()).await.unwrap();
@@ -92,15 +92,15 @@ impl Rig {
         }
     }
 
-    fn domain(&self, n: usize) -> DomainName {
+    pub(crate) fn domain(&self, n: usize) -> DomainName {
         self.hosts.accounts[n].domain.clone()
     }
 
-    fn user(&self, n: usize) -> AccountName {
+    pub(crate) fn user(&self, n: usize) -> AccountName {
         self.hosts.accounts[n].user.clone()
     }
 
-    async fn plan_and_start(&self, playbook: &str) {
+    pub(crate) async fn plan_and_start(&self, playbook: &str) {
         let adapters = adapters_from_config(&self.config).unwrap();
         let playbook = Playbook::parse(playbook, "test playbook").unwrap();
         let now = self.clock.now();
@@ -118,7 +118,7 @@ impl Rig {
         siirto::actions::start(&self.store, &self.id, now, "test").await.unwrap();
     }
 
-    fn engine(&self) -> Arc<Engine> {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
         let clock: Arc<dyn Clock> = Arc::clone(&self.clock) as Arc<dyn Clock>;
         Arc::new(
             Engine::from_config(&self.config, self.store.clone(), clock)
@@ -128,11 +128,11 @@ impl Rig {
         )
     }
 
-    async fn status(&self) -> MigrationStatus {
+    pub(crate) async fn status(&self) -> MigrationStatus {
         migration_status(&self.store, self.id.as_str()).await.unwrap()
     }
 
-    async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         what: &str,
         timeout: Duration,
@@ -149,33 +149,33 @@ impl Rig {
         }
     }
 
-    async fn domain_state(&self, domain: &DomainName) -> DomainState {
+    pub(crate) async fn domain_state(&self, domain: &DomainName) -> DomainState {
         let rows = self.store.domains(self.id.as_str()).await.unwrap();
         domain_state(rows.iter().find(|r| r.domain == domain.as_str()).unwrap()).unwrap()
     }
 
-    async fn zone(&self, domain: &DomainName) -> Zone {
+    pub(crate) async fn zone(&self, domain: &DomainName) -> Zone {
         self.dns.zone(domain).await.unwrap()
     }
 }
 
-fn rrset(zone: &Zone, name: &str, rtype: &str) -> Rrset {
+pub(crate) fn rrset(zone: &Zone, name: &str, rtype: &str) -> Rrset {
     zone.rrset(name, rtype).cloned().unwrap_or_else(|| panic!("{name} {rtype} missing in {}", zone.name))
 }
 
-fn serial(zone: &Zone) -> u64 {
+pub(crate) fn serial(zone: &Zone) -> u64 {
     let soa = rrset(zone, &zone.name.fqdn(), "SOA");
     soa.records[0].split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
-fn account_state_of<'s>(
+pub(crate) fn account_state_of<'s>(
     status: &'s MigrationStatus,
     user: &AccountName,
 ) -> &'s siirto::status::AccountStatus {
     status.accounts.iter().find(|a| a.user == user.as_str()).unwrap()
 }
 
-fn domain_state_of(status: &MigrationStatus, domain: &DomainName) -> String {
+pub(crate) fn domain_state_of(status: &MigrationStatus, domain: &DomainName) -> String {
     status
         .accounts
         .iter()
@@ -186,13 +186,13 @@ fn domain_state_of(status: &MigrationStatus, domain: &DomainName) -> String {
         .clone()
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Daemon {
-    fn start(engine: Arc<Engine>) -> Daemon {
+    pub(crate) fn start(engine: Arc<Engine>) -> Daemon {
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(engine.run(async {
             let _ = rx.await;
@@ -200,13 +200,13 @@ impl Daemon {
         Daemon { stop, task }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
 }
 
-fn replace(name: String, rtype: &str, ttl: u32, records: Vec<String>) -> RrsetChange {
+pub(crate) fn replace(name: String, rtype: &str, ttl: u32, records: Vec<String>) -> RrsetChange {
     RrsetChange::Replace(Rrset { name, rtype: rtype.into(), ttl, records })
 }
 

@@ -2,6 +2,7 @@
 mod classify;
 mod cli;
 mod contracts;
+mod cutover_guards;
 mod dns;
 mod dns_cutover;
 mod e2e;

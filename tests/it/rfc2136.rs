@@ -211,22 +211,22 @@ async fn rfc2136_scenario() {
     );
 
     // The server applies a batch whole or not at all: BIND 9.18 refuses rrsets of more than
-    // 100 records (max-records-per-type), and the good change in the same UPDATE is not
-    // applied either. FIXME: BIND says SERVFAIL for this, which we classify as transient, so
-    // the engine would retry a batch that can never pass; named logs the reason only.
+    // 100 records (max-records-per-type) with a SERVFAIL, and the good change in the same
+    // UPDATE is not applied either. The provider knows the limit (dns.max_records_per_type,
+    // default 100) and refuses such a batch itself, as permanent, before sending it; without
+    // the limit (0) the server's SERVFAIL comes back naming the rrset to look at.
     let too_many: Vec<String> = (1..=150).map(|i| format!("10.0.{}.{}", i / 100, i % 100 + 1)).collect();
     let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
-    let err = provider
-        .apply(
-            &zones[0],
-            &[
-                RrsetChange::Replace(rrset("ok.alpha.test.", "A", 60, &["192.0.2.1"])),
-                RrsetChange::Replace(rrset("huge.alpha.test.", "A", 60, &too_many)),
-            ],
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "SERVFAIL"), "{err:?}");
+    let batch = [
+        RrsetChange::Replace(rrset("ok.alpha.test.", "A", 60, &["192.0.2.1"])),
+        RrsetChange::Replace(rrset("huge.alpha.test.", "A", 60, &too_many)),
+    ];
+    let err = provider.apply(&zones[0], &batch).await.unwrap_err();
+    assert!(matches!(&err, DnsError::TooManyRecords { count: 150, max: 100, .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let err = provider.clone().with_max_records_per_type(0).apply(&zones[0], &batch).await.unwrap_err();
+    assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode.starts_with("SERVFAIL")), "{err:?}");
+    assert!(err.to_string().contains("huge.alpha.test. A, has 150 records"), "{err}");
     assert!(bind.log().contains("too many records"), "{}", bind.log());
     let after = provider.zone(&zones[0]).await.unwrap();
     assert!(after.rrset("ok.alpha.test.", "A").is_none(), "nothing of a refused batch was applied");

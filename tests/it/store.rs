@@ -116,6 +116,7 @@ conformance!(
     batch_inserts_conflict_on_existing_rows,
     holds_a_migration_of_10000_accounts_and_50000_domains,
     plan_documents_are_found_by_source,
+    account_dns_lock_excludes_other_jobs,
 );
 
 const MIG: &str = "old1-2026";
@@ -749,4 +750,47 @@ async fn plan_documents_are_found_by_source(db: Arc<TestDb>) {
     let err = tx.insert_plan_document(MIG, "old1", 30, "{}").await.expect_err("a second plan document");
     assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     tx.rollback().await.expect("rollback");
+}
+
+/// Two daemons (two pools on one database) with a job each on the same account: only one holds
+/// the account's DNS lock; the other gets the holder's job id and expiry. Ending the holder's
+/// run (finish, retry or reschedule alike) releases it; an expired lock is taken over.
+async fn account_dns_lock_excludes_other_jobs(db: Arc<TestDb>) {
+    let (first, second) = (seeded(&db).await, db.store().await);
+    let mut tx = first.begin().await.expect("begin");
+    tx.insert_account(&account_row("kukka", None)).await.expect("account");
+    tx.commit().await.expect("commit");
+    schedule(&first, &[("repoint", 100), ("rollback", 100), ("restore", 100)]).await;
+    let (_, repoint) = first.claim_jobs("daemon-a", 1_000, 500, 1).await.expect("claim").pop().expect("one");
+    let (_, rollback) =
+        second.claim_jobs("daemon-b", 1_000, 500, 1).await.expect("claim").pop().expect("one");
+
+    assert_eq!(first.lock_account_dns(&repoint, MIG, "kukka", 1_010).await.expect("lock"), None);
+    assert_eq!(
+        first.lock_account_dns(&repoint, MIG, "kukka", 1_020).await.expect("again"),
+        None,
+        "re-entrant"
+    );
+    let held = second.lock_account_dns(&rollback, MIG, "kukka", 1_030).await.expect("try");
+    assert_eq!(held, Some((repoint.job_id(), repoint.expires_at())));
+    let missing = second.lock_account_dns(&rollback, MIG, "nobody", 1_030).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+
+    // The holder's run ends (here: rescheduled): the lock is free for the other daemon's job.
+    let mut tx = first.begin_leased(&repoint, 1_040).await.expect("lease");
+    tx.reschedule_job(&repoint, 5_000).await.expect("reschedule");
+    tx.commit().await.expect("commit");
+    assert_eq!(second.lock_account_dns(&rollback, MIG, "kukka", 1_050).await.expect("lock"), None);
+
+    // A holder whose lease expired loses the lock to the next job (its lease is lost too).
+    let (_, restore) = first
+        .claim_jobs("daemon-a", 1_600, 500, 3)
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|(job, _)| job.subject == "restore")
+        .expect("the restore job");
+    assert_eq!(first.lock_account_dns(&restore, MIG, "kukka", 1_600).await.expect("taken over"), None);
+    let err = second.lock_account_dns(&rollback, MIG, "kukka", 1_610).await.expect_err("lease lost");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
 }

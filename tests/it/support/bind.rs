@@ -49,6 +49,15 @@ impl Bind {
 
     /// [`Bind::start`] with the key's algorithm chosen.
     pub async fn start_with(zones: &[ZoneFile<'_>], algorithm: TsigAlgorithm) -> Bind {
+        Bind::start_with_options(zones, algorithm, "").await
+    }
+
+    /// [`Bind::start_with`] plus statements for named's `options` block (each ending in `;`).
+    pub async fn start_with_options(
+        zones: &[ZoneFile<'_>],
+        algorithm: TsigAlgorithm,
+        extra_options: &str,
+    ) -> Bind {
         assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
         assert!(!zones.is_empty(), "named needs a zone to serve to be tested");
         let dir = tempfile::tempdir().expect("temp dir for named");
@@ -67,6 +76,7 @@ impl Bind {
              \trecursion no;\n\
              \tdnssec-validation no;\n\
              \tnotify no;\n\
+             \t{extra_options}\n\
              }};\n\
              controls {{ }};\n\
              key \"{KEY_NAME}\" {{ algorithm {alg}; secret \"{secret}\"; }};\n"
