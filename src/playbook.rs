@@ -948,6 +948,33 @@ mod tests {
         assert_eq!(demo.dns.gate_wait_override, Some(2 * SECOND));
         assert!(demo.transfer.poll_interval <= SECOND);
         assert!(demo.retry.max_delay <= 5 * SECOND);
+        assert!(playbook.mail.switch_routing && playbook.mail.final_sync);
+        assert_eq!(playbook.mail.sync, SyncScope::Mail);
+        // The demo's simulated hosts have no sshd: routing switched, no delta sync.
+        assert!(demo.mail.switch_routing && !demo.mail.final_sync);
+    }
+
+    #[test]
+    fn mail_settings_default_to_switch_and_sync_mail_only() {
+        let playbook = Playbook::parse("name = \"tiny\"\n", "tiny.toml").expect("tiny");
+        let mail = &playbook.mail;
+        assert!(mail.switch_routing && mail.final_sync);
+        assert_eq!((mail.sync, mail.max_syncs, mail.check_after), (SyncScope::Mail, 3, MINUTE));
+        let policy = playbook.account_policy();
+        assert!(policy.final_mail_sync && policy.max_mail_syncs == 3);
+        let web =
+            Playbook::parse("name = \"w\"\n[mail]\nsync = \"mail_and_web\"\nfinal_sync = false\n", "w.toml")
+                .expect("web");
+        assert_eq!(web.mail.sync, SyncScope::MailAndWeb);
+        assert!(!web.account_policy().final_mail_sync);
+        for (text, expected) in [
+            ("[mail]\nmax_syncs = 0\n", "w.toml:3:13: mail.max_syncs: expected"),
+            ("[mail]\nsync = \"everything\"\n", "mail.sync: unknown variant `everything`"),
+            ("[mail]\ncheck_after = \"soon\"\n", "mail.check_after"),
+        ] {
+            let err = Playbook::parse(&format!("name = \"w\"\n{text}"), "w.toml").expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]
