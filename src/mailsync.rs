@@ -53,7 +53,7 @@ pub enum MailSyncError {
         host: String,
         /// What went wrong.
         #[source]
-        source: SshError,
+        source: Box<SshError>,
     },
     /// A remote command did not finish in time.
     #[error("{host}: {what} did not finish within {timeout:?}")]
@@ -221,7 +221,7 @@ pub fn rsync_argv(
 async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
     SshSession::connect(&ssh_target(ssh), CONNECT_TIMEOUT)
         .await
-        .map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source })
+        .map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
 }
 
 async fn run(
@@ -232,7 +232,9 @@ async fn run(
     timeout: Duration,
 ) -> Result<ExecOutput, MailSyncError> {
     match tokio::time::timeout(timeout, session.exec(argv)).await {
-        Ok(result) => result.map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source }),
+        Ok(result) => {
+            result.map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
+        }
         Err(_) => Err(MailSyncError::Timeout { host: host.to_owned(), what: what.to_owned(), timeout }),
     }
 }
