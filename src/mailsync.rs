@@ -418,7 +418,8 @@ pub fn evidence(
 }
 
 /// Reads the source's clock and its mail log (only the lines naming the account's domains:
-/// `grep -F`, so the answer stays small on a big log) and returns the evidence.
+/// `grep -F -i`, so the answer stays small on a big log; exim keeps the address's case as
+/// sent) and returns the evidence.
 pub async fn read_evidence(
     source: (&str, &SshConfig),
     domains: &[DomainName],
@@ -440,7 +441,7 @@ pub async fn read_evidence(
             detail: format!("unreadable answer {:?}", String::from_utf8_lossy(&date.stdout)),
         })?;
     let patterns: Vec<String> = domains.iter().map(|d| format!("@{}>", d.as_str())).collect();
-    let mut argv: Vec<&str> = vec!["grep", "-F", "-h"];
+    let mut argv: Vec<&str> = vec!["grep", "-F", "-i", "-h"];
     for pattern in &patterns {
         argv.extend(["-e", pattern.as_str()]);
     }
