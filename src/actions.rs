@@ -8,12 +8,12 @@
 use anyhow::{Context, anyhow, bail};
 
 use crate::domain::{
-    AccountEvent, AccountPolicy, AccountState, DomainEvent, DomainState, GatePolicy, MigrationEvent,
-    MigrationState, Timestamp, account_transition, domain_transition, migration_transition, to_millis,
+    AccountEvent, AccountState, DomainEvent, DomainState, GatePolicy, MigrationEvent, MigrationState,
+    Timestamp, account_transition, domain_transition, migration_transition, to_millis,
 };
 use crate::engine::{JobKind, RollbackPayload, account_state, domain_state, migration_state};
 use crate::names::{AccountName, DomainName, MigrationId};
-use crate::playbook::{OnMismatch, Playbook};
+use crate::playbook::Playbook;
 use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx};
 
 async fn load(store: &Store, id: &MigrationId) -> anyhow::Result<(MigrationRow, MigrationState)> {
@@ -167,10 +167,7 @@ pub async fn retry(
     {
         bail!("account {user}: its rollback is still being carried out by the daemon; retry when it is done");
     }
-    let policy = AccountPolicy {
-        max_transfer_attempts: playbook.transfer.max_attempts,
-        hold_on_mismatch: matches!(playbook.verification.on_mismatch, OnMismatch::Hold),
-    };
+    let policy = playbook.account_policy();
     let event = AccountEvent::RetryRequested;
     let next = account_transition(&state, &event, now, &policy)
         .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
@@ -229,6 +226,8 @@ pub async fn retry(
         AccountState::Verified { .. } => (JobKind::Repoint, user.to_string()),
         AccountState::Switched { .. } => (JobKind::QueueNotice, user.to_string()),
         AccountState::Notified { notice_id, .. } => (JobKind::SendNotice, notice_id.to_string()),
+        AccountState::SyncingMail { .. } => (JobKind::SyncMail, user.to_string()),
+        AccountState::CheckingMail { .. } => (JobKind::CheckMail, user.to_string()),
         _ => (JobKind::Transfer, String::new()),
     };
     // A transfer before the gate opened is scheduled by the gate itself.
@@ -294,10 +293,7 @@ pub async fn rollback(
         );
     }
     let state = account_state(&account)?;
-    let policy = AccountPolicy {
-        max_transfer_attempts: playbook.transfer.max_attempts,
-        hold_on_mismatch: matches!(playbook.verification.on_mismatch, OnMismatch::Hold),
-    };
+    let policy = playbook.account_policy();
     let event =
         AccountEvent::RolledBack { reason: reason.to_owned(), domain: domain.map(ToString::to_string) };
     let next = account_transition(&state, &event, now, &policy)

@@ -307,6 +307,60 @@ pub struct SshConfig {
     pub key_file: PathBuf,
     /// The host's public key as an OpenSSH line (`ssh-ed25519 AAAA… comment`); anything else is refused.
     pub host_key: String,
+    /// Where the accounts' home directories are on this host (`/home`: cPanel's default
+    /// partition; an account lives in `<home_root>/<user>`).
+    pub home_root: RemotePath,
+    /// This host's exim main log (`/var/log/exim_mainlog` on cPanel).
+    pub mail_log: RemotePath,
+    /// For the final delta sync pulled by this host from another: the private key file, on
+    /// this host, that `ssh` uses to log in to the other host; `None` when this host never pulls.
+    pub pull_key_file: Option<RemotePath>,
+    /// The known_hosts file, on this host, that pins the other host's key for that `ssh`
+    /// (`StrictHostKeyChecking=yes`); present exactly when `pull_key_file` is.
+    pub pull_known_hosts: Option<RemotePath>,
+}
+
+/// An absolute path on a remote host, validated so that it can go into a remote command line
+/// and into rsync's `-e` option as one word: letters, digits and `/._-+@:`, no `..` component,
+/// no whitespace, quotes or shell metacharacters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RemotePath(String);
+
+impl RemotePath {
+    /// Validates `value` (without a trailing slash, except for `/` itself).
+    pub fn parse(value: &str) -> Result<RemotePath, String> {
+        let ok_chars = value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+@:".contains(&b));
+        if !value.starts_with('/') {
+            return Err(format!("expected an absolute path starting with '/', got {value:?}"));
+        }
+        if !ok_chars || value.len() > 1024 {
+            return Err(format!(
+                "expected a path of letters, digits and / . _ - + @ : (no spaces or quotes), got {value:?}"
+            ));
+        }
+        if value.split('/').any(|part| part == "..") {
+            return Err(format!("expected a path without '..', got {value:?}"));
+        }
+        let trimmed = value.trim_end_matches('/');
+        Ok(RemotePath(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }))
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `self/part`, for a part already validated as one path component (a cPanel user name,
+    /// `mail`, `public_html`).
+    pub fn join(&self, part: &str) -> String {
+        if self.0 == "/" { format!("/{part}") } else { format!("{}/{part}", self.0) }
+    }
+}
+
+impl std::fmt::Display for RemotePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The DNS side: where zones are changed and which servers are asked.
@@ -441,6 +495,10 @@ struct RawSsh {
     user: Option<Spanned<String>>,
     key_file: Spanned<String>,
     host_key: Spanned<String>,
+    home_root: Option<Spanned<String>>,
+    mail_log: Option<Spanned<String>>,
+    pull_key_file: Option<Spanned<String>>,
+    pull_known_hosts: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -914,7 +972,49 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(SshConfig { address, user, key_file, host_key: host_key_line.to_owned() })
+        let remote = |raw: Option<&Spanned<String>>, field: &str, default: &str| match raw {
+            Some(value) => RemotePath::parse(value.get_ref().trim())
+                .map_err(|message| self.src.at(value, format!("{prefix}.{field}"), message)),
+            None => RemotePath::parse(default).map_err(|message| ConfigError {
+                origin: String::new(),
+                position: None,
+                field: format!("{prefix}.{field}"),
+                message,
+            }),
+        };
+        let home_root = remote(raw.home_root.as_ref(), "home_root", "/home")?;
+        let mail_log = remote(raw.mail_log.as_ref(), "mail_log", "/var/log/exim_mainlog")?;
+        let (pull_key_file, pull_known_hosts) = match (&raw.pull_key_file, &raw.pull_known_hosts) {
+            (Some(key), Some(known)) => (
+                Some(remote(Some(key), "pull_key_file", "")?),
+                Some(remote(Some(known), "pull_known_hosts", "")?),
+            ),
+            (None, None) => (None, None),
+            (Some(key), None) => {
+                return Err(self.src.at(
+                    key,
+                    format!("{prefix}.pull_known_hosts"),
+                    "expected pull_known_hosts with pull_key_file: the other host's key must be pinned",
+                ));
+            }
+            (None, Some(known)) => {
+                return Err(self.src.at(
+                    known,
+                    format!("{prefix}.pull_key_file"),
+                    "expected pull_key_file with pull_known_hosts",
+                ));
+            }
+        };
+        Ok(SshConfig {
+            address,
+            user,
+            key_file,
+            host_key: host_key_line.to_owned(),
+            home_root,
+            mail_log,
+            pull_key_file,
+            pull_known_hosts,
+        })
     }
 
     fn dns(&self, raw: &RawDns) -> Result<DnsConfig, ConfigError> {
@@ -1551,11 +1651,27 @@ address = "old1.example.net:22"
 user = "root"
 key_file = "secrets/id_ed25519"
 host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMIQnkh6VSD1rq7wr8hSg3tZUPIHYUOqrP3UTeP38G7Q old1.example.net"
+# Where the accounts' home directories are (an account lives in <home_root>/<user>), and the
+# exim main log read for mail delivered here after the routing switch (these are the defaults).
+home_root = "/home"
+mail_log = "/var/log/exim_mainlog"
 
 [hosts.new1]
 whm_url = "https://new1.example.net:2087"
 token_file = "secrets/new1.token"
 ip = "198.51.100.20"
+
+# The final delta sync (playbook [mail] final_sync) runs rsync ON the target, pulling from the
+# source over ssh as the source's ssh user and address above. pull_key_file and
+# pull_known_hosts are paths on new1: a key the source's root accepts, and a known_hosts file
+# holding the source's host key (ssh runs with StrictHostKeyChecking=yes and BatchMode=yes).
+[hosts.new1.ssh]
+address = "new1.example.net:22"
+user = "root"
+key_file = "secrets/id_ed25519"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMIQnkh6VSD1rq7wr8hSg3tZUPIHYUOqrP3UTeP38G7Q new1.example.net"
+pull_key_file = "/root/.ssh/siirto_pull_ed25519"
+pull_known_hosts = "/root/.ssh/siirto_known_hosts"
 
 [dns]
 # The provider that serves the customers' zones (PowerDNS Authoritative HTTP API).
@@ -1687,7 +1803,18 @@ mod tests {
         assert_eq!(ssh.user, "root");
         assert_eq!(ssh.key_file, dir.path().join("secrets/id_ed25519"));
         assert_eq!(config.hosts["new1"].http_port, 80);
-        assert!(config.hosts["new1"].ssh.is_none());
+        assert_eq!(ssh.home_root.as_str(), "/home");
+        assert_eq!(ssh.mail_log.as_str(), "/var/log/exim_mainlog");
+        assert_eq!(ssh.pull_key_file, None);
+        let new_ssh = config.hosts["new1"].ssh.as_ref().expect("new1 ssh");
+        assert_eq!(
+            new_ssh.pull_key_file.as_ref().map(RemotePath::as_str),
+            Some("/root/.ssh/siirto_pull_ed25519")
+        );
+        assert_eq!(
+            new_ssh.pull_known_hosts.as_ref().map(RemotePath::as_str),
+            Some("/root/.ssh/siirto_known_hosts")
+        );
         let DnsProviderConfig::PowerDns { api_key, server_id, .. } = &config.dns.provider else {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
@@ -2127,6 +2254,31 @@ path = "outbox"
         let no_key_file = good.replace("secrets/id_ed25519", "secrets/missing");
         let err = parse_with_env(&no_key_file, "c.toml", dir.path(), &no_env).expect_err("no key file");
         assert!(err.to_string().contains("hosts.old1.ssh.key_file: expected a private key file"), "{err}");
+
+        // Remote paths go into commands: absolute, no spaces, quotes or '..'.
+        let paths = format!("{good}home_root = \"/home2/\"\nmail_log = \"/var/log/exim_mainlog\"\n");
+        let config = parse_with_env(&paths, "c.toml", dir.path(), &no_env).expect("paths");
+        assert_eq!(config.hosts["old1"].ssh.as_ref().expect("ssh").home_root.as_str(), "/home2");
+        for (bad, expected) in [
+            ("home_root = \"home\"", "hosts.old1.ssh.home_root: expected an absolute path"),
+            ("home_root = \"/home/$(reboot)\"", "hosts.old1.ssh.home_root: expected a path of letters"),
+            (
+                "mail_log = \"/var/log/../../etc/shadow\"",
+                "hosts.old1.ssh.mail_log: expected a path without '..'",
+            ),
+            ("mail_log = \"/var/log/exim mainlog\"", "hosts.old1.ssh.mail_log: expected a path of letters"),
+            (
+                "pull_key_file = \"/root/.ssh/k\"",
+                "hosts.old1.ssh.pull_known_hosts: expected pull_known_hosts",
+            ),
+            ("pull_known_hosts = \"/root/.ssh/kh\"", "hosts.old1.ssh.pull_key_file: expected pull_key_file"),
+        ] {
+            let text = format!("{good}{bad}\n");
+            let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err(bad);
+            assert!(err.to_string().contains(expected), "{bad}: {err}");
+        }
+        assert_eq!(RemotePath::parse("/").expect("root").join("u1"), "/u1");
+        assert_eq!(RemotePath::parse("/home").expect("home").join("u1"), "/home/u1");
     }
 
     #[test]

@@ -337,6 +337,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    if playbook.mail.switch_routing {
+        progress(
+            json,
+            "note: at each repoint the old server's mail routing of the domains is set to remote (relay to the new server)",
+        );
+    }
+    if !playbook.mail.final_sync {
+        progress(
+            json,
+            "note: the final delta sync of mail (rsync over SSH) is off in the demo playbook: the simulated hosts have no sshd (tests/it/mail_cutover.rs runs it against two real sshd)",
+        );
+    }
     crate::actions::approve(&store, &id, "demo", chrono::Utc::now()).await?;
     let outcome =
         crate::preflight::start(&store, &config, &adapters, &id, chrono::Utc::now(), "demo").await?;

@@ -10,7 +10,12 @@
 //!   and the migration's gate is the latest of them);
 //! - a completion notice is queued once: [`AccountEvent::NoticeQueued`] is accepted only from
 //!   [`AccountState::Switched`], and the outbox row carries [`completion_notice_key`] as its
-//!   unique dedupe key.
+//!   unique dedupe key;
+//! - no mail is left behind: with the playbook's final mail sync on, an account is
+//!   [`AccountState::Done`] only after a delta sync of its mail was followed by a read of the
+//!   source's mail log showing no local delivery since that sync began
+//!   ([`AccountEvent::MailChecked`]); a delivery after it syncs again, at most
+//!   [`AccountPolicy::max_mail_syncs`] times, then the account is held with the evidence.
 
 use std::time::Duration;
 
@@ -325,6 +330,29 @@ pub enum AccountState {
         notice_id: i64,
         /// When it was queued.
         at: Timestamp,
+        /// When its domains were switched (and their mail routed to the target); `None` in
+        /// states stored before this field existed.
+        #[serde(default)]
+        switched_at: Option<Timestamp>,
+    },
+    /// Switched and told; its mail is synced from the source once the old TTL has passed since
+    /// the switch (the `sync_mail` step), because mail may have landed on the source until every
+    /// resolver saw the new MX and A records.
+    SyncingMail {
+        /// When its domains were switched and its mail routed to the target.
+        switched_at: Timestamp,
+        /// Delta syncs done so far.
+        syncs: u32,
+    },
+    /// A delta sync ran; the source's mail log is read next for local deliveries since it began
+    /// (the `check_mail` step).
+    CheckingMail {
+        /// When its domains were switched and its mail routed to the target.
+        switched_at: Timestamp,
+        /// Delta syncs done so far (at least one).
+        syncs: u32,
+        /// When the last sync began.
+        last_sync_started_at: Timestamp,
     },
     /// Arrived: moved, switched and told.
     Done {
@@ -373,6 +401,8 @@ impl AccountState {
             AccountState::Verified { .. } => "verified",
             AccountState::Switched { .. } => "switched",
             AccountState::Notified { .. } => "notified",
+            AccountState::SyncingMail { .. } => "syncing_mail",
+            AccountState::CheckingMail { .. } => "checking_mail",
             AccountState::Done { .. } => "done",
             AccountState::Failed { .. } => "failed",
             AccountState::Held { .. } => "held",
@@ -391,6 +421,8 @@ impl AccountState {
             | AccountState::Verified { .. }
             | AccountState::Switched { .. }
             | AccountState::Notified { .. }
+            | AccountState::SyncingMail { .. }
+            | AccountState::CheckingMail { .. }
             | AccountState::Failed { .. } => false,
         }
     }
@@ -405,11 +437,24 @@ impl AccountState {
             | AccountState::Verified { .. }
             | AccountState::Switched { .. }
             | AccountState::Notified { .. }
+            | AccountState::SyncingMail { .. }
+            | AccountState::CheckingMail { .. }
             | AccountState::Done { .. }
             | AccountState::Held { .. }
             | AccountState::RolledBack { .. } => false,
         }
     }
+}
+
+/// What the source's mail log showed about an account's domains after a delta sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailEvidence {
+    /// Local deliveries (into a mailbox on the source) since the mail routing switch.
+    pub delivered_since_switch: u32,
+    /// Of those, deliveries since the last delta sync began: mail the sync may have missed.
+    pub delivered_since_last_sync: u32,
+    /// When the last local delivery since the switch was logged.
+    pub last_delivery_at: Option<Timestamp>,
 }
 
 /// Something that happened to one account.
@@ -448,6 +493,19 @@ pub enum AccountEvent {
     },
     /// The completion notice was sent.
     NoticeSent,
+    /// A delta sync of the account's mail (and, per playbook, its web root) from the source to
+    /// the target ran to completion.
+    MailSynced {
+        /// When it began.
+        started_at: Timestamp,
+        /// What it synced, as `source → target` paths.
+        synced: Vec<String>,
+    },
+    /// The source's mail log was read for local deliveries to the account's domains.
+    MailChecked {
+        /// What it showed.
+        evidence: MailEvidence,
+    },
     /// A step failed beyond its retry budget; an operator must look.
     Held {
         /// Why, with the error.
@@ -477,6 +535,8 @@ impl AccountEvent {
             AccountEvent::DomainsSwitched => "account_switched",
             AccountEvent::NoticeQueued { .. } => "notice_queued",
             AccountEvent::NoticeSent => "notice_sent",
+            AccountEvent::MailSynced { .. } => "mail_synced",
+            AccountEvent::MailChecked { .. } => "mail_checked",
             AccountEvent::Held { .. } => "account_held",
             AccountEvent::RetryRequested => "account_retry_requested",
             AccountEvent::RolledBack { .. } => "account_rolled_back",
@@ -491,6 +551,11 @@ pub struct AccountPolicy {
     pub max_transfer_attempts: u32,
     /// Whether a verification mismatch holds the account (else it proceeds, with the evidence logged).
     pub hold_on_mismatch: bool,
+    /// Whether the account's mail is delta-synced from the source (and the source's mail log
+    /// checked) before it is done.
+    pub final_mail_sync: bool,
+    /// Delta syncs of one account before mail still landing on the source holds it.
+    pub max_mail_syncs: u32,
 }
 
 /// Applies `event` to an account in `state` at `now`.
@@ -538,10 +603,40 @@ pub fn account_transition(
             }
         }
         (S::Verified { .. }, E::DomainsSwitched) => Ok(S::Switched { at: now }),
-        (S::Switched { .. }, E::NoticeQueued { notice_id }) => {
-            Ok(S::Notified { notice_id: *notice_id, at: now })
+        (S::Switched { at }, E::NoticeQueued { notice_id }) => {
+            Ok(S::Notified { notice_id: *notice_id, at: now, switched_at: Some(*at) })
         }
-        (S::Notified { .. }, E::NoticeSent) => Ok(S::Done { at: now }),
+        (S::Notified { switched_at, at, .. }, E::NoticeSent) => {
+            if policy.final_mail_sync {
+                Ok(S::SyncingMail { switched_at: switched_at.unwrap_or(*at), syncs: 0 })
+            } else {
+                Ok(S::Done { at: now })
+            }
+        }
+        (S::SyncingMail { switched_at, syncs }, E::MailSynced { started_at, .. }) => Ok(S::CheckingMail {
+            switched_at: *switched_at,
+            syncs: syncs + 1,
+            last_sync_started_at: *started_at,
+        }),
+        (S::CheckingMail { switched_at, syncs, last_sync_started_at }, E::MailChecked { evidence }) => {
+            if evidence.delivered_since_last_sync == 0 {
+                Ok(S::Done { at: now })
+            } else if *syncs < policy.max_mail_syncs {
+                Ok(S::SyncingMail { switched_at: *switched_at, syncs: *syncs })
+            } else {
+                let last =
+                    evidence.last_delivery_at.map(|t| format!(", the last at {t}")).unwrap_or_default();
+                Ok(S::Held {
+                    reason: format!(
+                        "mail is still delivered on the source after {syncs} delta sync(s): {} message(s) since the sync that began at {last_sync_started_at}{last}; check the source's mail routing of the account's domains, then siirto retry syncs again",
+                        evidence.delivered_since_last_sync
+                    ),
+                    at: now,
+                    // A retry starts a fresh round of syncs.
+                    resume: Box::new(S::SyncingMail { switched_at: *switched_at, syncs: 0 }),
+                })
+            }
+        }
         (S::Held { resume, .. }, E::RetryRequested) => Ok(match **resume {
             S::Pending
             | S::Queued { .. }
@@ -550,9 +645,12 @@ pub fn account_transition(
             | S::Held { .. }
             | S::RolledBack { .. }
             | S::Done { .. } => S::Pending,
-            S::Restored { .. } | S::Verified { .. } | S::Switched { .. } | S::Notified { .. } => {
-                (**resume).clone()
-            }
+            S::Restored { .. }
+            | S::Verified { .. }
+            | S::Switched { .. }
+            | S::Notified { .. }
+            | S::SyncingMail { .. }
+            | S::CheckingMail { .. } => (**resume).clone(),
         }),
         // A rolled-back account is verified on the target again before anything moves.
         (S::RolledBack { .. }, E::RetryRequested) => Ok(S::Restored { at: now }),
@@ -562,6 +660,8 @@ pub fn account_transition(
             | S::Verified { .. }
             | S::Switched { .. }
             | S::Notified { .. }
+            | S::SyncingMail { .. }
+            | S::CheckingMail { .. }
             | S::Done { .. }
             | S::Held { .. },
             E::RolledBack { reason, domain },
@@ -584,11 +684,18 @@ pub fn account_transition(
             | S::Verified { .. }
             | S::Switched { .. }
             | S::Notified { .. }
+            | S::SyncingMail { .. }
+            | S::CheckingMail { .. }
             | S::Failed { .. },
             E::Held { reason },
         ) => Ok(S::Held { reason: reason.clone(), at: now, resume: Box::new(state.clone()) }),
         (S::Switched { .. }, _) => refuse("the next step is the completion notice"),
         (S::Notified { .. }, _) => refuse("the completion notice is already queued"),
+        (S::SyncingMail { .. }, _) => refuse("the next step is the final delta sync of its mail"),
+        // The invariant: not done until the mail log shows nothing delivered since the last sync.
+        (S::CheckingMail { .. }, _) => {
+            refuse("the source's mail log must be checked after the delta sync before the account is done")
+        }
         (S::Pending | S::Failed { .. }, _) => {
             refuse("the account has not been enqueued in a transfer session")
         }
@@ -607,6 +714,10 @@ pub enum AccountStep {
     Repoint,
     /// Write the completion notice to the outbox.
     QueueNotice,
+    /// Delta-sync its mail from the source, once the old TTL has passed since the switch.
+    SyncMail,
+    /// Read the source's mail log for local deliveries since the last sync.
+    CheckMail,
 }
 
 /// The follow-up step for an account that has just entered `state`, if the engine owes one.
@@ -616,6 +727,8 @@ pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
         AccountState::Restored { .. } => Some(AccountStep::Verify),
         AccountState::Verified { .. } => Some(AccountStep::Repoint),
         AccountState::Switched { .. } => Some(AccountStep::QueueNotice),
+        AccountState::SyncingMail { .. } => Some(AccountStep::SyncMail),
+        AccountState::CheckingMail { .. } => Some(AccountStep::CheckMail),
         AccountState::Pending
         | AccountState::Queued { .. }
         | AccountState::Copied { .. }
@@ -1141,7 +1254,12 @@ mod tests {
         from_millis(1_800_000_000_000 + secs * 1000)
     }
 
-    const POLICY: AccountPolicy = AccountPolicy { max_transfer_attempts: 2, hold_on_mismatch: true };
+    const POLICY: AccountPolicy = AccountPolicy {
+        max_transfer_attempts: 2,
+        hold_on_mismatch: true,
+        final_mail_sync: false,
+        max_mail_syncs: 2,
+    };
     const GATE: GatePolicy = GatePolicy { margin: Duration::from_secs(30), wait_override: None };
 
     #[test]
@@ -1228,7 +1346,7 @@ mod tests {
         let restored = S::Restored { at: t(6) };
         let verified = S::Verified { at: t(7) };
         let switched = S::Switched { at: t(8) };
-        let notified = S::Notified { notice_id: 9, at: t(9) };
+        let notified = S::Notified { notice_id: 9, at: t(9), switched_at: Some(t(8)) };
         let done = S::Done { at: t(10) };
         let held = S::Held {
             reason: "x".into(),
@@ -1302,8 +1420,92 @@ mod tests {
     }
 
     #[test]
+    fn no_account_is_done_before_its_mail_is_synced_and_checked() {
+        use AccountEvent as E;
+        use AccountState as S;
+        let policy = AccountPolicy { final_mail_sync: true, max_mail_syncs: 2, ..POLICY };
+        let notified = S::Notified { notice_id: 9, at: t(9), switched_at: Some(t(8)) };
+        let syncing = S::SyncingMail { switched_at: t(8), syncs: 0 };
+        let synced = E::MailSynced { started_at: t(100), synced: vec!["mail".into()] };
+        let checking1 = S::CheckingMail { switched_at: t(8), syncs: 1, last_sync_started_at: t(100) };
+        let checking2 = S::CheckingMail { switched_at: t(8), syncs: 2, last_sync_started_at: t(200) };
+        let clean = E::MailChecked {
+            evidence: MailEvidence {
+                delivered_since_switch: 3,
+                delivered_since_last_sync: 0,
+                last_delivery_at: Some(t(50)),
+            },
+        };
+        let stranded = E::MailChecked {
+            evidence: MailEvidence {
+                delivered_since_switch: 4,
+                delivered_since_last_sync: 1,
+                last_delivery_at: Some(t(150)),
+            },
+        };
+        let held = S::Held { reason: "x".into(), at: t(300), resume: Box::new(syncing.clone()) };
+        let table: Vec<(S, E, Result<S, &str>)> = vec![
+            (notified.clone(), E::NoticeSent, Ok(syncing.clone())),
+            // Stored before `switched_at` existed: the notice's queueing time stands in.
+            (
+                S::Notified { notice_id: 9, at: t(9), switched_at: None },
+                E::NoticeSent,
+                Ok(S::SyncingMail { switched_at: t(9), syncs: 0 }),
+            ),
+            (syncing.clone(), synced.clone(), Ok(checking1.clone())),
+            (syncing.clone(), clean.clone(), Err("next step is the final delta sync")),
+            (syncing.clone(), E::NoticeSent, Err("next step is the final delta sync")),
+            (checking1.clone(), clean.clone(), Ok(S::Done { at: t(20) })),
+            // Something landed on the source after the sync began: sync again.
+            (checking1.clone(), stranded.clone(), Ok(S::SyncingMail { switched_at: t(8), syncs: 1 })),
+            (checking1.clone(), synced.clone(), Err("must be checked after the delta sync")),
+            (checking1.clone(), E::NoticeSent, Err("must be checked after the delta sync")),
+            (checking2.clone(), clean.clone(), Ok(S::Done { at: t(20) })),
+            (held.clone(), E::RetryRequested, Ok(syncing.clone())),
+            (
+                checking1.clone(),
+                E::RolledBack { reason: "x".into(), domain: None },
+                Ok(S::RolledBack { reason: "x".into(), domain: None, at: t(20) }),
+            ),
+        ];
+        for (state, event, expected) in table {
+            let got = account_transition(&state, &event, t(20), &policy);
+            match (expected, got) {
+                (Ok(want), Ok(next)) => assert_eq!(next, want, "{state:?} + {event:?}"),
+                (Err(fragment), Err(refusal)) => {
+                    assert!(refusal.reason.contains(fragment), "{state:?} + {event:?}: {refusal}")
+                }
+                (expected, got) => panic!("{state:?} + {event:?}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        // Bounded: after the last allowed sync, mail still landing holds the account with the
+        // evidence, and a retry starts a fresh round.
+        let next = account_transition(&checking2, &stranded, t(20), &policy).unwrap();
+        let S::Held { reason, resume, .. } = &next else { panic!("{next:?}") };
+        assert!(reason.contains("after 2 delta sync(s): 1 message(s)"), "{reason}");
+        assert_eq!(**resume, S::SyncingMail { switched_at: t(8), syncs: 0 });
+        // Without the final sync, the sent notice is the end.
+        let off = AccountPolicy { final_mail_sync: false, ..policy };
+        assert_eq!(
+            account_transition(&notified, &E::NoticeSent, t(20), &off).unwrap(),
+            S::Done { at: t(20) }
+        );
+        assert_eq!(account_next_step(&syncing), Some(AccountStep::SyncMail));
+        assert_eq!(account_next_step(&checking1), Some(AccountStep::CheckMail));
+        assert!(!syncing.is_settled() && !checking1.is_settled() && !syncing.wants_transfer());
+        let json = serde_json::to_string(&checking1).unwrap();
+        assert_eq!(serde_json::from_str::<AccountState>(&json).unwrap(), checking1);
+        // A state stored before the field existed still reads.
+        let old = r#"{"state":"notified","notice_id":3,"at":"2026-01-01T00:00:00Z"}"#;
+        assert!(matches!(
+            serde_json::from_str::<AccountState>(old).unwrap(),
+            S::Notified { switched_at: None, .. }
+        ));
+    }
+
+    #[test]
     fn mismatch_proceeds_when_the_playbook_says_so() {
-        let policy = AccountPolicy { max_transfer_attempts: 2, hold_on_mismatch: false };
+        let policy = AccountPolicy { hold_on_mismatch: false, ..POLICY };
         let event = AccountEvent::VerificationFailed { evidence: "title differs".into() };
         let next = account_transition(&AccountState::Restored { at: t(0) }, &event, t(1), &policy).unwrap();
         assert_eq!(next.name(), "verified");

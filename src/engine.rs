@@ -35,11 +35,11 @@ use crate::domain::{
 };
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::notify::{Channel, OutgoingNotice};
-use crate::playbook::{OnMismatch, Playbook};
+use crate::playbook::Playbook;
 use crate::store::{
     AccountRow, DomainRow, JobRow, Lease, MigrationRow, NewEvent, NewJob, Store, StoreError, Tx,
 };
-use crate::whm::{AccountItem, ItemOutcome, SessionState, TransferSessionId, WhmClient};
+use crate::whm::{AccountItem, ItemOutcome, MailRouting, SessionState, TransferSessionId, WhmClient};
 
 /// The source of `now` for the engine: the system clock in production, a controlled one in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -73,6 +73,9 @@ pub struct HostRuntime {
     /// Its host name (from the WHM URL, when that is a name), absolute with the trailing dot:
     /// MX and CNAME records naming it move with the account.
     pub hostname: Option<String>,
+    /// SSH access (pinned host key), for the final delta sync and the mail log; `None` when the
+    /// config gives none.
+    pub ssh: Option<crate::config::SshConfig>,
 }
 
 /// Everything an engine is made of; the daemon builds it from the config, tests and the demo
@@ -167,6 +170,11 @@ pub enum JobKind {
     /// Ask public DNS whether a domain with external DNS shows the target's address yet, and
     /// remind its customer when a reminder is due (subject: domain; payload: its user).
     PollExternal,
+    /// Delta-sync an account's mail from the source once the old TTL has passed since its
+    /// switch (subject: user).
+    SyncMail,
+    /// Read the source's mail log for local deliveries since the last sync (subject: user).
+    CheckMail,
 }
 
 impl JobKind {
@@ -186,6 +194,8 @@ impl JobKind {
             JobKind::RestoreTtl => "restore_ttl",
             JobKind::Rollback => "rollback",
             JobKind::PollExternal => "poll_external",
+            JobKind::SyncMail => "sync_mail",
+            JobKind::CheckMail => "check_mail",
         }
     }
 
@@ -205,6 +215,8 @@ impl JobKind {
             JobKind::RestoreTtl,
             JobKind::Rollback,
             JobKind::PollExternal,
+            JobKind::SyncMail,
+            JobKind::CheckMail,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -214,7 +226,12 @@ impl JobKind {
     /// budget is spent; the other jobs concern the whole migration and keep retrying.
     fn is_per_account(self) -> bool {
         match self {
-            JobKind::Verify | JobKind::Repoint | JobKind::QueueNotice | JobKind::SendNotice => true,
+            JobKind::Verify
+            | JobKind::Repoint
+            | JobKind::QueueNotice
+            | JobKind::SendNotice
+            | JobKind::SyncMail
+            | JobKind::CheckMail => true,
             JobKind::LowerTtl
             | JobKind::OpenGate
             | JobKind::Transfer
@@ -285,10 +302,7 @@ struct MigrationCtx {
 
 impl MigrationCtx {
     fn account_policy(&self) -> AccountPolicy {
-        AccountPolicy {
-            max_transfer_attempts: self.playbook.transfer.max_attempts,
-            hold_on_mismatch: matches!(self.playbook.verification.on_mismatch, OnMismatch::Hold),
-        }
+        self.playbook.account_policy()
     }
 
     fn source_end(&self) -> Endpoint {
@@ -532,6 +546,8 @@ impl Engine {
             JobKind::RestoreTtl => self.restore_ttl(&ctx, job, lease).await,
             JobKind::Rollback => self.rollback(&ctx, job, lease).await,
             JobKind::PollExternal => self.poll_external(&ctx, job, lease).await,
+            JobKind::SyncMail => self.sync_mail(&ctx, job, lease).await,
+            JobKind::CheckMail => self.check_mail(&ctx, job, lease).await,
         }
     }
 
@@ -718,15 +734,20 @@ impl Engine {
             .await?;
         let now_ms = to_millis(now);
         if let Some(step) = account_next_step(&next) {
-            let kind = match step {
-                AccountStep::Verify => JobKind::Verify,
-                AccountStep::Repoint => JobKind::Repoint,
-                AccountStep::QueueNotice => JobKind::QueueNotice,
+            let (kind, due) = match step {
+                AccountStep::Verify => (JobKind::Verify, now_ms),
+                AccountStep::Repoint => (JobKind::Repoint, now_ms),
+                AccountStep::QueueNotice => (JobKind::QueueNotice, now_ms),
+                // The sync waits for the old TTL itself (it knows the records).
+                AccountStep::SyncMail => (JobKind::SyncMail, now_ms),
+                AccountStep::CheckMail => {
+                    (JobKind::CheckMail, now_ms + ctx.playbook.mail.check_after.as_millis() as i64)
+                }
             };
             // The event id makes the key unique per entry into the state, so an account retried
             // by an operator gets fresh jobs while a re-run of the same step does not.
             let dedupe = format!("{}:{}:{user}:{event_id}", kind.as_str(), ctx.id);
-            tx.schedule_job(&self.job(ctx, kind, user, serde_json::json!({}), now_ms, dedupe)).await?;
+            tx.schedule_job(&self.job(ctx, kind, user, serde_json::json!({}), due, dedupe)).await?;
         }
         if next.is_settled() {
             let dedupe = format!("settle:{}:{user}:{event_id}", ctx.id);
@@ -1394,7 +1415,23 @@ impl Engine {
                 self.verify_served(&domain, records, &target, &source).await?;
             }
         }
-        // 4. Record, and restore the TTLs once the settle period has passed.
+        // 4. Route the mail still arriving at the source to the target (crate::mailsync).
+        let routing = if ctx.playbook.mail.switch_routing {
+            let switched: Vec<DomainName> = repointed
+                .iter()
+                .filter(|(_, state)| matches!(state, DomainState::Repointed { .. }))
+                .map(|(row, _)| DomainName::parse(&row.domain).context("stored domain"))
+                .collect::<anyhow::Result<_>>()?;
+            let user_name = AccountName::parse(user).context("stored user")?;
+            let change =
+                crate::mailsync::set_routing(&ctx.source.whm, &user_name, &switched, MailRouting::Remote)
+                    .await
+                    .map_err(|err| classify!(err))?;
+            Some(change)
+        } else {
+            None
+        };
+        // 5. Record, and restore the TTLs once the settle period has passed.
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
         for (row, state) in &repointed {
@@ -1418,6 +1455,29 @@ impl Engine {
             );
             tx.finish_job(lease, now).await?;
             return Ok(tx.commit().await?);
+        }
+        if let Some(change) = routing {
+            // Domains on external DNS keep local routing: their MX still names the source until
+            // the customer changes it, and a source relaying to itself would bounce the mail.
+            let kept_local: Vec<&str> = repointed
+                .iter()
+                .filter(|(_, s)| s.is_external())
+                .map(|(row, _)| row.domain.as_str())
+                .collect();
+            tx.append_event(&self.event(
+                ctx,
+                Some(user),
+                None,
+                "mail_routing_switched",
+                serde_json::json!({
+                    "host": ctx.source.name,
+                    "routing": MailRouting::Remote.as_str(),
+                    "changed": change.changed,
+                    "already": change.already,
+                    "kept_local": kept_local,
+                }),
+            ))
+            .await?;
         }
         self.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
         let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
@@ -1573,8 +1633,40 @@ impl Engine {
                 self.verify_served(&domain, state.records(), &source, &target).await?;
             }
         }
+        // The source delivers the rolled-back domains' mail itself again: left on `remote`, it
+        // would relay to the MX, which names the source again, and bounce.
+        let routing = if ctx.playbook.mail.switch_routing {
+            let back: Vec<DomainName> = zones
+                .values()
+                .flatten()
+                .map(|(row, _)| DomainName::parse(&row.domain).context("stored domain"))
+                .collect::<anyhow::Result<_>>()?;
+            let user_name = AccountName::parse(user).context("stored user")?;
+            Some(
+                crate::mailsync::set_routing(&ctx.source.whm, &user_name, &back, MailRouting::Local)
+                    .await
+                    .map_err(|err| classify!(err))?,
+            )
+        } else {
+            None
+        };
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
+        if let Some(change) = routing {
+            tx.append_event(&self.event(
+                ctx,
+                Some(user),
+                None,
+                "mail_routing_switched",
+                serde_json::json!({
+                    "host": ctx.source.name,
+                    "routing": MailRouting::Local.as_str(),
+                    "changed": change.changed,
+                    "already": change.already,
+                }),
+            ))
+            .await?;
+        }
         for members in zones.values() {
             for (row, state) in members {
                 let event = DomainEvent::RolledBack { reason: payload.reason.clone() };
@@ -1878,6 +1970,118 @@ impl Engine {
 
     /// The account a per-account step works on, if it is still in the state the step expects;
     /// `None` means the step is moot (already done by an earlier run, or the account moved on).
+    /// The final delta sync of an account (crate::mailsync): once every changed record's old
+    /// TTL (plus the margin) has passed since the switch, rsync on the target pulls the
+    /// account's mail (and, per playbook, web root) from the source.
+    async fn sync_mail(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let Some((_, state)) =
+            self.account_for_step(ctx, user, |s| matches!(s, AccountState::SyncingMail { .. })).await?
+        else {
+            return self.finish(lease).await;
+        };
+        let AccountState::SyncingMail { switched_at, syncs } = state else {
+            return self.finish(lease).await;
+        };
+        if syncs == 0 {
+            // Mail may land on the source until every resolver has let the old MX and A
+            // records expire: the same gate as the repoint's, counted from the switch.
+            let records: Vec<ObservedRecord> = self
+                .store
+                .domains_of(ctx.id.as_str(), user)
+                .await?
+                .iter()
+                .map(domain_state)
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .iter()
+                .flat_map(|d| d.records().to_vec())
+                .collect();
+            let opens = ctx.gate_policy().domain_opens_at(switched_at, &records);
+            if opens > self.now() {
+                debug!(%opens, "the old TTL has not passed since the switch; the mail sync waits");
+                let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
+                tx.reschedule_job(lease, to_millis(opens)).await?;
+                return Ok(tx.commit().await?);
+            }
+        } else {
+            // A sync again: begin at least two seconds after the last one, so a delivery the
+            // mail log (whole seconds) places near the last sync's start is not counted again.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let (source_ssh, target_ssh) = self.ssh_of(ctx)?;
+        let user_name = AccountName::parse(user).context("stored user")?;
+        let started_at = self.now();
+        let hosts = crate::mailsync::Hosts {
+            source: (ctx.source.name.as_str(), source_ssh),
+            target: (ctx.target.name.as_str(), target_ssh),
+        };
+        let synced = crate::mailsync::delta_sync(hosts, &user_name, ctx.playbook.mail.sync)
+            .await
+            .map_err(|err| classify!(err))?;
+        info!(account = user, ?synced, "final delta sync done");
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        self.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailSynced { started_at, synced })
+            .await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Reads the source's mail log for local deliveries to the account's switched domains and
+    /// records the evidence; the pure core decides: done, sync again, or hold.
+    async fn check_mail(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let user = job.subject.as_str();
+        let Some((_, state)) =
+            self.account_for_step(ctx, user, |s| matches!(s, AccountState::CheckingMail { .. })).await?
+        else {
+            return self.finish(lease).await;
+        };
+        let AccountState::CheckingMail { switched_at, last_sync_started_at, .. } = state else {
+            return self.finish(lease).await;
+        };
+        // Only the domains whose routing was switched: an external domain's mail lands on the
+        // source until its customer repoints it, which is expected, not stranded.
+        let mut domains = Vec::new();
+        for row in self.store.domains_of(ctx.id.as_str(), user).await? {
+            if !domain_state(&row)?.is_external() {
+                domains.push(DomainName::parse(&row.domain).context("stored domain")?);
+            }
+        }
+        let (source_ssh, _) = self.ssh_of(ctx)?;
+        let evidence = crate::mailsync::read_evidence(
+            (ctx.source.name.as_str(), source_ssh),
+            &domains,
+            || self.now(),
+            switched_at,
+            last_sync_started_at,
+        )
+        .await
+        .map_err(|err| classify!(err))?;
+        info!(account = user, ?evidence, "mail log read");
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        self.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailChecked { evidence }).await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// Both hosts' SSH settings, or a permanent error saying which host lacks them.
+    fn ssh_of<'c>(
+        &self,
+        ctx: &'c MigrationCtx,
+    ) -> Result<(&'c crate::config::SshConfig, &'c crate::config::SshConfig), StepError> {
+        let missing = |host: &HostRuntime| {
+            StepError::Permanent(anyhow!(
+                "host {} has no [hosts.{}.ssh] in the config; the final mail sync needs SSH to both hosts (or set final_sync = false in the playbook's [mail])",
+                host.name,
+                host.name
+            ))
+        };
+        let source = ctx.source.ssh.as_ref().ok_or_else(|| missing(&ctx.source))?;
+        let target = ctx.target.ssh.as_ref().ok_or_else(|| missing(&ctx.target))?;
+        Ok((source, target))
+    }
+
     async fn account_for_step(
         &self,
         ctx: &MigrationCtx,
@@ -1935,6 +2139,7 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
                     .host_str()
                     .filter(|h| !h.starts_with('[') && h.parse::<std::net::IpAddr>().is_err())
                     .map(|h| format!("{}.", h.to_ascii_lowercase())),
+                ssh: host.ssh.clone(),
             },
         );
     }

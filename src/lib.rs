@@ -54,6 +54,11 @@
 //!   mail at the source, the target, a spam filter or elsewhere, observed TTLs.
 //!   [`notify`] — templates and channels (SMTP through lettre, a directory outbox).
 //!   [`ssh`] — russh with pinned host keys and quoted remote commands.
+//! - [`mailsync`] — no mail lost: the source's mail routing switched to `remote` at the repoint
+//!   (and back to `local` on a rollback), the final delta sync (rsync run on the target over a
+//!   pinned russh session, pulling from the source over ssh, `--update`, never `--delete`), and
+//!   the evidence from the source's exim main log (local deliveries since the switch and since
+//!   the last sync, compared on the source's clock).
 //! - [`sim`] — the simulated cPanel host (WHM API 1 JSON, real files, Host-header web serving,
 //!   failures on demand) and a simulated nameserver speaking DNS and the PowerDNS API shape.
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
@@ -71,6 +76,8 @@
 //!   Message-ID for the rare resend after a crash).
 //! - A domain is repointed only after its account is verified on the target and its TTL gate
 //!   has opened; a completion notice is one outbox row (unique dedupe key).
+//! - With the playbook's final mail sync on, an account is done only after a delta sync whose
+//!   following mail-log check shows nothing delivered on the source since it began.
 //! - Changes to one zone are one PATCH and never concurrent; zone writes are bounded per DNS
 //!   server. The DNS steps of one account (repoint, rollback, TTL restore, verification) plan
 //!   from states read under the account's DNS lock and hold it through their write, so a
@@ -99,6 +106,7 @@ pub mod dns;
 pub mod domain;
 pub mod engine;
 pub mod inventory;
+pub mod mailsync;
 pub mod names;
 pub mod notify;
 pub mod output;

@@ -35,6 +35,8 @@ pub struct Playbook {
     pub retry: RetryPolicy,
     /// How much runs at once.
     pub concurrency: Concurrency,
+    /// No mail lost: the routing switch at the repoint and the final delta sync.
+    pub mail: MailPolicy,
     /// The customer notice templates.
     pub notices: Notices,
     /// The TOML text it was parsed from (stored with the migration, so it can be re-read).
@@ -174,6 +176,34 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+/// What the final delta sync copies from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncScope {
+    /// The account's mail directories (`~/mail`).
+    Mail,
+    /// The mail directories and the web root (`~/public_html`).
+    MailAndWeb,
+}
+
+/// No mail lost: the source's mail routing at the repoint, the final delta sync after the old
+/// TTL, and the check of the source's mail log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailPolicy {
+    /// Switch each repointed domain's mail routing on the source to `remote` at the repoint, so
+    /// mail still arriving there is relayed to the target.
+    pub switch_routing: bool,
+    /// Delta-sync each account from the source once the old TTL has passed since its repoint,
+    /// and read the source's mail log; needs `ssh` for both hosts in the config.
+    pub final_sync: bool,
+    /// What the delta sync copies.
+    pub sync: SyncScope,
+    /// Delta syncs of one account before mail still landing on the source holds it.
+    pub max_syncs: u32,
+    /// How long after a delta sync the source's mail log is read (lets a queued delivery land).
+    pub check_after: Duration,
+}
+
 /// How much runs at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Concurrency {
@@ -283,7 +313,18 @@ struct RawPlaybook {
     verification: Option<RawVerification>,
     retry: Option<RawRetry>,
     concurrency: Option<RawConcurrency>,
+    mail: Option<RawMail>,
     notices: Option<RawNotices>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    switch_routing: Option<bool>,
+    final_sync: Option<bool>,
+    sync: Option<SyncScope>,
+    max_syncs: Option<Spanned<i64>>,
+    check_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -411,6 +452,7 @@ impl Playbook {
             verification: verification(&src, raw.verification.as_ref())?,
             retry: retry(&src, raw.retry.as_ref())?,
             concurrency: concurrency(&src, raw.concurrency.as_ref())?,
+            mail: mail(&src, raw.mail.as_ref())?,
             notices: notices(&src, raw.notices.as_ref())?,
             source_text: text.to_owned(),
         })
@@ -671,6 +713,40 @@ fn verification(src: &Source<'_>, raw: Option<&RawVerification>) -> Result<Verif
     })
 }
 
+fn mail(src: &Source<'_>, raw: Option<&RawMail>) -> Result<MailPolicy, ConfigError> {
+    Ok(MailPolicy {
+        switch_routing: raw.and_then(|r| r.switch_routing).unwrap_or(true),
+        final_sync: raw.and_then(|r| r.final_sync).unwrap_or(true),
+        sync: raw.and_then(|r| r.sync).unwrap_or(SyncScope::Mail),
+        max_syncs: src.count_or(
+            raw.and_then(|r| r.max_syncs.as_ref()),
+            "mail.max_syncs",
+            3,
+            (1, 20),
+            "a number of syncs",
+        )?,
+        check_after: src.duration_or(
+            raw.and_then(|r| r.check_after.as_ref()),
+            "mail.check_after",
+            MINUTE,
+            Duration::ZERO,
+            DAY,
+        )?,
+    })
+}
+
+impl Playbook {
+    /// The limits the account state machine applies under this playbook.
+    pub fn account_policy(&self) -> crate::domain::AccountPolicy {
+        crate::domain::AccountPolicy {
+            max_transfer_attempts: self.transfer.max_attempts,
+            hold_on_mismatch: matches!(self.verification.on_mismatch, OnMismatch::Hold),
+            final_mail_sync: self.mail.final_sync,
+            max_mail_syncs: self.mail.max_syncs,
+        }
+    }
+}
+
 fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, ConfigError> {
     let max_attempts = src.count_or(
         raw.and_then(|r| r.max_attempts.as_ref()),
@@ -879,6 +955,33 @@ mod tests {
         assert_eq!(demo.dns.gate_wait_override, Some(2 * SECOND));
         assert!(demo.transfer.poll_interval <= SECOND);
         assert!(demo.retry.max_delay <= 5 * SECOND);
+        assert!(playbook.mail.switch_routing && playbook.mail.final_sync);
+        assert_eq!(playbook.mail.sync, SyncScope::Mail);
+        // The demo's simulated hosts have no sshd: routing switched, no delta sync.
+        assert!(demo.mail.switch_routing && !demo.mail.final_sync);
+    }
+
+    #[test]
+    fn mail_settings_default_to_switch_and_sync_mail_only() {
+        let playbook = Playbook::parse("name = \"tiny\"\n", "tiny.toml").expect("tiny");
+        let mail = &playbook.mail;
+        assert!(mail.switch_routing && mail.final_sync);
+        assert_eq!((mail.sync, mail.max_syncs, mail.check_after), (SyncScope::Mail, 3, MINUTE));
+        let policy = playbook.account_policy();
+        assert!(policy.final_mail_sync && policy.max_mail_syncs == 3);
+        let web =
+            Playbook::parse("name = \"w\"\n[mail]\nsync = \"mail_and_web\"\nfinal_sync = false\n", "w.toml")
+                .expect("web");
+        assert_eq!(web.mail.sync, SyncScope::MailAndWeb);
+        assert!(!web.account_policy().final_mail_sync);
+        for (text, expected) in [
+            ("[mail]\nmax_syncs = 0\n", "w.toml:3:13: mail.max_syncs: expected"),
+            ("[mail]\nsync = \"everything\"\n", "mail.sync: unknown variant `everything`"),
+            ("[mail]\ncheck_after = \"soon\"\n", "mail.check_after"),
+        ] {
+            let err = Playbook::parse(&format!("name = \"w\"\n{text}"), "w.toml").expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, SshConfig};
 use crate::domain::{MigrationState, Timestamp, to_millis};
 use crate::engine::{ConfiguredAdapters, HostRuntime, migration_state};
 use crate::inventory::{Inventory, VersionVerdict};
@@ -96,11 +96,37 @@ impl PreflightReport {
     }
 }
 
-/// Whether the playbook needs SSH on the hosts (`source`, `target`). Nothing in today's
-/// playbooks runs a command over SSH yet; the final mail delta sync (rsync driven over SSH on
-/// the target, reading the source's mail log) will need both, and must say so here.
-pub fn playbook_needs_ssh(_playbook: &Playbook) -> (bool, bool) {
-    (false, false)
+/// Whether the playbook needs SSH on the hosts (`source`, `target`): the final mail delta sync
+/// (`mail.final_sync`, [`crate::mailsync`]) runs rsync over SSH on the target and reads the
+/// source's mail log over SSH, so it needs both.
+pub fn playbook_needs_ssh(playbook: &Playbook) -> (bool, bool) {
+    (playbook.mail.final_sync, playbook.mail.final_sync)
+}
+
+/// Runs [`crate::mailsync::pull_hop_probe_argv`] on the target: Ok when the target reaches the
+/// source the way the delta sync's rsync will, else why not.
+async fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(), String> {
+    let argv = crate::mailsync::pull_hop_probe_argv(source, target).map_err(|err| err.to_string())?;
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let login = SshTarget {
+        address: target.address.clone(),
+        user: target.user.clone(),
+        key_file: target.key_file.clone(),
+        host_key: target.host_key.clone(),
+    };
+    let session = SshSession::connect(&login, SSH_TIMEOUT).await.map_err(|err| err.to_string())?;
+    let output = tokio::time::timeout(SSH_TIMEOUT, session.exec(&argv)).await;
+    let _ = session.close().await;
+    match output {
+        Err(_) => Err(format!("the ssh hop did not finish within {SSH_TIMEOUT:?}")),
+        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Ok(output)) if output.success() => Ok(()),
+        Ok(Ok(output)) => Err(format!(
+            "the ssh hop failed (exit {}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
 }
 
 /// The transfer session request the engine sends the target for this migration; pre-flight
@@ -222,6 +248,26 @@ pub async fn preflight(
                 );
             }
             Err(err) => report.push(check, Severity::Hard, format!("{}@{}: {err}", ssh.user, ssh.address)),
+        }
+    }
+
+    // 2b. The delta sync's own hop: the target logs in to the source with the key and
+    //     known_hosts file the config names (what rsync will do), running `true`.
+    if playbook.mail.final_sync {
+        let ssh_of = |name: &str| config.hosts.get(name).and_then(|h| h.ssh.as_ref());
+        if let (Some(source_ssh), Some(target_ssh)) = (ssh_of(&row.source_host), ssh_of(&row.target_host)) {
+            let check = format!("ssh {} -> {}", row.target_host, row.source_host);
+            let (severity, message) = match pull_hop(source_ssh, target_ssh).await {
+                Ok(()) => (
+                    Severity::Ok,
+                    format!(
+                        "{} logs in to {} over ssh with its pull key and pinned host key (the mail delta sync's hop)",
+                        row.target_host, row.source_host
+                    ),
+                ),
+                Err(why) => (Severity::Hard, why),
+            };
+            report.push(check, severity, message);
         }
     }
 

@@ -414,9 +414,10 @@ fn message_id(host: &Host) -> String {
     format!("{}-{}-{}", base62(seconds, 6), base62(counter, 6), base62(fraction, 2))
 }
 
-/// Appends lines to the main log, each stamped `YYYY-MM-DD HH:MM:SS <text>` (UTC).
+/// Appends lines to the main log, each stamped `YYYY-MM-DD HH:MM:SS <text>` in local time, as
+/// exim does unless built or configured otherwise (`log_timezone` false by default).
 async fn log_lines(host: &Host, lines: &[String]) {
-    let stamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
+    let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
     let mut text = String::new();
     for line in lines {
         let _ = writeln!(text, "{stamp} {line}");
@@ -779,15 +780,18 @@ fn api2_error(module: &str, func: &str, reason: &str) -> Response {
     }}))
 }
 
-/// The `domain` parameter, which must be one of `user`'s domains.
+/// The `domain` parameter, which must be one of `user`'s domains (main, addon, parked or
+/// subdomain: cPanel's Email Routing lists each domain that receives mail).
 fn owned_domain(host: &Host, user: &AccountName, params: &Params) -> Result<DomainName, String> {
     let raw = params.get("domain").map(|v| v.trim().trim_matches('"')).unwrap_or("");
     let domain = DomainName::parse(raw).map_err(|err| format!("Invalid domain “{raw}”: {err}"))?;
     let state = host.state();
-    let owns = state
-        .accounts
-        .get(user)
-        .is_some_and(|r| r.spec.domain == domain || r.spec.addon_domains.contains(&domain));
+    let owns = state.accounts.get(user).is_some_and(|r| {
+        r.spec.domain == domain
+            || r.spec.addon_domains.contains(&domain)
+            || r.spec.parked_domains.contains(&domain)
+            || r.spec.sub_domains.contains(&domain)
+    });
     if owns { Ok(domain) } else { Err(format!("You do not own the domain “{domain}”.")) }
 }
 

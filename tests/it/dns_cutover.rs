@@ -363,6 +363,9 @@ async fn rollback_retry_gate_and_refusal() {
     assert_eq!(state.name(), "rolled_back");
     rig.wait_for("the rollback", Duration::from_secs(60), |s| domain_state_of(s, &domain) == "rolled_back")
         .await;
+    // The source delivers the domain's mail itself again (it was relaying it since the repoint).
+    assert_eq!(rig.hosts.source.mail_routing(&domain), "local");
+    assert_eq!(rig.hosts.source.mail_routing(&rig.domain(1)), "remote", "the other account's stays relayed");
     let zone = rig.zone(&domain).await;
     for name in [domain.fqdn(), format!("www.{}", domain.fqdn())] {
         let a = rrset(&zone, &name, "A");
@@ -406,6 +409,7 @@ async fn rollback_retry_gate_and_refusal() {
     })
     .await;
     assert_eq!(rrset(&rig.zone(&domain).await, &domain.fqdn(), "A").records, vec![TARGET_IP.to_string()]);
+    assert_eq!(rig.hosts.source.mail_routing(&domain), "remote", "relayed to the target again");
     daemon.stop().await;
 
     // The source no longer holds the other account: its rollback is refused, nothing recorded.

@@ -264,6 +264,8 @@ async fn migrate(database: Option<&str>) {
             "account_copied",
             "account_restored",
             "account_verified",
+            // Its mail routing on the source set to remote, in the repoint's transaction.
+            "mail_routing_switched",
             "account_switched",
             "notice_queued",
             "notice_sent"

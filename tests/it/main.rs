@@ -8,6 +8,7 @@ mod dns_cutover;
 mod e2e;
 mod external_dns;
 mod inventory;
+mod mail_cutover;
 mod notify;
 mod plan;
 mod rfc2136;

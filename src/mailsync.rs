@@ -1,0 +1,590 @@
+//! No mail lost: the source's mail routing at the repoint, the final delta sync of an account
+//! from the source to the target (rsync run on the target over a pinned russh session, pulling
+//! from the source over ssh), and the evidence read from the source's exim main log.
+//!
+//! Why each part exists (reference/cpanel-migration-pains.md §C): while resolvers still hold the
+//! old MX and A records, mail keeps arriving at the old server. Switching the source's mail
+//! routing to `remote` makes it relay what still arrives to the domain's MX (now the target);
+//! mail delivered into a mailbox on the source before the switch (after the transfer copied
+//! the account) is brought over by the delta sync; and the mail log says whether anything was
+//! delivered locally after the sync began, in which case the engine syncs again.
+//!
+//! Everything that reaches a remote command line is validated first: user names are
+//! [`AccountName`]s, domains [`DomainName`]s, paths [`crate::config::RemotePath`]s, and commands are argument
+//! vectors quoted by [`crate::ssh::shell_quote_argv`], never shell strings built from data.
+
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, TimeZone, Utc};
+
+use crate::config::SshConfig;
+use crate::domain::{MailEvidence, Timestamp};
+use crate::names::{AccountName, DomainName};
+use crate::playbook::SyncScope;
+use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget};
+use crate::whm::{MailRouting, WhmClient, WhmError};
+
+/// How long connecting to a host may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one rsync run may take before it is abandoned (and the step retried).
+const RSYNC_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// How long a short remote command (date, test, grep of the log) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of a failed command's stderr goes into an error.
+const STDERR_LIMIT: usize = 600;
+
+/// Dovecot's index and UID files are per server: the target's own must not be replaced by the
+/// source's (an older uidlist would hand out UIDs the target already gave to other messages).
+/// The target's Dovecot indexes the new message files itself.
+const MAIL_EXCLUDES: [&str; 4] = [
+    "--exclude=dovecot.index*",
+    "--exclude=dovecot.list.index*",
+    "--exclude=dovecot-uidlist",
+    "--exclude=dovecot-uidvalidity*",
+];
+
+/// Why a part of the mail cutover failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MailSyncError {
+    /// The SSH connection or a command on it failed.
+    #[error("{host}: {source}")]
+    Ssh {
+        /// The host's config name.
+        host: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SshError>,
+    },
+    /// A remote command did not finish in time.
+    #[error("{host}: {what} did not finish within {timeout:?}")]
+    Timeout {
+        /// The host's config name.
+        host: String,
+        /// What was running.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// rsync exited with an error.
+    #[error("rsync of {path} on {host} exited with status {status}: {stderr}")]
+    Rsync {
+        /// The host it ran on (the target).
+        host: String,
+        /// The source path.
+        path: String,
+        /// rsync's exit status.
+        status: u32,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// Another remote command failed or answered something unreadable.
+    #[error("{host}: {what}: {detail}")]
+    Command {
+        /// The host's config name.
+        host: String,
+        /// What was asked.
+        what: String,
+        /// What came back.
+        detail: String,
+    },
+    /// The config lacks what the step needs.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl MailSyncError {
+    /// Whether retrying later may help: lost connections, timeouts and rsync's transfer errors
+    /// (a vanished file, a broken pipe) are transient; usage and config errors are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MailSyncError::Ssh { source, .. } => source.is_transient(),
+            MailSyncError::Timeout { .. } => true,
+            // 1 syntax, 2 protocol incompatibility, 3 bad paths, 4 unsupported action: retrying
+            // the same command cannot help. The others (10 socket I/O, 12 data stream, 23
+            // partial transfer, 24 vanished source files, 30 timeout, 255 ssh) can pass.
+            MailSyncError::Rsync { status, .. } => !matches!(status, 1..=4),
+            MailSyncError::Command { .. } | MailSyncError::Config(_) => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mail routing (WHM → cPanel API 2 Email::setmxcheck / getmxcheck)
+
+/// What the routing switch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingChange {
+    /// Domains whose routing was changed.
+    pub changed: Vec<String>,
+    /// Domains that already had the wanted routing (checked before acting).
+    pub already: Vec<String>,
+}
+
+/// Sets each domain's mail exchanger type on a host to `routing`, checking first
+/// (`Email::getmxcheck`) so a re-run changes nothing twice. The values are those of the
+/// `mxcheck` parameter documented for cPanel API 2 `Email::setmxcheck`
+/// (<https://api.docs.cpanel.net/cpanel-api-2/cpanel-api-2-modules-email/cpanel-api-2-functions-email-setmxcheck>;
+/// listed on the UAPI `Email::set_always_accept` page,
+/// <https://api.docs.cpanel.net/openapi/cpanel/operation/set_always_accept>): `remote` — "Do not
+/// accept mail" locally, relay it to the domain's MX — at the repoint, and `local` — "Always
+/// accept the domain's mail" — when a rollback points the domain back at the source.
+pub async fn set_routing(
+    whm: &WhmClient,
+    user: &AccountName,
+    domains: &[DomainName],
+    routing: MailRouting,
+) -> Result<RoutingChange, WhmError> {
+    let mut change = RoutingChange::default();
+    for domain in domains {
+        if whm.mail_routing(user, domain).await? == routing {
+            change.already.push(domain.to_string());
+        } else {
+            whm.set_mail_routing(user, domain, routing).await?;
+            change.changed.push(domain.to_string());
+        }
+    }
+    Ok(change)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The delta sync
+
+/// The SSH settings of a host, as an [`SshTarget`] for russh.
+fn ssh_target(ssh: &SshConfig) -> SshTarget {
+    SshTarget {
+        address: ssh.address.clone(),
+        user: ssh.user.clone(),
+        key_file: ssh.key_file.clone(),
+        host_key: ssh.host_key.clone(),
+    }
+}
+
+/// Splits a config `host:port` (or `[v6]:port`) into the host as rsync writes it and the port,
+/// refusing anything but a plain name or address.
+fn host_and_port(address: &str) -> Result<(&str, u16), String> {
+    let (host, port) =
+        address.rsplit_once(':').ok_or_else(|| format!("expected host:port, got {address:?}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("expected a port in {address:?}"))?;
+    let plain = !host.is_empty()
+        && !host.starts_with('-')
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    if !plain {
+        return Err(format!("expected a host name or address in {address:?}"));
+    }
+    Ok((host, port))
+}
+
+/// The directories of an account's home the delta sync copies, for a scope.
+pub fn sync_dirs(scope: SyncScope) -> &'static [&'static str] {
+    match scope {
+        SyncScope::Mail => &["mail"],
+        SyncScope::MailAndWeb => &["mail", "public_html"],
+    }
+}
+
+/// The `ssh` command line the target uses to reach the source (rsync's `-e`), and the source
+/// as `user@host`: the key and known_hosts file the target's config names, `BatchMode` (no
+/// prompt can hang it) and `StrictHostKeyChecking=yes` (the source's key must be in that
+/// known_hosts file). rsync splits `-e` on whitespace; every part is validated to hold none.
+fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(Vec<String>, String), MailSyncError> {
+    let (Some(key), Some(known_hosts)) = (&target.pull_key_file, &target.pull_known_hosts) else {
+        return Err(MailSyncError::Config(
+            "the target's ssh settings need pull_key_file and pull_known_hosts for the final delta sync"
+                .into(),
+        ));
+    };
+    let (host, port) = host_and_port(&source.address)
+        .map_err(|err| MailSyncError::Config(format!("the source's ssh address: {err}")))?;
+    let ssh = [
+        "ssh".to_owned(),
+        "-p".to_owned(),
+        port.to_string(),
+        "-i".to_owned(),
+        key.to_string(),
+        "-o".to_owned(),
+        "IdentitiesOnly=yes".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+        "-o".to_owned(),
+        format!("UserKnownHostsFile={known_hosts}"),
+    ];
+    Ok((ssh.to_vec(), format!("{}@{host}", source.user)))
+}
+
+/// The argument vector that, run on the target, logs in to the source over the same hop the
+/// delta sync uses and runs `true`: pre-flight's proof that the pull will work.
+pub fn pull_hop_probe_argv(source: &SshConfig, target: &SshConfig) -> Result<Vec<String>, MailSyncError> {
+    let (mut argv, remote) = pull_hop(source, target)?;
+    argv.extend([remote, "true".to_owned()]);
+    Ok(argv)
+}
+
+/// The argument vector of the rsync that runs on the target and pulls `dir` of `user`'s home
+/// from the source: `rsync -a --update` (only files newer than the target's copy; never
+/// `--delete`, so nothing on the target is ever removed), over the [`pull_hop`] ssh.
+pub fn rsync_argv(
+    source: &SshConfig,
+    target: &SshConfig,
+    user: &AccountName,
+    dir: &str,
+) -> Result<Vec<String>, MailSyncError> {
+    let (ssh, remote) = pull_hop(source, target)?;
+    if !dir.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(MailSyncError::Config(format!("not a directory the delta sync copies: {dir:?}")));
+    }
+    let from = format!("{remote}:{}/{dir}/", source.home_root.join(user.as_str()));
+    let to = format!("{}/{dir}/", target.home_root.join(user.as_str()));
+    let mut argv = vec!["rsync".to_owned(), "-a".to_owned(), "--update".to_owned()];
+    if dir == "mail" {
+        argv.extend(MAIL_EXCLUDES.iter().map(|s| (*s).to_owned()));
+    }
+    argv.extend(["-e".to_owned(), ssh.join(" "), from, to]);
+    Ok(argv)
+}
+
+async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
+    SshSession::connect(&ssh_target(ssh), CONNECT_TIMEOUT)
+        .await
+        .map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
+}
+
+async fn run(
+    session: &SshSession,
+    host: &str,
+    what: &str,
+    argv: &[&str],
+    timeout: Duration,
+) -> Result<ExecOutput, MailSyncError> {
+    match tokio::time::timeout(timeout, session.exec(argv)).await {
+        Ok(result) => {
+            result.map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
+        }
+        Err(_) => Err(MailSyncError::Timeout { host: host.to_owned(), what: what.to_owned(), timeout }),
+    }
+}
+
+fn stderr_tail(output: &ExecOutput) -> String {
+    let text = String::from_utf8_lossy(&output.stderr);
+    let text = text.trim();
+    let start = text.len().saturating_sub(STDERR_LIMIT);
+    let start = (start..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+/// The two hosts of a migration, by config name, with their SSH settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Hosts<'a> {
+    /// The source's config name and SSH settings.
+    pub source: (&'a str, &'a SshConfig),
+    /// The target's config name and SSH settings.
+    pub target: (&'a str, &'a SshConfig),
+}
+
+/// Runs the delta sync of `user`'s directories for `scope`: for each one that exists on the
+/// source (`test -d`, over a session to the source), rsync on the target pulls it. Returns
+/// what was synced, as `source → target` paths.
+pub async fn delta_sync(
+    hosts: Hosts<'_>,
+    user: &AccountName,
+    scope: SyncScope,
+) -> Result<Vec<String>, MailSyncError> {
+    let (source_name, source_ssh) = hosts.source;
+    let (target_name, target_ssh) = hosts.target;
+    // Build every command first: a config problem costs no connection.
+    let mut commands = Vec::new();
+    for dir in sync_dirs(scope) {
+        commands.push((*dir, rsync_argv(source_ssh, target_ssh, user, dir)?));
+    }
+    let source = connect(source_name, source_ssh).await?;
+    let target = connect(target_name, target_ssh).await?;
+    let mut synced = Vec::new();
+    for (dir, argv) in commands {
+        let source_path = format!("{}/{dir}", source_ssh.home_root.join(user.as_str()));
+        let exists =
+            run(&source, source_name, "test -d", &["test", "-d", &source_path], COMMAND_TIMEOUT).await?;
+        if !exists.success() {
+            tracing::info!(account = %user, path = %source_path, "not on the source; nothing to sync");
+            continue;
+        }
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let output = run(&target, target_name, "rsync", &args, RSYNC_TIMEOUT).await?;
+        if !output.success() {
+            return Err(MailSyncError::Rsync {
+                host: target_name.to_owned(),
+                path: source_path,
+                status: output.status,
+                stderr: stderr_tail(&output),
+            });
+        }
+        let target_path = format!("{}/{dir}", target_ssh.home_root.join(user.as_str()));
+        synced.push(format!("{source_name}:{source_path} → {target_name}:{target_path}"));
+    }
+    let _ = source.close().await;
+    let _ = target.close().await;
+    Ok(synced)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mail log
+
+/// One local delivery read from an exim main log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDelivery {
+    /// The log line's time stamp, in the source's local time as exim writes it.
+    pub logged_at: NaiveDateTime,
+    /// The recipient address, lower case.
+    pub address: String,
+}
+
+/// The exim transports that put a message into a mailbox on the host itself (cPanel's
+/// Dovecot delivery, and exim's own local file delivery).
+const LOCAL_TRANSPORTS: [&str; 4] =
+    ["T=dovecot_virtual_delivery", "T=dovecot_delivery", "T=local_delivery", "T=virtual_userdelivery"];
+
+/// The local deliveries to `domains` in exim main log text. A delivery line reads
+/// `YYYY-MM-DD HH:MM:SS ID => local <address> R=router T=transport …` (exim's `=>`, "normal
+/// message delivery"); relays (`T=remote_smtp`) and deferrals (`==`) are not deliveries here.
+pub fn local_deliveries(log: &str, domains: &[DomainName]) -> Vec<LocalDelivery> {
+    let suffixes: Vec<String> = domains.iter().map(|d| format!("@{}", d.as_str())).collect();
+    let mut deliveries = Vec::new();
+    for line in log.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(date), Some(time), Some(_id), Some(arrow)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if arrow != "=>" {
+            continue;
+        }
+        let Ok(logged_at) = NaiveDateTime::parse_from_str(&format!("{date} {time}"), "%Y-%m-%d %H:%M:%S")
+        else {
+            continue;
+        };
+        let rest: Vec<&str> = fields.collect();
+        if !rest.iter().any(|f| LOCAL_TRANSPORTS.contains(f)) {
+            continue;
+        }
+        // The address is the first `<…>` field, or the bare address right after the arrow.
+        let address = rest
+            .iter()
+            .find_map(|f| f.strip_prefix('<').and_then(|f| f.strip_suffix('>')))
+            .or_else(|| rest.first().copied().filter(|f| f.contains('@')))
+            .map(str::to_ascii_lowercase);
+        let Some(address) = address else { continue };
+        if suffixes.iter().any(|suffix| address.ends_with(suffix.as_str())) {
+            deliveries.push(LocalDelivery { logged_at, address });
+        }
+    }
+    deliveries
+}
+
+/// The source's clock as one `date '+%s %Y-%m-%d %H:%M:%S'` answer: its epoch seconds, and its
+/// local wall-clock time (what exim stamps log lines with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceClock {
+    /// Seconds since the epoch on the source.
+    pub epoch: i64,
+    /// The source's local time at that moment.
+    pub local: NaiveDateTime,
+}
+
+impl SourceClock {
+    /// Parses the answer of `date '+%s %Y-%m-%d %H:%M:%S'`.
+    pub fn parse(text: &str) -> Option<SourceClock> {
+        let mut parts = text.split_whitespace();
+        let epoch = parts.next()?.parse().ok()?;
+        let local = NaiveDateTime::parse_from_str(
+            &format!("{} {}", parts.next()?, parts.next()?),
+            "%Y-%m-%d %H:%M:%S",
+        )
+        .ok()?;
+        Some(SourceClock { epoch, local })
+    }
+
+    /// A log stamp in the source's local time, as epoch seconds on the source's clock.
+    fn epoch_of(&self, logged_at: NaiveDateTime) -> i64 {
+        let offset = self.local.and_utc().timestamp() - self.epoch;
+        logged_at.and_utc().timestamp() - offset
+    }
+}
+
+/// The evidence: local deliveries since the routing switch and since the last sync began.
+///
+/// Times are compared on the source's clock (`clock`, read when `now` was ours), so the source's
+/// time zone and any skew between the two clocks cancel out. Log stamps have whole seconds; a
+/// delivery counts as "since" a moment when it is logged in that moment's second or one before,
+/// so a delivery around a sync's start is counted (and synced again) rather than missed.
+pub fn evidence(
+    deliveries: &[LocalDelivery],
+    clock: SourceClock,
+    now: Timestamp,
+    switched_at: Timestamp,
+    last_sync_started_at: Timestamp,
+) -> MailEvidence {
+    let skew = clock.epoch - now.timestamp();
+    let on_source = |at: Timestamp| at.timestamp() + skew - 1;
+    let (switch, sync) = (on_source(switched_at), on_source(last_sync_started_at));
+    let mut evidence = MailEvidence::default();
+    let mut last: Option<i64> = None;
+    for delivery in deliveries {
+        let at = clock.epoch_of(delivery.logged_at);
+        if at >= switch {
+            evidence.delivered_since_switch += 1;
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+        if at >= sync {
+            evidence.delivered_since_last_sync += 1;
+        }
+    }
+    evidence.last_delivery_at = last.and_then(|at| Utc.timestamp_opt(at - skew, 0).single());
+    evidence
+}
+
+/// Reads the source's clock and its mail log (only the lines naming the account's domains:
+/// `grep -F -i`, so the answer stays small on a big log; exim keeps the address's case as
+/// sent) and returns the evidence.
+pub async fn read_evidence(
+    source: (&str, &SshConfig),
+    domains: &[DomainName],
+    now: impl Fn() -> Timestamp,
+    switched_at: Timestamp,
+    last_sync_started_at: Timestamp,
+) -> Result<MailEvidence, MailSyncError> {
+    let (host, ssh) = source;
+    if domains.is_empty() {
+        return Ok(MailEvidence::default());
+    }
+    let session = connect(host, ssh).await?;
+    let asked_at = now();
+    let date = run(&session, host, "date", &["date", "+%s %Y-%m-%d %H:%M:%S"], COMMAND_TIMEOUT).await?;
+    let clock =
+        SourceClock::parse(&String::from_utf8_lossy(&date.stdout)).ok_or_else(|| MailSyncError::Command {
+            host: host.to_owned(),
+            what: "date".into(),
+            detail: format!("unreadable answer {:?}", String::from_utf8_lossy(&date.stdout)),
+        })?;
+    let patterns: Vec<String> = domains.iter().map(|d| format!("@{}>", d.as_str())).collect();
+    let mut argv: Vec<&str> = vec!["grep", "-F", "-i", "-h"];
+    for pattern in &patterns {
+        argv.extend(["-e", pattern.as_str()]);
+    }
+    argv.extend(["--", ssh.mail_log.as_str()]);
+    let output = run(&session, host, "grep of the mail log", &argv, COMMAND_TIMEOUT).await?;
+    let _ = session.close().await;
+    // grep: 0 lines found, 1 none found, 2 an error (a missing or unreadable log).
+    let log = match output.status {
+        0 => String::from_utf8_lossy(&output.stdout).into_owned(),
+        1 => String::new(),
+        status => {
+            return Err(MailSyncError::Command {
+                host: host.to_owned(),
+                what: format!("reading the mail log {} (ssh.mail_log)", ssh.mail_log),
+                detail: format!("grep exited with {status}: {}", stderr_tail(&output)),
+            });
+        }
+    };
+    Ok(evidence(&local_deliveries(&log, domains), clock, asked_at, switched_at, last_sync_started_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RemotePath;
+
+    fn ssh(address: &str, home: &str, pull: bool) -> SshConfig {
+        SshConfig {
+            address: address.to_owned(),
+            user: "root".to_owned(),
+            key_file: "/etc/siirto/id".into(),
+            host_key: "ssh-ed25519 AAAA".to_owned(),
+            home_root: RemotePath::parse(home).unwrap(),
+            mail_log: RemotePath::parse("/var/log/exim_mainlog").unwrap(),
+            pull_key_file: pull.then(|| RemotePath::parse("/root/.ssh/pull").unwrap()),
+            pull_known_hosts: pull.then(|| RemotePath::parse("/root/.ssh/known").unwrap()),
+        }
+    }
+
+    #[test]
+    fn rsync_pulls_newer_files_only_and_never_deletes() {
+        let source = ssh("old1.example.net:2222", "/home", false);
+        let target = ssh("new1.example.net:22", "/home2", true);
+        let user = AccountName::parse("kukka").unwrap();
+        let argv = rsync_argv(&source, &target, &user, "mail").unwrap();
+        assert_eq!(&argv[..3], ["rsync", "-a", "--update"]);
+        assert!(argv.iter().all(|a| !a.contains("--delete")), "{argv:?}");
+        assert!(argv.contains(&"--exclude=dovecot-uidlist".to_owned()));
+        let n = argv.len();
+        assert_eq!(argv[n - 4], "-e");
+        assert_eq!(
+            argv[n - 3],
+            "ssh -p 2222 -i /root/.ssh/pull -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/root/.ssh/known"
+        );
+        assert_eq!(argv[n - 2], "root@old1.example.net:/home/kukka/mail/");
+        assert_eq!(argv[n - 1], "/home2/kukka/mail/");
+        let web = rsync_argv(&source, &target, &user, "public_html").unwrap();
+        assert!(!web.iter().any(|a| a.starts_with("--exclude")), "{web:?}");
+        assert_eq!(web.last().unwrap(), "/home2/kukka/public_html/");
+        // The target must be configured to pull; bad directories and addresses are refused.
+        let no_pull = ssh("new1.example.net:22", "/home", false);
+        assert!(
+            rsync_argv(&source, &no_pull, &user, "mail").unwrap_err().to_string().contains("pull_key_file")
+        );
+        assert!(rsync_argv(&source, &target, &user, "../etc").is_err());
+        let bad = ssh("-oProxyCommand=x:22", "/home", false);
+        assert!(rsync_argv(&bad, &target, &user, "mail").is_err());
+        assert_eq!(host_and_port("[::1]:22").unwrap(), ("[::1]", 22));
+        assert_eq!(sync_dirs(SyncScope::MailAndWeb), ["mail", "public_html"]);
+    }
+
+    const LOG: &str = "\
+2026-11-22 12:00:01 1vAbCd-000001-Xy <= a@b.test H=(c) [127.0.0.1]:5000 P=esmtp S=100 for info@kukka.test
+2026-11-22 12:00:01 1vAbCd-000001-Xy => info <info@kukka.test> R=virtual_user T=dovecot_virtual_delivery
+2026-11-22 12:00:01 1vAbCd-000001-Xy Completed
+2026-11-22 12:05:00 1vAbCe-000002-Xy => info@kukka.test R=dkim_lookuphost T=remote_smtp H=mail.kukka.test [127.0.0.3] C=\"250 OK\"
+2026-11-22 12:06:00 1vAbCf-000003-Xy == sales@kukka.test R=virtual_user T=dovecot_virtual_delivery defer (-1): disk full
+2026-11-22 12:07:00 1vAbCg-000004-Xy => Sales <Sales@Kukka.test> R=virtual_user T=dovecot_virtual_delivery
+2026-11-22 12:08:00 1vAbCh-000005-Xy => info <info@other.test> R=virtual_user T=dovecot_virtual_delivery
+2026-11-22 12:09:00 1vAbCi-000006-Xy => info <info@notkukka.test> R=virtual_user T=dovecot_virtual_delivery
+garbage line
+";
+
+    #[test]
+    fn local_deliveries_are_read_from_exim_lines() {
+        let kukka = DomainName::parse("kukka.test").unwrap();
+        let found = local_deliveries(LOG, std::slice::from_ref(&kukka));
+        let addresses: Vec<&str> = found.iter().map(|d| d.address.as_str()).collect();
+        // Relays, deferrals, other domains (also one that merely ends like it) are not counted.
+        assert_eq!(addresses, ["info@kukka.test", "sales@kukka.test"]);
+        assert_eq!(found[1].logged_at.to_string(), "2026-11-22 12:07:00");
+    }
+
+    #[test]
+    fn evidence_compares_on_the_source_clock() {
+        let kukka = DomainName::parse("kukka.test").unwrap();
+        let found = local_deliveries(LOG, &[kukka]);
+        // The source's local time is UTC+2 and its clock runs 30 s ahead of ours.
+        let clock = SourceClock::parse("1795348830 2026-11-22 14:00:30\n").unwrap();
+        let ours = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let now = ours("2026-11-22T12:00:00Z");
+        assert_eq!(clock.epoch - now.timestamp(), 30);
+        // Switched at 09:59 ours (= 10:00 on the source); synced from 10:06:10 ours (10:06:40 theirs).
+        let e = evidence(&found, clock, now, ours("2026-11-22T09:59:30Z"), ours("2026-11-22T10:06:10Z"));
+        assert_eq!(e.delivered_since_switch, 2);
+        assert_eq!(e.delivered_since_last_sync, 1, "{e:?}");
+        assert_eq!(
+            e.last_delivery_at,
+            Some(ours("2026-11-22T10:06:30Z")),
+            "12:07:00 local is 10:07:00 theirs, 10:06:30 ours"
+        );
+        // A sync that began after the last delivery leaves nothing behind.
+        let after = evidence(&found, clock, now, ours("2026-11-22T09:59:30Z"), ours("2026-11-22T10:10:00Z"));
+        assert_eq!(after.delivered_since_last_sync, 0);
+        // In the same second as the sync's start counts (synced again rather than missed).
+        let edge = evidence(&found, clock, now, ours("2026-11-22T09:59:30Z"), ours("2026-11-22T10:06:30Z"));
+        assert_eq!(edge.delivered_since_last_sync, 1);
+        assert_eq!(SourceClock::parse("x 2026"), None);
+    }
+}
