@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
+use crate::dedicated_ip::{DedicatedIp, SiteIp};
 use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
 use crate::domain::{
@@ -292,6 +293,22 @@ impl MigrationCtx {
 
     fn target_end(&self) -> Endpoint {
         Endpoint { ip: self.target.ip, hostname: self.target.hostname.clone() }
+    }
+
+    /// Where an account's records move, as (from, to) pairs: from the source's address to the
+    /// target's and, for an account on a dedicated IP, first from its dedicated source address
+    /// to the assigned one (the target's address stands in until one is assigned: only which
+    /// records match matters then).
+    fn account_moves(&self, dedicated: Option<&DedicatedIp>) -> Vec<(Endpoint, Endpoint)> {
+        let mut moves = Vec::with_capacity(2);
+        if let Some(dedicated) = dedicated {
+            moves.push((
+                Endpoint { ip: dedicated.source_ip, ..self.source_end() },
+                Endpoint { ip: dedicated.target_ip.unwrap_or(self.target.ip), ..self.target_end() },
+            ));
+        }
+        moves.push((self.source_end(), self.target_end()));
+        moves
     }
 
     fn gate_policy(&self) -> GatePolicy {
@@ -840,8 +857,9 @@ impl Engine {
         let this_run: Vec<(String, Vec<DomainRow>)> =
             by_zone.into_iter().take(LOWER_TTL_ZONES_PER_RUN).collect();
         let handled = this_run.len();
+        let dedicated = self.dedicated_all(ctx).await?;
         let results: Vec<StepResult> = futures::stream::iter(this_run)
-            .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows))
+            .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows, &dedicated))
             .buffer_unordered(8)
             .collect()
             .await;
@@ -903,6 +921,7 @@ impl Engine {
         lease: &Lease,
         zone: String,
         rows: Vec<DomainRow>,
+        dedicated: &HashMap<String, DedicatedIp>,
     ) -> StepResult {
         let zone_name = DomainName::parse(&zone).context("stored zone name")?;
         let zone_data = match self.dns.zone(&zone_name).await {
@@ -920,7 +939,6 @@ impl Engine {
             }
         };
         let short_ttl = ctx.playbook.dns.short_ttl;
-        let (source, target) = (ctx.source_end(), ctx.target_end());
         // 1. Record what we saw before changing anything: each record that will change, with
         //    the TTL it has now.
         let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
@@ -928,7 +946,8 @@ impl Engine {
         let mut observed = Vec::new();
         for row in &rows {
             let domain = DomainName::parse(&row.domain).context("stored domain name")?;
-            let rrsets = records_to_change(&zone_data, &domain, &rows, &source, &target);
+            let moves = ctx.account_moves(dedicated.get(&row.user));
+            let rrsets = records_to_change(&zone_data, &domain, &rows, &moves);
             let records: Vec<ObservedRecord> = rrsets
                 .iter()
                 .map(|r| ObservedRecord { name: r.name.clone(), rtype: r.rtype.clone(), old_ttl: r.ttl })
@@ -989,9 +1008,20 @@ impl Engine {
             return self.finish(lease).await;
         };
         let accounts = self.store.accounts(ctx.id.as_str()).await?;
+        // Accounts on a dedicated IP move last: not while any other account still wants a
+        // transfer or is in one.
+        let dedicated = self.dedicated_all(ctx).await?;
+        let mut others_busy = false;
+        for row in accounts.iter().filter(|a| !dedicated.contains_key(&a.user)) {
+            let state = account_state(row)?;
+            if state.wants_transfer() || matches!(state, AccountState::Queued { .. } | AccountState::Copied { .. }) {
+                others_busy = true;
+                break;
+            }
+        }
         let mut batch = Vec::new();
         for row in &accounts {
-            if account_state(row)?.wants_transfer() {
+            if account_state(row)?.wants_transfer() && !(others_busy && dedicated.contains_key(&row.user)) {
                 batch.push(row.clone());
             }
             if batch.len() >= ctx.playbook.transfer.accounts_per_session as usize {
@@ -1153,16 +1183,42 @@ impl Engine {
             return self.finish(lease).await;
         };
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
+        // An account on a dedicated IP is put on its assigned address first, then compared
+        // there with its dedicated address at the source.
+        let (source_ip, target_ip, site_ip_set) = match self.dedicated_of(ctx, user).await? {
+            None => (ctx.source.ip, ctx.target.ip, None),
+            Some(DedicatedIp { source_ip, target_ip: Some(target_ip) }) => {
+                let account = AccountName::parse(user).context("stored user")?;
+                let set = match crate::dedicated_ip::ensure_site_ip(&ctx.target.whm, &account, target_ip)
+                    .await
+                    .map_err(|err| classify!(err))?
+                {
+                    SiteIp::AlreadyThere => None,
+                    SiteIp::Set { from } => Some(from),
+                    SiteIp::NotOnTarget => {
+                        return Err(StepError::Transient(anyhow!(
+                            "account {user} is not listed on the target {}; setsiteip to {target_ip} waits",
+                            ctx.target.name
+                        )));
+                    }
+                };
+                (source_ip, target_ip, set.map(|from| (from, target_ip)))
+            }
+            Some(DedicatedIp { target_ip: None, .. }) => {
+                return Err(StepError::Permanent(anyhow!(
+                    "account {user} is on a dedicated IP but has no target IP assigned (siirto assign-ip)"
+                )));
+            }
+        };
         let mut mismatches = Vec::new();
         if ctx.playbook.verification.http_check {
             for row in &domains {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
                 let timeout = ctx.playbook.verification.timeout;
-                let target = fetch_site(&self.http, ctx.target.ip, ctx.target.http_port, &domain, timeout)
+                let target = fetch_site(&self.http, target_ip, ctx.target.http_port, &domain, timeout)
                     .await
                     .map_err(|err| StepError::Transient(err.context(format!("{domain} on the target"))))?;
-                let source =
-                    fetch_site(&self.http, ctx.source.ip, ctx.source.http_port, &domain, timeout).await;
+                let source = fetch_site(&self.http, source_ip, ctx.source.http_port, &domain, timeout).await;
                 match source {
                     Ok(source) if source == target => {}
                     Ok(source) => mismatches.push(format!(
@@ -1195,6 +1251,11 @@ impl Engine {
         mismatches.extend(missing);
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
+        if let Some((from, to)) = site_ip_set {
+            let from = from.map(|ip| ip.to_string());
+            let detail = serde_json::json!({ "from": from, "to": to.to_string() });
+            tx.append_event(&self.event(ctx, Some(user), None, "site_ip_set", detail)).await?;
+        }
         let event = if mismatches.is_empty() {
             AccountEvent::VerifiedOnTarget
         } else {
@@ -1212,7 +1273,7 @@ impl Engine {
                     // Not our DNS: the customer is told what to change (in the completion
                     // notice) and public DNS is polled until it shows the target.
                     DomainState::External { .. } => {
-                        let event = DomainEvent::CustomerMustRepoint { new_value: ctx.target.ip.to_string() };
+                        let event = DomainEvent::CustomerMustRepoint { new_value: target_ip.to_string() };
                         self.apply_domain(&mut tx, ctx, row, &domain_state, event).await?;
                         tx.schedule_job(&self.job(
                             ctx,
@@ -1265,7 +1326,8 @@ impl Engine {
         }
         // 1. Plan the batches, zone by zone, and check each against the safety threshold and
         //    the records recorded at the lowering, before anything is written.
-        let (source, target) = (ctx.source_end(), ctx.target_end());
+        let moves = ctx.account_moves(self.dedicated_of(ctx, user).await?.as_ref());
+        let mut expected: HashMap<String, Ipv4Addr> = HashMap::new();
         let mut zones: BTreeMap<String, Vec<(&DomainRow, &DomainState)>> = BTreeMap::new();
         for (row, state) in domains.iter().zip(&states) {
             if let DomainState::VerifiedOnTarget { .. } = state {
@@ -1285,8 +1347,11 @@ impl Engine {
             for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
                 planned.extend(state.records().iter().cloned());
-                for rrset in records_to_change(&zone_data, &domain, &zone_rows, &source, &target) {
-                    if let Some(new) = rewrite_rrset(rrset, &source, &target) {
+                if let Some(ip) = apex_address_after(&zone_data, &domain, &moves) {
+                    expected.insert(row.domain.clone(), ip);
+                }
+                for rrset in records_to_change(&zone_data, &domain, &zone_rows, &moves) {
+                    if let Some(new) = rewrite_rrset_moves(rrset, &moves) {
                         changed.push(new);
                     }
                 }
@@ -1327,7 +1392,8 @@ impl Engine {
         for (row, state) in &repointed {
             if let DomainState::Repointed { records, .. } = state {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, records, ctx.target.ip).await?;
+                let wanted = expected.get(&row.domain).copied().unwrap_or(ctx.target.ip);
+                self.verify_served(&domain, records, wanted).await?;
             }
         }
         // 4. Record, and restore the TTLs once the settle period has passed.
@@ -1423,7 +1489,13 @@ impl Engine {
         let user = job.subject.as_str();
         let payload: RollbackPayload = serde_json::from_str(&job.payload).context("rollback job payload")?;
         let short_ttl = ctx.playbook.dns.short_ttl;
-        let (source, target) = (ctx.source_end(), ctx.target_end());
+        // The account's moves the other way round: assigned address back to the dedicated one.
+        let back: Vec<(Endpoint, Endpoint)> = ctx
+            .account_moves(self.dedicated_of(ctx, user).await?.as_ref())
+            .into_iter()
+            .map(|(from, to)| (to, from))
+            .collect();
+        let mut expected: HashMap<String, Ipv4Addr> = HashMap::new();
         let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
         for row in self.store.domains_of(ctx.id.as_str(), user).await? {
             if payload.domain.as_ref().is_some_and(|d| d != &row.domain) {
@@ -1451,12 +1523,16 @@ impl Engine {
             let zone_name = DomainName::parse(zone).context("stored zone")?;
             let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
             let mut changes = Vec::new();
-            for (_, state) in members {
+            for (row, state) in members {
+                if let Ok(domain) = DomainName::parse(&row.domain)
+                    && let Some(ip) = apex_address_after(&zone_data, &domain, &back)
+                {
+                    expected.insert(row.domain.clone(), ip);
+                }
                 let relower = matches!(state, DomainState::TtlRestored { .. });
                 for record in state.records() {
                     let Some(current) = zone_data.rrset(&record.name, &record.rtype) else { continue };
-                    let mut wanted =
-                        rewrite_rrset(current, &target, &source).unwrap_or_else(|| current.clone());
+                    let mut wanted = rewrite_rrset_moves(current, &back).unwrap_or_else(|| current.clone());
                     if relower && wanted.ttl > short_ttl {
                         wanted.ttl = short_ttl;
                     }
@@ -1470,7 +1546,8 @@ impl Engine {
         for members in zones.values() {
             for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, state.records(), ctx.source.ip).await?;
+                let wanted = expected.get(&row.domain).copied().unwrap_or(ctx.source.ip);
+                self.verify_served(&domain, state.records(), wanted).await?;
             }
         }
         let now = self.now_ms();
@@ -1502,6 +1579,7 @@ impl Engine {
             external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
         }
         let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
+        let target_ip = self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let context = serde_json::json!({
             "external_records": external_records,
             "migration": ctx.id.as_str(),
@@ -1511,7 +1589,7 @@ impl Engine {
             "domains": domains,
             "source_host": ctx.source.name,
             "target_host": ctx.target.name,
-            "target_ip": ctx.target.ip.to_string(),
+            "target_ip": target_ip.to_string(),
         });
         let template = &ctx.playbook.notices.completion;
         let subject =
@@ -1631,7 +1709,7 @@ impl Engine {
             .clone()
             .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
         let domain = DomainName::parse(&row.domain).context("stored domain")?;
-        let target = ctx.target.ip;
+        let target = self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let mut names: Vec<String> = state.records_to_change().iter().map(|r| r.name.clone()).collect();
         let apex = domain.fqdn();
         if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
@@ -1789,6 +1867,23 @@ impl Engine {
         };
         let state = account_state(&row)?;
         Ok(expected(&state).then_some((row, state)))
+    }
+
+    /// The account's dedicated addresses, if it is on a dedicated IP at the source.
+    async fn dedicated_of(&self, ctx: &MigrationCtx, user: &str) -> Result<Option<DedicatedIp>, StepError> {
+        match self.store.dedicated_ip(ctx.id.as_str(), user).await? {
+            Some(row) => Ok(Some(DedicatedIp::from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every dedicated-IP account of the migration, by user.
+    async fn dedicated_all(&self, ctx: &MigrationCtx) -> Result<HashMap<String, DedicatedIp>, StepError> {
+        let mut all = HashMap::new();
+        for row in self.store.dedicated_ips(ctx.id.as_str()).await? {
+            all.insert(row.user.clone(), DedicatedIp::from_row(&row)?);
+        }
+        Ok(all)
     }
 
     async fn finish(&self, lease: &Lease) -> StepResult {
@@ -1964,15 +2059,34 @@ fn rewrite_rrset(rrset: &Rrset, from: &Endpoint, to: &Endpoint) -> Option<Rrset>
     changed.then(|| Rrset { records, ..rrset.clone() })
 }
 
-/// The rrsets of `domain` that will change from `from` to `to`: its own name and the names
-/// directly below it that are not tracked domains of their own, with a record pointing at
-/// `from` (see [`rewrite_record`]).
+/// The rrset with every record pointing at one of the moves' `from` pointing at its `to`,
+/// the moves applied in order (see [`rewrite_rrset`]), or `None` when no record matched.
+fn rewrite_rrset_moves(rrset: &Rrset, moves: &[(Endpoint, Endpoint)]) -> Option<Rrset> {
+    let mut current: Option<Rrset> = None;
+    for (from, to) in moves {
+        if let Some(new) = rewrite_rrset(current.as_ref().unwrap_or(rrset), from, to) {
+            current = Some(new);
+        }
+    }
+    current
+}
+
+/// The address the domain's own A record will hold once `moves` are applied (its first
+/// record), if it has one: what every own nameserver must then answer.
+fn apex_address_after(zone: &Zone, domain: &DomainName, moves: &[(Endpoint, Endpoint)]) -> Option<Ipv4Addr> {
+    let rrset = zone.rrset(&domain.fqdn(), "A")?;
+    let after = rewrite_rrset_moves(rrset, moves).unwrap_or_else(|| rrset.clone());
+    after.records.first()?.parse().ok()
+}
+
+/// The rrsets of `domain` that will change by `moves`: its own name and the names directly
+/// below it that are not tracked domains of their own, with a record pointing at one of the
+/// moves' `from` (see [`rewrite_record`]).
 fn records_to_change<'z>(
     zone: &'z Zone,
     domain: &DomainName,
     tracked: &[DomainRow],
-    from: &Endpoint,
-    to: &Endpoint,
+    moves: &[(Endpoint, Endpoint)],
 ) -> Vec<&'z Rrset> {
     let own = domain.fqdn();
     let suffix = format!(".{own}");
@@ -1987,7 +2101,7 @@ fn records_to_change<'z>(
             // Only one level down, and not a domain tracked on its own (a subdomain account).
             !label.contains('.') && !tracked.iter().any(|t| format!("{}.", t.domain) == name)
         })
-        .filter(|rrset| rewrite_rrset(rrset, from, to).is_some())
+        .filter(|rrset| rewrite_rrset_moves(rrset, moves).is_some())
         .collect()
 }
 
@@ -2166,8 +2280,12 @@ mod tests {
         };
         let tracked = vec![row("kukka.test"), row("shop.kukka.test")];
         let (source, target) = ends();
-        let picked =
-            records_to_change(&zone, &DomainName::parse("kukka.test").unwrap(), &tracked, &source, &target);
+        let picked = records_to_change(
+            &zone,
+            &DomainName::parse("kukka.test").unwrap(),
+            &tracked,
+            &[(source.clone(), target.clone())],
+        );
         let names: Vec<(&str, &str)> = picked.iter().map(|r| (r.name.as_str(), r.rtype.as_str())).collect();
         assert_eq!(
             names,
@@ -2185,8 +2303,7 @@ mod tests {
             &zone,
             &DomainName::parse("kukka.test").unwrap(),
             &tracked,
-            &bare(&source),
-            &bare(&target),
+            &[(bare(&source), bare(&target))],
         );
         assert_eq!(picked.len(), 3);
     }

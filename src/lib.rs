@@ -91,6 +91,7 @@ pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod contracts;
+pub mod dedicated_ip;
 pub mod demo;
 pub mod dns;
 pub mod domain;
