@@ -2,6 +2,7 @@
 mod classify;
 mod cli;
 mod contracts;
+mod dedicated_ip;
 mod dns;
 mod dns_cutover;
 mod e2e;
