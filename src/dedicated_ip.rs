@@ -113,10 +113,7 @@ pub async fn assign_ip(
         );
     }
     if listed.used {
-        bail!(
-            "account {user}: {ip} is already used by an account on the target host {}",
-            row.target_host
-        );
+        bail!("account {user}: {ip} is already used by an account on the target host {}", row.target_host);
     }
     if let Some(other) = store
         .dedicated_ips(id.as_str())
@@ -201,7 +198,11 @@ pub enum SiteIp {
 /// Puts a restored account's sites on `ip` on the target, unless `listaccts` shows them there
 /// already (check before act: a crash after the call runs the step again). `setsiteip` is
 /// documented at <https://api.docs.cpanel.net/openapi/whm/operation/setsiteip> (`user`, `ip`).
-pub async fn ensure_site_ip(target: &WhmClient, user: &AccountName, ip: Ipv4Addr) -> Result<SiteIp, WhmError> {
+pub async fn ensure_site_ip(
+    target: &WhmClient,
+    user: &AccountName,
+    ip: Ipv4Addr,
+) -> Result<SiteIp, WhmError> {
     let listing = target.list_accounts().await?;
     let Some(account) = listing.items.iter().find(|a| &a.user == user) else {
         return Ok(SiteIp::NotOnTarget);

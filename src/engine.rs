@@ -1014,7 +1014,9 @@ impl Engine {
         let mut others_busy = false;
         for row in accounts.iter().filter(|a| !dedicated.contains_key(&a.user)) {
             let state = account_state(row)?;
-            if state.wants_transfer() || matches!(state, AccountState::Queued { .. } | AccountState::Copied { .. }) {
+            if state.wants_transfer()
+                || matches!(state, AccountState::Queued { .. } | AccountState::Copied { .. })
+            {
                 others_busy = true;
                 break;
             }
@@ -1579,7 +1581,8 @@ impl Engine {
             external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
         }
         let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
-        let target_ip = self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+        let target_ip =
+            self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let context = serde_json::json!({
             "external_records": external_records,
             "migration": ctx.id.as_str(),
@@ -1784,6 +1787,8 @@ impl Engine {
             .account(ctx.id.as_str(), user)
             .await?
             .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+        let target_ip =
+            self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let context = serde_json::json!({
             "migration": ctx.id.as_str(),
             "account": user,
@@ -1792,7 +1797,7 @@ impl Engine {
             "domains": [row.domain.clone()],
             "source_host": ctx.source.name,
             "target_host": ctx.target.name,
-            "target_ip": ctx.target.ip.to_string(),
+            "target_ip": target_ip.to_string(),
             "external_records": external_records_of(&row.domain, state.records_to_change()),
         });
         let template = &ctx.playbook.notices.reminder;
@@ -2338,6 +2343,38 @@ mod tests {
         // Duplicates fold: an rrset with both addresses ends with one.
         let rrset = Rrset { records: vec!["127.0.0.2".into(), "127.0.0.3".into()], ..rr("x.", "A", "") };
         assert_eq!(rewrite_rrset(&rrset, &source, &target).unwrap().records, vec!["127.0.0.3".to_owned()]);
+    }
+
+    #[test]
+    fn a_dedicated_ip_account_moves_from_its_address_to_the_assigned_one() {
+        let (source, target) = ends();
+        let dedicated = |ip: &str, e: &Endpoint| Endpoint { ip: ip.parse().unwrap(), ..e.clone() };
+        let moves = vec![
+            (dedicated("127.0.0.131", &source), dedicated("127.0.0.141", &target)),
+            (source.clone(), target.clone()),
+        ];
+        // (record, after the move, after the rollback of the move)
+        let cases: &[(&str, &str, &str)] = &[
+            ("127.0.0.131", "127.0.0.141", "127.0.0.131"),
+            ("127.0.0.2", "127.0.0.3", "127.0.0.2"),
+            ("192.0.2.7", "192.0.2.7", "192.0.2.7"),
+        ];
+        let back: Vec<(Endpoint, Endpoint)> = moves.iter().map(|(f, t)| (t.clone(), f.clone())).collect();
+        for (before, after, rolled_back) in cases {
+            let rrset = rr("kukka.test.", "A", before);
+            let moved = rewrite_rrset_moves(&rrset, &moves).unwrap_or_else(|| rrset.clone());
+            assert_eq!(moved.records, vec![after.to_string()], "{before}");
+            let back = rewrite_rrset_moves(&moved, &back).unwrap_or_else(|| moved.clone());
+            assert_eq!(back.records, vec![rolled_back.to_string()], "{before}");
+        }
+        let zone = Zone {
+            name: DomainName::parse("kukka.test").unwrap(),
+            rrsets: vec![rr("kukka.test.", "A", "127.0.0.131"), rr("ftp.kukka.test.", "A", "127.0.0.2")],
+        };
+        let domain = DomainName::parse("kukka.test").unwrap();
+        assert_eq!(apex_address_after(&zone, &domain, &moves), Some("127.0.0.141".parse().unwrap()));
+        assert_eq!(records_to_change(&zone, &domain, &[], &moves).len(), 2);
+        assert_eq!(records_to_change(&zone, &domain, &[], &moves[1..]).len(), 1);
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub fn plan_report(plan: &PlanDocument, as_json: bool) -> anyhow::Result<()> {
         "  {} domains moved; not repointed (site elsewhere, not delegated, not in our DNS)",
         c.move_not_repointed
     ));
-    line(&format!("  {} accounts on a dedicated IP wait for siirto assign-ip (moved last)", c.held_for_operator));
+    line(&format!(
+        "  {} accounts on a dedicated IP wait for siirto assign-ip (moved last)",
+        c.held_for_operator
+    ));
     line(&format!("  {} contract services not on this server (not moved)", c.not_moved));
     line(&format!(
         "  source runs cPanel {}; {} resellers, {} packages",

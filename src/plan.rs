@@ -739,8 +739,7 @@ pub async fn plan(
         for (domain, kind) in &account.domains {
             let zone = zone_of(domain, &zone_names);
             let dns = classes.get(domain).cloned();
-            let (domain_action, domain_reasons, domain_flags) =
-                domain_action(zone.as_deref(), dns.as_ref());
+            let (domain_action, domain_reasons, domain_flags) = domain_action(zone.as_deref(), dns.as_ref());
             match domain_action {
                 DomainAction::MoveAndRepoint => counts.move_and_repoint += 1,
                 DomainAction::MoveCustomerMustRepoint => counts.move_customer_must_repoint += 1,

@@ -1034,7 +1034,10 @@ impl Tx<'_> {
         .fetch_optional(&mut *self.tx)
         .await?;
         if let Some(other) = taken {
-            return Err(StoreError::Conflict { what: "target IP", key: format!("{target_ip} (account {other})") });
+            return Err(StoreError::Conflict {
+                what: "target IP",
+                key: format!("{target_ip} (account {other})"),
+            });
         }
         let result = sqlx::query(
             "UPDATE dedicated_ips SET target_ip = $1, assigned_by = $2, assigned_at = $3 \

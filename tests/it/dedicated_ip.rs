@@ -62,8 +62,11 @@ impl Rig {
         let target = start_host(target_spec, dir.path().join("new.sim.test"), &world).await.unwrap();
         let hosts = SimHosts { world, source, target, accounts };
 
-        let endpoint =
-            DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };
+        let endpoint = DnsEndpoint {
+            api_url: pdns.api_url.clone(),
+            api_key: pdns.api_key.clone(),
+            dns_addr: pdns.dns_addr,
+        };
         let dns = endpoint.client().unwrap();
         // The zones point where the sites are: the shared address, or the account's own.
         create_zones(&dns, &hosts.accounts[..6], SOURCE_IP).await.unwrap();
@@ -125,8 +128,16 @@ impl Rig {
 
     async fn assign(&self, n: usize, ip: Ipv4Addr) -> anyhow::Result<siirto::dedicated_ip::Assigned> {
         let now = SystemClock.now();
-        siirto::dedicated_ip::assign_ip(&self.store, &self.target_whm, &self.id, &self.user(n), ip, now, "maija")
-            .await
+        siirto::dedicated_ip::assign_ip(
+            &self.store,
+            &self.target_whm,
+            &self.id,
+            &self.user(n),
+            ip,
+            now,
+            "maija",
+        )
+        .await
     }
 
     async fn zone(&self, n: usize) -> Zone {
@@ -185,7 +196,10 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
     // Refusals: an address the target does not have, its shared address, an address an
     // account on the target uses, an account that is not waiting for one.
     let err = format!("{:#}", rig.assign(6, Ipv4Addr::new(127, 0, 0, 199)).await.unwrap_err());
-    assert!(err.contains(early.as_str()) && err.contains("127.0.0.199 is not an address of the target"), "{err}");
+    assert!(
+        err.contains(early.as_str()) && err.contains("127.0.0.199 is not an address of the target"),
+        "{err}"
+    );
     let err = format!("{:#}", rig.assign(6, TARGET_IP).await.unwrap_err());
     assert!(err.contains("shared address") && err.contains("not a dedicated one"), "{err}");
     let err = format!("{:#}", rig.assign(6, TARGET_DEDICATED[2]).await.unwrap_err());
@@ -218,9 +232,7 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
     }));
 
     // Everyone but the waiting account arrives; the migration is not cut over meanwhile.
-    let status = rig
-        .wait_for("every account but the waiting one to arrive", |s| s.arrived() == 7)
-        .await;
+    let status = rig.wait_for("every account but the waiting one to arrive", |s| s.arrived() == 7).await;
     assert_eq!(status.state, "transferring");
     assert_eq!(state_of(&status, &late), "awaiting_target_ip");
     assert_eq!(status.awaiting_target_ip(), 1);
@@ -280,7 +292,9 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
         domain: None,
         reason: "the shop needs its old certificate",
     };
-    siirto::actions::rollback(&rig.store, &rig.source_whm, request, SystemClock.now(), "maija").await.unwrap();
+    siirto::actions::rollback(&rig.store, &rig.source_whm, request, SystemClock.now(), "maija")
+        .await
+        .unwrap();
     let main = rig.domain(6);
     rig.wait_for("the rollback", |s| {
         s.accounts
