@@ -77,6 +77,11 @@ pub enum Command {
     ///
     /// Example: siirto retry old1-to-new1 --account kukka0001
     Retry(RetryArgs),
+    /// Assign a dedicated address of the target to an account on a dedicated IP at the source
+    /// (it waits for one, and then moves after every other account).
+    ///
+    /// Example: siirto assign-ip old1-to-new1 kukka0007 203.0.113.21
+    AssignIp(AssignIpArgs),
     /// Point an account's records (or one domain's) back at the source server; allowed while
     /// the source still holds the account. The account is left alone until `siirto retry`.
     ///
@@ -218,6 +223,17 @@ pub struct RetryArgs {
     pub account: String,
 }
 
+/// `siirto assign-ip` arguments.
+#[derive(Debug, Args)]
+pub struct AssignIpArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// The account's cPanel user.
+    pub user: String,
+    /// A dedicated IPv4 address of the target host that no account uses.
+    pub ip: std::net::Ipv4Addr,
+}
+
 /// `siirto rollback` arguments.
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
@@ -310,7 +326,8 @@ fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     })
 }
 
-/// The store, the migration's target host's WHM client and the id, for pause/resume/abort.
+/// The store, the migration's target host's WHM client and the id, for pause/resume/abort
+/// and assign-ip.
 async fn session_control(
     config_path: &Path,
     migration: &str,
@@ -454,6 +471,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state =
                 crate::actions::retry(&store, &parse_id(&args.migration)?, &user, now, &actor()).await?;
             output::line(&format!("account {} is {} again", args.account, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AssignIp(args) => {
+            let (store, target, id) = session_control(&cli.config, &args.migration).await?;
+            let user = AccountName::parse(&args.user).map_err(|e| anyhow!("{e}"))?;
+            let assigned =
+                crate::dedicated_ip::assign_ip(&store, &target, &id, &user, args.ip, now, &actor()).await?;
+            output::line(&format!(
+                "account {user} ({} at the source) gets {} on the target; it is {} and moves after the other accounts{}",
+                assigned.source_ip,
+                args.ip,
+                assigned.state.name(),
+                if assigned.transfer_scheduled { "" } else { " once the TTL gate opens" }
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback(args) => {

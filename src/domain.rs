@@ -17,6 +17,7 @@
 //!   ([`AccountEvent::MailChecked`]); a delivery after it syncs again, at most
 //!   [`AccountPolicy::max_mail_syncs`] times, then the account is held with the evidence.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -293,6 +294,13 @@ pub fn migration_transition(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AccountState {
+    /// On a dedicated IP at the source: not sent until an operator assigns the target IP
+    /// (`siirto assign-ip`). It waits visibly; it is neither failed nor held, and a migration
+    /// is not cut over while an account waits here.
+    AwaitingTargetIp {
+        /// Its dedicated address at the source.
+        source_ip: Ipv4Addr,
+    },
     /// Not yet sent to the target.
     Pending,
     /// Enqueued in a transfer session on the target.
@@ -394,6 +402,7 @@ impl AccountState {
     /// The state's name as stored and shown.
     pub fn name(&self) -> &'static str {
         match self {
+            AccountState::AwaitingTargetIp { .. } => "awaiting_target_ip",
             AccountState::Pending => "pending",
             AccountState::Queued { .. } => "queued",
             AccountState::Copied { .. } => "copied",
@@ -414,7 +423,8 @@ impl AccountState {
     pub fn is_settled(&self) -> bool {
         match self {
             AccountState::Done { .. } | AccountState::Held { .. } | AccountState::RolledBack { .. } => true,
-            AccountState::Pending
+            AccountState::AwaitingTargetIp { .. }
+            | AccountState::Pending
             | AccountState::Queued { .. }
             | AccountState::Copied { .. }
             | AccountState::Restored { .. }
@@ -431,7 +441,8 @@ impl AccountState {
     pub fn wants_transfer(&self) -> bool {
         match self {
             AccountState::Pending | AccountState::Failed { .. } => true,
-            AccountState::Queued { .. }
+            AccountState::AwaitingTargetIp { .. }
+            | AccountState::Queued { .. }
             | AccountState::Copied { .. }
             | AccountState::Restored { .. }
             | AccountState::Verified { .. }
@@ -461,6 +472,12 @@ pub struct MailEvidence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AccountEvent {
+    /// An operator assigned the target's dedicated address `ip` to an account waiting for one
+    /// (who did it is the event's actor).
+    TargetIpAssigned {
+        /// The target's dedicated IPv4 address.
+        ip: Ipv4Addr,
+    },
     /// The account was enqueued in transfer session `session` on the target.
     Enqueued {
         /// The session id.
@@ -526,6 +543,7 @@ impl AccountEvent {
     /// The event's name as stored in the event log.
     pub fn name(&self) -> &'static str {
         match self {
+            AccountEvent::TargetIpAssigned { .. } => "target_ip_assigned",
             AccountEvent::Enqueued { .. } => "account_enqueued",
             AccountEvent::Copied => "account_copied",
             AccountEvent::Restored => "account_restored",
@@ -569,6 +587,17 @@ pub fn account_transition(
     use AccountState as S;
     let refuse = |reason: &str| Err(refused(state.name(), event.name(), reason));
     match (state, event) {
+        (S::AwaitingTargetIp { .. }, E::TargetIpAssigned { .. }) => Ok(S::Pending),
+        (_, E::TargetIpAssigned { .. }) => refuse("the account is not waiting for a target IP"),
+        (S::AwaitingTargetIp { .. }, E::RolledBack { .. }) => {
+            refuse("nothing of the account has moved to the target yet; there is nothing to roll back")
+        }
+        (S::AwaitingTargetIp { .. }, E::Held { reason }) => {
+            Ok(S::Held { reason: reason.clone(), at: now, resume: Box::new(state.clone()) })
+        }
+        (S::AwaitingTargetIp { source_ip }, _) => refuse(&format!(
+            "the account is on the dedicated IP {source_ip} and waits for a target IP (siirto assign-ip)"
+        )),
         (S::Pending, E::Enqueued { session }) => Ok(S::Queued { session: session.clone(), attempt: 1 }),
         (S::Failed { attempt, .. }, E::Enqueued { session }) => {
             Ok(S::Queued { session: session.clone(), attempt: attempt + 1 })
@@ -638,6 +667,8 @@ pub fn account_transition(
             }
         }
         (S::Held { resume, .. }, E::RetryRequested) => Ok(match **resume {
+            // Held before it had a target IP: it waits for one again.
+            S::AwaitingTargetIp { .. } => (**resume).clone(),
             S::Pending
             | S::Queued { .. }
             | S::Copied { .. }
@@ -729,7 +760,8 @@ pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
         AccountState::Switched { .. } => Some(AccountStep::QueueNotice),
         AccountState::SyncingMail { .. } => Some(AccountStep::SyncMail),
         AccountState::CheckingMail { .. } => Some(AccountStep::CheckMail),
-        AccountState::Pending
+        AccountState::AwaitingTargetIp { .. }
+        | AccountState::Pending
         | AccountState::Queued { .. }
         | AccountState::Copied { .. }
         | AccountState::Notified { .. }
@@ -1359,6 +1391,9 @@ mod tests {
         let enqueue = E::Enqueued { session: "s2".into() };
         let rollback = E::RolledBack { reason: "shop broken".into(), domain: Some("kukka.test".into()) };
         let rolled_back = S::RolledBack { reason: "shop broken".into(), domain: None, at: t(11) };
+        let awaiting = S::AwaitingTargetIp { source_ip: Ipv4Addr::new(192, 0, 2, 11) };
+        let held_awaiting = S::Held { reason: "x".into(), at: t(10), resume: Box::new(awaiting.clone()) };
+        let assign = E::TargetIpAssigned { ip: Ipv4Addr::new(198, 51, 100, 21) };
         let table: Vec<(S, E, Result<&str, &str>)> = vec![
             (S::Pending, enqueue.clone(), Ok("queued")),
             (S::Pending, E::Copied, Err("not been enqueued")),
@@ -1404,6 +1439,15 @@ mod tests {
             (rolled_back.clone(), rollback.clone(), Err("rolled back")),
             (rolled_back.clone(), E::Held { reason: "x".into() }, Err("rolled back")),
             (rolled_back.clone(), E::VerifiedOnTarget, Err("rolled back")),
+            (awaiting.clone(), assign.clone(), Ok("pending")),
+            (awaiting.clone(), enqueue.clone(), Err("waits for a target IP")),
+            (awaiting.clone(), E::Restored, Err("waits for a target IP")),
+            (awaiting.clone(), rollback.clone(), Err("nothing of the account has moved")),
+            (awaiting.clone(), E::Held { reason: "zone unreadable".into() }, Ok("held")),
+            (held_awaiting.clone(), E::RetryRequested, Ok("awaiting_target_ip")),
+            (S::Pending, assign.clone(), Err("not waiting for a target IP")),
+            (queued1.clone(), assign.clone(), Err("not waiting for a target IP")),
+            (held.clone(), assign.clone(), Err("not waiting for a target IP")),
         ];
         for (state, event, expected) in table {
             let got = account_transition(&state, &event, t(20), &POLICY);

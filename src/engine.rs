@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::Config;
+use crate::dedicated_ip::{DedicatedIp, SiteIp};
 use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::dns::{Checker, DnsProvider, PowerDns, Rrset, RrsetChange, Verification, Zone};
 use crate::domain::{
@@ -311,6 +312,27 @@ impl MigrationCtx {
 
     fn target_end(&self) -> Endpoint {
         Endpoint { ip: self.target.ip, ipv6: self.target.ipv6, hostname: self.target.hostname.clone() }
+    }
+
+    /// Where an account's records move, as (from, to) pairs: from the source's address to the
+    /// target's and, for an account on a dedicated IP, first from its dedicated source address
+    /// to the assigned one (the target's address stands in until one is assigned: only which
+    /// records match matters then).
+    fn account_moves(&self, dedicated: Option<&DedicatedIp>) -> Vec<(Endpoint, Endpoint)> {
+        let mut moves = Vec::with_capacity(2);
+        if let Some(dedicated) = dedicated {
+            moves.push((
+                // IPv4 only: the hosts' IPv6 addresses (shared) move in the second pair.
+                Endpoint { ip: dedicated.source_ip, ipv6: None, ..self.source_end() },
+                Endpoint {
+                    ip: dedicated.target_ip.unwrap_or(self.target.ip),
+                    ipv6: None,
+                    ..self.target_end()
+                },
+            ));
+        }
+        moves.push((self.source_end(), self.target_end()));
+        moves
     }
 
     fn gate_policy(&self) -> GatePolicy {
@@ -899,8 +921,9 @@ impl Engine {
         let this_run: Vec<(String, Vec<DomainRow>)> =
             by_zone.into_iter().take(LOWER_TTL_ZONES_PER_RUN).collect();
         let handled = this_run.len();
+        let dedicated = self.dedicated_all(ctx).await?;
         let results: Vec<StepResult> = futures::stream::iter(this_run)
-            .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows))
+            .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows, &dedicated))
             .buffer_unordered(8)
             .collect()
             .await;
@@ -962,6 +985,7 @@ impl Engine {
         lease: &Lease,
         zone: String,
         rows: Vec<DomainRow>,
+        dedicated: &HashMap<String, DedicatedIp>,
     ) -> StepResult {
         let zone_name = DomainName::parse(&zone).context("stored zone name")?;
         let zone_data = match self.dns.zone(&zone_name).await {
@@ -978,8 +1002,8 @@ impl Engine {
                 return Ok(());
             }
         };
-        let short_ttl = ctx.playbook.dns.short_ttl;
         let (source, target) = (ctx.source_end(), ctx.target_end());
+        let short_ttl = ctx.playbook.dns.short_ttl;
         // 1. Record what we saw before changing anything: each record that will change, with
         //    the TTL it has now.
         let mut tx = self.store.begin_leased(lease, self.now_ms()).await?;
@@ -987,7 +1011,8 @@ impl Engine {
         let mut observed = Vec::new();
         for row in &rows {
             let domain = DomainName::parse(&row.domain).context("stored domain name")?;
-            let rrsets = records_to_change(&zone_data, &domain, &rows, &source, &target);
+            let moves = ctx.account_moves(dedicated.get(&row.user));
+            let rrsets = records_to_change(&zone_data, &domain, &rows, &moves);
             let mut records: Vec<ObservedRecord> = rrsets
                 .iter()
                 .map(|r| ObservedRecord {
@@ -1057,9 +1082,22 @@ impl Engine {
             return self.finish(lease).await;
         };
         let accounts = self.store.accounts(ctx.id.as_str()).await?;
+        // Accounts on a dedicated IP move last: not while any other account still wants a
+        // transfer or is in one.
+        let dedicated = self.dedicated_all(ctx).await?;
+        let mut others_busy = false;
+        for row in accounts.iter().filter(|a| !dedicated.contains_key(&a.user)) {
+            let state = account_state(row)?;
+            if state.wants_transfer()
+                || matches!(state, AccountState::Queued { .. } | AccountState::Copied { .. })
+            {
+                others_busy = true;
+                break;
+            }
+        }
         let mut batch = Vec::new();
         for row in &accounts {
-            if account_state(row)?.wants_transfer() {
+            if account_state(row)?.wants_transfer() && !(others_busy && dedicated.contains_key(&row.user)) {
                 batch.push(row.clone());
             }
             if batch.len() >= ctx.playbook.transfer.accounts_per_session as usize {
@@ -1224,16 +1262,42 @@ impl Engine {
             return self.finish(lease).await;
         };
         let domains = self.store.domains_of(ctx.id.as_str(), user).await?;
+        // An account on a dedicated IP is put on its assigned address first, then compared
+        // there with its dedicated address at the source.
+        let (source_ip, target_ip, site_ip_set) = match self.dedicated_of(ctx, user).await? {
+            None => (ctx.source.ip, ctx.target.ip, None),
+            Some(DedicatedIp { source_ip, target_ip: Some(target_ip) }) => {
+                let account = AccountName::parse(user).context("stored user")?;
+                let set = match crate::dedicated_ip::ensure_site_ip(&ctx.target.whm, &account, target_ip)
+                    .await
+                    .map_err(|err| classify!(err))?
+                {
+                    SiteIp::AlreadyThere => None,
+                    SiteIp::Set { from } => Some(from),
+                    SiteIp::NotOnTarget => {
+                        return Err(StepError::Transient(anyhow!(
+                            "account {user} is not listed on the target {}; setsiteip to {target_ip} waits",
+                            ctx.target.name
+                        )));
+                    }
+                };
+                (source_ip, target_ip, set.map(|from| (from, target_ip)))
+            }
+            Some(DedicatedIp { target_ip: None, .. }) => {
+                return Err(StepError::Permanent(anyhow!(
+                    "account {user} is on a dedicated IP but has no target IP assigned (siirto assign-ip)"
+                )));
+            }
+        };
         let mut mismatches = Vec::new();
         if ctx.playbook.verification.http_check {
             for row in &domains {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
                 let timeout = ctx.playbook.verification.timeout;
-                let target = fetch_site(&self.http, ctx.target.ip, ctx.target.http_port, &domain, timeout)
+                let target = fetch_site(&self.http, target_ip, ctx.target.http_port, &domain, timeout)
                     .await
                     .map_err(|err| StepError::Transient(err.context(format!("{domain} on the target"))))?;
-                let source =
-                    fetch_site(&self.http, ctx.source.ip, ctx.source.http_port, &domain, timeout).await;
+                let source = fetch_site(&self.http, source_ip, ctx.source.http_port, &domain, timeout).await;
                 match source {
                     Ok(source) if source == target => {}
                     Ok(source) => mismatches.push(format!(
@@ -1272,6 +1336,11 @@ impl Engine {
             tx.finish_job(lease, now).await?;
             return Ok(tx.commit().await?);
         }
+        if let Some((from, to)) = site_ip_set {
+            let from = from.map(|ip| ip.to_string());
+            let detail = serde_json::json!({ "from": from, "to": to.to_string() });
+            tx.append_event(&self.event(ctx, Some(user), None, "site_ip_set", detail)).await?;
+        }
         let event = if mismatches.is_empty() {
             AccountEvent::VerifiedOnTarget
         } else {
@@ -1289,7 +1358,7 @@ impl Engine {
                     // Not our DNS: the customer is told what to change (in the completion
                     // notice) and public DNS is polled until it shows the target.
                     DomainState::External { .. } => {
-                        let event = DomainEvent::CustomerMustRepoint { new_value: ctx.target.ip.to_string() };
+                        let event = DomainEvent::CustomerMustRepoint { new_value: target_ip.to_string() };
                         self.apply_domain(&mut tx, ctx, row, &domain_state, event).await?;
                         tx.schedule_job(&self.job(
                             ctx,
@@ -1346,6 +1415,8 @@ impl Engine {
         // 1. Plan the batches, zone by zone, and check each against the safety threshold and
         //    the records recorded at the lowering, before anything is written.
         let (source, target) = (ctx.source_end(), ctx.target_end());
+        let moves = ctx.account_moves(self.dedicated_of(ctx, user).await?.as_ref());
+        let mut expected: HashMap<String, Ipv4Addr> = HashMap::new();
         let mut zones: BTreeMap<String, Vec<(&DomainRow, &DomainState)>> = BTreeMap::new();
         for (row, state) in domains.iter().zip(&states) {
             if let DomainState::VerifiedOnTarget { .. } = state {
@@ -1365,8 +1436,11 @@ impl Engine {
             for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
                 planned.extend(state.records().iter().cloned());
-                for rrset in records_to_change(&zone_data, &domain, &zone_rows, &source, &target) {
-                    if let Some(new) = rewrite_rrset(rrset, &source, &target) {
+                if let Some(ip) = apex_address_after(&zone_data, &domain, &moves) {
+                    expected.insert(row.domain.clone(), ip);
+                }
+                for rrset in records_to_change(&zone_data, &domain, &zone_rows, &moves) {
+                    if let Some(new) = rewrite_rrset_moves(rrset, &moves) {
                         changed.push(new);
                     }
                 }
@@ -1412,7 +1486,11 @@ impl Engine {
         for (row, state) in &repointed {
             if let DomainState::Repointed { records, .. } = state {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, records, &target, &source).await?;
+                let wanted = Endpoint {
+                    ip: expected.get(&row.domain).copied().unwrap_or(target.ip),
+                    ..target.clone()
+                };
+                self.verify_served(&domain, records, &wanted, &source).await?;
             }
         }
         // 4. Route the mail still arriving at the source to the target (crate::mailsync).
@@ -1591,7 +1669,14 @@ impl Engine {
         }
         let payload: RollbackPayload = serde_json::from_str(&job.payload).context("rollback job payload")?;
         let short_ttl = ctx.playbook.dns.short_ttl;
+        // The account's moves the other way round: assigned address back to the dedicated one.
         let (source, target) = (ctx.source_end(), ctx.target_end());
+        let back: Vec<(Endpoint, Endpoint)> = ctx
+            .account_moves(self.dedicated_of(ctx, user).await?.as_ref())
+            .into_iter()
+            .map(|(from, to)| (to, from))
+            .collect();
+        let mut expected: HashMap<String, Ipv4Addr> = HashMap::new();
         let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
         for row in self.store.domains_of(ctx.id.as_str(), user).await? {
             if payload.domain.as_ref().is_some_and(|d| d != &row.domain) {
@@ -1619,10 +1704,17 @@ impl Engine {
             let zone_name = DomainName::parse(zone).context("stored zone")?;
             let zone_data = self.dns.zone(&zone_name).await.map_err(|err| classify!(err))?;
             let mut changes = Vec::new();
-            for (_, state) in members {
+            for (row, state) in members {
+                if let Ok(domain) = DomainName::parse(&row.domain)
+                    && let Some(ip) = apex_address_after(&zone_data, &domain, &back)
+                {
+                    expected.insert(row.domain.clone(), ip);
+                }
                 let relower = matches!(state, DomainState::TtlRestored { .. });
                 for record in state.records() {
-                    changes.extend(rollback_change(&zone_data, record, &target, &source, short_ttl, relower));
+                    changes.extend(rollback_change(
+                        &zone_data, record, &back, &target, &source, short_ttl, relower,
+                    ));
                 }
             }
             self.write_zone(&zone_name, &changes).await?;
@@ -1630,7 +1722,11 @@ impl Engine {
         for members in zones.values() {
             for (row, state) in members {
                 let domain = DomainName::parse(&row.domain).context("stored domain")?;
-                self.verify_served(&domain, state.records(), &source, &target).await?;
+                let wanted = Endpoint {
+                    ip: expected.get(&row.domain).copied().unwrap_or(source.ip),
+                    ..source.clone()
+                };
+                self.verify_served(&domain, state.records(), &wanted, &target).await?;
             }
         }
         // The source delivers the rolled-back domains' mail itself again: left on `remote`, it
@@ -1694,6 +1790,8 @@ impl Engine {
             external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
         }
         let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
+        let target_ip =
+            self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let context = serde_json::json!({
             "external_records": external_records,
             "migration": ctx.id.as_str(),
@@ -1703,7 +1801,7 @@ impl Engine {
             "domains": domains,
             "source_host": ctx.source.name,
             "target_host": ctx.target.name,
-            "target_ip": ctx.target.ip.to_string(),
+            "target_ip": target_ip.to_string(),
         });
         let template = &ctx.playbook.notices.completion;
         let subject =
@@ -1823,7 +1921,7 @@ impl Engine {
             .clone()
             .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
         let domain = DomainName::parse(&row.domain).context("stored domain")?;
-        let target = ctx.target.ip;
+        let target = self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let mut names: Vec<String> = state.records_to_change().iter().map(|r| r.name.clone()).collect();
         let apex = domain.fqdn();
         if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
@@ -1898,6 +1996,8 @@ impl Engine {
             .account(ctx.id.as_str(), user)
             .await?
             .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+        let target_ip =
+            self.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
         let context = serde_json::json!({
             "migration": ctx.id.as_str(),
             "account": user,
@@ -1906,7 +2006,7 @@ impl Engine {
             "domains": [row.domain.clone()],
             "source_host": ctx.source.name,
             "target_host": ctx.target.name,
-            "target_ip": ctx.target.ip.to_string(),
+            "target_ip": target_ip.to_string(),
             "external_records": external_records_of(&row.domain, state.records_to_change()),
         });
         let template = &ctx.playbook.notices.reminder;
@@ -2093,6 +2193,23 @@ impl Engine {
         };
         let state = account_state(&row)?;
         Ok(expected(&state).then_some((row, state)))
+    }
+
+    /// The account's dedicated addresses, if it is on a dedicated IP at the source.
+    async fn dedicated_of(&self, ctx: &MigrationCtx, user: &str) -> Result<Option<DedicatedIp>, StepError> {
+        match self.store.dedicated_ip(ctx.id.as_str(), user).await? {
+            Some(row) => Ok(Some(DedicatedIp::from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every dedicated-IP account of the migration, by user.
+    async fn dedicated_all(&self, ctx: &MigrationCtx) -> Result<HashMap<String, DedicatedIp>, StepError> {
+        let mut all = HashMap::new();
+        for row in self.store.dedicated_ips(ctx.id.as_str()).await? {
+            all.insert(row.user.clone(), DedicatedIp::from_row(&row)?);
+        }
+        Ok(all)
     }
 
     async fn finish(&self, lease: &Lease) -> StepResult {
@@ -2404,12 +2521,13 @@ fn created_rrset(zone: &Zone, record: &ObservedRecord, short_ttl: u32) -> Option
 }
 
 /// The change a rollback makes to one recorded record: what points at the target points at the
-/// source again, removed values come back and created ones go (they have no source
+/// source again (`back`: the account's moves reversed), removed values come back and created ones go (they have no source
 /// counterpart); the short TTL when `relower` (its TTL had been restored) or when the rrset is
 /// written anew. `None` when the zone already holds exactly that.
 fn rollback_change(
     zone: &Zone,
     record: &ObservedRecord,
+    back: &[(Endpoint, Endpoint)],
     target: &Endpoint,
     source: &Endpoint,
     short_ttl: u32,
@@ -2417,7 +2535,7 @@ fn rollback_change(
 ) -> Option<RrsetChange> {
     let current = zone.rrset(&record.name, &record.rtype);
     let mut wanted = match current {
-        Some(current) => rewrite_rrset(current, target, source).unwrap_or_else(|| current.clone()),
+        Some(current) => rewrite_rrset_moves(current, back).unwrap_or_else(|| current.clone()),
         None => Rrset {
             name: record.name.clone(),
             rtype: record.rtype.clone(),
@@ -2451,15 +2569,34 @@ fn rollback_change(
     }
 }
 
-/// The rrsets of `domain` that will change from `from` to `to`: its own name and the names
-/// directly below it that are not tracked domains of their own, with a record pointing at
-/// `from` (see [`rewrite_record`]).
+/// The rrset with every record pointing at one of the moves' `from` pointing at its `to`,
+/// the moves applied in order (see [`rewrite_rrset`]), or `None` when no record matched.
+fn rewrite_rrset_moves(rrset: &Rrset, moves: &[(Endpoint, Endpoint)]) -> Option<Rrset> {
+    let mut current: Option<Rrset> = None;
+    for (from, to) in moves {
+        if let Some(new) = rewrite_rrset(current.as_ref().unwrap_or(rrset), from, to) {
+            current = Some(new);
+        }
+    }
+    current
+}
+
+/// The address the domain's own A record will hold once `moves` are applied (its first
+/// record), if it has one: what every own nameserver must then answer.
+fn apex_address_after(zone: &Zone, domain: &DomainName, moves: &[(Endpoint, Endpoint)]) -> Option<Ipv4Addr> {
+    let rrset = zone.rrset(&domain.fqdn(), "A")?;
+    let after = rewrite_rrset_moves(rrset, moves).unwrap_or_else(|| rrset.clone());
+    after.records.first()?.parse().ok()
+}
+
+/// The rrsets of `domain` that will change by `moves`: its own name and the names directly
+/// below it that are not tracked domains of their own, with a record pointing at one of the
+/// moves' `from` (see [`rewrite_record`]).
 fn records_to_change<'z>(
     zone: &'z Zone,
     domain: &DomainName,
     tracked: &[DomainRow],
-    from: &Endpoint,
-    to: &Endpoint,
+    moves: &[(Endpoint, Endpoint)],
 ) -> Vec<&'z Rrset> {
     let own = domain.fqdn();
     let suffix = format!(".{own}");
@@ -2474,7 +2611,7 @@ fn records_to_change<'z>(
             // Only one level down, and not a domain tracked on its own (a subdomain account).
             !label.contains('.') && !tracked.iter().any(|t| format!("{}.", t.domain) == name)
         })
-        .filter(|rrset| rewrite_rrset(rrset, from, to).is_some())
+        .filter(|rrset| rewrite_rrset_moves(rrset, moves).is_some())
         .collect()
 }
 
@@ -2661,8 +2798,12 @@ mod tests {
         };
         let tracked = vec![row("kukka.test"), row("shop.kukka.test")];
         let (source, target) = ends();
-        let picked =
-            records_to_change(&zone, &DomainName::parse("kukka.test").unwrap(), &tracked, &source, &target);
+        let picked = records_to_change(
+            &zone,
+            &DomainName::parse("kukka.test").unwrap(),
+            &tracked,
+            &[(source.clone(), target.clone())],
+        );
         let names: Vec<(&str, &str)> = picked.iter().map(|r| (r.name.as_str(), r.rtype.as_str())).collect();
         assert_eq!(
             names,
@@ -2680,8 +2821,7 @@ mod tests {
             &zone,
             &DomainName::parse("kukka.test").unwrap(),
             &tracked,
-            &bare(&source),
-            &bare(&target),
+            &[(bare(&source), bare(&target))],
         );
         assert_eq!(picked.len(), 3);
     }
@@ -2775,7 +2915,9 @@ mod tests {
             removed: vec!["2001:db8::2".into()],
             ..ObservedRecord::changed("kukka.test.", "AAAA", 3600)
         };
-        let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
+        let back =
+            rollback_change(&zone, &record, &[(target.clone(), source.clone())], target, source, 60, false)
+                .unwrap();
         assert_eq!(back, RrsetChange::Replace(Rrset { ttl: 60, ..rrset.clone() }));
 
         // An SPF record that lost its ip6: token is recorded whole and restored as it was.
@@ -2786,7 +2928,9 @@ mod tests {
         let moved = rewrite_rrset(&spf, source, target).unwrap();
         let zone = Zone { name: DomainName::parse("kukka.test").unwrap(), rrsets: vec![moved] };
         let record = ObservedRecord { removed, ..ObservedRecord::changed("kukka.test.", "TXT", 3600) };
-        let back = rollback_change(&zone, &record, target, source, 60, false).unwrap();
+        let back =
+            rollback_change(&zone, &record, &[(target.clone(), source.clone())], target, source, 60, false)
+                .unwrap();
         assert_eq!(back, RrsetChange::Replace(spf));
     }
 
@@ -2830,8 +2974,49 @@ mod tests {
         assert_eq!(created_rrset(&with_it, record, 60), None, "already there: nothing to write");
         // Rollback deletes it.
         let (source, target) = v6_ends(None, Some("2001:db8::3"));
-        let back = rollback_change(&with_it, record, &target, &source, 60, false).unwrap();
+        let back = rollback_change(
+            &with_it,
+            record,
+            &[(target.clone(), source.clone())],
+            &target,
+            &source,
+            60,
+            false,
+        )
+        .unwrap();
         assert_eq!(back, RrsetChange::Delete { name: "kukka.test.".into(), rtype: "AAAA".into() });
+    }
+
+    #[test]
+    fn a_dedicated_ip_account_moves_from_its_address_to_the_assigned_one() {
+        let (source, target) = ends();
+        let dedicated = |ip: &str, e: &Endpoint| Endpoint { ip: ip.parse().unwrap(), ..e.clone() };
+        let moves = vec![
+            (dedicated("127.0.0.131", &source), dedicated("127.0.0.141", &target)),
+            (source.clone(), target.clone()),
+        ];
+        // (record, after the move, after the rollback of the move)
+        let cases: &[(&str, &str, &str)] = &[
+            ("127.0.0.131", "127.0.0.141", "127.0.0.131"),
+            ("127.0.0.2", "127.0.0.3", "127.0.0.2"),
+            ("192.0.2.7", "192.0.2.7", "192.0.2.7"),
+        ];
+        let back: Vec<(Endpoint, Endpoint)> = moves.iter().map(|(f, t)| (t.clone(), f.clone())).collect();
+        for (before, after, rolled_back) in cases {
+            let rrset = rr("kukka.test.", "A", before);
+            let moved = rewrite_rrset_moves(&rrset, &moves).unwrap_or_else(|| rrset.clone());
+            assert_eq!(moved.records, vec![after.to_string()], "{before}");
+            let back = rewrite_rrset_moves(&moved, &back).unwrap_or_else(|| moved.clone());
+            assert_eq!(back.records, vec![rolled_back.to_string()], "{before}");
+        }
+        let zone = Zone {
+            name: DomainName::parse("kukka.test").unwrap(),
+            rrsets: vec![rr("kukka.test.", "A", "127.0.0.131"), rr("ftp.kukka.test.", "A", "127.0.0.2")],
+        };
+        let domain = DomainName::parse("kukka.test").unwrap();
+        assert_eq!(apex_address_after(&zone, &domain, &moves), Some("127.0.0.141".parse().unwrap()));
+        assert_eq!(records_to_change(&zone, &domain, &[], &moves).len(), 2);
+        assert_eq!(records_to_change(&zone, &domain, &[], &moves[1..]).len(), 1);
     }
 
     #[test]

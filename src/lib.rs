@@ -38,6 +38,11 @@
 //!   [`transfer_control`] — pause, resume and abort reaching the target's transfer sessions;
 //!   the packages a session sends before its accounts; whether an account, its domains and its
 //!   mailboxes exist on the target (verification).
+//! - [`dedicated_ip`] — accounts on a dedicated IP at the source: they wait
+//!   (`awaiting_target_ip`) until `siirto assign-ip` gives a dedicated address of the target
+//!   (checked against its `listips` and the migration's other assignments, recorded with who
+//!   gave it), move after every other account, are put on that address with `setsiteip`
+//!   (check before act), verified there and repointed dedicated → assigned, shared → shared.
 //! - [`preflight`] — the checks before the first account moves (the target logs in to the
 //!   source, SSH with pinned host keys, clashes and free disk on the target); `siirto start`
 //!   refuses to start on a hard failure, `siirto preflight` shows the report.
@@ -101,6 +106,7 @@ pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod contracts;
+pub mod dedicated_ip;
 pub mod demo;
 pub mod dns;
 pub mod domain;

@@ -46,7 +46,10 @@ pub fn plan_report(plan: &PlanDocument, as_json: bool) -> anyhow::Result<()> {
         "  {} domains moved; not repointed (site elsewhere, not delegated, not in our DNS)",
         c.move_not_repointed
     ));
-    line(&format!("  {} accounts held for an operator", c.held_for_operator));
+    line(&format!(
+        "  {} accounts on a dedicated IP wait for siirto assign-ip (moved last)",
+        c.held_for_operator
+    ));
     line(&format!("  {} contract services not on this server (not moved)", c.not_moved));
     line(&format!(
         "  source runs cPanel {}; {} resellers, {} packages",
@@ -151,6 +154,11 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
             if let Some(reason) = &account.reason {
                 line(&format!("  {:<16} reason: {reason}", ""));
             }
+            if let Some(dedicated) = &account.dedicated_ip
+                && let Some(target_ip) = dedicated.target_ip
+            {
+                line(&format!("  {:<16} dedicated IP: {} → {target_ip}", "", dedicated.source_ip));
+            }
             for d in account.domains.iter().filter(|d| d.state == "awaiting_customer") {
                 let since = d.since.as_deref().unwrap_or("?");
                 let reminded = d.reminded.unwrap_or(0);
@@ -251,7 +259,7 @@ pub fn inventory(inventory: &Inventory, as_json: bool) -> anyhow::Result<()> {
     line("");
     let dedicated: Vec<_> = inventory.accounts.iter().filter(|a| a.on_dedicated_ip).collect();
     line(&format!(
-        "dedicated-IP accounts (moved last, held for an operator to give the target address): {}",
+        "dedicated-IP accounts (moved last, each waits for siirto assign-ip with a target address): {}",
         if dedicated.is_empty() { "none" } else { "" }
     ));
     for a in dedicated {

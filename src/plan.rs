@@ -15,7 +15,8 @@
 //!   `flagged`;
 //! - `accounts[]`: `user`, `main_domain`, `owner`, `package`, `contact_email` (the address
 //!   notices go to), `disk_mb`, `suspended`, `ip`, `dedicated_ip`, `action`
-//!   (`move` | `held_for_operator`), `reasons[]`, `contract` (the reconciliation bucket, or
+//!   (`move` | `held_for_operator`: on a dedicated IP, it waits for `siirto assign-ip` and
+//!   moves last; its domains get their own actions), `reasons[]`, `contract` (the reconciliation bucket, or
 //!   null without a contract source), `domains[]`: `domain`, `kind`, `zone` (our zone, or
 //!   null), `dns` (the classification: `outcome`, `ns`, `web`, `mail`, TTLs, `flags`, or null
 //!   when no resolver is configured), `action`, `reasons[]`;
@@ -44,7 +45,7 @@ use crate::engine::ConfiguredAdapters;
 use crate::inventory::{HostFacts, Inventory, Package, Reseller, TargetChecks, VersionVerdict};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
-use crate::store::{AccountRow, DomainRow, MigrationRow, NewEvent, Store};
+use crate::store::{AccountRow, DedicatedIpRow, DomainRow, MigrationRow, NewEvent, Store};
 
 /// What to plan.
 pub struct PlanRequest<'a> {
@@ -116,7 +117,8 @@ pub struct PlanCounts {
     pub move_customer_must_repoint: usize,
     /// Domains moved with their account but not repointed (site elsewhere, no delegation…).
     pub move_not_repointed: usize,
-    /// Accounts held for an operator (dedicated IP).
+    /// Accounts on a dedicated IP: they wait for an operator to assign a target IP
+    /// (`siirto assign-ip`) and move last.
     pub held_for_operator: usize,
     /// Items a contract names on this server that are not on it.
     pub not_moved: usize,
@@ -130,7 +132,8 @@ pub struct PlanCounts {
 pub enum AccountAction {
     /// Transferred in the cutover.
     Move,
-    /// Held until an operator acts (a dedicated IP needs a target IP).
+    /// On a dedicated IP: waits for an operator to assign the target IP (`siirto assign-ip`),
+    /// then moves after every other account. (The name is kept for the plan's JSON schema.)
     HeldForOperator,
 }
 
@@ -144,7 +147,8 @@ pub enum DomainAction {
     MoveCustomerMustRepoint,
     /// Moved with its account; nothing to repoint (site elsewhere, not delegated…).
     MoveNotRepointed,
-    /// Its account is held for an operator.
+    /// Its account is held for an operator (plans before dedicated-IP accounts waited for a
+    /// target IP; no longer decided, kept so those plans still read).
     HeldForOperator,
 }
 
@@ -605,8 +609,12 @@ pub async fn plan(
         let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
         let facts = Facts {
             own_nameservers: config.dns.own_nameservers.clone(),
-            // A host's IPv6 address is its own too: AAAA records at it do not make a site "mixed".
-            source_ips: std::iter::once(IpAddr::V4(source.ip)).chain(source.ipv6.map(IpAddr::V6)).collect(),
+            // A host's IPv6 address is its own too: AAAA records at it do not make a site
+            // "mixed"; a site on a dedicated IP of the source is at the source too.
+            source_ips: std::iter::once(IpAddr::V4(source.ip))
+                .chain(source.ipv6.map(IpAddr::V6))
+                .chain(inventory.host.dedicated_ips.iter().copied().map(IpAddr::V4))
+                .collect(),
             target_ips: std::iter::once(IpAddr::V4(target.ip)).chain(target.ipv6.map(IpAddr::V6)).collect(),
             spam_filters: config.dns.spam_filters.clone(),
         };
@@ -676,13 +684,13 @@ pub async fn plan(
         let dedicated_ip = account.dedicated_ip;
         let action = if dedicated_ip {
             let reason = format!(
-                "on the dedicated IP {}: an operator must give the target IP (moved last)",
+                "on the dedicated IP {}: waits for an operator to assign a target IP (siirto assign-ip), then moves last",
                 account.ip.map(|ip| ip.to_string()).unwrap_or_default()
             );
             flagged.push(FlaggedItem {
                 subject: user.clone(),
                 reason: reason.clone(),
-                action: "held for an operator".into(),
+                action: "waits for a target IP".into(),
             });
             reasons.push(reason);
             counts.held_for_operator += 1;
@@ -732,11 +740,7 @@ pub async fn plan(
         for (domain, kind) in &account.domains {
             let zone = zone_of(domain, &zone_names);
             let dns = classes.get(domain).cloned();
-            let (mut domain_action, domain_reasons, domain_flags) =
-                domain_action(zone.as_deref(), dns.as_ref());
-            if action == AccountAction::HeldForOperator {
-                domain_action = DomainAction::HeldForOperator;
-            }
+            let (domain_action, domain_reasons, domain_flags) = domain_action(zone.as_deref(), dns.as_ref());
             match domain_action {
                 DomainAction::MoveAndRepoint => counts.move_and_repoint += 1,
                 DomainAction::MoveCustomerMustRepoint => counts.move_customer_must_repoint += 1,
@@ -860,16 +864,24 @@ async fn record(
     let pending_domain = serde_json::to_string(&DomainState::Pending)?;
     let mut account_rows = Vec::new();
     let mut domain_rows = Vec::new();
+    let mut dedicated_rows = Vec::new();
     for account in &document.accounts {
         let (state, data) = match account.action {
             AccountAction::Move => (AccountState::Pending.name().to_owned(), pending_account.clone()),
             AccountAction::HeldForOperator => {
-                let held = AccountState::Held {
-                    reason: account.reasons.first().cloned().unwrap_or_else(|| "held by the plan".into()),
-                    at: now,
-                    resume: Box::new(AccountState::Pending),
-                };
-                (held.name().to_owned(), serde_json::to_string(&held)?)
+                let source_ip = account.ip.ok_or_else(|| {
+                    anyhow!("account {}: on a dedicated IP but WHM gave no address", account.user)
+                })?;
+                dedicated_rows.push(DedicatedIpRow {
+                    migration_id: id.clone(),
+                    user: account.user.clone(),
+                    source_ip: source_ip.to_string(),
+                    target_ip: None,
+                    assigned_by: None,
+                    assigned_at: None,
+                });
+                let waiting = AccountState::AwaitingTargetIp { source_ip };
+                (waiting.name().to_owned(), serde_json::to_string(&waiting)?)
             }
         };
         account_rows.push(AccountRow {
@@ -929,6 +941,7 @@ async fn record(
     tx.insert_migration(&row).await?;
     tx.insert_accounts(&account_rows).await?;
     tx.insert_domains(&domain_rows).await?;
+    tx.insert_dedicated_ips(&dedicated_rows).await?;
     tx.insert_plan_document(&id, request.source, now_ms, &serde_json::to_string(document)?).await?;
     tx.append_event(&NewEvent {
         migration_id: id.clone(),

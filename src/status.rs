@@ -50,8 +50,12 @@ pub struct AccountStatus {
     pub main_domain: String,
     /// State name.
     pub state: String,
-    /// Why it is held or failed, if it is.
+    /// Why it is held or failed, or what it waits for, if it does.
     pub reason: Option<String>,
+    /// On a dedicated IP at the source: its address there, and the target address assigned
+    /// to it (if one is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedicated_ip: Option<crate::dedicated_ip::DedicatedIp>,
     /// Its domains and their states.
     pub domains: Vec<DomainStatus>,
 }
@@ -104,6 +108,11 @@ impl MigrationStatus {
     pub fn held(&self) -> usize {
         self.accounts_by_state.get("held").copied().unwrap_or(0)
     }
+
+    /// Accounts on a dedicated IP waiting for an operator to assign a target IP.
+    pub fn awaiting_target_ip(&self) -> usize {
+        self.accounts_by_state.get("awaiting_target_ip").copied().unwrap_or(0)
+    }
 }
 
 /// Reads one migration's status.
@@ -144,6 +153,10 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
             records_to_change: state.records_to_change().to_vec(),
         });
     }
+    let mut dedicated = BTreeMap::new();
+    for row in store.dedicated_ips(id).await? {
+        dedicated.insert(row.user.clone(), crate::dedicated_ip::DedicatedIp::from_row(&row)?);
+    }
     let mut accounts_by_state = BTreeMap::new();
     let mut account_statuses = Vec::new();
     for a in &accounts {
@@ -153,6 +166,10 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
             AccountState::Held { reason, .. }
             | AccountState::Failed { reason, .. }
             | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
+            AccountState::AwaitingTargetIp { source_ip } => Some(format!(
+                "waiting for a target IP: on the dedicated IP {source_ip} at the source (siirto assign-ip {id} {} IP)",
+                a.user
+            )),
             _ => None,
         };
         account_statuses.push(AccountStatus {
@@ -160,6 +177,7 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
             main_domain: a.main_domain.clone(),
             state: state.name().to_owned(),
             reason,
+            dedicated_ip: dedicated.remove(&a.user),
             domains: domains_of.remove(&a.user).unwrap_or_default(),
         });
     }

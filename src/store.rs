@@ -204,6 +204,24 @@ pub struct DomainRow {
     pub updated_at: i64,
 }
 
+/// An account on a dedicated IP at the source, and the target address an operator assigned.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DedicatedIpRow {
+    /// The migration it belongs to.
+    pub migration_id: String,
+    /// The cPanel user (column `user_name`).
+    #[sqlx(rename = "user_name")]
+    pub user: String,
+    /// Its dedicated IPv4 address at the source.
+    pub source_ip: String,
+    /// The target's dedicated IPv4 address an operator assigned, once assigned.
+    pub target_ip: Option<String>,
+    /// Who assigned it.
+    pub assigned_by: Option<String>,
+    /// When (unix milliseconds).
+    pub assigned_at: Option<i64>,
+}
+
 /// A scheduled step of work.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct JobRow {
@@ -737,6 +755,27 @@ impl Store {
             .await?)
     }
 
+    /// The accounts of a migration on a dedicated IP at the source, by user name.
+    pub async fn dedicated_ips(&self, migration_id: &str) -> Result<Vec<DedicatedIpRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM dedicated_ips WHERE migration_id = $1 ORDER BY user_name")
+            .bind(migration_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One account's dedicated IP row, if it is on a dedicated IP at the source.
+    pub async fn dedicated_ip(
+        &self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<Option<DedicatedIpRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM dedicated_ips WHERE migration_id = $1 AND user_name = $2")
+            .bind(migration_id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// The domains of a migration that live in one zone, by name.
     pub async fn domains_in_zone(
         &self,
@@ -998,6 +1037,72 @@ impl Tx<'_> {
             batch_conflict("domain", chunk, &inserted, |row| (&row.migration_id, &row.domain))?;
         }
         Ok(())
+    }
+
+    /// Records the accounts on a dedicated IP at the source (their accounts must exist);
+    /// [`StoreError::Conflict`] if one is recorded already.
+    pub async fn insert_dedicated_ips(&mut self, rows: &[DedicatedIpRow]) -> Result<(), StoreError> {
+        for row in rows {
+            let result = sqlx::query(
+                "INSERT INTO dedicated_ips \
+                 (migration_id, user_name, source_ip, target_ip, assigned_by, assigned_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (migration_id, user_name) DO NOTHING",
+            )
+            .bind(&row.migration_id)
+            .bind(&row.user)
+            .bind(&row.source_ip)
+            .bind(&row.target_ip)
+            .bind(&row.assigned_by)
+            .bind(row.assigned_at)
+            .execute(&mut *self.tx)
+            .await?;
+            expect_one(result, || StoreError::Conflict {
+                what: "dedicated IP",
+                key: format!("{}/{}", row.migration_id, row.user),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Records the target address assigned to an account that has none yet:
+    /// [`StoreError::NotFound`] if the account is not on a dedicated IP or already has one,
+    /// [`StoreError::Conflict`] if another account of the migration has that address.
+    pub async fn assign_target_ip(
+        &mut self,
+        migration_id: &str,
+        user: &str,
+        target_ip: &str,
+        by: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let taken: Option<String> = sqlx::query_scalar(
+            "SELECT user_name FROM dedicated_ips WHERE migration_id = $1 AND target_ip = $2",
+        )
+        .bind(migration_id)
+        .bind(target_ip)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        if let Some(other) = taken {
+            return Err(StoreError::Conflict {
+                what: "target IP",
+                key: format!("{target_ip} (account {other})"),
+            });
+        }
+        let result = sqlx::query(
+            "UPDATE dedicated_ips SET target_ip = $1, assigned_by = $2, assigned_at = $3 \
+             WHERE migration_id = $4 AND user_name = $5 AND target_ip IS NULL",
+        )
+        .bind(target_ip)
+        .bind(by)
+        .bind(at)
+        .bind(migration_id)
+        .bind(user)
+        .execute(&mut *self.tx)
+        .await?;
+        expect_one(result, || StoreError::NotFound {
+            what: "account waiting for a target IP",
+            key: format!("{migration_id}/{user}"),
+        })
     }
 
     /// Sets a migration's state; [`StoreError::NotFound`] if there is no such migration.

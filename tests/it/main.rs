@@ -3,6 +3,7 @@ mod classify;
 mod cli;
 mod contracts;
 mod cutover_guards;
+mod dedicated_ip;
 mod dns;
 mod dns_cutover;
 mod e2e;

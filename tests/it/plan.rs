@@ -128,10 +128,16 @@ async fn plan_review_approve_and_replan() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not been approved"), "{:?}", refused);
     assert!(ok(&siirto(dir.path(), &["approve", "second", "--by", "maija"])).contains("approved by maija"));
-    ok(&siirto(dir.path(), &["start", "second"]));
+    // The shared-hosting playbook's final mail sync needs SSH on both hosts, and this config
+    // has none: pre-flight refuses the start, says why, and the migration stays approved.
+    let refused = siirto(dir.path(), &["start", "second"]);
+    let report = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{report}");
+    assert!(report.contains("FAIL  ssh old: host old has no [hosts.old.ssh]"), "{report}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("pre-flight found 2 hard failure(s)"));
     let status: serde_json::Value =
         serde_json::from_str(&ok(&siirto(dir.path(), &["status", "second", "--json"]))).unwrap();
-    assert_eq!(status[0]["state"], "started");
+    assert_eq!(status[0]["state"], "approved");
 
     // A contract file that lost a column: planning finishes and says why.
     std::fs::write(
