@@ -80,6 +80,10 @@ struct Args {
     /// Zone reads (GET) in flight at once on siirto's path, overlapping the writes.
     #[arg(long, default_value_t = 2)]
     readers: usize,
+    /// Each operation runs in this many slices of the zones, raw and siirto alternating, so
+    /// the machine's load changing during the run weighs on both alike.
+    #[arg(long, default_value_t = 10)]
+    slices: usize,
     /// Also run the real engine (daemon in-process, SQLite store, simulated cPanel hosts) on
     /// this many generated accounts and time its TTL lowering; 0 skips it.
     #[arg(long, default_value_t = 100)]
@@ -150,7 +154,9 @@ async fn run_layout(args: &Args, per_zone: usize) -> Result<()> {
     outcome
 }
 
-/// The raw and siirto passes, lower then repoint, on a running server.
+/// The raw and siirto passes, lower then repoint, on a running server. Each operation runs
+/// slice by slice (`--slices`): raw, raw undone, siirto on the same zones, so that a change in
+/// the machine's load during the run falls on both clients alike.
 async fn passes(
     args: &Args,
     zones: Vec<BenchZone>,
@@ -159,7 +165,12 @@ async fn passes(
     label: &str,
     pdns: &Pdns,
 ) -> Result<()> {
-    let zones = Arc::new(zones);
+    let per_slice = zones.len().div_ceil(args.slices.max(1)).max(1);
+    let mut slices: Vec<Arc<Vec<BenchZone>>> = Vec::new();
+    let mut zones = zones.into_iter().peekable();
+    while zones.peek().is_some() {
+        slices.push(Arc::new(zones.by_ref().take(per_slice).collect()));
+    }
     let provider = Arc::new(PowerDns::new(
         pdns.api_url.clone(),
         Secret::new(pdns.api_key.clone()),
@@ -168,19 +179,57 @@ async fn passes(
     let raw = RawClient::new(pdns)?;
 
     // Lower: raw 3600→60, raw 60→3600 (identical load), then siirto 3600→60.
-    let raw_a = raw.run(&zones, args.concurrency, SOURCE, SHORT_TTL).await?;
-    let raw_b = raw.run(&zones, args.concurrency, SOURCE, OLD_TTL).await?;
-    let ours = siirto_pass(&provider, &zones, args, Op::Lower).await?;
+    let load = load_average();
+    let mut totals = Totals::default();
+    for slice in &slices {
+        let raw_a = raw.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?;
+        let raw_b = raw.run(slice, args.concurrency, SOURCE, OLD_TTL).await?;
+        let ours = siirto_pass(&provider, slice, args, Op::Lower).await?;
+        totals.add(raw_a, raw_b, ours);
+    }
     expect_records(database, SOURCE, SHORT_TTL, rrsets).await?;
-    report("lower TTL", label, rrsets, &ours, &[raw_a, raw_b]);
+    report("lower TTL", label, rrsets, &totals, slices.len(), (load, load_average()));
 
     // Repoint: raw source→target, raw target→source (identical load), then siirto.
-    let raw_a = raw.run(&zones, args.concurrency, TARGET, SHORT_TTL).await?;
-    let raw_b = raw.run(&zones, args.concurrency, SOURCE, SHORT_TTL).await?;
-    let ours = siirto_pass(&provider, &zones, args, Op::Repoint).await?;
+    let load = load_average();
+    let mut totals = Totals::default();
+    for slice in &slices {
+        let raw_a = raw.run(slice, args.concurrency, TARGET, SHORT_TTL).await?;
+        let raw_b = raw.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?;
+        let ours = siirto_pass(&provider, slice, args, Op::Repoint).await?;
+        totals.add(raw_a, raw_b, ours);
+    }
     expect_records(database, TARGET, SHORT_TTL, rrsets).await?;
-    report("repoint", label, rrsets, &ours, &[raw_a, raw_b]);
+    report("repoint", label, rrsets, &totals, slices.len(), (load, load_average()));
     Ok(())
+}
+
+/// One operation's passes summed over the slices; `best_raw` is, per slice, the better of the
+/// two raw passes.
+#[derive(Default)]
+struct Totals {
+    ours: Pass,
+    raw_a: Pass,
+    raw_b: Pass,
+    best_raw: Pass,
+}
+
+impl Totals {
+    fn add(&mut self, raw_a: Pass, raw_b: Pass, ours: Pass) {
+        let best = if rate(&raw_a) >= rate(&raw_b) { &raw_a } else { &raw_b };
+        self.best_raw.add(best);
+        self.raw_a.add(&raw_a);
+        self.raw_b.add(&raw_b);
+        self.ours.add(&ours);
+    }
+}
+
+/// The machine's 1-minute load average, for the record (`/proc/loadavg`).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// The zones for `domains` domains, `per_zone` to a zone.
@@ -435,25 +484,46 @@ impl RawClient {
     }
 }
 
+impl Default for Pass {
+    /// Nothing yet, with retries counted (zero).
+    fn default() -> Self {
+        Pass { elapsed: Duration::ZERO, retries: Some(0), rrsets: 0 }
+    }
+}
+
+impl Pass {
+    fn add(&mut self, other: &Pass) {
+        self.elapsed += other.elapsed;
+        self.rrsets += other.rrsets;
+        self.retries = match (self.retries, other.retries) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+}
+
 fn rate(pass: &Pass) -> f64 {
     pass.rrsets as f64 / pass.elapsed.as_secs_f64()
 }
 
-/// Prints one figure with its baseline (the better raw pass) and the ratio of the times.
-fn report(what: &str, label: &str, expected: usize, ours: &Pass, raw: &[Pass]) {
-    let best = raw.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))).expect("at least one raw pass");
-    let raw_rates: Vec<String> = raw.iter().map(|p| format!("{:.0}/s", rate(p))).collect();
+/// Prints one figure with its baseline (per slice the better raw pass, summed) and the ratio
+/// of the times, with the machine's load at the start and the end of the operation.
+fn report(what: &str, label: &str, expected: usize, totals: &Totals, slices: usize, load: (f64, f64)) {
+    let (ours, best) = (&totals.ours, &totals.best_raw);
     let ratio = rate(best) / rate(ours);
     let verdict = if ratio <= 1.5 { "ok" } else { "OVER" };
     println!(
-        "{what}: {label}, {} rrsets in {:.1} s ({:.0} rrsets/s, {} retries) vs raw batched PATCH {:.1} s ({:.0}/s; passes {}): {ratio:.2}x (target <= 1.5x, {verdict})",
+        "{what}: {label}, {} rrsets in {:.1} s ({:.0} rrsets/s, {} retries) vs raw batched PATCH {:.1} s ({:.0}/s; passes {:.0}/s, {:.0}/s): {ratio:.2}x (target <= 1.5x, {verdict}); {slices} slices interleaved, load {:.1} -> {:.1}",
         ours.rrsets,
         ours.elapsed.as_secs_f64(),
         rate(ours),
         ours.retries.map_or("uncounted".to_owned(), |n| n.to_string()),
         best.elapsed.as_secs_f64(),
         rate(best),
-        raw_rates.join(", "),
+        rate(&totals.raw_a),
+        rate(&totals.raw_b),
+        load.0,
+        load.1,
     );
     if ours.rrsets != expected {
         println!("  note: siirto sent {} rrsets, {expected} expected", ours.rrsets);
@@ -674,7 +744,17 @@ async fn run_engine(args: &Args) -> Result<()> {
         repointed.len(),
         total.as_secs_f64()
     );
-    report("engine lower TTL (start -> last domain lowered)", "real engine", rrsets, &ours, &[raw_a, raw_b]);
+    let mut totals = Totals::default();
+    totals.add(raw_a, raw_b, ours);
+    let load = load_average();
+    report(
+        "engine lower TTL (start -> last domain lowered)",
+        "real engine",
+        rrsets,
+        &totals,
+        1,
+        (load, load),
+    );
     if let (Some(first), Some(last)) = (repointed.iter().min(), repointed.iter().max()) {
         println!(
             "  engine repoints spread over {:.1} s (interleaved with transfers and verification; not a DNS rate)",

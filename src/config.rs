@@ -320,6 +320,18 @@ pub struct SshConfig {
     pub pull_known_hosts: Option<RemotePath>,
 }
 
+impl SshConfig {
+    /// The login these settings describe, for [`crate::ssh::SshSession::connect`].
+    pub fn login(&self) -> crate::ssh::SshTarget {
+        crate::ssh::SshTarget {
+            address: self.address.clone(),
+            user: self.user.clone(),
+            key_file: self.key_file.clone(),
+            host_key: self.host_key.clone(),
+        }
+    }
+}
+
 /// An absolute path on a remote host, validated so that it can go into a remote command line
 /// and into rsync's `-e` option as one word: letters, digits and `/._-+@:`, no `..` component,
 /// no whitespace, quotes or shell metacharacters.

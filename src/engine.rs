@@ -2068,8 +2068,6 @@ impl Engine {
         Ok(tx.commit().await?)
     }
 
-    /// The account a per-account step works on, if it is still in the state the step expects;
-    /// `None` means the step is moot (already done by an earlier run, or the account moved on).
     /// The final delta sync of an account (crate::mailsync): once every changed record's old
     /// TTL (plus the margin) has passed since the switch, rsync on the target pulls the
     /// account's mail (and, per playbook, web root) from the source.
@@ -2182,6 +2180,8 @@ impl Engine {
         Ok((source, target))
     }
 
+    /// The account a per-account step works on, if it is still in the state the step expects;
+    /// `None` means the step is moot (already done by an earlier run, or the account moved on).
     async fn account_for_step(
         &self,
         ctx: &MigrationCtx,

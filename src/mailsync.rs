@@ -21,7 +21,7 @@ use crate::config::SshConfig;
 use crate::domain::{MailEvidence, Timestamp};
 use crate::names::{AccountName, DomainName};
 use crate::playbook::SyncScope;
-use crate::ssh::{ExecOutput, SshError, SshSession, SshTarget};
+use crate::ssh::{ExecOutput, SshError, SshSession};
 use crate::whm::{MailRouting, WhmClient, WhmError};
 
 /// How long connecting to a host may take.
@@ -149,16 +149,6 @@ pub async fn set_routing(
 // ---------------------------------------------------------------------------------------------
 // The delta sync
 
-/// The SSH settings of a host, as an [`SshTarget`] for russh.
-fn ssh_target(ssh: &SshConfig) -> SshTarget {
-    SshTarget {
-        address: ssh.address.clone(),
-        user: ssh.user.clone(),
-        key_file: ssh.key_file.clone(),
-        host_key: ssh.host_key.clone(),
-    }
-}
-
 /// Splits a config `host:port` (or `[v6]:port`) into the host as rsync writes it and the port,
 /// refusing anything but a plain name or address.
 fn host_and_port(address: &str) -> Result<(&str, u16), String> {
@@ -245,7 +235,7 @@ pub fn rsync_argv(
 }
 
 async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
-    SshSession::connect(&ssh_target(ssh), CONNECT_TIMEOUT)
+    SshSession::connect(&ssh.login(), CONNECT_TIMEOUT)
         .await
         .map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
 }

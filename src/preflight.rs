@@ -30,7 +30,7 @@ use crate::engine::{ConfiguredAdapters, HostRuntime, migration_state};
 use crate::inventory::{Inventory, VersionVerdict};
 use crate::names::MigrationId;
 use crate::playbook::Playbook;
-use crate::ssh::{SshSession, SshTarget};
+use crate::ssh::SshSession;
 use crate::store::{NewEvent, Store};
 use crate::whm::RemoteRootSession;
 
@@ -108,13 +108,7 @@ pub fn playbook_needs_ssh(playbook: &Playbook) -> (bool, bool) {
 async fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(), String> {
     let argv = crate::mailsync::pull_hop_probe_argv(source, target).map_err(|err| err.to_string())?;
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let login = SshTarget {
-        address: target.address.clone(),
-        user: target.user.clone(),
-        key_file: target.key_file.clone(),
-        host_key: target.host_key.clone(),
-    };
-    let session = SshSession::connect(&login, SSH_TIMEOUT).await.map_err(|err| err.to_string())?;
+    let session = SshSession::connect(&target.login(), SSH_TIMEOUT).await.map_err(|err| err.to_string())?;
     let output = tokio::time::timeout(SSH_TIMEOUT, session.exec(&argv)).await;
     let _ = session.close().await;
     match output {
@@ -232,13 +226,7 @@ pub async fn preflight(
             );
             continue;
         };
-        let target = SshTarget {
-            address: ssh.address.clone(),
-            user: ssh.user.clone(),
-            key_file: ssh.key_file.clone(),
-            host_key: ssh.host_key.clone(),
-        };
-        match SshSession::connect(&target, SSH_TIMEOUT).await {
+        match SshSession::connect(&ssh.login(), SSH_TIMEOUT).await {
             Ok(session) => {
                 let _ = session.close().await;
                 report.push(

@@ -67,30 +67,11 @@ impl Checker {
     /// CNAMEs inside the answer are followed.
     #[tracing::instrument(skip_all, fields(name = %name))]
     pub async fn a_records(&self, name: &DomainName) -> Result<Vec<(SocketAddr, Vec<Ipv4Addr>)>, DnsError> {
-        let qname = Name::from_ascii(name.fqdn()).map_err(|_| DnsError::BadName {
-            name: name.to_string(),
-            reason: "hickory-proto refused it as a DNS name",
-        })?;
-        let answers = futures::future::join_all(
-            self.nameservers.iter().map(|server| query(*server, &qname, name, RecordType::A)),
-        )
-        .await;
-        self.nameservers
-            .iter()
-            .zip(answers)
-            .map(|(server, answer)| {
-                answer.map(|addresses| {
-                    let v4 = addresses
-                        .into_iter()
-                        .filter_map(|a| match a {
-                            IpAddr::V4(v4) => Some(v4),
-                            IpAddr::V6(_) => None,
-                        })
-                        .collect();
-                    (*server, v4)
-                })
-            })
-            .collect()
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        };
+        self.addresses(name, RecordType::A, v4).await
     }
 
     /// The AAAA records of `name` as EACH nameserver serves it now, like [`Checker::a_records`].
@@ -99,28 +80,33 @@ impl Checker {
         &self,
         name: &DomainName,
     ) -> Result<Vec<(SocketAddr, Vec<Ipv6Addr>)>, DnsError> {
+        let v6 = |a: IpAddr| match a {
+            IpAddr::V6(v6) => Some(v6),
+            IpAddr::V4(_) => None,
+        };
+        self.addresses(name, RecordType::AAAA, v6).await
+    }
+
+    /// The addresses of type `rtype` each nameserver answers for `name`, kept by `keep`.
+    async fn addresses<T>(
+        &self,
+        name: &DomainName,
+        rtype: RecordType,
+        keep: impl Fn(IpAddr) -> Option<T> + Copy,
+    ) -> Result<Vec<(SocketAddr, Vec<T>)>, DnsError> {
         let qname = Name::from_ascii(name.fqdn()).map_err(|_| DnsError::BadName {
             name: name.to_string(),
             reason: "hickory-proto refused it as a DNS name",
         })?;
         let answers = futures::future::join_all(
-            self.nameservers.iter().map(|server| query(*server, &qname, name, RecordType::AAAA)),
+            self.nameservers.iter().map(|server| query(*server, &qname, name, rtype)),
         )
         .await;
         self.nameservers
             .iter()
             .zip(answers)
             .map(|(server, answer)| {
-                answer.map(|addresses| {
-                    let v6 = addresses
-                        .into_iter()
-                        .filter_map(|a| match a {
-                            IpAddr::V6(v6) => Some(v6),
-                            IpAddr::V4(_) => None,
-                        })
-                        .collect();
-                    (*server, v6)
-                })
+                answer.map(|addresses| (*server, addresses.into_iter().filter_map(keep).collect()))
             })
             .collect()
     }
