@@ -2,6 +2,7 @@
 mod classify;
 mod cli;
 mod contracts;
+mod daemon_restart;
 mod dns;
 mod dns_cutover;
 mod e2e;
