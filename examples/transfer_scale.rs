@@ -15,7 +15,7 @@
 //! To judge the figures it prints, next to them: the playbook's session poll interval (an
 //! account restored just after a poll waits for the next one), and the same work done by hand
 //! in the same run, one account at a time, with no engine, store or queue: fetch each site
-//! from the source and the target, one PATCH per zone, one query per changed name to the
+//! from the source and the target, one PATCH per zone, one A query per domain to the
 //! nameserver.
 
 #[path = "support/pdns.rs"]
@@ -67,6 +67,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The engine's warnings (failed steps and their retries) go to stderr; RUST_LOG wins.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("siirto=warn")),
+        )
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args))
 }
@@ -201,9 +209,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     let run_started = Instant::now();
+    let (queries_before, pdns_cpu_before, own_cpu_before) =
+        (pdns.queries().await?, pdns.cpu_seconds(), pdns::cpu_seconds("/proc/self/stat"));
     let deadline = run_started + args.timeout;
     let status = loop {
-        let status = siirto::status::migration_status(&store, id.as_str()).await?;
+        let status = siirto::status::migration_status(&store, id.as_str())
+            .await
+            .context("reading the migration's status")?;
         if matches!(status.detail, MigrationState::CutOver { .. } | MigrationState::Aborted { .. }) {
             break status;
         }
@@ -221,11 +233,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let sessions = hosts.target.transfer_sessions();
     line(&format!(
-        "  moved {} accounts in {:.1}s through {} transfer sessions (load average now {})",
+        "  moved {} accounts in {:.1}s through {} transfer sessions (load average now {}); CPU: this process (engine + sim hosts) {:.1}s, pdns_server {:.1}s, {} DNS queries",
         status.arrived(),
         wall.as_secs_f64(),
         sessions.len(),
-        load_average()
+        load_average(),
+        pdns::cpu_seconds("/proc/self/stat") - own_cpu_before,
+        pdns.cpu_seconds() - pdns_cpu_before,
+        pdns.queries().await? - queries_before,
     ));
 
     // When the sim restored each account, and when the engine recorded each step.
@@ -260,6 +275,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         to_switched.push((switched - verified) as f64);
         total.push((switched - restored) as f64);
     }
+    let failed_steps: Vec<&str> =
+        events.iter().filter(|e| e.kind == "step_failed").map(|e| e.detail.as_str()).collect();
+    if !failed_steps.is_empty() {
+        // Retried steps are part of what the orchestrator adds; show them, not hide them.
+        line(&format!("  {} step(s) failed and were retried, e.g. {}", failed_steps.len(), failed_steps[0]));
+    }
     let transfer_ms: Vec<f64> =
         hosts.accounts.iter().map(|a| (a.disk_mb as f64 * 1.25 / args.mb_per_sec as f64) * 1000.0).collect();
     line("per account, from the sim's restore to siirto's \"repointed and verified\" (account_switched):");
@@ -278,7 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let by_hand = by_hand(&hosts, &endpoint, args.by_hand).await?;
     row("by hand: fetch source+target, PATCH, query", by_hand.total);
     row("  by hand: the site fetches", by_hand.fetch);
-    row("  by hand: PATCH per zone + one query per name", by_hand.dns);
+    row("  by hand: PATCH per zone + one query per domain", by_hand.dns);
     drop(pdns);
     Ok(())
 }
@@ -311,8 +332,9 @@ fn names_by_zone(account: &SimAccount) -> BTreeMap<DomainName, Vec<DomainName>> 
 
 /// Repeats what siirto does after a restore for the first `count` accounts, by hand: GET each
 /// domain from the source and the target by address with the domain as Host, one PATCH per
-/// zone setting its A records to the target (already there: pdns still writes), and one
-/// query per name to the nameserver.
+/// zone setting its A records to the target (already there: pdns still writes), and one A
+/// query per domain to the nameserver. (siirto also reads each zone before writing it, to
+/// check before it acts; the hand-made loop does not.)
 async fn by_hand(hosts: &SimHosts, endpoint: &DnsEndpoint, count: usize) -> anyhow::Result<ByHand> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let checker = Checker::new(vec![endpoint.dns_addr])?;
@@ -351,11 +373,12 @@ async fn by_hand(hosts: &SimHosts, endpoint: &DnsEndpoint, count: usize) -> anyh
             if !response.status().is_success() {
                 bail!("PATCH {zone}: {}: {}", response.status(), response.text().await.unwrap_or_default());
             }
-            for name in &names {
-                let answer = checker.verify_a(name, TARGET_IP).await?;
-                if !matches!(answer, Verification::Served) {
-                    bail!("{name}: {answer:?}");
-                }
+        }
+        // One query per domain, as siirto checks each repointed domain's own A record.
+        for domain in account.all_domains() {
+            let answer = checker.verify_a(domain, TARGET_IP).await?;
+            if !matches!(answer, Verification::Served) {
+                bail!("{domain}: {answer:?}");
             }
         }
         let done = Instant::now();
