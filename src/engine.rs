@@ -812,7 +812,7 @@ impl Engine {
         user: &str,
         reason: String,
     ) -> Result<(), StepError> {
-        let Some(row) = self.store.account(ctx.id.as_str(), user).await? else {
+        let Some(row) = tx.account(ctx.id.as_str(), user).await? else {
             return Err(StepError::Permanent(anyhow!("account {user} is not in migration {}", ctx.id)));
         };
         let state = account_state(&row)?;
@@ -1880,7 +1880,8 @@ impl Engine {
         }
         if let Some(user) = &notice.account
             && notice.kind == "completion"
-            && let Some(account) = self.store.account(ctx.id.as_str(), user).await?
+            // Read through the transaction, never a second pool connection (see `Tx::account`).
+            && let Some(account) = tx.account(ctx.id.as_str(), user).await?
         {
             let state = account_state(&account)?;
             if let AccountState::Notified { .. } = state {

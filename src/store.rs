@@ -1124,6 +1124,23 @@ impl Tx<'_> {
         expect_one(result, || StoreError::NotFound { what: "migration", key: id.to_owned() })
     }
 
+    /// One account of a migration, read inside this transaction. Steps that already hold a
+    /// transaction read through it: asking the pool for a second connection while a write
+    /// transaction holds one can starve the pool (every connection held by a transaction
+    /// waiting for SQLite's write lock, the lock's holder waiting for a connection) until the
+    /// busy and acquire timeouts run out.
+    pub async fn account(
+        &mut self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
+            .bind(migration_id)
+            .bind(user)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
     /// Sets an account's state; [`StoreError::NotFound`] if there is no such account.
     pub async fn set_account_state(
         &mut self,

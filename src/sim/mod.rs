@@ -281,6 +281,24 @@ impl Host {
     }
 }
 
+/// A transfer session held by a simulated target host, as tests and benchmarks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTransferSession {
+    /// The `transfer_session_id`.
+    pub id: String,
+    /// The state `get_transfer_session_state` reports (`PENDING`, `TRANSFER_INPROGRESS`,
+    /// `RESTORE_INPROGRESS`, `PAUSED`, `ABORTED`, `COMPLETED`).
+    pub state_name: &'static str,
+    /// The source host it pulls from.
+    pub remote_host: String,
+    /// The source accounts enqueued in it, in enqueue order.
+    pub accounts: Vec<AccountName>,
+    /// When it was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When each account finished restoring (its RESTORE `success-item`), to the millisecond.
+    pub restored_at: BTreeMap<AccountName, chrono::DateTime<chrono::Utc>>,
+}
+
 /// A running simulated host. It stops when dropped or on [`SimHost::shutdown`].
 #[derive(Debug)]
 pub struct SimHost {
@@ -380,6 +398,11 @@ impl SimHost {
     /// or `remote`.
     pub fn mail_routing(&self, domain: &DomainName) -> &'static str {
         mail::routing_of(&self.host, domain)
+    }
+
+    /// The transfer sessions created on this host (as the target), oldest first.
+    pub fn transfer_sessions(&self) -> Vec<SimTransferSession> {
+        transfer::sessions(&self.host)
     }
 
     /// Stops the listeners and any running transfer sessions.

@@ -66,6 +66,11 @@ pub(crate) struct Session {
     master_log: Vec<String>,
     item_logs: BTreeMap<String, Vec<String>>,
     control: watch::Sender<Control>,
+    /// When `create_remote_root_transfer_session` made it.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// When each item's RESTORE `success-item` line was written (millisecond precision, where
+    /// the master log's `time` has seconds), for tests and benchmarks.
+    restored_at: BTreeMap<AccountName, chrono::DateTime<chrono::Utc>>,
 }
 
 impl Session {
@@ -153,6 +158,8 @@ pub(crate) fn create_session(host: &Arc<Host>, params: &Params) -> Reply {
             master_log: Vec::new(),
             item_logs: BTreeMap::new(),
             control,
+            created_at: chrono::Utc::now(),
+            restored_at: BTreeMap::new(),
         },
     );
     Reply::ok(json!({
@@ -365,6 +372,25 @@ fn control_session(host: &Arc<Host>, params: &Params, control: Control) -> Reply
     }
     session.control.send_replace(control);
     Reply::ok_metadata_only("OK.")
+}
+
+/// Every transfer session this host holds (as the target), oldest first.
+pub(crate) fn sessions(host: &Host) -> Vec<super::SimTransferSession> {
+    let state = host.state();
+    let mut sessions: Vec<super::SimTransferSession> = state
+        .sessions
+        .iter()
+        .map(|(id, session)| super::SimTransferSession {
+            id: id.clone(),
+            state_name: session.state_name(),
+            remote_host: session.remote_host.clone(),
+            accounts: session.items.iter().map(|item| item.user.clone()).collect(),
+            created_at: session.created_at,
+            restored_at: session.restored_at.clone(),
+        })
+        .collect();
+    sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    sessions
 }
 
 // ----- the runner -----
@@ -763,6 +789,9 @@ async fn run_restore(
     let outcome = restore(target, remote_host, item, source_spec, staging).await;
     match outcome {
         Ok(()) => {
+            if let Some(session) = target.state().sessions.get_mut(id) {
+                session.restored_at.insert(item.user.clone(), chrono::Utc::now());
+            }
             log_item(target, id, &logfile, "out", "Account Restore Complete");
             log_master(
                 target,

@@ -3,6 +3,7 @@ mod classify;
 mod cli;
 mod contracts;
 mod cutover_guards;
+mod daemon_restart;
 mod dedicated_ip;
 mod dns;
 mod dns_cutover;

@@ -98,6 +98,7 @@ conformance!(
     inserts_and_reads_back_rows,
     duplicate_inserts_conflict,
     updates_states,
+    a_transaction_reads_its_own_account_writes,
     unknown_rows_are_not_found,
     events_come_back_in_order,
     schedule_job_dedupes,
@@ -290,6 +291,24 @@ async fn updates_states(db: Arc<TestDb>) {
         (domain.state.as_str(), domain.data.as_str(), domain.updated_at),
         ("verified_on_target", r#"{"v":1}"#, 2_002)
     );
+}
+
+/// `Tx::account` reads through the transaction (what it wrote, before the commit), so a step
+/// holding a transaction never asks the pool for a second connection to read an account.
+async fn a_transaction_reads_its_own_account_writes(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_account(&account_row("kukka", None)).await.expect("account");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.set_account_state(MIG, "kukka", "queued", r#"{"state":"queued"}"#, 2_001).await.expect("account");
+    let inside = tx.account(MIG, "kukka").await.expect("read").expect("exists");
+    assert_eq!((inside.state.as_str(), inside.updated_at), ("queued", 2_001));
+    assert!(tx.account(MIG, "nobody").await.expect("read").is_none());
+    drop(tx);
+    let after = store.account(MIG, "kukka").await.expect("read").expect("exists");
+    assert_ne!(after.state, "queued", "the dropped transaction rolled back");
 }
 
 async fn unknown_rows_are_not_found(db: Arc<TestDb>) {

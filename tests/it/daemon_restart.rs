@@ -1,0 +1,273 @@
+//! The real `siirto daemon` binary killed (SIGKILL) while a transfer session runs, and started
+//! again: it follows the same session to the end, no account is transferred twice, and the
+//! migration completes. The simulated hosts run in this process (so they outlive the daemon,
+//! as a real target server does), with a real pdns_server and a SQLite store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
+use siirto::domain::MigrationState;
+use siirto::engine::adapters_from_config;
+use siirto::names::MigrationId;
+use siirto::playbook::Playbook;
+use siirto::sim::{SimHostSpec, SimTransferSession, SimWorld, generate_accounts, start_host};
+use siirto::status::migration_status;
+use siirto::store::{EventRow, Store};
+
+use crate::support::pdns::Pdns;
+
+const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
+const ACCOUNTS: usize = 6;
+/// Slow enough that the first session's biggest account (38 MB) takes ~7.6 s to copy, so the
+/// daemon is killed with the session well in progress; the test waits on observable state,
+/// never on this figure.
+const BYTES_PER_SEC: u64 = 5 * 1024 * 1024;
+
+/// A `siirto daemon` child process, killed if the test ends while it runs.
+struct DaemonProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Starts `siirto daemon` on the config in `dir` (whose `[daemon] owner` names it), logging
+    /// to `<dir>/<owner>.log`.
+    fn start(dir: &Path, owner: &str) -> DaemonProcess {
+        let log = dir.join(format!("{owner}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_siirto"))
+            .args(["daemon", "--config", "siirto.toml"])
+            .current_dir(dir)
+            .env("RUST_LOG", "siirto=debug")
+            .env_remove("SIIRTO_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start siirto daemon");
+        DaemonProcess { child, log }
+    }
+
+    /// SIGKILL: no shutdown path runs, leases stay taken until they expire.
+    fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "the daemon was killed, not stopped: {status:?}");
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the daemon's log if it exited on its own.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "siirto daemon exited with {status:?}:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_settings(owner: &str, outbox: &Path) -> String {
+    // A short lease, so the restarted daemon may take over the killed one's jobs soon.
+    format!(
+        "[daemon]\nowner = \"{owner}\"\nlease = \"2s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"{}\"\n",
+        outbox.display()
+    )
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, panicking with `what` after `timeout`.
+async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, daemon: &mut DaemonProcess, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        daemon.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; daemon log:\n{}",
+            std::fs::read_to_string(&daemon.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn of_kind<'a>(events: &'a [EventRow], kind: &'a str) -> impl Iterator<Item = &'a EventRow> {
+    events.iter().filter(move |e| e.kind == kind && e.domain.is_none())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdns = Pdns::start().await;
+    let world = SimWorld::new();
+    let accounts = generate_accounts(ACCOUNTS, "kukka");
+    let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "source-token-for-the-restart-test");
+    source_spec.accounts = accounts.clone();
+    source_spec.transfer_bytes_per_sec = BYTES_PER_SEC;
+    let source = start_host(source_spec, dir.path().join("old.sim.test"), &world).await.unwrap();
+    let mut target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "target-token-for-the-restart-test");
+    target_spec.transfer_bytes_per_sec = BYTES_PER_SEC;
+    let target = start_host(target_spec, dir.path().join("new.sim.test"), &world).await.unwrap();
+    let hosts = SimHosts { world, source, target, accounts };
+    let endpoint =
+        DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };
+    create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
+    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    let outbox = dir.path().join("outbox");
+    let config =
+        write_config(&hosts, &endpoint, dir.path(), &database, &daemon_settings("daemon-a", &outbox))
+            .unwrap();
+    let store = Store::connect(&config.database).await.unwrap();
+
+    // Plan, approve and start as an operator would; the daemon process does the rest.
+    let id = MigrationId::parse("restart").unwrap();
+    let playbook = Playbook::parse(PLAYBOOK, "playbooks/demo.toml").unwrap();
+    assert!(
+        playbook.transfer.accounts_per_session as usize >= ACCOUNTS,
+        "the test wants every account in the first session"
+    );
+    let adapters = adapters_from_config(&config).unwrap();
+    let now = chrono::Utc::now();
+    let request = siirto::plan::PlanRequest {
+        id: id.clone(),
+        source: "old",
+        target: "new",
+        playbook: &playbook,
+        cutover_at: now,
+        actor: "test",
+    };
+    let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
+    assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
+    siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+    siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
+
+    // Daemon A runs until the session is transferring on the target and the store shows at
+    // least one of its accounts copied (daemon A read the session's log) while others are
+    // still in the TRANSFER queue.
+    let mut daemon_a = DaemonProcess::start(dir.path(), "daemon-a");
+    let session: SimTransferSession = wait_until(
+        "a running session with one account copied",
+        Duration::from_secs(120),
+        &mut daemon_a,
+        || {
+            let store = &store;
+            let target = &hosts.target;
+            async move {
+                let sessions = target.transfer_sessions();
+                let running = sessions.iter().find(|s| s.state_name == "TRANSFER_INPROGRESS")?;
+                let accounts = store.accounts("restart").await.unwrap();
+                let copied = accounts.iter().filter(|a| a.state == "copied").count();
+                let queued = accounts.iter().filter(|a| a.state == "queued").count();
+                (copied >= 1 && queued >= 1).then(|| running.clone())
+            }
+        },
+    )
+    .await;
+    let log_a = daemon_a.kill();
+
+    // The kill landed mid-session: the target still holds one session, still transferring,
+    // with every account in it; the store names that session for each account still in it.
+    let at_kill = hosts.target.transfer_sessions();
+    assert_eq!(at_kill.len(), 1, "{at_kill:#?}");
+    assert_eq!(at_kill[0].id, session.id);
+    assert_eq!(
+        at_kill[0].state_name, "TRANSFER_INPROGRESS",
+        "the session ended before the kill; log:\n{log_a}"
+    );
+    let users: BTreeSet<String> = hosts.accounts.iter().map(|a| a.user.to_string()).collect();
+    let in_session: BTreeSet<String> = at_kill[0].accounts.iter().map(ToString::to_string).collect();
+    assert_eq!(in_session, users);
+    // Accounts daemon A had not yet seen restored: daemon B must follow them in the session.
+    let mut left_to_follow = BTreeSet::new();
+    for row in store.accounts("restart").await.unwrap() {
+        if row.state == "queued" || row.state == "copied" {
+            assert!(row.data.contains(&session.id), "{} is not in {}: {}", row.user, session.id, row.data);
+            left_to_follow.insert(row.user);
+        }
+    }
+    assert!(!left_to_follow.is_empty(), "every account was restored before the kill; log:\n{log_a}");
+
+    // Daemon B, on the same store, once daemon A's leases have run out.
+    write_config(&hosts, &endpoint, dir.path(), &database, &daemon_settings("daemon-b", &outbox)).unwrap();
+    let mut daemon_b = DaemonProcess::start(dir.path(), "daemon-b");
+    let status = wait_until("the migration to cut over", Duration::from_secs(240), &mut daemon_b, || {
+        let store = &store;
+        async move {
+            let status = migration_status(store, "restart").await.unwrap();
+            matches!(status.detail, MigrationState::CutOver { .. }).then_some(status)
+        }
+    })
+    .await;
+    let log_b = daemon_b.kill();
+    assert_eq!(status.arrived(), ACCOUNTS, "{status:#?}\ndaemon B log:\n{log_b}");
+
+    // One session ever, the same one, each account in it once, all of them restored by it.
+    let sessions = hosts.target.transfer_sessions();
+    assert_eq!(sessions.len(), 1, "a second session was created: {sessions:#?}");
+    assert_eq!(sessions[0].id, session.id);
+    assert_eq!(sessions[0].state_name, "COMPLETED");
+    assert_eq!(
+        sessions[0].accounts.len(),
+        ACCOUNTS,
+        "an account was enqueued twice: {:?}",
+        sessions[0].accounts
+    );
+    let restored: BTreeSet<String> = sessions[0].restored_at.keys().map(ToString::to_string).collect();
+    assert_eq!(restored, users);
+    for account in &hosts.accounts {
+        let index = hosts.target.account_dir(&account.user).join("public_html/index.html");
+        let page = std::fs::read_to_string(&index).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
+        assert!(page.contains(account.user.as_str()), "{page}");
+    }
+
+    // The store's story: each account enqueued once, in that session, by daemon A; the
+    // restores daemon A had not seen were seen by daemon B (which therefore read the same
+    // session's log); no step of
+    // any account or domain recorded twice; no transfer failure.
+    let events = store.events("restart").await.unwrap();
+    for user in &users {
+        let enqueued: Vec<&EventRow> =
+            of_kind(&events, "account_enqueued").filter(|e| e.account.as_deref() == Some(user)).collect();
+        assert_eq!(enqueued.len(), 1, "{user}: {enqueued:#?}");
+        assert!(enqueued[0].detail.contains(&session.id), "{:?}", enqueued[0]);
+        assert_eq!(enqueued[0].actor, "daemon-a");
+        let restored: Vec<&EventRow> =
+            of_kind(&events, "account_restored").filter(|e| e.account.as_deref() == Some(user)).collect();
+        assert_eq!(restored.len(), 1, "{user}: {restored:#?}");
+        if left_to_follow.contains(user) {
+            assert_eq!(restored[0].actor, "daemon-b", "{user}: {restored:#?}");
+        }
+    }
+    assert!(of_kind(&events, "account_copied").any(|e| e.actor == "daemon-a"));
+    assert_eq!(of_kind(&events, "account_transfer_failed").count(), 0);
+    let mut seen: BTreeMap<(Option<String>, Option<String>, String), usize> = BTreeMap::new();
+    for event in events.iter().filter(|e| e.kind != "step_failed") {
+        *seen.entry((event.account.clone(), event.domain.clone(), event.kind.clone())).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
+
+    // The customers' view: every domain now answers with the target's address.
+    let checker = siirto::dns::Checker::new(vec![pdns.dns_addr]).unwrap();
+    for domain in siirto::demo::all_domains(&hosts.accounts) {
+        let answer = checker.verify_a(&domain, TARGET_IP).await.unwrap();
+        assert!(matches!(answer, siirto::dns::Verification::Served), "{domain}: {answer:?}");
+    }
+    let notices = std::fs::read_dir(&outbox).unwrap().count();
+    assert_eq!(notices, ACCOUNTS, "one notice per account");
+}
