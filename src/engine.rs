@@ -1145,6 +1145,7 @@ impl Engine {
             TransferSessionId::parse(&job.subject).map_err(|err| StepError::Permanent(anyhow!("{err}")))?;
         let payload: SessionPayload = serde_json::from_str(&job.payload).context("session job payload")?;
         let state = ctx.target.whm.transfer_session_state(&session).await.map_err(|err| classify!(err))?;
+        let mut refused: Vec<(Option<&str>, String)> = Vec::new();
         if matches!(state, SessionState::Pending | SessionState::TransferPending) {
             let accounts = self.store.accounts(ctx.id.as_str()).await?;
             let by_user: HashMap<&str, &AccountRow> = accounts.iter().map(|a| (a.user.as_str(), a)).collect();
@@ -1154,8 +1155,18 @@ impl Engine {
                 crate::transfer_control::packages_to_send(&ctx.source.whm, &ctx.target.whm, &users)
                     .await
                     .map_err(|err| classify!(err))?;
+            // An item the target refuses (result 0: "already queued" after a daemon died between
+            // two enqueues, a package it will not take, …) does not stop the session: the refusal
+            // is recorded, and an account without a result when the session ends is failed and
+            // retried in a new session like any other. Only transport errors retry the job.
             for package in &packages {
-                ctx.target.whm.enqueue_package(&session, package).await.map_err(|err| classify!(err))?;
+                match ctx.target.whm.enqueue_package(&session, package).await {
+                    Ok(()) => {}
+                    Err(err) if !err.is_transient() => {
+                        refused.push((None, format!("package {package}: {err}")))
+                    }
+                    Err(err) => return Err(classify!(err)),
+                }
             }
             for user in &payload.accounts {
                 let row = by_user
@@ -1167,12 +1178,21 @@ impl Engine {
                     domain: DomainName::parse(&row.main_domain).context("stored domain")?,
                     size_bytes: (row.disk_mb.max(1) as u64) * 1024 * 1024,
                 };
-                ctx.target.whm.enqueue_account(&session, &item).await.map_err(|err| classify!(err))?;
+                match ctx.target.whm.enqueue_account(&session, &item).await {
+                    Ok(()) => {}
+                    Err(err) if !err.is_transient() => refused.push((Some(user.as_str()), err.to_string())),
+                    Err(err) => return Err(classify!(err)),
+                }
             }
             ctx.target.whm.start_transfer_session(&session).await.map_err(|err| classify!(err))?;
         }
         let now = self.now_ms();
         let mut tx = self.store.begin_leased(lease, now).await?;
+        for (user, message) in refused {
+            warn!(session = session.as_str(), account = ?user, %message, "the target refused a transfer item");
+            let detail = serde_json::json!({ "session": session.as_str(), "message": message });
+            tx.append_event(&self.event(ctx, user, None, "transfer_item_refused", detail)).await?;
+        }
         let dedupe = format!("poll_session:{}:{}", ctx.id, session.as_str());
         let due = now + ctx.playbook.transfer.poll_interval.as_millis() as i64;
         tx.schedule_job(&self.job(

@@ -212,7 +212,8 @@ pub(crate) struct AccountRecord {
 #[derive(Debug, Default)]
 pub(crate) struct HostState {
     pub(crate) accounts: BTreeMap<AccountName, AccountRecord>,
-    pub(crate) faults: Vec<Fault>,
+    /// Armed faults, each with how many matching calls still pass before it fires.
+    pub(crate) faults: Vec<(Fault, u32)>,
     pub(crate) sessions: BTreeMap<String, transfer::Session>,
     pub(crate) next_uid: u32,
     pub(crate) next_pid: u32,
@@ -270,8 +271,12 @@ impl Host {
     /// Takes one injected fault for `function`, if any is armed.
     pub(crate) fn take_fault(&self, function: &str) -> Option<Fault> {
         let mut state = self.state();
-        let index = state.faults.iter().position(|f| f.function() == function && f.times() > 0)?;
-        let fault = &mut state.faults[index];
+        let index = state.faults.iter().position(|(f, _)| f.function() == function && f.times() > 0)?;
+        let (fault, skip) = &mut state.faults[index];
+        if *skip > 0 {
+            *skip -= 1;
+            return None;
+        }
         *fault.times_mut() -= 1;
         let taken = fault.clone();
         if fault.times() == 0 {
@@ -324,7 +329,12 @@ pub struct SimHost {
 impl SimHost {
     /// Arms a fault on the WHM API (see [`Fault`]).
     pub fn inject(&self, fault: Fault) {
-        self.host.state().faults.push(fault);
+        self.inject_after(fault, 0);
+    }
+
+    /// Arms a fault that lets `calls` calls of its function through first.
+    pub fn inject_after(&self, fault: Fault, calls: u32) {
+        self.host.state().faults.push((fault, calls));
     }
 
     /// Removes every armed fault.

@@ -422,3 +422,35 @@ async fn planning_reports_whm_errors_clearly() {
     assert!(rig.store.migrations().await.unwrap().is_empty());
     plan("p3").await.unwrap();
 }
+
+/// A StartSession step that dies between two enqueues (here: the connection drops on the
+/// second account's item) is run again; the target then refuses the items it already holds
+/// ("already queued"), and that must not stop the session: the refusals are on the timeline and
+/// every account arrives through that one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
+    let rig = Rig::start(3, None).await;
+    rig.plan_and_start().await;
+    // The first session sends the accounts' packages first (all but `default`), then the
+    // accounts: let those packages and the first account through, drop the next item.
+    let packages: std::collections::BTreeSet<&str> =
+        rig.hosts.accounts.iter().map(|a| a.plan.as_str()).filter(|p| *p != "default").collect();
+    rig.hosts.target.inject_after(
+        Fault::Drop { function: "enqueue_transfer_item".into(), times: 1 },
+        packages.len() as u32 + 1,
+    );
+    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
+    let status = rig.wait_cut_over().await;
+    daemons.stop().await;
+    assert_eq!(status.arrived(), 3, "{status:#?}");
+    let sessions = rig.hosts.target.transfer_sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let refused: Vec<_> = events.iter().filter(|e| e.kind == "transfer_item_refused").collect();
+    // The first account (a package sent again is not refused: the target takes it as before).
+    assert!(refused.iter().all(|e| e.detail.contains("already queued")), "{refused:#?}");
+    let accounts: Vec<_> = refused.iter().filter_map(|e| e.account.as_deref()).collect();
+    assert_eq!(accounts, [rig.hosts.accounts[0].user.as_str()], "{refused:#?}");
+    let enqueued = events.iter().filter(|e| e.kind == "account_enqueued").count();
+    assert_eq!(enqueued, 3, "each account went into the one session once");
+}
