@@ -176,7 +176,8 @@ async fn passes(
         Secret::new(pdns.api_key.clone()),
         "localhost".to_owned(),
     )?);
-    let raw = RawClient::new(pdns)?;
+    let raw = RawClient::new(pdns, false)?;
+    let raw_reads = RawClient::new(pdns, true)?;
 
     // Lower: raw 3600→60, raw 60→3600 (identical load), then siirto 3600→60.
     let load = load_average();
@@ -186,6 +187,9 @@ async fn passes(
         let raw_b = raw.run(slice, args.concurrency, SOURCE, OLD_TTL).await?;
         let ours = siirto_pass(&provider, slice, args, Op::Lower).await?;
         totals.add(raw_a, raw_b, ours);
+        // GET+PATCH, and back to where siirto left it.
+        totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, OLD_TTL).await?);
+        raw.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?;
     }
     expect_records(database, SOURCE, SHORT_TTL, rrsets).await?;
     report("lower TTL", label, rrsets, &totals, slices.len(), (load, load_average()));
@@ -198,6 +202,8 @@ async fn passes(
         let raw_b = raw.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?;
         let ours = siirto_pass(&provider, slice, args, Op::Repoint).await?;
         totals.add(raw_a, raw_b, ours);
+        totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?);
+        raw.run(slice, args.concurrency, TARGET, SHORT_TTL).await?;
     }
     expect_records(database, TARGET, SHORT_TTL, rrsets).await?;
     report("repoint", label, rrsets, &totals, slices.len(), (load, load_average()));
@@ -212,6 +218,8 @@ struct Totals {
     raw_a: Pass,
     raw_b: Pass,
     best_raw: Pass,
+    /// The raw client reading each zone (GET) before its PATCH, one request at a time.
+    reads: Pass,
 }
 
 impl Totals {
@@ -406,18 +414,21 @@ async fn siirto_pass(
     })
 }
 
-/// The baseline: plain reqwest, one prebuilt PATCH per zone, `concurrency` in flight.
+/// The baseline: plain reqwest, one prebuilt PATCH per zone, `concurrency` in flight; with
+/// `reads`, a GET of the zone (body read and dropped) before each PATCH, to tell what reading
+/// costs the server apart from what siirto's code costs.
 struct RawClient {
     http: reqwest::Client,
     zones_url: Url,
     api_key: String,
+    reads: bool,
 }
 
 impl RawClient {
-    fn new(pdns: &Pdns) -> Result<Self> {
+    fn new(pdns: &Pdns, reads: bool) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let zones_url = pdns.api_url.join("api/v1/servers/localhost/zones/")?;
-        Ok(Self { http, zones_url, api_key: pdns.api_key.clone() })
+        Ok(Self { http, zones_url, api_key: pdns.api_key.clone(), reads })
     }
 
     /// Sets every A rrset of every zone to `address` at `ttl`.
@@ -433,6 +444,7 @@ impl RawClient {
         let started = Instant::now();
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
+            let reads = self.reads;
             let (http, base, key, zones, next, retries) = (
                 self.http.clone(),
                 self.zones_url.clone(),
@@ -456,6 +468,13 @@ impl RawClient {
                         .collect();
                     let body = json!({ "rrsets": rrsets });
                     let url = base.join(&zone.name.fqdn())?;
+                    if reads {
+                        let response = http.get(url.clone()).header("X-API-Key", &key).send().await?;
+                        if !response.status().is_success() {
+                            bail!("raw GET {}: {}", zone.name, response.status());
+                        }
+                        response.bytes().await?;
+                    }
                     let mut attempts = 0;
                     loop {
                         let response =
@@ -525,6 +544,13 @@ fn report(what: &str, label: &str, expected: usize, totals: &Totals, slices: usi
         load.0,
         load.1,
     );
+    if totals.reads.rrsets > 0 {
+        println!(
+            "  raw GET+PATCH per zone: {:.0} rrsets/s; siirto is {:.2}x of that (what reading the zone costs the server is in both)",
+            rate(&totals.reads),
+            rate(&totals.reads) / rate(ours)
+        );
+    }
     if ours.rrsets != expected {
         println!("  note: siirto sent {} rrsets, {expected} expected", ours.rrsets);
     }
@@ -679,7 +705,7 @@ async fn run_engine(args: &Args) -> Result<()> {
     }
     let zones = Arc::new(zones);
     let rrsets: usize = zones.iter().map(|z| z.a_names.len()).sum();
-    let raw = RawClient::new(&pdns)?;
+    let raw = RawClient::new(&pdns, false)?;
     let raw_a = raw.run(&zones, args.concurrency, SOURCE_IP, SHORT_TTL).await?;
     let raw_b = raw.run(&zones, args.concurrency, SOURCE_IP, siirto::demo::ZONE_TTL).await?;
 
