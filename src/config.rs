@@ -292,6 +292,8 @@ pub struct HostConfig {
     pub ipv6: Option<Ipv6Addr>,
     /// The port the host's web server answers plain HTTP on (for verification; default 80).
     pub http_port: u16,
+    /// The port the host's web server answers HTTPS on (for verification; default 443).
+    pub https_port: u16,
     /// SSH access as root, when configured.
     pub ssh: Option<SshConfig>,
 }
@@ -497,6 +499,7 @@ struct RawHost {
     ip: Spanned<String>,
     ipv6: Option<Spanned<String>>,
     http_port: Option<Spanned<i64>>,
+    https_port: Option<Spanned<i64>>,
     ssh: Option<RawSsh>,
 }
 
@@ -924,11 +927,15 @@ impl Ctx<'_> {
             Some(port) => self.port(port, &format!("{prefix}.http_port"))?,
             None => 80,
         };
+        let https_port = match &raw.https_port {
+            Some(port) => self.port(port, &format!("{prefix}.https_port"))?,
+            None => 443,
+        };
         let ssh = match &raw.ssh {
             Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
             None => None,
         };
-        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, ipv6, http_port, ssh })
+        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, ipv6, http_port, https_port, ssh })
     }
 
     fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -1656,6 +1663,9 @@ ip = "198.51.100.10"
 ipv6 = "2001:db8:100::10"
 # The port its web server answers plain HTTP on (for verification).
 http_port = 80
+# The port its web server answers HTTPS on (for verification; the certificate is not checked
+# there, as the target's may not be issued yet).
+https_port = 443
 
 # SSH as root, for the checks the WHM API cannot make. The host key is pinned.
 [hosts.old1.ssh]
@@ -2066,6 +2076,12 @@ path = "outbox"
                 "12:15: dns.nameservers: invalid type: string \"127.0.0.1\", expected a sequence",
             ),
             (
+                "https port out of range",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\nhttps_port = 70000".to_owned(),
+                "7:14: hosts.old1.https_port: expected a port",
+            ),
+            (
                 "missing field",
                 "ip = \"198.51.100.10\"",
                 String::new(),
@@ -2229,12 +2245,15 @@ path = "outbox"
         let pin = "AB:".repeat(31) + "AB";
         let text = MINIMAL.replacen(
             "ip = \"198.51.100.10\"",
-            &format!("ip = \"198.51.100.10\"\ntls_pin_sha256 = \"{pin}\"\nhttp_port = 8080"),
+            &format!(
+                "ip = \"198.51.100.10\"\ntls_pin_sha256 = \"{pin}\"\nhttp_port = 8080\nhttps_port = 8443"
+            ),
             1,
         );
         let config = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect("pinned");
         assert_eq!(config.hosts["old1"].tls, TlsPolicy::PinSha256([0xab; 32]));
         assert_eq!(config.hosts["old1"].http_port, 8080);
+        assert_eq!(config.hosts["old1"].https_port, 8443);
 
         let dns_start = MINIMAL.find("[dns]").expect("dns");
         let mail_start = MINIMAL.find("[mail]").expect("mail");

@@ -222,12 +222,14 @@ whm_url = "{old_url}"
 token_file = "secrets/old.token"
 ip = "{old_ip}"
 http_port = {old_port}
+https_port = {old_tls_port}
 
 [hosts.new]
 whm_url = "{new_url}"
 token_file = "secrets/new.token"
 ip = "{new_ip}"
 http_port = {new_port}
+https_port = {new_tls_port}
 
 [dns]
 provider = "powerdns"
@@ -242,9 +244,11 @@ write_concurrency = 1
         old_url = hosts.source.whm_url,
         old_ip = hosts.source.ip,
         old_port = hosts.source.web_addr.port(),
+        old_tls_port = hosts.source.https_addr.port(),
         new_url = hosts.target.whm_url,
         new_ip = hosts.target.ip,
         new_port = hosts.target.web_addr.port(),
+        new_tls_port = hosts.target.https_addr.port(),
         api_url = dns.api_url,
         ns = dns.dns_addr,
     );

@@ -37,6 +37,7 @@ use crate::domain::{
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::notify::{Channel, OutgoingNotice};
 use crate::playbook::Playbook;
+use crate::site_check::fetch_site;
 use crate::store::{
     AccountRow, DomainRow, JobRow, Lease, MigrationRow, NewEvent, NewJob, Store, StoreError, Tx,
 };
@@ -71,6 +72,8 @@ pub struct HostRuntime {
     pub ipv6: Option<Ipv6Addr>,
     /// The port its web server answers on (80 on a real host).
     pub http_port: u16,
+    /// The port its web server answers HTTPS on (443 on a real host).
+    pub https_port: u16,
     /// Its host name (from the WHM URL, when that is a name), absolute with the trailing dot:
     /// MX and CNAME records naming it move with the account.
     pub hostname: Option<String>,
@@ -1270,7 +1273,8 @@ impl Engine {
     }
 
     /// Fetches each of the account's sites from the source and from the target by address,
-    /// with the domain as Host, and compares status and title.
+    /// with the domain as Host, over HTTP and HTTPS ([`crate::site_check`]), and compares
+    /// status and title.
     async fn verify(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
         let user = job.subject.as_str();
         if !self.lock_account_dns(ctx, lease, user).await? {
@@ -1334,6 +1338,11 @@ impl Engine {
                         target.status
                     )),
                 }
+                let (source_https, target_https) =
+                    ((source_ip, ctx.source.https_port), (target_ip, ctx.target.https_port));
+                mismatches.extend(
+                    crate::site_check::compare_https(source_https, target_https, &domain, timeout).await,
+                );
             }
         }
         // The account, its domains and its mailboxes must exist on the target.
@@ -2272,6 +2281,7 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
                 ip: host.ip,
                 ipv6: host.ipv6,
                 http_port: host.http_port,
+                https_port: host.https_port,
                 hostname: host
                     .whm_url
                     .host_str()
@@ -2667,42 +2677,6 @@ fn batch_refusal(
     None
 }
 
-/// What a site answered: the evidence compared between source and target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SiteAnswer {
-    status: u16,
-    title: Option<String>,
-}
-
-async fn fetch_site(
-    http: &reqwest::Client,
-    ip: Ipv4Addr,
-    port: u16,
-    domain: &DomainName,
-    timeout: Duration,
-) -> anyhow::Result<SiteAnswer> {
-    let url = format!("http://{ip}:{port}/");
-    let response = http
-        .get(&url)
-        .header(reqwest::header::HOST, domain.as_str())
-        .timeout(timeout)
-        .send()
-        .await
-        .with_context(|| format!("GET {url} (Host: {domain})"))?;
-    let status = response.status().as_u16();
-    let body = response.text().await.with_context(|| format!("reading {url} (Host: {domain})"))?;
-    Ok(SiteAnswer { status, title: html_title(&body) })
-}
-
-/// The text of the first `<title>` element, whitespace folded.
-fn html_title(body: &str) -> Option<String> {
-    let lower = body.to_ascii_lowercase();
-    let start = lower.find("<title")?;
-    let open_end = lower[start..].find('>')? + start + 1;
-    let close = lower[open_end..].find("</title>")? + open_end;
-    Some(body[open_end..close].split_whitespace().collect::<Vec<_>>().join(" "))
-}
-
 /// The notice variable `external_records`: one entry per record the customer must change.
 fn external_records_of(domain: &str, changes: &[RecordChange]) -> Vec<serde_json::Value> {
     changes
@@ -2755,12 +2729,6 @@ mod tests {
             let full = base.saturating_mul(1 << (attempt - 1)).min(max);
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
         }
-    }
-
-    #[test]
-    fn titles() {
-        assert_eq!(html_title("<html><head><TITLE>\n Kukka  Oy </title>"), Some("Kukka Oy".into()));
-        assert_eq!(html_title("<p>no title</p>"), None);
     }
 
     #[test]

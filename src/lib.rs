@@ -37,7 +37,9 @@
 //!   [`actions`] — approve, start, pause, resume, abort, retry. [`status`] — where things stand.
 //!   [`transfer_control`] — pause, resume and abort reaching the target's transfer sessions;
 //!   the packages a session sends before its accounts; whether an account, its domains and its
-//!   mailboxes exist on the target (verification).
+//!   mailboxes exist on the target (verification). [`site_check`] — verification's site
+//!   comparison: each domain fetched from source and target by address over HTTP and HTTPS
+//!   (certificate not verified, by a client used for nothing else), status and title compared.
 //! - [`dedicated_ip`] — accounts on a dedicated IP at the source: they wait
 //!   (`awaiting_target_ip`) until `siirto assign-ip` gives a dedicated address of the target
 //!   (checked against its `listips` and the migration's other assignments, recorded with who
@@ -121,6 +123,7 @@ pub mod playbook;
 pub mod preflight;
 pub mod secret;
 pub mod sim;
+pub mod site_check;
 pub mod ssh;
 pub mod status;
 pub mod store;

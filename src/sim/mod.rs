@@ -224,6 +224,9 @@ pub(crate) struct HostState {
     /// When true, this host refuses root logins from other hosts (a transfer or a credential
     /// check from a target fails with "Permission denied").
     pub(crate) refuse_root_login: bool,
+    /// Pages served over HTTPS instead of the site's files, by domain (see
+    /// [`SimHost::serve_https_page`]).
+    pub(crate) https_pages: BTreeMap<DomainName, String>,
 }
 
 /// A running host's shared core, reached by its listeners, its transfer sessions and the world.
@@ -312,6 +315,9 @@ pub struct SimHost {
     pub whm_url: Url,
     /// The "Apache" listener serving the accounts' sites by `Host` header (on `spec.ip`).
     pub web_addr: SocketAddr,
+    /// The same over HTTPS, with a self-signed certificate (on `spec.ip` and the dedicated
+    /// addresses, at another port than `web_addr`).
+    pub https_addr: SocketAddr,
     /// SHA-256 of the DER of the self-signed certificate, when the API is served over HTTPS.
     pub cert_sha256: Option<[u8; 32]>,
     /// The API token (a throwaway sim token).
@@ -335,6 +341,17 @@ impl SimHost {
     /// Arms a fault that lets `calls` calls of its function through first.
     pub fn inject_after(&self, fault: Fault, calls: u32) {
         self.host.state().faults.push((fault, calls));
+    }
+
+    /// Serves `page` (an HTML body, status 200) for `domain` over HTTPS instead of the site's
+    /// files, or the files again with `None`; plain HTTP is unchanged. A site whose HTTPS
+    /// virtual host differs from its HTTP one, as a real host's may.
+    pub fn serve_https_page(&self, domain: &DomainName, page: Option<String>) {
+        let mut state = self.host.state();
+        match page {
+            Some(page) => state.https_pages.insert(domain.clone(), page),
+            None => state.https_pages.remove(domain),
+        };
     }
 
     /// Removes every armed fault.
@@ -498,6 +515,9 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
     let api_addr = api_listener.local_addr()?;
     let (web_listener, dedicated_web) = bind_web_listeners(spec.ip, &spec.dedicated_ips).await?;
     let web_addr = web_listener.local_addr()?;
+    let (https_listener, dedicated_https) = bind_web_listeners(spec.ip, &spec.dedicated_ips).await?;
+    let https_addr = https_listener.local_addr()?;
+    let (web_tls, _) = serve::self_signed_tls(&host.hostname)?;
 
     let (tls, cert_sha256) = if spec.tls {
         let (config, digest) = serve::self_signed_tls(&host.hostname)?;
@@ -509,21 +529,28 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
     let whm_url = Url::parse(&format!("{scheme}://{api_addr}/"))?;
 
     let api_router = api::router(host.clone());
-    let web_router = web::router(host.clone(), spec.ip);
+    let web_router = web::router(host.clone(), spec.ip, false);
+    let https_router = web::router(host.clone(), spec.ip, true);
     let mut listeners = vec![
         tokio::spawn(serve::serve(api_listener, api_router, tls)),
         tokio::spawn(serve::serve(web_listener, web_router, None)),
+        tokio::spawn(serve::serve(https_listener, https_router, Some(web_tls.clone()))),
         tokio::spawn(mail::serve(smtp_listener, host.clone())),
     ];
     for (ip, listener) in dedicated_web {
-        listeners.push(tokio::spawn(serve::serve(listener, web::router(host.clone(), ip), None)));
+        listeners.push(tokio::spawn(serve::serve(listener, web::router(host.clone(), ip, false), None)));
+    }
+    for (ip, listener) in dedicated_https {
+        let router = web::router(host.clone(), ip, true);
+        listeners.push(tokio::spawn(serve::serve(listener, router, Some(web_tls.clone()))));
     }
     world.register(&host);
-    tracing::debug!(host = %host.hostname, %whm_url, %web_addr, "simulated cPanel host started");
+    tracing::debug!(host = %host.hostname, %whm_url, %web_addr, %https_addr, "simulated cPanel host started");
 
     Ok(SimHost {
         whm_url,
         web_addr,
+        https_addr,
         cert_sha256,
         token: spec.token,
         hostname: host.hostname.clone(),

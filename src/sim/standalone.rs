@@ -40,6 +40,7 @@ fn describe(role: &str, host: &SimHost) {
     println!("  WHM API:   {}", host.whm_url);
     println!("  token:     {}", host.token);
     println!("  web:       http://{}/  (send the site's Host header)", host.web_addr);
+    println!("  web TLS:   https://{}/  (self-signed; send the site's Host header)", host.https_addr);
     println!(
         "  SMTP:      {}  (mail log: {})",
         host.smtp_addr,

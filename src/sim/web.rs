@@ -1,5 +1,6 @@
 //! The simulated host's "Apache": serves each account's sites by `Host` header from the real
-//! document roots, with cPanel's default page for unknown hosts and its suspended page.
+//! document roots, with cPanel's default page for unknown hosts and its suspended page. The
+//! same router serves plain HTTP and HTTPS (TLS is ended by the accept loop in `serve`).
 
 use std::net::Ipv4Addr;
 use std::path::{Component, Path as FsPath};
@@ -15,15 +16,17 @@ use crate::names::DomainName;
 
 /// The router of the listener on `listen_ip`: a site is served on its account's address only
 /// (its dedicated IP, or the host's shared one), as Apache's IP-based virtual hosts do.
-pub(crate) fn router(host: Arc<Host>, listen_ip: Ipv4Addr) -> Router {
-    Router::new().fallback(site).with_state(Listener { host, ip: listen_ip })
+/// `https`: the listener is the HTTPS one (where [`super::SimHost::serve_https_page`] applies).
+pub(crate) fn router(host: Arc<Host>, listen_ip: Ipv4Addr, https: bool) -> Router {
+    Router::new().fallback(site).with_state(Listener { host, ip: listen_ip, https })
 }
 
-/// One web listener: the host and the address it listens on.
+/// One web listener: the host, the address it listens on, and whether it is the HTTPS one.
 #[derive(Clone)]
 struct Listener {
     host: Arc<Host>,
     ip: Ipv4Addr,
+    https: bool,
 }
 
 const DEFAULT_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Default Web Site Page</title></head>\n\
@@ -77,6 +80,9 @@ async fn site(State(listener): State<Listener>, request: Request) -> Response {
         match found {
             None => return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()),
             Some((true, _, _)) => return html(StatusCode::OK, SUSPENDED_PAGE.to_owned()),
+            Some((false, _, served)) if listener.https && state.https_pages.contains_key(&served) => {
+                return html(StatusCode::OK, state.https_pages[&served].clone());
+            }
             Some((false, spec, served)) => {
                 let home = accounts::home_dir(&host.data_dir, &spec.user);
                 accounts::docroot_in(&home, &spec, &served)

@@ -16,6 +16,7 @@ mod plan;
 mod rfc2136;
 mod sim;
 mod sim_mail;
+mod site_verification;
 mod ssh;
 mod store;
 mod support;
