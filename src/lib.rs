@@ -46,7 +46,8 @@
 //!   gave it), move after every other account, are put on that address with `setsiteip`
 //!   (check before act), verified there and repointed dedicated → assigned, shared → shared.
 //! - [`preflight`] — the checks before the first account moves (the target logs in to the
-//!   source, SSH with pinned host keys, clashes and free disk on the target); `siirto start`
+//!   source, SSH with pinned host keys, the final mail sync's target → source ssh hop, clashes
+//!   and free disk on the target); `siirto start`
 //!   refuses to start on a hard failure, `siirto preflight` shows the report.
 //! - [`inventory`] — the read-only inventory of one host (accounts, every kind of domain,
 //!   resellers, packages, dedicated IPs, flagged odd fields) and the checks of a target host

@@ -14,7 +14,9 @@
 //! - **SSH to both hosts** with their pinned host keys (`hosts.*.ssh`, [`crate::ssh`]). A host
 //!   key that does not match the pin, or a failed login, is a hard failure. A host without an
 //!   `ssh` table is a hard failure only when the playbook needs SSH on that host
-//!   ([`playbook_needs_ssh`]), a warning otherwise.
+//!   ([`playbook_needs_ssh`]), a warning otherwise. With the final mail sync on, the target
+//!   must also log in to the source over the hop its rsync will use (pull key, pinned
+//!   known_hosts), which is run once with `true`.
 //! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
 //!   migration's accounts: user and domain clashes and too little free disk are hard failures,
 //!   an older target version too; an unknown disk or version is a warning.
