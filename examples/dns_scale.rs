@@ -34,27 +34,31 @@
 //! Debian packages `pdns-server` and `pdns-backend-sqlite3`.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
 use serde_json::json;
 use siirto::dns::{DnsProvider, PowerDns, RrsetChange, lower_ttl_changes, repoint_changes};
 use siirto::names::DomainName;
 use siirto::secret::Secret;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 use tokio::sync::Semaphore;
 
-const PDNS_SERVER: &str = "/usr/sbin/pdns_server";
-const SCHEMA: &str = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql";
-const INSTALL: &str = "install the Debian packages pdns-server and pdns-backend-sqlite3";
-const READY_WITHIN: Duration = Duration::from_secs(60);
+// Shared by the benchmarks; this one uses only part of it.
+#[allow(dead_code)]
+#[path = "support/pdns.rs"]
+mod pdns;
+use pdns::{Pdns, Record, Zone as PdnsZone};
+
+/// On top of the harness's settings (caches off): no zone-cache refreshes in the middle of a
+/// pass, one distributor and one receiver thread.
+const PDNS_CONFIG: &str = "zone-cache-refresh-interval=0\ndistributor-threads=1\nreceiver-threads=1";
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const TARGET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
@@ -139,15 +143,15 @@ async fn run_layout(args: &Args, per_zone: usize) -> Result<()> {
     };
     println!("\n== {label}: {rrsets} A rrsets to change ==");
 
-    let dir = tempfile::tempdir().context("temp dir for pdns")?;
-    let database = dir.path().join("pdns.sqlite3");
     let seeded = Instant::now();
-    seed_database(&database, &zones).await?;
-    println!("seeded the pdns sqlite database in {:.1} s", seeded.elapsed().as_secs_f64());
-    let pdns = Pdns::start(dir.path(), &database).await?;
-    let outcome = passes(args, zones, &database, rrsets, &label, &pdns).await;
+    let pdns = Pdns::start_with_zones_and_config(&pdns_zones(&zones), PDNS_CONFIG).await?;
+    println!(
+        "seeded the pdns sqlite database and started pdns_server in {:.1} s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let outcome = passes(args, zones, &pdns.database(), rrsets, &label, &pdns).await;
     if outcome.is_err() {
-        let log = std::fs::read_to_string(&pdns.log).unwrap_or_default();
+        let log = pdns.log();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         eprintln!("pdns_server log (last lines, newest first):\n{}", tail.join("\n"));
     }
@@ -264,56 +268,32 @@ fn layout(domains: usize, per_zone: usize) -> Result<Vec<BenchZone>> {
     Ok(zones)
 }
 
-/// Creates the gsqlite3 schema and writes every zone (SOA, NS, MX at an external filter, SPF
-/// TXT and the A rrsets at the source, TTL 3600) in one transaction.
-async fn seed_database(path: &Path, zones: &[BenchZone]) -> Result<()> {
-    let schema = std::fs::read_to_string(SCHEMA).with_context(|| format!("reading {SCHEMA}: {INSTALL}"))?;
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Off);
-    let mut db = SqliteConnection::connect_with(&options).await.context("create the pdns database")?;
-    sqlx::raw_sql(&schema).execute(&mut db).await.context("load the pdns schema")?;
-    let mut tx = db.begin().await?;
-    for (id, zone) in zones.iter().enumerate() {
-        let id = id as i64 + 1;
-        let apex = zone.name.as_str();
-        sqlx::query("INSERT INTO domains (id, name, type) VALUES (?, ?, 'NATIVE')")
-            .bind(id)
-            .bind(apex)
-            .execute(&mut *tx)
-            .await?;
-        let soa = "ns1.siirto-bench.fi hostmaster.siirto-bench.fi 1 10800 3600 604800 3600".to_owned();
-        let mut records: Vec<(String, &str, String)> = vec![
-            (apex.to_owned(), "SOA", soa),
-            (apex.to_owned(), "NS", "ns1.siirto-bench.fi".to_owned()),
-            (apex.to_owned(), "NS", "ns2.siirto-bench.fi".to_owned()),
-            // gsqlite3 keeps the MX preference in `prio`, not in the content.
-            (apex.to_owned(), "MX", "mx.filter.example.net".to_owned()),
-            (apex.to_owned(), "TXT", "\"v=spf1 include:filter.example.net -all\"".to_owned()),
-        ];
-        for name in &zone.a_names {
-            records.push((name.trim_end_matches('.').to_owned(), "A", SOURCE.to_string()));
-        }
-        for (name, rtype, content) in records {
-            sqlx::query(
-                "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) \
-                 VALUES (?, ?, ?, ?, ?, ?, 0, 1)",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(rtype)
-            .bind(content)
-            .bind(i64::from(OLD_TTL))
-            .bind(if rtype == "MX" { 10_i64 } else { 0 })
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    db.close().await?;
-    Ok(())
+/// The zones as pdns's database holds them at the start: SOA, two NS, an MX and an SPF record
+/// at a spam filter (never touched), and the A rrsets at the source with the old TTL.
+fn pdns_zones(zones: &[BenchZone]) -> Vec<PdnsZone> {
+    let record = |name: &str, rtype: &'static str, content: String, prio: u16| Record {
+        name: name.trim_end_matches('.').to_owned(),
+        rtype,
+        content,
+        prio,
+        ttl: OLD_TTL,
+    };
+    zones
+        .iter()
+        .map(|zone| {
+            let apex = zone.name.as_str();
+            let soa = "ns1.siirto-bench.fi hostmaster.siirto-bench.fi 1 10800 3600 604800 3600".to_owned();
+            let mut records = vec![
+                record(apex, "SOA", soa, 0),
+                record(apex, "NS", "ns1.siirto-bench.fi".to_owned(), 0),
+                record(apex, "NS", "ns2.siirto-bench.fi".to_owned(), 0),
+                record(apex, "MX", "mx.filter.example.net".to_owned(), 10),
+                record(apex, "TXT", "\"v=spf1 include:filter.example.net -all\"".to_owned(), 0),
+            ];
+            records.extend(zone.a_names.iter().map(|name| record(name, "A", SOURCE.to_string(), 0)));
+            PdnsZone { name: apex.to_owned(), records }
+        })
+        .collect()
 }
 
 /// Checks, in pdns's own database, that exactly `expected` A records hold `address` at `ttl`
@@ -556,117 +536,6 @@ fn report(what: &str, label: &str, expected: usize, totals: &Totals, slices: usi
     }
 }
 
-/// A running `pdns_server` on a seeded database; killed on drop.
-struct Pdns {
-    dns_addr: std::net::SocketAddr,
-    api_url: Url,
-    api_key: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Pdns {
-    async fn start(dir: &Path, database: &Path) -> Result<Pdns> {
-        for path in [PDNS_SERVER, SCHEMA] {
-            if !Path::new(path).exists() {
-                bail!("{path} is missing: {INSTALL}");
-            }
-        }
-        let dns_port = free_udp_and_tcp_port()?;
-        let api_port = free_tcp_port()?;
-        let api_key = format!("bench-key-{}", rand::random::<u64>());
-        let config = format!(
-            "launch=gsqlite3\n\
-             gsqlite3-database={database}\n\
-             local-address=127.0.0.1:{dns_port}\n\
-             api=yes\n\
-             api-key={api_key}\n\
-             webserver=yes\n\
-             webserver-address=127.0.0.1\n\
-             webserver-port={api_port}\n\
-             webserver-allow-from=127.0.0.0/8\n\
-             default-soa-content=ns1.@ hostmaster.@ 0 10800 3600 604800 3600\n\
-             security-poll-suffix=\n\
-             cache-ttl=0\n\
-             query-cache-ttl=0\n\
-             negquery-cache-ttl=0\n\
-             zone-cache-refresh-interval=0\n\
-             distributor-threads=1\n\
-             receiver-threads=1\n\
-             loglevel=4\n",
-            database = database.display(),
-        );
-        std::fs::write(dir.join("pdns.conf"), config)?;
-        let log = dir.join("pdns.log");
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(PDNS_SERVER)
-            .arg(format!("--config-dir={}", dir.display()))
-            .arg(format!("--socket-dir={}", dir.display()))
-            .args(["--daemon=no", "--guardian=no", "--disable-syslog=yes"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("could not start {PDNS_SERVER}: {INSTALL}"))?;
-        let mut pdns = Pdns {
-            dns_addr: std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)),
-            api_url: Url::parse(&format!("http://127.0.0.1:{api_port}/"))?,
-            api_key,
-            child,
-            log,
-        };
-        pdns.wait_until_ready().await?;
-        Ok(pdns)
-    }
-
-    async fn wait_until_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_WITHIN;
-        let http = reqwest::Client::new();
-        let url = self.api_url.join("api/v1/servers/localhost")?;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("pdns_server exited with {status}:\n{}", std::fs::read_to_string(&self.log)?);
-            }
-            if Instant::now() > deadline {
-                bail!("pdns_server not ready within {READY_WITHIN:?}");
-            }
-            let ready = http
-                .get(url.clone())
-                .header("X-API-Key", &self.api_key)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Pdns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_and_tcp_port() -> Result<u16> {
-    for _ in 0..50 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no port free for both UDP and TCP on 127.0.0.1")
-}
-
-fn free_tcp_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The real engine on a SQLite store with simulated cPanel hosts (instant transfers) and the
 /// real pdns_server: times the daemon's TTL lowering of every zone against raw batched PATCHes
 /// of the same rrsets, then lets the migration run to its cutover and reports the whole time.
@@ -682,9 +551,7 @@ async fn run_engine(args: &Args) -> Result<()> {
     const PLAYBOOK: &str = include_str!("../playbooks/demo.toml");
     println!("\n== real engine: {} simulated accounts, SQLite store ==", args.engine_accounts);
     let dir = tempfile::tempdir()?;
-    let database = dir.path().join("pdns.sqlite3");
-    seed_database(&database, &[]).await?;
-    let pdns = Pdns::start(dir.path(), &database).await?;
+    let pdns = Pdns::start_with_zones_and_config(&[], PDNS_CONFIG).await?;
     let hosts = start_hosts(args.engine_accounts, dir.path()).await?;
     let endpoint =
         DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };

@@ -17,7 +17,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use reqwest::Url;
 use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 
 const PDNS_SERVER: &str = "/usr/sbin/pdns_server";
 const SCHEMA: &str = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql";
@@ -68,6 +68,11 @@ impl Pdns {
     /// Creates the database with `zones` in it, then starts the server and waits until its API
     /// and DNS port answer.
     pub async fn start_with_zones(zones: &[Zone]) -> anyhow::Result<Pdns> {
+        Pdns::start_with_zones_and_config(zones, "").await
+    }
+
+    /// [`Pdns::start_with_zones`] with more `pdns.conf` lines appended (one setting per line).
+    pub async fn start_with_zones_and_config(zones: &[Zone], extra_config: &str) -> anyhow::Result<Pdns> {
         for path in [PDNS_SERVER, SCHEMA] {
             if !Path::new(path).exists() {
                 bail!("{path} is missing: {INSTALL}");
@@ -94,7 +99,8 @@ impl Pdns {
              cache-ttl=0\n\
              query-cache-ttl=0\n\
              negquery-cache-ttl=0\n\
-             loglevel=4\n",
+             loglevel=4\n\
+             {extra_config}\n",
             database = database.display(),
         );
         std::fs::write(dir.path().join("pdns.conf"), config)?;
@@ -118,6 +124,12 @@ impl Pdns {
         };
         pdns.wait_until_ready().await?;
         Ok(pdns)
+    }
+
+    /// Its sqlite database (to check what a run left in it; `dns_scale` does).
+    #[allow(dead_code)]
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("pdns.sqlite3")
     }
 
     /// The server's own log.
@@ -215,7 +227,12 @@ impl Drop for Pdns {
 /// in one transaction.
 async fn write_database(path: &PathBuf, zones: &[Zone]) -> anyhow::Result<()> {
     let schema = std::fs::read_to_string(SCHEMA).with_context(|| format!("reading {SCHEMA}; {INSTALL}"))?;
-    let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
+    // pdns's gsqlite3 runs the database in WAL mode; nothing needs the seeding to be durable.
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off);
     let mut connection =
         SqliteConnection::connect_with(&options).await.context("creating pdns's database")?;
     sqlx::raw_sql(&schema).execute(&mut connection).await.context("loading the gsqlite3 schema")?;
