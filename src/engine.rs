@@ -855,7 +855,7 @@ impl Engine {
                     Some(JobKind::SendNotice) => {
                         let id: i64 = job.subject.parse().unwrap_or_default();
                         tx.notice_failed(id, &message).await?;
-                        self.store.notice(id).await?.and_then(|n| n.account)
+                        tx.notice(id).await?.and_then(|n| n.account)
                     }
                     _ => Some(job.subject.clone()),
                 };

@@ -1141,6 +1141,15 @@ impl Tx<'_> {
             .await?)
     }
 
+    /// An outbox row, read through this transaction (so it sees the transaction's own writes
+    /// and takes no second pool connection while this one holds a write lock).
+    pub async fn notice(&mut self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?)
+    }
+
     /// Sets an account's state; [`StoreError::NotFound`] if there is no such account.
     pub async fn set_account_state(
         &mut self,

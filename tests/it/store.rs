@@ -426,6 +426,10 @@ async fn notices_are_marked_sent_and_failed(db: Arc<TestDb>) {
     tx.mark_notice_sent(a, 3_000).await.expect("sent");
     // Marking again keeps the first time.
     tx.mark_notice_sent(a, 4_000).await.expect("sent again");
+    // Read through the transaction, the notice already shows its writes.
+    let inside = tx.notice(a).await.expect("read").expect("exists");
+    assert_eq!((inside.sent_at, inside.attempts), (Some(3_000), 2));
+    assert!(tx.notice(a + b + 100).await.expect("read").is_none());
     tx.commit().await.expect("commit");
 
     let notice = store.notice(a).await.expect("notice").expect("exists");
