@@ -3,149 +3,46 @@
 //! account with both answers as evidence; with `verification.on_mismatch = "proceed"` the
 //! account goes on and the evidence is in the event log.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use siirto::names::{AccountName, DomainName};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
-use siirto::names::{AccountName, DomainName, MigrationId};
-use siirto::playbook::Playbook;
-use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
-use siirto::status::{AccountStatus, MigrationStatus, migration_status};
-use siirto::store::Store;
-
-use crate::support::pdns::Pdns;
+use crate::support::rig::{SimRig, account};
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 
-struct Rig {
-    dir: tempfile::TempDir,
-    hosts: SimHosts,
-    pdns: Pdns,
-    config: siirto::config::Config,
-    store: Store,
-    id: MigrationId,
+type Rig = SimRig;
+
+/// Two accounts on the source (kukka0001, kukka0002), none on the target.
+async fn start_rig() -> Rig {
+    SimRig::start("it-site", 2, None, "").await
 }
 
-impl Rig {
-    /// Two accounts on the source (kukka0001, kukka0002), none on the target.
-    async fn start() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let world = SimWorld::new();
-        let accounts = generate_accounts(2, "kukka");
-        let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
-        source_spec.accounts = accounts.clone();
-        let source = start_host(source_spec, dir.path().join("old"), &world).await.unwrap();
-        let target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests");
-        let target = start_host(target_spec, dir.path().join("new"), &world).await.unwrap();
-        let hosts = SimHosts { world, source, target, accounts };
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
-        let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-        let extra = "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n";
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, extra).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-        Rig { dir, hosts, pdns, config, store, id: MigrationId::parse("it-site").unwrap() }
-    }
-
-    /// Plans under `playbook_text`, approves and starts.
-    async fn plan_approve_start(&self, playbook_text: &str) {
-        let adapters = adapters_from_config(&self.config).unwrap();
-        let playbook = Playbook::parse(playbook_text, "playbooks/demo.toml").unwrap();
-        let now = chrono::Utc::now();
-        let request = siirto::plan::PlanRequest {
-            id: self.id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        siirto::actions::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
-        let outcome = siirto::preflight::start(
-            &self.store,
-            &self.config,
-            &adapters,
-            &self.id,
-            chrono::Utc::now(),
-            "test",
-        )
-        .await
-        .unwrap();
-        assert!(outcome.started.is_some(), "{outcome:?}");
-    }
-
-    fn engine(&self) -> Arc<Engine> {
-        Arc::new(
-            Engine::from_config(&self.config, self.store.clone(), Arc::new(SystemClock))
-                .unwrap()
-                .with_owner("it-site")
-                .with_workers(8),
-        )
-    }
-
-    async fn status(&self) -> MigrationStatus {
-        migration_status(&self.store, self.id.as_str()).await.unwrap()
-    }
-
-    /// Drives the engine tick by tick until `done` holds (deadline: a hung engine fails the test).
-    async fn tick_until(
-        &self,
-        engine: &Arc<Engine>,
-        what: &str,
-        mut done: impl FnMut(&MigrationStatus) -> bool,
-    ) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}\n{}",
-                self.pdns.log()
-            );
-            if engine.tick().await.unwrap() == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-
-    /// Overwrites the main site's index page of `user` on the target with one titled `title`.
-    fn retitle_on_target(&self, user: &AccountName, title: &str) {
-        let index = self.hosts.target.account_dir(user).join("public_html/index.html");
-        assert!(index.exists(), "{} was restored", index.display());
-        std::fs::write(
-            &index,
-            format!("<!DOCTYPE html>\n<html><head><title>{title}</title></head></html>\n"),
-        )
-        .unwrap();
-    }
+/// Plans under `playbook_text`, approves, and starts (pre-flight passing).
+async fn plan_approve_start(rig: &Rig, playbook_text: &str) {
+    rig.plan_and_approve(playbook_text).await;
+    let outcome = rig.start_migration().await;
+    assert!(outcome.started.is_some(), "{outcome:?}");
 }
 
-fn account<'s>(status: &'s MigrationStatus, user: &str) -> &'s AccountStatus {
-    status.accounts.iter().find(|a| a.user == user).unwrap()
+/// Overwrites the main site's index page of `user` on the target with one titled `title`.
+fn retitle_on_target(rig: &Rig, user: &AccountName, title: &str) {
+    let index = rig.hosts.target.account_dir(user).join("public_html/index.html");
+    assert!(index.exists(), "{} was restored", index.display());
+    std::fs::write(&index, format!("<!DOCTYPE html>\n<html><head><title>{title}</title></head></html>\n"))
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_site_whose_title_differs_on_the_target_holds_the_account_with_both_titles() {
-    let rig = Rig::start().await;
-    rig.plan_approve_start(PLAYBOOK).await;
-    let engine = rig.engine();
+    let rig = start_rig().await;
+    plan_approve_start(&rig, PLAYBOOK).await;
+    let engine = rig.engine("it-site");
     let user = AccountName::parse("kukka0002").unwrap();
     // Between the restore and the verification (the next tick), the target's page changes.
     let mut edited = false;
     rig.tick_until(&engine, "kukka0002 to be held", |status| {
         let state = account(status, user.as_str()).state.clone();
         if state == "restored" && !edited {
-            rig.retitle_on_target(&user, "Under Construction");
+            retitle_on_target(&rig, &user, "Under Construction");
             edited = true;
         }
         state == "held"
@@ -175,13 +72,13 @@ async fn a_site_whose_title_differs_on_the_target_holds_the_account_with_both_ti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_site_that_differs_over_https_only_holds_the_account() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     // The target's HTTPS virtual host of kukka-0002.test serves another page; HTTP is the same.
     let domain = DomainName::parse("kukka-0002.test").unwrap();
     let page = "<!DOCTYPE html>\n<html><head><title>Apache2 Default Page</title></head></html>\n";
     rig.hosts.target.serve_https_page(&domain, Some(page.to_owned()));
-    rig.plan_approve_start(PLAYBOOK).await;
-    let engine = rig.engine();
+    plan_approve_start(&rig, PLAYBOOK).await;
+    let engine = rig.engine("it-site");
     rig.tick_until(&engine, "kukka0002 held and kukka0001 done", |s| {
         account(s, "kukka0002").state == "held" && account(s, "kukka0001").state == "done"
     })
@@ -201,17 +98,17 @@ async fn a_site_that_differs_over_https_only_holds_the_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_on_mismatch_proceed_a_differing_site_goes_on_with_the_evidence_logged() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let playbook = PLAYBOOK.replace("on_mismatch = \"hold\"", "on_mismatch = \"proceed\"");
     assert_ne!(playbook, PLAYBOOK, "the demo playbook sets on_mismatch");
-    rig.plan_approve_start(&playbook).await;
-    let engine = rig.engine();
+    plan_approve_start(&rig, &playbook).await;
+    let engine = rig.engine("it-site");
     let user = AccountName::parse("kukka0002").unwrap();
     let mut edited = false;
     rig.tick_until(&engine, "both accounts to arrive", |status| {
         let state = account(status, user.as_str()).state.clone();
         if state == "restored" && !edited {
-            rig.retitle_on_target(&user, "Under Construction");
+            retitle_on_target(&rig, &user, "Under Construction");
             edited = true;
         }
         assert_ne!(state, "held", "{status:#?}");
@@ -239,10 +136,10 @@ fn closed_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_source_without_https_skips_the_https_comparison_and_a_target_without_it_is_a_mismatch() {
     // The source refuses HTTPS: nothing to compare over HTTPS, the accounts go on.
-    let mut rig = Rig::start().await;
+    let mut rig = start_rig().await;
     rig.config.hosts.get_mut("old").unwrap().https_port = closed_port();
-    rig.plan_approve_start(PLAYBOOK).await;
-    let engine = rig.engine();
+    plan_approve_start(&rig, PLAYBOOK).await;
+    let engine = rig.engine("it-site");
     rig.tick_until(&engine, "both accounts to arrive", |s| {
         assert!(s.accounts.iter().all(|a| a.state != "held"), "{s:#?}");
         s.accounts.iter().all(|a| a.state == "done")
@@ -251,10 +148,10 @@ async fn a_source_without_https_skips_the_https_comparison_and_a_target_without_
     let _ = &rig.dir;
 
     // The source answers HTTPS and the target refuses it: held, with both answers.
-    let mut rig = Rig::start().await;
+    let mut rig = start_rig().await;
     rig.config.hosts.get_mut("new").unwrap().https_port = closed_port();
-    rig.plan_approve_start(PLAYBOOK).await;
-    let engine = rig.engine();
+    plan_approve_start(&rig, PLAYBOOK).await;
+    let engine = rig.engine("it-site");
     rig.tick_until(&engine, "both accounts to be held", |s| s.accounts.iter().all(|a| a.state == "held"))
         .await;
     let status = rig.status().await;

@@ -5,97 +5,31 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
-use siirto::names::{AccountName, MigrationId};
-use siirto::playbook::Playbook;
+use siirto::engine::{Engine, adapters_from_config};
+use siirto::names::AccountName;
 use siirto::preflight::Severity;
-use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
-use siirto::status::{MigrationStatus, migration_status};
-use siirto::store::Store;
 use siirto::whm::{SessionState, TransferSessionId};
 
-use crate::support::pdns::Pdns;
+use crate::support::rig::{SimRig, account};
 use crate::support::sshd::Sshd;
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 
-struct Rig {
-    dir: tempfile::TempDir,
-    hosts: SimHosts,
-    pdns: Pdns,
-    config: siirto::config::Config,
-    store: Store,
-    id: MigrationId,
+type Rig = SimRig;
+
+/// `accounts` accounts on the source, transfers at `bytes_per_sec`, `extra` appended to the
+/// config (e.g. `[hosts.old.ssh]`).
+async fn start_rig(accounts: usize, bytes_per_sec: u64, extra: &str) -> Rig {
+    SimRig::start("it-control", accounts, Some(bytes_per_sec), extra).await
 }
 
-impl Rig {
-    /// `accounts` accounts on the source, transfers at `bytes_per_sec`, `extra` appended to the
-    /// config (e.g. `[hosts.old.ssh]`).
-    async fn start(accounts: usize, bytes_per_sec: u64, extra: &str) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let world = SimWorld::new();
-        let accounts = generate_accounts(accounts, "kukka");
-        let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
-        source_spec.accounts = accounts.clone();
-        let source = start_host(source_spec, dir.path().join("old"), &world).await.unwrap();
-        let mut target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests");
-        target_spec.transfer_bytes_per_sec = bytes_per_sec;
-        let target = start_host(target_spec, dir.path().join("new"), &world).await.unwrap();
-        let hosts = SimHosts { world, source, target, accounts };
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
-        let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-        let extra = format!(
-            "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n\n{extra}"
-        );
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-        Rig { dir, hosts, pdns, config, store, id: MigrationId::parse("it-control").unwrap() }
-    }
+trait ControlRig {
+    async fn event_kinds(&self) -> Vec<String>;
+    fn target_whm(&self) -> siirto::whm::WhmClient;
+}
 
-    async fn plan_and_approve(&self) {
-        let adapters = adapters_from_config(&self.config).unwrap();
-        let playbook = Playbook::parse(PLAYBOOK, "playbooks/demo.toml").unwrap();
-        let now = chrono::Utc::now();
-        let request = siirto::plan::PlanRequest {
-            id: self.id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        siirto::actions::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
-    }
-
-    async fn start_migration(&self) -> siirto::preflight::StartOutcome {
-        let adapters = adapters_from_config(&self.config).unwrap();
-        siirto::preflight::start(&self.store, &self.config, &adapters, &self.id, chrono::Utc::now(), "test")
-            .await
-            .unwrap()
-    }
-
-    fn engine(&self) -> Arc<Engine> {
-        Arc::new(
-            Engine::from_config(&self.config, self.store.clone(), Arc::new(SystemClock))
-                .unwrap()
-                .with_owner("it-control")
-                .with_workers(8),
-        )
-    }
-
-    async fn status(&self) -> MigrationStatus {
-        migration_status(&self.store, self.id.as_str()).await.unwrap()
-    }
-
+impl ControlRig for Rig {
     async fn event_kinds(&self) -> Vec<String> {
         self.store.events(self.id.as_str()).await.unwrap().into_iter().map(|e| e.kind).collect()
     }
@@ -105,34 +39,10 @@ impl Rig {
     }
 }
 
-/// Drives the engine tick by tick until `done` holds (deadline: a hung engine fails the test).
-async fn tick_until(
-    rig: &Rig,
-    engine: &Arc<Engine>,
-    what: &str,
-    mut done: impl FnMut(&MigrationStatus) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = rig.status().await;
-        if done(&status) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {status:#?}\n{}", rig.pdns.log());
-        if engine.tick().await.unwrap() == 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn account<'s>(status: &'s MigrationStatus, user: &str) -> &'s siirto::status::AccountStatus {
-    status.accounts.iter().find(|a| a.user == user).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn preflight_passes_and_the_start_is_recorded() {
-    let rig = Rig::start(4, 100 * 1024 * 1024, "").await;
-    rig.plan_and_approve().await;
+    let rig = start_rig(4, 100 * 1024 * 1024, "").await;
+    rig.plan_and_approve(PLAYBOOK).await;
     let outcome = rig.start_migration().await;
     let report = &outcome.report;
     assert!(report.passed(), "{report:#?}");
@@ -154,8 +64,8 @@ async fn preflight_passes_and_the_start_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn start_is_refused_when_the_target_cannot_log_in_to_the_source() {
-    let rig = Rig::start(3, 100 * 1024 * 1024, "").await;
-    rig.plan_and_approve().await;
+    let rig = start_rig(3, 100 * 1024 * 1024, "").await;
+    rig.plan_and_approve(PLAYBOOK).await;
     rig.hosts.source.refuse_root_login(true);
     let outcome = rig.start_migration().await;
     assert!(outcome.started.is_none(), "{outcome:?}");
@@ -186,8 +96,8 @@ async fn start_is_refused_when_an_ssh_host_key_pin_does_not_match() {
     // old's pin is new's key: the server old answers with is not the one pinned.
     let extra =
         ssh(&old_sshd, "old", &new_sshd.host_key_line) + &ssh(&new_sshd, "new", &new_sshd.host_key_line);
-    let rig = Rig::start(2, 100 * 1024 * 1024, &extra).await;
-    rig.plan_and_approve().await;
+    let rig = start_rig(2, 100 * 1024 * 1024, &extra).await;
+    rig.plan_and_approve(PLAYBOOK).await;
     let outcome = rig.start_migration().await;
     assert!(outcome.started.is_none(), "{outcome:?}");
     let hard: Vec<_> = outcome.report.hard_failures().collect();
@@ -201,7 +111,7 @@ async fn start_is_refused_when_an_ssh_host_key_pin_does_not_match() {
 
 /// Waits (ticking the engine) until the migration has a transfer session on the target.
 async fn first_session(rig: &Rig, engine: &Arc<Engine>) -> TransferSessionId {
-    tick_until(rig, engine, "an account to be queued", |s| s.accounts.iter().any(|a| a.state == "queued"))
+    rig.tick_until(engine, "an account to be queued", |s| s.accounts.iter().any(|a| a.state == "queued"))
         .await;
     let sessions = siirto::transfer_control::active_sessions(&rig.store, &rig.id).await.unwrap();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
@@ -211,10 +121,10 @@ async fn first_session(rig: &Rig, engine: &Arc<Engine>) -> TransferSessionId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn packages_go_first_and_pause_resume_abort_reach_the_session() {
     // 1 MB/s: each account (1–50 MB declared) takes seconds, so the session is mid-way.
-    let rig = Rig::start(8, 1024 * 1024, "").await;
-    rig.plan_and_approve().await;
+    let rig = start_rig(8, 1024 * 1024, "").await;
+    rig.plan_and_approve(PLAYBOOK).await;
     assert!(rig.start_migration().await.started.is_some());
-    let engine = rig.engine();
+    let engine = rig.engine("it-control");
     let session = first_session(&rig, &engine).await;
     // Tick once more so start_session has enqueued and started it.
     let whm = rig.target_whm();
@@ -299,14 +209,14 @@ async fn packages_go_first_and_pause_resume_abort_reach_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mailbox_missing_on_the_target_holds_the_account_with_evidence() {
-    let rig = Rig::start(2, 100 * 1024 * 1024, "").await;
-    rig.plan_and_approve().await;
+    let rig = start_rig(2, 100 * 1024 * 1024, "").await;
+    rig.plan_and_approve(PLAYBOOK).await;
     assert!(rig.start_migration().await.started.is_some());
-    let engine = rig.engine();
+    let engine = rig.engine("it-control");
     let user = AccountName::parse("kukka0002").unwrap();
     // Between the restore and the verification (the next tick), the mailbox goes missing.
     let mut removed = false;
-    tick_until(&rig, &engine, "the account to be held", |status| {
+    rig.tick_until(&engine, "the account to be held", |status| {
         let state = account(status, user.as_str()).state.clone();
         if state == "restored" && !removed {
             let mailbox = rig.hosts.target.account_dir(&user).join("mail/kukka-0002.test/info");
@@ -321,6 +231,6 @@ async fn a_mailbox_missing_on_the_target_holds_the_account_with_evidence() {
     let reason = account(&status, user.as_str()).reason.clone().unwrap_or_default();
     assert!(reason.contains("mailboxes missing on the target: info@kukka-0002.test"), "{reason}");
     // The other account has its mailbox and goes on.
-    tick_until(&rig, &engine, "kukka0001 to arrive", |s| account(s, "kukka0001").state == "done").await;
+    rig.tick_until(&engine, "kukka0001 to arrive", |s| account(s, "kukka0001").state == "done").await;
     let _ = &rig.dir;
 }

@@ -2,5 +2,6 @@
 pub mod bind;
 pub mod pdns;
 pub mod pg;
+pub mod rig;
 pub mod smtp;
 pub mod sshd;
