@@ -412,6 +412,9 @@ pub enum DnsProviderConfig {
         api_key: Secret,
         /// The server id in API paths (default `localhost`).
         server_id: String,
+        /// When set, zones are read by AXFR from this address (PowerDNS's DNS port) instead of
+        /// `GET zones/{zone}`; writes still go through the API.
+        axfr_server: Option<SocketAddr>,
     },
     /// A primary nameserver taking RFC 2136 dynamic updates and zone transfers signed with TSIG
     /// (BIND, Knot, PowerDNS).
@@ -525,6 +528,7 @@ struct RawDns {
     api_key_env: Option<Spanned<String>>,
     api_key: Option<Spanned<toml::Value>>,
     server_id: Option<Spanned<String>>,
+    axfr_server: Option<Spanned<String>>,
     // provider = "rfc2136"
     server: Option<Spanned<String>>,
     tsig_key_name: Option<Spanned<String>>,
@@ -1086,7 +1090,11 @@ impl Ctx<'_> {
                     }
                     None => "localhost".to_owned(),
                 };
-                DnsProviderConfig::PowerDns { api_url, api_key, server_id }
+                let axfr_server = match &raw.axfr_server {
+                    Some(server) => Some(self.dns_server_address(server, "dns.axfr_server", "PowerDNS's")?),
+                    None => None,
+                };
+                DnsProviderConfig::PowerDns { api_url, api_key, server_id, axfr_server }
             }
             "rfc2136" => self.rfc2136(raw)?,
             other => {
@@ -1210,6 +1218,26 @@ impl Ctx<'_> {
         }
     }
 
+    /// A nameserver's `"ip"` (port 53) or `"ip:port"`; `whose` says which in the error.
+    fn dns_server_address(
+        &self,
+        value: &Spanned<String>,
+        field: &str,
+        whose: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let text = value.get_ref().trim();
+        text.parse::<SocketAddr>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            .ok_or_else(|| {
+                self.src.at(
+                    value,
+                    field,
+                    format!("expected {whose} \"ip\" or \"ip:port\" (e.g. \"192.0.2.53:53\"), got {text:?}"),
+                )
+            })
+    }
+
     /// `provider = "rfc2136"`: the primary's address, the TSIG key and the zones.
     fn rfc2136(&self, raw: &RawDns) -> Result<DnsProviderConfig, ConfigError> {
         let powerdns_only = [
@@ -1218,6 +1246,7 @@ impl Ctx<'_> {
             ("api_key_env", raw.api_key_env.as_ref().map(Spanned::span)),
             ("api_key", raw.api_key.as_ref().map(Spanned::span)),
             ("server_id", raw.server_id.as_ref().map(Spanned::span)),
+            ("axfr_server", raw.axfr_server.as_ref().map(Spanned::span)),
         ];
         self.no_fields_of(&powerdns_only, "rfc2136", "powerdns")?;
         let required = |field: &str, example: &str| {
@@ -1228,20 +1257,7 @@ impl Ctx<'_> {
             )
         };
         let server = raw.server.as_ref().ok_or_else(|| required("server", "\"192.0.2.53:53\""))?;
-        let value = server.get_ref().trim();
-        let server = value
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| value.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-            .ok_or_else(|| {
-                self.src.at(
-                    server,
-                    "dns.server",
-                    format!(
-                        "expected the primary's \"ip\" or \"ip:port\" (e.g. \"192.0.2.53:53\"), got {value:?}"
-                    ),
-                )
-            })?;
+        let server = self.dns_server_address(server, "dns.server", "the primary's")?;
         let key_name =
             raw.tsig_key_name.as_ref().ok_or_else(|| required("tsig_key_name", "\"siirto-key\""))?;
         let name = key_name.get_ref().trim().trim_end_matches('.');
@@ -1702,6 +1718,10 @@ api_url = "http://127.0.0.1:8081"
 api_key_file = "secrets/pdns.key"
 # api_key_env = "SIIRTO_PDNS_KEY"
 server_id = "localhost"
+# Read each zone by AXFR from PowerDNS's DNS port instead of through the API (writes stay on
+# the API): much cheaper for PowerDNS to serve when there are tens of thousands of small zones.
+# PowerDNS must allow siirto's address to transfer (allow-axfr-ips; loopback by default).
+# axfr_server = "127.0.0.1:53"
 # The authoritative nameservers asked whether a change is served ("ip" means port 53).
 nameservers = ["192.0.2.53", "192.0.2.54:53"]
 # Zone writes in flight at once: 1 for a sqlite-backed PowerDNS (its writer lock turns
@@ -1837,11 +1857,12 @@ mod tests {
             new_ssh.pull_known_hosts.as_ref().map(RemotePath::as_str),
             Some("/root/.ssh/siirto_known_hosts")
         );
-        let DnsProviderConfig::PowerDns { api_key, server_id, .. } = &config.dns.provider else {
+        let DnsProviderConfig::PowerDns { api_key, server_id, axfr_server, .. } = &config.dns.provider else {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
         assert_eq!(api_key.expose(), "PDNSKEYVALUE");
         assert_eq!(server_id, "localhost");
+        assert_eq!(*axfr_server, None, "zones are read through the API unless asked");
         assert_eq!(
             config.dns.nameservers,
             vec![
@@ -2490,6 +2511,12 @@ path = "outbox"
                 "8:11: dns.api_url: expected no api_url with provider = \"rfc2136\"",
             ),
             (
+                "axfr_server with rfc2136",
+                "zones = ",
+                "axfr_server = \"127.0.0.1:53\"\nzones = ",
+                "8:15: dns.axfr_server: expected no axfr_server with provider = \"rfc2136\"",
+            ),
+            (
                 "zones with powerdns",
                 "provider = \"rfc2136\"\nserver = \"127.0.0.1:5300\"\ntsig_key_name = \"siirto-key\"\ntsig_secret_file = \"secrets/tsig.key\"\n",
                 "provider = \"powerdns\"\napi_url = \"http://127.0.0.1:8081\"\napi_key_file = \"secrets/pdns.key\"\n",
@@ -2506,5 +2533,49 @@ path = "outbox"
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn powerdns_axfr_server_is_an_address() {
+        const BASE: &str = r#"database = "sqlite:s.db"
+
+[dns]
+provider = "powerdns"
+api_url = "http://127.0.0.1:8081"
+api_key_file = "secrets/pdns.key"
+axfr_server = "127.0.0.1:5300"
+nameservers = ["127.0.0.1:5300"]
+
+[mail]
+from = "support@example.fi"
+channel = "directory"
+path = "outbox"
+"#;
+        let dir = example_dir();
+        let axfr = |text: &str| {
+            let config = parse_with_env(text, "c.toml", dir.path(), &no_env).expect("config");
+            let DnsProviderConfig::PowerDns { axfr_server, .. } = config.dns.provider else {
+                panic!("expected powerdns");
+            };
+            axfr_server
+        };
+        assert_eq!(axfr(BASE), Some("127.0.0.1:5300".parse().expect("addr")));
+        assert_eq!(
+            axfr(&BASE.replace("axfr_server = \"127.0.0.1:5300\"", "axfr_server = \"::1\"")),
+            Some("[::1]:53".parse().expect("addr")),
+            "port 53 when only the ip is given"
+        );
+        let err = parse_with_env(
+            &BASE.replace("axfr_server = \"127.0.0.1:5300\"", "axfr_server = \"ns1.example.fi\""),
+            "c.toml",
+            dir.path(),
+            &no_env,
+        )
+        .expect_err("a name is not an address")
+        .to_string();
+        assert!(
+            err.starts_with("c.toml:7:15: dns.axfr_server: expected PowerDNS's \"ip\" or \"ip:port\""),
+            "{err}"
+        );
     }
 }

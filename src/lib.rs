@@ -55,8 +55,9 @@
 //! - [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation
 //!   of one server's accounts and domains against them, each in exactly one bucket.
 //! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
-//!   trait with two implementations (PowerDNS over its HTTP API; RFC 2136 dynamic updates signed
-//!   with TSIG, zones read by AXFR), the authoritative checker (queries built with hickory-proto
+//!   trait with two implementations (PowerDNS over its HTTP API, zones optionally read by AXFR
+//!   from its DNS port; RFC 2136 dynamic updates signed with TSIG, zones read by AXFR), the
+//!   authoritative checker (queries built with hickory-proto
 //!   and sent to each of our nameservers, so no cache stands between us and the answer), and
 //!   classification through resolvers (hickory-resolver, cache off): NS ours or not, sites and
 //!   mail at the source, the target, a spam filter or elsewhere, observed TTLs.

@@ -1,5 +1,6 @@
-//! DNS: the provider that edits the company's zones (PowerDNS over its HTTP API, or any server
-//! taking RFC 2136 dynamic updates with TSIG) and the checker that asks each authoritative
+//! DNS: the provider that edits the company's zones (PowerDNS over its HTTP API, reading zones
+//! through it or by AXFR from its DNS port, or any server taking RFC 2136 dynamic updates with
+//! TSIG) and the checker that asks each authoritative
 //! nameserver what it serves right now.
 //!
 //! The engine lowers TTLs and repoints records through a [`DnsProvider`], one batch (one HTTP

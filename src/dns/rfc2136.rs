@@ -90,11 +90,17 @@ pub struct TsigKey {
 #[derive(Clone)]
 pub struct Rfc2136 {
     server: SocketAddr,
+    signing: Signing,
+    zones: Vec<DomainName>,
+    max_records_per_type: usize,
+}
+
+/// A TSIG key ready to sign messages and verify answers.
+#[derive(Clone)]
+pub(crate) struct Signing {
     signer: TSigner,
     key_name: String,
     algorithm: TsigAlgorithm,
-    zones: Vec<DomainName>,
-    max_records_per_type: usize,
 }
 
 impl std::fmt::Debug for Rfc2136 {
@@ -102,8 +108,8 @@ impl std::fmt::Debug for Rfc2136 {
         // TSigner holds the key bytes and has no Debug of its own; keep it out.
         f.debug_struct("Rfc2136")
             .field("server", &self.server)
-            .field("key_name", &self.key_name)
-            .field("algorithm", &self.algorithm)
+            .field("key_name", &self.signing.key_name)
+            .field("algorithm", &self.signing.algorithm)
             .field("zones", &self.zones)
             .field("max_records_per_type", &self.max_records_per_type)
             .finish_non_exhaustive()
@@ -130,9 +136,7 @@ impl Rfc2136 {
             .map_err(|err| DnsError::Config(format!("TSIG key {key_name}: {err}")))?;
         Ok(Self {
             server,
-            signer,
-            key_name,
-            algorithm: tsig.algorithm,
+            signing: Signing { signer, key_name, algorithm: tsig.algorithm },
             zones,
             max_records_per_type: DEFAULT_MAX_RECORDS_PER_TYPE,
         })
@@ -152,130 +156,13 @@ impl Rfc2136 {
     pub fn server(&self) -> SocketAddr {
         self.server
     }
-
-    /// Sends `request` (signed here) and returns the raw answers, verified, until `done` says
-    /// the last one has arrived. A non-NOERROR answer is mapped to an error before its
-    /// signature is checked (BADKEY and BADSIG answers are unsigned by design).
-    async fn exchange(
-        &self,
-        op: &'static str,
-        zone: &DomainName,
-        mut request: Message,
-        mut done: impl FnMut(&Message) -> bool,
-    ) -> Result<Vec<Message>, DnsError> {
-        let server = self.server;
-        let io = |source: std::io::Error| DnsError::Io { server, source };
-        let bad = |detail: String| DnsError::BadAnswer { server, name: zone.fqdn(), detail };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let mut verifier = request
-            .finalize(&self.signer, now)
-            .map_err(|err| DnsError::Config(format!("signing the {op} message: {err}")))?
-            .ok_or_else(|| {
-                DnsError::Config(format!("hickory-proto did not return a TSIG verifier for {op}"))
-            })?;
-        let bytes =
-            request.to_vec().map_err(|err| DnsError::Config(format!("encoding the {op} message: {err}")))?;
-        let length = u16::try_from(bytes.len()).map_err(|_| {
-            DnsError::Config(format!(
-                "the {op} message for zone {zone} is {} bytes, more than one DNS message over TCP can carry (65,535)",
-                bytes.len()
-            ))
-        })?;
-
-        let conversation = async {
-            let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
-                .await
-                .map_err(|_| DnsError::Timeout { server, name: zone.fqdn() })?
-                .map_err(io)?;
-            let _ = stream.set_nodelay(true);
-            let mut frame = Vec::with_capacity(bytes.len() + 2);
-            frame.extend_from_slice(&length.to_be_bytes());
-            frame.extend_from_slice(&bytes);
-            stream.write_all(&frame).await.map_err(io)?;
-
-            let mut answers = Vec::new();
-            loop {
-                let length = stream.read_u16().await.map_err(io)?;
-                let mut body = vec![0u8; usize::from(length)];
-                stream.read_exact(&mut body).await.map_err(io)?;
-                let answer =
-                    Message::from_vec(&body).map_err(|err| bad(format!("undecodable answer: {err}")))?;
-                if answer.metadata.id != request.metadata.id
-                    || answer.metadata.message_type != MessageType::Response
-                {
-                    return Err(bad("an answer that does not belong to our request".into()));
-                }
-                if answer.metadata.response_code != ResponseCode::NoError {
-                    return Err(self.refusal(op, zone, &answer));
-                }
-                verifier.verify(&body).map_err(|err| {
-                    bad(format!("the answer's TSIG signature (key {}) did not verify: {err}", self.key_name))
-                })?;
-                let last = done(&answer);
-                answers.push(answer);
-                if last {
-                    return Ok(answers);
-                }
-            }
-        };
-        tokio::time::timeout(EXCHANGE_TIMEOUT, conversation)
-            .await
-            .map_err(|_| DnsError::Timeout { server, name: zone.fqdn() })?
-    }
-
-    /// The error for an answer with an error code; TSIG errors are named with what to fix.
-    fn refusal(&self, op: &'static str, zone: &DomainName, answer: &Message) -> DnsError {
-        let (server, key, algorithm) = (self.server, &self.key_name, self.algorithm.as_str());
-        let refused = |detail: String| DnsError::Refused { op, server, zone: zone.to_string(), detail };
-        let verb = if op == "UPDATE" { "update" } else { "transfer" };
-        match answer.signature().and_then(|tsig| tsig.data.error) {
-            Some(TsigError::BadKey) => {
-                return refused(format!(
-                    "the server does not know TSIG key {key} with algorithm {algorithm} (BADKEY)"
-                ));
-            }
-            Some(TsigError::BadSig) => {
-                return refused(format!(
-                    "the signature did not verify: the secret of TSIG key {key} is not the server's (BADSIG)"
-                ));
-            }
-            Some(TsigError::BadTime) => {
-                return refused(format!(
-                    "the server's clock and ours differ by more than {FUDGE} seconds (BADTIME)"
-                ));
-            }
-            Some(other) => return refused(format!("TSIG error {}", u16::from(other))),
-            None => {}
-        }
-        match answer.metadata.response_code {
-            ResponseCode::NotAuth => {
-                refused(format!("the server is not authoritative for zone {zone} (NOTAUTH)"))
-            }
-            ResponseCode::Refused => refused(format!(
-                "the server refused: it does not serve zone {zone}, or does not let TSIG key {key} {verb} it (REFUSED)"
-            )),
-            code => DnsError::Rcode { server, name: zone.fqdn(), rcode: rcode_text(code) },
-        }
-    }
 }
 
 #[async_trait]
 impl DnsProvider for Rfc2136 {
     #[tracing::instrument(skip_all, fields(zone = %zone, server = %self.server))]
     async fn zone(&self, zone: &DomainName) -> Result<Zone, DnsError> {
-        let origin = wire_name(&zone.fqdn())?;
-        let mut request = Message::query();
-        request.metadata.recursion_desired = false;
-        request.add_query(Query::query(origin.clone(), RecordType::AXFR));
-        // The transfer ends with the second SOA record (RFC 5936 §2.2).
-        let mut soas = 0;
-        let answers = self
-            .exchange("AXFR", zone, request, |answer| {
-                soas += answer.answers.iter().filter(|r| r.record_type() == RecordType::SOA).count();
-                soas >= 2
-            })
-            .await?;
-        zone_from_transfer(self.server, zone, &origin, answers.iter().flat_map(|a| a.answers.iter()))
+        transfer(self.server, Some(&self.signing), zone).await
     }
 
     async fn zones(&self) -> Result<Vec<DomainName>, DnsError> {
@@ -289,7 +176,7 @@ impl DnsProvider for Rfc2136 {
         }
         check_rrset_sizes(zone, changes, self.max_records_per_type)?;
         let request = update_message(zone, changes)?;
-        match self.exchange("UPDATE", zone, request, |_| true).await {
+        match exchange(self.server, Some(&self.signing), "UPDATE", zone, request, |_| true).await {
             Ok(_) => Ok(()),
             Err(DnsError::Rcode { server, name, rcode }) if rcode == "SERVFAIL" => {
                 // Say which rrset is the likeliest culprit when a limit is plausible, so an
@@ -314,6 +201,160 @@ impl DnsProvider for Rfc2136 {
             }
             Err(err) => Err(err),
         }
+    }
+}
+
+/// Reads `zone` by AXFR over TCP from `server` (RFC 5936), signed with `signing` when given.
+/// An unsigned transfer is for a server that allows this address to transfer without a key
+/// (PowerDNS's `allow-axfr-ips`, loopback by default).
+pub(crate) async fn transfer(
+    server: SocketAddr,
+    signing: Option<&Signing>,
+    zone: &DomainName,
+) -> Result<Zone, DnsError> {
+    let origin = wire_name(&zone.fqdn())?;
+    let mut request = Message::query();
+    request.metadata.recursion_desired = false;
+    request.add_query(Query::query(origin.clone(), RecordType::AXFR));
+    // The transfer ends with the second SOA record (RFC 5936 §2.2).
+    let mut soas = 0;
+    let answers = exchange(server, signing, "AXFR", zone, request, |answer| {
+        soas += answer.answers.iter().filter(|r| r.record_type() == RecordType::SOA).count();
+        soas >= 2
+    })
+    .await?;
+    zone_from_transfer(server, zone, &origin, answers.iter().flat_map(|a| a.answers.iter()))
+}
+
+/// Sends `request` (signed here when `signing` is given) to `server` and returns the raw
+/// answers, verified, until `done` says the last one has arrived. A non-NOERROR answer is
+/// mapped to an error before its signature is checked (BADKEY and BADSIG answers are unsigned
+/// by design).
+async fn exchange(
+    server: SocketAddr,
+    signing: Option<&Signing>,
+    op: &'static str,
+    zone: &DomainName,
+    mut request: Message,
+    mut done: impl FnMut(&Message) -> bool,
+) -> Result<Vec<Message>, DnsError> {
+    let io = |source: std::io::Error| DnsError::Io { server, source };
+    let bad = |detail: String| DnsError::BadAnswer { server, name: zone.fqdn(), detail };
+    let mut verifier = match signing {
+        Some(signing) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+            let verifier = request
+                .finalize(&signing.signer, now)
+                .map_err(|err| DnsError::Config(format!("signing the {op} message: {err}")))?
+                .ok_or_else(|| {
+                    DnsError::Config(format!("hickory-proto did not return a TSIG verifier for {op}"))
+                })?;
+            Some(verifier)
+        }
+        None => None,
+    };
+    let bytes =
+        request.to_vec().map_err(|err| DnsError::Config(format!("encoding the {op} message: {err}")))?;
+    let length = u16::try_from(bytes.len()).map_err(|_| {
+        DnsError::Config(format!(
+            "the {op} message for zone {zone} is {} bytes, more than one DNS message over TCP can carry (65,535)",
+            bytes.len()
+        ))
+    })?;
+
+    let conversation = async {
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
+            .await
+            .map_err(|_| DnsError::Timeout { server, name: zone.fqdn() })?
+            .map_err(io)?;
+        let _ = stream.set_nodelay(true);
+        let mut frame = Vec::with_capacity(bytes.len() + 2);
+        frame.extend_from_slice(&length.to_be_bytes());
+        frame.extend_from_slice(&bytes);
+        stream.write_all(&frame).await.map_err(io)?;
+
+        let mut answers = Vec::new();
+        loop {
+            let length = stream.read_u16().await.map_err(io)?;
+            let mut body = vec![0u8; usize::from(length)];
+            stream.read_exact(&mut body).await.map_err(io)?;
+            let answer = Message::from_vec(&body).map_err(|err| bad(format!("undecodable answer: {err}")))?;
+            if answer.metadata.id != request.metadata.id
+                || answer.metadata.message_type != MessageType::Response
+            {
+                return Err(bad("an answer that does not belong to our request".into()));
+            }
+            if answer.metadata.response_code != ResponseCode::NoError {
+                return Err(refusal(server, signing, op, zone, &answer));
+            }
+            if let (Some(verifier), Some(signing)) = (verifier.as_mut(), signing) {
+                verifier.verify(&body).map_err(|err| {
+                    bad(format!(
+                        "the answer's TSIG signature (key {}) did not verify: {err}",
+                        signing.key_name
+                    ))
+                })?;
+            }
+            let last = done(&answer);
+            answers.push(answer);
+            if last {
+                return Ok(answers);
+            }
+        }
+    };
+    tokio::time::timeout(EXCHANGE_TIMEOUT, conversation)
+        .await
+        .map_err(|_| DnsError::Timeout { server, name: zone.fqdn() })?
+}
+
+/// The error for an answer with an error code; TSIG errors are named with what to fix, and
+/// so is an unsigned transfer the server does not allow.
+fn refusal(
+    server: SocketAddr,
+    signing: Option<&Signing>,
+    op: &'static str,
+    zone: &DomainName,
+    answer: &Message,
+) -> DnsError {
+    let refused = |detail: String| DnsError::Refused { op, server, zone: zone.to_string(), detail };
+    let verb = if op == "UPDATE" { "update" } else { "transfer" };
+    let Some(Signing { key_name: key, algorithm, .. }) = signing else {
+        return match answer.metadata.response_code {
+            ResponseCode::NotAuth | ResponseCode::Refused => refused(format!(
+                "the server does not serve zone {zone}, or does not allow a transfer from this address without a TSIG key ({}; on PowerDNS, allow-axfr-ips)",
+                rcode_text(answer.metadata.response_code)
+            )),
+            code => DnsError::Rcode { server, name: zone.fqdn(), rcode: rcode_text(code) },
+        };
+    };
+    let algorithm = algorithm.as_str();
+    match answer.signature().and_then(|tsig| tsig.data.error) {
+        Some(TsigError::BadKey) => {
+            return refused(format!(
+                "the server does not know TSIG key {key} with algorithm {algorithm} (BADKEY)"
+            ));
+        }
+        Some(TsigError::BadSig) => {
+            return refused(format!(
+                "the signature did not verify: the secret of TSIG key {key} is not the server's (BADSIG)"
+            ));
+        }
+        Some(TsigError::BadTime) => {
+            return refused(format!(
+                "the server's clock and ours differ by more than {FUDGE} seconds (BADTIME)"
+            ));
+        }
+        Some(other) => return refused(format!("TSIG error {}", u16::from(other))),
+        None => {}
+    }
+    match answer.metadata.response_code {
+        ResponseCode::NotAuth => {
+            refused(format!("the server is not authoritative for zone {zone} (NOTAUTH)"))
+        }
+        ResponseCode::Refused => refused(format!(
+            "the server refused: it does not serve zone {zone}, or does not let TSIG key {key} {verb} it (REFUSED)"
+        )),
+        code => DnsError::Rcode { server, name: zone.fqdn(), rcode: rcode_text(code) },
     }
 }
 
@@ -425,6 +466,22 @@ fn zone_from_transfer<'a>(
     }
     for record in records {
         let rtype = record.record_type();
+        // A signed zone's keys, signatures and denial-of-existence records are the signer's,
+        // made again on every change: not rrsets siirto reads or writes (PowerDNS's API does
+        // not list them either), and counting them would dilute the share of a zone a change
+        // may touch. DS records (a delegation's) are the zone's own and stay.
+        if matches!(
+            rtype,
+            RecordType::RRSIG
+                | RecordType::NSEC
+                | RecordType::NSEC3
+                | RecordType::NSEC3PARAM
+                | RecordType::DNSKEY
+                | RecordType::CDS
+                | RecordType::CDNSKEY
+        ) {
+            continue;
+        }
         if rtype == RecordType::SOA {
             if soa_seen {
                 continue; // the closing SOA repeats the opening one
@@ -433,7 +490,7 @@ fn zone_from_transfer<'a>(
         }
         let name = owner_name(&record.name.to_ascii(), zone)
             .map_err(|err| bad(format!("a record outside the zone: {err}")))?;
-        let key = (name.clone(), rtype.to_string().to_ascii_uppercase());
+        let key = (name.clone(), type_name(rtype));
         let content = presentation(&record.data);
         match index.get(&key) {
             Some(&at) => {
@@ -455,16 +512,58 @@ fn first_soa(record: &Record, origin: &Name) -> bool {
     record.record_type() == RecordType::SOA && record.name.to_ascii().eq_ignore_ascii_case(&origin.to_ascii())
 }
 
+/// A record type's name as PowerDNS writes it: hickory's, except SPF (type 99, which hickory
+/// does not know) and other unknown types, named `TYPE{n}` (RFC 3597 §5).
+fn type_name(rtype: RecordType) -> String {
+    match rtype {
+        RecordType::Unknown(99) => "SPF".to_owned(),
+        RecordType::Unknown(code) => format!("TYPE{code}"),
+        known => known.to_string().to_ascii_uppercase(),
+    }
+}
+
 /// Record content in presentation format as PowerDNS writes it: hickory's own format, except
-/// for TXT, whose strings hickory runs together unquoted.
+/// for the types whose text hickory writes differently: TXT, SPF and HINFO (character-strings,
+/// which hickory runs together unquoted), DS and CDS (digests, which hickory writes in upper
+/// case), and types hickory does not know (RFC 3597's `\# length hex`).
 fn presentation(rdata: &RData) -> String {
     match rdata {
         RData::TXT(txt) => {
             let strings: Vec<String> = txt.txt_data.iter().map(|bytes| quoted(bytes)).collect();
             strings.join(" ")
         }
+        RData::HINFO(hinfo) => format!("{} {}", quoted(&hinfo.cpu), quoted(&hinfo.os)),
+        RData::Unknown { code: RecordType::Unknown(99), rdata } => match character_strings(&rdata.anything) {
+            Some(strings) => strings.iter().map(|bytes| quoted(bytes)).collect::<Vec<_>>().join(" "),
+            None => generic(&rdata.anything),
+        },
+        RData::Unknown { rdata, .. } => generic(&rdata.anything),
+        other if matches!(other.record_type(), RecordType::DS | RecordType::CDS) => {
+            other.to_string().to_ascii_lowercase()
+        }
         other => other.to_string(),
     }
+}
+
+/// The character-strings of an rdata made of them (RFC 1035 §3.3), or None when the lengths do
+/// not add up.
+fn character_strings(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut strings = Vec::new();
+    while let Some((&length, rest)) = bytes.split_first() {
+        let length = usize::from(length);
+        if rest.len() < length {
+            return None;
+        }
+        strings.push(&rest[..length]);
+        bytes = &rest[length..];
+    }
+    Some(strings)
+}
+
+/// RFC 3597 §5's generic rdata: `\# length hex`.
+fn generic(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if hex.is_empty() { "\\# 0".to_owned() } else { format!("\\# {} {hex}", bytes.len()) }
 }
 
 /// One character-string in quotes, with `"` and `\` escaped and bytes outside printable
@@ -538,7 +637,7 @@ mod tests {
     #[test]
     fn settings() {
         let client = client();
-        assert_eq!(client.key_name, "siirto-key");
+        assert_eq!(client.signing.key_name, "siirto-key");
         let debug = format!("{client:?}");
         assert!(debug.contains("siirto-key") && !debug.contains("c2VjcmV0"), "{debug}");
         let key = |name: &str, secret: &str| TsigKey {
@@ -696,6 +795,26 @@ mod tests {
     }
 
     #[test]
+    fn types_hickory_does_not_know_keep_their_data() {
+        use hickory_proto::rr::rdata::NULL;
+        let unknown = |code: u16, bytes: &[u8]| RData::Unknown {
+            code: RecordType::Unknown(code),
+            rdata: NULL::with(bytes.to_vec()),
+        };
+        assert_eq!(type_name(RecordType::Unknown(99)), "SPF");
+        assert_eq!(type_name(RecordType::Unknown(29)), "TYPE29");
+        assert_eq!(type_name(RecordType::MX), "MX");
+        assert_eq!(presentation(&unknown(99, b"\x0bv=spf1 -all\x02ok")), "\"v=spf1 -all\" \"ok\"");
+        // Lengths that do not add up: not character-strings, so the generic form.
+        assert_eq!(presentation(&unknown(99, b"\x09v=spf1")), "\\# 7 09763d73706631");
+        assert_eq!(
+            presentation(&RData::Unknown { code: RecordType::Unknown(29), rdata: NULL::new() }),
+            "\\# 0"
+        );
+        assert_eq!(presentation(&unknown(29, &[0, 0x12, 0xab])), "\\# 3 0012ab");
+    }
+
+    #[test]
     fn refusals_say_what_to_fix() {
         let client = client();
         let answer = |code: ResponseCode, tsig_error: Option<TsigError>| {
@@ -708,7 +827,9 @@ mod tests {
             }
             message
         };
-        let text = |code, error| client.refusal("UPDATE", &zone(), &answer(code, error));
+        let text = |code, error| {
+            refusal(client.server, Some(&client.signing), "UPDATE", &zone(), &answer(code, error))
+        };
         let err = text(ResponseCode::NotAuth, Some(TsigError::BadKey));
         assert!(
             err.to_string().contains("does not know TSIG key siirto-key with algorithm hmac-sha512"),
@@ -731,5 +852,15 @@ mod tests {
         let err = text(ResponseCode::ServFail, None);
         assert!(matches!(&err, DnsError::Rcode { rcode, .. } if rcode == "SERVFAIL"), "{err:?}");
         assert!(err.is_transient());
+
+        // Unsigned (PowerDNS's AXFR reads): no key to blame, the server's transfer ACL instead.
+        let unsigned = |code| refusal(client.server, None, "AXFR", &zone(), &answer(code, None));
+        for code in [ResponseCode::NotAuth, ResponseCode::Refused] {
+            let err = unsigned(code);
+            assert!(!err.is_transient(), "{code:?}");
+            let text = err.to_string();
+            assert!(text.contains("allow-axfr-ips") && !text.contains("TSIG key siirto-key"), "{text}");
+        }
+        assert!(unsigned(ResponseCode::ServFail).is_transient());
     }
 }

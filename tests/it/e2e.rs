@@ -23,6 +23,15 @@ use crate::support::smtp::SmtpServer;
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 const GATE_WAIT_MS: i64 = 2_000;
 
+/// How the daemon reads zones from pdns.
+#[derive(Clone, Copy, PartialEq)]
+enum Reads {
+    /// `GET zones/{zone}` through the API.
+    Api,
+    /// AXFR from pdns's DNS port (`dns.axfr_server`).
+    Axfr,
+}
+
 struct Rig {
     _dir: tempfile::TempDir,
     hosts: SimHosts,
@@ -39,6 +48,11 @@ impl Rig {
     /// Starts the hosts with `accounts` accounts, pdns_server with their zones, the SMTP server,
     /// writes the config and opens the store at `database` (None: a SQLite file in the rig's dir).
     async fn start(accounts: usize, database: Option<&str>) -> Rig {
+        Rig::start_reading(accounts, database, Reads::Api).await
+    }
+
+    /// [`Rig::start`], with the daemon reading zones as `reads` says.
+    async fn start_reading(accounts: usize, database: Option<&str>, reads: Reads) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
         let smtp = SmtpServer::start();
@@ -53,8 +67,13 @@ impl Rig {
             Some(url) => url.to_owned(),
             None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
         };
+        // write_config appends `extra` right after the [dns] table's own lines.
+        let dns_extra = match reads {
+            Reads::Api => String::new(),
+            Reads::Axfr => format!("axfr_server = \"{}\"\n", pdns.dns_addr),
+        };
         let extra = format!(
-            "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
+            "{dns_extra}\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
             smtp.addr.port()
         );
         let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
@@ -170,14 +189,23 @@ fn user(n: usize) -> AccountName {
 
 /// The whole path, with one account that fails to restore every time: it is retried, then held,
 /// and the rest of the migration goes on.
-async fn migrate(database: Option<&str>) {
-    let rig = Rig::start(22, database).await;
+async fn migrate(database: Option<&str>, reads: Reads) {
+    let rig = Rig::start_reading(22, database, reads).await;
+    let transfers_before = pdns_statistic(&rig.pdns, "tcp-queries").await;
     let failing = user(7);
     assert!(rig.hosts.source.set_fail_restore(&failing, Some("Restore failed: disk quota exceeded".into())));
     rig.plan_and_start().await;
     let daemons = Daemons::start(&[rig.engine("it-daemon", 8)]);
     let status = rig.wait_cut_over().await;
     daemons.stop().await;
+    // The checker asks over UDP; what pdns got over TCP were the daemon's transfers, at least
+    // one to lower and one to repoint each zone when it reads by AXFR, none otherwise.
+    let tcp_queries = pdns_statistic(&rig.pdns, "tcp-queries").await - transfers_before;
+    let zones = rig.hosts.accounts.iter().map(|a| 1 + a.addon_domains.len()).sum::<usize>() as u64;
+    match reads {
+        Reads::Axfr => assert!(tcp_queries >= 2 * zones, "{tcp_queries} TCP queries for {zones} zones"),
+        Reads::Api => assert_eq!(tcp_queries, 0, "no zone is read by AXFR unless configured"),
+    }
 
     // Every account but the failing one arrived; that one is held with the target's reason.
     assert_eq!(status.arrived(), 21, "{status:#?}");
@@ -303,13 +331,19 @@ async fn migrate(database: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_end_to_end_on_sqlite() {
-    migrate(None).await;
+    migrate(None, Reads::Api).await;
+}
+
+/// The same, with the daemon reading zones by AXFR from pdns's DNS port (`dns.axfr_server`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_end_to_end_reading_zones_by_axfr() {
+    migrate(None, Reads::Axfr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_end_to_end_on_postgres() {
     let pg = PgDatabase::create().await;
-    migrate(Some(pg.url())).await;
+    migrate(Some(pg.url()), Reads::Api).await;
 }
 
 /// Two daemons on one PostgreSQL database split the work and never perform a step twice.
@@ -453,4 +487,19 @@ async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
     assert_eq!(accounts, [rig.hosts.accounts[0].user.as_str()], "{refused:#?}");
     let enqueued = events.iter().filter(|e| e.kind == "account_enqueued").count();
     assert_eq!(enqueued, 3, "each account went into the one session once");
+}
+
+/// One of pdns's counters (`GET /api/v1/servers/localhost/statistics`).
+async fn pdns_statistic(pdns: &Pdns, name: &str) -> u64 {
+    let url = pdns.api_url.join(&format!("api/v1/servers/localhost/statistics?statistic={name}")).unwrap();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .header("X-API-Key", &pdns.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer[0]["value"].as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {answer}"))
 }

@@ -33,6 +33,11 @@ impl Pdns {
     /// Starts a fresh server and waits until its API and its DNS port both answer.
     /// Panics (failing the test) when PowerDNS is not installed, naming the Debian packages.
     pub async fn start() -> Pdns {
+        Pdns::start_with("").await
+    }
+
+    /// [`Pdns::start`] with `extra` lines appended to its `pdns.conf`.
+    pub async fn start_with(extra: &str) -> Pdns {
         for path in [PDNS_SERVER, SCHEMA] {
             assert!(Path::new(path).exists(), "{path} is missing: {INSTALL}");
         }
@@ -61,7 +66,8 @@ impl Pdns {
              zone-cache-refresh-interval=0\n\
              distributor-threads=1\n\
              receiver-threads=1\n\
-             loglevel=4\n",
+             loglevel=4\n\
+             {extra}\n",
             database = database.display(),
         );
         std::fs::write(dir.path().join("pdns.conf"), config).expect("write pdns.conf");
