@@ -17,6 +17,8 @@
 //!   ([`playbook_needs_ssh`]), a warning otherwise. With the final mail sync on, the target
 //!   must also log in to the source over the hop its rsync will use (pull key, pinned
 //!   known_hosts), which is run once with `true`.
+//! - **The DNS provider** lists its zones and reads one of the migration's the way the engine
+//!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning.
 //! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
 //!   migration's accounts: user and domain clashes and too little free disk are hard failures,
 //!   an older target version too; an unknown disk or version is a warning.
@@ -261,6 +263,10 @@ pub async fn preflight(
         }
     }
 
+    // 2c. The DNS provider: it answers, and it reads one of the migration's zones the way the
+    //     engine will (through the API, by AXFR, or by a TSIG-signed AXFR).
+    dns_check(&mut report, store, adapters, id).await?;
+
     // 3. Room and clashes on the target, for the migration's accounts only.
     let users: Vec<String> = store.accounts(id.as_str()).await?.into_iter().map(|a| a.user).collect();
     match crate::inventory::inventory(&source.whm).await {
@@ -293,6 +299,46 @@ pub async fn preflight(
         }
     }
     Ok(report)
+}
+
+/// The `dns` finding: the provider lists its zones, and the first of the migration's zones it
+/// holds reads back (a wrong API key, a closed AXFR or a TSIG key the server does not know
+/// shows up here instead of at the first lowering).
+async fn dns_check(
+    report: &mut PreflightReport,
+    store: &Store,
+    adapters: &ConfiguredAdapters,
+    id: &MigrationId,
+) -> anyhow::Result<()> {
+    let zones = match adapters.dns.zones().await {
+        Ok(zones) => zones,
+        Err(err) => {
+            report.push("dns", Severity::Hard, format!("the DNS provider does not answer: {err}"));
+            return Ok(());
+        }
+    };
+    let domains = store.domains(id.as_str()).await?;
+    let ours = domains.iter().find_map(|d| zones.iter().find(|z| z.as_str() == d.zone));
+    match ours {
+        None => report.push(
+            "dns",
+            Severity::Warning,
+            format!(
+                "the DNS provider answers ({} zones), but holds none of this migration's {} domains' zones: nothing will be repointed by siirto",
+                zones.len(),
+                domains.len()
+            ),
+        ),
+        Some(zone) => match adapters.dns.zone(zone).await {
+            Ok(read) => report.push(
+                "dns",
+                Severity::Ok,
+                format!("the DNS provider answers ({} zones) and reads zone {zone} ({} rrsets)", zones.len(), read.rrsets.len()),
+            ),
+            Err(err) => report.push("dns", Severity::Hard, format!("the DNS provider cannot read zone {zone}: {err}")),
+        },
+    }
+    Ok(())
 }
 
 async fn target_checks(report: &mut PreflightReport, moving: &Inventory, target: &HostRuntime) {

@@ -53,6 +53,7 @@ async fn preflight_passes_and_the_start_is_recorded() {
     assert_eq!(severity("clashes"), Some(Severity::Ok));
     assert_eq!(severity("disk"), Some(Severity::Ok));
     assert_eq!(severity("version"), Some(Severity::Ok));
+    assert_eq!(severity("dns"), Some(Severity::Ok));
     // No [hosts.*.ssh]: nothing in the demo playbook needs SSH, so a warning each.
     assert_eq!(severity("ssh old"), Some(Severity::Warning));
     assert_eq!(severity("ssh new"), Some(Severity::Warning));
@@ -79,6 +80,30 @@ async fn start_is_refused_when_the_target_cannot_log_in_to_the_source() {
     // Fixed: the same start goes through.
     rig.hosts.source.refuse_root_login(false);
     assert!(rig.start_migration().await.started.is_some());
+}
+
+/// Zones read by AXFR from an address where PowerDNS does not answer: the start is refused
+/// with the DNS finding, before any TTL is lowered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_is_refused_when_the_dns_provider_cannot_read_the_zones() {
+    let mut rig = start_rig(2, 100 * 1024 * 1024, "").await;
+    rig.plan_and_approve(PLAYBOOK).await;
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::pdns::free_tcp_port()));
+    let siirto::config::DnsProviderConfig::PowerDns { axfr_server, .. } = &mut rig.config.dns.provider else {
+        panic!("the rig uses PowerDNS");
+    };
+    *axfr_server = Some(closed);
+    let outcome = rig.start_migration().await;
+    assert!(outcome.started.is_none(), "{outcome:?}");
+    let hard: Vec<_> = outcome.report.hard_failures().collect();
+    assert_eq!(hard.len(), 1, "{:#?}", outcome.report);
+    assert_eq!(hard[0].check, "dns");
+    assert!(
+        hard[0].detail.contains("cannot read zone") && hard[0].detail.contains(&closed.to_string()),
+        "{:?}",
+        hard[0]
+    );
+    assert!(matches!(rig.status().await.detail, MigrationState::Approved { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
