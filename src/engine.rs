@@ -137,7 +137,7 @@ pub struct Engine {
 
 /// Zones handled by one run of the lowering job; the job reschedules itself for the rest, so
 /// no run outlives its lease on a campaign of 50,000 domains.
-const LOWER_TTL_ZONES_PER_RUN: usize = 200;
+const LOWER_TTL_ZONES_PER_RUN: u32 = 200;
 
 /// How soon a job that found its account's DNS locked by another job looks again.
 const ACCOUNT_LOCK_RETRY: Duration = Duration::from_secs(1);
@@ -901,29 +901,15 @@ impl Engine {
         let MigrationState::Started { .. } = ctx.state else {
             return self.finish(lease).await;
         };
-        let domains = self.store.domains(ctx.id.as_str()).await?;
+        // Only the next zones' domains still to lower: a run never reads the whole migration.
+        let rows = self.store.domains_to_lower(ctx.id.as_str(), LOWER_TTL_ZONES_PER_RUN).await?;
         let mut by_zone: BTreeMap<String, Vec<DomainRow>> = BTreeMap::new();
-        for row in domains.iter() {
-            match domain_state(row)? {
-                DomainState::Pending | DomainState::TtlObserved { .. } => {
-                    by_zone.entry(row.zone.clone()).or_default().push(row.clone())
-                }
-                DomainState::TtlLowered { .. }
-                | DomainState::VerifiedOnTarget { .. }
-                | DomainState::Repointed { .. }
-                | DomainState::Done { .. }
-                | DomainState::TtlRestored { .. }
-                | DomainState::RolledBack { .. }
-                // Not our DNS: its records are never touched, its TTL never lowered.
-                | DomainState::External { .. }
-                | DomainState::AwaitingCustomer { .. }
-                | DomainState::Propagated { .. } => {}
-            }
+        for row in rows {
+            by_zone.entry(row.zone.clone()).or_default().push(row);
         }
-        let total_zones = by_zone.len();
-        let this_run: Vec<(String, Vec<DomainRow>)> =
-            by_zone.into_iter().take(LOWER_TTL_ZONES_PER_RUN).collect();
-        let handled = this_run.len();
+        // A full run may leave zones for the next one; a short run was the last.
+        let more = by_zone.len() >= LOWER_TTL_ZONES_PER_RUN as usize;
+        let this_run: Vec<(String, Vec<DomainRow>)> = by_zone.into_iter().collect();
         let dedicated = self.dedicated_all(ctx).await?;
         let results: Vec<StepResult> = futures::stream::iter(this_run)
             .map(|(zone, rows)| self.lower_zone(ctx, lease, zone, rows, &dedicated))
@@ -945,7 +931,7 @@ impl Engine {
             return Err(err);
         }
         let now = self.now_ms();
-        if handled < total_zones {
+        if more {
             let mut tx = self.store.begin_leased(lease, now).await?;
             tx.reschedule_job(lease, now).await?;
             return Ok(tx.commit().await?);
@@ -2292,9 +2278,14 @@ pub fn adapters_from_config(config: &Config) -> anyhow::Result<ConfiguredAdapter
         );
     }
     let dns: Arc<dyn DnsProvider> = match &config.dns.provider {
-        crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id } => Arc::new(
-            PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone()).context("PowerDNS client")?,
-        ),
+        crate::config::DnsProviderConfig::PowerDns { api_url, api_key, server_id, axfr_server } => {
+            let client = PowerDns::new(api_url.clone(), api_key.clone(), server_id.clone())
+                .context("PowerDNS client")?;
+            Arc::new(match axfr_server {
+                Some(server) => client.with_axfr_reads(*server),
+                None => client,
+            })
+        }
         crate::config::DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type } => Arc::new(
             crate::dns::Rfc2136::new(*server, tsig.clone(), zones.clone())
                 .context("RFC 2136 client")?

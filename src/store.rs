@@ -746,6 +746,28 @@ impl Store {
             .await?)
     }
 
+    /// The domains still to lower (`pending`, `ttl_observed`) in the first `zones` zones (by
+    /// name) that have any, leaving out the domains of held accounts (a zone that could not be
+    /// read holds its accounts, and must not be tried again on every run); by zone, then name.
+    pub async fn domains_to_lower(
+        &self,
+        migration_id: &str,
+        zones: u32,
+    ) -> Result<Vec<DomainRow>, StoreError> {
+        const TO_LOWER: &str = "d.migration_id = $1 AND d.state IN ('pending', 'ttl_observed') \
+             AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.migration_id = d.migration_id \
+             AND a.user_name = d.user_name AND a.state = 'held')";
+        Ok(sqlx::query_as(&format!(
+            "SELECT d.* FROM domains d WHERE {TO_LOWER} AND d.zone IN \
+             (SELECT DISTINCT d.zone FROM domains d WHERE {TO_LOWER} ORDER BY d.zone LIMIT $2) \
+             ORDER BY d.zone, d.domain"
+        ))
+        .bind(migration_id)
+        .bind(i64::from(zones))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The domains of one account, by name.
     pub async fn domains_of(&self, migration_id: &str, user: &str) -> Result<Vec<DomainRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain")
