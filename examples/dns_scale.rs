@@ -6,12 +6,14 @@
 //! cargo run --release --example dns_scale                 # 5,000 domains, both layouts
 //! cargo run --release --example dns_scale -- --domains 50000
 //! cargo run --release --example dns_scale -- --layout grouped --concurrency 2
+//! cargo run --release --example dns_scale -- --reads api    # siirto reading zones by GET
 //! ```
 //!
 //! What is measured, per layout (`single`: one zone per domain; `grouped`: zones of 50
 //! domains), each domain having an apex A and a `www` A rrset at the source address:
 //!
-//! - **siirto**: the path the engine takes for a zone — `PowerDns::zone()` (GET), the change
+//! - **siirto**: the path the engine takes for a zone — `PowerDns::zone()` (by AXFR from
+//!   pdns's DNS port, `dns.axfr_server`, or with `--reads api` by GET), the change
 //!   set from `siirto::dns::lower_ttl_changes` / `repoint_changes` (public; the engine's own
 //!   `records_to_change`/`rewrite_rrset` are private to `src/engine.rs`, and for A rrsets at the
 //!   source they select the same rrsets), then `PowerDns::apply()` (one PATCH per zone), with
@@ -20,7 +22,9 @@
 //! - **raw**: a plain reqwest client that already knows every record and sends one PATCH per
 //!   zone with `--concurrency` in flight, no GET and no siirto code. It runs twice per
 //!   operation (the second pass undoes the first, an identical write load) and the better
-//!   pass is the baseline.
+//!   pass is the baseline. With `--raw-reads`, the raw client also runs reading each zone
+//!   before its PATCH (GET, then AXFR), to tell what reading costs the server apart from what
+//!   siirto's code costs.
 //!
 //! - **engine** (`--engine-accounts N`, default 100, 0 skips): the real daemon in-process on a
 //!   SQLite store, simulated cPanel hosts with instant transfers, the demo playbook, zones
@@ -92,6 +96,21 @@ struct Args {
     /// this many generated accounts and time its TTL lowering; 0 skips it.
     #[arg(long, default_value_t = 100)]
     engine_accounts: usize,
+    /// How siirto reads zones: by AXFR from pdns's DNS port (`dns.axfr_server`) or by GET
+    /// through the API.
+    #[arg(long, value_enum, default_value_t = Reads::Axfr)]
+    reads: Reads,
+    /// Also time the raw client reading each zone (GET, then AXFR) before its PATCH.
+    #[arg(long)]
+    raw_reads: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Reads {
+    /// AXFR from pdns's DNS port.
+    Axfr,
+    /// GET through the API.
+    Api,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -117,8 +136,14 @@ async fn main() -> Result<()> {
         bail!("--domains must be positive, --concurrency and --readers 1..=8");
     }
     println!(
-        "dns_scale: {} domains, write concurrency {}, {} readers, pdns_server sqlite backend",
-        args.domains, args.concurrency, args.readers
+        "dns_scale: {} domains, write concurrency {}, {} readers, siirto reads zones by {}, pdns_server sqlite backend",
+        args.domains,
+        args.concurrency,
+        args.readers,
+        match args.reads {
+            Reads::Axfr => "AXFR",
+            Reads::Api => "API GET",
+        }
     );
     if matches!(args.layout, Layout::Single | Layout::Both) {
         run_layout(&args, 1).await?;
@@ -175,11 +200,12 @@ async fn passes(
     while zones.peek().is_some() {
         slices.push(Arc::new(zones.by_ref().take(per_slice).collect()));
     }
-    let provider = Arc::new(PowerDns::new(
-        pdns.api_url.clone(),
-        Secret::new(pdns.api_key.clone()),
-        "localhost".to_owned(),
-    )?);
+    let provider =
+        PowerDns::new(pdns.api_url.clone(), Secret::new(pdns.api_key.clone()), "localhost".to_owned())?;
+    let provider = Arc::new(match args.reads {
+        Reads::Axfr => provider.with_axfr_reads(pdns.dns_addr),
+        Reads::Api => provider,
+    });
     let raw = RawClient::new(pdns, false)?;
     let raw_reads = RawClient::new(pdns, true)?;
     let raw_axfr = RawClient::with_axfr_reads(pdns)?;
@@ -192,9 +218,11 @@ async fn passes(
         let raw_b = raw.run(slice, args.concurrency, SOURCE, OLD_TTL).await?;
         let ours = siirto_pass(&provider, slice, args, Op::Lower).await?;
         totals.add(raw_a, raw_b, ours);
-        // GET+PATCH, and back to where siirto left it.
-        totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, OLD_TTL).await?);
-        totals.axfr.add(&raw_axfr.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?);
+        if args.raw_reads {
+            // GET+PATCH, and back to where siirto left it.
+            totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, OLD_TTL).await?);
+            totals.axfr.add(&raw_axfr.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?);
+        }
     }
     expect_records(database, SOURCE, SHORT_TTL, rrsets).await?;
     report("lower TTL", label, rrsets, &totals, slices.len(), (load, load_average()));
@@ -207,8 +235,10 @@ async fn passes(
         let raw_b = raw.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?;
         let ours = siirto_pass(&provider, slice, args, Op::Repoint).await?;
         totals.add(raw_a, raw_b, ours);
-        totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?);
-        totals.axfr.add(&raw_axfr.run(slice, args.concurrency, TARGET, SHORT_TTL).await?);
+        if args.raw_reads {
+            totals.reads.add(&raw_reads.run(slice, args.concurrency, SOURCE, SHORT_TTL).await?);
+            totals.axfr.add(&raw_axfr.run(slice, args.concurrency, TARGET, SHORT_TTL).await?);
+        }
     }
     expect_records(database, TARGET, SHORT_TTL, rrsets).await?;
     report("repoint", label, rrsets, &totals, slices.len(), (load, load_average()));
@@ -334,7 +364,7 @@ struct Pass {
     rrsets: usize,
 }
 
-/// siirto's path over every zone: GET through the provider, the change set from the public
+/// siirto's path over every zone: a read through the provider (AXFR or GET), the change set from the public
 /// change builders, one PATCH through the provider; reads overlap, writes are bounded.
 async fn siirto_pass(
     provider: &Arc<PowerDns>,
@@ -364,7 +394,7 @@ async fn siirto_pass(
                             retries.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        Err(err) => return Err(anyhow!("GET {}: {err}", zone.name)),
+                        Err(err) => return Err(anyhow!("reading {}: {err}", zone.name)),
                     }
                 };
                 let changes: Vec<RrsetChange> = match op {
@@ -627,8 +657,15 @@ async fn run_engine(args: &Args) -> Result<()> {
 
     std::fs::create_dir_all(dir.path().join("outbox"))?;
     let store_url = format!("sqlite://{}", dir.path().join("siirto.db").display());
-    let extra = "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n";
-    let mut config = write_config(&hosts, &endpoint, dir.path(), &store_url, extra)?;
+    // write_config appends `extra` right after the [dns] table's own lines.
+    let axfr = match args.reads {
+        Reads::Axfr => format!("axfr_server = \"{}\"\n", pdns.dns_addr),
+        Reads::Api => String::new(),
+    };
+    let extra = format!(
+        "{axfr}\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n"
+    );
+    let mut config = write_config(&hosts, &endpoint, dir.path(), &store_url, &extra)?;
     config.dns.write_concurrency = args.concurrency as u32;
     let store = Store::connect(&config.database).await?;
     let adapters = adapters_from_config(&config)?;
