@@ -118,6 +118,7 @@ conformance!(
     holds_a_migration_of_10000_accounts_and_50000_domains,
     plan_documents_are_found_by_source,
     account_dns_lock_excludes_other_jobs,
+    domains_to_lower_come_a_few_zones_at_a_time,
 );
 
 const MIG: &str = "old1-2026";
@@ -816,4 +817,49 @@ async fn account_dns_lock_excludes_other_jobs(db: Arc<TestDb>) {
     assert_eq!(first.lock_account_dns(&restore, MIG, "kukka", 1_600).await.expect("taken over"), None);
     let err = second.lock_account_dns(&rollback, MIG, "kukka", 1_610).await.expect_err("lease lost");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+}
+
+/// The lowering job's query: only domains still to lower (`pending`, `ttl_observed`), whole
+/// zones, the first `n` zones by name, never a held account's domains.
+async fn domains_to_lower_come_a_few_zones_at_a_time(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    for user in ["aa", "bb", "held"] {
+        tx.insert_account(&account_row(user, None)).await.expect("account");
+    }
+    let in_zone = |domain: &str, user: &str, zone: &str, state: &str| DomainRow {
+        zone: zone.to_owned(),
+        state: state.to_owned(),
+        ..domain_row(domain, user)
+    };
+    let rows = [
+        in_zone("a.test", "aa", "a.test", "pending"),
+        in_zone("blog.a.test", "aa", "a.test", "ttl_observed"),
+        in_zone("shop.a.test", "bb", "a.test", "ttl_lowered"),
+        in_zone("b.test", "bb", "b.test", "pending"),
+        in_zone("c.test", "aa", "c.test", "repointed"),
+        in_zone("d.test", "held", "d.test", "pending"),
+        in_zone("e.test", "bb", "e.test", "pending"),
+        in_zone("ext.test", "bb", "ext.test", "external"),
+    ];
+    tx.insert_domains(&rows).await.expect("domains");
+    tx.set_account_state(MIG, "held", "held", r#"{"state":"held"}"#, 2_000).await.expect("hold");
+    tx.commit().await.expect("commit");
+
+    let names = |rows: Vec<DomainRow>| rows.into_iter().map(|r| r.domain).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.domains_to_lower(MIG, 2).await.expect("first")),
+        ["a.test", "blog.a.test", "b.test"]
+    );
+    assert_eq!(
+        names(store.domains_to_lower(MIG, 10).await.expect("all")),
+        ["a.test", "blog.a.test", "b.test", "e.test"],
+        "c.test is past lowering, d.test's account is held, ext.test is not ours"
+    );
+    let mut tx = store.begin().await.expect("begin");
+    for domain in ["a.test", "blog.a.test", "b.test"] {
+        tx.set_domain_state(MIG, domain, "ttl_lowered", "{}", 3_000).await.expect("lowered");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(names(store.domains_to_lower(MIG, 2).await.expect("next")), ["e.test"]);
 }
