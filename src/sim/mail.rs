@@ -622,12 +622,23 @@ async fn relay(host: &Host, recipient: &Recipient, from: &str, message: &[u8]) -
     if host.dns_resolvers.is_empty() {
         return Err("no DNS resolvers are configured for this host, cannot look up MX".into());
     }
-    let resolver = resolver(&host.dns_resolvers)?;
     let domain = recipient.domain.as_str();
-    let lookup = resolver
-        .lookup(fqdn(domain)?, RecordType::MX)
-        .await
-        .map_err(|err| format!("MX lookup for {domain}: {err}"))?;
+    // Each listed server in turn, as a recursive resolver reaches every zone: the first that
+    // answers the MX query (the others may not serve the domain at all) answers the rest too.
+    let mut lookup_errors = Vec::new();
+    let mut found = None;
+    for server in &host.dns_resolvers {
+        let resolver = resolver(std::slice::from_ref(server))?;
+        match resolver.lookup(fqdn(domain)?, RecordType::MX).await {
+            Ok(lookup) => {
+                found = Some((resolver, lookup));
+                break;
+            }
+            Err(err) => lookup_errors.push(format!("{server}: {err}")),
+        }
+    }
+    let (resolver, lookup) =
+        found.ok_or_else(|| format!("MX lookup for {domain}: {}", lookup_errors.join("; ")))?;
     let mut exchanges: Vec<(u16, String)> = lookup
         .answers()
         .iter()

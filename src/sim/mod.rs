@@ -68,8 +68,9 @@ pub struct SimHostSpec {
     /// The size of the host's `/home` partition in MB as `getdiskusage` reports it; the used
     /// part is the accounts' declared sizes plus 2 GB for the system. 1 TB by default.
     pub disk_total_mb: u64,
-    /// The DNS servers the host's mail relay asks for MX and A records (empty: a domain whose
-    /// mail routing is remote cannot be relayed, and its mail is deferred).
+    /// The DNS servers the host's mail relay asks for MX and A records, in turn until one
+    /// answers (empty: a domain whose mail routing is remote cannot be relayed, and its mail is
+    /// deferred).
     pub dns_resolvers: Vec<SocketAddr>,
     /// The port the mail relay connects to on an MX host. `None`: the SMTP port of the sim host
     /// at that IP in the [`SimWorld`], else 25 (on loopback every sim host has its own port).
@@ -468,6 +469,16 @@ pub async fn start_host(spec: SimHostSpec, data_dir: PathBuf, world: &SimWorld) 
 
     std::fs::create_dir_all(data_dir.join("home"))
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // A real cPanel host always has its exim main log, if empty (a grep of a missing log fails).
+    let mainlog = mail::mainlog_path(&data_dir);
+    if let Some(dir) = mainlog.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&mainlog)
+        .with_context(|| format!("creating {}", mainlog.display()))?;
     let files_dir = data_dir.clone();
     let to_write = spec.accounts.clone();
     tokio::task::spawn_blocking(move || {
