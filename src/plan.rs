@@ -828,9 +828,13 @@ pub async fn plan(
     Ok(document)
 }
 
-/// The initial state of a domain whose DNS is not ours: its nameservers and the A records of the
-/// domain and its www that point at the source, as the classification saw them.
-pub fn external_state(domain: &PlannedDomain) -> DomainState {
+/// The initial state of a domain whose DNS is not ours: its nameservers, the A records of the
+/// domain and its www that point at the source, as the classification saw them, and the A
+/// record of each of its MX hosts at the source that lies inside the domain (`mail.example.fi`:
+/// the customer's to change, or mail keeps reaching the source; an MX host under another name
+/// is not theirs). `account_ip` is the account's address on the source, where such a host
+/// points.
+pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> DomainState {
     let classification = domain.dns.as_ref().and_then(DomainClass::classification);
     let nameservers = match classification.map(|c| &c.ns) {
         Some(NsClass::External { nameservers }) => nameservers.clone(),
@@ -847,6 +851,24 @@ pub fn external_state(domain: &PlannedDomain) -> DomainState {
     for name in [format!("{}.", domain.domain), format!("www.{}.", domain.domain)] {
         for address in at_source.iter().filter(|a| a.is_ipv4()) {
             seen.push(SeenRecord { name: name.clone(), rtype: "A".to_owned(), value: address.to_string() });
+        }
+    }
+    let mail_at_source: &[String] = match classification.map(|c| &c.mail) {
+        Some(MailClass::AtSource { hosts }) => hosts,
+        Some(MailClass::Mixed { ours, .. }) => ours,
+        _ => &[],
+    };
+    let inside = |host: &str| {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        host == domain.domain || host.ends_with(&format!(".{}", domain.domain))
+    };
+    if let Some(ip) = account_ip {
+        for host in mail_at_source.iter().filter(|h| inside(h)) {
+            let name = format!("{}.", host.trim_end_matches('.').to_ascii_lowercase());
+            let record = SeenRecord { name, rtype: "A".to_owned(), value: ip.to_string() };
+            if !seen.contains(&record) {
+                seen.push(record);
+            }
         }
     }
     DomainState::External { nameservers, seen }
@@ -909,7 +931,7 @@ async fn record(
                     });
                 }
                 DomainAction::MoveCustomerMustRepoint => {
-                    let state = external_state(domain);
+                    let state = external_state(domain, account.ip);
                     domain_rows.push(DomainRow {
                         migration_id: id.clone(),
                         domain: domain.domain.clone(),
@@ -1016,6 +1038,7 @@ mod tests {
         };
         let seen =
             |name: &str| SeenRecord { name: name.into(), rtype: "A".into(), value: "127.0.0.2".into() };
+        let seen_a = seen;
         // (where its site is, the records the customer must change)
         let table = vec![
             (
@@ -1030,13 +1053,33 @@ mod tests {
             (WebClass::None, vec![]),
         ];
         for (web, expected) in table {
-            let state = external_state(&planned(web.clone()));
+            let state = external_state(&planned(web.clone()), Some("127.0.0.2".parse().unwrap()));
             assert_eq!(
                 state,
                 DomainState::External { nameservers: vec!["ns.other.example".into()], seen: expected },
                 "{web:?}"
             );
         }
+
+        // Mail at the source through an MX host inside the domain: its A record is the
+        // customer's to change too; one under another name (the company's) is not.
+        let domain = PlannedDomain {
+            dns: Some(class(
+                NsClass::External { nameservers: vec!["ns.other.example".into()] },
+                WebClass::AtSource { addresses: vec![src] },
+                MailClass::AtSource {
+                    hosts: vec!["mail.kukka.test".into(), "kukka.test".into(), "mx.hosting.example".into()],
+                },
+            )),
+            ..planned(WebClass::None)
+        };
+        let DomainState::External { seen, .. } = external_state(&domain, Some("127.0.0.2".parse().unwrap()))
+        else {
+            panic!("external");
+        };
+        assert_eq!(seen, vec![seen_a("kukka.test."), seen_a("www.kukka.test."), seen_a("mail.kukka.test.")]);
+        let DomainState::External { seen, .. } = external_state(&domain, None) else { panic!("external") };
+        assert_eq!(seen.len(), 2, "no address for the MX host without the account's: {seen:?}");
     }
 
     #[test]

@@ -138,6 +138,8 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert!(awaiting.since.is_some());
     let apex = domain.fqdn();
     let www = format!("www.{apex}");
+    // Its MX host lies inside the domain and points at the source: the customer's record too.
+    let mail = format!("mail.{apex}");
     let changes: Vec<(String, String, String, String)> = awaiting
         .records_to_change
         .iter()
@@ -148,6 +150,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
         vec![
             (apex.clone(), "A".into(), SOURCE_IP.to_string(), TARGET_IP.to_string()),
             (www.clone(), "A".into(), SOURCE_IP.to_string(), TARGET_IP.to_string()),
+            (mail.clone(), "A".into(), SOURCE_IP.to_string(), TARGET_IP.to_string()),
         ]
     );
     let json = serde_json::to_value(&status).unwrap();
@@ -184,7 +187,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let body = completion.body.clone().unwrap_or_default();
-    for name in [&apex, &www] {
+    for name in [&apex, &www, &mail] {
         let line = format!("{name} A: change {SOURCE_IP} to {TARGET_IP}");
         assert!(body.contains(&line), "{line:?} missing from:\n{body}");
     }
@@ -229,8 +232,15 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     let status = migration_status(&store, id.as_str()).await.unwrap();
     assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer", "www still at the source");
 
-    // Then www: public DNS shows the target everywhere, and the domain is propagated.
+    // Then www: the mail host still answers the source, so still not propagated.
     their_dns.apply(&domain, &[repoint(&www)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = migration_status(&store, id.as_str()).await.unwrap();
+    assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer", "mail still at the source");
+    assert_eq!(hosts.source.mail_routing(&domain), "auto", "its mail still lands on the source");
+
+    // Then the mail host: public DNS shows the target everywhere, and the domain is propagated.
+    their_dns.apply(&domain, &[repoint(&mail)]).await.unwrap();
     let status = wait_for(&store, &id, "propagation", Duration::from_secs(30), |s| {
         domain_state(s, domain.as_str()).state == "propagated"
     })
@@ -245,14 +255,31 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert_eq!(domain_state(&status, domain.as_str()).reminded, Some(reminders_then));
     let reminders = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<reminder.")).count();
     assert_eq!(reminders as u32, reminders_then, "one mail per counted reminder");
-    let events = store.events(id.as_str()).await.unwrap();
+    // The mail follow-up is due once the old records have expired (the demo's 2 s gate).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = store.events(id.as_str()).await.unwrap();
+        if events.iter().any(|e| e.kind == "external_mail_followed_up") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no mail follow-up: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let story: Vec<&str> = events
         .iter()
         .filter(|e| e.domain.as_deref() == Some(domain.as_str()))
         .map(|e| e.kind.as_str())
         .filter(|k| *k != "domain_reminded")
         .collect();
-    assert_eq!(story, ["domain_awaiting_customer", "domain_propagated"]);
+    assert_eq!(story, ["domain_awaiting_customer", "domain_propagated", "external_mail_followed_up"]);
+    // Once the old records have expired (the demo's 2 s gate), the source routes the domain's
+    // mail to the target, which its MX now names.
+    assert_eq!(hosts.source.mail_routing(&domain), "remote");
+    let followed = events.iter().find(|e| e.kind == "external_mail_followed_up").unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&followed.detail).unwrap();
+    assert_eq!(detail["routing"], "remote", "{detail}");
+    assert_eq!(detail["changed"], serde_json::json!([domain.as_str()]), "{detail}");
+    assert!(detail["synced"].is_null(), "the demo playbook has no final sync: {detail}");
 
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
