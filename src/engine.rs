@@ -139,6 +139,12 @@ pub struct Engine {
 /// no run outlives its lease on a campaign of 50,000 domains.
 const LOWER_TTL_ZONES_PER_RUN: u32 = 200;
 
+/// The TTL assumed for a propagated external domain's old records (cPanel's default zone TTL,
+/// 4 hours): they are at the customer's DNS host, whose TTLs siirto never saw. Its mail follow-up
+/// waits this (plus the gate margin) after propagation before routing the domain's mail away
+/// from the source, so the source does not relay to itself on a stale cached MX.
+const EXTERNAL_RECORDS_ASSUMED_TTL: u32 = 14_400;
+
 /// How soon a job that found its account's DNS locked by another job looks again.
 const ACCOUNT_LOCK_RETRY: Duration = Duration::from_secs(1);
 
@@ -179,6 +185,11 @@ pub enum JobKind {
     SyncMail,
     /// Read the source's mail log for local deliveries since the last sync (subject: user).
     CheckMail,
+    /// Once a domain on external DNS is propagated and the old records have expired: route its
+    /// mail on the source to the target and delta-sync the account's mail, which kept landing
+    /// on the source while the customer's records pointed there (subject: domain; payload:
+    /// its user).
+    ExternalMail,
 }
 
 impl JobKind {
@@ -200,6 +211,7 @@ impl JobKind {
             JobKind::PollExternal => "poll_external",
             JobKind::SyncMail => "sync_mail",
             JobKind::CheckMail => "check_mail",
+            JobKind::ExternalMail => "external_mail",
         }
     }
 
@@ -221,6 +233,7 @@ impl JobKind {
             JobKind::PollExternal,
             JobKind::SyncMail,
             JobKind::CheckMail,
+            JobKind::ExternalMail,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -246,8 +259,10 @@ impl JobKind {
             // (with the backoff's cap) and show among the status's failing jobs.
             | JobKind::RestoreTtl
             | JobKind::Rollback
-            // Waiting for a customer holds nobody; a failing poll retries with the backoff's cap.
-            | JobKind::PollExternal => false,
+            // Waiting for a customer holds nobody; a failing poll (or the mail follow-up of an
+            // account that is done) retries with the backoff's cap.
+            | JobKind::PollExternal
+            | JobKind::ExternalMail => false,
         }
     }
 }
@@ -573,6 +588,7 @@ impl Engine {
             JobKind::PollExternal => self.poll_external(&ctx, job, lease).await,
             JobKind::SyncMail => self.sync_mail(&ctx, job, lease).await,
             JobKind::CheckMail => self.check_mail(&ctx, job, lease).await,
+            JobKind::ExternalMail => self.external_mail(&ctx, job, lease).await,
         }
     }
 
@@ -1972,6 +1988,21 @@ impl Engine {
         let mut tx = self.store.begin_leased(lease, now_ms).await?;
         if propagated {
             self.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Propagated).await?;
+            let mail = &ctx.playbook.mail;
+            if mail.switch_routing || mail.final_sync {
+                // Resolvers that cached the old records may send mail to the source until they
+                // expire; their TTLs are the customer's DNS host's, unknown here.
+                let due = ctx.gate_policy().opens_at(now, EXTERNAL_RECORDS_ASSUMED_TTL);
+                tx.schedule_job(&self.job(
+                    ctx,
+                    JobKind::ExternalMail,
+                    &row.domain,
+                    serde_json::json!({ "user": user }),
+                    to_millis(due),
+                    format!("external_mail:{}:{}", ctx.id, row.domain),
+                ))
+                .await?;
+            }
             tx.finish_job(lease, now_ms).await?;
             tx.commit().await?;
             info!(domain = %row.domain, "public DNS shows the target");
@@ -2137,6 +2168,81 @@ impl Engine {
         let mut tx = self.store.begin_leased(lease, now).await?;
         self.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailSynced { started_at, synced })
             .await?;
+        tx.finish_job(lease, now).await?;
+        Ok(tx.commit().await?)
+    }
+
+    /// The mail follow-up of a propagated external domain: routing on the source set to remote
+    /// (the source now relays stragglers to the target by the new MX), then, with the final
+    /// sync on, a delta sync of the account's mail, which brings what landed on the source
+    /// while the customer's records still pointed there. Both are idempotent (routing checked
+    /// first, rsync `--update` without `--delete`), so a rerun after a crash is harmless.
+    async fn external_mail(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        #[derive(Deserialize)]
+        struct Payload {
+            user: String,
+        }
+        let payload: Payload = serde_json::from_str(&job.payload).context("external_mail payload")?;
+        let user = payload.user.as_str();
+        let propagated = self
+            .store
+            .domains_of(ctx.id.as_str(), user)
+            .await?
+            .into_iter()
+            .find(|row| row.domain == job.subject)
+            .map(|row| domain_state(&row))
+            .transpose()?;
+        let Some(DomainState::Propagated { .. }) = propagated else {
+            // Rolled back, or gone from the migration: nothing to follow up.
+            return self.finish(lease).await;
+        };
+        let domain = DomainName::parse(&job.subject).context("stored domain")?;
+        let user_name = AccountName::parse(user).context("stored user")?;
+        let mail = &ctx.playbook.mail;
+        let routing = if mail.switch_routing {
+            let change = crate::mailsync::set_routing(
+                &ctx.source.whm,
+                &user_name,
+                std::slice::from_ref(&domain),
+                MailRouting::Remote,
+            )
+            .await
+            .map_err(|err| classify!(err))?;
+            Some(change)
+        } else {
+            None
+        };
+        let synced = if mail.final_sync {
+            let (source_ssh, target_ssh) = self.ssh_of(ctx)?;
+            // A delivery the source accepted just before the switch finishes writing first.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let hosts = crate::mailsync::Hosts {
+                source: (ctx.source.name.as_str(), source_ssh),
+                target: (ctx.target.name.as_str(), target_ssh),
+            };
+            let synced = crate::mailsync::delta_sync(hosts, &user_name, mail.sync)
+                .await
+                .map_err(|err| classify!(err))?;
+            Some(synced)
+        } else {
+            None
+        };
+        info!(account = user, domain = %domain, ?routing, ?synced, "external domain's mail followed up");
+        let now = self.now_ms();
+        let mut tx = self.store.begin_leased(lease, now).await?;
+        tx.append_event(&self.event(
+            ctx,
+            Some(user),
+            Some(domain.as_str()),
+            "external_mail_followed_up",
+            serde_json::json!({
+                "host": ctx.source.name,
+                "routing": routing.as_ref().map(|_| MailRouting::Remote.as_str()),
+                "changed": routing.as_ref().map(|c| c.changed.clone()),
+                "synced": synced,
+            }),
+        ))
+        .await?;
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use siirto::demo::{DnsEndpoint, SimHosts, create_zones, write_config};
+use siirto::demo::{DnsEndpoint, SimHosts, create_zones, write_config, zone_rrsets};
+use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
 use siirto::domain::MailEvidence;
 use siirto::engine::{Engine, SystemClock, adapters_from_config};
 use siirto::names::{AccountName, DomainName, MigrationId};
@@ -37,6 +38,9 @@ fn playbook() -> String {
 struct Rig {
     _dir: tempfile::TempDir,
     _pdns: Pdns,
+    /// The third party's nameserver, holding the zone of the first account's domain when the
+    /// rig was started with one on external DNS.
+    theirs: Option<Pdns>,
     _source_sshd: Sshd,
     _target_sshd: Sshd,
     hosts: SimHosts,
@@ -49,14 +53,19 @@ async fn start_sim(
     hostname: &str,
     ip: Ipv4Addr,
     accounts: Vec<SimAccount>,
-    dns: SocketAddr,
+    resolvers: &[SocketAddr],
     world: &SimWorld,
     dir: &Path,
 ) -> SimHost {
     let mut spec = SimHostSpec::new(hostname, ip, &format!("token-{hostname}"));
     spec.accounts = accounts;
-    spec.dns_resolvers = vec![dns];
+    spec.dns_resolvers = resolvers.to_vec();
     start_host(spec, dir.join(hostname), world).await.expect("sim host starts")
+}
+
+/// A client of the third party's nameserver's API.
+fn their_client(pdns: &Pdns) -> PowerDns {
+    PowerDns::new(pdns.api_url.clone(), Secret::new(pdns.api_key.clone()), "localhost".into()).unwrap()
 }
 
 /// A path as TOML string content.
@@ -69,21 +78,43 @@ impl Rig {
     /// sshd for each host, writes the config with both hosts' ssh settings (the sim data dirs as
     /// home roots and the source's exim log), and plans, approves and starts the migration.
     async fn start(accounts: usize) -> Rig {
+        Rig::start_with(accounts, false).await
+    }
+
+    /// [`Rig::start`]; with `external`, the first account's domain (it has no other) is on a
+    /// third party's nameserver, which the hosts' mail relays and siirto's resolvers also ask.
+    async fn start_with(accounts: usize, external: bool) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
+        let theirs = if external { Some(Pdns::start().await) } else { None };
         let world = SimWorld::new();
         let accounts = generate_accounts(accounts, "posti");
+        let resolvers: Vec<SocketAddr> =
+            std::iter::once(pdns.dns_addr).chain(theirs.as_ref().map(|t| t.dns_addr)).collect();
         let source =
-            start_sim("old.sim.test", SOURCE_IP, accounts.clone(), pdns.dns_addr, &world, dir.path()).await;
-        let target =
-            start_sim("new.sim.test", TARGET_IP, Vec::new(), pdns.dns_addr, &world, dir.path()).await;
+            start_sim("old.sim.test", SOURCE_IP, accounts.clone(), &resolvers, &world, dir.path()).await;
+        let target = start_sim("new.sim.test", TARGET_IP, Vec::new(), &resolvers, &world, dir.path()).await;
         let hosts = SimHosts { world, source, target, accounts };
         let endpoint = DnsEndpoint {
             api_url: pdns.api_url.clone(),
             api_key: pdns.api_key.clone(),
             dns_addr: pdns.dns_addr,
         };
-        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
+        let ours = if external { &hosts.accounts[1..] } else { &hosts.accounts[..] };
+        create_zones(&endpoint.client().unwrap(), ours, SOURCE_IP).await.unwrap();
+        if let Some(theirs) = &theirs {
+            let account = &hosts.accounts[0];
+            assert!(account.addon_domains.is_empty() && account.parked_domains.is_empty());
+            assert!(account.sub_domains.is_empty());
+            their_client(theirs)
+                .create_zone(
+                    &account.domain,
+                    &["ns1.their-dns.example.".to_owned()],
+                    &zone_rrsets(&account.domain, SOURCE_IP, 3600),
+                )
+                .await
+                .unwrap();
+        }
 
         let source_sshd = Sshd::start().await;
         let target_sshd = Sshd::start().await;
@@ -92,8 +123,13 @@ impl Rig {
         let known_hosts = dir.path().join("pull_known_hosts");
         // Empty at first: pre-flight must find that the hop cannot pin the source (below).
         std::fs::write(&known_hosts, "").unwrap();
+        // `resolvers` lands in [dns] (write_config appends `extra` right after it).
+        let resolver_list = resolvers.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
         let extra = format!(
-            r#"[daemon]
+            r#"resolvers = [{resolver_list}]
+query_timeout = "1s"
+
+[daemon]
 lease = "30s"
 idle_poll = "100ms"
 
@@ -149,7 +185,8 @@ pull_known_hosts = "{known_hosts}"
             actor: "test",
         };
         let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
-        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
+        let theirs_count = usize::from(external);
+        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - theirs_count, "{:#?}", plan.flagged);
         siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
         // Pre-flight proves the delta sync's hop (the target logging in to the source with its
         // pull key, the source's host key pinned): refused while known_hosts lacks the source,
@@ -179,6 +216,7 @@ pull_known_hosts = "{known_hosts}"
         Rig {
             _dir: dir,
             _pdns: pdns,
+            theirs,
             _source_sshd: source_sshd,
             _target_sshd: target_sshd,
             hosts,
@@ -201,11 +239,21 @@ pull_known_hosts = "{known_hosts}"
             if done(&states) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {states:?}\njobs: {:#?}",
-                self.store.jobs(self.id.as_str()).await.unwrap()
-            );
+            if Instant::now() >= deadline {
+                let held: Vec<String> = self
+                    .store
+                    .accounts(self.id.as_str())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|a| a.state == "held")
+                    .map(|a| format!("{}: {}", a.user, a.data))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}: {states:?}\nheld: {held:#?}\njobs: {:#?}",
+                    self.store.jobs(self.id.as_str()).await.unwrap()
+                );
+            }
             self.engine.tick().await.unwrap();
             // Nothing may be due yet (a TTL gate); the next tick checks again.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -408,4 +456,73 @@ async fn a_local_delivery_after_the_sync_triggers_a_second_sync() {
         subjects(target, &user, &domain, "info").contains(&"late-local".to_owned()),
         "the second sync brought the late message to the target"
     );
+}
+
+/// A domain on the customer's own DNS: its mail keeps landing on the source after the account
+/// moved (its MX names the source until the customer changes it), and nothing is lost. Once
+/// public DNS shows the target for its site and mail host, and the old records have expired,
+/// the source routes its mail to the target and a delta sync brings what landed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_of_an_external_domain_follows_once_its_customer_repoints() {
+    let rig = Rig::start_with(2, true).await;
+    let (source, target) = (&rig.hosts.source, &rig.hosts.target);
+    let account = rig.hosts.accounts[0].clone();
+    let (user, domain) = (account.user.clone(), account.domain.clone());
+    let theirs = their_client(rig.theirs.as_ref().expect("the third party's nameserver"));
+
+    rig.tick_until("every account to be done", |s| all_in(s, &["done"])).await;
+    // Moved, but the customer's MX still names the source: mail lands there, kept local.
+    assert_eq!(source.mail_routing(&domain), "auto", "an external domain keeps local routing");
+    send(source, &format!("info@{domain}"), "while-waiting").await;
+    assert!(subjects(source, &user, &domain, "info").contains(&"while-waiting".to_owned()));
+    assert!(!subjects(target, &user, &domain, "info").contains(&"while-waiting".to_owned()));
+
+    // The customer points the site, www and the mail host at the target.
+    let apex = domain.fqdn();
+    let changes: Vec<RrsetChange> = [apex.clone(), format!("www.{apex}"), format!("mail.{apex}")]
+        .into_iter()
+        .map(|name| {
+            RrsetChange::Replace(Rrset {
+                name,
+                rtype: "A".into(),
+                ttl: 300,
+                records: vec![TARGET_IP.to_string()],
+            })
+        })
+        .collect();
+    theirs.apply(&domain, &changes).await.unwrap();
+
+    // Propagated, then (after the demo's 2 s gate) followed up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let followed = loop {
+        let followed = rig.events_of(user.as_str(), "external_mail_followed_up").await;
+        if !followed.is_empty() {
+            break followed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no mail follow-up; jobs: {:#?}",
+            rig.store.jobs(rig.id.as_str()).await.unwrap()
+        );
+        rig.engine.tick().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(followed.len(), 1, "{followed:?}");
+    assert_eq!(followed[0]["routing"], "remote", "{followed:?}");
+    let synced = followed[0]["synced"].as_array().cloned().unwrap_or_default();
+    assert!(
+        synced.iter().any(|d| d.as_str().is_some_and(|d| d.contains(&format!("/{user}/mail")))),
+        "the delta sync ran over the account's mail: {followed:?}"
+    );
+    assert_eq!(source.mail_routing(&domain), "remote");
+    assert!(
+        subjects(target, &user, &domain, "info").contains(&"while-waiting".to_owned()),
+        "the delta sync brought what landed on the source while the customer's MX named it"
+    );
+    // What still reaches the source (a sender with the old MX cached) is relayed to the target.
+    send(source, &format!("info@{domain}"), "after-follow-up").await;
+    let at_target = subjects(target, &user, &domain, "info");
+    assert_eq!(at_target.iter().filter(|s| *s == "while-waiting").count(), 1, "{at_target:?}");
+    assert!(at_target.contains(&"after-follow-up".to_owned()), "{at_target:?}");
+    assert!(!subjects(source, &user, &domain, "info").contains(&"after-follow-up".to_owned()));
 }
