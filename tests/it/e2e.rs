@@ -191,7 +191,7 @@ fn user(n: usize) -> AccountName {
 /// and the rest of the migration goes on.
 async fn migrate(database: Option<&str>, reads: Reads) {
     let rig = Rig::start_reading(22, database, reads).await;
-    let transfers_before = pdns_statistic(&rig.pdns, "tcp-queries").await;
+    let transfers_before = rig.pdns.statistic("tcp-queries").await;
     let failing = user(7);
     assert!(rig.hosts.source.set_fail_restore(&failing, Some("Restore failed: disk quota exceeded".into())));
     rig.plan_and_start().await;
@@ -200,7 +200,7 @@ async fn migrate(database: Option<&str>, reads: Reads) {
     daemons.stop().await;
     // The checker asks over UDP; what pdns got over TCP were the daemon's transfers, at least
     // one to lower and one to repoint each zone when it reads by AXFR, none otherwise.
-    let tcp_queries = pdns_statistic(&rig.pdns, "tcp-queries").await - transfers_before;
+    let tcp_queries = rig.pdns.statistic("tcp-queries").await - transfers_before;
     let zones = rig.hosts.accounts.iter().map(|a| 1 + a.addon_domains.len()).sum::<usize>() as u64;
     match reads {
         Reads::Axfr => assert!(tcp_queries >= 2 * zones, "{tcp_queries} TCP queries for {zones} zones"),
@@ -487,19 +487,4 @@ async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
     assert_eq!(accounts, [rig.hosts.accounts[0].user.as_str()], "{refused:#?}");
     let enqueued = events.iter().filter(|e| e.kind == "account_enqueued").count();
     assert_eq!(enqueued, 3, "each account went into the one session once");
-}
-
-/// One of pdns's counters (`GET /api/v1/servers/localhost/statistics`).
-async fn pdns_statistic(pdns: &Pdns, name: &str) -> u64 {
-    let url = pdns.api_url.join(&format!("api/v1/servers/localhost/statistics?statistic={name}")).unwrap();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .get(url)
-        .header("X-API-Key", &pdns.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer[0]["value"].as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {answer}"))
 }

@@ -92,6 +92,22 @@ impl Pdns {
         pdns
     }
 
+    /// One of the server's counters (`GET /api/v1/servers/localhost/statistics`).
+    pub async fn statistic(&self, name: &str) -> u64 {
+        let url =
+            self.api_url.join(&format!("api/v1/servers/localhost/statistics?statistic={name}")).unwrap();
+        let answer: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer[0]["value"].as_str().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {answer}"))
+    }
+
     /// The server's own log (startup errors end up here).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pdns.log")).unwrap_or_default()
