@@ -1929,21 +1929,10 @@ impl Engine {
     /// due reminder is queued (one outbox row per reminder, by its dedupe key) and the job
     /// comes back after `dns.external_poll_interval`, or sooner for the next reminder.
     async fn poll_external(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
-        #[derive(Deserialize)]
-        struct Payload {
-            user: String,
-        }
-        let payload: Payload = serde_json::from_str(&job.payload).context("poll_external payload")?;
-        let user = payload.user.as_str();
-        let Some(row) = self
-            .store
-            .domains_of(ctx.id.as_str(), user)
-            .await?
-            .into_iter()
-            .find(|row| row.domain == job.subject)
-        else {
+        let Some((user, row)) = self.external_job_domain(ctx, job).await? else {
             return self.finish(lease).await;
         };
+        let user = user.as_str();
         let state = domain_state(&row)?;
         let DomainState::AwaitingCustomer { .. } = state else {
             return self.finish(lease).await;
@@ -2178,21 +2167,11 @@ impl Engine {
     /// while the customer's records still pointed there. Both are idempotent (routing checked
     /// first, rsync `--update` without `--delete`), so a rerun after a crash is harmless.
     async fn external_mail(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
-        #[derive(Deserialize)]
-        struct Payload {
-            user: String,
-        }
-        let payload: Payload = serde_json::from_str(&job.payload).context("external_mail payload")?;
-        let user = payload.user.as_str();
-        let propagated = self
-            .store
-            .domains_of(ctx.id.as_str(), user)
-            .await?
-            .into_iter()
-            .find(|row| row.domain == job.subject)
-            .map(|row| domain_state(&row))
-            .transpose()?;
-        let Some(DomainState::Propagated { .. }) = propagated else {
+        let Some((user, row)) = self.external_job_domain(ctx, job).await? else {
+            return self.finish(lease).await;
+        };
+        let user = user.as_str();
+        let DomainState::Propagated { .. } = domain_state(&row)? else {
             // Rolled back, or gone from the migration: nothing to follow up.
             return self.finish(lease).await;
         };
@@ -2245,6 +2224,28 @@ impl Engine {
         .await?;
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
+    }
+
+    /// The user (from the payload) and the domain row (the subject) of a per-domain job on an
+    /// external domain; `None` when the domain is no longer in the migration.
+    async fn external_job_domain(
+        &self,
+        ctx: &MigrationCtx,
+        job: &JobRow,
+    ) -> Result<Option<(String, DomainRow)>, StepError> {
+        #[derive(Deserialize)]
+        struct Payload {
+            user: String,
+        }
+        let payload: Payload =
+            serde_json::from_str(&job.payload).with_context(|| format!("{} payload", job.kind))?;
+        let row = self
+            .store
+            .domains_of(ctx.id.as_str(), &payload.user)
+            .await?
+            .into_iter()
+            .find(|row| row.domain == job.subject);
+        Ok(row.map(|row| (payload.user, row)))
     }
 
     /// Reads the source's mail log for local deliveries to the account's switched domains and
