@@ -20,13 +20,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::contracts::{ContractFields, ContractSource, ContractsConfig, ServerNames};
 use crate::secret::Secret;
-use crate::whm::TlsPolicy;
 
 /// A config or playbook refused: where, which field, and what was expected.
 ///
@@ -244,6 +242,114 @@ fn field_path(path: &serde_path_to_error::Path) -> String {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// The `[contracts]` table: where the contract data comes from (read by `crate::contracts`).
+
+/// The validated `[contracts]` table of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContractsConfig {
+    /// Where the contracts come from.
+    pub source: ContractSource,
+    /// How contracts spell the names of our hosts.
+    pub server_names: ServerNames,
+    /// Which source column or JSON key holds which of our fields.
+    pub fields: ContractFields,
+}
+
+/// A contract source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContractSource {
+    /// A CSV file, UTF-8 with or without a BOM.
+    Csv {
+        /// The file (resolved against the config file's directory).
+        path: PathBuf,
+        /// `b','` or `b';'`; `None` detects it from the header line.
+        delimiter: Option<u8>,
+    },
+    /// An HTTP(S) endpoint answering a GET with a JSON array of objects or `{"items": [...]}`.
+    Http {
+        /// The endpoint (TLS verified against the web PKI for https).
+        url: reqwest::Url,
+        /// A bearer token, sent as `Authorization: Bearer …` when present.
+        token: Option<Secret>,
+    },
+}
+
+/// Which source column (CSV header) or JSON key holds each of our fields. Defaults are our own
+/// field names. JSON keys may be dotted paths into nested objects (`customer.id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractFields {
+    /// The customer id (required).
+    pub customer_id: String,
+    /// The customer's name (required column; may be empty on a row).
+    pub name: String,
+    /// Contact e-mail(s), several separated by `,` or `;` (required column).
+    pub email: String,
+    /// Preferred language (optional column).
+    pub language: String,
+    /// A cPanel user name (one of `user`, `domain`, `service` is required).
+    pub user: String,
+    /// A domain name.
+    pub domain: String,
+    /// A service that is either a cPanel user or a domain.
+    pub service: String,
+    /// The server the contract says the service is on (required column).
+    pub server: String,
+    /// The reseller, if any (optional column).
+    pub reseller: String,
+}
+
+impl Default for ContractFields {
+    fn default() -> Self {
+        Self {
+            customer_id: "customer_id".to_owned(),
+            name: "name".to_owned(),
+            email: "email".to_owned(),
+            language: "language".to_owned(),
+            user: "user".to_owned(),
+            domain: "domain".to_owned(),
+            service: "service".to_owned(),
+            server: "server".to_owned(),
+            reseller: "reseller".to_owned(),
+        }
+    }
+}
+
+/// How contracts spell the names of our hosts: host short name (`old1`) → the spellings
+/// (`old1.example.fi`, `cp1`). Compared case-insensitively, without a trailing dot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNames(BTreeMap<String, Vec<String>>);
+
+impl ServerNames {
+    /// Builds the map; spellings are normalised (trimmed, lowercase, no trailing dot).
+    pub fn new(map: BTreeMap<String, Vec<String>>) -> Self {
+        Self(
+            map.into_iter()
+                .map(|(host, names)| (host, names.iter().map(|n| normalize_server(n)).collect()))
+                .collect(),
+        )
+    }
+
+    /// The host short name a contract's server spelling stands for, if it is one of ours.
+    pub fn host_of(&self, spelled: &str) -> Option<&str> {
+        let spelled = normalize_server(spelled);
+        self.0
+            .iter()
+            .find(|(host, names)| **host == spelled || names.contains(&spelled))
+            .map(|(host, _)| host.as_str())
+    }
+
+    /// The spellings of one host.
+    pub fn names_of(&self, host: &str) -> &[String] {
+        self.0.get(host).map_or(&[], Vec::as_slice)
+    }
+}
+
+pub(crate) fn normalize_server(value: &str) -> String {
+    let value = value.trim();
+    value.strip_suffix('.').unwrap_or(value).to_lowercase()
+}
+
 /// The validated daemon configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -273,6 +379,18 @@ pub struct DaemonSettings {
     pub lease: Duration,
     /// How often an idle daemon looks for due work.
     pub idle_poll: Duration,
+}
+
+/// How the WHM server's TLS certificate is checked. Verification is never switched off:
+/// either the certificate chains to a public root (the default), or it is the one pinned
+/// certificate (cPanel hosts often run a self-signed certificate on port 2087).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TlsPolicy {
+    /// Verify against the web PKI roots and the host name.
+    #[default]
+    WebPki,
+    /// Accept exactly the certificate whose DER encoding has this SHA-256 digest.
+    PinSha256([u8; 32]),
 }
 
 /// One cPanel/WHM server.
@@ -464,7 +582,18 @@ pub enum MailChannelConfig {
 }
 
 /// SMTP transport security: the channel's own type, so the config and the channel cannot drift.
-pub use crate::notify::SmtpSecurity;
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server lacks it.
+    #[default]
+    Starttls,
+    /// Implicit TLS from the first byte (port 465).
+    Tls,
+    /// No encryption (a local relay or a test server on loopback).
+    None,
+}
 
 // ---------------------------------------------------------------------------------------------
 // Raw TOML shapes.

@@ -11,6 +11,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use minijinja::{Environment, UndefinedBehavior};
 
+pub use crate::config::SmtpSecurity;
 use crate::secret::Secret;
 
 /// Renders one notice template with strict undefined variables, so a template that names a
@@ -160,19 +161,6 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
         builder = builder.to(mailbox);
     }
     builder.body(notice.body.clone()).map_err(|e| invalid(e.to_string()))
-}
-
-/// How the SMTP connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// Plain connection upgraded with STARTTLS (port 587); refused if the server lacks it.
-    #[default]
-    Starttls,
-    /// Implicit TLS from the first byte (port 465).
-    Tls,
-    /// No encryption (a local relay or a test server on loopback).
-    None,
 }
 
 /// Settings of an [`SmtpChannel`].
