@@ -621,11 +621,12 @@ async fn axfr_records(server: std::net::SocketAddr, zone: &DomainName) -> Result
 async fn run_engine(args: &Args) -> Result<()> {
     use siirto::demo::{DnsEndpoint, SOURCE_IP, create_zones, start_hosts, write_config};
     use siirto::domain::MigrationState;
-    use siirto::engine::{Engine, SystemClock, adapters_from_config};
+    use siirto::engine::{Engine, SystemClock};
     use siirto::names::MigrationId;
     use siirto::playbook::Playbook;
     use siirto::status::migration_status;
     use siirto::store::Store;
+    use siirto::world::World;
 
     const PLAYBOOK: &str = include_str!("../playbooks/demo.toml");
     println!("\n== real engine: {} simulated accounts, SQLite store ==", args.engine_accounts);
@@ -668,7 +669,7 @@ async fn run_engine(args: &Args) -> Result<()> {
     let mut config = write_config(&hosts, &endpoint, dir.path(), &store_url, &extra)?;
     config.dns.write_concurrency = args.concurrency as u32;
     let store = Store::connect(&config.database).await?;
-    let adapters = adapters_from_config(&config)?;
+    let adapters = World::from_config(&config)?;
     let playbook = Playbook::parse(PLAYBOOK, "playbooks/demo.toml").map_err(|e| anyhow!("{e}"))?;
     let id = MigrationId::parse("bench")?;
     let now = chrono::Utc::now();

@@ -24,12 +24,12 @@ use clap::Parser;
 use siirto::contracts::{InventoryAccount, ServerInventory};
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, write_config};
 use siirto::dns::classify::{Classifier, ClassifySettings, DomainClass, Facts, Outcome};
-use siirto::engine::adapters_from_config;
 use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::output::line;
 use siirto::playbook::Playbook;
 use siirto::sim::{SimAccount, SimHostSpec, SimWorld, start_host};
 use siirto::store::Store;
+use siirto::world::World;
 
 use pdns::{Pdns, Record, Zone};
 
@@ -351,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
     let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
     let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra)?;
     let store = Store::connect(&config.database).await.context("opening the SQLite store")?;
-    let adapters = adapters_from_config(&config)?;
+    let adapters = World::from_config(&config)?;
     let playbook =
         Playbook::parse(siirto::demo::DEMO_PLAYBOOK, "playbooks/demo.toml").map_err(|e| anyhow!("{e}"))?;
     line(&format!(

@@ -32,12 +32,13 @@ use clap::Parser;
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, all_domains, create_zones, write_config};
 use siirto::dns::{Checker, Verification};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::{DomainName, MigrationId};
 use siirto::output::line;
 use siirto::playbook::Playbook;
 use siirto::sim::{SimAccount, SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::store::Store;
+use siirto::world::World;
 
 use pdns::Pdns;
 
@@ -170,7 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
     let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra)?;
     let store = Store::connect(&config.database).await?;
-    let adapters = adapters_from_config(&config)?;
+    let adapters = World::from_config(&config)?;
     let id = MigrationId::parse("scale").map_err(|e| anyhow!("{e}"))?;
     let now = chrono::Utc::now();
     let request = siirto::plan::PlanRequest {

@@ -11,10 +11,10 @@ use crate::domain::{
     AccountEvent, AccountState, DomainEvent, DomainState, GatePolicy, MigrationEvent, MigrationState,
     Timestamp, account_transition, domain_transition, migration_transition, to_millis,
 };
-use crate::engine::{JobKind, RollbackPayload, account_state, domain_state, migration_state};
+use crate::engine::{JobKind, RollbackPayload};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
-use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx};
+use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx, account_state, domain_state, migration_state};
 
 async fn load(store: &Store, id: &MigrationId) -> anyhow::Result<(MigrationRow, MigrationState)> {
     let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;

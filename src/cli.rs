@@ -10,11 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::Timestamp;
-use crate::engine::{Engine, SystemClock, adapters_from_config};
+use crate::engine::{Engine, SystemClock};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::output;
 use crate::playbook::Playbook;
 use crate::store::Store;
+use crate::world::World;
 
 /// siirto moves a webhosting company's customers from an old cPanel server to a new one.
 #[derive(Debug, Parser)]
@@ -336,7 +337,7 @@ async fn session_control(
     let store = open_store(&config).await?;
     let id = parse_id(migration)?;
     let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-    let adapters = adapters_from_config(&config)?;
+    let adapters = World::from_config(&config)?;
     let target = adapters.hosts.get(&row.target_host).ok_or_else(|| {
         anyhow!("the target host {:?} is not in {}", row.target_host, config_path.display())
     })?;
@@ -387,7 +388,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let cutover_at = parse_time(&args.cutover, now)?;
             let store = open_store(&config).await?;
-            let adapters = adapters_from_config(&config)?;
+            let adapters = World::from_config(&config)?;
             let request = crate::plan::PlanRequest {
                 id,
                 source: &args.from,
@@ -415,7 +416,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(arg) => {
             let config = load_config(&cli.config)?;
             let store = open_store(&config).await?;
-            let adapters = adapters_from_config(&config)?;
+            let adapters = World::from_config(&config)?;
             let id = parse_id(&arg.migration)?;
             let outcome = crate::preflight::start(&store, &config, &adapters, &id, now, &actor()).await?;
             output::preflight(&outcome.report, false)?;
@@ -437,7 +438,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Preflight(args) => {
             let config = load_config(&cli.config)?;
             let store = open_store(&config).await?;
-            let adapters = adapters_from_config(&config)?;
+            let adapters = World::from_config(&config)?;
             let id = parse_id(&args.migration)?;
             let report = crate::preflight::preflight(&store, &config, &adapters, &id, now).await?;
             crate::preflight::record(&store, &report, now, &actor()).await?;
@@ -496,7 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.domain.as_deref().map(DomainName::parse).transpose().map_err(|e| anyhow!("{e}"))?;
             let migration =
                 store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-            let adapters = adapters_from_config(&config)?;
+            let adapters = World::from_config(&config)?;
             let source = adapters.hosts.get(&migration.source_host).ok_or_else(|| {
                 anyhow!("the source host {:?} is not in {}", migration.source_host, cli.config.display())
             })?;

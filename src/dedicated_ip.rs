@@ -17,10 +17,10 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
 use crate::domain::{AccountEvent, AccountState, MigrationState, Timestamp, account_transition, to_millis};
-use crate::engine::{JobKind, account_state, migration_state};
+use crate::engine::JobKind;
 use crate::names::{AccountName, MigrationId};
 use crate::playbook::Playbook;
-use crate::store::{DedicatedIpRow, NewEvent, NewJob, Store, StoreError};
+use crate::store::{DedicatedIpRow, NewEvent, NewJob, Store, StoreError, account_state, migration_state};
 use crate::whm::{WhmClient, WhmError};
 
 /// An account's dedicated source address and, once assigned, its target address.

@@ -315,7 +315,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let id = MigrationId::parse("demo").map_err(|e| anyhow!("{e}"))?;
     let now = chrono::Utc::now();
-    let adapters = crate::engine::adapters_from_config(&config)?;
+    let adapters = crate::world::World::from_config(&config)?;
     let request = crate::plan::PlanRequest {
         id: id.clone(),
         source: "old",

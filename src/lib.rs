@@ -131,3 +131,4 @@ pub mod status;
 pub mod store;
 pub mod transfer_control;
 pub mod whm;
+pub mod world;

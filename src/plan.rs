@@ -41,11 +41,11 @@ use crate::dns::classify::{
     Classifier, ClassifySettings, DomainClass, Facts, MailClass, NsClass, Outcome, WebClass,
 };
 use crate::domain::{AccountState, DomainState, MigrationState, SeenRecord, Timestamp, to_millis};
-use crate::engine::ConfiguredAdapters;
 use crate::inventory::{HostFacts, Inventory, Package, Reseller, TargetChecks, VersionVerdict};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
 use crate::store::{AccountRow, DedicatedIpRow, DomainRow, MigrationRow, NewEvent, Store};
+use crate::world::World;
 
 /// What to plan.
 pub struct PlanRequest<'a> {
@@ -519,7 +519,7 @@ pub fn changes(previous: &PlanDocument, current: &PlanDocument) -> PlanChanges {
 pub async fn plan(
     store: &Store,
     config: &Config,
-    adapters: &ConfiguredAdapters,
+    adapters: &World,
     request: PlanRequest<'_>,
     now: Timestamp,
 ) -> anyhow::Result<PlanDocument> {

@@ -30,13 +30,13 @@ use serde::Serialize;
 
 use crate::config::{Config, SshConfig};
 use crate::domain::{MigrationState, Timestamp, to_millis};
-use crate::engine::{ConfiguredAdapters, HostRuntime, migration_state};
 use crate::inventory::{Inventory, VersionVerdict};
 use crate::names::MigrationId;
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, Store, migration_state};
 use crate::whm::RemoteRootSession;
+use crate::world::{HostRuntime, World};
 
 /// How long one SSH connection attempt may take.
 const SSH_TIMEOUT: Duration = Duration::from_secs(15);
@@ -147,7 +147,7 @@ pub fn remote_root_session(source: &HostRuntime, playbook: &Playbook) -> RemoteR
 pub async fn preflight(
     store: &Store,
     config: &Config,
-    adapters: &ConfiguredAdapters,
+    adapters: &World,
     id: &MigrationId,
     now: Timestamp,
 ) -> anyhow::Result<PreflightReport> {
@@ -307,7 +307,7 @@ pub async fn preflight(
 async fn dns_check(
     report: &mut PreflightReport,
     store: &Store,
-    adapters: &ConfiguredAdapters,
+    adapters: &World,
     id: &MigrationId,
 ) -> anyhow::Result<()> {
     let zones = match adapters.dns.zones().await {
@@ -456,7 +456,7 @@ pub struct StartOutcome {
 pub async fn start(
     store: &Store,
     config: &Config,
-    adapters: &ConfiguredAdapters,
+    adapters: &World,
     id: &MigrationId,
     now: Timestamp,
     actor: &str,

@@ -9,8 +9,7 @@ use serde::Serialize;
 use crate::domain::{
     AccountState, DomainState, GatePolicy, MigrationState, RecordChange, RecordGate, from_millis,
 };
-use crate::engine::{account_state, domain_state, migration_state};
-use crate::store::Store;
+use crate::store::{Store, account_state, domain_state, migration_state};
 
 /// One migration's status.
 #[derive(Debug, Clone, Serialize)]

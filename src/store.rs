@@ -24,6 +24,8 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor};
 
+use crate::domain::{AccountState, DomainState, MigrationState};
+
 /// Embedded SQLite migrations (`migrations/sqlite`).
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// Embedded PostgreSQL migrations (`migrations/postgres`), with the same version numbers.
@@ -85,6 +87,18 @@ pub enum StoreError {
         /// The scheme that was given.
         scheme: String,
     },
+    /// A stored state value does not parse as the state it names: the database was edited by
+    /// hand or written by a newer siirto.
+    #[error("the stored state of {what} {key} is unreadable")]
+    Unreadable {
+        /// What kind of row ("migration", "account", "domain").
+        what: &'static str,
+        /// Its key.
+        key: String,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The schema migrations failed.
     #[error("store schema migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -104,6 +118,7 @@ impl StoreError {
             | StoreError::Conflict { .. }
             | StoreError::NotFound { .. }
             | StoreError::UnsupportedUrl { .. }
+            | StoreError::Unreadable { .. }
             | StoreError::Migrate(_) => false,
         }
     }
@@ -872,6 +887,33 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// Parses a migration row's stored state.
+pub fn migration_state(row: &MigrationRow) -> Result<MigrationState, StoreError> {
+    serde_json::from_str(&row.data).map_err(|source| StoreError::Unreadable {
+        what: "migration",
+        key: row.id.clone(),
+        source,
+    })
+}
+
+/// Parses an account row's stored state.
+pub fn account_state(row: &AccountRow) -> Result<AccountState, StoreError> {
+    serde_json::from_str(&row.data).map_err(|source| StoreError::Unreadable {
+        what: "account",
+        key: format!("{}/{}", row.migration_id, row.user),
+        source,
+    })
+}
+
+/// Parses a domain row's stored state.
+pub fn domain_state(row: &DomainRow) -> Result<DomainState, StoreError> {
+    serde_json::from_str(&row.data).map_err(|source| StoreError::Unreadable {
+        what: "domain",
+        key: format!("{}/{}", row.migration_id, row.domain),
+        source,
+    })
 }
 
 /// Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters and

@@ -20,9 +20,9 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::domain::{AccountState, MigrationState, Timestamp, to_millis};
-use crate::engine::{JobKind, account_state};
+use crate::engine::JobKind;
 use crate::names::{AccountName, DomainName, MigrationId};
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, Store, account_state};
 use crate::whm::{SessionState, TransferSessionId, WhmClient, WhmError};
 
 /// What one session said to a control call.

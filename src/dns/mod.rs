@@ -13,6 +13,7 @@
 mod check;
 pub mod classify;
 mod powerdns;
+pub mod rewrite;
 mod rfc2136;
 
 use std::net::{Ipv4Addr, SocketAddr};

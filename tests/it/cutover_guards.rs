@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use siirto::demo::{SOURCE_IP, TARGET_IP};
 use siirto::dns::{DnsError, DnsProvider, PowerDns, Rfc2136, Rrset, RrsetChange, TsigAlgorithm, Zone};
 use siirto::domain::Timestamp;
-use siirto::engine::{Clock, Engine, EngineParts, adapters_from_config};
+use siirto::engine::{Clock, Engine, EngineParts};
 use siirto::names::DomainName;
+use siirto::world::World;
 use tokio::sync::Notify;
 
 use crate::dns_cutover::{
@@ -53,14 +54,12 @@ impl DnsProvider for HeldRepoint {
 }
 
 fn engine_with(rig: &Rig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine> {
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let mut world = World::from_config(&rig.config).unwrap();
+    world.dns = dns;
     let clock: Arc<dyn Clock> = Arc::clone(&rig.clock) as Arc<dyn Clock>;
     Arc::new(Engine::new(EngineParts {
         store: rig.store.clone(),
-        hosts: adapters.hosts,
-        dns,
-        checker: adapters.checker,
-        channel: adapters.channel,
+        world,
         mail_from: rig.config.mail.from.clone(),
         clock,
         owner: owner.into(),
@@ -79,7 +78,7 @@ const SOURCE_V6: &str = "2001:db8::2";
 const TARGET_V6: &str = "2001:db8::3";
 
 async fn roll_back(rig: &Rig, user: &siirto::names::AccountName) {
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let adapters = World::from_config(&rig.config).unwrap();
     let request =
         siirto::actions::RollbackRequest { id: &rig.id, user, domain: None, reason: "test rollback" };
     siirto::actions::rollback(&rig.store, &adapters.hosts["old"].whm, request, now(rig), "maija")
@@ -260,7 +259,7 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
         .expect("daemon A's repoint reaches its PATCH");
 
     // The operator rolls back while the PATCH is in flight.
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let adapters = World::from_config(&rig.config).unwrap();
     let request = siirto::actions::RollbackRequest {
         id: &rig.id,
         user: &user,

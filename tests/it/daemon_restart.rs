@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
 use siirto::domain::MigrationState;
-use siirto::engine::adapters_from_config;
 use siirto::names::MigrationId;
 use siirto::playbook::Playbook;
 use siirto::sim::{SimHostSpec, SimTransferSession, SimWorld, generate_accounts, start_host};
 use siirto::status::migration_status;
 use siirto::store::{EventRow, Store};
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 
@@ -141,7 +141,7 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
         playbook.transfer.accounts_per_session as usize >= ACCOUNTS,
         "the test wants every account in the first session"
     );
-    let adapters = adapters_from_config(&config).unwrap();
+    let adapters = World::from_config(&config).unwrap();
     let now = chrono::Utc::now();
     let request = siirto::plan::PlanRequest {
         id: id.clone(),

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
 use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange, Zone};
-use siirto::engine::{Clock, Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Clock, Engine, SystemClock};
 use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::playbook::Playbook;
 use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::status::{MigrationStatus, migration_status};
 use siirto::store::{EventRow, Store};
 use siirto::whm::WhmClient;
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 
@@ -88,7 +89,7 @@ impl Rig {
         );
         let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
         let store = Store::connect(&config.database).await.unwrap();
-        let adapters = adapters_from_config(&config).unwrap();
+        let adapters = World::from_config(&config).unwrap();
         Rig {
             _dir: dir,
             _pdns: pdns,
@@ -173,7 +174,7 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
 
     // Plan: both dedicated-IP accounts wait for a target IP; their domains are planned for
     // a repoint like any other (their sites are at the source, on its dedicated addresses).
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let adapters = World::from_config(&rig.config).unwrap();
     let playbook = Playbook::parse(DEMO, "demo playbook").unwrap();
     let now = SystemClock.now();
     let request = siirto::plan::PlanRequest {

@@ -11,11 +11,13 @@ use siirto::demo::{
 };
 use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange, Zone};
 use siirto::domain::{DomainState, MigrationState, Timestamp};
-use siirto::engine::{Clock, Engine, adapters_from_config, domain_state};
+use siirto::engine::{Clock, Engine};
 use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::playbook::Playbook;
 use siirto::status::{MigrationStatus, migration_status};
 use siirto::store::Store;
+use siirto::store::domain_state;
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 
@@ -101,7 +103,7 @@ impl Rig {
     }
 
     pub(crate) async fn plan_and_start(&self, playbook: &str) {
-        let adapters = adapters_from_config(&self.config).unwrap();
+        let adapters = World::from_config(&self.config).unwrap();
         let playbook = Playbook::parse(playbook, "test playbook").unwrap();
         let now = self.clock.now();
         let request = siirto::plan::PlanRequest {
@@ -350,7 +352,7 @@ async fn rollback_retry_gate_and_refusal() {
     })
     .await;
 
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let adapters = World::from_config(&rig.config).unwrap();
     let source = &adapters.hosts["old"].whm;
     let request = siirto::actions::RollbackRequest {
         id: &rig.id,

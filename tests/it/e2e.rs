@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, start_hosts, write_config};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::{AccountName, MigrationId};
 use siirto::playbook::Playbook;
 use siirto::sim::Fault;
 use siirto::status::{MigrationStatus, migration_status};
 use siirto::store::Store;
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 use crate::support::pg::PgDatabase;
@@ -91,7 +92,7 @@ impl Rig {
     }
 
     async fn plan_and_start(&self) {
-        let adapters = adapters_from_config(&self.config).unwrap();
+        let adapters = World::from_config(&self.config).unwrap();
         let playbook = Playbook::parse(&self.playbook, "playbooks/demo.toml").unwrap();
         let now = chrono::Utc::now();
         let request = siirto::plan::PlanRequest {
@@ -429,7 +430,7 @@ async fn a_refused_zone_holds_only_its_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planning_reports_whm_errors_clearly() {
     let rig = Rig::start(2, None).await;
-    let adapters = adapters_from_config(&rig.config).unwrap();
+    let adapters = World::from_config(&rig.config).unwrap();
     let playbook = Playbook::parse(PLAYBOOK, "demo").unwrap();
     let plan = |id: &str| {
         let request = siirto::plan::PlanRequest {

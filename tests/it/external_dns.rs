@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use siirto::demo::{DnsEndpoint, SOURCE_IP, TARGET_IP, create_zones, start_hosts, write_config, zone_rrsets};
 use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::MigrationId;
 use siirto::plan::DomainAction;
 use siirto::playbook::Playbook;
 use siirto::secret::Secret;
 use siirto::status::{MigrationStatus, migration_status};
 use siirto::store::Store;
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 use crate::support::smtp::SmtpServer;
@@ -94,7 +95,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert_eq!(playbook.dns.external_reminder_every, Duration::from_secs(2));
 
     // Plan: the external domain must be repointed by its customer; the rest by us.
-    let adapters = adapters_from_config(&config).unwrap();
+    let adapters = World::from_config(&config).unwrap();
     let now = chrono::Utc::now();
     let request = siirto::plan::PlanRequest {
         id: id.clone(),

@@ -13,7 +13,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use siirto::demo::{DnsEndpoint, SimHosts, create_zones, write_config, zone_rrsets};
 use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
 use siirto::domain::MailEvidence;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::playbook::Playbook;
 use siirto::preflight::Severity;
@@ -21,6 +21,7 @@ use siirto::secret::Secret;
 use siirto::sim::{SimAccount, SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::store::{EventRow, Store};
 use siirto::whm::{MailRouting, TlsPolicy, WhmClient};
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 use crate::support::sshd::Sshd;
@@ -173,7 +174,7 @@ pull_known_hosts = "{known_hosts}"
         let store = Store::connect(&config.database).await.unwrap();
         let id = MigrationId::parse("mail-cutover").unwrap();
 
-        let adapters = adapters_from_config(&config).unwrap();
+        let adapters = World::from_config(&config).unwrap();
         let playbook = Playbook::parse(&playbook(), "mail-cutover playbook").unwrap();
         let now = chrono::Utc::now();
         let request = siirto::plan::PlanRequest {

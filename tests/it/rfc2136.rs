@@ -17,11 +17,12 @@ use siirto::demo::{
     DnsEndpoint, SOURCE_IP, TARGET_IP, ZONE_TTL, all_domains, start_hosts, write_config, zone_rrsets,
 };
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::MigrationId;
 use siirto::playbook::Playbook;
 use siirto::status::migration_status;
 use siirto::store::Store;
+use siirto::world::World;
 
 use crate::support::bind::{Bind, KEY_NAME, ZoneFile};
 
@@ -425,7 +426,7 @@ async fn rfc2136_migration_end_to_end() {
 
     let store = Store::connect(&config.database).await.unwrap();
     let id = MigrationId::parse("it-rfc2136").unwrap();
-    let adapters = adapters_from_config(&config).unwrap();
+    let adapters = World::from_config(&config).unwrap();
     let playbook_text = include_str!("../../playbooks/demo.toml");
     let playbook = Playbook::parse(playbook_text, "playbooks/demo.toml").unwrap();
     let now = chrono::Utc::now();

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, adapters_from_config};
+use siirto::engine::Engine;
 use siirto::names::AccountName;
 use siirto::preflight::Severity;
 use siirto::whm::{SessionState, TransferSessionId};
+use siirto::world::World;
 
 use crate::support::rig::{SimRig, account};
 use crate::support::sshd::Sshd;
@@ -35,7 +36,7 @@ impl ControlRig for Rig {
     }
 
     fn target_whm(&self) -> siirto::whm::WhmClient {
-        adapters_from_config(&self.config).unwrap().hosts["new"].whm.clone()
+        World::from_config(&self.config).unwrap().hosts["new"].whm.clone()
     }
 }
 

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
-use siirto::engine::{Engine, SystemClock, adapters_from_config};
+use siirto::engine::{Engine, SystemClock};
 use siirto::names::MigrationId;
 use siirto::playbook::Playbook;
 use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::status::{AccountStatus, MigrationStatus, migration_status};
 use siirto::store::Store;
+use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 
@@ -59,7 +60,7 @@ impl SimRig {
 
     /// Plans the migration under `playbook_text` and approves it.
     pub async fn plan_and_approve(&self, playbook_text: &str) {
-        let adapters = adapters_from_config(&self.config).unwrap();
+        let adapters = World::from_config(&self.config).unwrap();
         let playbook = Playbook::parse(playbook_text, "test playbook").unwrap();
         let now = chrono::Utc::now();
         let request = siirto::plan::PlanRequest {
@@ -76,7 +77,7 @@ impl SimRig {
 
     /// `siirto start`: pre-flight, then the start unless it found something hard.
     pub async fn start_migration(&self) -> siirto::preflight::StartOutcome {
-        let adapters = adapters_from_config(&self.config).unwrap();
+        let adapters = World::from_config(&self.config).unwrap();
         siirto::preflight::start(&self.store, &self.config, &adapters, &self.id, chrono::Utc::now(), "test")
             .await
             .unwrap()

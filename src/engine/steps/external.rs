@@ -1,0 +1,202 @@
+//! Domains on someone else's DNS: public DNS is polled until it shows the target (reminding the
+//! customer on the playbook's schedule), then the domain's mail is followed up.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use tracing::{debug, info};
+
+use crate::domain::{DomainEvent, DomainState, to_millis};
+use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
+use crate::engine::jobs::JobKind;
+use crate::engine::steps::notices::queue_reminder;
+use crate::names::{AccountName, DomainName};
+use crate::store::{DomainRow, JobRow, Lease, domain_state};
+use crate::whm::MailRouting;
+use serde::Deserialize;
+
+/// The TTL assumed for a propagated external domain's old records (cPanel's default zone TTL,
+/// 4 hours): they are at the customer's DNS host, whose TTLs siirto never saw. Its mail follow-up
+/// waits this (plus the gate margin) after propagation before routing the domain's mail away
+/// from the source, so the source does not relay to itself on a stale cached MX.
+const EXTERNAL_RECORDS_ASSUMED_TTL: u32 = 14_400;
+
+/// Asks every configured resolver for the A records of an external domain's changed names
+/// (the domain itself when none were seen): propagated when the domain's own name answers
+/// somewhere and no answer anywhere holds another address than the target's. Until then a
+/// due reminder is queued (one outbox row per reminder, by its dedupe key) and the job
+/// comes back after `dns.external_poll_interval`, or sooner for the next reminder.
+pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    let Some((user, row)) = external_job_domain(cx, ctx, job).await? else {
+        return cx.finish(lease).await;
+    };
+    let user = user.as_str();
+    let state = domain_state(&row)?;
+    let DomainState::AwaitingCustomer { .. } = state else {
+        return cx.finish(lease).await;
+    };
+    let resolvers = cx
+        .world
+        .public_dns
+        .clone()
+        .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
+    let domain = DomainName::parse(&row.domain).context("stored domain")?;
+    let target = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+    let mut names: Vec<String> = state.records_to_change().iter().map(|r| r.name.clone()).collect();
+    let apex = domain.fqdn();
+    if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
+        names.insert(0, apex.clone());
+    }
+    names.dedup();
+    let mut apex_answered = false;
+    let mut stale = Vec::new();
+    let mut unanswered = Vec::new();
+    for name in &names {
+        for (resolver, answer) in resolvers.a_records_everywhere(name).await {
+            match answer {
+                Ok(addresses) => {
+                    if name.eq_ignore_ascii_case(&apex) && !addresses.is_empty() {
+                        apex_answered = true;
+                    }
+                    let others: Vec<String> =
+                        addresses.iter().filter(|a| **a != target).map(ToString::to_string).collect();
+                    if !others.is_empty() {
+                        stale.push(format!("{resolver} answers {name} A {}", others.join(", ")));
+                    }
+                }
+                // A resolver that gives no answer (an authoritative server that is not the
+                // domain's, a timeout) is no evidence either way.
+                Err(reason) => unanswered.push(format!("{resolver} {name}: {reason}")),
+            }
+        }
+    }
+    let propagated = apex_answered && stale.is_empty();
+    let now = cx.now();
+    let now_ms = to_millis(now);
+    let mut tx = cx.store.begin_leased(lease, now_ms).await?;
+    if propagated {
+        cx.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Propagated).await?;
+        let mail = &ctx.playbook.mail;
+        if mail.switch_routing || mail.final_sync {
+            // Resolvers that cached the old records may send mail to the source until they
+            // expire; their TTLs are the customer's DNS host's, unknown here.
+            let due = ctx.gate_policy().opens_at(now, EXTERNAL_RECORDS_ASSUMED_TTL);
+            tx.schedule_job(&cx.job(
+                ctx,
+                JobKind::ExternalMail,
+                &row.domain,
+                serde_json::json!({ "user": user }),
+                to_millis(due),
+                format!("external_mail:{}:{}", ctx.id, row.domain),
+            ))
+            .await?;
+        }
+        tx.finish_job(lease, now_ms).await?;
+        tx.commit().await?;
+        info!(domain = %row.domain, "public DNS shows the target");
+        return Ok(());
+    }
+    debug!(domain = %row.domain, ?stale, ?unanswered, "public DNS does not show the target yet");
+    let every = ctx.playbook.dns.external_reminder_every;
+    let mut state = state;
+    if let Some(due) = state.reminder_due_at(every)
+        && due <= now
+        && let DomainState::AwaitingCustomer { reminded, .. } = &state
+    {
+        let n = reminded + 1;
+        queue_reminder(cx, &mut tx, ctx, &row, &state, n).await?;
+        state = cx.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Reminded).await?;
+    }
+    let mut next = now_ms + ctx.playbook.dns.external_poll_interval.as_millis() as i64;
+    if let Some(due) = state.reminder_due_at(every) {
+        next = next.min(to_millis(due).max(now_ms));
+    }
+    tx.reschedule_job(lease, next).await?;
+    Ok(tx.commit().await?)
+}
+
+/// The mail follow-up of a propagated external domain: routing on the source set to remote
+/// (the source now relays stragglers to the target by the new MX), then, with the final
+/// sync on, a delta sync of the account's mail, which brings what landed on the source
+/// while the customer's records still pointed there. Both are idempotent (routing checked
+/// first, rsync `--update` without `--delete`), so a rerun after a crash is harmless.
+pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    let Some((user, row)) = external_job_domain(cx, ctx, job).await? else {
+        return cx.finish(lease).await;
+    };
+    let user = user.as_str();
+    let DomainState::Propagated { .. } = domain_state(&row)? else {
+        // Rolled back, or gone from the migration: nothing to follow up.
+        return cx.finish(lease).await;
+    };
+    let domain = DomainName::parse(&job.subject).context("stored domain")?;
+    let user_name = AccountName::parse(user).context("stored user")?;
+    let mail = &ctx.playbook.mail;
+    let routing = if mail.switch_routing {
+        let change = crate::mailsync::set_routing(
+            &ctx.source.whm,
+            &user_name,
+            std::slice::from_ref(&domain),
+            MailRouting::Remote,
+        )
+        .await
+        .map_err(|err| classify!(err))?;
+        Some(change)
+    } else {
+        None
+    };
+    let synced = if mail.final_sync {
+        let (source_ssh, target_ssh) = cx.ssh_of(ctx)?;
+        // A delivery the source accepted just before the switch finishes writing first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let hosts = crate::mailsync::Hosts {
+            source: (ctx.source.name.as_str(), source_ssh),
+            target: (ctx.target.name.as_str(), target_ssh),
+        };
+        let synced =
+            crate::mailsync::delta_sync(hosts, &user_name, mail.sync).await.map_err(|err| classify!(err))?;
+        Some(synced)
+    } else {
+        None
+    };
+    info!(account = user, domain = %domain, ?routing, ?synced, "external domain's mail followed up");
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease, now).await?;
+    tx.append_event(&cx.event(
+        ctx,
+        Some(user),
+        Some(domain.as_str()),
+        "external_mail_followed_up",
+        serde_json::json!({
+            "host": ctx.source.name,
+            "routing": routing.as_ref().map(|_| MailRouting::Remote.as_str()),
+            "changed": routing.as_ref().map(|c| c.changed.clone()),
+            "synced": synced,
+        }),
+    ))
+    .await?;
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
+}
+
+/// The user (from the payload) and the domain row (the subject) of a per-domain job on an
+/// external domain; `None` when the domain is no longer in the migration.
+pub async fn external_job_domain(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    job: &JobRow,
+) -> Result<Option<(String, DomainRow)>, StepError> {
+    #[derive(Deserialize)]
+    struct Payload {
+        user: String,
+    }
+    let payload: Payload =
+        serde_json::from_str(&job.payload).with_context(|| format!("{} payload", job.kind))?;
+    let row = cx
+        .store
+        .domains_of(ctx.id.as_str(), &payload.user)
+        .await?
+        .into_iter()
+        .find(|row| row.domain == job.subject);
+    Ok(row.map(|row| (payload.user, row)))
+}

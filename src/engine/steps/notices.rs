@@ -1,0 +1,206 @@
+//! Notices: the completion notice and reminders are written to the outbox (one row each, by
+//! dedupe key), and each outbox row is sent through the channel.
+
+use anyhow::{Context, anyhow};
+
+use crate::domain::{
+    AccountEvent, AccountState, DomainState, RecordChange, completion_notice_key, reminder_notice_key,
+};
+use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
+use crate::engine::jobs::JobKind;
+use crate::names::{AccountName, DomainName};
+use crate::notify::OutgoingNotice;
+use crate::store::{DomainRow, JobRow, Lease, NewNotice, Tx, account_state, domain_state};
+
+/// Writes the completion notice to the outbox (one row, by its dedupe key) and schedules
+/// its sending.
+pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    let user = job.subject.as_str();
+    let Some((account, state)) =
+        cx.account_for_step(ctx, user, |s| matches!(s, AccountState::Switched { .. })).await?
+    else {
+        return cx.finish(lease).await;
+    };
+    let domain_rows = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    let mut external_records = Vec::new();
+    for row in &domain_rows {
+        external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
+    }
+    let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
+    let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+    let context = serde_json::json!({
+        "external_records": external_records,
+        "migration": ctx.id.as_str(),
+        "account": user,
+        "contact_email": account.contact_email.clone().unwrap_or_default(),
+        "main_domain": account.main_domain,
+        "domains": domains,
+        "source_host": ctx.source.name,
+        "target_host": ctx.target.name,
+        "target_ip": target_ip.to_string(),
+    });
+    let template = &ctx.playbook.notices.completion;
+    let subject =
+        crate::notify::render(&template.subject, &context).context("rendering the notice subject")?;
+    let body = crate::notify::render(&template.body, &context).context("rendering the notice body")?;
+    let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
+    let user_name = AccountName::parse(user).context("stored user")?;
+    let dedupe_key = completion_notice_key(&ctx.id, &user_name);
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let notice = NewNotice {
+        migration_id: ctx.id.to_string(),
+        account: Some(user.to_owned()),
+        kind: "completion".to_owned(),
+        message_id: format!("<completion.{user}.{}@siirto>", ctx.id),
+        dedupe_key,
+        recipients: serde_json::to_string(&recipients).context("recipients")?,
+        subject: subject.trim().to_owned(),
+        body,
+        created_at: now,
+    };
+    let (notice_id, dedupe) = match tx.enqueue_notice(&notice).await? {
+        Some(id) => (id, format!("send_notice:{id}")),
+        // Switched again after a rollback and a retry: the customer was told already. The
+        // existing row stands; a fresh send job finds it sent, sends nothing and marks the
+        // account notified-and-sent.
+        None => {
+            let id = cx
+                .store
+                .outbox(ctx.id.as_str())
+                .await?
+                .into_iter()
+                .find(|n| n.dedupe_key == notice.dedupe_key)
+                .map(|n| n.id)
+                .ok_or_else(|| anyhow!("account {user}: the completion notice's row vanished"))?;
+            (id, format!("send_notice:{id}:again:{now}"))
+        }
+    };
+    cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
+    tx.schedule_job(&cx.job(
+        ctx,
+        JobKind::SendNotice,
+        &notice_id.to_string(),
+        serde_json::json!({}),
+        now,
+        dedupe,
+    ))
+    .await?;
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
+}
+
+/// Sends one outbox row through the channel with its stable Message-ID, then marks it sent.
+pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    let id: i64 = job.subject.parse().context("notice id")?;
+    let notice = cx.store.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
+    if notice.sent_at.is_none() {
+        let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
+        if to.is_empty() {
+            return Err(StepError::Permanent(anyhow!("the account has no contact e-mail address")));
+        }
+        let outgoing = OutgoingNotice {
+            message_id: notice.message_id.clone(),
+            from: cx.mail_from.clone(),
+            to,
+            subject: notice.subject.clone(),
+            body: notice.body.clone(),
+        };
+        cx.world.channel.send(&outgoing).await.map_err(|err| classify!(err))?;
+    }
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease, now).await?;
+    if notice.sent_at.is_none() {
+        tx.mark_notice_sent(id, now).await?;
+    }
+    if let Some(user) = &notice.account
+        && notice.kind == "completion"
+        // Read through the transaction, never a second pool connection (see `Tx::account`).
+        && let Some(account) = tx.account(ctx.id.as_str(), user).await?
+    {
+        let state = account_state(&account)?;
+        if let AccountState::Notified { .. } = state {
+            cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeSent).await?;
+        }
+    }
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
+}
+
+/// Writes reminder `n` of an external domain to the outbox (its dedupe key makes it one
+/// row however often this runs) and schedules its sending, inside `tx`.
+pub async fn queue_reminder(
+    cx: &Ctx,
+    tx: &mut Tx<'_>,
+    ctx: &MigrationCtx,
+    row: &DomainRow,
+    state: &DomainState,
+    n: u32,
+) -> Result<(), StepError> {
+    let user = row.user.as_str();
+    let account = cx
+        .store
+        .account(ctx.id.as_str(), user)
+        .await?
+        .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
+    let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+    let context = serde_json::json!({
+        "migration": ctx.id.as_str(),
+        "account": user,
+        "contact_email": account.contact_email.clone().unwrap_or_default(),
+        "main_domain": account.main_domain,
+        "domains": [row.domain.clone()],
+        "source_host": ctx.source.name,
+        "target_host": ctx.target.name,
+        "target_ip": target_ip.to_string(),
+        "external_records": external_records_of(&row.domain, state.records_to_change()),
+    });
+    let template = &ctx.playbook.notices.reminder;
+    let subject =
+        crate::notify::render(&template.subject, &context).context("rendering the reminder subject")?;
+    let body = crate::notify::render(&template.body, &context).context("rendering the reminder body")?;
+    let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
+    let domain = DomainName::parse(&row.domain).context("stored domain")?;
+    let now = cx.now_ms();
+    let notice = NewNotice {
+        migration_id: ctx.id.to_string(),
+        account: Some(user.to_owned()),
+        kind: "reminder".to_owned(),
+        message_id: format!("<reminder.{n}.{}.{}@siirto>", row.domain, ctx.id),
+        dedupe_key: reminder_notice_key(&ctx.id, &domain, n),
+        recipients: serde_json::to_string(&recipients).context("recipients")?,
+        subject: subject.trim().to_owned(),
+        body,
+        created_at: now,
+    };
+    // Already queued by an earlier run that crashed before recording: the row stands and
+    // its send job was scheduled in the same transaction.
+    if let Some(id) = tx.enqueue_notice(&notice).await? {
+        tx.schedule_job(&cx.job(
+            ctx,
+            JobKind::SendNotice,
+            &id.to_string(),
+            serde_json::json!({}),
+            now,
+            format!("send_notice:{id}"),
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The notice variable `external_records`: one entry per record the customer must change.
+pub fn external_records_of(domain: &str, changes: &[RecordChange]) -> Vec<serde_json::Value> {
+    changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "domain": domain,
+                "name": c.name,
+                "type": c.rtype,
+                "old_value": c.old_value,
+                "new_value": c.new_value,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! Verification: an account restored on the target is compared with the source (sites over HTTP
+//! and HTTPS, the account, its domains and mailboxes on the target) before any record moves.
+
+use anyhow::{Context, anyhow};
+use tracing::warn;
+
+use crate::dedicated_ip::{DedicatedIp, SiteIp};
+use crate::domain::{AccountEvent, AccountState, DomainEvent, DomainState};
+use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
+use crate::engine::jobs::JobKind;
+use crate::names::{AccountName, DomainName};
+use crate::site_check::fetch_site;
+use crate::store::{JobRow, Lease, account_state, domain_state};
+
+/// Fetches each of the account's sites from the source and from the target by address,
+/// with the domain as Host, over HTTP and HTTPS ([`crate::site_check`]), and compares
+/// status and title.
+pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    let user = job.subject.as_str();
+    if !cx.lock_account_dns(ctx, lease, user).await? {
+        return Ok(());
+    }
+    let Some((_, state)) =
+        cx.account_for_step(ctx, user, |s| matches!(s, AccountState::Restored { .. })).await?
+    else {
+        return cx.finish(lease).await;
+    };
+    let domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    // An account on a dedicated IP is put on its assigned address first, then compared
+    // there with its dedicated address at the source.
+    let (source_ip, target_ip, site_ip_set) = match cx.dedicated_of(ctx, user).await? {
+        None => (ctx.source.ip, ctx.target.ip, None),
+        Some(DedicatedIp { source_ip, target_ip: Some(target_ip) }) => {
+            let account = AccountName::parse(user).context("stored user")?;
+            let set = match crate::dedicated_ip::ensure_site_ip(&ctx.target.whm, &account, target_ip)
+                .await
+                .map_err(|err| classify!(err))?
+            {
+                SiteIp::AlreadyThere => None,
+                SiteIp::Set { from } => Some(from),
+                SiteIp::NotOnTarget => {
+                    return Err(StepError::Transient(anyhow!(
+                        "account {user} is not listed on the target {}; setsiteip to {target_ip} waits",
+                        ctx.target.name
+                    )));
+                }
+            };
+            (source_ip, target_ip, set.map(|from| (from, target_ip)))
+        }
+        Some(DedicatedIp { target_ip: None, .. }) => {
+            return Err(StepError::Permanent(anyhow!(
+                "account {user} is on a dedicated IP but has no target IP assigned (siirto assign-ip)"
+            )));
+        }
+    };
+    let mut mismatches = Vec::new();
+    if ctx.playbook.verification.http_check {
+        for row in &domains {
+            let domain = DomainName::parse(&row.domain).context("stored domain")?;
+            let timeout = ctx.playbook.verification.timeout;
+            let target = fetch_site(&cx.http, target_ip, ctx.target.http_port, &domain, timeout)
+                .await
+                .map_err(|err| StepError::Transient(err.context(format!("{domain} on the target"))))?;
+            let source = fetch_site(&cx.http, source_ip, ctx.source.http_port, &domain, timeout).await;
+            match source {
+                Ok(source) if source == target => {}
+                Ok(source) => mismatches.push(format!(
+                    "{domain}: source answered {} {:?}, target answered {} {:?}",
+                    source.status, source.title, target.status, target.title
+                )),
+                // The source no longer answering is no reason to keep the customer on it;
+                // the target must answer with a success then.
+                Err(err) if (200..400).contains(&target.status) => {
+                    warn!(%domain, error = %err, "source did not answer; target answers");
+                }
+                Err(err) => mismatches.push(format!(
+                    "{domain}: source unreachable ({err:#}), target answered {}",
+                    target.status
+                )),
+            }
+            let (source_https, target_https) =
+                ((source_ip, ctx.source.https_port), (target_ip, ctx.target.https_port));
+            mismatches
+                .extend(crate::site_check::compare_https(source_https, target_https, &domain, timeout).await);
+        }
+    }
+    // The account, its domains and its mailboxes must exist on the target.
+    let names: Vec<DomainName> = domains
+        .iter()
+        .map(|d| DomainName::parse(&d.domain))
+        .collect::<Result<_, _>>()
+        .context("stored domain")?;
+    let account = AccountName::parse(user).context("stored user")?;
+    let missing =
+        crate::transfer_control::account_presence(&ctx.source.whm, &ctx.target.whm, &account, &names)
+            .await
+            .map_err(|err| classify!(err))?;
+    mismatches.extend(missing);
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease, now).await?;
+    // An operator's rollback may have come in while the sites were fetched.
+    let current = tx.account_for_update(ctx.id.as_str(), user).await?.map(|row| account_state(&row));
+    if !matches!(current, Some(Ok(ref now_state)) if *now_state == state) {
+        tx.finish_job(lease, now).await?;
+        return Ok(tx.commit().await?);
+    }
+    if let Some((from, to)) = site_ip_set {
+        let from = from.map(|ip| ip.to_string());
+        let detail = serde_json::json!({ "from": from, "to": to.to_string() });
+        tx.append_event(&cx.event(ctx, Some(user), None, "site_ip_set", detail)).await?;
+    }
+    let event = if mismatches.is_empty() {
+        AccountEvent::VerifiedOnTarget
+    } else {
+        AccountEvent::VerificationFailed { evidence: mismatches.join("; ") }
+    };
+    let next = cx.apply_account(&mut tx, ctx, user, &state, event).await?;
+    if let AccountState::Verified { .. } = next {
+        for row in &domains {
+            let domain_state = domain_state(row)?;
+            match domain_state {
+                DomainState::TtlLowered { .. } => {
+                    cx.apply_domain(&mut tx, ctx, row, &domain_state, DomainEvent::AccountVerified).await?;
+                }
+                // Not our DNS: the customer is told what to change (in the completion
+                // notice) and public DNS is polled until it shows the target.
+                DomainState::External { .. } => {
+                    let event = DomainEvent::CustomerMustRepoint { new_value: target_ip.to_string() };
+                    cx.apply_domain(&mut tx, ctx, row, &domain_state, event).await?;
+                    tx.schedule_job(&cx.job(
+                        ctx,
+                        JobKind::PollExternal,
+                        &row.domain,
+                        serde_json::json!({ "user": user }),
+                        now,
+                        format!("poll_external:{}:{}", ctx.id, row.domain),
+                    ))
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+    }
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
+}
