@@ -682,16 +682,19 @@ async fn run_engine(args: &Args) -> Result<()> {
         actor: "bench",
     };
     siirto::plan::plan(&store, &config, &adapters, request, now).await?;
-    siirto::actions::approve(&store, &id, "bench", chrono::Utc::now()).await?;
+    siirto::ops::approve(&store, &id, "bench", chrono::Utc::now()).await?;
     let engine = Arc::new(
         Engine::from_config(&config, store.clone(), Arc::new(SystemClock))?
             .with_owner("bench")
             .with_workers(8),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The pre-flight (which lists the provider's zones) runs before the clock starts: the
+    // figure is the engine's lowering, as the raw client's is its PATCHes.
+    let outcome = siirto::ops::start(&store, &config, &adapters, &id, "bench", chrono::Utc::now()).await?;
+    anyhow::ensure!(outcome.started.is_some(), "pre-flight refused the start: {:#?}", outcome.report);
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    siirto::actions::start(&store, &id, started, "bench").await?;
     let daemon = tokio::spawn(Arc::clone(&engine).run(async {
         let _ = stopped.await;
     }));

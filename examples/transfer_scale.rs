@@ -198,8 +198,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         humantime::format_duration(playbook.transfer.poll_interval),
         playbook.concurrency.workers,
     ));
-    siirto::actions::approve(&store, &id, "bench", chrono::Utc::now()).await?;
-    siirto::actions::start(&store, &id, chrono::Utc::now(), "bench").await?;
+    siirto::ops::approve(&store, &id, "bench", chrono::Utc::now()).await?;
+    let world = World::from_config(&config)?;
+    let outcome = siirto::ops::start(&store, &config, &world, &id, "bench", chrono::Utc::now()).await?;
+    anyhow::ensure!(outcome.started.is_some(), "pre-flight refused the start: {:#?}", outcome.report);
 
     let engine = Arc::new(
         Engine::from_config(&config, store.clone(), Arc::new(SystemClock))?

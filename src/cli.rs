@@ -327,26 +327,17 @@ fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     })
 }
 
-/// The store, the migration's target host's WHM client and the id, for pause/resume/abort
-/// and assign-ip.
-async fn session_control(
-    config_path: &Path,
-    migration: &str,
-) -> anyhow::Result<(Store, crate::whm::WhmClient, MigrationId)> {
+/// The config, its store and world, for the operator actions that reach a host.
+async fn open_world(config_path: &Path) -> anyhow::Result<(Config, Store, World)> {
     let config = load_config(config_path)?;
     let store = open_store(&config).await?;
-    let id = parse_id(migration)?;
-    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-    let adapters = World::from_config(&config)?;
-    let target = adapters.hosts.get(&row.target_host).ok_or_else(|| {
-        anyhow!("the target host {:?} is not in {}", row.target_host, config_path.display())
-    })?;
-    Ok((store, target.whm.clone(), id))
+    let world = World::from_config(&config)?;
+    Ok((config, store, world))
 }
 
 /// Exit 1 when a transfer session could not be told (the migration's own state changed).
-fn control_exit(sessions: &[crate::transfer_control::SessionOutcome]) -> ExitCode {
-    if sessions.iter().all(|s| s.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+fn control_exit(control: &crate::ops::SessionControl) -> ExitCode {
+    if control.all_told() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 /// Runs one command; the binary maps the result to an exit code.
@@ -404,7 +395,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;
             let by = args.by.unwrap_or_else(actor);
-            let state = crate::actions::approve(&store, &parse_id(&args.migration)?, &by, now).await?;
+            let state = crate::ops::approve(&store, &parse_id(&args.migration)?, &by, now).await?;
             output::line(&format!(
                 "migration {} is {} by {by}; next: siirto start {}",
                 args.migration,
@@ -414,11 +405,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Start(arg) => {
-            let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
-            let adapters = World::from_config(&config)?;
+            let (config, store, world) = open_world(&cli.config).await?;
             let id = parse_id(&arg.migration)?;
-            let outcome = crate::preflight::start(&store, &config, &adapters, &id, now, &actor()).await?;
+            let outcome = crate::ops::start(&store, &config, &world, &id, &actor(), now).await?;
             output::preflight(&outcome.report, false)?;
             match outcome.started {
                 Some(state) => {
@@ -436,49 +425,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Preflight(args) => {
-            let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
-            let adapters = World::from_config(&config)?;
+            let (config, store, world) = open_world(&cli.config).await?;
             let id = parse_id(&args.migration)?;
-            let report = crate::preflight::preflight(&store, &config, &adapters, &id, now).await?;
-            crate::preflight::record(&store, &report, now, &actor()).await?;
+            let report = crate::ops::preflight(&store, &config, &world, &id, &actor(), now).await?;
             output::preflight(&report, args.json)?;
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Pause(arg) => {
-            let (store, target, id) = session_control(&cli.config, &arg.migration).await?;
-            let (state, sessions) =
-                crate::transfer_control::pause(&store, &target, &id, now, &actor()).await?;
-            output::session_control(&arg.migration, state.name(), &sessions);
-            Ok(control_exit(&sessions))
+            let (_, store, world) = open_world(&cli.config).await?;
+            let id = parse_id(&arg.migration)?;
+            let control = crate::ops::pause(&store, &world, &id, &actor(), now).await?;
+            output::session_control(&arg.migration, control.state.name(), &control.sessions);
+            Ok(control_exit(&control))
         }
         Command::Resume(arg) => {
-            let (store, target, id) = session_control(&cli.config, &arg.migration).await?;
-            let (state, sessions) =
-                crate::transfer_control::resume(&store, &target, &id, now, &actor()).await?;
-            output::session_control(&arg.migration, state.name(), &sessions);
-            Ok(control_exit(&sessions))
+            let (_, store, world) = open_world(&cli.config).await?;
+            let id = parse_id(&arg.migration)?;
+            let control = crate::ops::resume(&store, &world, &id, &actor(), now).await?;
+            output::session_control(&arg.migration, control.state.name(), &control.sessions);
+            Ok(control_exit(&control))
         }
         Command::Abort(args) => {
-            let (store, target, id) = session_control(&cli.config, &args.migration).await?;
-            let (state, sessions) =
-                crate::transfer_control::abort(&store, &target, &id, &args.reason, now, &actor()).await?;
-            output::session_control(&args.migration, state.name(), &sessions);
-            Ok(control_exit(&sessions))
+            let (_, store, world) = open_world(&cli.config).await?;
+            let id = parse_id(&args.migration)?;
+            let control = crate::ops::abort(&store, &world, &id, &args.reason, &actor(), now).await?;
+            output::session_control(&args.migration, control.state.name(), &control.sessions);
+            Ok(control_exit(&control))
         }
         Command::Retry(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;
             let user = AccountName::parse(&args.account).map_err(|e| anyhow!("{e}"))?;
-            let state =
-                crate::actions::retry(&store, &parse_id(&args.migration)?, &user, now, &actor()).await?;
+            let state = crate::ops::retry(&store, &parse_id(&args.migration)?, &user, &actor(), now).await?;
             output::line(&format!("account {} is {} again", args.account, state.name()));
             Ok(ExitCode::SUCCESS)
         }
         Command::AssignIp(args) => {
-            let (store, target, id) = session_control(&cli.config, &args.migration).await?;
+            let (_, store, world) = open_world(&cli.config).await?;
+            let id = parse_id(&args.migration)?;
             let user = AccountName::parse(&args.user).map_err(|e| anyhow!("{e}"))?;
-            let assigned =
-                crate::dedicated_ip::assign_ip(&store, &target, &id, &user, args.ip, now, &actor()).await?;
+            let assigned = crate::ops::assign_ip(&store, &world, &id, &user, args.ip, &actor(), now).await?;
             output::line(&format!(
                 "account {user} ({} at the source) gets {} on the target; it is {} and moves after the other accounts{}",
                 assigned.source_ip,
@@ -489,30 +474,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback(args) => {
-            let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
+            let (_, store, world) = open_world(&cli.config).await?;
             let id = parse_id(&args.migration)?;
             let user = AccountName::parse(&args.account).map_err(|e| anyhow!("{e}"))?;
             let domain =
                 args.domain.as_deref().map(DomainName::parse).transpose().map_err(|e| anyhow!("{e}"))?;
-            let migration =
-                store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-            let adapters = World::from_config(&config)?;
-            let source = adapters.hosts.get(&migration.source_host).ok_or_else(|| {
-                anyhow!("the source host {:?} is not in {}", migration.source_host, cli.config.display())
-            })?;
-            let request = crate::actions::RollbackRequest {
+            let request = crate::ops::RollbackRequest {
                 id: &id,
                 user: &user,
                 domain: domain.as_ref(),
                 reason: &args.reason,
             };
-            let state = crate::actions::rollback(&store, &source.whm, request, now, &actor()).await?;
+            let state = crate::ops::rollback(&store, &world, request, &actor(), now).await?;
             output::line(&format!(
-                "account {} is {}; the daemon points its records back at {}",
+                "account {} is {}; the daemon points its records back at the source",
                 args.account,
-                state.name(),
-                migration.source_host
+                state.name()
             ));
             Ok(ExitCode::SUCCESS)
         }

@@ -393,6 +393,64 @@ pub enum TlsPolicy {
     PinSha256([u8; 32]),
 }
 
+/// BIND's default `max-records-per-type` (since 9.18.28 / 9.20): an UPDATE that would make an
+/// rrset bigger fails with SERVFAIL, which looks exactly like a server in trouble.
+pub const DEFAULT_MAX_RECORDS_PER_TYPE: usize = 100;
+
+/// The HMAC a TSIG key uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    /// `hmac-sha256`, what `tsig-keygen` makes by default.
+    #[default]
+    HmacSha256,
+    /// `hmac-sha512`.
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// Parses the algorithm's name as BIND writes it (`hmac-sha256`, `hmac-sha512`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().trim_end_matches('.').to_ascii_lowercase().as_str() {
+            "hmac-sha256" => Some(Self::HmacSha256),
+            "hmac-sha512" => Some(Self::HmacSha512),
+            _ => None,
+        }
+    }
+
+    /// The name as BIND writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "hmac-sha256",
+            Self::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+/// A TSIG key shared with the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsigKey {
+    /// The key's name as the server knows it (`siirto-key`, `siirto.example.fi.`).
+    pub name: String,
+    /// Its HMAC algorithm.
+    pub algorithm: TsigAlgorithm,
+    /// The secret, base64 as `tsig-keygen` writes it.
+    pub secret: Secret,
+}
+
+/// Where and as whom to connect, and which server key to trust.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    /// `host:port` of the SSH server.
+    pub address: String,
+    /// The remote user to log in as (usually `root` on a cPanel host).
+    pub user: String,
+    /// Path of the client's private key, OpenSSH format, not passphrase-protected.
+    pub key_file: PathBuf,
+    /// The pinned server public key as an OpenSSH line, e.g. `ssh-ed25519 AAAA... comment`
+    /// (the comment is optional and ignored).
+    pub host_key: String,
+}
+
 /// One cPanel/WHM server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
@@ -441,9 +499,9 @@ pub struct SshConfig {
 }
 
 impl SshConfig {
-    /// The login these settings describe, for [`crate::ssh::SshSession::connect`].
-    pub fn login(&self) -> crate::ssh::SshTarget {
-        crate::ssh::SshTarget {
+    /// The login these settings describe, for `crate::ssh::SshSession::connect`.
+    pub fn login(&self) -> SshTarget {
+        SshTarget {
             address: self.address.clone(),
             user: self.user.clone(),
             key_file: self.key_file.clone(),
@@ -540,7 +598,7 @@ pub enum DnsProviderConfig {
         /// The primary's address (`ip:port`; port 53 when only the ip is given).
         server: SocketAddr,
         /// The TSIG key (name, algorithm, base64 secret).
-        tsig: crate::dns::TsigKey,
+        tsig: TsigKey,
         /// The zones it serves for us (RFC 2136 has no zone listing).
         zones: Vec<crate::names::DomainName>,
         /// The largest rrset the server accepts (BIND's `max-records-per-type`, default 100;
@@ -1405,14 +1463,14 @@ impl Ctx<'_> {
             ));
         }
         let algorithm = match &raw.tsig_algorithm {
-            Some(algorithm) => crate::dns::TsigAlgorithm::parse(algorithm.get_ref()).ok_or_else(|| {
+            Some(algorithm) => TsigAlgorithm::parse(algorithm.get_ref()).ok_or_else(|| {
                 self.src.at(
                     algorithm,
                     "dns.tsig_algorithm",
                     format!("expected \"hmac-sha256\" or \"hmac-sha512\", got {:?}", algorithm.get_ref()),
                 )
             })?,
-            None => crate::dns::TsigAlgorithm::default(),
+            None => TsigAlgorithm::default(),
         };
         let secret = self
             .secret(
@@ -1461,7 +1519,7 @@ impl Ctx<'_> {
             }
             zones.push(name);
         }
-        let tsig = crate::dns::TsigKey { name: name.to_ascii_lowercase(), algorithm, secret };
+        let tsig = TsigKey { name: name.to_ascii_lowercase(), algorithm, secret };
         let max_records_per_type = match &raw.max_records_per_type {
             Some(max) => self.src.integer(
                 max,
@@ -1471,7 +1529,7 @@ impl Ctx<'_> {
                 "a record count",
                 " (the server's max-records-per-type; 0 for no limit)",
             )? as usize,
-            None => crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE,
+            None => DEFAULT_MAX_RECORDS_PER_TYPE,
         };
         Ok(DnsProviderConfig::Rfc2136 { server, tsig, zones, max_records_per_type })
     }
@@ -2510,7 +2568,7 @@ path = "outbox"
         assert_eq!(*max_records_per_type, 100);
         assert_eq!(*server, "192.0.2.53:53".parse::<SocketAddr>().expect("addr"));
         assert_eq!(tsig.name, "siirto-key");
-        assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256);
+        assert_eq!(tsig.algorithm, TsigAlgorithm::HmacSha256);
         assert_eq!(tsig.secret.expose(), "c2lpcnRvIHRlc3Qgc2VjcmV0");
         assert_eq!(zones.iter().map(|z| z.as_str()).collect::<Vec<_>>(), ["example.fi", "example.com"]);
         assert_eq!(config.dns.nameservers.len(), 2);
@@ -2541,8 +2599,8 @@ path = "outbox"
             panic!("expected rfc2136");
         };
         assert_eq!(server.port(), 5300);
-        assert_eq!(*max_records_per_type, crate::dns::DEFAULT_MAX_RECORDS_PER_TYPE, "the default");
-        assert_eq!(tsig.algorithm, crate::dns::TsigAlgorithm::HmacSha256, "the default");
+        assert_eq!(*max_records_per_type, DEFAULT_MAX_RECORDS_PER_TYPE, "the default");
+        assert_eq!(tsig.algorithm, TsigAlgorithm::HmacSha256, "the default");
         let with_port_53 = parse_with_env(
             &BASE.replace("127.0.0.1:5300\"\nt", "192.0.2.53\"\nt"),
             "c.toml",

@@ -353,9 +353,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "note: the final delta sync of mail (rsync over SSH) is off in the demo playbook: the simulated hosts have no sshd (tests/it/mail_cutover.rs runs it against two real sshd)",
         );
     }
-    crate::actions::approve(&store, &id, "demo", chrono::Utc::now()).await?;
-    let outcome =
-        crate::preflight::start(&store, &config, &adapters, &id, chrono::Utc::now(), "demo").await?;
+    crate::ops::approve(&store, &id, "demo", chrono::Utc::now()).await?;
+    let outcome = crate::ops::start(&store, &config, &adapters, &id, "demo", chrono::Utc::now()).await?;
     let report = &outcome.report;
     progress(
         json,

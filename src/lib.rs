@@ -10,7 +10,7 @@
 //! reconciles what the [`store`] says: it claims due **jobs** under a row lease, asks the pure
 //! core what an event does, performs the effect through an adapter ([`whm`], [`dns`],
 //! [`notify`], [`ssh`]) and records the outcome, the new state, the event log entry and the
-//! follow-up jobs in one transaction. The CLI ([`cli`]) plans ([`plan`]), acts ([`actions`])
+//! follow-up jobs in one transaction. The CLI ([`cli`]) plans ([`plan`]), acts ([`ops`])
 //! and reports ([`status`]) on the same store. [`sim`] is a simulated cPanel host and
 //! nameserver for the demo ([`demo`]) and the tests.
 //!
@@ -22,55 +22,72 @@
 //! - [`secret`] — `Secret`, whose `Debug`/`Display` redact; the only way to read it is `expose()`.
 //! - [`domain`] — the pure core: migration, account and domain states, events and transition
 //!   functions taking `now`. The invariants of DESIGN.md §3 are enforced here.
-//! - [`playbook`], [`config`] — TOML parsed once into validated types; errors carry file, line,
-//!   column, field and what was expected.
 //! - [`store`] — sqlx over SQLite (embedded default) or PostgreSQL (several daemons), one `Any`
 //!   pool, migrations in `migrations/{sqlite,postgres}`; row leases (`Lease`) are the proof of
 //!   exclusivity that effectful steps take, and an account's DNS lock (held by one leased job,
 //!   expiring with its lease) keeps its repoint, rollback and TTL restore from interleaving.
-//! - [`engine`] — the reconcile loop: claim, perform, record; retries with backoff and jitter;
-//!   a failure is held on its account and the rest goes on.
-//! - [`plan`] — the reviewable plan: inventory of the source host, classification of every
-//!   domain's DNS and mail, contract reconciliation, a decision and reasons per account and
-//!   domain, the dated schedule, and what changed since the last plan of the same source; it
-//!   records the migration and the plan document (its JSON schema is the module doc).
-//!   [`actions`] — approve, start, pause, resume, abort, retry. [`status`] — where things stand.
-//!   [`transfer_control`] — pause, resume and abort reaching the target's transfer sessions;
-//!   the packages a session sends before its accounts; whether an account, its domains and its
-//!   mailboxes exist on the target (verification). [`site_check`] — verification's site
-//!   comparison: each domain fetched from source and target by address over HTTP and HTTPS
-//!   (certificate not verified, by a client used for nothing else), status and title compared.
-//! - [`dedicated_ip`] — accounts on a dedicated IP at the source: they wait
-//!   (`awaiting_target_ip`) until `siirto assign-ip` gives a dedicated address of the target
-//!   (checked against its `listips` and the migration's other assignments, recorded with who
-//!   gave it), move after every other account, are put on that address with `setsiteip`
-//!   (check before act), verified there and repointed dedicated → assigned, shared → shared.
-//! - [`preflight`] — the checks before the first account moves (the target logs in to the
-//!   source, SSH with pinned host keys, the final mail sync's target → source ssh hop, clashes
-//!   and free disk on the target); `siirto start`
-//!   refuses to start on a hard failure, `siirto preflight` shows the report.
-//! - [`inventory`] — the read-only inventory of one host (accounts, every kind of domain,
-//!   resellers, packages, dedicated IPs, flagged odd fields) and the checks of a target host
-//!   against it (user and domain clashes, free disk, versions); `siirto inventory`.
-//! - [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation
-//!   of one server's accounts and domains against them, each in exactly one bucket.
-//! - [`whm`] — WHM API 1 client (reqwest, TLS verified or pinned). [`dns`] — the DNS provider
-//!   trait with two implementations (PowerDNS over its HTTP API, zones optionally read by AXFR
-//!   from its DNS port; RFC 2136 dynamic updates signed with TSIG, zones read by AXFR), the
-//!   authoritative checker (queries built with hickory-proto
-//!   and sent to each of our nameservers, so no cache stands between us and the answer), and
-//!   classification through resolvers (hickory-resolver, cache off): NS ours or not, sites and
-//!   mail at the source, the target, a spam filter or elsewhere, observed TTLs.
-//!   [`notify`] — templates and channels (SMTP through lettre, a directory outbox).
-//!   [`ssh`] — russh with pinned host keys and quoted remote commands.
-//! - [`mailsync`] — no mail lost: the source's mail routing switched to `remote` at the repoint
-//!   (and back to `local` on a rollback), the final delta sync (rsync run on the target over a
-//!   pinned russh session, pulling from the source over ssh, `--update`, never `--delete`), and
-//!   the evidence from the source's exim main log (local deliveries since the switch and since
-//!   the last sync, compared on the source's clock).
-//! - [`sim`] — the simulated cPanel host (WHM API 1 JSON, real files, Host-header web serving,
-//!   failures on demand) and a simulated nameserver speaking DNS and the PowerDNS API shape.
+//! - [`playbook`], [`config`] — TOML parsed once into validated types; errors carry file, line,
+//!   column, field and what was expected. `config` also owns the settings types the adapters
+//!   take (contract source, WHM TLS policy, SMTP security).
+//! - The adapters, each named after what it talks to: [`whm`] — WHM API 1 client (reqwest, TLS
+//!   verified or pinned). [`dns`] — the DNS provider trait with two implementations (PowerDNS
+//!   over its HTTP API, zones optionally read by AXFR from its DNS port; RFC 2136 dynamic
+//!   updates signed with TSIG, zones read by AXFR), the authoritative checker (queries built with
+//!   hickory-proto and sent to each of our nameservers, so no cache stands between us and the
+//!   answer), classification through resolvers (hickory-resolver, cache off), and `dns::rewrite`,
+//!   the pure record rewriting (which records move, what they become, what a rollback writes,
+//!   the safety threshold). [`notify`] — templates and channels (SMTP through lettre, a
+//!   directory outbox). [`ssh`] — russh with pinned host keys and quoted remote commands.
+//!   [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation.
+//!   [`site_check`] — a site fetched by address over HTTP and HTTPS (certificate not verified,
+//!   by a client used for nothing else), status and title. [`inventory`] — the read-only
+//!   inventory of one host and the checks of a target against it. [`sim`] — the simulated cPanel
+//!   host (WHM API 1 JSON, real files, Host-header web serving, failures on demand) and a
+//!   simulated nameserver speaking DNS and the PowerDNS API shape.
+//! - What siirto does on the hosts, composed from the adapters for the steps and the actions:
+//!   [`world`] — the adapters a config names (`World`: hosts, DNS provider and checker, channel,
+//!   public resolvers), built once. [`mailsync`] — mail routing switched at the repoint, the
+//!   final delta sync (rsync run on the target over a pinned russh session), and the evidence
+//!   from the source's exim main log. [`transfer_control`] — telling a transfer session to pause,
+//!   resume or abort; the packages a session sends first; whether an account, its domains and
+//!   mailboxes exist on the target. [`dedicated_ip`] — the addresses of an account on a
+//!   dedicated IP and the `setsiteip` that puts it on its assigned one. [`preflight`] — the
+//!   checks before the first account moves (the target logs in to the source, SSH with pinned
+//!   host keys, the mail sync's ssh hop, the DNS provider, clashes and free disk on the target).
+//! - [`engine`] — the daemon. `engine/mod.rs` is the reconcile loop only: claim due jobs under a
+//!   lease, dispatch on `JobKind`, record the outcome, retry with backoff and jitter, hold an
+//!   account past its budget (the rest of the migration goes on). `engine/jobs.rs` holds
+//!   `JobKind` and the payloads; `engine/context.rs` what every step shares (the store, the
+//!   world, the clock, the recording helpers); `engine/steps/` one file per step family
+//!   (`lower`, `transfer`, `verify`, `repoint`, `restore`, `rollback`, `notices`, `external`,
+//!   `mail`, `settle`), each a set of functions taking the context, the job and the `&Lease`.
+//! - [`ops`] — one door per operator action: approve, pre-flight, start, pause, resume, abort,
+//!   retry, rollback, assign-ip; each takes the store, the adapters it needs, the actor and
+//!   `now`, and returns a typed outcome. The CLI calls only these and read-only queries; the
+//!   status page will call the same ones.
+//! - [`plan`] — the reviewable plan: inventory of the source, classification of every domain's
+//!   DNS and mail, contract reconciliation, a decision and reasons per account and domain, the
+//!   dated schedule, what changed since the last plan of the same source; it records the
+//!   migration (its JSON schema is the module doc). [`status`] — where things stand.
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
+//!
+//! # Layers, from the ground up
+//!
+//! A module imports only from its own layer and those below; `tests/it/layers.rs` reads this
+//! list and fails on an import from a higher layer, on a loop between top-level modules, and on a
+//! module in no layer.
+//!
+//! 1. `names`, `secret`
+//! 2. `domain`
+//! 3. `store`
+//! 4. `config`, `playbook`
+//! 5. `whm`, `dns`, `notify`, `ssh`, `contracts`, `site_check`, `inventory`, `sim`
+//! 6. `world`, `mailsync`, `transfer_control`, `dedicated_ip`, `preflight`
+//! 7. `engine::jobs`, `engine::context`, `engine::steps`
+//! 8. `engine`
+//! 9. `ops`
+//! 10. `plan`, `status`
+//! 11. `cli`, `output`, `demo`
 //!
 //! # Architecture invariants
 //!
@@ -106,7 +123,6 @@
 //! - **Persistence**: timestamps are unix milliseconds; states are stored as a name plus the
 //!   JSON of the whole state value.
 
-pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod contracts;
@@ -119,6 +135,7 @@ pub mod inventory;
 pub mod mailsync;
 pub mod names;
 pub mod notify;
+pub mod ops;
 pub mod output;
 pub mod plan;
 pub mod playbook;

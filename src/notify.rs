@@ -1,4 +1,5 @@
-//! Customer notices: rendering templates and sending them through a channel (SMTP, directory).
+//! Customer notices: sending them through a channel (SMTP, directory); templates are rendered by
+//! [`render`] (the playbook's, re-exported).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,19 +10,9 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
-use minijinja::{Environment, UndefinedBehavior};
-
 pub use crate::config::SmtpSecurity;
+pub use crate::playbook::render;
 use crate::secret::Secret;
-
-/// Renders one notice template with strict undefined variables, so a template that names a
-/// variable the context lacks is an error, not an empty string in a customer's mail.
-pub fn render(template: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_template("notice", template)?;
-    env.get_template("notice")?.render(context)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Channels

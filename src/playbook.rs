@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use minijinja::{Environment, UndefinedBehavior};
+
 use crate::config::{ConfigError, Source};
 
 /// A validated playbook.
@@ -221,6 +223,15 @@ pub struct Notices {
     /// Sent to an account's contact while a domain with external DNS still shows the old
     /// address, every `dns.external_reminder_every`.
     pub reminder: NoticeTemplate,
+}
+
+/// Renders one notice template with strict undefined variables, so a template that names a
+/// variable the context lacks is an error, not an empty string in a customer's mail.
+pub fn render(template: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_template("notice", template)?;
+    env.get_template("notice")?.render(context)
 }
 
 /// A notice template (minijinja, strict undefined), validated by rendering a sample.
@@ -838,7 +849,7 @@ fn checked_template(
     one_line: bool,
 ) -> Result<String, ConfigError> {
     let text = template.get_ref();
-    let rendered = match crate::notify::render(text, &sample_notice_context()) {
+    let rendered = match render(text, &sample_notice_context()) {
         Ok(rendered) => rendered,
         Err(err) => {
             let span = template.span();
@@ -918,7 +929,7 @@ mod tests {
                 &playbook.notices.reminder.subject,
                 &playbook.notices.reminder.body,
             ] {
-                crate::notify::render(template, &context).expect("renders");
+                render(template, &context).expect("renders");
             }
         }
     }

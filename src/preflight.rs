@@ -25,16 +25,16 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::config::{Config, SshConfig};
-use crate::domain::{MigrationState, Timestamp, to_millis};
+use crate::domain::{Timestamp, to_millis};
 use crate::inventory::{Inventory, VersionVerdict};
 use crate::names::MigrationId;
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
-use crate::store::{NewEvent, Store, migration_state};
+use crate::store::{NewEvent, Store};
 use crate::whm::RemoteRootSession;
 use crate::world::{HostRuntime, World};
 
@@ -440,38 +440,4 @@ pub async fn record(
     .await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// What `start` did: the report, and the new state when it started.
-#[derive(Debug)]
-pub struct StartOutcome {
-    /// The pre-flight report (recorded on the timeline).
-    pub report: PreflightReport,
-    /// The migration's new state, or `None` when a hard failure refused the start.
-    pub started: Option<MigrationState>,
-}
-
-/// `siirto start`: refuses a migration that cannot start before checking anything, runs the
-/// pre-flight, records it, and starts the migration only when nothing hard was found.
-pub async fn start(
-    store: &Store,
-    config: &Config,
-    adapters: &World,
-    id: &MigrationId,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<StartOutcome> {
-    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-    // The same refusal `actions::start` gives (not approved, already started, …), before any
-    // host is asked anything.
-    let state = migration_state(&row)?;
-    crate::domain::migration_transition(&state, &crate::domain::MigrationEvent::Started, now)
-        .map_err(|refusal| anyhow!("migration {}: {refusal}", row.id))?;
-    let report = preflight(store, config, adapters, id, now).await?;
-    record(store, &report, now, actor).await.context("recording the pre-flight report")?;
-    if !report.passed() {
-        return Ok(StartOutcome { report, started: None });
-    }
-    let state = crate::actions::start(store, id, now, actor).await?;
-    Ok(StartOutcome { report, started: Some(state) })
 }

@@ -24,24 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use crate::config::SshTarget;
 use russh::client;
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use tracing::{debug, instrument};
-
-/// Where and as whom to connect, and which server key to trust.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SshTarget {
-    /// `host:port` of the SSH server.
-    pub address: String,
-    /// The remote user to log in as (usually `root` on a cPanel host).
-    pub user: String,
-    /// Path of the client's private key, OpenSSH format, not passphrase-protected.
-    pub key_file: PathBuf,
-    /// The pinned server public key as an OpenSSH line, e.g. `ssh-ed25519 AAAA... comment`
-    /// (the comment is optional and ignored).
-    pub host_key: String,
-}
 
 /// What a remote command produced.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{DnsError, DnsProvider, Rrset, RrsetChange, Zone, owner_name};
+pub use crate::config::{DEFAULT_MAX_RECORDS_PER_TYPE, TsigAlgorithm, TsigKey};
 use crate::names::DomainName;
-use crate::secret::Secret;
 
 /// How long connecting to the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,55 +31,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The TSIG fudge: how far the server's clock may be from ours (RFC 8945 recommends 300 s).
 const FUDGE: u16 = 300;
-/// BIND's default `max-records-per-type` (since 9.18.28 / 9.20): an UPDATE that would make an
-/// rrset bigger fails with SERVFAIL, which looks exactly like a server in trouble.
-pub const DEFAULT_MAX_RECORDS_PER_TYPE: usize = 100;
-
-/// The HMAC a TSIG key uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TsigAlgorithm {
-    /// `hmac-sha256`, what `tsig-keygen` makes by default.
-    #[default]
-    HmacSha256,
-    /// `hmac-sha512`.
-    HmacSha512,
-}
-
-impl TsigAlgorithm {
-    /// Parses the algorithm's name as BIND writes it (`hmac-sha256`, `hmac-sha512`).
-    pub fn parse(name: &str) -> Option<Self> {
-        match name.trim().trim_end_matches('.').to_ascii_lowercase().as_str() {
-            "hmac-sha256" => Some(Self::HmacSha256),
-            "hmac-sha512" => Some(Self::HmacSha512),
-            _ => None,
-        }
+/// The wire name of a key's algorithm.
+fn wire(algorithm: TsigAlgorithm) -> WireAlgorithm {
+    match algorithm {
+        TsigAlgorithm::HmacSha256 => WireAlgorithm::HmacSha256,
+        TsigAlgorithm::HmacSha512 => WireAlgorithm::HmacSha512,
     }
-
-    /// The name as BIND writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HmacSha256 => "hmac-sha256",
-            Self::HmacSha512 => "hmac-sha512",
-        }
-    }
-
-    fn wire(self) -> WireAlgorithm {
-        match self {
-            Self::HmacSha256 => WireAlgorithm::HmacSha256,
-            Self::HmacSha512 => WireAlgorithm::HmacSha512,
-        }
-    }
-}
-
-/// A TSIG key shared with the server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TsigKey {
-    /// The key's name as the server knows it (`siirto-key`, `siirto.example.fi.`).
-    pub name: String,
-    /// Its HMAC algorithm.
-    pub algorithm: TsigAlgorithm,
-    /// The secret, base64 as `tsig-keygen` writes it.
-    pub secret: Secret,
 }
 
 /// A client of one primary nameserver that accepts TSIG-signed RFC 2136 updates and zone
@@ -132,7 +89,7 @@ impl Rfc2136 {
         if secret.is_empty() {
             return Err(DnsError::Config(format!("the secret of TSIG key {key_name} is empty")));
         }
-        let signer = TSigner::new(secret, tsig.algorithm.wire(), name, FUDGE)
+        let signer = TSigner::new(secret, wire(tsig.algorithm), name, FUDGE)
             .map_err(|err| DnsError::Config(format!("TSIG key {key_name}: {err}")))?;
         Ok(Self {
             server,
@@ -603,6 +560,7 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA, TXT};
 
     use super::*;
+    use crate::secret::Secret;
 
     fn zone() -> DomainName {
         DomainName::parse("example.fi").unwrap()

@@ -78,12 +78,9 @@ const SOURCE_V6: &str = "2001:db8::2";
 const TARGET_V6: &str = "2001:db8::3";
 
 async fn roll_back(rig: &Rig, user: &siirto::names::AccountName) {
-    let adapters = World::from_config(&rig.config).unwrap();
-    let request =
-        siirto::actions::RollbackRequest { id: &rig.id, user, domain: None, reason: "test rollback" };
-    siirto::actions::rollback(&rig.store, &adapters.hosts["old"].whm, request, now(rig), "maija")
-        .await
-        .unwrap();
+    let world = World::from_config(&rig.config).unwrap();
+    let request = siirto::ops::RollbackRequest { id: &rig.id, user, domain: None, reason: "test rollback" };
+    siirto::ops::rollback(&rig.store, &world, request, "maija", now(rig)).await.unwrap();
 }
 
 fn aaaa(zone: &Zone, name: &str) -> Option<Rrset> {
@@ -260,15 +257,13 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
 
     // The operator rolls back while the PATCH is in flight.
     let adapters = World::from_config(&rig.config).unwrap();
-    let request = siirto::actions::RollbackRequest {
+    let request = siirto::ops::RollbackRequest {
         id: &rig.id,
         user: &user,
         domain: None,
         reason: "customer asked to stay",
     };
-    siirto::actions::rollback(&rig.store, &adapters.hosts["old"].whm, request, now(&rig), "maija")
-        .await
-        .unwrap();
+    siirto::ops::rollback(&rig.store, &adapters, request, "maija", now(&rig)).await.unwrap();
 
     // Daemon B claims the rollback job, finds the account's DNS taken, and waits.
     assert!(daemon_b.tick().await.unwrap() >= 1);

@@ -40,7 +40,6 @@ struct Rig {
     config: siirto::config::Config,
     id: MigrationId,
     target_whm: WhmClient,
-    source_whm: WhmClient,
 }
 
 impl Rig {
@@ -94,7 +93,6 @@ impl Rig {
             _dir: dir,
             _pdns: pdns,
             target_whm: adapters.hosts["new"].whm.clone(),
-            source_whm: adapters.hosts["old"].whm.clone(),
             hosts,
             dns,
             store,
@@ -127,18 +125,10 @@ impl Rig {
         }
     }
 
-    async fn assign(&self, n: usize, ip: Ipv4Addr) -> anyhow::Result<siirto::dedicated_ip::Assigned> {
+    async fn assign(&self, n: usize, ip: Ipv4Addr) -> anyhow::Result<siirto::ops::Assigned> {
         let now = SystemClock.now();
-        siirto::dedicated_ip::assign_ip(
-            &self.store,
-            &self.target_whm,
-            &self.id,
-            &self.user(n),
-            ip,
-            now,
-            "maija",
-        )
-        .await
+        let world = World::from_config(&self.config).unwrap();
+        siirto::ops::assign_ip(&self.store, &world, &self.id, &self.user(n), ip, "maija", now).await
     }
 
     async fn zone(&self, n: usize) -> Zone {
@@ -219,8 +209,10 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
     let err = format!("{:#}", rig.assign(7, TARGET_DEDICATED[0]).await.unwrap_err());
     assert!(err.contains(&format!("already assigned to account {early}")), "{err}");
 
-    siirto::actions::approve(&rig.store, &rig.id, "test-operator", now).await.unwrap();
-    siirto::actions::start(&rig.store, &rig.id, now, "test").await.unwrap();
+    siirto::ops::approve(&rig.store, &rig.id, "test-operator", now).await.unwrap();
+    let world = World::from_config(&rig.config).unwrap();
+    let started = siirto::ops::start(&rig.store, &rig.config, &world, &rig.id, "test", now).await.unwrap();
+    assert!(started.started.is_some(), "{:#?}", started.report);
     let engine = Arc::new(
         Engine::from_config(&rig.config, rig.store.clone(), Arc::new(SystemClock))
             .unwrap()
@@ -287,15 +279,13 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
     assert_eq!(a_record(&zone, &rig.domain(0).fqdn()), vec![TARGET_IP.to_string()]);
 
     // A rollback points the early one back at its dedicated source address.
-    let request = siirto::actions::RollbackRequest {
+    let request = siirto::ops::RollbackRequest {
         id: &rig.id,
         user: &early,
         domain: None,
         reason: "the shop needs its old certificate",
     };
-    siirto::actions::rollback(&rig.store, &rig.source_whm, request, SystemClock.now(), "maija")
-        .await
-        .unwrap();
+    siirto::ops::rollback(&rig.store, &world, request, "maija", SystemClock.now()).await.unwrap();
     let main = rig.domain(6);
     rig.wait_for("the rollback", |s| {
         s.accounts

@@ -116,8 +116,10 @@ impl Rig {
         };
         let plan = siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
         assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-        siirto::actions::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
-        siirto::actions::start(&self.store, &self.id, now, "test").await.unwrap();
+        siirto::ops::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
+        let started =
+            siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", now).await.unwrap();
+        assert!(started.started.is_some(), "{:#?}", started.report);
     }
 
     pub(crate) fn engine(&self) -> Arc<Engine> {
@@ -352,16 +354,14 @@ async fn rollback_retry_gate_and_refusal() {
     })
     .await;
 
-    let adapters = World::from_config(&rig.config).unwrap();
-    let source = &adapters.hosts["old"].whm;
-    let request = siirto::actions::RollbackRequest {
+    let world = World::from_config(&rig.config).unwrap();
+    let request = siirto::ops::RollbackRequest {
         id: &rig.id,
         user: &user,
         domain: None,
         reason: "the shop breaks on the new PHP",
     };
-    let state =
-        siirto::actions::rollback(&rig.store, source, request, rig.clock.now(), "maija").await.unwrap();
+    let state = siirto::ops::rollback(&rig.store, &world, request, "maija", rig.clock.now()).await.unwrap();
     assert_eq!(state.name(), "rolled_back");
     rig.wait_for("the rollback", Duration::from_secs(60), |s| domain_state_of(s, &domain) == "rolled_back")
         .await;
@@ -385,7 +385,7 @@ async fn rollback_retry_gate_and_refusal() {
     assert_eq!(rrset(&other, &rig.domain(1).fqdn(), "A").records, vec![TARGET_IP.to_string()]);
 
     // Retry: verified again, but the re-lowered records wait for their gate.
-    siirto::actions::retry(&rig.store, &rig.id, &user, rig.clock.now(), "maija").await.unwrap();
+    siirto::ops::retry(&rig.store, &rig.id, &user, "maija", rig.clock.now()).await.unwrap();
     rig.wait_for("the account to be verified again", Duration::from_secs(60), |s| {
         account_state_of(s, &user).state == "verified" && domain_state_of(s, &domain) == "verified_on_target"
     })
@@ -416,11 +416,10 @@ async fn rollback_retry_gate_and_refusal() {
 
     // The source no longer holds the other account: its rollback is refused, nothing recorded.
     let other = rig.user(1);
-    source.remove_account(&other, true).await.unwrap();
+    world.hosts["old"].whm.remove_account(&other, true).await.unwrap();
     let request =
-        siirto::actions::RollbackRequest { id: &rig.id, user: &other, domain: None, reason: "too late" };
-    let err =
-        siirto::actions::rollback(&rig.store, source, request, rig.clock.now(), "maija").await.unwrap_err();
+        siirto::ops::RollbackRequest { id: &rig.id, user: &other, domain: None, reason: "too late" };
+    let err = siirto::ops::rollback(&rig.store, &world, request, "maija", rig.clock.now()).await.unwrap_err();
     assert!(format!("{err:#}").contains("no longer holds"), "{err:#}");
     assert_eq!(account_state_of(&rig.status().await, &other).state, "done");
 }

@@ -107,8 +107,12 @@ impl Rig {
         assert_eq!(plan.counts.accounts, self.hosts.accounts.len());
         assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
         assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-        siirto::actions::approve(&self.store, &self.id, "test-operator", chrono::Utc::now()).await.unwrap();
-        siirto::actions::start(&self.store, &self.id, chrono::Utc::now(), "test").await.unwrap();
+        siirto::ops::approve(&self.store, &self.id, "test-operator", chrono::Utc::now()).await.unwrap();
+        let started =
+            siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", chrono::Utc::now())
+                .await
+                .unwrap();
+        assert!(started.started.is_some(), "{:#?}", started.report);
     }
 
     fn engine(&self, owner: &str, workers: usize) -> Arc<Engine> {
@@ -478,7 +482,7 @@ async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
     let status = rig.wait_cut_over().await;
     daemons.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
-    let sessions = rig.hosts.target.transfer_sessions();
+    let sessions = account_sessions(&rig.hosts.target);
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     let events = rig.store.events(rig.id.as_str()).await.unwrap();
     let refused: Vec<_> = events.iter().filter(|e| e.kind == "transfer_item_refused").collect();
@@ -488,4 +492,10 @@ async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
     assert_eq!(accounts, [rig.hosts.accounts[0].user.as_str()], "{refused:#?}");
     let enqueued = events.iter().filter(|e| e.kind == "account_enqueued").count();
     assert_eq!(enqueued, 3, "each account went into the one session once");
+}
+
+/// The target's transfer sessions that carried accounts: the pre-flight's probe session (created
+/// and aborted by `siirto start` to prove the target can log in to the source) carries none.
+fn account_sessions(target: &siirto::sim::SimHost) -> Vec<siirto::sim::SimTransferSession> {
+    target.transfer_sessions().into_iter().filter(|s| !s.accounts.is_empty()).collect()
 }

@@ -117,8 +117,10 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     let status = migration_status(&store, id.as_str()).await.unwrap();
     assert_eq!(domain_state(&status, domain.as_str()).state, "external");
 
-    siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
-    siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
+    siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+    let world = World::from_config(&config).unwrap();
+    let started = siirto::ops::start(&store, &config, &world, &id, "test", chrono::Utc::now()).await.unwrap();
+    assert!(started.started.is_some(), "{:#?}", started.report);
     let engine = Arc::new(
         Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap().with_owner("ext"),
     );

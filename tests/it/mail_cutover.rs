@@ -188,14 +188,13 @@ pull_known_hosts = "{known_hosts}"
         let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
         let theirs_count = usize::from(external);
         assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - theirs_count, "{:#?}", plan.flagged);
-        siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+        siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
         // Pre-flight proves the delta sync's hop (the target logging in to the source with its
         // pull key, the source's host key pinned): refused while known_hosts lacks the source,
         // started once it has it.
         let hop = "ssh new -> old";
-        let refused = siirto::preflight::start(&store, &config, &adapters, &id, chrono::Utc::now(), "test")
-            .await
-            .unwrap();
+        let refused =
+            siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
         assert!(refused.started.is_none(), "{:#?}", refused.report);
         let failures: Vec<&str> = refused.report.hard_failures().map(|f| f.check.as_str()).collect();
         assert_eq!(failures, [hop], "{:#?}", refused.report);
@@ -204,9 +203,8 @@ pull_known_hosts = "{known_hosts}"
             format!("[127.0.0.1]:{} {}\n", source_sshd.address.port(), source_sshd.host_key_line),
         )
         .unwrap();
-        let started = siirto::preflight::start(&store, &config, &adapters, &id, chrono::Utc::now(), "test")
-            .await
-            .unwrap();
+        let started =
+            siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
         assert!(started.started.is_some(), "{:#?}", started.report);
         assert!(
             started.report.findings.iter().any(|f| f.check == hop && f.severity == Severity::Ok),

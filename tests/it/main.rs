@@ -10,6 +10,7 @@ mod dns_cutover;
 mod e2e;
 mod external_dns;
 mod inventory;
+mod layers;
 mod mail_cutover;
 mod notify;
 mod plan;

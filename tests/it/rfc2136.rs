@@ -442,8 +442,10 @@ async fn rfc2136_migration_end_to_end() {
     assert_eq!(plan.counts.accounts, 3);
     assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
     assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-    siirto::actions::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
-    siirto::actions::start(&store, &id, chrono::Utc::now(), "test").await.unwrap();
+    siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+    let started =
+        siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
+    assert!(started.started.is_some(), "{:#?}", started.report);
 
     let engine = Arc::new(
         Engine::from_config(&config, store.clone(), Arc::new(SystemClock))

@@ -139,7 +139,7 @@ async fn start_is_refused_when_an_ssh_host_key_pin_does_not_match() {
 async fn first_session(rig: &Rig, engine: &Arc<Engine>) -> TransferSessionId {
     rig.tick_until(engine, "an account to be queued", |s| s.accounts.iter().any(|a| a.state == "queued"))
         .await;
-    let sessions = siirto::transfer_control::active_sessions(&rig.store, &rig.id).await.unwrap();
+    let sessions = siirto::ops::active_sessions(&rig.store, &rig.id).await.unwrap();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     sessions[0].clone()
 }
@@ -183,26 +183,25 @@ async fn packages_go_first_and_pause_resume_abort_reach_the_session() {
     );
 
     // Pause reaches the session.
-    let (state, outcomes) =
-        siirto::transfer_control::pause(&rig.store, &whm, &rig.id, chrono::Utc::now(), "test").await.unwrap();
+    let world = World::from_config(&rig.config).unwrap();
+    let control = siirto::ops::pause(&rig.store, &world, &rig.id, "test", chrono::Utc::now()).await.unwrap();
+    let (state, outcomes) = (control.state, control.sessions);
     assert!(matches!(state, MigrationState::Paused { .. }));
     assert_eq!(outcomes.len(), 1);
     assert!(outcomes[0].ok && outcomes[0].outcome == "paused", "{outcomes:?}");
     assert_eq!(whm.transfer_session_state(&session).await.unwrap(), SessionState::Paused);
 
     // Resume restarts it.
-    let (_, outcomes) =
-        siirto::transfer_control::resume(&rig.store, &whm, &rig.id, chrono::Utc::now(), "test")
-            .await
-            .unwrap();
+    let outcomes =
+        siirto::ops::resume(&rig.store, &world, &rig.id, "test", chrono::Utc::now()).await.unwrap().sessions;
     assert!(outcomes[0].ok && outcomes[0].outcome == "restarted", "{outcomes:?}");
     assert_ne!(whm.transfer_session_state(&session).await.unwrap(), SessionState::Paused);
 
     // Abort aborts it; the items it did not get to are reported as aborted.
-    let (state, outcomes) =
-        siirto::transfer_control::abort(&rig.store, &whm, &rig.id, "test abort", chrono::Utc::now(), "test")
-            .await
-            .unwrap();
+    let control = siirto::ops::abort(&rig.store, &world, &rig.id, "test abort", "test", chrono::Utc::now())
+        .await
+        .unwrap();
+    let (state, outcomes) = (control.state, control.sessions);
     assert!(matches!(state, MigrationState::Aborted { .. }));
     assert!(outcomes[0].ok && outcomes[0].outcome == "aborted", "{outcomes:?}");
     assert_eq!(whm.transfer_session_state(&session).await.unwrap(), SessionState::Aborted);

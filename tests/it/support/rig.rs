@@ -72,13 +72,13 @@ impl SimRig {
             actor: "test",
         };
         siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        siirto::actions::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
+        siirto::ops::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
     }
 
     /// `siirto start`: pre-flight, then the start unless it found something hard.
-    pub async fn start_migration(&self) -> siirto::preflight::StartOutcome {
+    pub async fn start_migration(&self) -> siirto::ops::StartOutcome {
         let adapters = World::from_config(&self.config).unwrap();
-        siirto::preflight::start(&self.store, &self.config, &adapters, &self.id, chrono::Utc::now(), "test")
+        siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", chrono::Utc::now())
             .await
             .unwrap()
     }

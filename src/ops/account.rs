@@ -1,143 +1,19 @@
-//! Operator actions on a migration: start, pause, resume, abort, retry an account, roll an
-//! account (or one domain) back to the source.
-//!
-//! The CLI calls these directly on the store (and the status page will call the same
-//! functions); the daemon reconciles what they record. Each action is one transaction: the
-//! transition, the event (with who did it) and the jobs it schedules.
+//! The actions on one account: retry a held or rolled-back account, roll an account (or one
+//! domain) back to the source, assign a dedicated-IP account its target address.
+
+use std::net::Ipv4Addr;
 
 use anyhow::{Context, anyhow, bail};
 
+use super::{job, load, playbook_of, transition};
 use crate::domain::{
     AccountEvent, AccountState, DomainEvent, DomainState, GatePolicy, MigrationEvent, MigrationState,
-    Timestamp, account_transition, domain_transition, migration_transition, to_millis,
+    Timestamp, account_transition, domain_transition, to_millis,
 };
 use crate::engine::{JobKind, RollbackPayload};
 use crate::names::{AccountName, DomainName, MigrationId};
-use crate::playbook::Playbook;
-use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx, account_state, domain_state, migration_state};
-
-async fn load(store: &Store, id: &MigrationId) -> anyhow::Result<(MigrationRow, MigrationState)> {
-    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
-    let state = migration_state(&row)?;
-    Ok((row, state))
-}
-
-async fn transition(
-    tx: &mut Tx<'_>,
-    row: &MigrationRow,
-    state: &MigrationState,
-    event: MigrationEvent,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    let next = migration_transition(state, &event, now)
-        .map_err(|refusal| anyhow!("migration {}: {refusal}", row.id))?;
-    tx.set_migration_state(&row.id, next.name(), &serde_json::to_string(&next)?, to_millis(now)).await?;
-    tx.append_event(&NewEvent {
-        migration_id: row.id.clone(),
-        account: None,
-        domain: None,
-        kind: event.name().to_owned(),
-        detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
-        actor: actor.to_owned(),
-        at: to_millis(now),
-    })
-    .await?;
-    Ok(next)
-}
-
-fn job(row: &MigrationRow, kind: JobKind, subject: &str, due_at: i64, dedupe_key: String) -> NewJob {
-    NewJob {
-        migration_id: row.id.clone(),
-        kind: kind.as_str().to_owned(),
-        subject: subject.to_owned(),
-        payload: "{}".to_owned(),
-        due_at,
-        dedupe_key,
-    }
-}
-
-/// Applies one operator event to a migration in its own transaction.
-async fn act(
-    store: &Store,
-    id: &MigrationId,
-    event: MigrationEvent,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let mut tx = store.begin().await?;
-    let next = transition(&mut tx, &row, &state, event, now, actor).await?;
-    tx.commit().await?;
-    Ok(next)
-}
-
-/// Approves a reviewed plan, recording who approved it; only an approved plan can be started.
-pub async fn approve(
-    store: &Store,
-    id: &MigrationId,
-    by: &str,
-    now: Timestamp,
-) -> anyhow::Result<MigrationState> {
-    act(store, id, MigrationEvent::Approved { by: by.to_owned() }, now, by).await
-}
-
-/// Starts an approved migration: the daemon lowers the TTLs at the playbook's offset before the
-/// cutover (at once if that moment has passed).
-pub async fn start(
-    store: &Store,
-    id: &MigrationId,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    let (row, state) = load(store, id).await?;
-    let playbook =
-        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
-    let lower_at = row.cutover_at - playbook.schedule.lower_ttl_before.as_millis() as i64;
-    let mut tx = store.begin().await?;
-    let next = transition(&mut tx, &row, &state, MigrationEvent::Started, now, actor).await?;
-    tx.schedule_job(&job(
-        &row,
-        JobKind::LowerTtl,
-        "",
-        lower_at.max(to_millis(now)),
-        format!("lower_ttl:{id}"),
-    ))
-    .await?;
-    tx.commit().await?;
-    Ok(next)
-}
-
-/// Pauses a running migration; jobs wait until it is resumed.
-pub async fn pause(
-    store: &Store,
-    id: &MigrationId,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    act(store, id, MigrationEvent::Paused, now, actor).await
-}
-
-/// Resumes a paused migration where it stood.
-pub async fn resume(
-    store: &Store,
-    id: &MigrationId,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    act(store, id, MigrationEvent::Resumed, now, actor).await
-}
-
-/// Aborts a migration: nothing further happens to it.
-pub async fn abort(
-    store: &Store,
-    id: &MigrationId,
-    reason: &str,
-    now: Timestamp,
-    actor: &str,
-) -> anyhow::Result<MigrationState> {
-    act(store, id, MigrationEvent::Aborted { reason: reason.to_owned() }, now, actor).await
-}
+use crate::store::{NewEvent, NewJob, Store, StoreError, account_state, domain_state};
+use crate::world::World;
 
 /// Retries a held account: a transfer-stage hold goes back to the transfer queue, a later
 /// hold repeats the stage it was held in.
@@ -145,12 +21,11 @@ pub async fn retry(
     store: &Store,
     id: &MigrationId,
     user: &AccountName,
-    now: Timestamp,
     actor: &str,
+    now: Timestamp,
 ) -> anyhow::Result<AccountState> {
     let (row, mut migration) = load(store, id).await?;
-    let playbook =
-        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let playbook = playbook_of(&row)?;
     let account = store
         .account(id.as_str(), user.as_str())
         .await?
@@ -254,25 +129,25 @@ pub struct RollbackRequest<'a> {
 }
 
 /// Rolls an account (or one of its domains) back to the source: refused unless the source's
-/// WHM (`source`, the migration's source host) still lists the account. Records the account
+/// WHM (the migration's source host in `world`) still lists the account. Records the account
 /// `rolled_back` with the reason and the actor, and schedules the `rollback` job, which the
 /// daemon runs like every effect (leased, retried, recorded): it points the records back at the
 /// source, lowers their TTLs again if they had been restored, and checks the nameservers. The
 /// engine leaves the account alone from now on until `siirto retry`.
 pub async fn rollback(
     store: &Store,
-    source: &crate::whm::WhmClient,
+    world: &World,
     request: RollbackRequest<'_>,
-    now: Timestamp,
     actor: &str,
+    now: Timestamp,
 ) -> anyhow::Result<AccountState> {
     let RollbackRequest { id, user, domain, reason } = request;
     if reason.trim().is_empty() {
         bail!("a rollback must say why (--reason)");
     }
     let (row, _) = load(store, id).await?;
-    let playbook =
-        Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
+    let source = &world.host(&row.source_host).with_context(|| format!("the source of migration {id}"))?.whm;
+    let playbook = playbook_of(&row)?;
     let account = store
         .account(id.as_str(), user.as_str())
         .await?
@@ -324,4 +199,131 @@ pub async fn rollback(
         .await?;
     tx.commit().await?;
     Ok(next)
+}
+
+/// What `siirto assign-ip` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The account's new state (`pending`).
+    pub state: AccountState,
+    /// Its dedicated source address.
+    pub source_ip: Ipv4Addr,
+    /// Whether a transfer was scheduled now (the cutover is under way); otherwise the account
+    /// goes with the transfers when the TTL gate opens.
+    pub transfer_scheduled: bool,
+}
+
+/// Assigns the target's dedicated address `ip` to an account waiting for one. Refused, with
+/// the account and the address named, when the migration has no such account, the account is
+/// not waiting for a target IP, the target's `listips` does not list `ip` as a dedicated
+/// address, the target says an account uses it already, or another account of this
+/// migration was given it. Records the assignment and who made it on the account's timeline
+/// and, when the cutover is under way, schedules a transfer.
+///
+/// The target is the migration's target host in `world`. `listips` is documented at
+/// <https://api.docs.cpanel.net/openapi/whm/operation/listips> (`dedicated`, `used`).
+pub async fn assign_ip(
+    store: &Store,
+    world: &World,
+    id: &MigrationId,
+    user: &AccountName,
+    ip: Ipv4Addr,
+    actor: &str,
+    now: Timestamp,
+) -> anyhow::Result<Assigned> {
+    let (row, migration) = load(store, id).await?;
+    let target = &world.host(&row.target_host).with_context(|| format!("the target of migration {id}"))?.whm;
+    if let MigrationState::Aborted { .. } = migration {
+        bail!("migration {id} was aborted; nothing more moves");
+    }
+    let account = store
+        .account(id.as_str(), user.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
+    let state = account_state(&account)?;
+    let AccountState::AwaitingTargetIp { source_ip } = state else {
+        bail!(
+            "account {user} is {}, not waiting for a target IP: only an account on a dedicated IP at the source, not yet assigned one, takes siirto assign-ip",
+            state.name()
+        );
+    };
+    let ips = target
+        .list_ips()
+        .await
+        .with_context(|| format!("asking the target host {} for its addresses (listips)", row.target_host))?;
+    let Some(listed) = ips.iter().find(|i| i.ip == ip) else {
+        bail!(
+            "account {user}: {ip} is not an address of the target host {} (its listips has {})",
+            row.target_host,
+            ips.iter().map(|i| i.ip.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    if !listed.dedicated {
+        bail!(
+            "account {user}: {ip} is a shared address of the target host {}, not a dedicated one",
+            row.target_host
+        );
+    }
+    if listed.used {
+        bail!("account {user}: {ip} is already used by an account on the target host {}", row.target_host);
+    }
+    if let Some(other) = store
+        .dedicated_ips(id.as_str())
+        .await?
+        .into_iter()
+        .find(|d| d.user != user.as_str() && d.target_ip.as_deref() == Some(ip.to_string().as_str()))
+    {
+        bail!("account {user}: {ip} is already assigned to account {} of migration {id}", other.user);
+    }
+    let policy = playbook_of(&row)?.account_policy();
+    let event = AccountEvent::TargetIpAssigned { ip };
+    let next = account_transition(&state, &event, now, &policy)
+        .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
+    let now_ms = to_millis(now);
+    let mut tx = store.begin().await?;
+    match tx.assign_target_ip(id.as_str(), user.as_str(), &ip.to_string(), actor, now_ms).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { key, .. }) => {
+            bail!("account {user}: {ip} is already assigned in migration {id}: {key}")
+        }
+        Err(StoreError::NotFound { .. }) => {
+            bail!("account {user} is not waiting for a target IP in migration {id}")
+        }
+        Err(other) => return Err(other.into()),
+    }
+    tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
+        .await?;
+    let event_id = tx
+        .append_event(&NewEvent {
+            migration_id: row.id.clone(),
+            account: Some(user.to_string()),
+            domain: None,
+            kind: event.name().to_owned(),
+            detail: serde_json::json!({
+                "event": event,
+                "state": next.name(),
+                "source_ip": source_ip.to_string(),
+                "target_ip": ip.to_string(),
+            })
+            .to_string(),
+            actor: actor.to_owned(),
+            at: now_ms,
+        })
+        .await
+        .context("recording the assignment")?;
+    // Before the gate opens, the gate's own transfer picks the account up.
+    let transfer_scheduled = matches!(migration, MigrationState::Transferring { .. });
+    if transfer_scheduled {
+        tx.schedule_job(&NewJob {
+            migration_id: row.id.clone(),
+            kind: JobKind::Transfer.as_str().to_owned(),
+            subject: String::new(),
+            payload: "{}".to_owned(),
+            due_at: now_ms,
+            dedupe_key: format!("assign_ip:{id}:{user}:{event_id}"),
+        })
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Assigned { state: next, source_ip, transfer_scheduled })
 }
