@@ -373,12 +373,19 @@ pub struct Config {
 /// How the daemon takes and holds work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSettings {
-    /// The lease owner name of this replica; `None` lets the daemon make one (host name + pid).
+    /// The lease owner name of this replica; `None` lets the daemon use the host's name.
     pub owner: Option<String>,
-    /// How long a claimed job's lease lasts before another replica may take it over.
+    /// How long a claimed job's lease lasts without a renewal before another replica may take
+    /// it over (the holder renews it every third of this while its step runs).
     pub lease: Duration,
     /// How often an idle daemon looks for due work.
     pub idle_poll: Duration,
+    /// How long a stopping daemon (SIGTERM, SIGINT) lets its steps in flight finish before it
+    /// cancels them and gives their jobs back.
+    pub stop_timeout: Duration,
+    /// Where the daemon keeps the lock file of its owner name (`siirto-daemon-OWNER.lock`), so
+    /// two daemons of one name cannot run on this host (default: the config file's directory).
+    pub lock_dir: PathBuf,
 }
 
 /// How the WHM server's TLS certificate is checked. Verification is never switched off:
@@ -675,6 +682,8 @@ struct RawDaemon {
     owner: Option<Spanned<String>>,
     lease: Option<Spanned<String>>,
     idle_poll: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+    lock_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -900,6 +909,8 @@ impl Ctx<'_> {
                 owner: None,
                 lease: Duration::from_secs(60),
                 idle_poll: Duration::from_secs(1),
+                stop_timeout: Duration::from_secs(30),
+                lock_dir: self.resolve("."),
             });
         };
         let owner = match &raw.owner {
@@ -947,7 +958,15 @@ impl Ctx<'_> {
                 ));
             }
         }
-        Ok(DaemonSettings { owner, lease, idle_poll })
+        let stop_timeout = self.src.duration_or(
+            raw.stop_timeout.as_ref(),
+            "daemon.stop_timeout",
+            Duration::from_secs(30),
+            Duration::from_millis(0),
+            Duration::from_secs(3600),
+        )?;
+        let lock_dir = self.resolve(raw.lock_dir.as_ref().map_or(".", |dir| dir.get_ref().trim()));
+        Ok(DaemonSettings { owner, lease, idle_poll, stop_timeout, lock_dir })
     }
 
     /// Reads a secret named by `X_file` or `X_env`; an inline `X` is refused.
@@ -1843,12 +1862,20 @@ database = "sqlite:siirto.db"
 listen = "127.0.0.1:8640"
 
 [daemon]
-# Lease owner name of this replica (default: host name and process id).
+# Lease owner name of this replica (default: the host's name). A lock file keeps a second daemon
+# of the same name from running on this host; a restarted daemon takes back at once the jobs its
+# name held.
 # owner = "siirto-1"
-# How long a claimed job stays ours before another replica may take it over.
+# How long a claimed job stays ours without a renewal (renewed every third of this while its
+# step runs); another replica may take it over only after that.
 lease = "60s"
 # How often an idle daemon looks for due work.
 idle_poll = "1s"
+# On SIGTERM or SIGINT: how long the steps in flight may finish before they are cancelled and
+# their jobs given back. Keep it below systemd's TimeoutStopSec (90 s by default).
+stop_timeout = "30s"
+# Where the owner's lock file lives (default: this file's directory).
+# lock_dir = "/run/siirto"
 
 # The cPanel/WHM servers, by short name (used on the command line: --from old1 --to new1).
 [hosts.old1]

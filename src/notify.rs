@@ -35,13 +35,36 @@ pub struct OutgoingNotice {
 }
 
 /// A way to deliver notices. Implementations: [`SmtpChannel`], [`DirectoryChannel`].
+///
+/// Delivery is split where the outbox needs it: [`Channel::open`] does everything that can be
+/// slow before the message (connect, greeting, STARTTLS, login); [`Delivery::transmit`] hands
+/// the message over and returns as soon as the server has accepted it (SMTP: the 250 after
+/// DATA), before the session is closed ([`Delivery::close`], SMTP QUIT). The engine records
+/// the acceptance between the two, so a slow QUIT or a crash after the 250 never resends.
 #[async_trait::async_trait]
 pub trait Channel: Send + Sync {
-    /// Delivers one notice. Delivering the same notice twice must not be worse than once
-    /// (the outbox re-sends after a crash between "sent" and "recorded").
-    async fn send(&self, notice: &OutgoingNotice) -> Result<(), NotifyError>;
+    /// Opens a delivery session.
+    async fn open(&self) -> Result<Box<dyn Delivery>, NotifyError>;
     /// A short name for logs and status (`smtp`, `directory`).
     fn name(&self) -> &'static str;
+    /// Delivers one notice in a session of its own: open, transmit, close.
+    async fn send(&self, notice: &OutgoingNotice) -> Result<(), NotifyError> {
+        let mut delivery = self.open().await?;
+        let sent = delivery.transmit(notice).await;
+        delivery.close().await;
+        sent
+    }
+}
+
+/// An open delivery session of a [`Channel`].
+#[async_trait::async_trait]
+pub trait Delivery: Send {
+    /// Hands one message over; `Ok` once the server has accepted it. Delivering the same notice
+    /// twice must not be worse than once (a resend keeps its Message-ID).
+    async fn transmit(&mut self, notice: &OutgoingNotice) -> Result<(), NotifyError>;
+    /// Ends the session politely (SMTP QUIT). Its outcome changes nothing about messages already
+    /// accepted, so it reports nothing.
+    async fn close(self: Box<Self>);
 }
 
 /// Why a notice was not delivered.
@@ -213,7 +236,8 @@ impl SmtpChannel {
         format!("{}:{}", self.settings.host, self.settings.port)
     }
 
-    async fn deliver(&self, message: &Message) -> Result<(), NotifyError> {
+    /// Connects, greets, upgrades to TLS and logs in: everything before the message.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, NotifyError> {
         let server = self.server();
         let smtp = |source| NotifyError::Smtp { server: server.clone(), source };
         let tls = || {
@@ -249,34 +273,66 @@ impl SmtpChannel {
         if let Some(credentials) = &self.credentials {
             connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await.map_err(smtp)?;
         }
-        let result = connection.send(message.envelope(), &message.formatted()).await;
-        match result {
-            Ok(_) => {
-                // The message is accepted; a failing QUIT does not change that.
-                let _ = connection.quit().await;
-                Ok(())
-            }
-            Err(err) => {
-                connection.abort().await;
-                Err(smtp(err))
-            }
-        }
+        Ok(connection)
     }
 }
 
 #[async_trait::async_trait]
 impl Channel for SmtpChannel {
-    #[tracing::instrument(skip_all, fields(channel = "smtp", message_id = %notice.message_id))]
-    async fn send(&self, notice: &OutgoingNotice) -> Result<(), NotifyError> {
-        let message = build_message(notice)?;
-        match tokio::time::timeout(self.settings.timeout, self.deliver(&message)).await {
-            Ok(result) => result,
-            Err(_) => Err(NotifyError::Timeout { server: self.server(), timeout: self.settings.timeout }),
+    #[tracing::instrument(skip_all, fields(channel = "smtp"))]
+    async fn open(&self) -> Result<Box<dyn Delivery>, NotifyError> {
+        let timeout = self.settings.timeout;
+        match tokio::time::timeout(timeout, self.connect()).await {
+            Ok(connection) => {
+                Ok(Box::new(SmtpDelivery { connection: Some(connection?), server: self.server(), timeout }))
+            }
+            Err(_) => Err(NotifyError::Timeout { server: self.server(), timeout }),
         }
     }
 
     fn name(&self) -> &'static str {
         "smtp"
+    }
+}
+
+/// An open SMTP session; each step is bounded by the channel's timeout.
+struct SmtpDelivery {
+    /// `None` once the session failed and was aborted.
+    connection: Option<AsyncSmtpConnection>,
+    server: String,
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl Delivery for SmtpDelivery {
+    #[tracing::instrument(skip_all, fields(channel = "smtp", message_id = %notice.message_id))]
+    async fn transmit(&mut self, notice: &OutgoingNotice) -> Result<(), NotifyError> {
+        let message = build_message(notice)?;
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(NotifyError::Setup("the SMTP session was aborted".into()));
+        };
+        // MAIL FROM, RCPT TO, DATA and the message; the answer is the server's acceptance.
+        let sent =
+            tokio::time::timeout(self.timeout, connection.send(message.envelope(), &message.formatted()))
+                .await;
+        let error = match sent {
+            Ok(Ok(_accepted)) => return Ok(()),
+            Ok(Err(source)) => NotifyError::Smtp { server: self.server.clone(), source },
+            Err(_) => NotifyError::Timeout { server: self.server.clone(), timeout: self.timeout },
+        };
+        if let Some(mut connection) = self.connection.take() {
+            connection.abort().await;
+        }
+        Err(error)
+    }
+
+    async fn close(self: Box<Self>) {
+        if let Some(mut connection) = self.connection {
+            // The messages are accepted; a failing or slow QUIT changes nothing about them.
+            if tokio::time::timeout(self.timeout, connection.quit()).await.is_err() {
+                connection.abort().await;
+            }
+        }
     }
 }
 
@@ -327,8 +383,19 @@ fn eml_file_name(message_id: &str) -> String {
 
 #[async_trait::async_trait]
 impl Channel for DirectoryChannel {
+    async fn open(&self) -> Result<Box<dyn Delivery>, NotifyError> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+}
+
+#[async_trait::async_trait]
+impl Delivery for DirectoryChannel {
     #[tracing::instrument(skip_all, fields(channel = "directory", message_id = %notice.message_id))]
-    async fn send(&self, notice: &OutgoingNotice) -> Result<(), NotifyError> {
+    async fn transmit(&mut self, notice: &OutgoingNotice) -> Result<(), NotifyError> {
         let bytes = build_message(notice)?.formatted();
         let dir = self.dir.clone();
         let target = self.file_for(&notice.message_id);
@@ -337,9 +404,7 @@ impl Channel for DirectoryChannel {
         })?
     }
 
-    fn name(&self) -> &'static str {
-        "directory"
-    }
+    async fn close(self: Box<Self>) {}
 }
 
 fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), NotifyError> {

@@ -10,9 +10,14 @@
 //! differs only where it must: the claim uses `FOR UPDATE SKIP LOCKED` on PostgreSQL, while on
 //! SQLite a single `UPDATE .. RETURNING` statement is atomic because SQLite serializes writers.
 //!
-//! Exclusivity is a type (STYLE.md #8): only [`Store::claim_jobs`] makes a [`Lease`]; the engine
-//! records a job's outcome in a transaction from [`Store::begin_leased`], whose first statement is a
-//! write that re-asserts the lease (and, on PostgreSQL, row-locks the job until commit). Starting
+//! Exclusivity is a type (STYLE.md #8): only [`Store::claim_jobs`] makes a [`Lease`]. Lease times
+//! come from the database's clock (PostgreSQL's `clock_timestamp()`, SQLite's `julianday('now')`
+//! on the one host that holds the file), never from a daemon's, so clock skew between hosts cannot
+//! make two daemons hold one job. The holder renews the lease while its step runs
+//! ([`Store::renew_lease`]) and checks it before every external effect ([`Lease::check`]); the
+//! engine records a job's outcome in a transaction from [`Store::begin_leased`], whose first
+//! statement is a write that re-asserts the lease (and, on PostgreSQL, row-locks the job until
+//! commit). Starting
 //! with a write also means a SQLite transaction never has to upgrade a read lock to a write lock,
 //! which can fail with `SQLITE_BUSY` without waiting; SQLite transactions moreover start with
 //! `BEGIN IMMEDIATE`, so writers queue on the busy timeout instead of failing.
@@ -36,13 +41,23 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/p
 /// is better than failing a step.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 
+/// The database's clock in unix milliseconds, as SQL: what lease expiries are set from and
+/// compared with.
+fn db_now(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    }
+}
+
 /// The columns of [`JobRow`], in one place for every query that returns jobs.
 const JOB_COLUMNS: &str =
     "id, migration_id, kind, subject, payload, dedupe_key, due_at, attempts, last_error, done_at";
 
 /// The columns of [`OutboxRow`].
 const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
-     subject, body, created_at, sent_at, attempts, last_error";
+     subject, body, created_at, sent_at, attempts, last_error, delivery_attempts, \
+     delivery_started_at, resends";
 
 /// Which database a [`Store`] talks to, chosen once from the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +73,14 @@ pub enum Backend {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The lease on this job expired or was taken by another owner; the job's outcome must not
-    /// be recorded by this holder.
-    #[error("lost the lease on job {job_id}")]
+    /// be recorded, nor any effect performed, by this holder.
+    #[error("lost the lease on job {job_id}: {reason}")]
     LeaseLost {
         /// The job whose lease was lost.
         job_id: i64,
+        /// What happened to it, as far as the store can tell ("taken over by daemon b",
+        /// "expired before it could be renewed", …).
+        reason: String,
     },
     /// An insert found a row with the same key already there.
     #[error("{what} {key:?} already exists")]
@@ -349,6 +367,13 @@ pub struct OutboxRow {
     pub attempts: i32,
     /// The error of the last failed send.
     pub last_error: Option<String>,
+    /// Delivery attempts started (each recorded before the message was handed over).
+    pub delivery_attempts: i32,
+    /// When the latest attempt started, while its end (accepted or failed) is not recorded.
+    pub delivery_started_at: Option<i64>,
+    /// Attempts that followed one whose end was never recorded (a kill, a lost lease): the only
+    /// ones that can have delivered the message twice.
+    pub resends: i32,
 }
 
 /// A notice to enqueue with [`Tx::enqueue_notice`].
@@ -374,32 +399,121 @@ pub struct NewNotice {
     pub created_at: i64,
 }
 
-/// Proof that its holder may work on one job until `expires_at`. Only [`Store::claim_jobs`] makes
-/// one; a lease is checked again by every write that records the job's outcome.
+/// Proof that its holder may work on one job. Only [`Store::claim_jobs`] makes one; clones share
+/// it (the step that acts and the task that renews it).
 ///
-/// A lease is identified by its owner and its expiry: a re-claim after expiry always sets a later
-/// expiry, so even an owner that claims the same job twice cannot use the older lease.
-#[derive(Debug, PartialEq, Eq)]
+/// A lease is the job, the owner and a random token written by the claim; the database keeps its
+/// expiry on its own clock. The holder also keeps a deadline on its monotonic clock, set from the
+/// moment it *sent* each successful claim or renewal: the database's expiry is that moment (or
+/// later) plus the lease, so before the deadline no other claimer can have been given the job.
+/// [`Lease::check`] refuses once less than a quarter of the lease is left (renewals run every
+/// third), and once a renewal found the lease gone; an effect that passed the check therefore
+/// starts with at least a quarter of the lease (15 s by default) before anyone else may act.
+#[derive(Debug, Clone)]
 pub struct Lease {
+    inner: std::sync::Arc<LeaseInner>,
+}
+
+#[derive(Debug)]
+struct LeaseInner {
     job_id: i64,
     owner: String,
-    expires_at: i64,
+    token: i64,
+    duration: Duration,
+    deadline: std::sync::Mutex<std::time::Instant>,
+    /// `Some(reason)` once the lease is known to be lost.
+    lost: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Lease {
+    fn new(job_id: i64, owner: &str, token: i64, duration: Duration, sent: std::time::Instant) -> Lease {
+        Lease {
+            inner: std::sync::Arc::new(LeaseInner {
+                job_id,
+                owner: owner.to_owned(),
+                token,
+                duration,
+                deadline: std::sync::Mutex::new(sent + duration),
+                lost: tokio::sync::watch::channel(None).0,
+            }),
+        }
+    }
+
     /// The leased job.
     pub fn job_id(&self) -> i64 {
-        self.job_id
+        self.inner.job_id
     }
 
-    /// Who holds the lease (a worker's name).
+    /// Who holds the lease (a daemon's owner name).
     pub fn owner(&self) -> &str {
-        &self.owner
+        &self.inner.owner
     }
 
-    /// When the lease expires, unix milliseconds.
-    pub fn expires_at(&self) -> i64 {
-        self.expires_at
+    /// How long the lease lasts from each claim or renewal.
+    pub fn duration(&self) -> Duration {
+        self.inner.duration
+    }
+
+    /// How long, on this process's clock, until another claimer could be given the job.
+    pub fn remaining(&self) -> Duration {
+        let deadline = *self.inner.deadline.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        deadline.saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// The right to perform an external effect now: [`StoreError::LeaseLost`] when the lease was
+    /// found lost, or less than a quarter of it is left (the renewals have been failing).
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.lost_reason() {
+            return Err(StoreError::LeaseLost { job_id: self.job_id(), reason });
+        }
+        let remaining = self.remaining();
+        if remaining < self.inner.duration / 4 {
+            return Err(StoreError::LeaseLost {
+                job_id: self.job_id(),
+                reason: format!(
+                    "not renewed in time: {} ms of the {} ms lease left, too little to start an effect",
+                    remaining.as_millis(),
+                    self.inner.duration.as_millis()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Why the lease was lost, once it was.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.inner.lost.borrow().clone()
+    }
+
+    /// Records that the lease is lost and why (the first reason stands); wakes [`Lease::lost`].
+    pub fn mark_lost(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.inner.lost.send_if_modified(|lost| {
+            if lost.is_some() {
+                return false;
+            }
+            *lost = Some(reason);
+            true
+        });
+    }
+
+    /// Completes when the lease is lost, with the reason.
+    pub async fn lost(&self) -> String {
+        let mut watch = self.inner.lost.subscribe();
+        loop {
+            if let Some(reason) = watch.borrow_and_update().clone() {
+                return reason;
+            }
+            if watch.changed().await.is_err() {
+                // The sender lives in this lease: unreachable while `self` exists.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn renewed(&self, sent: std::time::Instant) {
+        let mut deadline = self.inner.deadline.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *deadline = (*deadline).max(sent + self.inner.duration);
     }
 }
 
@@ -547,64 +661,93 @@ impl Store {
     }
 
     /// Starts a transaction to record a leased job's outcome. Its first statement re-asserts the
-    /// lease (same owner and expiry, not expired at `now`, job not done) and, on PostgreSQL, locks
-    /// the job's row until the transaction ends; [`StoreError::LeaseLost`] otherwise.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
-    pub async fn begin_leased(&self, lease: &Lease, now: i64) -> Result<Tx<'_>, StoreError> {
+    /// lease (same owner and token, not expired on the database's clock, job not done) and, on
+    /// PostgreSQL, locks the job's row until the transaction ends; [`StoreError::LeaseLost`]
+    /// otherwise.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id(), owner = %lease.owner()))]
+    pub async fn begin_leased(&self, lease: &Lease) -> Result<Tx<'_>, StoreError> {
         let (mut tx, writer) = self.begin_tx().await?;
-        let done = sqlx::query(
+        let sql = format!(
             "UPDATE jobs SET lease_expires_at = lease_expires_at \
-             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 \
-               AND lease_expires_at > $4 AND done_at IS NULL",
-        )
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .bind(lease.expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 \
+               AND lease_expires_at > {} AND done_at IS NULL",
+            db_now(self.backend)
+        );
+        let done = sqlx::query(&sql)
+            .bind(lease.job_id())
+            .bind(lease.owner())
+            .bind(lease.inner.token)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+            drop(tx);
+            return Err(self.lease_lost(lease).await);
         }
         Ok(Tx { tx, backend: self.backend, _writer: writer, _store: PhantomData })
     }
 
-    /// Takes the DNS lock of account `user` for the leased job, until the lease expires: only
-    /// the holder reads and writes the account's domain states and DNS records, so a repoint
-    /// in flight and a rollback of the same account never interleave (on one daemon or on
-    /// several sharing a PostgreSQL database: the lock is one conditional UPDATE of the
-    /// account's row). Re-taking a lock the job already holds succeeds; an expired lock (its
-    /// holder died with its lease) is taken over. The lock is released when the job's run ends
-    /// ([`Tx::finish_job`], [`Tx::retry_job`], [`Tx::reschedule_job`]).
+    /// Why `lease` no longer holds, as far as the job's row tells: taken over by another owner
+    /// (named), claimed again by the same owner (a restarted daemon), finished, released, or
+    /// expired. Marks the lease lost with that reason.
+    async fn lease_lost(&self, lease: &Lease) -> StoreError {
+        /// The job's lease owner, lease token and done time.
+        type LeaseRow = (Option<String>, Option<i64>, Option<i64>);
+        let row: Result<Option<LeaseRow>, sqlx::Error> =
+            sqlx::query_as("SELECT lease_owner, lease_token, done_at FROM jobs WHERE id = $1")
+                .bind(lease.job_id())
+                .fetch_optional(&self.pool)
+                .await;
+        let reason = match row {
+            Ok(Some((_, _, Some(_)))) => "the job was finished meanwhile".to_owned(),
+            Ok(Some((Some(owner), _, None))) if owner != lease.owner() => {
+                format!("taken over by daemon {owner} after it expired")
+            }
+            Ok(Some((Some(_), Some(token), None))) if token != lease.inner.token => {
+                "claimed again by this owner name (a restarted daemon) after it expired".to_owned()
+            }
+            Ok(Some((None, _, None))) => "released (a restarted daemon took its work back)".to_owned(),
+            Ok(Some(_)) => "expired before it could be renewed".to_owned(),
+            Ok(None) => "the job is gone".to_owned(),
+            Err(err) => format!("expired or taken (its row could not be read: {err})"),
+        };
+        lease.mark_lost(reason.clone());
+        StoreError::LeaseLost { job_id: lease.job_id(), reason }
+    }
+
+    /// Takes the DNS lock of account `user` for the leased job: only the holder reads and writes
+    /// the account's domain states and DNS records, so a repoint in flight and a rollback of the
+    /// same account never interleave (on one daemon or on several sharing a PostgreSQL
+    /// database: the lock is one conditional UPDATE of the account's row). The lock lasts as
+    /// long as the holding job's lease: re-taking a lock the job already holds succeeds, and a
+    /// lock whose job no longer holds a live lease (its daemon died) is taken over. The lock is
+    /// released when the job's run ends ([`Tx::finish_job`], [`Tx::retry_job`],
+    /// [`Tx::reschedule_job`], [`Store::release_lease`]).
     ///
-    /// Returns `Ok(None)` when taken, `Ok(Some(holder))` with the holding job's id and lock
-    /// expiry when another job holds it; [`StoreError::LeaseLost`] when the lease is gone.
+    /// Returns `Ok(None)` when taken, `Ok(Some(job))` with the holding job's id when another
+    /// job holds it; [`StoreError::LeaseLost`] when the lease is gone.
     pub async fn lock_account_dns(
         &self,
         lease: &Lease,
         migration_id: &str,
         user: &str,
-        now: i64,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        let mut tx = self.begin_leased(lease, now).await?;
-        let taken = sqlx::query(
-            "UPDATE accounts SET dns_lock_job = $3, dns_lock_expires_at = $4 \
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin_leased(lease).await?;
+        let sql = format!(
+            "UPDATE accounts SET dns_lock_job = $3, dns_lock_expires_at = NULL \
              WHERE migration_id = $1 AND user_name = $2 \
-               AND (dns_lock_job IS NULL OR dns_lock_job = $3 OR dns_lock_expires_at <= $5)",
-        )
-        .bind(migration_id)
-        .bind(user)
-        .bind(lease.job_id)
-        .bind(lease.expires_at)
-        .bind(now)
-        .execute(&mut *tx.tx)
-        .await?;
+               AND (dns_lock_job IS NULL OR dns_lock_job = $3 OR NOT EXISTS \
+                    (SELECT 1 FROM jobs j WHERE j.id = accounts.dns_lock_job AND j.done_at IS NULL \
+                       AND j.lease_expires_at > {}))",
+            db_now(self.backend)
+        );
+        let taken =
+            sqlx::query(&sql).bind(migration_id).bind(user).bind(lease.job_id()).execute(&mut *tx.tx).await?;
         if taken.rows_affected() == 1 {
             tx.commit().await?;
             return Ok(None);
         }
-        let holder: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT dns_lock_job, dns_lock_expires_at FROM accounts WHERE migration_id = $1 AND user_name = $2",
+        let holder: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT dns_lock_job FROM accounts WHERE migration_id = $1 AND user_name = $2",
         )
         .bind(migration_id)
         .bind(user)
@@ -612,24 +755,24 @@ impl Store {
         .await?;
         tx.rollback().await?;
         match holder {
-            Some((Some(job), Some(expires))) => Ok(Some((job, expires))),
-            Some(_) => Ok(Some((0, now))),
+            Some(job) => Ok(Some(job.unwrap_or(0))),
             None => Err(StoreError::NotFound { what: "account", key: format!("{migration_id}/{user}") }),
         }
     }
 
-    /// Claims up to `limit` jobs that are due at `now`, not done, and not leased (or whose lease
-    /// expired), for `owner` until `now + lease_ms`. Attempts are not changed. Jobs come back in
-    /// due order. Concurrent claimers never get the same job while its lease holds.
+    /// Claims up to `limit` jobs that are due at `now` (the caller's clock: due times are
+    /// scheduling, not exclusivity), not done, and not leased (or whose lease expired on the
+    /// database's clock), for `owner` for `lease` from the database's now. Attempts are not
+    /// changed. Jobs come back in due order. Concurrent claimers never get the same job while its
+    /// lease holds.
     #[tracing::instrument(level = "debug", skip_all, fields(owner = %owner, limit))]
     pub async fn claim_jobs(
         &self,
         owner: &str,
         now: i64,
-        lease_ms: i64,
+        lease: Duration,
         limit: i64,
     ) -> Result<Vec<(JobRow, Lease)>, StoreError> {
-        let expires_at = now.saturating_add(lease_ms);
         // PostgreSQL: lock the candidates and skip rows another claimer holds, so claimers split
         // the work instead of queueing on each other. SQLite: the one statement runs under the
         // database's single write lock, which makes it atomic without row locks.
@@ -637,17 +780,21 @@ impl Store {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let db_now = db_now(self.backend);
         let sql = format!(
-            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2 \
+            "UPDATE jobs SET lease_owner = $1, lease_token = $2, lease_expires_at = {db_now} + $3 \
              WHERE id IN (SELECT id FROM jobs \
-                 WHERE done_at IS NULL AND due_at <= $3 \
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
-                 ORDER BY due_at, id LIMIT $4{lock}) \
+                 WHERE done_at IS NULL AND due_at <= $4 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= {db_now}) \
+                 ORDER BY due_at, id LIMIT $5{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
+        let token: i64 = rand::random();
+        let sent = std::time::Instant::now();
         let mut jobs: Vec<JobRow> = sqlx::query_as(&sql)
             .bind(owner)
-            .bind(expires_at)
+            .bind(token)
+            .bind(lease.as_millis() as i64)
             .bind(now)
             .bind(limit)
             .fetch_all(&self.pool)
@@ -656,50 +803,107 @@ impl Store {
         Ok(jobs
             .into_iter()
             .map(|job| {
-                let lease = Lease { job_id: job.id, owner: owner.to_owned(), expires_at };
+                let lease = Lease::new(job.id, owner, token, lease, sent);
                 (job, lease)
             })
             .collect())
     }
 
-    /// Extends a lease that still holds to `now + lease_ms`; [`StoreError::LeaseLost`] if it
-    /// expired or was taken.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
-    pub async fn renew_lease(&self, lease: &mut Lease, now: i64, lease_ms: i64) -> Result<(), StoreError> {
-        let expires_at = now.saturating_add(lease_ms);
-        let done = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $5 \
-             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 \
-               AND lease_expires_at > $4 AND done_at IS NULL",
-        )
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .bind(lease.expires_at)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+    /// Extends a lease that still holds to the database's now plus its duration;
+    /// [`StoreError::LeaseLost`] (and the lease marked lost) if it expired or was taken.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id(), owner = %lease.owner()))]
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let db_now = db_now(self.backend);
+        let sql = format!(
+            "UPDATE jobs SET lease_expires_at = {db_now} + $4 \
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 \
+               AND lease_expires_at > {db_now} AND done_at IS NULL"
+        );
+        let sent = std::time::Instant::now();
+        let done = sqlx::query(&sql)
+            .bind(lease.job_id())
+            .bind(lease.owner())
+            .bind(lease.inner.token)
+            .bind(lease.duration().as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::LeaseLost { job_id: lease.job_id });
+            return Err(self.lease_lost(lease).await);
         }
-        lease.expires_at = expires_at;
+        lease.renewed(sent);
         Ok(())
     }
 
-    /// Gives a job back without recording an outcome, so it can be claimed again at once.
+    /// Gives a job back without recording an outcome, so it can be claimed again at once (a
+    /// daemon stopping with the job's step cancelled), with the account DNS lock it may hold.
     /// Releasing a lease that was already lost changes nothing and is not an error.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id, owner = %lease.owner))]
-    pub async fn release_lease(&self, lease: Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3",
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id(), owner = %lease.owner()))]
+    pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 AND done_at IS NULL",
         )
-        .bind(lease.job_id)
-        .bind(&lease.owner)
-        .bind(lease.expires_at)
-        .execute(&self.pool)
+        .bind(lease.job_id())
+        .bind(lease.owner())
+        .bind(lease.inner.token)
+        .execute(&mut *tx.tx)
         .await?;
+        if released.rows_affected() > 0 {
+            release_dns_locks(&mut tx, lease.job_id()).await?;
+        }
+        tx.commit().await?;
+        lease.mark_lost("released");
         Ok(())
+    }
+
+    /// Releases every lease held under `owner`, with the DNS locks of those jobs: what a daemon
+    /// restarted under the same owner name does first, once its lock file proves no other
+    /// process of that name runs, so its own work is taken back at once instead of after the
+    /// leases expire. Returns how many jobs were released.
+    pub async fn release_owner_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL \
+             WHERE dns_lock_job IN (SELECT id FROM jobs WHERE lease_owner = $1 AND done_at IS NULL)",
+        )
+        .bind(owner)
+        .execute(&mut *tx.tx)
+        .await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE lease_owner = $1 AND done_at IS NULL",
+        )
+        .bind(owner)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(released.rows_affected())
+    }
+
+    /// Counts a run whose lease was lost as a failed attempt of the job, with why: a step that
+    /// keeps outliving its lease is held like any failing step instead of repeating forever.
+    /// Written without the lease (it is gone); changes nothing on a finished job.
+    pub async fn count_lost_lease(&self, job_id: i64, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET attempts = attempts + 1, last_error = $2 WHERE id = $1 AND done_at IS NULL",
+        )
+        .bind(job_id)
+        .bind(format!("lease lost: {reason}"))
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that a notice's message was accepted by the server, outside any lease: the fact
+    /// stands whoever holds the job, and losing it would resend the message. Keeps the first
+    /// time; clears the attempt in flight.
+    pub async fn mark_notice_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        tx.mark_notice_sent(id, now).await?;
+        tx.commit().await
     }
 
     /// The earliest time at which a not-done job can be claimed: its due time, or its lease's
@@ -914,6 +1118,17 @@ pub fn domain_state(row: &DomainRow) -> Result<DomainState, StoreError> {
         key: format!("{}/{}", row.migration_id, row.domain),
         source,
     })
+}
+
+/// Releases the account DNS locks job `job_id` holds (see [`Store::lock_account_dns`]).
+async fn release_dns_locks(tx: &mut Tx<'_>, job_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL WHERE dns_lock_job = $1",
+    )
+    .bind(job_id)
+    .execute(&mut *tx.tx)
+    .await?;
+    Ok(())
 }
 
 /// Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters and
@@ -1339,30 +1554,62 @@ impl Tx<'_> {
         Ok(id)
     }
 
-    /// Marks a notice sent at `now` (a notice already marked keeps its first time);
-    /// [`StoreError::NotFound`] if there is no such notice.
+    /// Marks a notice sent at `now` (a notice already marked keeps its first time) and ends the
+    /// attempt in flight; [`StoreError::NotFound`] if there is no such notice.
     pub async fn mark_notice_sent(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
-        let result = sqlx::query("UPDATE outbox SET sent_at = COALESCE(sent_at, $2) WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
+        let result = sqlx::query(
+            "UPDATE outbox SET sent_at = COALESCE(sent_at, $2), delivery_started_at = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
         expect_one(result, || StoreError::NotFound { what: "notice", key: id.to_string() })
     }
 
-    /// Records a failed send: attempts + 1 and the error; [`StoreError::NotFound`] if there is
-    /// no such notice.
+    /// Records a failed send: attempts + 1, the error, and the attempt in flight ended (the
+    /// server did not take the message); [`StoreError::NotFound`] if there is no such notice.
     pub async fn notice_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError> {
-        let result = sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-            .bind(id)
-            .bind(error)
-            .execute(&mut *self.tx)
-            .await?;
+        let result = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, delivery_started_at = NULL \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(error)
+        .execute(&mut *self.tx)
+        .await?;
         expect_one(result, || StoreError::NotFound { what: "notice", key: id.to_string() })
     }
 
-    /// Runs an update of the leased job guarded by the lease; `set` is the SET clause, which
-    /// uses `$4` (bound to `value`) and, when `error` is given, `$5`.
+    /// Records that a delivery attempt of notice `id` starts at `now`, before anything is handed
+    /// to the server. Returns whether it is a resend: an earlier attempt started and its end
+    /// (accepted or failed) was never recorded, so the server may hold the message already
+    /// (counted in `resends`). [`StoreError::NotFound`] if there is no such notice.
+    pub async fn notice_delivery_started(&mut self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let in_flight: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT delivery_started_at FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let Some(in_flight) = in_flight else {
+            return Err(StoreError::NotFound { what: "notice", key: id.to_string() });
+        };
+        let resend = in_flight.is_some();
+        sqlx::query(
+            "UPDATE outbox SET delivery_attempts = delivery_attempts + 1, resends = resends + $3, \
+                 delivery_started_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(i32::from(resend))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(resend)
+    }
+
+    /// Runs an update of the leased job guarded by the lease (its owner and token; the
+    /// transaction began by re-asserting it); `set` is the SET clause, which uses `$4` (bound to
+    /// `value`) and, when `error` is given, `$5`.
     async fn update_leased_job(
         &mut self,
         lease: &Lease,
@@ -1371,25 +1618,22 @@ impl Tx<'_> {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 AND lease_expires_at = $3 AND done_at IS NULL"
+            "UPDATE jobs SET {set}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 AND done_at IS NULL"
         );
         let mut query =
-            sqlx::query(&sql).bind(lease.job_id).bind(&lease.owner).bind(lease.expires_at).bind(value);
+            sqlx::query(&sql).bind(lease.job_id()).bind(lease.owner()).bind(lease.inner.token).bind(value);
         if let Some(error) = error {
             query = query.bind(error);
         }
         let result = query.execute(&mut *self.tx).await?;
-        expect_one(result, || StoreError::LeaseLost { job_id: lease.job_id })?;
+        expect_one(result, || StoreError::LeaseLost {
+            job_id: lease.job_id(),
+            reason: "its row changed under the transaction".to_owned(),
+        })?;
         // Whatever this run ends as (done, retried, rescheduled), it no longer works on its
         // account's DNS: release the lock it may hold (see `Store::lock_account_dns`).
-        sqlx::query(
-            "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL WHERE dns_lock_job = $1",
-        )
-        .bind(lease.job_id)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        release_dns_locks(self, lease.job_id()).await
     }
 
     /// Locks the account row for the rest of the transaction (PostgreSQL `FOR UPDATE`; a SQLite
@@ -1410,14 +1654,14 @@ impl Tx<'_> {
 
     /// Marks the leased job done at `now` and clears the lease; [`StoreError::LeaseLost`] if the
     /// lease no longer holds.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id()))]
     pub async fn finish_job(&mut self, lease: &Lease, now: i64) -> Result<(), StoreError> {
         self.update_leased_job(lease, "done_at = $4", now, None).await
     }
 
     /// Records a failed attempt of the leased job: attempts + 1, the error, due again at
     /// `due_at`, lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id()))]
     pub async fn retry_job(&mut self, lease: &Lease, due_at: i64, error: &str) -> Result<(), StoreError> {
         self.update_leased_job(
             lease,
@@ -1430,7 +1674,7 @@ impl Tx<'_> {
 
     /// Makes the leased job due again at `due_at` without counting an attempt (a poll that found
     /// nothing to do yet), lease cleared; [`StoreError::LeaseLost`] if the lease no longer holds.
-    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id()))]
     pub async fn reschedule_job(&mut self, lease: &Lease, due_at: i64) -> Result<(), StoreError> {
         self.update_leased_job(lease, "due_at = $4", due_at, None).await
     }
@@ -1507,6 +1751,6 @@ mod tests {
     fn only_retryable_errors_are_transient() {
         assert!(StoreError::Sqlx(sqlx::Error::PoolTimedOut).is_transient());
         assert!(!StoreError::Sqlx(sqlx::Error::RowNotFound).is_transient());
-        assert!(!StoreError::LeaseLost { job_id: 1 }.is_transient());
+        assert!(!StoreError::LeaseLost { job_id: 1, reason: "expired".into() }.is_transient());
     }
 }

@@ -53,11 +53,12 @@ pub enum StepError {
     Transient(anyhow::Error),
     /// Retrying will not help (a refusal, bad data).
     Permanent(anyhow::Error),
-    /// Another daemon took the job over; record nothing.
-    LeaseLost,
+    /// The job's lease is lost (why, as the store tells it): another daemon may hold the job.
+    LeaseLost(String),
 }
 
 impl StepError {
+    /// A transient failure from any error.
     pub fn transient(err: impl Into<anyhow::Error>) -> Self {
         StepError::Transient(err.into())
     }
@@ -66,7 +67,7 @@ impl StepError {
 impl From<StoreError> for StepError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::LeaseLost { .. } => StepError::LeaseLost,
+            StoreError::LeaseLost { reason, .. } => StepError::LeaseLost(reason),
             other if other.is_transient() => StepError::Transient(other.into()),
             other => StepError::Permanent(other.into()),
         }
@@ -262,29 +263,33 @@ impl Ctx {
         lease: &Lease,
         user: &str,
     ) -> Result<bool, StepError> {
-        let now = self.now_ms();
-        let Some((holder, expires_at)) =
-            self.store.lock_account_dns(lease, ctx.id.as_str(), user, now).await?
-        else {
+        let Some(holder) = self.store.lock_account_dns(lease, ctx.id.as_str(), user).await? else {
             return Ok(true);
         };
-        let due = expires_at.min(now + ACCOUNT_LOCK_RETRY.as_millis() as i64).max(now);
+        let due = self.now_ms() + ACCOUNT_LOCK_RETRY.as_millis() as i64;
         debug!(account = user, holder, "another job works on the account's DNS; waiting for it");
-        let mut tx = self.store.begin_leased(lease, now).await?;
+        let mut tx = self.store.begin_leased(lease).await?;
         tx.reschedule_job(lease, due).await?;
         tx.commit().await?;
         Ok(false)
     }
 
-    /// Applies one batch to a zone: one PATCH, never two writers on one zone, at most
-    /// `dns_write_concurrency` writers in all.
-    pub(crate) async fn write_zone(&self, zone: &DomainName, changes: &[RrsetChange]) -> StepResult {
+    /// Applies one batch to a zone under the job's lease: one PATCH, never two writers on one
+    /// zone, at most `dns_write_concurrency` writers in all, and refused when the lease no longer
+    /// proves the right to act (checked once the zone's turn has come, right before the write).
+    pub(crate) async fn write_zone(
+        &self,
+        lease: &Lease,
+        zone: &DomainName,
+        changes: &[RrsetChange],
+    ) -> StepResult {
         if changes.is_empty() {
             return Ok(());
         }
         let lock = self.zone_lock(zone.as_str());
         let _zone = lock.lock().await;
         let _permit = self.dns_writes.acquire().await.map_err(|_| anyhow!("DNS write semaphore closed"))?;
+        lease.check()?;
         self.world.dns.apply(zone, changes).await.map_err(|err| classify!(err))
     }
 
@@ -501,7 +506,7 @@ impl Ctx {
 
     pub(crate) async fn finish(&self, lease: &Lease) -> StepResult {
         let now = self.now_ms();
-        let mut tx = self.store.begin_leased(lease, now).await?;
+        let mut tx = self.store.begin_leased(lease).await?;
         tx.finish_job(lease, now).await?;
         Ok(tx.commit().await?)
     }

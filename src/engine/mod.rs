@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use rand::Rng;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -30,7 +31,7 @@ pub use self::jobs::{JobKind, RollbackPayload};
 use self::steps::{external, lower, mail, notices, repoint, restore, rollback, settle, transfer, verify};
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
-use crate::store::{JobRow, Lease, Store};
+use crate::store::{JobRow, Lease, Store, StoreError};
 use crate::world::World;
 
 /// Everything an engine is made of; the daemon builds it from the config, tests and the demo
@@ -54,6 +55,8 @@ pub struct EngineParts {
     pub dns_write_concurrency: usize,
     /// Jobs run at once by this daemon.
     pub workers: usize,
+    /// How long a stopping daemon lets its steps in flight finish before it cancels them.
+    pub stop_timeout: Duration,
 }
 
 /// The orchestrator: one per daemon process; cheap to share behind an `Arc`.
@@ -62,6 +65,7 @@ pub struct Engine {
     lease: Duration,
     idle_poll: Duration,
     workers: usize,
+    stop_timeout: Duration,
 }
 
 impl Engine {
@@ -79,6 +83,7 @@ impl Engine {
             lease: parts.lease,
             idle_poll: parts.idle_poll,
             workers: parts.workers.max(1),
+            stop_timeout: parts.stop_timeout,
         }
     }
 
@@ -95,6 +100,7 @@ impl Engine {
             idle_poll: config.daemon.idle_poll,
             dns_write_concurrency: config.dns.write_concurrency as usize,
             workers: 8,
+            stop_timeout: config.daemon.stop_timeout,
         }))
     }
 
@@ -127,14 +133,16 @@ impl Engine {
         let claimed = self
             .cx
             .store
-            .claim_jobs(&self.cx.owner, now, self.lease.as_millis() as i64, self.workers as i64)
+            .claim_jobs(&self.cx.owner, now, self.lease, self.workers as i64)
             .await
             .context("claiming due jobs")?;
         let count = claimed.len();
+        let (_stop, stopping) = watch::channel(false);
         let mut running = JoinSet::new();
         for (job, lease) in claimed {
             let engine = Arc::clone(self);
-            running.spawn(async move { engine.run_job(job, lease).await });
+            let stopping = stopping.clone();
+            running.spawn(async move { engine.run_job(job, lease, stopping).await });
         }
         while let Some(joined) = running.join_next().await {
             if let Err(err) = joined {
@@ -145,10 +153,13 @@ impl Engine {
     }
 
     /// The daemon's loop: keeps `workers` jobs running, sleeps until the next due job (at most
-    /// `idle_poll`, so work scheduled by another process is seen), and stops claiming when
-    /// `shutdown` completes, letting the jobs in flight finish.
+    /// `idle_poll`, so work scheduled by another process is seen). When `shutdown` completes it
+    /// claims nothing more and lets the steps in flight finish for up to `stop_timeout`; the
+    /// ones still running then are cancelled and their jobs released (no outcome recorded, no
+    /// attempt counted), so another daemon, or this one restarted, takes them at once.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        let (stop, stopping) = watch::channel(false);
         let mut running: JoinSet<()> = JoinSet::new();
         info!(owner = %self.cx.owner, workers = self.workers, "engine running");
         loop {
@@ -160,17 +171,13 @@ impl Engine {
             let free = self.workers.saturating_sub(running.len());
             if free > 0 {
                 let now = to_millis(self.cx.clock.now());
-                match self
-                    .cx
-                    .store
-                    .claim_jobs(&self.cx.owner, now, self.lease.as_millis() as i64, free as i64)
-                    .await
-                {
+                match self.cx.store.claim_jobs(&self.cx.owner, now, self.lease, free as i64).await {
                     Ok(claimed) => {
                         let any = !claimed.is_empty();
                         for (job, lease) in claimed {
                             let engine = Arc::clone(&self);
-                            running.spawn(async move { engine.run_job(job, lease).await });
+                            let stopping = stopping.clone();
+                            running.spawn(async move { engine.run_job(job, lease, stopping).await });
                         }
                         if any {
                             continue;
@@ -186,8 +193,31 @@ impl Engine {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-        info!(in_flight = running.len(), "engine stopping; letting jobs in flight finish");
-        while running.join_next().await.is_some() {}
+        if !running.is_empty() {
+            info!(
+                in_flight = running.len(),
+                bound = %humantime::format_duration(self.stop_timeout),
+                "stopping: nothing more is claimed; the steps in flight may finish"
+            );
+        }
+        let bound = tokio::time::sleep(self.stop_timeout);
+        tokio::pin!(bound);
+        loop {
+            tokio::select! {
+                joined = running.join_next() => match joined {
+                    None => break,
+                    Some(Err(err)) => warn!(error = %err, "a job task panicked"),
+                    Some(Ok(())) => {}
+                },
+                () = &mut bound => {
+                    warn!(left = running.len(), "steps still running at the stop bound are cancelled; their jobs are released");
+                    let _ = stop.send(true);
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        info!(owner = %self.cx.owner, "engine stopped");
         Ok(())
     }
 
@@ -200,13 +230,35 @@ impl Engine {
         }
     }
 
-    async fn run_job(&self, job: JobRow, lease: Lease) {
+    /// Runs one claimed job: its step races the loss of its lease (renewed meanwhile by
+    /// [`keep_lease`]) and the daemon's stop bound. A lost lease cancels the step and counts as
+    /// a failed attempt; the stop bound cancels it and gives the job back.
+    async fn run_job(&self, job: JobRow, lease: Lease, mut stopping: watch::Receiver<bool>) {
         let span = info_span!("job", id = job.id, kind = %job.kind, migration = %job.migration_id, subject = %job.subject);
         async {
             debug!("running");
-            let outcome = self.perform(&job, &lease).await;
-            if let Err(err) = outcome {
-                self.record_failure(&job, &lease, err).await;
+            let keeper = tokio::spawn(keep_lease(self.cx.store.clone(), lease.clone()));
+            let outcome = tokio::select! {
+                outcome = self.perform(&job, &lease) => Some(outcome),
+                reason = lease.lost() => Some(Err(StepError::LeaseLost(reason))),
+                _ = stopping.wait_for(|stop| *stop) => None,
+            };
+            keeper.abort();
+            match outcome {
+                Some(Ok(())) => {}
+                Some(Err(StepError::LeaseLost(reason))) => {
+                    warn!(%reason, "the job's lease is lost: its step is cancelled, and the run counts as a failed attempt");
+                    if let Err(err) = self.cx.store.count_lost_lease(job.id, &reason).await {
+                        warn!(error = %err, "could not count the attempt");
+                    }
+                }
+                Some(Err(err)) => self.record_failure(&job, &lease, err).await,
+                None => {
+                    info!("cancelled at the stop bound; the job is given back");
+                    if let Err(err) = self.cx.store.release_lease(&lease).await {
+                        warn!(error = %err, "could not release the lease; it expires on its own");
+                    }
+                }
             }
         }
         .instrument(span)
@@ -216,11 +268,21 @@ impl Engine {
     async fn perform(&self, job: &JobRow, lease: &Lease) -> StepResult {
         let kind = JobKind::parse(&job.kind).ok_or_else(|| anyhow!("unknown job kind {:?}", job.kind))?;
         let ctx = self.cx.migration_ctx(&job.migration_id).await?;
+        // Runs that lost their lease count as attempts without a chance to hold the account
+        // (the lease was gone): a per-account step past its budget is given up here.
+        let budget = ctx.playbook.retry.max_attempts;
+        if kind.is_per_account() && job.attempts as u32 >= budget {
+            return Err(StepError::Permanent(anyhow!(
+                "{} attempts, the last: {}",
+                job.attempts,
+                job.last_error.as_deref().unwrap_or("no error recorded")
+            )));
+        }
         match &ctx.state {
             MigrationState::Aborted { .. } => {
                 // An aborted migration does nothing more; the job is closed.
                 let now = self.cx.now_ms();
-                let mut tx = self.cx.store.begin_leased(lease, now).await?;
+                let mut tx = self.cx.store.begin_leased(lease).await?;
                 tx.finish_job(lease, now).await?;
                 tx.commit().await?;
                 return Ok(());
@@ -229,7 +291,7 @@ impl Engine {
             | MigrationState::Planned { .. }
             | MigrationState::Approved { .. } => {
                 let now = self.cx.now_ms();
-                let mut tx = self.cx.store.begin_leased(lease, now).await?;
+                let mut tx = self.cx.store.begin_leased(lease).await?;
                 tx.reschedule_job(lease, now + self.idle_poll.as_millis() as i64 * 2).await?;
                 tx.commit().await?;
                 return Ok(());
@@ -259,14 +321,14 @@ impl Engine {
         }
     }
 
+    /// Records a failed run: retried with backoff, or, for a step of one account past the
+    /// playbook's budget or failing permanently, the account held for an operator.
     async fn record_failure(&self, job: &JobRow, lease: &Lease, err: StepError) {
         let (error, transient) = match err {
-            StepError::LeaseLost => {
-                warn!("the lease was lost to another daemon; its outcome is theirs to record");
-                return;
-            }
             StepError::Transient(err) => (err, true),
             StepError::Permanent(err) => (err, false),
+            // Handled by `run_job`, which counts the attempt without the lease.
+            StepError::LeaseLost(_) => return,
         };
         let message = format!("{error:#}");
         let attempts = job.attempts as u32 + 1;
@@ -282,14 +344,22 @@ impl Engine {
         let per_account = kind.is_some_and(JobKind::is_per_account);
         let give_up = per_account && (!transient || attempts >= max_attempts);
         let result: Result<(), StepError> = async {
-            let mut tx = self.cx.store.begin_leased(lease, now).await?;
+            let mut tx = self.cx.store.begin_leased(lease).await?;
+            // A failed send ends its delivery attempt on record: the server did not take the
+            // message, so the next attempt is a retry, not a resend.
+            let notice = match kind {
+                Some(JobKind::SendNotice) => match job.subject.parse::<i64>() {
+                    Ok(id) => {
+                        tx.notice_failed(id, &message).await?;
+                        tx.notice(id).await?
+                    }
+                    Err(_) => None,
+                },
+                _ => None,
+            };
             if give_up && let Some(ctx) = &policy {
                 let user = match kind {
-                    Some(JobKind::SendNotice) => {
-                        let id: i64 = job.subject.parse().unwrap_or_default();
-                        tx.notice_failed(id, &message).await?;
-                        tx.notice(id).await?.and_then(|n| n.account)
-                    }
+                    Some(JobKind::SendNotice) => notice.and_then(|n| n.account),
                     _ => Some(job.subject.clone()),
                 };
                 if let Some(user) = user {
@@ -327,12 +397,43 @@ impl Engine {
     }
 }
 
-/// This daemon's default name in leases: host name and process id.
+/// Renews a lease every third of its duration while its step runs (the task is aborted when
+/// the step ends). A renewal that finds the lease gone marks it lost, which cancels the step; one
+/// that fails (the database unreachable) is tried again, sooner, until the lease would have run
+/// out, and then the lease is marked lost too: past its deadline the store can no longer prove
+/// that nobody else holds the job.
+async fn keep_lease(store: Store, lease: Lease) {
+    let every = lease.duration() / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        loop {
+            match store.renew_lease(&lease).await {
+                Ok(()) => break,
+                Err(StoreError::LeaseLost { .. }) => return,
+                Err(err) => {
+                    let left = lease.remaining();
+                    if left.is_zero() {
+                        lease.mark_lost(format!("it could not be renewed before it expired: {err}"));
+                        return;
+                    }
+                    warn!(error = %err, left_ms = left.as_millis() as u64, "could not renew the job's lease; trying again");
+                    tokio::time::sleep((left / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// This daemon's default name in leases and the event log: the host's name. A daemon holds a
+/// lock file named after its owner, so a second one on the same host needs a name of its own
+/// (`[daemon] owner`).
 pub fn default_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+    std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "siirto".into());
-    format!("{host}-{}", std::process::id())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "siirto".into())
 }
 
 /// Exponential backoff with jitter: `base * 2^(attempt-1)`, capped, then a random point in

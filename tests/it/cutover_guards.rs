@@ -67,6 +67,7 @@ fn engine_with(rig: &Rig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine>
         idle_poll: Duration::from_millis(100),
         dns_write_concurrency: 1,
         workers: 4,
+        stop_timeout: Duration::from_secs(5),
     }))
 }
 

@@ -122,6 +122,25 @@ conformance!(
 );
 
 const MIG: &str = "old1-2026";
+/// A lease no test outlives.
+const LONG: Duration = Duration::from_secs(600);
+/// A lease a test waits out.
+const SHORT: Duration = Duration::from_millis(50);
+
+/// Waits (deadline 10 s) until the database's clock has passed `lease`'s expiry, which the
+/// holder sees as its leased transaction refused.
+async fn wait_out(store: &Store, lease: &siirto::store::Lease) -> StoreError {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.begin_leased(lease).await {
+            Err(err @ StoreError::LeaseLost { .. }) => return err,
+            Err(other) => panic!("{other:?}"),
+            Ok(tx) => tx.rollback().await.expect("rollback"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 fn migration_row(id: &str) -> MigrationRow {
     MigrationRow {
@@ -440,24 +459,45 @@ async fn notices_are_marked_sent_and_failed(db: Arc<TestDb>) {
     );
     let unsent: Vec<i64> = store.unsent_notices(10).await.expect("unsent").iter().map(|n| n.id).collect();
     assert_eq!(unsent, [b]);
+
+    // Delivery attempts: recorded before the hand-over; an attempt whose end was never recorded
+    // makes the next one a resend; a recorded failure or acceptance ends the attempt.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!tx.notice_delivery_started(b, 5_000).await.expect("first attempt"), "not a resend");
+    tx.commit().await.expect("commit");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.notice_delivery_started(b, 6_000).await.expect("after a crash"), "a resend");
+    tx.notice_failed(b, "451 try later").await.expect("failed");
+    assert!(!tx.notice_delivery_started(b, 7_000).await.expect("after a failure"), "a retry");
+    tx.commit().await.expect("commit");
+    let notice = store.notice(b).await.expect("notice").expect("exists");
+    assert_eq!(
+        (notice.delivery_attempts, notice.resends, notice.delivery_started_at, notice.sent_at),
+        (3, 1, Some(7_000), None)
+    );
+    store.mark_notice_sent(b, 7_500).await.expect("accepted");
+    let notice = store.notice(b).await.expect("notice").expect("exists");
+    assert_eq!((notice.delivery_started_at, notice.sent_at), (None, Some(7_500)));
+    let mut tx = store.begin().await.expect("begin");
+    assert!(matches!(tx.notice_delivery_started(a + b + 100, 8_000).await, Err(StoreError::NotFound { .. })));
 }
 
 async fn claims_only_due_jobs(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("late", 300), ("early", 100), ("middle", 200)]).await;
 
-    assert!(store.claim_jobs("w1", 99, 1_000, 10).await.expect("claim").is_empty());
-    let claimed = store.claim_jobs("w1", 200, 1_000, 10).await.expect("claim");
+    assert!(store.claim_jobs("w1", 99, LONG, 10).await.expect("claim").is_empty());
+    let claimed = store.claim_jobs("w1", 200, LONG, 10).await.expect("claim");
     let subjects: Vec<&str> = claimed.iter().map(|(job, _)| job.subject.as_str()).collect();
     assert_eq!(subjects, ["early", "middle"], "due ones, in due order");
     for (job, lease) in &claimed {
         assert_eq!(lease.job_id(), job.id);
         assert_eq!(lease.owner(), "w1");
-        assert_eq!(lease.expires_at(), 1_200);
+        assert!(lease.remaining() > Duration::from_secs(590) && lease.check().is_ok());
         assert_eq!(job.attempts, 0, "a claim is not an attempt");
     }
-    // The limit holds; w1's leases (until 1_200) keep the first two from w2.
-    let claimed = store.claim_jobs("w2", 1_100, 1_000, 1).await.expect("claim");
+    // The limit holds; w1's leases keep the first two from w2.
+    let claimed = store.claim_jobs("w2", 1_100, LONG, 1).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].0.subject, "late");
 }
@@ -465,40 +505,51 @@ async fn claims_only_due_jobs(db: Arc<TestDb>) {
 async fn claimed_job_is_not_claimed_again_until_its_lease_expires(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let first = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim");
+    let first = store.claim_jobs("w1", 1_000, LONG, 10).await.expect("claim");
     assert_eq!(first.len(), 1);
     // Neither another owner nor the same one gets it while the lease holds.
-    assert!(store.claim_jobs("w2", 1_000, 500, 10).await.expect("claim").is_empty());
-    assert!(store.claim_jobs("w2", 1_499, 500, 10).await.expect("claim").is_empty());
-    assert!(store.claim_jobs("w1", 1_499, 500, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w2", 1_000, LONG, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w2", 1_499, LONG, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w1", 1_499, LONG, 10).await.expect("claim").is_empty());
+    // Lease times are the database's: a daemon whose clock runs years ahead (due times are
+    // its own business) still cannot take a job whose lease holds.
+    let years_ahead = 1_000 + 10 * 365 * 24 * 3_600_000;
+    assert!(store.claim_jobs("skewed", years_ahead, LONG, 10).await.expect("claim").is_empty());
 
     // A finished job is never claimed again.
     let (_, lease) = &first[0];
-    let mut tx = store.begin_leased(lease, 1_100).await.expect("lease holds");
+    let mut tx = store.begin_leased(lease).await.expect("lease holds");
     tx.finish_job(lease, 1_100).await.expect("finish");
     tx.commit().await.expect("commit");
-    assert!(store.claim_jobs("w2", 1_000_000, 500, 10).await.expect("claim").is_empty());
+    assert!(store.claim_jobs("w2", 1_000_000, LONG, 10).await.expect("claim").is_empty());
     let job = &store.jobs(MIG).await.expect("jobs")[0];
     assert_eq!(job.done_at, Some(1_100));
 }
 
 async fn expired_lease_is_lost_to_the_next_claimer(db: Arc<TestDb>) {
     let store = seeded(&db).await;
-    schedule(&store, &[("kukka", 100)]).await;
-    let (_, old) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("one job");
+    schedule(&store, &[("kukka", 100), ("apila", 100)]).await;
+    let (_, old) = store.claim_jobs("w1", 1_000, SHORT, 1).await.expect("claim").pop().expect("one job");
 
-    // At its expiry the lease is free; the first owner cannot use it even before anyone claims.
-    let err = store.begin_leased(&old, 1_500).await.expect_err("expired");
-    assert!(matches!(err, StoreError::LeaseLost { job_id } if job_id == old.job_id()), "{err:?}");
+    // Past its expiry the lease is free; the first owner cannot use it even before anyone claims.
+    let err = wait_out(&store, &old).await;
+    assert!(
+        matches!(&err, StoreError::LeaseLost { job_id, reason } if *job_id == old.job_id() && reason.contains("expired")),
+        "{err:?}"
+    );
+    assert!(old.check().is_err(), "a lease found lost refuses every effect");
 
-    let (_, new) = store.claim_jobs("w2", 1_500, 500, 10).await.expect("claim").pop().expect("reclaimed");
+    let (_, new) = store.claim_jobs("w2", 1_000, LONG, 1).await.expect("claim").pop().expect("reclaimed");
     assert_eq!(new.job_id(), old.job_id());
     assert_eq!(new.owner(), "w2");
 
-    // The first owner has lost it: no leased transaction, no finish, retry or reschedule, even
-    // at a time its old lease would still have covered.
-    let err = store.begin_leased(&old, 1_100).await.expect_err("lost");
-    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    // The first owner has lost it, to w2 (and says so): no leased transaction, no finish, retry
+    // or reschedule.
+    let err = store.begin_leased(&old).await.expect_err("lost");
+    assert!(
+        matches!(&err, StoreError::LeaseLost { reason, .. } if reason.contains("taken over by daemon w2")),
+        "{err:?}"
+    );
     assert!(!err.is_transient());
     let mut tx = store.begin().await.expect("begin");
     assert!(matches!(tx.finish_job(&old, 1_600).await, Err(StoreError::LeaseLost { .. })));
@@ -506,12 +557,24 @@ async fn expired_lease_is_lost_to_the_next_claimer(db: Arc<TestDb>) {
     assert!(matches!(tx.reschedule_job(&old, 2_000).await, Err(StoreError::LeaseLost { .. })));
     drop(tx);
 
-    // The same owner claiming again gets a new lease; the older one stays dead.
-    let mut tx = store.begin_leased(&new, 1_600).await.expect("new lease holds");
+    let mut tx = store.begin_leased(&new).await.expect("new lease holds");
     tx.finish_job(&new, 1_600).await.expect("finish");
     tx.commit().await.expect("commit");
-    let job = &store.jobs(MIG).await.expect("jobs")[0];
+    let job = store.jobs(MIG).await.expect("jobs").into_iter().find(|j| j.id == new.job_id()).expect("job");
     assert_eq!((job.done_at, job.attempts), (Some(1_600), 0));
+
+    // The same owner claiming again after expiry gets a new lease; the older one stays dead, and
+    // the reason does not blame another daemon.
+    let (_, first) = store.claim_jobs("w1", 1_000, SHORT, 1).await.expect("claim").pop().expect("apila");
+    wait_out(&store, &first).await;
+    let (_, again) = store.claim_jobs("w1", 1_000, LONG, 1).await.expect("claim").pop().expect("again");
+    assert_eq!(again.job_id(), first.job_id());
+    let err = store.begin_leased(&first).await.expect_err("older lease");
+    assert!(
+        matches!(&err, StoreError::LeaseLost { reason, .. } if reason.contains("this owner name")),
+        "{err:?}"
+    );
+    store.begin_leased(&again).await.expect("newer lease holds").rollback().await.expect("rollback");
 }
 
 async fn retry_counts_an_attempt_and_delays(db: Arc<TestDb>) {
@@ -519,8 +582,8 @@ async fn retry_counts_an_attempt_and_delays(db: Arc<TestDb>) {
     schedule(&store, &[("kukka", 100)]).await;
     for attempt in 1..=2 {
         let now = attempt * 10_000;
-        let (_, lease) = store.claim_jobs("w1", now, 500, 10).await.expect("claim").pop().expect("due");
-        let mut tx = store.begin_leased(&lease, now).await.expect("lease");
+        let (_, lease) = store.claim_jobs("w1", now, LONG, 10).await.expect("claim").pop().expect("due");
+        let mut tx = store.begin_leased(&lease).await.expect("lease");
         tx.retry_job(&lease, now + 5_000, &format!("boom {attempt}")).await.expect("retry");
         tx.commit().await.expect("commit");
 
@@ -529,35 +592,35 @@ async fn retry_counts_an_attempt_and_delays(db: Arc<TestDb>) {
         assert_eq!(job.last_error.as_deref(), Some(format!("boom {attempt}").as_str()));
         assert_eq!((job.due_at, job.done_at), (now + 5_000, None));
         // The lease was cleared, and the job waits for its new due time.
-        assert!(store.claim_jobs("w2", now + 4_999, 500, 10).await.expect("claim").is_empty());
+        assert!(store.claim_jobs("w2", now + 4_999, LONG, 10).await.expect("claim").is_empty());
         assert_eq!(store.next_due_at().await.expect("next"), Some(now + 5_000));
     }
-    let claimed = store.claim_jobs("w2", 25_000, 500, 10).await.expect("claim");
+    let claimed = store.claim_jobs("w2", 25_000, LONG, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1, "due again after the delay, for anyone");
 }
 
 async fn reschedule_delays_without_an_attempt(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
-    let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
+    let (_, lease) = store.claim_jobs("w1", 1_000, LONG, 10).await.expect("claim").pop().expect("due");
+    let mut tx = store.begin_leased(&lease).await.expect("lease");
     tx.reschedule_job(&lease, 60_000).await.expect("reschedule");
     tx.commit().await.expect("commit");
     let job = &store.jobs(MIG).await.expect("jobs")[0];
     assert_eq!((job.attempts, job.due_at, job.done_at, job.last_error.as_deref()), (0, 60_000, None, None));
-    assert!(store.claim_jobs("w2", 59_999, 500, 10).await.expect("claim").is_empty());
-    assert_eq!(store.claim_jobs("w2", 60_000, 500, 10).await.expect("claim").len(), 1);
+    assert!(store.claim_jobs("w2", 59_999, LONG, 10).await.expect("claim").is_empty());
+    assert_eq!(store.claim_jobs("w2", 60_000, LONG, 10).await.expect("claim").len(), 1);
 }
 
 async fn requeue_makes_a_done_job_pending_again(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
-    let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
+    let (_, lease) = store.claim_jobs("w1", 1_000, LONG, 10).await.expect("claim").pop().expect("due");
+    let mut tx = store.begin_leased(&lease).await.expect("lease");
     tx.retry_job(&lease, 1_100, "boom").await.expect("retry");
     tx.commit().await.expect("commit");
-    let (_, lease) = store.claim_jobs("w1", 1_200, 500, 10).await.expect("claim").pop().expect("due");
-    let mut tx = store.begin_leased(&lease, 1_200).await.expect("lease");
+    let (_, lease) = store.claim_jobs("w1", 1_200, LONG, 10).await.expect("claim").pop().expect("due");
+    let mut tx = store.begin_leased(&lease).await.expect("lease");
     tx.finish_job(&lease, 1_200).await.expect("give up");
     tx.commit().await.expect("commit");
     assert_eq!(store.next_due_at().await.expect("next"), None);
@@ -568,31 +631,55 @@ async fn requeue_makes_a_done_job_pending_again(db: Arc<TestDb>) {
     let job = &store.jobs(MIG).await.expect("jobs")[0];
     assert_eq!((job.attempts, job.due_at, job.done_at, job.last_error.as_deref()), (0, 5_000, None, None));
     assert_eq!(store.next_due_at().await.expect("next"), Some(5_000));
-    assert_eq!(store.claim_jobs("w2", 5_000, 500, 10).await.expect("claim").len(), 1);
+    assert_eq!(store.claim_jobs("w2", 5_000, LONG, 10).await.expect("claim").len(), 1);
 }
 
 async fn renew_and_release_lease(db: Arc<TestDb>) {
     let store = seeded(&db).await;
-    schedule(&store, &[("kukka", 100)]).await;
-    let (_, mut lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
-    store.renew_lease(&mut lease, 1_400, 500).await.expect("renew");
-    assert_eq!(lease.expires_at(), 1_900);
-    // Past the first expiry, the renewed lease still holds.
-    assert!(store.claim_jobs("w2", 1_600, 500, 10).await.expect("claim").is_empty());
+    schedule(&store, &[("kukka", 100), ("apila", 100), ("orvokki", 100)]).await;
+    let lease_of = Duration::from_millis(400);
+    let (_, lease) = store.claim_jobs("w1", 1_000, lease_of, 1).await.expect("claim").pop().expect("due");
+    let first_deadline = std::time::Instant::now() + lease_of;
+    // Renewed every 100 ms, the lease outlives its first expiry by far: nobody else gets the
+    // job, and its leased transactions keep working.
+    let renewed_until = first_deadline + lease_of * 2;
+    while std::time::Instant::now() < renewed_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.renew_lease(&lease).await.expect("renew");
+        assert!(lease.check().is_ok(), "{:?} left", lease.remaining());
+        let others = store.claim_jobs("w2", 1_000, LONG, 10).await.expect("claim");
+        assert!(others.iter().all(|(job, _)| job.id != lease.job_id()), "taken while renewed");
+        for (_, other) in others {
+            store.release_lease(&other).await.expect("give back");
+        }
+    }
     // Roll back explicitly: a dropped transaction still holds the job's row lock on PostgreSQL
-    // until its connection gets to run the rollback, and the claim below would skip the row.
-    store.begin_leased(&lease, 1_800).await.expect("renewed lease holds").rollback().await.expect("rollback");
+    // until its connection gets to run the rollback, and a claim would skip the row.
+    store.begin_leased(&lease).await.expect("renewed lease holds").rollback().await.expect("rollback");
 
-    // An expired lease cannot be renewed.
-    let err = store.renew_lease(&mut lease, 1_900, 500).await.expect_err("expired");
+    // An expired lease cannot be renewed, and is marked lost with why.
+    wait_out(&store, &lease).await;
+    let err = store.renew_lease(&lease).await.expect_err("expired");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
-    assert_eq!(lease.expires_at(), 1_900);
+    assert!(lease.lost_reason().is_some() && lease.check().is_err());
 
-    // Released: claimable at once, before its expiry.
-    let (_, lease) = store.claim_jobs("w2", 2_000, 500, 10).await.expect("claim").pop().expect("due");
-    store.release_lease(lease).await.expect("release");
-    let (_, lease) = store.claim_jobs("w3", 2_001, 500, 10).await.expect("claim").pop().expect("free");
-    assert_eq!(lease.owner(), "w3");
+    // Released: claimable at once, long before its expiry.
+    let (_, lease) = store.claim_jobs("w2", 2_000, LONG, 1).await.expect("claim").pop().expect("due");
+    let job_id = lease.job_id();
+    store.release_lease(&lease).await.expect("release");
+    assert!(lease.check().is_err(), "a released lease acts no more");
+    let held = store.claim_jobs("w3", 2_001, LONG, 10).await.expect("claim");
+    assert_eq!(held.len(), 3, "the released job and the two free ones");
+    assert!(held.iter().any(|(job, lease)| job.id == job_id && lease.owner() == "w3"));
+
+    // A daemon restarted under its owner name takes back what that name held, at once; a lost
+    // run counts as an attempt, with why.
+    assert_eq!(store.release_owner_leases("w3").await.expect("release"), 3);
+    assert_eq!(store.release_owner_leases("w3").await.expect("nothing left"), 0);
+    store.count_lost_lease(job_id, "taken over by daemon w9").await.expect("count");
+    let job = store.jobs(MIG).await.expect("jobs").into_iter().find(|j| j.id == job_id).expect("job");
+    assert_eq!((job.attempts, job.last_error.as_deref()), (1, Some("lease lost: taken over by daemon w9")));
+    assert_eq!(store.claim_jobs("w4", 2_003, LONG, 10).await.expect("claim").len(), 3);
 }
 
 async fn next_due_at_follows_pending_jobs(db: Arc<TestDb>) {
@@ -601,9 +688,9 @@ async fn next_due_at_follows_pending_jobs(db: Arc<TestDb>) {
     schedule(&store, &[("a", 300), ("b", 200)]).await;
     assert_eq!(store.next_due_at().await.expect("next"), Some(200));
     // A leased job counts from its lease's expiry: a daemon need not wake for it before then.
-    let (_, lease) = store.claim_jobs("w1", 250, 1_000, 1).await.expect("claim").pop().expect("b");
+    let (_, lease) = store.claim_jobs("w1", 250, LONG, 1).await.expect("claim").pop().expect("b");
     assert_eq!(store.next_due_at().await.expect("next"), Some(300));
-    let mut tx = store.begin_leased(&lease, 250).await.expect("lease");
+    let mut tx = store.begin_leased(&lease).await.expect("lease");
     tx.finish_job(&lease, 250).await.expect("finish");
     tx.commit().await.expect("commit");
     assert_eq!(store.next_due_at().await.expect("next"), Some(300));
@@ -612,9 +699,9 @@ async fn next_due_at_follows_pending_jobs(db: Arc<TestDb>) {
 async fn dropped_transaction_rolls_back(db: Arc<TestDb>) {
     let store = seeded(&db).await;
     schedule(&store, &[("kukka", 100)]).await;
-    let (_, lease) = store.claim_jobs("w1", 1_000, 500, 10).await.expect("claim").pop().expect("due");
+    let (_, lease) = store.claim_jobs("w1", 1_000, LONG, 10).await.expect("claim").pop().expect("due");
     {
-        let mut tx = store.begin_leased(&lease, 1_000).await.expect("lease");
+        let mut tx = store.begin_leased(&lease).await.expect("lease");
         tx.finish_job(&lease, 1_000).await.expect("finish");
         tx.set_migration_state(MIG, "announced", "{}", 1_000).await.expect("state");
         // Dropped without commit.
@@ -625,7 +712,7 @@ async fn dropped_transaction_rolls_back(db: Arc<TestDb>) {
     assert_eq!(store.migration(MIG).await.expect("read").expect("exists").state, "planned");
     assert_eq!(store.jobs(MIG).await.expect("jobs")[0].done_at, None);
     // The lease survived the rolled-back finish.
-    store.begin_leased(&lease, 1_000).await.expect("lease still holds");
+    store.begin_leased(&lease).await.expect("lease still holds");
 }
 
 /// Two stores (two pools, as two daemons would have) on one database, four workers each, claim
@@ -652,7 +739,7 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
             workers.push(tokio::spawn(async move {
                 loop {
                     // Leases far longer than the test: none expires, so a job seen twice is a bug.
-                    let claimed = store.claim_jobs(&owner, NOW, 600_000, 3).await.expect("claim");
+                    let claimed = store.claim_jobs(&owner, NOW, LONG, 3).await.expect("claim");
                     if claimed.is_empty() {
                         // Every job left is done or held by another worker, who will finish it.
                         break;
@@ -661,7 +748,7 @@ async fn concurrent_claimers_finish_every_job_exactly_once(db: Arc<TestDb>) {
                         if let Some(other) = held.lock().expect("lock").insert(job.id, owner.clone()) {
                             panic!("job {} claimed by {owner} while {other} held it", job.id);
                         }
-                        let mut tx = store.begin_leased(&lease, NOW).await.expect("lease holds");
+                        let mut tx = store.begin_leased(&lease).await.expect("lease holds");
                         tx.finish_job(&lease, NOW).await.expect("finish");
                         tx.commit().await.expect("commit");
                         held.lock().expect("lock").remove(&job.id);
@@ -741,7 +828,7 @@ async fn holds_a_migration_of_10000_accounts_and_50000_domains(db: Arc<TestDb>) 
     let mine = store.domains_of(MIG, "kukka04321").await.expect("domains of");
     assert_eq!(mine.len(), 5);
     assert!(mine.iter().all(|d| d.domain.ends_with(".kukka04321.test")));
-    let claimed = store.claim_jobs("w1", 2_000, 60_000, 100).await.expect("claim");
+    let claimed = store.claim_jobs("w1", 2_000, LONG, 100).await.expect("claim");
     assert_eq!(claimed.len(), 100);
     assert_eq!(store.next_due_at().await.expect("next"), Some(1_000));
     let read = started.elapsed();
@@ -785,37 +872,38 @@ async fn account_dns_lock_excludes_other_jobs(db: Arc<TestDb>) {
     tx.insert_account(&account_row("kukka", None)).await.expect("account");
     tx.commit().await.expect("commit");
     schedule(&first, &[("repoint", 100), ("rollback", 100), ("restore", 100)]).await;
-    let (_, repoint) = first.claim_jobs("daemon-a", 1_000, 500, 1).await.expect("claim").pop().expect("one");
+    let (_, repoint) = first.claim_jobs("daemon-a", 1_000, LONG, 1).await.expect("claim").pop().expect("one");
     let (_, rollback) =
-        second.claim_jobs("daemon-b", 1_000, 500, 1).await.expect("claim").pop().expect("one");
+        second.claim_jobs("daemon-b", 1_000, LONG, 1).await.expect("claim").pop().expect("one");
 
-    assert_eq!(first.lock_account_dns(&repoint, MIG, "kukka", 1_010).await.expect("lock"), None);
-    assert_eq!(
-        first.lock_account_dns(&repoint, MIG, "kukka", 1_020).await.expect("again"),
-        None,
-        "re-entrant"
-    );
-    let held = second.lock_account_dns(&rollback, MIG, "kukka", 1_030).await.expect("try");
-    assert_eq!(held, Some((repoint.job_id(), repoint.expires_at())));
-    let missing = second.lock_account_dns(&rollback, MIG, "nobody", 1_030).await;
+    assert_eq!(first.lock_account_dns(&repoint, MIG, "kukka").await.expect("lock"), None);
+    assert_eq!(first.lock_account_dns(&repoint, MIG, "kukka").await.expect("again"), None, "re-entrant");
+    let held = second.lock_account_dns(&rollback, MIG, "kukka").await.expect("try");
+    assert_eq!(held, Some(repoint.job_id()));
+    let missing = second.lock_account_dns(&rollback, MIG, "nobody").await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
 
     // The holder's run ends (here: rescheduled): the lock is free for the other daemon's job.
-    let mut tx = first.begin_leased(&repoint, 1_040).await.expect("lease");
+    let mut tx = first.begin_leased(&repoint).await.expect("lease");
     tx.reschedule_job(&repoint, 5_000).await.expect("reschedule");
     tx.commit().await.expect("commit");
-    assert_eq!(second.lock_account_dns(&rollback, MIG, "kukka", 1_050).await.expect("lock"), None);
+    assert_eq!(second.lock_account_dns(&rollback, MIG, "kukka").await.expect("lock"), None);
 
-    // A holder whose lease expired loses the lock to the next job (its lease is lost too).
-    let (_, restore) = first
-        .claim_jobs("daemon-a", 1_600, 500, 3)
-        .await
-        .expect("claim")
-        .into_iter()
-        .find(|(job, _)| job.subject == "restore")
-        .expect("the restore job");
-    assert_eq!(first.lock_account_dns(&restore, MIG, "kukka", 1_600).await.expect("taken over"), None);
-    let err = second.lock_account_dns(&rollback, MIG, "kukka", 1_610).await.expect_err("lease lost");
+    // The lock lasts as long as its job's lease: a holder whose lease expired (its daemon died)
+    // loses it to the next job, and its own lease is lost too.
+    let (_, restore) =
+        first.claim_jobs("daemon-a", 1_000, LONG, 1).await.expect("claim").pop().expect("restore");
+    assert_eq!(restore.job_id(), rollback.job_id() + 1);
+    let mut tx = second.begin_leased(&rollback).await.expect("lease");
+    tx.retry_job(&rollback, 1_000, "boom").await.expect("retry");
+    tx.commit().await.expect("commit");
+    let (_, dying) =
+        second.claim_jobs("daemon-b", 1_000, SHORT, 1).await.expect("claim").pop().expect("rollback");
+    assert_eq!(second.lock_account_dns(&dying, MIG, "kukka").await.expect("lock"), None);
+    assert_eq!(first.lock_account_dns(&restore, MIG, "kukka").await.expect("held"), Some(dying.job_id()));
+    wait_out(&second, &dying).await;
+    assert_eq!(first.lock_account_dns(&restore, MIG, "kukka").await.expect("taken over"), None);
+    let err = second.lock_account_dns(&dying, MIG, "kukka").await.expect_err("lease lost");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
 }
 

@@ -73,7 +73,7 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     let propagated = apex_answered && stale.is_empty();
     let now = cx.now();
     let now_ms = to_millis(now);
-    let mut tx = cx.store.begin_leased(lease, now_ms).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     if propagated {
         cx.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Propagated).await?;
         let mail = &ctx.playbook.mail;
@@ -133,6 +133,7 @@ pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     let user_name = AccountName::parse(user).context("stored user")?;
     let mail = &ctx.playbook.mail;
     let routing = if mail.switch_routing {
+        lease.check()?;
         let change = crate::mailsync::set_routing(
             &ctx.source.whm,
             &user_name,
@@ -153,6 +154,7 @@ pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
             source: (ctx.source.name.as_str(), source_ssh),
             target: (ctx.target.name.as_str(), target_ssh),
         };
+        lease.check()?;
         let synced =
             crate::mailsync::delta_sync(hosts, &user_name, mail.sync).await.map_err(|err| classify!(err))?;
         Some(synced)
@@ -161,7 +163,7 @@ pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     };
     info!(account = user, domain = %domain, ?routing, ?synced, "external domain's mail followed up");
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     tx.append_event(&cx.event(
         ctx,
         Some(user),

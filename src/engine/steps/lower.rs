@@ -46,7 +46,7 @@ pub async fn lower_ttl(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResul
     for result in results {
         match result {
             Ok(()) => {}
-            Err(StepError::LeaseLost) => return Err(StepError::LeaseLost),
+            Err(lost @ StepError::LeaseLost(_)) => return Err(lost),
             Err(err @ StepError::Transient(_)) => {
                 first_transient.get_or_insert(err);
             }
@@ -58,7 +58,7 @@ pub async fn lower_ttl(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResul
     }
     let now = cx.now_ms();
     if more {
-        let mut tx = cx.store.begin_leased(lease, now).await?;
+        let mut tx = cx.store.begin_leased(lease).await?;
         tx.reschedule_job(lease, now).await?;
         return Ok(tx.commit().await?);
     }
@@ -77,7 +77,7 @@ pub async fn lower_ttl(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResul
         }
     }
     let due = to_millis(gate_opens_at).max(ctx.row.cutover_at);
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     cx.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::TtlLowered { gate_opens_at }).await?;
     tx.schedule_job(&cx.job(
         ctx,
@@ -109,7 +109,7 @@ pub async fn lower_zone(
         Err(err) => {
             // The zone cannot be read: its accounts are held with the reason, the rest goes on.
             let reason = format!("DNS zone {zone} could not be read: {err}");
-            let mut tx = cx.store.begin_leased(lease, cx.now_ms()).await?;
+            let mut tx = cx.store.begin_leased(lease).await?;
             for row in &rows {
                 cx.hold_account(&mut tx, ctx, &row.user, reason.clone()).await?;
             }
@@ -122,7 +122,7 @@ pub async fn lower_zone(
     // 1. Record what we saw before changing anything: each record that will change, with
     //    the TTL it has now.
     let tracked: Vec<&str> = rows.iter().map(|r| r.domain.as_str()).collect();
-    let mut tx = cx.store.begin_leased(lease, cx.now_ms()).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     let mut changes = Vec::new();
     let mut observed = Vec::new();
     for row in &rows {
@@ -154,9 +154,9 @@ pub async fn lower_zone(
     }
     tx.commit().await?;
     // 2. Lower: one PATCH for the zone.
-    cx.write_zone(&zone_name, &changes).await?;
+    cx.write_zone(lease, &zone_name, &changes).await?;
     // 3. Record the lowering.
-    let mut tx = cx.store.begin_leased(lease, cx.now_ms()).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     for (row, state) in observed {
         cx.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::TtlLowered).await?;
     }
@@ -166,7 +166,7 @@ pub async fn lower_zone(
 
 pub async fn open_gate(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     let now = cx.now();
-    let mut tx = cx.store.begin_leased(lease, to_millis(now)).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     match &ctx.state {
         MigrationState::TtlLowered { gate_opens_at, .. } if now < *gate_opens_at => {
             tx.reschedule_job(lease, to_millis(*gate_opens_at)).await?;

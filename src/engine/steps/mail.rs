@@ -40,7 +40,7 @@ pub async fn sync_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
         let opens = ctx.gate_policy().domain_opens_at(switched_at, &records);
         if opens > cx.now() {
             debug!(%opens, "the old TTL has not passed since the switch; the mail sync waits");
-            let mut tx = cx.store.begin_leased(lease, cx.now_ms()).await?;
+            let mut tx = cx.store.begin_leased(lease).await?;
             tx.reschedule_job(lease, to_millis(opens)).await?;
             return Ok(tx.commit().await?);
         }
@@ -56,12 +56,15 @@ pub async fn sync_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
         source: (ctx.source.name.as_str(), source_ssh),
         target: (ctx.target.name.as_str(), target_ssh),
     };
+    // The sync may run for hours on a big mailbox: the lease is renewed meanwhile, and a lost
+    // one cancels it.
+    lease.check()?;
     let synced = crate::mailsync::delta_sync(hosts, &user_name, ctx.playbook.mail.sync)
         .await
         .map_err(|err| classify!(err))?;
     info!(account = user, ?synced, "final delta sync done");
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailSynced { started_at, synced }).await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
@@ -99,7 +102,7 @@ pub async fn check_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Leas
     .map_err(|err| classify!(err))?;
     info!(account = user, ?evidence, "mail log read");
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailChecked { evidence }).await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)

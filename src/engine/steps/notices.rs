@@ -2,6 +2,7 @@
 //! dedupe key), and each outbox row is sent through the channel.
 
 use anyhow::{Context, anyhow};
+use tracing::warn;
 
 use crate::domain::{
     AccountEvent, AccountState, DomainState, RecordChange, completion_notice_key, reminder_notice_key,
@@ -10,7 +11,7 @@ use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify}
 use crate::engine::jobs::JobKind;
 use crate::names::{AccountName, DomainName};
 use crate::notify::OutgoingNotice;
-use crate::store::{DomainRow, JobRow, Lease, NewNotice, Tx, account_state, domain_state};
+use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx, account_state, domain_state};
 
 /// Writes the completion notice to the outbox (one row, by its dedupe key) and schedules
 /// its sending.
@@ -47,7 +48,7 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
     let user_name = AccountName::parse(user).context("stored user")?;
     let dedupe_key = completion_notice_key(&ctx.id, &user_name);
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     let notice = NewNotice {
         migration_id: ctx.id.to_string(),
         account: Some(user.to_owned()),
@@ -90,29 +91,80 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
     Ok(tx.commit().await?)
 }
 
-/// Sends one outbox row through the channel with its stable Message-ID, then marks it sent.
+/// Sends one outbox row through the channel with its stable Message-ID, exactly as the code
+/// map's "Notices" guarantee says:
+///
+/// 1. the attempt is recorded (committed) before anything is handed over; when an earlier
+///    attempt's end was never recorded, this one is a resend, logged as `notice_resent`;
+/// 2. the channel connects (greeting, TLS, login), and the lease is checked right before the
+///    message goes out;
+/// 3. as soon as the server accepts the message (SMTP: the 250 after DATA), the sent-mark is
+///    committed with the job's completion and the account's transition, before QUIT and
+///    before anything else; if the lease was lost meanwhile, the sent-mark alone is committed
+///    without it (the fact stands whoever holds the job);
+/// 4. only then is the session closed (QUIT), however slowly the server answers.
 pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
     let id: i64 = job.subject.parse().context("notice id")?;
     let notice = cx.store.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
-    if notice.sent_at.is_none() {
-        let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
-        if to.is_empty() {
-            return Err(StepError::Permanent(anyhow!("the account has no contact e-mail address")));
+    if notice.sent_at.is_some() {
+        // Accepted by the server in an earlier run: what is left is the bookkeeping.
+        return record_sent(cx, ctx, &notice, lease).await;
+    }
+    let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
+    if to.is_empty() {
+        return Err(StepError::Permanent(anyhow!("the account has no contact e-mail address")));
+    }
+    let outgoing = OutgoingNotice {
+        message_id: notice.message_id.clone(),
+        from: cx.mail_from.clone(),
+        to,
+        subject: notice.subject.clone(),
+        body: notice.body.clone(),
+    };
+    // 1. The attempt, on record before the server sees anything.
+    let mut tx = cx.store.begin_leased(lease).await?;
+    if tx.notice_delivery_started(id, cx.now_ms()).await? {
+        let detail = serde_json::json!({
+            "notice": id,
+            "kind": notice.kind,
+            "message_id": notice.message_id,
+            "attempt": notice.delivery_attempts + 1,
+            "why": "an earlier attempt ended without its outcome on record (the daemon stopped or lost its lease while sending); the server may hold the message already, and the copy carries the same Message-ID",
+        });
+        tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_resent", detail)).await?;
+        warn!(notice = id, message_id = %notice.message_id, "resending a notice whose earlier attempt has no recorded outcome");
+    }
+    tx.commit().await?;
+    // 2. Connect; the lease must still hold right before the message goes out.
+    let mut delivery = cx.world.channel.open().await.map_err(|err| classify!(err))?;
+    if let Err(lost) = lease.check() {
+        delivery.close().await;
+        return Err(lost.into());
+    }
+    if let Err(err) = delivery.transmit(&outgoing).await {
+        delivery.close().await;
+        return Err(classify!(err));
+    }
+    // 3. Accepted: on record now, before QUIT and before anything else.
+    let recorded = record_sent(cx, ctx, &notice, lease).await;
+    let recorded = match recorded {
+        Err(StepError::LeaseLost(reason)) => {
+            cx.store.mark_notice_sent(id, cx.now_ms()).await?;
+            Err(StepError::LeaseLost(reason))
         }
-        let outgoing = OutgoingNotice {
-            message_id: notice.message_id.clone(),
-            from: cx.mail_from.clone(),
-            to,
-            subject: notice.subject.clone(),
-            body: notice.body.clone(),
-        };
-        cx.world.channel.send(&outgoing).await.map_err(|err| classify!(err))?;
-    }
+        other => other,
+    };
+    // 4. Only now the polite goodbye.
+    delivery.close().await;
+    recorded
+}
+
+/// Records an accepted notice in one leased transaction: its sent-mark (the first time
+/// stands), the account's `notice_sent` for a completion notice, the job done.
+async fn record_sent(cx: &Ctx, ctx: &MigrationCtx, notice: &OutboxRow, lease: &Lease) -> StepResult {
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
-    if notice.sent_at.is_none() {
-        tx.mark_notice_sent(id, now).await?;
-    }
+    let mut tx = cx.store.begin_leased(lease).await?;
+    tx.mark_notice_sent(notice.id, now).await?;
     if let Some(user) = &notice.account
         && notice.kind == "completion"
         // Read through the transaction, never a second pool connection (see `Tx::account`).

@@ -50,7 +50,7 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
         .max();
     if let Some(opens) = latest_gate {
         debug!(%opens, "the TTL gate of the account's records is not open yet");
-        let mut tx = cx.store.begin_leased(lease, to_millis(now)).await?;
+        let mut tx = cx.store.begin_leased(lease).await?;
         tx.reschedule_job(lease, to_millis(opens)).await?;
         return Ok(tx.commit().await?);
     }
@@ -103,16 +103,16 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
         let reason = format!("repoint refused, nothing written: {}", refusals.join("; "));
         warn!(account = user, %reason, "safety threshold");
         let now = cx.now_ms();
-        let mut tx = cx.store.begin_leased(lease, now).await?;
+        let mut tx = cx.store.begin_leased(lease).await?;
         cx.hold_account(&mut tx, ctx, user, reason).await?;
         tx.finish_job(lease, now).await?;
         return Ok(tx.commit().await?);
     }
     // 2. Write: one PATCH per zone.
     for (zone_name, changes) in &batches {
-        cx.write_zone(zone_name, changes).await?;
+        cx.write_zone(lease, zone_name, changes).await?;
     }
-    let mut tx = cx.store.begin_leased(lease, cx.now_ms()).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     let mut repointed = Vec::new();
     for (row, state) in domains.iter().zip(states) {
         let state = match state {
@@ -141,6 +141,7 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
             .map(|(row, _)| DomainName::parse(&row.domain).context("stored domain"))
             .collect::<anyhow::Result<_>>()?;
         let user_name = AccountName::parse(user).context("stored user")?;
+        lease.check()?;
         let change =
             crate::mailsync::set_routing(&ctx.source.whm, &user_name, &switched, MailRouting::Remote)
                 .await
@@ -151,7 +152,7 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
     };
     // 5. Record, and restore the TTLs once the settle period has passed.
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     for (row, state) in &repointed {
         if let DomainState::Repointed { .. } = state {
             cx.apply_domain(&mut tx, ctx, row, state, DomainEvent::ResolutionVerified).await?;

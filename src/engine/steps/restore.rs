@@ -40,10 +40,10 @@ pub async fn restore_ttl(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
                 }
             }
         }
-        cx.write_zone(&zone_name, &changes).await?;
+        cx.write_zone(lease, &zone_name, &changes).await?;
     }
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     for members in zones.values() {
         for (row, state) in members {
             cx.apply_domain(&mut tx, ctx, row, state, DomainEvent::TtlRestored).await?;

@@ -74,7 +74,7 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
                     .extend(rollback_change(&zone_data, record, &back, &target, &source, short_ttl, relower));
             }
         }
-        cx.write_zone(&zone_name, &changes).await?;
+        cx.write_zone(lease, &zone_name, &changes).await?;
     }
     for members in zones.values() {
         for (row, state) in members {
@@ -93,6 +93,7 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
             .map(|(row, _)| DomainName::parse(&row.domain).context("stored domain"))
             .collect::<anyhow::Result<_>>()?;
         let user_name = AccountName::parse(user).context("stored user")?;
+        lease.check()?;
         Some(
             crate::mailsync::set_routing(&ctx.source.whm, &user_name, &back, MailRouting::Local)
                 .await
@@ -102,7 +103,7 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
         None
     };
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     if let Some(change) = routing {
         tx.append_event(&cx.event(
             ctx,

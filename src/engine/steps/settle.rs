@@ -19,7 +19,7 @@ pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
             _ => {}
         }
     }
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     if (arrived + held) as usize == accounts.len() && matches!(ctx.state, MigrationState::Transferring { .. })
     {
         cx.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::AccountsSettled { arrived, held })

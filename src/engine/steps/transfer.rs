@@ -46,10 +46,11 @@ pub async fn transfer(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
         return cx.finish(lease).await;
     }
     let request = crate::preflight::remote_root_session(&ctx.source, &ctx.playbook);
+    lease.check()?;
     let session =
         ctx.target.whm.create_remote_root_transfer_session(&request).await.map_err(|err| classify!(err))?;
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     let mut users = Vec::new();
     for row in &batch {
         let state = account_state(row)?;
@@ -92,6 +93,7 @@ pub async fn start_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         // is recorded, and an account without a result when the session ends is failed and
         // retried in a new session like any other. Only transport errors retry the job.
         for package in &packages {
+            lease.check()?;
             match ctx.target.whm.enqueue_package(&session, package).await {
                 Ok(()) => {}
                 Err(err) if !err.is_transient() => refused.push((None, format!("package {package}: {err}"))),
@@ -108,16 +110,18 @@ pub async fn start_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
                 domain: DomainName::parse(&row.main_domain).context("stored domain")?,
                 size_bytes: (row.disk_mb.max(1) as u64) * 1024 * 1024,
             };
+            lease.check()?;
             match ctx.target.whm.enqueue_account(&session, &item).await {
                 Ok(()) => {}
                 Err(err) if !err.is_transient() => refused.push((Some(user.as_str()), err.to_string())),
                 Err(err) => return Err(classify!(err)),
             }
         }
+        lease.check()?;
         ctx.target.whm.start_transfer_session(&session).await.map_err(|err| classify!(err))?;
     }
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     for (user, message) in refused {
         warn!(session = session.as_str(), account = ?user, %message, "the target refused a transfer item");
         let detail = serde_json::json!({ "session": session.as_str(), "message": message });
@@ -141,7 +145,7 @@ pub async fn poll_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
     let outcomes = item_outcomes(&lines);
     let accounts = cx.store.accounts(ctx.id.as_str()).await?;
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     let mut still_running = 0;
     for row in &accounts {
         let mut current = account_state(row)?;

@@ -32,6 +32,7 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
         None => (ctx.source.ip, ctx.target.ip, None),
         Some(DedicatedIp { source_ip, target_ip: Some(target_ip) }) => {
             let account = AccountName::parse(user).context("stored user")?;
+            lease.check()?;
             let set = match crate::dedicated_ip::ensure_site_ip(&ctx.target.whm, &account, target_ip)
                 .await
                 .map_err(|err| classify!(err))?
@@ -97,7 +98,7 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
             .map_err(|err| classify!(err))?;
     mismatches.extend(missing);
     let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease, now).await?;
+    let mut tx = cx.store.begin_leased(lease).await?;
     // An operator's rollback may have come in while the sites were fetched.
     let current = tx.account_for_update(ctx.id.as_str(), user).await?.map(|row| account_state(&row));
     if !matches!(current, Some(Ok(ref now_state)) if *now_state == state) {
