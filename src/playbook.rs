@@ -534,19 +534,19 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
         // Stages are measured from the cutover and a day is the least that makes sense: the
         // settle phase comes first.
         let after = src.duration_in(&stage.after, &field("after"), DAY, 3650 * DAY)?;
-        if let Some(previous) = stages.last() {
-            if after < previous.after {
-                return Err(src.at(
-                    &stage.after,
-                    field("after"),
-                    format!(
-                        "expected the stages in order: at least {} (the previous stage {:?}), got {:?}",
-                        humantime::format_duration(previous.after),
-                        previous.name,
-                        stage.after.get_ref()
-                    ),
-                ));
-            }
+        if let Some(previous) = stages.last()
+            && after < previous.after
+        {
+            return Err(src.at(
+                &stage.after,
+                field("after"),
+                format!(
+                    "expected the stages in order: at least {} (the previous stage {:?}), got {:?}",
+                    humantime::format_duration(previous.after),
+                    previous.name,
+                    stage.after.get_ref()
+                ),
+            ));
         }
         let action = *stage.action.get_ref();
         if stages.iter().any(|s| s.action == action) {

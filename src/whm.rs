@@ -494,10 +494,10 @@ pub fn item_outcomes(lines: &[LogLine]) -> BTreeMap<String, ItemOutcome> {
         let Some(item) = line.item.as_deref().filter(|i| !i.is_empty()) else {
             continue;
         };
-        if let Some(item_type) = &line.item_type {
-            if !item_type.starts_with("Account") {
-                continue;
-            }
+        if let Some(item_type) = &line.item_type
+            && !item_type.starts_with("Account")
+        {
+            continue;
         }
         let queue = line.queue.clone().unwrap_or_default();
         let outcome = match (line.action.as_str(), queue.as_str()) {

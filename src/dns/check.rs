@@ -182,10 +182,10 @@ async fn query_udp(
                 Err(_elapsed) => break,
                 Ok(received) => received.map_err(io)?,
             };
-            if let Ok(message) = Message::from_vec(&buffer[..received]) {
-                if answers(query, &message) {
-                    return Ok(message);
-                }
+            if let Ok(message) = Message::from_vec(&buffer[..received])
+                && answers(query, &message)
+            {
+                return Ok(message);
             }
         }
     }
@@ -262,10 +262,11 @@ fn addresses(
     loop {
         let before = owners.len();
         for record in &answer.answers {
-            if let RData::CNAME(target) = &record.data {
-                if owners.contains(&record.name) && !owners.contains(&target.0) {
-                    owners.push(target.0.clone());
-                }
+            if let RData::CNAME(target) = &record.data
+                && owners.contains(&record.name)
+                && !owners.contains(&target.0)
+            {
+                owners.push(target.0.clone());
             }
         }
         if owners.len() == before || owners.len() > 16 {

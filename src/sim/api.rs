@@ -243,7 +243,7 @@ fn acct_json(host: &Host, record: &AccountRecord) -> Value {
     let spec = &record.spec;
     let started = chrono::DateTime::from_timestamp(record.unix_startdate, 0).unwrap_or_default();
     // Some real servers answer "*unknown*" for these limits; so do some sim accounts.
-    let unknown_limits = record.uid % 4 == 0;
+    let unknown_limits = record.uid.is_multiple_of(4);
     let limit = |known: Value| {
         if unknown_limits { json!("*unknown*") } else { known }
     };

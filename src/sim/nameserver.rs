@@ -161,11 +161,11 @@ impl SimZone {
     }
 
     fn bump_serial(&mut self) {
-        if let Some(rrset) = self.rrsets.get_mut(&(self.name.clone(), RecordType::SOA)) {
-            if let Some((content, RData::SOA(soa))) = rrset.records.first_mut() {
-                soa.serial = soa.serial.wrapping_add(1);
-                *content = soa.to_string();
-            }
+        if let Some(rrset) = self.rrsets.get_mut(&(self.name.clone(), RecordType::SOA))
+            && let Some((content, RData::SOA(soa))) = rrset.records.first_mut()
+        {
+            soa.serial = soa.serial.wrapping_add(1);
+            *content = soa.to_string();
         }
     }
 
@@ -695,11 +695,11 @@ fn respond(state: &Shared, request: &Message) -> Message {
         response.metadata.response_code = ResponseCode::NXDomain;
     }
     // No data: the SOA in the authority section tells how long to cache the negative answer.
-    if let Some((ttl, soa)) = zone.soa() {
-        if let Ok(owner) = Name::from_ascii(&zone.name) {
-            let negative_ttl = ttl.min(soa.minimum);
-            response.add_authority(Record::from_rdata(owner, negative_ttl, RData::SOA(soa)));
-        }
+    if let Some((ttl, soa)) = zone.soa()
+        && let Ok(owner) = Name::from_ascii(&zone.name)
+    {
+        let negative_ttl = ttl.min(soa.minimum);
+        response.add_authority(Record::from_rdata(owner, negative_ttl, RData::SOA(soa)));
     }
     response
 }

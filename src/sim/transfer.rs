@@ -194,10 +194,10 @@ pub(crate) fn enqueue_item(host: &Arc<Host>, params: &Params) -> Reply {
         Ok(user) => user,
         Err(reply) => return reply,
     };
-    if params.contains_key("domain") {
-        if let Err(reply) = domain_param(params, "domain") {
-            return reply;
-        }
+    if params.contains_key("domain")
+        && let Err(reply) = domain_param(params, "domain")
+    {
+        return reply;
     }
     let size = match params.get("size") {
         None => 1,
