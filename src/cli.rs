@@ -3,14 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::Timestamp;
-use crate::engine::{Engine, SystemClock};
 use crate::names::{AccountName, DomainName, MigrationId};
 use crate::output;
 use crate::playbook::Playbook;
@@ -347,14 +345,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Daemon => {
             let config = load_config(&cli.config)?;
-            let store = open_store(&config).await?;
-            let engine = Arc::new(Engine::from_config(&config, store, Arc::new(SystemClock))?);
-            output::line(&format!("siirto daemon {} running; Ctrl-C stops it", engine.owner()));
-            engine
-                .run(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            output::line(&format!(
+                "siirto daemon {} running; SIGTERM or Ctrl-C stops it (the steps in flight get {} to finish)",
+                crate::daemon::owner(&config),
+                humantime::format_duration(config.daemon.stop_timeout)
+            ));
+            crate::daemon::run(&config, crate::daemon::stop_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inventory(args) => {

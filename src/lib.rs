@@ -70,6 +70,8 @@
 //!   dated schedule, what changed since the last plan of the same source; it records the
 //!   migration (its JSON schema is the module doc). [`status`] — where things stand.
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
+//!   [`daemon`] — `siirto daemon`: the owner name's lock file, its jobs taken back at a restart,
+//!   the engine until SIGTERM or SIGINT, a graceful stop.
 //!
 //! # Layers, from the ground up
 //!
@@ -87,7 +89,7 @@
 //! 8. `engine`
 //! 9. `ops`
 //! 10. `plan`, `status`
-//! 11. `cli`, `output`, `demo`
+//! 11. `cli`, `daemon`, `output`, `demo`
 //!
 //! # Architecture invariants
 //!
@@ -126,6 +128,7 @@
 pub mod cli;
 pub mod config;
 pub mod contracts;
+pub mod daemon;
 pub mod dedicated_ip;
 pub mod demo;
 pub mod dns;

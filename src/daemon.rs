@@ -1,0 +1,123 @@
+//! `siirto daemon`: one orchestrator process. It takes its owner name's lock file (so two
+//! daemons of one name cannot run on one host), takes back at once the jobs that name held when
+//! it last stopped (a killed daemon's leases would otherwise block them until they expire), runs
+//! the engine until SIGTERM or SIGINT, and then stops gracefully: nothing more is claimed, the
+//! steps in flight finish within `daemon.stop_timeout`, the rest are cancelled and given back.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use tracing::info;
+
+use crate::config::Config;
+use crate::engine::{Engine, SystemClock, default_owner};
+use crate::store::Store;
+
+/// The owner name this config's daemon runs under: `[daemon] owner`, or the host's name.
+pub fn owner(config: &Config) -> String {
+    config.daemon.owner.clone().unwrap_or_else(default_owner)
+}
+
+/// Runs the daemon of `config` until `shutdown` completes, then stops gracefully.
+pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let owner = owner(config);
+    let lock = OwnerLock::acquire(&config.daemon.lock_dir, &owner)?;
+    let store = Store::connect(&config.database).await.context("opening the store")?;
+    // The lock proves no other process of this name runs: every lease the name holds belongs to
+    // a daemon that is gone.
+    let released = store.release_owner_leases(&owner).await.context("taking back this owner's jobs")?;
+    if released > 0 {
+        info!(owner, released, "took back at once the jobs this owner held when it stopped");
+    }
+    let engine =
+        Arc::new(Engine::from_config(config, store.clone(), Arc::new(SystemClock))?.with_owner(&owner));
+    engine.run(shutdown).await?;
+    store.close().await;
+    drop(lock);
+    Ok(())
+}
+
+/// Completes at the first SIGTERM (what systemd and `kill` send) or SIGINT (Ctrl-C).
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the daemon can only be killed; say so and run on.
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; the daemon stops only when killed");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "stopping");
+}
+
+/// The lock file of one owner name on this host, held (an OS file lock, released by the kernel
+/// when the process dies, however it dies) for as long as the daemon runs.
+#[derive(Debug)]
+pub struct OwnerLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl OwnerLock {
+    /// Takes `<dir>/siirto-daemon-<owner>.lock`; an error naming the file when another process
+    /// holds it.
+    pub fn acquire(dir: &Path, owner: &str) -> anyhow::Result<OwnerLock> {
+        let name: String = owner
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .collect();
+        let path = dir.join(format!("siirto-daemon-{name}.lock"));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening the daemon's lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(anyhow!(
+                    "another siirto daemon runs as owner {owner:?} on this host (it holds {}); give this one another name with [daemon] owner",
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        // For whoever looks at the file: which process holds it.
+        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(OwnerLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_of_one_owner_is_refused_and_the_first_one_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = OwnerLock::acquire(dir.path(), "siirto-1").unwrap();
+        assert!(first.path().ends_with("siirto-daemon-siirto-1.lock"));
+        let err = format!("{:#}", OwnerLock::acquire(dir.path(), "siirto-1").unwrap_err());
+        assert!(err.contains("another siirto daemon runs as owner \"siirto-1\""), "{err}");
+        assert!(err.contains("siirto-daemon-siirto-1.lock"), "{err}");
+        // Another name is another lock.
+        let other = OwnerLock::acquire(dir.path(), "host:2").unwrap();
+        assert!(other.path().ends_with("siirto-daemon-host_2.lock"));
+        drop(first);
+        OwnerLock::acquire(dir.path(), "siirto-1").unwrap();
+    }
+}
