@@ -681,36 +681,50 @@ impl Store {
             .await?;
         if done.rows_affected() == 0 {
             drop(tx);
-            return Err(self.lease_lost(lease).await);
+            return Err(self.lease_lost_error(lease).await);
         }
         Ok(Tx { tx, backend: self.backend, _writer: writer, _store: PhantomData })
     }
 
-    /// Why `lease` no longer holds, as far as the job's row tells: taken over by another owner
-    /// (named), claimed again by the same owner (a restarted daemon), finished, released, or
-    /// expired. Marks the lease lost with that reason.
-    async fn lease_lost(&self, lease: &Lease) -> StoreError {
-        /// The job's lease owner, lease token and done time.
-        type LeaseRow = (Option<String>, Option<i64>, Option<i64>);
-        let row: Result<Option<LeaseRow>, sqlx::Error> =
-            sqlx::query_as("SELECT lease_owner, lease_token, done_at FROM jobs WHERE id = $1")
-                .bind(lease.job_id())
-                .fetch_optional(&self.pool)
-                .await;
+    /// Why `lease` no longer holds, as far as the job's row tells, or `None` when its own run
+    /// ended it (the row still carries its token with no expiry: finished, retried, rescheduled
+    /// or released by this holder). A lease lost for another reason — taken over by another
+    /// owner (named), claimed again by the same owner name (a restarted daemon), expired — is
+    /// marked lost.
+    async fn lease_lost(&self, lease: &Lease) -> Option<String> {
+        /// The job's lease owner, token and expiry, and its done time.
+        type LeaseRow = (Option<String>, Option<i64>, Option<i64>, Option<i64>);
+        let row: Result<Option<LeaseRow>, sqlx::Error> = sqlx::query_as(
+            "SELECT lease_owner, lease_token, lease_expires_at, done_at FROM jobs WHERE id = $1",
+        )
+        .bind(lease.job_id())
+        .fetch_optional(&self.pool)
+        .await;
         let reason = match row {
-            Ok(Some((_, _, Some(_)))) => "the job was finished meanwhile".to_owned(),
-            Ok(Some((Some(owner), _, None))) if owner != lease.owner() => {
+            Ok(Some((Some(owner), Some(token), None, _)))
+                if owner == lease.owner() && token == lease.inner.token =>
+            {
+                return None;
+            }
+            Ok(Some((Some(owner), _, _, _))) if owner != lease.owner() => {
                 format!("taken over by daemon {owner} after it expired")
             }
-            Ok(Some((Some(_), Some(token), None))) if token != lease.inner.token => {
+            Ok(Some((Some(_), Some(token), _, _))) if token != lease.inner.token => {
                 "claimed again by this owner name (a restarted daemon) after it expired".to_owned()
             }
-            Ok(Some((None, _, None))) => "released (a restarted daemon took its work back)".to_owned(),
+            Ok(Some((_, _, _, Some(_)))) => "the job was finished by another holder".to_owned(),
             Ok(Some(_)) => "expired before it could be renewed".to_owned(),
             Ok(None) => "the job is gone".to_owned(),
             Err(err) => format!("expired or taken (its row could not be read: {err})"),
         };
         lease.mark_lost(reason.clone());
+        Some(reason)
+    }
+
+    /// The error for a lease that no longer holds (see [`Store::lease_lost`]).
+    async fn lease_lost_error(&self, lease: &Lease) -> StoreError {
+        let reason =
+            self.lease_lost(lease).await.unwrap_or_else(|| "its run already recorded its end".to_owned());
         StoreError::LeaseLost { job_id: lease.job_id(), reason }
     }
 
@@ -809,10 +823,11 @@ impl Store {
             .collect())
     }
 
-    /// Extends a lease that still holds to the database's now plus its duration;
-    /// [`StoreError::LeaseLost`] (and the lease marked lost) if it expired or was taken.
+    /// Extends a lease that still holds to the database's now plus its duration: `Ok(true)`.
+    /// `Ok(false)` when the lease's own run has ended it (nothing more to renew);
+    /// [`StoreError::LeaseLost`] (and the lease marked lost) when it expired or was taken.
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id(), owner = %lease.owner()))]
-    pub async fn renew_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
         let db_now = db_now(self.backend);
         let sql = format!(
             "UPDATE jobs SET lease_expires_at = {db_now} + $4 \
@@ -820,18 +835,23 @@ impl Store {
                AND lease_expires_at > {db_now} AND done_at IS NULL"
         );
         let sent = std::time::Instant::now();
+        let mut tx = self.begin().await?;
         let done = sqlx::query(&sql)
             .bind(lease.job_id())
             .bind(lease.owner())
             .bind(lease.inner.token)
             .bind(lease.duration().as_millis() as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx.tx)
             .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
-            return Err(self.lease_lost(lease).await);
+            return match self.lease_lost(lease).await {
+                None => Ok(false),
+                Some(reason) => Err(StoreError::LeaseLost { job_id: lease.job_id(), reason }),
+            };
         }
         lease.renewed(sent);
-        Ok(())
+        Ok(true)
     }
 
     /// Gives a job back without recording an outcome, so it can be claimed again at once (a
@@ -841,7 +861,7 @@ impl Store {
     pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let released = sqlx::query(
-            "UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+            "UPDATE jobs SET lease_expires_at = NULL \
              WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 AND done_at IS NULL",
         )
         .bind(lease.job_id())
@@ -863,20 +883,18 @@ impl Store {
     /// leases expire. Returns how many jobs were released.
     pub async fn release_owner_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        const HELD: &str = "lease_owner = $1 AND done_at IS NULL AND lease_expires_at IS NOT NULL";
+        sqlx::query(&format!(
             "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL \
-             WHERE dns_lock_job IN (SELECT id FROM jobs WHERE lease_owner = $1 AND done_at IS NULL)",
-        )
+             WHERE dns_lock_job IN (SELECT id FROM jobs WHERE {HELD})"
+        ))
         .bind(owner)
         .execute(&mut *tx.tx)
         .await?;
-        let released = sqlx::query(
-            "UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
-             WHERE lease_owner = $1 AND done_at IS NULL",
-        )
-        .bind(owner)
-        .execute(&mut *tx.tx)
-        .await?;
+        let released = sqlx::query(&format!("UPDATE jobs SET lease_expires_at = NULL WHERE {HELD}"))
+            .bind(owner)
+            .execute(&mut *tx.tx)
+            .await?;
         tx.commit().await?;
         Ok(released.rows_affected())
     }
@@ -1617,8 +1635,10 @@ impl Tx<'_> {
         value: i64,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
+        // The owner and token stay: the row tells whose run ended the lease (a renewal that
+        // races this commit then knows the lease ended rather than was lost).
         let sql = format!(
-            "UPDATE jobs SET {set}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+            "UPDATE jobs SET {set}, lease_expires_at = NULL \
              WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 AND done_at IS NULL"
         );
         let mut query =
@@ -1650,6 +1670,31 @@ impl Tx<'_> {
         };
         let sql = format!("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2{lock}");
         Ok(sqlx::query_as(&sql).bind(migration_id).bind(user).fetch_optional(&mut *self.tx).await?)
+    }
+
+    /// The migration's row, locked for the rest of the transaction (PostgreSQL `FOR UPDATE`; a
+    /// SQLite transaction holds the write lock already).
+    pub async fn migration_for_update(&mut self, id: &str) -> Result<Option<MigrationRow>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let sql = format!("SELECT * FROM migrations WHERE id = $1{lock}");
+        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&mut *self.tx).await?)
+    }
+
+    /// How many of the migration's accounts are in each state (by state name), read through
+    /// this transaction.
+    pub async fn account_counts(
+        &mut self,
+        migration_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM accounts WHERE migration_id = $1 GROUP BY state")
+                .bind(migration_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(rows.into_iter().map(|(state, n)| (state, n.max(0) as u64)).collect())
     }
 
     /// Marks the leased job done at `now` and clears the lease; [`StoreError::LeaseLost`] if the

@@ -408,7 +408,9 @@ async fn keep_lease(store: Store, lease: Lease) {
         tokio::time::sleep(every).await;
         loop {
             match store.renew_lease(&lease).await {
-                Ok(()) => break,
+                Ok(true) => break,
+                // The step recorded its end; it is finishing up (an SMTP QUIT, say).
+                Ok(false) => return,
                 Err(StoreError::LeaseLost { .. }) => return,
                 Err(err) => {
                     let left = lease.remaining();

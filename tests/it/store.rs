@@ -636,7 +636,7 @@ async fn requeue_makes_a_done_job_pending_again(db: Arc<TestDb>) {
 
 async fn renew_and_release_lease(db: Arc<TestDb>) {
     let store = seeded(&db).await;
-    schedule(&store, &[("kukka", 100), ("apila", 100), ("orvokki", 100)]).await;
+    schedule(&store, &[("kukka", 100), ("apila", 100), ("orvokki", 100), ("ruusu", 100)]).await;
     let lease_of = Duration::from_millis(400);
     let (_, lease) = store.claim_jobs("w1", 1_000, lease_of, 1).await.expect("claim").pop().expect("due");
     let first_deadline = std::time::Instant::now() + lease_of;
@@ -645,7 +645,7 @@ async fn renew_and_release_lease(db: Arc<TestDb>) {
     let renewed_until = first_deadline + lease_of * 2;
     while std::time::Instant::now() < renewed_until {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        store.renew_lease(&lease).await.expect("renew");
+        assert!(store.renew_lease(&lease).await.expect("renew"), "renewed");
         assert!(lease.check().is_ok(), "{:?} left", lease.remaining());
         let others = store.claim_jobs("w2", 1_000, LONG, 10).await.expect("claim");
         assert!(others.iter().all(|(job, _)| job.id != lease.job_id()), "taken while renewed");
@@ -662,6 +662,15 @@ async fn renew_and_release_lease(db: Arc<TestDb>) {
     let err = store.renew_lease(&lease).await.expect_err("expired");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     assert!(lease.lost_reason().is_some() && lease.check().is_err());
+
+    // A run that recorded its end has nothing left to renew, and its lease is not lost for it
+    // (a step still closing an SMTP session after finishing its job is not cancelled).
+    let (_, own) = store.claim_jobs("w1", 1_000, LONG, 1).await.expect("claim").pop().expect("due");
+    let mut tx = store.begin_leased(&own).await.expect("lease");
+    tx.finish_job(&own, 1_500).await.expect("finish");
+    tx.commit().await.expect("commit");
+    assert!(!store.renew_lease(&own).await.expect("ended, not lost"));
+    assert!(own.lost_reason().is_none(), "{:?}", own.lost_reason());
 
     // Released: claimable at once, long before its expiry.
     let (_, lease) = store.claim_jobs("w2", 2_000, LONG, 1).await.expect("claim").pop().expect("due");
