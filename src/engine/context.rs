@@ -416,6 +416,11 @@ impl Ctx {
         let now = self.now();
         let next = domain_transition(state, &event, now, &ctx.gate_policy())
             .map_err(|refusal| StepError::Permanent(anyhow!("domain {}: {refusal}", row.domain)))?;
+        if next == *state {
+            // A step re-run after a crash repeats an event that changes nothing (the TTLs
+            // observed again: the first observation stands); nothing happened, nothing is logged.
+            return Ok(next);
+        }
         let data = serde_json::to_string(&next).context("serialising a domain state")?;
         tx.set_domain_state(ctx.id.as_str(), &row.domain, next.name(), &data, to_millis(now)).await?;
         tx.append_event(&self.event(

@@ -1,29 +1,32 @@
 //! Settling: the migration is cut over once every account arrived or is held.
 
+use anyhow::anyhow;
 use tracing::info;
 
-use crate::domain::{AccountState, MigrationEvent, MigrationState};
+use crate::domain::{MigrationEvent, MigrationState};
 use crate::engine::context::{Ctx, MigrationCtx, StepResult};
-use crate::store::{Lease, account_state};
+use crate::store::{Lease, migration_state};
 
 /// Moves the migration to cut over once every account arrived or is held.
 pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     let now = cx.now_ms();
-    let accounts = cx.store.accounts(ctx.id.as_str()).await?;
-    let mut arrived = 0u32;
-    let mut held = 0u32;
-    for row in &accounts {
-        match account_state(row)? {
-            AccountState::Done { .. } => arrived += 1,
-            AccountState::Held { .. } | AccountState::RolledBack { .. } => held += 1,
-            _ => {}
-        }
-    }
+    // Counted and decided inside the transaction, with the migration's row locked: every
+    // account that settles schedules a settle, and two of them running at once must not both
+    // see the migration still transferring.
     let mut tx = cx.store.begin_leased(lease).await?;
-    if (arrived + held) as usize == accounts.len() && matches!(ctx.state, MigrationState::Transferring { .. })
-    {
-        cx.apply_migration(&mut tx, ctx, &ctx.state, MigrationEvent::AccountsSettled { arrived, held })
-            .await?;
+    let row = tx
+        .migration_for_update(ctx.id.as_str())
+        .await?
+        .ok_or_else(|| anyhow!("migration {} is not in the store", ctx.id))?;
+    let state = migration_state(&row)?;
+    let counts = tx.account_counts(ctx.id.as_str()).await?;
+    let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+    let arrived = count("done");
+    let held = count("held") + count("rolled_back");
+    let total: u64 = counts.values().sum();
+    if arrived + held == total && matches!(state, MigrationState::Transferring { .. }) {
+        let (arrived, held) = (arrived as u32, held as u32);
+        cx.apply_migration(&mut tx, ctx, &state, MigrationEvent::AccountsSettled { arrived, held }).await?;
         info!(migration = %ctx.id, arrived, held, "every account settled");
     }
     tx.finish_job(lease, now).await?;
