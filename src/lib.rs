@@ -99,9 +99,32 @@
 //!   also hold (caches of parsed playbooks excepted), so a killed daemon loses nothing and a
 //!   second daemon on the same PostgreSQL database splits the work.
 //! - Every effect checks before it acts, because a crash between "did it" and "recorded it"
-//!   runs the job again: TTLs are observed and recorded before they are lowered, records already
-//!   at the target are not patched, a sent notice is not sent again (and carries a stable
-//!   Message-ID for the rare resend after a crash).
+//!   runs the job again: TTLs are observed and recorded before they are lowered (a second
+//!   observation changes and logs nothing), records already at the target are not patched, a
+//!   sent notice is not sent again.
+//! - **A step acts only under a live lease.** A claim writes a random token and an expiry on the
+//!   database's clock (never a daemon's, so clock skew between hosts cannot give one job to two
+//!   daemons); the holder renews it every third of its length while the step runs, and checks it
+//!   ([`store::Lease::check`]) right before every external effect: each DNS write, WHM call,
+//!   rsync and SMTP hand-over. The check passes only while at least a quarter of the lease is
+//!   left on the holder's monotonic clock, counted from when it sent its last successful claim
+//!   or renewal, so no other daemon can have been given the job when the effect starts. A lease
+//!   found lost cancels the step and counts as a failed attempt (a per-account step past the
+//!   playbook's budget holds its account); "taken over by daemon X" is said only when X took it.
+//!   A stopping daemon (SIGTERM, SIGINT) claims nothing more, lets its steps finish within
+//!   `daemon.stop_timeout`, then cancels the rest and releases their jobs; a daemon restarted
+//!   under the same owner name (one per host, by lock file) takes back that name's jobs at once.
+//! - **Notices: each one is delivered once, except in one window of milliseconds.** Each send
+//!   first commits the attempt (`outbox.delivery_started_at`), then connects, checks the lease,
+//!   hands the message over, and commits the sent-mark together with the job's completion as soon
+//!   as the server answers 250 to the message — before QUIT and before anything else (without
+//!   the lease, alone, if the lease was lost meanwhile: the fact stands). On recovery a notice is
+//!   sent again only when its sent-mark is missing; if an earlier attempt's end was never
+//!   recorded, the new attempt is a resend (`outbox.resends`, event `notice_resent`) with the
+//!   same Message-ID. So a second copy reaches a customer only when the daemon dies (or the
+//!   database fails) between the server's 250 and that commit, a window of milliseconds; a slow
+//!   QUIT, a slow server, a SIGTERM or a lost lease never cause one. `tests/it/crash.rs` counts
+//!   this at a real SMTP server under random kills.
 //! - A domain is repointed only after its account is verified on the target and its TTL gate
 //!   has opened; a completion notice is one outbox row (unique dedupe key).
 //! - With the playbook's final mail sync on, an account is done only after a delta sync whose
@@ -119,8 +142,10 @@
 //! - **Errors**: `anyhow` with context in the engine, CLI and wiring; `thiserror` enums at the
 //!   adapter boundaries with `is_transient()`, which decides retry or hold.
 //! - **Testing**: one integration binary (`tests/it`) against real servers on loopback
-//!   (pdns_server, aiosmtpd, sshd, PostgreSQL), the real daemon in-process, the simulated cPanel
-//!   hosts as the one stand-in; table-driven unit tests for the pure core and the parsers.
+//!   (pdns_server, aiosmtpd, sshd, PostgreSQL, BIND), the real daemon in-process or as a child
+//!   process killed and stopped at random (`crash.rs`), the simulated cPanel hosts as the one
+//!   stand-in; table-driven unit tests for the pure core and the parsers; `layers.rs` checks the
+//!   layers above.
 //! - **Observability**: `tracing` spans per job with migration, kind and subject as fields.
 //! - **Persistence**: timestamps are unix milliseconds; states are stored as a name plus the
 //!   JSON of the whole state value.

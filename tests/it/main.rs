@@ -2,6 +2,7 @@
 mod classify;
 mod cli;
 mod contracts;
+mod crash;
 mod cutover_guards;
 mod daemon_restart;
 mod dedicated_ip;

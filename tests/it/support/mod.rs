@@ -1,7 +1,9 @@
 //! Test harness: starts and stops real servers on loopback.
 pub mod bind;
+pub mod daemon;
 pub mod pdns;
 pub mod pg;
 pub mod rig;
+pub mod slow_api;
 pub mod smtp;
 pub mod sshd;

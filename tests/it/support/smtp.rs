@@ -1,8 +1,10 @@
 //! A real SMTP server for tests: Debian's aiosmtpd run by the system Python on loopback.
 //!
-//! Recipients `reject@…` get a 550 and `tempfail@…` a 451 at RCPT time. Each accepted message is stored as `<n>.json` in the server's mail directory (written to a
-//! temporary name, then renamed): the raw message plus the headers and plain-text body that
-//! Python's `email` package decoded, so tests check what a mail client would show.
+//! Recipients `reject@…` get a 550 and `tempfail@…` a 451 at RCPT time. Each accepted message
+//! is stored as `<n>.json` in the server's mail directory (written to a temporary name, then
+//! renamed) before the 250 goes out: the raw message plus the headers and plain-text body that
+//! Python's `email` package decoded, so tests check what a mail client would show, and when it
+//! arrived. [`SmtpServer::start_slow`] makes a slow server: it answers EHLO and QUIT late.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,13 +15,27 @@ use std::time::{Duration, Instant};
 const PYTHON: &str = "/usr/bin/python3";
 
 const SERVER_SCRIPT: &str = r#"
-import asyncio, itertools, json, os, sys
+import asyncio, itertools, json, os, sys, time
 from email import message_from_bytes, policy
 from aiosmtpd.smtp import SMTP
 
 maildir = sys.argv[1]
 listen_port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+ehlo_delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+quit_delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 counter = itertools.count(1)
+
+class SlowSMTP(SMTP):
+    # A busy server: its greeting after EHLO and its goodbye after QUIT come late.
+    async def smtp_EHLO(self, hostname):
+        if ehlo_delay:
+            await asyncio.sleep(ehlo_delay)
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_QUIT(self, arg):
+        if quit_delay:
+            await asyncio.sleep(quit_delay)
+        await super().smtp_QUIT(arg)
 
 class Store:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -47,6 +63,7 @@ class Store:
             "date": str(msg["Date"]),
             "body": part.get_content() if part is not None else None,
             "raw": raw.decode("utf-8", "replace"),
+            "received_at": time.time(),
         }
         n = next(counter)
         tmp = os.path.join(maildir, ".%d.%d.tmp" % (os.getpid(), n))
@@ -59,7 +76,7 @@ async def main():
     loop = asyncio.get_running_loop()
     handler = Store()
     server = await loop.create_server(
-        lambda: SMTP(handler, enable_SMTPUTF8=True, hostname="smtp.test"),
+        lambda: SlowSMTP(handler, enable_SMTPUTF8=True, hostname="smtp.test"),
         host="127.0.0.1", port=listen_port, reuse_address=True)
     port = server.sockets[0].getsockname()[1]
     print("PORT %d" % port, flush=True)
@@ -76,6 +93,8 @@ pub struct SmtpServer {
     /// Where it stores one `.json` file per accepted message.
     pub maildir: PathBuf,
     _dir: tempfile::TempDir,
+    /// The EHLO and QUIT delays it was started with (kept across a restart).
+    delays: (Duration, Duration),
 }
 
 /// One delivered message as the server decoded it.
@@ -90,6 +109,8 @@ pub struct Delivered {
     pub date: String,
     pub body: Option<String>,
     pub raw: String,
+    /// When the server stored it (seconds since the epoch), just before its 250.
+    pub received_at: f64,
 }
 
 impl SmtpServer {
@@ -98,8 +119,18 @@ impl SmtpServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let maildir = dir.path().join("mail");
         std::fs::create_dir(&maildir).expect("maildir");
-        let (child, addr) = Self::spawn(dir.path(), &maildir, 0);
-        SmtpServer { child, addr, maildir, _dir: dir }
+        let (child, addr) = Self::spawn(dir.path(), &maildir, 0, (Duration::ZERO, Duration::ZERO));
+        SmtpServer { child, addr, maildir, _dir: dir, delays: (Duration::ZERO, Duration::ZERO) }
+    }
+
+    /// A slow server: it answers EHLO after `ehlo_delay` and QUIT after `quit_delay`.
+    pub fn start_slow(ehlo_delay: Duration, quit_delay: Duration) -> SmtpServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let maildir = dir.path().join("mail");
+        std::fs::create_dir(&maildir).expect("maildir");
+        let delays = (ehlo_delay, quit_delay);
+        let (child, addr) = Self::spawn(dir.path(), &maildir, 0, delays);
+        SmtpServer { child, addr, maildir, _dir: dir, delays }
     }
 
     /// Stops the server (its port refuses connections until [`SmtpServer::restart`]).
@@ -111,12 +142,12 @@ impl SmtpServer {
     /// Starts the server again on the same port, keeping the messages stored so far.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, addr) = Self::spawn(self._dir.path(), &self.maildir, self.addr.port());
+        let (child, addr) = Self::spawn(self._dir.path(), &self.maildir, self.addr.port(), self.delays);
         assert_eq!(addr, self.addr);
         self.child = child;
     }
 
-    fn spawn(dir: &Path, maildir: &Path, port: u16) -> (Child, SocketAddr) {
+    fn spawn(dir: &Path, maildir: &Path, port: u16, delays: (Duration, Duration)) -> (Child, SocketAddr) {
         let probe = Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
             .stdout(Stdio::null())
@@ -134,6 +165,8 @@ impl SmtpServer {
             .arg(&script)
             .arg(maildir)
             .arg(port.to_string())
+            .arg(delays.0.as_secs_f64().to_string())
+            .arg(delays.1.as_secs_f64().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
