@@ -196,7 +196,7 @@ fn user(n: usize) -> AccountName {
 /// and the rest of the migration goes on.
 async fn migrate(database: Option<&str>, reads: Reads) {
     let rig = Rig::start_reading(22, database, reads).await;
-    let transfers_before = rig.pdns.statistic("tcp-queries").await;
+    let transfers_before = rig.pdns.statistic("tcp-queries").await.unwrap();
     let failing = user(7);
     assert!(rig.hosts.source.set_fail_restore(&failing, Some("Restore failed: disk quota exceeded".into())));
     rig.plan_and_start().await;
@@ -205,7 +205,7 @@ async fn migrate(database: Option<&str>, reads: Reads) {
     daemons.stop().await;
     // The checker asks over UDP; what pdns got over TCP were the daemon's transfers, at least
     // one to lower and one to repoint each zone when it reads by AXFR, none otherwise.
-    let tcp_queries = rig.pdns.statistic("tcp-queries").await - transfers_before;
+    let tcp_queries = rig.pdns.statistic("tcp-queries").await.unwrap() - transfers_before;
     let zones = rig.hosts.accounts.iter().map(|a| 1 + a.addon_domains.len()).sum::<usize>() as u64;
     match reads {
         Reads::Axfr => assert!(tcp_queries >= 2 * zones, "{tcp_queries} TCP queries for {zones} zones"),

@@ -89,7 +89,7 @@ async fn start_is_refused_when_the_target_cannot_log_in_to_the_source() {
 async fn start_is_refused_when_the_dns_provider_cannot_read_the_zones() {
     let mut rig = start_rig(2, 100 * 1024 * 1024, "").await;
     rig.plan_and_approve(PLAYBOOK).await;
-    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::pdns::free_tcp_port()));
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::pdns::free_tcp_port().unwrap()));
     let siirto::config::DnsProviderConfig::PowerDns { axfr_server, .. } = &mut rig.config.dns.provider else {
         panic!("the rig uses PowerDNS");
     };
