@@ -4,19 +4,20 @@
 //! settings, store, mail, zone reads, extra config) is a [`RigOptions`] field.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
 use siirto::dns::{DnsProvider, PowerDns, Zone};
-use siirto::engine::{Clock, Engine, SystemClock};
-use siirto::names::{DomainName, MigrationId};
+use siirto::domain::{DomainState, Timestamp};
+use siirto::engine::{Clock, Engine};
+use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::ops::StartOutcome;
 use siirto::plan::PlanDocument;
 use siirto::playbook::Playbook;
 use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::status::{AccountStatus, MigrationStatus, migration_status};
-use siirto::store::{EventRow, Store};
+use siirto::store::{EventRow, Store, domain_state};
 use siirto::whm::WhmClient;
 use siirto::world::World;
 
@@ -70,6 +71,26 @@ pub enum Mail {
     Smtp(SocketAddr),
 }
 
+/// The system clock plus an offset the test moves forward, so that gates and settle periods
+/// of hours pass at once. Until a test moves it, it is the system clock.
+#[derive(Default)]
+pub struct OffsetClock {
+    offset: Mutex<chrono::Duration>,
+}
+
+impl OffsetClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.offset.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now() + *self.offset.lock().unwrap()
+    }
+}
+
 /// The rig; dropped at the end of the test with everything it started.
 pub struct SimRig {
     pub dir: tempfile::TempDir,
@@ -81,7 +102,7 @@ pub struct SimRig {
     pub store: Store,
     pub id: MigrationId,
     /// The time the rig's engines, plans and operator actions run on.
-    pub clock: Arc<SystemClock>,
+    pub clock: Arc<OffsetClock>,
 }
 
 impl SimRig {
@@ -127,8 +148,18 @@ impl SimRig {
             config,
             store,
             id: MigrationId::parse(options.id).unwrap(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(OffsetClock::default()),
         }
+    }
+
+    /// The user name of the source's `n`th account.
+    pub fn user(&self, n: usize) -> AccountName {
+        self.hosts.accounts[n].user.clone()
+    }
+
+    /// The main domain of the source's `n`th account.
+    pub fn domain(&self, n: usize) -> DomainName {
+        self.hosts.accounts[n].domain.clone()
     }
 
     /// Plans the migration from `old` to `new` under `playbook_text`, cutover now.
@@ -198,6 +229,12 @@ impl SimRig {
     /// The migration's event log.
     pub async fn events(&self) -> Vec<EventRow> {
         self.store.events(self.id.as_str()).await.unwrap()
+    }
+
+    /// What the store holds about `domain`.
+    pub async fn domain_state(&self, domain: &DomainName) -> DomainState {
+        let rows = self.store.domains(self.id.as_str()).await.unwrap();
+        domain_state(rows.iter().find(|r| r.domain == domain.as_str()).unwrap()).unwrap()
     }
 
     /// The zone of `domain` as pdns serves it now.
