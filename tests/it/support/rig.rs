@@ -3,7 +3,8 @@
 //! store and a clock the test can move forward. What differs between tests (accounts, host
 //! settings, store, mail, zone reads, extra config) is a [`RigOptions`] field.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use siirto::names::{AccountName, DomainName, MigrationId};
 use siirto::ops::StartOutcome;
 use siirto::plan::PlanDocument;
 use siirto::playbook::Playbook;
-use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
+use siirto::sim::{SimAccount, SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::status::{AccountStatus, MigrationStatus, migration_status};
 use siirto::store::{EventRow, Store, domain_state};
 use siirto::whm::WhmClient;
@@ -28,8 +29,8 @@ use crate::support::pdns::Pdns;
 pub struct RigOptions {
     /// The migration's id.
     pub id: &'static str,
-    /// The source host (`old`). Its accounts are the ones the migration moves; their zones
-    /// point at the source's shared address.
+    /// The source host (`old`). Its accounts are the ones the migration moves; each one's zones
+    /// point at its `dedicated_ip` when it has one, else at the source's shared address.
     pub source: SimHostSpec,
     /// The target host (`new`).
     pub target: SimHostSpec,
@@ -118,7 +119,14 @@ impl SimRig {
         let hosts = SimHosts { world, source, target, accounts };
         let endpoint = dns_endpoint(&pdns);
         let dns = endpoint.client().unwrap();
-        create_zones(&dns, &hosts.accounts, SOURCE_IP).await.unwrap();
+        // The zones point where the sites are: the shared address, or the account's own.
+        let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
+        for account in &hosts.accounts {
+            by_address.entry(account.dedicated_ip.unwrap_or(SOURCE_IP)).or_default().push(account.clone());
+        }
+        for (address, accounts) in &by_address {
+            create_zones(&dns, accounts, *address).await.unwrap();
+        }
         let database = match options.database {
             Some(url) => url,
             None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
