@@ -118,7 +118,10 @@
 //!   adapter boundaries with `is_transient()`, which decides retry or hold.
 //! - **Testing**: one integration binary (`tests/it`) against real servers on loopback
 //!   (pdns_server, aiosmtpd, sshd, PostgreSQL), the real daemon in-process, the simulated cPanel
-//!   hosts as the one stand-in; table-driven unit tests for the pure core and the parsers.
+//!   hosts as the one stand-in; table-driven unit tests for the pure core and the parsers. Tests
+//!   that drive the engine against simulated hosts start them through one rig
+//!   (`tests/it/support/rig.rs`, `SimRig` and its `RigOptions`); the benchmarks under `examples/`
+//!   start pdns_server through the tests' own harness (`tests/it/support/pdns.rs`).
 //! - **Observability**: `tracing` spans per job with migration, kind and subject as fields.
 //! - **Persistence**: timestamps are unix milliseconds; states are stored as a name plus the
 //!   JSON of the whole state value.
