@@ -54,15 +54,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
 use tokio::sync::Semaphore;
 
-// Shared by the benchmarks; this one uses only part of it.
-#[allow(dead_code)]
-#[path = "support/pdns.rs"]
+// The integration tests' pdns_server harness, shared with the other benchmarks.
+#[path = "../tests/it/support/pdns.rs"]
 mod pdns;
 use pdns::{Pdns, Record, Zone as PdnsZone};
 
 /// On top of the harness's settings (caches off): no zone-cache refreshes in the middle of a
-/// pass, one distributor and one receiver thread.
-const PDNS_CONFIG: &str = "zone-cache-refresh-interval=0\ndistributor-threads=1\nreceiver-threads=1";
+/// pass, one distributor and one receiver thread, as the tests run it.
+const PDNS_CONFIG: &str = pdns::DETERMINISTIC;
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const TARGET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);

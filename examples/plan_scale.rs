@@ -11,7 +11,8 @@
 //! at ~640 zones/s (~30 s). pdns's caches are off, so every query of every pass reaches its
 //! backend and the sequential pass is not served from what the concurrent pass left behind.
 
-#[path = "support/pdns.rs"]
+// The integration tests' pdns_server harness, shared with the other benchmarks.
+#[path = "../tests/it/support/pdns.rs"]
 mod pdns;
 
 use std::collections::BTreeMap;

@@ -18,7 +18,8 @@
 //! from the source and the target, one PATCH per zone, one A query per domain to the
 //! nameserver.
 
-#[path = "support/pdns.rs"]
+// The integration tests' pdns_server harness, shared with the other benchmarks.
+#[path = "../tests/it/support/pdns.rs"]
 mod pdns;
 
 use std::collections::BTreeMap;

@@ -145,7 +145,9 @@
 //!   (pdns_server, aiosmtpd, sshd, PostgreSQL, BIND), the real daemon in-process or as a child
 //!   process killed and stopped at random (`crash.rs`), the simulated cPanel hosts as the one
 //!   stand-in; table-driven unit tests for the pure core and the parsers; `layers.rs` checks the
-//!   layers above.
+//!   layers above. Tests that drive the engine against simulated hosts start them through one
+//!   rig (`tests/it/support/rig.rs`, `SimRig` and its `RigOptions`); the benchmarks under
+//!   `examples/` start pdns_server through the tests' own harness (`tests/it/support/pdns.rs`).
 //! - **Observability**: `tracing` spans per job with migration, kind and subject as fields.
 //! - **Persistence**: timestamps are unix milliseconds; states are stored as a name plus the
 //!   JSON of the whole state value.

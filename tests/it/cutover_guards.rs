@@ -17,10 +17,9 @@ use siirto::names::DomainName;
 use siirto::world::World;
 use tokio::sync::Notify;
 
-use crate::dns_cutover::{
-    DEMO, Daemon, Rig, account_state_of, domain_state_of, gated_playbook, replace, rrset,
-};
+use crate::dns_cutover::{DEMO, domain_state_of, gated_playbook, replace, rrset, start_rig};
 use crate::support::bind::{Bind, ZoneFile};
+use crate::support::rig::{Daemon, SimRig, account};
 
 /// The real PowerDNS, except that the first write pointing a record at the target stops
 /// until the test lets it go: a repoint PATCH held in flight.
@@ -53,7 +52,7 @@ impl DnsProvider for HeldRepoint {
     }
 }
 
-fn engine_with(rig: &Rig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine> {
+fn engine_with(rig: &SimRig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine> {
     let mut world = World::from_config(&rig.config).unwrap();
     world.dns = dns;
     let clock: Arc<dyn Clock> = Arc::clone(&rig.clock) as Arc<dyn Clock>;
@@ -71,14 +70,14 @@ fn engine_with(rig: &Rig, dns: Arc<dyn DnsProvider>, owner: &str) -> Arc<Engine>
     }))
 }
 
-fn now(rig: &Rig) -> Timestamp {
+fn now(rig: &SimRig) -> Timestamp {
     rig.clock.now()
 }
 
 const SOURCE_V6: &str = "2001:db8::2";
 const TARGET_V6: &str = "2001:db8::3";
 
-async fn roll_back(rig: &Rig, user: &siirto::names::AccountName) {
+async fn roll_back(rig: &SimRig, user: &siirto::names::AccountName) {
     let world = World::from_config(&rig.config).unwrap();
     let request = siirto::ops::RollbackRequest { id: &rig.id, user, domain: None, reason: "test rollback" };
     siirto::ops::rollback(&rig.store, &world, request, "maija", now(rig)).await.unwrap();
@@ -94,7 +93,7 @@ fn aaaa(zone: &Zone, name: &str) -> Option<Rrset> {
 /// what was there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aaaa_at_the_source_is_deleted_when_the_target_has_no_ipv6_and_rollback_restores_it() {
-    let mut rig = Rig::start(1).await;
+    let mut rig = start_rig(1).await;
     rig.config.hosts.get_mut("old").unwrap().ipv6 = Some(SOURCE_V6.parse().unwrap());
     let (user, domain) = (rig.user(0), rig.domain(0));
     let apex = domain.fqdn();
@@ -113,9 +112,9 @@ async fn aaaa_at_the_source_is_deleted_when_the_target_has_no_ipv6_and_rollback_
         .unwrap();
     let before = rig.zone(&domain).await;
     rig.plan_and_start(DEMO).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     rig.wait_for("the account to arrive", Duration::from_secs(120), |s| {
-        account_state_of(s, &user).state == "done"
+        account(s, user.as_str()).state == "done"
     })
     .await;
 
@@ -147,7 +146,7 @@ async fn aaaa_at_the_source_is_deleted_when_the_target_has_no_ipv6_and_rollback_
 /// settle period it gets its A record's TTL; a rollback deletes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aaaa_records_are_created_for_an_ipv6_target_behind_the_negative_ttl_gate() {
-    let mut rig = Rig::start(1).await;
+    let mut rig = start_rig(1).await;
     rig.config.hosts.get_mut("new").unwrap().ipv6 = Some(TARGET_V6.parse().unwrap());
     let (user, domain) = (rig.user(0), rig.domain(0));
     let apex = domain.fqdn();
@@ -168,7 +167,7 @@ async fn aaaa_records_are_created_for_an_ipv6_target_behind_the_negative_ttl_gat
     let playbook = gated_playbook().replace("create_aaaa = false", "create_aaaa = true");
     assert!(playbook.contains("create_aaaa = true"));
     rig.plan_and_start(&playbook).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     let status = rig
         .wait_for("the TTLs to be lowered", Duration::from_secs(60), |s| {
             matches!(s.detail, siirto::domain::MigrationState::TtlLowered { .. })
@@ -185,7 +184,7 @@ async fn aaaa_records_are_created_for_an_ipv6_target_behind_the_negative_ttl_gat
 
     rig.clock.advance(Duration::from_secs(3700));
     rig.wait_for("the account to arrive", Duration::from_secs(120), |s| {
-        account_state_of(s, &user).state == "done"
+        account(s, user.as_str()).state == "done"
     })
     .await;
     let moved = rig.zone(&domain).await;
@@ -222,7 +221,7 @@ async fn aaaa_records_are_created_for_an_ipv6_target_behind_the_negative_ttl_gat
 /// the status said rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
-    let rig = Rig::start(1).await;
+    let rig = start_rig(1).await;
     let (user, domain) = (rig.user(0), rig.domain(0));
     let held = Arc::new(HeldRepoint {
         inner: rig.dns.clone(),
@@ -239,7 +238,7 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let ran = daemon_a.tick().await.unwrap();
-        if account_state_of(&rig.status().await, &user).state == "verified" {
+        if account(&rig.status().await, user.as_str()).state == "verified" {
             break;
         }
         assert!(Instant::now() < deadline, "not verified: {:#?}", rig.status().await);
@@ -279,7 +278,7 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
     held.release.notify_one();
     repoint.await.unwrap();
     let status = rig.status().await;
-    assert_eq!(account_state_of(&status, &user).state, "rolled_back", "{status:#?}");
+    assert_eq!(account(&status, user.as_str()).state, "rolled_back", "{status:#?}");
     assert_eq!(domain_state_of(&status, &domain), "done");
     assert_eq!(rrset(&rig.zone(&domain).await, &domain.fqdn(), "A").records, vec![TARGET_IP.to_string()]);
     let events = rig.store.events(rig.id.as_str()).await.unwrap();
@@ -289,7 +288,7 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
     rig.clock.advance(Duration::from_secs(2));
     assert!(daemon_b.tick().await.unwrap() >= 1);
     let status = rig.status().await;
-    assert_eq!(account_state_of(&status, &user).state, "rolled_back");
+    assert_eq!(account(&status, user.as_str()).state, "rolled_back");
     assert_eq!(domain_state_of(&status, &domain), "rolled_back");
     let zone = rig.zone(&domain).await;
     for name in [domain.fqdn(), format!("www.{}", domain.fqdn())] {

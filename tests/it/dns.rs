@@ -213,7 +213,7 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
 /// Nothing listening: connection errors are transient, for the API and for DNS.
 #[tokio::test]
 async fn unreachable_servers_are_transient_errors() {
-    let port = crate::support::pdns::free_udp_and_tcp_port();
+    let port = crate::support::pdns::free_udp_and_tcp_port().unwrap();
     let api_url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
     let err = client(&api_url, "key").zones().await.unwrap_err();
     assert!(matches!(err, DnsError::Transport { .. }), "{err:?}");

@@ -3,23 +3,19 @@
 //! filter untouched, TTLs restored after the settle period, rollback, the safety threshold,
 //! and a stale second nameserver.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use siirto::demo::{
-    DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, ZONE_TTL, create_zones, start_hosts, write_config,
-};
-use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange, Zone};
-use siirto::domain::{DomainState, MigrationState, Timestamp};
-use siirto::engine::{Clock, Engine};
-use siirto::names::{AccountName, DomainName, MigrationId};
+use siirto::demo::{SOURCE_IP, TARGET_IP, ZONE_TTL, create_zones};
+use siirto::dns::{DnsProvider, Rrset, RrsetChange, Zone};
+use siirto::domain::MigrationState;
+use siirto::engine::Clock;
+use siirto::names::DomainName;
 use siirto::playbook::Playbook;
-use siirto::status::{MigrationStatus, migration_status};
-use siirto::store::Store;
-use siirto::store::domain_state;
+use siirto::status::MigrationStatus;
 use siirto::world::World;
 
 use crate::support::pdns::Pdns;
+use crate::support::rig::{Daemon, RigOptions, SimRig, account, dns_endpoint};
 
 pub(crate) const DEMO: &str = include_str!("../../playbooks/demo.toml");
 
@@ -34,133 +30,9 @@ pub(crate) fn gated_playbook() -> String {
     text
 }
 
-/// The system clock plus an offset the test moves forward.
-#[derive(Default)]
-pub(crate) struct OffsetClock {
-    offset: Mutex<chrono::Duration>,
-}
-
-impl OffsetClock {
-    pub(crate) fn advance(&self, by: Duration) {
-        *self.offset.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
-    }
-}
-
-impl Clock for OffsetClock {
-    fn now(&self) -> Timestamp {
-        chrono::Utc::now() + *self.offset.lock().unwrap()
-    }
-}
-
-pub(crate) struct Rig {
-    pub(crate) _dir: tempfile::TempDir,
-    pub(crate) hosts: SimHosts,
-    pub(crate) pdns: Pdns,
-    pub(crate) dns: PowerDns,
-    pub(crate) config: siirto::config::Config,
-    pub(crate) store: Store,
-    pub(crate) id: MigrationId,
-    pub(crate) clock: Arc<OffsetClock>,
-}
-
-impl Rig {
-    pub(crate) async fn start(accounts: usize) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let hosts = start_hosts(accounts, dir.path()).await.unwrap();
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        let dns = endpoint.client().unwrap();
-        create_zones(&dns, &hosts.accounts, SOURCE_IP).await.unwrap();
-        let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-        let extra = format!(
-            "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"{}\"\n",
-            dir.path().join("outbox").display()
-        );
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-        Rig {
-            _dir: dir,
-            hosts,
-            pdns,
-            dns,
-            config,
-            store,
-            id: MigrationId::parse("dns-cutover").unwrap(),
-            clock: Arc::new(OffsetClock::default()),
-        }
-    }
-
-    pub(crate) fn domain(&self, n: usize) -> DomainName {
-        self.hosts.accounts[n].domain.clone()
-    }
-
-    pub(crate) fn user(&self, n: usize) -> AccountName {
-        self.hosts.accounts[n].user.clone()
-    }
-
-    pub(crate) async fn plan_and_start(&self, playbook: &str) {
-        let adapters = World::from_config(&self.config).unwrap();
-        let playbook = Playbook::parse(playbook, "test playbook").unwrap();
-        let now = self.clock.now();
-        let request = siirto::plan::PlanRequest {
-            id: self.id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        let plan = siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-        siirto::ops::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
-        let started =
-            siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", now).await.unwrap();
-        assert!(started.started.is_some(), "{:#?}", started.report);
-    }
-
-    pub(crate) fn engine(&self) -> Arc<Engine> {
-        let clock: Arc<dyn Clock> = Arc::clone(&self.clock) as Arc<dyn Clock>;
-        Arc::new(
-            Engine::from_config(&self.config, self.store.clone(), clock)
-                .unwrap()
-                .with_owner("it-dns")
-                .with_workers(4),
-        )
-    }
-
-    pub(crate) async fn status(&self) -> MigrationStatus {
-        migration_status(&self.store, self.id.as_str()).await.unwrap()
-    }
-
-    pub(crate) async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&MigrationStatus) -> bool,
-    ) -> MigrationStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {status:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub(crate) async fn domain_state(&self, domain: &DomainName) -> DomainState {
-        let rows = self.store.domains(self.id.as_str()).await.unwrap();
-        domain_state(rows.iter().find(|r| r.domain == domain.as_str()).unwrap()).unwrap()
-    }
-
-    pub(crate) async fn zone(&self, domain: &DomainName) -> Zone {
-        self.dns.zone(domain).await.unwrap()
-    }
+/// A rig with `accounts` accounts for the cutover tests (theirs and `cutover_guards`').
+pub(crate) async fn start_rig(accounts: usize) -> SimRig {
+    SimRig::start(RigOptions::new("dns-cutover", accounts)).await
 }
 
 pub(crate) fn rrset(zone: &Zone, name: &str, rtype: &str) -> Rrset {
@@ -170,13 +42,6 @@ pub(crate) fn rrset(zone: &Zone, name: &str, rtype: &str) -> Rrset {
 pub(crate) fn serial(zone: &Zone) -> u64 {
     let soa = rrset(zone, &zone.name.fqdn(), "SOA");
     soa.records[0].split_whitespace().nth(2).unwrap().parse().unwrap()
-}
-
-pub(crate) fn account_state_of<'s>(
-    status: &'s MigrationStatus,
-    user: &AccountName,
-) -> &'s siirto::status::AccountStatus {
-    status.accounts.iter().find(|a| a.user == user.as_str()).unwrap()
 }
 
 pub(crate) fn domain_state_of(status: &MigrationStatus, domain: &DomainName) -> String {
@@ -190,26 +55,6 @@ pub(crate) fn domain_state_of(status: &MigrationStatus, domain: &DomainName) -> 
         .clone()
 }
 
-pub(crate) struct Daemon {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Daemon {
-    pub(crate) fn start(engine: Arc<Engine>) -> Daemon {
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(engine.run(async {
-            let _ = rx.await;
-        }));
-        Daemon { stop, task }
-    }
-
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 pub(crate) fn replace(name: String, rtype: &str, ttl: u32, records: Vec<String>) -> RrsetChange {
     RrsetChange::Replace(Rrset { name, rtype: rtype.into(), ttl, records })
 }
@@ -221,7 +66,7 @@ pub(crate) fn replace(name: String, rtype: &str, ttl: u32, records: Vec<String>)
 /// record gets its own TTL back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_record_ttls_one_patch_spf_and_restore() {
-    let rig = Rig::start(1).await;
+    let rig = start_rig(1).await;
     let domain = rig.domain(0);
     let apex = domain.fqdn();
     let source = SOURCE_IP.to_string();
@@ -245,7 +90,7 @@ async fn per_record_ttls_one_patch_spf_and_restore() {
     assert!(before.rrsets.len() >= 500, "{}", before.rrsets.len());
 
     rig.plan_and_start(&gated_playbook()).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     let status = rig
         .wait_for("the TTLs to be lowered", Duration::from_secs(60), |s| {
             matches!(s.detail, MigrationState::TtlLowered { .. })
@@ -290,7 +135,7 @@ async fn per_record_ttls_one_patch_spf_and_restore() {
     // Past every gate: the cutover runs; the repoint is one PATCH.
     rig.clock.advance(Duration::from_secs(3700));
     rig.wait_for("the account to arrive", Duration::from_secs(120), |s| {
-        account_state_of(s, &rig.user(0)).state == "done"
+        account(s, rig.user(0).as_str()).state == "done"
     })
     .await;
     let moved = rig.zone(&domain).await;
@@ -335,9 +180,9 @@ async fn per_record_ttls_one_patch_spf_and_restore() {
 /// Once the source no longer holds an account, its rollback is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_retry_gate_and_refusal() {
-    let rig = Rig::start(2).await;
+    let rig = start_rig(2).await;
     rig.plan_and_start(&gated_playbook()).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     rig.wait_for("the TTLs to be lowered", Duration::from_secs(60), |s| {
         matches!(s.detail, MigrationState::TtlLowered { .. })
     })
@@ -379,7 +224,7 @@ async fn rollback_retry_gate_and_refusal() {
     assert_eq!(rolled.actor, "maija");
     assert!(rolled.detail.contains("the shop breaks on the new PHP"), "{}", rolled.detail);
     let status = rig.status().await;
-    assert_eq!(account_state_of(&status, &user).reason.as_deref(), Some("the shop breaks on the new PHP"));
+    assert_eq!(account(&status, user.as_str()).reason.as_deref(), Some("the shop breaks on the new PHP"));
     // The other account was not touched.
     let other = rig.zone(&rig.domain(1)).await;
     assert_eq!(rrset(&other, &rig.domain(1).fqdn(), "A").records, vec![TARGET_IP.to_string()]);
@@ -387,7 +232,7 @@ async fn rollback_retry_gate_and_refusal() {
     // Retry: verified again, but the re-lowered records wait for their gate.
     siirto::ops::retry(&rig.store, &rig.id, &user, "maija", rig.clock.now()).await.unwrap();
     rig.wait_for("the account to be verified again", Duration::from_secs(60), |s| {
-        account_state_of(s, &user).state == "verified" && domain_state_of(s, &domain) == "verified_on_target"
+        account(s, user.as_str()).state == "verified" && domain_state_of(s, &domain) == "verified_on_target"
     })
     .await;
     let lowered_at = rig.domain_state(&domain).await.lowered_at().unwrap();
@@ -407,7 +252,7 @@ async fn rollback_retry_gate_and_refusal() {
     assert_eq!(rrset(&rig.zone(&domain).await, &domain.fqdn(), "A").records, vec![SOURCE_IP.to_string()]);
     rig.clock.advance(Duration::from_secs(3700));
     rig.wait_for("the account to arrive again", Duration::from_secs(60), |s| {
-        account_state_of(s, &user).state == "done"
+        account(s, user.as_str()).state == "done"
     })
     .await;
     assert_eq!(rrset(&rig.zone(&domain).await, &domain.fqdn(), "A").records, vec![TARGET_IP.to_string()]);
@@ -421,32 +266,32 @@ async fn rollback_retry_gate_and_refusal() {
         siirto::ops::RollbackRequest { id: &rig.id, user: &other, domain: None, reason: "too late" };
     let err = siirto::ops::rollback(&rig.store, &world, request, "maija", rig.clock.now()).await.unwrap_err();
     assert!(format!("{err:#}").contains("no longer holds"), "{err:#}");
-    assert_eq!(account_state_of(&rig.status().await, &other).state, "done");
+    assert_eq!(account(&rig.status().await, other.as_str()).state, "done");
 }
 
 /// A repoint that would change more than max_change_share of a big zone is refused: nothing
 /// written, the account held with the reason; the other account arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_safety_threshold_holds_the_account_and_writes_nothing() {
-    let rig = Rig::start(2).await;
+    let rig = start_rig(2).await;
     let domain = rig.domain(0);
     let apex = domain.fqdn();
     let changes: Vec<RrsetChange> =
         (0..15).map(|i| replace(format!("h{i}.{apex}"), "A", 3600, vec![SOURCE_IP.to_string()])).collect();
     rig.dns.apply(&domain, &changes).await.unwrap();
     rig.plan_and_start(DEMO).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     let status = rig
         .wait_for("the cutover", Duration::from_secs(120), |s| {
             matches!(s.detail, MigrationState::CutOver { .. })
         })
         .await;
     daemon.stop().await;
-    let held = account_state_of(&status, &rig.user(0));
+    let held = account(&status, rig.user(0).as_str());
     assert_eq!(held.state, "held", "{status:#?}");
     let reason = held.reason.clone().unwrap_or_default();
     assert!(reason.contains("max_change_share") && reason.contains("nothing written"), "{reason}");
-    assert_eq!(account_state_of(&status, &rig.user(1)).state, "done");
+    assert_eq!(account(&status, rig.user(1).as_str()).state, "done");
     let zone = rig.zone(&domain).await;
     let at_target: Vec<&Rrset> =
         zone.rrsets.iter().filter(|r| r.records.contains(&TARGET_IP.to_string())).collect();
@@ -457,24 +302,19 @@ async fn the_safety_threshold_holds_the_account_and_writes_nothing() {
 /// retried and the account finally held with the evidence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_nameserver_holds_the_account_with_the_evidence() {
-    let mut rig = Rig::start(1).await;
+    let mut rig = start_rig(1).await;
     let stale = Pdns::start().await;
-    let endpoint = DnsEndpoint {
-        api_url: stale.api_url.clone(),
-        api_key: stale.api_key.clone(),
-        dns_addr: stale.dns_addr,
-    };
-    create_zones(&endpoint.client().unwrap(), &rig.hosts.accounts, SOURCE_IP).await.unwrap();
+    create_zones(&dns_endpoint(&stale).client().unwrap(), &rig.hosts.accounts, SOURCE_IP).await.unwrap();
     rig.config.dns.nameservers.push(stale.dns_addr);
     rig.plan_and_start(DEMO).await;
-    let daemon = Daemon::start(rig.engine());
+    let daemon = Daemon::start(rig.engine("it-dns", 4));
     let status = rig
         .wait_for("the cutover", Duration::from_secs(120), |s| {
             matches!(s.detail, MigrationState::CutOver { .. })
         })
         .await;
     daemon.stop().await;
-    let held = account_state_of(&status, &rig.user(0));
+    let held = account(&status, rig.user(0).as_str());
     assert_eq!(held.state, "held", "{status:#?}");
     let reason = held.reason.clone().unwrap_or_default();
     assert!(

@@ -3,21 +3,18 @@
 //! SQLite and on PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, start_hosts, write_config};
+use siirto::demo::{SOURCE_IP, TARGET_IP};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock};
 use siirto::names::{AccountName, MigrationId};
 use siirto::playbook::Playbook;
 use siirto::sim::Fault;
-use siirto::status::{MigrationStatus, migration_status};
-use siirto::store::Store;
+use siirto::status::MigrationStatus;
 use siirto::world::World;
 
-use crate::support::pdns::Pdns;
 use crate::support::pg::PgDatabase;
+use crate::support::rig::{Daemon, Mail, RigOptions, SimRig};
 use crate::support::smtp::SmtpServer;
 
 /// The playbook the tests run: the demo's (TTL wait shortened to 2 s, short retries).
@@ -33,159 +30,31 @@ enum Reads {
     Axfr,
 }
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    hosts: SimHosts,
-    pdns: Pdns,
-    smtp: SmtpServer,
-    config: siirto::config::Config,
-    store: Store,
-    id: MigrationId,
-    /// The playbook planned with (the demo's unless a test changes it).
-    playbook: String,
+/// A rig with `accounts` accounts whose notices go to `smtp`, its store at `database` (None: a
+/// SQLite file in the rig's dir), the daemon reading zones as `reads` says.
+async fn start_rig(accounts: usize, database: Option<&str>, reads: Reads, smtp: &SmtpServer) -> SimRig {
+    let options = RigOptions {
+        database: database.map(str::to_owned),
+        mail: Mail::Smtp(smtp.addr),
+        axfr_reads: reads == Reads::Axfr,
+        ..RigOptions::new("it-migration", accounts)
+    };
+    SimRig::start(options).await
 }
 
-impl Rig {
-    /// Starts the hosts with `accounts` accounts, pdns_server with their zones, the SMTP server,
-    /// writes the config and opens the store at `database` (None: a SQLite file in the rig's dir).
-    async fn start(accounts: usize, database: Option<&str>) -> Rig {
-        Rig::start_reading(accounts, database, Reads::Api).await
-    }
-
-    /// [`Rig::start`], with the daemon reading zones as `reads` says.
-    async fn start_reading(accounts: usize, database: Option<&str>, reads: Reads) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let smtp = SmtpServer::start();
-        let hosts = start_hosts(accounts, dir.path()).await.unwrap();
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
-        let database = match database {
-            Some(url) => url.to_owned(),
-            None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
-        };
-        // write_config appends `extra` right after the [dns] table's own lines.
-        let dns_extra = match reads {
-            Reads::Api => String::new(),
-            Reads::Axfr => format!("axfr_server = \"{}\"\n", pdns.dns_addr),
-        };
-        let extra = format!(
-            "{dns_extra}\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
-            smtp.addr.port()
-        );
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-        Rig {
-            _dir: dir,
-            hosts,
-            pdns,
-            smtp,
-            config,
-            store,
-            id: MigrationId::parse("it-migration").unwrap(),
-            playbook: PLAYBOOK.to_owned(),
-        }
-    }
-
-    async fn plan_and_start(&self) {
-        let adapters = World::from_config(&self.config).unwrap();
-        let playbook = Playbook::parse(&self.playbook, "playbooks/demo.toml").unwrap();
-        let now = chrono::Utc::now();
-        let request = siirto::plan::PlanRequest {
-            id: self.id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        let plan = siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        assert_eq!(plan.counts.accounts, self.hosts.accounts.len());
-        assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
-        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-        siirto::ops::approve(&self.store, &self.id, "test-operator", chrono::Utc::now()).await.unwrap();
-        let started =
-            siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", chrono::Utc::now())
-                .await
-                .unwrap();
-        assert!(started.started.is_some(), "{:#?}", started.report);
-    }
-
-    fn engine(&self, owner: &str, workers: usize) -> Arc<Engine> {
-        Arc::new(
-            Engine::from_config(&self.config, self.store.clone(), Arc::new(SystemClock))
-                .unwrap()
-                .with_owner(owner)
-                .with_workers(workers),
-        )
-    }
-
-    async fn status(&self) -> MigrationStatus {
-        migration_status(&self.store, self.id.as_str()).await.unwrap()
-    }
-
-    /// Waits until `done` holds for the status, with a deadline.
-    async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&MigrationStatus) -> bool,
-    ) -> MigrationStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; status: {status:#?}\npdns log:\n{}",
-                self.pdns.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_cut_over(&self) -> MigrationStatus {
-        self.wait_for("the migration to cut over", Duration::from_secs(240), |s| {
-            matches!(s.detail, MigrationState::CutOver { .. })
-        })
-        .await
-    }
+/// Plans under `playbook` (every account planned, none rejected, every domain to move and be
+/// repointed), approves and starts.
+async fn plan_and_start(rig: &SimRig, playbook: &str) {
+    let plan = rig.plan_and_start(playbook).await;
+    assert_eq!(plan.counts.accounts, rig.hosts.accounts.len());
+    assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
 }
 
-/// Runs engines in the background until the returned guard is dropped.
-struct Daemons {
-    stop: Vec<tokio::sync::oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Daemons {
-    fn start(engines: &[Arc<Engine>]) -> Daemons {
-        let mut stop = Vec::new();
-        let mut tasks = Vec::new();
-        for engine in engines {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            stop.push(tx);
-            tasks.push(tokio::spawn(Arc::clone(engine).run(async {
-                let _ = rx.await;
-            })));
-        }
-        Daemons { stop, tasks }
-    }
-
-    async fn stop(self) {
-        for tx in self.stop {
-            let _ = tx.send(());
-        }
-        for task in self.tasks {
-            task.await.unwrap().unwrap();
-        }
-    }
+async fn wait_cut_over(rig: &SimRig) -> MigrationStatus {
+    rig.wait_for("the migration to cut over", Duration::from_secs(240), |s| {
+        matches!(s.detail, MigrationState::CutOver { .. })
+    })
+    .await
 }
 
 fn user(n: usize) -> AccountName {
@@ -195,17 +64,18 @@ fn user(n: usize) -> AccountName {
 /// The whole path, with one account that fails to restore every time: it is retried, then held,
 /// and the rest of the migration goes on.
 async fn migrate(database: Option<&str>, reads: Reads) {
-    let rig = Rig::start_reading(22, database, reads).await;
-    let transfers_before = rig.pdns.statistic("tcp-queries").await;
+    let smtp = SmtpServer::start();
+    let rig = start_rig(22, database, reads, &smtp).await;
+    let transfers_before = rig.pdns.statistic("tcp-queries").await.unwrap();
     let failing = user(7);
     assert!(rig.hosts.source.set_fail_restore(&failing, Some("Restore failed: disk quota exceeded".into())));
-    rig.plan_and_start().await;
-    let daemons = Daemons::start(&[rig.engine("it-daemon", 8)]);
-    let status = rig.wait_cut_over().await;
-    daemons.stop().await;
+    plan_and_start(&rig, PLAYBOOK).await;
+    let daemon = Daemon::start(rig.engine("it-daemon", 8));
+    let status = wait_cut_over(&rig).await;
+    daemon.stop().await;
     // The checker asks over UDP; what pdns got over TCP were the daemon's transfers, at least
     // one to lower and one to repoint each zone when it reads by AXFR, none otherwise.
-    let tcp_queries = rig.pdns.statistic("tcp-queries").await - transfers_before;
+    let tcp_queries = rig.pdns.statistic("tcp-queries").await.unwrap() - transfers_before;
     let zones = rig.hosts.accounts.iter().map(|a| 1 + a.addon_domains.len()).sum::<usize>() as u64;
     match reads {
         Reads::Axfr => assert!(tcp_queries >= 2 * zones, "{tcp_queries} TCP queries for {zones} zones"),
@@ -221,19 +91,12 @@ async fn migrate(database: Option<&str>, reads: Reads) {
 
     // The zones: moved accounts point at the target with the short TTL; the held one still at
     // the source, TTL lowered; MX records untouched.
-    let dns = DnsEndpoint {
-        api_url: rig.pdns.api_url.clone(),
-        api_key: rig.pdns.api_key.clone(),
-        dns_addr: rig.pdns.dns_addr,
-    }
-    .client()
-    .unwrap();
     let playbook = Playbook::parse(PLAYBOOK, "demo").unwrap();
     let short_ttl = playbook.dns.short_ttl;
     for account in &rig.hosts.accounts {
         let expected_ip = if account.user == failing { SOURCE_IP } else { TARGET_IP };
         for domain in std::iter::once(&account.domain).chain(&account.addon_domains) {
-            let zone = siirto::dns::DnsProvider::zone(&dns, domain).await.unwrap();
+            let zone = rig.zone(domain).await;
             let rrset = |name: String, rtype: &str| {
                 zone.rrsets
                     .iter()
@@ -263,7 +126,7 @@ async fn migrate(database: Option<&str>, reads: Reads) {
     }
 
     // One notice per arrived account, to its contact address, with its stable Message-ID.
-    let delivered = rig.smtp.wait_for(21, Duration::from_secs(30)).await;
+    let delivered = smtp.wait_for(21, Duration::from_secs(30)).await;
     assert_eq!(delivered.len(), 21);
     let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(ids.len(), 21, "a notice was sent twice");
@@ -282,7 +145,7 @@ async fn migrate(database: Option<&str>, reads: Reads) {
     );
 
     // The event log tells each account's story in order, once; and no repoint came before the gate.
-    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let events = rig.events().await;
     let arrived = user(3);
     let story: Vec<&str> = events
         .iter()
@@ -355,14 +218,15 @@ async fn migration_end_to_end_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_split_the_work_on_postgres() {
     let pg = PgDatabase::create().await;
-    let rig = Rig::start(20, Some(pg.url())).await;
-    rig.plan_and_start().await;
-    let daemons = Daemons::start(&[rig.engine("daemon-a", 2), rig.engine("daemon-b", 2)]);
-    let status = rig.wait_cut_over().await;
-    daemons.stop().await;
+    let smtp = SmtpServer::start();
+    let rig = start_rig(20, Some(pg.url()), Reads::Api, &smtp).await;
+    plan_and_start(&rig, PLAYBOOK).await;
+    let (a, b) = (Daemon::start(rig.engine("daemon-a", 2)), Daemon::start(rig.engine("daemon-b", 2)));
+    let status = wait_cut_over(&rig).await;
+    tokio::join!(a.stop(), b.stop());
     assert_eq!(status.arrived(), 20, "{status:#?}");
 
-    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let events = rig.events().await;
     let actors: BTreeSet<&str> = events.iter().map(|e| e.actor.as_str()).collect();
     assert!(actors.contains("daemon-a") && actors.contains("daemon-b"), "both daemons worked: {actors:?}");
     // Every step of every account and domain was recorded exactly once.
@@ -372,7 +236,7 @@ async fn two_daemons_split_the_work_on_postgres() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
-    let delivered = rig.smtp.wait_for(20, Duration::from_secs(30)).await;
+    let delivered = smtp.wait_for(20, Duration::from_secs(30)).await;
     assert_eq!(delivered.len(), 20, "every notice exactly once");
     let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
     assert_eq!(ids.len(), 20);
@@ -381,16 +245,17 @@ async fn two_daemons_split_the_work_on_postgres() {
 /// With the SMTP server down the notices wait (retried), and go out once it is back: nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_wait_for_a_down_smtp_server() {
-    let mut rig = Rig::start(3, None).await;
+    let mut smtp = SmtpServer::start();
+    let rig = start_rig(3, None, Reads::Api, &smtp).await;
     // Enough retries that the notices outlast the outage however slow the machine is: the
     // test is about waiting, not about the retry budget.
     let retry = "max_attempts = 6\nbase_delay = \"250ms\"\nmax_delay = \"4s\"";
-    assert!(rig.playbook.contains(retry), "the demo playbook's [retry] table changed");
-    rig.playbook =
-        rig.playbook.replace(retry, "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"");
-    rig.smtp.stop();
-    rig.plan_and_start().await;
-    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
+    assert!(PLAYBOOK.contains(retry), "the demo playbook's [retry] table changed");
+    let playbook =
+        PLAYBOOK.replace(retry, "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"");
+    smtp.stop();
+    plan_and_start(&rig, &playbook).await;
+    let daemon = Daemon::start(rig.engine("it-daemon", 4));
     let status = rig
         .wait_for("a notice to fail", Duration::from_secs(120), |s| {
             s.failing_jobs.iter().any(|j| j.kind == "send_notice")
@@ -401,18 +266,19 @@ async fn notices_wait_for_a_down_smtp_server() {
         failing.last_error.to_lowercase().contains("connect") || failing.last_error.contains("refused"),
         "{failing:?}"
     );
-    rig.smtp.restart();
-    let status = rig.wait_cut_over().await;
-    daemons.stop().await;
+    smtp.restart();
+    let status = wait_cut_over(&rig).await;
+    daemon.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
-    assert_eq!(rig.smtp.wait_for(3, Duration::from_secs(30)).await.len(), 3);
+    assert_eq!(smtp.wait_for(3, Duration::from_secs(30)).await.len(), 3);
 }
 
 /// A zone the DNS provider refuses to serve holds only its account; the rest arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_zone_holds_only_its_account() {
-    let rig = Rig::start(4, None).await;
-    rig.plan_and_start().await;
+    let smtp = SmtpServer::start();
+    let rig = start_rig(4, None, Reads::Api, &smtp).await;
+    plan_and_start(&rig, PLAYBOOK).await;
     // After planning, the zone of one account disappears from the nameserver.
     let gone = &rig.hosts.accounts[1];
     let client = reqwest::Client::new();
@@ -420,9 +286,9 @@ async fn a_refused_zone_holds_only_its_account() {
         rig.pdns.api_url.join(&format!("api/v1/servers/localhost/zones/{}", gone.domain.fqdn())).unwrap();
     let response = client.delete(url).header("X-API-Key", &rig.pdns.api_key).send().await.unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
-    let status = rig.wait_cut_over().await;
-    daemons.stop().await;
+    let daemon = Daemon::start(rig.engine("it-daemon", 4));
+    let status = wait_cut_over(&rig).await;
+    daemon.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
     let held = status.accounts.iter().find(|a| a.user == gone.user.as_str()).unwrap();
     assert_eq!(held.state, "held");
@@ -433,7 +299,8 @@ async fn a_refused_zone_holds_only_its_account() {
 /// WHM answers that are errors or garbage give a clear error naming the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planning_reports_whm_errors_clearly() {
-    let rig = Rig::start(2, None).await;
+    let smtp = SmtpServer::start();
+    let rig = start_rig(2, None, Reads::Api, &smtp).await;
     let adapters = World::from_config(&rig.config).unwrap();
     let playbook = Playbook::parse(PLAYBOOK, "demo").unwrap();
     let plan = |id: &str| {
@@ -468,8 +335,9 @@ async fn planning_reports_whm_errors_clearly() {
 /// every account arrives through that one session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
-    let rig = Rig::start(3, None).await;
-    rig.plan_and_start().await;
+    let smtp = SmtpServer::start();
+    let rig = start_rig(3, None, Reads::Api, &smtp).await;
+    plan_and_start(&rig, PLAYBOOK).await;
     // The first session sends the accounts' packages first (all but `default`), then the
     // accounts: let those packages and the first account through, drop the next item.
     let packages: std::collections::BTreeSet<&str> =
@@ -478,13 +346,13 @@ async fn a_start_session_rerun_after_partial_enqueue_keeps_its_session() {
         Fault::Drop { function: "enqueue_transfer_item".into(), times: 1 },
         packages.len() as u32 + 1,
     );
-    let daemons = Daemons::start(&[rig.engine("it-daemon", 4)]);
-    let status = rig.wait_cut_over().await;
-    daemons.stop().await;
+    let daemon = Daemon::start(rig.engine("it-daemon", 4));
+    let status = wait_cut_over(&rig).await;
+    daemon.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
     let sessions = account_sessions(&rig.hosts.target);
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
-    let events = rig.store.events(rig.id.as_str()).await.unwrap();
+    let events = rig.events().await;
     let refused: Vec<_> = events.iter().filter(|e| e.kind == "transfer_item_refused").collect();
     // The first account (a package sent again is not refused: the target takes it as before).
     assert!(refused.iter().all(|e| e.detail.contains("already queued")), "{refused:#?}");

@@ -357,7 +357,7 @@ async fn rfc2136_stopped_server_is_transient() {
         .unwrap_err();
     assert!(err.is_transient(), "{err}");
 
-    let port = crate::support::pdns::free_udp_and_tcp_port();
+    let port = crate::support::pdns::free_udp_and_tcp_port().unwrap();
     let nowhere =
         Rfc2136::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), bind.key.clone(), vec![]).unwrap();
     assert!(nowhere.zone(&alpha).await.unwrap_err().is_transient());

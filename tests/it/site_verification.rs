@@ -5,7 +5,7 @@
 
 use siirto::names::{AccountName, DomainName};
 
-use crate::support::rig::{SimRig, account};
+use crate::support::rig::{RigOptions, SimRig, account};
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 
@@ -13,7 +13,7 @@ type Rig = SimRig;
 
 /// Two accounts on the source (kukka0001, kukka0002), none on the target.
 async fn start_rig() -> Rig {
-    SimRig::start("it-site", 2, None, "").await
+    SimRig::start(RigOptions::new("it-site", 2)).await
 }
 
 /// Plans under `playbook_text`, approves, and starts (pre-flight passing).
@@ -35,7 +35,7 @@ fn retitle_on_target(rig: &Rig, user: &AccountName, title: &str) {
 async fn a_site_whose_title_differs_on_the_target_holds_the_account_with_both_titles() {
     let rig = start_rig().await;
     plan_approve_start(&rig, PLAYBOOK).await;
-    let engine = rig.engine("it-site");
+    let engine = rig.engine("it-site", 8);
     let user = AccountName::parse("kukka0002").unwrap();
     // Between the restore and the verification (the next tick), the target's page changes.
     let mut edited = false;
@@ -78,7 +78,7 @@ async fn a_site_that_differs_over_https_only_holds_the_account() {
     let page = "<!DOCTYPE html>\n<html><head><title>Apache2 Default Page</title></head></html>\n";
     rig.hosts.target.serve_https_page(&domain, Some(page.to_owned()));
     plan_approve_start(&rig, PLAYBOOK).await;
-    let engine = rig.engine("it-site");
+    let engine = rig.engine("it-site", 8);
     rig.tick_until(&engine, "kukka0002 held and kukka0001 done", |s| {
         account(s, "kukka0002").state == "held" && account(s, "kukka0001").state == "done"
     })
@@ -102,7 +102,7 @@ async fn with_on_mismatch_proceed_a_differing_site_goes_on_with_the_evidence_log
     let playbook = PLAYBOOK.replace("on_mismatch = \"hold\"", "on_mismatch = \"proceed\"");
     assert_ne!(playbook, PLAYBOOK, "the demo playbook sets on_mismatch");
     plan_approve_start(&rig, &playbook).await;
-    let engine = rig.engine("it-site");
+    let engine = rig.engine("it-site", 8);
     let user = AccountName::parse("kukka0002").unwrap();
     let mut edited = false;
     rig.tick_until(&engine, "both accounts to arrive", |status| {
@@ -139,7 +139,7 @@ async fn a_source_without_https_skips_the_https_comparison_and_a_target_without_
     let mut rig = start_rig().await;
     rig.config.hosts.get_mut("old").unwrap().https_port = closed_port();
     plan_approve_start(&rig, PLAYBOOK).await;
-    let engine = rig.engine("it-site");
+    let engine = rig.engine("it-site", 8);
     rig.tick_until(&engine, "both accounts to arrive", |s| {
         assert!(s.accounts.iter().all(|a| a.state != "held"), "{s:#?}");
         s.accounts.iter().all(|a| a.state == "done")
@@ -151,7 +151,7 @@ async fn a_source_without_https_skips_the_https_comparison_and_a_target_without_
     let mut rig = start_rig().await;
     rig.config.hosts.get_mut("new").unwrap().https_port = closed_port();
     plan_approve_start(&rig, PLAYBOOK).await;
-    let engine = rig.engine("it-site");
+    let engine = rig.engine("it-site", 8);
     rig.tick_until(&engine, "both accounts to be held", |s| s.accounts.iter().all(|a| a.state == "held"))
         .await;
     let status = rig.status().await;

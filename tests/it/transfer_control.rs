@@ -12,7 +12,7 @@ use siirto::preflight::Severity;
 use siirto::whm::{SessionState, TransferSessionId};
 use siirto::world::World;
 
-use crate::support::rig::{SimRig, account};
+use crate::support::rig::{RigOptions, SimRig, account};
 use crate::support::sshd::Sshd;
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
@@ -22,21 +22,19 @@ type Rig = SimRig;
 /// `accounts` accounts on the source, transfers at `bytes_per_sec`, `extra` appended to the
 /// config (e.g. `[hosts.old.ssh]`).
 async fn start_rig(accounts: usize, bytes_per_sec: u64, extra: &str) -> Rig {
-    SimRig::start("it-control", accounts, Some(bytes_per_sec), extra).await
+    let mut options = RigOptions::new("it-control", accounts);
+    options.target.transfer_bytes_per_sec = bytes_per_sec;
+    options.extra_config = extra.to_owned();
+    SimRig::start(options).await
 }
 
 trait ControlRig {
     async fn event_kinds(&self) -> Vec<String>;
-    fn target_whm(&self) -> siirto::whm::WhmClient;
 }
 
 impl ControlRig for Rig {
     async fn event_kinds(&self) -> Vec<String> {
         self.store.events(self.id.as_str()).await.unwrap().into_iter().map(|e| e.kind).collect()
-    }
-
-    fn target_whm(&self) -> siirto::whm::WhmClient {
-        World::from_config(&self.config).unwrap().hosts["new"].whm.clone()
     }
 }
 
@@ -89,7 +87,7 @@ async fn start_is_refused_when_the_target_cannot_log_in_to_the_source() {
 async fn start_is_refused_when_the_dns_provider_cannot_read_the_zones() {
     let mut rig = start_rig(2, 100 * 1024 * 1024, "").await;
     rig.plan_and_approve(PLAYBOOK).await;
-    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::pdns::free_tcp_port()));
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::pdns::free_tcp_port().unwrap()));
     let siirto::config::DnsProviderConfig::PowerDns { axfr_server, .. } = &mut rig.config.dns.provider else {
         panic!("the rig uses PowerDNS");
     };
@@ -150,7 +148,7 @@ async fn packages_go_first_and_pause_resume_abort_reach_the_session() {
     let rig = start_rig(8, 1024 * 1024, "").await;
     rig.plan_and_approve(PLAYBOOK).await;
     assert!(rig.start_migration().await.started.is_some());
-    let engine = rig.engine("it-control");
+    let engine = rig.engine("it-control", 8);
     let session = first_session(&rig, &engine).await;
     // Tick once more so start_session has enqueued and started it.
     let whm = rig.target_whm();
@@ -237,7 +235,7 @@ async fn a_mailbox_missing_on_the_target_holds_the_account_with_evidence() {
     let rig = start_rig(2, 100 * 1024 * 1024, "").await;
     rig.plan_and_approve(PLAYBOOK).await;
     assert!(rig.start_migration().await.started.is_some());
-    let engine = rig.engine("it-control");
+    let engine = rig.engine("it-control", 8);
     let user = AccountName::parse("kukka0002").unwrap();
     // Between the restore and the verification (the next tick), the mailbox goes missing.
     let mut removed = false;

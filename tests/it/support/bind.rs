@@ -62,7 +62,7 @@ impl Bind {
         assert!(!zones.is_empty(), "named needs a zone to serve to be tested");
         let dir = tempfile::tempdir().expect("temp dir for named");
         let root = dir.path().display().to_string();
-        let port = crate::support::pdns::free_udp_and_tcp_port();
+        let port = crate::support::pdns::free_udp_and_tcp_port().unwrap();
         let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         let alg = algorithm.as_str();
         let mut config = format!(

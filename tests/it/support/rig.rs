@@ -1,68 +1,180 @@
-//! Simulated source and target hosts, a real pdns_server holding the accounts' zones, a config
-//! and a SQLite store, for tests that drive the real engine tick by tick.
+//! The one rig for tests that drive the real engine against simulated hosts: simulated source
+//! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
+//! store and a clock the test can move forward. What differs between tests (accounts, host
+//! settings, store, mail, zone reads, extra config) is a [`RigOptions`] field.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
-use siirto::engine::{Engine, SystemClock};
-use siirto::names::MigrationId;
+use siirto::dns::{DnsProvider, PowerDns, Zone};
+use siirto::domain::{DomainState, Timestamp};
+use siirto::engine::{Clock, Engine};
+use siirto::names::{AccountName, DomainName, MigrationId};
+use siirto::ops::StartOutcome;
+use siirto::plan::PlanDocument;
 use siirto::playbook::Playbook;
-use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
+use siirto::sim::{SimAccount, SimHostSpec, SimWorld, generate_accounts, start_host};
 use siirto::status::{AccountStatus, MigrationStatus, migration_status};
-use siirto::store::Store;
+use siirto::store::{EventRow, Store, domain_state};
+use siirto::whm::WhmClient;
 use siirto::world::World;
 
 use crate::support::pdns::Pdns;
+
+/// What a rig starts. [`RigOptions::new`] gives the defaults; a test changes the fields it
+/// cares about.
+pub struct RigOptions {
+    /// The migration's id.
+    pub id: &'static str,
+    /// The source host (`old`). Its accounts are the ones the migration moves; each one's zones
+    /// point at its `dedicated_ip` when it has one, else at the source's shared address.
+    pub source: SimHostSpec,
+    /// The target host (`new`).
+    pub target: SimHostSpec,
+    /// The store's URL; `None`: a SQLite file in the rig's directory.
+    pub database: Option<String>,
+    /// Where the notices go.
+    pub mail: Mail,
+    /// The daemon reads zones by AXFR from pdns's DNS port (`dns.axfr_server`) instead of
+    /// through the API.
+    pub axfr_reads: bool,
+    /// Appended to the config after its `[daemon]` and `[mail]` tables (e.g. `[hosts.old.ssh]`).
+    pub extra_config: String,
+}
+
+impl RigOptions {
+    /// `accounts` generated accounts (`kukka0001`…) on the source, an empty target moving at
+    /// the sim's default rate, a SQLite store, notices to a directory, zones read through the
+    /// API; the migration called `id`.
+    pub fn new(id: &'static str, accounts: usize) -> RigOptions {
+        let mut source = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
+        source.accounts = generate_accounts(accounts, "kukka");
+        RigOptions {
+            id,
+            source,
+            target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
+            database: None,
+            mail: Mail::Outbox,
+            axfr_reads: false,
+            extra_config: String::new(),
+        }
+    }
+}
+
+/// The config's notice channel.
+pub enum Mail {
+    /// Notice files in `outbox/` of the rig's directory.
+    Outbox,
+    /// A plain-SMTP server at this address.
+    Smtp(SocketAddr),
+}
+
+/// The system clock plus an offset the test moves forward, so that gates and settle periods
+/// of hours pass at once. Until a test moves it, it is the system clock.
+#[derive(Default)]
+pub struct OffsetClock {
+    offset: Mutex<chrono::Duration>,
+}
+
+impl OffsetClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.offset.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now() + *self.offset.lock().unwrap()
+    }
+}
 
 /// The rig; dropped at the end of the test with everything it started.
 pub struct SimRig {
     pub dir: tempfile::TempDir,
     pub hosts: SimHosts,
     pub pdns: Pdns,
+    /// A client of pdns's API, to read and change zones as the engine sees them.
+    pub dns: PowerDns,
     pub config: siirto::config::Config,
     pub store: Store,
     pub id: MigrationId,
+    /// The time the rig's engines, plans and operator actions run on.
+    pub clock: Arc<OffsetClock>,
 }
 
 impl SimRig {
-    /// `accounts` accounts (`kukka0001`…) on the source, none on the target; the target
-    /// transfers at `bytes_per_sec` (`None`: the sim's default); `extra` is appended to the
-    /// config (e.g. `[hosts.old.ssh]`); the migration will be called `id`.
-    pub async fn start(id: &str, accounts: usize, bytes_per_sec: Option<u64>, extra: &str) -> SimRig {
+    /// Starts pdns_server and the two hosts, creates the source accounts' zones, writes the
+    /// config and opens the store.
+    pub async fn start(options: RigOptions) -> SimRig {
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
         let world = SimWorld::new();
-        let accounts = generate_accounts(accounts, "kukka");
-        let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
-        source_spec.accounts = accounts.clone();
-        let source = start_host(source_spec, dir.path().join("old"), &world).await.unwrap();
-        let mut target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests");
-        if let Some(rate) = bytes_per_sec {
-            target_spec.transfer_bytes_per_sec = rate;
-        }
-        let target = start_host(target_spec, dir.path().join("new"), &world).await.unwrap();
+        let accounts = options.source.accounts.clone();
+        let source = start_host(options.source, dir.path().join("old"), &world).await.unwrap();
+        let target = start_host(options.target, dir.path().join("new"), &world).await.unwrap();
         let hosts = SimHosts { world, source, target, accounts };
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
+        let endpoint = dns_endpoint(&pdns);
+        let dns = endpoint.client().unwrap();
+        // The zones point where the sites are: the shared address, or the account's own.
+        let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
+        for account in &hosts.accounts {
+            by_address.entry(account.dedicated_ip.unwrap_or(SOURCE_IP)).or_default().push(account.clone());
+        }
+        for (address, accounts) in &by_address {
+            create_zones(&dns, accounts, *address).await.unwrap();
+        }
+        let database = match options.database {
+            Some(url) => url,
+            None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
         };
-        create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
-        let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+        // write_config appends this right after the [dns] table's own lines.
+        let axfr =
+            if options.axfr_reads { format!("axfr_server = \"{}\"\n", pdns.dns_addr) } else { String::new() };
+        let mail = match options.mail {
+            Mail::Outbox => "channel = \"directory\"\npath = \"outbox\"\n".to_owned(),
+            Mail::Smtp(addr) => format!(
+                "channel = \"smtp\"\nhost = \"{}\"\nport = {}\nsecurity = \"none\"\n",
+                addr.ip(),
+                addr.port()
+            ),
+        };
         let extra = format!(
-            "[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n\n{extra}"
+            "{axfr}\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{mail}\n{}",
+            options.extra_config
         );
         let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
         let store = Store::connect(&config.database).await.unwrap();
-        SimRig { dir, hosts, pdns, config, store, id: MigrationId::parse(id).unwrap() }
+        SimRig {
+            dir,
+            hosts,
+            pdns,
+            dns,
+            config,
+            store,
+            id: MigrationId::parse(options.id).unwrap(),
+            clock: Arc::new(OffsetClock::default()),
+        }
     }
 
-    /// Plans the migration under `playbook_text` and approves it.
-    pub async fn plan_and_approve(&self, playbook_text: &str) {
+    /// The user name of the source's `n`th account.
+    pub fn user(&self, n: usize) -> AccountName {
+        self.hosts.accounts[n].user.clone()
+    }
+
+    /// The main domain of the source's `n`th account.
+    pub fn domain(&self, n: usize) -> DomainName {
+        self.hosts.accounts[n].domain.clone()
+    }
+
+    /// Plans the migration from `old` to `new` under `playbook_text`, cutover now.
+    pub async fn plan(&self, playbook_text: &str) -> PlanDocument {
         let adapters = World::from_config(&self.config).unwrap();
         let playbook = Playbook::parse(playbook_text, "test playbook").unwrap();
-        let now = chrono::Utc::now();
+        let now = self.clock.now();
         let request = siirto::plan::PlanRequest {
             id: self.id.clone(),
             source: "old",
@@ -71,30 +183,100 @@ impl SimRig {
             cutover_at: now,
             actor: "test",
         };
-        siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap();
-        siirto::ops::approve(&self.store, &self.id, "test-operator", now).await.unwrap();
+        siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap()
+    }
+
+    /// `siirto approve`.
+    pub async fn approve(&self) {
+        siirto::ops::approve(&self.store, &self.id, "test-operator", self.clock.now()).await.unwrap();
+    }
+
+    /// [`SimRig::plan`], then [`SimRig::approve`].
+    pub async fn plan_and_approve(&self, playbook_text: &str) -> PlanDocument {
+        let plan = self.plan(playbook_text).await;
+        self.approve().await;
+        plan
     }
 
     /// `siirto start`: pre-flight, then the start unless it found something hard.
-    pub async fn start_migration(&self) -> siirto::ops::StartOutcome {
+    pub async fn start_migration(&self) -> StartOutcome {
         let adapters = World::from_config(&self.config).unwrap();
-        siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", chrono::Utc::now())
+        siirto::ops::start(&self.store, &self.config, &adapters, &self.id, "test", self.clock.now())
             .await
             .unwrap()
     }
 
-    /// An engine on the rig's store (8 workers) owned by `owner`.
-    pub fn engine(&self, owner: &str) -> Arc<Engine> {
+    /// Plans under `playbook_text`, checks that every domain is planned to move and be
+    /// repointed, approves and starts, checking that the pre-flight let it start. Returns the
+    /// plan for a test's own checks.
+    pub async fn plan_and_start(&self, playbook_text: &str) -> PlanDocument {
+        let plan = self.plan(playbook_text).await;
+        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
+        self.approve().await;
+        let started = self.start_migration().await;
+        assert!(started.started.is_some(), "{:#?}", started.report);
+        plan
+    }
+
+    /// An engine on the rig's store and clock, owned by `owner`, running `workers` steps at a
+    /// time.
+    pub fn engine(&self, owner: &str, workers: usize) -> Arc<Engine> {
+        let clock: Arc<dyn Clock> = Arc::clone(&self.clock) as Arc<dyn Clock>;
         Arc::new(
-            Engine::from_config(&self.config, self.store.clone(), Arc::new(SystemClock))
+            Engine::from_config(&self.config, self.store.clone(), clock)
                 .unwrap()
                 .with_owner(owner)
-                .with_workers(8),
+                .with_workers(workers),
         )
     }
 
     pub async fn status(&self) -> MigrationStatus {
         migration_status(&self.store, self.id.as_str()).await.unwrap()
+    }
+
+    /// The migration's event log.
+    pub async fn events(&self) -> Vec<EventRow> {
+        self.store.events(self.id.as_str()).await.unwrap()
+    }
+
+    /// What the store holds about `domain`.
+    pub async fn domain_state(&self, domain: &DomainName) -> DomainState {
+        let rows = self.store.domains(self.id.as_str()).await.unwrap();
+        domain_state(rows.iter().find(|r| r.domain == domain.as_str()).unwrap()).unwrap()
+    }
+
+    /// The zone of `domain` as pdns serves it now.
+    pub async fn zone(&self, domain: &DomainName) -> Zone {
+        self.dns.zone(domain).await.unwrap()
+    }
+
+    /// A WHM client of the target host, as the config names it.
+    pub fn target_whm(&self) -> WhmClient {
+        World::from_config(&self.config).unwrap().hosts["new"].whm.clone()
+    }
+
+    /// Waits until `done` holds for the status while engines run elsewhere (a [`Daemon`]);
+    /// `timeout` is the deadline, past which the test fails with the status and pdns's log.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&MigrationStatus) -> bool,
+    ) -> MigrationStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {status:#?}\npdns log:\n{}",
+                self.pdns.log()
+            );
+            // The store has no change notification to wait on: poll it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Drives `engine` tick by tick until `done` holds (deadline: a hung engine fails the test).
@@ -116,10 +298,39 @@ impl SimRig {
                 self.pdns.log()
             );
             if engine.tick().await.unwrap() == 0 {
+                // Nothing was due: give the simulated hosts' transfers time to move.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// An engine running its loop in the background, as `siirto daemon` does, until stopped.
+pub struct Daemon {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Starts `engine`'s loop.
+    pub fn start(engine: Arc<Engine>) -> Daemon {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(engine.run(async {
+            let _ = stopped.await;
+        }));
+        Daemon { stop, task }
+    }
+
+    /// Stops the loop and waits for it to end, failing the test if it ended with an error.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// `pdns` as the company's DNS in a config: its API and its nameserver.
+pub fn dns_endpoint(pdns: &Pdns) -> DnsEndpoint {
+    DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr }
 }
 
 /// One account's line of a status.
