@@ -82,7 +82,18 @@ impl GatePolicy {
         };
         add(lowered_at, wait)
     }
+
+    /// When every resolver has let an external domain's old records go, counted from `at` (its
+    /// propagation): the TTL the plan observed at the customer's DNS host plus the margin, or
+    /// [`EXTERNAL_RECORDS_ASSUMED_TTL`] where none was observed.
+    pub fn external_records_expire_at(&self, at: Timestamp, observed_ttl: Option<u32>) -> Timestamp {
+        self.opens_at(at, observed_ttl.unwrap_or(EXTERNAL_RECORDS_ASSUMED_TTL))
+    }
 }
+
+/// The TTL assumed for an external domain's old records when the plan observed none: cPanel's
+/// default zone TTL, 4 hours.
+pub const EXTERNAL_RECORDS_ASSUMED_TTL: u32 = 14_400;
 
 // ---------------------------------------------------------------------------------------------
 // Migration
@@ -436,6 +447,11 @@ impl AccountState {
             | AccountState::Failed { .. } => false,
         }
     }
+
+    /// The names of the states that [`AccountState::wants_transfer`], for the store's queries.
+    pub const WANTING_TRANSFER: [&'static str; 2] = ["pending", "failed"];
+    /// The names of the states of an account in a transfer session (`queued`, `copied`).
+    pub const IN_TRANSFER: [&'static str; 2] = ["queued", "copied"];
 
     /// True when the account waits to be (re)sent in a transfer session.
     pub fn wants_transfer(&self) -> bool {
@@ -944,6 +960,10 @@ pub enum DomainState {
         nameservers: Vec<String>,
         /// Its records that point at the source, as the plan saw them.
         seen: Vec<SeenRecord>,
+        /// The highest TTL the plan observed on its A and MX records at the customer's DNS
+        /// host: how long resolvers may keep the old records after the customer changes them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed_ttl: Option<u32>,
     },
     /// Its account is verified on the target; the customer was (or is being) told what to change,
     /// and public DNS is polled until it shows the target's address.
@@ -954,6 +974,10 @@ pub enum DomainState {
         records_to_change: Vec<RecordChange>,
         /// How many reminders were queued.
         reminded: u32,
+        /// The highest TTL the plan observed on its A and MX records at the customer's DNS
+        /// host: how long resolvers may keep the old records after the customer changes them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed_ttl: Option<u32>,
     },
     /// Public DNS shows the target's address: done, as far as siirto is concerned.
     Propagated {
@@ -965,6 +989,10 @@ pub enum DomainState {
         reminded: u32,
         /// When the resolvers were seen answering with the target's address.
         at: Timestamp,
+        /// The highest TTL the plan observed on its A and MX records at the customer's DNS
+        /// host: how long resolvers may keep the old records after the customer changes them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        observed_ttl: Option<u32>,
     },
     /// Pointed back at the source by an operator's rollback; nothing happens to it until
     /// `siirto retry`.
@@ -1013,6 +1041,24 @@ impl DomainState {
             | DomainState::Done { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. } => false,
+        }
+    }
+
+    /// For a domain on someone else's DNS, the highest TTL the plan observed on its A and MX
+    /// records there (`None` when none was observed, or the domain's DNS is ours).
+    pub fn observed_ttl(&self) -> Option<u32> {
+        match self {
+            DomainState::External { observed_ttl, .. }
+            | DomainState::AwaitingCustomer { observed_ttl, .. }
+            | DomainState::Propagated { observed_ttl, .. } => *observed_ttl,
+            DomainState::Pending
+            | DomainState::TtlObserved { .. }
+            | DomainState::TtlLowered { .. }
+            | DomainState::VerifiedOnTarget { .. }
+            | DomainState::Repointed { .. }
+            | DomainState::Done { .. }
+            | DomainState::TtlRestored { .. }
+            | DomainState::RolledBack { .. } => None,
         }
     }
 
@@ -1224,32 +1270,39 @@ pub fn domain_transition(
         (S::RolledBack { records, lowered_at, .. }, E::RetryRequested) => {
             Ok(S::TtlLowered { records: records.clone(), lowered_at: *lowered_at })
         }
-        (S::External { seen, .. }, E::CustomerMustRepoint { new_value }) => Ok(S::AwaitingCustomer {
-            since: now,
-            records_to_change: seen
-                .iter()
-                .map(|r| RecordChange {
-                    name: r.name.clone(),
-                    rtype: r.rtype.clone(),
-                    old_value: r.value.clone(),
-                    new_value: new_value.clone(),
-                })
-                .collect(),
-            reminded: 0,
-        }),
-        (S::AwaitingCustomer { since, records_to_change, reminded }, E::Reminded) => {
+        (S::External { seen, observed_ttl, .. }, E::CustomerMustRepoint { new_value }) => {
+            Ok(S::AwaitingCustomer {
+                since: now,
+                records_to_change: seen
+                    .iter()
+                    .map(|r| RecordChange {
+                        name: r.name.clone(),
+                        rtype: r.rtype.clone(),
+                        old_value: r.value.clone(),
+                        new_value: new_value.clone(),
+                    })
+                    .collect(),
+                reminded: 0,
+                observed_ttl: *observed_ttl,
+            })
+        }
+        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl }, E::Reminded) => {
             Ok(S::AwaitingCustomer {
                 since: *since,
                 records_to_change: records_to_change.clone(),
                 reminded: reminded.saturating_add(1),
+                observed_ttl: *observed_ttl,
             })
         }
-        (S::AwaitingCustomer { since, records_to_change, reminded }, E::Propagated) => Ok(S::Propagated {
-            since: *since,
-            records_to_change: records_to_change.clone(),
-            reminded: *reminded,
-            at: now,
-        }),
+        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl }, E::Propagated) => {
+            Ok(S::Propagated {
+                since: *since,
+                records_to_change: records_to_change.clone(),
+                reminded: *reminded,
+                at: now,
+                observed_ttl: *observed_ttl,
+            })
+        }
         (S::External { .. }, E::Reminded | E::Propagated) => {
             refuse("its account has not been verified on the target")
         }
@@ -1293,6 +1346,12 @@ mod tests {
         max_mail_syncs: 2,
     };
     const GATE: GatePolicy = GatePolicy { margin: Duration::from_secs(30), wait_override: None };
+
+    #[test]
+    fn external_records_expire_after_the_observed_ttl_or_the_assumed_one() {
+        assert_eq!(GATE.external_records_expire_at(t(100), Some(300)), t(430));
+        assert_eq!(GATE.external_records_expire_at(t(100), None), t(100 + 14_400 + 30));
+    }
 
     #[test]
     fn gate_is_old_ttl_plus_margin_unless_overridden() {
@@ -1694,7 +1753,11 @@ mod tests {
             SeenRecord { name: "oma.test.".into(), rtype: "A".into(), value: "192.0.2.10".into() },
             SeenRecord { name: "www.oma.test.".into(), rtype: "A".into(), value: "192.0.2.10".into() },
         ];
-        let external = S::External { nameservers: vec!["ns1.muu.test".into()], seen: seen.clone() };
+        let external = S::External {
+            nameservers: vec!["ns1.muu.test".into()],
+            seen: seen.clone(),
+            observed_ttl: Some(300),
+        };
         let ask = E::CustomerMustRepoint { new_value: "192.0.2.20".into() };
         let awaiting = domain_transition(&external, &ask, t(100), &GATE).unwrap();
         assert_eq!(awaiting.name(), "awaiting_customer");
@@ -1719,7 +1782,8 @@ mod tests {
                 since: t(100),
                 records_to_change: awaiting.records_to_change().to_vec(),
                 reminded: 1,
-                at: t(5000)
+                at: t(5000),
+                observed_ttl: Some(300),
             }
         );
         assert_eq!(propagated.reminder_due_at(every), None);
@@ -1802,6 +1866,23 @@ mod tests {
         };
         let json = serde_json::to_string(&paused).unwrap();
         assert_eq!(serde_json::from_str::<MigrationState>(&json).unwrap(), paused);
+    }
+
+    #[test]
+    fn the_transfer_state_names_match_the_states() {
+        let queued = AccountState::Queued { session: "s".into(), attempt: 1 };
+        let cases = [
+            (AccountState::Pending, true, false),
+            (AccountState::Failed { attempt: 1, reason: "x".into(), at: t(1) }, true, false),
+            (queued.clone(), false, true),
+            (AccountState::Copied { session: "s".into(), attempt: 1 }, false, true),
+            (AccountState::Held { reason: "x".into(), at: t(3), resume: Box::new(queued) }, false, false),
+        ];
+        for (state, wants, in_transfer) in cases {
+            assert_eq!(state.wants_transfer(), wants, "{state:?}");
+            assert_eq!(AccountState::WANTING_TRANSFER.contains(&state.name()), wants, "{state:?}");
+            assert_eq!(AccountState::IN_TRANSFER.contains(&state.name()), in_transfer, "{state:?}");
+        }
     }
 
     #[test]

@@ -98,6 +98,16 @@ pub enum StoreError {
         /// Its key.
         key: String,
     },
+    /// An option of the store URL has a value siirto does not take.
+    #[error("store URL option {option}={value:?}: expected {expected}")]
+    BadOption {
+        /// The option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is expected.
+        expected: &'static str,
+    },
     /// The URL names neither SQLite nor PostgreSQL. Only the scheme is kept, since the rest of a
     /// database URL may carry a password.
     #[error("unsupported store URL scheme {scheme:?}: expected sqlite: or postgres:")]
@@ -136,6 +146,7 @@ impl StoreError {
             | StoreError::Conflict { .. }
             | StoreError::NotFound { .. }
             | StoreError::UnsupportedUrl { .. }
+            | StoreError::BadOption { .. }
             | StoreError::Unreadable { .. }
             | StoreError::Migrate(_) => false,
         }
@@ -567,6 +578,37 @@ fn sqlite_is_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
+/// Takes siirto's own `synchronous=` option off a SQLite URL: `full` (the default) makes every
+/// commit durable across a power loss, as a sent-mark must be; `normal` may lose the last
+/// commits then (a kill loses nothing either way). Returns the URL for sqlx and the pragma value.
+fn sqlite_synchronous(url: &str) -> Result<(String, &'static str), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), "FULL"));
+    };
+    let mut value = "FULL";
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("synchronous", given)) => {
+                value = match given.to_ascii_lowercase().as_str() {
+                    "full" => "FULL",
+                    "normal" => "NORMAL",
+                    _ => {
+                        return Err(StoreError::BadOption {
+                            option: "synchronous",
+                            value: given.to_owned(),
+                            expected: "full or normal",
+                        });
+                    }
+                };
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, value))
+}
+
 /// Adds `mode=rwc` to a SQLite file URL that names no mode, so a missing file is created.
 fn sqlite_url_with_create(url: &str) -> String {
     if sqlite_is_memory(url) || url.contains("mode=") {
@@ -578,7 +620,9 @@ fn sqlite_url_with_create(url: &str) -> String {
 
 impl Store {
     /// Opens the store at `url` (`sqlite:PATH`, creating the file if missing, or
-    /// `postgres://...`) and applies the schema migrations that are not applied yet.
+    /// `postgres://...`) and applies the schema migrations that are not applied yet. A SQLite
+    /// URL may end in `?synchronous=normal` to trade durability across a power loss for speed
+    /// (the default, `full`, keeps every commit; README "The store" gives the measured cost).
     #[tracing::instrument(skip_all, fields(backend))]
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
@@ -589,6 +633,8 @@ impl Store {
         let pool = match backend {
             Backend::Postgres => options.max_connections(10).connect(url).await?,
             Backend::Sqlite => {
+                let (url, synchronous) = sqlite_synchronous(url)?;
+                let url = url.as_str();
                 let memory = sqlite_is_memory(url);
                 // An in-memory database exists once per connection: keep exactly one.
                 let options = if memory {
@@ -605,7 +651,7 @@ impl Store {
                             if !memory {
                                 conn.execute("PRAGMA journal_mode = WAL").await?;
                             }
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             Ok(())
                         })
@@ -982,6 +1028,45 @@ impl Store {
             .bind(migration_id)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// At most `limit` accounts of a migration whose state is one of `states` (state names), by
+    /// user name: what a step needs without reading a migration of 10,000 accounts.
+    pub async fn accounts_in_states(
+        &self,
+        migration_id: &str,
+        states: &[&str],
+        limit: i64,
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        let list = (0..states.len()).map(|n| format!("${}", n + 3)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT * FROM accounts WHERE migration_id = $1 AND state IN ({list}) ORDER BY user_name LIMIT $2"
+        );
+        let mut query = sqlx::query_as(&sql).bind(migration_id).bind(limit);
+        for state in states {
+            query = query.bind(*state);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    /// The accounts of a migration with these user names (those it has), by user name.
+    pub async fn accounts_named(
+        &self,
+        migration_id: &str,
+        users: &[String],
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        let mut rows = Vec::with_capacity(users.len());
+        for chunk in users.chunks(INSERT_CHUNK) {
+            let list = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT * FROM accounts WHERE migration_id = $1 AND user_name IN ({list})");
+            let mut query = sqlx::query_as(&sql).bind(migration_id);
+            for user in chunk {
+                query = query.bind(user);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        rows.sort_by(|a: &AccountRow, b| a.user.cmp(&b.user));
+        Ok(rows)
     }
 
     /// One account of a migration.
@@ -1784,6 +1869,24 @@ mod tests {
         );
         assert_eq!(sqlite_url_with_create("sqlite:/tmp/x.db?mode=ro"), "sqlite:/tmp/x.db?mode=ro");
         assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_full_unless_the_url_says_normal() {
+        let cases = [
+            ("sqlite:/tmp/x.db", "sqlite:/tmp/x.db", "FULL"),
+            ("sqlite:/tmp/x.db?synchronous=normal", "sqlite:/tmp/x.db", "NORMAL"),
+            (
+                "sqlite:/tmp/x.db?mode=rwc&synchronous=FULL&cache=shared",
+                "sqlite:/tmp/x.db?mode=rwc&cache=shared",
+                "FULL",
+            ),
+        ];
+        for (url, stripped, value) in cases {
+            assert_eq!(sqlite_synchronous(url).unwrap(), (stripped.to_owned(), value), "{url}");
+        }
+        let err = sqlite_synchronous("sqlite:x.db?synchronous=off").unwrap_err().to_string();
+        assert!(err.contains("synchronous=\"off\"") && err.contains("full or normal"), "{err}");
     }
 
     #[test]

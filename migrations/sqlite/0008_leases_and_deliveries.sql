@@ -15,3 +15,6 @@ ALTER TABLE outbox ADD COLUMN delivery_started_at BIGINT;
 ALTER TABLE outbox ADD COLUMN resends INTEGER NOT NULL DEFAULT 0;
 -- The restart of a daemon takes back what its owner name holds.
 CREATE INDEX jobs_by_lease_owner ON jobs (lease_owner) WHERE lease_expires_at IS NOT NULL;
+-- The transfer steps read only the accounts that want a transfer or are in one, not a whole
+-- migration of 10,000 accounts each time they build or poll a session.
+CREATE INDEX accounts_by_state ON accounts (migration_id, state, user_name);

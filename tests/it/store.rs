@@ -99,6 +99,7 @@ conformance!(
     duplicate_inserts_conflict,
     updates_states,
     a_transaction_reads_its_own_account_writes,
+    accounts_are_read_by_state_and_by_name,
     unknown_rows_are_not_found,
     events_come_back_in_order,
     schedule_job_dedupes,
@@ -329,6 +330,40 @@ async fn a_transaction_reads_its_own_account_writes(db: Arc<TestDb>) {
     drop(tx);
     let after = store.account(MIG, "kukka").await.expect("read").expect("exists");
     assert_ne!(after.state, "queued", "the dropped transaction rolled back");
+}
+
+/// The transfer steps' reads: accounts in some states (a few, by user name) and accounts by
+/// name, never the whole migration; and the settle step's counts per state.
+async fn accounts_are_read_by_state_and_by_name(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    let states = [("a1", "done"), ("a2", "pending"), ("a3", "queued"), ("a4", "failed"), ("a5", "pending")];
+    for (user, state) in states {
+        tx.insert_account(&AccountRow { state: state.to_owned(), ..account_row(user, None) })
+            .await
+            .expect("account");
+    }
+    let counts = tx.account_counts(MIG).await.expect("counts");
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [
+            ("done".to_owned(), 1),
+            ("failed".to_owned(), 1),
+            ("pending".to_owned(), 2),
+            ("queued".to_owned(), 1)
+        ]
+    );
+    tx.commit().await.expect("commit");
+
+    let users = |rows: Vec<AccountRow>| rows.into_iter().map(|r| r.user).collect::<Vec<_>>();
+    let waiting = store.accounts_in_states(MIG, &["pending", "failed"], 10).await.expect("read");
+    assert_eq!(users(waiting), ["a2", "a4", "a5"]);
+    let first = store.accounts_in_states(MIG, &["pending", "failed"], 2).await.expect("read");
+    assert_eq!(users(first), ["a2", "a4"]);
+    let none = store.accounts_in_states(MIG, &["held"], 10).await.expect("read");
+    assert!(none.is_empty());
+    let named = store.accounts_named(MIG, &["a5".to_owned(), "a1".to_owned(), "nobody".to_owned()]).await;
+    assert_eq!(users(named.expect("read")), ["a1", "a5"]);
 }
 
 async fn unknown_rows_are_not_found(db: Arc<TestDb>) {

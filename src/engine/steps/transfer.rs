@@ -19,26 +19,28 @@ pub async fn transfer(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     let MigrationState::Transferring { .. } = ctx.state else {
         return cx.finish(lease).await;
     };
-    let accounts = cx.store.accounts(ctx.id.as_str()).await?;
-    // Accounts on a dedicated IP move last: not while any other account still wants a
-    // transfer or is in one.
+    // Only what this session needs, never the whole migration: the accounts that want a
+    // transfer or are in one, a session's worth and the few on a dedicated IP more.
     let dedicated = cx.dedicated_all(ctx).await?;
-    let mut others_busy = false;
-    for row in accounts.iter().filter(|a| !dedicated.contains_key(&a.user)) {
-        let state = account_state(row)?;
-        if state.wants_transfer()
-            || matches!(state, AccountState::Queued { .. } | AccountState::Copied { .. })
-        {
-            others_busy = true;
-            break;
-        }
-    }
+    let per_session = ctx.playbook.transfer.accounts_per_session as usize;
+    let some = (per_session + dedicated.len() + 1) as i64;
+    let mut busy_or_waiting = AccountState::WANTING_TRANSFER.to_vec();
+    busy_or_waiting.extend(AccountState::IN_TRANSFER);
+    // Accounts on a dedicated IP move last: not while any other account still wants a
+    // transfer or is in one. More rows than there are dedicated accounts hold one that is not,
+    // if any is busy or waiting.
+    let others_busy = cx
+        .store
+        .accounts_in_states(ctx.id.as_str(), &busy_or_waiting, dedicated.len() as i64 + 1)
+        .await?
+        .iter()
+        .any(|row| !dedicated.contains_key(&row.user));
     let mut batch = Vec::new();
-    for row in &accounts {
-        if account_state(row)?.wants_transfer() && !(others_busy && dedicated.contains_key(&row.user)) {
-            batch.push(row.clone());
+    for row in cx.store.accounts_in_states(ctx.id.as_str(), &AccountState::WANTING_TRANSFER, some).await? {
+        if account_state(&row)?.wants_transfer() && !(others_busy && dedicated.contains_key(&row.user)) {
+            batch.push(row);
         }
-        if batch.len() >= ctx.playbook.transfer.accounts_per_session as usize {
+        if batch.len() >= per_session {
             break;
         }
     }
@@ -81,9 +83,10 @@ pub async fn start_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     let state = ctx.target.whm.transfer_session_state(&session).await.map_err(|err| classify!(err))?;
     let mut refused: Vec<(Option<&str>, String)> = Vec::new();
     if matches!(state, SessionState::Pending | SessionState::TransferPending) {
-        let accounts = cx.store.accounts(ctx.id.as_str()).await?;
+        // The session's accounts alone, never the whole migration.
+        let accounts = cx.store.accounts_named(ctx.id.as_str(), &payload.accounts).await?;
         let by_user: HashMap<&str, &AccountRow> = accounts.iter().map(|a| (a.user.as_str(), a)).collect();
-        // Packages first: the ones the migration's accounts use that the target lacks.
+        // Packages first: the ones the session's accounts use that the target lacks.
         let users = accounts.iter().map(|a| a.user.clone()).collect();
         let packages = crate::transfer_control::packages_to_send(&ctx.source.whm, &ctx.target.whm, &users)
             .await
@@ -143,7 +146,8 @@ pub async fn poll_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
     let state = ctx.target.whm.transfer_session_state(&session).await.map_err(|err| classify!(err))?;
     let lines = ctx.target.whm.transfer_session_log(&session).await.map_err(|err| classify!(err))?;
     let outcomes = item_outcomes(&lines);
-    let accounts = cx.store.accounts(ctx.id.as_str()).await?;
+    // The accounts in a session (this one among them), not the whole migration.
+    let accounts = cx.store.accounts_in_states(ctx.id.as_str(), &AccountState::IN_TRANSFER, i64::MAX).await?;
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
     let mut still_running = 0;
