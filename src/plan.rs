@@ -871,7 +871,9 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
             }
         }
     }
-    DomainState::External { nameservers, seen }
+    // Resolvers may keep the old records this long after the customer changes them.
+    let observed_ttl = classification.and_then(|c| c.a_ttl.into_iter().chain(c.mx_ttl).max());
+    DomainState::External { nameservers, seen, observed_ttl }
 }
 
 async fn record(
@@ -1056,7 +1058,11 @@ mod tests {
             let state = external_state(&planned(web.clone()), Some("127.0.0.2".parse().unwrap()));
             assert_eq!(
                 state,
-                DomainState::External { nameservers: vec!["ns.other.example".into()], seen: expected },
+                DomainState::External {
+                    nameservers: vec!["ns.other.example".into()],
+                    seen: expected,
+                    observed_ttl: Some(3600),
+                },
                 "{web:?}"
             );
         }

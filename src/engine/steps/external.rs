@@ -15,12 +15,6 @@ use crate::store::{DomainRow, JobRow, Lease, domain_state};
 use crate::whm::MailRouting;
 use serde::Deserialize;
 
-/// The TTL assumed for a propagated external domain's old records (cPanel's default zone TTL,
-/// 4 hours): they are at the customer's DNS host, whose TTLs siirto never saw. Its mail follow-up
-/// waits this (plus the gate margin) after propagation before routing the domain's mail away
-/// from the source, so the source does not relay to itself on a stale cached MX.
-const EXTERNAL_RECORDS_ASSUMED_TTL: u32 = 14_400;
-
 /// Asks every configured resolver for the A records of an external domain's changed names
 /// (the domain itself when none were seen): propagated when the domain's own name answers
 /// somewhere and no answer anywhere holds another address than the target's. Until then a
@@ -79,8 +73,9 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         let mail = &ctx.playbook.mail;
         if mail.switch_routing || mail.final_sync {
             // Resolvers that cached the old records may send mail to the source until they
-            // expire; their TTLs are the customer's DNS host's, unknown here.
-            let due = ctx.gate_policy().opens_at(now, EXTERNAL_RECORDS_ASSUMED_TTL);
+            // expire: the TTL the plan observed at the customer's DNS host, or an assumption
+            // where none was observed.
+            let due = ctx.gate_policy().external_records_expire_at(now, state.observed_ttl());
             tx.schedule_job(&cx.job(
                 ctx,
                 JobKind::ExternalMail,
