@@ -884,6 +884,18 @@ impl Ctx<'_> {
                     "expected a SQLite file after \"sqlite:\", e.g. \"sqlite:siirto.db\"",
                 ));
             }
+            let synchronous = query
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|pair| pair.strip_prefix("synchronous="))
+                .find(|v| !v.eq_ignore_ascii_case("full") && !v.eq_ignore_ascii_case("normal"));
+            if let Some(bad) = synchronous {
+                return Err(self.src.at(
+                    url,
+                    "database",
+                    format!("expected synchronous=full (the default) or synchronous=normal, got {bad:?}"),
+                ));
+            }
             let file =
                 if file == ":memory:" { file.to_owned() } else { self.resolve(file).display().to_string() };
             return Ok(match query {
@@ -1855,6 +1867,8 @@ pub const EXAMPLE: &str = r#"# siirto configuration. Relative paths are resolved
 # or an environment variable (`*_env`) when the config is loaded.
 
 # The store: an embedded SQLite file (one daemon), or PostgreSQL (several daemon replicas).
+# SQLite commits survive a power loss; "sqlite:siirto.db?synchronous=normal" trades that for
+# speed (README, "The store").
 database = "sqlite:siirto.db"
 # database = "postgres://siirto@db.example.net/siirto"
 
@@ -2327,6 +2341,12 @@ path = "outbox"
                 "database = \"sqlite:s.db\"",
                 "database = \"sqlite:s.db\"\n[daemon]\nlease = \"60 secs please\"".to_owned(),
                 "3:9: daemon.lease: expected a duration like \"90s\"",
+            ),
+            (
+                "bad synchronous",
+                "database = \"sqlite:s.db\"",
+                "database = \"sqlite:s.db?synchronous=off\"".to_owned(),
+                "1:12: database: expected synchronous=full (the default) or synchronous=normal, got \"off\"",
             ),
             (
                 "inline token",
