@@ -54,6 +54,9 @@ fn db_now(backend: Backend) -> &'static str {
 const JOB_COLUMNS: &str =
     "id, migration_id, kind, subject, payload, dedupe_key, due_at, attempts, last_error, done_at";
 
+/// One account of a migration, by its key.
+const ACCOUNT: &str = "SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2";
+
 /// The columns of [`OutboxRow`].
 const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
      subject, body, created_at, sent_at, attempts, last_error, delivery_attempts, \
@@ -986,10 +989,7 @@ impl Store {
 
     /// One migration by id.
     pub async fn migration(&self, id: &str) -> Result<Option<MigrationRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM migrations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        select_one(&self.pool, "SELECT * FROM migrations WHERE id = $1", &[id]).await
     }
 
     /// The plan document recorded with a migration.
@@ -1019,15 +1019,17 @@ impl Store {
 
     /// All migrations, oldest first.
     pub async fn migrations(&self) -> Result<Vec<MigrationRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM migrations ORDER BY created_at, id").fetch_all(&self.pool).await?)
+        select(&self.pool, "SELECT * FROM migrations ORDER BY created_at, id", &[]).await
     }
 
     /// The accounts of a migration, by user name.
     pub async fn accounts(&self, migration_id: &str) -> Result<Vec<AccountRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 ORDER BY user_name")
-            .bind(migration_id)
-            .fetch_all(&self.pool)
-            .await?)
+        select(
+            &self.pool,
+            "SELECT * FROM accounts WHERE migration_id = $1 ORDER BY user_name",
+            &[migration_id],
+        )
+        .await
     }
 
     /// At most `limit` accounts of a migration whose state is one of `states` (state names), by
@@ -1071,19 +1073,13 @@ impl Store {
 
     /// One account of a migration.
     pub async fn account(&self, migration_id: &str, user: &str) -> Result<Option<AccountRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
-            .bind(migration_id)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?)
+        select_one(&self.pool, ACCOUNT, &[migration_id, user]).await
     }
 
     /// The domains of a migration, by name.
     pub async fn domains(&self, migration_id: &str) -> Result<Vec<DomainRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 ORDER BY domain")
-            .bind(migration_id)
-            .fetch_all(&self.pool)
-            .await?)
+        select(&self.pool, "SELECT * FROM domains WHERE migration_id = $1 ORDER BY domain", &[migration_id])
+            .await
     }
 
     /// The domains still to lower (`pending`, `ttl_observed`) in the first `zones` zones (by
@@ -1110,19 +1106,14 @@ impl Store {
 
     /// The domains of one account, by name.
     pub async fn domains_of(&self, migration_id: &str, user: &str) -> Result<Vec<DomainRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain")
-            .bind(migration_id)
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?)
+        let sql = "SELECT * FROM domains WHERE migration_id = $1 AND user_name = $2 ORDER BY domain";
+        select(&self.pool, sql, &[migration_id, user]).await
     }
 
     /// The accounts of a migration on a dedicated IP at the source, by user name.
     pub async fn dedicated_ips(&self, migration_id: &str) -> Result<Vec<DedicatedIpRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM dedicated_ips WHERE migration_id = $1 ORDER BY user_name")
-            .bind(migration_id)
-            .fetch_all(&self.pool)
-            .await?)
+        let sql = "SELECT * FROM dedicated_ips WHERE migration_id = $1 ORDER BY user_name";
+        select(&self.pool, sql, &[migration_id]).await
     }
 
     /// One account's dedicated IP row, if it is on a dedicated IP at the source.
@@ -1131,11 +1122,8 @@ impl Store {
         migration_id: &str,
         user: &str,
     ) -> Result<Option<DedicatedIpRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM dedicated_ips WHERE migration_id = $1 AND user_name = $2")
-            .bind(migration_id)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?)
+        let sql = "SELECT * FROM dedicated_ips WHERE migration_id = $1 AND user_name = $2";
+        select_one(&self.pool, sql, &[migration_id, user]).await
     }
 
     /// The domains of a migration that live in one zone, by name.
@@ -1144,37 +1132,25 @@ impl Store {
         migration_id: &str,
         zone: &str,
     ) -> Result<Vec<DomainRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM domains WHERE migration_id = $1 AND zone = $2 ORDER BY domain")
-            .bind(migration_id)
-            .bind(zone)
-            .fetch_all(&self.pool)
-            .await?)
+        let sql = "SELECT * FROM domains WHERE migration_id = $1 AND zone = $2 ORDER BY domain";
+        select(&self.pool, sql, &[migration_id, zone]).await
     }
 
     /// All jobs of a migration, done ones included, by id.
     pub async fn jobs(&self, migration_id: &str) -> Result<Vec<JobRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id"))
-            .bind(migration_id)
-            .fetch_all(&self.pool)
-            .await?)
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id");
+        select(&self.pool, &sql, &[migration_id]).await
     }
 
     /// The event log of a migration, in the order it was written.
     pub async fn events(&self, migration_id: &str) -> Result<Vec<EventRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id")
-            .bind(migration_id)
-            .fetch_all(&self.pool)
-            .await?)
+        select(&self.pool, "SELECT * FROM events WHERE migration_id = $1 ORDER BY id", &[migration_id]).await
     }
 
     /// All notices of a migration, by id.
     pub async fn outbox(&self, migration_id: &str) -> Result<Vec<OutboxRow>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE migration_id = $1 ORDER BY id"
-        ))
-        .bind(migration_id)
-        .fetch_all(&self.pool)
-        .await?)
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE migration_id = $1 ORDER BY id");
+        select(&self.pool, &sql, &[migration_id]).await
     }
 
     /// Up to `limit` notices not sent yet, of every migration, oldest first (the sender's scan).
@@ -1258,6 +1234,52 @@ fn placeholders(rows: usize, columns: usize) -> String {
     sql
 }
 
+/// A row type the store reads with `SELECT`: every `*Row` struct (sqlx's `FromRow` derive).
+pub trait ReadRow: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {}
+impl<T> ReadRow for T where T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {}
+
+/// Every row `sql` selects, its `$1…` bound to `keys` in order: the shape of most of the
+/// store's reads (a migration id, a user, a domain).
+async fn select<'e, T: ReadRow>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    sql: &str,
+    keys: &[&str],
+) -> Result<Vec<T>, StoreError> {
+    let mut query = sqlx::query_as(sql);
+    for key in keys {
+        query = query.bind(*key);
+    }
+    Ok(query.fetch_all(executor).await?)
+}
+
+/// The row `sql` selects, if any (see [`select`]).
+async fn select_one<'e, T: ReadRow>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    sql: &str,
+    keys: &[&str],
+) -> Result<Option<T>, StoreError> {
+    let mut query = sqlx::query_as(sql);
+    for key in keys {
+        query = query.bind(*key);
+    }
+    Ok(query.fetch_optional(executor).await?)
+}
+
+/// A query returning one text column per row, as the batch inserts' `RETURNING key`.
+type ScalarQuery<'q> = sqlx::query::QueryScalar<'q, Any, String, sqlx::any::AnyArguments<'q>>;
+
+/// A batch insert's table, columns and conflict clause (see [`Tx::insert_batch`]).
+struct BatchInsert {
+    /// What a row is, for the conflict error ("account").
+    what: &'static str,
+    /// `table (column, …)`.
+    into: &'static str,
+    /// How many columns each row binds.
+    columns: usize,
+    /// `(key columns) DO NOTHING RETURNING key`.
+    key: &'static str,
+}
+
 /// Turns "no row changed" into the error `or_else` makes.
 fn expect_one(
     result: sqlx::any::AnyQueryResult,
@@ -1338,65 +1360,31 @@ impl Tx<'_> {
 
     /// Inserts an account; [`StoreError::Conflict`] if the migration already has that user.
     pub async fn insert_account(&mut self, row: &AccountRow) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO accounts \
-             (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (migration_id, user_name) DO NOTHING",
-        )
-        .bind(&row.migration_id)
-        .bind(&row.user)
-        .bind(&row.main_domain)
-        .bind(&row.contact_email)
-        .bind(row.disk_mb)
-        .bind(&row.state)
-        .bind(&row.data)
-        .bind(row.updated_at)
-        .execute(&mut *self.tx)
-        .await?;
-        expect_one(result, || StoreError::Conflict {
-            what: "account",
-            key: format!("{}/{}", row.migration_id, row.user),
-        })
+        self.insert_accounts(std::slice::from_ref(row)).await
     }
 
     /// Inserts a domain (its account must exist); [`StoreError::Conflict`] if the migration
     /// already has that domain.
     pub async fn insert_domain(&mut self, row: &DomainRow) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO domains (migration_id, domain, user_name, zone, state, data, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (migration_id, domain) DO NOTHING",
-        )
-        .bind(&row.migration_id)
-        .bind(&row.domain)
-        .bind(&row.user)
-        .bind(&row.zone)
-        .bind(&row.state)
-        .bind(&row.data)
-        .bind(row.updated_at)
-        .execute(&mut *self.tx)
-        .await?;
-        expect_one(result, || StoreError::Conflict {
-            what: "domain",
-            key: format!("{}/{}", row.migration_id, row.domain),
-        })
+        self.insert_domains(std::slice::from_ref(row)).await
     }
 
     /// Inserts many accounts with few statements (planning a migration of 10,000 accounts);
     /// [`StoreError::Conflict`] naming the first account that already existed. Nothing is
     /// inserted when the transaction is not committed, so callers roll back on a conflict.
     pub async fn insert_accounts(&mut self, rows: &[AccountRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO accounts (migration_id, user_name, main_domain, contact_email, \
-                 disk_mb, state, data, updated_at) VALUES {} \
-                 ON CONFLICT (migration_id, user_name) DO NOTHING RETURNING user_name",
-                placeholders(chunk.len(), 8)
-            );
-            let mut query = sqlx::query_scalar::<_, String>(&sql);
-            for row in chunk {
-                query = query
+        let insert = BatchInsert {
+            what: "account",
+            into: "accounts (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at)",
+            columns: 8,
+            key: "(migration_id, user_name) DO NOTHING RETURNING user_name",
+        };
+        self.insert_batch(
+            &insert,
+            rows,
+            |row| (&row.migration_id, &row.user),
+            |query, row| {
+                query
                     .bind(&row.migration_id)
                     .bind(&row.user)
                     .bind(&row.main_domain)
@@ -1404,37 +1392,62 @@ impl Tx<'_> {
                     .bind(row.disk_mb)
                     .bind(&row.state)
                     .bind(&row.data)
-                    .bind(row.updated_at);
-            }
-            let inserted = query.fetch_all(&mut *self.tx).await?;
-            batch_conflict("account", chunk, &inserted, |row| (&row.migration_id, &row.user))?;
-        }
-        Ok(())
+                    .bind(row.updated_at)
+            },
+        )
+        .await
     }
 
     /// Inserts many domains with few statements (their accounts must exist);
     /// [`StoreError::Conflict`] naming the first domain that already existed.
     pub async fn insert_domains(&mut self, rows: &[DomainRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO domains (migration_id, domain, user_name, zone, state, data, \
-                 updated_at) VALUES {} \
-                 ON CONFLICT (migration_id, domain) DO NOTHING RETURNING domain",
-                placeholders(chunk.len(), 7)
-            );
-            let mut query = sqlx::query_scalar::<_, String>(&sql);
-            for row in chunk {
-                query = query
+        let insert = BatchInsert {
+            what: "domain",
+            into: "domains (migration_id, domain, user_name, zone, state, data, updated_at)",
+            columns: 7,
+            key: "(migration_id, domain) DO NOTHING RETURNING domain",
+        };
+        self.insert_batch(
+            &insert,
+            rows,
+            |row| (&row.migration_id, &row.domain),
+            |query, row| {
+                query
                     .bind(&row.migration_id)
                     .bind(&row.domain)
                     .bind(&row.user)
                     .bind(&row.zone)
                     .bind(&row.state)
                     .bind(&row.data)
-                    .bind(row.updated_at);
+                    .bind(row.updated_at)
+            },
+        )
+        .await
+    }
+
+    /// The shape of the batch inserts: `INSERT INTO … VALUES (…), (…) ON CONFLICT … DO NOTHING
+    /// RETURNING key` a chunk of rows at a time, each row bound by `bind`, then a
+    /// [`StoreError::Conflict`] naming the first row of a chunk whose key did not come back.
+    async fn insert_batch<R>(
+        &mut self,
+        insert: &BatchInsert,
+        rows: &[R],
+        key: impl Fn(&R) -> (&String, &String),
+        bind: impl for<'q> Fn(ScalarQuery<'q>, &'q R) -> ScalarQuery<'q>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO {} VALUES {} ON CONFLICT {}",
+                insert.into,
+                placeholders(chunk.len(), insert.columns),
+                insert.key
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                query = bind(query, row);
             }
             let inserted = query.fetch_all(&mut *self.tx).await?;
-            batch_conflict("domain", chunk, &inserted, |row| (&row.migration_id, &row.domain))?;
+            batch_conflict(insert.what, chunk, &inserted, &key)?;
         }
         Ok(())
     }
@@ -1513,15 +1526,30 @@ impl Tx<'_> {
         data: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result =
-            sqlx::query("UPDATE migrations SET state = $2, data = $3, updated_at = $4 WHERE id = $1")
-                .bind(id)
-                .bind(state)
-                .bind(data)
-                .bind(now)
-                .execute(&mut *self.tx)
-                .await?;
-        expect_one(result, || StoreError::NotFound { what: "migration", key: id.to_owned() })
+        let sql = "UPDATE migrations SET state = $1, data = $2, updated_at = $3 WHERE id = $4";
+        self.set_state(sql, state, data, now, &[id], || StoreError::NotFound {
+            what: "migration",
+            key: id.to_owned(),
+        })
+        .await
+    }
+
+    /// The shape of the state setters: `sql` sets `state = $1, data = $2, updated_at = $3` where
+    /// its key columns equal `keys` (`$4`, …); `missing` is the error when no row has them.
+    async fn set_state(
+        &mut self,
+        sql: &str,
+        state: &str,
+        data: &str,
+        now: i64,
+        keys: &[&str],
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<(), StoreError> {
+        let mut query = sqlx::query(sql).bind(state).bind(data).bind(now);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        expect_one(query.execute(&mut *self.tx).await?, missing)
     }
 
     /// One account of a migration, read inside this transaction. Steps that already hold a
@@ -1534,11 +1562,7 @@ impl Tx<'_> {
         migration_id: &str,
         user: &str,
     ) -> Result<Option<AccountRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2")
-            .bind(migration_id)
-            .bind(user)
-            .fetch_optional(&mut *self.tx)
-            .await?)
+        select_one(&mut *self.tx, ACCOUNT, &[migration_id, user]).await
     }
 
     /// An outbox row, read through this transaction (so it sees the transaction's own writes
@@ -1559,18 +1583,13 @@ impl Tx<'_> {
         data: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE accounts SET state = $3, data = $4, updated_at = $5 \
-             WHERE migration_id = $1 AND user_name = $2",
-        )
-        .bind(migration_id)
-        .bind(user)
-        .bind(state)
-        .bind(data)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        expect_one(result, || StoreError::NotFound { what: "account", key: format!("{migration_id}/{user}") })
+        let sql = "UPDATE accounts SET state = $1, data = $2, updated_at = $3 \
+                   WHERE migration_id = $4 AND user_name = $5";
+        self.set_state(sql, state, data, now, &[migration_id, user], || StoreError::NotFound {
+            what: "account",
+            key: format!("{migration_id}/{user}"),
+        })
+        .await
     }
 
     /// Sets a domain's state; [`StoreError::NotFound`] if there is no such domain.
@@ -1582,21 +1601,13 @@ impl Tx<'_> {
         data: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE domains SET state = $3, data = $4, updated_at = $5 \
-             WHERE migration_id = $1 AND domain = $2",
-        )
-        .bind(migration_id)
-        .bind(domain)
-        .bind(state)
-        .bind(data)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        expect_one(result, || StoreError::NotFound {
+        let sql = "UPDATE domains SET state = $1, data = $2, updated_at = $3 \
+                   WHERE migration_id = $4 AND domain = $5";
+        self.set_state(sql, state, data, now, &[migration_id, domain], || StoreError::NotFound {
             what: "domain",
             key: format!("{migration_id}/{domain}"),
         })
+        .await
     }
 
     /// Appends an event to the log and returns its id.
@@ -1753,8 +1764,7 @@ impl Tx<'_> {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
-        let sql = format!("SELECT * FROM accounts WHERE migration_id = $1 AND user_name = $2{lock}");
-        Ok(sqlx::query_as(&sql).bind(migration_id).bind(user).fetch_optional(&mut *self.tx).await?)
+        select_one(&mut *self.tx, &format!("{ACCOUNT}{lock}"), &[migration_id, user]).await
     }
 
     /// The migration's row, locked for the rest of the transaction (PostgreSQL `FOR UPDATE`; a
@@ -1764,8 +1774,7 @@ impl Tx<'_> {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
-        let sql = format!("SELECT * FROM migrations WHERE id = $1{lock}");
-        Ok(sqlx::query_as(&sql).bind(id).fetch_optional(&mut *self.tx).await?)
+        select_one(&mut *self.tx, &format!("SELECT * FROM migrations WHERE id = $1{lock}"), &[id]).await
     }
 
     /// How many of the migration's accounts are in each state (by state name), read through
