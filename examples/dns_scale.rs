@@ -14,9 +14,9 @@
 //!
 //! - **siirto**: the path the engine takes for a zone — `PowerDns::zone()` (by AXFR from
 //!   pdns's DNS port, `dns.axfr_server`, or with `--reads api` by GET), the change
-//!   set from `siirto::dns::lower_ttl_changes` / `repoint_changes` (public; the engine's own
-//!   `records_to_change`/`rewrite_rrset` are private to `src/engine.rs`, and for A rrsets at the
-//!   source they select the same rrsets), then `PowerDns::apply()` (one PATCH per zone), with
+//!   set from `siirto::dns::lower_ttl_changes` / `repoint_changes` (for A rrsets at the source
+//!   they select the same rrsets as the engine's `siirto::dns::rewrite::records_to_change` and
+//!   `rewrite_rrset`), then `PowerDns::apply()` (one PATCH per zone), with
 //!   reads overlapping and writes bounded by `--concurrency` (the config's
 //!   `dns.write_concurrency`, default 1), transient errors retried as the engine would.
 //! - **raw**: a plain reqwest client that already knows every record and sends one PATCH per
@@ -102,6 +102,9 @@ struct Args {
     /// Also time the raw client reading each zone (GET, then AXFR) before its PATCH.
     #[arg(long)]
     raw_reads: bool,
+    /// The engine's SQLite store's `synchronous` (`full`, siirto's default, or `normal`).
+    #[arg(long, default_value = "full")]
+    store_synchronous: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -656,7 +659,8 @@ async fn run_engine(args: &Args) -> Result<()> {
     let raw_b = raw.run(&zones, args.concurrency, SOURCE_IP, siirto::demo::ZONE_TTL).await?;
 
     std::fs::create_dir_all(dir.path().join("outbox"))?;
-    let store_url = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    let store_url =
+        format!("sqlite://{}?synchronous={}", dir.path().join("siirto.db").display(), args.store_synchronous);
     // write_config appends `extra` right after the [dns] table's own lines.
     let axfr = match args.reads {
         Reads::Axfr => format!("axfr_server = \"{}\"\n", pdns.dns_addr),

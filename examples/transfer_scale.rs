@@ -65,6 +65,10 @@ struct Args {
     /// Give up after this long.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// The SQLite store's `synchronous` (`full`, siirto's default, or `normal`), to measure
+    /// what durability across a power loss costs.
+    #[arg(long, default_value = "full")]
+    store_synchronous: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -169,7 +173,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "[daemon]\nlease = \"60s\"\nidle_poll = \"200ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"{}\"\n",
         dir.path().join("outbox").display()
     );
-    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
+    let database =
+        format!("sqlite://{}?synchronous={}", dir.path().join("siirto.db").display(), args.store_synchronous);
     let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra)?;
     let store = Store::connect(&config.database).await?;
     let adapters = World::from_config(&config)?;

@@ -23,9 +23,10 @@
 //! - [`domain`] — the pure core: migration, account and domain states, events and transition
 //!   functions taking `now`. The invariants of DESIGN.md §3 are enforced here.
 //! - [`store`] — sqlx over SQLite (embedded default) or PostgreSQL (several daemons), one `Any`
-//!   pool, migrations in `migrations/{sqlite,postgres}`; row leases (`Lease`) are the proof of
-//!   exclusivity that effectful steps take, and an account's DNS lock (held by one leased job,
-//!   expiring with its lease) keeps its repoint, rollback and TTL restore from interleaving.
+//!   pool, migrations in `migrations/{sqlite,postgres}`. `store/rows.rs` holds the rows,
+//!   `store/lease.rs` the leases (`Lease`: the proof of exclusivity that effectful steps take, on
+//!   the database's clock, renewed while a step runs) and an account's DNS lock (held by one
+//!   leased job as long as its lease, so its repoint, rollback and TTL restore never interleave).
 //! - [`playbook`], [`config`] — TOML parsed once into validated types; errors carry file, line,
 //!   column, field and what was expected. `config` also owns the settings types the adapters
 //!   take (contract source, WHM TLS policy, SMTP security).

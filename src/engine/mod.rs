@@ -241,7 +241,8 @@ impl Engine {
             let outcome = tokio::select! {
                 outcome = self.perform(&job, &lease) => Some(outcome),
                 reason = lease.lost() => Some(Err(StepError::LeaseLost(reason))),
-                _ = stopping.wait_for(|stop| *stop) => None,
+                // A dropped sender (the loop is gone) is no stop: that branch is then disabled.
+                Ok(_) = stopping.wait_for(|stop| *stop) => None,
             };
             keeper.abort();
             match outcome {
