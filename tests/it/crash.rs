@@ -30,16 +30,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
-use siirto::names::MigrationId;
-use siirto::playbook::Playbook;
-use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
-use siirto::store::Store;
-use siirto::world::World;
+use siirto::demo::{SOURCE_IP, TARGET_IP};
 
 use crate::support::daemon::DaemonProcess;
-use crate::support::pdns::Pdns;
 use crate::support::pg::PgDatabase;
+use crate::support::rig::{Mail, RigOptions, SimRig};
 use crate::support::slow_api::SlowApi;
 use crate::support::smtp::SmtpServer;
 
@@ -77,76 +72,37 @@ fn seed(default: u64) -> u64 {
     seed
 }
 
-/// Simulated hosts in this process (they outlive the daemons, as real servers do), a real
-/// pdns_server behind the slow proxy, the slow SMTP server, a store, and a started migration.
+/// The one test rig (simulated hosts in this process, which outlive the daemons as real
+/// servers do; a real pdns_server; a store) with the slow proxy in front of PowerDNS's API, the
+/// slow SMTP server, and a started migration.
 struct CrashRig {
-    dir: tempfile::TempDir,
-    pdns: Pdns,
+    rig: SimRig,
     api: SlowApi,
     smtp: SmtpServer,
-    hosts: SimHosts,
-    store: Store,
-    id: MigrationId,
     base_config: String,
 }
 
 impl CrashRig {
-    async fn start(id: &str, postgres: Option<&str>) -> CrashRig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let api = SlowApi::start(pdns.api_url.clone(), DNS_ANSWER_DELAY).await;
+    async fn start(id: &'static str, postgres: Option<&str>) -> CrashRig {
+        let api = SlowApi::start(DNS_ANSWER_DELAY).await;
         let smtp = SmtpServer::start_slow(SMTP_EHLO_DELAY, SMTP_QUIT_DELAY);
-        let world = SimWorld::new();
-        let accounts = generate_accounts(ACCOUNTS, "kukka");
-        let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-the-crash-test");
-        source_spec.accounts = accounts.clone();
-        let source = start_host(source_spec, dir.path().join("old"), &world).await.unwrap();
-        let target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-the-crash-test");
-        let target = start_host(target_spec, dir.path().join("new"), &world).await.unwrap();
-        let hosts = SimHosts { world, source, target, accounts };
-        let direct = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        create_zones(&direct.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
+        let mut options = RigOptions::new(id, ACCOUNTS);
+        options.database = postgres.map(str::to_owned);
+        options.mail = Mail::Smtp(smtp.addr);
+        // One [daemon] table per daemon, written by `config_for`.
+        options.daemon = None;
         // The daemons reach PowerDNS's API through the slow proxy.
-        let slow = DnsEndpoint { api_url: api.url.clone(), ..direct };
-        let database = match postgres {
-            Some(url) => url.to_owned(),
-            None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
-        };
-        let mail = format!(
-            "[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
-            smtp.addr.port()
-        );
-        let config = write_config(&hosts, &slow, dir.path(), &database, &mail).unwrap();
-        let base_config = std::fs::read_to_string(dir.path().join("siirto.toml")).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-
+        options.dns_api = Some(api.url.clone());
+        let rig = SimRig::start(options).await;
+        api.forward_to(rig.pdns.api_url.clone());
+        let base_config = std::fs::read_to_string(rig.dir.path().join("siirto.toml")).unwrap();
         // Plan, approve and start as an operator would; the daemons do the rest. The settle
         // period is short so the TTL restore happens within the test.
         let playbook_text = include_str!("../../playbooks/demo.toml")
             .replace("settle_after = \"2d\"", "settle_after = \"3s\"");
         assert!(playbook_text.contains("settle_after = \"3s\""));
-        let playbook = Playbook::parse(&playbook_text, "crash playbook").unwrap();
-        let id = MigrationId::parse(id).unwrap();
-        let world = World::from_config(&config).unwrap();
-        let now = chrono::Utc::now();
-        let request = siirto::plan::PlanRequest {
-            id: id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        let plan = siirto::plan::plan(&store, &config, &world, request, now).await.unwrap();
-        assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-        siirto::ops::approve(&store, &id, "test-operator", now).await.unwrap();
-        let started = siirto::ops::start(&store, &config, &world, &id, "test", now).await.unwrap();
-        assert!(started.started.is_some(), "{:#?}", started.report);
-        CrashRig { dir, pdns, api, smtp, hosts, store, id, base_config }
+        rig.plan_and_start(&playbook_text).await;
+        CrashRig { rig, api, smtp, base_config }
     }
 
     /// Writes `<owner>.toml`: the base config with the daemon settings of `owner`.
@@ -158,19 +114,19 @@ impl CrashRig {
             LEASE.as_millis(),
             STOP_TIMEOUT.as_millis()
         );
-        std::fs::write(self.dir.path().join(&file), text).unwrap();
+        std::fs::write(self.rig.dir.path().join(&file), text).unwrap();
         file
     }
 
     fn start_daemon(&self, owner: &str) -> DaemonProcess {
         let config = self.config_for(owner);
-        DaemonProcess::start(self.dir.path(), &config, &format!("{owner}.log"))
+        DaemonProcess::start(self.rig.dir.path(), &config, &format!("{owner}.log"))
     }
 
     /// True once every account is done and every domain has its TTL back.
     async fn finished(&self) -> bool {
-        let accounts = self.store.accounts(self.id.as_str()).await.unwrap();
-        let domains = self.store.domains(self.id.as_str()).await.unwrap();
+        let accounts = self.rig.store.accounts(self.rig.id.as_str()).await.unwrap();
+        let domains = self.rig.store.domains(self.rig.id.as_str()).await.unwrap();
         accounts.iter().all(|a| a.state == "done") && domains.iter().all(|d| d.state == "ttl_restored")
     }
 
@@ -221,7 +177,7 @@ impl CrashRig {
             assert!(
                 Instant::now() < deadline,
                 "the migration did not finish: {:#?}\n{}",
-                siirto::status::migration_status(&self.store, self.id.as_str()).await.unwrap(),
+                siirto::status::migration_status(&self.rig.store, self.rig.id.as_str()).await.unwrap(),
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -247,7 +203,7 @@ impl CrashRig {
         for message in &delivered {
             by_id.entry(message.message_id.as_str()).or_default().push(message.received_at);
         }
-        let outbox = self.store.outbox(self.id.as_str()).await.unwrap();
+        let outbox = self.rig.store.outbox(self.rig.id.as_str()).await.unwrap();
         let completions: Vec<_> = outbox.iter().filter(|n| n.kind == "completion").collect();
         assert_eq!(completions.len(), ACCOUNTS, "one completion notice per account");
         let kills: Vec<f64> =
@@ -284,14 +240,14 @@ impl CrashRig {
                 .push(kind_of(&patch.body));
         }
         let zones: BTreeSet<String> =
-            self.store.domains(self.id.as_str()).await.unwrap().into_iter().map(|d| d.zone).collect();
+            self.rig.store.domains(self.rig.id.as_str()).await.unwrap().into_iter().map(|d| d.zone).collect();
         assert!(!zones.is_empty());
         for zone in &zones {
             let kinds = by_zone.get(zone.as_str()).cloned().unwrap_or_default();
             assert_eq!(kinds, ["lower", "repoint", "restore"], "zone {zone}: {:#?}", self.api.patches());
         }
-        let checker = siirto::dns::Checker::new(vec![self.pdns.dns_addr]).unwrap();
-        for domain in siirto::demo::all_domains(&self.hosts.accounts) {
+        let checker = siirto::dns::Checker::new(vec![self.rig.pdns.dns_addr]).unwrap();
+        for domain in siirto::demo::all_domains(&self.rig.hosts.accounts) {
             let answer = checker.verify_a(&domain, TARGET_IP).await.unwrap();
             assert!(matches!(answer, siirto::dns::Verification::Served), "{domain}: {answer:?}");
         }
@@ -299,7 +255,7 @@ impl CrashRig {
 
     /// Each account in exactly one transfer session that carried accounts, restored once.
     fn check_transfers(&self) {
-        let sessions = self.hosts.target.transfer_sessions();
+        let sessions = self.rig.hosts.target.transfer_sessions();
         let mut enqueued: BTreeMap<String, usize> = BTreeMap::new();
         let mut restored: BTreeMap<String, usize> = BTreeMap::new();
         for session in &sessions {
@@ -310,7 +266,7 @@ impl CrashRig {
                 *restored.entry(user.to_string()).or_default() += 1;
             }
         }
-        for account in &self.hosts.accounts {
+        for account in &self.rig.hosts.accounts {
             let user = account.user.to_string();
             assert_eq!(enqueued.get(&user), Some(&1), "{user} enqueued: {sessions:#?}");
             assert_eq!(restored.get(&user), Some(&1), "{user} restored: {sessions:#?}");
@@ -325,13 +281,13 @@ impl CrashRig {
     /// No run lost its lease (every step outlived the lease; renewals kept them), and no step of
     /// an account or a domain was recorded twice.
     async fn check_leases_and_steps(&self) {
-        for job in self.store.jobs(self.id.as_str()).await.unwrap() {
+        for job in self.rig.store.jobs(self.rig.id.as_str()).await.unwrap() {
             let error = job.last_error.unwrap_or_default();
             assert!(!error.contains("lease lost"), "job {} {}: {error}", job.kind, job.subject);
         }
         let logs = self.logs();
         assert!(!logs.contains("lease is lost"), "a step lost its lease:\n{logs}");
-        let events = self.store.events(self.id.as_str()).await.unwrap();
+        let events = self.rig.store.events(self.rig.id.as_str()).await.unwrap();
         let mut seen: BTreeMap<(Option<String>, Option<String>, String), usize> = BTreeMap::new();
         let repeatable = ["step_failed", "notice_resent", "transfer_item_refused", "preflight_passed"];
         for event in events.iter().filter(|e| !repeatable.contains(&e.kind.as_str())) {
@@ -343,7 +299,7 @@ impl CrashRig {
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+        for entry in std::fs::read_dir(self.rig.dir.path()).unwrap().flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "log") {
                 all.push_str(&format!("==== {}\n", path.display()));

@@ -4,8 +4,7 @@
 //! as a real target server does), with a real pdns_server and a SQLite store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
@@ -17,6 +16,7 @@ use siirto::status::migration_status;
 use siirto::store::{EventRow, Store};
 use siirto::world::World;
 
+use crate::support::daemon::DaemonProcess;
 use crate::support::pdns::Pdns;
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
@@ -25,57 +25,6 @@ const ACCOUNTS: usize = 6;
 /// daemon is killed with the session well in progress; the test waits on observable state,
 /// never on this figure.
 const BYTES_PER_SEC: u64 = 5 * 1024 * 1024;
-
-/// A `siirto daemon` child process, killed if the test ends while it runs.
-struct DaemonProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl DaemonProcess {
-    /// Starts `siirto daemon` on the config in `dir` (whose `[daemon] owner` names it), logging
-    /// to `<dir>/<owner>.log`.
-    fn start(dir: &Path, owner: &str) -> DaemonProcess {
-        let log = dir.join(format!("{owner}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_siirto"))
-            .args(["daemon", "--config", "siirto.toml"])
-            .current_dir(dir)
-            .env("RUST_LOG", "siirto=debug")
-            .env_remove("SIIRTO_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start siirto daemon");
-        DaemonProcess { child, log }
-    }
-
-    /// SIGKILL: no shutdown path runs, leases stay taken until they expire.
-    fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(!status.success(), "the daemon was killed, not stopped: {status:?}");
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics with the daemon's log if it exited on its own.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "siirto daemon exited with {status:?}:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn daemon_settings(owner: &str, outbox: &Path) -> String {
     // A short lease, so the restarted daemon may take over the killed one's jobs soon.
@@ -161,7 +110,7 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
     // Daemon A runs until the session is transferring on the target and the store shows at
     // least one of its accounts copied (daemon A read the session's log) while others are
     // still in the TRANSFER queue.
-    let mut daemon_a = DaemonProcess::start(dir.path(), "daemon-a");
+    let mut daemon_a = DaemonProcess::start(dir.path(), "siirto.toml", "daemon-a.log");
     let session: SimTransferSession = wait_until(
         "a running session with one account copied",
         Duration::from_secs(120),
@@ -206,7 +155,7 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
 
     // Daemon B, on the same store, once daemon A's leases have run out.
     write_config(&hosts, &endpoint, dir.path(), &database, &daemon_settings("daemon-b", &outbox)).unwrap();
-    let mut daemon_b = DaemonProcess::start(dir.path(), "daemon-b");
+    let mut daemon_b = DaemonProcess::start(dir.path(), "siirto.toml", "daemon-b.log");
     let status = wait_until("the migration to cut over", Duration::from_secs(240), &mut daemon_b, || {
         let store = &store;
         async move {

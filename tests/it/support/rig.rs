@@ -41,6 +41,12 @@ pub struct RigOptions {
     /// The daemon reads zones by AXFR from pdns's DNS port (`dns.axfr_server`) instead of
     /// through the API.
     pub axfr_reads: bool,
+    /// The body of the config's `[daemon]` table; `None` leaves the table out (a test that
+    /// writes one per daemon).
+    pub daemon: Option<String>,
+    /// The PowerDNS API URL the config names, when not pdns's own (a proxy in front of it);
+    /// the rig still creates the zones through pdns's own.
+    pub dns_api: Option<reqwest::Url>,
     /// Appended to the config after its `[daemon]` and `[mail]` tables (e.g. `[hosts.old.ssh]`).
     pub extra_config: String,
 }
@@ -59,6 +65,8 @@ impl RigOptions {
             database: None,
             mail: Mail::Outbox,
             axfr_reads: false,
+            daemon: Some("lease = \"20s\"\nidle_poll = \"100ms\"\n".to_owned()),
+            dns_api: None,
             extra_config: String::new(),
         }
     }
@@ -142,11 +150,16 @@ impl SimRig {
                 addr.port()
             ),
         };
+        let daemon = options.daemon.map(|body| format!("\n[daemon]\n{body}")).unwrap_or_default();
         let extra = format!(
-            "{axfr}\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{mail}\n{}",
+            "{axfr}{daemon}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{mail}\n{}",
             options.extra_config
         );
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
+        let named = match options.dns_api {
+            Some(api_url) => DnsEndpoint { api_url, ..endpoint },
+            None => endpoint,
+        };
+        let config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
         let store = Store::connect(&config.database).await.unwrap();
         SimRig {
             dir,

@@ -29,29 +29,43 @@ pub struct SlowApi {
     /// The URL to give siirto as `api_url`.
     pub url: Url,
     patches: Arc<Mutex<Vec<Patch>>>,
+    upstream: Arc<Mutex<Option<Url>>>,
 }
 
 #[derive(Clone)]
 struct Proxy {
-    upstream: Url,
+    /// PowerDNS's API, once [`SlowApi::forward_to`] named it.
+    upstream: Arc<Mutex<Option<Url>>>,
     client: reqwest::Client,
     delay: Duration,
     patches: Arc<Mutex<Vec<Patch>>>,
 }
 
 impl SlowApi {
-    /// Starts the proxy in front of `upstream` (PowerDNS's API base URL), answering each PATCH
-    /// `delay` after PowerDNS did.
-    pub async fn start(upstream: Url, delay: Duration) -> SlowApi {
+    /// Starts the proxy, answering each PATCH `delay` after PowerDNS did; it forwards once
+    /// [`SlowApi::forward_to`] names PowerDNS's API (until then it answers 502), so its URL can
+    /// go into a config before PowerDNS runs.
+    pub async fn start(delay: Duration) -> SlowApi {
         let patches = Arc::new(Mutex::new(Vec::new()));
-        let proxy = Proxy { upstream, client: reqwest::Client::new(), delay, patches: Arc::clone(&patches) };
+        let upstream = Arc::new(Mutex::new(None));
+        let proxy = Proxy {
+            upstream: Arc::clone(&upstream),
+            client: reqwest::Client::new(),
+            delay,
+            patches: Arc::clone(&patches),
+        };
         let app = axum::Router::new().fallback(forward).with_state(proxy);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the slow API proxy");
         let addr = listener.local_addr().expect("proxy address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        SlowApi { url: Url::parse(&format!("http://{addr}/")).expect("proxy URL"), patches }
+        SlowApi { url: Url::parse(&format!("http://{addr}/")).expect("proxy URL"), patches, upstream }
+    }
+
+    /// Forwards from now on to `upstream` (PowerDNS's API base URL).
+    pub fn forward_to(&self, upstream: Url) {
+        *self.upstream.lock().expect("upstream") = Some(upstream);
     }
 
     /// The PATCHes PowerDNS answered so far, in the order it made them.
@@ -68,8 +82,9 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).trim_start_matches('/');
-    let Ok(url) = proxy.upstream.join(path) else {
-        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    let upstream = proxy.upstream.lock().expect("upstream").clone();
+    let Some(Ok(url)) = upstream.map(|u| u.join(path)) else {
+        return (StatusCode::BAD_GATEWAY, "no PowerDNS to forward to").into_response();
     };
     let mut request = proxy.client.request(method.clone(), url).body(body.clone());
     for (name, value) in &headers {
