@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::engine::{JobKind, RollbackPayload};
 use crate::names::{AccountName, DomainName, MigrationId};
-use crate::store::{NewEvent, NewJob, Store, StoreError, account_state, domain_state};
+use crate::store::{MigrationRow, NewEvent, NewJob, Store, StoreError, account_state, domain_state};
 use crate::world::World;
 
 /// Retries a held account: a transfer-stage hold goes back to the transfer queue, a later
@@ -54,15 +54,15 @@ pub async fn retry(
     tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
         .await?;
     let event_id = tx
-        .append_event(&NewEvent {
-            migration_id: row.id.clone(),
-            account: Some(user.to_string()),
-            domain: None,
-            kind: event.name().to_owned(),
-            detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
-            actor: actor.to_owned(),
-            at: now_ms,
-        })
+        .append_event(&account_event(
+            &row,
+            user,
+            None,
+            event.name(),
+            serde_json::json!({ "event": event, "state": next.name() }),
+            actor,
+            now_ms,
+        ))
         .await
         .context("recording the retry")?;
     if rolled_back {
@@ -83,15 +83,16 @@ pub async fn retry(
                     now_ms,
                 )
                 .await?;
-                tx.append_event(&NewEvent {
-                    migration_id: row.id.clone(),
-                    account: Some(user.to_string()),
-                    domain: Some(domain.domain.clone()),
-                    kind: event.name().to_owned(),
-                    detail: serde_json::json!({ "event": event, "state": next.name() }).to_string(),
-                    actor: actor.to_owned(),
-                    at: now_ms,
-                })
+                let detail = serde_json::json!({ "event": event, "state": next.name() });
+                tx.append_event(&account_event(
+                    &row,
+                    user,
+                    Some(&domain.domain),
+                    event.name(),
+                    detail,
+                    actor,
+                    now_ms,
+                ))
                 .await?;
             }
         }
@@ -178,15 +179,15 @@ pub async fn rollback(
     tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
         .await?;
     let event_id = tx
-        .append_event(&NewEvent {
-            migration_id: row.id.clone(),
-            account: Some(user.to_string()),
-            domain: domain.map(ToString::to_string),
-            kind: event.name().to_owned(),
-            detail: serde_json::json!({ "event": event, "state": next.name(), "reason": reason }).to_string(),
-            actor: actor.to_owned(),
-            at: now_ms,
-        })
+        .append_event(&account_event(
+            &row,
+            user,
+            domain.map(DomainName::as_str),
+            event.name(),
+            serde_json::json!({ "event": event, "state": next.name(), "reason": reason }),
+            actor,
+            now_ms,
+        ))
         .await
         .context("recording the rollback")?;
     let payload = RollbackPayload { domain: domain.map(ToString::to_string), reason: reason.to_owned() };
@@ -294,21 +295,20 @@ pub async fn assign_ip(
     tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
         .await?;
     let event_id = tx
-        .append_event(&NewEvent {
-            migration_id: row.id.clone(),
-            account: Some(user.to_string()),
-            domain: None,
-            kind: event.name().to_owned(),
-            detail: serde_json::json!({
+        .append_event(&account_event(
+            &row,
+            user,
+            None,
+            event.name(),
+            serde_json::json!({
                 "event": event,
                 "state": next.name(),
                 "source_ip": source_ip.to_string(),
                 "target_ip": ip.to_string(),
-            })
-            .to_string(),
-            actor: actor.to_owned(),
-            at: now_ms,
-        })
+            }),
+            actor,
+            now_ms,
+        ))
         .await
         .context("recording the assignment")?;
     // Before the gate opens, the gate's own transfer picks the account up.
@@ -326,4 +326,25 @@ pub async fn assign_ip(
     }
     tx.commit().await?;
     Ok(Assigned { state: next, source_ip, transfer_scheduled })
+}
+
+/// An event of one account (and one of its domains) of the migration, done by `actor`.
+fn account_event(
+    row: &MigrationRow,
+    user: &AccountName,
+    domain: Option<&str>,
+    kind: &str,
+    detail: serde_json::Value,
+    actor: &str,
+    at: i64,
+) -> NewEvent {
+    NewEvent {
+        migration_id: row.id.clone(),
+        account: Some(user.to_string()),
+        domain: domain.map(str::to_owned),
+        kind: kind.to_owned(),
+        detail: detail.to_string(),
+        actor: actor.to_owned(),
+        at,
+    }
 }
