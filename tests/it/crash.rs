@@ -53,7 +53,7 @@ const SHORT_TTL: u32 = 60;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sqlite_daemon_killed_and_stopped_at_random_points_does_everything_once() {
     let seed = seed(0x5111_7700);
-    let rig = CrashRig::start("crash-sqlite", None).await;
+    let rig = CrashRig::start("crash-sqlite", None, SLOW, LEASE).await;
     rig.run(seed, &["solo"], 8).await;
 }
 
@@ -61,9 +61,71 @@ async fn one_sqlite_daemon_killed_and_stopped_at_random_points_does_everything_o
 async fn two_postgres_daemons_killed_and_stopped_at_random_points_do_everything_once() {
     let seed = seed(0x5111_7701);
     let pg = PgDatabase::create().await;
-    let rig = CrashRig::start("crash-postgres", Some(pg.url())).await;
+    let rig = CrashRig::start("crash-postgres", Some(pg.url()), SLOW, LEASE).await;
     rig.run(seed, &["left", "right"], 10).await;
     drop(pg);
+}
+
+/// A daemon killed with a notice in flight and started again under its owner name takes its
+/// jobs back at once, not after their leases (two minutes here) expire; while it runs, a
+/// second daemon of that name refuses to start, naming the lock file it found held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restarted_under_its_name_takes_its_jobs_back_at_once() {
+    let lease = Duration::from_secs(120);
+    let slowness =
+        Slowness { dns_answer: Duration::ZERO, smtp_ehlo: Duration::from_secs(3), smtp_quit: Duration::ZERO };
+    let rig = CrashRig::start("crash-restart", None, slowness, lease).await;
+    let mut first = rig.start_daemon("solo");
+
+    // A second daemon of the same name on this host is refused at once.
+    let mut twin = rig.start_daemon("solo");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let twin_log = loop {
+        if let Some(status) = twin.try_exit() {
+            assert!(!status.success(), "the second daemon of one name ran");
+            break twin.log_text();
+        }
+        assert!(Instant::now() < deadline, "the second daemon of one name is still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        twin_log.contains("another siirto daemon runs as owner \"solo\"")
+            && twin_log.contains("siirto-daemon-solo.lock"),
+        "{twin_log}"
+    );
+
+    // Killed while a notice's delivery is under way (its attempt recorded, no acceptance yet).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        first.assert_running();
+        let outbox = rig.rig.store.outbox(rig.rig.id.as_str()).await.unwrap();
+        if outbox.iter().any(|n| n.delivery_started_at.is_some() && n.sent_at.is_none()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no notice delivery started:\n{}", rig.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = SystemTime::now();
+    first.kill();
+    let restarted = Instant::now();
+    let mut second = rig.start_daemon("solo");
+    while !rig.finished().await {
+        second.assert_running();
+        assert!(
+            restarted.elapsed() < lease / 2,
+            "the restarted daemon waited for its own leases:\n{}",
+            rig.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = second.log_text();
+    assert!(log.contains("took back at once the jobs this owner held"), "{log}");
+    let (status, log) = second.stop(STOP_TIMEOUT + Duration::from_secs(10)).await;
+    assert!(status.success(), "{log}");
+    // Every notice once, the one in flight at the kill resent (its attempt had no outcome).
+    rig.check_notices(&[killed]).await;
+    let outbox = rig.rig.store.outbox(rig.rig.id.as_str()).await.unwrap();
+    assert!(outbox.iter().any(|n| n.resends == 1), "{outbox:#?}");
 }
 
 fn seed(default: u64) -> u64 {
@@ -80,12 +142,32 @@ struct CrashRig {
     api: SlowApi,
     smtp: SmtpServer,
     base_config: String,
+    lease: Duration,
 }
 
+/// How slow the servers are.
+struct Slowness {
+    /// PowerDNS answers each PATCH this late.
+    dns_answer: Duration,
+    /// The SMTP server answers EHLO this late.
+    smtp_ehlo: Duration,
+    /// The SMTP server answers QUIT this late.
+    smtp_quit: Duration,
+}
+
+/// Slower than the lease, everywhere.
+const SLOW: Slowness =
+    Slowness { dns_answer: DNS_ANSWER_DELAY, smtp_ehlo: SMTP_EHLO_DELAY, smtp_quit: SMTP_QUIT_DELAY };
+
 impl CrashRig {
-    async fn start(id: &'static str, postgres: Option<&str>) -> CrashRig {
-        let api = SlowApi::start(DNS_ANSWER_DELAY).await;
-        let smtp = SmtpServer::start_slow(SMTP_EHLO_DELAY, SMTP_QUIT_DELAY);
+    async fn start(
+        id: &'static str,
+        postgres: Option<&str>,
+        slowness: Slowness,
+        lease: Duration,
+    ) -> CrashRig {
+        let api = SlowApi::start(slowness.dns_answer).await;
+        let smtp = SmtpServer::start_slow(slowness.smtp_ehlo, slowness.smtp_quit);
         let mut options = RigOptions::new(id, ACCOUNTS);
         options.database = postgres.map(str::to_owned);
         options.mail = Mail::Smtp(smtp.addr);
@@ -102,7 +184,7 @@ impl CrashRig {
             .replace("settle_after = \"2d\"", "settle_after = \"3s\"");
         assert!(playbook_text.contains("settle_after = \"3s\""));
         rig.plan_and_start(&playbook_text).await;
-        CrashRig { rig, api, smtp, base_config }
+        CrashRig { rig, api, smtp, base_config, lease }
     }
 
     /// Writes `<owner>.toml`: the base config with the daemon settings of `owner`.
@@ -111,7 +193,7 @@ impl CrashRig {
         let text = format!(
             "{}\n[daemon]\nowner = \"{owner}\"\nlease = \"{}ms\"\nidle_poll = \"100ms\"\nstop_timeout = \"{}ms\"\n",
             self.base_config,
-            LEASE.as_millis(),
+            self.lease.as_millis(),
             STOP_TIMEOUT.as_millis()
         );
         std::fs::write(self.rig.dir.path().join(&file), text).unwrap();

@@ -60,6 +60,11 @@ impl DaemonProcess {
         }
     }
 
+    /// The exit status, once the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Panics with the daemon's log if it exited on its own.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
