@@ -12,6 +12,7 @@ mod e2e;
 mod external_dns;
 mod inventory;
 mod layers;
+mod leases;
 mod mail_cutover;
 mod notify;
 mod plan;

@@ -1,0 +1,73 @@
+//! A lease lost while its step runs: the engine (in-process, on the one rig) is sending a notice
+//! to an SMTP server that answers EHLO late when another daemon takes the job's lease (the test
+//! writes another owner into the job's row, as a claim after an expiry would). The renewal finds
+//! it gone and names the taker, the step is cancelled before it hands anything over and counts
+//! as a failed attempt, and once that lease has run out the job runs again: the customer gets
+//! the notice once, its second attempt recorded as a resend.
+
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+use crate::support::rig::{Daemon, Mail, RigOptions, SimRig};
+use crate::support::smtp::SmtpServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_mid_step_cancels_the_step_and_counts_as_an_attempt() {
+    let smtp = SmtpServer::start_slow(Duration::from_secs(3), Duration::ZERO);
+    let mut options = RigOptions::new("lease-lost", 1);
+    options.mail = Mail::Smtp(smtp.addr);
+    options.daemon = Some("lease = \"1500ms\"\nidle_poll = \"100ms\"\n".to_owned());
+    let rig = SimRig::start(options).await;
+    rig.plan_and_start(siirto::demo::DEMO_PLAYBOOK).await;
+    let daemon = Daemon::start(rig.engine("honest", 4));
+
+    // Wait for the notice's delivery to be under way: its attempt recorded, the SMTP server
+    // still holding back its EHLO answer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let notice = loop {
+        let outbox = rig.store.outbox(rig.id.as_str()).await.unwrap();
+        if let Some(notice) =
+            outbox.into_iter().find(|n| n.delivery_started_at.is_some() && n.sent_at.is_none())
+        {
+            break notice;
+        }
+        assert!(Instant::now() < deadline, "no delivery started: {:#?}", rig.status().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Another daemon takes the job over.
+    let url = rig.config.database.replace("sqlite://", "sqlite:");
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let taken = sqlx::query(
+        "UPDATE jobs SET lease_owner = 'thief', lease_token = 1 WHERE kind = 'send_notice' AND subject = $1 AND done_at IS NULL",
+    )
+    .bind(notice.id.to_string())
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+
+    // The run is cancelled and counted, with the taker named; the job comes back after the
+    // taken lease runs out, and the notice goes out once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let jobs = rig.store.jobs(rig.id.as_str()).await.unwrap();
+        let job =
+            jobs.into_iter().find(|j| j.kind == "send_notice" && j.subject == notice.id.to_string()).unwrap();
+        if job.done_at.is_some() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the notice's job never finished: {job:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    daemon.stop().await;
+    assert_eq!(job.attempts, 1, "the lost lease counted as one attempt: {job:#?}");
+    let error = job.last_error.unwrap_or_default();
+    assert!(error.contains("lease lost: taken over by daemon thief"), "{error}");
+    let delivered = smtp.delivered();
+    assert_eq!(delivered.len(), 1, "one copy: {delivered:#?}");
+    assert_eq!(delivered[0].message_id, notice.message_id);
+    let notice = rig.store.notice(notice.id).await.unwrap().unwrap();
+    assert_eq!((notice.delivery_attempts, notice.resends), (2, 1), "{notice:#?}");
+    assert!(notice.sent_at.is_some());
+}
