@@ -3,18 +3,17 @@
 //! database and notices written to a directory — driven through the same config, plan, start
 //! and daemon code paths a real migration uses.
 
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::dns::{Checker, PowerDns, Rrset, Verification};
+use crate::dns::{Checker, PowerDns, Verification};
 use crate::domain::MigrationState;
 use crate::engine::{Engine, SystemClock};
 use crate::names::{DomainName, MigrationId};
@@ -22,18 +21,12 @@ use crate::output;
 use crate::playbook::Playbook;
 use crate::secret::Secret;
 use crate::sim::nameserver::SimNameserver;
+pub use crate::sim::zones::{SOURCE_IP, TARGET_IP, ZONE_TTL, all_domains, create_zones, zone_rrsets};
 use crate::sim::{SimAccount, SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
 use crate::store::Store;
 
 /// The demo's playbook: the shipped recipe with the TTL wait shortened (it says so).
 pub const DEMO_PLAYBOOK: &str = include_str!("../playbooks/demo.toml");
-
-/// The source host's address (a loopback alias).
-pub const SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-/// The target host's address (a loopback alias).
-pub const TARGET_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
-/// The TTL the demo's zones start with, as a company's zones would.
-pub const ZONE_TTL: u32 = 3600;
 
 /// `siirto demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +67,9 @@ pub struct DemoSummary {
     pub accounts_with_files_on_target: usize,
     /// Notice files in the outbox directory.
     pub notices: usize,
+    /// Whether a message sent to the old server after the move reached the new one through the
+    /// old server's relay (`None` when the playbook leaves the routing alone).
+    pub mail_relayed: Option<bool>,
     /// Where the notices are.
     pub outbox: String,
     /// Seconds the whole run took.
@@ -115,83 +111,28 @@ fn random_token() -> String {
     rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(32).map(char::from).collect()
 }
 
-/// The zone the company's nameserver holds for one of an account's domains: the site, `www`
-/// and `mail` at the host, MX to `mail`.
-pub fn zone_rrsets(domain: &DomainName, ip: Ipv4Addr, ttl: u32) -> Vec<Rrset> {
-    let apex = domain.fqdn();
-    let rr = |name: String, rtype: &str, content: String| Rrset {
-        name,
-        rtype: rtype.to_owned(),
-        ttl,
-        records: vec![content],
-    };
-    vec![
-        rr(apex.clone(), "A", ip.to_string()),
-        rr(format!("www.{apex}"), "A", ip.to_string()),
-        rr(format!("mail.{apex}"), "A", ip.to_string()),
-        rr(apex.clone(), "MX", format!("10 mail.{apex}")),
-    ]
-}
-
-/// Every domain of the accounts that is a zone of its own: main, addon and parked domains
-/// (subdomains live in their parent's zone; see [`create_zones`]).
-pub fn all_domains(accounts: &[SimAccount]) -> Vec<DomainName> {
-    accounts
-        .iter()
-        .flat_map(|a| {
-            std::iter::once(a.domain.clone())
-                .chain(a.addon_domains.iter().cloned())
-                .chain(a.parked_domains.iter().cloned())
-        })
-        .collect()
-}
-
-/// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`; a
-/// subdomain gets an A record in its main domain's zone.
-pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr) -> anyhow::Result<()> {
-    let nameservers = vec!["ns1.siirto-demo.test.".to_owned()];
-    let zones: Vec<(DomainName, Vec<Rrset>)> = all_domains(accounts)
-        .into_iter()
-        .map(|domain| {
-            let mut rrsets = zone_rrsets(&domain, ip, ZONE_TTL);
-            for account in accounts.iter().filter(|a| a.domain == domain) {
-                for sub in &account.sub_domains {
-                    rrsets.push(Rrset {
-                        name: sub.fqdn(),
-                        rtype: "A".to_owned(),
-                        ttl: ZONE_TTL,
-                        records: vec![ip.to_string()],
-                    });
-                }
-            }
-            (domain, rrsets)
-        })
-        .collect();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(zones)
-        .map(|(domain, rrsets)| {
-            let nameservers = nameservers.clone();
-            async move {
-                dns.create_zone(&domain, &nameservers, &rrsets)
-                    .await
-                    .with_context(|| format!("creating the zone {domain}"))
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
 /// Starts the source host (with `count` generated accounts) and the empty target host.
 pub async fn start_hosts(count: usize, dir: &Path) -> anyhow::Result<SimHosts> {
+    start_hosts_with_resolvers(count, dir, Vec::new()).await
+}
+
+/// [`start_hosts`], the hosts' mail relays asking `resolvers` for MX and A records (so mail for
+/// a domain whose routing is switched to remote is relayed to the host its MX names).
+pub async fn start_hosts_with_resolvers(
+    count: usize,
+    dir: &Path,
+    resolvers: Vec<SocketAddr>,
+) -> anyhow::Result<SimHosts> {
     let world = SimWorld::new();
     let accounts = generate_accounts(count, "kukka");
     let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, &random_token());
     source_spec.accounts = accounts.clone();
+    source_spec.dns_resolvers = resolvers.clone();
     let source = start_host(source_spec, dir.join("old.sim.test"), &world)
         .await
         .context("starting the source host")?;
-    let target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, &random_token());
+    let mut target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, &random_token());
+    target_spec.dns_resolvers = resolvers;
     let target = start_host(target_spec, dir.join("new.sim.test"), &world)
         .await
         .context("starting the target host")?;
@@ -282,9 +223,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let json = args.json;
     progress(json, &format!("siirto demo: {} accounts, files in {}", args.accounts, dir.display()));
-    let world = start_hosts(args.accounts, &dir).await?;
     let api_key = random_token();
     let nameserver = SimNameserver::start(&api_key).await.context("starting the nameserver")?;
+    // The hosts' mail relays ask the nameserver, as a real server asks its resolvers.
+    let world = start_hosts_with_resolvers(args.accounts, &dir, vec![nameserver.dns_addr]).await?;
     let endpoint =
         DnsEndpoint { api_url: nameserver.api_url.clone(), api_key, dns_addr: nameserver.dns_addr };
     let dns = endpoint.client()?;
@@ -399,6 +341,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(());
     daemon.await.context("the daemon task")??;
 
+    // Mail still reaching the old server (a resolver holding the old MX) is relayed to the new
+    // one, now that the old server's routing of the domain is remote.
+    let relay = if playbook.mail.switch_routing {
+        let relayed = relay_check(&world).await;
+        match &relayed {
+            Ok(address) => progress(
+                json,
+                &format!(
+                    "mail routing: a message for {address} sent to the old server was relayed to the new one (it is in that mailbox there)"
+                ),
+            ),
+            Err(why) => progress(json, &format!("mail routing: the old server did not relay: {why}")),
+        }
+        Some(relayed.is_ok())
+    } else {
+        None
+    };
+
     // Check the outcome from the outside: DNS answers, files on the target, notices written.
     let checker = Checker::new(vec![endpoint.dns_addr])?;
     let mut resolving = 0;
@@ -430,13 +390,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         domains_resolving_to_target: resolving,
         accounts_with_files_on_target: with_files,
         notices,
+        mail_relayed: relay,
         outbox: outbox.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     };
     let all_arrived = summary.arrived == summary.accounts
         && summary.domains_resolving_to_target == summary.domains
         && summary.accounts_with_files_on_target == summary.accounts
-        && summary.notices == summary.accounts;
+        && summary.notices == summary.accounts
+        && summary.mail_relayed != Some(false);
     if json {
         output::json(&summary)?;
     } else {
@@ -460,4 +422,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if all_arrived { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Sends one message for the first account's mailbox to the old server, as a sender whose
+/// resolver still holds the old MX would, and waits (10 s at most) for it in that mailbox on the
+/// new server. Returns the address, or why it did not arrive.
+async fn relay_check(world: &SimHosts) -> Result<String, String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let account = world.accounts.first().ok_or("no accounts")?;
+    let address = format!("info@{}", account.domain);
+    let message = Message::builder()
+        .from("Someone <someone@elsewhere.test>".parse().map_err(|e| format!("{e}"))?)
+        .to(address.parse().map_err(|e| format!("{e}"))?)
+        .subject("Sent to the old server after the move")
+        .body("The old server relays this to the new one.".to_owned())
+        .map_err(|e| e.to_string())?;
+    let smtp = world.source.smtp_addr;
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.ip().to_string())
+        .port(smtp.port())
+        .build();
+    let before = world.target.maildir_messages(&account.user, &account.domain, "info").len();
+    transport.send(message).await.map_err(|e| format!("the old server refused the message: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if world.target.maildir_messages(&account.user, &account.domain, "info").len() > before {
+            return Ok(address);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{address} did not arrive on the new server within 10 s"))
 }

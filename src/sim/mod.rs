@@ -24,6 +24,7 @@ mod serve;
 mod standalone;
 mod transfer;
 mod web;
+pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};

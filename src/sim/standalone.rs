@@ -1,11 +1,12 @@
 //! `siirto sim`: simulated cPanel hosts as a standalone process, to point siirto at by hand.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use rand::Rng;
 
+use super::nameserver::SimNameserver;
+use super::zones::{SOURCE_IP, TARGET_IP, create_zones};
 use super::{SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
 
 /// Options of `siirto sim`.
@@ -52,8 +53,9 @@ fn describe(role: &str, host: &SimHost) {
 }
 
 /// Runs `siirto sim`: a source host `old.sim.test` on 127.0.0.2 with generated accounts and,
-/// unless `--one`, an empty target `new.sim.test` on 127.0.0.3; prints their URLs, tokens,
-/// web addresses and certificate fingerprints, and serves until Ctrl-C.
+/// unless `--one`, an empty target `new.sim.test` on 127.0.0.3, and a nameserver holding the
+/// accounts' zones (which the hosts' mail relays ask); prints their URLs, tokens, web
+/// addresses and certificate fingerprints, and serves until Ctrl-C.
 pub async fn run_standalone(args: SimArgs) -> Result<()> {
     serve_until(args, async {
         if let Err(error) = tokio::signal::ctrl_c().await {
@@ -73,19 +75,34 @@ async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = 
             (Some(temp), path)
         }
     };
+    // A nameserver holding the accounts' zones (at the source), which the hosts' mail relays
+    // ask for MX records: with a domain's routing switched to remote, the source relays its
+    // mail to the host the MX names, as a real server does.
+    let api_key = throwaway_token();
+    let nameserver = SimNameserver::start(&api_key).await.context("starting the nameserver")?;
     let world = SimWorld::new();
-    let mut source_spec = SimHostSpec::new("old.sim.test", Ipv4Addr::new(127, 0, 0, 2), &throwaway_token());
-    source_spec.accounts = generate_accounts(args.accounts, "kukka");
+    let accounts = generate_accounts(args.accounts, "kukka");
+    let dns = crate::dns::PowerDns::new(
+        nameserver.api_url.clone(),
+        crate::secret::Secret::new(api_key.clone()),
+        "localhost".to_owned(),
+    )
+    .context("the nameserver's API client")?;
+    create_zones(&dns, &accounts, SOURCE_IP).await?;
+    let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, &throwaway_token());
+    source_spec.accounts = accounts;
     source_spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
     source_spec.tls = args.tls;
+    source_spec.dns_resolvers = vec![nameserver.dns_addr];
     let source = start_host(source_spec, data_dir.join("old.sim.test"), &world).await?;
     describe("source", &source);
     let target = if args.one {
         None
     } else {
-        let mut spec = SimHostSpec::new("new.sim.test", Ipv4Addr::new(127, 0, 0, 3), &throwaway_token());
+        let mut spec = SimHostSpec::new("new.sim.test", TARGET_IP, &throwaway_token());
         spec.transfer_bytes_per_sec = 20 * 1024 * 1024;
         spec.tls = args.tls;
+        spec.dns_resolvers = vec![nameserver.dns_addr];
         let target = start_host(spec, data_dir.join("new.sim.test"), &world).await?;
         describe("target", &target);
         println!(
@@ -94,6 +111,10 @@ async fn serve_until(args: SimArgs, shutdown: impl std::future::Future<Output = 
         );
         Some(target)
     };
+    println!(
+        "nameserver: DNS {}, PowerDNS API {} (key {api_key}), the accounts' zones at the source",
+        nameserver.dns_addr, nameserver.api_url
+    );
     println!("data: {}", data_dir.display());
     println!("{} accounts on the source; press Ctrl-C to stop.", args.accounts);
     shutdown.await;

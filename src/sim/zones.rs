@@ -1,0 +1,87 @@
+//! The zones of the simulated accounts' domains, as a company's nameserver holds them: the site,
+//! `www` and `mail` at the host, MX to `mail`, subdomains in their parent's zone. `siirto demo`,
+//! `siirto sim` and the tests create them through a PowerDNS API (the simulated nameserver's or
+//! a real pdns_server's).
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use futures::StreamExt;
+
+use crate::dns::{PowerDns, Rrset};
+use crate::names::DomainName;
+use crate::sim::SimAccount;
+
+/// The source host's address (a loopback alias).
+pub const SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The target host's address (a loopback alias).
+pub const TARGET_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The TTL the demo's zones start with, as a company's zones would.
+pub const ZONE_TTL: u32 = 3600;
+
+/// The zone the company's nameserver holds for one of an account's domains: the site, `www`
+/// and `mail` at the host, MX to `mail`.
+pub fn zone_rrsets(domain: &DomainName, ip: Ipv4Addr, ttl: u32) -> Vec<Rrset> {
+    let apex = domain.fqdn();
+    let rr = |name: String, rtype: &str, content: String| Rrset {
+        name,
+        rtype: rtype.to_owned(),
+        ttl,
+        records: vec![content],
+    };
+    vec![
+        rr(apex.clone(), "A", ip.to_string()),
+        rr(format!("www.{apex}"), "A", ip.to_string()),
+        rr(format!("mail.{apex}"), "A", ip.to_string()),
+        rr(apex.clone(), "MX", format!("10 mail.{apex}")),
+    ]
+}
+
+/// Every domain of the accounts that is a zone of its own: main, addon and parked domains
+/// (subdomains live in their parent's zone; see [`create_zones`]).
+pub fn all_domains(accounts: &[SimAccount]) -> Vec<DomainName> {
+    accounts
+        .iter()
+        .flat_map(|a| {
+            std::iter::once(a.domain.clone())
+                .chain(a.addon_domains.iter().cloned())
+                .chain(a.parked_domains.iter().cloned())
+        })
+        .collect()
+}
+
+/// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`; a
+/// subdomain gets an A record in its main domain's zone.
+pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr) -> anyhow::Result<()> {
+    let nameservers = vec!["ns1.siirto-demo.test.".to_owned()];
+    let zones: Vec<(DomainName, Vec<Rrset>)> = all_domains(accounts)
+        .into_iter()
+        .map(|domain| {
+            let mut rrsets = zone_rrsets(&domain, ip, ZONE_TTL);
+            for account in accounts.iter().filter(|a| a.domain == domain) {
+                for sub in &account.sub_domains {
+                    rrsets.push(Rrset {
+                        name: sub.fqdn(),
+                        rtype: "A".to_owned(),
+                        ttl: ZONE_TTL,
+                        records: vec![ip.to_string()],
+                    });
+                }
+            }
+            (domain, rrsets)
+        })
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(zones)
+        .map(|(domain, rrsets)| {
+            let nameservers = nameservers.clone();
+            async move {
+                dns.create_zone(&domain, &nameservers, &rrsets)
+                    .await
+                    .with_context(|| format!("creating the zone {domain}"))
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
