@@ -302,6 +302,13 @@ impl SshSession {
     /// the channel).
     #[instrument(skip_all, fields(address = %self.address))]
     pub async fn exec(&self, argv: &[&str]) -> Result<ExecOutput, SshError> {
+        self.exec_with_input(argv, &[]).await
+    }
+
+    /// [`SshSession::exec`] with `input` written to the command's standard input, which is then
+    /// closed (a list of files for `rsync --files-from=-`, say).
+    #[instrument(skip_all, fields(address = %self.address, input_bytes = input.len()))]
+    pub async fn exec_with_input(&self, argv: &[&str], input: &[u8]) -> Result<ExecOutput, SshError> {
         if argv.is_empty() {
             return Err(SshError::InvalidCommand { reason: "no program given".to_owned() });
         }
@@ -315,6 +322,11 @@ impl SshSession {
         let _slot = self.channels.acquire().await.map_err(|_closed| protocol(russh::Error::Disconnect))?;
         let mut channel = self.open_channel().await.map_err(protocol)?;
         channel.exec(true, command_line.into_bytes()).await.map_err(protocol)?;
+        if !input.is_empty() {
+            channel.data(input).await.map_err(protocol)?;
+        }
+        // End of input: a command reading its standard input sees it end, not hang.
+        channel.eof().await.map_err(protocol)?;
 
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
