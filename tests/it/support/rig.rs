@@ -1,7 +1,8 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, store, mail, zone reads, extra config) is a [`RigOptions`] field.
+//! settings, store, mail, zone reads, the `[daemon]` table,
+//! extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -42,12 +43,12 @@ pub struct RigOptions {
     /// through the API.
     pub axfr_reads: bool,
     /// The body of the config's `[daemon]` table; `None` leaves the table out (a test that
-    /// writes one per daemon).
+    /// writes one per daemon process with [`SimRig::write_daemon_config`]).
     pub daemon: Option<String>,
     /// The PowerDNS API URL the config names, when not pdns's own (a proxy in front of it);
     /// the rig still creates the zones through pdns's own.
     pub dns_api: Option<reqwest::Url>,
-    /// Appended to the config after its `[daemon]` and `[mail]` tables (e.g. `[hosts.old.ssh]`).
+    /// Appended to the config after its `[mail]` table (e.g. `[contracts]`).
     pub extra_config: String,
 }
 
@@ -80,6 +81,20 @@ pub enum Mail {
     Smtp(SocketAddr),
 }
 
+impl Mail {
+    /// The `[mail]` table's channel lines.
+    fn lines(&self) -> String {
+        match self {
+            Mail::Outbox => "channel = \"directory\"\npath = \"outbox\"\n".to_owned(),
+            Mail::Smtp(addr) => format!(
+                "channel = \"smtp\"\nhost = \"{}\"\nport = {}\nsecurity = \"none\"\n",
+                addr.ip(),
+                addr.port()
+            ),
+        }
+    }
+}
+
 /// The system clock plus an offset the test moves forward, so that gates and settle periods
 /// of hours pass at once. Until a test moves it, it is the system clock.
 #[derive(Default)]
@@ -104,6 +119,7 @@ impl Clock for OffsetClock {
 pub struct SimRig {
     pub dir: tempfile::TempDir,
     pub hosts: SimHosts,
+    /// Our nameserver: the company's, holding the source accounts' zones.
     pub pdns: Pdns,
     /// A client of pdns's API, to read and change zones as the engine sees them.
     pub dns: PowerDns,
@@ -112,54 +128,51 @@ pub struct SimRig {
     pub id: MigrationId,
     /// The time the rig's engines, plans and operator actions run on.
     pub clock: Arc<OffsetClock>,
+    /// The config's text without a `[daemon]` table, for [`SimRig::write_daemon_config`].
+    base_config: String,
 }
 
 impl SimRig {
-    /// Starts pdns_server and the two hosts, creates the source accounts' zones, writes the
-    /// config and opens the store.
+    /// Starts pdns_server and the two hosts,
+    /// creates the source accounts' zones, writes the config and opens the store.
     pub async fn start(options: RigOptions) -> SimRig {
+        let RigOptions { id, source, target, database, mail, axfr_reads, daemon, dns_api, extra_config } =
+            options;
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
         let world = SimWorld::new();
-        let accounts = options.source.accounts.clone();
-        let source = start_host(options.source, dir.path().join("old"), &world).await.unwrap();
-        let target = start_host(options.target, dir.path().join("new"), &world).await.unwrap();
+        let accounts = source.accounts.clone();
+        let source_ip = source.ip;
+        let source = start_host(source, dir.path().join("old"), &world).await.unwrap();
+        let target = start_host(target, dir.path().join("new"), &world).await.unwrap();
         let hosts = SimHosts { world, source, target, accounts };
         let endpoint = dns_endpoint(&pdns);
         let dns = endpoint.client().unwrap();
-        // The zones point where the sites are: the shared address, or the account's own.
-        let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
-        for account in &hosts.accounts {
-            by_address.entry(account.dedicated_ip.unwrap_or(SOURCE_IP)).or_default().push(account.clone());
-        }
-        for (address, accounts) in &by_address {
-            create_zones(&dns, accounts, *address).await.unwrap();
-        }
-        let database = match options.database {
+        create_our_zones(&dns, &hosts.accounts, source_ip).await;
+
+        let database = match database {
             Some(url) => url,
             None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
         };
-        // write_config appends this right after the [dns] table's own lines.
-        let axfr =
-            if options.axfr_reads { format!("axfr_server = \"{}\"\n", pdns.dns_addr) } else { String::new() };
-        let mail = match options.mail {
-            Mail::Outbox => "channel = \"directory\"\npath = \"outbox\"\n".to_owned(),
-            Mail::Smtp(addr) => format!(
-                "channel = \"smtp\"\nhost = \"{}\"\nport = {}\nsecurity = \"none\"\n",
-                addr.ip(),
-                addr.port()
-            ),
-        };
-        let daemon = options.daemon.map(|body| format!("\n[daemon]\n{body}")).unwrap_or_default();
+        let axfr_server = axfr_reads.then_some(pdns.dns_addr);
+        // write_config appends this right after the [dns] table's own lines, so it opens with
+        // more of them.
         let extra = format!(
-            "{axfr}{daemon}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{mail}\n{}",
-            options.extra_config
+            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}\n{extra_config}",
+            more_dns_lines(axfr_server),
+            mail.lines()
         );
-        let named = match options.dns_api {
+        let named = match dns_api {
             Some(api_url) => DnsEndpoint { api_url, ..endpoint },
             None => endpoint,
         };
-        let config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
+        let mut config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
+        let base_config = std::fs::read_to_string(dir.path().join("siirto.toml")).unwrap();
+        if let Some(body) = daemon {
+            let path = dir.path().join("siirto.toml");
+            std::fs::write(&path, format!("{base_config}\n[daemon]\n{body}")).unwrap();
+            config = siirto::config::Config::load(&path).unwrap();
+        }
         let store = Store::connect(&config.database).await.unwrap();
         SimRig {
             dir,
@@ -168,9 +181,18 @@ impl SimRig {
             dns,
             config,
             store,
-            id: MigrationId::parse(options.id).unwrap(),
+            id: MigrationId::parse(id).unwrap(),
             clock: Arc::new(OffsetClock::default()),
+            base_config,
         }
+    }
+
+    /// Writes `file` in the rig's directory: the rig's config with a `[daemon]` table of `body`
+    /// (in place of [`RigOptions::daemon`]), for a daemon process of its own. Returns `file`.
+    pub fn write_daemon_config(&self, file: &str, body: &str) -> String {
+        let text = format!("{}\n[daemon]\n{body}", self.base_config);
+        std::fs::write(self.dir.path().join(file), text).unwrap();
+        file.to_owned()
     }
 
     /// The user name of the source's `n`th account.
@@ -339,6 +361,27 @@ impl Daemon {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
+}
+
+/// Creates on our nameserver the accounts' zones, pointing where the sites are: the account's
+/// dedicated address, or the source's shared one.
+async fn create_our_zones(dns: &PowerDns, accounts: &[SimAccount], shared: Ipv4Addr) {
+    let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
+    for account in accounts {
+        by_address.entry(account.dedicated_ip.unwrap_or(shared)).or_default().push(account.clone());
+    }
+    for (address, accounts) in &by_address {
+        create_zones(dns, accounts, *address).await.unwrap();
+    }
+}
+
+/// The `[dns]` lines beyond write_config's own: the AXFR server to read zones from.
+fn more_dns_lines(axfr_server: Option<SocketAddr>) -> String {
+    let mut lines = String::new();
+    if let Some(server) = axfr_server {
+        lines.push_str(&format!("axfr_server = \"{server}\"\n"));
+    }
+    lines
 }
 
 /// `pdns` as the company's DNS in a config: its API and its nameserver.
