@@ -1,7 +1,7 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, store, mail, zone reads, the `[daemon]` table,
+//! settings, where zones live, store, mail, zone reads, the `[daemon]` table,
 //! extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
@@ -35,6 +35,8 @@ pub struct RigOptions {
     pub source: SimHostSpec,
     /// The target host (`new`).
     pub target: SimHostSpec,
+    /// Source accounts (by index) whose zones are not on our nameserver, and where they are.
+    pub zones_elsewhere: BTreeMap<usize, Elsewhere>,
     /// The store's URL; `None`: a SQLite file in the rig's directory.
     pub database: Option<String>,
     /// Where the notices go.
@@ -53,9 +55,9 @@ pub struct RigOptions {
 }
 
 impl RigOptions {
-    /// `accounts` generated accounts (`kukka0001`…) on the source, an empty target moving at
-    /// the sim's default rate, a SQLite store, notices to a directory, zones read through the
-    /// API; the migration called `id`.
+    /// `accounts` generated accounts (`kukka0001`…) on the source, their zones on our
+    /// nameserver, an empty target moving at the sim's default rate, a SQLite store, notices to
+    /// a directory, zones read through the API; the migration called `id`.
     pub fn new(id: &'static str, accounts: usize) -> RigOptions {
         let mut source = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
         source.accounts = generate_accounts(accounts, "kukka");
@@ -63,6 +65,7 @@ impl RigOptions {
             id,
             source,
             target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
+            zones_elsewhere: BTreeMap::new(),
             database: None,
             mail: Mail::Outbox,
             axfr_reads: false,
@@ -71,6 +74,12 @@ impl RigOptions {
             extra_config: String::new(),
         }
     }
+}
+
+/// Where a source account's zones are, when not on our nameserver.
+pub enum Elsewhere {
+    /// Nowhere: no nameserver the rig runs serves them.
+    Nowhere,
 }
 
 /// The config's notice channel.
@@ -136,8 +145,18 @@ impl SimRig {
     /// Starts pdns_server and the two hosts,
     /// creates the source accounts' zones, writes the config and opens the store.
     pub async fn start(options: RigOptions) -> SimRig {
-        let RigOptions { id, source, target, database, mail, axfr_reads, daemon, dns_api, extra_config } =
-            options;
+        let RigOptions {
+            id,
+            source,
+            target,
+            zones_elsewhere,
+            database,
+            mail,
+            axfr_reads,
+            daemon,
+            dns_api,
+            extra_config,
+        } = options;
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
         let world = SimWorld::new();
@@ -148,7 +167,7 @@ impl SimRig {
         let hosts = SimHosts { world, source, target, accounts };
         let endpoint = dns_endpoint(&pdns);
         let dns = endpoint.client().unwrap();
-        create_our_zones(&dns, &hosts.accounts, source_ip).await;
+        create_our_zones(&dns, &hosts.accounts, &zones_elsewhere, source_ip).await;
 
         let database = match database {
             Some(url) => url,
@@ -285,6 +304,11 @@ impl SimRig {
         self.dns.zone(domain).await.unwrap()
     }
 
+    /// A WHM client of the source host, as the config names it.
+    pub fn source_whm(&self) -> WhmClient {
+        World::from_config(&self.config).unwrap().hosts["old"].whm.clone()
+    }
+
     /// A WHM client of the target host, as the config names it.
     pub fn target_whm(&self) -> WhmClient {
         World::from_config(&self.config).unwrap().hosts["new"].whm.clone()
@@ -363,11 +387,16 @@ impl Daemon {
     }
 }
 
-/// Creates on our nameserver the accounts' zones, pointing where the sites are: the account's
-/// dedicated address, or the source's shared one.
-async fn create_our_zones(dns: &PowerDns, accounts: &[SimAccount], shared: Ipv4Addr) {
+/// Creates on our nameserver the zones of the accounts not named in `elsewhere`, pointing where
+/// the sites are: the account's dedicated address, or the source's shared one.
+async fn create_our_zones(
+    dns: &PowerDns,
+    accounts: &[SimAccount],
+    elsewhere: &BTreeMap<usize, Elsewhere>,
+    shared: Ipv4Addr,
+) {
     let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
-    for account in accounts {
+    for (_, account) in accounts.iter().enumerate().filter(|(n, _)| !elsewhere.contains_key(n)) {
         by_address.entry(account.dedicated_ip.unwrap_or(shared)).or_default().push(account.clone());
     }
     for (address, accounts) in &by_address {
