@@ -1,7 +1,7 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, where zones live, store, mail, zone reads, the `[daemon]` table,
+//! settings, where zones live, public DNS, store, mail, zone reads, the `[daemon]` table,
 //! extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
+use siirto::demo::{
+    DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, ZONE_TTL, all_domains, create_zones, write_config,
+    zone_rrsets,
+};
 use siirto::dns::{DnsProvider, PowerDns, Zone};
 use siirto::domain::{DomainState, Timestamp};
 use siirto::engine::{Clock, Engine};
@@ -25,6 +28,9 @@ use siirto::world::World;
 
 use crate::support::pdns::Pdns;
 
+/// The nameserver a third party's zones name: not one of ours.
+const THEIR_NS: &str = "ns1.their-dns.example.";
+
 /// What a rig starts. [`RigOptions::new`] gives the defaults; a test changes the fields it
 /// cares about.
 pub struct RigOptions {
@@ -37,6 +43,10 @@ pub struct RigOptions {
     pub target: SimHostSpec,
     /// Source accounts (by index) whose zones are not on our nameserver, and where they are.
     pub zones_elsewhere: BTreeMap<usize, Elsewhere>,
+    /// Public DNS is the rig's nameservers: the config's `[dns] resolvers` (what classification
+    /// and propagation checks ask) and the hosts' mail relays ask ours, then theirs when it
+    /// runs. Off: siirto asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
+    pub public_dns: bool,
     /// The store's URL; `None`: a SQLite file in the rig's directory.
     pub database: Option<String>,
     /// Where the notices go.
@@ -56,8 +66,8 @@ pub struct RigOptions {
 
 impl RigOptions {
     /// `accounts` generated accounts (`kukka0001`…) on the source, their zones on our
-    /// nameserver, an empty target moving at the sim's default rate, a SQLite store, notices to
-    /// a directory, zones read through the API; the migration called `id`.
+    /// nameserver, an empty target moving at the sim's default rate, no public DNS, a SQLite
+    /// store, notices to a directory, zones read through the API; the migration called `id`.
     pub fn new(id: &'static str, accounts: usize) -> RigOptions {
         let mut source = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
         source.accounts = generate_accounts(accounts, "kukka");
@@ -66,6 +76,7 @@ impl RigOptions {
             source,
             target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
             zones_elsewhere: BTreeMap::new(),
+            public_dns: false,
             database: None,
             mail: Mail::Outbox,
             axfr_reads: false,
@@ -78,6 +89,10 @@ impl RigOptions {
 
 /// Where a source account's zones are, when not on our nameserver.
 pub enum Elsewhere {
+    /// On a third party's nameserver ([`SimRig::theirs`], started for them) under nameservers
+    /// that are not ours, pointing at the source: the customer's own DNS, which siirto sees only
+    /// through public DNS ([`RigOptions::public_dns`]).
+    TheirDns,
     /// Nowhere: no nameserver the rig runs serves them.
     Nowhere,
 }
@@ -132,6 +147,9 @@ pub struct SimRig {
     pub pdns: Pdns,
     /// A client of pdns's API, to read and change zones as the engine sees them.
     pub dns: PowerDns,
+    /// The third party's nameserver, when some account's zones are there
+    /// ([`Elsewhere::TheirDns`]).
+    pub theirs: Option<Pdns>,
     pub config: siirto::config::Config,
     pub store: Store,
     pub id: MigrationId,
@@ -142,14 +160,15 @@ pub struct SimRig {
 }
 
 impl SimRig {
-    /// Starts pdns_server and the two hosts,
+    /// Starts pdns_server (and the third party's when some zones are there), the two hosts,
     /// creates the source accounts' zones, writes the config and opens the store.
     pub async fn start(options: RigOptions) -> SimRig {
         let RigOptions {
             id,
-            source,
-            target,
+            mut source,
+            mut target,
             zones_elsewhere,
+            public_dns,
             database,
             mail,
             axfr_reads,
@@ -159,6 +178,19 @@ impl SimRig {
         } = options;
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
+        let theirs = if zones_elsewhere.values().any(|e| matches!(e, Elsewhere::TheirDns)) {
+            assert!(public_dns, "zones on their nameserver are seen only through public DNS: set public_dns");
+            Some(Pdns::start().await)
+        } else {
+            None
+        };
+        let resolvers: Vec<SocketAddr> = if public_dns {
+            std::iter::once(pdns.dns_addr).chain(theirs.as_ref().map(|t| t.dns_addr)).collect()
+        } else {
+            Vec::new()
+        };
+        source.dns_resolvers.clone_from(&resolvers);
+        target.dns_resolvers.clone_from(&resolvers);
         let world = SimWorld::new();
         let accounts = source.accounts.clone();
         let source_ip = source.ip;
@@ -168,6 +200,9 @@ impl SimRig {
         let endpoint = dns_endpoint(&pdns);
         let dns = endpoint.client().unwrap();
         create_our_zones(&dns, &hosts.accounts, &zones_elsewhere, source_ip).await;
+        if let Some(theirs) = &theirs {
+            create_their_zones(theirs, &hosts.accounts, &zones_elsewhere, source_ip).await;
+        }
 
         let database = match database {
             Some(url) => url,
@@ -178,7 +213,7 @@ impl SimRig {
         // more of them.
         let extra = format!(
             "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}\n{extra_config}",
-            more_dns_lines(axfr_server),
+            more_dns_lines(axfr_server, &resolvers),
             mail.lines()
         );
         let named = match dns_api {
@@ -198,6 +233,7 @@ impl SimRig {
             hosts,
             pdns,
             dns,
+            theirs,
             config,
             store,
             id: MigrationId::parse(id).unwrap(),
@@ -212,6 +248,13 @@ impl SimRig {
         let text = format!("{}\n[daemon]\n{body}", self.base_config);
         std::fs::write(self.dir.path().join(file), text).unwrap();
         file.to_owned()
+    }
+
+    /// A client of the third party's nameserver's API.
+    pub fn their_dns(&self) -> PowerDns {
+        dns_endpoint(self.theirs.as_ref().expect("no account's zones are on their nameserver"))
+            .client()
+            .unwrap()
     }
 
     /// The user name of the source's `n`th account.
@@ -404,11 +447,34 @@ async fn create_our_zones(
     }
 }
 
-/// The `[dns]` lines beyond write_config's own: the AXFR server to read zones from.
-fn more_dns_lines(axfr_server: Option<SocketAddr>) -> String {
+/// Creates on their nameserver the zones of the accounts `elsewhere` puts there, pointing at the
+/// source under a nameserver that is not ours, at the TTL our zones start with.
+async fn create_their_zones(
+    theirs: &Pdns,
+    accounts: &[SimAccount],
+    elsewhere: &BTreeMap<usize, Elsewhere>,
+    source: Ipv4Addr,
+) {
+    let dns = dns_endpoint(theirs).client().unwrap();
+    for (n, _) in elsewhere.iter().filter(|(_, e)| matches!(e, Elsewhere::TheirDns)) {
+        for domain in all_domains(std::slice::from_ref(&accounts[*n])) {
+            let rrsets = zone_rrsets(&domain, source, ZONE_TTL);
+            dns.create_zone(&domain, &[THEIR_NS.to_owned()], &rrsets).await.unwrap();
+        }
+    }
+}
+
+/// The `[dns]` lines beyond write_config's own: the AXFR server to read zones from, and public
+/// DNS as the resolvers (none: siirto asks its nameservers).
+fn more_dns_lines(axfr_server: Option<SocketAddr>, resolvers: &[SocketAddr]) -> String {
     let mut lines = String::new();
     if let Some(server) = axfr_server {
         lines.push_str(&format!("axfr_server = \"{server}\"\n"));
+    }
+    if !resolvers.is_empty() {
+        let list = resolvers.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+        // A resolver that does not answer must not hold a check up for long.
+        lines.push_str(&format!("resolvers = [{list}]\nquery_timeout = \"1s\"\n"));
     }
     lines
 }
