@@ -1,11 +1,12 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, where zones live, public DNS, store, mail, zone reads, the `[daemon]` table,
+//! settings, where zones live, public DNS, sshd, store, mail, zone reads, the `[daemon]` table,
 //! extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use siirto::whm::WhmClient;
 use siirto::world::World;
 
 use crate::support::pdns::Pdns;
+use crate::support::sshd::Sshd;
 
 /// The nameserver a third party's zones name: not one of ours.
 const THEIR_NS: &str = "ns1.their-dns.example.";
@@ -47,6 +49,10 @@ pub struct RigOptions {
     /// and propagation checks ask) and the hosts' mail relays ask ours, then theirs when it
     /// runs. Off: siirto asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
     pub public_dns: bool,
+    /// Each host gets a real sshd ([`SimRig::ssh`]) and the config its `[hosts.X.ssh]` table:
+    /// home roots in the sim hosts' data dirs, the source's exim log, and the target's pull key
+    /// and known_hosts for the delta sync's hop into the source, whose host key is pinned there.
+    pub ssh: bool,
     /// The store's URL; `None`: a SQLite file in the rig's directory.
     pub database: Option<String>,
     /// Where the notices go.
@@ -60,14 +66,16 @@ pub struct RigOptions {
     /// The PowerDNS API URL the config names, when not pdns's own (a proxy in front of it);
     /// the rig still creates the zones through pdns's own.
     pub dns_api: Option<reqwest::Url>,
-    /// Appended to the config after its `[mail]` table (e.g. `[contracts]`).
+    /// Appended to the config after its `[mail]` table and the hosts' ssh tables (e.g.
+    /// `[contracts]`).
     pub extra_config: String,
 }
 
 impl RigOptions {
     /// `accounts` generated accounts (`kukka0001`…) on the source, their zones on our
-    /// nameserver, an empty target moving at the sim's default rate, no public DNS, a SQLite
-    /// store, notices to a directory, zones read through the API; the migration called `id`.
+    /// nameserver, an empty target moving at the sim's default rate, no public DNS or sshd, a
+    /// SQLite store, notices to a directory, zones read through the API; the migration called
+    /// `id`.
     pub fn new(id: &'static str, accounts: usize) -> RigOptions {
         let mut source = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
         source.accounts = generate_accounts(accounts, "kukka");
@@ -77,6 +85,7 @@ impl RigOptions {
             target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
             zones_elsewhere: BTreeMap::new(),
             public_dns: false,
+            ssh: false,
             database: None,
             mail: Mail::Outbox,
             axfr_reads: false,
@@ -150,6 +159,8 @@ pub struct SimRig {
     /// The third party's nameserver, when some account's zones are there
     /// ([`Elsewhere::TheirDns`]).
     pub theirs: Option<Pdns>,
+    /// The hosts' sshd, when [`RigOptions::ssh`] asked for them.
+    pub ssh: Option<RigSsh>,
     pub config: siirto::config::Config,
     pub store: Store,
     pub id: MigrationId,
@@ -159,9 +170,65 @@ pub struct SimRig {
     base_config: String,
 }
 
+/// The hosts' real sshd and the file the delta sync's hop checks the source's host key with.
+pub struct RigSsh {
+    /// The source's sshd (`[hosts.old.ssh]`).
+    pub source: Sshd,
+    /// The target's sshd (`[hosts.new.ssh]`).
+    pub target: Sshd,
+    /// The target's `pull_known_hosts`: the source's host key pinned for the rsync hop.
+    pub pull_known_hosts: PathBuf,
+}
+
+impl RigSsh {
+    /// Pins the source's host key in `pull_known_hosts` (the rig starts with it pinned).
+    pub fn pin_source_host_key(&self) {
+        let line = format!("[127.0.0.1]:{} {}\n", self.source.address.port(), self.source.host_key_line);
+        std::fs::write(&self.pull_known_hosts, line).unwrap();
+    }
+
+    /// The `[hosts.old.ssh]` and `[hosts.new.ssh]` tables for `hosts`.
+    fn config_tables(&self, hosts: &SimHosts) -> String {
+        let (source, target) = (&self.source, &self.target);
+        format!(
+            r#"
+[hosts.old.ssh]
+address = "{source_address}"
+user = "{source_user}"
+key_file = "{source_key}"
+host_key = "{source_host_key}"
+home_root = "{source_home}"
+mail_log = "{source_log}"
+
+[hosts.new.ssh]
+address = "{target_address}"
+user = "{target_user}"
+key_file = "{target_key}"
+host_key = "{target_host_key}"
+home_root = "{target_home}"
+pull_key_file = "{source_key}"
+pull_known_hosts = "{known_hosts}"
+"#,
+            source_address = source.address,
+            source_user = source.user,
+            source_key = source.client_key.display(),
+            source_host_key = source.host_key_line,
+            source_home = hosts.source.data_dir().join("home").display(),
+            source_log = hosts.source.data_dir().join("var/log/exim_mainlog").display(),
+            target_address = target.address,
+            target_user = target.user,
+            target_key = target.client_key.display(),
+            target_host_key = target.host_key_line,
+            target_home = hosts.target.data_dir().join("home").display(),
+            known_hosts = self.pull_known_hosts.display(),
+        )
+    }
+}
+
 impl SimRig {
     /// Starts pdns_server (and the third party's when some zones are there), the two hosts,
-    /// creates the source accounts' zones, writes the config and opens the store.
+    /// creates the source accounts' zones, starts the sshd if asked, writes the config and
+    /// opens the store.
     pub async fn start(options: RigOptions) -> SimRig {
         let RigOptions {
             id,
@@ -169,6 +236,7 @@ impl SimRig {
             mut target,
             zones_elsewhere,
             public_dns,
+            ssh,
             database,
             mail,
             axfr_reads,
@@ -203,16 +271,18 @@ impl SimRig {
         if let Some(theirs) = &theirs {
             create_their_zones(theirs, &hosts.accounts, &zones_elsewhere, source_ip).await;
         }
+        let ssh = if ssh { Some(start_sshd(dir.path()).await) } else { None };
 
         let database = match database {
             Some(url) => url,
             None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
         };
         let axfr_server = axfr_reads.then_some(pdns.dns_addr);
+        let ssh_tables = ssh.as_ref().map(|ssh| ssh.config_tables(&hosts)).unwrap_or_default();
         // write_config appends this right after the [dns] table's own lines, so it opens with
         // more of them.
         let extra = format!(
-            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}\n{extra_config}",
+            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
             more_dns_lines(axfr_server, &resolvers),
             mail.lines()
         );
@@ -234,6 +304,7 @@ impl SimRig {
             pdns,
             dns,
             theirs,
+            ssh,
             config,
             store,
             id: MigrationId::parse(id).unwrap(),
@@ -477,6 +548,17 @@ fn more_dns_lines(axfr_server: Option<SocketAddr>, resolvers: &[SocketAddr]) -> 
         lines.push_str(&format!("resolvers = [{list}]\nquery_timeout = \"1s\"\n"));
     }
     lines
+}
+
+/// Starts an sshd for each host; the target's pull known_hosts (in `dir`) pins the source.
+async fn start_sshd(dir: &Path) -> RigSsh {
+    let ssh = RigSsh {
+        source: Sshd::start().await,
+        target: Sshd::start().await,
+        pull_known_hosts: dir.join("pull_known_hosts"),
+    };
+    ssh.pin_source_host_key();
+    ssh
 }
 
 /// `pdns` as the company's DNS in a config: its API and its nameserver.
