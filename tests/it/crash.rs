@@ -76,6 +76,14 @@ async fn a_daemon_restarted_under_its_name_takes_its_jobs_back_at_once() {
         Slowness { dns_answer: Duration::ZERO, smtp_ehlo: Duration::from_secs(3), smtp_quit: Duration::ZERO };
     let rig = CrashRig::start("crash-restart", None, slowness, lease).await;
     let mut first = rig.start_daemon("solo");
+    // The first holds the lock once its engine runs; a twin started before that could take the
+    // lock first and leave the first to be refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log_text().contains("engine running") {
+        first.assert_running();
+        assert!(Instant::now() < deadline, "the first daemon did not start:\n{}", first.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A second daemon of the same name on this host is refused at once.
     let mut twin = rig.start_daemon("solo");
