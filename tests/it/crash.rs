@@ -76,6 +76,14 @@ async fn a_daemon_restarted_under_its_name_takes_its_jobs_back_at_once() {
         Slowness { dns_answer: Duration::ZERO, smtp_ehlo: Duration::from_secs(3), smtp_quit: Duration::ZERO };
     let rig = CrashRig::start("crash-restart", None, slowness, lease).await;
     let mut first = rig.start_daemon("solo");
+    // The first holds the lock once its engine runs; a twin started before that could take the
+    // lock first and leave the first to be refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log_text().contains("engine running") {
+        first.assert_running();
+        assert!(Instant::now() < deadline, "the first daemon did not start:\n{}", first.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A second daemon of the same name on this host is refused at once.
     let mut twin = rig.start_daemon("solo");
@@ -141,7 +149,6 @@ struct CrashRig {
     rig: SimRig,
     api: SlowApi,
     smtp: SmtpServer,
-    base_config: String,
     lease: Duration,
 }
 
@@ -177,27 +184,23 @@ impl CrashRig {
         options.dns_api = Some(api.url.clone());
         let rig = SimRig::start(options).await;
         api.forward_to(rig.pdns.api_url.clone());
-        let base_config = std::fs::read_to_string(rig.dir.path().join("siirto.toml")).unwrap();
         // Plan, approve and start as an operator would; the daemons do the rest. The settle
         // period is short so the TTL restore happens within the test.
         let playbook_text = include_str!("../../playbooks/demo.toml")
             .replace("settle_after = \"2d\"", "settle_after = \"3s\"");
         assert!(playbook_text.contains("settle_after = \"3s\""));
         rig.plan_and_start(&playbook_text).await;
-        CrashRig { rig, api, smtp, base_config, lease }
+        CrashRig { rig, api, smtp, lease }
     }
 
-    /// Writes `<owner>.toml`: the base config with the daemon settings of `owner`.
+    /// Writes `<owner>.toml`: the rig's config with the daemon settings of `owner`.
     fn config_for(&self, owner: &str) -> String {
-        let file = format!("{owner}.toml");
-        let text = format!(
-            "{}\n[daemon]\nowner = \"{owner}\"\nlease = \"{}ms\"\nidle_poll = \"100ms\"\nstop_timeout = \"{}ms\"\n",
-            self.base_config,
+        let daemon = format!(
+            "owner = \"{owner}\"\nlease = \"{}ms\"\nidle_poll = \"100ms\"\nstop_timeout = \"{}ms\"\n",
             self.lease.as_millis(),
             STOP_TIMEOUT.as_millis()
         );
-        std::fs::write(self.rig.dir.path().join(&file), text).unwrap();
-        file
+        self.rig.write_daemon_config(&format!("{owner}.toml"), &daemon)
     }
 
     fn start_daemon(&self, owner: &str) -> DaemonProcess {

@@ -4,20 +4,16 @@
 //! as a real target server does), with a real pdns_server and a SQLite store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
+use siirto::demo::TARGET_IP;
 use siirto::domain::MigrationState;
-use siirto::names::MigrationId;
 use siirto::playbook::Playbook;
-use siirto::sim::{SimHostSpec, SimTransferSession, SimWorld, generate_accounts, start_host};
-use siirto::status::migration_status;
-use siirto::store::{EventRow, Store};
-use siirto::world::World;
+use siirto::sim::SimTransferSession;
+use siirto::store::EventRow;
 
 use crate::support::daemon::DaemonProcess;
-use crate::support::pdns::Pdns;
+use crate::support::rig::{RigOptions, SimRig};
 
 const PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 const ACCOUNTS: usize = 6;
@@ -26,12 +22,11 @@ const ACCOUNTS: usize = 6;
 /// never on this figure.
 const BYTES_PER_SEC: u64 = 5 * 1024 * 1024;
 
-fn daemon_settings(owner: &str, outbox: &Path) -> String {
+/// Writes `<owner>.toml` for a daemon process named `owner`.
+fn daemon_config(rig: &SimRig, owner: &str) -> String {
     // A short lease, so the restarted daemon may take over the killed one's jobs soon.
-    format!(
-        "[daemon]\nowner = \"{owner}\"\nlease = \"2s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"{}\"\n",
-        outbox.display()
-    )
+    let daemon = format!("owner = \"{owner}\"\nlease = \"2s\"\nidle_poll = \"100ms\"\n");
+    rig.write_daemon_config(&format!("{owner}.toml"), &daemon)
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, panicking with `what` after `timeout`.
@@ -61,62 +56,31 @@ fn of_kind<'a>(events: &'a [EventRow], kind: &'a str) -> impl Iterator<Item = &'
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let pdns = Pdns::start().await;
-    let world = SimWorld::new();
-    let accounts = generate_accounts(ACCOUNTS, "kukka");
-    let mut source_spec = SimHostSpec::new("old.sim.test", SOURCE_IP, "source-token-for-the-restart-test");
-    source_spec.accounts = accounts.clone();
-    source_spec.transfer_bytes_per_sec = BYTES_PER_SEC;
-    let source = start_host(source_spec, dir.path().join("old.sim.test"), &world).await.unwrap();
-    let mut target_spec = SimHostSpec::new("new.sim.test", TARGET_IP, "target-token-for-the-restart-test");
-    target_spec.transfer_bytes_per_sec = BYTES_PER_SEC;
-    let target = start_host(target_spec, dir.path().join("new.sim.test"), &world).await.unwrap();
-    let hosts = SimHosts { world, source, target, accounts };
-    let endpoint =
-        DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };
-    create_zones(&endpoint.client().unwrap(), &hosts.accounts, SOURCE_IP).await.unwrap();
-    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-    let outbox = dir.path().join("outbox");
-    let config =
-        write_config(&hosts, &endpoint, dir.path(), &database, &daemon_settings("daemon-a", &outbox))
-            .unwrap();
-    let store = Store::connect(&config.database).await.unwrap();
+    let mut options = RigOptions::new("restart", ACCOUNTS);
+    options.source.transfer_bytes_per_sec = BYTES_PER_SEC;
+    options.target.transfer_bytes_per_sec = BYTES_PER_SEC;
+    // One [daemon] table per daemon process, written by `daemon_config`.
+    options.daemon = None;
+    let rig = SimRig::start(options).await;
+    let (hosts, store) = (&rig.hosts, &rig.store);
 
     // Plan, approve and start as an operator would; the daemon process does the rest.
-    let id = MigrationId::parse("restart").unwrap();
     let playbook = Playbook::parse(PLAYBOOK, "playbooks/demo.toml").unwrap();
     assert!(
         playbook.transfer.accounts_per_session as usize >= ACCOUNTS,
         "the test wants every account in the first session"
     );
-    let adapters = World::from_config(&config).unwrap();
-    let now = chrono::Utc::now();
-    let request = siirto::plan::PlanRequest {
-        id: id.clone(),
-        source: "old",
-        target: "new",
-        playbook: &playbook,
-        cutover_at: now,
-        actor: "test",
-    };
-    let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
-    assert_eq!(plan.counts.move_and_repoint, plan.counts.domains, "{:#?}", plan.flagged);
-    siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
-    let started =
-        siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
-    assert!(started.started.is_some(), "{:#?}", started.report);
+    rig.plan_and_start(PLAYBOOK).await;
 
     // Daemon A runs until the session is transferring on the target and the store shows at
     // least one of its accounts copied (daemon A read the session's log) while others are
     // still in the TRANSFER queue.
-    let mut daemon_a = DaemonProcess::start(dir.path(), "siirto.toml", "daemon-a.log");
+    let mut daemon_a = DaemonProcess::start(rig.dir.path(), &daemon_config(&rig, "daemon-a"), "daemon-a.log");
     let session: SimTransferSession = wait_until(
         "a running session with one account copied",
         Duration::from_secs(120),
         &mut daemon_a,
         || {
-            let store = &store;
             let target = &hosts.target;
             async move {
                 let sessions = account_sessions(target);
@@ -154,12 +118,11 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
     assert!(!left_to_follow.is_empty(), "every account was restored before the kill; log:\n{log_a}");
 
     // Daemon B, on the same store, once daemon A's leases have run out.
-    write_config(&hosts, &endpoint, dir.path(), &database, &daemon_settings("daemon-b", &outbox)).unwrap();
-    let mut daemon_b = DaemonProcess::start(dir.path(), "siirto.toml", "daemon-b.log");
+    let mut daemon_b = DaemonProcess::start(rig.dir.path(), &daemon_config(&rig, "daemon-b"), "daemon-b.log");
     let status = wait_until("the migration to cut over", Duration::from_secs(240), &mut daemon_b, || {
-        let store = &store;
+        let rig = &rig;
         async move {
-            let status = migration_status(store, "restart").await.unwrap();
+            let status = rig.status().await;
             matches!(status.detail, MigrationState::CutOver { .. }).then_some(status)
         }
     })
@@ -214,12 +177,12 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
     assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
 
     // The customers' view: every domain now answers with the target's address.
-    let checker = siirto::dns::Checker::new(vec![pdns.dns_addr]).unwrap();
+    let checker = siirto::dns::Checker::new(vec![rig.pdns.dns_addr]).unwrap();
     for domain in siirto::demo::all_domains(&hosts.accounts) {
         let answer = checker.verify_a(&domain, TARGET_IP).await.unwrap();
         assert!(matches!(answer, siirto::dns::Verification::Served), "{domain}: {answer:?}");
     }
-    let notices = std::fs::read_dir(&outbox).unwrap().count();
+    let notices = std::fs::read_dir(rig.dir.path().join("outbox")).unwrap().count();
     assert_eq!(notices, ACCOUNTS, "one notice per account");
 }
 

@@ -6,47 +6,17 @@
 //! to change; a reminder follows; then the test changes the records on "theirs" (as the customer
 //! would) and the domain is seen propagated.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, TARGET_IP, create_zones, start_hosts, write_config, zone_rrsets};
-use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
+use siirto::demo::{SOURCE_IP, TARGET_IP};
+use siirto::dns::{DnsProvider, Rrset, RrsetChange};
 use siirto::domain::MigrationState;
-use siirto::engine::{Engine, SystemClock};
-use siirto::names::MigrationId;
 use siirto::plan::DomainAction;
 use siirto::playbook::Playbook;
-use siirto::secret::Secret;
-use siirto::status::{MigrationStatus, migration_status};
-use siirto::store::Store;
-use siirto::world::World;
+use siirto::status::MigrationStatus;
 
-use crate::support::pdns::Pdns;
+use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
 use crate::support::smtp::SmtpServer;
-
-const THEIR_NS: &str = "ns1.otherdns.test.";
-
-fn client(pdns: &Pdns) -> PowerDns {
-    PowerDns::new(pdns.api_url.clone(), Secret::new(&pdns.api_key), "localhost".into()).unwrap()
-}
-
-async fn wait_for(
-    store: &Store,
-    id: &MigrationId,
-    what: &str,
-    timeout: Duration,
-    done: impl Fn(&MigrationStatus) -> bool,
-) -> MigrationStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = migration_status(store, id.as_str()).await.unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {status:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn domain_state<'s>(status: &'s MigrationStatus, domain: &str) -> &'s siirto::status::DomainStatus {
     status
@@ -59,33 +29,20 @@ fn domain_state<'s>(status: &'s MigrationStatus, domain: &str) -> &'s siirto::st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ours, theirs) = (Pdns::start().await, Pdns::start().await);
     let smtp = SmtpServer::start();
-    let hosts = start_hosts(4, dir.path()).await.unwrap();
-    // Account 1 (kukka-0001.test, no addon, parked or sub domains) is at the third party's DNS.
-    let external = hosts.accounts[0].clone();
+    // Account 1 (kukka-0001.test, no addon, parked or sub domains) is at the third party's DNS,
+    // which public DNS (siirto's resolvers) asks besides ours.
+    let mut options = RigOptions::new("it-external", 4);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    let external = rig.hosts.accounts[0].clone();
     assert!(external.addon_domains.is_empty() && external.parked_domains.is_empty());
     assert!(external.sub_domains.is_empty());
     let domain = external.domain.clone();
-    let endpoint =
-        DnsEndpoint { api_url: ours.api_url.clone(), api_key: ours.api_key.clone(), dns_addr: ours.dns_addr };
-    create_zones(&client(&ours), &hosts.accounts[1..], SOURCE_IP).await.unwrap();
-    let their_dns = client(&theirs);
-    let their_rrsets = zone_rrsets(&domain, SOURCE_IP, 3600);
-    their_dns.create_zone(&domain, &[THEIR_NS.to_owned()], &their_rrsets).await.unwrap();
-
-    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-    // `resolvers` lands in [dns] (write_config appends `extra` right after it).
-    let extra = format!(
-        "resolvers = [\"{}\", \"{}\"]\nquery_timeout = \"1s\"\n\n[daemon]\nlease = \"20s\"\nidle_poll = \"100ms\"\n\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\n",
-        ours.dns_addr,
-        theirs.dns_addr,
-        smtp.addr.port()
-    );
-    let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
-    let store = Store::connect(&config.database).await.unwrap();
-    let id = MigrationId::parse("it-external").unwrap();
+    let their_dns = rig.their_dns();
+    let id = rig.id.clone();
 
     // The demo's playbook, polling public DNS often and reminding every 2 s.
     let text = include_str!("../../playbooks/demo.toml")
@@ -95,17 +52,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert_eq!(playbook.dns.external_reminder_every, Duration::from_secs(2));
 
     // Plan: the external domain must be repointed by its customer; the rest by us.
-    let adapters = World::from_config(&config).unwrap();
-    let now = chrono::Utc::now();
-    let request = siirto::plan::PlanRequest {
-        id: id.clone(),
-        source: "old",
-        target: "new",
-        playbook: &playbook,
-        cutover_at: now,
-        actor: "test",
-    };
-    let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
+    let plan = rig.plan(&text).await;
     let planned = plan
         .accounts
         .iter()
@@ -114,27 +61,21 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
         .expect("the external domain is planned");
     assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
     assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - 1, "{:#?}", plan.flagged);
-    let status = migration_status(&store, id.as_str()).await.unwrap();
+    let status = rig.status().await;
     assert_eq!(domain_state(&status, domain.as_str()).state, "external");
 
-    siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
-    let world = World::from_config(&config).unwrap();
-    let started = siirto::ops::start(&store, &config, &world, &id, "test", chrono::Utc::now()).await.unwrap();
+    rig.approve().await;
+    let started = rig.start_migration().await;
     assert!(started.started.is_some(), "{:#?}", started.report);
-    let engine = Arc::new(
-        Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap().with_owner("ext"),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(Arc::clone(&engine).run(async {
-        let _ = stopped.await;
-    }));
+    let daemon = Daemon::start(rig.engine("ext", 8));
 
     // Every account arrives — the switch does not wait for the customer — and the external
     // domain awaits its customer.
-    let status = wait_for(&store, &id, "the cutover", Duration::from_secs(180), |s| {
-        matches!(s.detail, MigrationState::CutOver { .. })
-    })
-    .await;
+    let status = rig
+        .wait_for("the cutover", Duration::from_secs(180), |s| {
+            matches!(s.detail, MigrationState::CutOver { .. })
+        })
+        .await;
     assert_eq!(status.arrived(), 4, "{status:#?}");
     let awaiting = domain_state(&status, domain.as_str()).clone();
     assert_eq!(awaiting.state, "awaiting_customer", "{status:#?}");
@@ -175,8 +116,8 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
         assert_eq!(rrset.ttl, 3600, "{rrset:?}");
     }
     // Our zones moved.
-    let our_zone = client(&ours).zone(&hosts.accounts[1].domain).await.unwrap();
-    let our_a = our_zone.rrset(&hosts.accounts[1].domain.fqdn(), "A").unwrap();
+    let our_zone = rig.zone(&rig.domain(1)).await;
+    let our_a = our_zone.rrset(&rig.domain(1).fqdn(), "A").unwrap();
     assert_eq!(our_a.records, vec![TARGET_IP.to_string()]);
 
     // The completion notice tells the customer exactly what to change.
@@ -199,7 +140,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
         .wait_for(4, Duration::from_secs(30))
         .await
         .into_iter()
-        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", hosts.accounts[1].user))
+        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", rig.hosts.accounts[1].user))
         .unwrap();
     assert!(!other.body.unwrap_or_default().contains("another DNS host"));
 
@@ -217,7 +158,7 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert!(
         reminder.body.unwrap_or_default().contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}"))
     );
-    let status = migration_status(&store, id.as_str()).await.unwrap();
+    let status = rig.status().await;
     assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer");
     assert!(domain_state(&status, domain.as_str()).reminded >= Some(1));
 
@@ -232,36 +173,37 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     };
     their_dns.apply(&domain, &[repoint(&apex)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status = migration_status(&store, id.as_str()).await.unwrap();
+    let status = rig.status().await;
     assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer", "www still at the source");
 
     // Then www: the mail host still answers the source, so still not propagated.
     their_dns.apply(&domain, &[repoint(&www)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status = migration_status(&store, id.as_str()).await.unwrap();
+    let status = rig.status().await;
     assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer", "mail still at the source");
-    assert_eq!(hosts.source.mail_routing(&domain), "auto", "its mail still lands on the source");
+    assert_eq!(rig.hosts.source.mail_routing(&domain), "auto", "its mail still lands on the source");
 
     // Then the mail host: public DNS shows the target everywhere, and the domain is propagated.
     their_dns.apply(&domain, &[repoint(&mail)]).await.unwrap();
-    let status = wait_for(&store, &id, "propagation", Duration::from_secs(30), |s| {
-        domain_state(s, domain.as_str()).state == "propagated"
-    })
-    .await;
+    let status = rig
+        .wait_for("propagation", Duration::from_secs(30), |s| {
+            domain_state(s, domain.as_str()).state == "propagated"
+        })
+        .await;
     let propagated = domain_state(&status, domain.as_str());
     assert!(propagated.propagated_at.is_some());
     let reminders_then = propagated.reminded.unwrap();
 
     // No reminder comes after propagation.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = migration_status(&store, id.as_str()).await.unwrap();
+    let status = rig.status().await;
     assert_eq!(domain_state(&status, domain.as_str()).reminded, Some(reminders_then));
     let reminders = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<reminder.")).count();
     assert_eq!(reminders as u32, reminders_then, "one mail per counted reminder");
     // The mail follow-up is due once the old records have expired (the demo's 2 s gate).
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
-        let events = store.events(id.as_str()).await.unwrap();
+        let events = rig.events().await;
         if events.iter().any(|e| e.kind == "external_mail_followed_up") {
             break events;
         }
@@ -277,13 +219,12 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     assert_eq!(story, ["domain_awaiting_customer", "domain_propagated", "external_mail_followed_up"]);
     // Once the old records have expired (the demo's 2 s gate), the source routes the domain's
     // mail to the target, which its MX now names.
-    assert_eq!(hosts.source.mail_routing(&domain), "remote");
+    assert_eq!(rig.hosts.source.mail_routing(&domain), "remote");
     let followed = events.iter().find(|e| e.kind == "external_mail_followed_up").unwrap();
     let detail: serde_json::Value = serde_json::from_str(&followed.detail).unwrap();
     assert_eq!(detail["routing"], "remote", "{detail}");
     assert_eq!(detail["changed"], serde_json::json!([domain.as_str()]), "{detail}");
     assert!(detail["synced"].is_null(), "the demo playbook has no final sync: {detail}");
 
-    let _ = stop.send(());
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }

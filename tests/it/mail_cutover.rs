@@ -3,28 +3,22 @@
 //! keys pinned), real rsync run on the "target" pulling from the "source" over ssh, and a real
 //! SMTP client (lettre) sending mail before, during and after the cutover.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use siirto::demo::{DnsEndpoint, SimHosts, create_zones, write_config, zone_rrsets};
-use siirto::dns::{DnsProvider, PowerDns, Rrset, RrsetChange};
+use siirto::dns::{DnsProvider, Rrset, RrsetChange};
 use siirto::domain::MailEvidence;
-use siirto::engine::{Engine, SystemClock};
-use siirto::names::{AccountName, DomainName, MigrationId};
-use siirto::playbook::Playbook;
+use siirto::engine::Engine;
+use siirto::names::{AccountName, DomainName};
 use siirto::preflight::Severity;
-use siirto::secret::Secret;
-use siirto::sim::{SimAccount, SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
-use siirto::store::{EventRow, Store};
-use siirto::whm::{MailRouting, TlsPolicy, WhmClient};
-use siirto::world::World;
+use siirto::sim::{SimHost, generate_accounts};
+use siirto::store::EventRow;
+use siirto::whm::MailRouting;
 
-use crate::support::pdns::Pdns;
-use crate::support::sshd::Sshd;
+use crate::support::rig::{Elsewhere, RigOptions, SimRig};
 
 const SOURCE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 61);
 const TARGET_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 62);
@@ -36,48 +30,16 @@ fn playbook() -> String {
     text.replace("final_sync = false", "final_sync = true\ncheck_after = \"0s\"\nmax_syncs = 3")
 }
 
+/// The one rig with public DNS (the hosts' mail relays resolve MX through it), an sshd per
+/// host and a started migration, and the engine the test ticks.
 struct Rig {
-    _dir: tempfile::TempDir,
-    _pdns: Pdns,
-    /// The third party's nameserver, holding the zone of the first account's domain when the
-    /// rig was started with one on external DNS.
-    theirs: Option<Pdns>,
-    _source_sshd: Sshd,
-    _target_sshd: Sshd,
-    hosts: SimHosts,
-    store: Store,
+    sim: SimRig,
     engine: Arc<Engine>,
-    id: MigrationId,
-}
-
-async fn start_sim(
-    hostname: &str,
-    ip: Ipv4Addr,
-    accounts: Vec<SimAccount>,
-    resolvers: &[SocketAddr],
-    world: &SimWorld,
-    dir: &Path,
-) -> SimHost {
-    let mut spec = SimHostSpec::new(hostname, ip, &format!("token-{hostname}"));
-    spec.accounts = accounts;
-    spec.dns_resolvers = resolvers.to_vec();
-    start_host(spec, dir.join(hostname), world).await.expect("sim host starts")
-}
-
-/// A client of the third party's nameserver's API.
-fn their_client(pdns: &Pdns) -> PowerDns {
-    PowerDns::new(pdns.api_url.clone(), Secret::new(pdns.api_key.clone()), "localhost".into()).unwrap()
-}
-
-/// A path as TOML string content.
-fn toml_path(path: &Path) -> String {
-    path.display().to_string()
 }
 
 impl Rig {
-    /// Starts pdns_server with the accounts' zones, the two hosts (resolving through it), an
-    /// sshd for each host, writes the config with both hosts' ssh settings (the sim data dirs as
-    /// home roots and the source's exim log), and plans, approves and starts the migration.
+    /// Starts the rig with `accounts` accounts on the source, both hosts resolving through
+    /// pdns, an sshd for each host, and plans, approves and starts the migration.
     async fn start(accounts: usize) -> Rig {
         Rig::start_with(accounts, false).await
     }
@@ -85,148 +47,59 @@ impl Rig {
     /// [`Rig::start`]; with `external`, the first account's domain (it has no other) is on a
     /// third party's nameserver, which the hosts' mail relays and siirto's resolvers also ask.
     async fn start_with(accounts: usize, external: bool) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let theirs = if external { Some(Pdns::start().await) } else { None };
-        let world = SimWorld::new();
-        let accounts = generate_accounts(accounts, "posti");
-        let resolvers: Vec<SocketAddr> =
-            std::iter::once(pdns.dns_addr).chain(theirs.as_ref().map(|t| t.dns_addr)).collect();
-        let source =
-            start_sim("old.sim.test", SOURCE_IP, accounts.clone(), &resolvers, &world, dir.path()).await;
-        let target = start_sim("new.sim.test", TARGET_IP, Vec::new(), &resolvers, &world, dir.path()).await;
-        let hosts = SimHosts { world, source, target, accounts };
-        let endpoint = DnsEndpoint {
-            api_url: pdns.api_url.clone(),
-            api_key: pdns.api_key.clone(),
-            dns_addr: pdns.dns_addr,
-        };
-        let ours = if external { &hosts.accounts[1..] } else { &hosts.accounts[..] };
-        create_zones(&endpoint.client().unwrap(), ours, SOURCE_IP).await.unwrap();
-        if let Some(theirs) = &theirs {
-            let account = &hosts.accounts[0];
+        let mut options = RigOptions::new("mail-cutover", 0);
+        options.source.ip = SOURCE_IP;
+        options.target.ip = TARGET_IP;
+        options.source.accounts = generate_accounts(accounts, "posti");
+        if external {
+            options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+        }
+        options.public_dns = true;
+        options.ssh = true;
+        options.daemon = Some("lease = \"30s\"\nidle_poll = \"100ms\"\n".to_owned());
+        let rig = SimRig::start(options).await;
+        if external {
+            let account = &rig.hosts.accounts[0];
             assert!(account.addon_domains.is_empty() && account.parked_domains.is_empty());
             assert!(account.sub_domains.is_empty());
-            their_client(theirs)
-                .create_zone(
-                    &account.domain,
-                    &["ns1.their-dns.example.".to_owned()],
-                    &zone_rrsets(&account.domain, SOURCE_IP, 3600),
-                )
-                .await
-                .unwrap();
         }
-
-        let source_sshd = Sshd::start().await;
-        let target_sshd = Sshd::start().await;
-        // On the "target" (this machine, as the target sshd's user): the known_hosts file that
-        // pins the source's host key for the rsync hop, and the key the source accepts.
-        let known_hosts = dir.path().join("pull_known_hosts");
+        let ssh = rig.ssh.as_ref().expect("the hosts' sshd");
         // Empty at first: pre-flight must find that the hop cannot pin the source (below).
-        std::fs::write(&known_hosts, "").unwrap();
-        // `resolvers` lands in [dns] (write_config appends `extra` right after it).
-        let resolver_list = resolvers.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
-        let extra = format!(
-            r#"resolvers = [{resolver_list}]
-query_timeout = "1s"
+        std::fs::write(&ssh.pull_known_hosts, "").unwrap();
 
-[daemon]
-lease = "30s"
-idle_poll = "100ms"
-
-[mail]
-from = "Siirto <noreply@siirto.test>"
-channel = "directory"
-path = "outbox"
-
-[hosts.old.ssh]
-address = "{source_address}"
-user = "{source_user}"
-key_file = "{source_key}"
-host_key = "{source_host_key}"
-home_root = "{source_home}"
-mail_log = "{source_log}"
-
-[hosts.new.ssh]
-address = "{target_address}"
-user = "{target_user}"
-key_file = "{target_key}"
-host_key = "{target_host_key}"
-home_root = "{target_home}"
-pull_key_file = "{source_key}"
-pull_known_hosts = "{known_hosts}"
-"#,
-            source_address = source_sshd.address,
-            source_user = source_sshd.user,
-            source_key = toml_path(&source_sshd.client_key),
-            source_host_key = source_sshd.host_key_line,
-            source_home = toml_path(&hosts.source.data_dir().join("home")),
-            source_log = toml_path(&hosts.source.data_dir().join("var/log/exim_mainlog")),
-            target_address = target_sshd.address,
-            target_user = target_sshd.user,
-            target_key = toml_path(&target_sshd.client_key),
-            target_host_key = target_sshd.host_key_line,
-            target_home = toml_path(&hosts.target.data_dir().join("home")),
-            known_hosts = toml_path(&known_hosts),
-        );
-        let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-        let config = write_config(&hosts, &endpoint, dir.path(), &database, &extra).unwrap();
-        let store = Store::connect(&config.database).await.unwrap();
-        let id = MigrationId::parse("mail-cutover").unwrap();
-
-        let adapters = World::from_config(&config).unwrap();
-        let playbook = Playbook::parse(&playbook(), "mail-cutover playbook").unwrap();
-        let now = chrono::Utc::now();
-        let request = siirto::plan::PlanRequest {
-            id: id.clone(),
-            source: "old",
-            target: "new",
-            playbook: &playbook,
-            cutover_at: now,
-            actor: "test",
-        };
-        let plan = siirto::plan::plan(&store, &config, &adapters, request, now).await.unwrap();
+        let plan = rig.plan(&playbook()).await;
         let theirs_count = usize::from(external);
         assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - theirs_count, "{:#?}", plan.flagged);
-        siirto::ops::approve(&store, &id, "test-operator", chrono::Utc::now()).await.unwrap();
+        rig.approve().await;
         // Pre-flight proves the delta sync's hop (the target logging in to the source with its
         // pull key, the source's host key pinned): refused while known_hosts lacks the source,
         // started once it has it.
         let hop = "ssh new -> old";
-        let refused =
-            siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
+        let refused = rig.start_migration().await;
         assert!(refused.started.is_none(), "{:#?}", refused.report);
         let failures: Vec<&str> = refused.report.hard_failures().map(|f| f.check.as_str()).collect();
         assert_eq!(failures, [hop], "{:#?}", refused.report);
-        std::fs::write(
-            &known_hosts,
-            format!("[127.0.0.1]:{} {}\n", source_sshd.address.port(), source_sshd.host_key_line),
-        )
-        .unwrap();
-        let started =
-            siirto::ops::start(&store, &config, &adapters, &id, "test", chrono::Utc::now()).await.unwrap();
+        ssh.pin_source_host_key();
+        let started = rig.start_migration().await;
         assert!(started.started.is_some(), "{:#?}", started.report);
         assert!(
             started.report.findings.iter().any(|f| f.check == hop && f.severity == Severity::Ok),
             "{:#?}",
             started.report
         );
-        let engine = Arc::new(Engine::from_config(&config, store.clone(), Arc::new(SystemClock)).unwrap());
-        Rig {
-            _dir: dir,
-            _pdns: pdns,
-            theirs,
-            _source_sshd: source_sshd,
-            _target_sshd: target_sshd,
-            hosts,
-            store,
-            engine,
-            id,
-        }
+        let engine = rig.engine("mail-cutover", 8);
+        Rig { sim: rig, engine }
     }
 
     async fn states(&self) -> Vec<(String, String)> {
-        self.store.accounts(self.id.as_str()).await.unwrap().into_iter().map(|a| (a.user, a.state)).collect()
+        self.sim
+            .store
+            .accounts(self.sim.id.as_str())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.user, a.state))
+            .collect()
     }
 
     /// Runs engine ticks until `done` holds for the account states (checked after every tick),
@@ -240,8 +113,9 @@ pull_known_hosts = "{known_hosts}"
             }
             if Instant::now() >= deadline {
                 let held: Vec<String> = self
+                    .sim
                     .store
-                    .accounts(self.id.as_str())
+                    .accounts(self.sim.id.as_str())
                     .await
                     .unwrap()
                     .into_iter()
@@ -250,7 +124,7 @@ pull_known_hosts = "{known_hosts}"
                     .collect();
                 panic!(
                     "timed out waiting for {what}: {states:?}\nheld: {held:#?}\njobs: {:#?}",
-                    self.store.jobs(self.id.as_str()).await.unwrap()
+                    self.sim.store.jobs(self.sim.id.as_str()).await.unwrap()
                 );
             }
             self.engine.tick().await.unwrap();
@@ -260,7 +134,7 @@ pull_known_hosts = "{known_hosts}"
     }
 
     async fn events_of(&self, user: &str, kind: &str) -> Vec<serde_json::Value> {
-        let events: Vec<EventRow> = self.store.events(self.id.as_str()).await.unwrap();
+        let events: Vec<EventRow> = self.sim.store.events(self.sim.id.as_str()).await.unwrap();
         events
             .into_iter()
             .filter(|e| e.account.as_deref() == Some(user) && e.kind == kind)
@@ -332,16 +206,16 @@ const PAST_COPY: [&str; 7] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_message_sent_around_the_cutover_ends_up_in_the_target_mailbox() {
     let rig = Rig::start(3).await;
-    let (source, target) = (&rig.hosts.source, &rig.hosts.target);
+    let (source, target) = (&rig.sim.hosts.source, &rig.sim.hosts.target);
     // Each account's main domain, and the third account's addon domain too.
     let mut mailboxes: Vec<(AccountName, DomainName)> = Vec::new();
-    for account in &rig.hosts.accounts {
+    for account in &rig.sim.hosts.accounts {
         mailboxes.push((account.user.clone(), account.domain.clone()));
         for addon in &account.addon_domains {
             mailboxes.push((account.user.clone(), addon.clone()));
         }
     }
-    assert!(mailboxes.len() > rig.hosts.accounts.len(), "an addon domain is covered too");
+    assert!(mailboxes.len() > rig.sim.hosts.accounts.len(), "an addon domain is covered too");
     let mut sent = Vec::new();
 
     // Before anything: delivered on the source, copied by the transfer.
@@ -404,7 +278,7 @@ async fn every_message_sent_around_the_cutover_ends_up_in_the_target_mailbox() {
         );
     }
     // The evidence on each account's timeline: the routing switch, one sync, nothing stranded.
-    for account in &rig.hosts.accounts {
+    for account in &rig.sim.hosts.accounts {
         let user = account.user.as_str();
         let switched = rig.events_of(user, "mail_routing_switched").await;
         assert_eq!(switched.len(), 1, "{user}: {switched:?}");
@@ -423,22 +297,15 @@ async fn every_message_sent_around_the_cutover_ends_up_in_the_target_mailbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_local_delivery_after_the_sync_triggers_a_second_sync() {
     let rig = Rig::start(1).await;
-    let (source, target) = (&rig.hosts.source, &rig.hosts.target);
-    let account = rig.hosts.accounts[0].clone();
+    let (source, target) = (&rig.sim.hosts.source, &rig.sim.hosts.target);
+    let account = rig.sim.hosts.accounts[0].clone();
     let (user, domain) = (account.user.clone(), account.domain.clone());
     // Stop right after the first delta sync, before the mail log is read.
     rig.tick_until("the first delta sync", |s| all_in(s, &["checking_mail"])).await;
     assert_eq!(rig.events_of(user.as_str(), "mail_synced").await.len(), 1);
     // Something sets the source's routing back to local (someone in cPanel's Email Routing, a
     // re-detection) and a message is delivered there after the sync began.
-    let whm = WhmClient::new(
-        source.whm_url.clone(),
-        Secret::new(&source.token),
-        TlsPolicy::WebPki,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    whm.set_mail_routing(&user, &domain, MailRouting::Local).await.unwrap();
+    rig.sim.source_whm().set_mail_routing(&user, &domain, MailRouting::Local).await.unwrap();
     send(source, &format!("info@{domain}"), "late-local").await;
     assert!(subjects(source, &user, &domain, "info").contains(&"late-local".to_owned()));
     assert!(!subjects(target, &user, &domain, "info").contains(&"late-local".to_owned()));
@@ -464,10 +331,10 @@ async fn a_local_delivery_after_the_sync_triggers_a_second_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mail_of_an_external_domain_follows_once_its_customer_repoints() {
     let rig = Rig::start_with(2, true).await;
-    let (source, target) = (&rig.hosts.source, &rig.hosts.target);
-    let account = rig.hosts.accounts[0].clone();
+    let (source, target) = (&rig.sim.hosts.source, &rig.sim.hosts.target);
+    let account = rig.sim.hosts.accounts[0].clone();
     let (user, domain) = (account.user.clone(), account.domain.clone());
-    let theirs = their_client(rig.theirs.as_ref().expect("the third party's nameserver"));
+    let theirs = rig.sim.their_dns();
 
     rig.tick_until("every account to be done", |s| all_in(s, &["done"])).await;
     // Moved, but the customer's MX still names the source: mail lands there, kept local.
@@ -501,7 +368,7 @@ async fn mail_of_an_external_domain_follows_once_its_customer_repoints() {
         assert!(
             Instant::now() < deadline,
             "no mail follow-up; jobs: {:#?}",
-            rig.store.jobs(rig.id.as_str()).await.unwrap()
+            rig.sim.store.jobs(rig.sim.id.as_str()).await.unwrap()
         );
         rig.engine.tick().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

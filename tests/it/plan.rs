@@ -4,12 +4,9 @@
 
 use std::process::{Command, Output};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, create_zones, start_hosts, write_config};
 use siirto::names::AccountName;
-use siirto::secret::Secret;
-use siirto::whm::{TlsPolicy, WhmClient};
 
-use crate::support::pdns::Pdns;
+use crate::support::rig::{Elsewhere, RigOptions, SimRig};
 
 fn siirto(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_siirto"))
@@ -29,18 +26,19 @@ fn ok(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_review_approve_and_replan() {
-    let dir = tempfile::tempdir().unwrap();
-    let pdns = Pdns::start().await;
-    let hosts = start_hosts(6, dir.path()).await.unwrap();
-    let endpoint =
-        DnsEndpoint { api_url: pdns.api_url.clone(), api_key: pdns.api_key.clone(), dns_addr: pdns.dns_addr };
     // Every account's zone is ours except the last one's: that customer's DNS is elsewhere.
-    let (ours, theirs) = hosts.accounts.split_at(hosts.accounts.len() - 1);
-    create_zones(&endpoint.client().unwrap(), ours, SOURCE_IP).await.unwrap();
+    let mut options = RigOptions::new("first", 6);
+    options.zones_elsewhere.insert(5, Elsewhere::Nowhere);
+    options.extra_config = "[contracts]\nsource = \"csv\"\npath = \"contracts.csv\"\n\n\
+                            [contracts.server_names]\nold = [\"old1.example.fi\"]\n\n\
+                            [contracts.fields]\ncustomer_id = \"asiakasnro\"\nname = \"nimi\"\nemail = \"sähköposti\"\nserver = \"palvelin\"\nuser = \"tunnus\"\n"
+        .to_owned();
+    let rig = SimRig::start(options).await;
+    let dir = rig.dir.path();
 
     // Contracts: every account but kukka0002; one contract names another server.
     let mut csv = String::from("\u{feff}asiakasnro;nimi;sähköposti;palvelin;tunnus\r\n");
-    for (i, account) in hosts.accounts.iter().enumerate() {
+    for (i, account) in rig.hosts.accounts.iter().enumerate() {
         match i {
             1 => continue,
             2 => csv.push_str(&format!(
@@ -53,13 +51,7 @@ async fn plan_review_approve_and_replan() {
             )),
         }
     }
-    std::fs::write(dir.path().join("contracts.csv"), csv).unwrap();
-    let extra = "[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\nchannel = \"directory\"\npath = \"outbox\"\n\n\
-                 [contracts]\nsource = \"csv\"\npath = \"contracts.csv\"\n\n\
-                 [contracts.server_names]\nold = [\"old1.example.fi\"]\n\n\
-                 [contracts.fields]\ncustomer_id = \"asiakasnro\"\nname = \"nimi\"\nemail = \"sähköposti\"\nserver = \"palvelin\"\nuser = \"tunnus\"\n";
-    let database = format!("sqlite://{}", dir.path().join("siirto.db").display());
-    write_config(&hosts, &endpoint, dir.path(), &database, extra).unwrap();
+    std::fs::write(dir.join("contracts.csv"), csv).unwrap();
 
     let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml");
     let plan = |id: &str, json: bool| {
@@ -79,7 +71,7 @@ async fn plan_review_approve_and_replan() {
         if json {
             args.push("--json");
         }
-        siirto(dir.path(), &args)
+        siirto(dir, &args)
     };
 
     // The report a person reviews: counts, flagged items with reasons and actions, the schedule.
@@ -87,7 +79,7 @@ async fn plan_review_approve_and_replan() {
     assert!(text.contains("6 accounts"), "{text}");
     assert!(text.contains("kukka0002: on the server but no contract names it"), "{text}");
     assert!(text.contains("kukka0003: the contract says it is on cp9.example.fi"), "{text}");
-    let last = &theirs[0];
+    let last = rig.hosts.accounts.last().unwrap();
     // Its zone is nowhere we can see: flagged, moved with the account, never repointed.
     let flagged = format!("{} ({}): DNS lookup failed", last.domain, last.user);
     assert!(text.contains(&flagged) && text.contains("REFUSED → moved; not repointed"), "{text}");
@@ -97,14 +89,7 @@ async fn plan_review_approve_and_replan() {
     assert!(text.contains("target new: no user or domain clashes"), "{text}");
 
     // The JSON document of a second plan, with what changed since the first.
-    let client = WhmClient::new(
-        hosts.source.whm_url.clone(),
-        Secret::new(hosts.source.token.clone()),
-        TlsPolicy::WebPki,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
-    client.remove_account(&AccountName::parse("kukka0004").unwrap(), true).await.unwrap();
+    rig.source_whm().remove_account(&AccountName::parse("kukka0004").unwrap(), true).await.unwrap();
     let doc: serde_json::Value = serde_json::from_str(&ok(&plan("second", true))).unwrap();
     assert_eq!(doc["schema"], 1);
     assert_eq!(doc["counts"]["accounts"], 5);
@@ -124,24 +109,24 @@ async fn plan_review_approve_and_replan() {
     assert_eq!(doc["resellers"][0]["user"], "kukka0001", "{}", doc["resellers"]);
 
     // Only an approved plan starts, and the approval says who.
-    let refused = siirto(dir.path(), &["start", "second"]);
+    let refused = siirto(dir, &["start", "second"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not been approved"), "{:?}", refused);
-    assert!(ok(&siirto(dir.path(), &["approve", "second", "--by", "maija"])).contains("approved by maija"));
+    assert!(ok(&siirto(dir, &["approve", "second", "--by", "maija"])).contains("approved by maija"));
     // The shared-hosting playbook's final mail sync needs SSH on both hosts, and this config
     // has none: pre-flight refuses the start, says why, and the migration stays approved.
-    let refused = siirto(dir.path(), &["start", "second"]);
+    let refused = siirto(dir, &["start", "second"]);
     let report = String::from_utf8_lossy(&refused.stdout);
     assert!(!refused.status.success(), "{report}");
     assert!(report.contains("FAIL  ssh old: host old has no [hosts.old.ssh]"), "{report}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("pre-flight found 2 hard failure(s)"));
     let status: serde_json::Value =
-        serde_json::from_str(&ok(&siirto(dir.path(), &["status", "second", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&siirto(dir, &["status", "second", "--json"]))).unwrap();
     assert_eq!(status[0]["state"], "approved");
 
     // A contract file that lost a column: planning finishes and says why.
     std::fs::write(
-        dir.path().join("contracts.csv"),
+        dir.join("contracts.csv"),
         "asiakasnro;nimi;palvelin;tunnus\nC1;X;old1.example.fi;kukka0001\n",
     )
     .unwrap();

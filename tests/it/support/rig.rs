@@ -1,14 +1,19 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, store, mail, zone reads, extra config) is a [`RigOptions`] field.
+//! settings, where zones live, public DNS, sshd, store, mail, zone reads, the `[daemon]` table,
+//! extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use siirto::demo::{DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, create_zones, write_config};
+use siirto::demo::{
+    DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, ZONE_TTL, all_domains, create_zones, write_config,
+    zone_rrsets,
+};
 use siirto::dns::{DnsProvider, PowerDns, Zone};
 use siirto::domain::{DomainState, Timestamp};
 use siirto::engine::{Clock, Engine};
@@ -23,6 +28,10 @@ use siirto::whm::WhmClient;
 use siirto::world::World;
 
 use crate::support::pdns::Pdns;
+use crate::support::sshd::Sshd;
+
+/// The nameserver a third party's zones name: not one of ours.
+const THEIR_NS: &str = "ns1.their-dns.example.";
 
 /// What a rig starts. [`RigOptions::new`] gives the defaults; a test changes the fields it
 /// cares about.
@@ -34,6 +43,16 @@ pub struct RigOptions {
     pub source: SimHostSpec,
     /// The target host (`new`).
     pub target: SimHostSpec,
+    /// Source accounts (by index) whose zones are not on our nameserver, and where they are.
+    pub zones_elsewhere: BTreeMap<usize, Elsewhere>,
+    /// Public DNS is the rig's nameservers: the config's `[dns] resolvers` (what classification
+    /// and propagation checks ask) and the hosts' mail relays ask ours, then theirs when it
+    /// runs. Off: siirto asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
+    pub public_dns: bool,
+    /// Each host gets a real sshd ([`SimRig::ssh`]) and the config its `[hosts.X.ssh]` table:
+    /// home roots in the sim hosts' data dirs, the source's exim log, and the target's pull key
+    /// and known_hosts for the delta sync's hop into the source, whose host key is pinned there.
+    pub ssh: bool,
     /// The store's URL; `None`: a SQLite file in the rig's directory.
     pub database: Option<String>,
     /// Where the notices go.
@@ -42,19 +61,21 @@ pub struct RigOptions {
     /// through the API.
     pub axfr_reads: bool,
     /// The body of the config's `[daemon]` table; `None` leaves the table out (a test that
-    /// writes one per daemon).
+    /// writes one per daemon process with [`SimRig::write_daemon_config`]).
     pub daemon: Option<String>,
     /// The PowerDNS API URL the config names, when not pdns's own (a proxy in front of it);
     /// the rig still creates the zones through pdns's own.
     pub dns_api: Option<reqwest::Url>,
-    /// Appended to the config after its `[daemon]` and `[mail]` tables (e.g. `[hosts.old.ssh]`).
+    /// Appended to the config after its `[mail]` table and the hosts' ssh tables (e.g.
+    /// `[contracts]`).
     pub extra_config: String,
 }
 
 impl RigOptions {
-    /// `accounts` generated accounts (`kukka0001`…) on the source, an empty target moving at
-    /// the sim's default rate, a SQLite store, notices to a directory, zones read through the
-    /// API; the migration called `id`.
+    /// `accounts` generated accounts (`kukka0001`…) on the source, their zones on our
+    /// nameserver, an empty target moving at the sim's default rate, no public DNS or sshd, a
+    /// SQLite store, notices to a directory, zones read through the API; the migration called
+    /// `id`.
     pub fn new(id: &'static str, accounts: usize) -> RigOptions {
         let mut source = SimHostSpec::new("old.sim.test", SOURCE_IP, "old-token-for-tests");
         source.accounts = generate_accounts(accounts, "kukka");
@@ -62,6 +83,9 @@ impl RigOptions {
             id,
             source,
             target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
+            zones_elsewhere: BTreeMap::new(),
+            public_dns: false,
+            ssh: false,
             database: None,
             mail: Mail::Outbox,
             axfr_reads: false,
@@ -72,12 +96,36 @@ impl RigOptions {
     }
 }
 
+/// Where a source account's zones are, when not on our nameserver.
+pub enum Elsewhere {
+    /// On a third party's nameserver ([`SimRig::theirs`], started for them) under nameservers
+    /// that are not ours, pointing at the source: the customer's own DNS, which siirto sees only
+    /// through public DNS ([`RigOptions::public_dns`]).
+    TheirDns,
+    /// Nowhere: no nameserver the rig runs serves them.
+    Nowhere,
+}
+
 /// The config's notice channel.
 pub enum Mail {
     /// Notice files in `outbox/` of the rig's directory.
     Outbox,
     /// A plain-SMTP server at this address.
     Smtp(SocketAddr),
+}
+
+impl Mail {
+    /// The `[mail]` table's channel lines.
+    fn lines(&self) -> String {
+        match self {
+            Mail::Outbox => "channel = \"directory\"\npath = \"outbox\"\n".to_owned(),
+            Mail::Smtp(addr) => format!(
+                "channel = \"smtp\"\nhost = \"{}\"\nport = {}\nsecurity = \"none\"\n",
+                addr.ip(),
+                addr.port()
+            ),
+        }
+    }
 }
 
 /// The system clock plus an offset the test moves forward, so that gates and settle periods
@@ -104,73 +152,180 @@ impl Clock for OffsetClock {
 pub struct SimRig {
     pub dir: tempfile::TempDir,
     pub hosts: SimHosts,
+    /// Our nameserver: the company's, holding the source accounts' zones.
     pub pdns: Pdns,
     /// A client of pdns's API, to read and change zones as the engine sees them.
     pub dns: PowerDns,
+    /// The third party's nameserver, when some account's zones are there
+    /// ([`Elsewhere::TheirDns`]).
+    pub theirs: Option<Pdns>,
+    /// The hosts' sshd, when [`RigOptions::ssh`] asked for them.
+    pub ssh: Option<RigSsh>,
     pub config: siirto::config::Config,
     pub store: Store,
     pub id: MigrationId,
     /// The time the rig's engines, plans and operator actions run on.
     pub clock: Arc<OffsetClock>,
+    /// The config's text without a `[daemon]` table, for [`SimRig::write_daemon_config`].
+    base_config: String,
+}
+
+/// The hosts' real sshd and the file the delta sync's hop checks the source's host key with.
+pub struct RigSsh {
+    /// The source's sshd (`[hosts.old.ssh]`).
+    pub source: Sshd,
+    /// The target's sshd (`[hosts.new.ssh]`).
+    pub target: Sshd,
+    /// The target's `pull_known_hosts`: the source's host key pinned for the rsync hop.
+    pub pull_known_hosts: PathBuf,
+}
+
+impl RigSsh {
+    /// Pins the source's host key in `pull_known_hosts` (the rig starts with it pinned).
+    pub fn pin_source_host_key(&self) {
+        let line = format!("[127.0.0.1]:{} {}\n", self.source.address.port(), self.source.host_key_line);
+        std::fs::write(&self.pull_known_hosts, line).unwrap();
+    }
+
+    /// The `[hosts.old.ssh]` and `[hosts.new.ssh]` tables for `hosts`.
+    fn config_tables(&self, hosts: &SimHosts) -> String {
+        let (source, target) = (&self.source, &self.target);
+        format!(
+            r#"
+[hosts.old.ssh]
+address = "{source_address}"
+user = "{source_user}"
+key_file = "{source_key}"
+host_key = "{source_host_key}"
+home_root = "{source_home}"
+mail_log = "{source_log}"
+
+[hosts.new.ssh]
+address = "{target_address}"
+user = "{target_user}"
+key_file = "{target_key}"
+host_key = "{target_host_key}"
+home_root = "{target_home}"
+pull_key_file = "{source_key}"
+pull_known_hosts = "{known_hosts}"
+"#,
+            source_address = source.address,
+            source_user = source.user,
+            source_key = source.client_key.display(),
+            source_host_key = source.host_key_line,
+            source_home = hosts.source.data_dir().join("home").display(),
+            source_log = hosts.source.data_dir().join("var/log/exim_mainlog").display(),
+            target_address = target.address,
+            target_user = target.user,
+            target_key = target.client_key.display(),
+            target_host_key = target.host_key_line,
+            target_home = hosts.target.data_dir().join("home").display(),
+            known_hosts = self.pull_known_hosts.display(),
+        )
+    }
 }
 
 impl SimRig {
-    /// Starts pdns_server and the two hosts, creates the source accounts' zones, writes the
-    /// config and opens the store.
+    /// Starts pdns_server (and the third party's when some zones are there), the two hosts,
+    /// creates the source accounts' zones, starts the sshd if asked, writes the config and
+    /// opens the store.
     pub async fn start(options: RigOptions) -> SimRig {
+        let RigOptions {
+            id,
+            mut source,
+            mut target,
+            zones_elsewhere,
+            public_dns,
+            ssh,
+            database,
+            mail,
+            axfr_reads,
+            daemon,
+            dns_api,
+            extra_config,
+        } = options;
         let dir = tempfile::tempdir().unwrap();
         let pdns = Pdns::start().await;
+        let theirs = if zones_elsewhere.values().any(|e| matches!(e, Elsewhere::TheirDns)) {
+            assert!(public_dns, "zones on their nameserver are seen only through public DNS: set public_dns");
+            Some(Pdns::start().await)
+        } else {
+            None
+        };
+        let resolvers: Vec<SocketAddr> = if public_dns {
+            std::iter::once(pdns.dns_addr).chain(theirs.as_ref().map(|t| t.dns_addr)).collect()
+        } else {
+            Vec::new()
+        };
+        source.dns_resolvers.clone_from(&resolvers);
+        target.dns_resolvers.clone_from(&resolvers);
         let world = SimWorld::new();
-        let accounts = options.source.accounts.clone();
-        let source = start_host(options.source, dir.path().join("old"), &world).await.unwrap();
-        let target = start_host(options.target, dir.path().join("new"), &world).await.unwrap();
+        let accounts = source.accounts.clone();
+        let source_ip = source.ip;
+        let source = start_host(source, dir.path().join("old"), &world).await.unwrap();
+        let target = start_host(target, dir.path().join("new"), &world).await.unwrap();
         let hosts = SimHosts { world, source, target, accounts };
         let endpoint = dns_endpoint(&pdns);
         let dns = endpoint.client().unwrap();
-        // The zones point where the sites are: the shared address, or the account's own.
-        let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
-        for account in &hosts.accounts {
-            by_address.entry(account.dedicated_ip.unwrap_or(SOURCE_IP)).or_default().push(account.clone());
+        create_our_zones(&dns, &hosts.accounts, &zones_elsewhere, source_ip).await;
+        if let Some(theirs) = &theirs {
+            create_their_zones(theirs, &hosts.accounts, &zones_elsewhere, source_ip).await;
         }
-        for (address, accounts) in &by_address {
-            create_zones(&dns, accounts, *address).await.unwrap();
-        }
-        let database = match options.database {
+        let ssh = if ssh { Some(start_sshd(dir.path()).await) } else { None };
+
+        let database = match database {
             Some(url) => url,
             None => format!("sqlite://{}", dir.path().join("siirto.db").display()),
         };
-        // write_config appends this right after the [dns] table's own lines.
-        let axfr =
-            if options.axfr_reads { format!("axfr_server = \"{}\"\n", pdns.dns_addr) } else { String::new() };
-        let mail = match options.mail {
-            Mail::Outbox => "channel = \"directory\"\npath = \"outbox\"\n".to_owned(),
-            Mail::Smtp(addr) => format!(
-                "channel = \"smtp\"\nhost = \"{}\"\nport = {}\nsecurity = \"none\"\n",
-                addr.ip(),
-                addr.port()
-            ),
-        };
-        let daemon = options.daemon.map(|body| format!("\n[daemon]\n{body}")).unwrap_or_default();
+        let axfr_server = axfr_reads.then_some(pdns.dns_addr);
+        let ssh_tables = ssh.as_ref().map(|ssh| ssh.config_tables(&hosts)).unwrap_or_default();
+        // write_config appends this right after the [dns] table's own lines, so it opens with
+        // more of them.
         let extra = format!(
-            "{axfr}{daemon}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{mail}\n{}",
-            options.extra_config
+            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
+            more_dns_lines(axfr_server, &resolvers),
+            mail.lines()
         );
-        let named = match options.dns_api {
+        let named = match dns_api {
             Some(api_url) => DnsEndpoint { api_url, ..endpoint },
             None => endpoint,
         };
-        let config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
+        let mut config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
+        let base_config = std::fs::read_to_string(dir.path().join("siirto.toml")).unwrap();
+        if let Some(body) = daemon {
+            let path = dir.path().join("siirto.toml");
+            std::fs::write(&path, format!("{base_config}\n[daemon]\n{body}")).unwrap();
+            config = siirto::config::Config::load(&path).unwrap();
+        }
         let store = Store::connect(&config.database).await.unwrap();
         SimRig {
             dir,
             hosts,
             pdns,
             dns,
+            theirs,
+            ssh,
             config,
             store,
-            id: MigrationId::parse(options.id).unwrap(),
+            id: MigrationId::parse(id).unwrap(),
             clock: Arc::new(OffsetClock::default()),
+            base_config,
         }
+    }
+
+    /// Writes `file` in the rig's directory: the rig's config with a `[daemon]` table of `body`
+    /// (in place of [`RigOptions::daemon`]), for a daemon process of its own. Returns `file`.
+    pub fn write_daemon_config(&self, file: &str, body: &str) -> String {
+        let text = format!("{}\n[daemon]\n{body}", self.base_config);
+        std::fs::write(self.dir.path().join(file), text).unwrap();
+        file.to_owned()
+    }
+
+    /// A client of the third party's nameserver's API.
+    pub fn their_dns(&self) -> PowerDns {
+        dns_endpoint(self.theirs.as_ref().expect("no account's zones are on their nameserver"))
+            .client()
+            .unwrap()
     }
 
     /// The user name of the source's `n`th account.
@@ -263,6 +418,11 @@ impl SimRig {
         self.dns.zone(domain).await.unwrap()
     }
 
+    /// A WHM client of the source host, as the config names it.
+    pub fn source_whm(&self) -> WhmClient {
+        World::from_config(&self.config).unwrap().hosts["old"].whm.clone()
+    }
+
     /// A WHM client of the target host, as the config names it.
     pub fn target_whm(&self) -> WhmClient {
         World::from_config(&self.config).unwrap().hosts["new"].whm.clone()
@@ -339,6 +499,66 @@ impl Daemon {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
+}
+
+/// Creates on our nameserver the zones of the accounts not named in `elsewhere`, pointing where
+/// the sites are: the account's dedicated address, or the source's shared one.
+async fn create_our_zones(
+    dns: &PowerDns,
+    accounts: &[SimAccount],
+    elsewhere: &BTreeMap<usize, Elsewhere>,
+    shared: Ipv4Addr,
+) {
+    let mut by_address: BTreeMap<Ipv4Addr, Vec<SimAccount>> = BTreeMap::new();
+    for (_, account) in accounts.iter().enumerate().filter(|(n, _)| !elsewhere.contains_key(n)) {
+        by_address.entry(account.dedicated_ip.unwrap_or(shared)).or_default().push(account.clone());
+    }
+    for (address, accounts) in &by_address {
+        create_zones(dns, accounts, *address).await.unwrap();
+    }
+}
+
+/// Creates on their nameserver the zones of the accounts `elsewhere` puts there, pointing at the
+/// source under a nameserver that is not ours, at the TTL our zones start with.
+async fn create_their_zones(
+    theirs: &Pdns,
+    accounts: &[SimAccount],
+    elsewhere: &BTreeMap<usize, Elsewhere>,
+    source: Ipv4Addr,
+) {
+    let dns = dns_endpoint(theirs).client().unwrap();
+    for (n, _) in elsewhere.iter().filter(|(_, e)| matches!(e, Elsewhere::TheirDns)) {
+        for domain in all_domains(std::slice::from_ref(&accounts[*n])) {
+            let rrsets = zone_rrsets(&domain, source, ZONE_TTL);
+            dns.create_zone(&domain, &[THEIR_NS.to_owned()], &rrsets).await.unwrap();
+        }
+    }
+}
+
+/// The `[dns]` lines beyond write_config's own: the AXFR server to read zones from, and public
+/// DNS as the resolvers (none: siirto asks its nameservers).
+fn more_dns_lines(axfr_server: Option<SocketAddr>, resolvers: &[SocketAddr]) -> String {
+    let mut lines = String::new();
+    if let Some(server) = axfr_server {
+        lines.push_str(&format!("axfr_server = \"{server}\"\n"));
+    }
+    if !resolvers.is_empty() {
+        let list = resolvers.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+        // A resolver that does not answer must not hold a check up for long.
+        lines.push_str(&format!("resolvers = [{list}]\nquery_timeout = \"1s\"\n"));
+    }
+    lines
+}
+
+/// Starts an sshd for each host; the target's pull known_hosts (in `dir`) pins the source.
+async fn start_sshd(dir: &Path) -> RigSsh {
+    let ssh = RigSsh {
+        source: Sshd::start().await,
+        target: Sshd::start().await,
+        pull_known_hosts: dir.join("pull_known_hosts"),
+    };
+    ssh.pin_source_host_key();
+    ssh
 }
 
 /// `pdns` as the company's DNS in a config: its API and its nameserver.
