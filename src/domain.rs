@@ -17,6 +17,7 @@
 //!   ([`AccountEvent::MailChecked`]); a delivery after it syncs again, at most
 //!   [`AccountPolicy::max_mail_syncs`] times, then the account is held with the evidence.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -531,8 +532,15 @@ pub enum AccountEvent {
     MailSynced {
         /// When it began.
         started_at: Timestamp,
-        /// What it synced, as `source → target` paths.
+        /// What else it synced, as `source → target` paths (the web root, per playbook).
         synced: Vec<String>,
+        /// The messages it copied, by mailbox (a folder path under the account's `mail/`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        copied: BTreeMap<String, u32>,
+        /// Messages new on the source that the target held already (read, flagged or moved
+        /// there by the customer), so not copied.
+        #[serde(default)]
+        already_there: u32,
     },
     /// The source's mail log was read for local deliveries to the account's domains.
     MailChecked {
@@ -1529,7 +1537,12 @@ mod tests {
         let policy = AccountPolicy { final_mail_sync: true, max_mail_syncs: 2, ..POLICY };
         let notified = S::Notified { notice_id: 9, at: t(9), switched_at: Some(t(8)) };
         let syncing = S::SyncingMail { switched_at: t(8), syncs: 0 };
-        let synced = E::MailSynced { started_at: t(100), synced: vec!["mail".into()] };
+        let synced = E::MailSynced {
+            started_at: t(100),
+            synced: vec!["mail".into()],
+            copied: BTreeMap::from([("example.fi/info".to_owned(), 2)]),
+            already_there: 1,
+        };
         let checking1 = S::CheckingMail { switched_at: t(8), syncs: 1, last_sync_started_at: t(100) };
         let checking2 = S::CheckingMail { switched_at: t(8), syncs: 2, last_sync_started_at: t(200) };
         let clean = E::MailChecked {

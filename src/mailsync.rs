@@ -13,6 +13,7 @@
 //! [`AccountName`]s, domains [`DomainName`]s, paths [`crate::config::RemotePath`]s, and commands are argument
 //! vectors quoted by [`crate::ssh::shell_quote_argv`], never shell strings built from data.
 
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
@@ -32,16 +33,6 @@ const RSYNC_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// How much of a failed command's stderr goes into an error.
 const STDERR_LIMIT: usize = 600;
-
-/// Dovecot's index and UID files are per server: the target's own must not be replaced by the
-/// source's (an older uidlist would hand out UIDs the target already gave to other messages).
-/// The target's Dovecot indexes the new message files itself.
-const MAIL_EXCLUDES: [&str; 4] = [
-    "--exclude=dovecot.index*",
-    "--exclude=dovecot.list.index*",
-    "--exclude=dovecot-uidlist",
-    "--exclude=dovecot-uidvalidity*",
-];
 
 /// Why a part of the mail cutover failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +91,32 @@ impl MailSyncError {
             MailSyncError::Ssh { source, .. } => source.is_transient(),
             MailSyncError::Timeout { .. } => true,
             // 1 syntax, 2 protocol incompatibility, 3 bad paths, 4 unsupported action: retrying
-            // the same command cannot help. The others (10 socket I/O, 12 data stream, 23
-            // partial transfer, 24 vanished source files, 30 timeout, 255 ssh) can pass.
-            MailSyncError::Rsync { status, .. } => !matches!(status, 1..=4),
+            // the same command cannot help, nor can it when the hop itself refuses (see
+            // `refused`): every account's sync would fail the same way, so each is held at once
+            // with the error instead of retried as if the network had hiccupped. The others (10
+            // socket I/O, 12 data stream, 23 partial transfer, 24 vanished source files, 30
+            // timeout, 255 ssh) can pass.
+            MailSyncError::Rsync { status, stderr, .. } => !matches!(status, 1..=4) && !refused(stderr),
             MailSyncError::Command { .. } | MailSyncError::Config(_) => false,
         }
     }
+}
+
+/// Whether rsync's stderr says the hop refuses the sync, as opposed to a transfer that broke:
+/// ssh's key or host-key refusal, a forced command or a restricted `rrsync` turning the request
+/// away, the source's account directory unreachable.
+fn refused(stderr: &str) -> bool {
+    const REFUSALS: [&str; 8] = [
+        "Permission denied",
+        "Host key verification failed",
+        "rrsync",
+        "change_dir",
+        "not allowed",
+        "command not found",
+        "protocol version mismatch",
+        "is your shell clean",
+    ];
+    REFUSALS.iter().any(|marker| stderr.contains(marker))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,17 +214,10 @@ fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(Vec<String>, Stri
     Ok((ssh.to_vec(), format!("{}@{host}", source.user)))
 }
 
-/// The argument vector that, run on the target, logs in to the source over the same hop the
-/// delta sync uses and runs `true`: pre-flight's proof that the pull will work.
-pub fn pull_hop_probe_argv(source: &SshConfig, target: &SshConfig) -> Result<Vec<String>, MailSyncError> {
-    let (mut argv, remote) = pull_hop(source, target)?;
-    argv.extend([remote, "true".to_owned()]);
-    Ok(argv)
-}
-
 /// The argument vector of the rsync that runs on the target and pulls `dir` of `user`'s home
 /// from the source: `rsync -a --update` (only files newer than the target's copy; never
-/// `--delete`, so nothing on the target is ever removed), over the [`pull_hop`] ssh.
+/// `--delete`, so nothing on the target is ever removed), over the [`pull_hop`] ssh. For the
+/// web root; mail is copied message by message ([`files_from_argv`], [`delta_sync`]).
 pub fn rsync_argv(
     source: &SshConfig,
     target: &SshConfig,
@@ -226,12 +230,56 @@ pub fn rsync_argv(
     }
     let from = format!("{remote}:{}/{dir}/", source.home_root.join(user.as_str()));
     let to = format!("{}/{dir}/", target.home_root.join(user.as_str()));
-    let mut argv = vec!["rsync".to_owned(), "-a".to_owned(), "--update".to_owned()];
-    if dir == "mail" {
-        argv.extend(MAIL_EXCLUDES.iter().map(|s| (*s).to_owned()));
+    Ok(vec![
+        "rsync".to_owned(),
+        "-a".to_owned(),
+        "--update".to_owned(),
+        "-e".to_owned(),
+        ssh.join(" "),
+        from,
+        to,
+    ])
+}
+
+/// The argument vector of the rsync that runs on the target and copies exactly the files of
+/// `user`'s `dir` listed on its standard input (`--files-from=-`, one path under `dir` a line),
+/// pulling from the source over the [`pull_hop`] ssh. `-a` keeps times and modes; the list's
+/// paths are kept as they are under `dir` (`--files-from` implies `--relative`).
+pub fn files_from_argv(
+    source: &SshConfig,
+    target: &SshConfig,
+    user: &AccountName,
+    dir: &str,
+) -> Result<Vec<String>, MailSyncError> {
+    let (ssh, remote) = pull_hop(source, target)?;
+    if !dir.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return Err(MailSyncError::Config(format!("not a directory the delta sync copies: {dir:?}")));
     }
-    argv.extend(["-e".to_owned(), ssh.join(" "), from, to]);
-    Ok(argv)
+    let from = format!("{remote}:{}/{dir}/", source.home_root.join(user.as_str()));
+    let to = format!("{}/{dir}/", target.home_root.join(user.as_str()));
+    Ok(vec![
+        "rsync".to_owned(),
+        "-a".to_owned(),
+        "--files-from=-".to_owned(),
+        "-e".to_owned(),
+        ssh.join(" "),
+        from,
+        to,
+    ])
+}
+
+/// The argument vector that, run on the target, lists `user`'s mail on the source through the
+/// hop the final sync uses (`rsync --list-only`, the pull key and known_hosts): pre-flight's dry
+/// run of the transfer itself, so a key restricted so the sync cannot read (a forced command, a
+/// read-only `rrsync` rooted elsewhere) is found before the cutover.
+pub fn sync_dry_run_argv(
+    source: &SshConfig,
+    target: &SshConfig,
+    user: &AccountName,
+) -> Result<Vec<String>, MailSyncError> {
+    let (ssh, remote) = pull_hop(source, target)?;
+    let from = format!("{remote}:{}/mail/", source.home_root.join(user.as_str()));
+    Ok(vec!["rsync".to_owned(), "--list-only".to_owned(), "-e".to_owned(), ssh.join(" "), from])
 }
 
 async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
@@ -248,6 +296,22 @@ async fn run(
     timeout: Duration,
 ) -> Result<ExecOutput, MailSyncError> {
     match tokio::time::timeout(timeout, session.exec(argv)).await {
+        Ok(result) => {
+            result.map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
+        }
+        Err(_) => Err(MailSyncError::Timeout { host: host.to_owned(), what: what.to_owned(), timeout }),
+    }
+}
+
+async fn run_with_input(
+    session: &SshSession,
+    host: &str,
+    what: &str,
+    argv: &[&str],
+    input: &[u8],
+    timeout: Duration,
+) -> Result<ExecOutput, MailSyncError> {
+    match tokio::time::timeout(timeout, session.exec_with_input(argv, input)).await {
         Ok(result) => {
             result.map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
         }
@@ -272,48 +336,320 @@ pub struct Hosts<'a> {
     pub target: (&'a str, &'a SshConfig),
 }
 
-/// Runs the delta sync of `user`'s directories for `scope`: for each one that exists on the
-/// source (`test -d`, over a session to the source), rsync on the target pulls it. Returns
-/// what was synced, as `source → target` paths.
+/// How far back on the source the final sync looks for new mail.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncWindow {
+    /// When the account's transfer was enqueued (its copy began at or after it), on siirto's
+    /// clock; `None` when the store does not know it, and every message is then a candidate.
+    pub copy_began: Option<Timestamp>,
+    /// Now, on siirto's clock, read right before the source's clock is.
+    pub now: Timestamp,
+}
+
+/// How far before the copy began, on the source's clock, a message still counts as new, in
+/// milliseconds: the error of one clock read over SSH (half a round trip; whole seconds where
+/// `date` cannot print milliseconds) and a delivery's time in `tmp/` before its rename into
+/// `new/`. Mail delivered in that second was most likely copied by the transfer, and is then
+/// found on the target and not copied again; only one the customer deleted there since could
+/// come back. The transfer's enqueue, which the window counts from, comes before its copy reads
+/// anything, so mail delivered after the copy read the mailbox is never left out.
+const COPY_BEGAN_MARGIN_MS: i64 = 1_000;
+
+/// What one final sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Messages copied from the source, by mailbox (its folder path under `mail/`).
+    pub copied: BTreeMap<String, u32>,
+    /// Each copied message as (mailbox, unique name), so a later sync never copies it again.
+    pub copied_names: Vec<(String, String)>,
+    /// Messages new on the source that the target already held (by unique name).
+    pub already_there: u32,
+    /// What else was synced, as `source → target` paths (the web root, per playbook).
+    pub synced: Vec<String>,
+}
+
+/// The final delta sync of `user`'s mail (and, for [`SyncScope::MailAndWeb`], web root).
+///
+/// Mail is not synced by file path: a Maildir message changes its name when it is read, flagged
+/// or moved (`new/X` → `cur/X:2,S`, or into `.Archive/cur/`), so `rsync --update` by path
+/// copies a message the customer already has on the target as a second one, and brings back
+/// what they deleted there. Instead both sides' Maildirs are listed over the pinned sessions,
+/// and exactly the messages that were delivered on the source after the account's copy began,
+/// that no folder of the same mailbox on the target holds under the same unique name, and that
+/// no earlier sync copied (`copied`) are copied, by `rsync --files-from=-` run on the target
+/// with the list on its standard input. rsync rather than `doveadm backup`/`sync`: it needs
+/// nothing of the servers but SSH and rsync, reads the source only, copies exactly the list
+/// (doveadm decides for itself, and `backup` deletes on the destination what the source
+/// lacks), and the target's Dovecot takes each new file as a new message without touching the
+/// customer's flags, folders and deletions.
 pub async fn delta_sync(
     hosts: Hosts<'_>,
     user: &AccountName,
     scope: SyncScope,
-) -> Result<Vec<String>, MailSyncError> {
+    window: SyncWindow,
+    copied: &HashSet<(String, String)>,
+) -> Result<SyncReport, MailSyncError> {
     let (source_name, source_ssh) = hosts.source;
     let (target_name, target_ssh) = hosts.target;
     // Build every command first: a config problem costs no connection.
-    let mut commands = Vec::new();
-    for dir in sync_dirs(scope) {
-        commands.push((*dir, rsync_argv(source_ssh, target_ssh, user, dir)?));
-    }
+    let mail_copy = files_from_argv(source_ssh, target_ssh, user, "mail")?;
+    let web = match scope {
+        SyncScope::Mail => None,
+        SyncScope::MailAndWeb => Some(rsync_argv(source_ssh, target_ssh, user, "public_html")?),
+    };
     let source = connect(source_name, source_ssh).await?;
     let target = connect(target_name, target_ssh).await?;
-    let mut synced = Vec::new();
-    for (dir, argv) in commands {
-        let source_path = format!("{}/{dir}", source_ssh.home_root.join(user.as_str()));
-        let exists =
-            run(&source, source_name, "test -d", &["test", "-d", &source_path], COMMAND_TIMEOUT).await?;
-        if !exists.success() {
-            tracing::info!(account = %user, path = %source_path, "not on the source; nothing to sync");
-            continue;
+    let mut report = SyncReport::default();
+
+    let since_ms = match window.copy_began {
+        Some(began) => {
+            let source_now_ms = clock_ms(&source, source_name).await?;
+            began.timestamp_millis() + (source_now_ms - window.now.timestamp_millis()) - COPY_BEGAN_MARGIN_MS
         }
-        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let output = run(&target, target_name, "rsync", &args, RSYNC_TIMEOUT).await?;
+        None => i64::MIN,
+    };
+    let source_mail = format!("{}/mail", source_ssh.home_root.join(user.as_str()));
+    let target_mail = format!("{}/mail", target_ssh.home_root.join(user.as_str()));
+    let on_source = list_maildirs(&source, source_name, &source_mail).await?;
+    let on_target = list_maildirs(&target, target_name, &target_mail).await?;
+    let selection = messages_to_copy(&on_source, &on_target, since_ms, copied);
+    report.already_there = selection.already_there;
+    if !selection.copy.is_empty() {
+        let list: String = selection.copy.iter().map(|m| format!("{}\n", m.path())).collect();
+        let args: Vec<&str> = mail_copy.iter().map(String::as_str).collect();
+        let output =
+            run_with_input(&target, target_name, "rsync", &args, list.as_bytes(), RSYNC_TIMEOUT).await?;
         if !output.success() {
             return Err(MailSyncError::Rsync {
                 host: target_name.to_owned(),
-                path: source_path,
+                path: source_mail,
                 status: output.status,
                 stderr: stderr_tail(&output),
             });
         }
-        let target_path = format!("{}/{dir}", target_ssh.home_root.join(user.as_str()));
-        synced.push(format!("{source_name}:{source_path} → {target_name}:{target_path}"));
+        for message in &selection.copy {
+            *report.copied.entry(message.mailbox().to_owned()).or_default() += 1;
+            report.copied_names.push((message.mailbox().to_owned(), message.unique().to_owned()));
+        }
+    }
+
+    if let Some(argv) = web {
+        let source_path = format!("{}/public_html", source_ssh.home_root.join(user.as_str()));
+        let exists =
+            run(&source, source_name, "test -d", &["test", "-d", &source_path], COMMAND_TIMEOUT).await?;
+        if exists.success() {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let output = run(&target, target_name, "rsync", &args, RSYNC_TIMEOUT).await?;
+            if !output.success() {
+                return Err(MailSyncError::Rsync {
+                    host: target_name.to_owned(),
+                    path: source_path,
+                    status: output.status,
+                    stderr: stderr_tail(&output),
+                });
+            }
+            let target_path = format!("{}/public_html", target_ssh.home_root.join(user.as_str()));
+            report.synced.push(format!("{source_name}:{source_path} → {target_name}:{target_path}"));
+        } else {
+            tracing::info!(account = %user, path = %source_path, "not on the source; nothing to sync");
+        }
     }
     let _ = source.close().await;
     let _ = target.close().await;
-    Ok(synced)
+    Ok(report)
+}
+
+/// Reads a host's clock in epoch milliseconds (GNU `date +%s%3N`; where `date` cannot print
+/// milliseconds, the end of the second it gives, so the window errs towards copying).
+async fn clock_ms(session: &SshSession, host: &str) -> Result<i64, MailSyncError> {
+    let date = run(session, host, "date", &["date", "+%s %3N"], COMMAND_TIMEOUT).await?;
+    let answer = String::from_utf8_lossy(&date.stdout);
+    let mut parts = answer.split_whitespace();
+    let secs: Option<i64> = parts.next().and_then(|s| s.parse().ok());
+    let millis: i64 =
+        parts.next().and_then(|m| m.parse().ok()).filter(|m| (0..1000).contains(m)).unwrap_or(999);
+    secs.map(|secs| secs * 1000 + millis).ok_or_else(|| MailSyncError::Command {
+        host: host.to_owned(),
+        what: "date".into(),
+        detail: format!("unreadable answer {answer:?}"),
+    })
+}
+
+/// Every message file under a host's `mail_dir` (none when it does not exist), listed with
+/// `find … -print0` so no file name can split the list; names that are not plain Maildir
+/// messages are left out (they are never copied).
+async fn list_maildirs(
+    session: &SshSession,
+    host: &str,
+    mail_dir: &str,
+) -> Result<Vec<MailFile>, MailSyncError> {
+    let exists = run(session, host, "test -d", &["test", "-d", mail_dir], COMMAND_TIMEOUT).await?;
+    if !exists.success() {
+        return Ok(Vec::new());
+    }
+    let argv = [
+        "find",
+        mail_dir,
+        "-mindepth",
+        "2",
+        "-type",
+        "f",
+        "(",
+        "-path",
+        "*/cur/*",
+        "-o",
+        "-path",
+        "*/new/*",
+        ")",
+        "-printf",
+        "%P\\0",
+    ];
+    let output = run(session, host, "listing the Maildirs", &argv, COMMAND_TIMEOUT).await?;
+    if !output.success() {
+        return Err(MailSyncError::Command {
+            host: host.to_owned(),
+            what: format!("listing the Maildirs under {mail_dir}"),
+            detail: format!("find exited with {}: {}", output.status, stderr_tail(&output)),
+        });
+    }
+    let mut files = Vec::new();
+    for entry in output.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        match std::str::from_utf8(entry).ok().and_then(MailFile::parse) {
+            Some(file) => files.push(file),
+            None => {
+                tracing::warn!(host, entry = %String::from_utf8_lossy(entry), "not a Maildir message name; left out")
+            }
+        }
+    }
+    Ok(files)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maildir messages
+
+/// One message file of an account's Maildirs, by its place under the account's `mail/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFile {
+    /// The folder: the directory holding `cur/` and `new/`, as a path under `mail/`
+    /// (`example.fi/info`, `example.fi/info/.Sent`; empty for the account's own inbox).
+    folder: String,
+    /// `cur` or `new`.
+    sub: &'static str,
+    /// The file name: the unique name, then the info (`:2,S`) once the message was seen.
+    name: String,
+}
+
+impl MailFile {
+    /// Parses a path under `mail/` (`example.fi/info/.Sent/cur/1733300000.M1P2.host:2,S`).
+    /// `None` for anything but a file in a `cur/` or `new/` directory with a plain name:
+    /// printable, no `/`, no component `.` or `..`, nothing rsync's file list could misread.
+    pub fn parse(path: &str) -> Option<MailFile> {
+        if path.is_empty() || path.len() > 1024 || path.starts_with('/') {
+            return None;
+        }
+        let plain = |part: &str| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.chars().all(|c| !c.is_control() && c != '\\')
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() < 2 || !parts.iter().all(|p| plain(p)) {
+            return None;
+        }
+        let (name, sub, folder) = (parts[parts.len() - 1], parts[parts.len() - 2], &parts[..parts.len() - 2]);
+        let sub = match sub {
+            "cur" => "cur",
+            "new" => "new",
+            _ => return None,
+        };
+        Some(MailFile { folder: folder.join("/"), sub, name: name.to_owned() })
+    }
+
+    /// The path under `mail/`.
+    pub fn path(&self) -> String {
+        if self.folder.is_empty() {
+            format!("{}/{}", self.sub, self.name)
+        } else {
+            format!("{}/{}/{}", self.folder, self.sub, self.name)
+        }
+    }
+
+    /// The unique name: the file name up to its info (`:2,…`), which stays the same when the
+    /// message is read, flagged or moved.
+    pub fn unique(&self) -> &str {
+        self.name.split_once(':').map_or(self.name.as_str(), |(unique, _)| unique)
+    }
+
+    /// When the message was delivered, in the source's epoch milliseconds: the seconds the
+    /// unique name starts with (Maildir's `time.…` names) and its microseconds (Dovecot's and
+    /// exim's `time.M<micros>…`), or the end of that second where none are given. `None` for a
+    /// name that does not start with a time.
+    pub fn delivered_at_ms(&self) -> Option<i64> {
+        let unique = self.unique();
+        let digits: String = unique.chars().take_while(char::is_ascii_digit).collect();
+        let secs: i64 = digits.parse().ok()?;
+        let micros = unique[digits.len()..]
+            .strip_prefix(".M")
+            .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+            .and_then(|m| m.parse::<i64>().ok())
+            .filter(|m| *m < 1_000_000);
+        Some(secs * 1000 + micros.map_or(999, |m| m / 1000))
+    }
+
+    /// The mailbox the folder belongs to: the folder without its Maildir++ subfolder (`.Sent`),
+    /// so a message moved between folders stays in the same mailbox.
+    pub fn mailbox(&self) -> &str {
+        match self.folder.rsplit_once('/') {
+            Some((mailbox, last)) if last.starts_with('.') => mailbox,
+            None if self.folder.starts_with('.') => "",
+            _ => &self.folder,
+        }
+    }
+}
+
+/// The final sync's choice among the source's messages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selection<'a> {
+    /// The messages to copy.
+    pub copy: Vec<&'a MailFile>,
+    /// Messages new on the source (delivered since the copy began) that the target holds
+    /// already, in some folder of the same mailbox.
+    pub already_there: u32,
+}
+
+/// Chooses the messages to copy: on the source, delivered at or after `since_ms` (the source's
+/// epoch milliseconds; a name without a time counts as new), whose unique name no folder of the same
+/// mailbox on the target holds (so one the customer read, flagged or moved there is not copied
+/// again), and not copied by an earlier sync (`copied`, as (mailbox, unique); so one the
+/// customer deleted there after it was copied stays deleted).
+pub fn messages_to_copy<'a>(
+    source: &'a [MailFile],
+    target: &[MailFile],
+    since_ms: i64,
+    copied: &HashSet<(String, String)>,
+) -> Selection<'a> {
+    let on_target: HashSet<(&str, &str)> = target.iter().map(|m| (m.mailbox(), m.unique())).collect();
+    let mut selection = Selection::default();
+    let mut chosen: HashSet<(&str, &str)> = HashSet::new();
+    for message in source {
+        if message.delivered_at_ms().is_some_and(|at| at < since_ms) {
+            continue;
+        }
+        let key = (message.mailbox(), message.unique());
+        if copied.contains(&(key.0.to_owned(), key.1.to_owned())) {
+            continue;
+        }
+        if on_target.contains(&key) {
+            selection.already_there += 1;
+            continue;
+        }
+        // One copy of a message the source holds twice (read there meanwhile: cur/ and new/).
+        if chosen.insert(key) {
+            selection.copy.push(message);
+        }
+    }
+    selection
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,6 +820,116 @@ mod tests {
     use super::*;
     use crate::config::RemotePath;
 
+    fn file(path: &str) -> MailFile {
+        MailFile::parse(path).unwrap_or_else(|| panic!("{path}"))
+    }
+
+    #[test]
+    fn a_refusing_hop_is_permanent_and_a_broken_transfer_transient() {
+        let rsync = |status, stderr: &str| MailSyncError::Rsync {
+            host: "new1".into(),
+            path: "/home/kukka/mail".into(),
+            status,
+            stderr: stderr.into(),
+        };
+        assert!(
+            rsync(
+                23,
+                "rsync: [sender] link_stat \"/home/kukka/mail/cur/x\" failed: No such file or directory (2)"
+            )
+            .is_transient()
+        );
+        assert!(
+            rsync(12, "rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]")
+                .is_transient()
+        );
+        assert!(!rsync(255, "root@old1: Permission denied (publickey).").is_transient());
+        assert!(
+            !rsync(
+                23,
+                "rsync: [sender] change_dir \"/home/kukka/mail\" failed: No such file or directory (2)"
+            )
+            .is_transient()
+        );
+        assert!(!rsync(1, "rrsync error: option -e has been disabled on this server").is_transient());
+        assert!(!rsync(3, "anything").is_transient());
+    }
+
+    #[test]
+    fn maildir_names_are_parsed_and_odd_ones_refused() {
+        let read = file("example.fi/info/.Sent/cur/1733300000.M1P2.old1:2,S");
+        assert_eq!(read.path(), "example.fi/info/.Sent/cur/1733300000.M1P2.old1:2,S");
+        assert_eq!(
+            (read.unique(), read.delivered_at_ms(), read.mailbox()),
+            ("1733300000.M1P2.old1", Some(1_733_300_000_000), "example.fi/info")
+        );
+        assert_eq!(
+            file("x/cur/1733300000.M654321P9Q1.host,S=10:2,").delivered_at_ms(),
+            Some(1_733_300_000_654)
+        );
+        assert_eq!(
+            file("x/new/1733300000.P9.host").delivered_at_ms(),
+            Some(1_733_300_000_999),
+            "the end of its second"
+        );
+        let inbox = file("example.fi/info/new/1733300001.M3P4.old1");
+        assert_eq!((inbox.unique(), inbox.mailbox()), ("1733300001.M3P4.old1", "example.fi/info"));
+        // The account's own mailbox, at the root of mail/, and its folders.
+        assert_eq!(file("cur/1733300002.x:2,").mailbox(), "");
+        assert_eq!(file(".Archive/new/1733300003.y").mailbox(), "");
+        assert_eq!(file("new/no-time-in-this-name").delivered_at_ms(), None);
+        for odd in [
+            "",
+            "/abs/cur/1",
+            "example.fi/info/tmp/1733300000.M1",
+            "example.fi/info/dovecot-uidlist",
+            "example.fi/../info/cur/1",
+            "example.fi/info/cur/with\nnewline",
+            "example.fi/info/cur/back\\slash",
+            "cur",
+        ] {
+            assert_eq!(MailFile::parse(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn only_new_mail_missing_from_the_mailbox_on_the_target_is_copied() {
+        let since = 1_733_300_000_000;
+        let source = vec![
+            // Delivered before the copy began: the transfer brought it (or the customer has
+            // since deleted it on the target): never copied.
+            file("example.fi/info/cur/1733299000.old.host:2,S"),
+            // New on the source, read there since: missing on the target, copied once although
+            // the source's listing shows it as read.
+            file("example.fi/info/cur/1733300100.a.host:2,S"),
+            // New, and the customer already has it on the target in another folder (the first
+            // sync copied it, they read it and moved it): not copied back.
+            file("example.fi/info/new/1733300200.b.host"),
+            // New, never on the target: copied.
+            file("example.fi/info/.Sent/cur/1733300300.c.host:2,S"),
+            // New, copied by an earlier sync, deleted on the target since: stays deleted.
+            file("example.fi/info/new/1733300400.d.host"),
+            // New, for another mailbox: copied.
+            file("example.fi/sales/new/1733300500.e.host"),
+        ];
+        let target = vec![
+            file("example.fi/info/.Archive/cur/1733300200.b.host:2,RS"),
+            file("example.fi/info/cur/1733299000.other.host:2,"),
+        ];
+        let copied = HashSet::from([("example.fi/info".to_owned(), "1733300400.d.host".to_owned())]);
+        let selection = messages_to_copy(&source, &target, since, &copied);
+        let chosen: Vec<String> = selection.copy.iter().map(|m| m.path()).collect();
+        assert_eq!(
+            chosen,
+            [
+                "example.fi/info/cur/1733300100.a.host:2,S",
+                "example.fi/info/.Sent/cur/1733300300.c.host:2,S",
+                "example.fi/sales/new/1733300500.e.host",
+            ]
+        );
+        assert_eq!(selection.already_there, 1);
+    }
+
     fn ssh(address: &str, home: &str, pull: bool) -> SshConfig {
         SshConfig {
             address: address.to_owned(),
@@ -502,10 +948,12 @@ mod tests {
         let source = ssh("old1.example.net:2222", "/home", false);
         let target = ssh("new1.example.net:22", "/home2", true);
         let user = AccountName::parse("kukka").unwrap();
-        let argv = rsync_argv(&source, &target, &user, "mail").unwrap();
-        assert_eq!(&argv[..3], ["rsync", "-a", "--update"]);
-        assert!(argv.iter().all(|a| !a.contains("--delete")), "{argv:?}");
-        assert!(argv.contains(&"--exclude=dovecot-uidlist".to_owned()));
+        let argv = files_from_argv(&source, &target, &user, "mail").unwrap();
+        assert_eq!(&argv[..3], ["rsync", "-a", "--files-from=-"]);
+        assert!(argv.iter().all(|a| !a.contains("--delete") && !a.contains("--update")), "{argv:?}");
+        let dry = sync_dry_run_argv(&source, &target, &user).unwrap();
+        assert_eq!(&dry[..2], ["rsync", "--list-only"]);
+        assert_eq!(dry[dry.len() - 1], "root@old1.example.net:/home/kukka/mail/");
         let n = argv.len();
         assert_eq!(argv[n - 4], "-e");
         assert_eq!(
@@ -515,7 +963,8 @@ mod tests {
         assert_eq!(argv[n - 2], "root@old1.example.net:/home/kukka/mail/");
         assert_eq!(argv[n - 1], "/home2/kukka/mail/");
         let web = rsync_argv(&source, &target, &user, "public_html").unwrap();
-        assert!(!web.iter().any(|a| a.starts_with("--exclude")), "{web:?}");
+        assert_eq!(&web[..3], ["rsync", "-a", "--update"]);
+        assert_eq!(web[web.len() - 1], "/home2/kukka/public_html/");
         assert_eq!(web.last().unwrap(), "/home2/kukka/public_html/");
         // The target must be configured to pull; bad directories and addresses are refused.
         let no_pull = ssh("new1.example.net:22", "/home", false);

@@ -545,6 +545,19 @@ impl Store {
         select(&self.pool, "SELECT * FROM events WHERE migration_id = $1 ORDER BY id", &[migration_id]).await
     }
 
+    /// The events of a migration of the given kinds, in the order they were written.
+    pub async fn events_of_kinds(
+        &self,
+        migration_id: &str,
+        kinds: &[&str],
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let list = (0..kinds.len()).map(|n| format!("${}", n + 2)).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT * FROM events WHERE migration_id = $1 AND kind IN ({list}) ORDER BY id");
+        let mut keys = vec![migration_id];
+        keys.extend_from_slice(kinds);
+        select(&self.pool, &sql, &keys).await
+    }
+
     /// All notices of a migration, by id.
     pub async fn outbox(&self, migration_id: &str) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE migration_id = $1 ORDER BY id");
@@ -558,6 +571,39 @@ impl Store {
         ))
         .bind(limit)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The messages the final mail sync copied for an account, as (mailbox, unique name).
+    pub async fn mail_copied(
+        &self,
+        migration_id: &str,
+        user: &str,
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT mailbox, uniq FROM mail_copied WHERE migration_id = $1 AND user_name = $2",
+        )
+        .bind(migration_id)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// When the latest event `kind` of an account was recorded, if one was.
+    pub async fn last_event_at(
+        &self,
+        migration_id: &str,
+        account: &str,
+        kind: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(at) FROM events WHERE migration_id = $1 AND account = $2 AND kind = $3",
+        )
+        .bind(migration_id)
+        .bind(account)
+        .bind(kind)
+        .fetch_one(&self.pool)
         .await?)
     }
 
@@ -968,6 +1014,30 @@ impl Tx<'_> {
             key: format!("{migration_id}/{domain}"),
         })
         .await
+    }
+
+    /// Remembers messages the final mail sync copied for an account, as (mailbox, unique name);
+    /// one remembered already stays as it was.
+    pub async fn record_mail_copied(
+        &mut self,
+        migration_id: &str,
+        user: &str,
+        copied: &[(String, String)],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in copied.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO mail_copied (migration_id, user_name, mailbox, uniq, copied_at) VALUES {} \
+                 ON CONFLICT (migration_id, user_name, mailbox, uniq) DO NOTHING",
+                placeholders(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for (mailbox, uniq) in chunk {
+                query = query.bind(migration_id).bind(user).bind(mailbox).bind(uniq).bind(at);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     /// Appends an event to the log and returns its id.

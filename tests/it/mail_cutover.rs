@@ -71,10 +71,10 @@ impl Rig {
         let theirs_count = usize::from(external);
         assert_eq!(plan.counts.move_and_repoint, plan.counts.domains - theirs_count, "{:#?}", plan.flagged);
         rig.approve().await;
-        // Pre-flight proves the delta sync's hop (the target logging in to the source with its
-        // pull key, the source's host key pinned): refused while known_hosts lacks the source,
-        // started once it has it.
-        let hop = "ssh new -> old";
+        // Pre-flight tries the final sync itself, dry (rsync on the target listing an account's
+        // mail on the source over its pull key, the source's host key pinned): refused while
+        // known_hosts lacks the source, started once it has it.
+        let hop = "mail sync new -> old";
         let refused = rig.start_migration().await;
         assert!(refused.started.is_none(), "{:#?}", refused.report);
         let failures: Vec<&str> = refused.report.hard_failures().map(|f| f.check.as_str()).collect();
@@ -375,10 +375,10 @@ async fn mail_of_an_external_domain_follows_once_its_customer_repoints() {
     };
     assert_eq!(followed.len(), 1, "{followed:?}");
     assert_eq!(followed[0]["routing"], "remote", "{followed:?}");
-    let synced = followed[0]["synced"].as_array().cloned().unwrap_or_default();
-    assert!(
-        synced.iter().any(|d| d.as_str().is_some_and(|d| d.contains(&format!("/{user}/mail")))),
-        "the delta sync ran over the account's mail: {followed:?}"
+    assert_eq!(
+        followed[0]["copied"][format!("{domain}/info")],
+        1,
+        "the delta sync copied the one message that landed on the source meanwhile: {followed:?}"
     );
     assert_eq!(source.mail_routing(&domain), "remote");
     assert!(
@@ -391,4 +391,175 @@ async fn mail_of_an_external_domain_follows_once_its_customer_repoints() {
     assert_eq!(at_target.iter().filter(|s| *s == "while-waiting").count(), 1, "{at_target:?}");
     assert!(at_target.contains(&"after-follow-up".to_owned()), "{at_target:?}");
     assert!(!subjects(source, &user, &domain, "info").contains(&"after-follow-up".to_owned()));
+}
+
+/// Every message file of the mailbox `local@domain` of `user` on `host`, in every folder: its
+/// folder (`""` for the inbox, `.Archive`, …) and subject.
+fn mailbox(host: &SimHost, user: &AccountName, domain: &DomainName, local: &str) -> Vec<(String, String)> {
+    let root = host.account_dir(user).join("mail").join(domain.as_str()).join(local);
+    let mut found = Vec::new();
+    let mut folders = vec![(String::new(), root.clone())];
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && entry.path().is_dir() {
+            folders.push((name, entry.path()));
+        }
+    }
+    for (folder, dir) in folders {
+        for sub in ["cur", "new"] {
+            let Ok(files) = std::fs::read_dir(dir.join(sub)) else { continue };
+            for file in files.flatten() {
+                let text = std::fs::read_to_string(file.path()).unwrap();
+                if let Some(subject) = text.lines().find_map(|l| l.strip_prefix("Subject: ")) {
+                    found.push((folder.clone(), subject.to_owned()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A customer's IMAP client on the new server, as Dovecot would leave the Maildir: every new
+/// message read (`new/X` → `cur/X:2,S`), the message `to_archive` moved to `.Archive`, the
+/// message `to_delete` deleted.
+fn mail_client(host: &SimHost, user: &AccountName, domain: &DomainName, to_archive: &str, to_delete: &str) {
+    let inbox = host.account_dir(user).join("mail").join(domain.as_str()).join("info");
+    let archive = inbox.join(".Archive");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(archive.join(sub)).unwrap();
+    }
+    for file in std::fs::read_dir(inbox.join("new")).unwrap().flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        std::fs::rename(file.path(), inbox.join("cur").join(format!("{name}:2,S"))).unwrap();
+    }
+    let (mut archived, mut deleted) = (false, false);
+    for file in std::fs::read_dir(inbox.join("cur")).unwrap().flatten() {
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        if text.contains(&format!("Subject: {to_archive}")) {
+            std::fs::rename(file.path(), archive.join("cur").join(file.file_name())).unwrap();
+            archived = true;
+        } else if text.contains(&format!("Subject: {to_delete}")) {
+            std::fs::remove_file(file.path()).unwrap();
+            deleted = true;
+        }
+    }
+    assert!(archived && deleted, "the client found both messages on the new server");
+}
+
+/// Mail read, moved and deleted on the new server between the copy and the final sync, with
+/// mail sent to both servers before, during and after: every message in the new server's
+/// mailbox exactly once (in whichever folder the customer put it), none stranded on the old
+/// one, the deleted one stays deleted, the moved one stays moved; the timeline and the status
+/// say what the sync copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mail_client_working_on_the_new_server_keeps_its_changes_and_gets_no_copies() {
+    let rig = Rig::start(1).await;
+    let (source, target) = (&rig.sim.hosts.source, &rig.sim.hosts.target);
+    let account = rig.sim.hosts.accounts[0].clone();
+    let (user, domain) = (account.user.clone(), account.domain.clone());
+    let to = format!("info@{domain}");
+    for token in ["before-1", "before-2", "before-3", "before-4"] {
+        send(source, &to, token).await;
+    }
+    // Copied to the new server, not repointed yet: mail still lands on the old one.
+    rig.tick_until("the account to be copied", |s| all_in(s, &["restored", "verified"])).await;
+    assert_eq!(source.mail_routing(&domain), "auto", "{:?}", rig.states().await);
+    for token in ["copied-1", "copied-2"] {
+        send(source, &to, token).await;
+    }
+    // The customer's mail client on the new server (their MX already points there for some
+    // resolvers): reads everything, archives one message, deletes another; new mail arrives.
+    mail_client(target, &user, &domain, "before-2", "before-3");
+    send(target, &to, "target-1").await;
+
+    rig.tick_until("the account to be done", |s| all_in(s, &["done"])).await;
+    send(source, &to, "after-1").await;
+    send(target, &to, "after-2").await;
+
+    let at_target = mailbox(target, &user, &domain, "info");
+    let count = |token: &str| at_target.iter().filter(|(_, s)| s == token).count();
+    for token in
+        ["before-1", "before-2", "before-4", "copied-1", "copied-2", "target-1", "after-1", "after-2"]
+    {
+        assert_eq!(count(token), 1, "{token} on the new server: {at_target:?}");
+    }
+    assert_eq!(count("before-3"), 0, "the deleted message stays deleted: {at_target:?}");
+    assert!(
+        at_target.contains(&(".Archive".to_owned(), "before-2".to_owned())),
+        "the moved message stays moved: {at_target:?}"
+    );
+    // Nothing stranded: what the old server holds, the new one has (but what was deleted there).
+    for (_, token) in mailbox(source, &user, &domain, "info") {
+        assert!(token == "before-3" || count(&token) == 1, "{token} stranded on the old server");
+    }
+    // The timeline: one sync, the two messages delivered on the old server after the copy.
+    let synced = rig.events_of(user.as_str(), "mail_synced").await;
+    assert_eq!(synced.len(), 1, "{synced:?}");
+    let mailbox_name = format!("{domain}/info");
+    assert_eq!(synced[0]["event"]["copied"][&mailbox_name], 2, "{synced:?}");
+    // The status shows the account's mail evidence.
+    let status = rig.sim.status().await;
+    let mail = crate::support::rig::account(&status, user.as_str()).mail.clone().expect("mail evidence");
+    assert!(mail.switched_at.is_some(), "{mail:?}");
+    assert_eq!(mail.syncs.len(), 1, "{mail:?}");
+    assert_eq!(mail.syncs[0].copied.get(&mailbox_name), Some(&2), "{mail:?}");
+    let check = mail.last_check.expect("the mail log was checked");
+    assert_eq!(check.evidence.delivered_since_last_sync, 0, "{check:?}");
+    let json = serde_json::to_value(&status).unwrap();
+    assert!(json["accounts"][0]["mail"]["syncs"][0]["copied"][&mailbox_name] == 2, "{json}");
+}
+
+/// A pull key restricted so it cannot read the account's mail (a read-only `rrsync` rooted
+/// elsewhere, as a careful administrator might set it) fails the pre-flight with rsync's own
+/// error, before any account moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restricted_pull_key_fails_the_pre_flight_with_its_error() {
+    let mut options = RigOptions::new("restricted-pull", 1);
+    options.source.ip = SOURCE_IP;
+    options.target.ip = TARGET_IP;
+    options.public_dns = true;
+    options.ssh = true;
+    let rig = SimRig::start(options).await;
+    let empty = rig.dir.path().join("rrsync-root");
+    std::fs::create_dir_all(&empty).unwrap();
+    let ssh = rig.ssh.as_ref().expect("the hosts' sshd");
+    ssh.restrict_pull_key(&format!("command=\"/usr/bin/rrsync -ro {}\",restrict", empty.display()));
+    rig.plan(&playbook()).await;
+    rig.approve().await;
+    let refused = rig.start_migration().await;
+    assert!(refused.started.is_none(), "{:#?}", refused.report);
+    let failures: Vec<_> = refused.report.hard_failures().collect();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_eq!(failures[0].check, "mail sync new -> old");
+    assert!(
+        failures[0].detail.contains("rsync --list-only") && failures[0].detail.contains("exit"),
+        "the command and its error: {}",
+        failures[0].detail
+    );
+}
+
+/// A pull key restricted after the pre-flight passed: the sync fails with the same refusal for
+/// every account, so the account is held at once with rsync's error, not retried as if the
+/// network had hiccupped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sync_the_hop_refuses_holds_the_account_at_once_with_the_error() {
+    let rig = Rig::start(1).await;
+    rig.tick_until("the account to be switched", |s| all_in(s, &["switched", "notified", "syncing_mail"]))
+        .await;
+    let empty = rig.sim.dir.path().join("rrsync-root");
+    std::fs::create_dir_all(&empty).unwrap();
+    let ssh = rig.sim.ssh.as_ref().expect("the hosts' sshd");
+    ssh.restrict_pull_key(&format!("command=\"/usr/bin/rrsync -ro {}\",restrict", empty.display()));
+    // Mail for the sync to copy.
+    let account = rig.sim.hosts.accounts[0].clone();
+    rig.sim.source_whm().set_mail_routing(&account.user, &account.domain, MailRouting::Local).await.unwrap();
+    send(&rig.sim.hosts.source, &format!("info@{}", account.domain), "to-sync").await;
+
+    rig.tick_until("the account to be held", |s| all_in(s, &["held"])).await;
+    let status = rig.sim.status().await;
+    let held = crate::support::rig::account(&status, account.user.as_str());
+    let reason = held.reason.clone().unwrap_or_default();
+    assert!(reason.contains("sync_mail failed after 1 attempt(s)") && reason.contains("rsync"), "{reason}");
+    let retried = rig.events_of(account.user.as_str(), "step_failed").await;
+    assert!(retried.is_empty(), "not retried as if transient: {retried:?}");
 }

@@ -142,23 +142,18 @@ pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         None
     };
     let synced = if mail.final_sync {
-        let (source_ssh, target_ssh) = cx.ssh_of(ctx)?;
         // A delivery the source accepted just before the switch finishes writing first.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let hosts = crate::mailsync::Hosts {
-            source: (ctx.source.name.as_str(), source_ssh),
-            target: (ctx.target.name.as_str(), target_ssh),
-        };
-        lease.check()?;
-        let synced =
-            crate::mailsync::delta_sync(hosts, &user_name, mail.sync).await.map_err(|err| classify!(err))?;
-        Some(synced)
+        Some(super::mail::final_sync(cx, ctx, user, lease).await?)
     } else {
         None
     };
     info!(account = user, domain = %domain, ?routing, ?synced, "external domain's mail followed up");
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
+    if let Some(report) = &synced {
+        tx.record_mail_copied(ctx.id.as_str(), user, &report.copied_names, now).await?;
+    }
     tx.append_event(&cx.event(
         ctx,
         Some(user),
@@ -168,7 +163,9 @@ pub async fn external_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
             "host": ctx.source.name,
             "routing": routing.as_ref().map(|_| MailRouting::Remote.as_str()),
             "changed": routing.as_ref().map(|c| c.changed.clone()),
-            "synced": synced,
+            "copied": synced.as_ref().map(|s| &s.copied),
+            "already_there": synced.as_ref().map(|s| s.already_there),
+            "synced": synced.as_ref().map(|s| &s.synced),
         }),
     ))
     .await?;

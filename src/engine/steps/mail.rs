@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::{debug, info};
 
-use crate::domain::{AccountEvent, AccountState, ObservedRecord, to_millis};
+use crate::domain::{AccountEvent, AccountState, ObservedRecord, from_millis, to_millis};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
 use crate::names::{AccountName, DomainName};
 use crate::store::{JobRow, Lease, StoreError, domain_state};
@@ -49,23 +49,19 @@ pub async fn sync_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
         // mail log (whole seconds) places near the last sync's start is not counted again.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let (source_ssh, target_ssh) = cx.ssh_of(ctx)?;
-    let user_name = AccountName::parse(user).context("stored user")?;
     let started_at = cx.now();
-    let hosts = crate::mailsync::Hosts {
-        source: (ctx.source.name.as_str(), source_ssh),
-        target: (ctx.target.name.as_str(), target_ssh),
-    };
-    // The sync may run for hours on a big mailbox: the lease is renewed meanwhile, and a lost
-    // one cancels it.
-    lease.check()?;
-    let synced = crate::mailsync::delta_sync(hosts, &user_name, ctx.playbook.mail.sync)
-        .await
-        .map_err(|err| classify!(err))?;
-    info!(account = user, ?synced, "final delta sync done");
+    let report = final_sync(cx, ctx, user, lease).await?;
+    info!(account = user, copied = ?report.copied, already_there = report.already_there, synced = ?report.synced, "final delta sync done");
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
-    cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailSynced { started_at, synced }).await?;
+    tx.record_mail_copied(ctx.id.as_str(), user, &report.copied_names, now).await?;
+    let event = AccountEvent::MailSynced {
+        started_at,
+        synced: report.synced,
+        copied: report.copied,
+        already_there: report.already_there,
+    };
+    cx.apply_account(&mut tx, ctx, user, &state, event).await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
 }
@@ -106,4 +102,30 @@ pub async fn check_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Leas
     cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::MailChecked { evidence }).await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
+}
+
+/// The final delta sync of an account (see [`crate::mailsync::delta_sync`]): the messages
+/// delivered on the source since its copy began (its transfer's enqueue, on the timeline) and
+/// not on the target, minus those an earlier sync copied. The sync may run for hours on a big
+/// mailbox: the lease is renewed meanwhile, checked right before, and a lost one cancels it.
+pub async fn final_sync(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    user: &str,
+    lease: &Lease,
+) -> Result<crate::mailsync::SyncReport, StepError> {
+    let (source_ssh, target_ssh) = cx.ssh_of(ctx)?;
+    let user_name = AccountName::parse(user).context("stored user")?;
+    let hosts = crate::mailsync::Hosts {
+        source: (ctx.source.name.as_str(), source_ssh),
+        target: (ctx.target.name.as_str(), target_ssh),
+    };
+    let copy_began =
+        cx.store.last_event_at(ctx.id.as_str(), user, "account_enqueued").await?.map(from_millis);
+    let copied = cx.store.mail_copied(ctx.id.as_str(), user).await?;
+    let window = crate::mailsync::SyncWindow { copy_began, now: cx.now() };
+    lease.check()?;
+    crate::mailsync::delta_sync(hosts, &user_name, ctx.playbook.mail.sync, window, &copied)
+        .await
+        .map_err(|err| classify!(err))
 }

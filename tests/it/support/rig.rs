@@ -178,9 +178,24 @@ pub struct RigSsh {
     pub target: Sshd,
     /// The target's `pull_known_hosts`: the source's host key pinned for the rsync hop.
     pub pull_known_hosts: PathBuf,
+    /// The target's `pull_key_file`: a key of its own that the source accepts for the rsync
+    /// hop (not the key siirto logs in to the source with, as on real hosts).
+    pub pull_key: PathBuf,
+    /// Its public half, as the source's authorized_keys holds it.
+    pull_key_line: String,
 }
 
 impl RigSsh {
+    /// Gives the pull key's line in the source's authorized_keys these options (e.g.
+    /// `command="rrsync -ro /srv/elsewhere",restrict`), as an administrator restricting it would.
+    pub fn restrict_pull_key(&self, options: &str) {
+        let path = self.source.dir().join("authorized_keys");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let restricted = text.replace(&self.pull_key_line, &format!("{options} {}", self.pull_key_line));
+        assert_ne!(text, restricted, "the pull key is in the source's authorized_keys");
+        std::fs::write(&path, restricted).unwrap();
+    }
+
     /// Pins the source's host key in `pull_known_hosts` (the rig starts with it pinned).
     pub fn pin_source_host_key(&self) {
         let line = format!("[127.0.0.1]:{} {}\n", self.source.address.port(), self.source.host_key_line);
@@ -206,7 +221,7 @@ user = "{target_user}"
 key_file = "{target_key}"
 host_key = "{target_host_key}"
 home_root = "{target_home}"
-pull_key_file = "{source_key}"
+pull_key_file = "{pull_key}"
 pull_known_hosts = "{known_hosts}"
 "#,
             source_address = source.address,
@@ -221,6 +236,7 @@ pull_known_hosts = "{known_hosts}"
             target_host_key = target.host_key_line,
             target_home = hosts.target.data_dir().join("home").display(),
             known_hosts = self.pull_known_hosts.display(),
+            pull_key = self.pull_key.display(),
         )
     }
 }
@@ -552,10 +568,18 @@ fn more_dns_lines(axfr_server: Option<SocketAddr>, resolvers: &[SocketAddr]) -> 
 
 /// Starts an sshd for each host; the target's pull known_hosts (in `dir`) pins the source.
 async fn start_sshd(dir: &Path) -> RigSsh {
+    let source = Sshd::start().await;
+    let (pull_key, pull_key_line) = source.generate_other_key("pull_ed25519");
+    let authorized = source.dir().join("authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&format!("{pull_key_line}\n"));
+    std::fs::write(&authorized, keys).unwrap();
     let ssh = RigSsh {
-        source: Sshd::start().await,
+        source,
         target: Sshd::start().await,
         pull_known_hosts: dir.join("pull_known_hosts"),
+        pull_key,
+        pull_key_line,
     };
     ssh.pin_source_host_key();
     ssh
