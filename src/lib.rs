@@ -48,8 +48,9 @@
 //! - What siirto does on the hosts, composed from the adapters for the steps and the actions:
 //!   [`world`] — the adapters a config names (`World`: hosts, DNS provider and checker, channel,
 //!   public resolvers), built once. [`mailsync`] — mail routing switched at the repoint, the
-//!   final delta sync (rsync run on the target over a pinned russh session), and the evidence
-//!   from the source's exim main log. [`transfer_control`] — telling a transfer session to pause,
+//!   final delta sync (both sides' Maildirs listed over pinned russh sessions, exactly the
+//!   messages new on the source and absent from the target's mailbox by unique name copied by
+//!   rsync run on the target), and the evidence from the source's exim main log. [`transfer_control`] — telling a transfer session to pause,
 //!   resume or abort; the packages a session sends first; whether an account, its domains and
 //!   mailboxes exist on the target. [`dedicated_ip`] — the addresses of an account on a
 //!   dedicated IP and the `setsiteip` that puts it on its assigned one. [`preflight`] — the

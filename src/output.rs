@@ -159,6 +159,9 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
             {
                 line(&format!("  {:<16} dedicated IP: {} → {target_ip}", "", dedicated.source_ip));
             }
+            if let Some(mail) = &account.mail {
+                line(&format!("  {:<16} mail: {}", "", mail_line(mail)));
+            }
             for d in account.domains.iter().filter(|d| d.state == "awaiting_customer") {
                 let since = d.since.as_deref().unwrap_or("?");
                 let reminded = d.reminded.unwrap_or(0);
@@ -182,6 +185,35 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// One account's mail after its repoint, in a line: the switch, the next sync, each sync's
+/// copies, the last log check.
+fn mail_line(mail: &crate::status::MailStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(at) = &mail.switched_at {
+        parts.push(format!("routed to the new server at {at}"));
+    }
+    if let Some(due) = &mail.sync_due {
+        parts.push(format!("final sync due {due}"));
+    }
+    for (n, sync) in mail.syncs.iter().enumerate() {
+        let copied: u32 = sync.copied.values().sum();
+        parts.push(format!(
+            "sync {} at {}: {copied} message(s) copied ({}), {} already there",
+            n + 1,
+            sync.started_at,
+            sync.copied.iter().map(|(mailbox, n)| format!("{mailbox}: {n}")).collect::<Vec<_>>().join(", "),
+            sync.already_there
+        ));
+    }
+    if let Some(check) = &mail.last_check {
+        parts.push(format!(
+            "log checked at {}: {} delivered on the old server since the switch, {} since the last sync",
+            check.at, check.evidence.delivered_since_switch, check.evidence.delivered_since_last_sync
+        ));
+    }
+    parts.join("; ")
 }
 
 /// Prints the inventory of one host for a sysadmin: counts, every account with its domains,

@@ -14,9 +14,10 @@
 //! - **SSH to both hosts** with their pinned host keys (`hosts.*.ssh`, [`crate::ssh`]). A host
 //!   key that does not match the pin, or a failed login, is a hard failure. A host without an
 //!   `ssh` table is a hard failure only when the playbook needs SSH on that host
-//!   ([`playbook_needs_ssh`]), a warning otherwise. With the final mail sync on, the target
-//!   must also log in to the source over the hop its rsync will use (pull key, pinned
-//!   known_hosts), which is run once with `true`.
+//!   ([`playbook_needs_ssh`]), a warning otherwise. With the final mail sync on, the sync itself
+//!   is tried dry: rsync on the target lists one account's mail on the source over the sync's
+//!   own hop (pull key, pinned known_hosts); a failure, such as a key restricted to a read-only
+//!   `rrsync` rooted elsewhere, is hard, with the command's error.
 //! - **The DNS provider** lists its zones and reads one of the migration's the way the engine
 //!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning.
 //! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
@@ -29,9 +30,9 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::config::{Config, SshConfig};
-use crate::domain::{Timestamp, to_millis};
+use crate::domain::{AccountState, Timestamp, to_millis};
 use crate::inventory::{Inventory, VersionVerdict};
-use crate::names::MigrationId;
+use crate::names::{AccountName, MigrationId};
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
 use crate::store::{NewEvent, Store};
@@ -107,20 +108,22 @@ pub fn playbook_needs_ssh(playbook: &Playbook) -> (bool, bool) {
     (playbook.mail.final_sync, playbook.mail.final_sync)
 }
 
-/// Runs [`crate::mailsync::pull_hop_probe_argv`] on the target: Ok when the target reaches the
-/// source the way the delta sync's rsync will, else why not.
-async fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(), String> {
-    let argv = crate::mailsync::pull_hop_probe_argv(source, target).map_err(|err| err.to_string())?;
+/// Runs [`crate::mailsync::sync_dry_run_argv`] for `user` on the target: a dry run of the final
+/// sync itself (rsync over its ssh hop, listing the account's mail on the source). Ok when the
+/// target can read it the way the sync will, else the command's error.
+async fn sync_dry_run(source: &SshConfig, target: &SshConfig, user: &AccountName) -> Result<(), String> {
+    let argv = crate::mailsync::sync_dry_run_argv(source, target, user).map_err(|err| err.to_string())?;
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let session = SshSession::connect(&target.login(), SSH_TIMEOUT).await.map_err(|err| err.to_string())?;
     let output = tokio::time::timeout(SSH_TIMEOUT, session.exec(&argv)).await;
     let _ = session.close().await;
     match output {
-        Err(_) => Err(format!("the ssh hop did not finish within {SSH_TIMEOUT:?}")),
+        Err(_) => Err(format!("the sync's dry run did not finish within {SSH_TIMEOUT:?}")),
         Ok(Err(err)) => Err(err.to_string()),
         Ok(Ok(output)) if output.success() => Ok(()),
         Ok(Ok(output)) => Err(format!(
-            "the ssh hop failed (exit {}): {}",
+            "the sync's dry run ({}) failed with exit {}: {}",
+            argv.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         )),
@@ -243,21 +246,27 @@ pub async fn preflight(
         }
     }
 
-    // 2b. The delta sync's own hop: the target logs in to the source with the key and
-    //     known_hosts file the config names (what rsync will do), running `true`.
+    // 2b. The final sync itself, dry: rsync on the target lists one account's mail on the
+    //     source over the sync's own hop (the pull key and known_hosts file the config names),
+    //     so a key that cannot read (restricted to a forced command, a read-only rrsync rooted
+    //     elsewhere) is found now rather than hours after the cutover.
     if playbook.mail.final_sync {
         let ssh_of = |name: &str| config.hosts.get(name).and_then(|h| h.ssh.as_ref());
-        if let (Some(source_ssh), Some(target_ssh)) = (ssh_of(&row.source_host), ssh_of(&row.target_host)) {
-            let check = format!("ssh {} -> {}", row.target_host, row.source_host);
-            let (severity, message) = match pull_hop(source_ssh, target_ssh).await {
+        let first = store.accounts_in_states(id.as_str(), &AccountState::WANTING_TRANSFER, 1).await?;
+        if let (Some(source_ssh), Some(target_ssh), Some(account)) =
+            (ssh_of(&row.source_host), ssh_of(&row.target_host), first.first())
+        {
+            let user = AccountName::parse(&account.user).map_err(|e| anyhow!("stored user: {e}"))?;
+            let check = format!("mail sync {} -> {}", row.target_host, row.source_host);
+            let (severity, message) = match sync_dry_run(source_ssh, target_ssh, &user).await {
                 Ok(()) => (
                     Severity::Ok,
                     format!(
-                        "{} logs in to {} over ssh with its pull key and pinned host key (the mail delta sync's hop)",
+                        "{} lists {user}'s mail on {} with rsync over its pull key and pinned host key (a dry run of the final sync)",
                         row.target_host, row.source_host
                     ),
                 ),
-                Err(why) => (Severity::Hard, why),
+                Err(why) => (Severity::Hard, format!("account {user}: {why}")),
             };
             report.push(check, severity, message);
         }

@@ -7,7 +7,8 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::domain::{
-    AccountState, DomainState, GatePolicy, MigrationState, RecordChange, RecordGate, from_millis,
+    AccountEvent, AccountState, DomainState, GatePolicy, MailEvidence, MigrationState, ObservedRecord,
+    RecordChange, RecordGate, from_millis,
 };
 use crate::store::{Store, account_state, domain_state, migration_state};
 
@@ -57,6 +58,45 @@ pub struct AccountStatus {
     pub dedicated_ip: Option<crate::dedicated_ip::DedicatedIp>,
     /// Its domains and their states.
     pub domains: Vec<DomainStatus>,
+    /// Where its mail stands once its routing was switched: the final syncs and log checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailStatus>,
+}
+
+/// One account's mail after its repoint (`crate::mailsync`): from its timeline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MailStatus {
+    /// When the old server's routing of its domains was switched to the new one (RFC 3339).
+    pub switched_at: Option<String>,
+    /// While the first final sync waits: when it may run (the old records' TTL after the
+    /// switch), RFC 3339.
+    pub sync_due: Option<String>,
+    /// Each final sync, oldest first.
+    pub syncs: Vec<MailSyncStatus>,
+    /// The last read of the old server's mail log.
+    pub last_check: Option<MailCheckStatus>,
+}
+
+/// One final sync of an account's mail.
+#[derive(Debug, Clone, Serialize)]
+pub struct MailSyncStatus {
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// The messages it copied, by mailbox.
+    pub copied: BTreeMap<String, u32>,
+    /// New messages on the old server the new one held already (the customer had them).
+    pub already_there: u32,
+    /// What else it synced (the web root).
+    pub synced: Vec<String>,
+}
+
+/// One read of the old server's mail log after a sync.
+#[derive(Debug, Clone, Serialize)]
+pub struct MailCheckStatus {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Local deliveries since the switch, and since the last sync began.
+    pub evidence: MailEvidence,
 }
 
 /// One domain's status.
@@ -124,9 +164,11 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         .map(|p| GatePolicy { margin: p.dns.gate_margin, wait_override: p.dns.gate_wait_override })
         .map_err(|e| anyhow!("{e}"))?;
     let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
+    let mut records_of: BTreeMap<String, Vec<ObservedRecord>> = BTreeMap::new();
     let mut domains_by_state = BTreeMap::new();
     for d in &domains {
         let state = domain_state(d)?;
+        records_of.entry(d.user.clone()).or_default().extend(state.records().iter().cloned());
         *domains_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
         domains_of.entry(d.user.clone()).or_default().push(DomainStatus {
             domain: d.domain.clone(),
@@ -156,6 +198,7 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
     for row in store.dedicated_ips(id).await? {
         dedicated.insert(row.user.clone(), crate::dedicated_ip::DedicatedIp::from_row(&row)?);
     }
+    let mut mail = mail_of(store, id).await?;
     let mut accounts_by_state = BTreeMap::new();
     let mut account_statuses = Vec::new();
     for a in &accounts {
@@ -178,6 +221,13 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
             reason,
             dedicated_ip: dedicated.remove(&a.user),
             domains: domains_of.remove(&a.user).unwrap_or_default(),
+            mail: mail.remove(&a.user).map(|mut mail| {
+                if let AccountState::SyncingMail { switched_at, syncs: 0 } = &state {
+                    let records = records_of.remove(&a.user).unwrap_or_default();
+                    mail.sync_due = Some(gate.domain_opens_at(*switched_at, &records).to_rfc3339());
+                }
+                mail
+            }),
         });
     }
     let outbox = store.outbox(id).await?;
@@ -207,4 +257,37 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         notices_sent: outbox.iter().filter(|n| n.sent_at.is_some()).count(),
         failing_jobs,
     })
+}
+
+/// Each account's mail evidence, from the timeline: the routing switch, the final syncs, the
+/// mail log checks.
+async fn mail_of(store: &Store, id: &str) -> anyhow::Result<BTreeMap<String, MailStatus>> {
+    let kinds = ["mail_routing_switched", "mail_synced", "mail_checked"];
+    let mut mail: BTreeMap<String, MailStatus> = BTreeMap::new();
+    for event in store.events_of_kinds(id, &kinds).await? {
+        let Some(user) = &event.account else { continue };
+        let at = from_millis(event.at).to_rfc3339();
+        let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+        let entry = mail.entry(user.clone()).or_default();
+        match event.kind.as_str() {
+            // The switch to remote at the repoint (a rollback's switch back to local is not it).
+            "mail_routing_switched" if detail["routing"] == "remote" => entry.switched_at = Some(at),
+            "mail_routing_switched" => {}
+            _ => match serde_json::from_value::<AccountEvent>(detail["event"].clone()) {
+                Ok(AccountEvent::MailSynced { started_at, synced, copied, already_there }) => {
+                    entry.syncs.push(MailSyncStatus {
+                        started_at: started_at.to_rfc3339(),
+                        copied,
+                        already_there,
+                        synced,
+                    });
+                }
+                Ok(AccountEvent::MailChecked { evidence }) => {
+                    entry.last_check = Some(MailCheckStatus { at, evidence })
+                }
+                _ => {}
+            },
+        }
+    }
+    Ok(mail)
 }
