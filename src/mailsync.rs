@@ -215,14 +215,16 @@ fn pull_hop(source: &SshConfig, target: &SshConfig) -> Result<(Vec<String>, Stri
 }
 
 /// The argument vector of the rsync that runs on the target and pulls `dir` of `user`'s home
-/// from the source: `rsync -a --update` (only files newer than the target's copy; never
-/// `--delete`, so nothing on the target is ever removed), over the [`pull_hop`] ssh. For the
-/// web root; mail is copied message by message ([`files_from_argv`], [`delta_sync`]).
+/// from the source with `how` (`--update`: files newer than the target's copy, for the web
+/// root; `--files-from=-`: exactly the files listed on its standard input, one path under `dir`
+/// a line, for mail, see [`delta_sync`]), over the [`pull_hop`] ssh. `-a` keeps times and
+/// modes; never `--delete`, so nothing on the target is ever removed.
 pub fn rsync_argv(
     source: &SshConfig,
     target: &SshConfig,
     user: &AccountName,
     dir: &str,
+    how: Pull,
 ) -> Result<Vec<String>, MailSyncError> {
     let (ssh, remote) = pull_hop(source, target)?;
     if !dir.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
@@ -230,42 +232,20 @@ pub fn rsync_argv(
     }
     let from = format!("{remote}:{}/{dir}/", source.home_root.join(user.as_str()));
     let to = format!("{}/{dir}/", target.home_root.join(user.as_str()));
-    Ok(vec![
-        "rsync".to_owned(),
-        "-a".to_owned(),
-        "--update".to_owned(),
-        "-e".to_owned(),
-        ssh.join(" "),
-        from,
-        to,
-    ])
+    let how = match how {
+        Pull::Newer => "--update",
+        Pull::Listed => "--files-from=-",
+    };
+    Ok(vec!["rsync".to_owned(), "-a".to_owned(), how.to_owned(), "-e".to_owned(), ssh.join(" "), from, to])
 }
 
-/// The argument vector of the rsync that runs on the target and copies exactly the files of
-/// `user`'s `dir` listed on its standard input (`--files-from=-`, one path under `dir` a line),
-/// pulling from the source over the [`pull_hop`] ssh. `-a` keeps times and modes; the list's
-/// paths are kept as they are under `dir` (`--files-from` implies `--relative`).
-pub fn files_from_argv(
-    source: &SshConfig,
-    target: &SshConfig,
-    user: &AccountName,
-    dir: &str,
-) -> Result<Vec<String>, MailSyncError> {
-    let (ssh, remote) = pull_hop(source, target)?;
-    if !dir.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return Err(MailSyncError::Config(format!("not a directory the delta sync copies: {dir:?}")));
-    }
-    let from = format!("{remote}:{}/{dir}/", source.home_root.join(user.as_str()));
-    let to = format!("{}/{dir}/", target.home_root.join(user.as_str()));
-    Ok(vec![
-        "rsync".to_owned(),
-        "-a".to_owned(),
-        "--files-from=-".to_owned(),
-        "-e".to_owned(),
-        ssh.join(" "),
-        from,
-        to,
-    ])
+/// Which files an rsync pull copies (see [`rsync_argv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    /// Files newer than the target's (`--update`).
+    Newer,
+    /// Exactly the files listed on its standard input (`--files-from=-`).
+    Listed,
 }
 
 /// The argument vector that, run on the target, lists `user`'s mail on the source through the
@@ -392,10 +372,10 @@ pub async fn delta_sync(
     let (source_name, source_ssh) = hosts.source;
     let (target_name, target_ssh) = hosts.target;
     // Build every command first: a config problem costs no connection.
-    let mail_copy = files_from_argv(source_ssh, target_ssh, user, "mail")?;
+    let mail_copy = rsync_argv(source_ssh, target_ssh, user, "mail", Pull::Listed)?;
     let web = match scope {
         SyncScope::Mail => None,
-        SyncScope::MailAndWeb => Some(rsync_argv(source_ssh, target_ssh, user, "public_html")?),
+        SyncScope::MailAndWeb => Some(rsync_argv(source_ssh, target_ssh, user, "public_html", Pull::Newer)?),
     };
     let source = connect(source_name, source_ssh).await?;
     let target = connect(target_name, target_ssh).await?;
@@ -948,7 +928,7 @@ mod tests {
         let source = ssh("old1.example.net:2222", "/home", false);
         let target = ssh("new1.example.net:22", "/home2", true);
         let user = AccountName::parse("kukka").unwrap();
-        let argv = files_from_argv(&source, &target, &user, "mail").unwrap();
+        let argv = rsync_argv(&source, &target, &user, "mail", Pull::Listed).unwrap();
         assert_eq!(&argv[..3], ["rsync", "-a", "--files-from=-"]);
         assert!(argv.iter().all(|a| !a.contains("--delete") && !a.contains("--update")), "{argv:?}");
         let dry = sync_dry_run_argv(&source, &target, &user).unwrap();
@@ -962,18 +942,21 @@ mod tests {
         );
         assert_eq!(argv[n - 2], "root@old1.example.net:/home/kukka/mail/");
         assert_eq!(argv[n - 1], "/home2/kukka/mail/");
-        let web = rsync_argv(&source, &target, &user, "public_html").unwrap();
+        let web = rsync_argv(&source, &target, &user, "public_html", Pull::Newer).unwrap();
         assert_eq!(&web[..3], ["rsync", "-a", "--update"]);
         assert_eq!(web[web.len() - 1], "/home2/kukka/public_html/");
         assert_eq!(web.last().unwrap(), "/home2/kukka/public_html/");
         // The target must be configured to pull; bad directories and addresses are refused.
         let no_pull = ssh("new1.example.net:22", "/home", false);
         assert!(
-            rsync_argv(&source, &no_pull, &user, "mail").unwrap_err().to_string().contains("pull_key_file")
+            rsync_argv(&source, &no_pull, &user, "mail", Pull::Listed)
+                .unwrap_err()
+                .to_string()
+                .contains("pull_key_file")
         );
-        assert!(rsync_argv(&source, &target, &user, "../etc").is_err());
+        assert!(rsync_argv(&source, &target, &user, "../etc", Pull::Newer).is_err());
         let bad = ssh("-oProxyCommand=x:22", "/home", false);
-        assert!(rsync_argv(&bad, &target, &user, "mail").is_err());
+        assert!(rsync_argv(&bad, &target, &user, "mail", Pull::Listed).is_err());
         assert_eq!(host_and_port("[::1]:22").unwrap(), ("[::1]", 22));
         assert_eq!(sync_dirs(SyncScope::MailAndWeb), ["mail", "public_html"]);
     }
