@@ -491,15 +491,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;
-            let ids: Vec<String> = match args.migration {
-                Some(id) => vec![parse_id(&id)?.to_string()],
-                None => store.migrations().await?.into_iter().map(|m| m.id).collect(),
-            };
-            let mut statuses = Vec::new();
-            for id in ids {
-                statuses.push(crate::status::migration_status(&store, &id).await?);
+            match args.migration {
+                // One migration named: its status alone (with --json, one object).
+                Some(id) => {
+                    let id = parse_id(&id)?;
+                    let status = crate::status::migration_status(&store, id.as_str()).await?;
+                    output::status(&status, args.json)?;
+                }
+                None => {
+                    let mut statuses = Vec::new();
+                    for row in store.migrations().await? {
+                        statuses.push(crate::status::migration_status(&store, &row.id).await?);
+                    }
+                    output::statuses(&statuses, args.json)?;
+                }
             }
-            output::statuses(&statuses, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Playbook(PlaybookCommand::Check { file }) => {

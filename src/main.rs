@@ -12,8 +12,11 @@ async fn main() -> ExitCode {
         siirto::cli::Command::Demo(_) => "error",
         _ => "siirto=info,warn",
     };
+    // Colours only for a person at a terminal: a log file or a journal gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),

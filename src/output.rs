@@ -127,7 +127,15 @@ pub fn counts(map: &std::collections::BTreeMap<String, usize>) -> String {
     map.iter().map(|(state, n)| format!("{state} {n}")).collect::<Vec<_>>().join(" · ")
 }
 
-/// Prints migration statuses.
+/// Prints where one migration stands (or, with `as_json`, one JSON object).
+pub fn status(status: &MigrationStatus, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(status);
+    }
+    statuses(std::slice::from_ref(status), false)
+}
+
+/// Prints where several migrations stand (or, with `as_json`, one JSON array of them).
 pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(&statuses);

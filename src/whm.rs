@@ -1187,10 +1187,15 @@ impl WhmClient {
     pub fn new(base_url: Url, token: Secret, tls: TlsPolicy, timeout: Duration) -> Result<Self, WhmError> {
         match base_url.scheme() {
             "https" => {}
-            "http" => tracing::warn!(
-                url = %base_url,
-                "WHM over plain http: the API token travels unencrypted"
-            ),
+            "http" => {
+                // Once per URL and process: a command builds a host's client more than once.
+                static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+                let mut warned = WARNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if !warned.contains(&base_url.to_string()) {
+                    warned.push(base_url.to_string());
+                    tracing::warn!(url = %base_url, "WHM over plain http: the API token travels unencrypted");
+                }
+            }
             other => {
                 return Err(WhmError::Setup(format!("WHM URL scheme {other:?} is not http or https")));
             }

@@ -37,8 +37,21 @@ fn the_demo_moves_every_account_and_says_so_in_json() {
     // And the store the demo left answers `siirto status`.
     let status = siirto(&["status", "demo", "--json", "--config", "demo/siirto.toml"], dir.path());
     assert!(status.status.success(), "{}", text(&status.stderr));
-    let statuses: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(statuses[0]["accounts_by_state"]["done"], 12);
+    // One migration named: one object, not a list of one.
+    let one: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(one["accounts_by_state"]["done"], 12, "{one}");
+    let all = siirto(&["status", "--json", "--config", "demo/siirto.toml"], dir.path());
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(all[0]["id"], "demo", "{all}");
+
+    // A command's log for a file or a pipe: no colours, and each warning once (the config's
+    // hosts are plain http, and the command builds their clients more than once). The demo's
+    // hosts are gone, so the pre-flight fails; its log is what this looks at.
+    let preflight = siirto(&["preflight", "demo", "--config", "demo/siirto.toml"], dir.path());
+    let log = text(&preflight.stderr);
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log that is not a terminal: {log:?}");
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WHM over plain http")).collect();
+    assert_eq!(warnings.len(), 2, "once per host: {warnings:#?}");
 }
 
 #[test]

@@ -122,7 +122,7 @@ async fn plan_review_approve_and_replan() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("pre-flight found 2 hard failure(s)"));
     let status: serde_json::Value =
         serde_json::from_str(&ok(&siirto(dir, &["status", "second", "--json"]))).unwrap();
-    assert_eq!(status[0]["state"], "approved");
+    assert_eq!(status["state"], "approved");
 
     // A contract file that lost a column: planning finishes and says why.
     std::fs::write(
