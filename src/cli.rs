@@ -117,7 +117,7 @@ pub struct PlanArgs {
     /// The earliest cutover time (RFC 3339, or "now").
     #[arg(long, default_value = "now")]
     pub cutover: String,
-    /// The migration's id (default: FROM-to-TO-YYYYMMDD).
+    /// The migration's id (default: FROM-to-TO-YYYYMMDD, the cutover's date in UTC).
     #[arg(long)]
     pub id: Option<String>,
     /// Print JSON.
@@ -369,11 +369,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Err(anyhow!("host {host:?} is not in {} ([hosts.{host}])", cli.config.display()));
                 }
             }
+            let cutover_at = parse_time(&args.cutover, now)?;
+            // Named after the night it is for, not the day it was planned.
             let id = match &args.id {
                 Some(id) => parse_id(id)?,
-                None => parse_id(&format!("{}-to-{}-{}", args.from, args.to, now.format("%Y%m%d")))?,
+                None => parse_id(&format!("{}-to-{}-{}", args.from, args.to, cutover_at.format("%Y%m%d")))?,
             };
-            let cutover_at = parse_time(&args.cutover, now)?;
             let store = open_store(&config).await?;
             let adapters = World::from_config(&config)?;
             let request = crate::plan::PlanRequest {

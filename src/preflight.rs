@@ -154,7 +154,7 @@ pub async fn preflight(
     id: &MigrationId,
     now: Timestamp,
 ) -> anyhow::Result<PreflightReport> {
-    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let row = store.require_migration(id.as_str()).await?;
     let playbook =
         Playbook::parse(&row.playbook, &format!("playbook of migration {id}")).map_err(|e| anyhow!("{e}"))?;
     let host = |name: &str| {

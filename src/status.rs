@@ -156,7 +156,7 @@ impl MigrationStatus {
 
 /// Reads one migration's status.
 pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<MigrationStatus> {
-    let row = store.migration(id).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let row = store.require_migration(id).await?;
     let detail = migration_state(&row)?;
     let accounts = store.accounts(id).await?;
     let domains = store.domains(id).await?;

@@ -28,7 +28,7 @@ use crate::store::{MigrationRow, NewEvent, NewJob, Store, Tx, migration_state};
 
 /// The migration's row and state; an error naming it when there is none.
 async fn load(store: &Store, id: &MigrationId) -> anyhow::Result<(MigrationRow, MigrationState)> {
-    let row = store.migration(id.as_str()).await?.ok_or_else(|| anyhow!("there is no migration {id}"))?;
+    let row = store.require_migration(id.as_str()).await?;
     let state = migration_state(&row)?;
     Ok((row, state))
 }

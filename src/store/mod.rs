@@ -99,6 +99,14 @@ pub enum StoreError {
         /// Its key.
         key: String,
     },
+    /// No migration has this id; `existing` lists the ids there are, the closest first.
+    #[error("there is no migration {id}{}", closest_list(.existing))]
+    NoMigration {
+        /// The id asked for.
+        id: String,
+        /// The migrations' ids, the closest to `id` first.
+        existing: Vec<String>,
+    },
     /// An option of the store URL has a value siirto does not take.
     #[error("store URL option {option}={value:?}: expected {expected}")]
     BadOption {
@@ -136,6 +144,24 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
 }
 
+/// `ids` ordered by their edit distance from `wanted` (a typo, a wrong date), then by name.
+fn closest_first(wanted: &str, mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_by_cached_key(|id| (strsim::levenshtein(wanted, id), id.clone()));
+    ids
+}
+
+/// "; the migrations are: a, b" or "; there are no migrations yet".
+fn closest_list(existing: &[String]) -> String {
+    if existing.is_empty() {
+        "; there are no migrations yet (siirto plan records one)".to_owned()
+    } else {
+        let shown: Vec<&str> = existing.iter().take(10).map(String::as_str).collect();
+        let more = existing.len().saturating_sub(shown.len());
+        let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+        format!("; the migrations are (closest first): {}{tail}", shown.join(", "))
+    }
+}
+
 impl StoreError {
     /// True when trying again later may succeed: the database was unreachable, busy or locked,
     /// the pool had no free connection, or PostgreSQL aborted a transaction for a serialization
@@ -146,6 +172,7 @@ impl StoreError {
             StoreError::LeaseLost { .. }
             | StoreError::Conflict { .. }
             | StoreError::NotFound { .. }
+            | StoreError::NoMigration { .. }
             | StoreError::UnsupportedUrl { .. }
             | StoreError::BadOption { .. }
             | StoreError::Unreadable { .. }
@@ -388,6 +415,16 @@ impl Store {
     /// One migration by id.
     pub async fn migration(&self, id: &str) -> Result<Option<MigrationRow>, StoreError> {
         select_one(&self.pool, "SELECT * FROM migrations WHERE id = $1", &[id]).await
+    }
+
+    /// One migration by id; [`StoreError::NoMigration`], listing the ids there are (closest
+    /// first), when there is none.
+    pub async fn require_migration(&self, id: &str) -> Result<MigrationRow, StoreError> {
+        if let Some(row) = self.migration(id).await? {
+            return Ok(row);
+        }
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM migrations").fetch_all(&self.pool).await?;
+        Err(StoreError::NoMigration { id: id.to_owned(), existing: closest_first(id, ids) })
     }
 
     /// The plan document recorded with a migration.

@@ -124,6 +124,33 @@ async fn plan_review_approve_and_replan() {
         serde_json::from_str(&ok(&siirto(dir, &["status", "second", "--json"]))).unwrap();
     assert_eq!(status["state"], "approved");
 
+    // Without --id, a migration is named after its cutover's date (not the day it was planned),
+    // and a mistyped id is answered with the ids there are, the closest first.
+    let text = ok(&siirto(
+        dir,
+        &[
+            "plan",
+            "--playbook",
+            playbook,
+            "--from",
+            "old",
+            "--to",
+            "new",
+            "--cutover",
+            "2027-01-15T21:00:00Z",
+        ],
+    ));
+    assert!(text.contains("old-to-new-20270115"), "{text}");
+    let missing = siirto(dir, &["status", "old-to-new-20270116"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("there is no migration old-to-new-20270116; the migrations are (closest first): old-to-new-20270115, "),
+        "{stderr}"
+    );
+    let missing = siirto(dir, &["approve", "secnd"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("(closest first): second, "), "{missing:?}");
+
     // A contract file that lost a column: planning finishes and says why.
     std::fs::write(
         dir.join("contracts.csv"),
