@@ -423,6 +423,40 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The one rule for a playbook's durations. A **wait** — the time from one thing to the next
+/// (the schedule's offsets from the cutover, the gate's margin and override, the mail check's
+/// delay, a decommission stage after the settle) — may be `0s`: the next thing then comes at
+/// once, and the gates still keep the order safe (a repoint still waits out the old TTL since
+/// the lowering). A **repeat** — the time between two tries of the same thing (polls,
+/// reminders, retry delays) — and a timeout are at least this, so nothing spins.
+const LEAST_REPEAT: Duration = Duration::from_millis(100);
+
+/// A duration as a playbook writes it ("40d", "90s", "250ms"), in its largest whole unit.
+fn as_written(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    match units.iter().find(|(size, _)| ms > 0 && ms % size == 0) {
+        Some((size, unit)) => format!("{}{unit}", ms / size),
+        None => format!("{ms}ms"),
+    }
+}
+
+/// A repeat interval or timeout (see [`LEAST_REPEAT`]), with its default.
+fn repeat_or(
+    src: &Source<'_>,
+    value: Option<&Spanned<String>>,
+    field: &str,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    src.duration_or(value, field, default, LEAST_REPEAT, max).map_err(|mut err| {
+        err.message.push_str(
+            " (an interval that repeats, or a timeout, is at least 100ms so nothing spins; waits may be 0s)",
+        );
+        err
+    })
+}
+
 impl Playbook {
     /// Reads and validates a playbook file.
     pub fn load(path: &Path) -> Result<Playbook, ConfigError> {
@@ -483,7 +517,7 @@ fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, Con
         raw.and_then(|r| r.lower_ttl_before.as_ref()),
         "schedule.lower_ttl_before",
         DAY,
-        MINUTE,
+        Duration::ZERO,
         30 * DAY,
     )?;
     let settle_after = src.duration_or(
@@ -494,7 +528,7 @@ fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, Con
         60 * DAY,
     )?;
     let decommission = match raw.and_then(|r| r.decommission.as_ref()) {
-        Some(stages) => decommission(src, stages)?,
+        Some(stages) => decommission(src, stages, settle_after)?,
         None => default_decommission(),
     };
     Ok(Schedule { announce_before, lower_ttl_before, settle_after, decommission })
@@ -516,7 +550,11 @@ fn default_decommission() -> Vec<DecommissionStage> {
     ]
 }
 
-fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionStage>, ConfigError> {
+fn decommission(
+    src: &Source<'_>,
+    raw: &[RawStage],
+    settle_after: Duration,
+) -> Result<Vec<DecommissionStage>, ConfigError> {
     let mut stages: Vec<DecommissionStage> = Vec::with_capacity(raw.len());
     for (index, stage) in raw.iter().enumerate() {
         let field = |name: &str| format!("schedule.decommission[{index}].{name}");
@@ -531,9 +569,19 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
                 format!("expected a unique stage name, {name:?} is used twice"),
             ));
         }
-        // Stages are measured from the cutover and a day is the least that makes sense: the
-        // settle phase comes first.
-        let after = src.duration_in(&stage.after, &field("after"), DAY, 3650 * DAY)?;
+        // Stages are waits measured from the cutover, and the settle phase comes first.
+        let after = src.duration_in(&stage.after, &field("after"), Duration::ZERO, 3650 * DAY)?;
+        if after < settle_after {
+            return Err(src.at(
+                &stage.after,
+                field("after"),
+                format!(
+                    "expected at least schedule.settle_after ({}): the old server is retired after the migration settles, got {:?}",
+                    as_written(settle_after),
+                    stage.after.get_ref()
+                ),
+            ));
+        }
         if let Some(previous) = stages.last()
             && after < previous.after
         {
@@ -542,7 +590,7 @@ fn decommission(src: &Source<'_>, raw: &[RawStage]) -> Result<Vec<DecommissionSt
                 field("after"),
                 format!(
                     "expected the stages in order: at least {} (the previous stage {:?}), got {:?}",
-                    humantime::format_duration(previous.after),
+                    as_written(previous.after),
                     previous.name,
                     stage.after.get_ref()
                 ),
@@ -625,18 +673,18 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         }
         None => 0.5,
     };
-    let external_poll_interval = src.duration_or(
+    let external_poll_interval = repeat_or(
+        src,
         raw.and_then(|r| r.external_poll_interval.as_ref()),
         "dns.external_poll_interval",
         15 * MINUTE,
-        Duration::from_millis(100),
         DAY,
     )?;
-    let external_reminder_every = src.duration_or(
+    let external_reminder_every = repeat_or(
+        src,
         raw.and_then(|r| r.external_reminder_every.as_ref()),
         "dns.external_reminder_every",
         3 * DAY,
-        Duration::from_secs(1),
         90 * DAY,
     )?;
     let create_aaaa = raw.and_then(|r| r.create_aaaa.as_ref()).is_some_and(|c| *c.get_ref());
@@ -694,11 +742,11 @@ fn transfer(src: &Source<'_>, raw: Option<&RawTransfer>) -> Result<TransferPolic
         (1, 20),
         "a number of attempts",
     )?;
-    let poll_interval = src.duration_or(
+    let poll_interval = repeat_or(
+        src,
         raw.and_then(|r| r.poll_interval.as_ref()),
         "transfer.poll_interval",
         15 * SECOND,
-        Duration::from_millis(10),
         HOUR,
     )?;
     Ok(TransferPolicy {
@@ -714,11 +762,11 @@ fn verification(src: &Source<'_>, raw: Option<&RawVerification>) -> Result<Verif
     Ok(VerificationPolicy {
         http_check: raw.and_then(|r| r.http_check).unwrap_or(true),
         on_mismatch: raw.and_then(|r| r.on_mismatch).unwrap_or(OnMismatch::Hold),
-        timeout: src.duration_or(
+        timeout: repeat_or(
+            src,
             raw.and_then(|r| r.timeout.as_ref()),
             "verification.timeout",
             10 * SECOND,
-            Duration::from_millis(100),
             10 * MINUTE,
         )?,
     })
@@ -766,20 +814,10 @@ fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, Config
         (1, 100),
         "a number of attempts",
     )?;
-    let base_delay = src.duration_or(
-        raw.and_then(|r| r.base_delay.as_ref()),
-        "retry.base_delay",
-        30 * SECOND,
-        Duration::from_millis(10),
-        HOUR,
-    )?;
-    let max_delay = src.duration_or(
-        raw.and_then(|r| r.max_delay.as_ref()),
-        "retry.max_delay",
-        30 * MINUTE,
-        Duration::from_millis(10),
-        DAY,
-    )?;
+    let base_delay =
+        repeat_or(src, raw.and_then(|r| r.base_delay.as_ref()), "retry.base_delay", 30 * SECOND, HOUR)?;
+    let max_delay =
+        repeat_or(src, raw.and_then(|r| r.max_delay.as_ref()), "retry.max_delay", 30 * MINUTE, DAY)?;
     if max_delay < base_delay {
         let at = raw.and_then(|r| r.max_delay.as_ref().or(r.base_delay.as_ref())).map_or(0..0, Spanned::span);
         return Err(src.error(
@@ -921,6 +959,16 @@ mod tests {
             assert_eq!(playbook.source_text, text);
             let loaded = Playbook::load(Path::new(&path)).unwrap_or_else(|err| panic!("{err}"));
             assert_eq!(loaded, playbook);
+            // The override that skips the TTL wait is documented where it may be met, and
+            // marked as what it is.
+            let documented =
+                text.lines().position(|l| l.contains("For demos and tests only, never in production"));
+            let setting =
+                text.lines().position(|l| l.trim_start_matches("# ").starts_with("gate_wait_override"));
+            assert!(
+                matches!((documented, setting), (Some(d), Some(s)) if d < s),
+                "{path}: gate_wait_override is documented, marked for demos and tests only"
+            );
             // Every notice template renders with the sample context.
             let context = sample_notice_context();
             for template in [
@@ -1117,7 +1165,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "stages out of order",
                 "after = \"90d\"",
                 "after = \"20d\"",
-                "13:9: schedule.decommission[1].after: expected the stages in order: at least 30days (the previous stage \"suspend\"), got \"20d\"",
+                "13:9: schedule.decommission[1].after: expected the stages in order: at least 30d (the previous stage \"suspend\"), got \"20d\"",
             ),
             (
                 "manual-only action marked automatic",
@@ -1144,6 +1192,18 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "25:13: retry.max_delay: expected at least base_delay (30s), got 10s",
             ),
             (
+                "a repeat shorter than the least",
+                "base_delay = \"30s\"",
+                "base_delay = \"10ms\"",
+                "24:14: retry.base_delay: expected a duration of 100ms..=1h, got \"10ms\" (an interval that repeats, or a timeout, is at least 100ms so nothing spins; waits may be 0s)",
+            ),
+            (
+                "a stage before the settle",
+                "announce_before = \"14d\"",
+                "announce_before = \"14d\"\nsettle_after = \"40d\"",
+                "9:9: schedule.decommission[0].after: expected at least schedule.settle_after (40d): the old server is retired after the migration settles, got \"30d\"",
+            ),
+            (
                 "bad name",
                 "name = \"x\"",
                 "name = \"Shared Hosting\"",
@@ -1161,6 +1221,33 @@ body = "Hello {{ account }}, see {{ target_host }}."
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         Playbook::parse(BASE, "p.toml").expect("BASE itself is valid");
+    }
+
+    #[test]
+    fn every_wait_may_be_zero() {
+        // One rule: waits (offsets from the cutover, the gate's margin, the mail check's delay,
+        // a stage after the settle) may be 0s; only repeats have a least value.
+        let text = BASE
+            .replacen(
+                "announce_before = \"14d\"",
+                "announce_before = \"0s\"\nlower_ttl_before = \"0s\"\nsettle_after = \"0s\"",
+                1,
+            )
+            .replacen("after = \"30d\"", "after = \"0s\"", 1)
+            .replacen(
+                "short_ttl = 60",
+                "short_ttl = 60\ngate_margin = \"0s\"\ngate_wait_override = \"0s\"",
+                1,
+            );
+        let playbook = Playbook::parse(&text, "p.toml").expect("zero waits are accepted");
+        assert_eq!(playbook.schedule.lower_ttl_before, Duration::ZERO);
+        assert_eq!(playbook.schedule.settle_after, Duration::ZERO);
+        assert_eq!(playbook.schedule.decommission[0].after, Duration::ZERO);
+        assert_eq!(playbook.dns.gate_wait_override, Some(Duration::ZERO));
+        // "20s" was refused for the lowering while "0s" was accepted for the settle.
+        let text = BASE.replacen("announce_before = \"14d\"", "lower_ttl_before = \"20s\"", 1);
+        let playbook = Playbook::parse(&text, "p.toml").expect("a 20 s lowering is a wait like any other");
+        assert_eq!(playbook.schedule.lower_ttl_before, Duration::from_secs(20));
     }
 
     #[test]
