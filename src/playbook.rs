@@ -435,7 +435,7 @@ const LEAST_REPEAT: Duration = Duration::from_millis(100);
 fn as_written(duration: Duration) -> String {
     let ms = duration.as_millis();
     let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
-    match units.iter().find(|(size, _)| ms > 0 && ms % size == 0) {
+    match units.iter().find(|(size, _)| ms > 0 && ms.is_multiple_of(*size)) {
         Some((size, unit)) => format!("{}{unit}", ms / size),
         None => format!("{ms}ms"),
     }
