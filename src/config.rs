@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::names::DomainName;
 use crate::secret::Secret;
 
 /// A config or playbook refused: where, which field, and what was expected.
@@ -469,6 +470,10 @@ pub struct HostConfig {
     pub token: Secret,
     /// How the WHM certificate is verified: web PKI, or pinned by SHA-256.
     pub tls: TlsPolicy,
+    /// The host's public name (`hostname`, default the WHM URL's host when that is a name):
+    /// what customers are told to use in their mail programs, and what MX and CNAME records
+    /// naming the host are. `None` when neither gives a name (a WHM URL by address).
+    pub hostname: Option<DomainName>,
     /// The address the domains' A records point at when they are served by this host.
     pub ip: Ipv4Addr,
     /// Its IPv6 address, if it has one: AAAA records (and SPF `ip6:`) at it move like A records.
@@ -479,6 +484,13 @@ pub struct HostConfig {
     pub https_port: u16,
     /// SSH access as root, when configured.
     pub ssh: Option<SshConfig>,
+}
+
+impl HostConfig {
+    /// The name customers know the host by: its host name, else its address.
+    pub fn public_name(&self) -> String {
+        self.hostname.as_ref().map_or_else(|| self.ip.to_string(), ToString::to_string)
+    }
 }
 
 /// SSH access to a host, with its host key pinned.
@@ -695,6 +707,7 @@ struct RawHost {
     /// Accepted by the parser only to be refused with a helpful message.
     token: Option<Spanned<toml::Value>>,
     tls_pin_sha256: Option<Spanned<String>>,
+    hostname: Option<Spanned<String>>,
     ip: Spanned<String>,
     ipv6: Option<Spanned<String>>,
     http_port: Option<Spanned<i64>>,
@@ -1128,6 +1141,19 @@ impl Ctx<'_> {
             }
             None => TlsPolicy::WebPki,
         };
+        let hostname = match &raw.hostname {
+            Some(value) => Some(DomainName::parse(value.get_ref().trim()).map_err(|err| {
+                self.src.at(
+                    value,
+                    format!("{prefix}.hostname"),
+                    format!("expected the host's public name like \"cpanel1.example.fi\": {err}"),
+                )
+            })?),
+            None => whm_url
+                .host_str()
+                .filter(|h| !h.starts_with('[') && h.parse::<IpAddr>().is_err())
+                .and_then(|h| DomainName::parse(h).ok()),
+        };
         let ip = raw.ip.get_ref().trim().parse::<Ipv4Addr>().map_err(|_| {
             self.src.at(
                 &raw.ip,
@@ -1157,7 +1183,18 @@ impl Ctx<'_> {
             Some(ssh) => Some(self.ssh(&format!("{prefix}.ssh"), ssh)?),
             None => None,
         };
-        Ok(HostConfig { name: short.to_owned(), whm_url, token, tls, ip, ipv6, http_port, https_port, ssh })
+        Ok(HostConfig {
+            name: short.to_owned(),
+            whm_url,
+            token,
+            tls,
+            hostname,
+            ip,
+            ipv6,
+            http_port,
+            https_port,
+            ssh,
+        })
     }
 
     fn port(&self, port: &Spanned<i64>, field: &str) -> Result<u16, ConfigError> {
@@ -1894,6 +1931,10 @@ stop_timeout = "30s"
 # The cPanel/WHM servers, by short name (used on the command line: --from old1 --to new1).
 [hosts.old1]
 whm_url = "https://old1.example.net:2087"
+# The host's public name: what customers are told (notices: "change old1.example.net to
+# new1.example.net in your mail program") and what MX records naming the host say. Default:
+# the WHM URL's host; give it when WHM is reached by address or by an internal name.
+hostname = "old1.example.net"
 # A WHM API token with root privileges (WHM » Development » Manage API Tokens).
 token_file = "secrets/old1.token"
 # token_env = "SIIRTO_OLD1_TOKEN"
@@ -2299,6 +2340,21 @@ path = "outbox"
         assert_eq!(config.dns.resolvers, config.dns.nameservers);
         assert_eq!(config.dns.query_timeout, Duration::from_secs(2));
         assert_eq!(config.dns.classify_concurrency, 32);
+        // The public name defaults to the WHM URL's host…
+        assert_eq!(config.hosts["old1"].public_name(), "old1.example.net");
+        // …given, it wins (WHM reached by an internal name or by address)…
+        let text = MINIMAL.replacen(
+            "ip = \"198.51.100.10\"",
+            "ip = \"198.51.100.10\"\nhostname = \"Cpanel1.Example.FI.\"",
+            1,
+        );
+        let config = parse_with_env(&text, "m.toml", dir.path(), &no_env).expect("hostname");
+        assert_eq!(config.hosts["old1"].public_name(), "cpanel1.example.fi");
+        // …and a WHM URL by address with no hostname leaves the address.
+        let text = MINIMAL.replacen("https://old1.example.net:2087", "https://198.51.100.10:2087", 1);
+        let config = parse_with_env(&text, "m.toml", dir.path(), &no_env).expect("by address");
+        assert_eq!(config.hosts["old1"].hostname, None);
+        assert_eq!(config.hosts["old1"].public_name(), "198.51.100.10");
     }
 
     #[test]
@@ -2479,6 +2535,12 @@ path = "outbox"
                 "database = \"sqlite:s.db\"",
                 "database = \"sqlite:s.db\"\nlisten = \"localhost\"".to_owned(),
                 "2:10: listen: expected an address like \"127.0.0.1:8640\"",
+            ),
+            (
+                "a host name that is no name",
+                "ip = \"198.51.100.10\"",
+                "ip = \"198.51.100.10\"\nhostname = \"old1 server\"".to_owned(),
+                "7:12: hosts.old1.hostname: expected the host's public name like \"cpanel1.example.fi\"",
             ),
         ];
         let dir = example_dir();

@@ -160,6 +160,7 @@ database = "{database}"
 
 [hosts.old]
 whm_url = "{old_url}"
+hostname = "{old_name}"
 token_file = "secrets/old.token"
 ip = "{old_ip}"
 http_port = {old_port}
@@ -167,6 +168,7 @@ https_port = {old_tls_port}
 
 [hosts.new]
 whm_url = "{new_url}"
+hostname = "{new_name}"
 token_file = "secrets/new.token"
 ip = "{new_ip}"
 http_port = {new_port}
@@ -183,6 +185,8 @@ write_concurrency = 1
 {extra}
 "#,
         old_url = hosts.source.whm_url,
+        old_name = hosts.source.hostname,
+        new_name = hosts.target.hostname,
         old_ip = hosts.source.ip,
         old_port = hosts.source.web_addr.port(),
         old_tls_port = hosts.source.https_addr.port(),

@@ -32,9 +32,11 @@ pub struct HostRuntime {
     pub http_port: u16,
     /// The port its web server answers HTTPS on (443 on a real host).
     pub https_port: u16,
-    /// Its host name (from the WHM URL, when that is a name), absolute with the trailing dot:
-    /// MX and CNAME records naming it move with the account.
+    /// Its host name (config `hostname`, or the WHM URL's host when that is a name), absolute
+    /// with the trailing dot: MX and CNAME records naming it move with the account.
     pub hostname: Option<String>,
+    /// The name customers know it by (its host name, else its address): what notices say.
+    pub public_name: String,
     /// SSH access (pinned host key), for the final delta sync and the mail log; `None` when the
     /// config gives none.
     pub ssh: Option<SshConfig>,
@@ -86,11 +88,8 @@ impl World {
                     ipv6: host.ipv6,
                     http_port: host.http_port,
                     https_port: host.https_port,
-                    hostname: host
-                        .whm_url
-                        .host_str()
-                        .filter(|h| !h.starts_with('[') && h.parse::<std::net::IpAddr>().is_err())
-                        .map(|h| format!("{}.", h.to_ascii_lowercase())),
+                    hostname: host.hostname.as_ref().map(|h| format!("{h}.")),
+                    public_name: host.public_name(),
                     ssh: host.ssh.clone(),
                 },
             );

@@ -136,7 +136,15 @@ async fn migrate(database: Option<&str>, reads: Reads) {
             .find(|d| d.rcpt_tos.iter().any(|r| r == &account.email))
             .unwrap_or_else(|| panic!("no notice for {}", account.user));
         assert_eq!(notice.message_id, format!("<completion.{}.{}@siirto>", account.user, rig.id));
-        assert!(notice.body.as_deref().unwrap_or("").contains(account.domain.as_str()));
+        let body = notice.body.as_deref().unwrap_or("");
+        assert!(body.contains(account.domain.as_str()));
+        // The hosts by the names customers know, never the config's table names.
+        let words = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words
+                .contains("uses old.sim.test as its incoming or outgoing server, change it to new.sim.test."),
+            "{body}"
+        );
     }
     let failing_email = &rig.hosts.accounts.iter().find(|a| a.user == failing).unwrap().email;
     assert!(

@@ -36,8 +36,8 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
         "contact_email": account.contact_email.clone().unwrap_or_default(),
         "main_domain": account.main_domain,
         "domains": domains,
-        "source_host": ctx.source.name,
-        "target_host": ctx.target.name,
+        "source_host": ctx.source.public_name,
+        "target_host": ctx.target.public_name,
         "target_ip": target_ip.to_string(),
     });
     let template = &ctx.playbook.notices.completion;
@@ -202,8 +202,8 @@ pub async fn queue_reminder(
         "contact_email": account.contact_email.clone().unwrap_or_default(),
         "main_domain": account.main_domain,
         "domains": [row.domain.clone()],
-        "source_host": ctx.source.name,
-        "target_host": ctx.target.name,
+        "source_host": ctx.source.public_name,
+        "target_host": ctx.target.public_name,
         "target_ip": target_ip.to_string(),
         "external_records": external_records_of(&row.domain, state.records_to_change()),
     });
