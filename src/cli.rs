@@ -512,6 +512,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Playbook(PlaybookCommand::Check { file }) => {
             let playbook = Playbook::load(&file).map_err(|e| anyhow!("{e}"))?;
             output::line(&format!("{}: playbook {:?} is valid", file.display(), playbook.name));
+            // What a customer would read, with the example config's hosts: a template naming
+            // the wrong variable shows here, not in a customer's mailbox.
+            let samples = playbook.notices.rendered_samples().map_err(|e| anyhow!("{e:#}"))?;
+            for (kind, subject, body) in samples {
+                output::raw(&format!(
+                    "\n--- {kind} notice, rendered with sample values ---\nSubject: {}\n\n{}\n",
+                    subject.trim(),
+                    body.trim_end()
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ConfigTools(ConfigCommand::Example) => {

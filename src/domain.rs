@@ -1002,6 +1002,17 @@ pub enum DomainState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         observed_ttl: Option<u32>,
     },
+    /// Moved with its account, but no DNS of ours points it at the source: the plan found
+    /// nothing siirto can repoint (its zone is not on our DNS provider, it is not delegated, or
+    /// its site is hosted elsewhere). Final from the plan on; siirto never writes its records.
+    NotRepointed {
+        /// Why, as the plan found it.
+        reason: String,
+        /// True when its site is served by someone else: the customer need not do anything.
+        /// Otherwise, for it to be served from the new server the customer (or whoever keeps
+        /// its DNS) must point its A records at the target's address.
+        site_elsewhere: bool,
+    },
     /// Pointed back at the source by an operator's rollback; nothing happens to it until
     /// `siirto retry`.
     RolledBack {
@@ -1031,6 +1042,7 @@ impl DomainState {
             DomainState::External { .. } => "external",
             DomainState::AwaitingCustomer { .. } => "awaiting_customer",
             DomainState::Propagated { .. } => "propagated",
+            DomainState::NotRepointed { .. } => "not_repointed",
         }
     }
 
@@ -1048,8 +1060,15 @@ impl DomainState {
             | DomainState::Repointed { .. }
             | DomainState::Done { .. }
             | DomainState::TtlRestored { .. }
-            | DomainState::RolledBack { .. } => false,
+            | DomainState::RolledBack { .. }
+            | DomainState::NotRepointed { .. } => false,
         }
+    }
+
+    /// True for a domain whose records siirto writes: on our DNS and repointed in the cutover
+    /// (neither external nor left unrepointed by the plan).
+    pub fn dns_is_ours(&self) -> bool {
+        !self.is_external() && !matches!(self, DomainState::NotRepointed { .. })
     }
 
     /// For a domain on someone else's DNS, the highest TTL the plan observed on its A and MX
@@ -1066,7 +1085,8 @@ impl DomainState {
             | DomainState::Repointed { .. }
             | DomainState::Done { .. }
             | DomainState::TtlRestored { .. }
-            | DomainState::RolledBack { .. } => None,
+            | DomainState::RolledBack { .. }
+            | DomainState::NotRepointed { .. } => None,
         }
     }
 
@@ -1083,7 +1103,8 @@ impl DomainState {
             | DomainState::Done { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
-            | DomainState::External { .. } => &[],
+            | DomainState::External { .. }
+            | DomainState::NotRepointed { .. } => &[],
         }
     }
 
@@ -1103,7 +1124,8 @@ impl DomainState {
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
             | DomainState::External { .. }
-            | DomainState::Propagated { .. } => None,
+            | DomainState::Propagated { .. }
+            | DomainState::NotRepointed { .. } => None,
         }
     }
 
@@ -1113,7 +1135,8 @@ impl DomainState {
             DomainState::Pending
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
-            | DomainState::Propagated { .. } => &[],
+            | DomainState::Propagated { .. }
+            | DomainState::NotRepointed { .. } => &[],
             DomainState::TtlObserved { records }
             | DomainState::TtlLowered { records, .. }
             | DomainState::VerifiedOnTarget { records, .. }
@@ -1137,7 +1160,8 @@ impl DomainState {
             | DomainState::TtlRestored { .. }
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
-            | DomainState::Propagated { .. } => None,
+            | DomainState::Propagated { .. }
+            | DomainState::NotRepointed { .. } => None,
         }
     }
 
@@ -1154,7 +1178,8 @@ impl DomainState {
             | DomainState::TtlRestored { .. }
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
-            | DomainState::Propagated { .. } => Vec::new(),
+            | DomainState::Propagated { .. }
+            | DomainState::NotRepointed { .. } => Vec::new(),
         }
     }
 }
@@ -1317,6 +1342,7 @@ pub fn domain_transition(
         (S::External { .. } | S::AwaitingCustomer { .. } | S::Propagated { .. }, E::RolledBack { .. }) => {
             refuse("its DNS is not ours; siirto changed none of its records")
         }
+        (S::NotRepointed { reason, .. }, _) => refuse(&format!("it is not repointed ({reason})")),
         (S::External { .. }, _) => refuse("its DNS is not ours; only the customer can repoint it"),
         (S::AwaitingCustomer { .. }, _) => refuse("waiting for the customer to repoint it"),
         (S::Propagated { .. }, _) => refuse("public DNS already shows the target"),

@@ -185,6 +185,25 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
                 ));
             }
         }
+        let not_repointed: Vec<String> = status
+            .accounts
+            .iter()
+            .flat_map(|a| a.domains.iter().map(move |d| (a, d)))
+            .filter_map(|(a, d)| {
+                let n = d.not_repointed.as_ref()?;
+                let action = n.customer_action.as_deref().unwrap_or("nothing for the customer to do");
+                Some(format!("  {:<16} {} ({}): {}; {action}", "", d.domain, a.user, n.reason))
+            })
+            .collect();
+        if !not_repointed.is_empty() {
+            line(&format!(
+                "  not repointed ({}): moved with the account; siirto changes no DNS for them",
+                not_repointed.len()
+            ));
+            for l in &not_repointed {
+                line(l);
+            }
+        }
         for job in &status.failing_jobs {
             line(&format!(
                 "  retrying {} {} (attempt {}): {}",

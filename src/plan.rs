@@ -828,6 +828,21 @@ pub async fn plan(
     Ok(document)
 }
 
+/// The final state of a domain the plan does not repoint: why (the plan's reasons), and
+/// whether its site is served by someone else (then the customer need do nothing).
+pub fn not_repointed_state(domain: &PlannedDomain) -> DomainState {
+    let site_elsewhere = matches!(
+        domain.dns.as_ref().and_then(DomainClass::classification).map(|c| &c.web),
+        Some(WebClass::Elsewhere { .. })
+    );
+    let reason = if domain.reasons.is_empty() {
+        "nothing of it points at the source on our DNS".to_owned()
+    } else {
+        domain.reasons.join("; ")
+    };
+    DomainState::NotRepointed { reason, site_elsewhere }
+}
+
 /// The initial state of a domain whose DNS is not ours: its nameservers, the A records of the
 /// domain and its www that point at the source, as the classification saw them, and the A
 /// record of each of its MX hosts at the source that lies inside the domain (`mail.example.fi`:
@@ -945,7 +960,21 @@ async fn record(
                         updated_at: now_ms,
                     });
                 }
-                DomainAction::MoveNotRepointed | DomainAction::HeldForOperator => {}
+                // Recorded from the start so that status, the completion notice and a search
+                // name it; its zone (if any) is not ours to write, so none is kept.
+                DomainAction::MoveNotRepointed => {
+                    let state = not_repointed_state(domain);
+                    domain_rows.push(DomainRow {
+                        migration_id: id.clone(),
+                        domain: domain.domain.clone(),
+                        user: account.user.clone(),
+                        zone: String::new(),
+                        state: state.name().to_owned(),
+                        data: serde_json::to_string(&state)?,
+                        updated_at: now_ms,
+                    });
+                }
+                DomainAction::HeldForOperator => {}
             }
         }
     }

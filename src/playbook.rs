@@ -237,7 +237,11 @@ pub fn render(template: &str, context: &serde_json::Value) -> Result<String, min
 /// A notice template (minijinja, strict undefined), validated by rendering a sample.
 ///
 /// Variables: `migration`, `account`, `contact_email`, `main_domain`, `domains` (a list of
-/// strings), `source_host`, `target_host`, `target_ip`.
+/// strings), `source_host` and `target_host` (the servers' public names, `hosts.NAME.hostname`),
+/// `target_ip`, `external_records` (what a customer on another DNS host must change: `domain`,
+/// `name`, `type`, `old_value`, `new_value`) and `domains_to_point` (domains whose DNS is not on
+/// our nameservers and not hosted elsewhere: the customer points their A records at
+/// `target_ip`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoticeTemplate {
     /// The subject line template (renders to one line).
@@ -247,7 +251,7 @@ pub struct NoticeTemplate {
 }
 
 /// The variables a notice template may use.
-pub const NOTICE_VARIABLES: [&str; 9] = [
+pub const NOTICE_VARIABLES: [&str; 10] = [
     "migration",
     "account",
     "contact_email",
@@ -257,9 +261,24 @@ pub const NOTICE_VARIABLES: [&str; 9] = [
     "target_host",
     "target_ip",
     "external_records",
+    "domains_to_point",
 ];
 
-/// A sample context with every notice variable, used to validate templates.
+impl Notices {
+    /// Every notice template rendered with [`sample_notice_context`] (the example config's
+    /// hosts, `old1.example.net` → `new1.example.net`): `(kind, subject, body)`, for
+    /// `siirto playbook check` to show what a customer would read.
+    pub fn rendered_samples(&self) -> Result<Vec<(&'static str, String, String)>, minijinja::Error> {
+        let context = sample_notice_context();
+        [("completion", &self.completion), ("reminder", &self.reminder)]
+            .into_iter()
+            .map(|(kind, t)| Ok((kind, render(&t.subject, &context)?, render(&t.body, &context)?)))
+            .collect()
+    }
+}
+
+/// A sample context with every notice variable, used to validate templates; its hosts are
+/// those of `siirto config example`.
 pub fn sample_notice_context() -> serde_json::Value {
     serde_json::json!({
         "migration": "old1-to-new1-2026-03",
@@ -276,6 +295,7 @@ pub fn sample_notice_context() -> serde_json::Value {
             {"domain": "oma-0001.test", "name": "www.oma-0001.test.", "type": "A",
              "old_value": "198.51.100.10", "new_value": "198.51.100.20"},
         ],
+        "domains_to_point": ["toinen-0001.test"],
     })
 }
 
@@ -305,6 +325,12 @@ change it to {{ target_host }}.
 These records are kept at another DNS host; please change them there:
 {% for r in external_records %}
   - {{ r.name }} {{ r.type }}: change {{ r.old_value }} to {{ r.new_value }}{% endfor %}
+{% endif %}{% if domains_to_point %}
+Our nameservers do not keep the DNS of these domains, so we could not point them at
+the new server. Where their DNS is kept, point their A records (the domain and its
+www name) at {{ target_ip }}:
+{% for domain in domains_to_point %}
+  - {{ domain }}{% endfor %}
 {% endif %}
 Best regards,
 Customer service
@@ -1147,13 +1173,13 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "bad template variable",
                 "Hello {{ account }}",
                 "Hello {{ acount }}",
-                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records), but `acount` is not one of them",
+                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point), but `acount` is not one of them",
             ),
             (
                 "template syntax",
                 "{{ main_domain }} moved",
                 "{{ main_domain } moved",
-                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records): syntax error: unexpected `}`",
+                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point): syntax error: unexpected `}`",
             ),
             (
                 "multi-line subject",

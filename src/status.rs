@@ -122,6 +122,18 @@ pub struct DomainStatus {
     /// A domain with external DNS: the records its customer must change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub records_to_change: Vec<RecordChange>,
+    /// A domain the plan does not repoint: why, and what its customer must do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_repointed: Option<NotRepointed>,
+}
+
+/// Why a domain is not repointed, and what follows for its customer.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotRepointed {
+    /// The plan's reasons.
+    pub reason: String,
+    /// What the customer must do (told in the completion notice), if anything.
+    pub customer_action: Option<String>,
 }
 
 /// A job that has failed and will be retried.
@@ -192,6 +204,16 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
                 _ => None,
             },
             records_to_change: state.records_to_change().to_vec(),
+            not_repointed: match &state {
+                DomainState::NotRepointed { reason, site_elsewhere } => Some(NotRepointed {
+                    reason: reason.clone(),
+                    customer_action: (!site_elsewhere).then(|| {
+                        "the customer points its A records at the target's address (told in the completion notice)"
+                            .to_owned()
+                    }),
+                }),
+                _ => None,
+            },
         });
     }
     let mut dedicated = BTreeMap::new();

@@ -69,6 +69,37 @@ fn a_broken_playbook_is_refused_with_file_line_and_field() {
 }
 
 #[test]
+fn playbook_check_shows_each_notice_as_a_customer_reads_it() {
+    // The sample values are the example config's hosts: the notice names the servers by the
+    // public names customers know, never the config's table keys.
+    let dir = tempfile::tempdir().unwrap();
+    let example = text(&siirto(&["config", "example"], dir.path()).stdout);
+    assert!(
+        example.contains("[hosts.old1]") && example.contains("hostname = \"old1.example.net\""),
+        "{example}"
+    );
+    for shipped in ["shared-hosting.toml", "demo.toml"] {
+        let path = format!("{}/playbooks/{shipped}", env!("CARGO_MANIFEST_DIR"));
+        let out = siirto(&["playbook", "check", &path], dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let shown = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(shown.contains("--- completion notice, rendered with sample values ---"), "{shown}");
+        assert!(shown.contains("Subject: kukka-0001.test has moved to a new server"), "{shown}");
+        assert!(shown.contains("uses old1.example.net as its incoming or outgoing server"), "{shown}");
+        assert!(shown.contains("change it to new1.example.net"), "{shown}");
+        assert!(!shown.contains(" old1 ") && !shown.contains("{{"), "{shown}");
+        // A domain whose DNS is not ours is named with what its customer must do.
+        assert!(
+            shown.contains(
+                "point their A records (the domain and its www name) at 198.51.100.20: - toinen-0001.test"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("--- reminder notice, rendered with sample values ---"), "{shown}");
+    }
+}
+
+#[test]
 fn the_example_config_is_printed_and_a_broken_config_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = siirto(&["config", "example"], dir.path());

@@ -228,3 +228,58 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
 
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_not_repointed_is_listed_from_the_plan_on_and_named_in_its_notice() {
+    let smtp = SmtpServer::start();
+    // Account 1's only domain has its zone on no nameserver we run: moved, never repointed.
+    let mut options = RigOptions::new("it-not-repointed", 3);
+    options.zones_elsewhere.insert(0, Elsewhere::Nowhere);
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    let lost = rig.hosts.accounts[0].clone();
+    assert!(lost.addon_domains.is_empty() && lost.parked_domains.is_empty() && lost.sub_domains.is_empty());
+    let domain = lost.domain.clone();
+    let id = rig.id.clone();
+    let text = include_str!("../../playbooks/demo.toml");
+    let plan = rig.plan(text).await;
+    let planned =
+        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
+    assert_eq!(planned.action, DomainAction::MoveNotRepointed, "{planned:#?}");
+
+    // From the plan on, status names it, with why and what its customer must do.
+    let status = rig.status().await;
+    let shown = domain_state(&status, domain.as_str());
+    assert_eq!(shown.state, "not_repointed");
+    let why = shown.not_repointed.as_ref().expect("the reason is shown");
+    assert!(why.reason.contains("DNS lookup failed"), "{why:?}");
+    assert!(why.customer_action.as_deref().unwrap_or("").contains("A records"), "{why:?}");
+    assert_eq!(status.domains_by_state.get("not_repointed"), Some(&1), "{:?}", status.domains_by_state);
+
+    rig.approve().await;
+    let started = rig.start_migration().await;
+    assert!(started.started.is_some(), "{:#?}", started.report);
+    let daemon = Daemon::start(rig.engine("nr", 8));
+    rig.wait_for("the cutover", Duration::from_secs(180), |s| {
+        matches!(s.detail, MigrationState::CutOver { .. })
+    })
+    .await;
+
+    // Its notice lists the domain and says where to point it; nobody else's notice says so.
+    let delivered = smtp.wait_for(3, Duration::from_secs(30)).await;
+    let completion = |user: &str| {
+        let wanted = format!("<completion.{user}.{id}@siirto>");
+        let found = delivered.iter().find(|d| d.message_id == wanted).unwrap_or_else(|| panic!("{wanted}"));
+        found.body.clone().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let body = completion(lost.user.as_str());
+    let told = format!("point their A records (the domain and its www name) at {TARGET_IP}: - {domain}");
+    assert!(body.contains(&told), "{told:?} missing from:\n{body}");
+    assert!(body.contains(&format!("- {domain}")), "{body}");
+    let other = completion(rig.hosts.accounts[1].user.as_str());
+    assert!(!other.contains("Our nameservers do not keep"), "{other}");
+    // And its state never moved: siirto wrote nothing for it.
+    let status = rig.status().await;
+    assert_eq!(domain_state(&status, domain.as_str()).state, "not_repointed");
+    daemon.stop().await;
+}

@@ -78,11 +78,11 @@ pub async fn check_mail(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Leas
     let AccountState::CheckingMail { switched_at, last_sync_started_at, .. } = state else {
         return cx.finish(lease).await;
     };
-    // Only the domains whose routing was switched: an external domain's mail lands on the
-    // source until its customer repoints it, which is expected, not stranded.
+    // Only the domains whose routing was switched: an external or unrepointed domain's mail
+    // lands on the source until its DNS is changed, which is expected, not stranded.
     let mut domains = Vec::new();
     for row in cx.store.domains_of(ctx.id.as_str(), user).await? {
-        if !domain_state(&row)?.is_external() {
+        if domain_state(&row)?.dns_is_ours() {
             domains.push(DomainName::parse(&row.domain).context("stored domain")?);
         }
     }

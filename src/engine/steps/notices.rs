@@ -24,13 +24,19 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
     };
     let domain_rows = cx.store.domains_of(ctx.id.as_str(), user).await?;
     let mut external_records = Vec::new();
+    let mut domains_to_point = Vec::new();
     for row in &domain_rows {
-        external_records.extend(external_records_of(&row.domain, domain_state(row)?.records_to_change()));
+        let state = domain_state(row)?;
+        external_records.extend(external_records_of(&row.domain, state.records_to_change()));
+        if let DomainState::NotRepointed { site_elsewhere: false, .. } = state {
+            domains_to_point.push(row.domain.clone());
+        }
     }
     let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
     let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
     let context = serde_json::json!({
         "external_records": external_records,
+        "domains_to_point": domains_to_point,
         "migration": ctx.id.as_str(),
         "account": user,
         "contact_email": account.contact_email.clone().unwrap_or_default(),
@@ -206,6 +212,7 @@ pub async fn queue_reminder(
         "target_host": ctx.target.public_name,
         "target_ip": target_ip.to_string(),
         "external_records": external_records_of(&row.domain, state.records_to_change()),
+        "domains_to_point": [],
     });
     let template = &ctx.playbook.notices.reminder;
     let subject =

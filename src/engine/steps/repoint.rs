@@ -176,10 +176,10 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
         return Ok(tx.commit().await?);
     }
     if let Some(change) = routing {
-        // Domains on external DNS keep local routing: their MX still names the source until
-        // the customer changes it, and a source relaying to itself would bounce the mail.
+        // Domains on external DNS (or not repointed) keep local routing: their MX still names
+        // the source until their DNS changes, and a source relaying to itself would bounce it.
         let kept_local: Vec<&str> =
-            repointed.iter().filter(|(_, s)| s.is_external()).map(|(row, _)| row.domain.as_str()).collect();
+            repointed.iter().filter(|(_, s)| !s.dns_is_ours()).map(|(row, _)| row.domain.as_str()).collect();
         tx.append_event(&cx.event(
             ctx,
             Some(user),

@@ -55,7 +55,8 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
             // Not our DNS: nothing of it was changed, nothing to point back.
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
-            | DomainState::Propagated { .. } => {}
+            | DomainState::Propagated { .. }
+            | DomainState::NotRepointed { .. } => {}
         }
     }
     for (zone, members) in &zones {
