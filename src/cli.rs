@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the orchestrator: takes due work from the store and performs it.
     ///
     /// Example: siirto daemon --config /etc/siirto/siirto.toml
-    Daemon,
+    Daemon(DaemonArgs),
     /// Print what is on one cPanel host (read-only; needs no config file or database).
     ///
     /// Example: siirto inventory --whm https://old1.example.fi:2087 --token-file old1.token --json
@@ -259,6 +259,16 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `siirto daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Stop once no migration has work left: exit 0 when every migration is settled (or
+    /// aborted), exit 3 and name each migration that waits for an operator otherwise. For
+    /// scripts and tests.
+    #[arg(long)]
+    pub exit_when_settled: bool,
+}
+
 /// Playbook tools.
 #[derive(Debug, Subcommand)]
 pub enum PlaybookCommand {
@@ -343,15 +353,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Daemon => {
+        Command::Daemon(args) => {
             let config = load_config(&cli.config)?;
             output::line(&format!(
                 "siirto daemon {} running; SIGTERM or Ctrl-C stops it (the steps in flight get {} to finish)",
                 crate::daemon::owner(&config),
                 humantime::format_duration(config.daemon.stop_timeout)
             ));
-            crate::daemon::run(&config, crate::daemon::stop_signal()).await?;
-            Ok(ExitCode::SUCCESS)
+            let outcome =
+                crate::daemon::run(&config, crate::daemon::stop_signal(), args.exit_when_settled).await?;
+            match outcome {
+                None => Ok(ExitCode::SUCCESS),
+                Some(crate::daemon::Outcome::Settled(ids)) => {
+                    let ids = if ids.is_empty() { "no migrations".to_owned() } else { ids.join(", ") };
+                    output::line(&format!("settled: {ids}"));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(crate::daemon::Outcome::NeedsOperator(waiting)) => {
+                    output::line(
+                        "no work left, but these migrations wait for an operator (siirto status ID):",
+                    );
+                    for (id, why) in waiting {
+                        output::line(&format!("  {id}: {why}"));
+                    }
+                    Ok(ExitCode::from(3))
+                }
+            }
         }
         Command::Inventory(args) => {
             let whm = inventory_client(&args)?;

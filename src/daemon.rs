@@ -21,8 +21,14 @@ pub fn owner(config: &Config) -> String {
     config.daemon.owner.clone().unwrap_or_else(default_owner)
 }
 
-/// Runs the daemon of `config` until `shutdown` completes, then stops gracefully.
-pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the daemon of `config` until `shutdown` completes, then stops gracefully. With
+/// `exit_when_settled`, it also stops once no migration has a job left, and says how they
+/// stand ([`until_settled`]).
+pub async fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+    exit_when_settled: bool,
+) -> anyhow::Result<Option<Outcome>> {
     let owner = owner(config);
     let lock = OwnerLock::acquire(&config.daemon.lock_dir, &owner)?;
     let store = Store::connect(&config.database).await.context("opening the store")?;
@@ -34,10 +40,82 @@ pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let engine =
         Arc::new(Engine::from_config(config, store.clone(), Arc::new(SystemClock))?.with_owner(&owner));
-    engine.run(shutdown).await?;
+    let found = std::sync::Mutex::new(None);
+    let stop = async {
+        if !exit_when_settled {
+            return shutdown.await;
+        }
+        tokio::select! {
+            () = shutdown => {}
+            outcome = until_settled(store.clone(), std::time::Duration::from_millis(500)) => {
+                info!(?outcome, "no job left; stopping");
+                *found.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+            }
+        }
+    };
+    engine.run(stop).await?;
     store.close().await;
     drop(lock);
-    Ok(())
+    Ok(found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Where the migrations in the store stand once the daemon has nothing left to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every migration is settled (or aborted) and no job is left.
+    Settled(Vec<String>),
+    /// No job is left, but these migrations are not settled: each needs an operator (approve,
+    /// start, resume, assign an IP, retry a held account), with where it stands.
+    NeedsOperator(Vec<(String, String)>),
+}
+
+/// Completes once no migration has a job left (due or not): with [`Outcome::Settled`] when
+/// every migration is settled or aborted, else with the ones that wait for an operator. Polls
+/// the store every `poll`; a job and the one it schedules are written in one transaction, so
+/// "no job left" is never seen between two steps.
+pub async fn until_settled(store: Store, poll: std::time::Duration) -> Outcome {
+    loop {
+        match settledness(&store).await {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "checking whether the migrations are settled")
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+async fn settledness(store: &Store) -> anyhow::Result<Option<Outcome>> {
+    use crate::domain::MigrationState;
+    let mut settled = Vec::new();
+    let mut waiting = Vec::new();
+    for row in store.migrations().await? {
+        if store.open_jobs(&row.id).await? > 0 {
+            return Ok(None);
+        }
+        match crate::store::migration_state(&row)? {
+            MigrationState::Settled { .. } | MigrationState::Aborted { .. } => settled.push(row.id),
+            state => {
+                let status = crate::status::migration_status(store, &row.id).await?;
+                let others: Vec<String> = status
+                    .accounts_by_state
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != "done")
+                    .map(|(name, n)| format!("{n} {name}"))
+                    .collect();
+                let mut why = state.name().to_owned();
+                if !others.is_empty() {
+                    why.push_str(&format!(", accounts: {}", others.join(", ")));
+                }
+                if let Some(reason) = status.accounts.iter().find_map(|a| a.reason.clone()) {
+                    why.push_str(&format!(" (first: {reason})"));
+                }
+                waiting.push((row.id, why));
+            }
+        }
+    }
+    Ok(Some(if waiting.is_empty() { Outcome::Settled(settled) } else { Outcome::NeedsOperator(waiting) }))
 }
 
 /// Completes at the first SIGTERM (what systemd and `kill` send) or SIGINT (Ctrl-C).

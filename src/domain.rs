@@ -141,6 +141,17 @@ pub enum MigrationState {
         /// Accounts held for an operator.
         held: u32,
     },
+    /// Final: every account arrived, every changed record has its original TTL again, and
+    /// every domain on someone else's DNS shows the target (DESIGN.md §3). Nothing more
+    /// happens unless an operator rolls an account back.
+    Settled {
+        /// When the last domain became final.
+        at: Timestamp,
+        /// Accounts moved.
+        accounts: u32,
+        /// Domains, all in a final state (TTL restored, propagated or not repointed).
+        domains: u32,
+    },
     /// Paused by an operator; resumes into the state it was paused in.
     Paused {
         /// The state to resume into.
@@ -167,6 +178,7 @@ impl MigrationState {
             MigrationState::TtlLowered { .. } => "ttl_lowered",
             MigrationState::Transferring { .. } => "transferring",
             MigrationState::CutOver { .. } => "cut_over",
+            MigrationState::Settled { .. } => "settled",
             MigrationState::Paused { .. } => "paused",
             MigrationState::Aborted { .. } => "aborted",
         }
@@ -181,6 +193,7 @@ impl MigrationState {
             MigrationState::Planned { .. }
             | MigrationState::Approved { .. }
             | MigrationState::CutOver { .. }
+            | MigrationState::Settled { .. }
             | MigrationState::Paused { .. }
             | MigrationState::Aborted { .. } => false,
         }
@@ -212,7 +225,15 @@ pub enum MigrationEvent {
         /// Accounts held for an operator.
         held: u32,
     },
-    /// An operator retried a held account of a cut-over migration; the cutover goes on for it.
+    /// Every account arrived and every domain is in its final state.
+    Settled {
+        /// Accounts moved.
+        accounts: u32,
+        /// Domains.
+        domains: u32,
+    },
+    /// An operator retried a held account of a cut-over migration, or rolled one back in a
+    /// settled one; the cutover goes on for it.
     Reopened,
     /// An operator paused the migration.
     Paused,
@@ -234,6 +255,7 @@ impl MigrationEvent {
             MigrationEvent::TtlLowered { .. } => "ttl_lowered",
             MigrationEvent::GateOpened => "gate_opened",
             MigrationEvent::AccountsSettled { .. } => "accounts_settled",
+            MigrationEvent::Settled { .. } => "migration_settled",
             MigrationEvent::Reopened => "migration_reopened",
             MigrationEvent::Paused => "migration_paused",
             MigrationEvent::Resumed => "migration_resumed",
@@ -270,7 +292,11 @@ pub fn migration_transition(
             }
             Ok(S::Transferring { since: now })
         }
-        (S::CutOver { .. }, E::Reopened) => Ok(S::Transferring { since: now }),
+        (S::CutOver { .. } | S::Settled { .. }, E::Reopened) => Ok(S::Transferring { since: now }),
+        (S::CutOver { held: 0, .. }, E::Settled { accounts, domains }) => {
+            Ok(S::Settled { at: now, accounts: *accounts, domains: *domains })
+        }
+        (S::CutOver { .. }, E::Settled { .. }) => refuse("accounts are held for an operator"),
         (S::Transferring { .. }, E::AccountsSettled { arrived, held }) => {
             Ok(S::CutOver { at: now, arrived: *arrived, held: *held })
         }
@@ -293,6 +319,7 @@ pub fn migration_transition(
         (S::Paused { .. }, _) => refuse("the migration is paused"),
         (S::Aborted { .. }, _) => refuse("the migration was aborted"),
         (S::CutOver { .. }, _) => refuse("the migration is already cut over"),
+        (S::Settled { .. }, _) => refuse("the migration is settled"),
         (S::Started { .. } | S::TtlLowered { .. } | S::Transferring { .. }, _) => {
             refuse("not the next step of this migration")
         }
@@ -946,8 +973,9 @@ pub enum DomainState {
         at: Timestamp,
     },
     /// Every own nameserver serves the new address; the short TTLs stay until the settle period
-    /// has passed.
-    Done {
+    /// has passed. (Stored as `done` before it had this name.)
+    #[serde(alias = "done")]
+    ServingTarget {
         /// The changed records, each with its old TTL.
         records: Vec<ObservedRecord>,
         /// When they were lowered.
@@ -1036,7 +1064,7 @@ impl DomainState {
             DomainState::TtlLowered { .. } => "ttl_lowered",
             DomainState::VerifiedOnTarget { .. } => "verified_on_target",
             DomainState::Repointed { .. } => "repointed",
-            DomainState::Done { .. } => "done",
+            DomainState::ServingTarget { .. } => "serving_target",
             DomainState::TtlRestored { .. } => "ttl_restored",
             DomainState::RolledBack { .. } => "rolled_back",
             DomainState::External { .. } => "external",
@@ -1058,11 +1086,20 @@ impl DomainState {
             | DomainState::TtlLowered { .. }
             | DomainState::VerifiedOnTarget { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
             | DomainState::NotRepointed { .. } => false,
         }
+    }
+
+    /// The names of the final states: nothing more happens to a domain in one of them.
+    pub const FINAL: [&'static str; 3] = ["ttl_restored", "propagated", "not_repointed"];
+
+    /// True in a final state: its changed records have their original TTL again, public DNS
+    /// shows the target, or the plan left it unrepointed.
+    pub fn is_final(&self) -> bool {
+        Self::FINAL.contains(&self.name())
     }
 
     /// True for a domain whose records siirto writes: on our DNS and repointed in the cutover
@@ -1083,7 +1120,7 @@ impl DomainState {
             | DomainState::TtlLowered { .. }
             | DomainState::VerifiedOnTarget { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
             | DomainState::NotRepointed { .. } => None,
@@ -1100,7 +1137,7 @@ impl DomainState {
             | DomainState::TtlLowered { .. }
             | DomainState::VerifiedOnTarget { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
             | DomainState::External { .. }
@@ -1120,7 +1157,7 @@ impl DomainState {
             | DomainState::TtlLowered { .. }
             | DomainState::VerifiedOnTarget { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::RolledBack { .. }
             | DomainState::External { .. }
@@ -1141,7 +1178,7 @@ impl DomainState {
             | DomainState::TtlLowered { records, .. }
             | DomainState::VerifiedOnTarget { records, .. }
             | DomainState::Repointed { records, .. }
-            | DomainState::Done { records, .. }
+            | DomainState::ServingTarget { records, .. }
             | DomainState::TtlRestored { records, .. }
             | DomainState::RolledBack { records, .. } => records,
         }
@@ -1153,7 +1190,7 @@ impl DomainState {
             DomainState::TtlLowered { lowered_at, .. }
             | DomainState::VerifiedOnTarget { lowered_at, .. }
             | DomainState::Repointed { lowered_at, .. }
-            | DomainState::Done { lowered_at, .. }
+            | DomainState::ServingTarget { lowered_at, .. }
             | DomainState::RolledBack { lowered_at, .. } => Some(*lowered_at),
             DomainState::Pending
             | DomainState::TtlObserved { .. }
@@ -1174,7 +1211,7 @@ impl DomainState {
             DomainState::Pending
             | DomainState::TtlObserved { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. }
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
@@ -1281,14 +1318,16 @@ pub fn domain_transition(
             Ok(S::Repointed { records: records.clone(), lowered_at: *lowered_at, at: now })
         }
         (S::Repointed { records, lowered_at, .. }, E::ResolutionVerified) => {
-            Ok(S::Done { records: records.clone(), lowered_at: *lowered_at, at: now })
+            Ok(S::ServingTarget { records: records.clone(), lowered_at: *lowered_at, at: now })
         }
-        (S::Done { records, .. }, E::TtlRestored) => Ok(S::TtlRestored { records: records.clone(), at: now }),
+        (S::ServingTarget { records, .. }, E::TtlRestored) => {
+            Ok(S::TtlRestored { records: records.clone(), at: now })
+        }
         (
             S::TtlLowered { records, lowered_at }
             | S::VerifiedOnTarget { records, lowered_at }
             | S::Repointed { records, lowered_at, .. }
-            | S::Done { records, lowered_at, .. },
+            | S::ServingTarget { records, lowered_at, .. },
             E::RolledBack { reason },
         ) => Ok(S::RolledBack {
             records: records.clone(),
@@ -1360,7 +1399,7 @@ pub fn domain_transition(
         (S::TtlLowered { .. }, _) => refuse("waiting for its account to be verified on the target"),
         (S::VerifiedOnTarget { .. }, _) => refuse("the next step is the repoint"),
         (S::Repointed { .. }, _) => refuse("the next step is the resolver check"),
-        (S::Done { .. }, _) => refuse("the domain has already been cut over"),
+        (S::ServingTarget { .. }, _) => refuse("the domain has already been cut over"),
         (S::TtlRestored { .. }, _) => refuse("the domain is cut over and its TTLs restored"),
     }
 }
@@ -1405,6 +1444,8 @@ mod tests {
         let lowered = S::TtlLowered { lowered_at: t(2), gate_opens_at: t(100) };
         let transferring = S::Transferring { since: t(100) };
         let cut = S::CutOver { at: t(200), arrived: 3, held: 1 };
+        let all_arrived = S::CutOver { at: t(200), arrived: 4, held: 0 };
+        let settled = S::Settled { at: t(300), accounts: 4, domains: 9 };
         let paused = S::Paused { previous: Box::new(lowered.clone()), at: t(50) };
         let aborted = S::Aborted { at: t(60), reason: "customer asked".into() };
         let abort = E::Aborted { reason: "customer asked".into() };
@@ -1438,6 +1479,11 @@ mod tests {
             (cut.clone(), E::Reopened, 300, Ok("transferring")),
             (transferring.clone(), E::Reopened, 300, Err("not the next step")),
             (cut.clone(), abort.clone(), 300, Err("already cut over")),
+            (cut.clone(), E::Settled { accounts: 4, domains: 9 }, 300, Err("held for an operator")),
+            (all_arrived.clone(), E::Settled { accounts: 4, domains: 9 }, 300, Ok("settled")),
+            (settled.clone(), E::Reopened, 400, Ok("transferring")),
+            (settled.clone(), E::Paused, 400, Err("settled")),
+            (settled.clone(), E::Settled { accounts: 4, domains: 9 }, 400, Err("settled")),
         ];
         for (state, event, now, expected) in table {
             let got = migration_transition(&state, &event, t(now));
@@ -1719,7 +1765,7 @@ mod tests {
         let verified = S::VerifiedOnTarget { records: records.clone(), lowered_at: t(0) };
         let verified_short = S::VerifiedOnTarget { records: short_only.clone(), lowered_at: t(0) };
         let repointed = S::Repointed { records: records.clone(), lowered_at: t(0), at: t(4000) };
-        let done = S::Done { records: records.clone(), lowered_at: t(0), at: t(4001) };
+        let done = S::ServingTarget { records: records.clone(), lowered_at: t(0), at: t(4001) };
         let restored = S::TtlRestored { records: records.clone(), at: t(9000) };
         let rolled_back = S::RolledBack {
             records: records.clone(),
@@ -1754,7 +1800,7 @@ mod tests {
             (verified_short.clone(), E::Repointed, 330, Ok("repointed")),
             (verified.clone(), E::ResolutionVerified, 3630, Err("next step is the repoint")),
             (verified.clone(), rollback.clone(), 100, Ok("rolled_back")),
-            (repointed.clone(), E::ResolutionVerified, 4001, Ok("done")),
+            (repointed.clone(), E::ResolutionVerified, 4001, Ok("serving_target")),
             (repointed.clone(), E::Repointed, 4001, Err("resolver check")),
             (repointed.clone(), E::TtlRestored, 4001, Err("resolver check")),
             (repointed.clone(), rollback.clone(), 4001, Ok("rolled_back")),
@@ -1870,6 +1916,14 @@ mod tests {
         let json = serde_json::to_string(&awaiting).unwrap();
         assert!(json.contains("\"state\":\"awaiting_customer\""), "{json}");
         assert_eq!(serde_json::from_str::<DomainState>(&json).unwrap(), awaiting);
+        // A state stored under its old name still reads.
+        let old = r#"{"state":"done","records":[],"lowered_at":"2026-12-01T00:00:00Z","at":"2026-12-01T01:00:00Z"}"#;
+        let read: DomainState = serde_json::from_str(old).unwrap();
+        assert_eq!(read.name(), "serving_target");
+        assert!(
+            !read.is_final()
+                && DomainState::NotRepointed { reason: "x".into(), site_elsewhere: true }.is_final()
+        );
     }
 
     #[test]
@@ -1877,7 +1931,7 @@ mod tests {
         let records = vec![rec("kukka.test.", "A", 3600)];
         let rollback = DomainEvent::RolledBack { reason: "shop broken".into() };
         // Still short since the lowering: the gate counts from the original lowering.
-        let done = DomainState::Done { records: records.clone(), lowered_at: t(0), at: t(4000) };
+        let done = DomainState::ServingTarget { records: records.clone(), lowered_at: t(0), at: t(4000) };
         let back = domain_transition(&done, &rollback, t(5000), &GATE).unwrap();
         assert_eq!(back.lowered_at(), Some(t(0)));
         assert_eq!(back.records(), records.as_slice());

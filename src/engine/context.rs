@@ -404,6 +404,20 @@ impl Ctx {
         Ok(next)
     }
 
+    /// Schedules the `settle` step after something that may have made the migration settled
+    /// (a domain's TTL restored, a domain seen propagated); `what` makes its key unique.
+    pub(crate) async fn schedule_settle(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        what: &str,
+    ) -> Result<(), StepError> {
+        let now_ms = self.now_ms();
+        let dedupe = format!("settle:{}:{what}:{now_ms}", ctx.id);
+        tx.schedule_job(&self.job(ctx, JobKind::Settle, "", serde_json::json!({}), now_ms, dedupe)).await?;
+        Ok(())
+    }
+
     /// Applies an event to a domain inside `tx`.
     pub(crate) async fn apply_domain(
         &self,

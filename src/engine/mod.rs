@@ -300,7 +300,8 @@ impl Engine {
             MigrationState::Started { .. }
             | MigrationState::TtlLowered { .. }
             | MigrationState::Transferring { .. }
-            | MigrationState::CutOver { .. } => {}
+            | MigrationState::CutOver { .. }
+            | MigrationState::Settled { .. } => {}
         }
         match kind {
             JobKind::LowerTtl => lower::lower_ttl(&self.cx, &ctx, lease).await,

@@ -48,7 +48,7 @@ pub async fn retry(
         .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
     let now_ms = to_millis(now);
     let mut tx = store.begin().await?;
-    if let MigrationState::CutOver { .. } = migration {
+    if let MigrationState::CutOver { .. } | MigrationState::Settled { .. } = migration {
         migration = transition(&mut tx, &row, &migration, MigrationEvent::Reopened, now, actor).await?;
     }
     tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
@@ -146,7 +146,7 @@ pub async fn rollback(
     if reason.trim().is_empty() {
         bail!("a rollback must say why (--reason)");
     }
-    let (row, _) = load(store, id).await?;
+    let (row, migration) = load(store, id).await?;
     let source = &world.host(&row.source_host).with_context(|| format!("the source of migration {id}"))?.whm;
     let playbook = playbook_of(&row)?;
     let account = store
@@ -176,6 +176,11 @@ pub async fn rollback(
         .map_err(|refusal| anyhow!("account {user}: {refusal}"))?;
     let now_ms = to_millis(now);
     let mut tx = store.begin().await?;
+    // A settled migration is no longer settled: the settle step scheduled below cuts it over
+    // again with this account counted as held.
+    if let MigrationState::Settled { .. } = migration {
+        transition(&mut tx, &row, &migration, MigrationEvent::Reopened, now, actor).await?;
+    }
     tx.set_account_state(id.as_str(), user.as_str(), next.name(), &serde_json::to_string(&next)?, now_ms)
         .await?;
     let event_id = tx

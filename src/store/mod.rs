@@ -571,6 +571,16 @@ impl Store {
         select(&self.pool, sql, &[migration_id, zone]).await
     }
 
+    /// How many jobs of a migration are not done (due now, later, or running).
+    pub async fn open_jobs(&self, migration_id: &str) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE migration_id = $1 AND done_at IS NULL")
+                .bind(migration_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n.max(0) as u64)
+    }
+
     /// All jobs of a migration, done ones included, by id.
     pub async fn jobs(&self, migration_id: &str) -> Result<Vec<JobRow>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE migration_id = $1 ORDER BY id");
@@ -1221,6 +1231,19 @@ impl Tx<'_> {
     ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM accounts WHERE migration_id = $1 GROUP BY state")
+                .bind(migration_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(rows.into_iter().map(|(state, n)| (state, n.max(0) as u64)).collect())
+    }
+
+    /// How many domains of a migration are in each state.
+    pub async fn domain_counts(
+        &mut self,
+        migration_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM domains WHERE migration_id = $1 GROUP BY state")
                 .bind(migration_id)
                 .fetch_all(&mut *self.tx)
                 .await?;

@@ -279,7 +279,7 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
     repoint.await.unwrap();
     let status = rig.status().await;
     assert_eq!(account(&status, user.as_str()).state, "rolled_back", "{status:#?}");
-    assert_eq!(domain_state_of(&status, &domain), "done");
+    assert_eq!(domain_state_of(&status, &domain), "serving_target");
     assert_eq!(rrset(&rig.zone(&domain).await, &domain.fqdn(), "A").records, vec![TARGET_IP.to_string()]);
     let events = rig.store.events(rig.id.as_str()).await.unwrap();
     assert!(!events.iter().any(|e| e.kind == "account_switched"), "not switched");

@@ -191,3 +191,74 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
 fn account_sessions(target: &siirto::sim::SimHost) -> Vec<siirto::sim::SimTransferSession> {
     target.transfer_sessions().into_iter().filter(|s| !s.accounts.is_empty()).collect()
 }
+
+/// Runs `siirto daemon --exit-when-settled` as a script would, and waits for it to exit.
+fn daemon_until_settled(rig: &SimRig, owner: &str) -> (Option<i32>, String) {
+    let config = daemon_config(rig, owner);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["daemon", "--config", &config, "--exit-when-settled"])
+        .current_dir(rig.dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("SIIRTO_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+            return (status.code(), out);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the daemon did not exit when settled");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exits_when_settled_or_says_who_waits_for_an_operator() {
+    let mut options = RigOptions::new("it-settled", 3);
+    options.daemon = None;
+    let rig = SimRig::start(options).await;
+    let id = rig.id.to_string();
+    // A settle period short enough that the TTLs come back within the test.
+    let playbook = PLAYBOOK.replace("settle_after = \"2d\"", "settle_after = \"1s\"");
+    assert!(playbook.contains("settle_after = \"1s\""));
+    rig.plan_and_start(&playbook).await;
+
+    // Every account arrives and every TTL is restored: settled, and the daemon exits 0.
+    let (code, out) = tokio::task::block_in_place(|| daemon_until_settled(&rig, "settler"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("settled: {id}")), "{out}");
+    let status = rig.status().await;
+    assert_eq!(status.state, "settled", "{status:#?}");
+    assert!(status.accounts.iter().all(|a| a.state == "done"), "{status:#?}");
+    let domains: Vec<&str> =
+        status.accounts.iter().flat_map(|a| &a.domains).map(|d| d.state.as_str()).collect();
+    assert!(domains.iter().all(|s| *s == "ttl_restored"), "{domains:?}");
+    let events = rig.store.events(&id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let cut = kinds.iter().position(|k| *k == "accounts_settled").expect("cut over");
+    let settled = kinds.iter().position(|k| *k == "migration_settled").expect("settled");
+    let last_restore = kinds.iter().rposition(|k| *k == "domain_ttl_restored").expect("restored");
+    assert!(cut < settled && last_restore < settled, "{kinds:?}");
+
+    // An operator rolls one account back: no longer settled; once the rollback is carried
+    // out, no work is left and the daemon exits 3, naming the migration and why.
+    let user = rig.hosts.accounts[1].user.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["rollback", &id, "--account", &user, "--reason", "customer asked", "--config", "siirto.toml"])
+        .current_dir(rig.dir.path())
+        .env_remove("SIIRTO_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out) = tokio::task::block_in_place(|| daemon_until_settled(&rig, "settler"));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("wait for an operator") && out.contains(&format!("{id}: cut_over")), "{out}");
+    assert!(out.contains("1 rolled_back") && out.contains("customer asked"), "{out}");
+}

@@ -157,7 +157,7 @@ async fn per_record_ttls_one_patch_spf_and_restore() {
     for r in untouched {
         assert_eq!(moved.rrset(&r.name, &r.rtype), Some(r), "{} {} must not change", r.name, r.rtype);
     }
-    assert_eq!(domain_state_of(&rig.status().await, &domain), "done");
+    assert_eq!(domain_state_of(&rig.status().await, &domain), "serving_target");
 
     // After the settle period each record gets its own TTL back, in one PATCH.
     rig.clock.advance(Duration::from_secs(3700));

@@ -86,6 +86,7 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
             ))
             .await?;
         }
+        cx.schedule_settle(&mut tx, ctx, &format!("propagated:{}", row.domain)).await?;
         tx.finish_job(lease, now_ms).await?;
         tx.commit().await?;
         info!(domain = %row.domain, "public DNS shows the target");

@@ -23,7 +23,7 @@ pub async fn restore_ttl(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
     for row in domains {
         let state = domain_state(&row)?;
-        if let DomainState::Done { .. } = state {
+        if let DomainState::ServingTarget { .. } = state {
             zones.entry(row.zone.clone()).or_default().push((row, state));
         }
     }
@@ -49,6 +49,7 @@ pub async fn restore_ttl(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
             cx.apply_domain(&mut tx, ctx, row, state, DomainEvent::TtlRestored).await?;
         }
     }
+    cx.schedule_settle(&mut tx, ctx, &format!("ttl_restored:{user}")).await?;
     tx.finish_job(lease, now).await?;
     tx.commit().await?;
     info!(account = user, "TTLs restored");

@@ -45,7 +45,7 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
             DomainState::TtlLowered { .. }
             | DomainState::VerifiedOnTarget { .. }
             | DomainState::Repointed { .. }
-            | DomainState::Done { .. }
+            | DomainState::ServingTarget { .. }
             | DomainState::TtlRestored { .. } => {
                 zones.entry(row.zone.clone()).or_default().push((row, state))
             }

@@ -1,13 +1,17 @@
-//! Settling: the migration is cut over once every account arrived or is held.
+//! Settling: the migration is cut over once every account arrived or is held, and settled once
+//! every account arrived and every domain is in a final state.
 
 use anyhow::anyhow;
 use tracing::info;
 
-use crate::domain::{MigrationEvent, MigrationState};
+use crate::domain::{DomainState, MigrationEvent, MigrationState};
 use crate::engine::context::{Ctx, MigrationCtx, StepResult};
 use crate::store::{Lease, migration_state};
 
-/// Moves the migration to cut over once every account arrived or is held.
+/// Moves the migration to cut over once every account arrived or is held, then to settled
+/// once every account arrived and every domain is final (TTL restored, propagated, or not
+/// repointed). Scheduled whenever an account settles, a domain's TTL is restored or a
+/// domain is seen propagated.
 pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     let now = cx.now_ms();
     // Counted and decided inside the transaction, with the migration's row locked: every
@@ -18,7 +22,7 @@ pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
         .migration_for_update(ctx.id.as_str())
         .await?
         .ok_or_else(|| anyhow!("migration {} is not in the store", ctx.id))?;
-    let state = migration_state(&row)?;
+    let mut state = migration_state(&row)?;
     let counts = tx.account_counts(ctx.id.as_str()).await?;
     let count = |name: &str| counts.get(name).copied().unwrap_or(0);
     let arrived = count("done");
@@ -26,8 +30,24 @@ pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     let total: u64 = counts.values().sum();
     if arrived + held == total && matches!(state, MigrationState::Transferring { .. }) {
         let (arrived, held) = (arrived as u32, held as u32);
-        cx.apply_migration(&mut tx, ctx, &state, MigrationEvent::AccountsSettled { arrived, held }).await?;
-        info!(migration = %ctx.id, arrived, held, "every account settled");
+        state = cx
+            .apply_migration(&mut tx, ctx, &state, MigrationEvent::AccountsSettled { arrived, held })
+            .await?;
+        if held == 0 {
+            info!(migration = %ctx.id, arrived, "cut over: every account arrived");
+        } else {
+            info!(migration = %ctx.id, arrived, held, "cut over: every account arrived or is held for an operator");
+        }
+    }
+    if arrived == total && matches!(state, MigrationState::CutOver { .. }) {
+        let domains = tx.domain_counts(ctx.id.as_str()).await?;
+        let all: u64 = domains.values().sum();
+        let final_: u64 = DomainState::FINAL.iter().map(|s| domains.get(*s).copied().unwrap_or(0)).sum();
+        if final_ == all {
+            let event = MigrationEvent::Settled { accounts: arrived as u32, domains: all as u32 };
+            cx.apply_migration(&mut tx, ctx, &state, event).await?;
+            info!(migration = %ctx.id, accounts = arrived, domains = all, "settled: every account arrived and every domain is final");
+        }
     }
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
