@@ -112,9 +112,7 @@ pub fn plan_report(plan: &PlanDocument, as_json: bool) -> anyhow::Result<()> {
         }
     }
     line("schedule:");
-    for item in &plan.schedule {
-        line(&format!("  {}  {}{}", item.at, item.what, if item.manual { " (manual)" } else { "" }));
-    }
+    schedule(&plan.schedule, "  ");
     line(&format!(
         "next: review, then siirto approve {} --by NAME; siirto start {}",
         plan.migration, plan.migration
@@ -148,6 +146,8 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
             "{}  {} → {}  {}  (cutover from {})",
             status.id, status.source, status.target, status.state, status.cutover_at
         ));
+        line("  schedule:");
+        schedule(&status.schedule, "    ");
         line(&format!("  accounts: {}", counts(&status.accounts_by_state)));
         line(&format!("  domains:  {}", counts(&status.domains_by_state)));
         line(&format!("  notices:  {} queued, {} sent", status.notices_queued, status.notices_sent));
@@ -212,6 +212,13 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// The dated steps of a migration, one per line.
+fn schedule(items: &[crate::plan::ScheduleItem], indent: &str) {
+    for item in items {
+        line(&format!("{indent}{}  {}{}", item.at, item.what, if item.manual { " (manual)" } else { "" }));
+    }
 }
 
 /// One account's mail after its repoint, in a line: the switch, the next sync, each sync's

@@ -27,6 +27,9 @@ pub struct MigrationStatus {
     pub detail: MigrationState,
     /// The earliest cutover time (RFC 3339).
     pub cutover_at: String,
+    /// The dated steps from the playbook: announce, TTL lowering, cutover, settle, each
+    /// decommission stage.
+    pub schedule: Vec<crate::plan::ScheduleItem>,
     /// Accounts per state name.
     pub accounts_by_state: BTreeMap<String, usize>,
     /// Domains per state name.
@@ -172,9 +175,11 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
     let detail = migration_state(&row)?;
     let accounts = store.accounts(id).await?;
     let domains = store.domains(id).await?;
-    let gate = crate::playbook::Playbook::parse(&row.playbook, &format!("playbook of migration {id}"))
-        .map(|p| GatePolicy { margin: p.dns.gate_margin, wait_override: p.dns.gate_wait_override })
+    let playbook = crate::playbook::Playbook::parse(&row.playbook, &format!("playbook of migration {id}"))
         .map_err(|e| anyhow!("{e}"))?;
+    let gate =
+        GatePolicy { margin: playbook.dns.gate_margin, wait_override: playbook.dns.gate_wait_override };
+    let schedule = crate::plan::schedule(&playbook, from_millis(row.cutover_at));
     let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
     let mut records_of: BTreeMap<String, Vec<ObservedRecord>> = BTreeMap::new();
     let mut domains_by_state = BTreeMap::new();
@@ -271,6 +276,7 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         target: row.target_host.clone(),
         state: detail.name().to_owned(),
         cutover_at: from_millis(row.cutover_at).to_rfc3339(),
+        schedule,
         detail,
         accounts_by_state,
         domains_by_state,

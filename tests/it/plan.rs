@@ -123,6 +123,16 @@ async fn plan_review_approve_and_replan() {
     let status: serde_json::Value =
         serde_json::from_str(&ok(&siirto(dir, &["status", "second", "--json"]))).unwrap();
     assert_eq!(status["state"], "approved");
+    // Before anything runs, status shows the dates ahead and every domain that will not be
+    // repointed, with why.
+    let items = status["schedule"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["what"].as_str().unwrap().starts_with("lower the TTLs")), "{items:?}");
+    assert!(items.iter().any(|i| i["what"].as_str().unwrap().starts_with("decommission: ")), "{items:?}");
+    let text = ok(&siirto(dir, &["status", "second"]));
+    assert!(text.contains("\n    2026-11-30T22:00:00Z  lower the TTLs"), "{text}");
+    assert!(text.contains("2026-12-01T22:00:00Z  cutover begins"), "{text}");
+    assert!(text.contains("not repointed (2): moved with the account"), "{text}");
+    assert!(text.contains(&format!("{} ({}): DNS lookup failed", last.domain, last.user)), "{text}");
 
     // Without --id, a migration is named after its cutover's date (not the day it was planned),
     // and a mistyped id is answered with the ids there are, the closest first.
