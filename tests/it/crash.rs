@@ -374,7 +374,13 @@ impl CrashRig {
         assert!(!logs.contains("lease is lost"), "a step lost its lease:\n{logs}");
         let events = self.rig.store.events(self.rig.id.as_str()).await.unwrap();
         let mut seen: BTreeMap<(Option<String>, Option<String>, String), usize> = BTreeMap::new();
-        let repeatable = ["step_failed", "notice_resent", "transfer_item_refused", "preflight_passed"];
+        let repeatable = [
+            "step_failed",
+            "notice_resent",
+            "transfer_item_refused",
+            "transfer_item_already_queued",
+            "preflight_passed",
+        ];
         for event in events.iter().filter(|e| !repeatable.contains(&e.kind.as_str())) {
             *seen.entry((event.account.clone(), event.domain.clone(), event.kind.clone())).or_default() += 1;
         }

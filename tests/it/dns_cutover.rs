@@ -331,3 +331,46 @@ async fn a_stale_nameserver_holds_the_account_with_the_evidence() {
     assert_eq!(domain_state_of(&status, &rig.domain(0)), "repointed");
     let _ = &rig.pdns;
 }
+
+/// A daemon that died between the lowering PATCH and its record leaves the domain observed
+/// with the old TTLs while the zone already has the short ones. The re-run keeps the first
+/// observation and says so in words; it is not a second observation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reobservation_after_a_crash_keeps_the_first_and_says_so() {
+    let rig = start_rig(1).await;
+    let domain = rig.domain(0);
+    let apex = domain.fqdn();
+    rig.plan_and_start(&gated_playbook()).await;
+    // The state the crash left: observed (apex A 3600 as first seen), zone already lowered.
+    let first = rig.zone(&domain).await;
+    let apex_ttl = rrset(&first, &apex, "A").ttl;
+    assert!(apex_ttl > 60, "{apex_ttl}");
+    let observed = siirto::domain::DomainState::TtlObserved {
+        records: vec![siirto::domain::ObservedRecord::changed(apex.clone(), "A", apex_ttl)],
+    };
+    let mut tx = rig.store.begin().await.unwrap();
+    let data = serde_json::to_string(&observed).unwrap();
+    tx.set_domain_state(rig.id.as_str(), domain.as_str(), observed.name(), &data, 0).await.unwrap();
+    tx.commit().await.unwrap();
+    rig.dns
+        .apply(&domain, &[replace(apex.clone(), "A", 60, rrset(&first, &apex, "A").records)])
+        .await
+        .unwrap();
+
+    let daemon = Daemon::start(rig.engine("it-dns", 2));
+    rig.wait_for("the TTLs to be lowered", Duration::from_secs(60), |s| {
+        matches!(s.detail, MigrationState::TtlLowered { .. })
+    })
+    .await;
+    daemon.stop().await;
+    let state = rig.domain_state(&domain).await;
+    let kept = state.records().iter().find(|r| r.name == apex && r.rtype == "A").unwrap();
+    assert_eq!(kept.old_ttl, apex_ttl, "the first observation stands");
+    let events = rig.events().await;
+    let ours: Vec<_> = events.iter().filter(|e| e.domain.as_deref() == Some(domain.as_str())).collect();
+    assert!(!ours.iter().any(|e| e.kind == "domain_ttl_observed"), "{ours:#?}");
+    let again = ours.iter().find(|e| e.kind == "domain_ttl_observed_again").expect("said once");
+    let said = format!("{apex} A: already lowered to 60; kept the observed {apex_ttl}");
+    assert!(again.detail.contains(&said), "{said:?} not in {}", again.detail);
+    assert_eq!(ours.iter().filter(|e| e.kind == "domain_ttl_observed_again").count(), 1);
+}

@@ -143,6 +143,22 @@ pub async fn lower_zone(
             records.extend(aaaa_to_create(&zone_data, &rrsets, target_v6));
         }
         let state = domain_state(row)?;
+        if let DomainState::TtlObserved { records: kept } = &state {
+            // A re-run after a crash between the lowering and its record: the zone may already
+            // carry the short TTL. The first observation stands; say so, once, in words.
+            let repeats = already_lowered(kept, &records);
+            if !repeats.is_empty() {
+                let detail = serde_json::json!({ "records": repeats });
+                tx.append_event(&cx.event(
+                    ctx,
+                    Some(&row.user),
+                    Some(&row.domain),
+                    "domain_ttl_observed_again",
+                    detail,
+                ))
+                .await?;
+            }
+        }
         let state = cx.apply_domain(&mut tx, ctx, row, &state, DomainEvent::TtlObserved { records }).await?;
         // Never raised: a record already below the short TTL keeps its own.
         for rrset in rrsets {
@@ -162,6 +178,22 @@ pub async fn lower_zone(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// For each record observed again with a TTL other than the one recorded first, e.g.
+/// `"kukka.test. A: already lowered to 60; kept the observed 3600"`.
+fn already_lowered(kept: &[ObservedRecord], now: &[ObservedRecord]) -> Vec<String> {
+    now.iter()
+        .filter_map(|seen| {
+            let first = kept.iter().find(|k| k.name == seen.name && k.rtype == seen.rtype)?;
+            (first.old_ttl != seen.old_ttl).then(|| {
+                format!(
+                    "{} {}: already lowered to {}; kept the observed {}",
+                    seen.name, seen.rtype, seen.old_ttl, first.old_ttl
+                )
+            })
+        })
+        .collect()
 }
 
 pub async fn open_gate(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {

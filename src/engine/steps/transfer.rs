@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, anyhow};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::domain::{AccountEvent, AccountState, MigrationState};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
@@ -126,9 +126,17 @@ pub async fn start_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
     for (user, message) in refused {
-        warn!(session = session.as_str(), account = ?user, %message, "the target refused a transfer item");
         let detail = serde_json::json!({ "session": session.as_str(), "message": message });
-        tx.append_event(&cx.event(ctx, user, None, "transfer_item_refused", detail)).await?;
+        // A re-run after a daemon died between two enqueues: the target already holds the
+        // item, which is what this step wanted. A repeat, not a refusal: no warning.
+        let kind = if is_already_queued(&message) {
+            debug!(session = session.as_str(), account = ?user, "the item was queued by an earlier run");
+            "transfer_item_already_queued"
+        } else {
+            warn!(session = session.as_str(), account = ?user, %message, "the target refused a transfer item");
+            "transfer_item_refused"
+        };
+        tx.append_event(&cx.event(ctx, user, None, kind, detail)).await?;
     }
     let dedupe = format!("poll_session:{}:{}", ctx.id, session.as_str());
     let due = now + ctx.playbook.transfer.poll_interval.as_millis() as i64;
@@ -136,6 +144,12 @@ pub async fn start_session(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         .await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
+}
+
+/// True for the target's refusal of an item the session already holds (`enqueue_transfer_item`
+/// answering result 0 with "… is already queued …").
+fn is_already_queued(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("already queued")
 }
 
 /// Reads the session's master log and moves each of its accounts on; decides per item,
