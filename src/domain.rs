@@ -1041,8 +1041,10 @@ pub enum DomainState {
         /// its DNS) must point its A records at the target's address.
         site_elsewhere: bool,
     },
-    /// Pointed back at the source by an operator's rollback; nothing happens to it until
-    /// `siirto retry`.
+    /// Pointed back at the source by an operator's rollback. Its records keep the short TTL
+    /// for `settle_after` after the rollback (a retry soon after needs no new wait), then get
+    /// their original TTL back; nothing else happens to it until `siirto retry`, which lowers
+    /// them again first if they were restored.
     RolledBack {
         /// The records, each with its original TTL.
         records: Vec<ObservedRecord>,
@@ -1052,6 +1054,10 @@ pub enum DomainState {
         reason: String,
         /// When.
         at: Timestamp,
+        /// When the settle period after the rollback passed and the records got their original
+        /// TTL back; `None` while they have the short one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_restored_at: Option<Timestamp>,
     },
 }
 
@@ -1191,10 +1197,11 @@ impl DomainState {
             | DomainState::VerifiedOnTarget { lowered_at, .. }
             | DomainState::Repointed { lowered_at, .. }
             | DomainState::ServingTarget { lowered_at, .. }
-            | DomainState::RolledBack { lowered_at, .. } => Some(*lowered_at),
+            | DomainState::RolledBack { lowered_at, ttl_restored_at: None, .. } => Some(*lowered_at),
             DomainState::Pending
             | DomainState::TtlObserved { .. }
             | DomainState::TtlRestored { .. }
+            | DomainState::RolledBack { ttl_restored_at: Some(_), .. }
             | DomainState::External { .. }
             | DomainState::AwaitingCustomer { .. }
             | DomainState::Propagated { .. }
@@ -1207,8 +1214,11 @@ impl DomainState {
         match self {
             DomainState::TtlLowered { records, lowered_at }
             | DomainState::VerifiedOnTarget { records, lowered_at }
-            | DomainState::RolledBack { records, lowered_at, .. } => gate.record_gates(*lowered_at, records),
+            | DomainState::RolledBack { records, lowered_at, ttl_restored_at: None, .. } => {
+                gate.record_gates(*lowered_at, records)
+            }
             DomainState::Pending
+            | DomainState::RolledBack { ttl_restored_at: Some(_), .. }
             | DomainState::TtlObserved { .. }
             | DomainState::Repointed { .. }
             | DomainState::ServingTarget { .. }
@@ -1334,13 +1344,33 @@ pub fn domain_transition(
             lowered_at: *lowered_at,
             reason: reason.clone(),
             at: now,
+            ttl_restored_at: None,
         }),
         // The restored TTLs were lowered again by the rollback: its gate counts from now.
-        (S::TtlRestored { records, .. }, E::RolledBack { reason }) => {
-            Ok(S::RolledBack { records: records.clone(), lowered_at: now, reason: reason.clone(), at: now })
+        (S::TtlRestored { records, .. }, E::RolledBack { reason }) => Ok(S::RolledBack {
+            records: records.clone(),
+            lowered_at: now,
+            reason: reason.clone(),
+            at: now,
+            ttl_restored_at: None,
+        }),
+        // The settle period after the rollback passed: the original TTLs are back.
+        (S::RolledBack { records, lowered_at, reason, at, ttl_restored_at: None }, E::TtlRestored) => {
+            Ok(S::RolledBack {
+                records: records.clone(),
+                lowered_at: *lowered_at,
+                reason: reason.clone(),
+                at: *at,
+                ttl_restored_at: Some(now),
+            })
         }
-        (S::RolledBack { records, lowered_at, .. }, E::RetryRequested) => {
+        (S::RolledBack { records, lowered_at, ttl_restored_at: None, .. }, E::RetryRequested) => {
             Ok(S::TtlLowered { records: records.clone(), lowered_at: *lowered_at })
+        }
+        // Its TTLs are long again: they are lowered again (in its verification) before any
+        // repoint, and the gate counts from then.
+        (S::RolledBack { records, ttl_restored_at: Some(_), .. }, E::RetryRequested) => {
+            Ok(S::TtlObserved { records: records.clone() })
         }
         (S::External { seen, observed_ttl, .. }, E::CustomerMustRepoint { new_value }) => {
             Ok(S::AwaitingCustomer {
@@ -1772,7 +1802,17 @@ mod tests {
             lowered_at: t(0),
             reason: "shop broken".into(),
             at: t(5000),
+            ttl_restored_at: None,
         };
+        let rolled_back_restored = S::RolledBack {
+            records: records.clone(),
+            lowered_at: t(0),
+            reason: "shop broken".into(),
+            at: t(5000),
+            ttl_restored_at: Some(t(9000)),
+        };
+        assert_eq!(rolled_back_restored.lowered_at(), None, "no short TTL: no gate");
+        assert!(rolled_back_restored.gates(&GATE).is_empty());
         let rollback = E::RolledBack { reason: "shop broken".into() };
         let observe = E::TtlObserved { records: records.clone() };
         let table: Vec<(S, E, i64, Result<&str, &str>)> = vec![
@@ -1812,6 +1852,9 @@ mod tests {
             (restored.clone(), E::Repointed, 9001, Err("TTLs restored")),
             (restored.clone(), rollback.clone(), 9001, Ok("rolled_back")),
             (rolled_back.clone(), E::RetryRequested, 6000, Ok("ttl_lowered")),
+            (rolled_back.clone(), E::TtlRestored, 9000, Ok("rolled_back")),
+            (rolled_back_restored.clone(), E::TtlRestored, 9500, Err("rolled back")),
+            (rolled_back_restored.clone(), E::RetryRequested, 9500, Ok("ttl_observed")),
             (rolled_back.clone(), E::Repointed, 6000, Err("rolled back")),
             (rolled_back.clone(), E::AccountVerified, 6000, Err("rolled back")),
             (rolled_back.clone(), rollback.clone(), 6000, Err("rolled back")),

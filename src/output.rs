@@ -170,6 +170,16 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
             if let Some(mail) = &account.mail {
                 line(&format!("  {:<16} mail: {}", "", mail_line(mail)));
             }
+            for d in account.domains.iter().filter(|d| d.state == "rolled_back") {
+                let ttl = match (&d.short_ttl_until, &d.ttl_restored_at) {
+                    (Some(until), _) => format!("short TTL until {until}, then the original TTL"),
+                    (None, Some(at)) => {
+                        format!("original TTL back since {at}; a retry lowers it again first")
+                    }
+                    (None, None) => "short TTL".to_owned(),
+                };
+                line(&format!("  {:<16} {} rolled back: {ttl}", "", d.domain));
+            }
             for d in account.domains.iter().filter(|d| d.state == "awaiting_customer") {
                 let since = d.since.as_deref().unwrap_or("?");
                 let reminded = d.reminded.unwrap_or(0);

@@ -125,6 +125,13 @@ pub struct DomainStatus {
     /// A domain with external DNS: the records its customer must change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub records_to_change: Vec<RecordChange>,
+    /// A rolled-back domain: until when its records keep the short TTL (RFC 3339), after which
+    /// they get their original TTL back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub short_ttl_until: Option<String>,
+    /// A rolled-back domain: when its records got their original TTL back (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_restored_at: Option<String>,
     /// A domain the plan does not repoint: why, and what its customer must do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_repointed: Option<NotRepointed>,
@@ -209,6 +216,17 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
                 _ => None,
             },
             records_to_change: state.records_to_change().to_vec(),
+            short_ttl_until: match &state {
+                DomainState::RolledBack { at, ttl_restored_at: None, .. } => {
+                    let settle = chrono::Duration::from_std(playbook.schedule.settle_after).unwrap_or(chrono::Duration::MAX);
+                    at.checked_add_signed(settle).map(|t| t.to_rfc3339())
+                }
+                _ => None,
+            },
+            ttl_restored_at: match &state {
+                DomainState::RolledBack { ttl_restored_at: Some(at), .. } => Some(at.to_rfc3339()),
+                _ => None,
+            },
             not_repointed: match &state {
                 DomainState::NotRepointed { reason, site_elsewhere } => Some(NotRepointed {
                     reason: reason.clone(),

@@ -228,14 +228,53 @@ async fn rollback_retry_gate_and_refusal() {
     // The other account was not touched.
     let other = rig.zone(&rig.domain(1)).await;
     assert_eq!(rrset(&other, &rig.domain(1).fqdn(), "A").records, vec![TARGET_IP.to_string()]);
+    // The short TTL stays for the settle period after the rollback, and status says until when.
+    let shown =
+        status.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
+    let until = shown.short_ttl_until.clone().expect("status says until when the TTL stays short");
+    let rolled_at = match rig.domain_state(&domain).await {
+        siirto::domain::DomainState::RolledBack { at, .. } => at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(until, (rolled_at + chrono::Duration::seconds(3600)).to_rfc3339());
+    let original: Vec<(String, u32)> = rig
+        .domain_state(&domain)
+        .await
+        .records()
+        .iter()
+        .filter(|r| r.rtype == "A")
+        .map(|r| (r.name.clone(), r.old_ttl))
+        .collect();
+    assert!(original.iter().all(|(_, ttl)| *ttl > 60), "{original:?}");
 
-    // Retry: verified again, but the re-lowered records wait for their gate.
+    // Then the records get their original TTL back; still at the source.
+    rig.clock.advance(Duration::from_secs(3700));
+    let status = rig
+        .wait_for("the rolled-back TTLs to be restored", Duration::from_secs(60), |s| {
+            s.accounts
+                .iter()
+                .flat_map(|a| &a.domains)
+                .any(|d| d.domain == domain.as_str() && d.ttl_restored_at.is_some())
+        })
+        .await;
+    assert_eq!(domain_state_of(&status, &domain), "rolled_back");
+    let zone = rig.zone(&domain).await;
+    for (name, ttl) in &original {
+        let a = rrset(&zone, name, "A");
+        assert_eq!((a.ttl, a.records.clone()), (*ttl, vec![SOURCE_IP.to_string()]), "{name}");
+    }
+
+    // Retry: lowered again first, verified again, and the records wait for their gate.
     siirto::ops::retry(&rig.store, &rig.id, &user, "maija", rig.clock.now()).await.unwrap();
     rig.wait_for("the account to be verified again", Duration::from_secs(60), |s| {
         account(s, user.as_str()).state == "verified" && domain_state_of(s, &domain) == "verified_on_target"
     })
     .await;
     let lowered_at = rig.domain_state(&domain).await.lowered_at().unwrap();
+    assert!(lowered_at > rolled_at, "the gate counts from the new lowering");
+    for (name, _) in &original {
+        assert_eq!(rrset(&rig.zone(&domain).await, name, "A").ttl, 60, "{name} lowered again");
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let jobs = rig.store.jobs(rig.id.as_str()).await.unwrap();

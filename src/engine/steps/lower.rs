@@ -38,7 +38,11 @@ pub async fn lower_ttl(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResul
     let this_run: Vec<(String, Vec<DomainRow>)> = by_zone.into_iter().collect();
     let dedicated = cx.dedicated_all(ctx).await?;
     let results: Vec<StepResult> = futures::stream::iter(this_run)
-        .map(|(zone, rows)| lower_zone(cx, ctx, lease, zone, rows, &dedicated))
+        .map(|(zone, rows)| {
+            // Every domain of the zone is being lowered now: they are the zone's tracked ones.
+            let tracked = rows.iter().map(|r| r.domain.clone()).collect();
+            lower_zone(cx, ctx, lease, zone, rows, tracked, &dedicated)
+        })
         .buffer_unordered(8)
         .collect()
         .await;
@@ -94,12 +98,15 @@ pub async fn lower_ttl(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResul
     Ok(())
 }
 
+/// Observes and lowers `rows`' records in one zone (one PATCH). `tracked` names every domain of
+/// the migration in the zone, so a subdomain tracked on its own is not lowered with its parent.
 pub async fn lower_zone(
     cx: &Ctx,
     ctx: &MigrationCtx,
     lease: &Lease,
     zone: String,
     rows: Vec<DomainRow>,
+    tracked: Vec<String>,
     dedicated: &HashMap<String, DedicatedIp>,
 ) -> StepResult {
     let zone_name = DomainName::parse(&zone).context("stored zone name")?;
@@ -121,7 +128,7 @@ pub async fn lower_zone(
     let short_ttl = ctx.playbook.dns.short_ttl;
     // 1. Record what we saw before changing anything: each record that will change, with
     //    the TTL it has now.
-    let tracked: Vec<&str> = rows.iter().map(|r| r.domain.as_str()).collect();
+    let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
     let mut tx = cx.store.begin_leased(lease).await?;
     let mut changes = Vec::new();
     let mut observed = Vec::new();

@@ -1,5 +1,5 @@
-//! TTL restore: after the settle period, the changed records of a cut-over account get their
-//! original TTLs back.
+//! TTL restore: after the settle period, the changed records of a cut-over account (or of a
+//! rolled-back one, counted from its rollback) get their original TTLs back.
 
 use std::collections::BTreeMap;
 
@@ -13,17 +13,28 @@ use crate::names::DomainName;
 use crate::store::{DomainRow, JobRow, Lease, domain_state};
 
 /// Gives the changed records of an account's cut-over domains their original TTLs back,
-/// one PATCH per zone; records already at their original TTL are not sent.
+/// one PATCH per zone; records already at their original TTL are not sent. A rolled-back
+/// domain's records get theirs back once the settle period has passed since its rollback.
 pub async fn restore_ttl(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
     let user = job.subject.as_str();
     if !cx.lock_account_dns(ctx, lease, user).await? {
         return Ok(());
     }
     let domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    let settle_after =
+        chrono::Duration::from_std(ctx.playbook.schedule.settle_after).unwrap_or(chrono::Duration::MAX);
+    let now = cx.now();
     let mut zones: BTreeMap<String, Vec<(DomainRow, DomainState)>> = BTreeMap::new();
     for row in domains {
         let state = domain_state(&row)?;
-        if let DomainState::ServingTarget { .. } = state {
+        let due = match &state {
+            DomainState::ServingTarget { .. } => true,
+            DomainState::RolledBack { at, ttl_restored_at: None, .. } => {
+                at.checked_add_signed(settle_after).is_some_and(|due| due <= now)
+            }
+            _ => false,
+        };
+        if due {
             zones.entry(row.zone.clone()).or_default().push((row, state));
         }
     }

@@ -1,8 +1,10 @@
 //! Verification: an account restored on the target is compared with the source (sites over HTTP
 //! and HTTPS, the account, its domains and mailboxes on the target) before any record moves.
 
+use std::collections::{BTreeMap, HashMap};
+
 use anyhow::{Context, anyhow};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::dedicated_ip::{DedicatedIp, SiteIp};
 use crate::domain::{AccountEvent, AccountState, DomainEvent, DomainState};
@@ -10,7 +12,7 @@ use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify}
 use crate::engine::jobs::JobKind;
 use crate::names::{AccountName, DomainName};
 use crate::site_check::fetch_site;
-use crate::store::{JobRow, Lease, account_state, domain_state};
+use crate::store::{DomainRow, JobRow, Lease, account_state, domain_state};
 
 /// Fetches each of the account's sites from the source and from the target by address,
 /// with the domain as Host, over HTTP and HTTPS ([`crate::site_check`]), and compares
@@ -25,6 +27,7 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
     else {
         return cx.finish(lease).await;
     };
+    relower_restored(cx, ctx, lease, user).await?;
     let domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
     // An account on a dedicated IP is put on its assigned address first, then compared
     // there with its dedicated address at the source.
@@ -144,4 +147,28 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
     }
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
+}
+
+/// A retried account whose records got their original TTLs back after its rollback has its
+/// domains observed-but-not-lowered: they are lowered again, zone by zone, before the account
+/// is verified, so its repoint waits out the old TTL from now.
+async fn relower_restored(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease, user: &str) -> StepResult {
+    let mut by_zone: BTreeMap<String, Vec<DomainRow>> = BTreeMap::new();
+    for row in cx.store.domains_of(ctx.id.as_str(), user).await? {
+        if let DomainState::TtlObserved { .. } = domain_state(&row)? {
+            by_zone.entry(row.zone.clone()).or_default().push(row);
+        }
+    }
+    if by_zone.is_empty() {
+        return Ok(());
+    }
+    let dedicated: HashMap<String, DedicatedIp> =
+        cx.dedicated_of(ctx, user).await?.map(|d| (user.to_owned(), d)).into_iter().collect();
+    for (zone, rows) in by_zone {
+        let tracked =
+            cx.store.domains_in_zone(ctx.id.as_str(), &zone).await?.into_iter().map(|r| r.domain).collect();
+        crate::engine::steps::lower::lower_zone(cx, ctx, lease, zone, rows, tracked, &dedicated).await?;
+    }
+    info!(account = user, "TTLs lowered again after the rollback's restore");
+    Ok(())
 }
