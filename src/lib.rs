@@ -44,7 +44,9 @@
 //!   by a client used for nothing else), status and title. [`inventory`] — the read-only
 //!   inventory of one host and the checks of a target against it. [`sim`] — the simulated cPanel
 //!   host (WHM API 1 JSON, real files, Host-header web serving, failures on demand) and a
-//!   simulated nameserver speaking DNS and the PowerDNS API shape.
+//!   simulated nameserver speaking DNS and the PowerDNS API shape; `sim::setup` writes the config,
+//!   secret files (0600) and playbook that point siirto at simulated hosts, for the demo and
+//!   `siirto sim --write-config`.
 //! - What siirto does on the hosts, composed from the adapters for the steps and the actions:
 //!   [`world`] — the adapters a config names (`World`: hosts, DNS provider and checker, channel,
 //!   public resolvers), built once. [`mailsync`] — mail routing switched at the repoint, the

@@ -1,6 +1,10 @@
 //! The `siirto` binary as a sysadmin runs it: exit codes, messages and the demo.
 
-use std::process::{Command, Output};
+use std::io::BufRead;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn siirto(args: &[&str], dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_siirto"))
@@ -81,4 +85,127 @@ fn the_example_config_is_printed_and_a_broken_config_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("siirto.toml:1:") && err.contains("dns: expected this required field"), "{err}");
+}
+
+/// A `siirto sim` child process and what it printed until it said it serves; killed on drop.
+pub(crate) struct SimProcess {
+    child: Child,
+    /// Its stdout up to and including "press Ctrl-C to stop".
+    pub printed: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `siirto sim ARGS` in `dir` and waits (60 s at most) until it says it serves.
+pub(crate) fn start_sim(args: &[&str], dir: &Path) -> SimProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .arg("sim")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run siirto sim");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = String::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(line)) => {
+                printed.push_str(&line);
+                printed.push('\n');
+                if line.contains("press Ctrl-C to stop") {
+                    return SimProcess { child, printed };
+                }
+            }
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("siirto sim did not come up ({other:?}); it printed:\n{printed}");
+            }
+        }
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[test]
+fn sim_writes_a_config_that_checks_and_plans_with_its_playbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(&["--accounts", "3", "--write-config", "cfg"], dir.path());
+    let cfg = dir.path().join("cfg");
+    // The secrets are in files only the owner reads, and not on the screen.
+    for name in ["old.token", "new.token", "pdns.key"] {
+        let file = cfg.join("secrets").join(name);
+        assert_eq!(mode(&file), 0o600, "{name}");
+        let secret = std::fs::read_to_string(&file).unwrap();
+        assert!(secret.trim().len() >= 16, "{name}: {secret:?}");
+        assert!(!sim.printed.contains(secret.trim()), "{name} printed:\n{}", sim.printed);
+    }
+    assert!(sim.printed.contains("cfg/siirto.toml"), "{}", sim.printed);
+    assert!(cfg.join("outbox").is_dir());
+    let config = std::fs::read_to_string(cfg.join("siirto.toml")).unwrap();
+    assert!(
+        config.contains("hostname = \"old.sim.test\"") && config.contains("hostname = \"new.sim.test\""),
+        "{config}"
+    );
+
+    let check = siirto(&["config", "check", "cfg/siirto.toml"], dir.path());
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains("2 host(s)"), "{}", text(&check.stdout));
+    let playbook = siirto(&["playbook", "check", "cfg/playbook.toml"], dir.path());
+    assert!(playbook.status.success(), "{}", text(&playbook.stderr));
+    let playbook_text = std::fs::read_to_string(cfg.join("playbook.toml")).unwrap();
+    assert!(playbook_text.contains("\nfinal_sync = false"), "{playbook_text}");
+    assert!(playbook_text.contains("\ngate_wait_override = "), "{playbook_text}");
+
+    // The config reaches the running hosts and their nameserver.
+    let plan = siirto(
+        &[
+            "plan",
+            "--config",
+            "cfg/siirto.toml",
+            "--playbook",
+            "cfg/playbook.toml",
+            "--from",
+            "old",
+            "--to",
+            "new",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["counts"]["accounts"], 3, "{plan}");
+    drop(sim);
+}
+
+#[test]
+fn sim_help_lists_only_what_sim_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = siirto(&["sim", "--help"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    for option in ["--accounts", "--data-dir", "--one", "--tls", "--write-config"] {
+        assert!(help.contains(option), "{option} missing:\n{help}");
+    }
+    // The global --config is for the commands that read a config; sim reads none.
+    assert!(!help.contains("--config "), "{help}");
 }
