@@ -136,7 +136,7 @@ pub fn write_config(
         dir,
         &[ConfigHost { name: "old", host: &hosts.source }, ConfigHost { name: "new", host: &hosts.target }],
         dns,
-        ConfigFiles { written_by: "siirto demo", database, extra },
+        ConfigFiles { written_by: "siirto demo", database, extra, dns_key_file: None },
     )?;
     Config::load(&path).map_err(|e| anyhow!("{e}"))
 }

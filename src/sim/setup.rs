@@ -54,6 +54,10 @@ pub struct ConfigFiles<'a> {
     /// Appended verbatim after the `[dns]` table's own lines: more `[dns]` settings first,
     /// then the `[mail]` table and any `[daemon]` settings.
     pub extra: &'a str,
+    /// The file holding the DNS API key, when it is the operator's own (a real PowerDNS): the
+    /// config names it and no copy is written. `None`: the key is written to
+    /// `secrets/pdns.key`.
+    pub dns_key_file: Option<&'a Path>,
 }
 
 /// Writes `siirto.toml` into `dir` for these hosts and this DNS endpoint, with each secret in
@@ -82,13 +86,20 @@ pub fn write_config_files(
             text.push_str(&format!("tls_pin_sha256 = \"{}\"\n", hex::encode(digest)));
         }
     }
-    write_secret(&secrets.join("pdns.key"), &dns.api_key)?;
+    let key_file = match files.dns_key_file {
+        // A TOML string, escaped: the path is the operator's.
+        Some(path) => toml::Value::String(path.display().to_string()).to_string(),
+        None => {
+            write_secret(&secrets.join("pdns.key"), &dns.api_key)?;
+            "\"secrets/pdns.key\"".to_owned()
+        }
+    };
     text.push_str(&format!(
         r#"
 [dns]
 provider = "powerdns"
 api_url = "{api_url}"
-api_key_file = "secrets/pdns.key"
+api_key_file = {key_file}
 nameservers = ["{ns}"]
 own_nameservers = ["ns1.siirto-demo.test"]
 write_concurrency = 1

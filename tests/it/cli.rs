@@ -103,6 +103,7 @@ impl Drop for SimProcess {
 
 /// Starts `siirto sim ARGS` in `dir` and waits (60 s at most) until it says it serves.
 pub(crate) fn start_sim(args: &[&str], dir: &Path) -> SimProcess {
+    let stderr_path = dir.join(format!("sim-{}.stderr", rand::random::<u32>()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_siirto"))
         .arg("sim")
         .args(args)
@@ -110,6 +111,7 @@ pub(crate) fn start_sim(args: &[&str], dir: &Path) -> SimProcess {
         .env_remove("SIIRTO_CONFIG")
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).expect("sim's stderr file"))
         .spawn()
         .expect("run siirto sim");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -135,7 +137,8 @@ pub(crate) fn start_sim(args: &[&str], dir: &Path) -> SimProcess {
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("siirto sim did not come up ({other:?}); it printed:\n{printed}");
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("siirto sim did not come up ({other:?}); it printed:\n{printed}\nits log:\n{log}");
             }
         }
     }
@@ -208,4 +211,111 @@ fn sim_help_lists_only_what_sim_uses() {
     }
     // The global --config is for the commands that read a config; sim reads none.
     assert!(!help.contains("--config "), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_puts_its_zones_in_a_real_powerdns_and_the_written_config_uses_it() {
+    let pdns = crate::support::pdns::Pdns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pdns.key"), format!("{}\n", pdns.api_key)).unwrap();
+    let api_url = pdns.api_url.to_string();
+    let dns_addr = pdns.dns_addr.to_string();
+    let args = |config_dir: &'static str| {
+        vec![
+            "--accounts",
+            "2",
+            "--pdns",
+            api_url.as_str(),
+            "--pdns-key-file",
+            "pdns.key",
+            "--pdns-dns",
+            dns_addr.as_str(),
+            "--write-config",
+            config_dir,
+        ]
+    };
+    let sim = tokio::task::block_in_place(|| start_sim(&args("cfg"), dir.path()));
+    assert!(!sim.printed.contains(&pdns.api_key), "the PowerDNS key printed:\n{}", sim.printed);
+
+    // The zones are in PowerDNS, the serial moving with each API change, at the source.
+    let http = reqwest::Client::new();
+    let zones: serde_json::Value = http
+        .get(pdns.api_url.join("api/v1/servers/localhost/zones").unwrap())
+        .header("X-API-Key", &pdns.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<String> =
+        zones.as_array().unwrap().iter().map(|z| z["name"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        names.len() >= 2 && names.iter().all(|n| n.starts_with("kukka-") && n.ends_with(".test.")),
+        "{names:?}"
+    );
+    for name in &names {
+        let zone: serde_json::Value = http
+            .get(pdns.api_url.join(&format!("api/v1/servers/localhost/zones/{name}")).unwrap())
+            .header("X-API-Key", &pdns.api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(zone["soa_edit_api"], "DEFAULT", "{zone}");
+        let apex_a = zone["rrsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name.as_str() && r["type"] == "A")
+            .unwrap_or_else(|| panic!("no A at the apex: {zone}"));
+        assert_eq!(apex_a["records"][0]["content"], "127.0.0.2", "{zone}");
+    }
+
+    // The config names that PowerDNS and the operator's key file (no copy of the key).
+    let config = std::fs::read_to_string(dir.path().join("cfg/siirto.toml")).unwrap();
+    assert!(config.contains(&format!("api_url = \"{api_url}\"")), "{config}");
+    assert!(config.contains(&format!("nameservers = [\"{dns_addr}\"]")), "{config}");
+    let key_file = dir.path().canonicalize().unwrap().join("pdns.key");
+    assert!(config.contains(&format!("api_key_file = \"{}\"", key_file.display())), "{config}");
+    assert!(!dir.path().join("cfg/secrets/pdns.key").exists());
+    let check = siirto(&["config", "check", "cfg/siirto.toml"], dir.path());
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // Planned through it (every domain ours to repoint), and the pre-flight passes.
+    let plan = siirto(
+        &[
+            "plan",
+            "--config",
+            "cfg/siirto.toml",
+            "--playbook",
+            "cfg/playbook.toml",
+            "--from",
+            "old",
+            "--to",
+            "new",
+            "--id",
+            "sim-pdns",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["counts"]["accounts"], 2, "{plan}");
+    assert_eq!(plan["counts"]["move_and_repoint"], plan["counts"]["domains"], "{plan}");
+    let preflight = siirto(&["preflight", "sim-pdns", "--config", "cfg/siirto.toml", "--json"], dir.path());
+    assert!(
+        preflight.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&preflight.stdout),
+        text(&preflight.stderr)
+    );
+
+    // A second run against the same PowerDNS resets the zones it finds instead of failing.
+    drop(sim);
+    let again = tokio::task::block_in_place(|| start_sim(&args("cfg2"), dir.path()));
+    assert!(again.printed.contains("cfg2/siirto.toml"), "{}", again.printed);
 }
