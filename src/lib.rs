@@ -72,7 +72,8 @@
 //! - [`plan`] — the reviewable plan: inventory of the source, classification of every domain's
 //!   DNS and mail, contract reconciliation, a decision and reasons per account and domain, the
 //!   dated schedule, what changed since the last plan of the same source; it records the
-//!   migration (its JSON schema is the module doc). [`status`] — where things stand.
+//!   migration (its JSON schema is the module doc). [`status`] — where things stand, and the
+//!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`]).
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
 //!   [`daemon`] — `siirto daemon`: the owner name's lock file, its jobs taken back at a restart,
 //!   the engine until SIGTERM or SIGINT, a graceful stop.

@@ -319,3 +319,114 @@ async fn sim_puts_its_zones_in_a_real_powerdns_and_the_written_config_uses_it() 
     let again = tokio::task::block_in_place(|| start_sim(&args("cfg2"), dir.path()));
     assert!(again.printed.contains("cfg2/siirto.toml"), "{}", again.printed);
 }
+
+/// Lines of `siirto log … --json`, parsed.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_tells_the_demo_in_words_filters_prints_json_lines_and_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let demo = tokio::task::block_in_place(|| siirto(&["demo", "--accounts", "3", "--dir", "demo"], path));
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+    let log = |args: &[&str]| {
+        let mut all = vec!["log", "demo", "--config", "demo/siirto.toml"];
+        all.extend_from_slice(args);
+        tokio::task::block_in_place(|| siirto(&all, path))
+    };
+
+    // The whole story, one line per event, in words and in order.
+    let words = log(&[]);
+    assert!(words.status.success(), "{}", text(&words.stderr));
+    let words = text(&words.stdout);
+    let lines: Vec<&str> = words.lines().collect();
+    assert!(lines[0].contains("migration") && lines[0].contains("planned: 3 account(s)"), "{words}");
+    let at = |needle: &str| {
+        lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in:\n{words}"))
+    };
+    assert!(at("plan approved by demo") < at("migration started"), "{words}");
+    assert!(at("TTL gate open") < at("repointed to the target"), "{words}");
+    assert!(at("kukka-0001.test (kukka0001)") > 0, "{words}");
+    assert!(lines.last().unwrap().contains("every account settled: 3 arrived, 0 held"), "{words}");
+    assert!(!words.contains("_"), "a kind not put in words:\n{words}");
+
+    // The same events as JSON, one object per line, in the order written.
+    let entries = json_lines(&log(&["--json"]));
+    assert_eq!(entries.len(), lines.len());
+    assert!(entries.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()));
+    assert_eq!(entries[0]["kind"], "migration_planned");
+    assert!(
+        entries.iter().all(|e| e["at"].as_str().is_some_and(|t| t.ends_with('Z')) && e["text"].is_string())
+    );
+
+    // Filters: an account's events (its domains' included), a domain's (spelt any case).
+    let account = json_lines(&log(&["--account", "kukka0001", "--json"]));
+    assert!(account.iter().all(|e| e["account"] == "kukka0001"), "{account:#?}");
+    for kind in ["account_verified", "domain_repointed", "notice_sent"] {
+        assert!(account.iter().any(|e| e["kind"] == kind), "{kind} missing: {account:#?}");
+    }
+    let domain = json_lines(&log(&["--domain", "KUKKA-0001.test", "--json"]));
+    assert!(!domain.is_empty() && domain.iter().all(|e| e["domain"] == "kukka-0001.test"), "{domain:#?}");
+    assert!(domain.len() < account.len());
+
+    // A migration that is not there is named, with the ones that are.
+    let missing =
+        tokio::task::block_in_place(|| siirto(&["log", "dem", "--config", "demo/siirto.toml"], path));
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.contains("there is no migration") && err.contains("demo"), "{err}");
+
+    // --follow prints what was there, then an event written after it started.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["log", "demo", "--config", "demo/siirto.toml", "--follow", "--json", "--account", "kukka0002"])
+        .current_dir(path)
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_entry = || -> serde_json::Value {
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let before = json_lines(&log(&["--account", "kukka0002", "--json"])).len();
+    for _ in 0..before {
+        assert_eq!(next_entry()["account"], "kukka0002");
+    }
+    let config = siirto::config::Config::load(&path.join("demo/siirto.toml")).unwrap();
+    let store = siirto::store::Store::connect(&config.database).await.unwrap();
+    let mut txn = store.begin().await.unwrap();
+    txn.append_event(&siirto::store::NewEvent {
+        migration_id: "demo".into(),
+        account: Some("kukka0002".into()),
+        domain: None,
+        kind: "account_held".into(),
+        detail: serde_json::json!({ "event": { "event": "held", "reason": "disk full on the target" }, "state": "held" })
+            .to_string(),
+        actor: "test".into(),
+        at: chrono::Utc::now().timestamp_millis(),
+    })
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let appended = next_entry();
+    assert_eq!(appended["kind"], "account_held", "{appended}");
+    assert_eq!(appended["text"], "held for an operator: disk full on the target", "{appended}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
