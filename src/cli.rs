@@ -90,6 +90,11 @@ pub enum Command {
     ///
     /// Example: siirto status old1-to-new1 --json
     Status(StatusArgs),
+    /// Print a migration's event log as a timeline, one line per event (time in UTC, account
+    /// or domain, what happened); --follow keeps printing new events until Ctrl-C.
+    ///
+    /// Example: siirto log old1-to-new1 --account kukka0001 --follow
+    Log(LogArgs),
     /// Playbook tools.
     #[command(subcommand)]
     Playbook(PlaybookCommand),
@@ -267,6 +272,66 @@ pub struct DaemonArgs {
     /// scripts and tests.
     #[arg(long)]
     pub exit_when_settled: bool,
+}
+
+/// `siirto log` arguments.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// Only the events of this account (its domains' included).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only the events of this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Keep printing new events as they are written, until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print one JSON object per event, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How often `siirto log --follow` looks for new events.
+const LOG_FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `siirto log`: the events so far, then (with `--follow`) new ones until Ctrl-C.
+async fn log(config_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&load_config(config_path)?).await?;
+    let id = parse_id(&args.migration)?;
+    store.require_migration(id.as_str()).await?;
+    let filter = crate::status::LogFilter {
+        account: args
+            .account
+            .as_deref()
+            .map(AccountName::parse)
+            .transpose()
+            .map_err(|e| anyhow!("--account: {e}"))?,
+        domain: args
+            .domain
+            .as_deref()
+            .map(DomainName::parse)
+            .transpose()
+            .map_err(|e| anyhow!("--domain: {e}"))?,
+    };
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    let mut last = 0;
+    loop {
+        let (entries, next) = crate::status::log_entries(&store, id.as_str(), last, &filter).await?;
+        last = next;
+        for entry in &entries {
+            output::log_entry(entry, args.json)?;
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            () = tokio::time::sleep(LOG_FOLLOW_POLL) => {}
+        }
+    }
 }
 
 /// Playbook tools.
@@ -536,6 +601,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Log(args) => log(&cli.config, args).await,
         Command::Playbook(PlaybookCommand::Check { file }) => {
             let playbook = Playbook::load(&file).map_err(|e| anyhow!("{e}"))?;
             output::line(&format!("{}: playbook {:?} is valid", file.display(), playbook.name));

@@ -13,20 +13,21 @@ use anyhow::{Context, anyhow};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::dns::{Checker, PowerDns, Verification};
+use crate::dns::{Checker, Verification};
 use crate::domain::MigrationState;
 use crate::engine::{Engine, SystemClock};
 use crate::names::{DomainName, MigrationId};
 use crate::output;
 use crate::playbook::Playbook;
-use crate::secret::Secret;
 use crate::sim::nameserver::SimNameserver;
+pub use crate::sim::setup::DnsEndpoint;
+use crate::sim::setup::{ConfigFiles, ConfigHost, write_config_files};
 pub use crate::sim::zones::{SOURCE_IP, TARGET_IP, ZONE_TTL, all_domains, create_zones, zone_rrsets};
 use crate::sim::{SimAccount, SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
 use crate::store::Store;
 
 /// The demo's playbook: the shipped recipe with the TTL wait shortened (it says so).
-pub const DEMO_PLAYBOOK: &str = include_str!("../playbooks/demo.toml");
+pub const DEMO_PLAYBOOK: &str = crate::sim::setup::SIM_PLAYBOOK;
 
 /// `siirto demo` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,24 +89,6 @@ pub struct SimHosts {
     pub accounts: Vec<SimAccount>,
 }
 
-/// Where the company's DNS is: its PowerDNS-shaped API and its nameserver.
-#[derive(Debug, Clone)]
-pub struct DnsEndpoint {
-    /// The API's base URL.
-    pub api_url: reqwest::Url,
-    /// The API key.
-    pub api_key: String,
-    /// The authoritative nameserver (UDP and TCP).
-    pub dns_addr: std::net::SocketAddr,
-}
-
-impl DnsEndpoint {
-    /// A PowerDNS API client for it.
-    pub fn client(&self) -> anyhow::Result<PowerDns> {
-        Ok(PowerDns::new(self.api_url.clone(), Secret::new(self.api_key.clone()), "localhost".to_owned())?)
-    }
-}
-
 fn random_token() -> String {
     use rand::Rng;
     rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(32).map(char::from).collect()
@@ -149,56 +132,12 @@ pub fn write_config(
     database: &str,
     extra: &str,
 ) -> anyhow::Result<Config> {
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(&secrets)?;
-    std::fs::write(secrets.join("old.token"), &hosts.source.token)?;
-    std::fs::write(secrets.join("new.token"), &hosts.target.token)?;
-    std::fs::write(secrets.join("pdns.key"), &dns.api_key)?;
-    let text = format!(
-        r#"# Written by siirto demo.
-database = "{database}"
-
-[hosts.old]
-whm_url = "{old_url}"
-hostname = "{old_name}"
-token_file = "secrets/old.token"
-ip = "{old_ip}"
-http_port = {old_port}
-https_port = {old_tls_port}
-
-[hosts.new]
-whm_url = "{new_url}"
-hostname = "{new_name}"
-token_file = "secrets/new.token"
-ip = "{new_ip}"
-http_port = {new_port}
-https_port = {new_tls_port}
-
-[dns]
-provider = "powerdns"
-api_url = "{api_url}"
-api_key_file = "secrets/pdns.key"
-nameservers = ["{ns}"]
-own_nameservers = ["ns1.siirto-demo.test"]
-write_concurrency = 1
-
-{extra}
-"#,
-        old_url = hosts.source.whm_url,
-        old_name = hosts.source.hostname,
-        new_name = hosts.target.hostname,
-        old_ip = hosts.source.ip,
-        old_port = hosts.source.web_addr.port(),
-        old_tls_port = hosts.source.https_addr.port(),
-        new_url = hosts.target.whm_url,
-        new_ip = hosts.target.ip,
-        new_port = hosts.target.web_addr.port(),
-        new_tls_port = hosts.target.https_addr.port(),
-        api_url = dns.api_url,
-        ns = dns.dns_addr,
-    );
-    let path = dir.join("siirto.toml");
-    std::fs::write(&path, text)?;
+    let path = write_config_files(
+        dir,
+        &[ConfigHost { name: "old", host: &hosts.source }, ConfigHost { name: "new", host: &hosts.target }],
+        dns,
+        ConfigFiles { written_by: "siirto demo", database, extra, dns_key_file: None },
+    )?;
     Config::load(&path).map_err(|e| anyhow!("{e}"))
 }
 

@@ -262,6 +262,34 @@ impl MigrationEvent {
             MigrationEvent::Aborted { .. } => "migration_aborted",
         }
     }
+
+    /// What happened, in words, for the event log's timeline (`siirto log`).
+    pub fn describe(&self) -> String {
+        match self {
+            MigrationEvent::Approved { by } => format!("plan approved by {by}"),
+            MigrationEvent::Started => "migration started".to_owned(),
+            MigrationEvent::TtlLowered { gate_opens_at } => {
+                format!(
+                    "TTLs lowered; the cutover gate opens at {}",
+                    gate_opens_at.format("%Y-%m-%d %H:%M:%SZ")
+                )
+            }
+            MigrationEvent::GateOpened => "TTL gate open: the cutover begins".to_owned(),
+            MigrationEvent::AccountsSettled { arrived, held: 0 } => {
+                format!("cut over: every account arrived ({arrived})")
+            }
+            MigrationEvent::AccountsSettled { arrived, held } => {
+                format!("cut over: {arrived} account(s) arrived, {held} held for an operator")
+            }
+            MigrationEvent::Settled { accounts, domains } => {
+                format!("settled: every account arrived ({accounts}) and every domain is final ({domains})")
+            }
+            MigrationEvent::Reopened => "reopened for a retried or rolled-back account".to_owned(),
+            MigrationEvent::Paused => "migration paused".to_owned(),
+            MigrationEvent::Resumed => "migration resumed".to_owned(),
+            MigrationEvent::Aborted { reason } => format!("migration aborted: {reason}"),
+        }
+    }
 }
 
 /// Applies `event` to a migration in `state` at `now`.
@@ -609,6 +637,42 @@ impl AccountEvent {
             AccountEvent::Held { .. } => "account_held",
             AccountEvent::RetryRequested => "account_retry_requested",
             AccountEvent::RolledBack { .. } => "account_rolled_back",
+        }
+    }
+
+    /// What happened, in words, for the event log's timeline (`siirto log`).
+    pub fn describe(&self) -> String {
+        match self {
+            AccountEvent::TargetIpAssigned { ip } => format!("dedicated address {ip} on the target assigned"),
+            AccountEvent::Enqueued { session } => format!("queued for transfer in session {session}"),
+            AccountEvent::Copied => "copied to the target".to_owned(),
+            AccountEvent::Restored => "restored on the target".to_owned(),
+            AccountEvent::TransferFailed { queue, message } => {
+                format!("transfer failed in the {queue} queue: {message}")
+            }
+            AccountEvent::VerifiedOnTarget => {
+                "verified on the target: its sites answer as on the source".to_owned()
+            }
+            AccountEvent::VerificationFailed { evidence } => {
+                format!("verification on the target failed: {evidence}")
+            }
+            AccountEvent::DomainsSwitched => "every domain repointed and verified".to_owned(),
+            AccountEvent::NoticeQueued { .. } => "completion notice queued".to_owned(),
+            AccountEvent::NoticeSent => "completion notice sent".to_owned(),
+            AccountEvent::MailSynced { copied, already_there, .. } => format!(
+                "mail delta-synced from the source: {} message(s) copied, {already_there} already there",
+                copied.values().sum::<u32>()
+            ),
+            AccountEvent::MailChecked { evidence } => format!(
+                "source mail log checked: {} delivery(ies) since the routing switch, {} since the last sync",
+                evidence.delivered_since_switch, evidence.delivered_since_last_sync
+            ),
+            AccountEvent::Held { reason } => format!("held for an operator: {reason}"),
+            AccountEvent::RetryRequested => "retry requested".to_owned(),
+            AccountEvent::RolledBack { reason, domain } => match domain {
+                Some(domain) => format!("{domain} rolled back to the source: {reason}"),
+                None => format!("rolled back to the source: {reason}"),
+            },
         }
     }
 }
@@ -1284,6 +1348,27 @@ impl DomainEvent {
             DomainEvent::CustomerMustRepoint { .. } => "domain_awaiting_customer",
             DomainEvent::Reminded => "domain_reminded",
             DomainEvent::Propagated => "domain_propagated",
+        }
+    }
+
+    /// What happened, in words, for the event log's timeline (`siirto log`).
+    pub fn describe(&self) -> String {
+        match self {
+            DomainEvent::TtlObserved { records } => {
+                format!("TTLs read of {} record(s) that will change", records.len())
+            }
+            DomainEvent::TtlLowered => "TTL lowered".to_owned(),
+            DomainEvent::AccountVerified => "its account verified on the target".to_owned(),
+            DomainEvent::Repointed => "repointed to the target".to_owned(),
+            DomainEvent::ResolutionVerified => "our nameservers serve the target's address".to_owned(),
+            DomainEvent::TtlRestored => "TTL restored".to_owned(),
+            DomainEvent::RolledBack { reason } => format!("rolled back to the source: {reason}"),
+            DomainEvent::RetryRequested => "waits for its account's verification again".to_owned(),
+            DomainEvent::CustomerMustRepoint { new_value } => {
+                format!("DNS elsewhere: the customer must point it at {new_value}")
+            }
+            DomainEvent::Reminded => "customer reminded to repoint".to_owned(),
+            DomainEvent::Propagated => "public DNS shows the target's address".to_owned(),
         }
     }
 }

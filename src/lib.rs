@@ -44,7 +44,9 @@
 //!   by a client used for nothing else), status and title. [`inventory`] — the read-only
 //!   inventory of one host and the checks of a target against it. [`sim`] — the simulated cPanel
 //!   host (WHM API 1 JSON, real files, Host-header web serving, failures on demand) and a
-//!   simulated nameserver speaking DNS and the PowerDNS API shape.
+//!   simulated nameserver speaking DNS and the PowerDNS API shape; `sim::setup` writes the config,
+//!   secret files (0600) and playbook that point siirto at simulated hosts, for the demo and
+//!   `siirto sim --write-config`.
 //! - What siirto does on the hosts, composed from the adapters for the steps and the actions:
 //!   [`world`] — the adapters a config names (`World`: hosts, DNS provider and checker, channel,
 //!   public resolvers), built once. [`mailsync`] — mail routing switched at the repoint, the
@@ -70,7 +72,8 @@
 //! - [`plan`] — the reviewable plan: inventory of the source, classification of every domain's
 //!   DNS and mail, contract reconciliation, a decision and reasons per account and domain, the
 //!   dated schedule, what changed since the last plan of the same source; it records the
-//!   migration (its JSON schema is the module doc). [`status`] — where things stand.
+//!   migration (its JSON schema is the module doc). [`status`] — where things stand, and the
+//!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`]).
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
 //!   [`daemon`] — `siirto daemon`: the owner name's lock file, its jobs taken back at a restart,
 //!   the engine until SIGTERM or SIGINT, a graceful stop.

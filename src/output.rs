@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::inventory::Inventory;
 use crate::plan::PlanDocument;
-use crate::status::MigrationStatus;
+use crate::status::{LogEntry, MigrationStatus};
 
 /// Prints one line.
 pub fn line(text: &str) {
@@ -22,6 +22,30 @@ pub fn raw(text: &str) {
 /// Prints a value as pretty JSON.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     line(&serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a value as one line of compact JSON (a stream of objects, one per line).
+pub fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    line(&serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Prints one event of a migration's log: as a line of its timeline (time in UTC, what it
+/// concerns, what happened), or as one JSON object on its own line.
+pub fn log_entry(entry: &LogEntry, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json_line(entry);
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(&entry.at)
+        .map_or_else(|_| entry.at.clone(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+    let subject = match (&entry.account, &entry.domain) {
+        (Some(account), Some(domain)) => format!("{domain} ({account})"),
+        (Some(account), None) => account.clone(),
+        (None, Some(domain)) => domain.clone(),
+        (None, None) => "migration".to_owned(),
+    };
+    line(&format!("{time}  {subject:<30}  {}", entry.text));
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Where a migration stands, read from the store: for `siirto status`, the demo's progress and
-//! (later) the status page.
+//! (later) the status page; and its event log in words, for `siirto log`.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +7,11 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::domain::{
-    AccountEvent, AccountState, DomainState, GatePolicy, MailEvidence, MigrationState, ObservedRecord,
-    RecordChange, RecordGate, from_millis,
+    AccountEvent, AccountState, DomainEvent, DomainState, GatePolicy, MailEvidence, MigrationEvent,
+    MigrationState, ObservedRecord, RecordChange, RecordGate, from_millis,
 };
-use crate::store::{Store, account_state, domain_state, migration_state};
+use crate::names::{AccountName, DomainName};
+use crate::store::{EventRow, Store, account_state, domain_state, migration_state};
 
 /// One migration's status.
 #[derive(Debug, Clone, Serialize)]
@@ -336,4 +337,148 @@ async fn mail_of(store: &Store, id: &str) -> anyhow::Result<BTreeMap<String, Mai
         }
     }
     Ok(mail)
+}
+
+/// One event of a migration's log in words: a line of `siirto log`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    /// The event's id (ids grow in the order events were written).
+    pub id: i64,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// The account it concerns, if any.
+    pub account: Option<String>,
+    /// The domain it concerns, if any.
+    pub domain: Option<String>,
+    /// The event's name as stored (`domain_repointed`).
+    pub kind: String,
+    /// What happened, in words.
+    pub text: String,
+    /// Who or what caused it: an operator, or the daemon's owner name.
+    pub actor: String,
+}
+
+/// Which events `siirto log` shows: those of one account, of one domain, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only the events of this account (its domains' included).
+    pub account: Option<AccountName>,
+    /// Only the events of this domain.
+    pub domain: Option<DomainName>,
+}
+
+impl LogFilter {
+    /// Whether the event passes the filter.
+    pub fn matches(&self, row: &EventRow) -> bool {
+        let account_ok = self.account.as_ref().is_none_or(|a| row.account.as_deref() == Some(a.as_str()));
+        let domain_ok = self.domain.as_ref().is_none_or(|d| row.domain.as_deref() == Some(d.as_str()));
+        account_ok && domain_ok
+    }
+}
+
+/// The events of migration `id` written after event `after` (0: from the start) that pass
+/// `filter`, in words, with the id of the last event read (filtered out or not), from which the
+/// next call goes on. An unknown migration has no events: ask [`Store::require_migration`]
+/// first.
+pub async fn log_entries(
+    store: &Store,
+    id: &str,
+    after: i64,
+    filter: &LogFilter,
+) -> anyhow::Result<(Vec<LogEntry>, i64)> {
+    let rows = store.events_after(id, after).await?;
+    let last = rows.last().map_or(after, |row| row.id);
+    Ok((rows.iter().filter(|row| filter.matches(row)).map(log_entry).collect(), last))
+}
+
+/// One event row in words.
+pub fn log_entry(row: &EventRow) -> LogEntry {
+    LogEntry {
+        id: row.id,
+        at: from_millis(row.at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        account: row.account.clone(),
+        domain: row.domain.clone(),
+        kind: row.kind.clone(),
+        text: describe_event(row),
+        actor: row.actor.clone(),
+    }
+}
+
+/// What an event says happened, in words: a state machine's event by its own description, the
+/// other kinds the engine, the operator actions and the planner write by their details, and any
+/// other kind by its name.
+pub fn describe_event(row: &EventRow) -> String {
+    let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null);
+    let event = detail.get("event").cloned().unwrap_or(serde_json::Value::Null);
+    // Which machine's event it is follows from what it concerns.
+    let machine = match (&row.account, &row.domain) {
+        (_, Some(_)) => serde_json::from_value::<DomainEvent>(event)
+            .ok()
+            .filter(|e| e.name() == row.kind)
+            .map(|e| e.describe()),
+        (Some(_), None) => serde_json::from_value::<AccountEvent>(event)
+            .ok()
+            .filter(|e| e.name() == row.kind)
+            .map(|e| e.describe()),
+        (None, None) => serde_json::from_value::<MigrationEvent>(event)
+            .ok()
+            .filter(|e| e.name() == row.kind)
+            .map(|e| e.describe()),
+    };
+    if let Some(text) = machine {
+        return text;
+    }
+    let number = |key: &str| detail.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let text = |key: &str| detail.get(key).and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+    match row.kind.as_str() {
+        "migration_planned" => format!(
+            "planned: {} account(s), {} domain(s), {} flagged for a person",
+            number("accounts"),
+            number("domains"),
+            number("flagged")
+        ),
+        "preflight_passed" => "pre-flight checks passed".to_owned(),
+        "preflight_failed" => "pre-flight checks found a hard failure".to_owned(),
+        "transfer_sessions_paused" => "transfer sessions paused".to_owned(),
+        "transfer_sessions_resumed" => "transfer sessions resumed".to_owned(),
+        "transfer_sessions_aborted" => "transfer sessions aborted".to_owned(),
+        "step_failed" => format!(
+            "step {} failed (attempt {}), retrying in {}: {}",
+            text("job"),
+            number("attempt"),
+            humantime::format_duration(std::time::Duration::from_millis(number("retry_in_ms"))),
+            text("error")
+        ),
+        "notice_resent" => format!("{} notice sent again, with the same Message-ID", text("kind")),
+        "mail_routing_switched" => {
+            let changed: Vec<&str> = detail
+                .get("changed")
+                .and_then(serde_json::Value::as_array)
+                .map(|names| names.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            format!(
+                "mail routing on {} set to {} for {}",
+                text("host"),
+                text("routing"),
+                if changed.is_empty() { "no domain (already so)".to_owned() } else { changed.join(", ") }
+            )
+        }
+        "external_mail_followed_up" => {
+            "public DNS shows the target: mail routing on the source set to remote, mail synced as the playbook says".to_owned()
+        }
+        "site_ip_set" => format!("site address set to {} on the target", text("to")),
+        "transfer_item_refused" => format!("the target refused the transfer item: {}", text("message")),
+        "transfer_item_already_queued" => {
+            "the transfer item was already queued by an earlier run (a repeat, not a refusal)".to_owned()
+        }
+        "domain_ttl_observed_again" => {
+            let said: Vec<&str> = detail
+                .get("records")
+                .and_then(serde_json::Value::as_array)
+                .map(|lines| lines.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            format!("TTLs read again after a restart: {}", said.join("; "))
+        }
+        other => other.replace('_', " "),
+    }
 }

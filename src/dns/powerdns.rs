@@ -65,7 +65,8 @@ impl PowerDns {
     }
 
     /// Creates a native zone with these nameservers (absolute names, for its NS rrset) and
-    /// initial rrsets. PowerDNS makes the SOA itself (from its `default-soa-content`).
+    /// initial rrsets, with SOA-EDIT-API `DEFAULT`. PowerDNS makes the SOA itself (from its
+    /// `default-soa-content`).
     #[tracing::instrument(skip_all, fields(zone = %zone))]
     pub async fn create_zone(
         &self,
@@ -85,7 +86,12 @@ impl PowerDns {
                 })
             })
             .collect::<Result<Vec<_>, DnsError>>()?;
-        let body = NewZone { name: zone.fqdn(), kind: "Native", nameservers, rrsets };
+        // SOA-EDIT-API DEFAULT: every API change bumps the serial (to today's YYYYMMDDnn, or by
+        // one past it), so secondaries and our checks see each change. It is PowerDNS's own
+        // default for zones made through the API since 4.2; said here so that no server's
+        // setting can make a zone whose serial stands still.
+        let body =
+            NewZone { name: zone.fqdn(), kind: "Native", nameservers, soa_edit_api: "DEFAULT", rrsets };
         let url = self.join("zones")?;
         self.send("POST zones", Method::POST, url, Some(&body), None).await?;
         Ok(())
@@ -303,6 +309,8 @@ struct NewZone<'a> {
     name: String,
     kind: &'static str,
     nameservers: &'a [String],
+    /// How PowerDNS changes the SOA serial on each API edit.
+    soa_edit_api: &'static str,
     rrsets: Vec<ApiRrset>,
 }
 

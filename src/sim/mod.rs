@@ -13,6 +13,9 @@
 //! relay to the domain's MX, looked up through [`SimHostSpec::dns_resolvers`]) and writes an
 //! exim-style `var/log/exim_mainlog` (see `mail`).
 //!
+//! `setup` writes the config, secret files and playbook that point siirto at simulated hosts
+//! (`siirto demo`, `siirto sim --write-config`, the tests).
+//!
 //! Nothing outside tests, the demo and `siirto sim` uses this module.
 
 mod accounts;
@@ -21,6 +24,7 @@ mod checks;
 mod mail;
 pub mod nameserver;
 mod serve;
+pub mod setup;
 mod standalone;
 mod transfer;
 mod web;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use anyhow::Context;
 use futures::StreamExt;
 
-use crate::dns::{PowerDns, Rrset};
+use crate::dns::{DnsError, DnsProvider, PowerDns, Rrset, RrsetChange};
 use crate::names::DomainName;
 use crate::sim::SimAccount;
 
@@ -51,8 +51,21 @@ pub fn all_domains(accounts: &[SimAccount]) -> Vec<DomainName> {
 }
 
 /// Creates the zones of `accounts`' domains through a PowerDNS API, pointing at `ip`; a
-/// subdomain gets an A record in its main domain's zone.
+/// subdomain gets an A record in its main domain's zone. A zone that exists already has those
+/// rrsets replaced.
 pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr) -> anyhow::Result<()> {
+    create_zones_with_concurrency(dns, accounts, ip, 4).await
+}
+
+/// [`create_zones`] with at most `concurrency` (at least 1) API calls in flight: 1 for a
+/// PowerDNS whose backend may be sqlite, whose writer lock answers concurrent changes to
+/// existing zones with HTTP 500.
+pub async fn create_zones_with_concurrency(
+    dns: &PowerDns,
+    accounts: &[SimAccount],
+    ip: Ipv4Addr,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let nameservers = vec!["ns1.siirto-demo.test.".to_owned()];
     let zones: Vec<(DomainName, Vec<Rrset>)> = all_domains(accounts)
         .into_iter()
@@ -75,12 +88,22 @@ pub async fn create_zones(dns: &PowerDns, accounts: &[SimAccount], ip: Ipv4Addr)
         .map(|(domain, rrsets)| {
             let nameservers = nameservers.clone();
             async move {
-                dns.create_zone(&domain, &nameservers, &rrsets)
-                    .await
-                    .with_context(|| format!("creating the zone {domain}"))
+                match dns.create_zone(&domain, &nameservers, &rrsets).await {
+                    // A zone left by an earlier run (`siirto sim` against the same PowerDNS,
+                    // perhaps repointed since) is set back to the accounts' records. The
+                    // simulated domains are all under .test, which no real zone uses.
+                    Err(DnsError::Api { status: 409, .. }) => {
+                        let changes: Vec<RrsetChange> =
+                            rrsets.into_iter().map(RrsetChange::Replace).collect();
+                        dns.apply(&domain, &changes)
+                            .await
+                            .with_context(|| format!("resetting the zone {domain}"))
+                    }
+                    result => result.with_context(|| format!("creating the zone {domain}")),
+                }
             }
         })
-        .buffer_unordered(4)
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     results.into_iter().collect()

@@ -592,6 +592,16 @@ impl Store {
         select(&self.pool, "SELECT * FROM events WHERE migration_id = $1 ORDER BY id", &[migration_id]).await
     }
 
+    /// The events of a migration written after event `after_id` (0: all of them), in the order
+    /// they were written: what `siirto log --follow` has not shown yet.
+    pub async fn events_after(&self, migration_id: &str, after_id: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 AND id > $2 ORDER BY id")
+            .bind(migration_id)
+            .bind(after_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// The events of a migration of the given kinds, in the order they were written.
     pub async fn events_of_kinds(
         &self,

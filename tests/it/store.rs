@@ -415,6 +415,11 @@ async fn events_come_back_in_order(db: Arc<TestDb>) {
         (r#"{"n":3}"#, "scheduler", 9_997)
     );
     assert!(store.events("other").await.expect("events").is_empty());
+    // What `siirto log --follow` asks: the events after one it has shown.
+    let after = store.events_after(MIG, ids[1]).await.expect("events after");
+    assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(store.events_after(MIG, 0).await.expect("events after 0").len(), 4);
+    assert!(store.events_after(MIG, ids[3]).await.expect("none after the last").is_empty());
 }
 
 async fn schedule_job_dedupes(db: Arc<TestDb>) {
