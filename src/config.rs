@@ -58,6 +58,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The base of a PowerDNS API URL: `http://h:8081`, `http://h:8081/api/v1` and
+/// `http://h:8081/api/v1/` all give `http://h:8081/`, and a base under a path (a reverse proxy's
+/// `https://h/pdns/api/v1`) keeps that path, with a trailing `/`. PowerDNS's own documentation
+/// and most tools name the URL with `/api/v1`, others without; both mean the same server.
+pub fn powerdns_base_url(url: &reqwest::Url) -> reqwest::Url {
+    let mut base = url.clone();
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v1").unwrap_or(path);
+    base.set_path(&format!("{path}/"));
+    base
+}
+
 /// The text being parsed and where it came from; turns byte spans into error positions.
 pub(crate) struct Source<'a> {
     pub(crate) text: &'a str,
@@ -601,7 +613,8 @@ pub struct DnsConfig {
 pub enum DnsProviderConfig {
     /// PowerDNS Authoritative through its HTTP API.
     PowerDns {
-        /// API base URL, e.g. `http://127.0.0.1:8081`.
+        /// API base URL, e.g. `http://127.0.0.1:8081/`: the config may say it with or without
+        /// the API's `/api/v1` path; it is held without (see [`powerdns_base_url`]).
         api_url: reqwest::Url,
         /// The `X-API-Key` value.
         api_key: Secret,
@@ -1316,7 +1329,7 @@ impl Ctx<'_> {
                         "expected api_url for provider = \"powerdns\", e.g. \"http://127.0.0.1:8081\"",
                     )
                 })?;
-                let api_url = self.url(api_url, "dns.api_url")?;
+                let api_url = powerdns_base_url(&self.url(api_url, "dns.api_url")?);
                 let api_key = self
                     .secret(
                         "dns",
@@ -1983,6 +1996,7 @@ pull_known_hosts = "/root/.ssh/siirto_known_hosts"
 [dns]
 # The provider that serves the customers' zones (PowerDNS Authoritative HTTP API).
 provider = "powerdns"
+# With or without the API's path: "http://127.0.0.1:8081/api/v1" is the same.
 api_url = "http://127.0.0.1:8081"
 api_key_file = "secrets/pdns.key"
 # api_key_env = "SIIRTO_PDNS_KEY"
@@ -2829,6 +2843,29 @@ path = "outbox"
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn powerdns_api_url_with_or_without_api_v1() {
+        let dir = example_dir();
+        let table: &[(&str, &str)] = &[
+            ("http://127.0.0.1:8081", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/api/v1", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/api/v1/", "http://127.0.0.1:8081/"),
+            ("https://dns.example.fi/pdns/api/v1", "https://dns.example.fi/pdns/"),
+            ("https://dns.example.fi/pdns", "https://dns.example.fi/pdns/"),
+            // Only the API's own path is dropped.
+            ("https://dns.example.fi/api/v10", "https://dns.example.fi/api/v10/"),
+        ];
+        for (given, held) in table {
+            let text = MINIMAL.replacen("http://127.0.0.1:8081", given, 1);
+            let config = parse_with_env(&text, "m.toml", dir.path(), &no_env).expect(given);
+            let DnsProviderConfig::PowerDns { api_url, .. } = &config.dns.provider else {
+                panic!("expected powerdns, got {:?}", config.dns.provider);
+            };
+            assert_eq!(api_url.as_str(), *held, "{given}");
+        }
     }
 
     #[test]

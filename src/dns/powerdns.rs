@@ -180,7 +180,8 @@ impl DnsProvider for PowerDns {
     }
 }
 
-/// `{api_url}/api/v1/servers/{server_id}/`; the server id must be a plain word.
+/// `{api_url}/api/v1/servers/{server_id}/` (an `api_url` that already ends in `/api/v1` gets
+/// it once); the server id must be a plain word.
 fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     if server_id.is_empty()
         || !server_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -193,11 +194,8 @@ fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
         return Err(DnsError::Config(format!("API URL {api_url} must be an http:// or https:// URL")));
     }
-    let mut base = api_url.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
+    // The URL may be given with the API's own `/api/v1` path or without.
+    let base = crate::config::powerdns_base_url(api_url);
     base.join(&format!("api/v1/servers/{server_id}/"))
         .map_err(|err| DnsError::Config(format!("API URL: {err}")))
 }
@@ -331,6 +329,10 @@ mod tests {
         );
         assert_eq!(
             server_url(&url("https://dns.example.fi/pdns"), "localhost").unwrap().as_str(),
+            "https://dns.example.fi/pdns/api/v1/servers/localhost/"
+        );
+        assert_eq!(
+            server_url(&url("https://dns.example.fi/pdns/api/v1/"), "localhost").unwrap().as_str(),
             "https://dns.example.fi/pdns/api/v1/servers/localhost/"
         );
         assert!(server_url(&url("http://x/"), "../admin").is_err());

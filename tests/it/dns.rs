@@ -253,6 +253,43 @@ async fn powerdns_refusals() {
     refusals(&provider, &pdns.api_url, pdns.dns_addr).await;
 }
 
+/// A config that names PowerDNS's API with its `/api/v1` path (as PowerDNS's own docs do)
+/// reaches the same server as one without it: the provider built from it lists, reads and
+/// writes zones.
+#[tokio::test]
+async fn powerdns_configured_with_the_api_v1_path() {
+    let pdns = Pdns::start().await;
+    let zone = domain("delta.test");
+    client(&pdns.api_url, &pdns.api_key)
+        .create_zone(&zone, &["ns1.delta.test.".into()], &customer_rrsets("delta.test"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pdns.key"), &pdns.api_key).unwrap();
+    std::fs::write(dir.path().join("old1.token"), "whm-token").unwrap();
+    for suffix in ["api/v1", "api/v1/"] {
+        let text = format!(
+            "database = \"sqlite:s.db\"\n\
+             [hosts.old1]\nwhm_url = \"https://old1.example.net:2087\"\ntoken_file = \"old1.token\"\nip = \"198.51.100.10\"\n\
+             [dns]\nprovider = \"powerdns\"\napi_url = \"{}{suffix}\"\napi_key_file = \"pdns.key\"\nnameservers = [\"{}\"]\n\
+             [mail]\nfrom = \"support@example.fi\"\nchannel = \"directory\"\npath = \"outbox\"\n",
+            pdns.api_url, pdns.dns_addr
+        );
+        let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+        let world = siirto::world::World::from_config(&config).expect("world");
+        assert_eq!(
+            world.dns.zones().await.unwrap_or_else(|e| panic!("zones through {suffix}: {e}")),
+            vec![zone.clone()]
+        );
+        let before = world.dns.zone(&zone).await.unwrap();
+        let changes = repoint_changes(&before, None, OLD, NEW);
+        world.dns.apply(&zone, &changes).await.expect("PATCH");
+        let after = world.dns.zone(&zone).await.unwrap();
+        assert_eq!(after.rrset("www.delta.test.", "A").unwrap().records, vec![NEW.to_string()], "{suffix}");
+        world.dns.apply(&zone, &repoint_changes(&after, None, NEW, OLD)).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn sim_nameserver_scenario() {
     let sim = SimNameserver::start("sim-key").await.unwrap();
