@@ -1050,7 +1050,7 @@ impl Ctx<'_> {
                         format!("expected a non-empty secret in {}", path.display()),
                     ));
                 }
-                Ok(Some(Secret::new(value)))
+                Ok(Some(Secret::new(value).with_origin(format!("{name}_file ({})", path.display()))))
             }
             (None, Some(var)) => {
                 let value = (self.env)(var.get_ref()).unwrap_or_default();
@@ -1065,7 +1065,7 @@ impl Ctx<'_> {
                         ),
                     ));
                 }
-                Ok(Some(Secret::new(value)))
+                Ok(Some(Secret::new(value).with_origin(format!("{name}_env ({})", var.get_ref()))))
             }
             (None, None) => {
                 let Some(at) = required_at else {
@@ -2120,6 +2120,8 @@ mod tests {
         assert_eq!(config.daemon.lease, Duration::from_secs(60));
         let old = &config.hosts["old1"];
         assert_eq!(old.token.expose(), "OLD1TOKENVALUE");
+        let token_origin = format!("token_file ({})", dir.path().join("secrets/old1.token").display());
+        assert_eq!(old.token.origin(), Some(token_origin.as_str()));
         assert_eq!(old.ip, Ipv4Addr::new(198, 51, 100, 10));
         assert_eq!(old.ipv6, Some("2001:db8:100::10".parse().expect("v6")));
         assert_eq!(config.hosts["new1"].ipv6, None, "optional");
@@ -2144,6 +2146,8 @@ mod tests {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
         assert_eq!(api_key.expose(), "PDNSKEYVALUE");
+        let key_origin = format!("api_key_file ({})", dir.path().join("secrets/pdns.key").display());
+        assert_eq!(api_key.origin(), Some(key_origin.as_str()));
         assert_eq!(server_id, "localhost");
         assert_eq!(*axfr_server, None, "zones are read through the API unless asked");
         assert_eq!(
@@ -2315,6 +2319,8 @@ mod tests {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
         assert_eq!(api_key.expose(), "from-env-2");
+        assert_eq!(api_key.origin(), Some("api_key_env (PDNS_KEY)"));
+        assert_eq!(config.hosts["old1"].token.origin(), Some("token_env (OLD1_TOKEN)"));
         let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err("unset");
         assert!(
             err.to_string().contains("hosts.old1.token_env: expected the environment variable OLD1_TOKEN"),

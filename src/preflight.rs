@@ -30,13 +30,14 @@ use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::config::{Config, SshConfig};
+use crate::dns::DnsError;
 use crate::domain::{AccountState, Timestamp, to_millis};
 use crate::inventory::{Inventory, VersionVerdict};
 use crate::names::{AccountName, MigrationId};
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
 use crate::store::{NewEvent, Store};
-use crate::whm::RemoteRootSession;
+use crate::whm::{RemoteRootSession, WhmError};
 use crate::world::{HostRuntime, World};
 
 /// How long one SSH connection attempt may take.
@@ -279,11 +280,7 @@ pub async fn preflight(
     // 3. Room and clashes on the target, for the migration's accounts only.
     let users: Vec<String> = store.accounts(id.as_str()).await?.into_iter().map(|a| a.user).collect();
     match crate::inventory::inventory(&source.whm).await {
-        Err(err) => report.push(
-            "inventory",
-            Severity::Hard,
-            format!("the source {} does not answer: {err}", source.name),
-        ),
+        Err(err) => report.push("inventory", Severity::Hard, whm_failure("source", &source.name, &err)),
         Ok(inventory) => {
             let moving = Inventory {
                 accounts: inventory
@@ -322,7 +319,11 @@ async fn dns_check(
     let zones = match adapters.dns.zones().await {
         Ok(zones) => zones,
         Err(err) => {
-            report.push("dns", Severity::Hard, format!("the DNS provider does not answer: {err}"));
+            let what = match err {
+                DnsError::Unauthorized { .. } => "the DNS provider answers but refuses siirto",
+                _ => "the DNS provider does not answer",
+            };
+            report.push("dns", Severity::Hard, format!("{what}: {err}"));
             return Ok(());
         }
     };
@@ -350,15 +351,20 @@ async fn dns_check(
     Ok(())
 }
 
+/// A WHM host that failed a call, in words: one that refuses our token answers, and saying
+/// "does not answer" would send the operator to the network instead of the token file.
+fn whm_failure(role: &str, host: &str, err: &WhmError) -> String {
+    match err {
+        WhmError::Auth { .. } => format!("the {role} {host} answers but refuses siirto: {err}"),
+        _ => format!("the {role} {host} does not answer: {err}"),
+    }
+}
+
 async fn target_checks(report: &mut PreflightReport, moving: &Inventory, target: &HostRuntime) {
     let checks = match crate::inventory::check_target(moving, &target.whm).await {
         Ok(checks) => checks,
         Err(err) => {
-            report.push(
-                "target",
-                Severity::Hard,
-                format!("the target {} does not answer: {err}", target.name),
-            );
+            report.push("target", Severity::Hard, whm_failure("target", &target.name, &err));
             return;
         }
     };
@@ -449,4 +455,29 @@ pub async fn record(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_token_is_not_called_an_unanswered_host() {
+        let refused = WhmError::Auth {
+            function: "listaccts".into(),
+            url: "https://old1.example.fi:2087/json-api/listaccts".into(),
+            status: 403,
+            token: "the token in token_file (/etc/siirto/old1.token)".into(),
+        };
+        assert_eq!(
+            whm_failure("source", "old1", &refused),
+            "the source old1 answers but refuses siirto: WHM listaccts https://old1.example.fi:2087/json-api/listaccts: the host answered HTTP 403: it rejected the token in token_file (/etc/siirto/old1.token); check the token and its ACL"
+        );
+        let down = WhmError::Http {
+            function: "listaccts".into(),
+            url: "https://old1.example.fi:2087/json-api/listaccts".into(),
+            status: 503,
+        };
+        assert!(whm_failure("target", "new1", &down).starts_with("the target new1 does not answer: "));
+    }
 }

@@ -31,6 +31,8 @@ pub struct PowerDns {
     server_url: Url,
     /// Where zones are read by AXFR instead of `GET zones/{zone}` (see [`Self::with_axfr_reads`]).
     axfr: Option<SocketAddr>,
+    /// Where the API key was read from, for the error when PowerDNS refuses it.
+    key_origin: Option<String>,
 }
 
 impl PowerDns {
@@ -50,7 +52,7 @@ impl PowerDns {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|err| DnsError::Config(format!("HTTP client: {err}")))?;
-        Ok(Self { http, server_url, axfr: None })
+        Ok(Self { http, server_url, axfr: None, key_origin: api_key.origin().map(str::to_owned) })
     }
 
     /// Reads zones by an unsigned AXFR from PowerDNS's own DNS port at `server` instead of
@@ -111,23 +113,38 @@ impl PowerDns {
         body: Option<&B>,
         zone: Option<&DomainName>,
     ) -> Result<Vec<u8>, DnsError> {
+        let shown = shown_url(&url);
+        let transport = |source: reqwest::Error| DnsError::Transport {
+            op,
+            url: shown.clone(),
+            source: source.without_url(),
+        };
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|source| DnsError::Transport { op, source })?;
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|source| DnsError::Transport { op, source })?;
+        let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return Ok(body.to_vec());
         }
         let message = error_text(&body);
-        tracing::debug!(status = status.as_u16(), %message, "DNS API refused");
+        tracing::debug!(status = status.as_u16(), url = %shown, %message, "DNS API refused");
         match (status, zone) {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Err(DnsError::Unauthorized {
+                op,
+                url: shown,
+                status: status.as_u16(),
+                key: match &self.key_origin {
+                    Some(origin) => format!("the key in {origin}"),
+                    None => "the API key".to_owned(),
+                },
+            }),
             (StatusCode::NOT_FOUND, Some(zone)) => {
-                Err(DnsError::NoSuchZone { op, zone: zone.to_string(), message })
+                Err(DnsError::NoSuchZone { op, url: shown, zone: zone.to_string(), message })
             }
-            _ => Err(DnsError::Api { op, status: status.as_u16(), message }),
+            _ => Err(DnsError::Api { op, url: shown, status: status.as_u16(), message }),
         }
     }
 }
@@ -198,6 +215,16 @@ fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     let base = crate::config::powerdns_base_url(api_url);
     base.join(&format!("api/v1/servers/{server_id}/"))
         .map_err(|err| DnsError::Config(format!("API URL: {err}")))
+}
+
+/// A URL as errors show it: without credentials, query or fragment.
+fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// The API's `{"error": "..."}` text, or the start of the body when it is not that.

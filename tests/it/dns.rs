@@ -202,8 +202,13 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
 
     let wrong_key = client(api_url, "not-the-key");
     let err = wrong_key.zones().await.unwrap_err();
-    assert!(matches!(err, DnsError::Api { status: 401, .. }), "{err:?}");
+    assert!(matches!(err, DnsError::Unauthorized { status: 401, .. }), "{err:?}");
+    assert!(!err.is_transient());
     assert!(!format!("{err:?}{err}").contains("not-the-key"));
+    // The URL called is named; a key given without an origin is "the API key".
+    let expected = format!("GET zones {api_url}api/v1/servers/localhost/zones: ");
+    assert!(err.to_string().starts_with(&expected), "{err}");
+    assert!(err.to_string().ends_with("it rejected the API key"), "{err}");
 
     let checker = Checker::new(vec![dns_addr]).unwrap();
     let err = checker.a_records(&domain("www.not-served.example")).await.unwrap_err();
@@ -287,6 +292,48 @@ async fn powerdns_configured_with_the_api_v1_path() {
         let after = world.dns.zone(&zone).await.unwrap();
         assert_eq!(after.rrset("www.delta.test.", "A").unwrap().records, vec![NEW.to_string()], "{suffix}");
         world.dns.apply(&zone, &repoint_changes(&after, None, NEW, OLD)).await.unwrap();
+    }
+}
+
+/// A config whose key file holds the wrong key: PowerDNS's refusal names the URL called and
+/// the file to fix, never the key, and is not retried.
+#[tokio::test]
+async fn powerdns_refusing_the_key_names_the_url_and_the_key_file() {
+    let pdns = Pdns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("pdns.key");
+    std::fs::write(&key_file, "wrong-pdns-key\n").unwrap();
+    std::fs::write(dir.path().join("old1.token"), "whm-token").unwrap();
+    let text = format!(
+        "database = \"sqlite:s.db\"\n\
+         [hosts.old1]\nwhm_url = \"https://old1.example.net:2087\"\ntoken_file = \"old1.token\"\nip = \"198.51.100.10\"\n\
+         [dns]\nprovider = \"powerdns\"\napi_url = \"{}\"\napi_key_file = \"pdns.key\"\nnameservers = [\"{}\"]\n\
+         [mail]\nfrom = \"support@example.fi\"\nchannel = \"directory\"\npath = \"outbox\"\n",
+        pdns.api_url, pdns.dns_addr
+    );
+    let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+    let world = siirto::world::World::from_config(&config).expect("world");
+    for err in [
+        world.dns.zones().await.unwrap_err(),
+        world.dns.zone(&domain("alpha.test")).await.unwrap_err(),
+        world
+            .dns
+            .apply(
+                &domain("alpha.test"),
+                &[RrsetChange::Delete { name: "alpha.test.".into(), rtype: "A".into() }],
+            )
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, DnsError::Unauthorized { status: 401, .. }), "{err:?}");
+        assert!(!err.is_transient(), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains(&format!("{}api/v1/servers/localhost/zones", pdns.api_url)), "{shown}");
+        assert!(
+            shown.ends_with(&format!("it rejected the key in api_key_file ({})", key_file.display())),
+            "{shown}"
+        );
+        assert!(!format!("{shown}{err:?}").contains("wrong-pdns-key"), "{shown}");
     }
 }
 
