@@ -24,6 +24,7 @@
 //!   migration's accounts: user and domain clashes and too little free disk are hard failures,
 //!   an older target version too; an unknown disk or version is a warning.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -33,7 +34,7 @@ use crate::config::{Config, SshConfig};
 use crate::dns::DnsError;
 use crate::domain::{AccountState, Timestamp, to_millis};
 use crate::inventory::{Inventory, VersionVerdict};
-use crate::names::{AccountName, MigrationId};
+use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
 use crate::store::{NewEvent, Store};
@@ -348,7 +349,39 @@ async fn dns_check(
             Err(err) => report.push("dns", Severity::Hard, format!("the DNS provider cannot read zone {zone}: {err}")),
         },
     }
+    serial_check(report, adapters, &domains, &zones).await;
     Ok(())
+}
+
+/// A `dns serial` warning for each of the migration's zones whose server does not raise the
+/// SOA serial on an API change (a PowerDNS zone without SOA-EDIT-API metadata): siirto raises
+/// it in its own changes, but secondaries never see a change any other tool makes through the
+/// API, and the operator should know before the cutover.
+async fn serial_check(
+    report: &mut PreflightReport,
+    adapters: &World,
+    domains: &[crate::store::DomainRow],
+    held: &[DomainName],
+) {
+    let ours: BTreeSet<&DomainName> =
+        held.iter().filter(|zone| domains.iter().any(|d| d.zone == zone.as_str())).collect();
+    for zone in ours {
+        match adapters.dns.server_bumps_serial(zone).await {
+            Ok(true) => {}
+            Ok(false) => report.push(
+                "dns serial",
+                Severity::Warning,
+                format!(
+                    "zone {zone} has no SOA-EDIT-API metadata: PowerDNS does not raise its SOA serial on API changes, so secondaries miss them; siirto raises it in its own changes, other API clients will not (fix: pdnsutil set-meta {zone} SOA-EDIT-API DEFAULT)"
+                ),
+            ),
+            Err(err) => report.push(
+                "dns serial",
+                Severity::Warning,
+                format!("cannot tell whether the server raises the SOA serial of zone {zone}: {err}"),
+            ),
+        }
+    }
 }
 
 /// A WHM host that failed a call, in words: one that refuses our token answers, and saying

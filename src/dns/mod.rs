@@ -40,8 +40,19 @@ pub trait DnsProvider: Send + Sync {
     async fn zones(&self) -> Result<Vec<DomainName>, DnsError>;
 
     /// Applies a batch of rrset changes to one zone in ONE request (one PowerDNS PATCH, one
-    /// RFC 2136 UPDATE message), so the whole batch is applied or none of it is. An empty batch sends nothing.
+    /// RFC 2136 UPDATE message), so the whole batch is applied or none of it is. An empty batch
+    /// sends nothing. The zone's SOA serial goes up with every applied batch, so that
+    /// secondaries transfer the change (by the server itself, or by the provider in the batch).
     async fn apply(&self, zone: &DomainName, changes: &[RrsetChange]) -> Result<(), DnsError>;
+
+    /// Whether the server raises the zone's SOA serial by itself on a change through this
+    /// provider's interface. `false` (a PowerDNS zone without `SOA-EDIT-API` metadata, as
+    /// `pdnsutil` or an import leaves it) means [`DnsProvider::apply`] raises it in its own
+    /// batch, and every other tool changing the zone must too. Servers taking RFC 2136
+    /// updates raise it themselves: the default says so.
+    async fn server_bumps_serial(&self, _zone: &DomainName) -> Result<bool, DnsError> {
+        Ok(true)
+    }
 }
 
 /// One zone and all its rrsets.

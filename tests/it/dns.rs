@@ -337,6 +337,96 @@ async fn powerdns_refusing_the_key_names_the_url_and_the_key_file() {
     }
 }
 
+/// Creates `zone` through the raw API with `soa_edit_api` empty, as a zone made with `pdnsutil`
+/// or imported into the database is: PowerDNS then keeps the serial on API changes.
+async fn create_zone_without_soa_edit_api(pdns: &Pdns, zone: &str, serial: u32) {
+    let body = serde_json::json!({
+        "name": format!("{zone}."), "kind": "Native", "nameservers": [format!("ns1.{zone}.")],
+        "soa_edit_api": "",
+        "rrsets": [
+            {"name": format!("{zone}."), "type": "SOA", "ttl": 3600, "records": [{"content":
+                format!("ns1.{zone}. hostmaster.{zone}. {serial} 10800 3600 604800 3600"), "disabled": false}]},
+            {"name": format!("www.{zone}."), "type": "A", "ttl": 3600,
+             "records": [{"content": OLD.to_string(), "disabled": false}]},
+        ]
+    });
+    let response = reqwest::Client::new()
+        .post(pdns.api_url.join("api/v1/servers/localhost/zones").unwrap())
+        .header("X-API-Key", &pdns.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+/// A zone without SOA-EDIT-API keeps its serial on an API PATCH, so secondaries would never
+/// transfer the cutover: the provider raises the serial in the same PATCH, in the zone's own
+/// style (a date serial moves to today's, a counter counts), for the cutover and the rollback,
+/// and leaves the serial of a zone PowerDNS bumps itself to PowerDNS (one bump, not two).
+#[tokio::test]
+async fn powerdns_raises_the_serial_of_a_zone_without_soa_edit_api() {
+    let pdns = Pdns::start().await;
+    let provider = client(&pdns.api_url, &pdns.api_key);
+    create_zone_without_soa_edit_api(&pdns, "dated.test", 2020010101).await;
+    create_zone_without_soa_edit_api(&pdns, "counted.test", 41).await;
+    let bumping = domain("bumping.test");
+    provider
+        .create_zone(&bumping, &["ns1.bumping.test.".into()], &customer_rrsets("bumping.test"))
+        .await
+        .unwrap();
+
+    assert!(!provider.server_bumps_serial(&domain("dated.test")).await.unwrap());
+    assert!(!provider.server_bumps_serial(&domain("counted.test")).await.unwrap());
+    assert!(provider.server_bumps_serial(&bumping).await.unwrap());
+
+    let today: u32 = chrono::Utc::now().format("%Y%m%d01").to_string().parse().unwrap();
+    let checker = Checker::new(vec![pdns.dns_addr]).unwrap();
+    for (zone, after_cutover, after_rollback) in [("dated.test", today, today + 1), ("counted.test", 42, 43)]
+    {
+        let zone = domain(zone);
+        // The cutover…
+        let before = provider.zone(&zone).await.unwrap();
+        provider.apply(&zone, &repoint_changes(&before, None, OLD, NEW)).await.unwrap();
+        let cut = provider.zone(&zone).await.unwrap();
+        assert_eq!(serial(&cut), after_cutover, "{zone}");
+        assert_eq!(cut.rrset(&format!("www.{}", zone.fqdn()), "A").unwrap().records, vec![NEW.to_string()]);
+        // …served with its new serial on the DNS port, where secondaries look…
+        let www = domain(&format!("www.{zone}"));
+        assert_eq!(checker.verify_a(&www, NEW).await.unwrap(), Verification::Served);
+        assert_eq!(served_serial(pdns.dns_addr, &zone).await, after_cutover, "{zone}");
+        // …and the rollback raises it again.
+        provider.apply(&zone, &repoint_changes(&cut, None, NEW, OLD)).await.unwrap();
+        assert_eq!(serial(&provider.zone(&zone).await.unwrap()), after_rollback, "{zone}");
+        assert_eq!(served_serial(pdns.dns_addr, &zone).await, after_rollback, "{zone}");
+    }
+
+    let before = serial(&provider.zone(&bumping).await.unwrap());
+    let zone_now = provider.zone(&bumping).await.unwrap();
+    provider.apply(&bumping, &repoint_changes(&zone_now, None, OLD, NEW)).await.unwrap();
+    assert_eq!(serial(&provider.zone(&bumping).await.unwrap()), before + 1, "PowerDNS's own bump only");
+}
+
+/// The SOA serial `server` answers for `zone`.
+async fn served_serial(server: SocketAddr, zone: &DomainName) -> u32 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(zone.fqdn()).unwrap(), RecordType::SOA));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query.to_vec().unwrap(), server).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let (len, _) = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv_from(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = Message::from_vec(&buffer[..len]).unwrap();
+    match answer.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA for {zone}: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn sim_nameserver_scenario() {
     let sim = SimNameserver::start("sim-key").await.unwrap();
