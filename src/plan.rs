@@ -688,7 +688,8 @@ pub async fn plan(
 
     // 3. The contracts, when the config names a source.
     // A contract source that cannot be read does not stop planning: the plan says why, and
-    // every account is then moved on WHM's contact data alone.
+    // every account is then moved on WHM's contact data alone. A source that can be read only
+    // wrongly (a CSV quote never closed) stops it: see below.
     let mut contract_problem = None;
     let reconciliation = match &config.contracts {
         None => None,

@@ -19,7 +19,11 @@
 //!   own hop (pull key, pinned known_hosts); a failure, such as a key restricted to a read-only
 //!   `rrsync` rooted elsewhere, is hard, with the command's error.
 //! - **The DNS provider** lists its zones and reads one of the migration's the way the engine
-//!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning.
+//!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning. A
+//!   PowerDNS refusing the key is said as such, naming the key file, not as a server that does
+//!   not answer. Each of the migration's zones whose server does not raise the SOA serial on an
+//!   API change (no `SOA-EDIT-API` metadata) is a `dns serial` warning by name: siirto raises
+//!   the serial in its own changes, other tools will not.
 //! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
 //!   migration's accounts: user and domain clashes and too little free disk are hard failures,
 //!   an older target version too; an unknown disk or version is a warning.
