@@ -58,6 +58,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The base of a PowerDNS API URL: `http://h:8081`, `http://h:8081/api/v1` and
+/// `http://h:8081/api/v1/` all give `http://h:8081/`, and a base under a path (a reverse proxy's
+/// `https://h/pdns/api/v1`) keeps that path, with a trailing `/`. PowerDNS's own documentation
+/// and most tools name the URL with `/api/v1`, others without; both mean the same server.
+pub fn powerdns_base_url(url: &reqwest::Url) -> reqwest::Url {
+    let mut base = url.clone();
+    let path = url.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v1").unwrap_or(path);
+    base.set_path(&format!("{path}/"));
+    base
+}
+
 /// The text being parsed and where it came from; turns byte spans into error positions.
 pub(crate) struct Source<'a> {
     pub(crate) text: &'a str,
@@ -601,7 +613,8 @@ pub struct DnsConfig {
 pub enum DnsProviderConfig {
     /// PowerDNS Authoritative through its HTTP API.
     PowerDns {
-        /// API base URL, e.g. `http://127.0.0.1:8081`.
+        /// API base URL, e.g. `http://127.0.0.1:8081/`: the config may say it with or without
+        /// the API's `/api/v1` path; it is held without (see [`powerdns_base_url`]).
         api_url: reqwest::Url,
         /// The `X-API-Key` value.
         api_key: Secret,
@@ -1037,7 +1050,7 @@ impl Ctx<'_> {
                         format!("expected a non-empty secret in {}", path.display()),
                     ));
                 }
-                Ok(Some(Secret::new(value)))
+                Ok(Some(Secret::new(value).with_origin(format!("{name}_file ({})", path.display()))))
             }
             (None, Some(var)) => {
                 let value = (self.env)(var.get_ref()).unwrap_or_default();
@@ -1052,7 +1065,7 @@ impl Ctx<'_> {
                         ),
                     ));
                 }
-                Ok(Some(Secret::new(value)))
+                Ok(Some(Secret::new(value).with_origin(format!("{name}_env ({})", var.get_ref()))))
             }
             (None, None) => {
                 let Some(at) = required_at else {
@@ -1316,7 +1329,7 @@ impl Ctx<'_> {
                         "expected api_url for provider = \"powerdns\", e.g. \"http://127.0.0.1:8081\"",
                     )
                 })?;
-                let api_url = self.url(api_url, "dns.api_url")?;
+                let api_url = powerdns_base_url(&self.url(api_url, "dns.api_url")?);
                 let api_key = self
                     .secret(
                         "dns",
@@ -1983,6 +1996,7 @@ pull_known_hosts = "/root/.ssh/siirto_known_hosts"
 [dns]
 # The provider that serves the customers' zones (PowerDNS Authoritative HTTP API).
 provider = "powerdns"
+# With or without the API's path: "http://127.0.0.1:8081/api/v1" is the same.
 api_url = "http://127.0.0.1:8081"
 api_key_file = "secrets/pdns.key"
 # api_key_env = "SIIRTO_PDNS_KEY"
@@ -2106,6 +2120,8 @@ mod tests {
         assert_eq!(config.daemon.lease, Duration::from_secs(60));
         let old = &config.hosts["old1"];
         assert_eq!(old.token.expose(), "OLD1TOKENVALUE");
+        let token_origin = format!("token_file ({})", dir.path().join("secrets/old1.token").display());
+        assert_eq!(old.token.origin(), Some(token_origin.as_str()));
         assert_eq!(old.ip, Ipv4Addr::new(198, 51, 100, 10));
         assert_eq!(old.ipv6, Some("2001:db8:100::10".parse().expect("v6")));
         assert_eq!(config.hosts["new1"].ipv6, None, "optional");
@@ -2130,6 +2146,8 @@ mod tests {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
         assert_eq!(api_key.expose(), "PDNSKEYVALUE");
+        let key_origin = format!("api_key_file ({})", dir.path().join("secrets/pdns.key").display());
+        assert_eq!(api_key.origin(), Some(key_origin.as_str()));
         assert_eq!(server_id, "localhost");
         assert_eq!(*axfr_server, None, "zones are read through the API unless asked");
         assert_eq!(
@@ -2301,6 +2319,8 @@ mod tests {
             panic!("expected powerdns, got {:?}", config.dns.provider);
         };
         assert_eq!(api_key.expose(), "from-env-2");
+        assert_eq!(api_key.origin(), Some("api_key_env (PDNS_KEY)"));
+        assert_eq!(config.hosts["old1"].token.origin(), Some("token_env (OLD1_TOKEN)"));
         let err = parse_with_env(&text, "c.toml", dir.path(), &no_env).expect_err("unset");
         assert!(
             err.to_string().contains("hosts.old1.token_env: expected the environment variable OLD1_TOKEN"),
@@ -2829,6 +2849,29 @@ path = "outbox"
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn powerdns_api_url_with_or_without_api_v1() {
+        let dir = example_dir();
+        let table: &[(&str, &str)] = &[
+            ("http://127.0.0.1:8081", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/api/v1", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1:8081/api/v1/", "http://127.0.0.1:8081/"),
+            ("https://dns.example.fi/pdns/api/v1", "https://dns.example.fi/pdns/"),
+            ("https://dns.example.fi/pdns", "https://dns.example.fi/pdns/"),
+            // Only the API's own path is dropped.
+            ("https://dns.example.fi/api/v10", "https://dns.example.fi/api/v10/"),
+        ];
+        for (given, held) in table {
+            let text = MINIMAL.replacen("http://127.0.0.1:8081", given, 1);
+            let config = parse_with_env(&text, "m.toml", dir.path(), &no_env).expect(given);
+            let DnsProviderConfig::PowerDns { api_url, .. } = &config.dns.provider else {
+                panic!("expected powerdns, got {:?}", config.dns.provider);
+            };
+            assert_eq!(api_url.as_str(), *held, "{given}");
+        }
     }
 
     #[test]

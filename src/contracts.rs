@@ -140,6 +140,9 @@ pub struct RowIssue {
     pub message: String,
     /// The whole row, when it was not used at all (so nothing is lost).
     pub raw: Option<String>,
+    /// The customer the row is about, when the row was attached to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
 }
 
 impl fmt::Display for RowIssue {
@@ -198,6 +201,22 @@ pub enum ContractError {
         /// The columns or keys that do exist, quoted.
         found: Vec<String>,
     },
+    /// A quoted CSV field is never closed: everything after its opening quote would be read as
+    /// one value and the rows there would be lost, so the whole file is refused.
+    #[error(
+        "{origin}:{line}:{column}: {}expected a closing quote (\") for the quoted value that opens here, but the file ends inside it; the rows after it would be lost, so the file is not used (close the quote; a quote inside a quoted value is written twice: \"\")",
+        .field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default()
+    )]
+    UnterminatedQuote {
+        /// The file.
+        origin: String,
+        /// The 1-based line the quote opens on.
+        line: u64,
+        /// The 1-based column (in characters) of the opening quote.
+        column: u64,
+        /// The header column the quoted value is in, quoted (absent in the header line itself).
+        field: Option<String>,
+    },
     /// The CSV could not be read as CSV (an empty file, a broken header).
     #[error("{origin}: {message}")]
     Csv {
@@ -243,7 +262,23 @@ impl ContractError {
             ContractError::Read { .. }
             | ContractError::NotUtf8 { .. }
             | ContractError::MissingColumns { .. }
+            | ContractError::UnterminatedQuote { .. }
             | ContractError::Csv { .. }
+            | ContractError::BadJson { .. } => false,
+        }
+    }
+
+    /// Whether the source is broken in a way that silently loses rows if read on: planning on
+    /// it would move accounts on a wrong reading of the contracts, so it must stop instead.
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            ContractError::UnterminatedQuote { .. } => true,
+            ContractError::Read { .. }
+            | ContractError::NotUtf8 { .. }
+            | ContractError::MissingColumns { .. }
+            | ContractError::Csv { .. }
+            | ContractError::Http { .. }
+            | ContractError::Status { .. }
             | ContractError::BadJson { .. } => false,
         }
     }
@@ -384,7 +419,23 @@ impl<'a> Builder<'a> {
             kind,
             message,
             raw,
+            customer_id: None,
         });
+    }
+
+    /// An issue of a row that was attached to customer `customer_id`.
+    fn customer_issue(
+        &mut self,
+        customer_id: &str,
+        place: Place,
+        field: Field,
+        kind: IssueKind,
+        message: String,
+    ) {
+        self.issue(place, field, kind, message, None);
+        if let Some(issue) = self.set.issues.last_mut() {
+            issue.customer_id = Some(customer_id.to_owned());
+        }
     }
 
     fn add(&mut self, record: Record) {
@@ -414,12 +465,12 @@ impl<'a> Builder<'a> {
                         }
                     }
                     None => {
-                        self.issue(
+                        self.customer_issue(
+                            &id,
                             place,
                             Field::Email,
                             IssueKind::InvalidEmail,
                             format!("expected an e-mail address like \"name@example.fi\", got {piece:?}"),
-                            None,
                         );
                         invalid_emails.push(piece.to_owned());
                     }
@@ -444,12 +495,12 @@ impl<'a> Builder<'a> {
                 for piece in value.split([',', ';', ' ', '\t', '\n', '\r']).filter(|p| !p.is_empty()) {
                     match parse_service(field, piece) {
                         Ok(target) => targets.push(target),
-                        Err(reason) => self.issue(
+                        Err(reason) => self.customer_issue(
+                            &id,
                             place,
                             field,
                             IssueKind::InvalidService,
                             format!("{piece:?} is not used: {reason}"),
-                            None,
                         ),
                     }
                 }
@@ -458,23 +509,23 @@ impl<'a> Builder<'a> {
         if targets.is_empty() {
             let had_any = Field::SERVICES.iter().any(|f| record.first(*f).is_some());
             if !had_any {
-                self.issue(
+                self.customer_issue(
+                    &id,
                     place,
                     Field::User,
                     IssueKind::NoService,
                     "expected a service (a cPanel user or a domain), but the row names none".to_owned(),
-                    None,
                 );
             }
             return;
         }
         if server.is_none() {
-            self.issue(
+            self.customer_issue(
+                &id,
                 place,
                 Field::Server,
                 IssueKind::MissingServer,
                 "expected the server the contract says the service is on, but it is empty; the services match wherever they are found".to_owned(),
-                None,
             );
         }
         for target in targets {
@@ -539,7 +590,8 @@ impl<'a> Builder<'a> {
         let first = existing.first_seen;
         let id = existing.id.clone();
         for (field, detail) in conflicts {
-            self.issue(
+            self.customer_issue(
+                &id,
                 new.first_seen,
                 field,
                 IssueKind::DuplicateCustomer,
@@ -547,7 +599,6 @@ impl<'a> Builder<'a> {
                     "customer {id:?} appears again with a different {}: {detail} (first at {first}); the first is kept",
                     field.ours()
                 ),
-                None,
             );
         }
     }
@@ -575,7 +626,7 @@ impl<'a> Builder<'a> {
                 ServiceTarget::Account(_) => Field::User,
                 ServiceTarget::Domain(_) => Field::Domain,
             };
-            self.issue(place, field, IssueKind::DuplicateService, message, None);
+            self.customer_issue(customer_id, place, field, IssueKind::DuplicateService, message);
             return;
         }
         self.claims.insert(target.clone(), (customer_id.to_owned(), server.clone(), place));
@@ -667,6 +718,16 @@ pub fn parse_csv(
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ContractError::NotUtf8 { origin: origin.to_owned(), offset: e.valid_up_to() })?;
     let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(text));
+    let open_quote = unterminated_quote(text, delimiter);
+    let refuse = |quote: &OpenQuote, headers: Option<&[String]>| ContractError::UnterminatedQuote {
+        origin: origin.to_owned(),
+        line: quote.line,
+        column: quote.column,
+        field: headers.and_then(|h| h.get(quote.field_index)).map(|name| format!("{name:?}")),
+    };
+    if let Some(quote) = open_quote.as_ref().filter(|q| q.line == 1) {
+        return Err(refuse(quote, None));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
@@ -686,6 +747,9 @@ pub fn parse_csv(
             origin: origin.to_owned(),
             message: "expected a header line naming the columns, but the file is empty".to_owned(),
         });
+    }
+    if let Some(quote) = &open_quote {
+        return Err(refuse(quote, Some(&headers)));
     }
     let lowered: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
     let column_of = |name: &str| lowered.iter().position(|h| *h == name.trim().to_lowercase());
@@ -751,6 +815,67 @@ fn line_at(text: &str, position: &csv::Position) -> u64 {
     }
     let newlines = text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count();
     u64::try_from(newlines).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// Where a quoted CSV value opens that is never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OpenQuote {
+    /// 1-based line.
+    line: u64,
+    /// 1-based column, in characters.
+    column: u64,
+    /// 0-based field of its record.
+    field_index: usize,
+}
+
+/// The quote that opens a value and is never closed, read the way the csv crate reads (a quote
+/// opens a quoted value only at the start of a field, `""` inside one is a quote, and a quote in
+/// the middle of an unquoted value is just a character). The csv crate itself reads such a
+/// value to the end of the file without complaint, which is why this is checked first.
+fn unterminated_quote(text: &str, delimiter: u8) -> Option<OpenQuote> {
+    #[derive(Clone, Copy)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::FieldStart;
+    let mut field_index = 0usize;
+    let mut opened = None;
+    for (offset, byte) in text.bytes().enumerate() {
+        state = match (state, byte) {
+            (State::FieldStart, b'"') => {
+                opened = Some((offset, field_index));
+                State::Quoted
+            }
+            (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b'\r' | b'\n') => {
+                field_index = 0;
+                State::FieldStart
+            }
+            (State::FieldStart | State::Unquoted | State::QuoteInQuoted, byte) if byte == delimiter => {
+                field_index += 1;
+                State::FieldStart
+            }
+            (State::FieldStart | State::Unquoted, _) => State::Unquoted,
+            (State::Quoted, b'"') => State::QuoteInQuoted,
+            (State::Quoted, _) => State::Quoted,
+            (State::QuoteInQuoted, b'"') => State::Quoted,
+            (State::QuoteInQuoted, _) => State::Unquoted,
+        };
+    }
+    let State::Quoted = state else {
+        return None;
+    };
+    let (offset, field_index) = opened?;
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Some(OpenQuote {
+        line: count(before.matches('\n').count()).saturating_add(1),
+        column: count(before[line_start..].chars().count()).saturating_add(1),
+        field_index,
+    })
 }
 
 /// `;` when the header line has more semicolons than commas outside quotes, else `,`.
@@ -1430,6 +1555,61 @@ mod tests {
         assert_eq!(detect_delimiter("a,b,c\n1;2;3;4;5"), b',');
         assert_eq!(detect_delimiter("\"a;b\",c\n"), b',');
         assert_eq!(detect_delimiter("abc"), b',');
+    }
+
+    #[test]
+    fn an_unterminated_quote_refuses_the_file_where_it_opens() {
+        // Line 3 opens a quoted name that never closes: the csv crate would read lines 3-5 as
+        // one value of one short row, and the rows 4 and 5 would be lost.
+        let text = format!(
+            "{HEADER}\
+             c1,Kukka Oy,k@example.fi,fi,kukka,,old1,\n\
+             c2,\"Puu Oy,p@example.fi,fi,puu,,old1,\n\
+             c3,Lehti Oy,l@example.fi,fi,lehti,,old1,\n\
+             c4,Oksa Oy,o@example.fi,fi,oksa,,old1,\n"
+        );
+        let err = parse_csv(text.as_bytes(), "c.csv", None, &ContractFields::default()).expect_err("refused");
+        assert!(
+            matches!(&err, ContractError::UnterminatedQuote { line: 3, column: 4, field: Some(f), .. } if f == "\"name\""),
+            "{err:?}"
+        );
+        assert!(err.is_corrupt());
+        let shown = err.to_string();
+        assert!(shown.starts_with("c.csv:3:4: \"name\": expected a closing quote (\")"), "{shown}");
+        assert!(!shown.contains("expected 8 fields"), "{shown}");
+
+        // In the header line itself, with `;` and CRLF: no column to name.
+        let err =
+            parse_csv(b"customer_id;\"name;email\r\n1;a;b\r\n", "h.csv", None, &ContractFields::default())
+                .expect_err("refused");
+        assert!(err.to_string().starts_with("h.csv:1:13: expected a closing quote"), "{err}");
+    }
+
+    #[test]
+    fn quotes_that_close_or_are_literal_are_not_unterminated() {
+        let table: &[&str] = &[
+            "a,b\n1,2\n",
+            "a,b\n\"1, one\",\"2 \"\"two\"\"\"\n",
+            // A newline inside a closed quoted value, at the very end of the file too.
+            "a,b\n\"multi\nline\",2\n3,\"x\"",
+            // A quote in the middle of an unquoted value is just a character.
+            "a,b\n1 \"inch,2\n",
+            // Text after the closing quote goes on unquoted, its quote is literal too.
+            "a,b\n\"x\"y\"z,2\n",
+        ];
+        for text in table {
+            assert_eq!(unterminated_quote(text, b','), None, "{text:?}");
+        }
+        assert_eq!(
+            unterminated_quote("a;b\n1;\"x\"\"\n2;3\n", b';'),
+            Some(OpenQuote { line: 2, column: 3, field_index: 1 }),
+            "a doubled quote is a quote inside the value, not its end"
+        );
+        assert_eq!(
+            unterminated_quote("a,b\nää,\"x", b','),
+            Some(OpenQuote { line: 2, column: 4, field_index: 1 }),
+            "columns count characters"
+        );
     }
 
     #[test]

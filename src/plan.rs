@@ -36,7 +36,9 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::contracts::{Bucket, InventoryAccount, Reconciliation, ServerInventory};
+use crate::contracts::{
+    Bucket, EmailSource, InventoryAccount, IssueKind, Reconciliation, RowIssue, ServerInventory,
+};
 use crate::dns::classify::{
     Classifier, ClassifySettings, DomainClass, Facts, MailClass, NsClass, Outcome, WebClass,
 };
@@ -209,6 +211,64 @@ pub struct FlaggedItem {
     pub reason: String,
     /// What siirto will do about it.
     pub action: String,
+}
+
+/// What planning does about a contract row issue, as the flag's action: said from what the
+/// loader and the reconciliation actually did with the row, which differs per kind.
+pub fn contract_issue_action(issue: &RowIssue, reconciliation: &Reconciliation) -> String {
+    match issue.kind {
+        IssueKind::EmptyCustomerId | IssueKind::WrongFieldCount => "that row is not used".to_owned(),
+        IssueKind::InvalidValue if issue.raw.is_some() => "that row is not used".to_owned(),
+        IssueKind::InvalidValue | IssueKind::InvalidService => {
+            "that value is not used; the rest of the row is".to_owned()
+        }
+        IssueKind::NoService => "the customer is kept, but the row matches no account or domain".to_owned(),
+        IssueKind::MissingServer => "its services are matched on whichever server they are found".to_owned(),
+        IssueKind::DuplicateCustomer => "the customer's first row is kept for that field".to_owned(),
+        IssueKind::DuplicateService => "this claim is not used; the first claim is kept".to_owned(),
+        IssueKind::InvalidEmail => invalid_email_action(issue.customer_id.as_deref(), reconciliation),
+    }
+}
+
+/// The row was used without the invalid address: say, per account matched to the row's
+/// customer on this server, where its notices go instead.
+fn invalid_email_action(customer_id: Option<&str>, reconciliation: &Reconciliation) -> String {
+    let Some(customer_id) = customer_id else {
+        return "the row is used without that address; no notice can be sent to it".to_owned();
+    };
+    let mut said = Vec::new();
+    for account in reconciliation.accounts.iter().filter(|a| a.on_server) {
+        if account.bucket.customer_id() != Some(customer_id) {
+            continue;
+        }
+        let user = &account.user;
+        let text = match &account.bucket {
+            Bucket::Matched { emails, email_source, .. } => {
+                let from = match email_source {
+                    EmailSource::Contract => "from the contract",
+                    EmailSource::Whm => "the account's WHM contact",
+                };
+                format!(
+                    "{user} matched to customer {customer_id:?}, but no notice can be sent to the invalid address; notices go to {} ({from})",
+                    emails.join(", ")
+                )
+            }
+            Bucket::ContactMissingOrInvalid { .. } => format!(
+                "{user} matched to customer {customer_id:?}, but no notice can be sent to the invalid address and there is no other usable one: its notices are held until an address is set"
+            ),
+            Bucket::ContractNamesAnotherServer { server, .. } => format!(
+                "{user} matched to customer {customer_id:?}, whose contract names {server}; no notice can be sent to the invalid address"
+            ),
+            Bucket::OnServerNoContract | Bucket::ContractNamesThisServerButMissing { .. } => continue,
+        };
+        said.push(text);
+    }
+    if said.is_empty() {
+        return format!(
+            "customer {customer_id:?} is kept without that address; no account on this server matched it"
+        );
+    }
+    said.join("; ")
 }
 
 /// One dated step of a migration's schedule.
@@ -628,11 +688,18 @@ pub async fn plan(
 
     // 3. The contracts, when the config names a source.
     // A contract source that cannot be read does not stop planning: the plan says why, and
-    // every account is then moved on WHM's contact data alone.
+    // every account is then moved on WHM's contact data alone. A source that can be read only
+    // wrongly (a CSV quote never closed) stops it: see below.
     let mut contract_problem = None;
     let reconciliation = match &config.contracts {
         None => None,
         Some(contracts) => match crate::contracts::load(contracts).await {
+            // A file that loses rows when read on (an unterminated quote) is refused like a
+            // broken config: a plan made from part of the contracts would look complete.
+            Err(err) if err.is_corrupt() => {
+                return Err(anyhow::Error::new(err)
+                    .context("the contract source is broken; fix it and plan again (nothing was planned)"));
+            }
             Err(err) => {
                 contract_problem = Some(err.to_string());
                 None
@@ -672,7 +739,7 @@ pub async fn plan(
             flagged.push(FlaggedItem {
                 subject: "contracts".into(),
                 reason: issue.to_string(),
-                action: "that row is not used".into(),
+                action: contract_issue_action(issue, reconciliation),
             });
         }
     }
@@ -1014,6 +1081,41 @@ async fn record(
 mod tests {
     use super::*;
     use crate::dns::classify::Classification;
+
+    #[test]
+    fn contract_issues_say_what_was_done_with_the_row() {
+        use crate::contracts::{
+            ContractFields, InventoryAccount, ServerInventory, ServerNames, parse_csv, reconcile,
+        };
+        // c1 has one valid address besides the invalid one; c2 has only an invalid one and
+        // its account no WHM contact; c3's row names no account here; c4 has no id.
+        let text = "customer_id,name,email,user,server\n\
+                    c1,Kukka,\"bad, k@example.fi\",kukka,old1\n\
+                    c2,Puu,also-bad,puu,old1\n\
+                    c3,Muu,still-bad,muu,old1\n\
+                    ,Nobody,n@example.fi,nobody,old1\n";
+        let set = parse_csv(text.as_bytes(), "c.csv", None, &ContractFields::default()).unwrap();
+        let account = |user: &str| InventoryAccount {
+            user: AccountName::parse(user).unwrap(),
+            main_domain: DomainName::parse(&format!("{user}.fi")).unwrap(),
+            domains: Vec::new(),
+            contact_email: None,
+            owner: None,
+        };
+        let inventory = ServerInventory { accounts: vec![account("kukka"), account("puu")] };
+        let names = ServerNames::new(BTreeMap::from([("old1".to_owned(), vec!["old1".to_owned()])]));
+        let rec = reconcile(&set, &inventory, "old1", &names);
+        let actions: Vec<String> = rec.issues.iter().map(|i| contract_issue_action(i, &rec)).collect();
+        assert_eq!(
+            actions,
+            vec![
+                "kukka matched to customer \"c1\", but no notice can be sent to the invalid address; notices go to k@example.fi (from the contract)",
+                "puu matched to customer \"c2\", but no notice can be sent to the invalid address and there is no other usable one: its notices are held until an address is set",
+                "customer \"c3\" is kept without that address; no account on this server matched it",
+                "that row is not used",
+            ]
+        );
+    }
 
     #[test]
     fn the_schedule_follows_the_playbook_offsets() {

@@ -19,24 +19,30 @@
 //!   own hop (pull key, pinned known_hosts); a failure, such as a key restricted to a read-only
 //!   `rrsync` rooted elsewhere, is hard, with the command's error.
 //! - **The DNS provider** lists its zones and reads one of the migration's the way the engine
-//!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning.
+//!   will (API, AXFR or TSIG-signed AXFR); a failure is hard, no zone of ours a warning. A
+//!   PowerDNS refusing the key is said as such, naming the key file, not as a server that does
+//!   not answer. Each of the migration's zones whose server does not raise the SOA serial on an
+//!   API change (no `SOA-EDIT-API` metadata) is a `dns serial` warning by name: siirto raises
+//!   the serial in its own changes, other tools will not.
 //! - **The target has room and no clashes**, through [`crate::inventory::check_target`] over the
 //!   migration's accounts: user and domain clashes and too little free disk are hard failures,
 //!   an older target version too; an unknown disk or version is a warning.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Serialize;
 
 use crate::config::{Config, SshConfig};
+use crate::dns::DnsError;
 use crate::domain::{AccountState, Timestamp, to_millis};
 use crate::inventory::{Inventory, VersionVerdict};
-use crate::names::{AccountName, MigrationId};
+use crate::names::{AccountName, DomainName, MigrationId};
 use crate::playbook::Playbook;
 use crate::ssh::SshSession;
 use crate::store::{NewEvent, Store};
-use crate::whm::RemoteRootSession;
+use crate::whm::{RemoteRootSession, WhmError};
 use crate::world::{HostRuntime, World};
 
 /// How long one SSH connection attempt may take.
@@ -279,11 +285,7 @@ pub async fn preflight(
     // 3. Room and clashes on the target, for the migration's accounts only.
     let users: Vec<String> = store.accounts(id.as_str()).await?.into_iter().map(|a| a.user).collect();
     match crate::inventory::inventory(&source.whm).await {
-        Err(err) => report.push(
-            "inventory",
-            Severity::Hard,
-            format!("the source {} does not answer: {err}", source.name),
-        ),
+        Err(err) => report.push("inventory", Severity::Hard, whm_failure("source", &source.name, &err)),
         Ok(inventory) => {
             let moving = Inventory {
                 accounts: inventory
@@ -322,7 +324,11 @@ async fn dns_check(
     let zones = match adapters.dns.zones().await {
         Ok(zones) => zones,
         Err(err) => {
-            report.push("dns", Severity::Hard, format!("the DNS provider does not answer: {err}"));
+            let what = match err {
+                DnsError::Unauthorized { .. } => "the DNS provider answers but refuses siirto",
+                _ => "the DNS provider does not answer",
+            };
+            report.push("dns", Severity::Hard, format!("{what}: {err}"));
             return Ok(());
         }
     };
@@ -347,18 +353,55 @@ async fn dns_check(
             Err(err) => report.push("dns", Severity::Hard, format!("the DNS provider cannot read zone {zone}: {err}")),
         },
     }
+    serial_check(report, adapters, &domains, &zones).await;
     Ok(())
+}
+
+/// A `dns serial` warning for each of the migration's zones whose server does not raise the
+/// SOA serial on an API change (a PowerDNS zone without SOA-EDIT-API metadata): siirto raises
+/// it in its own changes, but secondaries never see a change any other tool makes through the
+/// API, and the operator should know before the cutover.
+async fn serial_check(
+    report: &mut PreflightReport,
+    adapters: &World,
+    domains: &[crate::store::DomainRow],
+    held: &[DomainName],
+) {
+    let ours: BTreeSet<&DomainName> =
+        held.iter().filter(|zone| domains.iter().any(|d| d.zone == zone.as_str())).collect();
+    for zone in ours {
+        match adapters.dns.server_bumps_serial(zone).await {
+            Ok(true) => {}
+            Ok(false) => report.push(
+                "dns serial",
+                Severity::Warning,
+                format!(
+                    "zone {zone} has no SOA-EDIT-API metadata: PowerDNS does not raise its SOA serial on API changes, so secondaries miss them; siirto raises it in its own changes, other API clients will not (fix: pdnsutil set-meta {zone} SOA-EDIT-API DEFAULT)"
+                ),
+            ),
+            Err(err) => report.push(
+                "dns serial",
+                Severity::Warning,
+                format!("cannot tell whether the server raises the SOA serial of zone {zone}: {err}"),
+            ),
+        }
+    }
+}
+
+/// A WHM host that failed a call, in words: one that refuses our token answers, and saying
+/// "does not answer" would send the operator to the network instead of the token file.
+fn whm_failure(role: &str, host: &str, err: &WhmError) -> String {
+    match err {
+        WhmError::Auth { .. } => format!("the {role} {host} answers but refuses siirto: {err}"),
+        _ => format!("the {role} {host} does not answer: {err}"),
+    }
 }
 
 async fn target_checks(report: &mut PreflightReport, moving: &Inventory, target: &HostRuntime) {
     let checks = match crate::inventory::check_target(moving, &target.whm).await {
         Ok(checks) => checks,
         Err(err) => {
-            report.push(
-                "target",
-                Severity::Hard,
-                format!("the target {} does not answer: {err}", target.name),
-            );
+            report.push("target", Severity::Hard, whm_failure("target", &target.name, &err));
             return;
         }
     };
@@ -449,4 +492,29 @@ pub async fn record(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_token_is_not_called_an_unanswered_host() {
+        let refused = WhmError::Auth {
+            function: "listaccts".into(),
+            url: "https://old1.example.fi:2087/json-api/listaccts".into(),
+            status: 403,
+            token: "the token in token_file (/etc/siirto/old1.token)".into(),
+        };
+        assert_eq!(
+            whm_failure("source", "old1", &refused),
+            "the source old1 answers but refuses siirto: WHM listaccts https://old1.example.fi:2087/json-api/listaccts: the host answered HTTP 403: it rejected the token in token_file (/etc/siirto/old1.token); check the token and its ACL"
+        );
+        let down = WhmError::Http {
+            function: "listaccts".into(),
+            url: "https://old1.example.fi:2087/json-api/listaccts".into(),
+            status: 503,
+        };
+        assert!(whm_failure("target", "new1", &down).starts_with("the target new1 does not answer: "));
+    }
 }

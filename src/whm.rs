@@ -41,45 +41,57 @@ pub enum WhmError {
     #[error("WHM client setup: {0}")]
     Setup(String),
     /// No answer: connection refused or reset, timeout, DNS failure. Transient.
-    #[error("WHM {function}: transport error: {source}")]
+    #[error("WHM {function}{}: transport error: {source}", at(.url))]
     Transport {
         /// The WHM API function called.
         function: String,
+        /// The URL called, without the query (its parameters may carry a password).
+        url: String,
         /// The underlying error (its URL is stripped: query strings may carry a password).
         #[source]
         source: reqwest::Error,
     },
     /// The TLS handshake failed: the certificate does not verify or does not match the pin.
     /// Not transient: retrying will not change the certificate.
-    #[error("WHM {function}: TLS handshake refused: {detail}")]
+    #[error("WHM {function}{}: TLS handshake refused: {detail}", at(.url))]
     Tls {
         /// The WHM API function called.
         function: String,
+        /// The URL called, without the query.
+        url: String,
         /// The TLS error text.
         detail: String,
     },
     /// The server refused the API token (HTTP 401/403).
-    #[error("WHM {function}: authentication refused (HTTP {status}); check the API token and its ACL")]
+    #[error("WHM {function}{}: the host answered HTTP {status}: it rejected {token}; check the token and its ACL", at(.url))]
     Auth {
         /// The WHM API function called.
         function: String,
+        /// The URL called, without the query.
+        url: String,
         /// The HTTP status.
         status: u16,
+        /// Which token, by where it was read from: `the token in token_file (/path)`.
+        token: String,
     },
     /// Any other non-success HTTP status. 5xx and 429 are transient.
-    #[error("WHM {function}: HTTP {status}")]
+    #[error("WHM {function}{}: HTTP {status}", at(.url))]
     Http {
         /// The WHM API function called.
         function: String,
+        /// The URL called, without the query.
+        url: String,
         /// The HTTP status.
         status: u16,
     },
     /// The body is not JSON (an HTML error page from cpsrvd or a proxy). Transient: it is
     /// typically a restarting or overloaded service; the retry limit bounds it.
-    #[error("WHM {function}: response is not JSON: {snippet:?}")]
+    #[error("WHM {function}{}: response is not JSON: {snippet:?}", at(.url))]
     NotJson {
         /// The WHM API function called.
         function: String,
+        /// The URL called, without the query.
+        url: String,
         /// The start of the body, whitespace collapsed.
         snippet: String,
     },
@@ -128,6 +140,47 @@ impl WhmError {
             | WhmError::Shape { function, .. } => Some(function),
         }
     }
+}
+
+/// ` URL` for an error's message, or nothing when the pure parsers made it without one.
+fn at(url: &str) -> String {
+    if url.is_empty() { String::new() } else { format!(" {url}") }
+}
+
+impl WhmError {
+    /// The same error with the request's URL (shown without its query) and which token was
+    /// sent, which the pure parsers below do not know.
+    fn for_request(mut self, shown_url: &str, token: &str) -> Self {
+        match &mut self {
+            WhmError::Transport { url, .. }
+            | WhmError::Tls { url, .. }
+            | WhmError::Http { url, .. }
+            | WhmError::NotJson { url, .. } => *url = shown_url.to_owned(),
+            WhmError::Auth { url, token: rejected, .. } => {
+                *url = shown_url.to_owned();
+                *rejected = token.to_owned();
+            }
+            WhmError::Setup(_) | WhmError::Failed { .. } | WhmError::Shape { .. } => {}
+        }
+        self
+    }
+}
+
+fn auth(function: &str, status: u16) -> WhmError {
+    WhmError::Auth {
+        function: function.to_owned(),
+        url: String::new(),
+        status,
+        token: "the API token".to_owned(),
+    }
+}
+
+fn http(function: &str, status: u16) -> WhmError {
+    WhmError::Http { function: function.to_owned(), url: String::new(), status }
+}
+
+fn not_json(function: &str, body: &[u8]) -> WhmError {
+    WhmError::NotJson { function: function.to_owned(), url: String::new(), snippet: snippet(body) }
 }
 
 fn shape(function: &str, detail: impl Into<String>) -> WhmError {
@@ -527,13 +580,12 @@ pub fn item_outcomes(lines: &[LogLine]) -> BTreeMap<String, ItemOutcome> {
 /// `metadata.reason`).
 pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value, WhmError> {
     if status == 401 || status == 403 {
-        return Err(WhmError::Auth { function: function.to_owned(), status });
+        return Err(auth(function, status));
     }
     if !(200..300).contains(&status) {
-        return Err(WhmError::Http { function: function.to_owned(), status });
+        return Err(http(function, status));
     }
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|_| WhmError::NotJson { function: function.to_owned(), snippet: snippet(body) })?;
+    let json: Value = serde_json::from_slice(body).map_err(|_| not_json(function, body))?;
     let Some(metadata) = json.get("metadata").filter(|m| m.is_object()) else {
         let detail = if json.get("status").is_some() || json.get("statusmsg").is_some() {
             "a WHM API 0 envelope (status/statusmsg) instead of API 1 metadata"
@@ -566,13 +618,12 @@ pub fn parse_envelope(function: &str, status: u16, body: &[u8]) -> Result<Value,
 /// envelope with `result = 0` (WHM refused the call before cPanel saw it) is a failure too.
 pub fn parse_cpanel_api2(function: &str, status: u16, body: &[u8]) -> Result<Vec<Value>, WhmError> {
     if status == 401 || status == 403 {
-        return Err(WhmError::Auth { function: function.to_owned(), status });
+        return Err(auth(function, status));
     }
     if !(200..300).contains(&status) {
-        return Err(WhmError::Http { function: function.to_owned(), status });
+        return Err(http(function, status));
     }
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|_| WhmError::NotJson { function: function.to_owned(), snippet: snippet(body) })?;
+    let json: Value = serde_json::from_slice(body).map_err(|_| not_json(function, body))?;
     let failed = |reason: &str| WhmError::Failed {
         function: function.to_owned(),
         reason: if reason.trim().is_empty() {
@@ -1172,6 +1223,8 @@ pub struct WhmClient {
     http: reqwest::Client,
     base_url: Url,
     authorization: HeaderValue,
+    /// Which token is sent, by where it was read from (`the token in token_file (/path)`).
+    token_origin: String,
 }
 
 impl fmt::Debug for WhmClient {
@@ -1217,7 +1270,11 @@ impl WhmClient {
             builder = builder.use_preconfigured_tls(pinned_tls_config(pin)?);
         }
         let http = builder.build().map_err(|e| WhmError::Setup(format!("HTTP client: {e}")))?;
-        Ok(Self { http, base_url, authorization })
+        let token_origin = match token.origin() {
+            Some(origin) => format!("the token in {origin}"),
+            None => "the API token".to_owned(),
+        };
+        Ok(Self { http, base_url, authorization, token_origin })
     }
 
     /// The URL of one function call (without the parameters).
@@ -1229,8 +1286,18 @@ impl WhmClient {
         url
     }
 
+    /// A function's URL as errors show it: no credentials, no query.
+    fn shown_url(&self, function: &str) -> String {
+        let mut url = self.function_url(function);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.to_string()
+    }
+
     /// Calls one function and returns its checked envelope.
     async fn call(&self, function: &str, params: &[(&str, &str)]) -> Result<Value, WhmError> {
+        let shown = self.shown_url(function);
         let mut url = self.function_url(function);
         {
             let mut query = url.query_pairs_mut();
@@ -1239,7 +1306,8 @@ impl WhmClient {
                 query.append_pair(key, value);
             }
         }
-        let transport = |err: reqwest::Error| classify_transport(function, err);
+        let transport =
+            |err: reqwest::Error| classify_transport(function, err).for_request(&shown, &self.token_origin);
         let response = self
             .http
             .get(url)
@@ -1249,7 +1317,8 @@ impl WhmClient {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(transport)?;
-        let result = parse_envelope(function, status, &body);
+        let result =
+            parse_envelope(function, status, &body).map_err(|e| e.for_request(&shown, &self.token_origin));
         if let Err(err) = &result {
             tracing::debug!(error = %err, "WHM call failed");
         }
@@ -1491,6 +1560,7 @@ impl WhmClient {
         params: &[(&str, &str)],
     ) -> Result<Vec<Value>, WhmError> {
         let function = format!("cpanel {module}::{func}");
+        let shown = self.shown_url("cpanel");
         let mut url = self.function_url("cpanel");
         {
             let mut query = url.query_pairs_mut();
@@ -1502,7 +1572,8 @@ impl WhmClient {
                 query.append_pair(key, value);
             }
         }
-        let transport = |err: reqwest::Error| classify_transport(&function, err);
+        let transport =
+            |err: reqwest::Error| classify_transport(&function, err).for_request(&shown, &self.token_origin);
         let response = self
             .http
             .get(url)
@@ -1512,7 +1583,8 @@ impl WhmClient {
             .map_err(transport)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(transport)?;
-        let result = parse_cpanel_api2(&function, status, &body);
+        let result = parse_cpanel_api2(&function, status, &body)
+            .map_err(|e| e.for_request(&shown, &self.token_origin));
         if let Err(err) = &result {
             tracing::debug!(error = %err, "cPanel API 2 call through WHM failed");
         }
@@ -1563,7 +1635,11 @@ fn classify_transport(function: &str, err: reqwest::Error) -> WhmError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return WhmError::Tls { function: function.to_owned(), detail: tls.to_string() };
+            return WhmError::Tls {
+                function: function.to_owned(),
+                url: String::new(),
+                detail: tls.to_string(),
+            };
         }
         // `io::Error::source` skips the error it wraps (hyper nests them), so step into it.
         source = match e.downcast_ref::<std::io::Error>() {
@@ -1571,7 +1647,7 @@ fn classify_transport(function: &str, err: reqwest::Error) -> WhmError {
             None => e.source(),
         };
     }
-    WhmError::Transport { function: function.to_owned(), source: err }
+    WhmError::Transport { function: function.to_owned(), url: String::new(), source: err }
 }
 
 #[cfg(test)]
@@ -1781,7 +1857,7 @@ mod tests {
         let html = b"<html>\n<head><title>cPanel &amp; WHM</title></head>\n<body>  The service is restarting  </body></html>";
         let err = parse_envelope("listaccts", 200, html).unwrap_err();
         match &err {
-            WhmError::NotJson { function, snippet } => {
+            WhmError::NotJson { function, snippet, .. } => {
                 assert_eq!(function, "listaccts");
                 assert!(snippet.starts_with("<html> <head><title>"), "{snippet}");
                 assert!(snippet.len() <= 160 * 4);

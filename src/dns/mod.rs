@@ -40,8 +40,19 @@ pub trait DnsProvider: Send + Sync {
     async fn zones(&self) -> Result<Vec<DomainName>, DnsError>;
 
     /// Applies a batch of rrset changes to one zone in ONE request (one PowerDNS PATCH, one
-    /// RFC 2136 UPDATE message), so the whole batch is applied or none of it is. An empty batch sends nothing.
+    /// RFC 2136 UPDATE message), so the whole batch is applied or none of it is. An empty batch
+    /// sends nothing. The zone's SOA serial goes up with every applied batch, so that
+    /// secondaries transfer the change (by the server itself, or by the provider in the batch).
     async fn apply(&self, zone: &DomainName, changes: &[RrsetChange]) -> Result<(), DnsError>;
+
+    /// Whether the server raises the zone's SOA serial by itself on a change through this
+    /// provider's interface. `false` (a PowerDNS zone without `SOA-EDIT-API` metadata, as
+    /// `pdnsutil` or an import leaves it) means [`DnsProvider::apply`] raises it in its own
+    /// batch, and every other tool changing the zone must too. Servers taking RFC 2136
+    /// updates raise it themselves: the default says so.
+    async fn server_bumps_serial(&self, _zone: &DomainName) -> Result<bool, DnsError> {
+        Ok(true)
+    }
 }
 
 /// One zone and all its rrsets.
@@ -162,30 +173,48 @@ pub fn owner_name(name: &str, zone: &DomainName) -> Result<String, DnsError> {
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     /// The provider could not be reached or did not answer in time (transient).
-    #[error("{op}: could not reach the DNS API: {source}")]
+    #[error("{op} {url}: could not reach the DNS API: {source}")]
     Transport {
         /// The operation (`"GET zone"`, `"PATCH zone"`, …).
         op: &'static str,
-        /// The underlying HTTP client error.
+        /// The URL called (no credentials or query).
+        url: String,
+        /// The underlying HTTP client error (its URL stripped; `url` says it).
         #[source]
         source: reqwest::Error,
     },
     /// The provider answered with an HTTP error status; 5xx (for PowerDNS on sqlite, 500 is
     /// its writer lock: the change was not applied) and 429 are transient, 4xx are not.
-    #[error("{op}: the DNS API answered HTTP {status}: {message}")]
+    #[error("{op} {url}: the DNS API answered HTTP {status}: {message}")]
     Api {
         /// The operation.
         op: &'static str,
+        /// The URL called (no credentials or query).
+        url: String,
         /// The HTTP status code.
         status: u16,
         /// The API's `error` text, or the start of the body.
         message: String,
     },
+    /// The API refused our key (HTTP 401 or 403): a configuration problem, not transient.
+    #[error("{op} {url}: the DNS API answered HTTP {status}: it rejected {key}")]
+    Unauthorized {
+        /// The operation.
+        op: &'static str,
+        /// The URL called (no credentials or query).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// Which key, by where it was read from: `the key in api_key_file (/path)`.
+        key: String,
+    },
     /// The zone does not exist at the provider (HTTP 404).
-    #[error("{op}: zone {zone} does not exist: {message}")]
+    #[error("{op} {url}: zone {zone} does not exist: {message}")]
     NoSuchZone {
         /// The operation.
         op: &'static str,
+        /// The URL called (no credentials or query).
+        url: String,
         /// The zone asked for.
         zone: String,
         /// The API's `error` text.
@@ -304,6 +333,7 @@ impl DnsError {
             DnsError::Api { status, .. } => *status >= 500 || *status == 429,
             DnsError::Rcode { rcode, .. } => rcode == "SERVFAIL",
             DnsError::NoSuchZone { .. }
+            | DnsError::Unauthorized { .. }
             | DnsError::Shape { .. }
             | DnsError::BadName { .. }
             | DnsError::Name(_)
@@ -404,7 +434,12 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        let api = |status| DnsError::Api { op: "PATCH zone", status, message: String::new() };
+        let api = |status| DnsError::Api {
+            op: "PATCH zone",
+            url: "http://127.0.0.1:8081/api/v1/servers/localhost/zones/x.fi.".into(),
+            status,
+            message: String::new(),
+        };
         assert!(api(500).is_transient());
         assert!(api(503).is_transient());
         assert!(api(429).is_transient());

@@ -31,6 +31,8 @@ pub struct PowerDns {
     server_url: Url,
     /// Where zones are read by AXFR instead of `GET zones/{zone}` (see [`Self::with_axfr_reads`]).
     axfr: Option<SocketAddr>,
+    /// Where the API key was read from, for the error when PowerDNS refuses it.
+    key_origin: Option<String>,
 }
 
 impl PowerDns {
@@ -50,7 +52,7 @@ impl PowerDns {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|err| DnsError::Config(format!("HTTP client: {err}")))?;
-        Ok(Self { http, server_url, axfr: None })
+        Ok(Self { http, server_url, axfr: None, key_origin: api_key.origin().map(str::to_owned) })
     }
 
     /// Reads zones by an unsigned AXFR from PowerDNS's own DNS port at `server` instead of
@@ -117,23 +119,38 @@ impl PowerDns {
         body: Option<&B>,
         zone: Option<&DomainName>,
     ) -> Result<Vec<u8>, DnsError> {
+        let shown = shown_url(&url);
+        let transport = |source: reqwest::Error| DnsError::Transport {
+            op,
+            url: shown.clone(),
+            source: source.without_url(),
+        };
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|source| DnsError::Transport { op, source })?;
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|source| DnsError::Transport { op, source })?;
+        let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return Ok(body.to_vec());
         }
         let message = error_text(&body);
-        tracing::debug!(status = status.as_u16(), %message, "DNS API refused");
+        tracing::debug!(status = status.as_u16(), url = %shown, %message, "DNS API refused");
         match (status, zone) {
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Err(DnsError::Unauthorized {
+                op,
+                url: shown,
+                status: status.as_u16(),
+                key: match &self.key_origin {
+                    Some(origin) => format!("the key in {origin}"),
+                    None => "the API key".to_owned(),
+                },
+            }),
             (StatusCode::NOT_FOUND, Some(zone)) => {
-                Err(DnsError::NoSuchZone { op, zone: zone.to_string(), message })
+                Err(DnsError::NoSuchZone { op, url: shown, zone: zone.to_string(), message })
             }
-            _ => Err(DnsError::Api { op, status: status.as_u16(), message }),
+            _ => Err(DnsError::Api { op, url: shown, status: status.as_u16(), message }),
         }
     }
 }
@@ -179,14 +196,117 @@ impl DnsProvider for PowerDns {
         if changes.is_empty() {
             return Ok(());
         }
-        let body = patch_body(zone, changes)?;
+        let mut body = patch_body(zone, changes)?;
+        // A batch that sets the SOA itself says what the serial is; otherwise a zone without
+        // SOA-EDIT-API would keep its serial and secondaries would never see the change.
+        if !body.rrsets.iter().any(|r| r.rtype == "SOA") {
+            let soa = self.soa_state(zone).await?;
+            if !soa.server_bumps {
+                let today = chrono::Utc::now().date_naive();
+                let bumped = bump_soa(zone, &soa, today)?;
+                tracing::debug!(soa = %bumped.records.as_ref().and_then(|r| r.first()).map_or("", |r| r.content.as_str()), "zone has no SOA-EDIT-API: the serial is raised in the batch");
+                body.rrsets.push(bumped);
+            }
+        }
         let url = self.zone_url(zone)?;
         self.send("PATCH zone", Method::PATCH, url, Some(&body), Some(zone)).await?;
         Ok(())
     }
+
+    #[tracing::instrument(skip_all, fields(zone = %zone))]
+    async fn server_bumps_serial(&self, zone: &DomainName) -> Result<bool, DnsError> {
+        Ok(self.soa_state(zone).await?.server_bumps)
+    }
 }
 
-/// `{api_url}/api/v1/servers/{server_id}/`; the server id must be a plain word.
+/// What [`PowerDns::apply`] needs to know to keep a zone's serial moving.
+#[derive(Debug, Clone, PartialEq)]
+struct SoaState {
+    /// The zone has a `SOA-EDIT-API` setting: PowerDNS raises the serial on every API change.
+    server_bumps: bool,
+    /// The SOA rrset as the API holds it (`None` if the zone has none, which PowerDNS refuses
+    /// to serve anyway).
+    soa: Option<ApiRrset>,
+}
+
+impl PowerDns {
+    /// The zone's `soa_edit_api` and its SOA rrset, in one small request: the API filters the
+    /// rrsets to the apex SOA (PowerDNS 4.7 and later; an older server sends them all, and the
+    /// SOA is picked out). The metadata endpoint is no help: it refuses `SOA-EDIT-API` as a kind
+    /// it does not let clients read.
+    async fn soa_state(&self, zone: &DomainName) -> Result<SoaState, DnsError> {
+        const OP: &str = "GET zone SOA";
+        let mut url = self.zone_url(zone)?;
+        url.query_pairs_mut().append_pair("rrset_name", &zone.fqdn()).append_pair("rrset_type", "SOA");
+        let body = self.send::<()>(OP, Method::GET, url, None, Some(zone)).await?;
+        let api: ApiZoneSoa = parse(OP, &body)?;
+        let apex = zone.fqdn();
+        Ok(SoaState {
+            server_bumps: !api.soa_edit_api.trim().is_empty(),
+            soa: api
+                .rrsets
+                .into_iter()
+                .find(|r| r.rtype.eq_ignore_ascii_case("SOA") && r.name.eq_ignore_ascii_case(&apex)),
+        })
+    }
+}
+
+/// The SOA rrset with the next serial (see [`next_serial`]), as a REPLACE for the batch.
+fn bump_soa(zone: &DomainName, state: &SoaState, today: chrono::NaiveDate) -> Result<ApiRrset, DnsError> {
+    let shape = |detail: String| DnsError::Shape { op: "GET zone SOA", detail };
+    let soa = state.soa.as_ref().ok_or_else(|| shape(format!("zone {zone} has no SOA record")))?;
+    let record = soa
+        .records
+        .as_ref()
+        .and_then(|records| records.iter().find(|r| !r.disabled))
+        .ok_or_else(|| shape(format!("zone {zone} has no enabled SOA record")))?;
+    let mut fields: Vec<&str> = record.content.split_whitespace().collect();
+    let serial: u32 =
+        fields.get(2).and_then(|s| s.parse().ok()).filter(|_| fields.len() == 7).ok_or_else(|| {
+            shape(format!(
+                "zone {zone}: SOA {:?} is not \"mname rname serial refresh retry expire minimum\"",
+                record.content
+            ))
+        })?;
+    let next = next_serial(serial, today).to_string();
+    fields[2] = &next;
+    Ok(ApiRrset {
+        name: soa.name.clone(),
+        rtype: "SOA".into(),
+        ttl: soa.ttl,
+        changetype: Some("REPLACE".into()),
+        records: Some(vec![ApiRecord { content: fields.join(" "), disabled: false }]),
+    })
+}
+
+/// The serial after `current`, keeping its style: a date serial `YYYYMMDDnn` moves to today's
+/// `YYYYMMDD01` when that is larger, else by one; any other serial goes up by one. Serial
+/// arithmetic is RFC 1982's: it wraps modulo 2^32, and 0 is skipped (some secondaries treat a
+/// zero serial as "unset").
+pub(crate) fn next_serial(current: u32, today: chrono::NaiveDate) -> u32 {
+    use chrono::Datelike;
+    let looks_like_a_date = {
+        let date = current / 100;
+        let (year, month, day) = (date / 10_000, date / 100 % 100, date % 100);
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(year).unwrap_or(0), month, day)
+            .is_some_and(|d| (1990..=2100).contains(&d.year()))
+    };
+    if looks_like_a_date {
+        let today_first = u32::try_from(today.year()).ok().and_then(|year| {
+            year.checked_mul(1_000_000)?.checked_add(today.month() * 10_000 + today.day() * 100 + 1)
+        });
+        if let Some(candidate) = today_first.filter(|c| *c > current) {
+            return candidate;
+        }
+    }
+    match current.wrapping_add(1) {
+        0 => 1,
+        next => next,
+    }
+}
+
+/// `{api_url}/api/v1/servers/{server_id}/` (an `api_url` that already ends in `/api/v1` gets
+/// it once); the server id must be a plain word.
 fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     if server_id.is_empty()
         || !server_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -199,13 +319,20 @@ fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
         return Err(DnsError::Config(format!("API URL {api_url} must be an http:// or https:// URL")));
     }
-    let mut base = api_url.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
+    // The URL may be given with the API's own `/api/v1` path or without.
+    let base = crate::config::powerdns_base_url(api_url);
     base.join(&format!("api/v1/servers/{server_id}/"))
         .map_err(|err| DnsError::Config(format!("API URL: {err}")))
+}
+
+/// A URL as errors show it: without credentials, query or fragment.
+fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// The API's `{"error": "..."}` text, or the start of the body when it is not that.
@@ -321,6 +448,16 @@ struct ApiZone {
     rrsets: Vec<ApiRrset>,
 }
 
+/// A zone as the API gives it for [`PowerDns::soa_state`].
+#[derive(Debug, Deserialize)]
+struct ApiZoneSoa {
+    /// Empty or absent when the zone has no SOA-EDIT-API metadata.
+    #[serde(default)]
+    soa_edit_api: String,
+    #[serde(default)]
+    rrsets: Vec<ApiRrset>,
+}
+
 #[derive(Debug, Deserialize)]
 struct ApiZoneListing {
     name: String,
@@ -339,6 +476,10 @@ mod tests {
         );
         assert_eq!(
             server_url(&url("https://dns.example.fi/pdns"), "localhost").unwrap().as_str(),
+            "https://dns.example.fi/pdns/api/v1/servers/localhost/"
+        );
+        assert_eq!(
+            server_url(&url("https://dns.example.fi/pdns/api/v1/"), "localhost").unwrap().as_str(),
             "https://dns.example.fi/pdns/api/v1/servers/localhost/"
         );
         assert!(server_url(&url("http://x/"), "../admin").is_err());
@@ -384,6 +525,58 @@ mod tests {
         );
         let outside = [RrsetChange::Delete { name: "www.other.fi.".into(), rtype: "A".into() }];
         assert!(matches!(patch_body(&zone, &outside), Err(DnsError::BadName { .. })));
+    }
+
+    #[test]
+    fn serials_move_forward_in_their_own_style() {
+        let day = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let today = day(2026, 12, 4);
+        let table: &[(u32, u32, &str)] = &[
+            (2026120101, 2026120401, "an older date serial jumps to today's first"),
+            (2026120401, 2026120402, "today's serial counts on"),
+            (2026120499, 2026120500, "the 100th change of a day borrows from tomorrow"),
+            (2026120510, 2026120511, "a serial dated ahead of today only counts on"),
+            (1, 2, "a counter counts"),
+            (0, 1, "zero, as PowerDNS's default SOA has it, counts"),
+            (1733300000, 1733300001, "a Unix time counts (not a date)"),
+            (4294967295, 1, "2^32 - 1 wraps past 0 (RFC 1982), which is skipped"),
+            (2026139901, 2026139902, "month 13 is no date"),
+        ];
+        for (current, expected, why) in table {
+            assert_eq!(next_serial(*current, today), *expected, "{current}: {why}");
+        }
+        // RFC 1982: the next serial is always "greater" than the current one.
+        for (current, _, _) in table {
+            let next = next_serial(*current, today);
+            let ahead = next.wrapping_sub(*current);
+            assert!(ahead > 0 && ahead < 1 << 31, "{current} -> {next}");
+        }
+    }
+
+    #[test]
+    fn the_bumped_soa_keeps_everything_but_the_serial() {
+        let zone = DomainName::parse("example.fi").unwrap();
+        let soa = |content: &str| SoaState {
+            server_bumps: false,
+            soa: Some(ApiRrset {
+                name: "example.fi.".into(),
+                rtype: "SOA".into(),
+                ttl: Some(3600),
+                changetype: None,
+                records: Some(vec![ApiRecord { content: content.into(), disabled: false }]),
+            }),
+        };
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        let bumped =
+            bump_soa(&zone, &soa("ns1.example.fi. hostmaster.example.fi. 7 10800 3600 604800 3600"), today)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(&bumped).unwrap(),
+            serde_json::json!({"name": "example.fi.", "type": "SOA", "ttl": 3600, "changetype": "REPLACE",
+                "records": [{"content": "ns1.example.fi. hostmaster.example.fi. 8 10800 3600 604800 3600", "disabled": false}]})
+        );
+        assert!(bump_soa(&zone, &soa("ns1.example.fi. hostmaster.example.fi."), today).is_err());
+        assert!(bump_soa(&zone, &SoaState { server_bumps: false, soa: None }, today).is_err());
     }
 
     #[test]

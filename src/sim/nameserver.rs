@@ -214,6 +214,8 @@ impl SimZone {
             "name": self.name,
             "kind": "Native",
             "serial": self.serial(),
+            // Like a zone made through PowerDNS's API: PowerDNS raises the serial on a change.
+            "soa_edit_api": "DEFAULT",
             "url": format!("/api/v1/servers/localhost/zones/{}", self.name),
         });
         if with_rrsets {

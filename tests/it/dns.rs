@@ -202,8 +202,13 @@ async fn refusals(provider: &PowerDns, api_url: &Url, dns_addr: SocketAddr) {
 
     let wrong_key = client(api_url, "not-the-key");
     let err = wrong_key.zones().await.unwrap_err();
-    assert!(matches!(err, DnsError::Api { status: 401, .. }), "{err:?}");
+    assert!(matches!(err, DnsError::Unauthorized { status: 401, .. }), "{err:?}");
+    assert!(!err.is_transient());
     assert!(!format!("{err:?}{err}").contains("not-the-key"));
+    // The URL called is named; a key given without an origin is "the API key".
+    let expected = format!("GET zones {api_url}api/v1/servers/localhost/zones: ");
+    assert!(err.to_string().starts_with(&expected), "{err}");
+    assert!(err.to_string().ends_with("it rejected the API key"), "{err}");
 
     let checker = Checker::new(vec![dns_addr]).unwrap();
     let err = checker.a_records(&domain("www.not-served.example")).await.unwrap_err();
@@ -251,6 +256,175 @@ async fn powerdns_refusals() {
     let pdns = Pdns::start().await;
     let provider = client(&pdns.api_url, &pdns.api_key);
     refusals(&provider, &pdns.api_url, pdns.dns_addr).await;
+}
+
+/// A config that names PowerDNS's API with its `/api/v1` path (as PowerDNS's own docs do)
+/// reaches the same server as one without it: the provider built from it lists, reads and
+/// writes zones.
+#[tokio::test]
+async fn powerdns_configured_with_the_api_v1_path() {
+    let pdns = Pdns::start().await;
+    let zone = domain("delta.test");
+    client(&pdns.api_url, &pdns.api_key)
+        .create_zone(&zone, &["ns1.delta.test.".into()], &customer_rrsets("delta.test"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pdns.key"), &pdns.api_key).unwrap();
+    std::fs::write(dir.path().join("old1.token"), "whm-token").unwrap();
+    for suffix in ["api/v1", "api/v1/"] {
+        let text = format!(
+            "database = \"sqlite:s.db\"\n\
+             [hosts.old1]\nwhm_url = \"https://old1.example.net:2087\"\ntoken_file = \"old1.token\"\nip = \"198.51.100.10\"\n\
+             [dns]\nprovider = \"powerdns\"\napi_url = \"{}{suffix}\"\napi_key_file = \"pdns.key\"\nnameservers = [\"{}\"]\n\
+             [mail]\nfrom = \"support@example.fi\"\nchannel = \"directory\"\npath = \"outbox\"\n",
+            pdns.api_url, pdns.dns_addr
+        );
+        let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+        let world = siirto::world::World::from_config(&config).expect("world");
+        assert_eq!(
+            world.dns.zones().await.unwrap_or_else(|e| panic!("zones through {suffix}: {e}")),
+            vec![zone.clone()]
+        );
+        let before = world.dns.zone(&zone).await.unwrap();
+        let changes = repoint_changes(&before, None, OLD, NEW);
+        world.dns.apply(&zone, &changes).await.expect("PATCH");
+        let after = world.dns.zone(&zone).await.unwrap();
+        assert_eq!(after.rrset("www.delta.test.", "A").unwrap().records, vec![NEW.to_string()], "{suffix}");
+        world.dns.apply(&zone, &repoint_changes(&after, None, NEW, OLD)).await.unwrap();
+    }
+}
+
+/// A config whose key file holds the wrong key: PowerDNS's refusal names the URL called and
+/// the file to fix, never the key, and is not retried.
+#[tokio::test]
+async fn powerdns_refusing_the_key_names_the_url_and_the_key_file() {
+    let pdns = Pdns::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("pdns.key");
+    std::fs::write(&key_file, "wrong-pdns-key\n").unwrap();
+    std::fs::write(dir.path().join("old1.token"), "whm-token").unwrap();
+    let text = format!(
+        "database = \"sqlite:s.db\"\n\
+         [hosts.old1]\nwhm_url = \"https://old1.example.net:2087\"\ntoken_file = \"old1.token\"\nip = \"198.51.100.10\"\n\
+         [dns]\nprovider = \"powerdns\"\napi_url = \"{}\"\napi_key_file = \"pdns.key\"\nnameservers = [\"{}\"]\n\
+         [mail]\nfrom = \"support@example.fi\"\nchannel = \"directory\"\npath = \"outbox\"\n",
+        pdns.api_url, pdns.dns_addr
+    );
+    let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+    let world = siirto::world::World::from_config(&config).expect("world");
+    for err in [
+        world.dns.zones().await.unwrap_err(),
+        world.dns.zone(&domain("alpha.test")).await.unwrap_err(),
+        world
+            .dns
+            .apply(
+                &domain("alpha.test"),
+                &[RrsetChange::Delete { name: "alpha.test.".into(), rtype: "A".into() }],
+            )
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, DnsError::Unauthorized { status: 401, .. }), "{err:?}");
+        assert!(!err.is_transient(), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains(&format!("{}api/v1/servers/localhost/zones", pdns.api_url)), "{shown}");
+        assert!(
+            shown.ends_with(&format!("it rejected the key in api_key_file ({})", key_file.display())),
+            "{shown}"
+        );
+        assert!(!format!("{shown}{err:?}").contains("wrong-pdns-key"), "{shown}");
+    }
+}
+
+/// Creates `zone` through the raw API with `soa_edit_api` empty, as a zone made with `pdnsutil`
+/// or imported into the database is: PowerDNS then keeps the serial on API changes.
+async fn create_zone_without_soa_edit_api(pdns: &Pdns, zone: &str, serial: u32) {
+    let body = serde_json::json!({
+        "name": format!("{zone}."), "kind": "Native", "nameservers": [format!("ns1.{zone}.")],
+        "soa_edit_api": "",
+        "rrsets": [
+            {"name": format!("{zone}."), "type": "SOA", "ttl": 3600, "records": [{"content":
+                format!("ns1.{zone}. hostmaster.{zone}. {serial} 10800 3600 604800 3600"), "disabled": false}]},
+            {"name": format!("www.{zone}."), "type": "A", "ttl": 3600,
+             "records": [{"content": OLD.to_string(), "disabled": false}]},
+        ]
+    });
+    let response = reqwest::Client::new()
+        .post(pdns.api_url.join("api/v1/servers/localhost/zones").unwrap())
+        .header("X-API-Key", &pdns.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+/// A zone without SOA-EDIT-API keeps its serial on an API PATCH, so secondaries would never
+/// transfer the cutover: the provider raises the serial in the same PATCH, in the zone's own
+/// style (a date serial moves to today's, a counter counts), for the cutover and the rollback,
+/// and leaves the serial of a zone PowerDNS bumps itself to PowerDNS (one bump, not two).
+#[tokio::test]
+async fn powerdns_raises_the_serial_of_a_zone_without_soa_edit_api() {
+    let pdns = Pdns::start().await;
+    let provider = client(&pdns.api_url, &pdns.api_key);
+    create_zone_without_soa_edit_api(&pdns, "dated.test", 2020010101).await;
+    create_zone_without_soa_edit_api(&pdns, "counted.test", 41).await;
+    let bumping = domain("bumping.test");
+    provider
+        .create_zone(&bumping, &["ns1.bumping.test.".into()], &customer_rrsets("bumping.test"))
+        .await
+        .unwrap();
+
+    assert!(!provider.server_bumps_serial(&domain("dated.test")).await.unwrap());
+    assert!(!provider.server_bumps_serial(&domain("counted.test")).await.unwrap());
+    assert!(provider.server_bumps_serial(&bumping).await.unwrap());
+
+    let today: u32 = chrono::Utc::now().format("%Y%m%d01").to_string().parse().unwrap();
+    let checker = Checker::new(vec![pdns.dns_addr]).unwrap();
+    for (zone, after_cutover, after_rollback) in [("dated.test", today, today + 1), ("counted.test", 42, 43)]
+    {
+        let zone = domain(zone);
+        // The cutover…
+        let before = provider.zone(&zone).await.unwrap();
+        provider.apply(&zone, &repoint_changes(&before, None, OLD, NEW)).await.unwrap();
+        let cut = provider.zone(&zone).await.unwrap();
+        assert_eq!(serial(&cut), after_cutover, "{zone}");
+        assert_eq!(cut.rrset(&format!("www.{}", zone.fqdn()), "A").unwrap().records, vec![NEW.to_string()]);
+        // …served with its new serial on the DNS port, where secondaries look…
+        let www = domain(&format!("www.{zone}"));
+        assert_eq!(checker.verify_a(&www, NEW).await.unwrap(), Verification::Served);
+        assert_eq!(served_serial(pdns.dns_addr, &zone).await, after_cutover, "{zone}");
+        // …and the rollback raises it again.
+        provider.apply(&zone, &repoint_changes(&cut, None, NEW, OLD)).await.unwrap();
+        assert_eq!(serial(&provider.zone(&zone).await.unwrap()), after_rollback, "{zone}");
+        assert_eq!(served_serial(pdns.dns_addr, &zone).await, after_rollback, "{zone}");
+    }
+
+    let before = serial(&provider.zone(&bumping).await.unwrap());
+    let zone_now = provider.zone(&bumping).await.unwrap();
+    provider.apply(&bumping, &repoint_changes(&zone_now, None, OLD, NEW)).await.unwrap();
+    assert_eq!(serial(&provider.zone(&bumping).await.unwrap()), before + 1, "PowerDNS's own bump only");
+}
+
+/// The SOA serial `server` answers for `zone`.
+async fn served_serial(server: SocketAddr, zone: &DomainName) -> u32 {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(zone.fqdn()).unwrap(), RecordType::SOA));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query.to_vec().unwrap(), server).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    let (len, _) = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv_from(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let answer = Message::from_vec(&buffer[..len]).unwrap();
+    match answer.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA for {zone}: {other:?}"),
+    }
 }
 
 #[tokio::test]

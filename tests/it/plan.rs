@@ -40,6 +40,11 @@ async fn plan_review_approve_and_replan() {
     let mut csv = String::from("\u{feff}asiakasnro;nimi;sähköposti;palvelin;tunnus\r\n");
     for (i, account) in rig.hosts.accounts.iter().enumerate() {
         match i {
+            // One address of the first customer is invalid; the other one is used.
+            0 => csv.push_str(&format!(
+                "C{i};Asiakas {i};\"ei-osoite, {}\";old1.example.fi;{}\r\n",
+                account.email, account.user
+            )),
             1 => continue,
             2 => csv.push_str(&format!(
                 "C{i};\"Äänekosken Kukka Oy\";{};cp9.example.fi;{}\r\n",
@@ -87,6 +92,14 @@ async fn plan_review_approve_and_replan() {
     assert!(text.contains("2026-11-30T22:00:00Z  lower the TTLs"), "{text}");
     assert!(text.contains("(manual)"), "{text}");
     assert!(text.contains("target new: no user or domain clashes"), "{text}");
+    // The row with the invalid address was used: the flag says to whom notices go instead.
+    let first = &rig.hosts.accounts[0];
+    let flag = format!(
+        "(email): expected an e-mail address like \"name@example.fi\", got \"ei-osoite\" → {} matched to customer \"C0\", but no notice can be sent to the invalid address; notices go to {} (from the contract)",
+        first.user, first.email
+    );
+    assert!(text.contains(&flag), "{text}");
+    assert!(!text.contains("that row is not used"), "{text}");
 
     // The JSON document of a second plan, with what changed since the first.
     rig.source_whm().remove_account(&AccountName::parse("kukka0004").unwrap(), true).await.unwrap();
@@ -170,4 +183,25 @@ async fn plan_review_approve_and_replan() {
     let text = ok(&plan("third", false));
     assert!(text.contains("contracts: the contract source could not be read"), "{text}");
     assert!(text.contains("sähköposti"), "the missing column is named: {text}");
+
+    // A contract file with a quote that never closes would lose the rows after it: planning
+    // refuses it, names the file, line and column, and makes no migration.
+    std::fs::write(
+        dir.join("contracts.csv"),
+        "asiakasnro;nimi;sähköposti;palvelin;tunnus\n\
+         C1;X;x@example.fi;old1.example.fi;kukka0001\n\
+         C3;\"Kukka Oy;k@example.fi;old1.example.fi;kukka0003\n\
+         C4;Y;y@example.fi;old1.example.fi;kukka0004\n",
+    )
+    .unwrap();
+    let refused = plan("fourth", false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refused:?}");
+    let expected =
+        format!("{}:3:4: \"nimi\": expected a closing quote (\")", dir.join("contracts.csv").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("fields like the header"), "{stderr}");
+    let missing = siirto(dir, &["status", "fourth"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no migration fourth"), "{missing:?}");
 }

@@ -42,9 +42,28 @@ impl ControlRig for Rig {
 async fn preflight_passes_and_the_start_is_recorded() {
     let rig = start_rig(4, 100 * 1024 * 1024, "").await;
     rig.plan_and_approve(PLAYBOOK).await;
+    // One zone loses its SOA-EDIT-API setting, as a zone made with pdnsutil has none.
+    let bare = rig.hosts.accounts[0].domain.clone();
+    let response = reqwest::Client::new()
+        .put(rig.pdns.api_url.join(&format!("api/v1/servers/localhost/zones/{}", bare.fqdn())).unwrap())
+        .header("X-API-Key", &rig.pdns.api_key)
+        .json(&serde_json::json!({"soa_edit_api": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
     let outcome = rig.start_migration().await;
     let report = &outcome.report;
     assert!(report.passed(), "{report:#?}");
+    // It is warned about by name, and only it.
+    let serial_warnings: Vec<_> = report.findings.iter().filter(|f| f.check == "dns serial").collect();
+    assert_eq!(serial_warnings.len(), 1, "{report:#?}");
+    assert_eq!(serial_warnings[0].severity, Severity::Warning);
+    assert!(
+        serial_warnings[0].detail.starts_with(&format!("zone {bare} has no SOA-EDIT-API metadata")),
+        "{:?}",
+        serial_warnings[0]
+    );
     assert!(matches!(outcome.started, Some(MigrationState::Started { .. })), "{outcome:?}");
     let severity = |check: &str| report.findings.iter().find(|f| f.check == check).map(|f| f.severity);
     assert_eq!(severity("credentials"), Some(Severity::Ok));

@@ -167,3 +167,46 @@ async fn the_client_talks_to_a_simulated_host_over_pinned_https() {
     assert!(matches!(err, WhmError::Auth { .. }) && !err.is_transient(), "{err:?}");
     assert!(!format!("{err:?} {err}").contains("sim-token"));
 }
+
+/// A config whose token file holds the wrong token, against the simulated WHM host: the
+/// refusal names the URL called (without its query) and the file to fix, never the token,
+/// for WHM API 1 calls and cPanel API 2 calls through WHM alike.
+#[tokio::test]
+async fn a_refused_token_names_the_url_and_the_token_file() {
+    use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
+    let dir = tempfile::tempdir().unwrap();
+    let world = SimWorld::new();
+    let mut spec = SimHostSpec::new("old.sim.test", std::net::Ipv4Addr::new(127, 0, 0, 2), "right-token");
+    spec.accounts = generate_accounts(1, "tok");
+    let host = start_host(spec, dir.path().join("old"), &world).await.unwrap();
+    let token_file = dir.path().join("old.token");
+    std::fs::write(&token_file, "wrong-whm-token\n").unwrap();
+    std::fs::write(dir.path().join("pdns.key"), "key").unwrap();
+    let text = format!(
+        "database = \"sqlite:s.db\"\n\
+         [hosts.old]\nwhm_url = \"{}\"\ntoken_file = \"old.token\"\nip = \"127.0.0.2\"\n\
+         [dns]\nprovider = \"powerdns\"\napi_url = \"http://127.0.0.1:9\"\napi_key_file = \"pdns.key\"\nnameservers = [\"127.0.0.1:9\"]\n\
+         [mail]\nfrom = \"support@example.fi\"\nchannel = \"directory\"\npath = \"outbox\"\n",
+        host.whm_url
+    );
+    let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+    let adapters = siirto::world::World::from_config(&config).expect("world");
+    let whm = &adapters.hosts["old"].whm;
+    let user = siirto::names::AccountName::parse("tok0000").unwrap();
+    let domain = siirto::names::DomainName::parse("tok0000.fi").unwrap();
+    let expected_end = format!(
+        "it rejected the token in token_file ({}); check the token and its ACL",
+        token_file.display()
+    );
+    for (err, path) in [
+        (whm.list_accounts().await.unwrap_err(), "json-api/listaccts"),
+        (whm.mail_routing(&user, &domain).await.unwrap_err(), "json-api/cpanel"),
+    ] {
+        assert!(matches!(err, WhmError::Auth { status: 403, .. }) && !err.is_transient(), "{err:?}");
+        let shown = err.to_string();
+        assert!(shown.contains(&format!(" {}{path}: ", host.whm_url)), "{shown}");
+        assert!(shown.ends_with(&expected_end), "{shown}");
+        assert!(!shown.contains('?'), "no query in the message: {shown}");
+        assert!(!format!("{shown}{err:?}").contains("wrong-whm-token"), "{shown}");
+    }
+}
