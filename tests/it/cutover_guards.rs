@@ -296,7 +296,12 @@ async fn a_rollback_is_not_overwritten_by_a_repoint_in_flight() {
     }
     let jobs = rig.store.jobs(rig.id.as_str()).await.unwrap();
     assert!(jobs.iter().find(|j| j.kind == "rollback").unwrap().done_at.is_some());
-    assert!(!jobs.iter().any(|j| j.kind == "restore_ttl"), "no TTL restore for a rolled-back account");
+    // The only TTL restore is the rollback's own, after the settle period: none from the
+    // repoint that lost the race.
+    let restores: Vec<_> = jobs.iter().filter(|j| j.kind == "restore_ttl").collect();
+    assert_eq!(restores.len(), 1, "{restores:#?}");
+    assert!(restores[0].dedupe_key.contains(":rollback:"), "{restores:#?}");
+    assert!(restores[0].due_at >= now(&rig).timestamp_millis() + 2 * 86_400_000 - 10_000, "{restores:#?}");
 }
 
 /// BIND with `max-records-per-type 5`: an update making an rrset of 6 SERVFAILs there. The
