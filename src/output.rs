@@ -238,6 +238,15 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
                 line(l);
             }
         }
+        if !status.operator_tasks.is_empty() {
+            line(&format!(
+                "  operator tasks ({}, listed until acknowledged): changes siirto cannot make",
+                status.operator_tasks.len()
+            ));
+            for task in &status.operator_tasks {
+                line(&format!("    {} ({}): {}", task.domain, task.account, task.task));
+            }
+        }
         for job in &status.failing_jobs {
             line(&format!(
                 "  retrying {} {} (attempt {}): {}",

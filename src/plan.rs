@@ -895,6 +895,49 @@ pub async fn plan(
     Ok(document)
 }
 
+/// A change siirto cannot make that a person must make for the move to be whole, recorded on
+/// the migration's timeline (`operator_task`) by the plan and listed by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorTask {
+    /// The account it concerns.
+    pub account: String,
+    /// The domain it concerns.
+    pub domain: String,
+    /// What to do, in words.
+    pub task: String,
+}
+
+/// The operator tasks a plan implies: each domain whose mail passes a spam filter (the filter's
+/// delivery route names the old server) or is partly handled elsewhere.
+pub fn operator_tasks(document: &PlanDocument) -> Vec<OperatorTask> {
+    let mut tasks = Vec::new();
+    for account in &document.accounts {
+        for domain in &account.domains {
+            let mail = domain.dns.as_ref().and_then(DomainClass::classification).map(|c| &c.mail);
+            let task = match mail {
+                Some(MailClass::SpamFilter { hosts }) => format!(
+                    "mail for {} passes the spam filter ({}): when {} moves, change the filter's \
+                     delivery route for it from the old server to the new one",
+                    domain.domain,
+                    hosts.join(", "),
+                    account.user
+                ),
+                Some(MailClass::Mixed { ours, elsewhere }) => format!(
+                    "mail for {} is partly ours ({}) and partly elsewhere ({}): when {} moves, \
+                     make sure the other mail hosts deliver to the new server",
+                    domain.domain,
+                    ours.join(", "),
+                    elsewhere.join(", "),
+                    account.user
+                ),
+                _ => continue,
+            };
+            tasks.push(OperatorTask { account: account.user.clone(), domain: domain.domain.clone(), task });
+        }
+    }
+    tasks
+}
+
 /// The final state of a domain the plan does not repoint: why (the plan's reasons), and
 /// whether its site is served by someone else (then the customer need do nothing).
 pub fn not_repointed_state(domain: &PlannedDomain) -> DomainState {
@@ -1073,6 +1116,18 @@ async fn record(
         at: now_ms,
     })
     .await?;
+    for task in operator_tasks(document) {
+        tx.append_event(&NewEvent {
+            migration_id: id.clone(),
+            account: Some(task.account.clone()),
+            domain: Some(task.domain.clone()),
+            kind: "operator_task".to_owned(),
+            detail: serde_json::json!({ "task": task.task }).to_string(),
+            actor: request.actor.to_owned(),
+            at: now_ms,
+        })
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -43,6 +43,22 @@ pub struct MigrationStatus {
     pub notices_sent: usize,
     /// Jobs that failed at least once and are not done: what the daemon is struggling with.
     pub failing_jobs: Vec<FailingJob>,
+    /// Changes a person must make that siirto cannot (a spam filter's delivery route, other
+    /// mail hosts), from the plan on; listed until acknowledged.
+    pub operator_tasks: Vec<OpenTask>,
+}
+
+/// An operator task on the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenTask {
+    /// The account it concerns.
+    pub account: String,
+    /// The domain it concerns.
+    pub domain: String,
+    /// What to do.
+    pub task: String,
+    /// Since when it is on the timeline (RFC 3339).
+    pub since: String,
 }
 
 /// One account's status.
@@ -303,7 +319,23 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         notices_queued: outbox.len(),
         notices_sent: outbox.iter().filter(|n| n.sent_at.is_some()).count(),
         failing_jobs,
+        operator_tasks: operator_tasks(store, id).await?,
     })
+}
+
+/// The operator tasks on a migration's timeline, in the order written.
+async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>> {
+    let mut tasks = Vec::new();
+    for event in store.events_of_kinds(id, &["operator_task"]).await? {
+        let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+        tasks.push(OpenTask {
+            account: event.account.clone().unwrap_or_default(),
+            domain: event.domain.clone().unwrap_or_default(),
+            task: detail["task"].as_str().unwrap_or_default().to_owned(),
+            since: from_millis(event.at).to_rfc3339(),
+        });
+    }
+    Ok(tasks)
 }
 
 /// Each account's mail evidence, from the timeline: the routing switch, the final syncs, the
@@ -468,6 +500,7 @@ pub fn describe_event(row: &EventRow) -> String {
         }
         "site_ip_set" => format!("site address set to {} on the target", text("to")),
         "transfer_item_refused" => format!("the target refused the transfer item: {}", text("message")),
+        "operator_task" => format!("operator task: {}", text("task")),
         "transfer_item_already_queued" => {
             "the transfer item was already queued by an earlier run (a repeat, not a refusal)".to_owned()
         }

@@ -205,3 +205,44 @@ async fn plan_review_approve_and_replan() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no migration fourth"), "{missing:?}");
 }
+
+/// A domain whose mail passes a spam filter needs a change siirto cannot make: the plan puts
+/// it on the migration's timeline as an operator task, and status lists it from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spam_filtered_domain_is_an_operator_task_on_the_timeline_and_in_status() {
+    let rig = SimRig::start(RigOptions::new("tasks", 2)).await;
+    let dir = rig.dir.path();
+    let config = std::fs::read_to_string(dir.join("siirto.toml")).unwrap();
+    assert!(config.contains("[dns]\n"), "{config}");
+    let config = config.replacen("[dns]\n", "[dns]\nspam_filters = [\"filter.example.net\"]\n", 1);
+    std::fs::write(dir.join("siirto.toml"), config).unwrap();
+    let filtered = rig.domain(0);
+    let mx = siirto::dns::RrsetChange::Replace(siirto::dns::Rrset {
+        name: filtered.fqdn(),
+        rtype: "MX".into(),
+        ttl: 3600,
+        records: vec!["10 mx1.filter.example.net.".into()],
+    });
+    siirto::dns::DnsProvider::apply(&rig.dns, &filtered, &[mx]).await.unwrap();
+
+    let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml");
+    let args = ["plan", "--playbook", playbook, "--from", "old", "--to", "new", "--id", "tasks"];
+    let report = ok(&siirto(dir, &[&args[..], &["--cutover", "2026-12-01T22:00:00Z"]].concat()));
+    assert!(report.contains("spam filter"), "{report}");
+
+    let user = rig.user(0);
+    let text = ok(&siirto(dir, &["status", "tasks"]));
+    assert!(text.contains("operator tasks (1, listed until acknowledged)"), "{text}");
+    let said = format!(
+        "{filtered} ({user}): mail for {filtered} passes the spam filter (mx1.filter.example.net): when {user} moves, change the filter's delivery route"
+    );
+    assert!(text.contains(&said), "{said:?} not in:\n{text}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&siirto(dir, &["status", "tasks", "--json"]))).unwrap();
+    let tasks = status["operator_tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["domain"], filtered.as_str());
+    // On the timeline, in words.
+    let log = ok(&siirto(dir, &["log", "tasks", "--domain", filtered.as_str()]));
+    assert!(log.contains("operator task: mail for"), "{log}");
+}
