@@ -33,6 +33,9 @@ pub struct PowerDns {
     axfr: Option<SocketAddr>,
     /// Where the API key was read from, for the error when PowerDNS refuses it.
     key_origin: Option<String>,
+    /// Zones seen with a SOA-EDIT-API setting (PowerDNS raises their serial itself): a write
+    /// to one needs no extra request for its SOA. Filled by every zone read through the API.
+    self_bumping: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl PowerDns {
@@ -52,7 +55,13 @@ impl PowerDns {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|err| DnsError::Config(format!("HTTP client: {err}")))?;
-        Ok(Self { http, server_url, axfr: None, key_origin: api_key.origin().map(str::to_owned) })
+        Ok(Self {
+            http,
+            server_url,
+            axfr: None,
+            key_origin: api_key.origin().map(str::to_owned),
+            self_bumping: Default::default(),
+        })
     }
 
     /// Reads zones by an unsigned AXFR from PowerDNS's own DNS port at `server` instead of
@@ -170,6 +179,9 @@ impl DnsProvider for PowerDns {
         let url = self.zone_url(zone)?;
         let body = self.send::<()>(OP, Method::GET, url, None, Some(zone)).await?;
         let api: ApiZone = parse(OP, &body)?;
+        if !api.soa_edit_api.trim().is_empty() {
+            self.remember_self_bumping(zone);
+        }
         zone_from_api(zone, api)
     }
 
@@ -199,7 +211,7 @@ impl DnsProvider for PowerDns {
         let mut body = patch_body(zone, changes)?;
         // A batch that sets the SOA itself says what the serial is; otherwise a zone without
         // SOA-EDIT-API would keep its serial and secondaries would never see the change.
-        if !body.rrsets.iter().any(|r| r.rtype == "SOA") {
+        if !body.rrsets.iter().any(|r| r.rtype == "SOA") && !self.is_self_bumping(zone) {
             let soa = self.soa_state(zone).await?;
             if !soa.server_bumps {
                 let today = chrono::Utc::now().date_naive();
@@ -230,6 +242,14 @@ struct SoaState {
 }
 
 impl PowerDns {
+    fn remember_self_bumping(&self, zone: &DomainName) {
+        self.self_bumping.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(zone.fqdn());
+    }
+
+    fn is_self_bumping(&self, zone: &DomainName) -> bool {
+        self.self_bumping.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&zone.fqdn())
+    }
+
     /// The zone's `soa_edit_api` and its SOA rrset, in one small request: the API filters the
     /// rrsets to the apex SOA (PowerDNS 4.7 and later; an older server sends them all, and the
     /// SOA is picked out). The metadata endpoint is no help: it refuses `SOA-EDIT-API` as a kind
@@ -241,6 +261,9 @@ impl PowerDns {
         let body = self.send::<()>(OP, Method::GET, url, None, Some(zone)).await?;
         let api: ApiZoneSoa = parse(OP, &body)?;
         let apex = zone.fqdn();
+        if !api.soa_edit_api.trim().is_empty() {
+            self.remember_self_bumping(zone);
+        }
         Ok(SoaState {
             server_bumps: !api.soa_edit_api.trim().is_empty(),
             soa: api
@@ -446,6 +469,9 @@ struct ApiZone {
     name: String,
     #[serde(default)]
     rrsets: Vec<ApiRrset>,
+    /// Empty or absent when the zone has no SOA-EDIT-API metadata.
+    #[serde(default)]
+    soa_edit_api: String,
 }
 
 /// A zone as the API gives it for [`PowerDns::soa_state`].
