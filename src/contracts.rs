@@ -899,25 +899,15 @@ fn detect_delimiter(text: &str) -> u8 {
 /// How long the contract endpoint may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `scheme://host:port/path` of a URL: no credentials, query or fragment in messages.
-fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
-}
-
 /// GETs the contracts from an HTTP(S) endpoint (TLS verified against the web PKI) with an
 /// optional bearer token, and parses them with [`parse_json`]. Read-only: only GET is ever sent.
-#[tracing::instrument(skip_all, fields(url = %display_url(url)))]
+#[tracing::instrument(skip_all, fields(url = %crate::secret::shown_url(url)))]
 pub async fn fetch_json(
     url: &Url,
     token: Option<&Secret>,
     fields: &ContractFields,
 ) -> Result<ContractSet, ContractError> {
-    let origin = display_url(url);
+    let origin = crate::secret::shown_url(url);
     let http_error = |err: reqwest::Error| {
         let transient = err.is_timeout() || err.is_connect() || err.is_request() || err.is_body();
         ContractError::Http { origin: origin.clone(), message: err.without_url().to_string(), transient }

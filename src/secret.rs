@@ -45,6 +45,17 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A URL as messages and logs show it: without credentials, query or fragment (where a token
+/// could ride along).
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::Secret;

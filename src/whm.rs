@@ -1288,11 +1288,7 @@ impl WhmClient {
 
     /// A function's URL as errors show it: no credentials, no query.
     fn shown_url(&self, function: &str) -> String {
-        let mut url = self.function_url(function);
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        url.set_query(None);
-        url.to_string()
+        crate::secret::shown_url(&self.function_url(function))
     }
 
     /// Calls one function and returns its checked envelope.

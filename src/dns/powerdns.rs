@@ -128,7 +128,7 @@ impl PowerDns {
         body: Option<&B>,
         zone: Option<&DomainName>,
     ) -> Result<Vec<u8>, DnsError> {
-        let shown = shown_url(&url);
+        let shown = crate::secret::shown_url(&url);
         let transport = |source: reqwest::Error| DnsError::Transport {
             op,
             url: shown.clone(),
@@ -346,16 +346,6 @@ fn server_url(api_url: &Url, server_id: &str) -> Result<Url, DnsError> {
     let base = crate::config::powerdns_base_url(api_url);
     base.join(&format!("api/v1/servers/{server_id}/"))
         .map_err(|err| DnsError::Config(format!("API URL: {err}")))
-}
-
-/// A URL as errors show it: without credentials, query or fragment.
-fn shown_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 /// The API's `{"error": "..."}` text, or the start of the body when it is not that.

@@ -418,6 +418,23 @@ impl Ctx {
         Ok(())
     }
 
+    /// Schedules the account's TTL restore for when the settle period has passed from now;
+    /// `why` (e.g. `"rollback:"`) goes into its key.
+    pub(crate) async fn schedule_ttl_restore(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &MigrationCtx,
+        user: &str,
+        why: &str,
+    ) -> Result<(), StepError> {
+        let now = self.now_ms();
+        let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
+        let dedupe = format!("restore_ttl:{}:{user}:{why}{now}", ctx.id);
+        tx.schedule_job(&self.job(ctx, JobKind::RestoreTtl, user, serde_json::json!({}), due, dedupe))
+            .await?;
+        Ok(())
+    }
+
     /// Applies an event to a domain inside `tx`.
     pub(crate) async fn apply_domain(
         &self,

@@ -15,7 +15,6 @@ use crate::dns::rewrite::{
 };
 use crate::domain::{AccountEvent, AccountState, DomainEvent, DomainState, ObservedRecord, to_millis};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
-use crate::engine::jobs::JobKind;
 use crate::names::{AccountName, DomainName};
 use crate::store::{DomainRow, JobRow, Lease, StoreError, account_state, domain_state};
 use crate::whm::MailRouting;
@@ -196,16 +195,7 @@ pub async fn repoint(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) 
         .await?;
     }
     cx.apply_account(&mut tx, ctx, user, &account_now, AccountEvent::DomainsSwitched).await?;
-    let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
-    tx.schedule_job(&cx.job(
-        ctx,
-        JobKind::RestoreTtl,
-        user,
-        serde_json::json!({}),
-        due,
-        format!("restore_ttl:{}:{user}:{now}", ctx.id),
-    ))
-    .await?;
+    cx.schedule_ttl_restore(&mut tx, ctx, user, "").await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
 }

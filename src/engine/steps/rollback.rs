@@ -9,7 +9,7 @@ use tracing::info;
 use crate::dns::rewrite::{Endpoint, apex_address_after, rollback_change};
 use crate::domain::{DomainEvent, DomainState};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
-use crate::engine::jobs::{JobKind, RollbackPayload};
+use crate::engine::jobs::RollbackPayload;
 use crate::engine::steps::repoint::verify_served;
 use crate::names::{AccountName, DomainName};
 use crate::store::{DomainRow, JobRow, Lease, domain_state};
@@ -129,16 +129,7 @@ pub async fn rollback(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease)
     // The short TTL stays for the settle period (a retry soon after needs no new wait), then
     // the original TTLs come back, as after a cutover.
     if !zones.is_empty() {
-        let due = now + ctx.playbook.schedule.settle_after.as_millis() as i64;
-        tx.schedule_job(&cx.job(
-            ctx,
-            JobKind::RestoreTtl,
-            user,
-            serde_json::json!({}),
-            due,
-            format!("restore_ttl:{}:{user}:rollback:{now}", ctx.id),
-        ))
-        .await?;
+        cx.schedule_ttl_restore(&mut tx, ctx, user, "rollback:").await?;
     }
     tx.finish_job(lease, now).await?;
     tx.commit().await?;
