@@ -27,7 +27,7 @@ missing=()
 command -v dig > /dev/null || missing+=("dig (Debian package bind9-dnsutils)")
 command -v sqlite3 > /dev/null || missing+=("sqlite3 (Debian package sqlite3)")
 command -v python3 > /dev/null || missing+=("python3 (Debian package python3)")
-[ ${#missing[@]} -eq 0 ] || fail "missing: ${missing[*]}"
+[ ${#missing[@]} -eq 0 ] || fail "missing: $(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')"
 
 # The blocks, in order, one file each.
 blocks=$(mktemp -d -t siirto-walkthrough-blocks.XXXXXX)
