@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need (Debian packages, as root) and runs every test:
-# cargo fmt --check, cargo clippy -D warnings, and cargo test (unit tests and the one
+# cargo fmt --check, cargo clippy -D warnings, cargo test (unit tests and the one
 # integration binary, which starts real pdns_server, sshd, an aiosmtpd SMTP server and uses
-# PostgreSQL on 127.0.0.1:5432, starting or installing it if it is absent).
+# PostgreSQL on 127.0.0.1:5432, starting or installing it if it is absent), then
+# tests/walkthrough.sh (README.md's walk-through, with pdns_server, sqlite3 and dig).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ need=()
 [ -x /usr/sbin/named ] || need+=(bind9)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v pg_ctlcluster >/dev/null || command -v psql >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -54,3 +57,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets
+# README.md's walk-through, verbatim, on simulated hosts and a real pdns_server.
+tests/walkthrough.sh

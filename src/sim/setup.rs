@@ -17,6 +17,30 @@ use crate::secret::Secret;
 /// sync off (the simulated hosts have no sshd).
 pub const SIM_PLAYBOOK: &str = include_str!("../../playbooks/demo.toml");
 
+/// The settle period of the playbook `siirto sim --write-config` writes, in place of the
+/// demo's two days: long enough to see the migration cut over, short enough that a walk-through
+/// (README.md, "Try the real flow on this machine", run by `tests/walkthrough.sh`) sees it
+/// settle with the TTLs restored.
+pub const TRY_SETTLE_AFTER: &str = "5s";
+
+/// The playbook `siirto sim --write-config` writes: [`SIM_PLAYBOOK`] with the settle period
+/// shortened to [`TRY_SETTLE_AFTER`], and a comment saying that is for trying siirto only.
+pub fn try_playbook() -> String {
+    const DEMO_SETTLE: &str = "settle_after = \"2d\"\n";
+    // The demo's playbook is ours and a test below checks the line is there, so a miss is a bug
+    // caught by that test rather than an operator's problem.
+    SIM_PLAYBOOK.replacen(
+        DEMO_SETTLE,
+        &format!(
+            "# For trying siirto on simulated hosts only, never in production: settled (TTLs\n\
+             # restored) {TRY_SETTLE_AFTER} after the cutover instead of the demo's 2 days, so\n\
+             # `siirto daemon --exit-when-settled` ends within minutes.\n\
+             settle_after = \"{TRY_SETTLE_AFTER}\"\n"
+        ),
+        1,
+    )
+}
+
 /// Where the company's DNS is: its PowerDNS-shaped API and its nameserver.
 #[derive(Debug, Clone)]
 pub struct DnsEndpoint {
@@ -129,4 +153,19 @@ pub fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making {} 0600", path.display()))?;
     file.write_all(contents.as_bytes()).with_context(|| format!("writing the secret file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_try_playbook_settles_within_seconds_and_checks() {
+        let text = try_playbook();
+        assert!(text.contains(&format!("\nsettle_after = \"{TRY_SETTLE_AFTER}\"\n")), "{text}");
+        assert!(!text.contains("settle_after = \"2d\""), "{text}");
+        assert!(text.contains("For trying siirto on simulated hosts only"), "{text}");
+        let playbook = crate::playbook::Playbook::parse(&text, "try playbook").unwrap();
+        assert_eq!(playbook.schedule.settle_after, std::time::Duration::from_secs(5));
+    }
 }

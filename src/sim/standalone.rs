@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use rand::Rng;
 
 use super::nameserver::SimNameserver;
-use super::setup::{ConfigFiles, ConfigHost, DnsEndpoint, SIM_PLAYBOOK, write_config_files};
+use super::setup::{
+    ConfigFiles, ConfigHost, DnsEndpoint, TRY_SETTLE_AFTER, try_playbook, write_config_files,
+};
 use super::zones::{SOURCE_IP, TARGET_IP, create_zones_with_concurrency};
 use super::{SimHost, SimHostSpec, SimWorld, generate_accounts, start_host};
 
@@ -255,7 +257,9 @@ fn write_sim_config(
         .map_err(|e| anyhow::anyhow!("the config written for the simulated hosts does not load: {e}"))?;
     let playbook = dir.join("playbook.toml");
     let text = format!(
-        "# Written by siirto sim --write-config: the demo's playbook, for the simulated hosts.\n{SIM_PLAYBOOK}"
+        "# Written by siirto sim --write-config: the demo's playbook with a {TRY_SETTLE_AFTER} settle period, \
+         for the simulated hosts.\n{}",
+        try_playbook()
     );
     std::fs::write(&playbook, text).with_context(|| format!("writing {}", playbook.display()))?;
     Ok(WrittenConfig { dir, config, playbook })
