@@ -170,8 +170,8 @@ impl Source<'_> {
                 field,
                 format!(
                     "expected a duration of {}..={}, got {:?}",
-                    humantime::format_duration(min),
-                    humantime::format_duration(max),
+                    as_written(min),
+                    as_written(max),
                     value.get_ref()
                 ),
             ));
@@ -2084,6 +2084,17 @@ domain = "verkkotunnus"
 server = "palvelin"
 reseller = "jalleenmyyja"
 "#;
+
+/// A duration as a config or playbook writes it ("90d", "90s", "250ms"), in its largest whole
+/// unit, for messages (humantime would say "2months 29days 2h 52m 48s" for 90 days).
+pub(crate) fn as_written(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    match units.iter().find(|(size, _)| ms > 0 && ms.is_multiple_of(*size)) {
+        Some((size, unit)) => format!("{}{unit}", ms / size),
+        None => format!("{ms}ms"),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@ use toml::Spanned;
 
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::config::{ConfigError, Source};
+use crate::config::{ConfigError, Source, as_written};
 
 /// A validated playbook.
 #[derive(Debug, Clone, PartialEq)]
@@ -457,16 +457,6 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// reminders, retry delays) — and a timeout are at least this, so nothing spins.
 const LEAST_REPEAT: Duration = Duration::from_millis(100);
 
-/// A duration as a playbook writes it ("40d", "90s", "250ms"), in its largest whole unit.
-fn as_written(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
-    match units.iter().find(|(size, _)| ms > 0 && ms.is_multiple_of(*size)) {
-        Some((size, unit)) => format!("{}{unit}", ms / size),
-        None => format!("{ms}ms"),
-    }
-}
-
 /// A repeat interval or timeout (see [`LEAST_REPEAT`]), with its default.
 fn repeat_or(
     src: &Source<'_>,
@@ -851,8 +841,8 @@ fn retry(src: &Source<'_>, raw: Option<&RawRetry>) -> Result<RetryPolicy, Config
             "retry.max_delay",
             format!(
                 "expected at least base_delay ({}), got {}",
-                humantime::format_duration(base_delay),
-                humantime::format_duration(max_delay)
+                as_written(base_delay),
+                as_written(max_delay)
             ),
         ));
     }
@@ -1115,6 +1105,12 @@ body = "Hello {{ account }}, see {{ target_host }}."
         // (what, replace this, with this, expected error text after "p.toml:")
         let cases: &[(&str, &str, &str, &str)] = &[
             ("syntax error", "short_ttl = 60", "short_ttl = = 60", "17:13: "),
+            (
+                "a limit in days says days",
+                "short_ttl = 60",
+                "short_ttl = 60\nexternal_reminder_every = \"100d\"",
+                "18:27: dns.external_reminder_every: expected a duration of 100ms..=90d, got \"100d\"",
+            ),
             (
                 "unknown field",
                 "short_ttl = 60",
