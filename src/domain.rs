@@ -1078,8 +1078,13 @@ pub enum DomainState {
         /// host: how long resolvers may keep the old records after the customer changes them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         observed_ttl: Option<u32>,
+        /// Resolvers that gave no answer at all at the last look: what they would answer is
+        /// unknown, so propagation is not declared until they answer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        silent: Vec<String>,
     },
-    /// Public DNS shows the target's address: done, as far as siirto is concerned.
+    /// Public DNS shows the target's address at every resolver: done, as far as siirto is
+    /// concerned.
     Propagated {
         /// When the wait began.
         since: Timestamp,
@@ -1331,6 +1336,11 @@ pub enum DomainEvent {
     Reminded,
     /// The resolvers answer with the target's address.
     Propagated,
+    /// The resolvers that gave no answer at all changed (empty: every one answers again).
+    ResolversSilent {
+        /// Their addresses.
+        resolvers: Vec<String>,
+    },
 }
 
 impl DomainEvent {
@@ -1348,6 +1358,7 @@ impl DomainEvent {
             DomainEvent::CustomerMustRepoint { .. } => "domain_awaiting_customer",
             DomainEvent::Reminded => "domain_reminded",
             DomainEvent::Propagated => "domain_propagated",
+            DomainEvent::ResolversSilent { .. } => "domain_resolvers_silent",
         }
     }
 
@@ -1369,6 +1380,13 @@ impl DomainEvent {
             }
             DomainEvent::Reminded => "customer reminded to repoint".to_owned(),
             DomainEvent::Propagated => "public DNS shows the target's address".to_owned(),
+            DomainEvent::ResolversSilent { resolvers } if resolvers.is_empty() => {
+                "every resolver answers again".to_owned()
+            }
+            DomainEvent::ResolversSilent { resolvers } => format!(
+                "no answer at all from resolver(s) {}: propagation waits for them",
+                resolvers.join(", ")
+            ),
         }
     }
 }
@@ -1471,17 +1489,32 @@ pub fn domain_transition(
                     .collect(),
                 reminded: 0,
                 observed_ttl: *observed_ttl,
+                silent: Vec::new(),
             })
         }
-        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl }, E::Reminded) => {
+        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, silent }, E::Reminded) => {
             Ok(S::AwaitingCustomer {
                 since: *since,
                 records_to_change: records_to_change.clone(),
                 reminded: reminded.saturating_add(1),
                 observed_ttl: *observed_ttl,
+                silent: silent.clone(),
             })
         }
-        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl }, E::Propagated) => {
+        (
+            S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, .. },
+            E::ResolversSilent { resolvers },
+        ) => Ok(S::AwaitingCustomer {
+            since: *since,
+            records_to_change: records_to_change.clone(),
+            reminded: *reminded,
+            observed_ttl: *observed_ttl,
+            silent: resolvers.clone(),
+        }),
+        (S::AwaitingCustomer { silent, .. }, E::Propagated) if !silent.is_empty() => {
+            refuse(&format!("resolver(s) {} gave no answer", silent.join(", ")))
+        }
+        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, .. }, E::Propagated) => {
             Ok(S::Propagated {
                 since: *since,
                 records_to_change: records_to_change.clone(),
@@ -1490,7 +1523,7 @@ pub fn domain_transition(
                 observed_ttl: *observed_ttl,
             })
         }
-        (S::External { .. }, E::Reminded | E::Propagated) => {
+        (S::External { .. }, E::Reminded | E::Propagated | E::ResolversSilent { .. }) => {
             refuse("its account has not been verified on the target")
         }
         (S::External { .. } | S::AwaitingCustomer { .. } | S::Propagated { .. }, E::RolledBack { .. }) => {
@@ -1500,7 +1533,7 @@ pub fn domain_transition(
         (S::External { .. }, _) => refuse("its DNS is not ours; only the customer can repoint it"),
         (S::AwaitingCustomer { .. }, _) => refuse("waiting for the customer to repoint it"),
         (S::Propagated { .. }, _) => refuse("public DNS already shows the target"),
-        (_, E::CustomerMustRepoint { .. } | E::Reminded | E::Propagated) => {
+        (_, E::CustomerMustRepoint { .. } | E::Reminded | E::Propagated | E::ResolversSilent { .. }) => {
             refuse("only a domain with external DNS waits for its customer")
         }
         (S::RolledBack { .. }, _) => refuse("it was rolled back; siirto retry moves it again"),

@@ -217,6 +217,14 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
+                if !d.silent_resolvers.is_empty() {
+                    line(&format!(
+                        "  {:<16} {}: no answer at all from {}; propagation waits for them",
+                        "",
+                        d.domain,
+                        d.silent_resolvers.join(", ")
+                    ));
+                }
             }
         }
         let not_repointed: Vec<String> = status

@@ -142,6 +142,10 @@ pub struct DomainStatus {
     /// A domain with external DNS: the records its customer must change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub records_to_change: Vec<RecordChange>,
+    /// A domain with external DNS: the resolvers that gave no answer at all at the last look
+    /// (propagation waits for them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub silent_resolvers: Vec<String>,
     /// A rolled-back domain: until when its records keep the short TTL (RFC 3339), after which
     /// they get their original TTL back.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +237,10 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
                 _ => None,
             },
             records_to_change: state.records_to_change().to_vec(),
+            silent_resolvers: match &state {
+                DomainState::AwaitingCustomer { silent, .. } => silent.clone(),
+                _ => Vec::new(),
+            },
             short_ttl_until: match &state {
                 DomainState::RolledBack { at, ttl_restored_at: None, .. } => {
                     let settle = chrono::Duration::from_std(playbook.schedule.settle_after).unwrap_or(chrono::Duration::MAX);

@@ -395,6 +395,16 @@ enum Answer {
     NoData { zone: Option<String> },
 }
 
+/// Why a resolver gave no answer to [`Classifier::a_records_everywhere`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoAnswer {
+    /// What happened, in words ("did not answer in time", "answered REFUSED").
+    pub reason: String,
+    /// No DNS message came back at all: the resolver is silent (down, unreachable, dropping
+    /// queries), so what it would answer is unknown.
+    pub silent: bool,
+}
+
 /// Asks the configured resolvers, in order, with no cache in between.
 #[derive(Clone)]
 pub struct Classifier {
@@ -569,12 +579,15 @@ impl Classifier {
     /// Asks every resolver (not only the first that answers) for the A records of `name`:
     /// each resolver's addresses (empty for NXDOMAIN or no A records), or why it gave no answer.
     /// Used to see whether public DNS shows a domain at the target yet.
-    pub async fn a_records_everywhere(&self, name: &str) -> Vec<(SocketAddr, Result<Vec<Ipv4Addr>, String>)> {
+    pub async fn a_records_everywhere(
+        &self,
+        name: &str,
+    ) -> Vec<(SocketAddr, Result<Vec<Ipv4Addr>, NoAnswer>)> {
         let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
         let name = match Name::from_ascii(&fqdn) {
             Ok(name) => name,
             Err(err) => {
-                let reason = format!("{fqdn} is not a DNS name: {err}");
+                let reason = NoAnswer { reason: format!("{fqdn} is not a DNS name: {err}"), silent: false };
                 return self.resolvers.iter().map(|(addr, _)| (*addr, Err(reason.clone()))).collect();
             }
         };
@@ -587,16 +600,21 @@ impl Classifier {
                     Ok(result) => result,
                     Err(_elapsed) => Err(NetError::Timeout),
                 };
-                let answer = answer(RecordType::A, result).map(|answer| {
-                    addresses(&answer)
-                        .1
-                        .into_iter()
-                        .filter_map(|ip| match ip {
-                            IpAddr::V4(v4) => Some(v4),
-                            IpAddr::V6(_) => None,
-                        })
-                        .collect()
-                });
+                // No DNS message came back at all (a timeout, a refused connection): silent. A
+                // response code (REFUSED, SERVFAIL) is an answer, if not about this name.
+                let silent = matches!(&result, Err(err) if !matches!(err, NetError::Dns(_)));
+                let answer = answer(RecordType::A, result).map_err(|reason| NoAnswer { reason, silent }).map(
+                    |answer| {
+                        addresses(&answer)
+                            .1
+                            .into_iter()
+                            .filter_map(|ip| match ip {
+                                IpAddr::V4(v4) => Some(v4),
+                                IpAddr::V6(_) => None,
+                            })
+                            .collect()
+                    },
+                );
                 (*address, answer)
             }
         });

@@ -283,3 +283,113 @@ async fn a_domain_not_repointed_is_listed_from_the_plan_on_and_named_in_its_noti
     assert_eq!(domain_state(&status, domain.as_str()).state, "not_repointed");
     daemon.stop().await;
 }
+
+/// A resolver on loopback that answers nothing until `forward_to` names a nameserver; then it
+/// passes each query there and the answer back (UDP).
+struct SilentResolver {
+    addr: std::net::SocketAddr,
+    forward_to: std::sync::Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentResolver {
+    async fn start() -> SilentResolver {
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = socket.local_addr().unwrap();
+        let forward_to = std::sync::Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+        let target = std::sync::Arc::clone(&forward_to);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else { return };
+                let Some(upstream) = *target.lock().unwrap() else { continue };
+                let query = buf[..n].to_vec();
+                let socket = std::sync::Arc::clone(&socket);
+                tokio::spawn(async move {
+                    let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    relay.send_to(&query, upstream).await.unwrap();
+                    let mut answer = vec![0u8; 4096];
+                    if let Ok(Ok((m, _))) =
+                        tokio::time::timeout(Duration::from_secs(2), relay.recv_from(&mut answer)).await
+                    {
+                        let _ = socket.send_to(&answer[..m], from).await;
+                    }
+                });
+            }
+        });
+        SilentResolver { addr, forward_to, task }
+    }
+}
+
+impl Drop for SilentResolver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_resolver_holds_propagation_and_status_names_it() {
+    let silent = SilentResolver::start().await;
+    let mut options = RigOptions::new("it-silent", 2);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    // Asked last: classification takes the first resolver that answers; propagation asks all.
+    options.extra_resolvers = vec![silent.addr];
+    let rig = SimRig::start(options).await;
+    let domain = rig.hosts.accounts[0].domain.clone();
+    let their_dns = rig.their_dns();
+    let text = include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
+    let plan = rig.plan(&text).await;
+    let planned =
+        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
+    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("silent", 4));
+    let status = rig
+        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
+            domain_state(s, domain.as_str()).state == "awaiting_customer"
+        })
+        .await;
+
+    // The customer changes every record; two resolvers show the target, the third says nothing.
+    let changes: Vec<RrsetChange> = domain_state(&status, domain.as_str())
+        .records_to_change
+        .iter()
+        .map(|r| {
+            RrsetChange::Replace(Rrset {
+                name: r.name.clone(),
+                rtype: "A".into(),
+                ttl: 300,
+                records: vec![TARGET_IP.to_string()],
+            })
+        })
+        .collect();
+    their_dns.apply(&domain, &changes).await.unwrap();
+    let shown = silent.addr.to_string();
+    let status = rig
+        .wait_for("status to name the silent resolver", Duration::from_secs(30), |s| {
+            domain_state(s, domain.as_str()).silent_resolvers == vec![shown.clone()]
+        })
+        .await;
+    assert_eq!(domain_state(&status, domain.as_str()).state, "awaiting_customer");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(domain_state(&rig.status().await, domain.as_str()).state, "awaiting_customer", "held");
+
+    // It answers again (what their nameserver says): propagated, and the timeline tells both.
+    *silent.forward_to.lock().unwrap() = Some(rig.theirs.as_ref().unwrap().dns_addr);
+    rig.wait_for("propagation", Duration::from_secs(30), |s| {
+        domain_state(s, domain.as_str()).state == "propagated"
+    })
+    .await;
+    daemon.stop().await;
+    let events = rig.events().await;
+    let said: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "domain_resolvers_silent" && e.domain.as_deref() == Some(domain.as_str()))
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said[0].contains(&shown) && said[1].contains("\"resolvers\":[]"), "{said:?}");
+}

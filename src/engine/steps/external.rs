@@ -45,6 +45,7 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     let mut apex_answered = false;
     let mut stale = Vec::new();
     let mut unanswered = Vec::new();
+    let mut silent: Vec<String> = Vec::new();
     for name in &names {
         for (resolver, answer) in resolvers.a_records_everywhere(name).await {
             match answer {
@@ -58,16 +59,30 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
                         stale.push(format!("{resolver} answers {name} A {}", others.join(", ")));
                     }
                 }
-                // A resolver that gives no answer (an authoritative server that is not the
-                // domain's, a timeout) is no evidence either way.
-                Err(reason) => unanswered.push(format!("{resolver} {name}: {reason}")),
+                // A resolver that answers with an error (an authoritative server that is not the
+                // domain's: REFUSED) is no evidence either way. One that sends nothing at all is
+                // silent: what it would answer is unknown, so propagation waits for it.
+                Err(no) => {
+                    if no.silent && !silent.contains(&resolver.to_string()) {
+                        silent.push(resolver.to_string());
+                    }
+                    unanswered.push(format!("{resolver} {name}: {}", no.reason));
+                }
             }
         }
     }
-    let propagated = apex_answered && stale.is_empty();
     let now = cx.now();
     let now_ms = to_millis(now);
     let mut tx = cx.store.begin_leased(lease).await?;
+    // Which resolvers are silent goes on the timeline when it changes (and into status).
+    let state = match &state {
+        DomainState::AwaitingCustomer { silent: before, .. } if *before != silent => {
+            let event = DomainEvent::ResolversSilent { resolvers: silent.clone() };
+            cx.apply_domain(&mut tx, ctx, &row, &state, event).await?
+        }
+        _ => state,
+    };
+    let propagated = apex_answered && stale.is_empty() && silent.is_empty();
     if propagated {
         cx.apply_domain(&mut tx, ctx, &row, &state, DomainEvent::Propagated).await?;
         let mail = &ctx.playbook.mail;

@@ -49,6 +49,9 @@ pub struct RigOptions {
     /// and propagation checks ask) and the hosts' mail relays ask ours, then theirs when it
     /// runs. Off: siirto asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
     pub public_dns: bool,
+    /// More resolvers for the config's `[dns] resolvers`, after the rig's own (the hosts'
+    /// mail relays do not ask them).
+    pub extra_resolvers: Vec<SocketAddr>,
     /// Each host gets a real sshd ([`SimRig::ssh`]) and the config its `[hosts.X.ssh]` table:
     /// home roots in the sim hosts' data dirs, the source's exim log, and the target's pull key
     /// and known_hosts for the delta sync's hop into the source, whose host key is pinned there.
@@ -85,6 +88,7 @@ impl RigOptions {
             target: SimHostSpec::new("new.sim.test", TARGET_IP, "new-token-for-tests"),
             zones_elsewhere: BTreeMap::new(),
             public_dns: false,
+            extra_resolvers: Vec::new(),
             ssh: false,
             database: None,
             mail: Mail::Outbox,
@@ -252,6 +256,7 @@ impl SimRig {
             mut target,
             zones_elsewhere,
             public_dns,
+            extra_resolvers,
             ssh,
             database,
             mail,
@@ -299,7 +304,7 @@ impl SimRig {
         // more of them.
         let extra = format!(
             "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
-            more_dns_lines(axfr_server, &resolvers),
+            more_dns_lines(axfr_server, &[&resolvers[..], &extra_resolvers[..]].concat()),
             mail.lines()
         );
         let named = match dns_api {
