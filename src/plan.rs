@@ -973,10 +973,18 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
         Some(WebClass::AtTarget { .. } | WebClass::Elsewhere { .. } | WebClass::None) | None => Vec::new(),
     };
     let mut seen = Vec::new();
-    for name in [format!("{}.", domain.domain), format!("www.{}.", domain.domain)] {
-        for address in at_source.iter().filter(|a| a.is_ipv4()) {
-            seen.push(SeenRecord { name: name.clone(), rtype: "A".to_owned(), value: address.to_string() });
-        }
+    let apex = format!("{}.", domain.domain);
+    for address in at_source.iter().filter(|a| a.is_ipv4()) {
+        seen.push(SeenRecord { name: apex.clone(), rtype: "A".to_owned(), value: address.to_string() });
+    }
+    // `www` as it was looked up, never assumed to follow the apex: at a CDN it is not the
+    // customer's to change, and no wait is for it.
+    let at_old_server =
+        |ip: &IpAddr| at_source.contains(ip) || account_ip.is_some_and(|source| *ip == IpAddr::V4(source));
+    let www: &[IpAddr] = classification.map_or(&[], |c| &c.www);
+    for address in www.iter().filter(|a| a.is_ipv4() && at_old_server(a)) {
+        let name = format!("www.{}.", domain.domain);
+        seen.push(SeenRecord { name, rtype: "A".to_owned(), value: address.to_string() });
     }
     let mail_at_source: &[String] = match classification.map(|c| &c.mail) {
         Some(MailClass::AtSource { hosts }) => hosts,
@@ -1198,6 +1206,7 @@ mod tests {
                 zone: "kukka.test".into(),
                 ns,
                 web,
+                www: Vec::new(),
                 mail,
                 a_ttl: Some(3600),
                 aaaa_ttl: None,
@@ -1212,14 +1221,23 @@ mod tests {
         let src: IpAddr = "127.0.0.2".parse().unwrap();
         let v6: IpAddr = "2001:db8::2".parse().unwrap();
         let far: IpAddr = "192.0.2.9".parse().unwrap();
-        let planned = |web: WebClass| PlannedDomain {
+        let with_www = |mut class: DomainClass, www: Vec<IpAddr>| {
+            if let Outcome::Classified(c) = &mut class.outcome {
+                c.www = www;
+            }
+            class
+        };
+        let planned = |web: WebClass, www: Vec<IpAddr>| PlannedDomain {
             domain: "kukka.test".into(),
             kind: "main".into(),
             zone: None,
-            dns: Some(class(
-                NsClass::External { nameservers: vec!["ns.other.example".into()] },
-                web,
-                MailClass::None,
+            dns: Some(with_www(
+                class(
+                    NsClass::External { nameservers: vec!["ns.other.example".into()] },
+                    web,
+                    MailClass::None,
+                ),
+                www,
             )),
             action: DomainAction::MoveCustomerMustRepoint,
             reasons: Vec::new(),
@@ -1227,21 +1245,28 @@ mod tests {
         let seen =
             |name: &str| SeenRecord { name: name.into(), rtype: "A".into(), value: "127.0.0.2".into() };
         let seen_a = seen;
-        // (where its site is, the records the customer must change)
+        // (where its site is, where www is, the records the customer must change)
+        let cdn: IpAddr = "203.0.113.80".parse().unwrap();
         let table = vec![
             (
                 WebClass::AtSource { addresses: vec![src, v6] },
+                vec![src],
                 vec![seen("kukka.test."), seen("www.kukka.test.")],
             ),
             (
                 WebClass::Mixed { at_source: vec![src], at_target: vec![], elsewhere: vec![far] },
+                vec![src],
                 vec![seen("kukka.test."), seen("www.kukka.test.")],
             ),
-            (WebClass::AtTarget { addresses: vec![far] }, vec![]),
-            (WebClass::None, vec![]),
+            // www at a CDN is looked up, not assumed: not the customer's to change.
+            (WebClass::AtSource { addresses: vec![src] }, vec![cdn], vec![seen("kukka.test.")]),
+            // www alone at the old server.
+            (WebClass::AtTarget { addresses: vec![far] }, vec![src], vec![seen("www.kukka.test.")]),
+            (WebClass::AtTarget { addresses: vec![far] }, vec![], vec![]),
+            (WebClass::None, vec![], vec![]),
         ];
-        for (web, expected) in table {
-            let state = external_state(&planned(web.clone()), Some("127.0.0.2".parse().unwrap()));
+        for (web, www, expected) in table {
+            let state = external_state(&planned(web.clone(), www), Some("127.0.0.2".parse().unwrap()));
             assert_eq!(
                 state,
                 DomainState::External {
@@ -1256,14 +1281,21 @@ mod tests {
         // Mail at the source through an MX host inside the domain: its A record is the
         // customer's to change too; one under another name (the company's) is not.
         let domain = PlannedDomain {
-            dns: Some(class(
-                NsClass::External { nameservers: vec!["ns.other.example".into()] },
-                WebClass::AtSource { addresses: vec![src] },
-                MailClass::AtSource {
-                    hosts: vec!["mail.kukka.test".into(), "kukka.test".into(), "mx.hosting.example".into()],
-                },
+            dns: Some(with_www(
+                class(
+                    NsClass::External { nameservers: vec!["ns.other.example".into()] },
+                    WebClass::AtSource { addresses: vec![src] },
+                    MailClass::AtSource {
+                        hosts: vec![
+                            "mail.kukka.test".into(),
+                            "kukka.test".into(),
+                            "mx.hosting.example".into(),
+                        ],
+                    },
+                ),
+                vec![src],
             )),
-            ..planned(WebClass::None)
+            ..planned(WebClass::None, vec![])
         };
         let DomainState::External { seen, .. } = external_state(&domain, Some("127.0.0.2".parse().unwrap()))
         else {

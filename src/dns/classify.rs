@@ -127,6 +127,10 @@ pub struct Classification {
     pub ns: NsClass,
     /// Where the domain's A/AAAA records point.
     pub web: WebClass,
+    /// The addresses `www.` under the domain resolves to, looked up on its own (it may be at a
+    /// CDN while the apex is at the source); empty when it does not exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub www: Vec<IpAddr>,
     /// Where its mail goes.
     pub mail: MailClass,
     /// TTL (seconds) of its A records, when it has any.
@@ -496,13 +500,17 @@ impl Classifier {
     async fn classification(&self, domain: &DomainName, facts: &Facts) -> Result<Classification, String> {
         let name =
             Name::from_ascii(domain.fqdn()).map_err(|err| format!("{domain} is not a DNS name: {err}"))?;
-        let (ns, a, aaaa, mx) = futures::join!(
+        let www_name = Name::from_ascii(format!("www.{}", domain.fqdn()))
+            .map_err(|err| format!("www.{domain} is not a DNS name: {err}"))?;
+        let (ns, a, aaaa, mx, www) = futures::join!(
             self.ask(&name, RecordType::NS),
             self.ask(&name, RecordType::A),
             self.ask(&name, RecordType::AAAA),
             self.ask(&name, RecordType::MX),
+            self.ask(&www_name, RecordType::A),
         );
-        let (ns, a, aaaa, mx) = (ns?, a?, aaaa?, mx?);
+        let (ns, a, aaaa, mx, www) = (ns?, a?, aaaa?, mx?, www?);
+        let www = addresses(&www).1;
 
         let (zone, ns) = self.delegation(domain, ns, &facts.own_nameservers).await?;
         let (a_ttl, a) = addresses(&a);
@@ -539,7 +547,7 @@ impl Classifier {
         }
         let mail = mail_class(&hosts, facts);
         let flags = flags(&ns, &web, &mail);
-        Ok(Classification { zone, ns, web, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
+        Ok(Classification { zone, ns, web, www, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
     }
 
     /// The zone and its NS class: the domain's own NS, or for a name inside a zone (no NS, an
@@ -924,6 +932,7 @@ mod tests {
                 zone: "a.fi".into(),
                 ns: NsClass::Own { nameservers: strings(&["ns1.example.fi"]) },
                 web: WebClass::AtSource { addresses: ips(&["192.0.2.10"]) },
+                www: ips(&["203.0.113.80"]),
                 mail: MailClass::SpamFilter { hosts: strings(&["mx.filter.example.net"]) },
                 a_ttl: Some(3600),
                 aaaa_ttl: None,

@@ -393,3 +393,67 @@ async fn a_silent_resolver_holds_propagation_and_status_names_it() {
     assert_eq!(said.len(), 2, "{said:?}");
     assert!(said[0].contains(&shown) && said[1].contains("\"resolvers\":[]"), "{said:?}");
 }
+
+/// `www` at a CDN while the apex is at the old server: looked up, not assumed to follow the
+/// apex, so it is neither in the customer's list nor waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-cdn", 2);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    let external = rig.hosts.accounts[0].clone();
+    let domain = external.domain.clone();
+    let (apex, www, mail) =
+        (domain.fqdn(), format!("www.{}", domain.fqdn()), format!("mail.{}", domain.fqdn()));
+    let their_dns = rig.their_dns();
+    let cdn = "203.0.113.80";
+    let a = |name: &str, value: &str| {
+        RrsetChange::Replace(Rrset {
+            name: name.to_owned(),
+            rtype: "A".into(),
+            ttl: 300,
+            records: vec![value.into()],
+        })
+    };
+    their_dns.apply(&domain, &[a(&www, cdn)]).await.unwrap();
+    let text = include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
+    rig.plan(&text).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("cdn", 4));
+    let status = rig
+        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
+            domain_state(s, domain.as_str()).state == "awaiting_customer"
+        })
+        .await;
+    let names: Vec<String> =
+        domain_state(&status, domain.as_str()).records_to_change.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, vec![apex.clone(), mail.clone()], "www at the CDN is not the customer's to change");
+    let id = rig.id.clone();
+    let completion = smtp
+        .wait_for(2, Duration::from_secs(30))
+        .await
+        .into_iter()
+        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", external.user))
+        .expect("the completion notice");
+    let body = completion.body.unwrap_or_default();
+    assert!(body.contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
+    assert!(!body.contains(&www), "www is not in the notice:\n{body}");
+
+    // The customer changes what really points at the old server; www stays at the CDN.
+    their_dns
+        .apply(&domain, &[a(&apex, &TARGET_IP.to_string()), a(&mail, &TARGET_IP.to_string())])
+        .await
+        .unwrap();
+    rig.wait_for("propagation", Duration::from_secs(30), |s| {
+        domain_state(s, domain.as_str()).state == "propagated"
+    })
+    .await;
+    let zone = their_dns.zone(&domain).await.unwrap();
+    assert_eq!(zone.rrset(&www, "A").unwrap().records, vec![cdn.to_string()]);
+    daemon.stop().await;
+}
