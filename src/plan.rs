@@ -431,6 +431,15 @@ pub fn domain_action(
         }
         NsClass::Own { .. } => (DomainAction::MoveNotRepointed, reasons, flags),
         NsClass::External { nameservers } | NsClass::Mixed { external: nameservers, .. } => {
+            if in_zone {
+                // A DNS cluster keeps zones for domains long delegated elsewhere: repointing
+                // that copy would change nothing the world sees.
+                flags.push(format!(
+                    "stale zone on our nameservers: our DNS provider holds a zone for it, but it is \
+                     delegated to {}; siirto leaves that zone alone",
+                    nameservers.join(", ")
+                ));
+            }
             if site_elsewhere {
                 (DomainAction::MoveNotRepointed, reasons, flags)
             } else {

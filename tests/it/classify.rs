@@ -330,3 +330,63 @@ async fn a_thousand_domains_with_bounded_concurrency() {
     }
     eprintln!("classified {count} domains in {took:?}");
 }
+
+/// A public DNS tree of its own on loopback: a root server (BIND, 127.0.0.1:53) delegating `stale.test` to
+/// the customer's DNS host and `own.test` to ours, two PowerDNS at port 53 of their own
+/// addresses, and a recursive BIND that follows the delegations. Our nameservers keep a stale
+/// zone for `stale.test`: asked directly they call it ours; through the resolver, as the world
+/// sees it, it is external — and the plan flags the stale zone and never repoints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_decides_not_a_stale_zone_on_our_nameservers() {
+    let (ours_ip, theirs_ip, root_ip) =
+        ("127.0.0.20".parse().unwrap(), "127.0.0.21".parse().unwrap(), "127.0.0.1".parse().unwrap());
+    let (ours, theirs) = tokio::join!(
+        Pdns::start_at(SocketAddr::new(IpAddr::V4(ours_ip), 53)),
+        Pdns::start_at(SocketAddr::new(IpAddr::V4(theirs_ip), 53))
+    );
+    for zone in ["stale.test", "own.test"] {
+        create(&ours, zone, &OUR_NS, vec![rrset(&format!("{zone}."), "A", 3600, &[SOURCE])]).await;
+    }
+    create(&theirs, "stale.test", &THEIR_NS, vec![rrset("stale.test.", "A", 3600, &[SOURCE])]).await;
+    let root = crate::support::bind::Bind::start_root(
+        root_ip,
+        &format!(
+            "stale.test. NS ns1.otherdns.test.\nstale.test. NS ns2.otherdns.test.\n\
+             own.test. NS ns1.hosting.test.\nown.test. NS ns2.hosting.test.\n\
+             ns1.otherdns.test. A {theirs_ip}\nns2.otherdns.test. A {theirs_ip}\n\
+             ns1.hosting.test. A {ours_ip}\nns2.hosting.test. A {ours_ip}\n"
+        ),
+    )
+    .await;
+    let resolver = crate::support::bind::Bind::start_recursive(root_ip).await;
+
+    let facts = Facts {
+        own_nameservers: vec![domain("ns1.hosting.test"), domain("ns2.hosting.test")],
+        source_ips: vec![ip(SOURCE)],
+        target_ips: vec![ip(TARGET)],
+        spam_filters: vec![],
+    };
+    let settings =
+        |resolvers| ClassifySettings { resolvers, query_timeout: Duration::from_secs(2), concurrency: 2 };
+    let names = [domain("stale.test"), domain("own.test")];
+    let ns = |classes: &[DomainClass], n: usize| match &classes[n].outcome {
+        Outcome::Classified(c) => c.ns.clone(),
+        Outcome::Failed { reason } => {
+            panic!("{}: {reason}\nroot:\n{}\nresolver:\n{}", names[n], root.log(), resolver.log())
+        }
+    };
+
+    // Asked directly, our nameservers answer from the stale zone: the unsafe way.
+    let direct = classify_all(&names, &facts, &settings(vec![ours.dns_addr])).await.unwrap();
+    assert!(matches!(ns(&direct, 0), NsClass::Own { .. }), "{direct:#?}");
+
+    // Through a recursive resolver: by delegation.
+    let classes = classify_all(&names, &facts, &settings(vec![resolver.dns_addr])).await.unwrap();
+    assert!(matches!(ns(&classes, 0), NsClass::External { .. }), "{classes:#?}");
+    assert!(matches!(ns(&classes, 1), NsClass::Own { .. }), "{classes:#?}");
+    let (action, _, flags) = siirto::plan::domain_action(Some("stale.test"), Some(&classes[0]));
+    assert_eq!(action, siirto::plan::DomainAction::MoveCustomerMustRepoint);
+    assert!(flags.iter().any(|f| f.starts_with("stale zone on our nameservers")), "{flags:?}");
+    let (action, _, flags) = siirto::plan::domain_action(Some("own.test"), Some(&classes[1]));
+    assert_eq!(action, siirto::plan::DomainAction::MoveAndRepoint, "{flags:?}");
+}

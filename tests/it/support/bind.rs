@@ -93,6 +93,73 @@ impl Bind {
                  allow-update {{ key \"{KEY_NAME}\"; }}; allow-transfer {{ key \"{KEY_NAME}\"; }}; }};\n"
             ));
         }
+        let dns_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let key = TsigKey { name: KEY_NAME.into(), algorithm, secret: Secret::new(secret) };
+        Bind::run(dir, &config, dns_addr, key, zones[0].name).await
+    }
+
+    /// The root of a DNS tree of its own, at port 53 of `addr` (where resolvers ask; named
+    /// listens only on an interface's own address, so on loopback that is 127.0.0.1): `records` are the root zone's lines after its SOA, NS and the
+    /// root server's address (`a.root.test.`): delegations with their glue.
+    pub async fn start_root(addr: Ipv4Addr, records: &str) -> Bind {
+        assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
+        let dir = tempfile::tempdir().expect("temp dir for named");
+        let zone = format!(
+            "$TTL 3600\n. IN SOA a.root.test. hostmaster.root.test. 1 10800 3600 604800 3600\n\
+             . IN NS a.root.test.\na.root.test. IN A {addr}\n{records}\n"
+        );
+        std::fs::write(dir.path().join("root.zone"), zone).expect("write the root zone");
+        let body = "\trecursion no;\n};\ncontrols { };\nzone \".\" { type primary; file \"root.zone\"; };\n";
+        let dns_addr = SocketAddr::from((addr, 53));
+        let config = Bind::options(&dir, dns_addr) + body;
+        Bind::run(dir, &config, dns_addr, unused_key(), "").await
+    }
+
+    /// A recursive resolver (on 127.0.0.1, a free port) whose only root server is `root`
+    /// (see [`Bind::start_root`]): it follows delegations as public resolvers do.
+    pub async fn start_recursive(root: Ipv4Addr) -> Bind {
+        assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
+        let dir = tempfile::tempdir().expect("temp dir for named");
+        std::fs::write(
+            dir.path().join("root.hints"),
+            format!(". 3600000 NS a.root.test.\na.root.test. 3600000 A {root}\n"),
+        )
+        .expect("write the root hints");
+        let port = crate::support::pdns::free_udp_and_tcp_port().unwrap();
+        let dns_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let body = "\trecursion yes;\n\tallow-recursion { 127.0.0.0/8; };\n\tqname-minimization off;\n\
+                    \tmax-ncache-ttl 0;\n};\ncontrols { };\nzone \".\" { type hint; file \"root.hints\"; };\n";
+        let config = Bind::options(&dir, dns_addr) + body;
+        Bind::run(dir, &config, dns_addr, unused_key(), "").await
+    }
+
+    /// The start of named.conf's options block (left open) for `dir`, listening at `addr`.
+    fn options(dir: &tempfile::TempDir, addr: SocketAddr) -> String {
+        let root = dir.path().display();
+        format!(
+            "options {{\n\
+             \tdirectory \"{root}\";\n\
+             \tpid-file \"{root}/named.pid\";\n\
+             \tsession-keyfile \"{root}/session.key\";\n\
+             \tmanaged-keys-directory \"{root}\";\n\
+             \tlisten-on port {} {{ {}; }};\n\
+             \tlisten-on-v6 {{ none; }};\n\
+             \tdnssec-validation no;\n\
+             \tnotify no;\n",
+            addr.port(),
+            addr.ip()
+        )
+    }
+
+    /// Writes `config` as named.conf in `dir`, starts named, and waits until it answers a SOA
+    /// query for `ready_zone` ("" for the root).
+    async fn run(
+        dir: tempfile::TempDir,
+        config: &str,
+        dns_addr: SocketAddr,
+        key: TsigKey,
+        ready_zone: &str,
+    ) -> Bind {
         let conf = dir.path().join("named.conf");
         std::fs::write(&conf, config).expect("write named.conf");
         let log = std::fs::File::create(dir.path().join("named.log")).expect("named log file");
@@ -105,13 +172,8 @@ impl Bind {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|err| panic!("could not start {NAMED}: {err}; {INSTALL}"));
-        let mut bind = Bind {
-            dns_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            key: TsigKey { name: KEY_NAME.into(), algorithm, secret: Secret::new(secret) },
-            child: Some(child),
-            dir,
-        };
-        bind.wait_until_ready(zones[0].name).await;
+        let mut bind = Bind { dns_addr, key, child: Some(child), dir };
+        bind.wait_until_ready(ready_zone).await;
         bind
     }
 
@@ -154,7 +216,13 @@ impl Drop for Bind {
     }
 }
 
-/// True when `addr` answers a SOA query for `zone` with NOERROR (the zone is loaded).
+/// A key for a named that takes no updates (the root, a resolver).
+fn unused_key() -> TsigKey {
+    TsigKey { name: KEY_NAME.into(), algorithm: TsigAlgorithm::HmacSha256, secret: Secret::new("unused") }
+}
+
+/// True when `addr` answers a SOA query for `zone` ("" for the root) with NOERROR (the zone is
+/// loaded, or, for a resolver, reachable).
 async fn soa_answered(addr: SocketAddr, zone: &str) -> bool {
     let Ok(name) = Name::from_ascii(format!("{zone}.")) else {
         return false;

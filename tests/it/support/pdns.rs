@@ -102,8 +102,25 @@ impl Pdns {
         Pdns::start_with_zones_and_config(zones, "").await
     }
 
+    /// [`Pdns::start`] answering DNS at `dns_addr` (e.g. `127.0.0.20:53`, where a recursive
+    /// resolver following a delegation asks: port 53 on an address of its own).
+    pub async fn start_at(dns_addr: SocketAddr) -> Pdns {
+        match Pdns::launch(&[], DETERMINISTIC, Some(dns_addr)).await {
+            Ok(pdns) => pdns,
+            Err(err) => panic!("{err:#}"),
+        }
+    }
+
     /// [`Pdns::start_with_zones`] with more `pdns.conf` lines appended (one setting per line).
     pub async fn start_with_zones_and_config(zones: &[Zone], extra_config: &str) -> anyhow::Result<Pdns> {
+        Pdns::launch(zones, extra_config, None).await
+    }
+
+    async fn launch(
+        zones: &[Zone],
+        extra_config: &str,
+        dns_addr: Option<SocketAddr>,
+    ) -> anyhow::Result<Pdns> {
         for path in [PDNS_SERVER, SCHEMA] {
             if !Path::new(path).exists() {
                 bail!("{path} is missing: {INSTALL}");
@@ -113,7 +130,10 @@ impl Pdns {
         let database = dir.path().join("pdns.sqlite3");
         write_database(&database, zones).await?;
 
-        let dns_port = free_udp_and_tcp_port()?;
+        let dns_addr = match dns_addr {
+            Some(addr) => addr,
+            None => SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_and_tcp_port()?)),
+        };
         let api_port = free_tcp_port()?;
         let api_key = format!("pdns-key-{}", rand::random::<u64>());
         // The SOA of a zone created through the API without one names the zone's own
@@ -121,7 +141,7 @@ impl Pdns {
         let config = format!(
             "launch=gsqlite3\n\
              gsqlite3-database={database}\n\
-             local-address=127.0.0.1:{dns_port}\n\
+             local-address={dns_addr}\n\
              api=yes\n\
              api-key={api_key}\n\
              webserver=yes\n\
@@ -149,7 +169,7 @@ impl Pdns {
             .spawn()
             .with_context(|| format!("starting {PDNS_SERVER}; {INSTALL}"))?;
         let mut pdns = Pdns {
-            dns_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)),
+            dns_addr,
             api_url: Url::parse(&format!("http://127.0.0.1:{api_port}/"))?,
             api_key,
             child,
