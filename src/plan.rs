@@ -986,14 +986,20 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
     for address in at_source.iter().filter(|a| a.is_ipv4()) {
         seen.push(SeenRecord { name: apex.clone(), rtype: "A".to_owned(), value: address.to_string() });
     }
-    // `www` as it was looked up, never assumed to follow the apex: at a CDN it is not the
-    // customer's to change, and no wait is for it.
+    // Every other name as it was looked up (`www`, `ftp`, `webmail`, …), never assumed to follow
+    // the apex: one at a CDN is not the customer's to change, and no wait is for it.
     let at_old_server =
         |ip: &IpAddr| at_source.contains(ip) || account_ip.is_some_and(|source| *ip == IpAddr::V4(source));
-    let www: &[IpAddr] = classification.map_or(&[], |c| &c.www);
-    for address in www.iter().filter(|a| a.is_ipv4() && at_old_server(a)) {
-        let name = format!("www.{}.", domain.domain);
-        seen.push(SeenRecord { name, rtype: "A".to_owned(), value: address.to_string() });
+    let no_names = std::collections::BTreeMap::new();
+    let names = classification.map_or(&no_names, |c| &c.names);
+    // The zone's order: www first, then the others by name.
+    let ordered =
+        names.get_key_value("www").into_iter().chain(names.iter().filter(|(label, _)| *label != "www"));
+    for (label, addresses) in ordered {
+        for address in addresses.iter().filter(|a| a.is_ipv4() && at_old_server(a)) {
+            let name = format!("{label}.{}.", domain.domain);
+            seen.push(SeenRecord { name, rtype: "A".to_owned(), value: address.to_string() });
+        }
     }
     let mail_at_source: &[String] = match classification.map(|c| &c.mail) {
         Some(MailClass::AtSource { hosts }) => hosts,
@@ -1215,7 +1221,7 @@ mod tests {
                 zone: "kukka.test".into(),
                 ns,
                 web,
-                www: Vec::new(),
+                names: Default::default(),
                 mail,
                 a_ttl: Some(3600),
                 aaaa_ttl: None,
@@ -1231,8 +1237,10 @@ mod tests {
         let v6: IpAddr = "2001:db8::2".parse().unwrap();
         let far: IpAddr = "192.0.2.9".parse().unwrap();
         let with_www = |mut class: DomainClass, www: Vec<IpAddr>| {
-            if let Outcome::Classified(c) = &mut class.outcome {
-                c.www = www;
+            if let Outcome::Classified(c) = &mut class.outcome
+                && !www.is_empty()
+            {
+                c.names.insert("www".to_owned(), www);
             }
             class
         };

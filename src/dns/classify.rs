@@ -127,10 +127,12 @@ pub struct Classification {
     pub ns: NsClass,
     /// Where the domain's A/AAAA records point.
     pub web: WebClass,
-    /// The addresses `www.` under the domain resolves to, looked up on its own (it may be at a
-    /// CDN while the apex is at the source); empty when it does not exist.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub www: Vec<IpAddr>,
+    /// For a domain on someone else's DNS: the A/AAAA addresses of each of the names a cPanel
+    /// zone has under it ([`SERVICE_NAMES`]: `www`, `ftp`, `webmail`, …), by label, each looked
+    /// up on its own (`www` may be at a CDN while the apex is at the source); a name that does
+    /// not exist is left out. Empty for a domain whose DNS is ours.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, Vec<IpAddr>>,
     /// Where its mail goes.
     pub mail: MailClass,
     /// TTL (seconds) of its A records, when it has any.
@@ -399,6 +401,23 @@ enum Answer {
     NoData { zone: Option<String> },
 }
 
+/// The names a cPanel zone has under each domain (its zone template's service names), looked
+/// up for a domain on someone else's DNS: each that points at the old server is the
+/// customer's to change.
+pub const SERVICE_NAMES: [&str; 11] = [
+    "www",
+    "mail",
+    "ftp",
+    "webmail",
+    "cpanel",
+    "whm",
+    "webdisk",
+    "cpcalendars",
+    "cpcontacts",
+    "autodiscover",
+    "autoconfig",
+];
+
 /// Why a resolver gave no answer to [`Classifier::a_records_everywhere`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoAnswer {
@@ -500,19 +519,21 @@ impl Classifier {
     async fn classification(&self, domain: &DomainName, facts: &Facts) -> Result<Classification, String> {
         let name =
             Name::from_ascii(domain.fqdn()).map_err(|err| format!("{domain} is not a DNS name: {err}"))?;
-        let www_name = Name::from_ascii(format!("www.{}", domain.fqdn()))
-            .map_err(|err| format!("www.{domain} is not a DNS name: {err}"))?;
-        let (ns, a, aaaa, mx, www) = futures::join!(
+        let (ns, a, aaaa, mx) = futures::join!(
             self.ask(&name, RecordType::NS),
             self.ask(&name, RecordType::A),
             self.ask(&name, RecordType::AAAA),
             self.ask(&name, RecordType::MX),
-            self.ask(&www_name, RecordType::A),
         );
-        let (ns, a, aaaa, mx, www) = (ns?, a?, aaaa?, mx?, www?);
-        let www = addresses(&www).1;
+        let (ns, a, aaaa, mx) = (ns?, a?, aaaa?, mx?);
 
         let (zone, ns) = self.delegation(domain, ns, &facts.own_nameservers).await?;
+        // On someone else's DNS every name the customer must change is looked up: none is
+        // assumed to follow the apex.
+        let names = match &ns {
+            NsClass::External { .. } | NsClass::Mixed { .. } => self.service_names(domain).await?,
+            NsClass::Own { .. } | NsClass::NoDelegation { .. } => std::collections::BTreeMap::new(),
+        };
         let (a_ttl, a) = addresses(&a);
         let (aaaa_ttl, aaaa) = addresses(&aaaa);
         let mut own_addresses = a;
@@ -547,7 +568,26 @@ impl Classifier {
         }
         let mail = mail_class(&hosts, facts);
         let flags = flags(&ns, &web, &mail);
-        Ok(Classification { zone, ns, web, www, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
+        Ok(Classification { zone, ns, web, names, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
+    }
+
+    /// The addresses of each of [`SERVICE_NAMES`] under `domain` that exists.
+    async fn service_names(
+        &self,
+        domain: &DomainName,
+    ) -> Result<std::collections::BTreeMap<String, Vec<IpAddr>>, String> {
+        let asks = SERVICE_NAMES.iter().map(|label| async move {
+            let host = format!("{label}.{}", domain.as_str());
+            (label.to_string(), self.host_addresses(&host).await)
+        });
+        let mut names = std::collections::BTreeMap::new();
+        for (label, found) in futures::future::join_all(asks).await {
+            let found = found?;
+            if !found.is_empty() {
+                names.insert(label, found);
+            }
+        }
+        Ok(names)
     }
 
     /// The zone and its NS class: the domain's own NS, or for a name inside a zone (no NS, an
@@ -932,7 +972,7 @@ mod tests {
                 zone: "a.fi".into(),
                 ns: NsClass::Own { nameservers: strings(&["ns1.example.fi"]) },
                 web: WebClass::AtSource { addresses: ips(&["192.0.2.10"]) },
-                www: ips(&["203.0.113.80"]),
+                names: [("www".to_owned(), ips(&["203.0.113.80"]))].into(),
                 mail: MailClass::SpamFilter { hosts: strings(&["mx.filter.example.net"]) },
                 a_ttl: Some(3600),
                 aaaa_ttl: None,

@@ -395,7 +395,8 @@ async fn a_silent_resolver_holds_propagation_and_status_names_it() {
 }
 
 /// `www` at a CDN while the apex is at the old server: looked up, not assumed to follow the
-/// apex, so it is neither in the customer's list nor waited for.
+/// apex, so it is neither in the customer's list nor waited for; `ftp` and `webmail` at the old
+/// server are looked up too, listed with their new value, and waited for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     let smtp = SmtpServer::start();
@@ -418,7 +419,9 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
             records: vec![value.into()],
         })
     };
-    their_dns.apply(&domain, &[a(&www, cdn)]).await.unwrap();
+    let (ftp, webmail) = (format!("ftp.{apex}"), format!("webmail.{apex}"));
+    let old = SOURCE_IP.to_string();
+    their_dns.apply(&domain, &[a(&www, cdn), a(&ftp, &old), a(&webmail, &old)]).await.unwrap();
     let text = include_str!("../../playbooks/demo.toml")
         .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
     rig.plan(&text).await;
@@ -432,7 +435,11 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
         .await;
     let names: Vec<String> =
         domain_state(&status, domain.as_str()).records_to_change.iter().map(|r| r.name.clone()).collect();
-    assert_eq!(names, vec![apex.clone(), mail.clone()], "www at the CDN is not the customer's to change");
+    assert_eq!(
+        names,
+        vec![apex.clone(), ftp.clone(), mail.clone(), webmail.clone()],
+        "www at the CDN is not the customer's to change; ftp and webmail are"
+    );
     let id = rig.id.clone();
     let completion = smtp
         .wait_for(2, Duration::from_secs(30))
@@ -443,12 +450,15 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     let body = completion.body.unwrap_or_default();
     assert!(body.contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
     assert!(!body.contains(&www), "www is not in the notice:\n{body}");
+    assert!(body.contains(&format!("{ftp} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
 
-    // The customer changes what really points at the old server; www stays at the CDN.
-    their_dns
-        .apply(&domain, &[a(&apex, &TARGET_IP.to_string()), a(&mail, &TARGET_IP.to_string())])
-        .await
-        .unwrap();
+    // The customer changes all but webmail: still waiting, for webmail.
+    let new = TARGET_IP.to_string();
+    their_dns.apply(&domain, &[a(&apex, &new), a(&mail, &new), a(&ftp, &new)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(domain_state(&rig.status().await, domain.as_str()).state, "awaiting_customer", "webmail");
+    // Then webmail; www stays at the CDN.
+    their_dns.apply(&domain, &[a(&webmail, &new)]).await.unwrap();
     rig.wait_for("propagation", Duration::from_secs(30), |s| {
         domain_state(s, domain.as_str()).state == "propagated"
     })
