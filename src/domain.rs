@@ -1331,6 +1331,10 @@ pub enum DomainEvent {
     CustomerMustRepoint {
         /// The target's address.
         new_value: String,
+        /// The new value of each seen record that is not simply the address (an SPF record:
+        /// the same text with the old server's `ip4:` naming the new one).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rewritten: Vec<RecordChange>,
     },
     /// A reminder to repoint was queued for the customer.
     Reminded,
@@ -1375,7 +1379,7 @@ impl DomainEvent {
             DomainEvent::TtlRestored => "TTL restored".to_owned(),
             DomainEvent::RolledBack { reason } => format!("rolled back to the source: {reason}"),
             DomainEvent::RetryRequested => "waits for its account's verification again".to_owned(),
-            DomainEvent::CustomerMustRepoint { new_value } => {
+            DomainEvent::CustomerMustRepoint { new_value, .. } => {
                 format!("DNS elsewhere: the customer must point it at {new_value}")
             }
             DomainEvent::Reminded => "customer reminded to repoint".to_owned(),
@@ -1475,16 +1479,21 @@ pub fn domain_transition(
         (S::RolledBack { records, ttl_restored_at: Some(_), .. }, E::RetryRequested) => {
             Ok(S::TtlObserved { records: records.clone() })
         }
-        (S::External { seen, observed_ttl, .. }, E::CustomerMustRepoint { new_value }) => {
+        (S::External { seen, observed_ttl, .. }, E::CustomerMustRepoint { new_value, rewritten }) => {
             Ok(S::AwaitingCustomer {
                 since: now,
                 records_to_change: seen
                     .iter()
-                    .map(|r| RecordChange {
-                        name: r.name.clone(),
-                        rtype: r.rtype.clone(),
-                        old_value: r.value.clone(),
-                        new_value: new_value.clone(),
+                    .map(|r| {
+                        let same = |c: &&RecordChange| {
+                            c.name == r.name && c.rtype == r.rtype && c.old_value == r.value
+                        };
+                        rewritten.iter().find(same).cloned().unwrap_or_else(|| RecordChange {
+                            name: r.name.clone(),
+                            rtype: r.rtype.clone(),
+                            old_value: r.value.clone(),
+                            new_value: new_value.clone(),
+                        })
                     })
                     .collect(),
                 reminded: 0,
@@ -2004,7 +2013,7 @@ mod tests {
             seen: seen.clone(),
             observed_ttl: Some(300),
         };
-        let ask = E::CustomerMustRepoint { new_value: "192.0.2.20".into() };
+        let ask = E::CustomerMustRepoint { new_value: "192.0.2.20".into(), rewritten: Vec::new() };
         let awaiting = domain_transition(&external, &ask, t(100), &GATE).unwrap();
         assert_eq!(awaiting.name(), "awaiting_customer");
         assert!(awaiting.is_external() && external.is_external() && !S::Pending.is_external());

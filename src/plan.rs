@@ -1010,6 +1010,17 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         host == domain.domain || host.ends_with(&format!(".{}", domain.domain))
     };
+    // An SPF record naming the old server (`ip4:` its address): mail from the new server would
+    // fail it. The new text is made when the account is verified (the address may change).
+    if let Some(ip) = account_ip {
+        let old = crate::dns::rewrite::Endpoint { ip, ipv6: None, hostname: None };
+        let probe = crate::dns::rewrite::Endpoint { ip: Ipv4Addr::UNSPECIFIED, ipv6: None, hostname: None };
+        for spf in classification.map_or(&[][..], |c| &c.spf) {
+            if crate::dns::rewrite::rewrite_spf(spf, &old, &probe).is_some() {
+                seen.push(SeenRecord { name: apex.clone(), rtype: "TXT".to_owned(), value: spf.clone() });
+            }
+        }
+    }
     if let Some(ip) = account_ip {
         for host in mail_at_source.iter().filter(|h| inside(h)) {
             let name = format!("{}.", host.trim_end_matches('.').to_ascii_lowercase());
@@ -1222,6 +1233,7 @@ mod tests {
                 ns,
                 web,
                 names: Default::default(),
+                spf: Vec::new(),
                 mail,
                 a_ttl: Some(3600),
                 aaaa_ttl: None,
@@ -1321,6 +1333,22 @@ mod tests {
         assert_eq!(seen, vec![seen_a("kukka.test."), seen_a("www.kukka.test."), seen_a("mail.kukka.test.")]);
         let DomainState::External { seen, .. } = external_state(&domain, None) else { panic!("external") };
         assert_eq!(seen.len(), 2, "no address for the MX host without the account's: {seen:?}");
+
+        // An SPF record naming the old server is the customer's to change; one naming others is not.
+        let mut spf = planned(WebClass::None, vec![]);
+        if let Some(DomainClass { outcome: Outcome::Classified(c), .. }) = &mut spf.dns {
+            c.spf = vec!["\"v=spf1 ip4:127.0.0.2 mx -all\"".into(), "\"v=spf1 ip4:192.0.2.9 -all\"".into()];
+        }
+        let DomainState::External { seen, .. } = external_state(&spf, Some("127.0.0.2".parse().unwrap()))
+        else {
+            panic!("external");
+        };
+        let txt = SeenRecord {
+            name: "kukka.test.".into(),
+            rtype: "TXT".into(),
+            value: "\"v=spf1 ip4:127.0.0.2 mx -all\"".into(),
+        };
+        assert_eq!(seen, vec![txt]);
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub struct Classification {
     /// not exist is left out. Empty for a domain whose DNS is ours.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub names: std::collections::BTreeMap<String, Vec<IpAddr>>,
+    /// For a domain on someone else's DNS: its SPF records (`v=spf1 …`), each its strings
+    /// joined, quoted as one zone-file string. Empty for a domain whose DNS is ours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spf: Vec<String>,
     /// Where its mail goes.
     pub mail: MailClass,
     /// TTL (seconds) of its A records, when it has any.
@@ -530,9 +534,15 @@ impl Classifier {
         let (zone, ns) = self.delegation(domain, ns, &facts.own_nameservers).await?;
         // On someone else's DNS every name the customer must change is looked up: none is
         // assumed to follow the apex.
-        let names = match &ns {
-            NsClass::External { .. } | NsClass::Mixed { .. } => self.service_names(domain).await?,
-            NsClass::Own { .. } | NsClass::NoDelegation { .. } => std::collections::BTreeMap::new(),
+        let (names, spf) = match &ns {
+            NsClass::External { .. } | NsClass::Mixed { .. } => {
+                let (names, txt) =
+                    futures::join!(self.service_names(domain), self.ask(&name, RecordType::TXT));
+                (names?, spf_records(&txt?))
+            }
+            NsClass::Own { .. } | NsClass::NoDelegation { .. } => {
+                (std::collections::BTreeMap::new(), Vec::new())
+            }
         };
         let (a_ttl, a) = addresses(&a);
         let (aaaa_ttl, aaaa) = addresses(&aaaa);
@@ -568,7 +578,7 @@ impl Classifier {
         }
         let mail = mail_class(&hosts, facts);
         let flags = flags(&ns, &web, &mail);
-        Ok(Classification { zone, ns, web, names, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
+        Ok(Classification { zone, ns, web, names, spf, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
     }
 
     /// The addresses of each of [`SERVICE_NAMES`] under `domain` that exists.
@@ -631,6 +641,32 @@ impl Classifier {
         &self,
         name: &str,
     ) -> Vec<(SocketAddr, Result<Vec<Ipv4Addr>, NoAnswer>)> {
+        self.everywhere(name, RecordType::A, |answer| {
+            addresses(answer)
+                .1
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Asks every resolver for the SPF records of `name` (as [`Classification::spf`] has them),
+    /// like [`Self::a_records_everywhere`].
+    pub async fn spf_everywhere(&self, name: &str) -> Vec<(SocketAddr, Result<Vec<String>, NoAnswer>)> {
+        self.everywhere(name, RecordType::TXT, spf_records).await
+    }
+
+    /// Asks every resolver for `rtype` at `name`, each answer read by `read`.
+    async fn everywhere<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        read: impl Fn(&Answer) -> T + Copy,
+    ) -> Vec<(SocketAddr, Result<T, NoAnswer>)> {
         let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
         let name = match Name::from_ascii(&fqdn) {
             Ok(name) => name,
@@ -644,25 +680,15 @@ impl Classifier {
         let asks = self.resolvers.iter().map(|(address, resolver)| {
             let name = name.clone();
             async move {
-                let result = match tokio::time::timeout(limit, resolver.lookup(name, RecordType::A)).await {
+                let result = match tokio::time::timeout(limit, resolver.lookup(name, rtype)).await {
                     Ok(result) => result,
                     Err(_elapsed) => Err(NetError::Timeout),
                 };
                 // No DNS message came back at all (a timeout, a refused connection): silent. A
                 // response code (REFUSED, SERVFAIL) is an answer, if not about this name.
                 let silent = matches!(&result, Err(err) if !matches!(err, NetError::Dns(_)));
-                let answer = answer(RecordType::A, result).map_err(|reason| NoAnswer { reason, silent }).map(
-                    |answer| {
-                        addresses(&answer)
-                            .1
-                            .into_iter()
-                            .filter_map(|ip| match ip {
-                                IpAddr::V4(v4) => Some(v4),
-                                IpAddr::V6(_) => None,
-                            })
-                            .collect()
-                    },
-                );
+                let answer =
+                    answer(rtype, result).map_err(|reason| NoAnswer { reason, silent }).map(|a| read(&a));
                 (*address, answer)
             }
         });
@@ -755,6 +781,22 @@ fn ns_names(records: &[(u32, RData)]) -> Vec<String> {
 }
 
 /// The TTL and addresses of an A or AAAA answer (no TTL and nothing for a negative one).
+/// The SPF records (`v=spf1 …`) of a TXT answer, each as one quoted string (its character
+/// strings joined, as SPF reads them).
+fn spf_records(answer: &Answer) -> Vec<String> {
+    let Answer::Records(records) = answer else { return Vec::new() };
+    records
+        .iter()
+        .filter_map(|(_, data)| match data {
+            RData::TXT(txt) => {
+                let text: String = txt.txt_data.iter().map(|bytes| String::from_utf8_lossy(bytes)).collect();
+                text.to_ascii_lowercase().starts_with("v=spf1").then(|| format!("\"{text}\""))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn addresses(answer: &Answer) -> (Option<u32>, Vec<IpAddr>) {
     match answer {
         Answer::Records(records) => {
@@ -973,6 +1015,7 @@ mod tests {
                 ns: NsClass::Own { nameservers: strings(&["ns1.example.fi"]) },
                 web: WebClass::AtSource { addresses: ips(&["192.0.2.10"]) },
                 names: [("www".to_owned(), ips(&["203.0.113.80"]))].into(),
+                spf: vec!["\"v=spf1 ip4:192.0.2.10 -all\"".into()],
                 mail: MailClass::SpamFilter { hosts: strings(&["mx.filter.example.net"]) },
                 a_ttl: Some(3600),
                 aaaa_ttl: None,

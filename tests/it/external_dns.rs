@@ -396,7 +396,8 @@ async fn a_silent_resolver_holds_propagation_and_status_names_it() {
 
 /// `www` at a CDN while the apex is at the old server: looked up, not assumed to follow the
 /// apex, so it is neither in the customer's list nor waited for; `ftp` and `webmail` at the old
-/// server are looked up too, listed with their new value, and waited for.
+/// server are looked up too, listed with their new value, and waited for; and so is the SPF
+/// record naming the old server (`ip4:`), with its exact new text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     let smtp = SmtpServer::start();
@@ -421,7 +422,19 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     };
     let (ftp, webmail) = (format!("ftp.{apex}"), format!("webmail.{apex}"));
     let old = SOURCE_IP.to_string();
-    their_dns.apply(&domain, &[a(&www, cdn), a(&ftp, &old), a(&webmail, &old)]).await.unwrap();
+    let spf = |ip: &str| format!("\"v=spf1 ip4:{ip} include:_spf.example.com -all\"");
+    let txt = |value: String| {
+        RrsetChange::Replace(Rrset {
+            name: apex.clone(),
+            rtype: "TXT".into(),
+            ttl: 300,
+            records: vec![value],
+        })
+    };
+    their_dns
+        .apply(&domain, &[a(&www, cdn), a(&ftp, &old), a(&webmail, &old), txt(spf(&old))])
+        .await
+        .unwrap();
     let text = include_str!("../../playbooks/demo.toml")
         .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
     rig.plan(&text).await;
@@ -437,8 +450,18 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
         domain_state(&status, domain.as_str()).records_to_change.iter().map(|r| r.name.clone()).collect();
     assert_eq!(
         names,
-        vec![apex.clone(), ftp.clone(), mail.clone(), webmail.clone()],
-        "www at the CDN is not the customer's to change; ftp and webmail are"
+        vec![apex.clone(), ftp.clone(), mail.clone(), webmail.clone(), apex.clone()],
+        "www at the CDN is not the customer's to change; ftp, webmail and the SPF record are"
+    );
+    let spf_change = domain_state(&status, domain.as_str())
+        .records_to_change
+        .iter()
+        .find(|r| r.rtype == "TXT")
+        .cloned()
+        .expect("the SPF record is listed");
+    assert_eq!(
+        (spf_change.old_value.clone(), spf_change.new_value.clone()),
+        (spf(&old), spf(&TARGET_IP.to_string()))
     );
     let id = rig.id.clone();
     let completion = smtp
@@ -451,14 +474,20 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     assert!(body.contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
     assert!(!body.contains(&www), "www is not in the notice:\n{body}");
     assert!(body.contains(&format!("{ftp} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
+    let spf_line = format!("{apex} TXT: change {} to {}", spf(&old), spf(&TARGET_IP.to_string()));
+    assert!(body.contains(&spf_line), "{spf_line:?} not in:\n{body}");
 
     // The customer changes all but webmail: still waiting, for webmail.
     let new = TARGET_IP.to_string();
     their_dns.apply(&domain, &[a(&apex, &new), a(&mail, &new), a(&ftp, &new)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(domain_state(&rig.status().await, domain.as_str()).state, "awaiting_customer", "webmail");
-    // Then webmail; www stays at the CDN.
+    // Then webmail: the SPF record still names the old server.
     their_dns.apply(&domain, &[a(&webmail, &new)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(domain_state(&rig.status().await, domain.as_str()).state, "awaiting_customer", "SPF");
+    // Then the SPF record; www stays at the CDN.
+    their_dns.apply(&domain, &[txt(spf(&new))]).await.unwrap();
     rig.wait_for("propagation", Duration::from_secs(30), |s| {
         domain_state(s, domain.as_str()).state == "propagated"
     })

@@ -71,6 +71,25 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
             }
         }
     }
+    // An SPF record the customer must change: propagated once no resolver shows the old text.
+    for change in state.records_to_change().iter().filter(|r| r.rtype == "TXT") {
+        let old = spf_key(&change.old_value);
+        for (resolver, answer) in resolvers.spf_everywhere(&change.name).await {
+            match answer {
+                Ok(records) => {
+                    if records.iter().any(|r| spf_key(r) == old) {
+                        stale.push(format!("{resolver} answers {} TXT {}", change.name, change.old_value));
+                    }
+                }
+                Err(no) => {
+                    if no.silent && !silent.contains(&resolver.to_string()) {
+                        silent.push(resolver.to_string());
+                    }
+                    unanswered.push(format!("{resolver} {} TXT: {}", change.name, no.reason));
+                }
+            }
+        }
+    }
     let now = cx.now();
     let now_ms = to_millis(now);
     let mut tx = cx.store.begin_leased(lease).await?;
@@ -124,6 +143,13 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     }
     tx.reschedule_job(lease, next).await?;
     Ok(tx.commit().await?)
+}
+
+/// An SPF text as compared: its strings joined, without quotes, lower case, single spaces.
+fn spf_key(text: &str) -> String {
+    let joined: String = text.split('"').enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
+    let joined = if text.contains('"') { joined } else { text.to_owned() };
+    joined.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The mail follow-up of a propagated external domain: routing on the source set to remote

@@ -7,7 +7,8 @@ use anyhow::{Context, anyhow};
 use tracing::{info, warn};
 
 use crate::dedicated_ip::{DedicatedIp, SiteIp};
-use crate::domain::{AccountEvent, AccountState, DomainEvent, DomainState};
+use crate::dns::rewrite::{Endpoint, rewrite_spf};
+use crate::domain::{AccountEvent, AccountState, DomainEvent, DomainState, RecordChange};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
 use crate::engine::jobs::JobKind;
 use crate::names::{AccountName, DomainName};
@@ -128,8 +129,27 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
                 }
                 // Not our DNS: the customer is told what to change (in the completion
                 // notice) and public DNS is polled until it shows the target.
-                DomainState::External { .. } => {
-                    let event = DomainEvent::CustomerMustRepoint { new_value: target_ip.to_string() };
+                DomainState::External { ref seen, .. } => {
+                    // An SPF record gets the same text with the new address for the old one.
+                    let (from, to) = (
+                        Endpoint { ip: source_ip, ipv6: None, hostname: None },
+                        Endpoint { ip: target_ip, ipv6: None, hostname: None },
+                    );
+                    let rewritten = seen
+                        .iter()
+                        .filter(|r| r.rtype == "TXT")
+                        .filter_map(|r| {
+                            let new_value = rewrite_spf(&r.value, &from, &to)?;
+                            Some(RecordChange {
+                                name: r.name.clone(),
+                                rtype: r.rtype.clone(),
+                                old_value: r.value.clone(),
+                                new_value,
+                            })
+                        })
+                        .collect();
+                    let event =
+                        DomainEvent::CustomerMustRepoint { new_value: target_ip.to_string(), rewritten };
                     cx.apply_domain(&mut tx, ctx, row, &domain_state, event).await?;
                     tx.schedule_job(&cx.job(
                         ctx,
