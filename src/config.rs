@@ -596,8 +596,9 @@ pub struct DnsConfig {
     /// The company's own nameserver host names (`ns1.example.fi`): a domain delegated to
     /// exactly these is ours to repoint. Empty when not configured.
     pub own_nameservers: Vec<crate::names::DomainName>,
-    /// The resolvers that DNS classification asks (public recursive resolvers in production,
-    /// the test nameservers in tests), in order; `nameservers` when the config gives none.
+    /// The recursive resolvers that DNS classification and propagation checks ask, in order:
+    /// public DNS as the world sees it. Required by `siirto plan`; no default (our own
+    /// nameservers answer from any zone they keep, even one delegated elsewhere).
     pub resolvers: Vec<SocketAddr>,
     /// MX host names of external spam filters the company uses; a name also matches every
     /// host below it (`filter.example.net` matches `mx1.filter.example.net`).
@@ -1392,10 +1393,9 @@ impl Ctx<'_> {
         )?;
         let own_nameservers = self.host_names(&raw.own_nameservers, "dns.own_nameservers")?;
         let spam_filters = self.host_names(&raw.spam_filters, "dns.spam_filters")?;
-        let mut resolvers = self.socket_addrs(&raw.resolvers, "dns.resolvers")?;
-        if resolvers.is_empty() {
-            resolvers = nameservers.clone();
-        }
+        // No default: our own nameservers would answer from any zone they keep, even one long
+        // delegated elsewhere (`siirto plan` refuses to classify without resolvers).
+        let resolvers = self.socket_addrs(&raw.resolvers, "dns.resolvers")?;
         let query_timeout = self.src.duration_or(
             raw.query_timeout.as_ref(),
             "dns.query_timeout",
@@ -2013,8 +2013,10 @@ write_concurrency = 1
 # DNS classification (`siirto plan`): the company's own nameservers — a domain delegated to
 # exactly these is repointed by siirto; any other delegation is the customer's to change.
 own_nameservers = ["ns1.example.fi", "ns2.example.fi"]
-# The resolvers classification asks, in order (public recursive ones; "ip" means port 53).
-# Default: the nameservers above.
+# The recursive resolvers classification and propagation checks ask, in order: public DNS as
+# the world sees it, so a domain is classified by who its parent zone delegates it to ("ip"
+# means port 53). Required by `siirto plan`; there is no default, because our own nameservers
+# answer from any zone they keep, even one long delegated elsewhere.
 resolvers = ["1.1.1.1", "9.9.9.9"]
 # MX hosts of the external spam filter the company uses (a name matches the hosts below it
 # too): mail routed through it needs its own change at the filter.
@@ -2368,7 +2370,7 @@ path = "outbox"
         assert_eq!(config.daemon.owner, None);
         assert_eq!(config.mail.channel, MailChannelConfig::Directory { path: dir.path().join("outbox") });
         assert!(config.dns.own_nameservers.is_empty() && config.dns.spam_filters.is_empty());
-        assert_eq!(config.dns.resolvers, config.dns.nameservers);
+        assert!(config.dns.resolvers.is_empty(), "no default: {:?}", config.dns.resolvers);
         assert_eq!(config.dns.query_timeout, Duration::from_secs(2));
         assert_eq!(config.dns.classify_concurrency, 32);
         // The public name defaults to the WHM URL's host…

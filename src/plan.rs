@@ -672,9 +672,14 @@ pub async fn plan(
     // 2. How each domain's DNS and mail are served.
     let all_domains: Vec<DomainName> = found.values().flat_map(|a| a.domains.keys().cloned()).collect();
     let settings = ClassifySettings::from_config(&config.dns);
-    let classes: BTreeMap<DomainName, DomainClass> = if settings.resolvers.is_empty() {
-        BTreeMap::new()
-    } else {
+    if settings.resolvers.is_empty() {
+        bail!(
+            "dns.resolvers is not set: the plan classifies each domain by its delegation as the world \
+             sees it, through recursive resolvers (e.g. resolvers = [\"1.1.1.1\", \"9.9.9.9\"]); \
+             our own nameservers cannot tell a domain delegated elsewhere from one of ours"
+        );
+    }
+    let classes: BTreeMap<DomainName, DomainClass> = {
         let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
         let facts = Facts {
             own_nameservers: config.dns.own_nameservers.clone(),

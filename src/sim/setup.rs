@@ -76,7 +76,8 @@ pub struct ConfigFiles<'a> {
     /// The store's URL (`sqlite:siirto.db` is resolved against the config's directory).
     pub database: &'a str,
     /// Appended verbatim after the `[dns]` table's own lines: more `[dns]` settings first,
-    /// then the `[mail]` table and any `[daemon]` settings.
+    /// then the `[mail]` table and any `[daemon]` settings. Without a `resolvers` line of its
+    /// own, the DNS endpoint is the config's resolver.
     pub extra: &'a str,
     /// The file holding the DNS API key, when it is the operator's own (a real PowerDNS): the
     /// config names it and no copy is written. `None`: the key is written to
@@ -125,13 +126,23 @@ provider = "powerdns"
 api_url = "{api_url}"
 api_key_file = {key_file}
 nameservers = ["{ns}"]
-own_nameservers = ["ns1.siirto-demo.test"]
+{resolvers}own_nameservers = ["ns1.siirto-demo.test"]
 write_concurrency = 1
 
 {extra}
 "#,
         api_url = dns.api_url,
         ns = dns.dns_addr,
+        // The simulated hosts' only DNS stands in for public DNS, unless `extra` names its own.
+        resolvers = if files.extra.lines().any(|l| l.trim_start().starts_with("resolvers")) {
+            String::new()
+        } else {
+            format!(
+                "# The simulated hosts' only DNS stands in for public DNS (in production: recursive\n\
+                 # resolvers, which see each domain's delegation as the world does).\nresolvers = [\"{}\"]\n",
+                dns.dns_addr
+            )
+        },
         extra = files.extra,
     ));
     let path = dir.join("siirto.toml");

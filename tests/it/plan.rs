@@ -246,3 +246,23 @@ async fn a_spam_filtered_domain_is_an_operator_task_on_the_timeline_and_in_statu
     let log = ok(&siirto(dir, &["log", "tasks", "--domain", filtered.as_str()]));
     assert!(log.contains("operator task: mail for"), "{log}");
 }
+
+/// Without `dns.resolvers` there is no way to see delegations as the world does: the plan is
+/// refused, naming the field, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_without_resolvers_is_refused_naming_the_field() {
+    let rig = SimRig::start(RigOptions::new("no-resolvers", 1)).await;
+    let dir = rig.dir.path();
+    let config = std::fs::read_to_string(dir.join("siirto.toml")).unwrap();
+    let without: String =
+        config.lines().filter(|l| !l.starts_with("resolvers = ")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(without, config, "the rig's config names resolvers");
+    std::fs::write(dir.join("siirto.toml"), without).unwrap();
+    let playbook = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks/shared-hosting.toml");
+    let out = siirto(dir, &["plan", "--playbook", playbook, "--from", "old", "--to", "new", "--id", "nr"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dns.resolvers is not set") && err.contains("recursive resolvers"), "{err}");
+    let status = siirto(dir, &["status", "nr"]);
+    assert!(!status.status.success(), "nothing was recorded");
+}

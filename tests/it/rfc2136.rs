@@ -417,6 +417,7 @@ async fn rfc2136_migration_end_to_end() {
     let dns = format!(
         "[dns]\nprovider = \"rfc2136\"\nserver = \"{addr}\"\ntsig_key_name = \"{KEY_NAME}\"\n\
          tsig_secret_file = \"secrets/tsig.key\"\nzones = [{zones}]\nnameservers = [\"{addr}\"]\n\
+         resolvers = [\"{addr}\"]\n\
          own_nameservers = [\"ns1.siirto-demo.test\"]\nwrite_concurrency = 2",
         addr = bind.dns_addr
     );

@@ -278,6 +278,14 @@ impl SimRig {
         } else {
             Vec::new()
         };
+        // The config's resolvers: public DNS; or, when the hosts' DNS stands in for it (the
+        // written config's default), that and any extra ones. `classify.rs` tests classification
+        // through a real recursive resolver.
+        let config_resolvers: Vec<SocketAddr> = match (public_dns, extra_resolvers.is_empty()) {
+            (true, _) => resolvers.clone(),
+            (false, true) => Vec::new(),
+            (false, false) => vec![pdns.dns_addr],
+        };
         source.dns_resolvers.clone_from(&resolvers);
         target.dns_resolvers.clone_from(&resolvers);
         let world = SimWorld::new();
@@ -304,7 +312,7 @@ impl SimRig {
         // more of them.
         let extra = format!(
             "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
-            more_dns_lines(axfr_server, &[&resolvers[..], &extra_resolvers[..]].concat()),
+            more_dns_lines(axfr_server, &[&config_resolvers[..], &extra_resolvers[..]].concat()),
             mail.lines()
         );
         let named = match dns_api {
