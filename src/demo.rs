@@ -124,7 +124,8 @@ pub async fn start_hosts_with_resolvers(
 
 /// Writes the config a sysadmin would write for this world (secrets in files) and loads it.
 ///
-/// `extra` is appended verbatim: the `[mail]` table, and any `[daemon]` settings.
+/// `extra` is appended verbatim: the `[mail]` table, and any `[daemon]` settings. The DNS
+/// endpoint is the config's resolver (see [`write_config_with_resolvers`]).
 pub fn write_config(
     hosts: &SimHosts,
     dns: &DnsEndpoint,
@@ -132,11 +133,23 @@ pub fn write_config(
     database: &str,
     extra: &str,
 ) -> anyhow::Result<Config> {
+    write_config_with_resolvers(hosts, dns, dir, database, &[], extra)
+}
+
+/// [`write_config`] with the config's `dns.resolvers` given (empty: the DNS endpoint).
+pub fn write_config_with_resolvers(
+    hosts: &SimHosts,
+    dns: &DnsEndpoint,
+    dir: &Path,
+    database: &str,
+    resolvers: &[std::net::SocketAddr],
+    extra: &str,
+) -> anyhow::Result<Config> {
     let path = write_config_files(
         dir,
         &[ConfigHost { name: "old", host: &hosts.source }, ConfigHost { name: "new", host: &hosts.target }],
         dns,
-        ConfigFiles { written_by: "siirto demo", database, extra, dns_key_file: None },
+        ConfigFiles { written_by: "siirto demo", database, extra, resolvers, dns_key_file: None },
     )?;
     Config::load(&path).map_err(|e| anyhow!("{e}"))
 }

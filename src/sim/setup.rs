@@ -76,9 +76,10 @@ pub struct ConfigFiles<'a> {
     /// The store's URL (`sqlite:siirto.db` is resolved against the config's directory).
     pub database: &'a str,
     /// Appended verbatim after the `[dns]` table's own lines: more `[dns]` settings first,
-    /// then the `[mail]` table and any `[daemon]` settings. Without a `resolvers` line of its
-    /// own, the DNS endpoint is the config's resolver.
+    /// then the `[mail]` table and any `[daemon]` settings.
     pub extra: &'a str,
+    /// The config's `dns.resolvers`; empty: the DNS endpoint, which stands in for public DNS.
+    pub resolvers: &'a [std::net::SocketAddr],
     /// The file holding the DNS API key, when it is the operator's own (a real PowerDNS): the
     /// config names it and no copy is written. `None`: the key is written to
     /// `secrets/pdns.key`.
@@ -133,15 +134,15 @@ write_concurrency = 1
 "#,
         api_url = dns.api_url,
         ns = dns.dns_addr,
-        // The simulated hosts' only DNS stands in for public DNS, unless `extra` names its own.
-        resolvers = if files.extra.lines().any(|l| l.trim_start().starts_with("resolvers")) {
-            String::new()
-        } else {
+        resolvers = if files.resolvers.is_empty() {
             format!(
                 "# The simulated hosts' only DNS stands in for public DNS (in production: recursive\n\
                  # resolvers, which see each domain's delegation as the world does).\nresolvers = [\"{}\"]\n",
                 dns.dns_addr
             )
+        } else {
+            let list: Vec<String> = files.resolvers.iter().map(|r| format!("\"{r}\"")).collect();
+            format!("resolvers = [{}]\n", list.join(", "))
         },
         extra = files.extra,
     ));

@@ -250,6 +250,7 @@ fn write_sim_config(
             written_by: "siirto sim --write-config",
             database: "sqlite:siirto.db",
             extra,
+            resolvers: &[],
             dns_key_file,
         },
     )?;

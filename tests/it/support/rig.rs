@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use siirto::demo::{
-    DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, ZONE_TTL, all_domains, create_zones, write_config,
-    zone_rrsets,
+    DnsEndpoint, SOURCE_IP, SimHosts, TARGET_IP, ZONE_TTL, all_domains, create_zones,
+    write_config_with_resolvers, zone_rrsets,
 };
 use siirto::dns::{DnsProvider, PowerDns, Zone};
 use siirto::domain::{DomainState, Timestamp};
@@ -282,9 +282,9 @@ impl SimRig {
         // written config's default), that and any extra ones. `classify.rs` tests classification
         // through a real recursive resolver.
         let config_resolvers: Vec<SocketAddr> = match (public_dns, extra_resolvers.is_empty()) {
-            (true, _) => resolvers.clone(),
+            (true, _) => resolvers.iter().chain(&extra_resolvers).copied().collect(),
             (false, true) => Vec::new(),
-            (false, false) => vec![pdns.dns_addr],
+            (false, false) => std::iter::once(pdns.dns_addr).chain(extra_resolvers.iter().copied()).collect(),
         };
         source.dns_resolvers.clone_from(&resolvers);
         target.dns_resolvers.clone_from(&resolvers);
@@ -312,14 +312,16 @@ impl SimRig {
         // more of them.
         let extra = format!(
             "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
-            more_dns_lines(axfr_server, &[&config_resolvers[..], &extra_resolvers[..]].concat()),
+            more_dns_lines(axfr_server),
             mail.lines()
         );
         let named = match dns_api {
             Some(api_url) => DnsEndpoint { api_url, ..endpoint },
             None => endpoint,
         };
-        let mut config = write_config(&hosts, &named, dir.path(), &database, &extra).unwrap();
+        let mut config =
+            write_config_with_resolvers(&hosts, &named, dir.path(), &database, &config_resolvers, &extra)
+                .unwrap();
         let base_config = std::fs::read_to_string(dir.path().join("siirto.toml")).unwrap();
         if let Some(body) = daemon {
             let path = dir.path().join("siirto.toml");
@@ -564,18 +566,15 @@ async fn create_their_zones(
     }
 }
 
-/// The `[dns]` lines beyond write_config's own: the AXFR server to read zones from, and public
-/// DNS as the resolvers (none: siirto asks its nameservers).
-fn more_dns_lines(axfr_server: Option<SocketAddr>, resolvers: &[SocketAddr]) -> String {
+/// The `[dns]` lines beyond the written config's own: the AXFR server to read zones from, and a
+/// short query timeout.
+fn more_dns_lines(axfr_server: Option<SocketAddr>) -> String {
     let mut lines = String::new();
     if let Some(server) = axfr_server {
         lines.push_str(&format!("axfr_server = \"{server}\"\n"));
     }
-    if !resolvers.is_empty() {
-        let list = resolvers.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
-        // A resolver that does not answer must not hold a check up for long.
-        lines.push_str(&format!("resolvers = [{list}]\nquery_timeout = \"1s\"\n"));
-    }
+    // A resolver that does not answer must not hold a check up for long.
+    lines.push_str("query_timeout = \"1s\"\n");
     lines
 }
 
