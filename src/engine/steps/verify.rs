@@ -28,8 +28,10 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
     else {
         return cx.finish(lease).await;
     };
-    relower_restored(cx, ctx, lease, user).await?;
-    let domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    let mut domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    if relower_restored(cx, ctx, lease, user, &domains).await? {
+        domains = cx.store.domains_of(ctx.id.as_str(), user).await?;
+    }
     // An account on a dedicated IP is put on its assigned address first, then compared
     // there with its dedicated address at the source.
     let (source_ip, target_ip, site_ip_set) = match cx.dedicated_of(ctx, user).await? {
@@ -171,16 +173,22 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
 
 /// A retried account whose records got their original TTLs back after its rollback has its
 /// domains observed-but-not-lowered: they are lowered again, zone by zone, before the account
-/// is verified, so its repoint waits out the old TTL from now.
-async fn relower_restored(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease, user: &str) -> StepResult {
+/// is verified, so its repoint waits out the old TTL from now. True when it lowered any.
+async fn relower_restored(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    user: &str,
+    domains: &[DomainRow],
+) -> Result<bool, StepError> {
     let mut by_zone: BTreeMap<String, Vec<DomainRow>> = BTreeMap::new();
-    for row in cx.store.domains_of(ctx.id.as_str(), user).await? {
-        if let DomainState::TtlObserved { .. } = domain_state(&row)? {
-            by_zone.entry(row.zone.clone()).or_default().push(row);
+    for row in domains {
+        if let DomainState::TtlObserved { .. } = domain_state(row)? {
+            by_zone.entry(row.zone.clone()).or_default().push(row.clone());
         }
     }
     if by_zone.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let dedicated: HashMap<String, DedicatedIp> =
         cx.dedicated_of(ctx, user).await?.map(|d| (user.to_owned(), d)).into_iter().collect();
@@ -190,5 +198,5 @@ async fn relower_restored(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease, user: &st
         crate::engine::steps::lower::lower_zone(cx, ctx, lease, zone, rows, tracked, &dedicated).await?;
     }
     info!(account = user, "TTLs lowered again after the rollback's restore");
-    Ok(())
+    Ok(true)
 }
