@@ -208,11 +208,15 @@ impl CrashRig {
         DaemonProcess::start(self.rig.dir.path(), &config, &format!("{owner}.log"))
     }
 
-    /// True once every account is done and every domain has its TTL back.
+    /// True once every account is done, every domain has its TTL back, and the migration is
+    /// settled (recorded once: `check_leases_and_steps` refuses a step recorded twice).
     async fn finished(&self) -> bool {
         let accounts = self.rig.store.accounts(self.rig.id.as_str()).await.unwrap();
         let domains = self.rig.store.domains(self.rig.id.as_str()).await.unwrap();
-        accounts.iter().all(|a| a.state == "done") && domains.iter().all(|d| d.state == "ttl_restored")
+        let migration = self.rig.store.require_migration(self.rig.id.as_str()).await.unwrap();
+        accounts.iter().all(|a| a.state == "done")
+            && domains.iter().all(|d| d.state == "ttl_restored")
+            && migration.state == "settled"
     }
 
     /// Starts a daemon per owner, then disrupts them `disruptions` times at random points
