@@ -113,6 +113,7 @@ fn accounts(count: usize, per_account: usize) -> anyhow::Result<Vec<SimAccount>>
                 sub_domains: Vec::new(),
                 dedicated_ip: None,
                 listaccts_overrides: BTreeMap::new(),
+                extra_hosts: Vec::new(),
             })
         })
         .collect()

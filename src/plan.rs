@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -679,8 +680,8 @@ pub async fn plan(
              our own nameservers cannot tell a domain delegated elsewhere from one of ours"
         );
     }
-    let classes: BTreeMap<DomainName, DomainClass> = {
-        let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
+    let classifier = Classifier::new(&settings).context("setting up the resolvers")?;
+    let mut classes: BTreeMap<DomainName, DomainClass> = {
         let facts = Facts {
             own_nameservers: config.dns.own_nameservers.clone(),
             // A host's IPv6 address is its own too: AAAA records at it do not make a site
@@ -699,6 +700,8 @@ pub async fn plan(
             .map(|c| (c.domain.clone(), c))
             .collect()
     };
+    // On someone else's DNS, the names the account's zone on the source lists are looked up too.
+    flagged.extend(source_zone_names(&source.whm, &classifier, &mut classes, settings.concurrency).await);
 
     // 3. The contracts, when the config names a source.
     // A contract source that cannot be read does not stop planning: the plan says why, and
@@ -967,12 +970,73 @@ pub fn not_repointed_state(domain: &PlannedDomain) -> DomainState {
     DomainState::NotRepointed { reason, site_elsewhere }
 }
 
-/// The initial state of a domain whose DNS is not ours: its nameservers, the A records of the
-/// domain and its www that point at the source, as the classification saw them, and the A
-/// record of each of its MX hosts at the source that lies inside the domain (`mail.example.fi`:
-/// the customer's to change, or mail keeps reaching the source; an MX host under another name
-/// is not theirs). `account_ip` is the account's address on the source, where such a host
-/// points.
+/// For each domain on someone else's DNS, the host names its zone on the source server lists
+/// (WHM `parse_dns_zone` of the zone classification found it in) besides cPanel's
+/// [`SERVICE_NAMES`](crate::dns::classify::SERVICE_NAMES), each looked up through the
+/// resolvers and added to its [`Classification::names`]: a customer's `shop` at the old server
+/// is theirs to change as much as `www`. A zone the source cannot give, or names no resolver
+/// answers for, leave the domain with the service names only, and say so.
+async fn source_zone_names(
+    source: &crate::whm::WhmClient,
+    classifier: &Classifier,
+    classes: &mut BTreeMap<DomainName, DomainClass>,
+    concurrency: usize,
+) -> Vec<FlaggedItem> {
+    let external: Vec<(DomainName, DomainName)> = classes
+        .values()
+        .filter_map(|class| {
+            let c = class.classification()?;
+            let zone = DomainName::parse(&c.zone).ok()?;
+            matches!(c.ns, NsClass::External { .. } | NsClass::Mixed { .. })
+                .then(|| (class.domain.clone(), zone))
+        })
+        .collect();
+    let found: Vec<(DomainName, Result<BTreeMap<String, Vec<IpAddr>>, String>)> =
+        futures::stream::iter(external)
+            .map(|(domain, zone)| async move {
+                let zone_read = source.parse_dns_zone(&zone).await.map_err(|err| err.to_string());
+                let labels = match zone_read {
+                    Ok(read) => read.host_labels_under(&domain),
+                    Err(err) => {
+                        return (domain, Err(format!("its zone {zone} on the source was not read: {err}")));
+                    }
+                };
+                let extra: Vec<String> = labels
+                    .into_iter()
+                    .filter(|l| !crate::dns::classify::SERVICE_NAMES.contains(&l.as_str()))
+                    .collect();
+                let names = classifier.host_names(&domain, &extra).await;
+                (domain, names.map_err(|err| format!("the names of its zone on the source: {err}")))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut flagged = Vec::new();
+    for (domain, names) in found {
+        match names {
+            Ok(names) => {
+                if let Some(DomainClass { outcome: Outcome::Classified(c), .. }) = classes.get_mut(&domain) {
+                    c.names.extend(names);
+                }
+            }
+            Err(reason) => flagged.push(FlaggedItem {
+                subject: domain.to_string(),
+                reason,
+                action: "only cPanel's service names were looked up; check the customer's other names".into(),
+            }),
+        }
+    }
+    flagged
+}
+
+/// The initial state of a domain whose DNS is not ours: its nameservers and every record of
+/// it that points at the old server, as the classification looked them up — the A records of
+/// the domain and of each name under it (`www`, `ftp`, the names its zone on the source lists;
+/// one at a CDN is left out), the SPF record naming the old address, the A record of each MX
+/// host at the source inside the domain (`mail.example.fi`), and the MX record itself when its
+/// host is outside the domain and at the source (the old server's own name): each the
+/// customer's to change, or visitors and mail keep reaching the old server. `account_ip` is
+/// the account's address on the source.
 pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> DomainState {
     let classification = domain.dns.as_ref().and_then(DomainClass::classification);
     let nameservers = match classification.map(|c| &c.ns) {
@@ -1030,6 +1094,16 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
         for host in mail_at_source.iter().filter(|h| inside(h)) {
             let name = format!("{}.", host.trim_end_matches('.').to_ascii_lowercase());
             let record = SeenRecord { name, rtype: "A".to_owned(), value: ip.to_string() };
+            if !seen.contains(&record) {
+                seen.push(record);
+            }
+        }
+    }
+    // An MX host outside the domain at the old server (the server's own name, typically):
+    // the MX record itself is the customer's to change, to a host at the new server.
+    for mx in classification.map_or(&[][..], |c| &c.mx) {
+        if !inside(&mx.host) && mx.addresses.iter().any(at_old_server) {
+            let record = SeenRecord { name: apex.clone(), rtype: "MX".to_owned(), value: mx.value() };
             if !seen.contains(&record) {
                 seen.push(record);
             }
@@ -1239,6 +1313,7 @@ mod tests {
                 web,
                 names: Default::default(),
                 spf: Vec::new(),
+                mx: Vec::new(),
                 mail,
                 a_ttl: Some(3600),
                 aaaa_ttl: None,
@@ -1354,6 +1429,34 @@ mod tests {
             value: "\"v=spf1 ip4:127.0.0.2 mx -all\"".into(),
         };
         assert_eq!(seen, vec![txt]);
+
+        // An MX host outside the domain at the old server (its own name): the MX record is the
+        // customer's to change; one at the target or elsewhere is not. A name the source zone
+        // listed (`shop`) at the old server is listed like `www`.
+        let mut mx = planned(WebClass::None, vec![]);
+        if let Some(DomainClass { outcome: Outcome::Classified(c), .. }) = &mut mx.dns {
+            let host = |preference, host: &str, at: IpAddr| crate::dns::classify::ExternalMx {
+                preference,
+                host: host.into(),
+                addresses: vec![at],
+            };
+            c.mx = vec![
+                host(10, "server1.hosting.example", src),
+                host(20, "server2.hosting.example", "127.0.0.3".parse().unwrap()),
+                host(30, "mx.elsewhere.example", far),
+            ];
+            c.names.insert("shop".into(), vec![src]);
+        }
+        let DomainState::External { seen, .. } = external_state(&mx, Some("127.0.0.2".parse().unwrap()))
+        else {
+            panic!("external");
+        };
+        let mx_record = SeenRecord {
+            name: "kukka.test.".into(),
+            rtype: "MX".into(),
+            value: "10 server1.hosting.example.".into(),
+        };
+        assert_eq!(seen, vec![seen_a("shop.kukka.test."), mx_record]);
     }
 
     #[test]

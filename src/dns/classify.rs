@@ -137,6 +137,11 @@ pub struct Classification {
     /// joined, quoted as one zone-file string. Empty for a domain whose DNS is ours.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spf: Vec<String>,
+    /// For a domain on someone else's DNS: its MX records with what each host resolved to, in
+    /// preference order (an MX host outside the domain at the old server is the customer's
+    /// MX record to change). Empty for a domain whose DNS is ours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mx: Vec<ExternalMx>,
     /// Where its mail goes.
     pub mail: MailClass,
     /// TTL (seconds) of its A records, when it has any.
@@ -147,6 +152,24 @@ pub struct Classification {
     pub mx_ttl: Option<u32>,
     /// What needs a human (see [`flags`]).
     pub flags: Vec<Flag>,
+}
+
+/// One MX record of a domain on someone else's DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalMx {
+    /// Its preference.
+    pub preference: u16,
+    /// The exchange host, lower case without the trailing dot.
+    pub host: String,
+    /// What the host resolved to (empty for a spam filter, which is not looked up).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl ExternalMx {
+    /// The record's data as a zone file writes it: `10 mail.example.fi.`.
+    pub fn value(&self) -> String {
+        format!("{} {}.", self.preference, self.host)
+    }
 }
 
 /// Who serves a zone.
@@ -534,15 +557,13 @@ impl Classifier {
         let (zone, ns) = self.delegation(domain, ns, &facts.own_nameservers).await?;
         // On someone else's DNS every name the customer must change is looked up: none is
         // assumed to follow the apex.
-        let (names, spf) = match &ns {
-            NsClass::External { .. } | NsClass::Mixed { .. } => {
-                let (names, txt) =
-                    futures::join!(self.service_names(domain), self.ask(&name, RecordType::TXT));
-                (names?, spf_records(&txt?))
-            }
-            NsClass::Own { .. } | NsClass::NoDelegation { .. } => {
-                (std::collections::BTreeMap::new(), Vec::new())
-            }
+        let external = matches!(ns, NsClass::External { .. } | NsClass::Mixed { .. });
+        let (names, spf) = if external {
+            let (names, txt) =
+                futures::join!(self.host_names(domain, SERVICE_NAMES), self.ask(&name, RecordType::TXT));
+            (names?, spf_records(&txt?))
+        } else {
+            (std::collections::BTreeMap::new(), Vec::new())
         };
         let (a_ttl, a) = addresses(&a);
         let (aaaa_ttl, aaaa) = addresses(&aaaa);
@@ -566,7 +587,8 @@ impl Classifier {
             Answer::NxDomain | Answer::NoData { .. } => (None, Vec::new()),
         };
         let mut hosts = Vec::with_capacity(exchanges.len());
-        for (_, host) in exchanges {
+        let mut external_mx = Vec::new();
+        for (preference, host) in exchanges {
             let addresses = if host.is_empty() || spam_filter(&host, &facts.spam_filters).is_some() {
                 Vec::new()
             } else if host == domain.as_str() {
@@ -574,21 +596,30 @@ impl Classifier {
             } else {
                 self.host_addresses(&host).await?
             };
+            if external && !host.is_empty() {
+                external_mx.push(ExternalMx { preference, host: host.clone(), addresses: addresses.clone() });
+            }
             hosts.push(MxHost { host, addresses });
         }
         let mail = mail_class(&hosts, facts);
         let flags = flags(&ns, &web, &mail);
-        Ok(Classification { zone, ns, web, names, spf, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
+        let mx = external_mx;
+        Ok(Classification { zone, ns, web, names, spf, mx, mail, a_ttl, aaaa_ttl, mx_ttl, flags })
     }
 
-    /// The addresses of each of [`SERVICE_NAMES`] under `domain` that exists.
-    async fn service_names(
+    /// The A and AAAA addresses of each name `label.domain` that exists, by label (`www`,
+    /// `shop.blog`): for a domain on someone else's DNS, [`SERVICE_NAMES`] and the names its
+    /// zone on the source server lists. A label that is not a DNS name is an error.
+    pub async fn host_names<L: AsRef<str>>(
         &self,
         domain: &DomainName,
+        labels: impl IntoIterator<Item = L>,
     ) -> Result<std::collections::BTreeMap<String, Vec<IpAddr>>, String> {
-        let asks = SERVICE_NAMES.iter().map(|label| async move {
+        let asks = labels.into_iter().map(|label| async move {
+            let label = label.as_ref().to_owned();
             let host = format!("{label}.{}", domain.as_str());
-            (label.to_string(), self.host_addresses(&host).await)
+            let found = self.host_addresses(&host).await;
+            (label, found)
         });
         let mut names = std::collections::BTreeMap::new();
         for (label, found) in futures::future::join_all(asks).await {
@@ -650,6 +681,24 @@ impl Classifier {
                     IpAddr::V6(_) => None,
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// Asks every resolver for the MX records of `name`, each as [`ExternalMx::value`] writes
+    /// it (`10 mail.example.fi.`), like [`Self::a_records_everywhere`].
+    pub async fn mx_everywhere(&self, name: &str) -> Vec<(SocketAddr, Result<Vec<String>, NoAnswer>)> {
+        self.everywhere(name, RecordType::MX, |answer| match answer {
+            Answer::Records(records) => records
+                .iter()
+                .filter_map(|(_, data)| match data {
+                    RData::MX(mx) => {
+                        Some(format!("{} {}.", mx.preference, host_key(&mx.exchange.to_ascii())))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Answer::NxDomain | Answer::NoData { .. } => Vec::new(),
         })
         .await
     }
@@ -1016,6 +1065,7 @@ mod tests {
                 web: WebClass::AtSource { addresses: ips(&["192.0.2.10"]) },
                 names: [("www".to_owned(), ips(&["203.0.113.80"]))].into(),
                 spf: vec!["\"v=spf1 ip4:192.0.2.10 -all\"".into()],
+                mx: Vec::new(),
                 mail: MailClass::SpamFilter { hosts: strings(&["mx.filter.example.net"]) },
                 a_ttl: Some(3600),
                 aaaa_ttl: None,

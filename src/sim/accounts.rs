@@ -42,6 +42,10 @@ pub struct SimAccount {
     /// make it odd the way real hosts sometimes are: `{"email": "not-an-address"}`,
     /// `{"uid": "1042"}` (a number sent as a string). Applied last, as JSON values.
     pub listaccts_overrides: BTreeMap<String, serde_json::Value>,
+    /// Host names the account added to its main domain's zone on this host besides cPanel's
+    /// template (`shop`, `portal.blog`), as labels under the domain, each an A record at the
+    /// account's address (`parse_dns_zone`).
+    pub extra_hosts: Vec<String>,
 }
 
 /// Makes a user-name prefix safe: lowercase letters and digits, starting with a letter, short
@@ -120,6 +124,7 @@ pub fn generate_accounts(count: usize, prefix: &str) -> Vec<SimAccount> {
                 sub_domains,
                 dedicated_ip: None,
                 listaccts_overrides: BTreeMap::new(),
+                extra_hosts: Vec::new(),
             }
         })
         .collect()

@@ -176,6 +176,7 @@ async fn dispatch(host: &Arc<Host>, function: &str, params: &Params) -> Reply {
         "remote_basic_credential_check" => checks::remote_basic_credential_check(host, params),
         "setsiteip" => checks::setsiteip(host, params),
         "list_pops_for" => checks::list_pops_for(host, params),
+        "parse_dns_zone" => checks::parse_dns_zone(host, params),
         other => Reply::fail(format!("Unknown app (“{other}”) requested for this version (1) of the API.")),
     }
 }
@@ -299,7 +300,7 @@ fn acct_json(host: &Host, record: &AccountRecord) -> Value {
 }
 
 /// The account's address: its dedicated IP, or the host's shared one.
-fn account_ip(host: &Host, record: &AccountRecord) -> std::net::Ipv4Addr {
+pub(crate) fn account_ip(host: &Host, record: &AccountRecord) -> std::net::Ipv4Addr {
     record.spec.dedicated_ip.unwrap_or(host.ip)
 }
 

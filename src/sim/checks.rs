@@ -1,14 +1,14 @@
 //! The simulated host's pre-flight and account-level functions: `remote_basic_credential_check`
 //! (can this host, as a transfer target, log in to a source?), `setsiteip` (move an account
-//! to another of the host's addresses) and `list_pops_for` (an account's mailboxes, read from
-//! its real Maildirs).
+//! to another of the host's addresses), `list_pops_for` (an account's mailboxes, read from
+//! its real Maildirs), and `parse_dns_zone` (a zone as cPanel keeps it, base64 as documented).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use serde_json::json;
 
-use super::api::{Params, Reply, user_param};
+use super::api::{Params, Reply, account_ip, domain_param, user_param};
 use super::{Host, accounts};
 use crate::names::DomainName;
 
@@ -127,4 +127,39 @@ pub(crate) fn list_pops_for(host: &Host, params: &Params) -> Reply {
     }
     pops.sort();
     Reply::ok(json!({ "pops": pops }))
+}
+
+/// `parse_dns_zone` (`zone`): the zone as the host keeps it ([`super::zones::cpanel_zone`]),
+/// `data.payload[]` in the documented shape: a comment and the `$TTL` line, then each record
+/// with its name and data base64-encoded.
+pub(crate) fn parse_dns_zone(host: &Host, params: &Params) -> Reply {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let zone = match domain_param(params, "zone") {
+        Ok(zone) => zone,
+        Err(reply) => return reply,
+    };
+    let state = host.state();
+    let Some(lines) = state
+        .accounts
+        .values()
+        .find_map(|record| super::zones::cpanel_zone(&record.spec, &zone, account_ip(host, record)))
+    else {
+        return Reply::fail(format!("The zone “{zone}” does not exist."));
+    };
+    let mut payload = vec![
+        json!({"type": "comment", "line_index": 0, "text_b64": STANDARD.encode("; cPanel first:11.110.0.17")}),
+        json!({"type": "control", "line_index": 1, "text_b64": STANDARD.encode("$TTL 14400")}),
+    ];
+    for (n, line) in lines.iter().enumerate() {
+        payload.push(json!({
+            "type": "record",
+            "line_index": n + 2,
+            "dname_b64": STANDARD.encode(&line.owner),
+            "record_type": line.rtype,
+            "ttl": line.ttl,
+            "data_b64": line.data.iter().map(|d| STANDARD.encode(d)).collect::<Vec<_>>(),
+        }));
+    }
+    Reply::ok(json!({ "payload": payload }))
 }

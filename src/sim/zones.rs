@@ -108,3 +108,69 @@ pub async fn create_zones_with_concurrency(
         .await;
     results.into_iter().collect()
 }
+
+/// One line of a zone as a cPanel host keeps it: its owner as written (`@`, a label, or an
+/// absolute name), type, TTL and data fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpanelZoneLine {
+    /// The owner as the zone file writes it.
+    pub owner: String,
+    /// The record type.
+    pub rtype: &'static str,
+    /// Its TTL.
+    pub ttl: u32,
+    /// Its data fields.
+    pub data: Vec<String>,
+}
+
+/// The names cPanel's standard zone template puts at the account's address.
+const TEMPLATE_HOSTS: [&str; 9] =
+    ["ftp", "cpanel", "whm", "webmail", "webdisk", "cpcalendars", "cpcontacts", "autodiscover", "autoconfig"];
+
+/// The zone a cPanel host keeps for `zone`, one of `account`'s main, addon or parked domains,
+/// built from cPanel's standard template (SOA, NS, the site and `ftp`, `webmail`, … at `ip`,
+/// `www` and `mail` as CNAMEs of the apex, MX to the apex, SPF naming `ip`), the account's
+/// subdomains under it and, in the main domain's zone, its [`SimAccount::extra_hosts`]. `None`
+/// when `zone` is not one of its zones.
+pub fn cpanel_zone(account: &SimAccount, zone: &DomainName, ip: Ipv4Addr) -> Option<Vec<CpanelZoneLine>> {
+    let is_zone = account.domain == *zone
+        || account.addon_domains.contains(zone)
+        || account.parked_domains.contains(zone);
+    if !is_zone {
+        return None;
+    }
+    let apex = zone.fqdn();
+    let line = |owner: &str, rtype, ttl, data: &[&str]| CpanelZoneLine {
+        owner: owner.to_owned(),
+        rtype,
+        ttl,
+        data: data.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let ip = ip.to_string();
+    let mut lines = vec![
+        line(&apex, "SOA", 86400, &["ns1.siirto-demo.test.", "hostmaster.siirto-demo.test.", "2026120501"]),
+        line(&apex, "NS", 86400, &["ns1.siirto-demo.test."]),
+        line("@", "A", 14400, &[&ip]),
+        line(&apex, "MX", 14400, &["0", &apex]),
+        line("mail", "CNAME", 14400, &[&apex]),
+        line("www", "CNAME", 14400, &[&apex]),
+    ];
+    for host in TEMPLATE_HOSTS {
+        lines.push(line(host, "A", 14400, &[&ip]));
+    }
+    lines.push(line("@", "TXT", 14400, &[&format!("v=spf1 +a +mx +ip4:{ip} ~all")]));
+    lines.push(line("_cpanel-dcv-test-record", "TXT", 14400, &["_cpanel-dcv-test-record=sim"]));
+    let suffix = format!(".{}", zone.as_str());
+    for sub in &account.sub_domains {
+        if let Some(label) = sub.as_str().strip_suffix(&suffix) {
+            lines.push(line(label, "A", 14400, &[&ip]));
+            lines.push(line(&format!("www.{label}"), "CNAME", 14400, &[&sub.fqdn()]));
+        }
+    }
+    if account.domain == *zone {
+        for label in &account.extra_hosts {
+            lines.push(line(label, "A", 14400, &[&ip]));
+        }
+    }
+    Some(lines)
+}

@@ -30,8 +30,10 @@ use crate::names::{AccountName, DomainName};
 use crate::secret::Secret;
 
 mod parse;
+mod zone;
 
 pub use parse::*;
+pub use zone::{SourceZone, ZoneRecord, parse_dns_zone};
 
 // ---------------------------------------------------------------------------------------------
 // Errors

@@ -10,6 +10,7 @@ mod dns;
 mod dns_cutover;
 mod e2e;
 mod external_dns;
+mod external_records;
 mod inventory;
 mod layers;
 mod leases;

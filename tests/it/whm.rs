@@ -210,3 +210,50 @@ async fn a_refused_token_names_the_url_and_the_token_file() {
         assert!(!format!("{shown}{err:?}").contains("wrong-whm-token"), "{shown}");
     }
 }
+
+/// `parse_dns_zone` through the client against the simulated host: the account's zone as cPanel
+/// keeps it (template names, the account's own extra names, its subdomains), base64 decoded,
+/// owners absolute and validated; names that are not host names are set aside with the line;
+/// an unknown zone is WHM's failure naming it.
+#[tokio::test]
+async fn parse_dns_zone_reads_the_accounts_zone_from_the_simulated_host() {
+    use siirto::names::DomainName;
+    use siirto::sim::{SimHostSpec, SimWorld, generate_accounts, start_host};
+    let dir = tempfile::tempdir().unwrap();
+    let world = SimWorld::new();
+    let mut spec = SimHostSpec::new("zone.sim.test", std::net::Ipv4Addr::new(127, 0, 0, 2), "sim-token");
+    let mut accounts = generate_accounts(3, "zone");
+    accounts[0].extra_hosts = vec!["shop".into(), "portal.intra".into()];
+    accounts[0].sub_domains = vec![DomainName::parse(&format!("blog.{}", accounts[0].domain)).unwrap()];
+    spec.accounts = accounts.clone();
+    let host = start_host(spec, dir.path().to_owned(), &world).await.unwrap();
+    let client = WhmClient::new(
+        host.whm_url.clone(),
+        Secret::new("sim-token"),
+        TlsPolicy::WebPki,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let domain = accounts[0].domain.clone();
+    let zone = client.parse_dns_zone(&domain).await.unwrap();
+    let labels: Vec<String> = zone.host_labels_under(&domain).into_iter().collect();
+    for expected in ["www", "mail", "ftp", "webmail", "cpanel", "shop", "portal.intra", "blog", "www.blog"] {
+        assert!(labels.iter().any(|l| l == expected), "{expected} missing from {labels:?}");
+    }
+    let apex_a = zone.records.iter().find(|r| r.name == domain && r.rtype == "A").expect("the site's A");
+    assert_eq!(apex_a.data, ["127.0.0.2"]);
+    let mx = zone.records.iter().find(|r| r.rtype == "MX").expect("an MX");
+    assert_eq!(mx.data, ["0".to_owned(), domain.fqdn()]);
+    assert!(zone.skipped.iter().any(|s| s.contains("_cpanel-dcv-test-record")), "{:?}", zone.skipped);
+    // The blog's names are under the subdomain, read from its parent's zone.
+    let blog = DomainName::parse(&format!("blog.{domain}")).unwrap();
+    assert_eq!(zone.host_labels_under(&blog).into_iter().collect::<Vec<_>>(), ["www"]);
+    // Another account's zone has none of the first one's extra names.
+    let other = client.parse_dns_zone(&accounts[1].domain).await.unwrap();
+    assert!(!other.host_labels_under(&accounts[1].domain).contains("shop"));
+
+    let missing = DomainName::parse("not-here.test").unwrap();
+    let err = client.parse_dns_zone(&missing).await.unwrap_err();
+    assert!(matches!(err, WhmError::Failed { .. }), "{err:?}");
+    assert!(err.to_string().contains("not-here.test"), "{err}");
+}

@@ -15,9 +15,9 @@ use crate::store::{DomainRow, JobRow, Lease, domain_state};
 use crate::whm::MailRouting;
 use serde::Deserialize;
 
-/// Asks every configured resolver for the A records of an external domain's changed names
-/// (the domain itself when none were seen): propagated when the domain's own name answers
-/// somewhere and no answer anywhere holds another address than the target's. Until then a
+/// Asks every configured resolver for each record of an external domain the customer was told
+/// to change (A, SPF TXT, MX): propagated when the domain's own name answers somewhere, no
+/// answer anywhere still holds an old value, and no resolver is silent. Until then a
 /// due reminder is queued (one outbox row per reminder, by its dedupe key) and the job
 /// comes back after `dns.external_poll_interval`, or sooner for the next reminder.
 pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
@@ -36,11 +36,17 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
     let domain = DomainName::parse(&row.domain).context("stored domain")?;
     let target = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
-    let mut names: Vec<String> = state.records_to_change().iter().map(|r| r.name.clone()).collect();
+    // The A records to change are asked for; the apex always (it must still answer: a domain
+    // gone from DNS is not "propagated"), but its address is only waited for when it is one of
+    // them (an apex at a CDN with only its SPF or MX at the old server is not the customer's).
+    let a_names: Vec<String> =
+        state.records_to_change().iter().filter(|r| r.rtype == "A").map(|r| r.name.clone()).collect();
     let apex = domain.fqdn();
+    let mut names = a_names.clone();
     if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
         names.insert(0, apex.clone());
     }
+    names.sort();
     names.dedup();
     let mut apex_answered = false;
     let mut stale = Vec::new();
@@ -53,10 +59,20 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
                     if name.eq_ignore_ascii_case(&apex) && !addresses.is_empty() {
                         apex_answered = true;
                     }
-                    let others: Vec<String> =
-                        addresses.iter().filter(|a| **a != target).map(ToString::to_string).collect();
-                    if !others.is_empty() {
-                        stale.push(format!("{resolver} answers {name} A {}", others.join(", ")));
+                    // Still at the old server: an address the customer was told to change. One
+                    // they moved elsewhere (a CDN) is theirs to choose.
+                    let old: Vec<String> = addresses
+                        .iter()
+                        .filter(|a| **a != target)
+                        .map(ToString::to_string)
+                        .filter(|a| {
+                            state.records_to_change().iter().any(|r| {
+                                r.rtype == "A" && r.name.eq_ignore_ascii_case(name) && r.old_value == *a
+                            })
+                        })
+                        .collect();
+                    if !old.is_empty() {
+                        stale.push(format!("{resolver} answers {name} A {}", old.join(", ")));
                     }
                 }
                 // A resolver that answers with an error (an authoritative server that is not the
@@ -86,6 +102,25 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
                         silent.push(resolver.to_string());
                     }
                     unanswered.push(format!("{resolver} {} TXT: {}", change.name, no.reason));
+                }
+            }
+        }
+    }
+    // An MX record the customer must change: propagated once no resolver lists the old host.
+    for change in state.records_to_change().iter().filter(|r| r.rtype == "MX") {
+        let old_host = mx_host(&change.old_value);
+        for (resolver, answer) in resolvers.mx_everywhere(&change.name).await {
+            match answer {
+                Ok(records) => {
+                    if records.iter().any(|r| mx_host(r) == old_host) {
+                        stale.push(format!("{resolver} answers {} MX {}", change.name, change.old_value));
+                    }
+                }
+                Err(no) => {
+                    if no.silent && !silent.contains(&resolver.to_string()) {
+                        silent.push(resolver.to_string());
+                    }
+                    unanswered.push(format!("{resolver} {} MX: {}", change.name, no.reason));
                 }
             }
         }
@@ -143,6 +178,11 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     }
     tx.reschedule_job(lease, next).await?;
     Ok(tx.commit().await?)
+}
+
+/// The exchange host of an MX value (`10 mail.example.fi.`), as compared: lower case, no dot.
+fn mx_host(value: &str) -> String {
+    value.split_whitespace().last().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// An SPF text as compared: its strings joined, without quotes, lower case, single spaces.

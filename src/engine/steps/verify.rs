@@ -137,11 +137,18 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
                         Endpoint { ip: source_ip, ipv6: None, hostname: None },
                         Endpoint { ip: target_ip, ipv6: None, hostname: None },
                     );
+                    // An MX record naming a host at the old server gets the new server's name
+                    // (or, when the config has none, the domain's own `mail` name).
+                    let exchange =
+                        ctx.target.hostname.clone().unwrap_or_else(|| format!("mail.{}.", row.domain));
                     let rewritten = seen
                         .iter()
-                        .filter(|r| r.rtype == "TXT")
                         .filter_map(|r| {
-                            let new_value = rewrite_spf(&r.value, &from, &to)?;
+                            let new_value = match r.rtype.as_str() {
+                                "TXT" => rewrite_spf(&r.value, &from, &to)?,
+                                "MX" => format!("{} {exchange}", r.value.split_whitespace().next()?),
+                                _ => return None,
+                            };
                             Some(RecordChange {
                                 name: r.name.clone(),
                                 rtype: r.rtype.clone(),
