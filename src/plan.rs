@@ -991,26 +991,26 @@ async fn source_zone_names(
                 .then(|| (class.domain.clone(), zone))
         })
         .collect();
-    let found: Vec<(DomainName, Result<BTreeMap<String, Vec<IpAddr>>, String>)> =
-        futures::stream::iter(external)
-            .map(|(domain, zone)| async move {
-                let zone_read = source.parse_dns_zone(&zone).await.map_err(|err| err.to_string());
-                let labels = match zone_read {
-                    Ok(read) => read.host_labels_under(&domain),
-                    Err(err) => {
-                        return (domain, Err(format!("its zone {zone} on the source was not read: {err}")));
-                    }
-                };
-                let extra: Vec<String> = labels
-                    .into_iter()
-                    .filter(|l| !crate::dns::classify::SERVICE_NAMES.contains(&l.as_str()))
-                    .collect();
-                let names = classifier.host_names(&domain, &extra).await;
-                (domain, names.map_err(|err| format!("the names of its zone on the source: {err}")))
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+    type Names = Result<BTreeMap<String, Vec<IpAddr>>, String>;
+    let found: Vec<(DomainName, Names)> = futures::stream::iter(external)
+        .map(|(domain, zone)| async move {
+            let zone_read = source.parse_dns_zone(&zone).await.map_err(|err| err.to_string());
+            let labels = match zone_read {
+                Ok(read) => read.host_labels_under(&domain),
+                Err(err) => {
+                    return (domain, Err(format!("its zone {zone} on the source was not read: {err}")));
+                }
+            };
+            let extra: Vec<String> = labels
+                .into_iter()
+                .filter(|l| !crate::dns::classify::SERVICE_NAMES.contains(&l.as_str()))
+                .collect();
+            let names = classifier.host_names(&domain, &extra).await;
+            (domain, names.map_err(|err| format!("the names of its zone on the source: {err}")))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
     let mut flagged = Vec::new();
     for (domain, names) in found {
         match names {
