@@ -30,7 +30,7 @@
 //!   `accounts_changed[]` with `user` and `what`), or null for the first plan.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
@@ -908,7 +908,7 @@ pub async fn plan(
     }
 
     // 6. Record.
-    record(store, &request, &document, now).await?;
+    record(store, &request, &document, source.ipv6, now).await?;
     Ok(document)
 }
 
@@ -1036,8 +1036,13 @@ async fn source_zone_names(
 /// host at the source inside the domain (`mail.example.fi`), and the MX record itself when its
 /// host is outside the domain and at the source (the old server's own name): each the
 /// customer's to change, or visitors and mail keep reaching the old server. `account_ip` is
-/// the account's address on the source.
-pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> DomainState {
+/// the account's address on the source, `source_ipv6` the source's IPv6 address (AAAA records
+/// at it are listed like A records).
+pub fn external_state(
+    domain: &PlannedDomain,
+    account_ip: Option<Ipv4Addr>,
+    source_ipv6: Option<Ipv6Addr>,
+) -> DomainState {
     let classification = domain.dns.as_ref().and_then(DomainClass::classification);
     let nameservers = match classification.map(|c| &c.ns) {
         Some(NsClass::External { nameservers }) => nameservers.clone(),
@@ -1052,22 +1057,36 @@ pub fn external_state(domain: &PlannedDomain, account_ip: Option<Ipv4Addr>) -> D
     };
     let mut seen = Vec::new();
     let apex = format!("{}.", domain.domain);
-    for address in at_source.iter().filter(|a| a.is_ipv4()) {
-        seen.push(SeenRecord { name: apex.clone(), rtype: "A".to_owned(), value: address.to_string() });
+    let address_record = |name: &str, address: &IpAddr| SeenRecord {
+        name: name.to_owned(),
+        rtype: if address.is_ipv4() { "A" } else { "AAAA" }.to_owned(),
+        value: address.to_string(),
+    };
+    // A before AAAA, as the zone lists them.
+    let by_family = |addresses: &[IpAddr]| {
+        let mut sorted = addresses.to_vec();
+        sorted.sort_by_key(|a| a.is_ipv6());
+        sorted
+    };
+    for address in by_family(&at_source) {
+        seen.push(address_record(&apex, &address));
     }
     // Every other name as it was looked up (`www`, `ftp`, `webmail`, …), never assumed to follow
     // the apex: one at a CDN is not the customer's to change, and no wait is for it.
-    let at_old_server =
-        |ip: &IpAddr| at_source.contains(ip) || account_ip.is_some_and(|source| *ip == IpAddr::V4(source));
+    let at_old_server = |ip: &IpAddr| {
+        at_source.contains(ip)
+            || account_ip.is_some_and(|source| *ip == IpAddr::V4(source))
+            || source_ipv6.is_some_and(|source| *ip == IpAddr::V6(source))
+    };
     let no_names = std::collections::BTreeMap::new();
     let names = classification.map_or(&no_names, |c| &c.names);
     // The zone's order: www first, then the others by name.
     let ordered =
         names.get_key_value("www").into_iter().chain(names.iter().filter(|(label, _)| *label != "www"));
     for (label, addresses) in ordered {
-        for address in addresses.iter().filter(|a| a.is_ipv4() && at_old_server(a)) {
-            let name = format!("{label}.{}.", domain.domain);
-            seen.push(SeenRecord { name, rtype: "A".to_owned(), value: address.to_string() });
+        let name = format!("{label}.{}.", domain.domain);
+        for address in by_family(addresses).iter().filter(|a| at_old_server(a)) {
+            seen.push(address_record(&name, address));
         }
     }
     let mail_at_source: &[String] = match classification.map(|c| &c.mail) {
@@ -1118,6 +1137,7 @@ async fn record(
     store: &Store,
     request: &PlanRequest<'_>,
     document: &PlanDocument,
+    source_ipv6: Option<Ipv6Addr>,
     now: Timestamp,
 ) -> anyhow::Result<()> {
     let now_ms = to_millis(now);
@@ -1171,7 +1191,7 @@ async fn record(
                     });
                 }
                 DomainAction::MoveCustomerMustRepoint => {
-                    let state = external_state(domain, account.ip);
+                    let state = external_state(domain, account.ip, source_ipv6);
                     domain_rows.push(DomainRow {
                         migration_id: id.clone(),
                         domain: domain.domain.clone(),
@@ -1357,10 +1377,19 @@ mod tests {
         // (where its site is, where www is, the records the customer must change)
         let cdn: IpAddr = "203.0.113.80".parse().unwrap();
         let table = vec![
+            // The source's IPv6 address is the old server too: its AAAA is listed.
             (
-                WebClass::AtSource { addresses: vec![src, v6] },
+                WebClass::AtSource { addresses: vec![v6, src] },
                 vec![src],
-                vec![seen("kukka.test."), seen("www.kukka.test.")],
+                vec![
+                    seen("kukka.test."),
+                    SeenRecord {
+                        name: "kukka.test.".into(),
+                        rtype: "AAAA".into(),
+                        value: "2001:db8::2".into(),
+                    },
+                    seen("www.kukka.test."),
+                ],
             ),
             (
                 WebClass::Mixed { at_source: vec![src], at_target: vec![], elsewhere: vec![far] },
@@ -1375,7 +1404,7 @@ mod tests {
             (WebClass::None, vec![], vec![]),
         ];
         for (web, www, expected) in table {
-            let state = external_state(&planned(web.clone(), www), Some("127.0.0.2".parse().unwrap()));
+            let state = external_state(&planned(web.clone(), www), Some("127.0.0.2".parse().unwrap()), None);
             assert_eq!(
                 state,
                 DomainState::External {
@@ -1406,12 +1435,15 @@ mod tests {
             )),
             ..planned(WebClass::None, vec![])
         };
-        let DomainState::External { seen, .. } = external_state(&domain, Some("127.0.0.2".parse().unwrap()))
+        let DomainState::External { seen, .. } =
+            external_state(&domain, Some("127.0.0.2".parse().unwrap()), None)
         else {
             panic!("external");
         };
         assert_eq!(seen, vec![seen_a("kukka.test."), seen_a("www.kukka.test."), seen_a("mail.kukka.test.")]);
-        let DomainState::External { seen, .. } = external_state(&domain, None) else { panic!("external") };
+        let DomainState::External { seen, .. } = external_state(&domain, None, None) else {
+            panic!("external")
+        };
         assert_eq!(seen.len(), 2, "no address for the MX host without the account's: {seen:?}");
 
         // An SPF record naming the old server is the customer's to change; one naming others is not.
@@ -1419,7 +1451,8 @@ mod tests {
         if let Some(DomainClass { outcome: Outcome::Classified(c), .. }) = &mut spf.dns {
             c.spf = vec!["\"v=spf1 ip4:127.0.0.2 mx -all\"".into(), "\"v=spf1 ip4:192.0.2.9 -all\"".into()];
         }
-        let DomainState::External { seen, .. } = external_state(&spf, Some("127.0.0.2".parse().unwrap()))
+        let DomainState::External { seen, .. } =
+            external_state(&spf, Some("127.0.0.2".parse().unwrap()), None)
         else {
             panic!("external");
         };
@@ -1447,7 +1480,8 @@ mod tests {
             ];
             c.names.insert("shop".into(), vec![src]);
         }
-        let DomainState::External { seen, .. } = external_state(&mx, Some("127.0.0.2".parse().unwrap()))
+        let DomainState::External { seen, .. } =
+            external_state(&mx, Some("127.0.0.2".parse().unwrap()), None)
         else {
             panic!("external");
         };
@@ -1457,6 +1491,15 @@ mod tests {
             value: "10 server1.hosting.example.".into(),
         };
         assert_eq!(seen, vec![seen_a("shop.kukka.test."), mx_record]);
+
+        // A name with an AAAA at the source's IPv6 address (known from the config): listed.
+        let v6_www = planned(WebClass::None, vec![v6, cdn]);
+        let with = external_state(&v6_www, None, Some("2001:db8::2".parse().unwrap()));
+        let without = external_state(&v6_www, None, None);
+        let aaaa =
+            SeenRecord { name: "www.kukka.test.".into(), rtype: "AAAA".into(), value: "2001:db8::2".into() };
+        assert!(matches!(with, DomainState::External { ref seen, .. } if *seen == vec![aaaa]), "{with:?}");
+        assert!(matches!(without, DomainState::External { ref seen, .. } if seen.is_empty()), "{without:?}");
     }
 
     #[test]

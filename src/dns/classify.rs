@@ -685,6 +685,24 @@ impl Classifier {
         .await
     }
 
+    /// Asks every resolver for the AAAA records of `name`, like [`Self::a_records_everywhere`].
+    pub async fn aaaa_records_everywhere(
+        &self,
+        name: &str,
+    ) -> Vec<(SocketAddr, Result<Vec<std::net::Ipv6Addr>, NoAnswer>)> {
+        self.everywhere(name, RecordType::AAAA, |answer| {
+            addresses(answer)
+                .1
+                .into_iter()
+                .filter_map(|ip| match ip {
+                    IpAddr::V6(v6) => Some(v6),
+                    IpAddr::V4(_) => None,
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// Asks every resolver for the MX records of `name`, each as [`ExternalMx::value`] writes
     /// it (`10 mail.example.fi.`), like [`Self::a_records_everywhere`].
     pub async fn mx_everywhere(&self, name: &str) -> Vec<(SocketAddr, Result<Vec<String>, NoAnswer>)> {

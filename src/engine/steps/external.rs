@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use tracing::{debug, info};
 
-use crate::domain::{DomainEvent, DomainState, to_millis};
+use crate::dns::classify::{Classifier, NoAnswer};
+use crate::domain::{DomainEvent, DomainState, RecordChange, to_millis};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
 use crate::engine::jobs::JobKind;
 use crate::engine::steps::notices::queue_reminder;
@@ -35,96 +36,8 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
         .clone()
         .ok_or_else(|| StepError::transient(anyhow!("no resolvers are configured (dns.resolvers)")))?;
     let domain = DomainName::parse(&row.domain).context("stored domain")?;
-    let target = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
-    // The A records to change are asked for; the apex always (it must still answer: a domain
-    // gone from DNS is not "propagated"), but its address is only waited for when it is one of
-    // them (an apex at a CDN with only its SPF or MX at the old server is not the customer's).
-    let a_names: Vec<String> =
-        state.records_to_change().iter().filter(|r| r.rtype == "A").map(|r| r.name.clone()).collect();
-    let apex = domain.fqdn();
-    let mut names = a_names.clone();
-    if !names.iter().any(|n| n.eq_ignore_ascii_case(&apex)) {
-        names.insert(0, apex.clone());
-    }
-    names.sort();
-    names.dedup();
-    let mut apex_answered = false;
-    let mut stale = Vec::new();
-    let mut unanswered = Vec::new();
-    let mut silent: Vec<String> = Vec::new();
-    for name in &names {
-        for (resolver, answer) in resolvers.a_records_everywhere(name).await {
-            match answer {
-                Ok(addresses) => {
-                    if name.eq_ignore_ascii_case(&apex) && !addresses.is_empty() {
-                        apex_answered = true;
-                    }
-                    // Still at the old server: an address the customer was told to change. One
-                    // they moved elsewhere (a CDN) is theirs to choose.
-                    let old: Vec<String> = addresses
-                        .iter()
-                        .filter(|a| **a != target)
-                        .map(ToString::to_string)
-                        .filter(|a| {
-                            state.records_to_change().iter().any(|r| {
-                                r.rtype == "A" && r.name.eq_ignore_ascii_case(name) && r.old_value == *a
-                            })
-                        })
-                        .collect();
-                    if !old.is_empty() {
-                        stale.push(format!("{resolver} answers {name} A {}", old.join(", ")));
-                    }
-                }
-                // A resolver that answers with an error (an authoritative server that is not the
-                // domain's: REFUSED) is no evidence either way. One that sends nothing at all is
-                // silent: what it would answer is unknown, so propagation waits for it.
-                Err(no) => {
-                    if no.silent && !silent.contains(&resolver.to_string()) {
-                        silent.push(resolver.to_string());
-                    }
-                    unanswered.push(format!("{resolver} {name}: {}", no.reason));
-                }
-            }
-        }
-    }
-    // An SPF record the customer must change: propagated once no resolver shows the old text.
-    for change in state.records_to_change().iter().filter(|r| r.rtype == "TXT") {
-        let old = spf_key(&change.old_value);
-        for (resolver, answer) in resolvers.spf_everywhere(&change.name).await {
-            match answer {
-                Ok(records) => {
-                    if records.iter().any(|r| spf_key(r) == old) {
-                        stale.push(format!("{resolver} answers {} TXT {}", change.name, change.old_value));
-                    }
-                }
-                Err(no) => {
-                    if no.silent && !silent.contains(&resolver.to_string()) {
-                        silent.push(resolver.to_string());
-                    }
-                    unanswered.push(format!("{resolver} {} TXT: {}", change.name, no.reason));
-                }
-            }
-        }
-    }
-    // An MX record the customer must change: propagated once no resolver lists the old host.
-    for change in state.records_to_change().iter().filter(|r| r.rtype == "MX") {
-        let old_host = mx_host(&change.old_value);
-        for (resolver, answer) in resolvers.mx_everywhere(&change.name).await {
-            match answer {
-                Ok(records) => {
-                    if records.iter().any(|r| mx_host(r) == old_host) {
-                        stale.push(format!("{resolver} answers {} MX {}", change.name, change.old_value));
-                    }
-                }
-                Err(no) => {
-                    if no.silent && !silent.contains(&resolver.to_string()) {
-                        silent.push(resolver.to_string());
-                    }
-                    unanswered.push(format!("{resolver} {} MX: {}", change.name, no.reason));
-                }
-            }
-        }
-    }
+    let Evidence { apex_answered, stale, unanswered, silent } =
+        look(&resolvers, &state, &domain.fqdn()).await;
     let now = cx.now();
     let now_ms = to_millis(now);
     let mut tx = cx.store.begin_leased(lease).await?;
@@ -178,6 +91,103 @@ pub async fn poll_external(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &L
     }
     tx.reschedule_job(lease, next).await?;
     Ok(tx.commit().await?)
+}
+
+/// What public DNS showed of the records a customer was told to change.
+#[derive(Debug, Default)]
+struct Evidence {
+    /// Some resolver answered the domain's own name with addresses (a domain gone from DNS is
+    /// not "propagated").
+    apex_answered: bool,
+    /// Answers that still hold an old value.
+    stale: Vec<String>,
+    /// Resolvers that gave no answer, with why.
+    unanswered: Vec<String>,
+    /// Resolvers that sent nothing at all: what they would answer is unknown.
+    silent: Vec<String>,
+}
+
+impl Evidence {
+    /// Takes one resolver's answer about one record; `still_old` says whether it still shows the
+    /// old value. A resolver that answers with an error (an authoritative server that is not the
+    /// domain's: REFUSED) is no evidence either way; one that sends nothing is silent.
+    fn take<T>(
+        &mut self,
+        resolver: std::net::SocketAddr,
+        change: &RecordChange,
+        answer: Result<T, NoAnswer>,
+        still_old: impl FnOnce(&T) -> bool,
+    ) {
+        match answer {
+            Ok(found) => {
+                if still_old(&found) {
+                    let RecordChange { name, rtype, old_value, .. } = change;
+                    self.stale.push(format!("{resolver} answers {name} {rtype} {old_value}"));
+                }
+            }
+            Err(no) => {
+                if no.silent && !self.silent.contains(&resolver.to_string()) {
+                    self.silent.push(resolver.to_string());
+                }
+                self.unanswered.push(format!("{resolver} {} {}: {}", change.name, change.rtype, no.reason));
+            }
+        }
+    }
+}
+
+/// Asks every resolver for the domain's own name and for each record the customer was told to
+/// change (A, AAAA, SPF TXT, MX), each compared with its old value: an address or MX host
+/// they moved elsewhere (a CDN, a mail service) is theirs to choose, only the old server's is
+/// waited out.
+async fn look(resolvers: &Classifier, state: &DomainState, apex: &str) -> Evidence {
+    let mut evidence = Evidence::default();
+    for (resolver, answer) in resolvers.a_records_everywhere(apex).await {
+        match answer {
+            Ok(addresses) => evidence.apex_answered |= !addresses.is_empty(),
+            Err(no) => {
+                let change = RecordChange {
+                    name: apex.to_owned(),
+                    rtype: "A".into(),
+                    old_value: String::new(),
+                    new_value: String::new(),
+                };
+                evidence.take(resolver, &change, Err::<(), _>(no), |_| false);
+            }
+        }
+    }
+    for change in state.records_to_change() {
+        let (name, old) = (change.name.as_str(), change.old_value.as_str());
+        match change.rtype.as_str() {
+            "A" => {
+                for (resolver, answer) in resolvers.a_records_everywhere(name).await {
+                    evidence
+                        .take(resolver, change, answer, |found| found.iter().any(|a| a.to_string() == old));
+                }
+            }
+            "AAAA" => {
+                for (resolver, answer) in resolvers.aaaa_records_everywhere(name).await {
+                    evidence
+                        .take(resolver, change, answer, |found| found.iter().any(|a| a.to_string() == old));
+                }
+            }
+            "TXT" => {
+                for (resolver, answer) in resolvers.spf_everywhere(name).await {
+                    evidence.take(resolver, change, answer, |found| {
+                        found.iter().any(|r| spf_key(r) == spf_key(old))
+                    });
+                }
+            }
+            "MX" => {
+                for (resolver, answer) in resolvers.mx_everywhere(name).await {
+                    evidence.take(resolver, change, answer, |found| {
+                        found.iter().any(|r| mx_host(r) == mx_host(old))
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    evidence
 }
 
 /// The exchange host of an MX value (`10 mail.example.fi.`), as compared: lower case, no dot.

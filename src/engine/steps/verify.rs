@@ -147,6 +147,11 @@ pub async fn verify(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -
                             let new_value = match r.rtype.as_str() {
                                 "TXT" => rewrite_spf(&r.value, &from, &to)?,
                                 "MX" => format!("{} {exchange}", r.value.split_whitespace().next()?),
+                                // The new server's IPv6 address, or none: the record must go.
+                                "AAAA" => ctx.target.ipv6.map_or_else(
+                                    || "(none: delete this AAAA record)".to_owned(),
+                                    |v6| v6.to_string(),
+                                ),
                                 _ => return None,
                             };
                             Some(RecordChange {
