@@ -37,8 +37,9 @@
 //!   hickory-proto and sent to each of our nameservers, so no cache stands between us and the
 //!   answer), classification through resolvers (hickory-resolver, cache off), and `dns::rewrite`,
 //!   the pure record rewriting (which records move, what they become, what a rollback writes,
-//!   the safety threshold). [`notify`] — templates and channels (SMTP through lettre, a
-//!   directory outbox). [`ssh`] — russh with pinned host keys and quoted remote commands.
+//!   the safety threshold). [`notify`] — templates and channels (SMTP through lettre, a JSON
+//!   webhook signed with HMAC-SHA256, a directory outbox). [`ssh`] — russh with pinned host
+//!   keys and quoted remote commands.
 //!   [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation.
 //!   [`site_check`] — a site fetched by address over HTTP and HTTPS (certificate not verified,
 //!   by a client used for nothing else), status and title. [`inventory`] — the read-only

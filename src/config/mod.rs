@@ -457,6 +457,13 @@ pub enum MailChannelConfig {
         /// The directory (resolved against the config file's directory).
         path: PathBuf,
     },
+    /// A signed JSON POST per notice to a ticket system (see `notify::WebhookChannel`).
+    Webhook {
+        /// Where to post: `https://`, or `http://` to a loopback address only.
+        url: reqwest::Url,
+        /// The shared secret the body is signed with (HMAC-SHA256).
+        secret: Secret,
+    },
 }
 
 /// SMTP transport security: the channel's own type, so the config and the channel cannot drift.
@@ -520,6 +527,7 @@ mod tests {
             ("pdns.key", "PDNSKEYVALUE"),
             ("tsig.key", "c2lpcnRvIHRlc3Qgc2VjcmV0\n"),
             ("smtp.password", "SMTPPASSWORDVALUE"),
+            ("webhook.secret", "WEBHOOKSECRETVALUE\n"),
             ("id_ed25519", "not really a key"),
         ] {
             std::fs::write(secrets.join(name), value).expect("write secret");
@@ -769,6 +777,22 @@ path = "outbox"
 "#;
 
     #[test]
+    fn a_webhook_channel_reads_its_secret_from_a_file() {
+        let dir = example_dir();
+        let text = MINIMAL.replace(
+            "channel = \"directory\"\npath = \"outbox\"",
+            "channel = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"secrets/webhook.secret\"",
+        );
+        let config = parse_with_env(&text, "w.toml", dir.path(), &no_env).expect("webhook");
+        let MailChannelConfig::Webhook { url, secret } = &config.mail.channel else {
+            panic!("{:?}", config.mail.channel);
+        };
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/hook");
+        assert_eq!(secret.expose(), "WEBHOOKSECRETVALUE");
+        assert!(!format!("{config:?}").contains("WEBHOOKSECRETVALUE"));
+    }
+
+    #[test]
     fn minimal_config_takes_the_defaults() {
         let dir = example_dir();
         let config = parse_with_env(MINIMAL, "m.toml", dir.path(), &no_env).expect("minimal");
@@ -969,6 +993,30 @@ path = "outbox"
                 "path = \"outbox\"",
                 "path = \"outbox\"\nport = 25".to_owned(),
                 "18:8: mail.port: expected no port with channel = \"directory\"",
+            ),
+            (
+                "a webhook without its secret",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"webhook\"\nurl = \"https://tickets.example.fi/hook\"".to_owned(),
+                "16:11: mail.secret_file: expected secret_file or secret_env, but neither is set",
+            ),
+            (
+                "a webhook over plain http to another host",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"webhook\"\nurl = \"http://tickets.example.fi/hook\"\nsecret_file = \"secrets/webhook.secret\"".to_owned(),
+                "17:7: mail.url: expected an https:// URL (http:// only to a loopback address)",
+            ),
+            (
+                "a directory field on a webhook",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"webhook\"\nurl = \"https://t.example.fi/\"\nsecret_file = \"secrets/webhook.secret\"\npath = \"x\"".to_owned(),
+                "19:8: mail.path: expected no path with channel = \"webhook\" (path is for channel = \"directory\")",
+            ),
+            (
+                "an inline webhook secret",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"webhook\"\nurl = \"https://t.example.fi/\"\nsecret = \"s\"".to_owned(),
+                "18:10: mail.secret: secrets are not written in the config",
             ),
             (
                 "bad listen",

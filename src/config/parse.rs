@@ -116,6 +116,10 @@ struct RawMail {
     password_env: Option<Spanned<String>>,
     password: Option<Spanned<toml::Value>>,
     path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    secret: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -940,15 +944,31 @@ impl Ctx<'_> {
             ("password_env", raw.password_env.as_ref().map(Spanned::span)),
             ("password", raw.password.as_ref().map(Spanned::span)),
         ];
-        let channel = match raw.channel.get_ref().as_str() {
+        let webhook_only: [(&str, Option<Range<usize>>); 4] = [
+            ("url", raw.url.as_ref().map(Spanned::span)),
+            ("secret_file", raw.secret_file.as_ref().map(Spanned::span)),
+            ("secret_env", raw.secret_env.as_ref().map(Spanned::span)),
+            ("secret", raw.secret.as_ref().map(Spanned::span)),
+        ];
+        let path_only = [("path", raw.path.as_ref().map(Spanned::span))];
+        let channel_name = raw.channel.get_ref().as_str();
+        // A field of another channel is a mistake worth naming (a half-edited config).
+        let refuse_others = |fields: &[(&str, Option<Range<usize>>)],
+                             owner: &str|
+         -> Result<(), ConfigError> {
+            match fields.iter().find(|(_, span)| span.is_some()) {
+                Some((name, Some(span))) => Err(self.src.error(
+                    span.clone(),
+                    format!("mail.{name}"),
+                    format!("expected no {name} with channel = \"{channel_name}\" ({name} is for channel = \"{owner}\")"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let channel = match channel_name {
             "smtp" => {
-                if let Some(path) = &raw.path {
-                    return Err(self.src.at(
-                        path,
-                        "mail.path",
-                        "expected no path with channel = \"smtp\" (path is for channel = \"directory\")",
-                    ));
-                }
+                refuse_others(&path_only, "directory")?;
+                refuse_others(&webhook_only, "webhook")?;
                 let host = raw.host.as_ref().ok_or_else(|| {
                     self.src.at(&raw.channel, "mail.host", "expected host for channel = \"smtp\"")
                 })?;
@@ -1013,13 +1033,8 @@ impl Ctx<'_> {
                 MailChannelConfig::Smtp { host: host_name.to_owned(), port, security, username, password }
             }
             "directory" => {
-                if let Some((name, Some(span))) = smtp_only.into_iter().find(|(_, span)| span.is_some()) {
-                    return Err(self.src.error(
-                        span,
-                        format!("mail.{name}"),
-                        format!("expected no {name} with channel = \"directory\" ({name} is for channel = \"smtp\")"),
-                    ));
-                }
+                refuse_others(&smtp_only, "smtp")?;
+                refuse_others(&webhook_only, "webhook")?;
                 let path = raw.path.as_ref().ok_or_else(|| {
                     self.src.at(&raw.channel, "mail.path", "expected path for channel = \"directory\"")
                 })?;
@@ -1028,11 +1043,54 @@ impl Ctx<'_> {
                 }
                 MailChannelConfig::Directory { path: self.resolve(path.get_ref().trim()) }
             }
+            "webhook" => {
+                refuse_others(&smtp_only, "smtp")?;
+                refuse_others(&path_only, "directory")?;
+                let url = raw.url.as_ref().ok_or_else(|| {
+                    self.src.at(&raw.channel, "mail.url", "expected url for channel = \"webhook\"")
+                })?;
+                let parsed = reqwest::Url::parse(url.get_ref().trim())
+                    .map_err(|err| self.src.at(url, "mail.url", format!("expected a URL ({err})")))?;
+                let loopback = parsed.host_str().is_some_and(|host| {
+                    host == "localhost"
+                        || host
+                            .trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                });
+                match parsed.scheme() {
+                    "https" => {}
+                    "http" if loopback => {}
+                    _ => {
+                        return Err(self.src.at(
+                            url,
+                            "mail.url",
+                            "expected an https:// URL (http:// only to a loopback address): notices carry customers' data",
+                        ));
+                    }
+                }
+                let secret = self.secret(
+                    "mail",
+                    "secret",
+                    raw.secret_file.as_ref(),
+                    raw.secret_env.as_ref(),
+                    raw.secret.as_ref(),
+                    Some(raw.channel.span()),
+                )?;
+                let secret = secret.ok_or_else(|| {
+                    self.src.at(
+                        &raw.channel,
+                        "mail.secret_file",
+                        "expected secret_file or secret_env for channel = \"webhook\"",
+                    )
+                })?;
+                MailChannelConfig::Webhook { url: parsed, secret }
+            }
             other => {
                 return Err(self.src.at(
                     &raw.channel,
                     "mail.channel",
-                    format!("expected one of \"smtp\", \"directory\", got {other:?}"),
+                    format!("expected one of \"smtp\", \"directory\", \"webhook\", got {other:?}"),
                 ));
             }
         };

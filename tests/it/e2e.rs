@@ -281,6 +281,47 @@ async fn notices_wait_for_a_down_smtp_server() {
     assert_eq!(smtp.wait_for(3, Duration::from_secs(30)).await.len(), 3);
 }
 
+/// Notices through the webhook channel: every completion notice reaches a real HTTP endpoint
+/// that verifies its signature, keyed by its id; the endpoint's 503s are retried, and each
+/// notice is accepted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_through_a_signed_webhook_arrive_once_each() {
+    use axum::http::StatusCode;
+
+    use crate::support::webhook::WebhookReceiver;
+
+    let receiver = WebhookReceiver::start("rig webhook secret").await;
+    let options = RigOptions {
+        mail: Mail::Webhook { url: receiver.url(), secret: "rig webhook secret\n".into() },
+        ..RigOptions::new("it-webhook", 3)
+    };
+    let rig = SimRig::start(options).await;
+    receiver.fail_next(&[StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY]);
+    plan_and_start(&rig, PLAYBOOK).await;
+    let daemon = Daemon::start(rig.engine("it-daemon", 4));
+    let status = wait_cut_over(&rig).await;
+    assert_eq!(status.arrived(), 3, "{status:#?}");
+    let accepted = receiver.wait_for(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.stop().await;
+    let accepted_again = receiver.accepted();
+    assert_eq!(accepted_again.len(), 3, "each notice accepted once: {accepted_again:#?}");
+    let mut keys: Vec<String> = accepted.iter().map(|r| r.idempotency_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for account in &rig.hosts.accounts {
+        let id = format!("<completion.{}.{}@siirto>", account.user, rig.id);
+        let received = accepted.iter().find(|r| r.idempotency_key == id).unwrap_or_else(|| panic!("{id}"));
+        assert_eq!(received.json["id"], id.as_str());
+        assert_eq!(received.json["to"], serde_json::json!([account.email]));
+        assert!(received.json["body"].as_str().unwrap().contains(account.domain.as_str()));
+    }
+    // The two failed attempts were retried: five requests, none with a bad signature.
+    assert_eq!(receiver.attempts().len(), 5, "{:?}", receiver.attempts());
+    assert_eq!(receiver.refused_signatures(), 0);
+}
+
 /// A zone the DNS provider refuses to serve holds only its account; the rest arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_zone_holds_only_its_account() {

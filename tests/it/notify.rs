@@ -152,3 +152,55 @@ async fn directory_channel_is_idempotent() {
     assert!(text.contains("To: asiakas2@kukka-0002.test\r\n"));
     assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\n"));
 }
+
+/// The webhook channel against a real HTTP endpoint that verifies the HMAC signature: each
+/// notice arrives as JSON with its id as the `Idempotency-Key`; a 503 is retried later
+/// (transient), a 400 is not (permanent), and a wrong secret is refused by the receiver.
+#[tokio::test]
+async fn webhook_notices_are_signed_and_keyed_and_errors_are_classified() {
+    use axum::http::StatusCode;
+    use siirto::notify::WebhookChannel;
+    use siirto::secret::Secret;
+
+    use crate::support::webhook::WebhookReceiver;
+
+    let receiver = WebhookReceiver::start("a shared secret").await;
+    let url: reqwest::Url = receiver.url().parse().unwrap();
+    let channel =
+        WebhookChannel::new(url.clone(), Secret::new("a shared secret"), Duration::from_secs(10)).unwrap();
+    for n in 0..3 {
+        channel.send(&notice(n)).await.expect("delivered");
+    }
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3);
+    for (n, received) in accepted.iter().enumerate() {
+        let sent = notice(n);
+        assert_eq!(received.idempotency_key, sent.message_id);
+        assert_eq!(received.json["id"], sent.message_id.as_str());
+        assert_eq!(received.json["to"], serde_json::json!(sent.to));
+        assert_eq!(received.json["subject"], sent.subject.as_str());
+        assert_eq!(received.json["body"], sent.body.as_str());
+    }
+    assert_eq!(receiver.refused_signatures(), 0);
+
+    receiver.fail_next(&[StatusCode::SERVICE_UNAVAILABLE]);
+    let err = channel.send(&notice(3)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("HTTP 503"), "{err}");
+    receiver.fail_next(&[StatusCode::BAD_REQUEST]);
+    let err = channel.send(&notice(4)).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+
+    let wrong = WebhookChannel::new(url, Secret::new("another secret"), Duration::from_secs(10)).unwrap();
+    let err = wrong.send(&notice(5)).await.unwrap_err();
+    assert!(!err.is_transient() && err.to_string().contains("HTTP 401"), "{err}");
+    assert_eq!(receiver.refused_signatures(), 1);
+    assert!(!err.to_string().contains("another secret"));
+
+    // Nobody listening: transient, naming the URL.
+    drop(receiver);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = channel.send(&notice(6)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("/hook"), "{err}");
+}

@@ -7,3 +7,4 @@ pub mod rig;
 pub mod slow_api;
 pub mod smtp;
 pub mod sshd;
+pub mod webhook;

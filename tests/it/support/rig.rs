@@ -116,6 +116,14 @@ pub enum Mail {
     Outbox,
     /// A plain-SMTP server at this address.
     Smtp(SocketAddr),
+    /// A webhook endpoint (`url`), the notices signed with `secret` (written to
+    /// `secrets/webhook.secret` in the rig's directory).
+    Webhook {
+        /// Where to post.
+        url: String,
+        /// The shared secret.
+        secret: String,
+    },
 }
 
 impl Mail {
@@ -128,6 +136,9 @@ impl Mail {
                 addr.ip(),
                 addr.port()
             ),
+            Mail::Webhook { url, .. } => {
+                format!("channel = \"webhook\"\nurl = \"{url}\"\nsecret_file = \"secrets/webhook.secret\"\n")
+            }
         }
     }
 }
@@ -315,6 +326,10 @@ impl SimRig {
             more_dns_lines(axfr_server),
             mail.lines()
         );
+        if let Mail::Webhook { secret, .. } = &mail {
+            std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+            std::fs::write(dir.path().join("secrets/webhook.secret"), secret).unwrap();
+        }
         let named = match dns_api {
             Some(api_url) => DnsEndpoint { api_url, ..endpoint },
             None => endpoint,

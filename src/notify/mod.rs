@@ -1,4 +1,4 @@
-//! Customer notices: sending them through a channel (SMTP, directory); templates are rendered by
+//! Customer notices: sending them through a channel (SMTP, directory, signed webhook); templates are rendered by
 //! [`render`] (the playbook's, re-exported).
 
 use std::path::{Path, PathBuf};
@@ -10,9 +10,12 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
+mod webhook;
+
 pub use crate::config::SmtpSecurity;
 pub use crate::playbook::render;
 use crate::secret::Secret;
+pub use webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WebhookChannel, signature, verify};
 
 // ---------------------------------------------------------------------------------------------
 // Channels
@@ -114,6 +117,17 @@ pub enum NotifyError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+    /// The webhook endpoint did not take the notice: no answer (`status` `None`: transient) or
+    /// an answer other than 2xx (transient for 5xx, 408 and 429; permanent otherwise).
+    #[error("webhook {url}: {}{detail}", .status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    Webhook {
+        /// The URL posted to, without credentials or query.
+        url: String,
+        /// The HTTP status, when one came back.
+        status: Option<u16>,
+        /// What went wrong, or the start of the answer's body.
+        detail: String,
+    },
     /// Writing the message file failed. Transient (disk full, a mount coming back).
     #[error("cannot write {path}: {source}")]
     Io {
@@ -130,6 +144,7 @@ impl NotifyError {
     pub fn is_transient(&self) -> bool {
         match self {
             NotifyError::Connect { .. } | NotifyError::Timeout { .. } | NotifyError::Io { .. } => true,
+            NotifyError::Webhook { status, .. } => status.is_none_or(|s| s >= 500 || s == 408 || s == 429),
             NotifyError::Smtp { source, .. } => {
                 !(source.is_permanent() || source.is_client() || source.is_tls())
             }
@@ -439,6 +454,9 @@ pub fn channel_from_config(
             })?)
         }
         MailChannelConfig::Directory { path } => std::sync::Arc::new(DirectoryChannel::new(path.clone())),
+        MailChannelConfig::Webhook { url, secret } => {
+            std::sync::Arc::new(WebhookChannel::new(url.clone(), secret.clone(), Duration::from_secs(60))?)
+        }
     })
 }
 
