@@ -174,7 +174,11 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
         schedule(&status.schedule, "    ");
         line(&format!("  accounts: {}", counts(&status.accounts_by_state)));
         line(&format!("  domains:  {}", counts(&status.domains_by_state)));
-        line(&format!("  notices:  {} queued, {} sent", status.notices_queued, status.notices_sent));
+        let skipped = match status.notices_skipped_late {
+            0 => String::new(),
+            n => format!(", {n} skipped (too late to be of use)"),
+        };
+        line(&format!("  notices:  {} queued, {} sent{skipped}", status.notices_queued, status.notices_sent));
         for account in &status.accounts {
             let domains = account
                 .domains

@@ -8,6 +8,7 @@
 //! Omitted settings take the defaults of DESIGN.md §1 (announce 14 days before, lower TTLs a
 //! day before to 60 s, decommission stages a month apart). Parsing is pure: no filesystem.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -223,6 +224,67 @@ pub struct Notices {
     /// Sent to an account's contact while a domain with external DNS still shows the old
     /// address, every `dns.external_reminder_every`.
     pub reminder: NoticeTemplate,
+    /// Sent to every customer (once, listing all of their accounts) `schedule.announce_before`
+    /// the cutover: the playbook's `[notices.advance]` for every language, or the shipped
+    /// template of the customer's language (`playbooks/templates/<language>/advance.txt`).
+    pub advance: Localized,
+    /// How long after its due time an advance notice may still go out
+    /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
+    /// recorded as skipped (too late), never sent.
+    pub advance_late_after: Duration,
+}
+
+pub use crate::config::LANGUAGES;
+
+/// A notice kind's template per language: the playbook's own for every language, or the
+/// shipped one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Localized {
+    /// The playbook's template, used whatever the language.
+    pub playbook: Option<NoticeTemplate>,
+    /// The shipped templates, by language (each of [`LANGUAGES`]).
+    pub shipped: BTreeMap<&'static str, NoticeTemplate>,
+}
+
+impl Localized {
+    /// The template for `language` (one of [`LANGUAGES`]; another gets English).
+    pub fn for_language(&self, language: &str) -> &NoticeTemplate {
+        self.playbook
+            .as_ref()
+            .or_else(|| self.shipped.get(language))
+            .or_else(|| self.shipped.get("en"))
+            .expect("the English template is shipped")
+    }
+}
+
+/// A shipped template file: its first line `Subject: …`, then the body.
+fn shipped_template(text: &str) -> NoticeTemplate {
+    let (subject, body) = text.split_once('\n').expect("a shipped template has a subject line and a body");
+    let subject = subject.strip_prefix("Subject: ").expect("a shipped template starts with `Subject: `");
+    NoticeTemplate { subject: subject.to_owned(), body: body.to_owned() }
+}
+
+/// The shipped advance notice templates.
+fn shipped_advance() -> BTreeMap<&'static str, NoticeTemplate> {
+    BTreeMap::from([
+        ("en", shipped_template(include_str!("../playbooks/templates/en/advance.txt"))),
+        ("fi", shipped_template(include_str!("../playbooks/templates/fi/advance.txt"))),
+    ])
+}
+
+/// A customer's language as one of [`LANGUAGES`]: what the contract gives (`fi`, `FI`,
+/// `suomi`, `Finnish`, `en-GB`, `English`), else `default`.
+pub fn language_of(given: Option<&str>, default: &str) -> String {
+    let given = given.map(|g| g.trim().to_ascii_lowercase()).unwrap_or_default();
+    let known = [("fi", &["fi", "fin", "suomi", "finnish"][..]), ("en", &["en", "eng", "english"][..])];
+    for (code, names) in known {
+        if names.iter().any(|n| {
+            given == *n || given.starts_with(&format!("{n}-")) || given.starts_with(&format!("{n}_"))
+        }) {
+            return code.to_owned();
+        }
+    }
+    default.to_owned()
 }
 
 /// Renders one notice template with strict undefined variables, so a template that names a
@@ -251,7 +313,7 @@ pub struct NoticeTemplate {
 }
 
 /// The variables a notice template may use.
-pub const NOTICE_VARIABLES: [&str; 10] = [
+pub const NOTICE_VARIABLES: [&str; 15] = [
     "migration",
     "account",
     "contact_email",
@@ -262,6 +324,11 @@ pub const NOTICE_VARIABLES: [&str; 10] = [
     "target_ip",
     "external_records",
     "domains_to_point",
+    "customer_name",
+    "accounts",
+    "external_domains",
+    "cutover_date",
+    "cutover_time",
 ];
 
 impl Notices {
@@ -270,8 +337,13 @@ impl Notices {
     /// `siirto playbook check` to show what a customer would read.
     pub fn rendered_samples(&self) -> Result<Vec<(&'static str, String, String)>, minijinja::Error> {
         let context = sample_notice_context();
+        let advance = LANGUAGES.iter().map(|language| {
+            let kind = if *language == "fi" { "advance (fi)" } else { "advance (en)" };
+            (kind, self.advance.for_language(language))
+        });
         [("completion", &self.completion), ("reminder", &self.reminder)]
             .into_iter()
+            .chain(advance)
             .map(|(kind, t)| Ok((kind, render(&t.subject, &context)?, render(&t.body, &context)?)))
             .collect()
     }
@@ -296,6 +368,15 @@ pub fn sample_notice_context() -> serde_json::Value {
              "old_value": "198.51.100.10", "new_value": "198.51.100.20"},
         ],
         "domains_to_point": ["toinen-0001.test"],
+        "customer_name": "Kukka Oy",
+        "accounts": [
+            {"account": "kukka0001", "main_domain": "kukka-0001.test",
+             "domains": ["kukka-0001.test", "shop.kukka-0001.test"]},
+            {"account": "kukka0002", "main_domain": "oma-0001.test", "domains": ["oma-0001.test"]},
+        ],
+        "external_domains": ["oma-0001.test"],
+        "cutover_date": "2026-03-14",
+        "cutover_time": "22:00",
     })
 }
 
@@ -432,6 +513,8 @@ struct RawConcurrency {
 struct RawNotices {
     completion: Option<RawTemplate>,
     reminder: Option<RawTemplate>,
+    advance: Option<RawTemplate>,
+    advance_late_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -504,17 +587,18 @@ impl Playbook {
         }
         let description = raw.description.as_ref().map(|d| d.get_ref().trim().to_owned()).unwrap_or_default();
 
+        let schedule = schedule(&src, raw.schedule.as_ref())?;
         Ok(Playbook {
             name: name.to_owned(),
             description,
-            schedule: schedule(&src, raw.schedule.as_ref())?,
+            schedule: schedule.clone(),
             dns: dns(&src, raw.dns.as_ref())?,
             transfer: transfer(&src, raw.transfer.as_ref())?,
             verification: verification(&src, raw.verification.as_ref())?,
             retry: retry(&src, raw.retry.as_ref())?,
             concurrency: concurrency(&src, raw.concurrency.as_ref())?,
             mail: mail(&src, raw.mail.as_ref())?,
-            notices: notices(&src, raw.notices.as_ref())?,
+            notices: notices(&src, raw.notices.as_ref(), &schedule)?,
             source_text: text.to_owned(),
         })
     }
@@ -870,7 +954,7 @@ fn concurrency(src: &Source<'_>, raw: Option<&RawConcurrency>) -> Result<Concurr
     })
 }
 
-fn notices(src: &Source<'_>, raw: Option<&RawNotices>) -> Result<Notices, ConfigError> {
+fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> Result<Notices, ConfigError> {
     let completion = match raw.and_then(|r| r.completion.as_ref()) {
         Some(template) => NoticeTemplate {
             subject: checked_template(src, &template.subject, "notices.completion.subject", true)?,
@@ -891,7 +975,24 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>) -> Result<Notices, Config
             body: DEFAULT_REMINDER_BODY.to_owned(),
         },
     };
-    Ok(Notices { completion, reminder })
+    let advance = Localized {
+        playbook: match raw.and_then(|r| r.advance.as_ref()) {
+            Some(template) => Some(NoticeTemplate {
+                subject: checked_template(src, &template.subject, "notices.advance.subject", true)?,
+                body: checked_template(src, &template.body, "notices.advance.body", false)?,
+            }),
+            None => None,
+        },
+        shipped: shipped_advance(),
+    };
+    let advance_late_after = src.duration_or(
+        raw.and_then(|r| r.advance_late_after.as_ref()),
+        "notices.advance_late_after",
+        schedule.announce_before / 2,
+        Duration::ZERO,
+        365 * DAY,
+    )?;
+    Ok(Notices { completion, reminder, advance, advance_late_after })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused
@@ -950,6 +1051,46 @@ fn checked_template(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_advance_notices_render_in_each_language_with_only_what_applies() {
+        let notices = Playbook::parse("name = \"x\"\n", "x.toml").unwrap().notices;
+        assert_eq!(notices.advance_late_after, Duration::from_secs(7 * 86_400), "half of announce_before");
+        let mut context = sample_notice_context();
+        for (language, external_line) in [("en", "kept at another DNS host"), ("fi", "ylläpidetään muualla")]
+        {
+            let template = notices.advance.for_language(language);
+            let body = render(&template.body, &context).unwrap();
+            assert!(body.contains(external_line), "{language}:\n{body}");
+            assert!(body.contains("kukka0002") && body.contains("2026-03-14"), "{language}:\n{body}");
+            assert!(!render(&template.subject, &context).unwrap().contains('\n'));
+        }
+        context["external_domains"] = serde_json::json!([]);
+        for (language, external_line) in [("en", "another DNS host"), ("fi", "DNS-tietoja")] {
+            let body = render(&notices.advance.for_language(language).body, &context).unwrap();
+            assert!(!body.contains(external_line), "{language}:\n{body}");
+        }
+        // Another language gets English.
+        assert_eq!(notices.advance.for_language("sv"), notices.advance.for_language("en"));
+    }
+
+    #[test]
+    fn a_contracts_language_is_read_as_one_of_the_shipped() {
+        for (given, expected) in [
+            (Some("fi"), "fi"),
+            (Some(" FI "), "fi"),
+            (Some("Suomi"), "fi"),
+            (Some("fi-FI"), "fi"),
+            (Some("English"), "en"),
+            (Some("en_GB"), "en"),
+            (Some("sv"), "fi"),
+            (None, "fi"),
+        ] {
+            assert_eq!(language_of(given, "fi"), expected, "{given:?}");
+        }
+        assert_eq!(language_of(Some("fin"), "en"), "fi");
+        assert_eq!(language_of(Some("sv"), "en"), "en");
+    }
 
     fn shipped() -> Vec<(String, String)> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
@@ -1169,13 +1310,13 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "bad template variable",
                 "Hello {{ account }}",
                 "Hello {{ acount }}",
-                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point), but `acount` is not one of them",
+                "28:18: notices.completion.body: expected only the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point, customer_name, accounts, external_domains, cutover_date, cutover_time), but `acount` is not one of them",
             ),
             (
                 "template syntax",
                 "{{ main_domain }} moved",
                 "{{ main_domain } moved",
-                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point): syntax error: unexpected `}`",
+                "27:27: notices.completion.subject: expected a template that renders with the notice variables (migration, account, contact_email, main_domain, domains, source_host, target_host, target_ip, external_records, domains_to_point, customer_name, accounts, external_domains, cutover_date, cutover_time): syntax error: unexpected `}`",
             ),
             (
                 "multi-line subject",

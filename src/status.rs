@@ -41,6 +41,9 @@ pub struct MigrationStatus {
     pub notices_queued: usize,
     /// Notices sent.
     pub notices_sent: usize,
+    /// Notices never sent because they were past their lateness limit (an advance notice
+    /// after a late start), with the outbox rows saying why.
+    pub notices_skipped_late: usize,
     /// Jobs that failed at least once and are not done: what the daemon is struggling with.
     pub failing_jobs: Vec<FailingJob>,
     /// Changes a person must make that siirto cannot (a spam filter's delivery route, other
@@ -324,8 +327,9 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
         accounts_by_state,
         domains_by_state,
         accounts: account_statuses,
-        notices_queued: outbox.len(),
+        notices_queued: outbox.iter().filter(|n| n.skipped_at.is_none()).count(),
         notices_sent: outbox.iter().filter(|n| n.sent_at.is_some()).count(),
+        notices_skipped_late: outbox.iter().filter(|n| n.skipped_at.is_some()).count(),
         failing_jobs,
         operator_tasks: operator_tasks(store, id).await?,
     })

@@ -56,6 +56,9 @@ pub struct World {
     /// The resolvers that stand for public DNS (config `dns.resolvers`), asked whether a
     /// domain on someone else's DNS shows the target yet; `None` when none are configured.
     pub public_dns: Option<Arc<Classifier>>,
+    /// The language of a customer's notices when the contracts give none (config
+    /// `mail.language`).
+    pub language: String,
 }
 
 impl std::fmt::Debug for World {
@@ -117,7 +120,8 @@ impl World {
             let settings = ClassifySettings::from_config(&config.dns);
             Some(Arc::new(Classifier::new(&settings).context("the resolvers of dns.resolvers")?))
         };
-        Ok(World { hosts, dns, checker, channel, public_dns })
+        let language = config.mail.language.clone();
+        Ok(World { hosts, dns, checker, channel, public_dns, language })
     }
 
     /// The host the config calls `name`; an error naming it when the config has none (a

@@ -427,6 +427,9 @@ pub enum DnsProviderConfig {
     },
 }
 
+/// The languages notices are shipped in (`playbooks/templates/<language>/`).
+pub const LANGUAGES: [&str; 2] = ["en", "fi"];
+
 /// How notices are sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MailConfig {
@@ -434,6 +437,9 @@ pub struct MailConfig {
     pub from: String,
     /// The channel that carries them.
     pub channel: MailChannelConfig,
+    /// The language of a customer's notices when the contracts give none (`language`, one of
+    /// `playbook::LANGUAGES`; default `en`).
+    pub language: String,
 }
 
 /// A notice channel.
@@ -993,6 +999,12 @@ path = "outbox"
                 "path = \"outbox\"",
                 "path = \"outbox\"\nport = 25".to_owned(),
                 "18:8: mail.port: expected no port with channel = \"directory\"",
+            ),
+            (
+                "an unknown notice language",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"directory\"\npath = \"outbox\"\nlanguage = \"sv\"".to_owned(),
+                "18:12: mail.language: expected one of the languages notices are shipped in (en, fi), got \"sv\"",
             ),
             (
                 "a webhook without its secret",

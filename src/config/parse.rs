@@ -120,6 +120,7 @@ struct RawMail {
     secret_file: Option<Spanned<String>>,
     secret_env: Option<Spanned<String>>,
     secret: Option<Spanned<toml::Value>>,
+    language: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1094,7 +1095,25 @@ impl Ctx<'_> {
                 ));
             }
         };
-        Ok(MailConfig { from: from.to_owned(), channel })
+        let language = match &raw.language {
+            Some(language) => {
+                let code = language.get_ref().trim().to_ascii_lowercase();
+                if !super::LANGUAGES.contains(&code.as_str()) {
+                    return Err(self.src.at(
+                        language,
+                        "mail.language",
+                        format!(
+                            "expected one of the languages notices are shipped in ({}), got {:?}",
+                            super::LANGUAGES.join(", "),
+                            language.get_ref()
+                        ),
+                    ));
+                }
+                code
+            }
+            None => "en".to_owned(),
+        };
+        Ok(MailConfig { from: from.to_owned(), channel, language })
     }
 }
 

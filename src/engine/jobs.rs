@@ -44,6 +44,9 @@ pub enum JobKind {
     /// on the source while the customer's records pointed there (subject: domain; payload:
     /// its user).
     ExternalMail,
+    /// Write every customer's advance notice to the outbox, `schedule.announce_before` the
+    /// cutover (migration-wide).
+    Announce,
 }
 
 impl JobKind {
@@ -66,6 +69,7 @@ impl JobKind {
             JobKind::SyncMail => "sync_mail",
             JobKind::CheckMail => "check_mail",
             JobKind::ExternalMail => "external_mail",
+            JobKind::Announce => "announce",
         }
     }
 
@@ -88,6 +92,7 @@ impl JobKind {
             JobKind::SyncMail,
             JobKind::CheckMail,
             JobKind::ExternalMail,
+            JobKind::Announce,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -116,7 +121,8 @@ impl JobKind {
             // Waiting for a customer holds nobody; a failing poll (or the mail follow-up of an
             // account that is done) retries with the backoff's cap.
             | JobKind::PollExternal
-            | JobKind::ExternalMail => false,
+            | JobKind::ExternalMail
+            | JobKind::Announce => false,
         }
     }
 }

@@ -28,7 +28,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use self::context::{Clock, SystemClock};
 use self::context::{Ctx, StepError, StepResult};
 pub use self::jobs::{JobKind, RollbackPayload};
-use self::steps::{external, lower, mail, notices, repoint, restore, rollback, settle, transfer, verify};
+use self::steps::{
+    announce, external, lower, mail, notices, repoint, restore, rollback, settle, transfer, verify,
+};
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
 use crate::store::{JobRow, Lease, Store, StoreError};
@@ -320,6 +322,7 @@ impl Engine {
             JobKind::SyncMail => mail::sync_mail(&self.cx, &ctx, job, lease).await,
             JobKind::CheckMail => mail::check_mail(&self.cx, &ctx, job, lease).await,
             JobKind::ExternalMail => external::external_mail(&self.cx, &ctx, job, lease).await,
+            JobKind::Announce => announce::announce(&self.cx, &ctx, lease).await,
         }
     }
 

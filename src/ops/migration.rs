@@ -85,6 +85,17 @@ pub async fn start(
         format!("lower_ttl:{id}"),
     ))
     .await?;
+    // Every customer is told `announce_before` the cutover (at once when that has passed; the
+    // step skips what is past its lateness limit).
+    let announce_at = row.cutover_at - playbook.schedule.announce_before.as_millis() as i64;
+    tx.schedule_job(&job(
+        &row,
+        JobKind::Announce,
+        "",
+        announce_at.max(to_millis(now)),
+        format!("announce:{id}"),
+    ))
+    .await?;
     tx.commit().await?;
     Ok(StartOutcome { report, started: Some(next) })
 }

@@ -58,7 +58,7 @@ const ACCOUNT: &str = "SELECT * FROM accounts WHERE migration_id = $1 AND user_n
 /// The columns of [`OutboxRow`].
 const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
      subject, body, created_at, sent_at, attempts, last_error, delivery_attempts, \
-     delivery_started_at, resends";
+     delivery_started_at, resends, skipped_at, skip_reason";
 
 /// Which database a [`Store`] talks to, chosen once from the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -624,7 +624,7 @@ impl Store {
     /// Up to `limit` notices not sent yet, of every migration, oldest first (the sender's scan).
     pub async fn unsent_notices(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE sent_at IS NULL AND skipped_at IS NULL ORDER BY id LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -1153,6 +1153,21 @@ impl Tx<'_> {
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(id)
+    }
+
+    /// Marks a notice not sent skipped at `now` with `reason` (too late to be of use; a notice
+    /// already sent or skipped keeps what it has).
+    pub async fn mark_notice_skipped(&mut self, id: i64, now: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET skipped_at = $2, skip_reason = $3, delivery_started_at = NULL \
+             WHERE id = $1 AND sent_at IS NULL AND skipped_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     /// Marks a notice sent at `now` (a notice already marked keeps its first time) and ends the

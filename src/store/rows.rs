@@ -208,6 +208,10 @@ pub struct OutboxRow {
     /// Attempts that followed one whose end was never recorded (a kill, a lost lease): the only
     /// ones that can have delivered the message twice.
     pub resends: i32,
+    /// When it was marked skipped (never sent: past its lateness limit).
+    pub skipped_at: Option<i64>,
+    /// Why it was skipped.
+    pub skip_reason: Option<String>,
 }
 
 /// A notice to enqueue with [`Tx::enqueue_notice`].

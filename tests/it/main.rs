@@ -1,4 +1,5 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
+mod advance;
 mod classify;
 mod cli;
 mod contracts;

@@ -2,6 +2,7 @@
 //! migration, the job and the `&Lease` (rust-lang/bors lays out its handlers the same way). The
 //! reconcile loop in `engine/mod.rs` dispatches to them; none of them claims or retries.
 
+pub mod announce;
 pub mod external;
 pub mod lower;
 pub mod mail;

@@ -32,6 +32,13 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
             domains_to_point.push(row.domain.clone());
         }
     }
+    let mut external_domains: Vec<String> = Vec::new();
+    for record in &external_records {
+        let domain = record["domain"].as_str().unwrap_or_default().to_owned();
+        if !external_domains.contains(&domain) {
+            external_domains.push(domain);
+        }
+    }
     let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
     let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
     let context = serde_json::json!({
@@ -45,6 +52,11 @@ pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Le
         "source_host": ctx.source.public_name,
         "target_host": ctx.target.public_name,
         "target_ip": target_ip.to_string(),
+        "customer_name": "",
+        "accounts": [{ "account": user, "main_domain": account.main_domain, "domains": domains }],
+        "external_domains": external_domains,
+        "cutover_date": cutover_date(ctx),
+        "cutover_time": cutover_time(ctx),
     });
     let template = &ctx.playbook.notices.completion;
     let subject =
@@ -115,6 +127,28 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     if notice.sent_at.is_some() {
         // Accepted by the server in an earlier run: what is left is the bookkeeping.
         return record_sent(cx, ctx, &notice, lease).await;
+    }
+    if notice.skipped_at.is_some() {
+        return cx.finish(lease).await;
+    }
+    // An advance notice that could not go out in time (the server was down, the daemon
+    // stopped) is not sent in a burst later: too late is skipped, on record.
+    if notice.kind == "advance" {
+        let due = ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64;
+        let late_at = due + ctx.playbook.notices.advance_late_after.as_millis() as i64;
+        let now = cx.now_ms();
+        if now > late_at {
+            let reason = format!(
+                "too late to send: later than notices.advance_late_after ({}) after its due time",
+                crate::config::as_written(ctx.playbook.notices.advance_late_after)
+            );
+            let mut tx = cx.store.begin_leased(lease).await?;
+            tx.mark_notice_skipped(id, now, &reason).await?;
+            let detail = serde_json::json!({ "notice": id, "kind": notice.kind, "reason": reason });
+            tx.append_event(&cx.event(ctx, None, None, "notice_skipped_late", detail)).await?;
+            tx.finish_job(lease, now).await?;
+            return Ok(tx.commit().await?);
+        }
     }
     let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
     if to.is_empty() {
@@ -213,6 +247,11 @@ pub async fn queue_reminder(
         "target_ip": target_ip.to_string(),
         "external_records": external_records_of(&row.domain, state.records_to_change()),
         "domains_to_point": [],
+        "customer_name": "",
+        "accounts": [{ "account": user, "main_domain": account.main_domain, "domains": [row.domain.clone()] }],
+        "external_domains": [row.domain.clone()],
+        "cutover_date": cutover_date(ctx),
+        "cutover_time": cutover_time(ctx),
     });
     let template = &ctx.playbook.notices.reminder;
     let subject =
@@ -246,6 +285,16 @@ pub async fn queue_reminder(
         .await?;
     }
     Ok(())
+}
+
+/// The notice variable `cutover_date` (UTC, `2026-03-14`).
+fn cutover_date(ctx: &MigrationCtx) -> String {
+    crate::domain::from_millis(ctx.row.cutover_at).format("%Y-%m-%d").to_string()
+}
+
+/// The notice variable `cutover_time` (UTC, `22:00`).
+fn cutover_time(ctx: &MigrationCtx) -> String {
+    crate::domain::from_millis(ctx.row.cutover_at).format("%H:%M").to_string()
 }
 
 /// The notice variable `external_records`: one entry per record the customer must change.

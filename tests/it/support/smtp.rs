@@ -98,7 +98,7 @@ pub struct SmtpServer {
 }
 
 /// One delivered message as the server decoded it.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct Delivered {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,

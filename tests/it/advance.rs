@@ -1,0 +1,147 @@
+//! The advance notice, at a real SMTP server: one per customer (a customer with two accounts
+//! gets one listing both), in the customer's language from the contracts, the external-DNS
+//! paragraph only for the customer it applies to; and never sent when it is too late, even
+//! after a long outage of the mail server.
+
+use std::time::Duration;
+
+use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
+use crate::support::smtp::SmtpServer;
+
+const CONTRACT_CONFIG: &str = "[contracts]\nsource = \"csv\"\npath = \"contracts.csv\"\n\n\
+                               [contracts.server_names]\nold = [\"old1.example.fi\"]\n";
+
+/// The demo playbook, with advance notices allowed up to `late_after` after their due time.
+fn playbook(late_after: &str) -> String {
+    let text = include_str!("../../playbooks/demo.toml");
+    assert!(text.contains("\n[notices.completion]"), "the demo playbook's notices moved");
+    text.replacen(
+        "\n[notices.completion]",
+        &format!("\n[notices]\nadvance_late_after = \"{late_after}\"\n\n[notices.completion]"),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-advance", 4);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    options.mail = Mail::Smtp(smtp.addr);
+    options.extra_config = CONTRACT_CONFIG.to_owned();
+    let rig = SimRig::start(options).await;
+    let a = rig.hosts.accounts.clone();
+    // Customer C1 holds accounts 1 and 2 and reads Finnish; C0 (account 0, on external DNS)
+    // English; account 3 has no contract: its contact address is the customer.
+    let csv = format!(
+        "customer_id,name,email,language,server,user\n\
+         C0,Oma Oy,{e0},English,old1.example.fi,{u0}\n\
+         C1,Kukka Oy,{e1},fi,old1.example.fi,{u1}\n\
+         C1,Kukka Oy,{e1},fi,old1.example.fi,{u2}\n",
+        e0 = a[0].email,
+        u0 = a[0].user,
+        e1 = a[1].email,
+        u1 = a[1].user,
+        u2 = a[2].user,
+    );
+    std::fs::write(rig.dir.path().join("contracts.csv"), csv).unwrap();
+    let text = playbook("15d");
+    let plan = rig.plan(&text).await;
+    assert_eq!(plan.counts.accounts, 4);
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("advance", 4));
+    let id = rig.id.clone();
+    let delivered = smtp.wait_for(3, Duration::from_secs(60)).await;
+    let advance = |user: &str| {
+        let message_id = format!("<advance.{user}.{id}@siirto>");
+        delivered.iter().find(|d| d.message_id == message_id).cloned().unwrap_or_else(|| {
+            panic!("no {message_id}; got {:?}", delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>())
+        })
+    };
+
+    // C1: one notice, in Finnish, listing both accounts; nothing about external DNS.
+    let c1 = advance(a[1].user.as_str());
+    assert_eq!(c1.rcpt_tos, vec![a[1].email.clone()]);
+    let body = c1.body.clone().unwrap_or_default();
+    assert!(c1.subject.contains("siirtyy uudelle palvelimelle"), "{}", c1.subject);
+    assert!(body.starts_with("Hei Kukka Oy,"), "{body}");
+    for n in [1, 2] {
+        assert!(
+            body.contains(&format!("tili {}: {}", a[n].user, a[n].domain)),
+            "account {n} missing:\n{body}"
+        );
+    }
+    assert!(!body.contains("DNS-tietoja"), "{body}");
+    // C0: English, and told that their external DNS will need changes, naming the domain.
+    let c0 = advance(a[0].user.as_str());
+    let body = c0.body.clone().unwrap_or_default();
+    assert!(body.starts_with("Hello Oma Oy,"), "{body}");
+    assert!(body.contains("kept at another DNS host"), "{body}");
+    assert!(body.contains(&format!("  - {}", a[0].domain)), "{body}");
+    assert!(!body.contains(a[1].domain.as_str()), "only C0's own domains:\n{body}");
+    // Account 3: English (the config's default), no external-DNS paragraph.
+    let lone = advance(a[3].user.as_str());
+    let body = lone.body.clone().unwrap_or_default();
+    assert!(body.starts_with("Hello,"), "{body}");
+    assert!(!body.contains("another DNS host"), "{body}");
+    assert!(body.contains(&format!("account {}: {}", a[3].user, a[3].domain)), "{body}");
+
+    // Exactly one advance notice per customer, and no more later.
+    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 3 + 4).await;
+    daemon.stop().await;
+    let advance_count = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<advance.")).count();
+    assert_eq!(advance_count, 3);
+    let events = rig.events().await;
+    let written = events.iter().find(|e| e.kind == "advance_notices").expect("the advance_notices event");
+    assert!(
+        written.detail.contains("\"customers\":3") && written.detail.contains("\"queued\":3"),
+        "{}",
+        written.detail
+    );
+}
+
+/// Due while the mail server is down, and still unsent when its lateness limit passes (the
+/// clock moved on two days, as after a long stop): skipped on record, never sent; the
+/// completion notices still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
+    let mut smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-advance-late", 2);
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    smtp.stop();
+    // Due 14 days before a cutover now, allowed 15 days: sendable for another day.
+    let text = playbook("15d").replace(
+        "max_attempts = 6\nbase_delay = \"250ms\"\nmax_delay = \"4s\"",
+        "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"",
+    );
+    rig.plan_and_start(&text).await;
+    let daemon = Daemon::start(rig.engine("advance-late", 4));
+    rig.wait_for("an advance notice to fail", Duration::from_secs(60), |s| {
+        s.failing_jobs.iter().any(|j| j.kind == "send_notice")
+    })
+    .await;
+    rig.clock.advance(Duration::from_secs(2 * 86_400));
+    smtp.restart();
+    let status = rig
+        .wait_for("the advance notices to be skipped", Duration::from_secs(120), |s| {
+            s.notices_skipped_late == 2
+        })
+        .await;
+    assert_eq!(status.notices_skipped_late, 2);
+    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 2).await;
+    daemon.stop().await;
+    let delivered = smtp.delivered();
+    assert!(!delivered.iter().any(|d| d.message_id.starts_with("<advance.")), "{delivered:#?}");
+    let outbox = rig.store.outbox(rig.id.as_str()).await.unwrap();
+    let skipped: Vec<_> = outbox.iter().filter(|n| n.kind == "advance").collect();
+    assert_eq!(skipped.len(), 2);
+    for notice in skipped {
+        assert!(notice.sent_at.is_none() && notice.skipped_at.is_some(), "{notice:?}");
+        assert!(notice.skip_reason.as_deref().unwrap_or_default().contains("too late"), "{notice:?}");
+    }
+    let events = rig.events().await;
+    assert_eq!(events.iter().filter(|e| e.kind == "notice_skipped_late").count(), 2);
+}
