@@ -210,8 +210,10 @@ impl Bind {
         socket.send_to(&query.to_vec().ok()?, self.dns_addr).await.ok()?;
         let mut buffer = [0u8; 4096];
         let answer = loop {
-            let (len, _) =
-                tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buffer)).await.ok()?.ok()?;
+            let (len, _) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buffer))
+                .await
+                .ok()?
+                .ok()?;
             match Message::from_vec(&buffer[..len]) {
                 Ok(answer) if answer.metadata.id == id => break answer,
                 // Not the answer to this query: wait for it.

@@ -283,7 +283,8 @@ impl SimRig {
             dns_api,
             extra_config,
         } = options;
-        // Taken first, so dropped last if starting fails part way.
+        // Taken first, so released last (after every server) if starting fails part way; it
+        // joins the resolvers in `public` only once the rig is whole.
         let lock = if public_dns { Some(public_dns::lock().await) } else { None };
         let dir = tempfile::tempdir().unwrap();
         let their_zones = zones_elsewhere.values().any(|e| matches!(e, Elsewhere::TheirDns));
@@ -303,23 +304,20 @@ impl SimRig {
         let world = SimWorld::new();
         let accounts = source.accounts.clone();
         let source_ip = source.ip;
-        let public = match lock {
-            Some(lock) => {
-                let resolvers = Resolvers::start(&delegations(&accounts, &zones_elsewhere)).await;
-                Some(PublicDns { resolvers, _lock: lock })
-            }
+        let resolvers = match lock {
+            Some(_) => Some(Resolvers::start(&delegations(&accounts, &zones_elsewhere)).await),
             None => None,
         };
         // The config's resolvers: public DNS's, then any extra ones; or, when the hosts' DNS
         // stands in for public DNS (the written config's default), that and any extra ones.
         // `classify.rs` tests classification through a real recursive resolver.
-        let config_resolvers: Vec<SocketAddr> = match (&public, extra_resolvers.is_empty()) {
-            (Some(public), _) => public.resolvers.addrs().into_iter().chain(extra_resolvers).collect(),
+        let config_resolvers: Vec<SocketAddr> = match (&resolvers, extra_resolvers.is_empty()) {
+            (Some(resolvers), _) => resolvers.addrs().into_iter().chain(extra_resolvers).collect(),
             (None, true) => Vec::new(),
             (None, false) => std::iter::once(pdns.dns_addr).chain(extra_resolvers).collect(),
         };
         // The hosts' mail relays find MX hosts through a public resolver too.
-        let host_resolvers: Vec<SocketAddr> = public.iter().map(|p| p.resolvers.fast.dns_addr).collect();
+        let host_resolvers: Vec<SocketAddr> = resolvers.iter().map(|r| r.fast.dns_addr).collect();
         source.dns_resolvers.clone_from(&host_resolvers);
         target.dns_resolvers = host_resolvers;
         let source = start_host(source, dir.path().join("old"), &world).await.unwrap();
@@ -366,7 +364,7 @@ impl SimRig {
             pdns,
             dns,
             theirs,
-            public,
+            public: resolvers.zip(lock).map(|(resolvers, lock)| PublicDns { resolvers, _lock: lock }),
             ssh,
             config,
             store,
