@@ -627,3 +627,29 @@ async fn propagation_waits_for_the_slowest_resolver() {
     );
     daemon.stop().await;
 }
+
+/// A test that panics with public DNS running leaves it to the next: the lock is released and
+/// nothing listens on the addresses any more (the next rig's servers start there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_test_leaves_public_dns_to_the_next() {
+    let public_rig = || {
+        let mut options = RigOptions::new("it-panicking", 1);
+        options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+        options.public_dns = true;
+        SimRig::start(options)
+    };
+    let panicked = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let rig = public_rig().await;
+            assert!(rig.resolvers().fast.ask_a(&rig.domain(0).fqdn()).await.is_some());
+            panic!("a failing public DNS test");
+        })
+    })
+    .join();
+    assert!(panicked.is_err(), "the thread panicked");
+    let rig =
+        tokio::time::timeout(Duration::from_secs(60), public_rig()).await.expect("the lock was released");
+    let answer = rig.resolvers().slow.ask_a(&rig.domain(0).fqdn()).await;
+    assert_eq!(answer.map(|(a, _)| a), Some(vec![SOURCE_IP]), "{}", rig.resolvers().logs());
+}
