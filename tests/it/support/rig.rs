@@ -387,6 +387,12 @@ impl SimRig {
         &self.public.as_ref().expect("the rig has no public DNS: set public_dns").resolvers
     }
 
+    /// Our pdns's log, and public DNS's named logs when it runs: for a failing test's message.
+    pub fn logs(&self) -> String {
+        let public = self.public.as_ref().map(|p| p.resolvers.logs()).unwrap_or_default();
+        format!("pdns log:\n{}\n{public}", self.pdns.log())
+    }
+
     /// A client of the third party's nameserver's API.
     pub fn their_dns(&self) -> PowerDns {
         dns_endpoint(self.theirs.as_ref().expect("no account's zones are on their nameserver"))
@@ -510,8 +516,8 @@ impl SimRig {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; status: {status:#?}\npdns log:\n{}",
-                self.pdns.log()
+                "timed out waiting for {what}; status: {status:#?}\n{}",
+                self.logs()
             );
             // The store has no change notification to wait on: poll it.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -531,11 +537,7 @@ impl SimRig {
             if done(&status) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}\n{}",
-                self.pdns.log()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {status:#?}\n{}", self.logs());
             if engine.tick().await.unwrap() == 0 {
                 // Nothing was due: give the simulated hosts' transfers time to move.
                 tokio::time::sleep(Duration::from_millis(50)).await;
