@@ -99,8 +99,9 @@ impl Bind {
     }
 
     /// The root of a DNS tree of its own, at port 53 of `addr` (where resolvers ask; named
-    /// listens only on an interface's own address, so on loopback that is 127.0.0.1): `records` are the root zone's lines after its SOA, NS and the
-    /// root server's address (`a.root.test.`): delegations with their glue.
+    /// listens only on an interface's own address, so on loopback that is 127.0.0.1): `records`
+    /// are the root zone's lines after its SOA, NS and the root server's address
+    /// (`a.root.test.`): delegations with their glue.
     pub async fn start_root(addr: Ipv4Addr, records: &str) -> Bind {
         assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
         let dir = tempfile::tempdir().expect("temp dir for named");

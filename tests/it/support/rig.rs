@@ -1,9 +1,9 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
 //! store and a clock the test can move forward; with public DNS, a root server and two real
-//! recursive resolvers in front of it and of a third party's pdns_server. What differs between tests (accounts, host
-//! settings, where zones live, public DNS, sshd, store, mail, zone reads, the `[daemon]` table,
-//! extra config) is a [`RigOptions`] field.
+//! recursive resolvers in front of it and of a third party's pdns_server. What differs between
+//! tests (accounts, host settings, where zones live, public DNS, sshd, store, mail, zone reads,
+//! the `[daemon]` table, extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
