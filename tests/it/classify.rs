@@ -13,6 +13,7 @@ use siirto::names::DomainName;
 use siirto::secret::Secret;
 
 use crate::support::pdns::Pdns;
+use crate::support::public_dns::{self, OURS_IP, ROOT_IP, THEIRS_IP};
 
 const SOURCE: &str = "192.0.2.10";
 const SOURCE_V6: &str = "2001:db8::10";
@@ -338,8 +339,9 @@ async fn a_thousand_domains_with_bounded_concurrency() {
 /// sees it, it is external — and the plan flags the stale zone and never repoints it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegation_decides_not_a_stale_zone_on_our_nameservers() {
-    let (ours_ip, theirs_ip, root_ip) =
-        ("127.0.0.20".parse().unwrap(), "127.0.0.21".parse().unwrap(), "127.0.0.1".parse().unwrap());
+    // Port 53 of these addresses is the public DNS rig's too: held until every server is gone.
+    let _lock = public_dns::lock().await;
+    let (ours_ip, theirs_ip, root_ip) = (OURS_IP, THEIRS_IP, ROOT_IP);
     let (ours, theirs) = tokio::join!(
         Pdns::start_at(SocketAddr::new(IpAddr::V4(ours_ip), 53)),
         Pdns::start_at(SocketAddr::new(IpAddr::V4(theirs_ip), 53))

@@ -1,7 +1,9 @@
 //! External DNS end to end: two real pdns_server instances, "ours" (the company's nameserver,
 //! holding the zones of most accounts) and "theirs" (a third party's, holding one account's
-//! zone under nameservers that are not ours). Both are the config's resolvers, so the plan
-//! classifies that account's domain as external. The account moves; its domain waits for the
+//! zone under nameservers that are not ours), a root server delegating each zone to one of
+//! them, and two real recursive resolvers (BIND) that keep answers 1 s and 5 s: the config's
+//! resolvers, which see the delegation as the world does, so the plan classifies that
+//! account's domain as external. The account moves; its domain waits for the
 //! customer with its records on "theirs" untouched; the completion notice lists the exact records
 //! to change; a reminder follows; then the test changes the records on "theirs" (as the customer
 //! would) and the domain is seen propagated.
@@ -15,6 +17,7 @@ use siirto::plan::DomainAction;
 use siirto::playbook::Playbook;
 use siirto::status::MigrationStatus;
 
+use crate::support::public_dns::SLOW_CACHE_SECS;
 use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
 use crate::support::smtp::SmtpServer;
 
@@ -377,8 +380,9 @@ async fn a_silent_resolver_holds_propagation_and_status_names_it() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(domain_state(&rig.status().await, domain.as_str()).state, "awaiting_customer", "held");
 
-    // It answers again (what their nameserver says): propagated, and the timeline tells both.
-    *silent.forward_to.lock().unwrap() = Some(rig.theirs.as_ref().unwrap().dns_addr);
+    // It answers again (what public DNS says, through the slow resolver): propagated, and the
+    // timeline tells both.
+    *silent.forward_to.lock().unwrap() = Some(rig.resolvers().slow.dns_addr);
     rig.wait_for("propagation", Duration::from_secs(30), |s| {
         domain_state(s, domain.as_str()).state == "propagated"
     })
@@ -495,4 +499,157 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     let zone = their_dns.zone(&domain).await.unwrap();
     assert_eq!(zone.rrset(&www, "A").unwrap().records, vec![cdn.to_string()]);
     daemon.stop().await;
+}
+
+/// Two public resolvers keep answers for different times (1 s and 5 s): after the customer
+/// changes the records, the fast one shows the target while the slow one still serves the old
+/// answer from its cache. The domain stays awaiting its customer for as long as the slow one
+/// answers the source, and is propagated only after it shows the target everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propagation_waits_for_the_slowest_resolver() {
+    let mut options = RigOptions::new("it-slowest", 2);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    let rig = SimRig::start(options).await;
+    let domain = rig.hosts.accounts[0].domain.clone();
+    let their_dns = rig.their_dns();
+    let text = include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
+    let plan = rig.plan(&text).await;
+    let planned =
+        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
+    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("slowest", 4));
+    let status = rig
+        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
+            domain_state(s, domain.as_str()).state == "awaiting_customer"
+        })
+        .await;
+    let names: Vec<String> =
+        domain_state(&status, domain.as_str()).records_to_change.iter().map(|r| r.name.clone()).collect();
+    let apex = domain.fqdn();
+    assert!(names.contains(&apex) && names.len() == 3, "{names:?}");
+    let resolvers = rig.resolvers();
+    let (fast, slow) = (&resolvers.fast, &resolvers.slow);
+    let (source, target) = (vec![SOURCE_IP], vec![TARGET_IP]);
+
+    // The customer changes every record just after the slow resolver fetched the apex again
+    // (its answer's TTL, in whole seconds, is still its whole cache time): it answers the
+    // source for more than SLOW_CACHE_SECS - 1 seconds after the change, while the fast one
+    // shows the target within a second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (addresses, ttl) = slow.ask_a(&apex).await.expect("the slow resolver answers");
+        assert_eq!(addresses, source, "before the change");
+        if ttl >= SLOW_CACHE_SECS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow resolver never fetched {apex} again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let changes: Vec<RrsetChange> = names
+        .iter()
+        .map(|name| {
+            RrsetChange::Replace(Rrset {
+                name: name.clone(),
+                rtype: "A".into(),
+                ttl: 300,
+                records: vec![TARGET_IP.to_string()],
+            })
+        })
+        .collect();
+    their_dns.apply(&domain, &changes).await.unwrap();
+    let changed = Instant::now();
+
+    // Watch both resolvers until the slow one shows the target for every name. The status is
+    // read before the resolvers are asked: a slow resolver still answering the source after it
+    // means the daemon cannot have seen it answer the target before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // When the fast resolver was first and last seen answering the target for the apex while
+    // the slow one answered the source.
+    let mut window: Option<(Instant, Instant)> = None;
+    let mut fast_at = None;
+    let mut last_stale = chrono::Utc::now();
+    loop {
+        let state = domain_state(&rig.status().await, domain.as_str()).state.clone();
+        let fast_apex = fast.ask_a(&apex).await.map(|(a, _)| a);
+        if fast_apex.as_ref() == Some(&target) && fast_at.is_none() {
+            fast_at = Some(changed.elapsed());
+        }
+        let mut slow_done = true;
+        for name in &names {
+            let asked = chrono::Utc::now();
+            let answer = slow.ask_a(name).await.map(|(a, _)| a);
+            if answer.as_ref() != Some(&target) {
+                assert_eq!(answer.as_ref(), Some(&source), "the slow resolver on {name}");
+                slow_done = false;
+                last_stale = asked;
+                if name == &apex && fast_apex.as_ref() == Some(&target) {
+                    assert_eq!(
+                        state, "awaiting_customer",
+                        "propagated while the slow resolver still answers {apex} with the source"
+                    );
+                    let now = Instant::now();
+                    window = Some((window.map_or(now, |(first, _)| first), now));
+                }
+            }
+        }
+        if slow_done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slow resolver never showed the target\n{}", resolvers.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let slow_at = changed.elapsed();
+    let fast_at = fast_at.expect("the fast resolver showed the target");
+    eprintln!("fast resolver showed the target after {fast_at:?}, the slow one after {slow_at:?}");
+    let window = window.map_or(Duration::ZERO, |(first, last)| last - first);
+    assert!(
+        window >= Duration::from_secs(1),
+        "the fast resolver answered the target while the slow one answered the source for only \
+         {window:?} (fast after {fast_at:?}, slow after {slow_at:?})"
+    );
+
+    let status = rig
+        .wait_for("propagation", Duration::from_secs(30), |s| {
+            domain_state(s, domain.as_str()).state == "propagated"
+        })
+        .await;
+    let at = domain_state(&status, domain.as_str()).propagated_at.clone().expect("propagated_at");
+    let at = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+    // The store keeps milliseconds.
+    let slack = chrono::Duration::milliseconds(5);
+    assert!(
+        at + slack >= last_stale,
+        "propagated at {at}, but the slow resolver answered the source at {last_stale}"
+    );
+    daemon.stop().await;
+}
+
+/// A test that panics with public DNS running leaves it to the next: the lock is released and
+/// nothing listens on the addresses any more (the next rig's servers start there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_test_leaves_public_dns_to_the_next() {
+    let public_rig = || {
+        let mut options = RigOptions::new("it-panicking", 1);
+        options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+        options.public_dns = true;
+        SimRig::start(options)
+    };
+    let panicked = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let rig = public_rig().await;
+            assert!(rig.resolvers().fast.ask_a(&rig.domain(0).fqdn()).await.is_some());
+            panic!("a failing public DNS test");
+        })
+    })
+    .join();
+    assert!(panicked.is_err(), "the thread panicked");
+    let rig =
+        tokio::time::timeout(Duration::from_secs(60), public_rig()).await.expect("the lock was released");
+    let answer = rig.resolvers().slow.ask_a(&rig.domain(0).fqdn()).await;
+    assert_eq!(answer.map(|(a, _)| a), Some(vec![SOURCE_IP]), "{}", rig.resolvers().logs());
 }

@@ -1,5 +1,6 @@
 //! No mail lost, end to end: simulated source and target hosts whose SMTP listeners deliver and
-//! relay by MX through a real pdns_server, the real engine, TWO real sshd (one per host, host
+//! relay by MX found through public DNS on loopback (a recursive BIND following a root's
+//! delegation to a real pdns_server), the real engine, TWO real sshd (one per host, host
 //! keys pinned), real rsync run on the "target" pulling from the "source" over ssh, and a real
 //! SMTP client (lettre) sending mail before, during and after the cutover.
 
@@ -39,13 +40,14 @@ struct Rig {
 
 impl Rig {
     /// Starts the rig with `accounts` accounts on the source, both hosts resolving through
-    /// pdns, an sshd for each host, and plans, approves and starts the migration.
+    /// public DNS, an sshd for each host, and plans, approves and starts the migration.
     async fn start(accounts: usize) -> Rig {
         Rig::start_with(accounts, false).await
     }
 
     /// [`Rig::start`]; with `external`, the first account's domain (it has no other) is on a
-    /// third party's nameserver, which the hosts' mail relays and siirto's resolvers also ask.
+    /// third party's nameserver, to which public DNS (the hosts' mail relays' resolver and
+    /// siirto's) delegates it.
     async fn start_with(accounts: usize, external: bool) -> Rig {
         let mut options = RigOptions::new("mail-cutover", 0);
         options.source.ip = SOURCE_IP;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use siirto::dns::{TsigAlgorithm, TsigKey};
 use siirto::secret::Secret;
 
@@ -99,8 +99,9 @@ impl Bind {
     }
 
     /// The root of a DNS tree of its own, at port 53 of `addr` (where resolvers ask; named
-    /// listens only on an interface's own address, so on loopback that is 127.0.0.1): `records` are the root zone's lines after its SOA, NS and the
-    /// root server's address (`a.root.test.`): delegations with their glue.
+    /// listens only on an interface's own address, so on loopback that is 127.0.0.1): `records`
+    /// are the root zone's lines after its SOA, NS and the root server's address
+    /// (`a.root.test.`): delegations with their glue.
     pub async fn start_root(addr: Ipv4Addr, records: &str) -> Bind {
         assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
         let dir = tempfile::tempdir().expect("temp dir for named");
@@ -116,8 +117,18 @@ impl Bind {
     }
 
     /// A recursive resolver (on 127.0.0.1, a free port) whose only root server is `root`
-    /// (see [`Bind::start_root`]): it follows delegations as public resolvers do.
+    /// (see [`Bind::start_root`]): it follows delegations as public resolvers do, and keeps
+    /// what it learns for its full TTL.
     pub async fn start_recursive(root: Ipv4Addr) -> Bind {
+        Bind::start_recursive_caching(root, None).await
+    }
+
+    /// [`Bind::start_recursive`] keeping answers at most `max_cache_ttl` seconds (named's
+    /// `max-cache-ttl`; `None`: their own TTL), as public resolvers differ in how long they keep
+    /// a record. Negative answers and failures are not kept, answers are never served stale
+    /// and nothing is fetched again before it expires (no prefetch), so what it answers changes
+    /// exactly when its cached answer expires.
+    pub async fn start_recursive_caching(root: Ipv4Addr, max_cache_ttl: Option<u32>) -> Bind {
         assert!(Path::new(NAMED).exists(), "{NAMED} is missing: {INSTALL}");
         let dir = tempfile::tempdir().expect("temp dir for named");
         std::fs::write(
@@ -127,9 +138,14 @@ impl Bind {
         .expect("write the root hints");
         let port = crate::support::pdns::free_udp_and_tcp_port().unwrap();
         let dns_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let body = "\trecursion yes;\n\tallow-recursion { 127.0.0.0/8; };\n\tqname-minimization off;\n\
-                    \tmax-ncache-ttl 0;\n};\ncontrols { };\nzone \".\" { type hint; file \"root.hints\"; };\n";
-        let config = Bind::options(&dir, dns_addr) + body;
+        let cache = max_cache_ttl.map(|ttl| format!("\tmax-cache-ttl {ttl};\n")).unwrap_or_default();
+        let body = format!(
+            "\trecursion yes;\n\tallow-recursion {{ 127.0.0.0/8; }};\n\tqname-minimization off;\n\
+             \tmax-ncache-ttl 0;\n\tservfail-ttl 0;\n\tprefetch 0;\n\tstale-answer-enable no;\n\
+             \tstale-cache-enable no;\n{cache}}};\ncontrols {{ }};\n\
+             zone \".\" {{ type hint; file \"root.hints\"; }};\n"
+        );
+        let config = Bind::options(&dir, dns_addr) + &body;
         Bind::run(dir, &config, dns_addr, unused_key(), "").await
     }
 
@@ -180,6 +196,44 @@ impl Bind {
     /// named's own log (startup and zone load errors end up here).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// Asks this named (recursion desired, as a stub resolver does) for the A records of
+    /// `name`: their addresses and the lowest TTL it gave them (what is left of its cache time);
+    /// `None` when it sent no NOERROR answer within a second.
+    pub async fn ask_a(&self, name: &str) -> Option<(Vec<Ipv4Addr>, u32)> {
+        let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+        let mut query = Message::query();
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(Name::from_ascii(&fqdn).ok()?, RecordType::A));
+        let id = query.metadata.id;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+        socket.send_to(&query.to_vec().ok()?, self.dns_addr).await.ok()?;
+        let mut buffer = [0u8; 4096];
+        let answer = loop {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buffer))
+                .await
+                .ok()?
+                .ok()?;
+            match Message::from_vec(&buffer[..len]) {
+                Ok(answer) if answer.metadata.id == id => break answer,
+                // Not the answer to this query: wait for it.
+                _ => continue,
+            }
+        };
+        if answer.metadata.response_code != ResponseCode::NoError {
+            return None;
+        }
+        let mut addresses = Vec::new();
+        let mut ttl = u32::MAX;
+        for record in &answer.answers {
+            if let RData::A(a) = &record.data {
+                addresses.push(a.0);
+                ttl = ttl.min(record.ttl);
+            }
+        }
+        let ttl = if addresses.is_empty() { 0 } else { ttl };
+        Some((addresses, ttl))
     }
 
     /// Kills named now (the test goes on with nothing listening).

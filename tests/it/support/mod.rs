@@ -3,6 +3,7 @@ pub mod bind;
 pub mod daemon;
 pub mod pdns;
 pub mod pg;
+pub mod public_dns;
 pub mod rig;
 pub mod slow_api;
 pub mod smtp;

@@ -1,8 +1,9 @@
 //! The one rig for tests that drive the real engine against simulated hosts: simulated source
 //! and target cPanel hosts, a real pdns_server holding the source accounts' zones, a config, a
-//! store and a clock the test can move forward. What differs between tests (accounts, host
-//! settings, where zones live, public DNS, sshd, store, mail, zone reads, the `[daemon]` table,
-//! extra config) is a [`RigOptions`] field.
+//! store and a clock the test can move forward; with public DNS, a root server and two real
+//! recursive resolvers in front of it and of a third party's pdns_server. What differs between
+//! tests (accounts, host settings, where zones live, public DNS, sshd, store, mail, zone reads,
+//! the `[daemon]` table, extra config) is a [`RigOptions`] field.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,10 +29,13 @@ use siirto::whm::WhmClient;
 use siirto::world::World;
 
 use crate::support::pdns::Pdns;
+use crate::support::public_dns::{self, Nameserver, OURS_IP, Resolvers, THEIRS_IP};
 use crate::support::sshd::Sshd;
 
 /// The nameserver a third party's zones name: not one of ours.
 const THEIR_NS: &str = "ns1.their-dns.example.";
+/// The nameserver our zones name (`create_zones`), the config's `dns.own_nameservers`.
+const OUR_NS: &str = "ns1.siirto-demo.test.";
 
 /// What a rig starts. [`RigOptions::new`] gives the defaults; a test changes the fields it
 /// cares about.
@@ -45,9 +49,12 @@ pub struct RigOptions {
     pub target: SimHostSpec,
     /// Source accounts (by index) whose zones are not on our nameserver, and where they are.
     pub zones_elsewhere: BTreeMap<usize, Elsewhere>,
-    /// Public DNS is the rig's nameservers: the config's `[dns] resolvers` (what classification
-    /// and propagation checks ask) and the hosts' mail relays ask ours, then theirs when it
-    /// runs. Off: siirto asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
+    /// Public DNS on loopback ([`SimRig::public`]): a root delegating each source account's
+    /// zone to ours or to theirs ([`Elsewhere::TheirDns`]), both at port 53, and two recursive
+    /// resolvers, a fast and a slow one (keeping answers 1 s and 5 s), which are the config's
+    /// `[dns] resolvers` (what classification and propagation checks ask); the hosts' mail
+    /// relays ask the fast one. The rig holds [`public_dns::lock`] while it runs. Off: siirto
+    /// asks its `nameservers` (ours) and the hosts cannot relay mail by MX.
     pub public_dns: bool,
     /// More resolvers for the config's `[dns] resolvers`, after the rig's own (the hosts'
     /// mail relays do not ask them).
@@ -106,7 +113,7 @@ pub enum Elsewhere {
     /// that are not ours, pointing at the source: the customer's own DNS, which siirto sees only
     /// through public DNS ([`RigOptions::public_dns`]).
     TheirDns,
-    /// Nowhere: no nameserver the rig runs serves them.
+    /// Nowhere: no nameserver the rig runs serves them, and public DNS does not delegate them.
     Nowhere,
 }
 
@@ -174,6 +181,9 @@ pub struct SimRig {
     /// The third party's nameserver, when some account's zones are there
     /// ([`Elsewhere::TheirDns`]).
     pub theirs: Option<Pdns>,
+    /// Public DNS, when [`RigOptions::public_dns`] asked for it. Declared after `pdns` and
+    /// `theirs`, so they are stopped before the lock it holds is released.
+    pub public: Option<PublicDns>,
     /// The hosts' sshd, when [`RigOptions::ssh`] asked for them.
     pub ssh: Option<RigSsh>,
     pub config: siirto::config::Config,
@@ -183,6 +193,14 @@ pub struct SimRig {
     pub clock: Arc<OffsetClock>,
     /// The config's text without a `[daemon]` table, for [`SimRig::write_daemon_config`].
     base_config: String,
+}
+
+/// The root and resolvers of [`RigOptions::public_dns`], and the lock on their addresses.
+pub struct PublicDns {
+    pub resolvers: Resolvers,
+    /// Dropped last (fields drop in order): after the resolvers and root, and (as
+    /// [`SimRig::public`] comes after them) after ours and theirs.
+    _lock: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// The hosts' real sshd and the file the delta sync's hop checks the source's host key with.
@@ -276,32 +294,43 @@ impl SimRig {
             dns_api,
             extra_config,
         } = options;
+        // Taken first, so released last (after every server) if starting fails part way; it
+        // joins the resolvers in `public` only once the rig is whole.
+        let lock = if public_dns { Some(public_dns::lock().await) } else { None };
         let dir = tempfile::tempdir().unwrap();
-        let pdns = Pdns::start().await;
-        let theirs = if zones_elsewhere.values().any(|e| matches!(e, Elsewhere::TheirDns)) {
-            assert!(public_dns, "zones on their nameserver are seen only through public DNS: set public_dns");
-            Some(Pdns::start().await)
+        let their_zones = zones_elsewhere.values().any(|e| matches!(e, Elsewhere::TheirDns));
+        assert!(
+            public_dns || !their_zones,
+            "zones on their nameserver are seen only through public DNS: set public_dns"
+        );
+        let (pdns, theirs) = if public_dns {
+            let ours = Pdns::start_at(SocketAddr::from((OURS_IP, 53)));
+            let theirs = async {
+                if their_zones { Some(Pdns::start_at(SocketAddr::from((THEIRS_IP, 53))).await) } else { None }
+            };
+            tokio::join!(ours, theirs)
         } else {
-            None
+            (Pdns::start().await, None)
         };
-        let resolvers: Vec<SocketAddr> = if public_dns {
-            std::iter::once(pdns.dns_addr).chain(theirs.as_ref().map(|t| t.dns_addr)).collect()
-        } else {
-            Vec::new()
-        };
-        // The config's resolvers: public DNS; or, when the hosts' DNS stands in for it (the
-        // written config's default), that and any extra ones. `classify.rs` tests classification
-        // through a real recursive resolver.
-        let config_resolvers: Vec<SocketAddr> = match (public_dns, extra_resolvers.is_empty()) {
-            (true, _) => resolvers.iter().chain(&extra_resolvers).copied().collect(),
-            (false, true) => Vec::new(),
-            (false, false) => std::iter::once(pdns.dns_addr).chain(extra_resolvers.iter().copied()).collect(),
-        };
-        source.dns_resolvers.clone_from(&resolvers);
-        target.dns_resolvers.clone_from(&resolvers);
         let world = SimWorld::new();
         let accounts = source.accounts.clone();
         let source_ip = source.ip;
+        let resolvers = match lock {
+            Some(_) => Some(Resolvers::start(&delegations(&accounts, &zones_elsewhere)).await),
+            None => None,
+        };
+        // The config's resolvers: public DNS's, then any extra ones; or, when the hosts' DNS
+        // stands in for public DNS (the written config's default), that and any extra ones.
+        // `classify.rs` tests classification through a real recursive resolver.
+        let config_resolvers: Vec<SocketAddr> = match (&resolvers, extra_resolvers.is_empty()) {
+            (Some(resolvers), _) => resolvers.addrs().into_iter().chain(extra_resolvers).collect(),
+            (None, true) => Vec::new(),
+            (None, false) => std::iter::once(pdns.dns_addr).chain(extra_resolvers).collect(),
+        };
+        // The hosts' mail relays find MX hosts through a public resolver too.
+        let host_resolvers: Vec<SocketAddr> = resolvers.iter().map(|r| r.fast.dns_addr).collect();
+        source.dns_resolvers.clone_from(&host_resolvers);
+        target.dns_resolvers = host_resolvers;
         let source = start_host(source, dir.path().join("old"), &world).await.unwrap();
         let target = start_host(target, dir.path().join("new"), &world).await.unwrap();
         let hosts = SimHosts { world, source, target, accounts };
@@ -350,6 +379,7 @@ impl SimRig {
             pdns,
             dns,
             theirs,
+            public: resolvers.zip(lock).map(|(resolvers, lock)| PublicDns { resolvers, _lock: lock }),
             ssh,
             config,
             store,
@@ -365,6 +395,17 @@ impl SimRig {
         let text = format!("{}\n[daemon]\n{body}", self.base_config);
         std::fs::write(self.dir.path().join(file), text).unwrap();
         file.to_owned()
+    }
+
+    /// The public resolvers of [`RigOptions::public_dns`].
+    pub fn resolvers(&self) -> &Resolvers {
+        &self.public.as_ref().expect("the rig has no public DNS: set public_dns").resolvers
+    }
+
+    /// Our pdns's log, and public DNS's named logs when it runs: for a failing test's message.
+    pub fn logs(&self) -> String {
+        let public = self.public.as_ref().map(|p| p.resolvers.logs()).unwrap_or_default();
+        format!("pdns log:\n{}\n{public}", self.pdns.log())
     }
 
     /// A client of the third party's nameserver's API.
@@ -490,8 +531,8 @@ impl SimRig {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; status: {status:#?}\npdns log:\n{}",
-                self.pdns.log()
+                "timed out waiting for {what}; status: {status:#?}\n{}",
+                self.logs()
             );
             // The store has no change notification to wait on: poll it.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -511,11 +552,7 @@ impl SimRig {
             if done(&status) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}\n{}",
-                self.pdns.log()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {status:#?}\n{}", self.logs());
             if engine.tick().await.unwrap() == 0 {
                 // Nothing was due: give the simulated hosts' transfers time to move.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -579,6 +616,28 @@ async fn create_their_zones(
             dns.create_zone(&domain, &[THEIR_NS.to_owned()], &rrsets).await.unwrap();
         }
     }
+}
+
+/// Where the root delegates each zone of `accounts`: ours, or theirs for the accounts
+/// `elsewhere` puts there; the zones that are nowhere are not delegated.
+fn delegations(
+    accounts: &[SimAccount],
+    elsewhere: &BTreeMap<usize, Elsewhere>,
+) -> Vec<(String, &'static Nameserver<'static>)> {
+    static OURS: Nameserver<'static> = Nameserver { name: OUR_NS, ip: OURS_IP };
+    static THEIRS: Nameserver<'static> = Nameserver { name: THEIR_NS, ip: THEIRS_IP };
+    let mut found = Vec::new();
+    for (n, account) in accounts.iter().enumerate() {
+        let ns = match elsewhere.get(&n) {
+            None => &OURS,
+            Some(Elsewhere::TheirDns) => &THEIRS,
+            Some(Elsewhere::Nowhere) => continue,
+        };
+        for domain in all_domains(std::slice::from_ref(account)) {
+            found.push((domain.as_str().to_owned(), ns));
+        }
+    }
+    found
 }
 
 /// The `[dns]` lines beyond the written config's own: the AXFR server to read zones from, and a
