@@ -30,6 +30,29 @@ fn domain_state<'s>(status: &'s MigrationStatus, domain: &str) -> &'s siirto::st
         .unwrap_or_else(|| panic!("{domain} not in the status: {status:#?}"))
 }
 
+/// Starts a rig whose account 0 is on the third party's DNS (`options` say so), plans under the
+/// demo playbook polling every 200 ms (that domain is the customer's to repoint), approves,
+/// starts, runs a daemon named `owner`, and waits until the domain awaits its customer.
+async fn awaiting_customer(options: RigOptions, owner: &str) -> (SimRig, Daemon, MigrationStatus) {
+    let rig = SimRig::start(options).await;
+    let domain = rig.hosts.accounts[0].domain.clone();
+    let text = include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
+    let plan = rig.plan(&text).await;
+    let planned =
+        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
+    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine(owner, 4));
+    let status = rig
+        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
+            domain_state(s, domain.as_str()).state == "awaiting_customer"
+        })
+        .await;
+    (rig, daemon, status)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     let smtp = SmtpServer::start();
@@ -338,23 +361,9 @@ async fn a_silent_resolver_holds_propagation_and_status_names_it() {
     options.public_dns = true;
     // Asked last: classification takes the first resolver that answers; propagation asks all.
     options.extra_resolvers = vec![silent.addr];
-    let rig = SimRig::start(options).await;
+    let (rig, daemon, status) = awaiting_customer(options, "silent").await;
     let domain = rig.hosts.accounts[0].domain.clone();
     let their_dns = rig.their_dns();
-    let text = include_str!("../../playbooks/demo.toml")
-        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
-    let plan = rig.plan(&text).await;
-    let planned =
-        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
-    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
-    rig.approve().await;
-    assert!(rig.start_migration().await.started.is_some());
-    let daemon = Daemon::start(rig.engine("silent", 4));
-    let status = rig
-        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
-            domain_state(s, domain.as_str()).state == "awaiting_customer"
-        })
-        .await;
 
     // The customer changes every record; two resolvers show the target, the third says nothing.
     let changes: Vec<RrsetChange> = domain_state(&status, domain.as_str())
@@ -510,23 +519,9 @@ async fn propagation_waits_for_the_slowest_resolver() {
     let mut options = RigOptions::new("it-slowest", 2);
     options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
     options.public_dns = true;
-    let rig = SimRig::start(options).await;
+    let (rig, daemon, status) = awaiting_customer(options, "slowest").await;
     let domain = rig.hosts.accounts[0].domain.clone();
     let their_dns = rig.their_dns();
-    let text = include_str!("../../playbooks/demo.toml")
-        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"200ms\"");
-    let plan = rig.plan(&text).await;
-    let planned =
-        plan.accounts.iter().flat_map(|a| &a.domains).find(|d| d.domain == domain.as_str()).unwrap();
-    assert_eq!(planned.action, DomainAction::MoveCustomerMustRepoint, "{planned:#?}");
-    rig.approve().await;
-    assert!(rig.start_migration().await.started.is_some());
-    let daemon = Daemon::start(rig.engine("slowest", 4));
-    let status = rig
-        .wait_for("the external domain to await its customer", Duration::from_secs(180), |s| {
-            domain_state(s, domain.as_str()).state == "awaiting_customer"
-        })
-        .await;
     let names: Vec<String> =
         domain_state(&status, domain.as_str()).records_to_change.iter().map(|r| r.name.clone()).collect();
     let apex = domain.fqdn();

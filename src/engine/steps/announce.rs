@@ -13,7 +13,6 @@ use tracing::info;
 use crate::contracts::Bucket;
 use crate::domain::{AccountState, DomainState};
 use crate::engine::context::{Ctx, MigrationCtx, StepResult};
-use crate::engine::jobs::JobKind;
 use crate::playbook::language_of;
 use crate::store::{AccountRow, DomainRow, Lease, NewNotice, account_state, domain_state};
 
@@ -116,15 +115,7 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
             tx.mark_notice_skipped(id, now, &reason).await?;
             skipped += 1;
         } else {
-            tx.schedule_job(&cx.job(
-                ctx,
-                JobKind::SendNotice,
-                &id.to_string(),
-                serde_json::json!({}),
-                now,
-                format!("send_notice:{id}"),
-            ))
-            .await?;
+            super::notices::schedule_send(cx, &mut tx, ctx, id, now).await?;
             queued += 1;
         }
     }

@@ -274,16 +274,28 @@ pub async fn queue_reminder(
     // Already queued by an earlier run that crashed before recording: the row stands and
     // its send job was scheduled in the same transaction.
     if let Some(id) = tx.enqueue_notice(&notice).await? {
-        tx.schedule_job(&cx.job(
-            ctx,
-            JobKind::SendNotice,
-            &id.to_string(),
-            serde_json::json!({}),
-            now,
-            format!("send_notice:{id}"),
-        ))
-        .await?;
+        schedule_send(cx, tx, ctx, id, now).await?;
     }
+    Ok(())
+}
+
+/// Schedules the sending of outbox row `id` now, inside `tx` (one job per row, by its key).
+pub async fn schedule_send(
+    cx: &Ctx,
+    tx: &mut Tx<'_>,
+    ctx: &MigrationCtx,
+    id: i64,
+    now: i64,
+) -> Result<(), StepError> {
+    let job = cx.job(
+        ctx,
+        JobKind::SendNotice,
+        &id.to_string(),
+        serde_json::json!({}),
+        now,
+        format!("send_notice:{id}"),
+    );
+    tx.schedule_job(&job).await?;
     Ok(())
 }
 
