@@ -95,6 +95,9 @@ pub enum Command {
     ///
     /// Example: siirto log old1-to-new1 --account kukka0001 --follow
     Log(LogArgs),
+    /// What was sent to whom: the notices of a migration.
+    #[command(subcommand)]
+    Notices(NoticesCommand),
     /// Playbook tools.
     #[command(subcommand)]
     Playbook(PlaybookCommand),
@@ -332,6 +335,25 @@ async fn log(config_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
             () = tokio::time::sleep(LOG_FOLLOW_POLL) => {}
         }
     }
+}
+
+/// Notice tools.
+#[derive(Debug, Subcommand)]
+pub enum NoticesCommand {
+    /// List a migration's notices, oldest first: kind, state (queued, sending, failing, sent,
+    /// skipped_late), when, to whom, the subject, and why one failed or was skipped.
+    ///
+    /// Example: siirto notices list old1-to-new1 --state skipped_late
+    List {
+        /// The migration's id.
+        migration: String,
+        /// Only notices in this state.
+        #[arg(long, value_parser = ["queued", "sending", "failing", "sent", "skipped_late"])]
+        state: Option<String>,
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Playbook tools.
@@ -602,6 +624,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(args) => log(&cli.config, args).await,
+        Command::Notices(NoticesCommand::List { migration, state, json }) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let id = parse_id(&migration)?;
+            let entries = crate::status::notices(&store, id.as_str(), state.as_deref()).await?;
+            output::notices(&entries, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Playbook(PlaybookCommand::Check { file }) => {
             let playbook = Playbook::load(&file).map_err(|e| anyhow!("{e}"))?;
             output::line(&format!("{}: playbook {:?} is valid", file.display(), playbook.name));

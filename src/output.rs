@@ -33,6 +33,36 @@ pub fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 
 /// Prints one event of a migration's log: as a line of its timeline (time in UTC, what it
 /// concerns, what happened), or as one JSON object on its own line.
+/// `siirto notices list`: one line per notice (and its error or skip reason under it), or with
+/// `--json` one array.
+pub fn notices(entries: &[crate::status::NoticeEntry], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&entries);
+    }
+    if entries.is_empty() {
+        line("no notices");
+        return Ok(());
+    }
+    for n in entries {
+        let when = n.sent_at.as_deref().unwrap_or(&n.created_at);
+        let about = n.account.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+        line(&format!(
+            "#{} {} {}{} {} to {}: {}",
+            n.id,
+            n.kind,
+            n.state,
+            about,
+            when,
+            n.recipients.join(", "),
+            n.subject
+        ));
+        if let Some(reason) = n.skip_reason.as_deref().or(n.last_error.as_deref()) {
+            line(&format!("    {reason}"));
+        }
+    }
+    Ok(())
+}
+
 pub fn log_entry(entry: &LogEntry, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json_line(entry);

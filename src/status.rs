@@ -402,6 +402,78 @@ pub struct LogEntry {
     pub actor: String,
 }
 
+/// One notice in the outbox as `siirto notices list` shows it: to whom, what, and what became
+/// of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoticeEntry {
+    /// The outbox id.
+    pub id: i64,
+    /// `advance`, `completion`, `reminder`, …
+    pub kind: String,
+    /// The account it concerns (none for a notice to a customer about several).
+    pub account: Option<String>,
+    /// The recipients.
+    pub recipients: Vec<String>,
+    /// The subject as sent.
+    pub subject: String,
+    /// The stable Message-ID (also the webhook's Idempotency-Key).
+    pub message_id: String,
+    /// `queued` (not sent yet), `sending` (an attempt in flight), `failing` (the last attempt
+    /// failed: see `last_error`), `sent`, or `skipped_late` (never sent: see `skip_reason`).
+    pub state: String,
+    /// When it was written (RFC 3339).
+    pub created_at: String,
+    /// When the server accepted it.
+    pub sent_at: Option<String>,
+    /// Failed attempts, and the last one's error.
+    pub attempts: i32,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// Attempts that may have delivered a second copy (same Message-ID).
+    pub resends: i32,
+    /// Why it was skipped.
+    pub skip_reason: Option<String>,
+}
+
+/// The notices of migration `id`, oldest first, those in `state` only when one is given.
+pub async fn notices(store: &Store, id: &str, state: Option<&str>) -> anyhow::Result<Vec<NoticeEntry>> {
+    store.require_migration(id).await?;
+    let rows = store.outbox(id).await?;
+    let time = |ms: i64| from_millis(ms).to_rfc3339();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let state = if row.skipped_at.is_some() {
+                "skipped_late"
+            } else if row.sent_at.is_some() {
+                "sent"
+            } else if row.delivery_started_at.is_some() {
+                "sending"
+            } else if row.last_error.is_some() {
+                "failing"
+            } else {
+                "queued"
+            };
+            NoticeEntry {
+                id: row.id,
+                kind: row.kind,
+                account: row.account,
+                recipients: serde_json::from_str(&row.recipients).unwrap_or_default(),
+                subject: row.subject,
+                message_id: row.message_id,
+                state: state.to_owned(),
+                created_at: time(row.created_at),
+                sent_at: row.sent_at.map(time),
+                attempts: row.attempts,
+                last_error: row.last_error,
+                resends: row.resends,
+                skip_reason: row.skip_reason,
+            }
+        })
+        .filter(|entry| state.is_none_or(|wanted| entry.state == wanted))
+        .collect())
+}
+
 /// Which events `siirto log` shows: those of one account, of one domain, or both.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {

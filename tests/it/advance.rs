@@ -144,4 +144,32 @@ async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
     }
     let events = rig.events().await;
     assert_eq!(events.iter().filter(|e| e.kind == "notice_skipped_late").count(), 2);
+
+    // Staff see it: `siirto notices list` names the skipped ones and why, and the sent ones.
+    let list = |extra: &[&str]| {
+        let config = rig.dir.path().join("siirto.toml");
+        let mut args =
+            vec!["notices", "list", rig.id.as_str(), "--json", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+            .args(&args)
+            .env_remove("SIIRTO_CONFIG")
+            .output()
+            .expect("run siirto");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let skipped = list(&["--state", "skipped_late"]);
+    let skipped = skipped.as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{skipped:#?}");
+    for notice in skipped {
+        assert_eq!(notice["kind"], "advance");
+        assert!(notice["skip_reason"].as_str().unwrap().contains("too late"), "{notice}");
+        assert!(notice["sent_at"].is_null());
+    }
+    let all = list(&[]);
+    let sent: Vec<&serde_json::Value> =
+        all.as_array().unwrap().iter().filter(|n| n["state"] == "sent").collect();
+    assert_eq!(sent.len(), 2, "{all:#}");
+    assert!(sent.iter().all(|n| n["kind"] == "completion"), "{all:#}");
 }
