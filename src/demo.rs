@@ -66,8 +66,10 @@ pub struct DemoSummary {
     pub domains_resolving_to_target: usize,
     /// Accounts whose site files are on the target.
     pub accounts_with_files_on_target: usize,
-    /// Notice files in the outbox directory.
+    /// Completion notice files in the outbox directory (one per account).
     pub notices: usize,
+    /// Start notice files (one per customer, sent as their first account entered its transfer).
+    pub start_notices: usize,
     /// Whether a message sent to the old server after the move reached the new one through the
     /// old server's relay (`None` when the playbook leaves the routing alone).
     pub mail_relayed: Option<bool>,
@@ -330,7 +332,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|a| world.target.account_dir(&a.user).join("public_html").join("index.html").is_file())
         .count();
-    let notices = std::fs::read_dir(&outbox).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    let files: Vec<String> = std::fs::read_dir(&outbox)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let of_kind = |kind: &str| files.iter().filter(|f| f.starts_with(&format!("{kind}."))).count();
+    let (notices, start_notices) = (of_kind("completion"), of_kind("start"));
     let summary = DemoSummary {
         migration: id.to_string(),
         state: status.state.clone(),
@@ -346,6 +352,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         domains_resolving_to_target: resolving,
         accounts_with_files_on_target: with_files,
         notices,
+        start_notices,
         mail_relayed: relay,
         outbox: outbox.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
@@ -359,7 +366,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         output::json(&summary)?;
     } else {
         output::line(&format!(
-            "done in {:.1}s: {}/{} accounts arrived, {}/{} domains answer with the target's address, {} accounts' files on the target, {} notices in {}",
+            "done in {:.1}s: {}/{} accounts arrived, {}/{} domains answer with the target's address, {} accounts' files on the target, {} completion and {} start notices in {}",
             summary.seconds,
             summary.arrived,
             summary.accounts,
@@ -367,6 +374,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             summary.domains,
             summary.accounts_with_files_on_target,
             summary.notices,
+            summary.start_notices,
             if args.dir.is_some() {
                 summary.outbox.as_str()
             } else {

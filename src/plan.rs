@@ -1147,6 +1147,18 @@ async fn record(
     let mut account_rows = Vec::new();
     let mut domain_rows = Vec::new();
     let mut dedicated_rows = Vec::new();
+    // The contract customer of each account the reconciliation matched.
+    let customers: BTreeMap<&str, (&str, &str, &Option<String>)> = document
+        .reconciliation
+        .iter()
+        .flat_map(|r| &r.accounts)
+        .filter_map(|entry| match &entry.bucket {
+            Bucket::Matched { customer_id, name, language, .. } => {
+                Some((entry.user.as_str(), (customer_id.as_str(), name.as_str(), language)))
+            }
+            _ => None,
+        })
+        .collect();
     for account in &document.accounts {
         let (state, data) = match account.action {
             AccountAction::Move => (AccountState::Pending.name().to_owned(), pending_account.clone()),
@@ -1166,12 +1178,26 @@ async fn record(
                 (waiting.name().to_owned(), serde_json::to_string(&waiting)?)
             }
         };
+        // Who it belongs to, for the notices addressed to a customer (one per customer).
+        let (customer_key, customer_name, language) = match customers.get(account.user.as_str()) {
+            Some((id, name, language)) => {
+                (Some(format!("customer-{id}")), Some((*name).to_owned()), (*language).clone())
+            }
+            None => (
+                account.contact_email.as_ref().map(|e| format!("contact-{}", e.to_ascii_lowercase())),
+                None,
+                None,
+            ),
+        };
         account_rows.push(AccountRow {
             migration_id: id.clone(),
             user: account.user.clone(),
             main_domain: account.main_domain.clone(),
             contact_email: account.contact_email.clone(),
             disk_mb: account.disk_mb as i64,
+            customer_key,
+            customer_name,
+            language,
             state,
             data,
             updated_at: now_ms,

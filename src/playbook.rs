@@ -228,6 +228,9 @@ pub struct Notices {
     /// the cutover: the playbook's `[notices.advance]` for every language, or the shipped
     /// template of the customer's language (`playbooks/templates/<language>/advance.txt`).
     pub advance: Localized,
+    /// Sent to a customer when the first of their accounts enters its transfer (once, listing
+    /// all of their accounts): `[notices.start]`, or `playbooks/templates/<language>/start.txt`.
+    pub start: Localized,
     /// How long after its due time an advance notice may still go out
     /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
     /// recorded as skipped (too late), never sent.
@@ -269,6 +272,14 @@ fn shipped_advance() -> BTreeMap<&'static str, NoticeTemplate> {
     BTreeMap::from([
         ("en", shipped_template(include_str!("../playbooks/templates/en/advance.txt"))),
         ("fi", shipped_template(include_str!("../playbooks/templates/fi/advance.txt"))),
+    ])
+}
+
+/// The shipped start notice templates.
+fn shipped_start() -> BTreeMap<&'static str, NoticeTemplate> {
+    BTreeMap::from([
+        ("en", shipped_template(include_str!("../playbooks/templates/en/start.txt"))),
+        ("fi", shipped_template(include_str!("../playbooks/templates/fi/start.txt"))),
     ])
 }
 
@@ -337,13 +348,21 @@ impl Notices {
     /// `siirto playbook check` to show what a customer would read.
     pub fn rendered_samples(&self) -> Result<Vec<(&'static str, String, String)>, minijinja::Error> {
         let context = sample_notice_context();
-        let advance = LANGUAGES.iter().map(|language| {
-            let kind = if *language == "fi" { "advance (fi)" } else { "advance (en)" };
-            (kind, self.advance.for_language(language))
-        });
+        let localized =
+            [("advance", &self.advance), ("start", &self.start)].into_iter().flat_map(|(kind, l)| {
+                LANGUAGES.iter().map(move |language| {
+                    let kind: &'static str = match (kind, *language) {
+                        ("advance", "fi") => "advance (fi)",
+                        ("advance", _) => "advance (en)",
+                        (_, "fi") => "start (fi)",
+                        _ => "start (en)",
+                    };
+                    (kind, l.for_language(language))
+                })
+            });
         [("completion", &self.completion), ("reminder", &self.reminder)]
             .into_iter()
-            .chain(advance)
+            .chain(localized)
             .map(|(kind, t)| Ok((kind, render(&t.subject, &context)?, render(&t.body, &context)?)))
             .collect()
     }
@@ -515,6 +534,7 @@ struct RawNotices {
     reminder: Option<RawTemplate>,
     advance: Option<RawTemplate>,
     advance_late_after: Option<Spanned<String>>,
+    start: Option<RawTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -975,16 +995,22 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
             body: DEFAULT_REMINDER_BODY.to_owned(),
         },
     };
+    let own = |template: Option<&RawTemplate>, kind: &str| -> Result<Option<NoticeTemplate>, ConfigError> {
+        template
+            .map(|t| {
+                Ok(NoticeTemplate {
+                    subject: checked_template(src, &t.subject, &format!("notices.{kind}.subject"), true)?,
+                    body: checked_template(src, &t.body, &format!("notices.{kind}.body"), false)?,
+                })
+            })
+            .transpose()
+    };
     let advance = Localized {
-        playbook: match raw.and_then(|r| r.advance.as_ref()) {
-            Some(template) => Some(NoticeTemplate {
-                subject: checked_template(src, &template.subject, "notices.advance.subject", true)?,
-                body: checked_template(src, &template.body, "notices.advance.body", false)?,
-            }),
-            None => None,
-        },
+        playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?,
         shipped: shipped_advance(),
     };
+    let start =
+        Localized { playbook: own(raw.and_then(|r| r.start.as_ref()), "start")?, shipped: shipped_start() };
     let advance_late_after = src.duration_or(
         raw.and_then(|r| r.advance_late_after.as_ref()),
         "notices.advance_late_after",
@@ -992,7 +1018,7 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
         Duration::ZERO,
         365 * DAY,
     )?;
-    Ok(Notices { completion, reminder, advance, advance_late_after })
+    Ok(Notices { completion, reminder, advance, advance_late_after, start })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused

@@ -457,6 +457,21 @@ impl Store {
         select(&self.pool, "SELECT * FROM migrations ORDER BY created_at, id", &[]).await
     }
 
+    /// The accounts of one customer (by [`AccountRow::customer_key`]) in a migration, by user name.
+    pub async fn accounts_of_customer(
+        &self,
+        migration_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM accounts WHERE migration_id = $1 AND customer_key = $2 ORDER BY user_name",
+        )
+        .bind(migration_id)
+        .bind(customer_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The accounts of a migration, by user name.
     pub async fn accounts(&self, migration_id: &str) -> Result<Vec<AccountRow>, StoreError> {
         select(
@@ -838,8 +853,9 @@ impl Tx<'_> {
     pub async fn insert_accounts(&mut self, rows: &[AccountRow]) -> Result<(), StoreError> {
         let insert = BatchInsert {
             what: "account",
-            into: "accounts (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at)",
-            columns: 8,
+            into: "accounts (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at, \
+                   customer_key, customer_name, language)",
+            columns: 11,
             key: "(migration_id, user_name) DO NOTHING RETURNING user_name",
         };
         self.insert_batch(
@@ -856,6 +872,9 @@ impl Tx<'_> {
                     .bind(&row.state)
                     .bind(&row.data)
                     .bind(row.updated_at)
+                    .bind(&row.customer_key)
+                    .bind(&row.customer_name)
+                    .bind(&row.language)
             },
         )
         .await

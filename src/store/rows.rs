@@ -43,6 +43,13 @@ pub struct AccountRow {
     pub contact_email: Option<String>,
     /// Disk usage in MiB, for planning.
     pub disk_mb: i64,
+    /// The customer it belongs to as the plan reconciled it (`customer-<contract id>`, else
+    /// `contact-<address>`): notices to a customer are one per key.
+    pub customer_key: Option<String>,
+    /// The customer's name from the contracts.
+    pub customer_name: Option<String>,
+    /// The customer's language as the contracts give it.
+    pub language: Option<String>,
     /// The state name.
     pub state: String,
     /// The whole state value as JSON.

@@ -1,5 +1,5 @@
-//! The advance notice, at a real SMTP server: one per customer (a customer with two accounts
-//! gets one listing both), in the customer's language from the contracts, the external-DNS
+//! The advance and start notices, at a real SMTP server: one of each per customer (a customer
+//! with two accounts gets one listing both), in the customer's language from the contracts, the external-DNS
 //! paragraph only for the customer it applies to; and never sent when it is too late, even
 //! after a long outage of the mail server.
 
@@ -88,11 +88,30 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
     assert!(!body.contains("another DNS host"), "{body}");
     assert!(body.contains(&format!("account {}: {}", a[3].user, a[3].domain)), "{body}");
 
-    // Exactly one advance notice per customer, and no more later.
-    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 3 + 4).await;
+    // Exactly one advance and one start notice per customer, and no more later.
+    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 3 + 3 + 4).await;
     daemon.stop().await;
-    let advance_count = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<advance.")).count();
-    assert_eq!(advance_count, 3);
+    let delivered = smtp.delivered();
+    let count = |prefix: &str| delivered.iter().filter(|d| d.message_id.starts_with(prefix)).count();
+    assert_eq!((count("<advance."), count("<start."), count("<completion.")), (3, 3, 4));
+    // C1's start notice: one, in Finnish, listing both of its accounts.
+    let start = delivered
+        .iter()
+        .find(|d| d.message_id == format!("<start.{}.{id}@siirto>", a[1].user))
+        .expect("C1's start notice");
+    let body = start.body.clone().unwrap_or_default();
+    assert!(start.subject.contains("siirto palvelimelle"), "{}", start.subject);
+    for n in [1, 2] {
+        assert!(
+            body.contains(&format!("tili {}: {}", a[n].user, a[n].domain)),
+            "account {n} missing:\n{body}"
+        );
+    }
+    let c0_start = delivered
+        .iter()
+        .find(|d| d.message_id == format!("<start.{}.{id}@siirto>", a[0].user))
+        .expect("C0's start notice");
+    assert!(c0_start.body.clone().unwrap_or_default().contains("records to change at your DNS host"));
     let events = rig.events().await;
     let written = events.iter().find(|e| e.kind == "advance_notices").expect("the advance_notices event");
     assert!(
@@ -103,8 +122,8 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
 }
 
 /// Due while the mail server is down, and still unsent when its lateness limit passes (the
-/// clock moved on two days, as after a long stop): skipped on record, never sent; the
-/// completion notices still go out.
+/// clock moved on two days, as after a long stop): skipped on record, never sent; the start
+/// and completion notices still go out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
     let mut smtp = SmtpServer::start();
@@ -131,7 +150,7 @@ async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
         })
         .await;
     assert_eq!(status.notices_skipped_late, 2);
-    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 2).await;
+    rig.wait_for("the start and completion notices", Duration::from_secs(180), |s| s.notices_sent >= 4).await;
     daemon.stop().await;
     let delivered = smtp.delivered();
     assert!(!delivered.iter().any(|d| d.message_id.starts_with("<advance.")), "{delivered:#?}");
@@ -170,6 +189,7 @@ async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
     let all = list(&[]);
     let sent: Vec<&serde_json::Value> =
         all.as_array().unwrap().iter().filter(|n| n["state"] == "sent").collect();
-    assert_eq!(sent.len(), 2, "{all:#}");
-    assert!(sent.iter().all(|n| n["kind"] == "completion"), "{all:#}");
+    let mut kinds: Vec<&str> = sent.iter().map(|n| n["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["completion", "completion", "start", "start"], "{all:#}");
 }

@@ -32,11 +32,20 @@ fn the_demo_moves_every_account_and_says_so_in_json() {
     assert_eq!(summary["state"], "cut_over");
     assert_eq!(summary["domains_resolving_to_target"], summary["domains"]);
     assert_eq!(summary["notices"], 12);
-    // The notices are real files a person can open.
+    // The notices are real files a person can open: a completion notice per account, a start
+    // notice per customer (each demo account is its own customer).
     let outbox = dir.path().join("demo/outbox");
     let notices: Vec<_> = std::fs::read_dir(&outbox).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(notices.len(), 12);
-    let one = std::fs::read_to_string(&notices[0]).unwrap();
+    let named = |kind: &str| {
+        notices
+            .iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(named("completion.").len(), 12);
+    assert_eq!(named("start.").len(), 12);
+    assert_eq!(summary["start_notices"], 12);
+    let one = std::fs::read_to_string(named("completion.")[0]).unwrap();
     assert!(one.contains("Message-ID: <completion."), "{one}");
     // And the store the demo left answers `siirto status`.
     let status = siirto(&["status", "demo", "--json", "--config", "demo/siirto.toml"], dir.path());

@@ -214,9 +214,11 @@ impl CrashRig {
         let accounts = self.rig.store.accounts(self.rig.id.as_str()).await.unwrap();
         let domains = self.rig.store.domains(self.rig.id.as_str()).await.unwrap();
         let migration = self.rig.store.require_migration(self.rig.id.as_str()).await.unwrap();
+        let outbox = self.rig.store.outbox(self.rig.id.as_str()).await.unwrap();
         accounts.iter().all(|a| a.state == "done")
             && domains.iter().all(|d| d.state == "ttl_restored")
             && migration.state == "settled"
+            && outbox.iter().all(|n| n.sent_at.is_some() || n.skipped_at.is_some())
     }
 
     /// Starts a daemon per owner, then disrupts them `disruptions` times at random points
@@ -284,8 +286,10 @@ impl CrashRig {
         self.check_leases_and_steps().await;
     }
 
-    /// Every completion notice arrived once; a second copy only inside the acceptance window
-    /// of a SIGKILL, recorded as a resend with the same Message-ID.
+    /// Every notice arrived once — a start and a completion notice per account (each its own
+    /// customer); the advance notices, due long before a cutover of now, were skipped and never
+    /// sent — and a second copy only inside the acceptance window of a SIGKILL, recorded as a
+    /// resend with the same Message-ID.
     async fn check_notices(&self, kills: &[SystemTime]) {
         let delivered = self.smtp.delivered();
         let mut by_id: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -293,11 +297,14 @@ impl CrashRig {
             by_id.entry(message.message_id.as_str()).or_default().push(message.received_at);
         }
         let outbox = self.rig.store.outbox(self.rig.id.as_str()).await.unwrap();
-        let completions: Vec<_> = outbox.iter().filter(|n| n.kind == "completion").collect();
-        assert_eq!(completions.len(), ACCOUNTS, "one completion notice per account");
+        let of_kind = |kind: &str| outbox.iter().filter(|n| n.kind == kind).count();
+        assert_eq!(of_kind("completion"), ACCOUNTS, "one completion notice per account");
+        assert_eq!(of_kind("start"), ACCOUNTS, "one start notice per customer");
+        assert!(outbox.iter().filter(|n| n.kind == "advance").all(|n| n.skipped_at.is_some()), "{outbox:#?}");
+        let sent: Vec<_> = outbox.iter().filter(|n| n.skipped_at.is_none()).collect();
         let kills: Vec<f64> =
             kills.iter().map(|k| k.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()).collect();
-        for notice in &completions {
+        for notice in &sent {
             let arrivals = by_id.get(notice.message_id.as_str()).cloned().unwrap_or_default();
             assert!(!arrivals.is_empty(), "{} never arrived", notice.message_id);
             assert!(notice.sent_at.is_some(), "{} arrived but is not marked sent", notice.message_id);
@@ -315,7 +322,7 @@ impl CrashRig {
                 assert!(notice.resends as usize >= extra, "{notice:#?}");
             }
         }
-        assert_eq!(by_id.len(), ACCOUNTS, "only the completion notices were sent: {:?}", by_id.keys());
+        assert_eq!(by_id.len(), sent.len(), "only the outbox's notices were sent: {:?}", by_id.keys());
     }
 
     /// Each zone: exactly one lowering PATCH, one repoint, one TTL restore, in that order; and

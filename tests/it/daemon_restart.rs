@@ -182,8 +182,14 @@ async fn a_killed_daemon_restarts_and_follows_the_same_transfer_session() {
         let answer = checker.verify_a(&domain, TARGET_IP).await.unwrap();
         assert!(matches!(answer, siirto::dns::Verification::Served), "{domain}: {answer:?}");
     }
-    let notices = std::fs::read_dir(rig.dir.path().join("outbox")).unwrap().count();
-    assert_eq!(notices, ACCOUNTS, "one notice per account");
+    let files: Vec<String> = std::fs::read_dir(rig.dir.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let of_kind = |kind: &str| files.iter().filter(|f| f.starts_with(kind)).count();
+    assert_eq!(of_kind("completion."), ACCOUNTS, "one completion notice per account: {files:?}");
+    assert_eq!(of_kind("start."), ACCOUNTS, "one start notice per customer: {files:?}");
+    assert_eq!(files.len(), 2 * ACCOUNTS, "{files:?}");
 }
 
 /// The target's transfer sessions that carried accounts: the pre-flight's probe session (created

@@ -125,11 +125,15 @@ async fn migrate(database: Option<&str>, reads: Reads) {
         }
     }
 
-    // One notice per arrived account, to its contact address, with its stable Message-ID.
-    let delivered = smtp.wait_for(21, Duration::from_secs(30)).await;
+    // One completion notice per arrived account, to its contact address, with its stable
+    // Message-ID; a start notice per customer (each account its own), the failing one's too.
+    let all = smtp.wait_for(21 + 22, Duration::from_secs(30)).await;
+    assert_eq!(all.len(), 43);
+    let ids: BTreeSet<&str> = all.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 43, "a notice was sent twice");
+    assert_eq!(ids.iter().filter(|id| id.starts_with("<start.")).count(), 22);
+    let delivered: Vec<_> = all.iter().filter(|d| d.message_id.starts_with("<completion.")).collect();
     assert_eq!(delivered.len(), 21);
-    let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
-    assert_eq!(ids.len(), 21, "a notice was sent twice");
     for account in rig.hosts.accounts.iter().filter(|a| a.user != failing) {
         let notice = delivered
             .iter()
@@ -244,10 +248,11 @@ async fn two_daemons_split_the_work_on_postgres() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
-    let delivered = smtp.wait_for(20, Duration::from_secs(30)).await;
-    assert_eq!(delivered.len(), 20, "every notice exactly once");
+    // A start and a completion notice per account (each its own customer), each exactly once.
+    let delivered = smtp.wait_for(40, Duration::from_secs(30)).await;
+    assert_eq!(delivered.len(), 40, "every notice exactly once");
     let ids: BTreeSet<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
-    assert_eq!(ids.len(), 20);
+    assert_eq!(ids.len(), 40);
 }
 
 /// With the SMTP server down the notices wait (retried), and go out once it is back: nothing lost.
@@ -278,7 +283,8 @@ async fn notices_wait_for_a_down_smtp_server() {
     let status = wait_cut_over(&rig).await;
     daemon.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
-    assert_eq!(smtp.wait_for(3, Duration::from_secs(30)).await.len(), 3);
+    // A start and a completion notice per account.
+    assert_eq!(smtp.wait_for(6, Duration::from_secs(30)).await.len(), 6);
 }
 
 /// Notices through the webhook channel: every completion notice reaches a real HTTP endpoint
@@ -301,15 +307,16 @@ async fn notices_through_a_signed_webhook_arrive_once_each() {
     let daemon = Daemon::start(rig.engine("it-daemon", 4));
     let status = wait_cut_over(&rig).await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
-    let accepted = receiver.wait_for(3, Duration::from_secs(30)).await;
+    // A start and a completion notice per account.
+    let accepted = receiver.wait_for(6, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     daemon.stop().await;
     let accepted_again = receiver.accepted();
-    assert_eq!(accepted_again.len(), 3, "each notice accepted once: {accepted_again:#?}");
+    assert_eq!(accepted_again.len(), 6, "each notice accepted once: {accepted_again:#?}");
     let mut keys: Vec<String> = accepted.iter().map(|r| r.idempotency_key.clone()).collect();
     keys.sort();
     keys.dedup();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys.len(), 6, "{keys:?}");
     for account in &rig.hosts.accounts {
         let id = format!("<completion.{}.{}@siirto>", account.user, rig.id);
         let received = accepted.iter().find(|r| r.idempotency_key == id).unwrap_or_else(|| panic!("{id}"));
@@ -317,8 +324,8 @@ async fn notices_through_a_signed_webhook_arrive_once_each() {
         assert_eq!(received.json["to"], serde_json::json!([account.email]));
         assert!(received.json["body"].as_str().unwrap().contains(account.domain.as_str()));
     }
-    // The two failed attempts were retried: five requests, none with a bad signature.
-    assert_eq!(receiver.attempts().len(), 5, "{:?}", receiver.attempts());
+    // The two failed attempts were retried: eight requests, none with a bad signature.
+    assert_eq!(receiver.attempts().len(), 8, "{:?}", receiver.attempts());
     assert_eq!(receiver.refused_signatures(), 0);
 }
 

@@ -1,22 +1,24 @@
-//! The advance notice: `schedule.announce_before` the cutover every customer is told once what
-//! moves and when — all of their accounts in one notice, in their language — and, for a
-//! domain on someone else's DNS, that they will have records to change. A customer is the
-//! contract's customer the plan matched the account to, else the account's contact address.
-//! Past `notices.advance_late_after` the notices are written to the outbox marked skipped (too
-//! late), never sent.
+//! Notices to customers, one per customer listing all of their accounts, in their language. A
+//! customer is the contract's customer the plan matched the account to, else the account's
+//! contact address ([`AccountRow::customer_key`]).
+//!
+//! - The advance notice: `schedule.announce_before` the cutover, what moves and when and, for
+//!   a domain on someone else's DNS, that they will have records to change. Past
+//!   `notices.advance_late_after` it is written to the outbox marked skipped (too late), never
+//!   sent.
+//! - The start notice: when the first of a customer's accounts enters its transfer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use tracing::info;
 
-use crate::contracts::Bucket;
 use crate::domain::{AccountState, DomainState};
-use crate::engine::context::{Ctx, MigrationCtx, StepResult};
+use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
 use crate::playbook::language_of;
-use crate::store::{AccountRow, DomainRow, Lease, NewNotice, account_state, domain_state};
+use crate::store::{AccountRow, DomainRow, Lease, NewNotice, Tx, account_state, domain_state};
 
-/// One customer as the advance notice addresses them.
+/// One customer as a notice to customers addresses them: all of their accounts.
 #[derive(Debug, Default)]
 struct Customer {
     name: String,
@@ -25,9 +27,109 @@ struct Customer {
     accounts: Vec<AccountRow>,
 }
 
-/// The key an advance notice is deduplicated by: one per customer and migration.
-fn customer_key(migration: &str, customer: &str) -> String {
-    format!("advance:{migration}:{customer}")
+/// The key a notice of `kind` to a customer is deduplicated by: one per customer and migration.
+fn customer_key(kind: &str, migration: &str, customer: &str) -> String {
+    format!("{kind}:{migration}:{customer}")
+}
+
+/// The accounts grouped by customer ([`AccountRow::customer_key`], set by the plan); an account
+/// no notice can reach (no key, no contact address) or held is left out.
+fn group(accounts: Vec<AccountRow>) -> anyhow::Result<BTreeMap<String, Customer>> {
+    let mut customers: BTreeMap<String, Customer> = BTreeMap::new();
+    for account in accounts {
+        if matches!(account_state(&account)?, AccountState::Held { .. }) {
+            continue;
+        }
+        let (Some(key), Some(email)) =
+            (account.customer_key.clone(), account.contact_email.clone().filter(|e| !e.trim().is_empty()))
+        else {
+            continue;
+        };
+        let customer = customers.entry(key).or_default();
+        if customer.name.is_empty() {
+            customer.name = account.customer_name.clone().unwrap_or_default();
+        }
+        customer.language = customer.language.clone().or(account.language.clone());
+        if !customer.recipients.iter().any(|r| r.eq_ignore_ascii_case(&email)) {
+            customer.recipients.push(email);
+        }
+        customer.accounts.push(account);
+    }
+    Ok(customers)
+}
+
+/// One customer's notice of `kind`, rendered in their language, ready for the outbox.
+fn customer_notice(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    kind: &str,
+    key: &str,
+    customer: &Customer,
+    domains: &[DomainRow],
+    now: i64,
+) -> anyhow::Result<NewNotice> {
+    let language = language_of(customer.language.as_deref(), &cx.world.language);
+    let notices = &ctx.playbook.notices;
+    let template = match kind {
+        "start" => notices.start.for_language(&language),
+        _ => notices.advance.for_language(&language),
+    };
+    let context = context(ctx, customer, domains, crate::domain::from_millis(ctx.row.cutover_at))?;
+    let subject = crate::notify::render(&template.subject, &context)
+        .with_context(|| format!("rendering the {kind} subject"))?;
+    let body = crate::notify::render(&template.body, &context)
+        .with_context(|| format!("rendering the {kind} body"))?;
+    let first = &customer.accounts[0].user;
+    Ok(NewNotice {
+        migration_id: ctx.id.to_string(),
+        account: None,
+        kind: kind.to_owned(),
+        message_id: format!("<{kind}.{first}.{}@siirto>", ctx.id),
+        dedupe_key: customer_key(kind, ctx.id.as_str(), key),
+        recipients: serde_json::to_string(&customer.recipients).context("recipients")?,
+        subject: subject.trim().to_owned(),
+        body,
+        created_at: now,
+    })
+}
+
+/// The start notices of the customers of `batch` (accounts entering their transfer now), each
+/// listing all of the customer's accounts, rendered (read before the step's transaction; write
+/// them inside it with [`queue_notices`]).
+pub async fn start_notices(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    batch: &[AccountRow],
+) -> Result<Vec<NewNotice>, StepError> {
+    let keys: BTreeSet<&str> = batch.iter().filter_map(|a| a.customer_key.as_deref()).collect();
+    let now = cx.now_ms();
+    let mut notices = Vec::new();
+    for key in keys {
+        let accounts = cx.store.accounts_of_customer(ctx.id.as_str(), key).await?;
+        let mut domains = Vec::new();
+        for account in &accounts {
+            domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
+        }
+        let Some(customer) = group(accounts)?.remove(key) else { continue };
+        notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, now)?);
+    }
+    Ok(notices)
+}
+
+/// Writes `notices` to the outbox inside `tx`, one row each by its key (a customer told
+/// already is not told again), each new one scheduled for sending.
+pub async fn queue_notices(
+    cx: &Ctx,
+    tx: &mut Tx<'_>,
+    ctx: &MigrationCtx,
+    notices: &[NewNotice],
+) -> Result<(), StepError> {
+    for notice in notices {
+        if let Some(id) = tx.enqueue_notice(notice).await? {
+            super::notices::schedule_send(cx, tx, ctx, id, notice.created_at).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes one advance notice per customer to the outbox and schedules their sending; past the
@@ -38,71 +140,12 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     let late_at = due + notices.advance_late_after.as_millis() as i64;
     let now = cx.now_ms();
     let too_late = now > late_at;
-    let accounts = cx.store.accounts(ctx.id.as_str()).await?;
+    let customers = group(cx.store.accounts(ctx.id.as_str()).await?)?;
     let domains = cx.store.domains(ctx.id.as_str()).await?;
-    // The plan document's reconciliation (the rest of the document is not needed here).
-    #[derive(serde::Deserialize)]
-    struct StoredPlan {
-        reconciliation: Option<crate::contracts::Reconciliation>,
-    }
-    let plan: Option<StoredPlan> = match cx.store.plan_document(ctx.id.as_str()).await? {
-        Some(text) => Some(serde_json::from_str(&text).context("the stored plan")?),
-        None => None,
-    };
-    let matched: BTreeMap<String, (String, String, Option<String>)> = plan
-        .iter()
-        .flat_map(|p| p.reconciliation.iter())
-        .flat_map(|r| &r.accounts)
-        .filter_map(|entry| match &entry.bucket {
-            Bucket::Matched { customer_id, name, language, .. } => {
-                Some((entry.user.to_string(), (customer_id.clone(), name.clone(), language.clone())))
-            }
-            _ => None,
-        })
-        .collect();
-    let mut customers: BTreeMap<String, Customer> = BTreeMap::new();
-    for account in accounts {
-        // An account that is not moving (held before anything happened) is not announced.
-        if matches!(account_state(&account)?, AccountState::Held { .. }) {
-            continue;
-        }
-        let Some(email) = account.contact_email.clone().filter(|e| !e.trim().is_empty()) else {
-            continue;
-        };
-        let (key, name, language) = match matched.get(&account.user) {
-            Some((id, name, language)) => (format!("customer-{id}"), name.clone(), language.clone()),
-            None => (format!("contact-{}", email.to_ascii_lowercase()), String::new(), None),
-        };
-        let customer = customers.entry(key).or_default();
-        customer.name = name;
-        customer.language = customer.language.clone().or(language);
-        if !customer.recipients.iter().any(|r| r.eq_ignore_ascii_case(&email)) {
-            customer.recipients.push(email);
-        }
-        customer.accounts.push(account);
-    }
-    let cutover = crate::domain::from_millis(ctx.row.cutover_at);
     let mut tx = cx.store.begin_leased(lease).await?;
     let (mut queued, mut skipped) = (0usize, 0usize);
     for (key, customer) in &customers {
-        let language = language_of(customer.language.as_deref(), &cx.world.language);
-        let context = context(ctx, customer, &domains, cutover)?;
-        let template = notices.advance.for_language(&language);
-        let subject =
-            crate::notify::render(&template.subject, &context).context("rendering the advance subject")?;
-        let body = crate::notify::render(&template.body, &context).context("rendering the advance body")?;
-        let first = &customer.accounts[0].user;
-        let notice = NewNotice {
-            migration_id: ctx.id.to_string(),
-            account: None,
-            kind: "advance".to_owned(),
-            message_id: format!("<advance.{first}.{}@siirto>", ctx.id),
-            dedupe_key: customer_key(ctx.id.as_str(), key),
-            recipients: serde_json::to_string(&customer.recipients).context("recipients")?,
-            subject: subject.trim().to_owned(),
-            body,
-            created_at: now,
-        };
+        let notice = customer_notice(cx, ctx, "advance", key, customer, &domains, now)?;
         let Some(id) = tx.enqueue_notice(&notice).await? else {
             continue;
         };

@@ -51,8 +51,11 @@ pub async fn transfer(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     lease.check()?;
     let session =
         ctx.target.whm.create_remote_root_transfer_session(&request).await.map_err(|err| classify!(err))?;
+    // Each customer is told when the first of their accounts enters its transfer.
+    let start_notices = super::announce::start_notices(cx, ctx, &batch).await?;
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
+    super::announce::queue_notices(cx, &mut tx, ctx, &start_notices).await?;
     let mut users = Vec::new();
     for row in &batch {
         let state = account_state(row)?;
