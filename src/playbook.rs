@@ -231,6 +231,13 @@ pub struct Notices {
     /// Sent to a customer when the first of their accounts enters its transfer (once, listing
     /// all of their accounts): `[notices.start]`, or `playbooks/templates/<language>/start.txt`.
     pub start: Localized,
+    /// Sent to customer service (config `mail.staff`) the day before the cutover: what moves,
+    /// who must act themselves, who is held, where to watch
+    /// (`playbooks/templates/<language>/staff.txt`, in the config's language).
+    pub staff: Localized,
+    /// Sent to operators (config `mail.operators`) when an account is held, with the reason
+    /// (`playbooks/templates/<language>/held.txt`, in the config's language).
+    pub held: Localized,
     /// How long after its due time an advance notice may still go out
     /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
     /// recorded as skipped (too late), never sent.
@@ -280,6 +287,22 @@ fn shipped_start() -> BTreeMap<&'static str, NoticeTemplate> {
     BTreeMap::from([
         ("en", shipped_template(include_str!("../playbooks/templates/en/start.txt"))),
         ("fi", shipped_template(include_str!("../playbooks/templates/fi/start.txt"))),
+    ])
+}
+
+/// The shipped staff briefing templates.
+fn shipped_staff() -> BTreeMap<&'static str, NoticeTemplate> {
+    BTreeMap::from([
+        ("en", shipped_template(include_str!("../playbooks/templates/en/staff.txt"))),
+        ("fi", shipped_template(include_str!("../playbooks/templates/fi/staff.txt"))),
+    ])
+}
+
+/// The shipped held-account templates.
+fn shipped_held() -> BTreeMap<&'static str, NoticeTemplate> {
+    BTreeMap::from([
+        ("en", shipped_template(include_str!("../playbooks/templates/en/held.txt"))),
+        ("fi", shipped_template(include_str!("../playbooks/templates/fi/held.txt"))),
     ])
 }
 
@@ -1018,7 +1041,9 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
         Duration::ZERO,
         365 * DAY,
     )?;
-    Ok(Notices { completion, reminder, advance, advance_late_after, start })
+    let staff = Localized { playbook: None, shipped: shipped_staff() };
+    let held = Localized { playbook: None, shipped: shipped_held() };
+    Ok(Notices { completion, reminder, advance, advance_late_after, start, staff, held })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused
@@ -1098,6 +1123,36 @@ mod tests {
         }
         // Another language gets English.
         assert_eq!(notices.advance.for_language("sv"), notices.advance.for_language("en"));
+    }
+
+    #[test]
+    fn the_staff_and_held_notices_render_in_each_language() {
+        let notices = Playbook::parse("name = \"x\"\n", "x.toml").unwrap().notices;
+        let staff = serde_json::json!({
+            "migration": "m", "source_host": "old1.example.net", "target_host": "new1.example.net",
+            "cutover_date": "2026-03-14", "cutover_time": "22:00", "accounts_count": 3, "customers_count": 2,
+            "external": [{"customer": "Kukka Oy", "domains": ["oma-0001.test"]}],
+            "awaiting_ip": ["kauppa0003"], "held": [{"account": "vanha0002", "reason": "disk quota"}],
+        });
+        let held = serde_json::json!({
+            "migration": "m", "account": "vanha0002", "main_domain": "vanha-0002.test", "reason": "disk quota",
+        });
+        for language in LANGUAGES {
+            let body = render(&notices.staff.for_language(language).body, &staff).unwrap();
+            for expected in
+                ["Kukka Oy: oma-0001.test", "kauppa0003", "vanha0002: disk quota", "notices list m"]
+            {
+                assert!(body.contains(expected), "{language}: {expected}:\n{body}");
+            }
+            let body = render(&notices.held.for_language(language).body, &held).unwrap();
+            assert!(body.contains("disk quota") && body.contains("retry m vanha0002"), "{language}:\n{body}");
+        }
+        let quiet = serde_json::json!({
+            "migration": "m", "source_host": "a", "target_host": "b", "cutover_date": "d", "cutover_time": "t",
+            "accounts_count": 1, "customers_count": 1, "external": [], "awaiting_ip": [], "held": [],
+        });
+        let body = render(&notices.staff.for_language("en").body, &quiet).unwrap();
+        assert!(!body.contains("DNS elsewhere") && !body.contains("held back"), "{body}");
     }
 
     #[test]

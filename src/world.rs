@@ -59,6 +59,10 @@ pub struct World {
     /// The language of a customer's notices when the contracts give none (config
     /// `mail.language`).
     pub language: String,
+    /// Customer service's addresses (config `mail.staff`).
+    pub staff: Vec<String>,
+    /// The operators' addresses (config `mail.operators`).
+    pub operators: Vec<String>,
 }
 
 impl std::fmt::Debug for World {
@@ -120,8 +124,9 @@ impl World {
             let settings = ClassifySettings::from_config(&config.dns);
             Some(Arc::new(Classifier::new(&settings).context("the resolvers of dns.resolvers")?))
         };
-        let language = config.mail.language.clone();
-        Ok(World { hosts, dns, checker, channel, public_dns, language })
+        let (language, staff, operators) =
+            (config.mail.language.clone(), config.mail.staff.clone(), config.mail.operators.clone());
+        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators })
     }
 
     /// The host the config calls `name`; an error naming it when the config has none (a

@@ -440,6 +440,11 @@ pub struct MailConfig {
     /// The language of a customer's notices when the contracts give none (`language`, one of
     /// `playbook::LANGUAGES`; default `en`).
     pub language: String,
+    /// Customer service (`staff`): told the day before the cutover what moves, who must act
+    /// themselves, and where to watch. Empty: nobody.
+    pub staff: Vec<String>,
+    /// Operators (`operators`): told when an account is held, with the reason. Empty: nobody.
+    pub operators: Vec<String>,
 }
 
 /// A notice channel.
@@ -1005,6 +1010,12 @@ path = "outbox"
                 "channel = \"directory\"\npath = \"outbox\"",
                 "channel = \"directory\"\npath = \"outbox\"\nlanguage = \"sv\"".to_owned(),
                 "18:12: mail.language: expected one of the languages notices are shipped in (en, fi), got \"sv\"",
+            ),
+            (
+                "a staff address that is none",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"directory\"\npath = \"outbox\"\nstaff = [\"cs@example.fi\", \"asiakaspalvelu\"]".to_owned(),
+                "18:27: mail.staff[1]: expected an e-mail address",
             ),
             (
                 "a webhook without its secret",

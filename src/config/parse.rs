@@ -121,6 +121,10 @@ struct RawMail {
     secret_env: Option<Spanned<String>>,
     secret: Option<Spanned<toml::Value>>,
     language: Option<Spanned<String>>,
+    #[serde(default)]
+    staff: Vec<Spanned<String>>,
+    #[serde(default)]
+    operators: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1113,7 +1117,27 @@ impl Ctx<'_> {
             }
             None => "en".to_owned(),
         };
-        Ok(MailConfig { from: from.to_owned(), channel, language })
+        let mailboxes = |list: &[Spanned<String>], field: &str| -> Result<Vec<String>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(n, address)| {
+                    let text = address.get_ref().trim();
+                    match lettre::message::Mailbox::from_str(text) {
+                        Ok(_) => Ok(text.to_owned()),
+                        Err(err) => Err(self.src.at(
+                            address,
+                            format!("mail.{field}[{n}]"),
+                            format!(
+                                "expected an e-mail address like \"support@example.fi\", got {text:?} ({err})"
+                            ),
+                        )),
+                    }
+                })
+                .collect()
+        };
+        let staff = mailboxes(&raw.staff, "staff")?;
+        let operators = mailboxes(&raw.operators, "operators")?;
+        Ok(MailConfig { from: from.to_owned(), channel, language, staff, operators })
     }
 }
 

@@ -396,6 +396,10 @@ impl Ctx {
             let dedupe = format!("{}:{}:{user}:{event_id}", kind.as_str(), ctx.id);
             tx.schedule_job(&self.job(ctx, kind, user, serde_json::json!({}), due, dedupe)).await?;
         }
+        // Operators hear of every hold, with the reason.
+        if let AccountState::Held { reason, .. } = &next {
+            crate::engine::steps::staff::queue_held_notice(self, tx, ctx, user, reason, event_id).await?;
+        }
         if next.is_settled() {
             let dedupe = format!("settle:{}:{user}:{event_id}", ctx.id);
             tx.schedule_job(&self.job(ctx, JobKind::Settle, "", serde_json::json!({}), now_ms, dedupe))

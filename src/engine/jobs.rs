@@ -47,6 +47,8 @@ pub enum JobKind {
     /// Write every customer's advance notice to the outbox, `schedule.announce_before` the
     /// cutover (migration-wide).
     Announce,
+    /// Brief customer service the day before the cutover (migration-wide).
+    BriefStaff,
 }
 
 impl JobKind {
@@ -70,6 +72,7 @@ impl JobKind {
             JobKind::CheckMail => "check_mail",
             JobKind::ExternalMail => "external_mail",
             JobKind::Announce => "announce",
+            JobKind::BriefStaff => "brief_staff",
         }
     }
 
@@ -93,6 +96,7 @@ impl JobKind {
             JobKind::CheckMail,
             JobKind::ExternalMail,
             JobKind::Announce,
+            JobKind::BriefStaff,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -122,7 +126,8 @@ impl JobKind {
             // account that is done) retries with the backoff's cap.
             | JobKind::PollExternal
             | JobKind::ExternalMail
-            | JobKind::Announce => false,
+            | JobKind::Announce
+            | JobKind::BriefStaff => false,
         }
     }
 }

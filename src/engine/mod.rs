@@ -28,8 +28,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use self::context::{Clock, SystemClock};
 use self::context::{Ctx, StepError, StepResult};
 pub use self::jobs::{JobKind, RollbackPayload};
+pub use self::steps::staff::BRIEF_BEFORE;
 use self::steps::{
-    announce, external, lower, mail, notices, repoint, restore, rollback, settle, transfer, verify,
+    announce, external, lower, mail, notices, repoint, restore, rollback, settle, staff, transfer, verify,
 };
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
@@ -323,6 +324,7 @@ impl Engine {
             JobKind::CheckMail => mail::check_mail(&self.cx, &ctx, job, lease).await,
             JobKind::ExternalMail => external::external_mail(&self.cx, &ctx, job, lease).await,
             JobKind::Announce => announce::announce(&self.cx, &ctx, lease).await,
+            JobKind::BriefStaff => staff::brief_staff(&self.cx, &ctx, lease).await,
         }
     }
 

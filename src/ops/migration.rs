@@ -96,6 +96,16 @@ pub async fn start(
         format!("announce:{id}"),
     ))
     .await?;
+    // Customer service is briefed the day before.
+    let brief_at = row.cutover_at - crate::engine::BRIEF_BEFORE.as_millis() as i64;
+    tx.schedule_job(&job(
+        &row,
+        JobKind::BriefStaff,
+        "",
+        brief_at.max(to_millis(now)),
+        format!("brief_staff:{id}"),
+    ))
+    .await?;
     tx.commit().await?;
     Ok(StartOutcome { report, started: Some(next) })
 }

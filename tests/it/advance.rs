@@ -1,9 +1,12 @@
-//! The advance and start notices, at a real SMTP server: one of each per customer (a customer
-//! with two accounts gets one listing both), in the customer's language from the contracts, the external-DNS
-//! paragraph only for the customer it applies to; and never sent when it is too late, even
-//! after a long outage of the mail server.
+//! The notices before and during the move, at a real SMTP server: advance and start notices,
+//! one of each per customer (a customer with two accounts gets one listing both), in the customer's language from the contracts, the external-DNS
+//! paragraph only for the customer it applies to; customer service's briefing; the operators'
+//! notice of a held account; and an advance notice never sent when it is too late, even after a
+//! long outage of the mail server.
 
 use std::time::Duration;
+
+use siirto::engine::Clock;
 
 use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
 use crate::support::smtp::SmtpServer;
@@ -29,9 +32,15 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
     options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
     options.public_dns = true;
     options.mail = Mail::Smtp(smtp.addr);
-    options.extra_config = CONTRACT_CONFIG.to_owned();
+    // Customer service and the operators have addresses (these lines end the [mail] table).
+    options.extra_config =
+        format!("staff = [\"cs@hosting.test\"]\noperators = [\"ops@hosting.test\"]\n\n{CONTRACT_CONFIG}");
     let rig = SimRig::start(options).await;
     let a = rig.hosts.accounts.clone();
+    // Account 3's restore fails every time: it is held, and the operators are told why.
+    assert!(
+        rig.hosts.source.set_fail_restore(&a[3].user, Some("Restore failed: disk quota exceeded".into()))
+    );
     // Customer C1 holds accounts 1 and 2 and reads Finnish; C0 (account 0, on external DNS)
     // English; account 3 has no contract: its contact address is the customer.
     let csv = format!(
@@ -47,13 +56,24 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
     );
     std::fs::write(rig.dir.path().join("contracts.csv"), csv).unwrap();
     let text = playbook("15d");
-    let plan = rig.plan(&text).await;
+    // The cutover an hour from now: customer service is briefed at once (the day before has
+    // come), the customers are told in advance, and nothing moves until the clock gets there.
+    let cutover = rig.clock.now() + chrono::Duration::hours(1);
+    let plan = rig.plan_with_cutover(&text, cutover).await;
     assert_eq!(plan.counts.accounts, 4);
     rig.approve().await;
     assert!(rig.start_migration().await.started.is_some());
     let daemon = Daemon::start(rig.engine("advance", 4));
     let id = rig.id.clone();
-    let delivered = smtp.wait_for(3, Duration::from_secs(60)).await;
+    let delivered = smtp.wait_for(3 + 1, Duration::from_secs(60)).await;
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.message_id.starts_with("<advance.") || d.message_id.starts_with("<staff."))
+    );
+    let status = rig.status().await;
+    assert_eq!(status.accounts_by_state.get("pending"), Some(&4), "nothing moves before the cutover");
+    rig.clock.advance(Duration::from_secs(3600));
     let advance = |user: &str| {
         let message_id = format!("<advance.{user}.{id}@siirto>");
         delivered.iter().find(|d| d.message_id == message_id).cloned().unwrap_or_else(|| {
@@ -88,12 +108,35 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
     assert!(!body.contains("another DNS host"), "{body}");
     assert!(body.contains(&format!("account {}: {}", a[3].user, a[3].domain)), "{body}");
 
-    // Exactly one advance and one start notice per customer, and no more later.
-    rig.wait_for("the completion notices", Duration::from_secs(180), |s| s.notices_sent >= 3 + 3 + 4).await;
+    // Exactly one advance and one start notice per customer, one completion notice per account
+    // that arrived, one briefing for customer service and one held notice for the operators.
+    rig.wait_for("the cutover", Duration::from_secs(180), |s| s.state == "cut_over" && s.held() == 1).await;
+    smtp.wait_for(3 + 3 + 3 + 1 + 1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     daemon.stop().await;
     let delivered = smtp.delivered();
     let count = |prefix: &str| delivered.iter().filter(|d| d.message_id.starts_with(prefix)).count();
-    assert_eq!((count("<advance."), count("<start."), count("<completion.")), (3, 3, 4));
+    assert_eq!(
+        [count("<advance."), count("<start."), count("<completion."), count("<staff."), count("<held.")],
+        [3, 3, 3, 1, 1],
+        "{:?}",
+        delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>()
+    );
+    // Customer service: what moves, who must act themselves, where to watch.
+    let staff = delivered.iter().find(|d| d.message_id.starts_with("<staff.")).unwrap();
+    assert_eq!(staff.rcpt_tos, ["cs@hosting.test"]);
+    let body = staff.body.clone().unwrap_or_default();
+    let words = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("moves 4 accounts of 3 customers"), "{body}");
+    assert!(body.contains(&format!("Oma Oy: {}", a[0].domain)), "{body}");
+    assert!(body.contains(&format!("siirto status {id}")), "{body}");
+    // The operators: which account, why, and what clears it.
+    let held = delivered.iter().find(|d| d.message_id.starts_with("<held.")).unwrap();
+    assert_eq!(held.rcpt_tos, ["ops@hosting.test"]);
+    let body = held.body.clone().unwrap_or_default();
+    assert!(held.subject.contains(a[3].user.as_str()), "{}", held.subject);
+    assert!(body.contains("disk quota exceeded"), "{body}");
+    assert!(body.contains(&format!("siirto retry {id} {}", a[3].user)), "{body}");
     // C1's start notice: one, in Finnish, listing both of its accounts.
     let start = delivered
         .iter()

@@ -11,5 +11,6 @@ pub mod repoint;
 pub mod restore;
 pub mod rollback;
 pub mod settle;
+pub mod staff;
 pub mod transfer;
 pub mod verify;

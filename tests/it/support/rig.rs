@@ -427,6 +427,12 @@ impl SimRig {
 
     /// Plans the migration from `old` to `new` under `playbook_text`, cutover now.
     pub async fn plan(&self, playbook_text: &str) -> PlanDocument {
+        self.plan_with_cutover(playbook_text, self.clock.now()).await
+    }
+
+    /// [`SimRig::plan`] with the cutover at `cutover_at` (nothing moves before it; move the
+    /// rig's clock on to get there).
+    pub async fn plan_with_cutover(&self, playbook_text: &str, cutover_at: Timestamp) -> PlanDocument {
         let adapters = World::from_config(&self.config).unwrap();
         let playbook = Playbook::parse(playbook_text, "test playbook").unwrap();
         let now = self.clock.now();
@@ -435,7 +441,7 @@ impl SimRig {
             source: "old",
             target: "new",
             playbook: &playbook,
-            cutover_at: now,
+            cutover_at,
             actor: "test",
         };
         siirto::plan::plan(&self.store, &self.config, &adapters, request, now).await.unwrap()
