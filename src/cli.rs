@@ -72,6 +72,11 @@ pub enum Command {
     ///
     /// Example: siirto abort old1-to-new1 --reason "target disk failed"
     Abort(AbortArgs),
+    /// Move the cutover of a migration that has not begun, and every dated step with it;
+    /// customers already told the old date get a correction, the others the new date only.
+    ///
+    /// Example: siirto reschedule old1-to-new1 --cutover 2026-12-15T22:00:00Z --reason "the new server's disks arrive late"
+    Reschedule(RescheduleArgs),
     /// Retry a held account.
     ///
     /// Example: siirto retry old1-to-new1 --account kukka0001
@@ -216,6 +221,19 @@ pub struct AbortArgs {
     /// The migration's id.
     pub migration: String,
     /// Why (recorded in the event log).
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// `siirto reschedule` arguments.
+#[derive(Debug, Args)]
+pub struct RescheduleArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// The new cutover time (RFC 3339).
+    #[arg(long)]
+    pub cutover: String,
+    /// Why (recorded in the event log and told to the customers already announced).
     #[arg(long)]
     pub reason: String,
 }
@@ -562,6 +580,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let control = crate::ops::abort(&store, &world, &id, &args.reason, &actor(), now).await?;
             output::session_control(&args.migration, control.state.name(), &control.sessions);
             Ok(control_exit(&control))
+        }
+        Command::Reschedule(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let cutover = parse_time(&args.cutover, now)?;
+            let done = crate::ops::reschedule(
+                &store,
+                &parse_id(&args.migration)?,
+                cutover,
+                &args.reason,
+                &actor(),
+                now,
+            )
+            .await?;
+            output::line(&format!(
+                "migration {} now cuts over at {} (was {}); {} scheduled step(s) moved{}",
+                args.migration,
+                done.to.to_rfc3339(),
+                done.from.to_rfc3339(),
+                done.moved_jobs,
+                if done.correcting {
+                    "; customers told the old date get a correction, the others the new date only"
+                } else {
+                    ""
+                }
+            ));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Retry(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;

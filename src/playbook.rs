@@ -238,6 +238,9 @@ pub struct Notices {
     /// Sent to operators (config `mail.operators`) when an account is held, with the reason
     /// (`playbooks/templates/<language>/held.txt`, in the config's language).
     pub held: Localized,
+    /// Sent to a customer already told the old date when the migration is rescheduled
+    /// (`playbooks/templates/<language>/correction.txt`).
+    pub correction: Localized,
     /// How long after its due time an advance notice may still go out
     /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
     /// recorded as skipped (too late), never sent.
@@ -295,6 +298,14 @@ fn shipped_staff() -> BTreeMap<&'static str, NoticeTemplate> {
     BTreeMap::from([
         ("en", shipped_template(include_str!("../playbooks/templates/en/staff.txt"))),
         ("fi", shipped_template(include_str!("../playbooks/templates/fi/staff.txt"))),
+    ])
+}
+
+/// The shipped correction templates (a reschedule's new date).
+fn shipped_correction() -> BTreeMap<&'static str, NoticeTemplate> {
+    BTreeMap::from([
+        ("en", shipped_template(include_str!("../playbooks/templates/en/correction.txt"))),
+        ("fi", shipped_template(include_str!("../playbooks/templates/fi/correction.txt"))),
     ])
 }
 
@@ -1043,7 +1054,8 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
     )?;
     let staff = Localized { playbook: None, shipped: shipped_staff() };
     let held = Localized { playbook: None, shipped: shipped_held() };
-    Ok(Notices { completion, reminder, advance, advance_late_after, start, staff, held })
+    let correction = Localized { playbook: None, shipped: shipped_correction() };
+    Ok(Notices { completion, reminder, advance, advance_late_after, start, staff, held, correction })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused

@@ -49,6 +49,9 @@ pub enum JobKind {
     Announce,
     /// Brief customer service the day before the cutover (migration-wide).
     BriefStaff,
+    /// After a reschedule: correct the advance notices already out, re-date those not out yet
+    /// (migration-wide; payload: the old cutover and the reason).
+    CorrectNotices,
 }
 
 impl JobKind {
@@ -73,6 +76,7 @@ impl JobKind {
             JobKind::ExternalMail => "external_mail",
             JobKind::Announce => "announce",
             JobKind::BriefStaff => "brief_staff",
+            JobKind::CorrectNotices => "correct_notices",
         }
     }
 
@@ -97,6 +101,7 @@ impl JobKind {
             JobKind::ExternalMail,
             JobKind::Announce,
             JobKind::BriefStaff,
+            JobKind::CorrectNotices,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -127,7 +132,8 @@ impl JobKind {
             | JobKind::PollExternal
             | JobKind::ExternalMail
             | JobKind::Announce
-            | JobKind::BriefStaff => false,
+            | JobKind::BriefStaff
+            | JobKind::CorrectNotices => false,
         }
     }
 }

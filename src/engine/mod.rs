@@ -325,6 +325,7 @@ impl Engine {
             JobKind::ExternalMail => external::external_mail(&self.cx, &ctx, job, lease).await,
             JobKind::Announce => announce::announce(&self.cx, &ctx, lease).await,
             JobKind::BriefStaff => staff::brief_staff(&self.cx, &ctx, lease).await,
+            JobKind::CorrectNotices => announce::correct_notices(&self.cx, &ctx, job, lease).await,
         }
     }
 

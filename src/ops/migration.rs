@@ -127,6 +127,96 @@ impl SessionControl {
     }
 }
 
+/// What a reschedule did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescheduled {
+    /// The cutover before.
+    pub from: Timestamp,
+    /// The cutover now.
+    pub to: Timestamp,
+    /// Scheduled jobs (TTL lowering, advance notices, staff briefing) moved with it.
+    pub moved_jobs: u64,
+    /// Whether the customers' advance notices are being corrected (the migration had started,
+    /// so some may have gone out).
+    pub correcting: bool,
+}
+
+/// `siirto reschedule`: moves the cutover, and with it every dated step not taken yet (TTL
+/// lowering, advance notices, the staff briefing, the gate). Customers already told the old
+/// date get a correction with the new one; those not told yet get the advance notice with the
+/// new date only. Only before any account moves: after that, pause or abort instead.
+pub async fn reschedule(
+    store: &Store,
+    id: &MigrationId,
+    cutover: Timestamp,
+    reason: &str,
+    actor: &str,
+    now: Timestamp,
+) -> anyhow::Result<Rescheduled> {
+    let (row, state) = load(store, id).await?;
+    // Before any account moves: the TTLs may be lowered already (they stay short until the new
+    // cutover), the gate then opens at the later of its own time and the new cutover.
+    let (started, gate) = match state {
+        MigrationState::Planned { .. } | MigrationState::Approved { .. } => (false, None),
+        MigrationState::Started { .. } => (true, None),
+        MigrationState::TtlLowered { gate_opens_at, .. } => (true, Some(gate_opens_at)),
+        other => {
+            return Err(anyhow!(
+                "migration {id} is {}: a reschedule moves a migration before any account moves; \
+                 pause or abort it instead",
+                other.name()
+            ));
+        }
+    };
+    if reason.trim().is_empty() {
+        return Err(anyhow!("--reason: say why (the customers already told read it)"));
+    }
+    if cutover <= now {
+        return Err(anyhow!("--cutover {}: the new cutover must be in the future", cutover.to_rfc3339()));
+    }
+    let playbook = playbook_of(&row)?;
+    let (from, to) = (row.cutover_at, to_millis(cutover));
+    let at = |before: std::time::Duration| (to - before.as_millis() as i64).max(to_millis(now));
+    let mut tx = store.begin().await?;
+    tx.set_cutover(&row.id, to, to_millis(now)).await?;
+    let mut moved_jobs = 0;
+    for (kind, due) in [
+        (JobKind::LowerTtl, at(playbook.schedule.lower_ttl_before)),
+        (JobKind::Announce, at(playbook.schedule.announce_before)),
+        (JobKind::BriefStaff, at(crate::engine::BRIEF_BEFORE)),
+    ] {
+        moved_jobs += tx.move_pending_jobs(&row.id, kind.as_str(), due).await?;
+    }
+    if let Some(gate) = gate {
+        moved_jobs +=
+            tx.move_pending_jobs(&row.id, JobKind::OpenGate.as_str(), to_millis(gate).max(to)).await?;
+    }
+    tx.append_event(&NewEvent {
+        migration_id: row.id.clone(),
+        account: None,
+        domain: None,
+        kind: "rescheduled".to_owned(),
+        detail: serde_json::json!({
+            "from": crate::domain::from_millis(from),
+            "to": cutover,
+            "reason": reason,
+        })
+        .to_string(),
+        actor: actor.to_owned(),
+        at: to_millis(now),
+    })
+    .await?;
+    if started {
+        let payload = serde_json::json!({ "from": from, "reason": reason });
+        let mut correct =
+            job(&row, JobKind::CorrectNotices, "", to_millis(now), format!("correct_notices:{id}:{to}"));
+        correct.payload = payload.to_string();
+        tx.schedule_job(&correct).await?;
+    }
+    tx.commit().await?;
+    Ok(Rescheduled { from: crate::domain::from_millis(from), to: cutover, moved_jobs, correcting: started })
+}
+
 /// Pauses a running migration (jobs wait until it is resumed), then its active transfer
 /// sessions on the target.
 pub async fn pause(

@@ -18,7 +18,8 @@ use anyhow::anyhow;
 
 pub use self::account::{Assigned, RollbackRequest, assign_ip, retry, rollback};
 pub use self::migration::{
-    SessionControl, StartOutcome, abort, active_sessions, approve, pause, preflight, resume, start,
+    Rescheduled, SessionControl, StartOutcome, abort, active_sessions, approve, pause, preflight, reschedule,
+    resume, start,
 };
 use crate::domain::{MigrationEvent, MigrationState, Timestamp, migration_transition, to_millis};
 use crate::engine::JobKind;

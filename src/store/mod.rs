@@ -1016,6 +1016,57 @@ impl Tx<'_> {
         .await
     }
 
+    /// Moves a migration's cutover to `cutover_at` (a reschedule).
+    pub async fn set_cutover(&mut self, id: &str, cutover_at: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE migrations SET cutover_at = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(cutover_at)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the due time of a migration's jobs of `kind` not done yet to `due_at`; how many
+    /// moved.
+    pub async fn move_pending_jobs(
+        &mut self,
+        migration_id: &str,
+        kind: &str,
+        due_at: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET due_at = $3 WHERE migration_id = $1 AND kind = $2 AND done_at IS NULL",
+        )
+        .bind(migration_id)
+        .bind(kind)
+        .bind(due_at)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Replaces the text of a notice not sent and with no attempt under way (a reschedule
+    /// re-dates it; an attempt the server refused delivered nothing); false when it was sent,
+    /// skipped, or an attempt has no recorded end (the server may hold it).
+    pub async fn rewrite_unsent_notice(
+        &mut self,
+        id: i64,
+        subject: &str,
+        body: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET subject = $2, body = $3 WHERE id = $1 AND sent_at IS NULL \
+             AND skipped_at IS NULL AND delivery_started_at IS NULL",
+        )
+        .bind(id)
+        .bind(subject)
+        .bind(body)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The shape of the state setters: `sql` sets `state = $1, data = $2, updated_at = $3` where
     /// its key columns equal `keys` (`$4`, …); `missing` is the error when no row has them.
     async fn set_state(

@@ -236,3 +236,92 @@ async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
     kinds.sort_unstable();
     assert_eq!(kinds, ["completion", "completion", "start", "start"], "{all:#}");
 }
+
+/// A reschedule after the advance notices went out: the customer already told gets a
+/// correction with the new date and the reason; the customer whose notice could not be
+/// delivered yet (their server answers 451) gets the new date only — their notice is re-dated in
+/// the outbox, and no correction is written for them. Done through the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_corrects_only_those_already_told() {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-reschedule", 2);
+    options.mail = Mail::Smtp(smtp.addr);
+    options.source.accounts[1].email = "tempfail@kukka-0002.test".into();
+    let rig = SimRig::start(options).await;
+    let a = rig.hosts.accounts.clone();
+    let cutover = rig.clock.now() + chrono::Duration::hours(2);
+    rig.plan_with_cutover(&playbook("15d"), cutover).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("reschedule", 4));
+    let id = rig.id.clone();
+    let first = format!("<advance.{}.{id}@siirto>", a[0].user);
+    smtp.wait_for(1, Duration::from_secs(60)).await;
+    assert!(smtp.delivered().iter().any(|d| d.message_id == first));
+    rig.wait_for("the second advance notice to fail", Duration::from_secs(60), |s| {
+        s.failing_jobs.iter().any(|j| j.kind == "send_notice" && j.last_error.contains("451"))
+    })
+    .await;
+    daemon.stop().await;
+
+    let new_cutover = cutover + chrono::Duration::days(3);
+    let config = rig.dir.path().join("siirto.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args([
+            "reschedule",
+            id.as_str(),
+            "--cutover",
+            &new_cutover.to_rfc3339(),
+            "--reason",
+            "the new server's disks arrive late",
+        ])
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("SIIRTO_CONFIG")
+        .output()
+        .expect("run siirto");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("customers told the old date get a correction"), "{said}");
+    let status = rig.status().await;
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&status.cutover_at).unwrap().timestamp(),
+        new_cutover.timestamp()
+    );
+
+    let daemon = Daemon::start(rig.engine("reschedule", 4));
+    let correction_id = format!("<correction.{}.{}.{id}@siirto>", a[0].user, new_cutover.timestamp_millis());
+    let delivered = smtp.wait_for(2, Duration::from_secs(60)).await;
+    let correction = delivered.iter().find(|d| d.message_id == correction_id).unwrap_or_else(|| {
+        panic!("no {correction_id}: {:?}", delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>())
+    });
+    assert_eq!(correction.rcpt_tos, vec![a[0].email.clone()]);
+    let body = correction.body.clone().unwrap_or_default();
+    let words = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (old_date, new_date) =
+        (cutover.format("%Y-%m-%d").to_string(), new_cutover.format("%Y-%m-%d").to_string());
+    assert!(words.contains(&format!("announced for {old_date}")), "{body}");
+    assert!(words.contains(&format!("now takes place on {new_date}")), "{body}");
+    assert!(words.contains("Why: the new server's disks arrive late"), "{body}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.stop().await;
+
+    // The customer not told yet: no correction; their advance notice now says the new date.
+    let outbox = rig.store.outbox(id.as_str()).await.unwrap();
+    let corrections: Vec<_> = outbox.iter().filter(|n| n.kind == "correction").collect();
+    assert_eq!(corrections.len(), 1, "{corrections:#?}");
+    let pending = outbox
+        .iter()
+        .find(|n| n.kind == "advance" && n.message_id == format!("<advance.{}.{id}@siirto>", a[1].user))
+        .unwrap();
+    assert!(pending.sent_at.is_none());
+    assert!(pending.subject.contains(&new_date) && !pending.body.contains(&old_date), "{pending:#?}");
+    let events = rig.events().await;
+    let rescheduled = events.iter().find(|e| e.kind == "rescheduled").expect("the rescheduled event");
+    assert!(rescheduled.detail.contains("disks arrive late"), "{}", rescheduled.detail);
+    let corrected = events.iter().find(|e| e.kind == "advance_notices_corrected").unwrap();
+    assert!(
+        corrected.detail.contains("\"redated\":1") && corrected.detail.contains("\"corrected\":1"),
+        "{}",
+        corrected.detail
+    );
+}

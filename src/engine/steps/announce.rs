@@ -16,7 +16,7 @@ use tracing::info;
 use crate::domain::{AccountState, DomainState};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
 use crate::playbook::language_of;
-use crate::store::{AccountRow, DomainRow, Lease, NewNotice, Tx, account_state, domain_state};
+use crate::store::{AccountRow, DomainRow, JobRow, Lease, NewNotice, Tx, account_state, domain_state};
 
 /// One customer as a notice to customers addresses them: all of their accounts.
 #[derive(Debug, Default)]
@@ -130,6 +130,72 @@ pub async fn queue_notices(
         }
     }
     Ok(())
+}
+
+/// After a reschedule (payload `{"from": <old cutover ms>, "reason": …}`): each customer whose
+/// advance notice went out (or may have: an attempt was under way) gets a correction with the
+/// new date, once; an advance notice not out yet is re-dated in place, so its customer reads
+/// the new date only.
+pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        from: i64,
+        reason: String,
+    }
+    let payload: Payload = serde_json::from_str(&job.payload).context("correct_notices payload")?;
+    let old = crate::domain::from_millis(payload.from);
+    let prefix = customer_key("advance", ctx.id.as_str(), "");
+    let advance: Vec<_> =
+        cx.store.outbox(ctx.id.as_str()).await?.into_iter().filter(|n| n.kind == "advance").collect();
+    let now = cx.now_ms();
+    let mut rendered = Vec::new();
+    for row in &advance {
+        let Some(key) = row.dedupe_key.strip_prefix(&prefix) else { continue };
+        let accounts = cx.store.accounts_of_customer(ctx.id.as_str(), key).await?;
+        let mut domains = Vec::new();
+        for account in &accounts {
+            domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
+        }
+        let Some(customer) = group(accounts)?.remove(key) else { continue };
+        let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, now)?;
+        // The correction: its own key and id, one per customer and new date.
+        let mut correction = advance.clone();
+        correction.kind = "correction".to_owned();
+        correction.dedupe_key =
+            format!("{}:{}", customer_key("correction", ctx.id.as_str(), key), ctx.row.cutover_at);
+        let first = &customer.accounts[0].user;
+        correction.message_id = format!("<correction.{first}.{}.{}@siirto>", ctx.row.cutover_at, ctx.id);
+        let language = language_of(customer.language.as_deref(), &cx.world.language);
+        let mut context = context(ctx, &customer, &domains, crate::domain::from_millis(ctx.row.cutover_at))?;
+        context["old_date"] = old.format("%Y-%m-%d").to_string().into();
+        context["old_time"] = old.format("%H:%M").to_string().into();
+        context["reason"] = payload.reason.clone().into();
+        let template = ctx.playbook.notices.correction.for_language(&language);
+        correction.subject = crate::notify::render(&template.subject, &context)
+            .context("rendering the correction")?
+            .trim()
+            .to_owned();
+        correction.body =
+            crate::notify::render(&template.body, &context).context("rendering the correction")?;
+        rendered.push((row.id, row.skipped_at.is_some(), advance, correction));
+    }
+    let mut tx = cx.store.begin_leased(lease).await?;
+    let (mut redated, mut corrected) = (0usize, 0usize);
+    for (id, skipped, advance, correction) in &rendered {
+        if *skipped {
+            continue;
+        }
+        if tx.rewrite_unsent_notice(*id, &advance.subject, &advance.body).await? {
+            redated += 1;
+        } else {
+            queue_notices(cx, &mut tx, ctx, std::slice::from_ref(correction)).await?;
+            corrected += 1;
+        }
+    }
+    let detail = serde_json::json!({ "redated": redated, "corrected": corrected, "from": old });
+    tx.append_event(&cx.event(ctx, None, None, "advance_notices_corrected", detail)).await?;
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
 }
 
 /// Writes one advance notice per customer to the outbox and schedules their sending; past the

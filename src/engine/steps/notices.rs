@@ -161,9 +161,13 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
         subject: notice.subject.clone(),
         body: notice.body.clone(),
     };
-    // 1. The attempt, on record before the server sees anything.
+    // 1. The attempt, on record before the server sees anything; the text is read after it
+    // (a reschedule re-dates a notice only while no attempt is on record).
     let mut tx = cx.store.begin_leased(lease).await?;
-    if tx.notice_delivery_started(id, cx.now_ms()).await? {
+    let started = tx.notice_delivery_started(id, cx.now_ms()).await?;
+    let current = tx.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
+    let outgoing = OutgoingNotice { subject: current.subject, body: current.body, ..outgoing };
+    if started {
         let detail = serde_json::json!({
             "notice": id,
             "kind": notice.kind,
