@@ -277,44 +277,15 @@ fn shipped_template(text: &str) -> NoticeTemplate {
     NoticeTemplate { subject: subject.to_owned(), body: body.to_owned() }
 }
 
-/// The shipped advance notice templates.
-fn shipped_advance() -> BTreeMap<&'static str, NoticeTemplate> {
-    BTreeMap::from([
-        ("en", shipped_template(include_str!("../playbooks/templates/en/advance.txt"))),
-        ("fi", shipped_template(include_str!("../playbooks/templates/fi/advance.txt"))),
-    ])
-}
-
-/// The shipped start notice templates.
-fn shipped_start() -> BTreeMap<&'static str, NoticeTemplate> {
-    BTreeMap::from([
-        ("en", shipped_template(include_str!("../playbooks/templates/en/start.txt"))),
-        ("fi", shipped_template(include_str!("../playbooks/templates/fi/start.txt"))),
-    ])
-}
-
-/// The shipped staff briefing templates.
-fn shipped_staff() -> BTreeMap<&'static str, NoticeTemplate> {
-    BTreeMap::from([
-        ("en", shipped_template(include_str!("../playbooks/templates/en/staff.txt"))),
-        ("fi", shipped_template(include_str!("../playbooks/templates/fi/staff.txt"))),
-    ])
-}
-
-/// The shipped correction templates (a reschedule's new date).
-fn shipped_correction() -> BTreeMap<&'static str, NoticeTemplate> {
-    BTreeMap::from([
-        ("en", shipped_template(include_str!("../playbooks/templates/en/correction.txt"))),
-        ("fi", shipped_template(include_str!("../playbooks/templates/fi/correction.txt"))),
-    ])
-}
-
-/// The shipped held-account templates.
-fn shipped_held() -> BTreeMap<&'static str, NoticeTemplate> {
-    BTreeMap::from([
-        ("en", shipped_template(include_str!("../playbooks/templates/en/held.txt"))),
-        ("fi", shipped_template(include_str!("../playbooks/templates/fi/held.txt"))),
-    ])
+/// The shipped templates of a notice kind, by language: `playbooks/templates/<language>/<kind>.txt`,
+/// built into the binary.
+macro_rules! shipped {
+    ($kind:literal) => {
+        BTreeMap::from([
+            ("en", shipped_template(include_str!(concat!("../playbooks/templates/en/", $kind, ".txt")))),
+            ("fi", shipped_template(include_str!(concat!("../playbooks/templates/fi/", $kind, ".txt")))),
+        ])
+    };
 }
 
 /// A customer's language as one of [`LANGUAGES`]: what the contract gives (`fi`, `FI`,
@@ -1041,10 +1012,10 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
     };
     let advance = Localized {
         playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?,
-        shipped: shipped_advance(),
+        shipped: shipped!("advance"),
     };
     let start =
-        Localized { playbook: own(raw.and_then(|r| r.start.as_ref()), "start")?, shipped: shipped_start() };
+        Localized { playbook: own(raw.and_then(|r| r.start.as_ref()), "start")?, shipped: shipped!("start") };
     let advance_late_after = src.duration_or(
         raw.and_then(|r| r.advance_late_after.as_ref()),
         "notices.advance_late_after",
@@ -1052,9 +1023,9 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
         Duration::ZERO,
         365 * DAY,
     )?;
-    let staff = Localized { playbook: None, shipped: shipped_staff() };
-    let held = Localized { playbook: None, shipped: shipped_held() };
-    let correction = Localized { playbook: None, shipped: shipped_correction() };
+    let staff = Localized { playbook: None, shipped: shipped!("staff") };
+    let held = Localized { playbook: None, shipped: shipped!("held") };
+    let correction = Localized { playbook: None, shipped: shipped!("correction") };
     Ok(Notices { completion, reminder, advance, advance_late_after, start, staff, held, correction })
 }
 
