@@ -362,6 +362,22 @@ pub enum NoticesCommand {
     /// skipped_late), when, to whom, the subject, and why one failed or was skipped.
     ///
     /// Example: siirto notices list old1-to-new1 --state skipped_late
+    /// Print a notice exactly as it would be sent now, without sending or writing anything.
+    ///
+    /// Example: siirto notices preview old1-to-new1 --kind advance --customer kukka0001 --lang fi
+    Preview {
+        /// The migration's id.
+        migration: String,
+        /// Which notice.
+        #[arg(long, value_parser = ["advance", "start"], default_value = "advance")]
+        kind: String,
+        /// Only this customer: a cPanel user of theirs, their address, or their customer key.
+        #[arg(long)]
+        customer: Option<String>,
+        /// In this language instead of the customer's.
+        #[arg(long, value_parser = ["en", "fi"])]
+        lang: Option<String>,
+    },
     List {
         /// The migration's id.
         migration: String,
@@ -668,6 +684,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(args) => log(&cli.config, args).await,
+        Command::Notices(NoticesCommand::Preview { migration, kind, customer, lang }) => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&config).await?;
+            let id = parse_id(&migration)?;
+            store.require_migration(id.as_str()).await?;
+            let clock: std::sync::Arc<dyn crate::engine::Clock> =
+                std::sync::Arc::new(crate::engine::SystemClock);
+            let engine = crate::engine::Engine::from_config(&config, store, clock)?;
+            let notices =
+                engine.preview_notices(id.as_str(), &kind, customer.as_deref(), lang.as_deref()).await?;
+            if notices.is_empty() {
+                return Err(anyhow!("no customer of migration {id} matches {customer:?}"));
+            }
+            for (to, subject, body) in notices {
+                output::raw(&format!(
+                    "--- {kind} notice to {} ---\nSubject: {subject}\n\n{}\n\n",
+                    to.join(", "),
+                    body.trim_end()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Notices(NoticesCommand::List { migration, state, json }) => {
             let store = open_store(&load_config(&cli.config)?).await?;
             let id = parse_id(&migration)?;

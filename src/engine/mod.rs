@@ -107,6 +107,21 @@ impl Engine {
         }))
     }
 
+    /// The notices of `kind` (`advance`, `start`) of migration `id` exactly as they would be
+    /// written now, for the customers matching `customer` (a cPanel user, an address or a
+    /// customer key), in `language` when given: `(recipients, subject, body)`. Writes nothing.
+    pub async fn preview_notices(
+        &self,
+        id: &str,
+        kind: &str,
+        customer: Option<&str>,
+        language: Option<&str>,
+    ) -> anyhow::Result<Vec<(Vec<String>, String, String)>> {
+        let ctx = self.cx.migration_ctx(id).await.map_err(|err| anyhow::anyhow!("{err:?}"))?;
+        let notices = announce::preview(&self.cx, &ctx, kind, customer, language).await?;
+        notices.into_iter().map(|n| Ok((serde_json::from_str(&n.recipients)?, n.subject, n.body))).collect()
+    }
+
     /// Renames this daemon (its name in leases and the event log).
     pub fn with_owner(mut self, owner: impl Into<String>) -> Engine {
         self.cx.owner = owner.into();

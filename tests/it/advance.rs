@@ -155,6 +155,26 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
         .find(|d| d.message_id == format!("<start.{}.{id}@siirto>", a[0].user))
         .expect("C0's start notice");
     assert!(c0_start.body.clone().unwrap_or_default().contains("records to change at your DNS host"));
+    // `siirto notices preview` prints C1's advance notice in English on request, sending and
+    // writing nothing.
+    let before = rig.store.outbox(id.as_str()).await.unwrap().len();
+    let config = rig.dir.path().join("siirto.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["notices", "preview", id.as_str(), "--kind", "advance", "--customer", a[2].user.as_str()])
+        .args(["--lang", "en", "--config", config.to_str().unwrap()])
+        .env_remove("SIIRTO_CONFIG")
+        .output()
+        .expect("run siirto");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.starts_with(&format!("--- advance notice to {} ---", a[1].email)), "{printed}");
+    assert!(printed.contains("Hello Kukka Oy,"), "{printed}");
+    for n in [1, 2] {
+        assert!(printed.contains(&format!("account {}: {}", a[n].user, a[n].domain)), "{printed}");
+    }
+    assert!(!printed.contains(a[0].domain.as_str()) && !printed.contains("another DNS host"), "{printed}");
+    assert_eq!(rig.store.outbox(id.as_str()).await.unwrap().len(), before, "a preview writes nothing");
+    assert_eq!(smtp.delivered().len(), delivered.len(), "a preview sends nothing");
     let events = rig.events().await;
     let written = events.iter().find(|e| e.kind == "advance_notices").expect("the advance_notices event");
     assert!(

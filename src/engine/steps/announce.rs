@@ -58,6 +58,39 @@ fn group(accounts: Vec<AccountRow>) -> anyhow::Result<BTreeMap<String, Customer>
     Ok(customers)
 }
 
+/// What `siirto notices preview` shows for each customer whose accounts match `customer` (a
+/// cPanel user, a contact address or a customer key; every customer when `None`): the notice of
+/// `kind` (`advance` or `start`) exactly as it would be written, in `language` when given, else
+/// in theirs. Nothing is written.
+pub async fn preview(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    kind: &str,
+    customer: Option<&str>,
+    language: Option<&str>,
+) -> anyhow::Result<Vec<NewNotice>> {
+    if !matches!(kind, "advance" | "start") {
+        anyhow::bail!("--kind {kind:?}: expected advance or start");
+    }
+    let customers = group(cx.store.accounts(ctx.id.as_str()).await?)?;
+    let domains = cx.store.domains(ctx.id.as_str()).await?;
+    let wanted = |key: &str, c: &Customer| {
+        customer.is_none_or(|w| {
+            key == w
+                || c.recipients.iter().any(|r| r.eq_ignore_ascii_case(w))
+                || c.accounts.iter().any(|a| a.user == w)
+        })
+    };
+    let mut notices = Vec::new();
+    for (key, mut found) in customers.into_iter().filter(|(key, c)| wanted(key, c)) {
+        if let Some(language) = language {
+            found.language = Some(language.to_owned());
+        }
+        notices.push(customer_notice(cx, ctx, kind, &key, &found, &domains, cx.now_ms())?);
+    }
+    Ok(notices)
+}
+
 /// One customer's notice of `kind`, rendered in their language, ready for the outbox.
 fn customer_notice(
     cx: &Ctx,
