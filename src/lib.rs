@@ -65,16 +65,19 @@
 //!   `JobKind` and the payloads; `engine/context.rs` what every step shares (the store, the
 //!   world, the clock, the recording helpers); `engine/steps/` one file per step family
 //!   (`lower`, `transfer`, `verify`, `repoint`, `restore`, `rollback`, `notices`, `external`,
-//!   `mail`, `settle`), each a set of functions taking the context, the job and the `&Lease`.
+//!   `mail`, `settle`; `announce`: the notices to customers, one per customer — advance, start,
+//!   a reschedule's corrections; `staff`: customer service's briefing and the operators' held
+//!   notices), each a set of functions taking the context, the job and the `&Lease`.
 //! - [`ops`] — one door per operator action: approve, pre-flight, start, pause, resume, abort,
-//!   retry, rollback, assign-ip; each takes the store, the adapters it needs, the actor and
-//!   `now`, and returns a typed outcome. The CLI calls only these and read-only queries; the
+//!   reschedule, retry, rollback, assign-ip; each takes the store, the adapters it needs, the
+//!   actor and `now`, and returns a typed outcome. The CLI calls only these and read-only queries; the
 //!   status page will call the same ones.
 //! - [`plan`] — the reviewable plan: inventory of the source, classification of every domain's
 //!   DNS and mail, contract reconciliation, a decision and reasons per account and domain, the
 //!   dated schedule, what changed since the last plan of the same source; it records the
-//!   migration (its JSON schema is the module doc). [`status`] — where things stand, and the
-//!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`]).
+//!   migration (its JSON schema is the module doc). [`status`] — where things stand, the
+//!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`])
+//!   and what each notice became (`siirto notices list`).
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
 //!   [`daemon`] — `siirto daemon`: the owner name's lock file, its jobs taken back at a restart,
 //!   the engine until SIGTERM or SIGINT, a graceful stop.
