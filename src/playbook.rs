@@ -241,6 +241,9 @@ pub struct Notices {
     /// Sent to a customer already told the old date when the migration is rescheduled
     /// (`playbooks/templates/<language>/correction.txt`).
     pub correction: Localized,
+    /// Sent to customer service when a customer's notice is refused for good
+    /// (`playbooks/templates/<language>/notice_failed.txt`).
+    pub notice_failed: Localized,
     /// How long after its due time an advance notice may still go out
     /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
     /// recorded as skipped (too late), never sent.
@@ -1026,7 +1029,18 @@ fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> R
     let staff = Localized { playbook: None, shipped: shipped!("staff") };
     let held = Localized { playbook: None, shipped: shipped!("held") };
     let correction = Localized { playbook: None, shipped: shipped!("correction") };
-    Ok(Notices { completion, reminder, advance, advance_late_after, start, staff, held, correction })
+    let notice_failed = Localized { playbook: None, shipped: shipped!("notice_failed") };
+    Ok(Notices {
+        completion,
+        reminder,
+        advance,
+        advance_late_after,
+        start,
+        staff,
+        held,
+        correction,
+        notice_failed,
+    })
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused

@@ -419,7 +419,8 @@ pub struct NoticeEntry {
     /// The stable Message-ID (also the webhook's Idempotency-Key).
     pub message_id: String,
     /// `queued` (not sent yet), `sending` (an attempt in flight), `failing` (the last attempt
-    /// failed: see `last_error`), `sent`, or `skipped_late` (never sent: see `skip_reason`).
+    /// failed and it is retried: see `last_error`), `failed` (refused for good: see
+    /// `last_error`), `sent`, or `skipped_late` (never sent: see `skip_reason`).
     pub state: String,
     /// When it was written (RFC 3339).
     pub created_at: String,
@@ -445,6 +446,8 @@ pub async fn notices(store: &Store, id: &str, state: Option<&str>) -> anyhow::Re
         .map(|row| {
             let state = if row.skipped_at.is_some() {
                 "skipped_late"
+            } else if row.failed_at.is_some() {
+                "failed"
             } else if row.sent_at.is_some() {
                 "sent"
             } else if row.delivery_started_at.is_some() {

@@ -232,6 +232,12 @@ pub enum AccountEvent {
     },
     /// The completion notice was sent.
     NoticeSent,
+    /// The completion notice was refused for good (no such mailbox): the account moves on, and
+    /// customer service is told to call the customer.
+    NoticeFailed {
+        /// The server's words.
+        reason: String,
+    },
     /// A delta sync of the account's mail (and, per playbook, its web root) from the source to
     /// the target ran to completion.
     MailSynced {
@@ -282,6 +288,7 @@ impl AccountEvent {
             AccountEvent::DomainsSwitched => "account_switched",
             AccountEvent::NoticeQueued { .. } => "notice_queued",
             AccountEvent::NoticeSent => "notice_sent",
+            AccountEvent::NoticeFailed { .. } => "notice_failed",
             AccountEvent::MailSynced { .. } => "mail_synced",
             AccountEvent::MailChecked { .. } => "mail_checked",
             AccountEvent::Held { .. } => "account_held",
@@ -309,6 +316,9 @@ impl AccountEvent {
             AccountEvent::DomainsSwitched => "every domain repointed and verified".to_owned(),
             AccountEvent::NoticeQueued { .. } => "completion notice queued".to_owned(),
             AccountEvent::NoticeSent => "completion notice sent".to_owned(),
+            AccountEvent::NoticeFailed { reason } => {
+                format!("completion notice could not be delivered ({reason}); customer service was told")
+            }
             AccountEvent::MailSynced { copied, already_there, .. } => format!(
                 "mail delta-synced from the source: {} message(s) copied, {already_there} already there",
                 copied.values().sum::<u32>()
@@ -400,7 +410,7 @@ pub fn account_transition(
         (S::Switched { at }, E::NoticeQueued { notice_id }) => {
             Ok(S::Notified { notice_id: *notice_id, at: now, switched_at: Some(*at) })
         }
-        (S::Notified { switched_at, at, .. }, E::NoticeSent) => {
+        (S::Notified { switched_at, at, .. }, E::NoticeSent | E::NoticeFailed { .. }) => {
             if policy.final_mail_sync {
                 Ok(S::SyncingMail { switched_at: switched_at.unwrap_or(*at), syncs: 0 })
             } else {

@@ -58,7 +58,7 @@ const ACCOUNT: &str = "SELECT * FROM accounts WHERE migration_id = $1 AND user_n
 /// The columns of [`OutboxRow`].
 const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
      subject, body, created_at, sent_at, attempts, last_error, delivery_attempts, \
-     delivery_started_at, resends, skipped_at, skip_reason";
+     delivery_started_at, resends, skipped_at, skip_reason, failed_at";
 
 /// Which database a [`Store`] talks to, chosen once from the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1014,6 +1014,18 @@ impl Tx<'_> {
             key: id.to_owned(),
         })
         .await
+    }
+
+    /// Marks a notice the server refused for good failed at `now` (its error is `last_error`).
+    pub async fn mark_notice_failed(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET failed_at = COALESCE(failed_at, $2) WHERE id = $1 AND sent_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 
     /// Moves a migration's cutover to `cutover_at` (a reschedule).

@@ -219,6 +219,8 @@ pub struct OutboxRow {
     pub skipped_at: Option<i64>,
     /// Why it was skipped.
     pub skip_reason: Option<String>,
+    /// When the server refused it for good (the error is `last_error`).
+    pub failed_at: Option<i64>,
 }
 
 /// A notice to enqueue with [`Tx::enqueue_notice`].

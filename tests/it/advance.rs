@@ -345,3 +345,52 @@ async fn a_reschedule_corrects_only_those_already_told() {
         corrected.detail
     );
 }
+
+/// A customer whose address the mail server refuses for good (550): their advance, start and
+/// completion notices are marked failed with the server's words, customer service is told to call them,
+/// and their account still finishes its move (not held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notice_is_failed_and_customer_service_is_told() {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-refused", 2);
+    options.mail = Mail::Smtp(smtp.addr);
+    options.source.accounts[1].email = "reject@kukka-0002.test".into();
+    options.extra_config = "staff = [\"cs@hosting.test\"]\n".to_owned();
+    let rig = SimRig::start(options).await;
+    let a = rig.hosts.accounts.clone();
+    rig.plan_and_start(&playbook("15d")).await;
+    let daemon = Daemon::start(rig.engine("refused", 4));
+    let status = rig
+        .wait_for("both accounts done", Duration::from_secs(180), |s| {
+            s.accounts.iter().all(|acc| acc.state == "done")
+        })
+        .await;
+    assert_eq!(status.held(), 0, "{status:#?}");
+    // To the refused customer: nothing delivered. Customer service: one notice per failed one.
+    let delivered = smtp.wait_for(3 + 3, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.stop().await;
+    assert!(!delivered.iter().any(|d| d.rcpt_tos.iter().any(|r| r.starts_with("reject@"))));
+    let to_staff: Vec<_> = delivered.iter().filter(|d| d.message_id.starts_with("<notice_failed.")).collect();
+    assert_eq!(to_staff.len(), 3, "{:?}", delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>());
+    for message in &to_staff {
+        assert_eq!(message.rcpt_tos, ["cs@hosting.test"]);
+        let body = message.body.clone().unwrap_or_default();
+        assert!(body.contains("reject@kukka-0002.test") && body.contains("550"), "{body}");
+        assert!(body.contains("Please call them"), "{body}");
+    }
+    let outbox = rig.store.outbox(rig.id.as_str()).await.unwrap();
+    let failed: Vec<_> = outbox.iter().filter(|n| n.failed_at.is_some()).collect();
+    let mut kinds: Vec<&str> = failed.iter().map(|n| n.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["advance", "completion", "start"], "{outbox:#?}");
+    assert!(
+        failed.iter().all(|n| n.sent_at.is_none() && n.last_error.as_deref().unwrap_or("").contains("550"))
+    );
+    let events = rig.events().await;
+    let account_failed = events
+        .iter()
+        .find(|e| e.kind == "notice_failed" && e.account.as_deref() == Some(a[1].user.as_str()))
+        .expect("the account's notice_failed event");
+    assert!(account_failed.detail.contains("550"), "{}", account_failed.detail);
+}

@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::domain::{AccountState, DomainState, from_millis};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
-use crate::store::{Lease, NewNotice, Tx, account_state, domain_state};
+use crate::store::{Lease, NewNotice, OutboxRow, Tx, account_state, domain_state};
 
 /// How long before the cutover customer service is briefed.
 pub const BRIEF_BEFORE: std::time::Duration = std::time::Duration::from_secs(86_400);
@@ -132,6 +132,50 @@ pub async fn queue_held_notice(
         created_at: now,
     };
     if let Some(id) = tx.enqueue_notice(&notice).await? {
+        super::notices::schedule_send(cx, tx, ctx, id, now).await?;
+    }
+    Ok(())
+}
+
+/// Customer service's notice that `notice` (a customer's) was refused for good with `error`,
+/// so that someone calls the customer; written inside `tx`, once per failed notice. Nothing
+/// when no staff address is configured.
+pub async fn queue_failed_notice(
+    cx: &Ctx,
+    tx: &mut Tx<'_>,
+    ctx: &MigrationCtx,
+    notice: &OutboxRow,
+    error: &str,
+) -> Result<(), StepError> {
+    if cx.world.staff.is_empty() || matches!(notice.kind.as_str(), "staff" | "held" | "notice_failed") {
+        return Ok(());
+    }
+    let recipients: Vec<String> = serde_json::from_str(&notice.recipients).unwrap_or_default();
+    let context = serde_json::json!({
+        "migration": ctx.id.as_str(),
+        "kind": notice.kind,
+        "account": notice.account,
+        "recipients": recipients.join(", "),
+        "error": error,
+    });
+    let template = ctx.playbook.notices.notice_failed.for_language(&cx.world.language);
+    let subject =
+        crate::notify::render(&template.subject, &context).context("rendering the failed-notice notice")?;
+    let body =
+        crate::notify::render(&template.body, &context).context("rendering the failed-notice notice")?;
+    let now = cx.now_ms();
+    let staff_notice = NewNotice {
+        migration_id: ctx.id.to_string(),
+        account: None,
+        kind: "notice_failed".to_owned(),
+        message_id: format!("<notice_failed.{}.{}@siirto>", notice.id, ctx.id),
+        dedupe_key: format!("notice_failed:{}:{}", ctx.id, notice.id),
+        recipients: serde_json::to_string(&cx.world.staff).context("recipients")?,
+        subject: subject.trim().to_owned(),
+        body,
+        created_at: now,
+    };
+    if let Some(id) = tx.enqueue_notice(&staff_notice).await? {
         super::notices::schedule_send(cx, tx, ctx, id, now).await?;
     }
     Ok(())
