@@ -63,6 +63,9 @@ pub struct World {
     pub staff: Vec<String>,
     /// The operators' addresses (config `mail.operators`).
     pub operators: Vec<String>,
+    /// The least time between two notices through the channel (config `mail.max_per_second`),
+    /// across every daemon on the database; `None`: no limit.
+    pub send_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for World {
@@ -126,7 +129,8 @@ impl World {
         };
         let (language, staff, operators) =
             (config.mail.language.clone(), config.mail.staff.clone(), config.mail.operators.clone());
-        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators })
+        let send_interval = config.mail.max_per_second.map(|rate| Duration::from_secs(1) / rate);
+        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators, send_interval })
     }
 
     /// The host the config calls `name`; an error naming it when the config has none (a

@@ -445,6 +445,9 @@ pub struct MailConfig {
     pub staff: Vec<String>,
     /// Operators (`operators`): told when an account is held, with the reason. Empty: nobody.
     pub operators: Vec<String>,
+    /// At most this many notices a second through the channel (`max_per_second`), counted
+    /// across every daemon on the database; `None`: no limit.
+    pub max_per_second: Option<u32>,
 }
 
 /// A notice channel.
@@ -1016,6 +1019,12 @@ path = "outbox"
                 "channel = \"directory\"\npath = \"outbox\"",
                 "channel = \"directory\"\npath = \"outbox\"\nstaff = [\"cs@example.fi\", \"asiakaspalvelu\"]".to_owned(),
                 "18:27: mail.staff[1]: expected an e-mail address",
+            ),
+            (
+                "a rate of zero",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"directory\"\npath = \"outbox\"\nmax_per_second = 0".to_owned(),
+                "18:18: mail.max_per_second: expected a number of messages per second of 1..=1000, got 0",
             ),
             (
                 "a webhook without its secret",

@@ -125,6 +125,7 @@ struct RawMail {
     staff: Vec<Spanned<String>>,
     #[serde(default)]
     operators: Vec<Spanned<String>>,
+    max_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1137,7 +1138,21 @@ impl Ctx<'_> {
         };
         let staff = mailboxes(&raw.staff, "staff")?;
         let operators = mailboxes(&raw.operators, "operators")?;
-        Ok(MailConfig { from: from.to_owned(), channel, language, staff, operators })
+        let max_per_second = match &raw.max_per_second {
+            Some(rate) => {
+                let value = *rate.get_ref();
+                if !(1..=1000).contains(&value) {
+                    return Err(self.src.at(
+                        rate,
+                        "mail.max_per_second",
+                        format!("expected a number of messages per second of 1..=1000, got {value}"),
+                    ));
+                }
+                Some(value as u32)
+            }
+            None => None,
+        };
+        Ok(MailConfig { from: from.to_owned(), channel, language, staff, operators, max_per_second })
     }
 }
 

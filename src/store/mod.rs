@@ -389,6 +389,36 @@ impl Store {
         Ok(Tx { tx, backend: self.backend, _writer: writer, _store: PhantomData })
     }
 
+    /// Reserves the next send slot of `channel` for a limit of one message per `interval_ms`,
+    /// shared by every daemon on this database: the time (ms) the caller may send at, `now` or
+    /// one interval after the slot reserved before it, whichever is later.
+    pub async fn reserve_send_slot(
+        &self,
+        channel: &str,
+        now: i64,
+        interval_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO send_slots (channel, next_at) VALUES ($1, $2) ON CONFLICT (channel) DO NOTHING",
+        )
+        .bind(channel)
+        .bind(now)
+        .execute(&mut *tx.tx)
+        .await?;
+        let next: i64 = sqlx::query_scalar(
+            "UPDATE send_slots SET next_at = CASE WHEN next_at > $2 THEN next_at ELSE $2 END + $3 \
+             WHERE channel = $1 RETURNING next_at",
+        )
+        .bind(channel)
+        .bind(now)
+        .bind(interval_ms)
+        .fetch_one(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(next - interval_ms)
+    }
+
     /// Records that a notice's message was accepted by the server, outside any lease: the fact
     /// stands whoever holds the job, and losing it would resend the message. Keeps the first
     /// time; clears the attempt in flight.

@@ -329,6 +329,40 @@ async fn notices_through_a_signed_webhook_arrive_once_each() {
     assert_eq!(receiver.refused_signatures(), 0);
 }
 
+/// `[mail] max_per_second` holds for the channel as a whole: two daemons on one store send
+/// their notices no faster than the limit together, as the SMTP server's clock sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_keep_the_channels_rate_limit_together() {
+    let smtp = SmtpServer::start();
+    let options = RigOptions {
+        mail: Mail::Smtp(smtp.addr),
+        extra_config: "max_per_second = 2\n".to_owned(),
+        ..RigOptions::new("it-rate", 6)
+    };
+    let rig = SimRig::start(options).await;
+    assert_eq!(rig.config.mail.max_per_second, Some(2));
+    plan_and_start(&rig, PLAYBOOK).await;
+    let first = Daemon::start(rig.engine("rate-a", 4));
+    let second = Daemon::start(rig.engine("rate-b", 4));
+    // A start and a completion notice per account.
+    let delivered = smtp.wait_for(12, Duration::from_secs(120)).await;
+    first.stop().await;
+    second.stop().await;
+    let actors: BTreeSet<String> = rig.events().await.into_iter().map(|e| e.actor).collect();
+    assert!(actors.contains("rate-a") && actors.contains("rate-b"), "both daemons worked: {actors:?}");
+    let mut times: Vec<f64> = delivered.iter().map(|d| d.received_at).collect();
+    times.sort_by(f64::total_cmp);
+    // Twelve messages at two a second span at least eleven halves of a second (less one
+    // interval for the network's jitter), and no second holds more than two (plus one). The six
+    // start notices are due at once: without the limit they arrive within milliseconds.
+    let span = times[times.len() - 1] - times[0];
+    assert!(span >= 11.0 * 0.5 - 0.5, "12 notices in {span:.3} s: {times:?}");
+    for (i, start) in times.iter().enumerate() {
+        let in_a_second = times[i..].iter().take_while(|t| **t < start + 1.0).count();
+        assert!(in_a_second <= 3, "{in_a_second} notices within a second from {start}: {times:?}");
+    }
+}
+
 /// A zone the DNS provider refuses to serve holds only its account; the rest arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_zone_holds_only_its_account() {

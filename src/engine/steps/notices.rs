@@ -161,6 +161,16 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
         subject: notice.subject.clone(),
         body: notice.body.clone(),
     };
+    // 0. The channel's rate limit, shared by every daemon on the database: wait for this
+    // send's slot before anything is on record.
+    if let Some(interval) = cx.world.send_interval {
+        let now = cx.now_ms();
+        let slot =
+            cx.store.reserve_send_slot(cx.world.channel.name(), now, interval.as_millis() as i64).await?;
+        if slot > now {
+            tokio::time::sleep(std::time::Duration::from_millis((slot - now) as u64)).await;
+        }
+    }
     // 1. The attempt, on record before the server sees anything; the text is read after it
     // (a reschedule re-dates a notice only while no attempt is on record).
     let mut tx = cx.store.begin_leased(lease).await?;
