@@ -64,22 +64,9 @@ pub async fn brief_staff(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepRes
         "awaiting_ip": awaiting_ip,
         "held": held,
     });
-    let template = ctx.playbook.notices.staff.for_language(&cx.world.language);
-    let subject =
-        crate::notify::render(&template.subject, &context).context("rendering the staff briefing")?;
-    let body = crate::notify::render(&template.body, &context).context("rendering the staff briefing")?;
-    let now = cx.now_ms();
-    let notice = NewNotice {
-        migration_id: ctx.id.to_string(),
-        account: None,
-        kind: "staff".to_owned(),
-        message_id: format!("<staff.{}@siirto>", ctx.id),
-        dedupe_key: format!("staff:{}", ctx.id),
-        recipients: serde_json::to_string(&cx.world.staff).context("recipients")?,
-        subject: subject.trim().to_owned(),
-        body,
-        created_at: now,
-    };
+    let notice =
+        internal_notice(cx, ctx, &ctx.playbook.notices.staff, "staff", "", &cx.world.staff, &context)?;
+    let now = notice.created_at;
     let mut tx = cx.store.begin_leased(lease).await?;
     if let Some(id) = tx.enqueue_notice(&notice).await? {
         if now > ctx.row.cutover_at {
@@ -115,22 +102,10 @@ pub async fn queue_held_notice(
         "main_domain": main_domain,
         "reason": reason,
     });
-    let template = ctx.playbook.notices.held.for_language(&cx.world.language);
-    let subject = crate::notify::render(&template.subject, &context).context("rendering the held notice")?;
-    let body = crate::notify::render(&template.body, &context).context("rendering the held notice")?;
-    let now = cx.now_ms();
-    let notice = NewNotice {
-        migration_id: ctx.id.to_string(),
-        // Not the account's own notice: a failure to send it must not hold the account again.
-        account: None,
-        kind: "held".to_owned(),
-        message_id: format!("<held.{user}.{event_id}.{}@siirto>", ctx.id),
-        dedupe_key: format!("held:{}:{user}:{event_id}", ctx.id),
-        recipients: serde_json::to_string(&cx.world.operators).context("recipients")?,
-        subject: subject.trim().to_owned(),
-        body,
-        created_at: now,
-    };
+    let key = format!("{user}.{event_id}");
+    let notice =
+        internal_notice(cx, ctx, &ctx.playbook.notices.held, "held", &key, &cx.world.operators, &context)?;
+    let now = notice.created_at;
     if let Some(id) = tx.enqueue_notice(&notice).await? {
         super::notices::schedule_send(cx, tx, ctx, id, now).await?;
     }
@@ -158,25 +133,48 @@ pub async fn queue_failed_notice(
         "recipients": recipients.join(", "),
         "error": error,
     });
-    let template = ctx.playbook.notices.notice_failed.for_language(&cx.world.language);
-    let subject =
-        crate::notify::render(&template.subject, &context).context("rendering the failed-notice notice")?;
-    let body =
-        crate::notify::render(&template.body, &context).context("rendering the failed-notice notice")?;
-    let now = cx.now_ms();
-    let staff_notice = NewNotice {
-        migration_id: ctx.id.to_string(),
-        account: None,
-        kind: "notice_failed".to_owned(),
-        message_id: format!("<notice_failed.{}.{}@siirto>", notice.id, ctx.id),
-        dedupe_key: format!("notice_failed:{}:{}", ctx.id, notice.id),
-        recipients: serde_json::to_string(&cx.world.staff).context("recipients")?,
-        subject: subject.trim().to_owned(),
-        body,
-        created_at: now,
-    };
+    let key = notice.id.to_string();
+    let notices = &ctx.playbook.notices;
+    let staff_notice =
+        internal_notice(cx, ctx, &notices.notice_failed, "notice_failed", &key, &cx.world.staff, &context)?;
+    let now = staff_notice.created_at;
     if let Some(id) = tx.enqueue_notice(&staff_notice).await? {
         super::notices::schedule_send(cx, tx, ctx, id, now).await?;
     }
     Ok(())
+}
+
+/// A notice to the company's own people: `kind`'s shipped template rendered in the config's
+/// language with `context`, to `recipients`, keyed `<kind>:<migration>:<key>`.
+fn internal_notice(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    template: &crate::playbook::Localized,
+    kind: &str,
+    key: &str,
+    recipients: &[String],
+    context: &serde_json::Value,
+) -> anyhow::Result<NewNotice> {
+    let template = template.for_language(&cx.world.language);
+    let subject = crate::notify::render(&template.subject, context)
+        .with_context(|| format!("rendering the {kind} notice"))?;
+    let body = crate::notify::render(&template.body, context)
+        .with_context(|| format!("rendering the {kind} notice"))?;
+    let tail = if key.is_empty() { String::new() } else { format!(".{key}") };
+    Ok(NewNotice {
+        migration_id: ctx.id.to_string(),
+        // Not an account's own notice: a failure to send it must not hold an account.
+        account: None,
+        kind: kind.to_owned(),
+        message_id: format!("<{kind}{tail}.{}@siirto>", ctx.id),
+        dedupe_key: format!(
+            "{kind}:{}{}",
+            ctx.id,
+            if key.is_empty() { String::new() } else { format!(":{key}") }
+        ),
+        recipients: serde_json::to_string(recipients).context("recipients")?,
+        subject: subject.trim().to_owned(),
+        body,
+        created_at: cx.now_ms(),
+    })
 }
