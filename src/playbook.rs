@@ -351,28 +351,58 @@ pub const NOTICE_VARIABLES: [&str; 15] = [
 ];
 
 impl Notices {
-    /// Every notice template rendered with [`sample_notice_context`] (the example config's
-    /// hosts, `old1.example.net` → `new1.example.net`): `(kind, subject, body)`, for
-    /// `siirto playbook check` to show what a customer would read.
-    pub fn rendered_samples(&self) -> Result<Vec<(&'static str, String, String)>, minijinja::Error> {
+    /// Every notice template of every kind, each shipped one in each language, rendered with
+    /// sample values ([`sample_notice_context`]: the example config's hosts, `old1.example.net`
+    /// → `new1.example.net`): `(kind, subject, body)`, for `siirto playbook check` to show what
+    /// customers, customer service and operators would read.
+    pub fn rendered_samples(&self) -> Result<Vec<(String, String, String)>, minijinja::Error> {
         let context = sample_notice_context();
-        let localized =
-            [("advance", &self.advance), ("start", &self.start)].into_iter().flat_map(|(kind, l)| {
-                LANGUAGES.iter().map(move |language| {
-                    let kind: &'static str = match (kind, *language) {
-                        ("advance", "fi") => "advance (fi)",
-                        ("advance", _) => "advance (en)",
-                        (_, "fi") => "start (fi)",
-                        _ => "start (en)",
-                    };
-                    (kind, l.for_language(language))
-                })
-            });
-        [("completion", &self.completion), ("reminder", &self.reminder)]
-            .into_iter()
-            .chain(localized)
-            .map(|(kind, t)| Ok((kind, render(&t.subject, &context)?, render(&t.body, &context)?)))
-            .collect()
+        let mut correction = context.clone();
+        correction["old_date"] = "2026-03-07".into();
+        correction["old_time"] = "22:00".into();
+        correction["reason"] = "the new server's disks arrive late".into();
+        let staff = serde_json::json!({
+            "migration": "old1-to-new1-2026-03", "source_host": "old1.example.net",
+            "target_host": "new1.example.net", "cutover_date": "2026-03-14", "cutover_time": "22:00",
+            "accounts_count": 120, "customers_count": 97,
+            "external": [{"customer": "Kukka Oy", "domains": ["oma-0001.test"]}],
+            "awaiting_ip": ["kauppa0003"], "held": [{"account": "vanha0002", "reason": "Restore failed: disk quota exceeded"}],
+        });
+        let held = serde_json::json!({
+            "migration": "old1-to-new1-2026-03", "account": "vanha0002", "main_domain": "vanha-0002.test",
+            "reason": "Restore failed: disk quota exceeded",
+        });
+        let failed = serde_json::json!({
+            "migration": "old1-to-new1-2026-03", "kind": "completion", "account": "kukka0001",
+            "recipients": "owner@kukka-0001.test", "error": "550 5.1.1 no such mailbox",
+        });
+        let mut samples = Vec::new();
+        for (kind, template) in [("completion", &self.completion), ("reminder", &self.reminder)] {
+            samples.push((
+                kind.to_owned(),
+                render(&template.subject, &context)?,
+                render(&template.body, &context)?,
+            ));
+        }
+        let localized = [
+            ("advance", &self.advance, &context),
+            ("start", &self.start, &context),
+            ("correction", &self.correction, &correction),
+            ("staff", &self.staff, &staff),
+            ("held", &self.held, &held),
+            ("notice_failed", &self.notice_failed, &failed),
+        ];
+        for (kind, templates, context) in localized {
+            for language in LANGUAGES {
+                let template = templates.for_language(language);
+                samples.push((
+                    format!("{kind} ({language})"),
+                    render(&template.subject, context)?,
+                    render(&template.body, context)?,
+                ));
+            }
+        }
+        Ok(samples)
     }
 }
 

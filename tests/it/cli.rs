@@ -97,6 +97,15 @@ fn playbook_check_shows_each_notice_as_a_customer_reads_it() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let shown = text(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(shown.contains("--- completion notice, rendered with sample values ---"), "{shown}");
+        // Every kind, the shipped ones in each language: customers', customer service's and
+        // the operators'.
+        for kind in ["advance", "start", "correction", "staff", "held", "notice_failed"] {
+            for language in ["en", "fi"] {
+                let header = format!("--- {kind} ({language}) notice, rendered with sample values ---");
+                assert!(shown.contains(&header), "{header} missing");
+            }
+        }
+        assert!(shown.contains("Subject: Tomorrow: 120 accounts move from old1.example.net"), "{shown}");
         assert!(shown.contains("Subject: kukka-0001.test has moved to a new server"), "{shown}");
         assert!(shown.contains("uses old1.example.net as its incoming or outgoing server"), "{shown}");
         assert!(shown.contains("change it to new1.example.net"), "{shown}");
