@@ -126,6 +126,21 @@ fn customer_notice(
     })
 }
 
+/// One customer (by key) with their accounts' domains, read from the store; `None` when no
+/// notice can reach them (see [`group`]).
+async fn one_customer(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    key: &str,
+) -> Result<Option<(Customer, Vec<DomainRow>)>, StepError> {
+    let accounts = cx.store.accounts_of_customer(ctx.id.as_str(), key).await?;
+    let mut domains = Vec::new();
+    for account in &accounts {
+        domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
+    }
+    Ok(group(accounts)?.remove(key).map(|customer| (customer, domains)))
+}
+
 /// The start notices of the customers of `batch` (accounts entering their transfer now), each
 /// listing all of the customer's accounts, rendered (read before the step's transaction; write
 /// them inside it with [`queue_notices`]).
@@ -138,12 +153,7 @@ pub async fn start_notices(
     let now = cx.now_ms();
     let mut notices = Vec::new();
     for key in keys {
-        let accounts = cx.store.accounts_of_customer(ctx.id.as_str(), key).await?;
-        let mut domains = Vec::new();
-        for account in &accounts {
-            domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
-        }
-        let Some(customer) = group(accounts)?.remove(key) else { continue };
+        let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
         notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, now)?);
     }
     Ok(notices)
@@ -184,12 +194,7 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     let mut rendered = Vec::new();
     for row in &advance {
         let Some(key) = row.dedupe_key.strip_prefix(&prefix) else { continue };
-        let accounts = cx.store.accounts_of_customer(ctx.id.as_str(), key).await?;
-        let mut domains = Vec::new();
-        for account in &accounts {
-            domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
-        }
-        let Some(customer) = group(accounts)?.remove(key) else { continue };
+        let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
         let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, now)?;
         // The correction: its own key and id, one per customer and new date.
         let mut correction = advance.clone();
