@@ -380,23 +380,6 @@ impl Engine {
                 },
                 _ => None,
             };
-            // A notice refused for good (5xx: no such mailbox) is marked failed and customer
-            // service is told to call the customer; its account moves on (the move itself
-            // succeeded), it is not held.
-            if kind == Some(JobKind::SendNotice) && !transient && let (Some(ctx), Some(failed)) = (&policy, &notice) {
-                tx.mark_notice_failed(failed.id, now).await?;
-                steps::staff::queue_failed_notice(&self.cx, &mut tx, ctx, failed, &message).await?;
-                if let (Some(user), "completion") = (&failed.account, failed.kind.as_str())
-                    && let Some(row) = tx.account(ctx.id.as_str(), user).await?
-                    && let state @ crate::domain::AccountState::Notified { .. } = crate::store::account_state(&row)?
-                {
-                    let event = crate::domain::AccountEvent::NoticeFailed { reason: message.clone() };
-                    self.cx.apply_account(&mut tx, ctx, user, &state, event).await?;
-                }
-                tx.finish_job(lease, now).await?;
-                tx.commit().await?;
-                return Ok(());
-            }
             if give_up && let Some(ctx) = &policy {
                 let user = match kind {
                     Some(JobKind::SendNotice) => notice.and_then(|n| n.account),
@@ -426,9 +409,7 @@ impl Engine {
             Ok(())
         }
         .await;
-        if kind == Some(JobKind::SendNotice) && !transient {
-            warn!(error = %message, "notice refused for good; marked failed, customer service told");
-        } else if give_up {
+        if give_up {
             warn!(error = %message, attempts, "step failed; account held for an operator");
         } else {
             warn!(error = %message, attempts, transient, "step failed; will retry");

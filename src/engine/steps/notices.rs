@@ -190,13 +190,20 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     }
     tx.commit().await?;
     // 2. Connect; the lease must still hold right before the message goes out.
-    let mut delivery = cx.world.channel.open().await.map_err(|err| classify!(err))?;
+    let mut delivery = match cx.world.channel.open().await {
+        Ok(delivery) => delivery,
+        Err(err) if !err.is_transient() => return refused(cx, ctx, lease, &notice, err).await,
+        Err(err) => return Err(classify!(err)),
+    };
     if let Err(lost) = lease.check() {
         delivery.close().await;
         return Err(lost.into());
     }
     if let Err(err) = delivery.transmit(&outgoing).await {
         delivery.close().await;
+        if !err.is_transient() {
+            return refused(cx, ctx, lease, &notice, err).await;
+        }
         return Err(classify!(err));
     }
     // 3. Accepted: on record now, before QUIT and before anything else.
@@ -211,6 +218,35 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     // 4. Only now the polite goodbye.
     delivery.close().await;
     recorded
+}
+
+/// A notice refused for good (5xx: no such mailbox; a webhook's 4xx), in one leased
+/// transaction: its attempt ended with the server's words, the notice marked failed, customer
+/// service told to call the customer, a completion notice's account moved on (the move itself
+/// succeeded: it is not held), the job done.
+async fn refused(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    notice: &OutboxRow,
+    err: crate::notify::NotifyError,
+) -> StepResult {
+    let message = err.to_string();
+    warn!(notice = notice.id, error = %message, "notice refused for good; marked failed, customer service told");
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease).await?;
+    tx.notice_failed(notice.id, &message).await?;
+    tx.mark_notice_failed(notice.id, now).await?;
+    super::staff::queue_failed_notice(cx, &mut tx, ctx, notice, &message).await?;
+    if let (Some(user), "completion") = (&notice.account, notice.kind.as_str())
+        && let Some(row) = tx.account(ctx.id.as_str(), user).await?
+        && let state @ AccountState::Notified { .. } = account_state(&row)?
+    {
+        let event = AccountEvent::NoticeFailed { reason: message.clone() };
+        cx.apply_account(&mut tx, ctx, user, &state, event).await?;
+    }
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
 }
 
 /// Records an accepted notice in one leased transaction: its sent-mark (the first time
