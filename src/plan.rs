@@ -1159,7 +1159,16 @@ async fn record(
             _ => None,
         })
         .collect();
+    // A reseller's own address: its account's contact (a reseller is a cPanel account too).
+    let contacts: BTreeMap<&str, &str> = document
+        .accounts
+        .iter()
+        .filter_map(|a| a.contact_email.as_deref().map(|e| (a.user.as_str(), e)))
+        .collect();
     for account in &document.accounts {
+        let reseller = (account.owner != "root" && account.owner != account.user).then(|| account.owner.clone());
+        let reseller_email =
+            reseller.as_deref().and_then(|r| contacts.get(r)).map(|e| (*e).to_owned());
         let (state, data) = match account.action {
             AccountAction::Move => (AccountState::Pending.name().to_owned(), pending_account.clone()),
             AccountAction::HeldForOperator => {
@@ -1198,6 +1207,8 @@ async fn record(
             customer_key,
             customer_name,
             language,
+            reseller,
+            reseller_email,
             state,
             data,
             updated_at: now_ms,

@@ -216,38 +216,73 @@ pub struct Concurrency {
     pub dns_zone_writes: u32,
 }
 
-/// The customer notice templates.
+/// The notice templates, each kind in each language (`playbooks/templates/<language>/<kind>.txt`
+/// and `.html`, built in), or the playbook's own `[notices.<kind>]` for every language where
+/// the playbook may override it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notices {
-    /// Sent to an account's contact when all of its domains are on the new server.
-    pub completion: NoticeTemplate,
-    /// Sent to an account's contact while a domain with external DNS still shows the old
-    /// address, every `dns.external_reminder_every`.
-    pub reminder: NoticeTemplate,
+    /// Sent once per customer when all of their accounts are on the new server (listing them
+    /// all, with the records a customer on another DNS host must change): `[notices.completion]`.
+    pub completion: Localized,
+    /// Sent while a domain with external DNS still shows the old address, every
+    /// `dns.external_reminder_every`: `[notices.reminder]`.
+    pub reminder: Localized,
     /// Sent to every customer (once, listing all of their accounts) `schedule.announce_before`
-    /// the cutover: the playbook's `[notices.advance]` for every language, or the shipped
-    /// template of the customer's language (`playbooks/templates/<language>/advance.txt`).
+    /// the cutover: `[notices.advance]`.
     pub advance: Localized,
     /// Sent to a customer when the first of their accounts enters its transfer (once, listing
-    /// all of their accounts): `[notices.start]`, or `playbooks/templates/<language>/start.txt`.
+    /// all of their accounts): `[notices.start]`.
     pub start: Localized,
+    /// Sent to each reseller with the advance notices: a table of its end customers, their
+    /// accounts, domains and what each must do, to forward: `[notices.reseller]`.
+    pub reseller: Localized,
+    /// Who is told when an account belongs to a reseller (`notices.reseller_customers`).
+    pub reseller_customers: ResellerCustomers,
     /// Sent to customer service (config `mail.staff`) the day before the cutover: what moves,
-    /// who must act themselves, who is held, where to watch
-    /// (`playbooks/templates/<language>/staff.txt`, in the config's language).
+    /// who must act themselves, who is held, where to watch (in the config's language).
     pub staff: Localized,
-    /// Sent to operators (config `mail.operators`) when an account is held, with the reason
-    /// (`playbooks/templates/<language>/held.txt`, in the config's language).
+    /// Sent to operators (config `mail.operators`) when an account is held, with the reason.
     pub held: Localized,
-    /// Sent to a customer already told the old date when the migration is rescheduled
-    /// (`playbooks/templates/<language>/correction.txt`).
+    /// Sent to a customer already told the old date when the migration is rescheduled.
     pub correction: Localized,
-    /// Sent to customer service when a customer's notice is refused for good
-    /// (`playbooks/templates/<language>/notice_failed.txt`).
+    /// Sent to customer service when a customer's notice is refused for good or bounces.
     pub notice_failed: Localized,
-    /// How long after its due time an advance notice may still go out
-    /// (`notices.advance_late_after`, default half of `schedule.announce_before`): later, it is
-    /// recorded as skipped (too late), never sent.
-    pub advance_late_after: Duration,
+    /// How long after its due time a notice of each kind may still go out
+    /// (`[notices.late_after]`): later, it is recorded as skipped (too late), never sent. Kinds
+    /// not listed here (held, notice_failed: operators' own) have no limit.
+    pub late_after: BTreeMap<&'static str, Duration>,
+}
+
+impl Notices {
+    /// The lateness limit of notices of `kind`, if it has one.
+    pub fn late_after(&self, kind: &str) -> Option<Duration> {
+        self.late_after.get(kind).copied()
+    }
+}
+
+/// Who is told when an account belongs to a reseller (`notices.reseller_customers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResellerCustomers {
+    /// The reseller gets the roll-up and the notices of its customers' accounts, to pass on;
+    /// its end customers get nothing from us (the default).
+    Reseller,
+    /// Each end customer is told as any other customer; no roll-up.
+    Direct,
+    /// The reseller gets the roll-up, and each end customer is told as well.
+    Both,
+}
+
+impl ResellerCustomers {
+    /// Whether the reseller gets a roll-up of its customers.
+    pub fn rolls_up(self) -> bool {
+        matches!(self, ResellerCustomers::Reseller | ResellerCustomers::Both)
+    }
+
+    /// Whether the end customers are told themselves.
+    pub fn tells_customers(self) -> bool {
+        matches!(self, ResellerCustomers::Direct | ResellerCustomers::Both)
+    }
 }
 
 pub use crate::config::LANGUAGES;
@@ -273,11 +308,12 @@ impl Localized {
     }
 }
 
-/// A shipped template file: its first line `Subject: …`, then the body.
-fn shipped_template(text: &str) -> NoticeTemplate {
+/// A shipped template: the text file (its first line `Subject: …`, then the body) and the
+/// HTML part.
+fn shipped_template(text: &str, html: &str) -> NoticeTemplate {
     let (subject, body) = text.split_once('\n').expect("a shipped template has a subject line and a body");
     let subject = subject.strip_prefix("Subject: ").expect("a shipped template starts with `Subject: `");
-    NoticeTemplate { subject: subject.to_owned(), body: body.to_owned() }
+    NoticeTemplate { subject: subject.to_owned(), body: body.to_owned(), html: Some(html.to_owned()) }
 }
 
 /// The shipped templates of a notice kind, by language: `playbooks/templates/<language>/<kind>.txt`,
@@ -285,8 +321,20 @@ fn shipped_template(text: &str) -> NoticeTemplate {
 macro_rules! shipped {
     ($kind:literal) => {
         BTreeMap::from([
-            ("en", shipped_template(include_str!(concat!("../playbooks/templates/en/", $kind, ".txt")))),
-            ("fi", shipped_template(include_str!(concat!("../playbooks/templates/fi/", $kind, ".txt")))),
+            (
+                "en",
+                shipped_template(
+                    include_str!(concat!("../playbooks/templates/en/", $kind, ".txt")),
+                    include_str!(concat!("../playbooks/templates/en/", $kind, ".html")),
+                ),
+            ),
+            (
+                "fi",
+                shipped_template(
+                    include_str!(concat!("../playbooks/templates/fi/", $kind, ".txt")),
+                    include_str!(concat!("../playbooks/templates/fi/", $kind, ".html")),
+                ),
+            ),
         ])
     };
 }
@@ -315,6 +363,15 @@ pub fn render(template: &str, context: &serde_json::Value) -> Result<String, min
     env.get_template("notice")?.render(context)
 }
 
+/// Renders one HTML part template like [`render`], with every variable HTML-escaped (a
+/// customer name with `<` in it stays text).
+pub fn render_html(template: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_template("notice.html", template)?;
+    env.get_template("notice.html")?.render(context)
+}
+
 /// A notice template (minijinja, strict undefined), validated by rendering a sample.
 ///
 /// Variables: `migration`, `account`, `contact_email`, `main_domain`, `domains` (a list of
@@ -327,8 +384,11 @@ pub fn render(template: &str, context: &serde_json::Value) -> Result<String, min
 pub struct NoticeTemplate {
     /// The subject line template (renders to one line).
     pub subject: String,
-    /// The body template.
+    /// The body template (plain text).
     pub body: String,
+    /// The HTML part's template (HTML-escaped when rendered), sent with the text as
+    /// multipart/alternative; `None`: plain text only.
+    pub html: Option<String>,
 }
 
 /// The variables a notice template may use.
@@ -376,27 +436,34 @@ impl Notices {
             "migration": "old1-to-new1-2026-03", "kind": "completion", "account": "kukka0001",
             "recipients": "owner@kukka-0001.test", "error": "550 5.1.1 no such mailbox",
         });
-        let mut samples = Vec::new();
-        for (kind, template) in [("completion", &self.completion), ("reminder", &self.reminder)] {
-            samples.push((
-                kind.to_owned(),
-                render(&template.subject, &context)?,
-                render(&template.body, &context)?,
-            ));
-        }
+        let failed = {
+            let mut failed = failed;
+            failed["bounced"] = false.into();
+            failed
+        };
+        let reseller = sample_reseller_context();
         let localized = [
             ("advance", &self.advance, &context),
+            ("reseller", &self.reseller, &reseller),
             ("start", &self.start, &context),
+            ("completion", &self.completion, &context),
+            ("reminder", &self.reminder, &context),
             ("correction", &self.correction, &correction),
             ("staff", &self.staff, &staff),
             ("held", &self.held, &held),
             ("notice_failed", &self.notice_failed, &failed),
         ];
+        let mut samples = Vec::new();
         for (kind, templates, context) in localized {
             for language in LANGUAGES {
                 let template = templates.for_language(language);
+                // The HTML part must render too; the text part is what is shown.
+                let html = match &template.html {
+                    Some(html) => format!(" (and an HTML part of {} bytes)", render_html(html, context)?.len()),
+                    None => String::new(),
+                };
                 samples.push((
-                    format!("{kind} ({language})"),
+                    format!("{kind} ({language}){html}"),
                     render(&template.subject, context)?,
                     render(&template.body, context)?,
                 ));
@@ -404,6 +471,44 @@ impl Notices {
         }
         Ok(samples)
     }
+}
+
+/// The variables the reseller roll-up may use; `customers` lists each end customer's `name`,
+/// `email`, `accounts` (`account`, `main_domain`, `domains`) and `external_domains`.
+pub const RESELLER_VARIABLES: [&str; 9] = [
+    "migration",
+    "customers",
+    "reseller_name",
+    "reseller_account",
+    "source_host",
+    "target_host",
+    "target_ip",
+    "cutover_date",
+    "cutover_time",
+];
+
+/// A sample reseller roll-up context (see [`RESELLER_VARIABLES`]).
+pub fn sample_reseller_context() -> serde_json::Value {
+    serde_json::json!({
+        "migration": "old1-to-new1-2026-03",
+        "reseller_name": "Webtoimisto Oy",
+        "reseller_account": "webtoim",
+        "source_host": "old1.example.net",
+        "target_host": "new1.example.net",
+        "target_ip": "198.51.100.20",
+        "cutover_date": "2026-03-14",
+        "cutover_time": "22:00",
+        "customers": [
+            {"name": "Kukka Oy", "email": "owner@kukka-0001.test",
+             "accounts": [{"account": "kukka0001", "main_domain": "kukka-0001.test",
+                           "domains": ["kukka-0001.test", "shop.kukka-0001.test"]}],
+             "external_domains": ["oma-0001.test"]},
+            {"name": "", "email": "info@leipomo-0002.test",
+             "accounts": [{"account": "leipo0002", "main_domain": "leipomo-0002.test",
+                           "domains": ["leipomo-0002.test"]}],
+             "external_domains": []},
+        ],
+    })
 }
 
 /// A sample context with every notice variable, used to validate templates; its hosts are
@@ -437,42 +542,6 @@ pub fn sample_notice_context() -> serde_json::Value {
     })
 }
 
-const DEFAULT_REMINDER_SUBJECT: &str = "Reminder: point {{ main_domain }}'s records at the new server";
-const DEFAULT_REMINDER_BODY: &str = "Hello,
-
-your hosting account {{ account }} has moved to our new server {{ target_host }}, but
-public DNS still shows the old address for these records, which are kept at another DNS host:
-{% for r in external_records %}
-  - {{ r.name }} {{ r.type }}: change {{ r.old_value }} to {{ r.new_value }}{% endfor %}
-
-Best regards,
-Customer service
-";
-
-const DEFAULT_COMPLETION_SUBJECT: &str = "{{ main_domain }} has moved to a new server";
-const DEFAULT_COMPLETION_BODY: &str = "Hello,
-
-your hosting account {{ account }} and its domains have moved to our new server
-{{ target_host }} ({{ target_ip }}):
-{% for domain in domains %}
-  - {{ domain }}{% endfor %}
-
-If your mail program uses {{ source_host }} as its incoming or outgoing server,
-change it to {{ target_host }}.
-{% if external_records %}
-These records are kept at another DNS host; please change them there:
-{% for r in external_records %}
-  - {{ r.name }} {{ r.type }}: change {{ r.old_value }} to {{ r.new_value }}{% endfor %}
-{% endif %}{% if domains_to_point %}
-Our nameservers do not keep the DNS of these domains, so we could not point them at
-the new server. Where their DNS is kept, point their A records (the domain and its
-www name) at {{ target_ip }}:
-{% for domain in domains_to_point %}
-  - {{ domain }}{% endfor %}
-{% endif %}
-Best regards,
-Customer service
-";
 
 // ---------------------------------------------------------------------------------------------
 // Raw TOML shapes.
@@ -571,8 +640,22 @@ struct RawNotices {
     completion: Option<RawTemplate>,
     reminder: Option<RawTemplate>,
     advance: Option<RawTemplate>,
-    advance_late_after: Option<Spanned<String>>,
     start: Option<RawTemplate>,
+    reseller: Option<RawTemplate>,
+    reseller_customers: Option<ResellerCustomers>,
+    late_after: Option<RawLateAfter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLateAfter {
+    advance: Option<Spanned<String>>,
+    reseller: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    correction: Option<Spanned<String>>,
+    completion: Option<Spanned<String>>,
+    reminder: Option<Spanned<String>>,
+    staff: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -580,6 +663,7 @@ struct RawNotices {
 struct RawTemplate {
     subject: Spanned<String>,
     body: Spanned<String>,
+    html: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,17 +730,18 @@ impl Playbook {
         let description = raw.description.as_ref().map(|d| d.get_ref().trim().to_owned()).unwrap_or_default();
 
         let schedule = schedule(&src, raw.schedule.as_ref())?;
+        let dns = dns(&src, raw.dns.as_ref())?;
         Ok(Playbook {
             name: name.to_owned(),
             description,
             schedule: schedule.clone(),
-            dns: dns(&src, raw.dns.as_ref())?,
+            dns: dns.clone(),
             transfer: transfer(&src, raw.transfer.as_ref())?,
             verification: verification(&src, raw.verification.as_ref())?,
             retry: retry(&src, raw.retry.as_ref())?,
             concurrency: concurrency(&src, raw.concurrency.as_ref())?,
             mail: mail(&src, raw.mail.as_ref())?,
-            notices: notices(&src, raw.notices.as_ref(), &schedule)?,
+            notices: notices(&src, raw.notices.as_ref(), &schedule, &dns)?,
             source_text: text.to_owned(),
         })
     }
@@ -1012,65 +1097,88 @@ fn concurrency(src: &Source<'_>, raw: Option<&RawConcurrency>) -> Result<Concurr
     })
 }
 
-fn notices(src: &Source<'_>, raw: Option<&RawNotices>, schedule: &Schedule) -> Result<Notices, ConfigError> {
-    let completion = match raw.and_then(|r| r.completion.as_ref()) {
-        Some(template) => NoticeTemplate {
-            subject: checked_template(src, &template.subject, "notices.completion.subject", true)?,
-            body: checked_template(src, &template.body, "notices.completion.body", false)?,
-        },
-        None => NoticeTemplate {
-            subject: DEFAULT_COMPLETION_SUBJECT.to_owned(),
-            body: DEFAULT_COMPLETION_BODY.to_owned(),
-        },
-    };
-    let reminder = match raw.and_then(|r| r.reminder.as_ref()) {
-        Some(template) => NoticeTemplate {
-            subject: checked_template(src, &template.subject, "notices.reminder.subject", true)?,
-            body: checked_template(src, &template.body, "notices.reminder.body", false)?,
-        },
-        None => NoticeTemplate {
-            subject: DEFAULT_REMINDER_SUBJECT.to_owned(),
-            body: DEFAULT_REMINDER_BODY.to_owned(),
-        },
-    };
+fn notices(
+    src: &Source<'_>,
+    raw: Option<&RawNotices>,
+    schedule: &Schedule,
+    dns: &DnsPolicy,
+) -> Result<Notices, ConfigError> {
     let own = |template: Option<&RawTemplate>, kind: &str| -> Result<Option<NoticeTemplate>, ConfigError> {
+        let check = if kind == "reseller" { Check::Reseller } else { Check::Customer };
         template
             .map(|t| {
                 Ok(NoticeTemplate {
-                    subject: checked_template(src, &t.subject, &format!("notices.{kind}.subject"), true)?,
-                    body: checked_template(src, &t.body, &format!("notices.{kind}.body"), false)?,
+                    subject: checked_template(src, &t.subject, &format!("notices.{kind}.subject"), check, Part::Subject)?,
+                    body: checked_template(src, &t.body, &format!("notices.{kind}.body"), check, Part::Text)?,
+                    html: t
+                        .html
+                        .as_ref()
+                        .map(|h| checked_template(src, h, &format!("notices.{kind}.html"), check, Part::Html))
+                        .transpose()?,
                 })
             })
             .transpose()
     };
-    let advance = Localized {
-        playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?,
-        shipped: shipped!("advance"),
-    };
+    let completion =
+        Localized { playbook: own(raw.and_then(|r| r.completion.as_ref()), "completion")?, shipped: shipped!("completion") };
+    let reminder =
+        Localized { playbook: own(raw.and_then(|r| r.reminder.as_ref()), "reminder")?, shipped: shipped!("reminder") };
+    let advance =
+        Localized { playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?, shipped: shipped!("advance") };
     let start =
         Localized { playbook: own(raw.and_then(|r| r.start.as_ref()), "start")?, shipped: shipped!("start") };
-    let advance_late_after = src.duration_or(
-        raw.and_then(|r| r.advance_late_after.as_ref()),
-        "notices.advance_late_after",
-        schedule.announce_before / 2,
-        Duration::ZERO,
-        365 * DAY,
-    )?;
-    let staff = Localized { playbook: None, shipped: shipped!("staff") };
-    let held = Localized { playbook: None, shipped: shipped!("held") };
-    let correction = Localized { playbook: None, shipped: shipped!("correction") };
-    let notice_failed = Localized { playbook: None, shipped: shipped!("notice_failed") };
+    let reseller =
+        Localized { playbook: own(raw.and_then(|r| r.reseller.as_ref()), "reseller")?, shipped: shipped!("reseller") };
+    let late = raw.and_then(|r| r.late_after.as_ref());
+    let limit = |value: Option<&Spanned<String>>, kind: &str, default: Duration| {
+        src.duration_or(value, &format!("notices.late_after.{kind}"), default, Duration::ZERO, 365 * DAY)
+    };
+    let advance_late = limit(late.and_then(|l| l.advance.as_ref()), "advance", schedule.announce_before / 2)?;
+    let late_after = BTreeMap::from([
+        ("advance", advance_late),
+        ("reseller", limit(late.and_then(|l| l.reseller.as_ref()), "reseller", advance_late)?),
+        ("start", limit(late.and_then(|l| l.start.as_ref()), "start", DAY)?),
+        ("correction", limit(late.and_then(|l| l.correction.as_ref()), "correction", 2 * DAY)?),
+        ("completion", limit(late.and_then(|l| l.completion.as_ref()), "completion", 7 * DAY)?),
+        (
+            "reminder",
+            limit(late.and_then(|l| l.reminder.as_ref()), "reminder", dns.external_reminder_every)?,
+        ),
+        ("staff", limit(late.and_then(|l| l.staff.as_ref()), "staff", DAY)?),
+    ]);
     Ok(Notices {
         completion,
         reminder,
         advance,
-        advance_late_after,
         start,
-        staff,
-        held,
-        correction,
-        notice_failed,
+        reseller,
+        reseller_customers: raw.and_then(|r| r.reseller_customers).unwrap_or(ResellerCustomers::Reseller),
+        staff: Localized { playbook: None, shipped: shipped!("staff") },
+        held: Localized { playbook: None, shipped: shipped!("held") },
+        correction: Localized { playbook: None, shipped: shipped!("correction") },
+        notice_failed: Localized { playbook: None, shipped: shipped!("notice_failed") },
+        late_after,
     })
+}
+
+/// Which variables a playbook's template may use.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// A notice to a customer: [`NOTICE_VARIABLES`].
+    Customer,
+    /// The reseller roll-up: [`RESELLER_VARIABLES`].
+    Reseller,
+}
+
+/// Which part of a notice a template is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The subject: renders to one line.
+    Subject,
+    /// The plain-text body.
+    Text,
+    /// The HTML part (rendered HTML-escaped).
+    Html,
 }
 
 /// Renders a template with the sample context; a misspelt variable or bad syntax is refused
@@ -1079,10 +1187,16 @@ fn checked_template(
     src: &Source<'_>,
     template: &Spanned<String>,
     field: &str,
-    one_line: bool,
+    check: Check,
+    part: Part,
 ) -> Result<String, ConfigError> {
     let text = template.get_ref();
-    let rendered = match render(text, &sample_notice_context()) {
+    let (context, variables) = match check {
+        Check::Customer => (sample_notice_context(), &NOTICE_VARIABLES[..]),
+        Check::Reseller => (sample_reseller_context(), &RESELLER_VARIABLES[..]),
+    };
+    let rendered = if part == Part::Html { render_html(text, &context) } else { render(text, &context) };
+    let rendered = match rendered {
         Ok(rendered) => rendered,
         Err(err) => {
             let span = template.span();
@@ -1103,13 +1217,13 @@ fn checked_template(
             let message = match (err.kind(), culprit) {
                 (minijinja::ErrorKind::UndefinedError, Some(name)) => format!(
                     "expected only the notice variables ({}), but `{name}` is not one of them",
-                    NOTICE_VARIABLES.join(", ")
+                    variables.join(", ")
                 ),
                 _ => {
                     let detail = err.detail().map(|d| format!(": {d}")).unwrap_or_default();
                     format!(
                         "expected a template that renders with the notice variables ({}): {}{detail}",
-                        NOTICE_VARIABLES.join(", "),
+                        variables.join(", "),
                         err.kind()
                     )
                 }
@@ -1120,7 +1234,7 @@ fn checked_template(
     if rendered.trim().is_empty() {
         return Err(src.at(template, field, "expected a template that renders to some text"));
     }
-    if one_line && rendered.contains(['\n', '\r']) {
+    if part == Part::Subject && rendered.contains(['\n', '\r']) {
         return Err(src.at(template, field, "expected a subject that renders to one line"));
     }
     Ok(text.clone())
@@ -1133,7 +1247,10 @@ mod tests {
     #[test]
     fn the_shipped_advance_notices_render_in_each_language_with_only_what_applies() {
         let notices = Playbook::parse("name = \"x\"\n", "x.toml").unwrap().notices;
-        assert_eq!(notices.advance_late_after, Duration::from_secs(7 * 86_400), "half of announce_before");
+        assert_eq!(notices.late_after("advance"), Some(Duration::from_secs(7 * 86_400)), "half of announce_before");
+        assert_eq!(notices.late_after("reminder"), Some(Duration::from_secs(3 * 86_400)), "the reminder interval");
+        assert_eq!(notices.late_after("held"), None, "operators always hear of a hold");
+        assert_eq!(notices.reseller_customers, ResellerCustomers::Reseller);
         let mut context = sample_notice_context();
         for (language, external_line) in [("en", "kept at another DNS host"), ("fi", "ylläpidetään muualla")]
         {
@@ -1236,13 +1353,13 @@ mod tests {
             );
             // Every notice template renders with the sample context.
             let context = sample_notice_context();
-            for template in [
-                &playbook.notices.completion.subject,
-                &playbook.notices.completion.body,
-                &playbook.notices.reminder.subject,
-                &playbook.notices.reminder.body,
-            ] {
-                render(template, &context).expect("renders");
+            for language in LANGUAGES {
+                for localized in [&playbook.notices.completion, &playbook.notices.reminder] {
+                    let template = localized.for_language(language);
+                    render(&template.subject, &context).expect("renders");
+                    render(&template.body, &context).expect("renders");
+                    render_html(template.html.as_deref().expect("an HTML part"), &context).expect("renders");
+                }
             }
         }
     }
@@ -1316,7 +1433,7 @@ mod tests {
         assert_eq!(playbook.dns.short_ttl, 60);
         assert_eq!(playbook.transfer.restore_threads, 2);
         assert_eq!(playbook.verification.on_mismatch, OnMismatch::Hold);
-        assert!(playbook.notices.completion.body.contains("{{ target_host }}"));
+        assert!(playbook.notices.completion.for_language("fi").body.contains("{{ target_host }}"));
     }
 
     const BASE: &str = r#"name = "x"

@@ -66,6 +66,8 @@ pub struct World {
     /// The least time between two notices through the channel (config `mail.max_per_second`),
     /// across every daemon on the database; `None`: no limit.
     pub send_interval: Option<Duration>,
+    /// Where bounces of notices come back (config `mail.bounce_address`, `mail.bounce_maildir`).
+    pub bounces: Option<crate::config::BounceConfig>,
 }
 
 impl std::fmt::Debug for World {
@@ -130,7 +132,8 @@ impl World {
         let (language, staff, operators) =
             (config.mail.language.clone(), config.mail.staff.clone(), config.mail.operators.clone());
         let send_interval = config.mail.max_per_second.map(|rate| Duration::from_secs(1) / rate);
-        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators, send_interval })
+        let bounces = config.mail.bounces.clone();
+        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators, send_interval, bounces })
     }
 
     /// The host the config calls `name`; an error naming it when the config has none (a

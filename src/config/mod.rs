@@ -448,6 +448,40 @@ pub struct MailConfig {
     /// At most this many notices a second through the channel (`max_per_second`), counted
     /// across every daemon on the database; `None`: no limit.
     pub max_per_second: Option<u32>,
+    /// Where delivery-status notifications come back (`bounce_address`, `bounce_maildir`):
+    /// `None` when the config names none.
+    pub bounces: Option<BounceConfig>,
+}
+
+/// Bounce handling: each notice is sent with the return path `<local>+<notice id>@<domain>`
+/// (VERP), and the delivery-status notifications arriving for it are read from a Maildir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceConfig {
+    /// The bounce address's local part (`bounces` of `bounces@example.fi`).
+    pub local: String,
+    /// Its domain.
+    pub domain: String,
+    /// The Maildir the mail server delivers that address's mail to (`new/` is read, each read
+    /// message moved to `cur/`).
+    pub maildir: std::path::PathBuf,
+}
+
+impl BounceConfig {
+    /// The return path of notice `id`: `<local>+<id>@<domain>`.
+    pub fn return_path(&self, id: i64) -> String {
+        format!("{}+{id}@{}", self.local, self.domain)
+    }
+
+    /// The notice id a bounce was addressed to, from its recipient address (`bounces+42@…`),
+    /// `None` for any other address.
+    pub fn notice_of(&self, address: &str) -> Option<i64> {
+        let address = address.trim().trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = address.rsplit_once('@')?;
+        let id = local.strip_prefix(&self.local)?.strip_prefix('+')?;
+        (domain.eq_ignore_ascii_case(&self.domain) && id.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| id.parse().ok())
+            .flatten()
+    }
 }
 
 /// A notice channel.

@@ -126,6 +126,8 @@ struct RawMail {
     #[serde(default)]
     operators: Vec<Spanned<String>>,
     max_per_second: Option<Spanned<i64>>,
+    bounce_address: Option<Spanned<String>>,
+    bounce_maildir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1152,7 +1154,43 @@ impl Ctx<'_> {
             }
             None => None,
         };
-        Ok(MailConfig { from: from.to_owned(), channel, language, staff, operators, max_per_second })
+        let bounces = match (&raw.bounce_address, &raw.bounce_maildir) {
+            (None, None) => None,
+            (Some(address), Some(maildir)) => {
+                let text = address.get_ref().trim();
+                let parts = text.split_once('@').filter(|(local, domain)| {
+                    !local.is_empty()
+                        && !domain.is_empty()
+                        && !local.contains('+')
+                        && lettre::Address::from_str(text).is_ok()
+                });
+                let Some((local, domain)) = parts else {
+                    return Err(self.src.at(
+                        address,
+                        "mail.bounce_address",
+                        format!(
+                            "expected a bare address without '+' like \"bounces@example.fi\" (each notice is sent from bounces+<id>@…), got {text:?}"
+                        ),
+                    ));
+                };
+                if maildir.get_ref().trim().is_empty() {
+                    return Err(self.src.at(maildir, "mail.bounce_maildir", "expected a Maildir path"));
+                }
+                Some(BounceConfig {
+                    local: local.to_owned(),
+                    domain: domain.to_owned(),
+                    maildir: self.resolve(maildir.get_ref().trim()),
+                })
+            }
+            (Some(field), None) | (None, Some(field)) => {
+                return Err(self.src.at(
+                    field,
+                    if raw.bounce_address.is_some() { "mail.bounce_maildir" } else { "mail.bounce_address" },
+                    "expected bounce_address and bounce_maildir together (where bounces are sent, and the Maildir they are read from)",
+                ));
+            }
+        };
+        Ok(MailConfig { from: from.to_owned(), channel, language, staff, operators, max_per_second, bounces })
     }
 }
 

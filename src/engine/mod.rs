@@ -329,7 +329,7 @@ impl Engine {
             JobKind::PollSession => transfer::poll_session(&self.cx, &ctx, job, lease).await,
             JobKind::Verify => verify::verify(&self.cx, &ctx, job, lease).await,
             JobKind::Repoint => repoint::repoint(&self.cx, &ctx, job, lease).await,
-            JobKind::QueueNotice => notices::queue_notice(&self.cx, &ctx, job, lease).await,
+            JobKind::QueueNotice => announce::queue_completion(&self.cx, &ctx, job, lease).await,
             JobKind::SendNotice => notices::send_notice(&self.cx, &ctx, job, lease).await,
             JobKind::Settle => settle::settle(&self.cx, &ctx, lease).await,
             JobKind::RestoreTtl => restore::restore_ttl(&self.cx, &ctx, job, lease).await,

@@ -13,7 +13,7 @@ use lettre::transport::smtp::extension::ClientId;
 mod webhook;
 
 pub use crate::config::SmtpSecurity;
-pub use crate::playbook::render;
+pub use crate::playbook::{render, render_html};
 use crate::secret::Secret;
 pub use webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WebhookChannel, signature, verify};
 
@@ -35,6 +35,11 @@ pub struct OutgoingNotice {
     pub subject: String,
     /// The plain-text body (UTF-8).
     pub body: String,
+    /// The HTML part, sent with the text as multipart/alternative; `None`: text only.
+    pub html: Option<String>,
+    /// The envelope sender (SMTP `MAIL FROM`) where bounces go, e.g. `bounces+42@example.fi`
+    /// (VERP: it names the notice); `None`: the From address.
+    pub return_path: Option<String>,
 }
 
 /// A way to deliver notices. Implementations: [`SmtpChannel`], [`DirectoryChannel`].
@@ -164,7 +169,8 @@ impl NotifyError {
 }
 
 /// Builds the RFC 5322 message of a notice: Message-ID, Date, From, To, Subject, a UTF-8
-/// plain-text body (lettre picks 7bit, quoted-printable or base64 for it).
+/// plain-text body (lettre picks 7bit, quoted-printable or base64 for it), or the text and the
+/// HTML part as multipart/alternative; its envelope sender is the notice's return path.
 pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
     let invalid = |detail: String| NotifyError::Invalid { message_id: notice.message_id.clone(), detail };
     let id = notice.message_id.trim();
@@ -180,16 +186,26 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
         return Err(invalid("no recipients".into()));
     }
     let from: Mailbox = notice.from.parse().map_err(|e| invalid(format!("From {:?}: {e}", notice.from)))?;
-    let mut builder = Message::builder()
-        .message_id(Some(id))
-        .from(from)
-        .subject(notice.subject.clone())
-        .header(ContentType::TEXT_PLAIN);
+    let mut builder = Message::builder().message_id(Some(id)).from(from.clone()).subject(notice.subject.clone());
+    let mut recipients = Vec::new();
     for to in &notice.to {
         let mailbox: Mailbox = to.parse().map_err(|e| invalid(format!("To {to:?}: {e}")))?;
+        recipients.push(mailbox.email.clone());
         builder = builder.to(mailbox);
     }
-    builder.body(notice.body.clone()).map_err(|e| invalid(e.to_string()))
+    if let Some(return_path) = &notice.return_path {
+        let sender: lettre::Address =
+            return_path.parse().map_err(|e| invalid(format!("return path {return_path:?}: {e}")))?;
+        let envelope =
+            lettre::address::Envelope::new(Some(sender), recipients).map_err(|e| invalid(e.to_string()))?;
+        builder = builder.envelope(envelope);
+    }
+    match &notice.html {
+        Some(html) => builder
+            .multipart(lettre::message::MultiPart::alternative_plain_html(notice.body.clone(), html.clone()))
+            .map_err(|e| invalid(e.to_string())),
+        None => builder.header(ContentType::TEXT_PLAIN).body(notice.body.clone()).map_err(|e| invalid(e.to_string())),
+    }
 }
 
 /// Settings of an [`SmtpChannel`].
@@ -471,6 +487,8 @@ mod tests {
             to: vec!["asiakas@example.test".into()],
             subject: "Sivustosi on siirretty".into(),
             body: "Hei Äänekosken Kukka Oy!\n".into(),
+            html: None,
+            return_path: None,
         }
     }
 

@@ -6,7 +6,7 @@
 //! any other answer is permanent.
 //!
 //! The body:
-//! `{"id": "<completion.kukka.mig@siirto>", "from": "…", "to": ["…"], "subject": "…", "body": "…"}`.
+//! `{"id": "<completion.kukka.mig@siirto>", "from": "…", "to": ["…"], "subject": "…", "body": "…", "html": "…" | null}`.
 //!
 //! A receiver verifies by computing the HMAC over the raw body and comparing in constant time
 //! ([`signature`] is the function both sides can use).
@@ -111,6 +111,7 @@ impl Delivery for WebhookDelivery {
             "to": notice.to,
             "subject": notice.subject,
             "body": notice.body,
+            "html": notice.html,
         }))
         .map_err(|err| NotifyError::Invalid {
             message_id: notice.message_id.clone(),

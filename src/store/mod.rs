@@ -58,7 +58,7 @@ const ACCOUNT: &str = "SELECT * FROM accounts WHERE migration_id = $1 AND user_n
 /// The columns of [`OutboxRow`].
 const OUTBOX_COLUMNS: &str = "id, migration_id, account, kind, dedupe_key, message_id, recipients, \
      subject, body, created_at, sent_at, attempts, last_error, delivery_attempts, \
-     delivery_started_at, resends, skipped_at, skip_reason, failed_at";
+     delivery_started_at, resends, skipped_at, skip_reason, failed_at, html, bounced_at, bounce_reason";
 
 /// Which database a [`Store`] talks to, chosen once from the URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -884,8 +884,8 @@ impl Tx<'_> {
         let insert = BatchInsert {
             what: "account",
             into: "accounts (migration_id, user_name, main_domain, contact_email, disk_mb, state, data, updated_at, \
-                   customer_key, customer_name, language)",
-            columns: 11,
+                   customer_key, customer_name, language, reseller, reseller_email)",
+            columns: 13,
             key: "(migration_id, user_name) DO NOTHING RETURNING user_name",
         };
         self.insert_batch(
@@ -905,6 +905,8 @@ impl Tx<'_> {
                     .bind(&row.customer_key)
                     .bind(&row.customer_name)
                     .bind(&row.language)
+                    .bind(&row.reseller)
+                    .bind(&row.reseller_email)
             },
         )
         .await
@@ -1096,14 +1098,16 @@ impl Tx<'_> {
         id: i64,
         subject: &str,
         body: &str,
+        html: Option<&str>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE outbox SET subject = $2, body = $3 WHERE id = $1 AND sent_at IS NULL \
+            "UPDATE outbox SET subject = $2, body = $3, html = $4 WHERE id = $1 AND sent_at IS NULL \
              AND skipped_at IS NULL AND delivery_started_at IS NULL",
         )
         .bind(id)
         .bind(subject)
         .bind(body)
+        .bind(html)
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1138,6 +1142,43 @@ impl Tx<'_> {
         user: &str,
     ) -> Result<Option<AccountRow>, StoreError> {
         select_one(&mut *self.tx, ACCOUNT, &[migration_id, user]).await
+    }
+
+    /// The accounts of one customer (by [`AccountRow::customer_key`]), read inside this
+    /// transaction after taking their row locks (PostgreSQL; SQLite serializes writers anyway),
+    /// so two jobs deciding for the same customer at once decide one after the other, the
+    /// second seeing what the first wrote.
+    pub async fn lock_customer(
+        &mut self,
+        migration_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE migration_id = $1 AND customer_key = $2")
+            .bind(migration_id)
+            .bind(customer_key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(sqlx::query_as(
+            "SELECT * FROM accounts WHERE migration_id = $1 AND customer_key = $2 ORDER BY user_name",
+        )
+        .bind(migration_id)
+        .bind(customer_key)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Marks a sent notice bounced (a delivery-status notification said it did not arrive);
+    /// `false` when it was marked already or was never sent.
+    pub async fn mark_notice_bounced(&mut self, id: i64, now: i64, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET bounced_at = $2, bounce_reason = $3 WHERE id = $1 AND bounced_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// An outbox row, read through this transaction (so it sees the transaction's own writes
@@ -1249,8 +1290,8 @@ impl Tx<'_> {
     pub async fn enqueue_notice(&mut self, n: &NewNotice) -> Result<Option<i64>, StoreError> {
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO outbox (migration_id, account, kind, dedupe_key, message_id, recipients, \
-                                 subject, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                                 subject, body, created_at, html) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
         )
         .bind(&n.migration_id)
@@ -1262,6 +1303,7 @@ impl Tx<'_> {
         .bind(&n.subject)
         .bind(&n.body)
         .bind(n.created_at)
+        .bind(&n.html)
         .fetch_optional(&mut *self.tx)
         .await?;
         Ok(id)

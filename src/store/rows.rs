@@ -50,6 +50,10 @@ pub struct AccountRow {
     pub customer_name: Option<String>,
     /// The customer's language as the contracts give it.
     pub language: Option<String>,
+    /// The reseller it belongs to (its cPanel owner, when not root).
+    pub reseller: Option<String>,
+    /// The reseller's own contact address, when the source knows it.
+    pub reseller_email: Option<String>,
     /// The state name.
     pub state: String,
     /// The whole state value as JSON.
@@ -221,6 +225,12 @@ pub struct OutboxRow {
     pub skip_reason: Option<String>,
     /// When the server refused it for good (the error is `last_error`).
     pub failed_at: Option<i64>,
+    /// The HTML part, sent with the text as multipart/alternative, if the template has one.
+    pub html: Option<String>,
+    /// When a delivery-status notification said it did not arrive (after the server took it).
+    pub bounced_at: Option<i64>,
+    /// What that notification said (its status and diagnostic).
+    pub bounce_reason: Option<String>,
 }
 
 /// A notice to enqueue with [`Tx::enqueue_notice`].
@@ -242,6 +252,8 @@ pub struct NewNotice {
     pub subject: String,
     /// The rendered body.
     pub body: String,
+    /// The rendered HTML part, if the template has one.
+    pub html: Option<String>,
     /// When it was enqueued.
     pub created_at: i64,
 }

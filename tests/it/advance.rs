@@ -17,12 +17,8 @@ const CONTRACT_CONFIG: &str = "[contracts]\nsource = \"csv\"\npath = \"contracts
 /// The demo playbook, with advance notices allowed up to `late_after` after their due time.
 fn playbook(late_after: &str) -> String {
     let text = include_str!("../../playbooks/demo.toml");
-    assert!(text.contains("\n[notices.completion]"), "the demo playbook's notices moved");
-    text.replacen(
-        "\n[notices.completion]",
-        &format!("\n[notices]\nadvance_late_after = \"{late_after}\"\n\n[notices.completion]"),
-        1,
-    )
+    assert!(text.contains("\n[notices.late_after]\n"), "the demo playbook's notices moved");
+    text.replacen("\n[notices.late_after]\n", &format!("\n[notices.late_after]\nadvance = \"{late_after}\"\n"), 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

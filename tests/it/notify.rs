@@ -18,6 +18,8 @@ fn notice(n: usize) -> OutgoingNotice {
         body: format!(
             "Hei Äänekosken Kukka Oy,\n\nsivustosi kukka-{n:04}.test toimii nyt uudella palvelimella.\n"
         ),
+        html: None,
+        return_path: None,
     }
 }
 

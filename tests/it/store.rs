@@ -167,6 +167,8 @@ fn account_row(user: &str, email: Option<&str>) -> AccountRow {
         customer_key: email.map(|e| format!("contact-{e}")),
         customer_name: None,
         language: None,
+        reseller: None,
+        reseller_email: None,
         state: "pending".to_owned(),
         data: r#"{"state":"pending"}"#.to_owned(),
         updated_at: 1_000,
@@ -206,6 +208,7 @@ fn new_notice(key: &str) -> NewNotice {
         recipients: r#"["asiakas@example.fi"]"#.to_owned(),
         subject: "Your site has moved".to_owned(),
         body: "Hello".to_owned(),
+        html: None,
         created_at: 2_000,
     }
 }

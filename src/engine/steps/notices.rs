@@ -4,109 +4,34 @@
 use anyhow::{Context, anyhow};
 use tracing::warn;
 
-use crate::domain::{
-    AccountEvent, AccountState, DomainState, RecordChange, completion_notice_key, reminder_notice_key,
-};
+use crate::domain::{AccountEvent, DomainState, RecordChange, reminder_notice_key};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
 use crate::engine::jobs::JobKind;
-use crate::names::{AccountName, DomainName};
+use crate::names::DomainName;
 use crate::notify::OutgoingNotice;
-use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx, account_state, domain_state};
+use crate::playbook::{NoticeTemplate, language_of};
+use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx};
 
-/// Writes the completion notice to the outbox (one row, by its dedupe key) and schedules
-/// its sending.
-pub async fn queue_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
-    let user = job.subject.as_str();
-    let Some((account, state)) =
-        cx.account_for_step(ctx, user, |s| matches!(s, AccountState::Switched { .. })).await?
-    else {
-        return cx.finish(lease).await;
-    };
-    let domain_rows = cx.store.domains_of(ctx.id.as_str(), user).await?;
-    let mut external_records = Vec::new();
-    let mut domains_to_point = Vec::new();
-    for row in &domain_rows {
-        let state = domain_state(row)?;
-        external_records.extend(external_records_of(&row.domain, state.records_to_change()));
-        if let DomainState::NotRepointed { site_elsewhere: false, .. } = state {
-            domains_to_point.push(row.domain.clone());
-        }
-    }
-    let mut external_domains: Vec<String> = Vec::new();
-    for record in &external_records {
-        let domain = record["domain"].as_str().unwrap_or_default().to_owned();
-        if !external_domains.contains(&domain) {
-            external_domains.push(domain);
-        }
-    }
-    let domains: Vec<String> = domain_rows.into_iter().map(|d| d.domain).collect();
-    let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
-    let context = serde_json::json!({
-        "external_records": external_records,
-        "domains_to_point": domains_to_point,
-        "migration": ctx.id.as_str(),
-        "account": user,
-        "contact_email": account.contact_email.clone().unwrap_or_default(),
-        "main_domain": account.main_domain,
-        "domains": domains,
-        "source_host": ctx.source.public_name,
-        "target_host": ctx.target.public_name,
-        "target_ip": target_ip.to_string(),
-        "customer_name": "",
-        "accounts": [{ "account": user, "main_domain": account.main_domain, "domains": domains }],
-        "external_domains": external_domains,
-        "cutover_date": cutover_date(ctx),
-        "cutover_time": cutover_time(ctx),
-    });
-    let template = &ctx.playbook.notices.completion;
-    let subject =
-        crate::notify::render(&template.subject, &context).context("rendering the notice subject")?;
-    let body = crate::notify::render(&template.body, &context).context("rendering the notice body")?;
-    let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
-    let user_name = AccountName::parse(user).context("stored user")?;
-    let dedupe_key = completion_notice_key(&ctx.id, &user_name);
-    let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease).await?;
-    let notice = NewNotice {
-        migration_id: ctx.id.to_string(),
-        account: Some(user.to_owned()),
-        kind: "completion".to_owned(),
-        message_id: format!("<completion.{user}.{}@siirto>", ctx.id),
-        dedupe_key,
-        recipients: serde_json::to_string(&recipients).context("recipients")?,
-        subject: subject.trim().to_owned(),
-        body,
-        created_at: now,
-    };
-    let (notice_id, dedupe) = match tx.enqueue_notice(&notice).await? {
-        Some(id) => (id, format!("send_notice:{id}")),
-        // Switched again after a rollback and a retry: the customer was told already. The
-        // existing row stands; a fresh send job finds it sent, sends nothing and marks the
-        // account notified-and-sent.
-        None => {
-            let id = cx
-                .store
-                .outbox(ctx.id.as_str())
-                .await?
-                .into_iter()
-                .find(|n| n.dedupe_key == notice.dedupe_key)
-                .map(|n| n.id)
-                .ok_or_else(|| anyhow!("account {user}: the completion notice's row vanished"))?;
-            (id, format!("send_notice:{id}:again:{now}"))
-        }
-    };
-    cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
-    tx.schedule_job(&cx.job(
-        ctx,
-        JobKind::SendNotice,
-        &notice_id.to_string(),
-        serde_json::json!({}),
-        now,
-        dedupe,
-    ))
-    .await?;
-    tx.finish_job(lease, now).await?;
-    Ok(tx.commit().await?)
+use super::announce::{completion_accounts, too_late, via_reseller};
+
+/// A notice template rendered with `context`: the subject (one line), the text and the HTML
+/// part (escaped), if the template has one.
+pub(crate) fn rendered(
+    template: &NoticeTemplate,
+    context: &serde_json::Value,
+    kind: &str,
+) -> anyhow::Result<(String, String, Option<String>)> {
+    let subject = crate::notify::render(&template.subject, context)
+        .with_context(|| format!("rendering the {kind} notice's subject"))?;
+    let body = crate::notify::render(&template.body, context)
+        .with_context(|| format!("rendering the {kind} notice's text"))?;
+    let html = template
+        .html
+        .as_ref()
+        .map(|html| crate::notify::render_html(html, context))
+        .transpose()
+        .with_context(|| format!("rendering the {kind} notice's HTML part"))?;
+    Ok((subject.trim().to_owned(), body, html))
 }
 
 /// Sends one outbox row through the channel with its stable Message-ID, exactly as the code
@@ -131,24 +56,30 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     if notice.skipped_at.is_some() {
         return cx.finish(lease).await;
     }
-    // An advance notice that could not go out in time (the server was down, the daemon
-    // stopped) is not sent in a burst later: too late is skipped, on record.
-    if notice.kind == "advance" {
-        let due = ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64;
-        let late_at = due + ctx.playbook.notices.advance_late_after.as_millis() as i64;
-        let now = cx.now_ms();
-        if now > late_at {
-            let reason = format!(
-                "too late to send: later than notices.advance_late_after ({}) after its due time",
-                crate::config::as_written(ctx.playbook.notices.advance_late_after)
-            );
-            let mut tx = cx.store.begin_leased(lease).await?;
-            tx.mark_notice_skipped(id, now, &reason).await?;
-            let detail = serde_json::json!({ "notice": id, "kind": notice.kind, "reason": reason });
-            tx.append_event(&cx.event(ctx, None, None, "notice_skipped_late", detail)).await?;
-            tx.finish_job(lease, now).await?;
-            return Ok(tx.commit().await?);
+    // A notice that could not go out in time (the server was down, the daemon stopped) is not
+    // sent in a burst later: too late is skipped, on record.
+    let due = match notice.kind.as_str() {
+        "advance" | "reseller" => ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64,
+        "staff" => ctx.row.cutover_at - super::staff::BRIEF_BEFORE.as_millis() as i64,
+        _ => notice.created_at,
+    };
+    let now = cx.now_ms();
+    if let Some(reason) = too_late(ctx, &notice.kind, due, now) {
+        let mut tx = cx.store.begin_leased(lease).await?;
+        tx.mark_notice_skipped(id, now, &reason).await?;
+        let detail = serde_json::json!({ "notice": id, "kind": notice.kind, "reason": reason });
+        tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_skipped_late", detail)).await?;
+        // A completion notice too late to send still ends its accounts' wait for it.
+        if notice.kind == "completion"
+            && let Some(first) = &notice.account
+        {
+            for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, id).await? {
+                let event = AccountEvent::NoticeFailed { reason: reason.clone() };
+                cx.apply_account(&mut tx, ctx, &user, &state, event).await?;
+            }
         }
+        tx.finish_job(lease, now).await?;
+        return Ok(tx.commit().await?);
     }
     let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
     if to.is_empty() {
@@ -160,6 +91,8 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
         to,
         subject: notice.subject.clone(),
         body: notice.body.clone(),
+        html: notice.html.clone(),
+        return_path: cx.world.bounces.as_ref().map(|b| b.return_path(id)),
     };
     // 0. The channel's rate limit, shared by every daemon on the database: wait for this
     // send's slot before anything is on record.
@@ -176,7 +109,7 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     let mut tx = cx.store.begin_leased(lease).await?;
     let started = tx.notice_delivery_started(id, cx.now_ms()).await?;
     let current = tx.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
-    let outgoing = OutgoingNotice { subject: current.subject, body: current.body, ..outgoing };
+    let outgoing = OutgoingNotice { subject: current.subject, body: current.body, html: current.html, ..outgoing };
     if started {
         let detail = serde_json::json!({
             "notice": id,
@@ -237,32 +170,27 @@ async fn refused(
     let mut tx = cx.store.begin_leased(lease).await?;
     tx.notice_failed(notice.id, &message).await?;
     tx.mark_notice_failed(notice.id, now).await?;
-    super::staff::queue_failed_notice(cx, &mut tx, ctx, notice, &message).await?;
-    if let (Some(user), "completion") = (&notice.account, notice.kind.as_str())
-        && let Some(row) = tx.account(ctx.id.as_str(), user).await?
-        && let state @ AccountState::Notified { .. } = account_state(&row)?
-    {
-        let event = AccountEvent::NoticeFailed { reason: message.clone() };
-        cx.apply_account(&mut tx, ctx, user, &state, event).await?;
+    super::staff::queue_failed_notice(cx, &mut tx, ctx, notice, &message, false).await?;
+    if let (Some(first), "completion") = (&notice.account, notice.kind.as_str()) {
+        for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
+            let event = AccountEvent::NoticeFailed { reason: message.clone() };
+            cx.apply_account(&mut tx, ctx, &user, &state, event).await?;
+        }
     }
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)
 }
 
 /// Records an accepted notice in one leased transaction: its sent-mark (the first time
-/// stands), the account's `notice_sent` for a completion notice, the job done.
+/// stands), `notice_sent` for each account a completion notice concerns, the job done.
 async fn record_sent(cx: &Ctx, ctx: &MigrationCtx, notice: &OutboxRow, lease: &Lease) -> StepResult {
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
     tx.mark_notice_sent(notice.id, now).await?;
-    if let Some(user) = &notice.account
-        && notice.kind == "completion"
+    if let (Some(first), "completion") = (&notice.account, notice.kind.as_str()) {
         // Read through the transaction, never a second pool connection (see `Tx::account`).
-        && let Some(account) = tx.account(ctx.id.as_str(), user).await?
-    {
-        let state = account_state(&account)?;
-        if let AccountState::Notified { .. } = state {
-            cx.apply_account(&mut tx, ctx, user, &state, AccountEvent::NoticeSent).await?;
+        for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
+            cx.apply_account(&mut tx, ctx, &user, &state, AccountEvent::NoticeSent).await?;
         }
     }
     tx.finish_job(lease, now).await?;
@@ -297,17 +225,18 @@ pub async fn queue_reminder(
         "target_ip": target_ip.to_string(),
         "external_records": external_records_of(&row.domain, state.records_to_change()),
         "domains_to_point": [],
-        "customer_name": "",
+        "customer_name": account.customer_name.clone().unwrap_or_default(),
         "accounts": [{ "account": user, "main_domain": account.main_domain, "domains": [row.domain.clone()] }],
         "external_domains": [row.domain.clone()],
         "cutover_date": cutover_date(ctx),
         "cutover_time": cutover_time(ctx),
     });
-    let template = &ctx.playbook.notices.reminder;
-    let subject =
-        crate::notify::render(&template.subject, &context).context("rendering the reminder subject")?;
-    let body = crate::notify::render(&template.body, &context).context("rendering the reminder body")?;
-    let recipients: Vec<String> = account.contact_email.iter().cloned().collect();
+    let language = language_of(account.language.as_deref(), &cx.world.language);
+    let template = ctx.playbook.notices.reminder.for_language(&language);
+    let (subject, body, html) = rendered(template, &context, "reminder")?;
+    let mode = ctx.playbook.notices.reseller_customers;
+    let recipients: Vec<String> =
+        via_reseller(mode, &account).map(str::to_owned).or_else(|| account.contact_email.clone()).into_iter().collect();
     let domain = DomainName::parse(&row.domain).context("stored domain")?;
     let now = cx.now_ms();
     let notice = NewNotice {
@@ -317,8 +246,9 @@ pub async fn queue_reminder(
         message_id: format!("<reminder.{n}.{}.{}@siirto>", row.domain, ctx.id),
         dedupe_key: reminder_notice_key(&ctx.id, &domain, n),
         recipients: serde_json::to_string(&recipients).context("recipients")?,
-        subject: subject.trim().to_owned(),
+        subject,
         body,
+        html,
         created_at: now,
     };
     // Already queued by an earlier run that crashed before recording: the row stands and

@@ -112,8 +112,9 @@ pub async fn queue_held_notice(
     Ok(())
 }
 
-/// Customer service's notice that `notice` (a customer's) was refused for good with `error`,
-/// so that someone calls the customer; written inside `tx`, once per failed notice. Nothing
+/// Customer service's notice that `notice` (a customer's) was refused for good or `bounced`
+/// with `error`, so that someone calls the customer; written inside `tx`, once per failed
+/// notice. Nothing
 /// when no staff address is configured.
 pub async fn queue_failed_notice(
     cx: &Ctx,
@@ -121,6 +122,7 @@ pub async fn queue_failed_notice(
     ctx: &MigrationCtx,
     notice: &OutboxRow,
     error: &str,
+    bounced: bool,
 ) -> Result<(), StepError> {
     if cx.world.staff.is_empty() || matches!(notice.kind.as_str(), "staff" | "held" | "notice_failed") {
         return Ok(());
@@ -132,6 +134,7 @@ pub async fn queue_failed_notice(
         "account": notice.account,
         "recipients": recipients.join(", "),
         "error": error,
+        "bounced": bounced,
     });
     let key = notice.id.to_string();
     let notices = &ctx.playbook.notices;
@@ -156,10 +159,7 @@ fn internal_notice(
     context: &serde_json::Value,
 ) -> anyhow::Result<NewNotice> {
     let template = template.for_language(&cx.world.language);
-    let subject = crate::notify::render(&template.subject, context)
-        .with_context(|| format!("rendering the {kind} notice"))?;
-    let body = crate::notify::render(&template.body, context)
-        .with_context(|| format!("rendering the {kind} notice"))?;
+    let (subject, body, html) = super::notices::rendered(template, context, kind)?;
     let tail = if key.is_empty() { String::new() } else { format!(".{key}") };
     Ok(NewNotice {
         migration_id: ctx.id.to_string(),
@@ -173,8 +173,9 @@ fn internal_notice(
             if key.is_empty() { String::new() } else { format!(":{key}") }
         ),
         recipients: serde_json::to_string(recipients).context("recipients")?,
-        subject: subject.trim().to_owned(),
+        subject,
         body,
+        html,
         created_at: cx.now_ms(),
     })
 }
