@@ -719,9 +719,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // What a customer would read, with the example config's hosts: a template naming
             // the wrong variable shows here, not in a customer's mailbox.
             let samples = playbook.notices.rendered_samples().map_err(|e| anyhow!("{e:#}"))?;
-            for (kind, subject, body) in samples {
+            for (kind, subject, body, html) in samples {
+                let html = html.map(|h| format!("\n(and an HTML part of {} bytes)\n", h.len())).unwrap_or_default();
                 output::raw(&format!(
-                    "\n--- {kind} notice, rendered with sample values ---\nSubject: {}\n\n{}\n",
+                    "\n--- {kind} notice, rendered with sample values ---\nSubject: {}\n\n{}\n{html}",
                     subject.trim(),
                     body.trim_end()
                 ));

@@ -413,9 +413,9 @@ pub const NOTICE_VARIABLES: [&str; 15] = [
 impl Notices {
     /// Every notice template of every kind, each shipped one in each language, rendered with
     /// sample values ([`sample_notice_context`]: the example config's hosts, `old1.example.net`
-    /// → `new1.example.net`): `(kind, subject, body)`, for `siirto playbook check` to show what
+    /// → `new1.example.net`): `(kind, subject, body, HTML part)`, for `siirto playbook check` to show what
     /// customers, customer service and operators would read.
-    pub fn rendered_samples(&self) -> Result<Vec<(String, String, String)>, minijinja::Error> {
+    pub fn rendered_samples(&self) -> Result<Vec<(String, String, String, Option<String>)>, minijinja::Error> {
         let context = sample_notice_context();
         let mut correction = context.clone();
         correction["old_date"] = "2026-03-07".into();
@@ -457,15 +457,12 @@ impl Notices {
         for (kind, templates, context) in localized {
             for language in LANGUAGES {
                 let template = templates.for_language(language);
-                // The HTML part must render too; the text part is what is shown.
-                let html = match &template.html {
-                    Some(html) => format!(" (and an HTML part of {} bytes)", render_html(html, context)?.len()),
-                    None => String::new(),
-                };
+                let html = template.html.as_ref().map(|html| render_html(html, context)).transpose()?;
                 samples.push((
-                    format!("{kind} ({language}){html}"),
+                    format!("{kind} ({language})"),
                     render(&template.subject, context)?,
                     render(&template.body, context)?,
+                    html,
                 ));
             }
         }

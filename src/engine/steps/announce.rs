@@ -468,7 +468,11 @@ pub async fn queue_completion(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease:
         migration_id: ctx.id.to_string(),
         account: Some(users[0].to_owned()),
         kind: "completion".to_owned(),
-        message_id: format!("<completion.{}.{digest}.{mid}@siirto>", users[0]),
+        // One account: `<completion.USER.MIGRATION@siirto>`; several: their digest as well.
+        message_id: match users.len() {
+            1 => format!("<completion.{}.{mid}@siirto>", users[0]),
+            n => format!("<completion.{}.{n}.{digest}.{mid}@siirto>", users[0]),
+        },
         dedupe_key: format!("{}:{}", customer_key("completion", mid, &key), users.join(",")),
         recipients: serde_json::to_string(&customer.recipients).context("recipients")?,
         subject,

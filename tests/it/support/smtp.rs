@@ -2,7 +2,7 @@
 //!
 //! Recipients `reject@…` get a 550 and `tempfail@…` a 451 at RCPT time. Each accepted message
 //! is stored as `<n>.json` in the server's mail directory (written to a temporary name, then
-//! renamed) before the 250 goes out: the raw message plus the headers and plain-text body that
+//! renamed) before the 250 goes out: the raw message plus the headers, plain-text body and HTML part that
 //! Python's `email` package decoded, so tests check what a mail client would show, and when it
 //! arrived. [`SmtpServer::start_slow`] makes a slow server: it answers EHLO and QUIT late.
 
@@ -53,6 +53,7 @@ class Store:
             raw = raw.encode("utf-8")
         msg = message_from_bytes(raw, policy=policy.default)
         part = msg.get_body(preferencelist=("plain",))
+        html = msg.get_body(preferencelist=("html",))
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
@@ -62,6 +63,7 @@ class Store:
             "subject": str(msg["Subject"]),
             "date": str(msg["Date"]),
             "body": part.get_content() if part is not None else None,
+            "html": html.get_content() if html is not None else None,
             "raw": raw.decode("utf-8", "replace"),
             "received_at": time.time(),
         }
@@ -108,6 +110,8 @@ pub struct Delivered {
     pub subject: String,
     pub date: String,
     pub body: Option<String>,
+    /// The HTML part, if the message has one.
+    pub html: Option<String>,
     pub raw: String,
     /// When the server stored it (seconds since the epoch), just before its 250.
     pub received_at: f64,
