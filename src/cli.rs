@@ -359,7 +359,8 @@ async fn log(config_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Subcommand)]
 pub enum NoticesCommand {
     /// List a migration's notices, oldest first: kind, state (queued, sending, failing, failed,
-    /// sent, skipped_late), when, to whom, the subject, and why one failed or was skipped.
+    /// sent, bounced, skipped_late), when, to whom, the subject, and why one failed, bounced or
+    /// was skipped.
     ///
     /// Example: siirto notices list old1-to-new1 --state skipped_late
     /// Print a notice exactly as it would be sent now, without sending or writing anything.
@@ -382,7 +383,7 @@ pub enum NoticesCommand {
         /// The migration's id.
         migration: String,
         /// Only notices in this state.
-        #[arg(long, value_parser = ["queued", "sending", "failing", "failed", "sent", "skipped_late"])]
+        #[arg(long, value_parser = ["queued", "sending", "failing", "failed", "sent", "bounced", "skipped_late"])]
         state: Option<String>,
         /// Print one JSON array.
         #[arg(long)]

@@ -420,7 +420,8 @@ pub struct NoticeEntry {
     pub message_id: String,
     /// `queued` (not sent yet), `sending` (an attempt in flight), `failing` (the last attempt
     /// failed and it is retried: see `last_error`), `failed` (refused for good: see
-    /// `last_error`), `sent`, or `skipped_late` (never sent: see `skip_reason`).
+    /// `last_error`), `sent`, `bounced` (sent, then reported undeliverable: see
+    /// `bounce_reason`) or `skipped_late` (never sent: see `skip_reason`).
     pub state: String,
     /// When it was written (RFC 3339).
     pub created_at: String,
@@ -434,6 +435,8 @@ pub struct NoticeEntry {
     pub resends: i32,
     /// Why it was skipped.
     pub skip_reason: Option<String>,
+    /// What the delivery-status notification said, when it bounced.
+    pub bounce_reason: Option<String>,
 }
 
 /// The notices of migration `id`, oldest first, those in `state` only when one is given.
@@ -448,6 +451,8 @@ pub async fn notices(store: &Store, id: &str, state: Option<&str>) -> anyhow::Re
                 "skipped_late"
             } else if row.failed_at.is_some() {
                 "failed"
+            } else if row.bounced_at.is_some() {
+                "bounced"
             } else if row.sent_at.is_some() {
                 "sent"
             } else if row.delivery_started_at.is_some() {
@@ -471,6 +476,7 @@ pub async fn notices(store: &Store, id: &str, state: Option<&str>) -> anyhow::Re
                 last_error: row.last_error,
                 resends: row.resends,
                 skip_reason: row.skip_reason,
+                bounce_reason: row.bounce_reason,
             }
         })
         .filter(|entry| state.is_none_or(|wanted| entry.state == wanted))

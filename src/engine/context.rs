@@ -62,6 +62,14 @@ impl StepError {
     pub fn transient(err: impl Into<anyhow::Error>) -> Self {
         StepError::Transient(err.into())
     }
+
+    /// The error itself, for work outside a job (nothing to retry or hold).
+    pub fn into_error(self) -> anyhow::Error {
+        match self {
+            StepError::Transient(err) | StepError::Permanent(err) => err,
+            StepError::LeaseLost(reason) => anyhow::anyhow!("lease lost: {reason}"),
+        }
+    }
 }
 
 impl From<StoreError> for StepError {

@@ -30,12 +30,16 @@ use self::context::{Ctx, StepError, StepResult};
 pub use self::jobs::{JobKind, RollbackPayload};
 pub use self::steps::staff::BRIEF_BEFORE;
 use self::steps::{
-    announce, external, lower, mail, notices, repoint, restore, rollback, settle, staff, transfer, verify,
+    announce, bounces, external, lower, mail, notices, repoint, restore, rollback, settle, staff, transfer,
+    verify,
 };
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
 use crate::store::{JobRow, Lease, Store, StoreError};
 use crate::world::World;
+
+/// How often a running daemon reads the bounce mailbox (config `mail.bounce_maildir`).
+const BOUNCE_POLL: Duration = Duration::from_secs(2);
 
 /// Everything an engine is made of; the daemon builds it from the config, tests and the demo
 /// build it from what they started.
@@ -180,7 +184,15 @@ impl Engine {
         let (stop, stopping) = watch::channel(false);
         let mut running: JoinSet<()> = JoinSet::new();
         info!(owner = %self.cx.owner, workers = self.workers, "engine running");
+        let mut bounces_due = tokio::time::Instant::now();
         loop {
+            // The bounce mailbox, read every BOUNCE_POLL while the daemon runs.
+            if self.cx.world.bounces.is_some() && tokio::time::Instant::now() >= bounces_due {
+                if let Err(err) = bounces::read_bounces(&self.cx).await {
+                    warn!(error = %format!("{err:#}"), "reading the bounce mailbox failed; trying again");
+                }
+                bounces_due = tokio::time::Instant::now() + BOUNCE_POLL;
+            }
             while let Some(joined) = running.try_join_next() {
                 if let Err(err) = joined {
                     warn!(error = %err, "a job task panicked");
@@ -204,7 +216,10 @@ impl Engine {
                     Err(err) => warn!(error = %err, "claiming due jobs failed; trying again"),
                 }
             }
-            let wait = self.time_to_next_job().await;
+            let mut wait = self.time_to_next_job().await;
+            if self.cx.world.bounces.is_some() {
+                wait = wait.min(BOUNCE_POLL);
+            }
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = running.join_next(), if !running.is_empty() => {}

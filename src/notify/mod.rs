@@ -10,6 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 
+pub mod bounce;
 mod webhook;
 
 pub use crate::config::SmtpSecurity;

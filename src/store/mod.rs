@@ -716,6 +716,14 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?)
     }
+
+    /// The notice sent with Message-ID `message_id` (`<…>`), if any.
+    pub async fn notice_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>, StoreError> {
+        Ok(sqlx::query_as(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE message_id = $1 ORDER BY id LIMIT 1"))
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
 }
 
 /// Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters and

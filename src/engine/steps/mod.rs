@@ -3,6 +3,7 @@
 //! reconcile loop in `engine/mod.rs` dispatches to them; none of them claims or retries.
 
 pub mod announce;
+pub mod bounces;
 pub mod external;
 pub mod lower;
 pub mod mail;
