@@ -721,7 +721,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // the wrong variable shows here, not in a customer's mailbox.
             let samples = playbook.notices.rendered_samples().map_err(|e| anyhow!("{e:#}"))?;
             for (kind, subject, body, html) in samples {
-                let html = html.map(|h| format!("\n(and an HTML part of {} bytes)\n", h.len())).unwrap_or_default();
+                let html =
+                    html.map(|h| format!("\n(and an HTML part of {} bytes)\n", h.len())).unwrap_or_default();
                 output::raw(&format!(
                     "\n--- {kind} notice, rendered with sample values ---\nSubject: {}\n\n{}\n{html}",
                     subject.trim(),

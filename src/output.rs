@@ -56,7 +56,9 @@ pub fn notices(entries: &[crate::status::NoticeEntry], as_json: bool) -> anyhow:
             n.recipients.join(", "),
             n.subject
         ));
-        if let Some(reason) = n.skip_reason.as_deref().or(n.bounce_reason.as_deref()).or(n.last_error.as_deref()) {
+        if let Some(reason) =
+            n.skip_reason.as_deref().or(n.bounce_reason.as_deref()).or(n.last_error.as_deref())
+        {
             line(&format!("    {reason}"));
         }
     }

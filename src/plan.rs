@@ -1166,9 +1166,9 @@ async fn record(
         .filter_map(|a| a.contact_email.as_deref().map(|e| (a.user.as_str(), e)))
         .collect();
     for account in &document.accounts {
-        let reseller = (account.owner != "root" && account.owner != account.user).then(|| account.owner.clone());
-        let reseller_email =
-            reseller.as_deref().and_then(|r| contacts.get(r)).map(|e| (*e).to_owned());
+        let reseller =
+            (account.owner != "root" && account.owner != account.user).then(|| account.owner.clone());
+        let reseller_email = reseller.as_deref().and_then(|r| contacts.get(r)).map(|e| (*e).to_owned());
         let (state, data) = match account.action {
             AccountAction::Move => (AccountState::Pending.name().to_owned(), pending_account.clone()),
             AccountAction::HeldForOperator => {

@@ -415,7 +415,9 @@ impl Notices {
     /// sample values ([`sample_notice_context`]: the example config's hosts, `old1.example.net`
     /// → `new1.example.net`): `(kind, subject, body, HTML part)`, for `siirto playbook check` to show what
     /// customers, customer service and operators would read.
-    pub fn rendered_samples(&self) -> Result<Vec<(String, String, String, Option<String>)>, minijinja::Error> {
+    pub fn rendered_samples(
+        &self,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, minijinja::Error> {
         let context = sample_notice_context();
         let mut correction = context.clone();
         correction["old_date"] = "2026-03-07".into();
@@ -538,7 +540,6 @@ pub fn sample_notice_context() -> serde_json::Value {
         "cutover_time": "22:00",
     })
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Raw TOML shapes.
@@ -1105,7 +1106,13 @@ fn notices(
         template
             .map(|t| {
                 Ok(NoticeTemplate {
-                    subject: checked_template(src, &t.subject, &format!("notices.{kind}.subject"), check, Part::Subject)?,
+                    subject: checked_template(
+                        src,
+                        &t.subject,
+                        &format!("notices.{kind}.subject"),
+                        check,
+                        Part::Subject,
+                    )?,
                     body: checked_template(src, &t.body, &format!("notices.{kind}.body"), check, Part::Text)?,
                     html: t
                         .html
@@ -1116,16 +1123,24 @@ fn notices(
             })
             .transpose()
     };
-    let completion =
-        Localized { playbook: own(raw.and_then(|r| r.completion.as_ref()), "completion")?, shipped: shipped!("completion") };
-    let reminder =
-        Localized { playbook: own(raw.and_then(|r| r.reminder.as_ref()), "reminder")?, shipped: shipped!("reminder") };
-    let advance =
-        Localized { playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?, shipped: shipped!("advance") };
+    let completion = Localized {
+        playbook: own(raw.and_then(|r| r.completion.as_ref()), "completion")?,
+        shipped: shipped!("completion"),
+    };
+    let reminder = Localized {
+        playbook: own(raw.and_then(|r| r.reminder.as_ref()), "reminder")?,
+        shipped: shipped!("reminder"),
+    };
+    let advance = Localized {
+        playbook: own(raw.and_then(|r| r.advance.as_ref()), "advance")?,
+        shipped: shipped!("advance"),
+    };
     let start =
         Localized { playbook: own(raw.and_then(|r| r.start.as_ref()), "start")?, shipped: shipped!("start") };
-    let reseller =
-        Localized { playbook: own(raw.and_then(|r| r.reseller.as_ref()), "reseller")?, shipped: shipped!("reseller") };
+    let reseller = Localized {
+        playbook: own(raw.and_then(|r| r.reseller.as_ref()), "reseller")?,
+        shipped: shipped!("reseller"),
+    };
     let late = raw.and_then(|r| r.late_after.as_ref());
     let limit = |value: Option<&Spanned<String>>, kind: &str, default: Duration| {
         src.duration_or(value, &format!("notices.late_after.{kind}"), default, Duration::ZERO, 365 * DAY)
@@ -1137,10 +1152,7 @@ fn notices(
         ("start", limit(late.and_then(|l| l.start.as_ref()), "start", DAY)?),
         ("correction", limit(late.and_then(|l| l.correction.as_ref()), "correction", 2 * DAY)?),
         ("completion", limit(late.and_then(|l| l.completion.as_ref()), "completion", 7 * DAY)?),
-        (
-            "reminder",
-            limit(late.and_then(|l| l.reminder.as_ref()), "reminder", dns.external_reminder_every)?,
-        ),
+        ("reminder", limit(late.and_then(|l| l.reminder.as_ref()), "reminder", dns.external_reminder_every)?),
         ("staff", limit(late.and_then(|l| l.staff.as_ref()), "staff", DAY)?),
     ]);
     Ok(Notices {
@@ -1244,8 +1256,16 @@ mod tests {
     #[test]
     fn the_shipped_advance_notices_render_in_each_language_with_only_what_applies() {
         let notices = Playbook::parse("name = \"x\"\n", "x.toml").unwrap().notices;
-        assert_eq!(notices.late_after("advance"), Some(Duration::from_secs(7 * 86_400)), "half of announce_before");
-        assert_eq!(notices.late_after("reminder"), Some(Duration::from_secs(3 * 86_400)), "the reminder interval");
+        assert_eq!(
+            notices.late_after("advance"),
+            Some(Duration::from_secs(7 * 86_400)),
+            "half of announce_before"
+        );
+        assert_eq!(
+            notices.late_after("reminder"),
+            Some(Duration::from_secs(3 * 86_400)),
+            "the reminder interval"
+        );
         assert_eq!(notices.late_after("held"), None, "operators always hear of a hold");
         assert_eq!(notices.reseller_customers, ResellerCustomers::Reseller);
         let mut context = sample_notice_context();

@@ -133,7 +133,18 @@ impl World {
             (config.mail.language.clone(), config.mail.staff.clone(), config.mail.operators.clone());
         let send_interval = config.mail.max_per_second.map(|rate| Duration::from_secs(1) / rate);
         let bounces = config.mail.bounces.clone();
-        Ok(World { hosts, dns, checker, channel, public_dns, language, staff, operators, send_interval, bounces })
+        Ok(World {
+            hosts,
+            dns,
+            checker,
+            channel,
+            public_dns,
+            language,
+            staff,
+            operators,
+            send_interval,
+            bounces,
+        })
     }
 
     /// The host the config calls `name`; an error naming it when the config has none (a

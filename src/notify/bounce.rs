@@ -172,7 +172,8 @@ mod tests {
     fn a_delay_report_is_not_a_bounce_and_a_plain_message_is_no_report() {
         let dsn = parse_dsn(postfix_dsn("delayed").as_bytes()).expect("a DSN");
         assert!(!dsn.failed && dsn.reason.is_empty(), "{dsn:?}");
-        let plain = "From: someone@example.test\r\nTo: bounces+42@hosting.test\r\nSubject: hi\r\n\r\nhello\r\n";
+        let plain =
+            "From: someone@example.test\r\nTo: bounces+42@hosting.test\r\nSubject: hi\r\n\r\nhello\r\n";
         assert_eq!(parse_dsn(plain.as_bytes()), None);
     }
 }

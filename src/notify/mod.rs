@@ -187,7 +187,8 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
         return Err(invalid("no recipients".into()));
     }
     let from: Mailbox = notice.from.parse().map_err(|e| invalid(format!("From {:?}: {e}", notice.from)))?;
-    let mut builder = Message::builder().message_id(Some(id)).from(from.clone()).subject(notice.subject.clone());
+    let mut builder =
+        Message::builder().message_id(Some(id)).from(from.clone()).subject(notice.subject.clone());
     let mut recipients = Vec::new();
     for to in &notice.to {
         let mailbox: Mailbox = to.parse().map_err(|e| invalid(format!("To {to:?}: {e}")))?;
@@ -205,7 +206,10 @@ pub fn build_message(notice: &OutgoingNotice) -> Result<Message, NotifyError> {
         Some(html) => builder
             .multipart(lettre::message::MultiPart::alternative_plain_html(notice.body.clone(), html.clone()))
             .map_err(|e| invalid(e.to_string())),
-        None => builder.header(ContentType::TEXT_PLAIN).body(notice.body.clone()).map_err(|e| invalid(e.to_string())),
+        None => builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(notice.body.clone())
+            .map_err(|e| invalid(e.to_string())),
     }
 }
 

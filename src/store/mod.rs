@@ -719,10 +719,12 @@ impl Store {
 
     /// The notice sent with Message-ID `message_id` (`<…>`), if any.
     pub async fn notice_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>, StoreError> {
-        Ok(sqlx::query_as(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE message_id = $1 ORDER BY id LIMIT 1"))
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE message_id = $1 ORDER BY id LIMIT 1"
+        ))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 
@@ -1161,11 +1163,13 @@ impl Tx<'_> {
         migration_id: &str,
         customer_key: &str,
     ) -> Result<Vec<AccountRow>, StoreError> {
-        sqlx::query("UPDATE accounts SET updated_at = updated_at WHERE migration_id = $1 AND customer_key = $2")
-            .bind(migration_id)
-            .bind(customer_key)
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query(
+            "UPDATE accounts SET updated_at = updated_at WHERE migration_id = $1 AND customer_key = $2",
+        )
+        .bind(migration_id)
+        .bind(customer_key)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(sqlx::query_as(
             "SELECT * FROM accounts WHERE migration_id = $1 AND customer_key = $2 ORDER BY user_name",
         )

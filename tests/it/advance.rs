@@ -18,7 +18,11 @@ const CONTRACT_CONFIG: &str = "[contracts]\nsource = \"csv\"\npath = \"contracts
 fn playbook(late_after: &str) -> String {
     let text = include_str!("../../playbooks/demo.toml");
     assert!(text.contains("\n[notices.late_after]\n"), "the demo playbook's notices moved");
-    text.replacen("\n[notices.late_after]\n", &format!("\n[notices.late_after]\nadvance = \"{late_after}\"\n"), 1)
+    text.replacen(
+        "\n[notices.late_after]\n",
+        &format!("\n[notices.late_after]\nadvance = \"{late_after}\"\n"),
+        1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,11 +145,15 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
         .filter(|d| d.message_id.starts_with(&format!("<completion.{}.2.", a[1].user)))
         .collect();
     assert_eq!(c1_done.len(), 1, "one completion notice for C1's two accounts");
-    let (text, html) = (c1_done[0].body.clone().unwrap_or_default(), c1_done[0].html.clone().unwrap_or_default());
+    let (text, html) =
+        (c1_done[0].body.clone().unwrap_or_default(), c1_done[0].html.clone().unwrap_or_default());
     assert!(text.starts_with("Hei Kukka Oy,"), "{text}");
     assert!(html.contains("<html lang=\"fi\">"), "{html}");
     for n in [1, 2] {
-        assert!(text.contains(&format!("tili {}: {}", a[n].user, a[n].domain)), "account {n} missing:\n{text}");
+        assert!(
+            text.contains(&format!("tili {}: {}", a[n].user, a[n].domain)),
+            "account {n} missing:\n{text}"
+        );
         assert!(html.contains(a[n].user.as_str()) && html.contains(a[n].domain.as_str()), "{html}");
     }
     assert!(!text.contains("DNS") && !html.contains("DNS"), "nothing about DNS for C1:\n{text}");

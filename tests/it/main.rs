@@ -18,6 +18,7 @@ mod leases;
 mod mail_cutover;
 mod notify;
 mod plan;
+mod resellers;
 mod rfc2136;
 mod sim;
 mod sim_mail;

@@ -56,7 +56,9 @@ pub(crate) fn via_reseller<'a>(mode: ResellerCustomers, account: &'a AccountRow)
 fn group(accounts: Vec<AccountRow>, mode: ResellerCustomers) -> anyhow::Result<BTreeMap<String, Customer>> {
     let mut customers: BTreeMap<String, Customer> = BTreeMap::new();
     for account in accounts {
-        if matches!(account_state(&account)?, AccountState::Held { .. }) || via_reseller(mode, &account).is_some() {
+        if matches!(account_state(&account)?, AccountState::Held { .. })
+            || via_reseller(mode, &account).is_some()
+        {
             continue;
         }
         let (Some(key), Some(email)) =
@@ -127,7 +129,8 @@ fn customer_notice(
         "start" => notices.start.for_language(&language),
         _ => notices.advance.for_language(&language),
     };
-    let context = context(ctx, customer, domains, crate::domain::from_millis(ctx.row.cutover_at), ctx.target.ip)?;
+    let context =
+        context(ctx, customer, domains, crate::domain::from_millis(ctx.row.cutover_at), ctx.target.ip)?;
     let (subject, body, html) = rendered(template, &context, kind)?;
     let first = &customer.accounts[0].user;
     Ok(NewNotice {
@@ -156,7 +159,9 @@ async fn one_customer(
     for account in &accounts {
         domains.extend(cx.store.domains_of(ctx.id.as_str(), &account.user).await?);
     }
-    Ok(group(accounts, ctx.playbook.notices.reseller_customers)?.remove(key).map(|customer| (customer, domains)))
+    Ok(group(accounts, ctx.playbook.notices.reseller_customers)?
+        .remove(key)
+        .map(|customer| (customer, domains)))
 }
 
 /// The start notices of the customers of `batch` (accounts entering their transfer now), each
@@ -361,7 +366,8 @@ async fn reseller_notices(cx: &Ctx, ctx: &MigrationCtx, now: i64) -> anyhow::Res
         if customers.is_empty() {
             continue;
         }
-        let language = language_of(languages.get(&reseller).cloned().flatten().as_deref(), &cx.world.language);
+        let language =
+            language_of(languages.get(&reseller).cloned().flatten().as_deref(), &cx.world.language);
         let context = serde_json::json!({
             "migration": ctx.id.as_str(),
             "customers": customers,
@@ -459,8 +465,10 @@ pub async fn queue_completion(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease:
     };
     let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
     let language = language_of(customer.language.as_deref(), &cx.world.language);
-    let context = context(ctx, &customer, &domains, crate::domain::from_millis(ctx.row.cutover_at), target_ip)?;
-    let (subject, body, html) = rendered(ctx.playbook.notices.completion.for_language(&language), &context, "completion")?;
+    let context =
+        context(ctx, &customer, &domains, crate::domain::from_millis(ctx.row.cutover_at), target_ip)?;
+    let (subject, body, html) =
+        rendered(ctx.playbook.notices.completion.for_language(&language), &context, "completion")?;
     let users: Vec<&str> = switched.iter().map(|a| a.user.as_str()).collect();
     let key = account.customer_key.clone().unwrap_or_else(|| format!("account-{user}"));
     let digest = hex::encode(&sha2::Sha256::digest(users.join(",").as_bytes())[..6]);
@@ -514,7 +522,14 @@ pub async fn queue_completion(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease:
         let state = account_state(other)?;
         cx.apply_account(&mut tx, ctx, &other.user, &state, AccountEvent::NoticeQueued { notice_id }).await?;
     }
-    let job = cx.job(ctx, crate::engine::jobs::JobKind::SendNotice, &notice_id.to_string(), serde_json::json!({}), now, dedupe);
+    let job = cx.job(
+        ctx,
+        crate::engine::jobs::JobKind::SendNotice,
+        &notice_id.to_string(),
+        serde_json::json!({}),
+        now,
+        dedupe,
+    );
     tx.schedule_job(&job).await?;
     tx.finish_job(lease, now).await?;
     Ok(tx.commit().await?)

@@ -59,7 +59,9 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     // A notice that could not go out in time (the server was down, the daemon stopped) is not
     // sent in a burst later: too late is skipped, on record.
     let due = match notice.kind.as_str() {
-        "advance" | "reseller" => ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64,
+        "advance" | "reseller" => {
+            ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64
+        }
         "staff" => ctx.row.cutover_at - super::staff::BRIEF_BEFORE.as_millis() as i64,
         _ => notice.created_at,
     };
@@ -68,7 +70,8 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
         let mut tx = cx.store.begin_leased(lease).await?;
         tx.mark_notice_skipped(id, now, &reason).await?;
         let detail = serde_json::json!({ "notice": id, "kind": notice.kind, "reason": reason });
-        tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_skipped_late", detail)).await?;
+        tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_skipped_late", detail))
+            .await?;
         // A completion notice too late to send still ends its accounts' wait for it.
         if notice.kind == "completion"
             && let Some(first) = &notice.account
@@ -109,7 +112,8 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     let mut tx = cx.store.begin_leased(lease).await?;
     let started = tx.notice_delivery_started(id, cx.now_ms()).await?;
     let current = tx.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
-    let outgoing = OutgoingNotice { subject: current.subject, body: current.body, html: current.html, ..outgoing };
+    let outgoing =
+        OutgoingNotice { subject: current.subject, body: current.body, html: current.html, ..outgoing };
     if started {
         let detail = serde_json::json!({
             "notice": id,
@@ -235,8 +239,11 @@ pub async fn queue_reminder(
     let template = ctx.playbook.notices.reminder.for_language(&language);
     let (subject, body, html) = rendered(template, &context, "reminder")?;
     let mode = ctx.playbook.notices.reseller_customers;
-    let recipients: Vec<String> =
-        via_reseller(mode, &account).map(str::to_owned).or_else(|| account.contact_email.clone()).into_iter().collect();
+    let recipients: Vec<String> = via_reseller(mode, &account)
+        .map(str::to_owned)
+        .or_else(|| account.contact_email.clone())
+        .into_iter()
+        .collect();
     let domain = DomainName::parse(&row.domain).context("stored domain")?;
     let now = cx.now_ms();
     let notice = NewNotice {
