@@ -4,7 +4,7 @@
 //!
 //! - The advance notice: `schedule.announce_before` the cutover, what moves and when and, for
 //!   a domain on someone else's DNS, that they will have records to change. Past
-//!   `notices.advance_late_after` it is written to the outbox marked skipped (too late), never
+//!   `notices.late_after.advance` it is written to the outbox marked skipped (too late), never
 //!   sent.
 //! - The start notice: when the first of a customer's accounts enters its transfer.
 //! - The completion notice: when none of a customer's accounts is still moving, listing every

@@ -15,7 +15,7 @@ use crate::store::{Lease, NewNotice, OutboxRow, Tx, account_state, domain_state}
 /// How long before the cutover customer service is briefed.
 pub const BRIEF_BEFORE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-/// Writes customer service's briefing to the outbox (one row per migration) and schedules its
+/// Writes customer service's briefing to the outbox (one row per cutover date) and schedules its
 /// sending; after the cutover it is pointless and written skipped. Nothing when no staff
 /// address is configured.
 pub async fn brief_staff(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
@@ -64,8 +64,10 @@ pub async fn brief_staff(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepRes
         "awaiting_ip": awaiting_ip,
         "held": held,
     });
+    // One per cutover date: after a reschedule customer service is briefed again for the new one.
+    let key = ctx.row.cutover_at.to_string();
     let notice =
-        internal_notice(cx, ctx, &ctx.playbook.notices.staff, "staff", "", &cx.world.staff, &context)?;
+        internal_notice(cx, ctx, &ctx.playbook.notices.staff, "staff", &key, &cx.world.staff, &context)?;
     let now = notice.created_at;
     let mut tx = cx.store.begin_leased(lease).await?;
     if let Some(id) = tx.enqueue_notice(&notice).await? {
