@@ -221,7 +221,8 @@ async fn run(args: Args) -> Result<()> {
     let config = write_config(dir.path(), &database, server.port, &args)?;
     let store = Store::connect(&config.database).await?;
     insert_migration(&store, args.notices).await?;
-    let engine = Arc::new(Engine::from_config(&config, store.clone(), Arc::new(SystemClock))?.with_workers(workers));
+    let engine =
+        Arc::new(Engine::from_config(&config, store.clone(), Arc::new(SystemClock))?.with_workers(workers));
 
     // The raw client's messages: the same notices, rendered and built before any clock starts.
     let prepared = Instant::now();
@@ -259,25 +260,19 @@ async fn run(args: Args) -> Result<()> {
             break;
         }
         start = range.end;
-        let raw_pass = |server: &SmtpServer| {
-            let (messages, range, port) = (raw_messages.clone(), range.clone(), server.port);
-            async move {
-                let before = server.count()?;
-                let elapsed = raw_pooled(port, messages, range.clone(), connections).await?;
-                server.wait_for(before + range.len(), Duration::from_secs(10)).await?;
-                Ok::<Duration, anyhow::Error>(elapsed)
-            }
-        };
+        let raw = || raw_pass(&server, raw_messages.clone(), range.clone(), connections);
+        let ours = || siirto_pass(&engine, &store, &playbook, &server, range.clone(), args.timeout);
         let (raw, siirto) = if round % 2 == 1 {
-            let raw = raw_pass(&server).await?;
-            (raw, siirto_pass(&engine, &store, &playbook, &server, range.clone(), args.timeout).await?)
+            let raw = raw().await?;
+            (raw, ours().await?)
         } else {
-            let siirto = siirto_pass(&engine, &store, &playbook, &server, range.clone(), args.timeout).await?;
-            (raw_pass(&server).await?, siirto)
+            let siirto = ours().await?;
+            (raw().await?, siirto)
         };
         let per_message = if args.raw_per_message {
             let before = server.count()?;
-            let elapsed = raw_per_message(server.port, raw_messages.clone(), range.clone(), connections).await?;
+            let elapsed =
+                raw_per_message(server.port, raw_messages.clone(), range.clone(), connections).await?;
             server.wait_for(before + range.len(), Duration::from_secs(10)).await?;
             Some(elapsed)
         } else {
@@ -315,7 +310,11 @@ async fn run(args: Args) -> Result<()> {
     ensure!(unsent == 0 && resends == 0, "{unsent} notices unsent, {resends} resent");
     let passes = if args.raw_per_message { 3 } else { 2 };
     let delivered = server.count()?;
-    ensure!(delivered == passes * args.notices, "the server took {delivered} messages, {} sent", passes * args.notices);
+    ensure!(
+        delivered == passes * args.notices,
+        "the server took {delivered} messages, {} sent",
+        passes * args.notices
+    );
 
     let total = |f: &dyn Fn(&Round) -> Duration| rounds.iter().map(f).sum::<Duration>();
     let (raw, ours, send) = (total(&|r| r.raw), total(&|r| r.siirto.total), total(&|r| r.siirto.send));
@@ -538,7 +537,12 @@ async fn siirto_pass(
     let _ = stop_tx.send(());
     daemon.await.context("the engine task")??;
     server.wait_for(before + n, Duration::from_secs(10)).await?;
-    Ok(SiirtoPass { render: rendered - started, write: written - rendered, send: sent - written, total: sent - started })
+    Ok(SiirtoPass {
+        render: rendered - started,
+        write: written - rendered,
+        send: sent - written,
+        total: sent - started,
+    })
 }
 
 /// One pre-built message of the raw client.
@@ -552,6 +556,20 @@ async fn connect(port: u16) -> Result<AsyncSmtpConnection> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     tcp.set_nodelay(true)?;
     Ok(AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &ClientId::default()).await?)
+}
+
+/// One raw pass over `range`, checked against the server's count.
+async fn raw_pass(
+    server: &SmtpServer,
+    messages: Arc<Vec<RawMessage>>,
+    range: std::ops::Range<usize>,
+    connections: usize,
+) -> Result<Duration> {
+    let before = server.count()?;
+    let n = range.len();
+    let elapsed = raw_pooled(server.port, messages, range, connections).await?;
+    server.wait_for(before + n, Duration::from_secs(10)).await?;
+    Ok(elapsed)
 }
 
 /// The raw client: `connections` connections, each open for the whole pass and sending the
@@ -659,7 +677,8 @@ impl SmtpServer {
             let _ = tx.send(line);
         });
         let mut server = SmtpServer { child, port: 0, count_file };
-        let line = rx.recv_timeout(Duration::from_secs(20)).context("aiosmtpd did not report its port in 20 s")?;
+        let line =
+            rx.recv_timeout(Duration::from_secs(20)).context("aiosmtpd did not report its port in 20 s")?;
         server.port = line
             .trim()
             .strip_prefix("PORT ")

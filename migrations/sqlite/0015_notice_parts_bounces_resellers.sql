@@ -9,3 +9,6 @@ ALTER TABLE outbox ADD COLUMN bounce_reason TEXT;
 -- roll-up of its customers instead of (or besides) notices to each of them.
 ALTER TABLE accounts ADD COLUMN reseller TEXT;
 ALTER TABLE accounts ADD COLUMN reseller_email TEXT;
+-- Notices to one recipient go out in the order they were written: a send looks for an earlier
+-- unsent notice to the same recipients.
+CREATE INDEX outbox_by_recipients ON outbox (migration_id, recipients, id);

@@ -717,6 +717,24 @@ impl Store {
             .await?)
     }
 
+    /// An earlier notice of the same migration to the same recipients as `notice` that is still
+    /// to be sent (not sent, skipped or failed, its send job open), if any: notices to one
+    /// reader go out in the order they were written.
+    pub async fn earlier_unsent_notice(&self, notice: &OutboxRow) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT o.id FROM outbox o JOIN jobs j ON j.dedupe_key = 'send_notice:' || o.id \
+             WHERE o.migration_id = $1 AND o.recipients = $2 AND o.id < $3 \
+               AND o.sent_at IS NULL AND o.skipped_at IS NULL AND o.failed_at IS NULL \
+               AND j.done_at IS NULL \
+             ORDER BY o.id LIMIT 1",
+        )
+        .bind(&notice.migration_id)
+        .bind(&notice.recipients)
+        .bind(notice.id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The notice sent with Message-ID `message_id` (`<…>`), if any.
     pub async fn notice_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(&format!(

@@ -283,8 +283,22 @@ async fn notices_wait_for_a_down_smtp_server() {
     let status = wait_cut_over(&rig).await;
     daemon.stop().await;
     assert_eq!(status.arrived(), 3, "{status:#?}");
-    // A start and a completion notice per account.
-    assert_eq!(smtp.wait_for(6, Duration::from_secs(30)).await.len(), 6);
+    // A start and a completion notice per account: each once, and each customer's in the
+    // order they were written (start before completion), though both waited out the outage.
+    smtp.wait_for(6, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered = smtp.delivered();
+    let ids: Vec<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    for account in &rig.hosts.accounts {
+        let at = |kind: &str| {
+            let id = format!("<{kind}.{}.{}@siirto>", account.user, rig.id);
+            let found: Vec<usize> = ids.iter().enumerate().filter(|(_, m)| **m == id).map(|(n, _)| n).collect();
+            assert_eq!(found.len(), 1, "{id} once: {ids:?}");
+            found[0]
+        };
+        assert!(at("start") < at("completion"), "{}: start before completion: {ids:?}", account.user);
+    }
 }
 
 /// Notices through the webhook channel: every completion notice reaches a real HTTP endpoint

@@ -2,7 +2,7 @@
 //! dedupe key), and each outbox row is sent through the channel.
 
 use anyhow::{Context, anyhow};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::domain::{AccountEvent, DomainState, RecordChange, reminder_notice_key};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
@@ -13,6 +13,9 @@ use crate::playbook::{NoticeTemplate, language_of};
 use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx};
 
 use super::announce::{completion_accounts, too_late, via_reseller};
+
+/// How soon a notice waiting for an earlier one to the same recipients looks again.
+const ORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A notice template rendered with `context`: the subject (one line), the text and the HTML
 /// part (escaped), if the template has one.
@@ -82,6 +85,14 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
             }
         }
         tx.finish_job(lease, now).await?;
+        return Ok(tx.commit().await?);
+    }
+    // Notices to one reader go out in the order they were written (a start notice waiting out
+    // a mail server's outage goes before the completion notice written meanwhile).
+    if let Some(earlier) = cx.store.earlier_unsent_notice(&notice).await? {
+        debug!(notice = id, earlier, "an earlier notice to the same recipients is not out yet; waiting for it");
+        let mut tx = cx.store.begin_leased(lease).await?;
+        tx.reschedule_job(lease, now + ORDER_WAIT.as_millis() as i64).await?;
         return Ok(tx.commit().await?);
     }
     let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
