@@ -370,7 +370,7 @@ pub enum NoticesCommand {
         /// The migration's id.
         migration: String,
         /// Which notice.
-        #[arg(long, value_parser = ["advance", "start"], default_value = "advance")]
+        #[arg(long, value_parser = ["advance", "start", "completion", "reseller"], default_value = "advance")]
         kind: String,
         /// Only this customer: a cPanel user of theirs, their address, or their customer key.
         #[arg(long)]

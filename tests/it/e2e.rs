@@ -293,7 +293,8 @@ async fn notices_wait_for_a_down_smtp_server() {
     for account in &rig.hosts.accounts {
         let at = |kind: &str| {
             let id = format!("<{kind}.{}.{}@siirto>", account.user, rig.id);
-            let found: Vec<usize> = ids.iter().enumerate().filter(|(_, m)| **m == id).map(|(n, _)| n).collect();
+            let found: Vec<usize> =
+                ids.iter().enumerate().filter(|(_, m)| **m == id).map(|(n, _)| n).collect();
             assert_eq!(found.len(), 1, "{id} once: {ids:?}");
             found[0]
         };

@@ -27,4 +27,5 @@ mod ssh;
 mod store;
 mod support;
 mod transfer_control;
+mod webhook_crash;
 mod whm;

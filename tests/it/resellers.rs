@@ -209,6 +209,24 @@ async fn a_reseller_gets_one_roll_up_and_a_customer_with_three_accounts_one_noti
         !file.exists() && std::fs::read_dir(maildir.join("cur")).unwrap().count() == 1,
         "read and moved to cur/"
     );
+    // `siirto notices preview` prints the roll-up (in Finnish on request) and C1's completion
+    // notice as they would be written now.
+    let preview = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+            .args(["notices", "preview", id.as_str(), "--config", config_path.to_str().unwrap()])
+            .args(args)
+            .env_remove("SIIRTO_CONFIG")
+            .output()
+            .expect("run siirto");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = preview(&["--kind", "reseller", "--lang", "fi"]);
+    assert!(shown.starts_with(&format!("--- reseller notice to {} ---", reseller.email)), "{shown}");
+    assert!(ends.iter().all(|e| shown.contains(&format!("tili {}: {}", e.user, e.domain))), "{shown}");
+    let shown = preview(&["--kind", "completion", "--customer", a[2].user.as_str()]);
+    assert!(shown.starts_with(&format!("--- completion notice to {} ---", a[1].email)), "{shown}");
+    assert!((1..=3).all(|n| shown.contains(&format!("account {}: {}", a[n].user, a[n].domain))), "{shown}");
     // `siirto notices list --state bounced` shows it, with what the report said.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
         .args([

@@ -81,8 +81,9 @@ fn group(accounts: Vec<AccountRow>, mode: ResellerCustomers) -> anyhow::Result<B
 
 /// What `siirto notices preview` shows for each customer whose accounts match `customer` (a
 /// cPanel user, a contact address or a customer key; every customer when `None`): the notice of
-/// `kind` (`advance` or `start`) exactly as it would be written, in `language` when given, else
-/// in theirs. Nothing is written.
+/// `kind` (`advance`, `start` or `completion`, with the records as they stand now) exactly as it
+/// would be written, in `language` when given, else in theirs; or each reseller's roll-up
+/// (`reseller`, `customer` then being the reseller's user or address). Nothing is written.
 pub async fn preview(
     cx: &Ctx,
     ctx: &MigrationCtx,
@@ -90,8 +91,21 @@ pub async fn preview(
     customer: Option<&str>,
     language: Option<&str>,
 ) -> anyhow::Result<Vec<NewNotice>> {
-    if !matches!(kind, "advance" | "start") {
-        anyhow::bail!("--kind {kind:?}: expected advance or start");
+    if !matches!(kind, "advance" | "start" | "completion" | "reseller") {
+        anyhow::bail!("--kind {kind:?}: expected advance, start, completion or reseller");
+    }
+    if kind == "reseller" {
+        let roll_ups = reseller_notices(cx, ctx, cx.now_ms(), language).await?;
+        let prefix = customer_key("reseller", ctx.id.as_str(), "");
+        return Ok(roll_ups
+            .into_iter()
+            .filter(|n| {
+                customer.is_none_or(|w| {
+                    n.dedupe_key.strip_prefix(&prefix) == Some(w)
+                        || n.recipients.to_ascii_lowercase().contains(&w.to_ascii_lowercase())
+                })
+            })
+            .collect());
     }
     let mode = ctx.playbook.notices.reseller_customers;
     let customers = group(cx.store.accounts(ctx.id.as_str()).await?, mode)?;
@@ -127,6 +141,7 @@ fn customer_notice(
     let notices = &ctx.playbook.notices;
     let template = match kind {
         "start" => notices.start.for_language(&language),
+        "completion" => notices.completion.for_language(&language),
         _ => notices.advance.for_language(&language),
     };
     let context =
@@ -240,7 +255,8 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     // date (its own key and id).
     let sent_roll_ups: Vec<_> =
         cx.store.outbox(ctx.id.as_str()).await?.into_iter().filter(|n| n.kind == "reseller").collect();
-    let roll_ups = if sent_roll_ups.is_empty() { Vec::new() } else { reseller_notices(cx, ctx, now).await? };
+    let roll_ups =
+        if sent_roll_ups.is_empty() { Vec::new() } else { reseller_notices(cx, ctx, now, None).await? };
     for row in sent_roll_ups {
         let Some(name) = row.dedupe_key.strip_prefix(&customer_key("reseller", ctx.id.as_str(), "")) else {
             continue;
@@ -289,7 +305,7 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     for (key, customer) in &customers {
         written.push(customer_notice(cx, ctx, "advance", key, customer, &domains, now)?);
     }
-    let roll_ups = reseller_notices(cx, ctx, now).await?;
+    let roll_ups = reseller_notices(cx, ctx, now, None).await?;
     let resellers = roll_ups.len();
     written.extend(roll_ups);
     let mut tx = cx.store.begin_leased(lease).await?;
@@ -335,8 +351,13 @@ pub(crate) fn too_late(ctx: &MigrationCtx, kind: &str, due: i64, now: i64) -> Op
 
 /// The roll-up of each reseller whose address is known (none unless
 /// `notices.reseller_customers` is "reseller" or "both"): its end customers, their accounts and
-/// domains and what each must do, in the reseller's language.
-async fn reseller_notices(cx: &Ctx, ctx: &MigrationCtx, now: i64) -> anyhow::Result<Vec<NewNotice>> {
+/// domains and what each must do, in the reseller's language (or `language`).
+async fn reseller_notices(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    now: i64,
+    language: Option<&str>,
+) -> anyhow::Result<Vec<NewNotice>> {
     if !ctx.playbook.notices.reseller_customers.rolls_up() {
         return Ok(Vec::new());
     }
@@ -366,8 +387,10 @@ async fn reseller_notices(cx: &Ctx, ctx: &MigrationCtx, now: i64) -> anyhow::Res
         if customers.is_empty() {
             continue;
         }
-        let language =
-            language_of(languages.get(&reseller).cloned().flatten().as_deref(), &cx.world.language);
+        let language = match language {
+            Some(language) => language.to_owned(),
+            None => language_of(languages.get(&reseller).cloned().flatten().as_deref(), &cx.world.language),
+        };
         let context = serde_json::json!({
             "migration": ctx.id.as_str(),
             "customers": customers,

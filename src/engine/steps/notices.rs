@@ -90,7 +90,10 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     // Notices to one reader go out in the order they were written (a start notice waiting out
     // a mail server's outage goes before the completion notice written meanwhile).
     if let Some(earlier) = cx.store.earlier_unsent_notice(&notice).await? {
-        debug!(notice = id, earlier, "an earlier notice to the same recipients is not out yet; waiting for it");
+        debug!(
+            notice = id,
+            earlier, "an earlier notice to the same recipients is not out yet; waiting for it"
+        );
         let mut tx = cx.store.begin_leased(lease).await?;
         tx.reschedule_job(lease, now + ORDER_WAIT.as_millis() as i64).await?;
         return Ok(tx.commit().await?);
