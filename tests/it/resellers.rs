@@ -249,3 +249,53 @@ async fn a_reseller_gets_one_roll_up_and_a_customer_with_three_accounts_one_noti
         "{shown}"
     );
 }
+
+/// A reschedule after the roll-up went out: the reseller gets the roll-up again with the new
+/// date (once), and its end customer, told nothing by us, gets no correction either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_sends_the_reseller_its_roll_up_with_the_new_date() {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-reseller-reschedule", 5);
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    let a = rig.hosts.accounts.clone();
+    let (reseller, end) = (&a[0], &a[4]);
+    assert_eq!(end.owner, reseller.user.as_str());
+    let cutover = rig.clock.now() + chrono::Duration::hours(2);
+    rig.plan_with_cutover(&playbook(), cutover).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("reseller-reschedule", 4));
+    let id = rig.id.clone();
+    // Four customers' advance notices and the roll-up.
+    let first = smtp.wait_for(4 + 1, Duration::from_secs(60)).await;
+    let roll_up = format!("<reseller.{}.{id}@siirto>", reseller.user);
+    assert!(first.iter().any(|d| d.message_id == roll_up), "{first:#?}");
+    daemon.stop().await;
+
+    let new_cutover = cutover + chrono::Duration::days(3);
+    let config = rig.dir.path().join("siirto.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["reschedule", id.as_str(), "--cutover", &new_cutover.to_rfc3339()])
+        .args(["--reason", "the new server's disks arrive late", "--config", config.to_str().unwrap()])
+        .env_remove("SIIRTO_CONFIG")
+        .output()
+        .expect("run siirto");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let daemon = Daemon::start(rig.engine("reseller-reschedule", 4));
+    // Four corrections and the roll-up again.
+    smtp.wait_for(first.len() + 4 + 1, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.stop().await;
+    let delivered = smtp.delivered().into_iter().skip(first.len()).collect::<Vec<_>>();
+    assert_eq!(delivered.len(), 5, "{:?}", delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>());
+    let again = format!("<reseller.{}.{}.{id}@siirto>", reseller.user, new_cutover.timestamp_millis());
+    let roll_up = delivered.iter().find(|d| d.message_id == again).expect("the roll-up with the new date");
+    assert_eq!(roll_up.rcpt_tos, [reseller.email.clone()]);
+    let new_date = new_cutover.format("%Y-%m-%d").to_string();
+    assert!(roll_up.subject.contains(&new_date), "{}", roll_up.subject);
+    let text = roll_up.body.clone().unwrap_or_default();
+    assert!(text.contains(&format!("account {}: {}", end.user, end.domain)), "{text}");
+    assert!(delivered.iter().all(|d| !d.rcpt_tos.contains(&end.email)), "the end customer hears nothing");
+    assert_eq!(delivered.iter().filter(|d| d.message_id.starts_with("<correction.")).count(), 4);
+}
