@@ -420,3 +420,57 @@ async fn a_refused_notice_is_failed_and_customer_service_is_told() {
         .expect("the account's notice_failed event");
     assert!(account_failed.detail.contains("550"), "{}", account_failed.detail);
 }
+
+/// Paused while its notices are going out through a slow mail server, then resumed: nothing new
+/// goes out while it is paused (a send already talking to the server may finish), the move
+/// itself waits, and after the resume every notice arrives exactly once — none resent, none
+/// lost (knadh/listmonk#2070: a resumed campaign re-sent to everyone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_never_resend_a_notice() {
+    let smtp = SmtpServer::start_slow(Duration::from_millis(1000), Duration::ZERO);
+    let mut options = RigOptions::new("it-pause-notices", 4);
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    let cutover = rig.clock.now() + chrono::Duration::hours(1);
+    rig.plan_with_cutover(&playbook("15d"), cutover).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    // One worker: one notice talks to the server at a time.
+    let daemon = Daemon::start(rig.engine("pause-notices", 1));
+    let id = rig.id.clone();
+    let config = rig.dir.path().join("siirto.toml");
+    let siirto = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
+            .env_remove("SIIRTO_CONFIG")
+            .output()
+            .expect("run siirto");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    smtp.wait_for(1, Duration::from_secs(60)).await;
+    siirto(&["pause", id.as_str()]);
+    rig.clock.advance(Duration::from_secs(3600));
+    // What was talking to the server when the pause came may finish; then nothing more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_pause = smtp.delivered().len();
+    assert!(at_pause < 4, "the pause came while advance notices were still going out");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.delivered().len(), at_pause, "nothing goes out while paused");
+    assert_eq!(rig.status().await.accounts_by_state.get("pending"), Some(&4), "nothing moves while paused");
+    siirto(&["resume", id.as_str()]);
+    rig.wait_for("the cutover", Duration::from_secs(180), |s| s.state == "cut_over" && s.arrived() == 4)
+        .await;
+    // Four customers: an advance, a start and a completion notice each.
+    smtp.wait_for(12, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.stop().await;
+    let delivered = smtp.delivered();
+    let mut ids: Vec<&str> = delivered.iter().map(|d| d.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "{ids:?}");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "each notice once");
+    let outbox = rig.store.outbox(id.as_str()).await.unwrap();
+    assert!(outbox.iter().all(|n| n.resends == 0 && n.sent_at.is_some()), "{outbox:#?}");
+}
