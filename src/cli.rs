@@ -720,7 +720,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // What a customer would read, with the example config's hosts: a template naming
             // the wrong variable shows here, not in a customer's mailbox.
             let samples = playbook.notices.rendered_samples().map_err(|e| anyhow!("{e:#}"))?;
-            for (kind, subject, body, html) in samples {
+            for crate::playbook::Sample { kind, subject, body, html } in samples {
                 let html =
                     html.map(|h| format!("\n(and an HTML part of {} bytes)\n", h.len())).unwrap_or_default();
                 output::raw(&format!(

@@ -410,14 +410,25 @@ pub const NOTICE_VARIABLES: [&str; 15] = [
     "cutover_time",
 ];
 
+/// One notice template rendered with sample values, as `siirto playbook check` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The kind and language, e.g. `advance (fi)`.
+    pub kind: String,
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+    /// The HTML part, when the template has one.
+    pub html: Option<String>,
+}
+
 impl Notices {
     /// Every notice template of every kind, each shipped one in each language, rendered with
     /// sample values ([`sample_notice_context`]: the example config's hosts, `old1.example.net`
-    /// → `new1.example.net`): `(kind, subject, body, HTML part)`, for `siirto playbook check` to show what
+    /// → `new1.example.net`), for `siirto playbook check` to show what
     /// customers, customer service and operators would read.
-    pub fn rendered_samples(
-        &self,
-    ) -> Result<Vec<(String, String, String, Option<String>)>, minijinja::Error> {
+    pub fn rendered_samples(&self) -> Result<Vec<Sample>, minijinja::Error> {
         let context = sample_notice_context();
         let mut correction = context.clone();
         correction["old_date"] = "2026-03-07".into();
@@ -460,12 +471,12 @@ impl Notices {
             for language in LANGUAGES {
                 let template = templates.for_language(language);
                 let html = template.html.as_ref().map(|html| render_html(html, context)).transpose()?;
-                samples.push((
-                    format!("{kind} ({language})"),
-                    render(&template.subject, context)?,
-                    render(&template.body, context)?,
+                samples.push(Sample {
+                    kind: format!("{kind} ({language})"),
+                    subject: render(&template.subject, context)?,
+                    body: render(&template.body, context)?,
                     html,
-                ));
+                });
             }
         }
         Ok(samples)

@@ -132,7 +132,7 @@ async fn a_reseller_gets_one_roll_up_and_a_customer_with_three_accounts_one_noti
     // The roll-up: to the reseller, listing exactly its end customers, their accounts and domains.
     let roll_up: Vec<&Delivered> =
         delivered.iter().filter(|d| d.message_id.starts_with("<reseller.")).collect();
-    assert_eq!(roll_up[0].rcpt_tos, [reseller.email.clone()]);
+    assert_eq!(roll_up[0].rcpt_tos, std::slice::from_ref(&reseller.email));
     let text = roll_up[0].body.clone().unwrap_or_default();
     for end in &ends {
         assert!(
@@ -161,7 +161,7 @@ async fn a_reseller_gets_one_roll_up_and_a_customer_with_three_accounts_one_noti
             .iter()
             .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", end.user))
             .unwrap_or_else(|| panic!("no completion notice for {}: {:?}", end.user, ids()));
-        assert_eq!(done.rcpt_tos, [reseller.email.clone()]);
+        assert_eq!(done.rcpt_tos, std::slice::from_ref(&reseller.email));
         assert!(done.body.clone().unwrap_or_default().contains(end.domain.as_str()));
     }
     // C1: one advance, one start and one completion notice, each listing all three accounts.
@@ -291,7 +291,7 @@ async fn a_reschedule_sends_the_reseller_its_roll_up_with_the_new_date() {
     assert_eq!(delivered.len(), 5, "{:?}", delivered.iter().map(|d| &d.message_id).collect::<Vec<_>>());
     let again = format!("<reseller.{}.{}.{id}@siirto>", reseller.user, new_cutover.timestamp_millis());
     let roll_up = delivered.iter().find(|d| d.message_id == again).expect("the roll-up with the new date");
-    assert_eq!(roll_up.rcpt_tos, [reseller.email.clone()]);
+    assert_eq!(roll_up.rcpt_tos, std::slice::from_ref(&reseller.email));
     let new_date = new_cutover.format("%Y-%m-%d").to_string();
     assert!(roll_up.subject.contains(&new_date), "{}", roll_up.subject);
     let text = roll_up.body.clone().unwrap_or_default();

@@ -43,7 +43,7 @@ fn customer_key(kind: &str, migration: &str, customer: &str) -> String {
 
 /// The reseller address an account's notices go to instead of its own contact: with
 /// `notices.reseller_customers = "reseller"`, for an account of a reseller whose address is known.
-pub(crate) fn via_reseller<'a>(mode: ResellerCustomers, account: &'a AccountRow) -> Option<&'a str> {
+pub(crate) fn via_reseller(mode: ResellerCustomers, account: &AccountRow) -> Option<&str> {
     if mode != ResellerCustomers::Reseller || account.reseller.is_none() {
         return None;
     }
