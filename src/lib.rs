@@ -37,8 +37,9 @@
 //!   hickory-proto and sent to each of our nameservers, so no cache stands between us and the
 //!   answer), classification through resolvers (hickory-resolver, cache off), and `dns::rewrite`,
 //!   the pure record rewriting (which records move, what they become, what a rollback writes,
-//!   the safety threshold). [`notify`] — templates and channels (SMTP through lettre, a JSON
-//!   webhook signed with HMAC-SHA256, a directory outbox). [`ssh`] — russh with pinned host
+//!   the safety threshold). [`notify`] — templates and channels (SMTP through lettre, text and
+//!   HTML parts, a VERP return path; a JSON webhook signed with HMAC-SHA256; a directory
+//!   outbox) and `notify::bounce`, delivery-status notifications read with mail-parser. [`ssh`] — russh with pinned host
 //!   keys and quoted remote commands.
 //!   [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation.
 //!   [`site_check`] — a site fetched by address over HTTP and HTTPS (certificate not verified,
@@ -66,8 +67,9 @@
 //!   world, the clock, the recording helpers); `engine/steps/` one file per step family
 //!   (`lower`, `transfer`, `verify`, `repoint`, `restore`, `rollback`, `notices`, `external`,
 //!   `mail`, `settle`; `announce`: the notices to customers, one per customer — advance, start,
-//!   a reschedule's corrections; `staff`: customer service's briefing and the operators' held
-//!   notices), each a set of functions taking the context, the job and the `&Lease`.
+//!   completion, resellers' roll-ups, a reschedule's corrections; `staff`: customer service's
+//!   briefing and the operators' held notices; `bounces`: the bounce Maildir, read by the
+//!   daemon's loop), each a set of functions taking the context, the job and the `&Lease`.
 //! - [`ops`] — one door per operator action: approve, pre-flight, start, pause, resume, abort,
 //!   reschedule, retry, rollback, assign-ip; each takes the store, the adapters it needs, the
 //!   actor and `now`, and returns a typed outcome. The CLI calls only these and read-only queries; the
