@@ -28,12 +28,13 @@
 //!   it, `--workers` jobs at once) claims the jobs under leases and runs `send_notice` for
 //!   each: the attempt on record, connect, send, the sent-mark and the job's end in one
 //!   transaction, QUIT. The round ends when the store holds no unsent notice (polled every
-//!   10 ms). The send phase alone (engine start to last sent-mark) is printed too. The store
-//!   is a SQLite file (`synchronous=full`, siirto's default, unless `--store-synchronous`) in
-//!   the system's temporary directory unless `--store-dir`; the migration is a row in state
-//!   `cut_over` with the demo playbook, inserted directly (nothing is planned), and the
-//!   config's hosts and DNS point at loopback ports nothing listens on (send jobs never
-//!   contact them).
+//!   10 ms on a read-only connection of the benchmark's own). The send phase alone (engine
+//!   start to last sent-mark) is printed too. The store is a SQLite file (`synchronous=full`,
+//!   siirto's default, unless `--store-synchronous`) in the system's temporary directory
+//!   unless `--store-dir`; the migration is a row in state `cut_over` with the demo playbook,
+//!   inserted directly (nothing is planned, so there are no account rows: the sent-mark's
+//!   transaction finds no account waiting for the notice), and the config's hosts and DNS
+//!   point at loopback ports nothing listens on (send jobs never contact them).
 //! - **raw**: the same messages, rendered and built before the clock starts, sent by a plain
 //!   client on lettre's `AsyncSmtpConnection`: `--raw-connections` connections (default: as
 //!   many as siirto's workers) each kept open for the whole pass and sending one message after
@@ -45,7 +46,10 @@
 //! for every message (connect, greeting, EHLO, the message, QUIT), as siirto's SMTP channel
 //! does, to tell what the connections cost apart from what the store and the jobs cost.
 //!
-//! The machine's load average (`/proc/loadavg`) is printed before and after.
+//! Next to each figure: the CPU time per message this process (siirto's engine and store, or
+//! the raw client) and aiosmtpd used during the pass (`/proc/PID/stat`), which tells on a
+//! CPU-bound machine where the time goes; and the machine's load average (`/proc/loadavg`),
+//! before and after the run and after each round.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -200,6 +204,7 @@ async fn run(args: Args) -> Result<()> {
         None => tempfile::Builder::new().prefix("siirto-notice-scale-store").tempdir()?,
     };
     let server = SmtpServer::start(dir.path())?;
+    let db_path = store_dir.path().join("siirto.db");
     println!(
         "notice_scale: {} notices in {} rounds, siirto {workers} workers (idle_poll {}, lease {}), raw {connections} connections; aiosmtpd on {}; store {} (synchronous={}); {} CPUs, load average {}",
         args.notices,
@@ -207,17 +212,13 @@ async fn run(args: Args) -> Result<()> {
         humantime::format_duration(args.idle_poll),
         humantime::format_duration(args.lease),
         server.port,
-        store_dir.path().join("siirto.db").display(),
+        db_path.display(),
         args.store_synchronous,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         load_average(),
     );
 
-    let database = format!(
-        "sqlite://{}?synchronous={}",
-        store_dir.path().join("siirto.db").display(),
-        args.store_synchronous
-    );
+    let database = format!("sqlite://{}?synchronous={}", db_path.display(), args.store_synchronous);
     let config = write_config(dir.path(), &database, server.port, &args)?;
     let store = Store::connect(&config.database).await?;
     insert_migration(&store, args.notices).await?;
@@ -260,9 +261,14 @@ async fn run(args: Args) -> Result<()> {
             break;
         }
         start = range.end;
-        let raw = || raw_pass(&server, raw_messages.clone(), range.clone(), connections);
-        let ours = || siirto_pass(&engine, &store, &playbook, &server, range.clone(), args.timeout);
-        let (raw, siirto) = if round % 2 == 1 {
+        let raw = || measured(&server, raw_pass(&server, raw_messages.clone(), range.clone(), connections));
+        let ours = || {
+            measured(
+                &server,
+                siirto_pass(&engine, &store, &playbook, &server, &db_path, range.clone(), args.timeout),
+            )
+        };
+        let ((raw, raw_cpu), (siirto, siirto_cpu)) = if round % 2 == 1 {
             let raw = raw().await?;
             (raw, ours().await?)
         } else {
@@ -270,11 +276,14 @@ async fn run(args: Args) -> Result<()> {
             (raw().await?, siirto)
         };
         let per_message = if args.raw_per_message {
-            let before = server.count()?;
-            let elapsed =
-                raw_per_message(server.port, raw_messages.clone(), range.clone(), connections).await?;
-            server.wait_for(before + range.len(), Duration::from_secs(10)).await?;
-            Some(elapsed)
+            let pass = async {
+                let before = server.count()?;
+                let elapsed =
+                    raw_per_message(server.port, raw_messages.clone(), range.clone(), connections).await?;
+                server.wait_for(before + range.len(), Duration::from_secs(10)).await?;
+                Ok(elapsed)
+            };
+            Some(measured(&server, pass).await?)
         } else {
             None
         };
@@ -291,13 +300,22 @@ async fn run(args: Args) -> Result<()> {
             siirto.write.as_secs_f64(),
             siirto.send.as_secs_f64(),
             rate(n, siirto.send),
-            per_message.map_or(String::new(), |d| format!(
+            per_message.as_ref().map_or(String::new(), |(d, _)| format!(
                 " | raw, a connection per message {:.0} msg/s",
-                rate(n, d)
+                rate(n, *d)
             )),
             load_average(),
         );
-        rounds.push(Round { n, raw, siirto, per_message });
+        println!(
+            "    CPU per message: raw {} | siirto {}{}",
+            raw_cpu.per_message(n),
+            siirto_cpu.per_message(n),
+            per_message.as_ref().map_or(String::new(), |(_, cpu)| format!(
+                " | raw, a connection per message {}",
+                cpu.per_message(n)
+            )),
+        );
+        rounds.push(Round { n, raw, siirto, per_message: per_message.map(|(d, _)| d), raw_cpu, siirto_cpu });
     }
     let load_after = load_average();
 
@@ -337,6 +355,12 @@ async fn run(args: Args) -> Result<()> {
         raw.as_secs_f64(),
         rate(args.notices, raw),
     );
+    let cpu = |f: &dyn Fn(&Round) -> Cpu| rounds.iter().map(f).fold(Cpu::default(), Cpu::add);
+    println!(
+        "CPU per message: siirto {}; raw {}",
+        cpu(&|r| r.siirto_cpu).per_message(args.notices),
+        cpu(&|r| r.raw_cpu).per_message(args.notices),
+    );
     if args.raw_per_message {
         let per_message = rounds.iter().filter_map(|r| r.per_message).sum::<Duration>();
         println!(
@@ -361,6 +385,58 @@ struct Round {
     raw: Duration,
     siirto: SiirtoPass,
     per_message: Option<Duration>,
+    raw_cpu: Cpu,
+    siirto_cpu: Cpu,
+}
+
+/// CPU seconds (user + system) used during a pass: this process (siirto's engine and store, or
+/// the raw client) and the SMTP server.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    own: f64,
+    server: f64,
+}
+
+impl Cpu {
+    fn now(server: &SmtpServer) -> Cpu {
+        Cpu {
+            own: cpu_seconds("/proc/self/stat"),
+            server: cpu_seconds(&format!("/proc/{}/stat", server.child.id())),
+        }
+    }
+
+    fn per_message(&self, n: usize) -> String {
+        let us = |s: f64| s * 1e6 / n as f64;
+        format!("{:.0} µs here + {:.0} µs aiosmtpd", us(self.own), us(self.server))
+    }
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu { own: self.own + other.own, server: self.server + other.server }
+    }
+}
+
+/// Runs `pass` and measures the CPU it took, here and in the server.
+async fn measured<T>(
+    server: &SmtpServer,
+    pass: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, Cpu)> {
+    let before = Cpu::now(server);
+    let out = pass.await?;
+    let after = Cpu::now(server);
+    Ok((out, Cpu { own: after.own - before.own, server: after.server - before.server }))
+}
+
+/// CPU seconds (user + system) of the process whose `/proc/PID/stat` is at `path` (0 when it
+/// cannot be read), at Linux's 100 clock ticks a second.
+fn cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // After the command name in parentheses: utime and stime are the 12th and 13th fields.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// What siirto's pass took: render, write and send, and the whole.
@@ -490,9 +566,15 @@ async fn siirto_pass(
     store: &Store,
     playbook: &Playbook,
     server: &SmtpServer,
+    database: &Path,
     range: std::ops::Range<usize>,
     timeout: Duration,
 ) -> Result<SiirtoPass> {
+    use sqlx::Connection;
+    // The benchmark watches for the last sent-mark on a read-only connection of its own, so
+    // that its polls take nothing from the engine's pool.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database).read_only(true);
+    let mut watcher = sqlx::sqlite::SqliteConnection::connect_with(&options).await?;
     let before = server.count()?;
     let n = range.len();
     let started = Instant::now();
@@ -524,7 +606,10 @@ async fn siirto_pass(
     }));
     let deadline = written + timeout;
     loop {
-        if store.unsent_notices(1).await?.is_empty() {
+        let unsent: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL)")
+            .fetch_one(&mut watcher)
+            .await?;
+        if !unsent {
             break;
         }
         if Instant::now() > deadline {
@@ -537,6 +622,7 @@ async fn siirto_pass(
     let _ = stop_tx.send(());
     daemon.await.context("the engine task")??;
     server.wait_for(before + n, Duration::from_secs(10)).await?;
+    watcher.close().await?;
     Ok(SiirtoPass {
         render: rendered - started,
         write: written - rendered,
