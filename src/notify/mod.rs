@@ -239,11 +239,73 @@ pub struct SmtpSettings {
 /// then upgrades that same socket. For implicit TLS ([`SmtpSecurity::Tls`]) lettre has to
 /// build the TLS stream before the greeting and offers no way to take a pre-connected socket
 /// for it, so that mode uses lettre's own connect and keeps the 40 ms penalty.
+///
+/// Sessions are kept for the next message: after a message was accepted and recorded, the
+/// session goes back to an idle pool instead of being closed, and the next send takes it
+/// (after a NOOP proves it still answers) instead of connecting, greeting and logging in again;
+/// a session idle longer than [`SESSION_IDLE`] is closed with QUIT. This is what a mail server
+/// sees from any submission client that sends in bulk.
 #[derive(Debug, Clone)]
 pub struct SmtpChannel {
     settings: SmtpSettings,
     credentials: Option<Credentials>,
     hello: ClientId,
+    idle: SessionPool,
+}
+
+/// How long an SMTP session may wait idle for the next message before it is closed.
+pub const SESSION_IDLE: Duration = Duration::from_secs(10);
+/// At most this many idle SMTP sessions are kept; more are closed with QUIT.
+const SESSIONS_KEPT: usize = 16;
+/// How long the NOOP that checks an idle session before reuse may take.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
+
+/// The idle sessions of an [`SmtpChannel`], newest last.
+#[derive(Clone, Default)]
+struct SessionPool(std::sync::Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>>);
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.0.lock().map(|pool| pool.len()).unwrap_or_default();
+        f.debug_struct("SessionPool").field("idle", &idle).finish()
+    }
+}
+
+impl SessionPool {
+    /// The newest idle session young enough to reuse; the expired ones are closed (QUIT, in the
+    /// background).
+    fn take(&self) -> Option<AsyncSmtpConnection> {
+        let mut pool = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        let (fresh, expired): (Vec<_>, Vec<_>) =
+            pool.drain(..).partition(|(_, since)| now.duration_since(*since) < SESSION_IDLE);
+        *pool = fresh;
+        for (connection, _) in expired {
+            quit_in_background(connection);
+        }
+        pool.pop().map(|(connection, _)| connection)
+    }
+
+    /// Keeps `connection` for the next message, or closes it when enough are kept.
+    fn put(&self, connection: AsyncSmtpConnection) {
+        let mut pool = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pool.len() < SESSIONS_KEPT {
+            pool.push((connection, std::time::Instant::now()));
+        } else {
+            quit_in_background(connection);
+        }
+    }
+}
+
+/// Ends a session politely without making anyone wait for the server's answer.
+fn quit_in_background(mut connection: AsyncSmtpConnection) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if tokio::time::timeout(SESSION_CHECK, connection.quit()).await.is_err() {
+                connection.abort().await;
+            }
+        });
+    }
 }
 
 impl SmtpChannel {
@@ -265,7 +327,7 @@ impl SmtpChannel {
             TlsParameters::new(settings.host.clone())
                 .map_err(|e| NotifyError::Setup(format!("TLS for SMTP host {:?}: {e}", settings.host)))?;
         }
-        Ok(Self { settings, credentials, hello: ClientId::default() })
+        Ok(Self { settings, credentials, hello: ClientId::default(), idle: SessionPool::default() })
     }
 
     fn server(&self) -> String {
@@ -318,10 +380,22 @@ impl Channel for SmtpChannel {
     #[tracing::instrument(skip_all, fields(channel = "smtp"))]
     async fn open(&self) -> Result<Box<dyn Delivery>, NotifyError> {
         let timeout = self.settings.timeout;
-        match tokio::time::timeout(timeout, self.connect()).await {
-            Ok(connection) => {
-                Ok(Box::new(SmtpDelivery { connection: Some(connection?), server: self.server(), timeout }))
+        let delivery = |connection| SmtpDelivery {
+            connection: Some(connection),
+            server: self.server(),
+            timeout,
+            accepted: false,
+            pool: self.idle.clone(),
+        };
+        // A kept session that still answers, else a new one.
+        while let Some(mut connection) = self.idle.take() {
+            if matches!(tokio::time::timeout(SESSION_CHECK, connection.test_connected()).await, Ok(true)) {
+                return Ok(Box::new(delivery(connection)));
             }
+            connection.abort().await;
+        }
+        match tokio::time::timeout(timeout, self.connect()).await {
+            Ok(connection) => Ok(Box::new(delivery(connection?))),
             Err(_) => Err(NotifyError::Timeout { server: self.server(), timeout }),
         }
     }
@@ -337,6 +411,10 @@ struct SmtpDelivery {
     connection: Option<AsyncSmtpConnection>,
     server: String,
     timeout: Duration,
+    /// Whether the server accepted a message in this session (it is then kept for the next).
+    accepted: bool,
+    /// Where a session that served well waits for the next message.
+    pool: SessionPool,
 }
 
 #[async_trait::async_trait]
@@ -352,7 +430,10 @@ impl Delivery for SmtpDelivery {
             tokio::time::timeout(self.timeout, connection.send(message.envelope(), &message.formatted()))
                 .await;
         let error = match sent {
-            Ok(Ok(_accepted)) => return Ok(()),
+            Ok(Ok(_accepted)) => {
+                self.accepted = true;
+                return Ok(());
+            }
             Ok(Err(source)) => NotifyError::Smtp { server: self.server.clone(), source },
             Err(_) => NotifyError::Timeout { server: self.server.clone(), timeout: self.timeout },
         };
@@ -363,11 +444,16 @@ impl Delivery for SmtpDelivery {
     }
 
     async fn close(self: Box<Self>) {
-        if let Some(mut connection) = self.connection {
-            // The messages are accepted; a failing or slow QUIT changes nothing about them.
-            if tokio::time::timeout(self.timeout, connection.quit()).await.is_err() {
-                connection.abort().await;
-            }
+        let Some(mut connection) = self.connection else { return };
+        // A session that delivered is kept for the next message (its QUIT comes when it has
+        // waited idle too long); one that never delivered is closed.
+        if self.accepted && !connection.has_broken() {
+            self.pool.put(connection);
+            return;
+        }
+        // The messages are accepted; a failing or slow QUIT changes nothing about them.
+        if tokio::time::timeout(self.timeout, connection.quit()).await.is_err() {
+            connection.abort().await;
         }
     }
 }
