@@ -183,9 +183,18 @@ pub async fn reschedule(
     for (kind, due) in [
         (JobKind::LowerTtl, at(playbook.schedule.lower_ttl_before)),
         (JobKind::Announce, at(playbook.schedule.announce_before)),
-        (JobKind::BriefStaff, at(crate::engine::BRIEF_BEFORE)),
     ] {
         moved_jobs += tx.move_pending_jobs(&row.id, kind.as_str(), due).await?;
+    }
+    // Customer service, briefed already for the old date, is briefed again for the new one.
+    let brief_at = at(crate::engine::BRIEF_BEFORE);
+    match tx.move_pending_jobs(&row.id, JobKind::BriefStaff.as_str(), brief_at).await? {
+        0 if started => {
+            let dedupe = format!("brief_staff:{id}:{to}");
+            tx.schedule_job(&job(&row, JobKind::BriefStaff, "", brief_at, dedupe)).await?;
+            moved_jobs += 1;
+        }
+        moved => moved_jobs += moved,
     }
     if let Some(gate) = gate {
         moved_jobs +=

@@ -251,12 +251,14 @@ async fn a_reseller_gets_one_roll_up_and_a_customer_with_three_accounts_one_noti
 }
 
 /// A reschedule after the roll-up went out: the reseller gets the roll-up again with the new
-/// date (once), and its end customer, told nothing by us, gets no correction either.
+/// date (once), and its end customer, told nothing by us, gets no correction either. Customer
+/// service, briefed for the old date, is briefed again the day before the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reschedule_sends_the_reseller_its_roll_up_with_the_new_date() {
     let smtp = SmtpServer::start();
     let mut options = RigOptions::new("it-reseller-reschedule", 5);
     options.mail = Mail::Smtp(smtp.addr);
+    options.extra_config = "staff = [\"cs@hosting.test\"]\n".to_owned();
     let rig = SimRig::start(options).await;
     let a = rig.hosts.accounts.clone();
     let (reseller, end) = (&a[0], &a[4]);
@@ -267,10 +269,13 @@ async fn a_reschedule_sends_the_reseller_its_roll_up_with_the_new_date() {
     assert!(rig.start_migration().await.started.is_some());
     let daemon = Daemon::start(rig.engine("reseller-reschedule", 4));
     let id = rig.id.clone();
-    // Four customers' advance notices and the roll-up.
-    let first = smtp.wait_for(4 + 1, Duration::from_secs(60)).await;
+    // Four customers' advance notices, the roll-up and the staff briefing (the day before the
+    // cutover has come).
+    let first = smtp.wait_for(4 + 1 + 1, Duration::from_secs(60)).await;
     let roll_up = format!("<reseller.{}.{id}@siirto>", reseller.user);
     assert!(first.iter().any(|d| d.message_id == roll_up), "{first:#?}");
+    let briefed = format!("<staff.{}.{id}@siirto>", cutover.timestamp_millis());
+    assert!(first.iter().any(|d| d.message_id == briefed), "{first:#?}");
     daemon.stop().await;
 
     let new_cutover = cutover + chrono::Duration::days(3);
@@ -298,4 +303,24 @@ async fn a_reschedule_sends_the_reseller_its_roll_up_with_the_new_date() {
     assert!(text.contains(&format!("account {}: {}", end.user, end.domain)), "{text}");
     assert!(delivered.iter().all(|d| !d.rcpt_tos.contains(&end.email)), "the end customer hears nothing");
     assert_eq!(delivered.iter().filter(|d| d.message_id.starts_with("<correction.")).count(), 4);
+
+    // The day before the new date: customer service is briefed again, for it.
+    let sent = smtp.delivered().len();
+    rig.clock.advance(Duration::from_secs(2 * 86_400 + 2 * 3600 + 60));
+    let daemon = Daemon::start(rig.engine("reseller-reschedule", 4));
+    let again = format!("<staff.{}.{id}@siirto>", new_cutover.timestamp_millis());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let briefing = loop {
+        if let Some(found) = smtp.delivered().into_iter().skip(sent).find(|d| d.message_id == again) {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {again}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    daemon.stop().await;
+    assert_eq!(briefing.rcpt_tos, ["cs@hosting.test"]);
+    let text = briefing.body.clone().unwrap_or_default();
+    assert!(text.contains(&new_date), "{text}");
+    let briefings = smtp.delivered().iter().filter(|d| d.message_id.starts_with("<staff.")).count();
+    assert_eq!(briefings, 2, "one briefing per date");
 }
