@@ -377,9 +377,11 @@ pub fn render_html(template: &str, context: &serde_json::Value) -> Result<String
 /// Variables: `migration`, `account`, `contact_email`, `main_domain`, `domains` (a list of
 /// strings), `source_host` and `target_host` (the servers' public names, `hosts.NAME.hostname`),
 /// `target_ip`, `external_records` (what a customer on another DNS host must change: `domain`,
-/// `name`, `type`, `old_value`, `new_value`) and `domains_to_point` (domains whose DNS is not on
+/// `name`, `type`, `old_value`, `new_value`), `domains_to_point` (domains whose DNS is not on
 /// our nameservers and not hosted elsewhere: the customer points their A records at
-/// `target_ip`).
+/// `target_ip`), `customer_name`, `accounts` (each `account`, `main_domain`, `domains` and
+/// `dedicated_ip`: its own address on the new server, or empty), `external_domains`,
+/// `cutover_date` and `cutover_time`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoticeTemplate {
     /// The subject line template (renders to one line).
@@ -511,11 +513,11 @@ pub fn sample_reseller_context() -> serde_json::Value {
         "customers": [
             {"name": "Kukka Oy", "email": "owner@kukka-0001.test",
              "accounts": [{"account": "kukka0001", "main_domain": "kukka-0001.test",
-                           "domains": ["kukka-0001.test", "shop.kukka-0001.test"]}],
+                           "domains": ["kukka-0001.test", "shop.kukka-0001.test"], "dedicated_ip": ""}],
              "external_domains": ["oma-0001.test"]},
             {"name": "", "email": "info@leipomo-0002.test",
              "accounts": [{"account": "leipo0002", "main_domain": "leipomo-0002.test",
-                           "domains": ["leipomo-0002.test"]}],
+                           "domains": ["leipomo-0002.test"], "dedicated_ip": ""}],
              "external_domains": []},
         ],
     })
@@ -543,8 +545,9 @@ pub fn sample_notice_context() -> serde_json::Value {
         "customer_name": "Kukka Oy",
         "accounts": [
             {"account": "kukka0001", "main_domain": "kukka-0001.test",
-             "domains": ["kukka-0001.test", "shop.kukka-0001.test"]},
-            {"account": "kukka0002", "main_domain": "oma-0001.test", "domains": ["oma-0001.test"]},
+             "domains": ["kukka-0001.test", "shop.kukka-0001.test"], "dedicated_ip": ""},
+            {"account": "kukka0002", "main_domain": "oma-0001.test", "domains": ["oma-0001.test"],
+             "dedicated_ip": "198.51.100.21"},
         ],
         "external_domains": ["oma-0001.test"],
         "cutover_date": "2026-03-14",

@@ -181,6 +181,20 @@ async fn dedicated_ip_accounts_wait_for_their_address_and_move_last() {
     let zone = rig.zone(&rig.domain(0)).await;
     assert_eq!(a_record(&zone, &rig.domain(0).fqdn()), vec![TARGET_IP.to_string()]);
 
+    // Each customer's completion notice (as sent) names the account's own address only where
+    // it has one.
+    let outbox = rig.store.outbox(rig.id.as_str()).await.unwrap();
+    let completion = |n: usize| {
+        let id = format!("<completion.{}.{}@siirto>", rig.user(n), rig.id);
+        outbox.iter().find(|o| o.message_id == id).unwrap_or_else(|| panic!("no {id}")).clone()
+    };
+    for (n, ip) in [(6, TARGET_DEDICATED[0]), (7, TARGET_DEDICATED[1])] {
+        let notice = completion(n);
+        assert!(notice.body.contains(&format!("(its own IP address {ip})")), "{}", notice.body);
+        assert!(notice.html.unwrap_or_default().contains(&format!("<strong>{ip}</strong>")));
+    }
+    let shared = completion(0);
+    assert!(!shared.body.contains("own IP address"), "{}", shared.body);
     // A rollback points the early one back at its dedicated source address.
     let request = siirto::ops::RollbackRequest {
         id: &rig.id,

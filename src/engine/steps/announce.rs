@@ -14,7 +14,7 @@
 //!   customers get no advance, start or correction notice from us, and their completion notices
 //!   and reminders go to the reseller.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Context;
 use sha2::Digest;
@@ -26,6 +26,9 @@ use crate::playbook::{ResellerCustomers, language_of};
 use crate::store::{AccountRow, DomainRow, JobRow, Lease, NewNotice, Tx, account_state, domain_state};
 
 use super::notices::{external_records_of, rendered};
+
+/// The dedicated-IP accounts of a migration, by user.
+type Dedicated = HashMap<String, crate::dedicated_ip::DedicatedIp>;
 
 /// One customer as a notice to customers addresses them: all of their accounts.
 #[derive(Debug, Default)]
@@ -110,6 +113,7 @@ pub async fn preview(
     let mode = ctx.playbook.notices.reseller_customers;
     let customers = group(cx.store.accounts(ctx.id.as_str()).await?, mode)?;
     let domains = cx.store.domains(ctx.id.as_str()).await?;
+    let dedicated = cx.dedicated_all(ctx).await.map_err(|err| err.into_error())?;
     let wanted = |key: &str, c: &Customer| {
         customer.is_none_or(|w| {
             key == w
@@ -122,7 +126,7 @@ pub async fn preview(
         if let Some(language) = language {
             found.language = Some(language.to_owned());
         }
-        notices.push(customer_notice(cx, ctx, kind, &key, &found, &domains, cx.now_ms())?);
+        notices.push(customer_notice(cx, ctx, kind, &key, &found, &domains, &dedicated, cx.now_ms())?);
     }
     Ok(notices)
 }
@@ -135,6 +139,7 @@ fn customer_notice(
     key: &str,
     customer: &Customer,
     domains: &[DomainRow],
+    dedicated: &Dedicated,
     now: i64,
 ) -> anyhow::Result<NewNotice> {
     let language = language_of(customer.language.as_deref(), &cx.world.language);
@@ -144,8 +149,14 @@ fn customer_notice(
         "completion" => notices.completion.for_language(&language),
         _ => notices.advance.for_language(&language),
     };
-    let context =
-        context(ctx, customer, domains, crate::domain::from_millis(ctx.row.cutover_at), ctx.target.ip)?;
+    let context = context(
+        ctx,
+        customer,
+        domains,
+        crate::domain::from_millis(ctx.row.cutover_at),
+        ctx.target.ip,
+        dedicated,
+    )?;
     let (subject, body, html) = rendered(template, &context, kind)?;
     let first = &customer.accounts[0].user;
     Ok(NewNotice {
@@ -189,10 +200,11 @@ pub async fn start_notices(
 ) -> Result<Vec<NewNotice>, StepError> {
     let keys: BTreeSet<&str> = batch.iter().filter_map(|a| a.customer_key.as_deref()).collect();
     let now = cx.now_ms();
+    let dedicated = cx.dedicated_all(ctx).await?;
     let mut notices = Vec::new();
     for key in keys {
         let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
-        notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, now)?);
+        notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, &dedicated, now)?);
     }
     Ok(notices)
 }
@@ -229,11 +241,12 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     let advance: Vec<_> =
         cx.store.outbox(ctx.id.as_str()).await?.into_iter().filter(|n| n.kind == "advance").collect();
     let now = cx.now_ms();
+    let dedicated = cx.dedicated_all(ctx).await?;
     let mut corrections = Vec::new();
     for row in &advance {
         let Some(key) = row.dedupe_key.strip_prefix(&prefix) else { continue };
         let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
-        let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, now)?;
+        let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, &dedicated, now)?;
         // The correction: its own key and id, one per customer and new date.
         let mut correction = advance.clone();
         correction.kind = "correction".to_owned();
@@ -243,7 +256,7 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
         correction.message_id = format!("<correction.{first}.{}.{}@siirto>", ctx.row.cutover_at, ctx.id);
         let language = language_of(customer.language.as_deref(), &cx.world.language);
         let cutover = crate::domain::from_millis(ctx.row.cutover_at);
-        let mut context = context(ctx, &customer, &domains, cutover, ctx.target.ip)?;
+        let mut context = context(ctx, &customer, &domains, cutover, ctx.target.ip, &dedicated)?;
         context["old_date"] = old.format("%Y-%m-%d").to_string().into();
         context["old_time"] = old.format("%H:%M").to_string().into();
         context["reason"] = payload.reason.clone().into();
@@ -301,9 +314,10 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     let now = cx.now_ms();
     let customers = group(cx.store.accounts(ctx.id.as_str()).await?, notices.reseller_customers)?;
     let domains = cx.store.domains(ctx.id.as_str()).await?;
+    let dedicated = cx.dedicated_all(ctx).await?;
     let mut written = Vec::new();
     for (key, customer) in &customers {
-        written.push(customer_notice(cx, ctx, "advance", key, customer, &domains, now)?);
+        written.push(customer_notice(cx, ctx, "advance", key, customer, &domains, &dedicated, now)?);
     }
     let roll_ups = reseller_notices(cx, ctx, now, None).await?;
     let resellers = roll_ups.len();
@@ -371,12 +385,13 @@ async fn reseller_notices(
         }
     }
     let domains = cx.store.domains(ctx.id.as_str()).await?;
+    let dedicated = cx.dedicated_all(ctx).await.map_err(|err| err.into_error())?;
     let cutover = crate::domain::from_millis(ctx.row.cutover_at);
     let mut notices = Vec::new();
     for ((reseller, email), accounts) in by_reseller {
         let mut customers = Vec::new();
         for customer in group(accounts, ResellerCustomers::Direct)?.into_values() {
-            let context = context(ctx, &customer, &domains, cutover, ctx.target.ip)?;
+            let context = context(ctx, &customer, &domains, cutover, ctx.target.ip, &dedicated)?;
             customers.push(serde_json::json!({
                 "name": customer.name,
                 "email": customer.recipients.join(", "),
@@ -486,10 +501,17 @@ pub async fn queue_completion(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease:
         recipients,
         accounts: switched.clone(),
     };
-    let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+    let dedicated = cx.dedicated_all(ctx).await?;
+    let target_ip = dedicated.get(user).and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
     let language = language_of(customer.language.as_deref(), &cx.world.language);
-    let context =
-        context(ctx, &customer, &domains, crate::domain::from_millis(ctx.row.cutover_at), target_ip)?;
+    let context = context(
+        ctx,
+        &customer,
+        &domains,
+        crate::domain::from_millis(ctx.row.cutover_at),
+        target_ip,
+        &dedicated,
+    )?;
     let (subject, body, html) =
         rendered(ctx.playbook.notices.completion.for_language(&language), &context, "completion")?;
     let users: Vec<&str> = switched.iter().map(|a| a.user.as_str()).collect();
@@ -590,6 +612,7 @@ fn context(
     domains: &[DomainRow],
     cutover: crate::domain::Timestamp,
     target_ip: std::net::Ipv4Addr,
+    dedicated: &Dedicated,
 ) -> anyhow::Result<serde_json::Value> {
     let mut accounts = Vec::new();
     let mut all_domains = Vec::new();
@@ -613,10 +636,13 @@ fn context(
         }
         let names: Vec<String> = own.iter().map(|d| d.domain.clone()).collect();
         all_domains.extend(names.iter().cloned());
+        // An account on a dedicated address at the target: the customer reads its own address.
+        let own_ip = dedicated.get(&account.user).and_then(|d| d.target_ip).map(|ip| ip.to_string());
         accounts.push(serde_json::json!({
             "account": account.user,
             "main_domain": account.main_domain,
             "domains": names,
+            "dedicated_ip": own_ip.unwrap_or_default(),
         }));
     }
     let first = &customer.accounts[0];
