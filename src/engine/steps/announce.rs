@@ -126,7 +126,7 @@ pub async fn preview(
         if let Some(language) = language {
             found.language = Some(language.to_owned());
         }
-        notices.push(customer_notice(cx, ctx, kind, &key, &found, &domains, &dedicated, cx.now_ms())?);
+        notices.push(customer_notice(cx, ctx, kind, &key, &found, &domains, &dedicated)?);
     }
     Ok(notices)
 }
@@ -140,7 +140,6 @@ fn customer_notice(
     customer: &Customer,
     domains: &[DomainRow],
     dedicated: &Dedicated,
-    now: i64,
 ) -> anyhow::Result<NewNotice> {
     let language = language_of(customer.language.as_deref(), &cx.world.language);
     let notices = &ctx.playbook.notices;
@@ -169,7 +168,7 @@ fn customer_notice(
         subject,
         body,
         html,
-        created_at: now,
+        created_at: cx.now_ms(),
     })
 }
 
@@ -199,12 +198,11 @@ pub async fn start_notices(
     batch: &[AccountRow],
 ) -> Result<Vec<NewNotice>, StepError> {
     let keys: BTreeSet<&str> = batch.iter().filter_map(|a| a.customer_key.as_deref()).collect();
-    let now = cx.now_ms();
     let dedicated = cx.dedicated_all(ctx).await?;
     let mut notices = Vec::new();
     for key in keys {
         let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
-        notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, &dedicated, now)?);
+        notices.push(customer_notice(cx, ctx, "start", key, &customer, &domains, &dedicated)?);
     }
     Ok(notices)
 }
@@ -246,7 +244,7 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     for row in &advance {
         let Some(key) = row.dedupe_key.strip_prefix(&prefix) else { continue };
         let Some((customer, domains)) = one_customer(cx, ctx, key).await? else { continue };
-        let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, &dedicated, now)?;
+        let advance = customer_notice(cx, ctx, "advance", key, &customer, &domains, &dedicated)?;
         // The correction: its own key and id, one per customer and new date.
         let mut correction = advance.clone();
         correction.kind = "correction".to_owned();
@@ -317,7 +315,7 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     let dedicated = cx.dedicated_all(ctx).await?;
     let mut written = Vec::new();
     for (key, customer) in &customers {
-        written.push(customer_notice(cx, ctx, "advance", key, customer, &domains, &dedicated, now)?);
+        written.push(customer_notice(cx, ctx, "advance", key, customer, &domains, &dedicated)?);
     }
     let roll_ups = reseller_notices(cx, ctx, now, None).await?;
     let resellers = roll_ups.len();
