@@ -421,21 +421,23 @@ async fn a_refused_notice_is_failed_and_customer_service_is_told() {
     assert!(account_failed.detail.contains("550"), "{}", account_failed.detail);
 }
 
-/// Paused while its notices are going out through a slow mail server, then resumed: nothing new
+/// Paused while its notices are going out (one a second, the channel's rate limit), then resumed: nothing new
 /// goes out while it is paused (a send already talking to the server may finish), the move
 /// itself waits, and after the resume every notice arrives exactly once — none resent, none
 /// lost (knadh/listmonk#2070: a resumed campaign re-sent to everyone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_never_resend_a_notice() {
-    let smtp = SmtpServer::start_slow(Duration::from_millis(1000), Duration::ZERO);
+    let smtp = SmtpServer::start();
     let mut options = RigOptions::new("it-pause-notices", 4);
     options.mail = Mail::Smtp(smtp.addr);
+    // One notice a second: the pause comes while the advance notices are still going out.
+    options.extra_config = "max_per_second = 1\n".to_owned();
     let rig = SimRig::start(options).await;
     let cutover = rig.clock.now() + chrono::Duration::hours(1);
     rig.plan_with_cutover(&playbook("15d"), cutover).await;
     rig.approve().await;
     assert!(rig.start_migration().await.started.is_some());
-    // One worker: one notice talks to the server at a time.
+    // One worker: at most one notice is on its way (waiting for its slot) when the pause comes.
     let daemon = Daemon::start(rig.engine("pause-notices", 1));
     let id = rig.id.clone();
     let config = rig.dir.path().join("siirto.toml");
@@ -449,10 +451,12 @@ async fn pause_and_resume_never_resend_a_notice() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     smtp.wait_for(1, Duration::from_secs(60)).await;
-    siirto(&["pause", id.as_str()]);
+    let world = siirto::world::World::from_config(&rig.config).unwrap();
+    siirto::ops::pause(&rig.store, &world, &id, "test", rig.clock.now()).await.unwrap();
     rig.clock.advance(Duration::from_secs(3600));
-    // What was talking to the server when the pause came may finish; then nothing more.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // What was on its way when the pause came may finish (within its one-second slot); then
+    // nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let at_pause = smtp.delivered().len();
     assert!(at_pause < 4, "the pause came while advance notices were still going out");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -163,11 +163,11 @@ async fn an_external_domain_waits_for_its_customer_and_is_seen_propagated() {
     }
     // The others' notices have no such block.
     let other = smtp
-        .wait_for(4, Duration::from_secs(30))
-        .await
-        .into_iter()
-        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", rig.hosts.accounts[1].user))
-        .unwrap();
+        .wait_for_message(
+            &format!("<completion.{}.{id}@siirto>", rig.hosts.accounts[1].user),
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(!other.body.unwrap_or_default().contains("another DNS host"));
 
     // A reminder is sent while the records still point at the source.
@@ -478,11 +478,8 @@ async fn www_at_a_cdn_is_neither_listed_nor_waited_for() {
     );
     let id = rig.id.clone();
     let completion = smtp
-        .wait_for(2, Duration::from_secs(30))
-        .await
-        .into_iter()
-        .find(|d| d.message_id == format!("<completion.{}.{id}@siirto>", external.user))
-        .expect("the completion notice");
+        .wait_for_message(&format!("<completion.{}.{id}@siirto>", external.user), Duration::from_secs(30))
+        .await;
     let body = completion.body.unwrap_or_default();
     assert!(body.contains(&format!("{apex} A: change {SOURCE_IP} to {TARGET_IP}")), "{body}");
     assert!(!body.contains(&www), "www is not in the notice:\n{body}");

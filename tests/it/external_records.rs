@@ -102,11 +102,11 @@ async fn names_from_the_source_zone_and_an_mx_at_the_old_server_are_listed_and_w
 
     // The completion notice lists both, with their exact new values.
     let completion = smtp
-        .wait_for(3, Duration::from_secs(30))
-        .await
-        .into_iter()
-        .find(|d| d.message_id == format!("<completion.{}.{}@siirto>", external.user, rig.id))
-        .expect("the completion notice");
+        .wait_for_message(
+            &format!("<completion.{}.{}@siirto>", external.user, rig.id),
+            Duration::from_secs(30),
+        )
+        .await;
     let body = completion.body.unwrap_or_default();
     assert!(body.contains(&format!("{shop} A: change {old} to {target}")), "{body}");
     assert!(body.contains(&format!("{apex} MX: change 20 {other_mail} to {new_mx}")), "{body}");

@@ -220,6 +220,21 @@ impl SmtpServer {
         read_delivered(&self.maildir)
     }
 
+    /// Waits until the message with `message_id` is stored, or panics at the deadline.
+    pub async fn wait_for_message(&self, message_id: &str, timeout: Duration) -> Delivered {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.delivered().into_iter().find(|d| d.message_id == message_id) {
+                return found;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let ids: Vec<String> = self.delivered().into_iter().map(|d| d.message_id).collect();
+                panic!("no {message_id} within {timeout:?}; arrived: {ids:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until at least `count` messages are stored, or panics at the deadline.
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Delivered> {
         let deadline = tokio::time::Instant::now() + timeout;
