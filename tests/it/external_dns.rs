@@ -292,17 +292,16 @@ async fn a_domain_not_repointed_is_listed_from_the_plan_on_and_named_in_its_noti
     .await;
 
     // Its notice lists the domain and says where to point it; nobody else's notice says so.
-    let delivered = smtp.wait_for(3, Duration::from_secs(30)).await;
-    let completion = |user: &str| {
+    let completion = async |user: &str| {
         let wanted = format!("<completion.{user}.{id}@siirto>");
-        let found = delivered.iter().find(|d| d.message_id == wanted).unwrap_or_else(|| panic!("{wanted}"));
+        let found = smtp.wait_for_message(&wanted, Duration::from_secs(30)).await;
         found.body.clone().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
     };
-    let body = completion(lost.user.as_str());
+    let body = completion(lost.user.as_str()).await;
     let told = format!("point their A records (the domain and its www name) at {TARGET_IP}: - {domain}");
     assert!(body.contains(&told), "{told:?} missing from:\n{body}");
     assert!(body.contains(&format!("- {domain}")), "{body}");
-    let other = completion(rig.hosts.accounts[1].user.as_str());
+    let other = completion(rig.hosts.accounts[1].user.as_str()).await;
     assert!(!other.contains("Our nameservers do not keep"), "{other}");
     // And its state never moved: siirto wrote nothing for it.
     let status = rig.status().await;
