@@ -478,3 +478,52 @@ async fn pause_and_resume_never_resend_a_notice() {
     let outbox = rig.store.outbox(id.as_str()).await.unwrap();
     assert!(outbox.iter().all(|n| n.resends == 0 && n.sent_at.is_some()), "{outbox:#?}");
 }
+
+/// A start notice still unsent when its own lateness limit passes (`[notices.late_after] start`,
+/// 1d: the mail server was down and the clock moved on two days) is skipped on record, never
+/// sent; the completion notice written for the same customer goes out once the server is back,
+/// not held behind the skipped one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_notice_past_its_limit_is_skipped_and_does_not_hold_the_completion() {
+    let mut smtp = SmtpServer::start();
+    let mut options = RigOptions::new("it-start-late", 2);
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    smtp.stop();
+    let text = playbook("15d").replace(
+        "max_attempts = 6\nbase_delay = \"250ms\"\nmax_delay = \"4s\"",
+        "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"",
+    );
+    rig.plan_and_start(&text).await;
+    let daemon = Daemon::start(rig.engine("start-late", 4));
+    let id = rig.id.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let outbox = rig.store.outbox(id.as_str()).await.unwrap();
+        if outbox.iter().filter(|n| n.kind == "start").count() == 2 {
+            assert!(outbox.iter().all(|n| n.sent_at.is_none()), "the server is down");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no start notices written: {outbox:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.clock.advance(Duration::from_secs(2 * 86_400));
+    smtp.restart();
+    for account in &rig.hosts.accounts {
+        smtp.wait_for_message(
+            &format!("<completion.{}.{id}@siirto>", account.user),
+            Duration::from_secs(120),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.stop().await;
+    let delivered = smtp.delivered();
+    assert!(!delivered.iter().any(|d| d.message_id.starts_with("<start.")), "{delivered:#?}");
+    let outbox = rig.store.outbox(id.as_str()).await.unwrap();
+    for notice in outbox.iter().filter(|n| n.kind == "start") {
+        assert!(notice.sent_at.is_none() && notice.skipped_at.is_some(), "{notice:#?}");
+        let reason = notice.skip_reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("notices.late_after.start (1d)"), "{reason}");
+    }
+}
