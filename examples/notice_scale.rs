@@ -536,7 +536,7 @@ fn render_notice(playbook: &Playbook, i: usize) -> Result<NewNotice> {
         "external_records": [],
         "domains_to_point": [],
         "customer_name": format!("Kukkakauppa {i} Oy"),
-        "accounts": [{ "account": user, "main_domain": domain, "domains": domains }],
+        "accounts": [{ "account": user, "main_domain": domain, "domains": domains, "dedicated_ip": "" }],
         "external_domains": [],
         "cutover_date": "2026-03-14",
         "cutover_time": "22:00",
