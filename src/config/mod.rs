@@ -1061,6 +1061,19 @@ path = "outbox"
                 "18:18: mail.max_per_second: expected a number of messages per second of 1..=1000, got 0",
             ),
             (
+                "a bounce address with a plus",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"directory\"\npath = \"outbox\"\nbounce_address = \"b+x@example.fi\"\nbounce_maildir = \"b\""
+                    .to_owned(),
+                "18:18: mail.bounce_address: expected a bare address without '+'",
+            ),
+            (
+                "a bounce address without its Maildir",
+                "channel = \"directory\"\npath = \"outbox\"",
+                "channel = \"directory\"\npath = \"outbox\"\nbounce_address = \"bounces@example.fi\"".to_owned(),
+                "18:18: mail.bounce_maildir: expected bounce_address and bounce_maildir together",
+            ),
+            (
                 "a webhook without its secret",
                 "channel = \"directory\"\npath = \"outbox\"",
                 "channel = \"webhook\"\nurl = \"https://tickets.example.fi/hook\"".to_owned(),
