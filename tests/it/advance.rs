@@ -210,22 +210,30 @@ async fn each_customer_is_told_once_in_their_language_with_only_what_applies() {
     );
 }
 
-/// Due while the mail server is down, and still unsent when its lateness limit passes (the
-/// clock moved on two days, as after a long stop): skipped on record, never sent; the start
-/// and completion notices still go out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
+/// Two accounts planned with a cutover of now and started while their mail server is down,
+/// with a retry budget that outlasts any outage (these tests are about lateness, not about the
+/// budget). Advance notices are due 14 days before the cutover and allowed 15: sendable for
+/// another day.
+async fn started_with_the_mail_server_down(id: &'static str) -> (SmtpServer, SimRig) {
     let mut smtp = SmtpServer::start();
-    let mut options = RigOptions::new("it-advance-late", 2);
+    let mut options = RigOptions::new(id, 2);
     options.mail = Mail::Smtp(smtp.addr);
     let rig = SimRig::start(options).await;
     smtp.stop();
-    // Due 14 days before a cutover now, allowed 15 days: sendable for another day.
     let text = playbook("15d").replace(
         "max_attempts = 6\nbase_delay = \"250ms\"\nmax_delay = \"4s\"",
         "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"",
     );
     rig.plan_and_start(&text).await;
+    (smtp, rig)
+}
+
+/// Due while the mail server is down, and still unsent when its lateness limit passes (the
+/// clock moved on two days, as after a long stop): skipped on record, never sent; the start
+/// and completion notices still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advance_notice_past_its_limit_is_skipped_not_sent_in_a_burst() {
+    let (mut smtp, rig) = started_with_the_mail_server_down("it-advance-late").await;
     let daemon = Daemon::start(rig.engine("advance-late", 4));
     rig.wait_for("an advance notice to fail", Duration::from_secs(60), |s| {
         s.failing_jobs.iter().any(|j| j.kind == "send_notice")
@@ -485,16 +493,7 @@ async fn pause_and_resume_never_resend_a_notice() {
 /// not held behind the skipped one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_notice_past_its_limit_is_skipped_and_does_not_hold_the_completion() {
-    let mut smtp = SmtpServer::start();
-    let mut options = RigOptions::new("it-start-late", 2);
-    options.mail = Mail::Smtp(smtp.addr);
-    let rig = SimRig::start(options).await;
-    smtp.stop();
-    let text = playbook("15d").replace(
-        "max_attempts = 6\nbase_delay = \"250ms\"\nmax_delay = \"4s\"",
-        "max_attempts = 100\nbase_delay = \"100ms\"\nmax_delay = \"300ms\"",
-    );
-    rig.plan_and_start(&text).await;
+    let (mut smtp, rig) = started_with_the_mail_server_down("it-start-late").await;
     let daemon = Daemon::start(rig.engine("start-late", 4));
     let id = rig.id.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
