@@ -547,10 +547,10 @@ pub fn account_next_step(state: &AccountState) -> Option<AccountStep> {
     }
 }
 
-/// The dedupe key of an account's completion notice: the outbox's unique key, so the notice
-/// is a single row however often the step runs.
-pub fn completion_notice_key(migration: &MigrationId, user: &AccountName) -> String {
-    format!("completion:{migration}:{user}")
+/// The dedupe key of a customer's completion notice about `users` (their switched accounts, by
+/// name): the outbox's unique key, so the notice is a single row however often the step runs.
+pub fn completion_notice_key(migration: &MigrationId, customer: &str, users: &[&str]) -> String {
+    format!("completion:{migration}:{customer}:{}", users.join(","))
 }
 
 /// The dedupe key of reminder `n` (from 1) to repoint a domain with external DNS.

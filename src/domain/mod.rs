@@ -9,8 +9,8 @@
 //! - the cutover never starts before the TTL gate (`lowered_at + old_ttl + margin`, per record,
 //!   and the migration's gate is the latest of them);
 //! - a completion notice is queued once: [`AccountEvent::NoticeQueued`] is accepted only from
-//!   [`AccountState::Switched`], and the outbox row carries [`completion_notice_key`] as its
-//!   unique dedupe key;
+//!   [`AccountState::Switched`], and the outbox row carries [`completion_notice_key`] (the
+//!   customer and the accounts it is about) as its unique dedupe key;
 //! - no mail is left behind: with the playbook's final mail sync on, an account is
 //!   [`AccountState::Done`] only after a delta sync of its mail was followed by a read of the
 //!   source's mail log showing no local delivery since that sync began
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::names::{AccountName, DomainName, MigrationId};
+use crate::names::{DomainName, MigrationId};
 
 /// A point in time (UTC). Stored as unix milliseconds.
 pub type Timestamp = DateTime<Utc>;
@@ -694,7 +694,9 @@ mod tests {
     #[test]
     fn notice_key_is_stable() {
         let m = MigrationId::parse("old1-2026").unwrap();
-        let u = AccountName::parse("kukka").unwrap();
-        assert_eq!(completion_notice_key(&m, &u), "completion:old1-2026:kukka");
+        assert_eq!(
+            completion_notice_key(&m, "customer-C1", &["kukka", "kukka2"]),
+            "completion:old1-2026:customer-C1:kukka,kukka2"
+        );
     }
 }

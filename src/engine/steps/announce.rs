@@ -20,7 +20,7 @@ use anyhow::Context;
 use sha2::Digest;
 use tracing::info;
 
-use crate::domain::{AccountEvent, AccountState, DomainState, to_millis};
+use crate::domain::{AccountEvent, AccountState, DomainState, completion_notice_key, to_millis};
 use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
 use crate::playbook::{ResellerCustomers, language_of};
 use crate::store::{AccountRow, DomainRow, JobRow, Lease, NewNotice, Tx, account_state, domain_state};
@@ -236,8 +236,13 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     let payload: Payload = serde_json::from_str(&job.payload).context("correct_notices payload")?;
     let old = crate::domain::from_millis(payload.from);
     let prefix = customer_key("advance", ctx.id.as_str(), "");
-    let advance: Vec<_> =
-        cx.store.outbox(ctx.id.as_str()).await?.into_iter().filter(|n| n.kind == "advance").collect();
+    let (advance, sent_roll_ups): (Vec<_>, Vec<_>) = cx
+        .store
+        .outbox(ctx.id.as_str())
+        .await?
+        .into_iter()
+        .filter(|n| matches!(n.kind.as_str(), "advance" | "reseller"))
+        .partition(|n| n.kind == "advance");
     let now = cx.now_ms();
     let dedicated = cx.dedicated_all(ctx).await?;
     let mut corrections = Vec::new();
@@ -264,8 +269,6 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
     }
     // A reseller's roll-up: re-dated in place while not out yet, else sent again with the new
     // date (its own key and id).
-    let sent_roll_ups: Vec<_> =
-        cx.store.outbox(ctx.id.as_str()).await?.into_iter().filter(|n| n.kind == "reseller").collect();
     let roll_ups =
         if sent_roll_ups.is_empty() { Vec::new() } else { reseller_notices(cx, ctx, now, None).await? };
     for row in sent_roll_ups {
@@ -308,8 +311,8 @@ pub async fn correct_notices(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: 
 /// skipped. Idempotent: each notice is one row by its key.
 pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     let notices = &ctx.playbook.notices;
-    let due = ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64;
     let now = cx.now_ms();
+    let due = due_at(ctx, "advance", now);
     let customers = group(cx.store.accounts(ctx.id.as_str()).await?, notices.reseller_customers)?;
     let domains = cx.store.domains(ctx.id.as_str()).await?;
     let dedicated = cx.dedicated_all(ctx).await?;
@@ -346,6 +349,19 @@ pub async fn announce(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult
     tx.commit().await?;
     info!(migration = %ctx.id, customers = customers.len(), resellers, queued, skipped, "advance notices written");
     Ok(())
+}
+
+/// When a notice of `kind` written at `created_at` is due: the advance notices and the
+/// reseller roll-ups `schedule.announce_before` the cutover, customer service's briefing
+/// [`super::staff::BRIEF_BEFORE`] it, every other kind when it is written.
+pub(crate) fn due_at(ctx: &MigrationCtx, kind: &str, created_at: i64) -> i64 {
+    match kind {
+        "advance" | "reseller" => {
+            ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64
+        }
+        "staff" => ctx.row.cutover_at - super::staff::BRIEF_BEFORE.as_millis() as i64,
+        _ => created_at,
+    }
 }
 
 /// Why a notice of `kind` due at `due` is too late to send at `now` (later than its
@@ -524,7 +540,7 @@ pub async fn queue_completion(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease:
             1 => format!("<completion.{}.{mid}@siirto>", users[0]),
             n => format!("<completion.{}.{n}.{digest}.{mid}@siirto>", users[0]),
         },
-        dedupe_key: format!("{}:{}", customer_key("completion", mid, &key), users.join(",")),
+        dedupe_key: completion_notice_key(&ctx.id, &key, &users),
         recipients: serde_json::to_string(&customer.recipients).context("recipients")?,
         subject,
         body,
@@ -599,6 +615,31 @@ pub(crate) async fn completion_accounts(
         }
     }
     Ok(waiting)
+}
+
+/// The notice variables of a reminder about one domain of `account`, now in `state`: those of
+/// any customer notice, about that domain alone (so a template checked with the sample
+/// variables renders here too).
+pub(crate) async fn domain_context(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    account: &AccountRow,
+    row: &DomainRow,
+    state: &DomainState,
+) -> Result<serde_json::Value, StepError> {
+    let mut row = row.clone();
+    row.data = serde_json::to_string(state).context("serialising a domain state")?;
+    let dedicated: Dedicated =
+        cx.dedicated_of(ctx, &account.user).await?.map(|d| (account.user.clone(), d)).into_iter().collect();
+    let target_ip = dedicated.get(&account.user).and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
+    let customer = Customer {
+        name: account.customer_name.clone().unwrap_or_default(),
+        language: account.language.clone(),
+        recipients: Vec::new(),
+        accounts: vec![account.clone()],
+    };
+    let cutover = crate::domain::from_millis(ctx.row.cutover_at);
+    Ok(context(ctx, &customer, std::slice::from_ref(&row), cutover, target_ip, &dedicated)?)
 }
 
 /// The notice variables of one customer's notice (every notice variable is set, so a template

@@ -12,7 +12,7 @@ use crate::notify::OutgoingNotice;
 use crate::playbook::{NoticeTemplate, language_of};
 use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx};
 
-use super::announce::{completion_accounts, too_late, via_reseller};
+use super::announce::{completion_accounts, domain_context, due_at, too_late, via_reseller};
 
 /// How soon a notice waiting for an earlier one to the same recipients looks again.
 const ORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -61,13 +61,7 @@ pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lea
     }
     // A notice that could not go out in time (the server was down, the daemon stopped) is not
     // sent in a burst later: too late is skipped, on record.
-    let due = match notice.kind.as_str() {
-        "advance" | "reseller" => {
-            ctx.row.cutover_at - ctx.playbook.schedule.announce_before.as_millis() as i64
-        }
-        "staff" => ctx.row.cutover_at - super::staff::BRIEF_BEFORE.as_millis() as i64,
-        _ => notice.created_at,
-    };
+    let due = due_at(ctx, &notice.kind, notice.created_at);
     let now = cx.now_ms();
     if let Some(reason) = too_late(ctx, &notice.kind, due, now) {
         let mut tx = cx.store.begin_leased(lease).await?;
@@ -231,24 +225,7 @@ pub async fn queue_reminder(
         .account(ctx.id.as_str(), user)
         .await?
         .ok_or_else(|| anyhow!("account {user} is not in migration {}", ctx.id))?;
-    let target_ip = cx.dedicated_of(ctx, user).await?.and_then(|d| d.target_ip).unwrap_or(ctx.target.ip);
-    let context = serde_json::json!({
-        "migration": ctx.id.as_str(),
-        "account": user,
-        "contact_email": account.contact_email.clone().unwrap_or_default(),
-        "main_domain": account.main_domain,
-        "domains": [row.domain.clone()],
-        "source_host": ctx.source.public_name,
-        "target_host": ctx.target.public_name,
-        "target_ip": target_ip.to_string(),
-        "external_records": external_records_of(&row.domain, state.records_to_change()),
-        "domains_to_point": [],
-        "customer_name": account.customer_name.clone().unwrap_or_default(),
-        "accounts": [{ "account": user, "main_domain": account.main_domain, "domains": [row.domain.clone()] }],
-        "external_domains": [row.domain.clone()],
-        "cutover_date": cutover_date(ctx),
-        "cutover_time": cutover_time(ctx),
-    });
+    let context = domain_context(cx, ctx, &account, row, state).await?;
     let language = language_of(account.language.as_deref(), &cx.world.language);
     let template = ctx.playbook.notices.reminder.for_language(&language);
     let (subject, body, html) = rendered(template, &context, "reminder")?;
@@ -298,16 +275,6 @@ pub async fn schedule_send(
     );
     tx.schedule_job(&job).await?;
     Ok(())
-}
-
-/// The notice variable `cutover_date` (UTC, `2026-03-14`).
-fn cutover_date(ctx: &MigrationCtx) -> String {
-    crate::domain::from_millis(ctx.row.cutover_at).format("%Y-%m-%d").to_string()
-}
-
-/// The notice variable `cutover_time` (UTC, `22:00`).
-fn cutover_time(ctx: &MigrationCtx) -> String {
-    crate::domain::from_millis(ctx.row.cutover_at).format("%H:%M").to_string()
 }
 
 /// The notice variable `external_records`: one entry per record the customer must change.

@@ -16,7 +16,8 @@ use crate::store::{Lease, NewNotice, OutboxRow, Tx, account_state, domain_state}
 pub const BRIEF_BEFORE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Writes customer service's briefing to the outbox (one row per cutover date) and schedules its
-/// sending; after the cutover it is pointless and written skipped. Nothing when no staff
+/// sending; past its lateness limit (`[notices.late_after] staff`, by default the cutover) it is
+/// pointless and written skipped. Nothing when no staff
 /// address is configured.
 pub async fn brief_staff(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
     if cx.world.staff.is_empty() {
@@ -71,8 +72,10 @@ pub async fn brief_staff(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepRes
     let now = notice.created_at;
     let mut tx = cx.store.begin_leased(lease).await?;
     if let Some(id) = tx.enqueue_notice(&notice).await? {
-        if now > ctx.row.cutover_at {
-            tx.mark_notice_skipped(id, now, "too late: the cutover has passed").await?;
+        if let Some(reason) =
+            super::announce::too_late(ctx, "staff", super::announce::due_at(ctx, "staff", now), now)
+        {
+            tx.mark_notice_skipped(id, now, &reason).await?;
         } else {
             super::notices::schedule_send(cx, &mut tx, ctx, id, now).await?;
         }
