@@ -35,6 +35,25 @@ fn smtp_channel(port: u16) -> SmtpChannel {
     .expect("smtp channel")
 }
 
+/// The channel keeps an SMTP session for the next message: three notices in a row go over one
+/// session (one client port at the server). A kept session the server dropped meanwhile (it
+/// restarted) is replaced, not failed: the next notice arrives over a new one.
+#[tokio::test]
+async fn a_kept_session_carries_the_next_notices_and_one_the_server_dropped_is_replaced() {
+    let mut smtp = SmtpServer::start();
+    let channel = smtp_channel(smtp.addr.port());
+    for n in 1..=3 {
+        channel.send(&notice(n)).await.expect("sent");
+    }
+    let delivered = smtp.wait_for(3, Duration::from_secs(10)).await;
+    assert!(delivered.iter().all(|d| d.peer == delivered[0].peer), "one session: {delivered:#?}");
+    smtp.restart();
+    channel.send(&notice(4)).await.expect("sent over a new session");
+    let delivered = smtp.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(delivered[3].message_id, notice(4).message_id);
+    assert_ne!(delivered[3].peer, delivered[0].peer, "a new session");
+}
+
 #[tokio::test]
 async fn twenty_notices_arrive_with_their_headers_and_utf8_body() {
     let server = SmtpServer::start();

@@ -23,7 +23,8 @@ maildir = sys.argv[1]
 listen_port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 ehlo_delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 quit_delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-counter = itertools.count(1)
+# A restarted server numbers on after the messages stored before (never over one of them).
+counter = itertools.count(1 + len([f for f in os.listdir(maildir) if f.endswith(".json")]))
 
 class SlowSMTP(SMTP):
     # A busy server: its greeting after EHLO and its goodbye after QUIT come late.
@@ -56,6 +57,7 @@ class Store:
         html = msg.get_body(preferencelist=("html",))
         record = {
             "mail_from": envelope.mail_from,
+            "peer": list(session.peer)[:2],
             "rcpt_tos": list(envelope.rcpt_tos),
             "message_id": str(msg["Message-ID"]),
             "from": str(msg["From"]),
@@ -103,6 +105,8 @@ pub struct SmtpServer {
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Delivered {
     pub mail_from: String,
+    /// The client's address and port: messages of one SMTP session share it.
+    pub peer: (String, u16),
     pub rcpt_tos: Vec<String>,
     pub message_id: String,
     pub from: String,
