@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::context::{Clock, SystemClock};
-use self::context::{Ctx, StepError, StepResult};
+use self::context::{Ctx, MigrationCtx, StepError, StepResult};
 pub use self::jobs::{JobKind, RollbackPayload};
 pub use self::steps::staff::BRIEF_BEFORE;
 use self::steps::{
@@ -37,6 +37,11 @@ use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
 use crate::store::{JobRow, Lease, Store, StoreError};
 use crate::world::World;
+
+/// Send jobs one worker runs at once, over one session ([`Engine::send_notices`]): enough to
+/// share each transaction among many notices, few enough that a batch ends in well under a
+/// second against a working server (a stopping daemon lets it finish).
+const SEND_BATCH: i64 = 32;
 
 /// How often a running daemon reads the bounce mailbox (config `mail.bounce_maildir`).
 const BOUNCE_POLL: Duration = Duration::from_secs(2);
@@ -279,14 +284,7 @@ impl Engine {
             };
             keeper.abort();
             match outcome {
-                Some(Ok(())) => {}
-                Some(Err(StepError::LeaseLost(reason))) => {
-                    warn!(%reason, "the job's lease is lost: its step is cancelled, and the run counts as a failed attempt");
-                    if let Err(err) = self.cx.store.count_lost_lease(job.id, &reason).await {
-                        warn!(error = %err, "could not count the attempt");
-                    }
-                }
-                Some(Err(err)) => self.record_failure(&job, &lease, err).await,
+                Some(outcome) => self.record_outcome(&job, &lease, outcome).await,
                 None => {
                     info!("cancelled at the stop bound; the job is given back");
                     if let Err(err) = self.cx.store.release_lease(&lease).await {
@@ -297,6 +295,63 @@ impl Engine {
         }
         .instrument(span)
         .await;
+    }
+
+    /// Records how a run of a claimed job ended, when its step did not record it itself: a
+    /// lost lease counts as a failed attempt, a failure is retried or holds the account.
+    async fn record_outcome(&self, job: &JobRow, lease: &Lease, outcome: StepResult) {
+        match outcome {
+            Ok(()) => {}
+            Err(StepError::LeaseLost(reason)) => {
+                warn!(%reason, "the job's lease is lost: its step is cancelled, and the run counts as a failed attempt");
+                if let Err(err) = self.cx.store.count_lost_lease(job.id, &reason).await {
+                    warn!(error = %err, "could not count the attempt");
+                }
+            }
+            Err(err) => self.record_failure(job, lease, err).await,
+        }
+    }
+
+    /// Runs send job `job` together with up to [`SEND_BATCH`]` - 1` more due send jobs of the
+    /// same migration, claimed here under leases of their own (kept alive while they run):
+    /// they go out over one session, their attempts recorded in one transaction and their
+    /// sent-marks committed together as the server accepts them ([`notices::send_notices`]).
+    /// The other jobs' outcomes are recorded here; `job`'s is returned.
+    async fn send_notices(&self, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
+        let now = self.cx.now_ms();
+        let kind = JobKind::SendNotice.as_str();
+        let more = self
+            .cx
+            .store
+            .claim_jobs_of(&self.cx.owner, now, lease.duration(), SEND_BATCH - 1, kind, &job.migration_id)
+            .await
+            .unwrap_or_else(|err| {
+                warn!(error = %err, "claiming more send jobs failed; sending this one alone");
+                Vec::new()
+            });
+        let mut taken = Taken::new(self.cx.store.clone(), &more);
+        let budget = ctx.playbook.retry.max_attempts;
+        let (spent, more): (Vec<_>, Vec<_>) =
+            more.into_iter().partition(|(job, _)| job.attempts as u32 >= budget);
+        let mut batch = Vec::with_capacity(more.len() + 1);
+        batch.push((job.clone(), lease.clone()));
+        batch.extend(more.iter().cloned());
+        let mut outcomes = notices::send_notices(&self.cx, ctx, &batch).await.into_iter();
+        let own = outcomes.next().unwrap_or(Ok(()));
+        for ((job, lease), outcome) in more.iter().zip(outcomes) {
+            self.record_outcome(job, lease, outcome).await;
+            taken.recorded(lease);
+        }
+        for (job, lease) in &spent {
+            let outcome = Err(StepError::Permanent(anyhow!(
+                "{} attempts, the last: {}",
+                job.attempts,
+                job.last_error.as_deref().unwrap_or("no error recorded")
+            )));
+            self.record_outcome(job, lease, outcome).await;
+            taken.recorded(lease);
+        }
+        own
     }
 
     async fn perform(&self, job: &JobRow, lease: &Lease) -> StepResult {
@@ -345,7 +400,7 @@ impl Engine {
             JobKind::Verify => verify::verify(&self.cx, &ctx, job, lease).await,
             JobKind::Repoint => repoint::repoint(&self.cx, &ctx, job, lease).await,
             JobKind::QueueNotice => announce::queue_completion(&self.cx, &ctx, job, lease).await,
-            JobKind::SendNotice => notices::send_notice(&self.cx, &ctx, job, lease).await,
+            JobKind::SendNotice => self.send_notices(&ctx, job, lease).await,
             JobKind::Settle => settle::settle(&self.cx, &ctx, lease).await,
             JobKind::RestoreTtl => restore::restore_ttl(&self.cx, &ctx, job, lease).await,
             JobKind::Rollback => rollback::rollback(&self.cx, &ctx, job, lease).await,
@@ -462,6 +517,48 @@ async fn keep_lease(store: Store, lease: Lease) {
                 }
             }
         }
+    }
+}
+
+/// Jobs a worker sending notices took along with its own ([`Engine::send_notices`]): their
+/// leases are kept alive while the batch runs, and those whose outcome was never recorded (the
+/// run was cancelled: its own lease lost, the daemon's stop bound) are given back when it ends,
+/// so they are taken again at once instead of after their leases expire.
+struct Taken {
+    store: Store,
+    open: Vec<Lease>,
+    keepers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Taken {
+    fn new(store: Store, jobs: &[(JobRow, Lease)]) -> Taken {
+        let keepers =
+            jobs.iter().map(|(_, lease)| tokio::spawn(keep_lease(store.clone(), lease.clone()))).collect();
+        Taken { store, open: jobs.iter().map(|(_, lease)| lease.clone()).collect(), keepers }
+    }
+
+    fn recorded(&mut self, lease: &Lease) {
+        self.open.retain(|open| open.job_id() != lease.job_id());
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        for keeper in &self.keepers {
+            keeper.abort();
+        }
+        if self.open.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let open = std::mem::take(&mut self.open);
+        tokio::spawn(async move {
+            for lease in open {
+                if let Err(err) = store.release_lease(&lease).await {
+                    warn!(job = lease.job_id(), error = %err, "could not give a send job back; its lease expires on its own");
+                }
+            }
+        });
     }
 }
 

@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::store::{Backend, JOB_COLUMNS, JobRow, Store, StoreError, Tx, expect_one};
+use crate::store::{Backend, JOB_COLUMNS, JobRow, Store, StoreError, Tx, expect_one, numbered};
 
 /// The database's clock in unix milliseconds, as SQL: what lease expiries are set from and
 /// compared with.
@@ -264,6 +264,32 @@ impl Store {
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<(JobRow, Lease)>, StoreError> {
+        self.claim(owner, now, lease, limit, None).await
+    }
+
+    /// [`Store::claim_jobs`] for the jobs of one kind in one migration only: the send jobs a
+    /// worker sending notices takes along with its own, to send them over one session.
+    #[tracing::instrument(level = "debug", skip_all, fields(owner = %owner, limit, kind))]
+    pub async fn claim_jobs_of(
+        &self,
+        owner: &str,
+        now: i64,
+        lease: Duration,
+        limit: i64,
+        kind: &str,
+        migration_id: &str,
+    ) -> Result<Vec<(JobRow, Lease)>, StoreError> {
+        self.claim(owner, now, lease, limit, Some((kind, migration_id))).await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease: Duration,
+        limit: i64,
+        only: Option<(&str, &str)>,
+    ) -> Result<Vec<(JobRow, Lease)>, StoreError> {
         // PostgreSQL: lock the candidates and skip rows another claimer holds, so claimers split
         // the work instead of queueing on each other. SQLite: the one statement runs under the
         // database's single write lock, which makes it atomic without row locks.
@@ -272,24 +298,23 @@ impl Store {
             Backend::Sqlite => "",
         };
         let db_now = db_now(self.backend);
+        let filter = if only.is_some() { " AND kind = $6 AND migration_id = $7" } else { "" };
         let sql = format!(
             "UPDATE jobs SET lease_owner = $1, lease_token = $2, lease_expires_at = {db_now} + $3 \
              WHERE id IN (SELECT id FROM jobs \
                  WHERE done_at IS NULL AND due_at <= $4 \
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= {db_now}) \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= {db_now}){filter} \
                  ORDER BY due_at, id LIMIT $5{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
         let token: i64 = rand::random();
         let sent = std::time::Instant::now();
-        let mut jobs: Vec<JobRow> = sqlx::query_as(&sql)
-            .bind(owner)
-            .bind(token)
-            .bind(lease.as_millis() as i64)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query =
+            sqlx::query_as(&sql).bind(owner).bind(token).bind(lease.as_millis() as i64).bind(now).bind(limit);
+        if let Some((kind, migration_id)) = only {
+            query = query.bind(kind).bind(migration_id);
+        }
+        let mut jobs: Vec<JobRow> = query.fetch_all(&self.pool).await?;
         jobs.sort_by_key(|job| (job.due_at, job.id));
         Ok(jobs
             .into_iter()
@@ -441,6 +466,52 @@ impl Tx<'_> {
     #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id()))]
     pub async fn finish_job(&mut self, lease: &Lease, now: i64) -> Result<(), StoreError> {
         self.update_leased_job(lease, "done_at = $4", now, None).await
+    }
+
+    /// Marks done at `now`, in one statement per claim, those of the leased jobs whose lease
+    /// still holds (same owner and token, not expired on the database's clock, not done), and
+    /// releases the DNS locks they may hold; returns the ids of the jobs finished. A job left
+    /// out lost its lease: whoever holds it now records its end. What a worker sending a batch
+    /// of notices records with their sent-marks (see [`Store::claim_jobs_of`]).
+    #[tracing::instrument(level = "debug", skip_all, fields(jobs = leases.len()))]
+    pub async fn finish_jobs(&mut self, leases: &[&Lease], now: i64) -> Result<Vec<i64>, StoreError> {
+        let mut finished = Vec::with_capacity(leases.len());
+        let mut claims: Vec<(&str, i64)> = leases.iter().map(|l| (l.owner(), l.inner.token)).collect();
+        claims.sort_unstable();
+        claims.dedup();
+        for (owner, token) in claims {
+            let ids: Vec<i64> = leases
+                .iter()
+                .filter(|l| l.owner() == owner && l.inner.token == token)
+                .map(|l| l.job_id())
+                .collect();
+            let sql = format!(
+                "UPDATE jobs SET done_at = $1, lease_expires_at = NULL \
+                 WHERE lease_owner = $2 AND lease_token = $3 AND lease_expires_at > {} \
+                   AND done_at IS NULL AND id IN ({}) RETURNING id",
+                db_now(self.backend),
+                numbered(4, ids.len())
+            );
+            let mut query = sqlx::query_scalar(&sql).bind(now).bind(owner).bind(token);
+            for id in &ids {
+                query = query.bind(*id);
+            }
+            let done: Vec<i64> = query.fetch_all(&mut *self.tx).await?;
+            finished.extend(done);
+        }
+        if !finished.is_empty() {
+            let sql = format!(
+                "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL \
+                 WHERE dns_lock_job IN ({})",
+                numbered(1, finished.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &finished {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(finished)
     }
 
     /// Records a failed attempt of the leased job: attempts + 1, the error, due again at

@@ -735,6 +735,37 @@ impl Store {
         .await?)
     }
 
+    /// The notices with these ids, in id order (an id not in the outbox is left out).
+    pub async fn notices(&self, ids: &[i64]) -> Result<Vec<OutboxRow>, StoreError> {
+        notices_by_id(&self.pool, ids).await
+    }
+
+    /// Those of `ids` (notices of migration `migration_id`) behind an earlier notice to the
+    /// same recipients that is still to be sent (see [`Store::earlier_unsent_notice`]) and is
+    /// not among `ids` itself: one query for a batch of notices about to be sent in id order.
+    pub async fn notices_behind_earlier(
+        &self,
+        migration_id: &str,
+        ids: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = numbered(2, ids.len());
+        let sql = format!(
+            "SELECT o.id FROM outbox o WHERE o.id IN ({list}) AND EXISTS (\
+                 SELECT 1 FROM outbox e JOIN jobs j ON j.dedupe_key = 'send_notice:' || e.id \
+                 WHERE e.migration_id = $1 AND e.recipients = o.recipients AND e.id < o.id \
+                   AND e.sent_at IS NULL AND e.skipped_at IS NULL AND e.failed_at IS NULL \
+                   AND j.done_at IS NULL AND e.id NOT IN ({list}))"
+        );
+        let mut query = sqlx::query_scalar(&sql).bind(migration_id);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
     /// The notice sent with Message-ID `message_id` (`<…>`), if any.
     pub async fn notice_by_message_id(&self, message_id: &str) -> Result<Option<OutboxRow>, StoreError> {
         Ok(sqlx::query_as(&format!(
@@ -768,6 +799,28 @@ fn placeholders(rows: usize, columns: usize) -> String {
         sql.push(')');
     }
     sql
+}
+
+/// `$first, $first+1, …` for `count` values: an `IN (…)` list of bound values.
+pub(crate) fn numbered(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The outbox rows with these ids, in id order.
+async fn notices_by_id<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    ids: &[i64],
+) -> Result<Vec<OutboxRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql =
+        format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id IN ({}) ORDER BY id", numbered(1, ids.len()));
+    let mut query = sqlx::query_as(&sql);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(executor).await?)
 }
 
 /// A row type the store reads with `SELECT`: every `*Row` struct (sqlx's `FromRow` derive).
@@ -1220,6 +1273,11 @@ impl Tx<'_> {
             .await?)
     }
 
+    /// The notices with these ids, in id order, read through this transaction.
+    pub async fn notices(&mut self, ids: &[i64]) -> Result<Vec<OutboxRow>, StoreError> {
+        notices_by_id(&mut *self.tx, ids).await
+    }
+
     /// Sets an account's state; [`StoreError::NotFound`] if there is no such account.
     pub async fn set_account_state(
         &mut self,
@@ -1379,6 +1437,52 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         expect_one(result, || StoreError::NotFound { what: "notice", key: id.to_string() })
+    }
+
+    /// [`Tx::mark_notice_sent`] for several notices in one statement.
+    pub async fn mark_notices_sent(&mut self, ids: &[i64], now: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET sent_at = COALESCE(sent_at, $1), delivery_started_at = NULL WHERE id IN ({})",
+            numbered(2, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    /// [`Tx::notice_delivery_started`] for several notices at once (two statements): returns
+    /// the ids whose attempt is a resend.
+    pub async fn notices_delivery_started(&mut self, ids: &[i64], now: i64) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = numbered(2, ids.len());
+        let sql = format!(
+            "SELECT id FROM outbox WHERE delivery_started_at IS NOT NULL AND id IN ({})",
+            numbered(1, ids.len())
+        );
+        let mut query = sqlx::query_scalar(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let resends: Vec<i64> = query.fetch_all(&mut *self.tx).await?;
+        let sql = format!(
+            "UPDATE outbox SET delivery_attempts = delivery_attempts + 1, \
+                 resends = resends + CASE WHEN delivery_started_at IS NULL THEN 0 ELSE 1 END, \
+                 delivery_started_at = $1 WHERE id IN ({list})"
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *self.tx).await?;
+        Ok(resends)
     }
 
     /// Records that a delivery attempt of notice `id` starts at `now`, before anything is handed

@@ -1,21 +1,24 @@
 //! Notices: the completion notice and reminders are written to the outbox (one row each, by
 //! dedupe key), and each outbox row is sent through the channel.
 
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
 use anyhow::{Context, anyhow};
 use tracing::{debug, warn};
 
-use crate::domain::{AccountEvent, DomainState, RecordChange, reminder_notice_key};
-use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult, classify};
+use crate::domain::{AccountEvent, DomainState, MigrationState, RecordChange, reminder_notice_key};
+use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
 use crate::engine::jobs::JobKind;
 use crate::names::DomainName;
-use crate::notify::OutgoingNotice;
+use crate::notify::{Delivery, OutgoingNotice};
 use crate::playbook::{NoticeTemplate, language_of};
-use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, Tx};
+use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, StoreError, Tx};
 
 use super::announce::{completion_accounts, domain_context, due_at, too_late, via_reseller};
 
 /// How soon a notice waiting for an earlier one to the same recipients looks again.
-const ORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+const ORDER_WAIT: Duration = Duration::from_millis(500);
 
 /// A notice template rendered with `context`: the subject (one line), the text and the HTML
 /// part (escaped), if the template has one.
@@ -37,132 +40,492 @@ pub(crate) fn rendered(
     Ok((subject.trim().to_owned(), body, html))
 }
 
-/// Sends one outbox row through the channel with its stable Message-ID, exactly as the code
-/// map's "Notices" guarantee says:
+/// Sends a batch of outbox rows (the send jobs one worker took at once, see
+/// `Engine::send_notices`) through the channel, each with its stable Message-ID, exactly as the
+/// code map's "Notices" guarantee says, and returns each job's outcome in the batch's order:
 ///
-/// 1. the attempt is recorded (committed) before anything is handed over; when an earlier
-///    attempt's end was never recorded, this one is a resend, logged as `notice_resent`;
-/// 2. the channel connects (greeting, TLS, login), and the lease is checked right before the
-///    message goes out;
-/// 3. as soon as the server accepts the message (SMTP: the 250 after DATA), the sent-mark is
-///    committed with the job's completion and the account's transition, before QUIT and
-///    before anything else; if the lease was lost meanwhile, the sent-mark alone is committed
-///    without it (the fact stands whoever holds the job);
-/// 4. only then is the session closed (QUIT), however slowly the server answers.
-pub async fn send_notice(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease) -> StepResult {
-    let id: i64 = job.subject.parse().context("notice id")?;
-    let notice = cx.store.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
+/// 1. the attempts are recorded (committed, one transaction for the batch) before anything is
+///    handed over; when an earlier attempt's end was never recorded, this one is a resend,
+///    logged as `notice_resent`. With a rate limit, each message waits for its slot first and
+///    its attempt is recorded alone, right before it goes out;
+/// 2. the channel connects (greeting, TLS, login) before any attempt is on record, so a
+///    server that is down records none; each job's lease is checked right before its message
+///    goes out;
+/// 3. as soon as the server accepts a message (SMTP: the 250 after DATA), its sent-mark is
+///    handed to the batch's recorder, which commits it with the job's completion and the
+///    accounts' transitions — together with the marks accepted meanwhile, while the next
+///    message goes out (group commit: one transaction for what was accepted during the
+///    previous one); a job whose lease was lost meanwhile gets its sent-mark alone (the fact
+///    stands whoever holds the job);
+/// 4. only when every mark is committed is the session closed (or kept for the next batch),
+///    however slowly the server answers QUIT.
+///
+/// The notices go out in the order they were written: one behind an earlier notice to the
+/// same recipients that is not out yet waits for it (and so does every later one to them in
+/// this batch).
+pub async fn send_notices(cx: &Ctx, ctx: &MigrationCtx, batch: &[(JobRow, Lease)]) -> Vec<StepResult> {
+    let mut outcomes: Vec<Option<StepResult>> = batch.iter().map(|_| None).collect();
+    let ids: Vec<Option<i64>> = batch.iter().map(|(job, _)| job.subject.parse().ok()).collect();
+    let known: Vec<i64> = ids.iter().flatten().copied().collect();
+    let read = async {
+        let rows = cx.store.notices(&known).await?;
+        let behind = cx.store.notices_behind_earlier(ctx.id.as_str(), &known).await?;
+        Ok::<_, StoreError>((rows, behind))
+    };
+    let (rows, behind) = match read.await {
+        Ok(read) => read,
+        Err(err) => {
+            let message = err.to_string();
+            return batch
+                .iter()
+                .map(|_| Err(StepError::Transient(anyhow!("reading the outbox: {message}"))))
+                .collect();
+        }
+    };
+    let rows: HashMap<i64, OutboxRow> = rows.into_iter().map(|row| (row.id, row)).collect();
+    let behind: HashSet<i64> = behind.into_iter().collect();
+    // In the order the notices were written.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| ids[i].unwrap_or(i64::MAX));
+    // Recipients with a notice that does not go out in this batch: their later ones wait too.
+    let mut waiting: HashSet<&str> = HashSet::new();
+    let mut already = Vec::new();
+    let mut to_send = Vec::new();
+    for i in order {
+        let (job, lease) = &batch[i];
+        let Some(id) = ids[i] else {
+            outcomes[i] = Some(Err(StepError::Permanent(anyhow!(
+                "send job {}: bad notice id {:?}",
+                job.id,
+                job.subject
+            ))));
+            continue;
+        };
+        let Some(notice) = rows.get(&id) else {
+            outcomes[i] = Some(Err(StepError::Permanent(anyhow!("notice {id} is not in the outbox"))));
+            continue;
+        };
+        let blocked = behind.contains(&id) || waiting.contains(notice.recipients.as_str());
+        match prepare(cx, ctx, notice, lease, blocked).await {
+            Prepared::Done(outcome) => outcomes[i] = Some(outcome),
+            Prepared::Waits(outcome) => {
+                waiting.insert(notice.recipients.as_str());
+                outcomes[i] = Some(outcome);
+            }
+            Prepared::Recorded => already.push((i, notice.clone())),
+            Prepared::Send(to) => to_send.push((i, notice.clone(), to)),
+        }
+    }
+    // Accepted by the server in an earlier run: what is left is the bookkeeping.
+    if !already.is_empty() {
+        for (i, outcome) in record_sent(cx, ctx, batch, &already).await {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    for (i, outcome) in deliver(cx, ctx, batch, to_send).await {
+        outcomes[i] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                Err(StepError::Transient(anyhow!("the batch ended without this notice's outcome")))
+            })
+        })
+        .collect()
+}
+
+/// What becomes of one notice of a batch before anything is sent.
+enum Prepared {
+    /// Its run ended (recorded, or an error to record).
+    Done(StepResult),
+    /// Rescheduled behind an earlier notice to its recipients.
+    Waits(StepResult),
+    /// Sent in an earlier run: its sent-mark and the job's end are to be recorded.
+    Recorded,
+    /// To be sent, to these recipients.
+    Send(Vec<String>),
+}
+
+async fn prepare(cx: &Ctx, ctx: &MigrationCtx, notice: &OutboxRow, lease: &Lease, blocked: bool) -> Prepared {
     if notice.sent_at.is_some() {
-        // Accepted by the server in an earlier run: what is left is the bookkeeping.
-        return record_sent(cx, ctx, &notice, lease).await;
+        return Prepared::Recorded;
     }
     if notice.skipped_at.is_some() {
-        return cx.finish(lease).await;
+        return Prepared::Done(cx.finish(lease).await);
     }
     // A notice that could not go out in time (the server was down, the daemon stopped) is not
     // sent in a burst later: too late is skipped, on record.
     let due = due_at(ctx, &notice.kind, notice.created_at);
     let now = cx.now_ms();
     if let Some(reason) = too_late(ctx, &notice.kind, due, now) {
-        let mut tx = cx.store.begin_leased(lease).await?;
-        tx.mark_notice_skipped(id, now, &reason).await?;
-        let detail = serde_json::json!({ "notice": id, "kind": notice.kind, "reason": reason });
-        tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_skipped_late", detail))
-            .await?;
-        // A completion notice too late to send still ends its accounts' wait for it.
-        if notice.kind == "completion"
-            && let Some(first) = &notice.account
-        {
-            for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, id).await? {
-                let event = AccountEvent::NoticeFailed { reason: reason.clone() };
-                cx.apply_account(&mut tx, ctx, &user, &state, event).await?;
-            }
-        }
-        tx.finish_job(lease, now).await?;
-        return Ok(tx.commit().await?);
+        return Prepared::Done(skip_late(cx, ctx, notice, lease, reason, now).await);
     }
     // Notices to one reader go out in the order they were written (a start notice waiting out
     // a mail server's outage goes before the completion notice written meanwhile).
-    if let Some(earlier) = cx.store.earlier_unsent_notice(&notice).await? {
-        debug!(
-            notice = id,
-            earlier, "an earlier notice to the same recipients is not out yet; waiting for it"
-        );
-        let mut tx = cx.store.begin_leased(lease).await?;
-        tx.reschedule_job(lease, now + ORDER_WAIT.as_millis() as i64).await?;
-        return Ok(tx.commit().await?);
+    if blocked {
+        debug!(notice = notice.id, "an earlier notice to the same recipients is not out yet; waiting for it");
+        let rescheduled = async {
+            let mut tx = cx.store.begin_leased(lease).await?;
+            tx.reschedule_job(lease, now + ORDER_WAIT.as_millis() as i64).await?;
+            Ok(tx.commit().await?)
+        };
+        return Prepared::Waits(rescheduled.await);
     }
-    let to: Vec<String> = serde_json::from_str(&notice.recipients).context("stored recipients")?;
-    if to.is_empty() {
-        return Err(StepError::Permanent(anyhow!("the account has no contact e-mail address")));
-    }
-    let outgoing = OutgoingNotice {
-        message_id: notice.message_id.clone(),
-        from: cx.mail_from.clone(),
-        to,
-        subject: notice.subject.clone(),
-        body: notice.body.clone(),
-        html: notice.html.clone(),
-        return_path: cx.world.bounces.as_ref().map(|b| b.return_path(id)),
+    let to: Vec<String> = match serde_json::from_str(&notice.recipients) {
+        Ok(to) => to,
+        Err(err) => {
+            return Prepared::Done(Err(StepError::Permanent(anyhow!(
+                "notice {}: stored recipients: {err}",
+                notice.id
+            ))));
+        }
     };
-    // 0. The channel's rate limit, shared by every daemon on the database: wait for this
-    // send's slot before anything is on record.
-    if let Some(interval) = cx.world.send_interval {
-        let now = cx.now_ms();
-        let slot =
-            cx.store.reserve_send_slot(cx.world.channel.name(), now, interval.as_millis() as i64).await?;
-        if slot > now {
-            tokio::time::sleep(std::time::Duration::from_millis((slot - now) as u64)).await;
+    if to.is_empty() {
+        return Prepared::Done(Err(StepError::Permanent(anyhow!(
+            "the account has no contact e-mail address"
+        ))));
+    }
+    Prepared::Send(to)
+}
+
+/// A notice past its kind's lateness limit: skipped on record, never sent.
+async fn skip_late(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    notice: &OutboxRow,
+    lease: &Lease,
+    reason: String,
+    now: i64,
+) -> StepResult {
+    let mut tx = cx.store.begin_leased(lease).await?;
+    tx.mark_notice_skipped(notice.id, now, &reason).await?;
+    let detail = serde_json::json!({ "notice": notice.id, "kind": notice.kind, "reason": reason });
+    tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_skipped_late", detail)).await?;
+    // A completion notice too late to send still ends its accounts' wait for it.
+    if notice.kind == "completion"
+        && let Some(first) = &notice.account
+    {
+        for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
+            let event = AccountEvent::NoticeFailed { reason: reason.clone() };
+            cx.apply_account(&mut tx, ctx, &user, &state, event).await?;
         }
     }
-    // 1. The attempt, on record before the server sees anything; the text is read after it
-    // (a reschedule re-dates a notice only while no attempt is on record).
+    tx.finish_job(lease, now).await?;
+    Ok(tx.commit().await?)
+}
+
+/// A notice of a batch on its way: the job's place in the batch, its row, its recipients.
+type Outgoing = (usize, OutboxRow, Vec<String>);
+
+/// Steps 1–4 of [`send_notices`] for the notices to send, in order; the outcome of each.
+async fn deliver(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    batch: &[(JobRow, Lease)],
+    to_send: Vec<Outgoing>,
+) -> Vec<(usize, StepResult)> {
+    if to_send.is_empty() {
+        return Vec::new();
+    }
+    let (accepted, marks) = tokio::sync::mpsc::unbounded_channel();
+    let (sent, marked) =
+        tokio::join!(transmit_all(cx, ctx, batch, to_send, accepted), mark_accepted(cx, ctx, batch, marks));
+    let (mut outcomes, session) = sent;
+    outcomes.extend(marked);
+    // 4. Every mark is on record: only now the polite goodbye (or the session kept).
+    if let Some(session) = session {
+        session.close().await;
+    }
+    outcomes
+}
+
+/// Sends the notices over one session (opened again after a message that failed), recording
+/// each chunk's attempts first, and hands each accepted one to `accepted`; returns the
+/// outcomes of those not accepted and the session, still open.
+async fn transmit_all(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    batch: &[(JobRow, Lease)],
+    to_send: Vec<Outgoing>,
+    accepted: tokio::sync::mpsc::UnboundedSender<(usize, OutboxRow)>,
+) -> (Vec<(usize, StepResult)>, Option<Box<dyn Delivery>>) {
+    let mut outcomes = Vec::new();
+    let mut session: Option<Box<dyn Delivery>> = None;
+    // Why the channel could not be opened: every notice left fails this run the same way.
+    let mut unreachable: Option<(String, bool)> = None;
+    let chunk = if cx.world.send_interval.is_some() { 1 } else { to_send.len() };
+    let mut queue = to_send.into_iter().peekable();
+    let mut first = true;
+    while queue.peek().is_some() {
+        let part: Vec<Outgoing> = queue.by_ref().take(chunk).collect();
+        // Paced by a rate limit, a batch takes a while: a pause (or an abort) meanwhile stops
+        // it before the next message, which goes back to the queue.
+        if !std::mem::take(&mut first) && !still_sending(cx, ctx).await {
+            for (i, _, _) in part.into_iter().chain(queue.by_ref()) {
+                outcomes.push((i, given_back(cx, &batch[i].1).await));
+            }
+            break;
+        }
+        // 2. The session before any attempt is on record.
+        if session.is_none() && unreachable.is_none() {
+            match cx.world.channel.open().await {
+                Ok(open) => session = Some(open),
+                Err(err) => unreachable = Some((err.to_string(), err.is_transient())),
+            }
+        }
+        if let Some((message, transient)) = &unreachable {
+            for (i, notice, _) in part {
+                outcomes.push((i, not_delivered(cx, ctx, &batch[i].1, &notice, message, *transient).await));
+            }
+            continue;
+        }
+        // 0. The channel's rate limit, shared by every daemon on the database: this message's
+        // slot before its attempt is on record.
+        if let Some(interval) = cx.world.send_interval {
+            let now = cx.now_ms();
+            match cx.store.reserve_send_slot(cx.world.channel.name(), now, interval.as_millis() as i64).await
+            {
+                Ok(slot) if slot > now => {
+                    tokio::time::sleep(Duration::from_millis((slot - now) as u64)).await
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let message = err.to_string();
+                    for (i, _, _) in part {
+                        outcomes.push((
+                            i,
+                            Err(StepError::Transient(anyhow!("reserving a send slot: {message}"))),
+                        ));
+                    }
+                    continue;
+                }
+            }
+        }
+        // 1. The attempts, on record before the server sees anything; the texts are read after
+        // them (a reschedule re-dates a notice only while no attempt is on record).
+        let (part, lost): (Vec<Outgoing>, Vec<Outgoing>) =
+            part.into_iter().partition(|(i, _, _)| batch[*i].1.check().is_ok());
+        for (i, _, _) in lost {
+            outcomes.push((i, batch[i].1.check().map_err(StepError::from)));
+        }
+        let current = match record_attempts(cx, ctx, &part).await {
+            Ok(current) => current,
+            Err(err) => {
+                let message = format!("{err:?}");
+                for (i, _, _) in part {
+                    outcomes.push((
+                        i,
+                        Err(StepError::Transient(anyhow!("recording the delivery attempt: {message}"))),
+                    ));
+                }
+                continue;
+            }
+        };
+        for (i, notice, to) in part {
+            let lease = &batch[i].1;
+            if let Some((message, transient)) = &unreachable {
+                outcomes.push((i, not_delivered(cx, ctx, lease, &notice, message, *transient).await));
+                continue;
+            }
+            if session.is_none() {
+                match cx.world.channel.open().await {
+                    Ok(open) => session = Some(open),
+                    Err(err) => {
+                        let (message, transient) = (err.to_string(), err.is_transient());
+                        outcomes.push((i, not_delivered(cx, ctx, lease, &notice, &message, transient).await));
+                        unreachable = Some((message, transient));
+                        continue;
+                    }
+                }
+            }
+            if let Err(lost) = lease.check() {
+                outcomes.push((i, Err(lost.into())));
+                continue;
+            }
+            let text = current.get(&notice.id).unwrap_or(&notice);
+            let outgoing = OutgoingNotice {
+                message_id: notice.message_id.clone(),
+                from: cx.mail_from.clone(),
+                to,
+                subject: text.subject.clone(),
+                body: text.body.clone(),
+                html: text.html.clone(),
+                return_path: cx.world.bounces.as_ref().map(|b| b.return_path(notice.id)),
+            };
+            let Some(open) = session.as_mut() else { continue };
+            match open.transmit(&outgoing).await {
+                // 3. Accepted: to the recorder at once.
+                Ok(()) => {
+                    if let Err(unsent) = accepted.send((i, notice)) {
+                        let (i, _) = unsent.0;
+                        outcomes.push((
+                            i,
+                            Err(StepError::Transient(anyhow!("the sent-mark recorder ended early"))),
+                        ));
+                    }
+                }
+                Err(err) => {
+                    // The session aborted itself; the next message opens a new one.
+                    if let Some(failed) = session.take() {
+                        failed.close().await;
+                    }
+                    let (message, transient) = (err.to_string(), err.is_transient());
+                    outcomes.push((i, not_delivered(cx, ctx, lease, &notice, &message, transient).await));
+                }
+            }
+        }
+    }
+    (outcomes, session)
+}
+
+/// Whether migration `ctx` still runs (not paused, aborted or otherwise stopped since the batch
+/// began); a store that cannot tell counts as running: the sent-once rule does not depend on it.
+async fn still_sending(cx: &Ctx, ctx: &MigrationCtx) -> bool {
+    match cx.store.migration(ctx.id.as_str()).await {
+        Ok(Some(row)) => !matches!(
+            serde_json::from_str::<MigrationState>(&row.data),
+            Ok(MigrationState::Paused { .. }
+                | MigrationState::Aborted { .. }
+                | MigrationState::Planned { .. }
+                | MigrationState::Approved { .. })
+        ),
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+/// A send job put back in the queue untouched (due now; the engine sees why it cannot run).
+async fn given_back(cx: &Ctx, lease: &Lease) -> StepResult {
     let mut tx = cx.store.begin_leased(lease).await?;
-    let started = tx.notice_delivery_started(id, cx.now_ms()).await?;
-    let current = tx.notice(id).await?.ok_or_else(|| anyhow!("notice {id} is not in the outbox"))?;
-    let outgoing =
-        OutgoingNotice { subject: current.subject, body: current.body, html: current.html, ..outgoing };
-    if started {
+    tx.reschedule_job(lease, cx.now_ms()).await?;
+    Ok(tx.commit().await?)
+}
+
+/// The outcome of a notice the channel did not take: refused for good, or to retry.
+async fn not_delivered(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    notice: &OutboxRow,
+    message: &str,
+    transient: bool,
+) -> StepResult {
+    if transient {
+        Err(StepError::Transient(anyhow!("{message}")))
+    } else {
+        refused(cx, ctx, lease, notice, message).await
+    }
+}
+
+/// Records the attempts of `part` in one transaction; returns the notices as read after it.
+async fn record_attempts(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    part: &[Outgoing],
+) -> Result<HashMap<i64, OutboxRow>, StepError> {
+    let ids: Vec<i64> = part.iter().map(|(_, notice, _)| notice.id).collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut tx = cx.store.begin().await?;
+    let resends = tx.notices_delivery_started(&ids, cx.now_ms()).await?;
+    let current: HashMap<i64, OutboxRow> = tx.notices(&ids).await?.into_iter().map(|n| (n.id, n)).collect();
+    for id in resends {
+        let Some(notice) = current.get(&id) else { continue };
         let detail = serde_json::json!({
             "notice": id,
             "kind": notice.kind,
             "message_id": notice.message_id,
-            "attempt": notice.delivery_attempts + 1,
+            "attempt": notice.delivery_attempts,
             "why": "an earlier attempt ended without its outcome on record (the daemon stopped or lost its lease while sending); the server may hold the message already, and the copy carries the same Message-ID",
         });
         tx.append_event(&cx.event(ctx, notice.account.as_deref(), None, "notice_resent", detail)).await?;
         warn!(notice = id, message_id = %notice.message_id, "resending a notice whose earlier attempt has no recorded outcome");
     }
     tx.commit().await?;
-    // 2. Connect; the lease must still hold right before the message goes out.
-    let mut delivery = match cx.world.channel.open().await {
-        Ok(delivery) => delivery,
-        Err(err) if !err.is_transient() => return refused(cx, ctx, lease, &notice, err).await,
-        Err(err) => return Err(classify!(err)),
-    };
-    if let Err(lost) = lease.check() {
-        delivery.close().await;
-        return Err(lost.into());
-    }
-    if let Err(err) = delivery.transmit(&outgoing).await {
-        delivery.close().await;
-        if !err.is_transient() {
-            return refused(cx, ctx, lease, &notice, err).await;
+    Ok(current)
+}
+
+/// The batch's recorder: commits the sent-marks of the accepted notices as they arrive, each
+/// transaction taking every mark that arrived while the one before it committed.
+async fn mark_accepted(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    batch: &[(JobRow, Lease)],
+    mut marks: tokio::sync::mpsc::UnboundedReceiver<(usize, OutboxRow)>,
+) -> Vec<(usize, StepResult)> {
+    let mut outcomes = Vec::new();
+    while let Some(first) = marks.recv().await {
+        let mut ready = vec![first];
+        while let Ok(next) = marks.try_recv() {
+            ready.push(next);
         }
-        return Err(classify!(err));
+        outcomes.extend(record_sent(cx, ctx, batch, &ready).await);
     }
-    // 3. Accepted: on record now, before QUIT and before anything else.
-    let recorded = record_sent(cx, ctx, &notice, lease).await;
-    let recorded = match recorded {
-        Err(StepError::LeaseLost(reason)) => {
-            cx.store.mark_notice_sent(id, cx.now_ms()).await?;
-            Err(StepError::LeaseLost(reason))
+    outcomes
+}
+
+/// Records accepted notices in one transaction: their sent-marks (the first time stands), the
+/// jobs done whose leases still hold, `notice_sent` for each account a completion notice of
+/// those jobs concerns. A job whose lease was lost gets its sent-mark alone; if the
+/// transaction fails, the sent-marks are written one by one outside it.
+async fn record_sent(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    batch: &[(JobRow, Lease)],
+    ready: &[(usize, OutboxRow)],
+) -> Vec<(usize, StepResult)> {
+    let now = cx.now_ms();
+    let ids: Vec<i64> = ready.iter().map(|(_, notice)| notice.id).collect();
+    let leases: Vec<&Lease> = ready.iter().map(|(i, _)| &batch[*i].1).collect();
+    let recorded = async {
+        let mut tx = cx.store.begin().await?;
+        tx.mark_notices_sent(&ids, now).await?;
+        let finished: HashSet<i64> = tx.finish_jobs(&leases, now).await?.into_iter().collect();
+        for (i, notice) in ready {
+            if let (Some(first), "completion", true) =
+                (&notice.account, notice.kind.as_str(), finished.contains(&batch[*i].0.id))
+            {
+                // Read through the transaction, never a second pool connection (see `Tx::account`).
+                for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
+                    cx.apply_account(&mut tx, ctx, &user, &state, AccountEvent::NoticeSent).await?;
+                }
+            }
         }
-        other => other,
+        tx.commit().await?;
+        Ok::<_, StepError>(finished)
     };
-    // 4. Only now the polite goodbye.
-    delivery.close().await;
-    recorded
+    match recorded.await {
+        Ok(finished) => ready
+            .iter()
+            .map(|(i, _)| {
+                let (job, lease) = &batch[*i];
+                let outcome = if finished.contains(&job.id) {
+                    Ok(())
+                } else {
+                    Err(StepError::LeaseLost(
+                        lease
+                            .lost_reason()
+                            .unwrap_or_else(|| "it no longer held when the sent-mark was recorded".into()),
+                    ))
+                };
+                (*i, outcome)
+            })
+            .collect(),
+        Err(err) => {
+            let message = format!("{err:?}");
+            for id in &ids {
+                if let Err(err) = cx.store.mark_notice_sent(*id, now).await {
+                    warn!(notice = id, error = %err, "could not record a sent-mark; the notice is resent with its Message-ID");
+                }
+            }
+            ready
+                .iter()
+                .map(|(i, _)| (*i, Err(StepError::Transient(anyhow!("recording the sent-mark: {message}")))))
+                .collect()
+        }
+    }
 }
 
 /// A notice refused for good (5xx: no such mailbox; a webhook's 4xx), in one leased
@@ -174,35 +537,18 @@ async fn refused(
     ctx: &MigrationCtx,
     lease: &Lease,
     notice: &OutboxRow,
-    err: crate::notify::NotifyError,
+    message: &str,
 ) -> StepResult {
-    let message = err.to_string();
     warn!(notice = notice.id, error = %message, "notice refused for good; marked failed, customer service told");
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
-    tx.notice_failed(notice.id, &message).await?;
+    tx.notice_failed(notice.id, message).await?;
     tx.mark_notice_failed(notice.id, now).await?;
-    super::staff::queue_failed_notice(cx, &mut tx, ctx, notice, &message, false).await?;
+    super::staff::queue_failed_notice(cx, &mut tx, ctx, notice, message, false).await?;
     if let (Some(first), "completion") = (&notice.account, notice.kind.as_str()) {
         for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
-            let event = AccountEvent::NoticeFailed { reason: message.clone() };
+            let event = AccountEvent::NoticeFailed { reason: message.to_owned() };
             cx.apply_account(&mut tx, ctx, &user, &state, event).await?;
-        }
-    }
-    tx.finish_job(lease, now).await?;
-    Ok(tx.commit().await?)
-}
-
-/// Records an accepted notice in one leased transaction: its sent-mark (the first time
-/// stands), `notice_sent` for each account a completion notice concerns, the job done.
-async fn record_sent(cx: &Ctx, ctx: &MigrationCtx, notice: &OutboxRow, lease: &Lease) -> StepResult {
-    let now = cx.now_ms();
-    let mut tx = cx.store.begin_leased(lease).await?;
-    tx.mark_notice_sent(notice.id, now).await?;
-    if let (Some(first), "completion") = (&notice.account, notice.kind.as_str()) {
-        // Read through the transaction, never a second pool connection (see `Tx::account`).
-        for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
-            cx.apply_account(&mut tx, ctx, &user, &state, AccountEvent::NoticeSent).await?;
         }
     }
     tx.finish_job(lease, now).await?;
