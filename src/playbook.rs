@@ -357,19 +357,58 @@ pub fn language_of(given: Option<&str>, default: &str) -> String {
 /// Renders one notice template with strict undefined variables, so a template that names a
 /// variable the context lacks is an error, not an empty string in a customer's mail.
 pub fn render(template: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_template("notice", template)?;
-    env.get_template("notice")?.render(context)
+    compiled("text", template, context).or_else(|_| {
+        // The error as a template of its own names it (line and column in "notice").
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_template("notice", template)?;
+        env.get_template("notice")?.render(context)
+    })
 }
 
 /// Renders one HTML part template like [`render`], with every variable HTML-escaped (a
 /// customer name with `<` in it stays text).
 pub fn render_html(template: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_template("notice.html", template)?;
-    env.get_template("notice.html")?.render(context)
+    compiled("html", template, context).or_else(|_| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_template("notice.html", template)?;
+        env.get_template("notice.html")?.render(context)
+    })
+}
+
+/// Templates compiled once per process: a daemon renders the same few templates (each kind,
+/// language and part) for every notice, and compiling one costs more than rendering it. A
+/// template's name is its part (`text:`, `html:`, which decides escaping) and its whole source.
+static COMPILED: std::sync::LazyLock<std::sync::RwLock<Environment<'static>>> =
+    std::sync::LazyLock::new(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name.starts_with("html:") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+        });
+        std::sync::RwLock::new(env)
+    });
+
+/// Templates kept at most; past it the cache starts over (a daemon that saw this many
+/// different templates is not rendering the same few).
+const COMPILED_MAX: usize = 512;
+
+/// Renders `source` as a `part` (`text` or `html`) template through [`COMPILED`].
+fn compiled(part: &str, source: &str, context: &serde_json::Value) -> Result<String, minijinja::Error> {
+    let name = format!("{part}:{source}");
+    {
+        let env = COMPILED.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Ok(template) = env.get_template(&name) {
+            return template.render(context);
+        }
+    }
+    let mut env = COMPILED.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if env.templates().count() >= COMPILED_MAX {
+        env.clear_templates();
+    }
+    env.add_template_owned(name.clone(), source.to_owned())?;
+    env.get_template(&name)?.render(context)
 }
 
 /// A notice template (minijinja, strict undefined), validated by rendering a sample.
