@@ -468,37 +468,41 @@ impl Tx<'_> {
         self.update_leased_job(lease, "done_at = $4", now, None).await
     }
 
-    /// Marks done at `now`, in one statement per claim, those of the leased jobs whose lease
-    /// still holds (same owner and token, not expired on the database's clock, not done), and
+    /// Marks done at `now`, in one statement, those of the leased jobs (all of one owner: this
+    /// daemon's) whose lease still holds (same owner and token, not expired on the database's clock, not done), and
     /// releases the DNS locks they may hold; returns the ids of the jobs finished. A job left
     /// out lost its lease: whoever holds it now records its end. What a worker sending a batch
     /// of notices records with their sent-marks (see [`Store::claim_jobs_of`]).
     #[tracing::instrument(level = "debug", skip_all, fields(jobs = leases.len()))]
     pub async fn finish_jobs(&mut self, leases: &[&Lease], now: i64) -> Result<Vec<i64>, StoreError> {
-        let mut finished = Vec::with_capacity(leases.len());
-        let mut claims: Vec<(&str, i64)> = leases.iter().map(|l| (l.owner(), l.inner.token)).collect();
-        claims.sort_unstable();
-        claims.dedup();
-        for (owner, token) in claims {
-            let ids: Vec<i64> = leases
-                .iter()
-                .filter(|l| l.owner() == owner && l.inner.token == token)
-                .map(|l| l.job_id())
-                .collect();
-            let sql = format!(
-                "UPDATE jobs SET done_at = $1, lease_expires_at = NULL \
-                 WHERE lease_owner = $2 AND lease_token = $3 AND lease_expires_at > {} \
-                   AND done_at IS NULL AND id IN ({}) RETURNING id",
-                db_now(self.backend),
-                numbered(4, ids.len())
-            );
-            let mut query = sqlx::query_scalar(&sql).bind(now).bind(owner).bind(token);
-            for id in &ids {
-                query = query.bind(*id);
-            }
-            let done: Vec<i64> = query.fetch_all(&mut *self.tx).await?;
-            finished.extend(done);
+        if leases.is_empty() {
+            return Ok(Vec::new());
         }
+        // One statement: each job's own token, by its id.
+        let n = leases.len();
+        let tokens: String = (0..n).map(|k| format!(" WHEN ${} THEN ${}", 3 + k, 3 + n + k)).collect();
+        let sql = format!(
+            "UPDATE jobs SET done_at = $1, lease_expires_at = NULL \
+             WHERE id IN ({}) AND lease_owner = $2 AND lease_token = CASE id{tokens} END \
+               AND lease_expires_at > {} AND done_at IS NULL RETURNING id",
+            numbered(3, n),
+            db_now(self.backend)
+        );
+        let owner = leases[0].owner();
+        if let Some(other) = leases.iter().find(|l| l.owner() != owner) {
+            return Err(StoreError::LeaseLost {
+                job_id: other.job_id(),
+                reason: format!("finished with jobs of another owner ({owner})"),
+            });
+        }
+        let mut query = sqlx::query_scalar(&sql).bind(now).bind(owner);
+        for lease in leases {
+            query = query.bind(lease.job_id());
+        }
+        for lease in leases {
+            query = query.bind(lease.inner.token);
+        }
+        let finished: Vec<i64> = query.fetch_all(&mut *self.tx).await?;
         if !finished.is_empty() {
             let sql = format!(
                 "UPDATE accounts SET dns_lock_job = NULL, dns_lock_expires_at = NULL \

@@ -326,6 +326,9 @@ impl Store {
                     options.max_connections(8)
                 };
                 options
+                    // A file on this machine has no connection to lose: no ping before each use
+                    // (a round trip to the connection's thread, as costly as a statement).
+                    .test_before_acquire(false)
                     .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             // busy_timeout first, so the journal-mode switch below can wait too.
@@ -735,9 +738,23 @@ impl Store {
         .await?)
     }
 
-    /// The notices with these ids, in id order (an id not in the outbox is left out).
-    pub async fn notices(&self, ids: &[i64]) -> Result<Vec<OutboxRow>, StoreError> {
-        notices_by_id(&self.pool, ids).await
+    /// The notices with these ids, in id order, without their texts (`subject` and `body`
+    /// empty, `html` none): what
+    /// a batch of send jobs decides by before it reads the texts with the attempts.
+    pub async fn notices_without_texts(&self, ids: &[i64]) -> Result<Vec<OutboxRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = OUTBOX_COLUMNS
+            .replace("subject, body,", "'' AS subject, '' AS body,")
+            .replace(", html,", ", NULL AS html,");
+        let sql =
+            format!("SELECT {columns} FROM outbox WHERE id IN ({}) ORDER BY id", numbered(1, ids.len()));
+        let mut query = sqlx::query_as(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Those of `ids` (notices of migration `migration_id`) behind an earlier notice to the
@@ -1225,6 +1242,25 @@ impl Tx<'_> {
         select_one(&mut *self.tx, ACCOUNT, &[migration_id, user]).await
     }
 
+    /// The accounts of a migration with these users (any order; a user without one is left
+    /// out), read through this transaction.
+    pub async fn accounts_named(
+        &mut self,
+        migration_id: &str,
+        users: &[&str],
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT * FROM accounts WHERE migration_id = $1 AND user_name IN ({})",
+            numbered(2, users.len())
+        );
+        let mut keys = vec![migration_id];
+        keys.extend_from_slice(users);
+        select(&mut *self.tx, &sql, &keys).await
+    }
+
     /// The accounts of one customer (by [`AccountRow::customer_key`]), read inside this
     /// transaction after taking their row locks (PostgreSQL; SQLite serializes writers anyway),
     /// so two jobs deciding for the same customer at once decide one after the other, the
@@ -1371,6 +1407,50 @@ impl Tx<'_> {
         .execute(&mut *self.tx)
         .await?;
         Ok(result.rows_affected() > 0)
+    }
+
+    /// [`Tx::schedule_job`] for many jobs, in multi-row INSERTs (a campaign's send jobs):
+    /// returns how many were new.
+    pub async fn schedule_jobs(&mut self, jobs: &[NewJob]) -> Result<u64, StoreError> {
+        let mut new = 0;
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO jobs (migration_id, kind, subject, payload, dedupe_key, due_at) \
+                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for j in chunk {
+                query = query.bind(&j.migration_id).bind(&j.kind).bind(&j.subject).bind(&j.payload);
+                query = query.bind(&j.dedupe_key).bind(j.due_at);
+            }
+            new += query.execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(new)
+    }
+
+    /// [`Tx::enqueue_notice`] for many notices, in multi-row INSERTs (a campaign's advance
+    /// notices): the id of each, in order, or `None` for one whose dedupe key exists (or
+    /// repeats an earlier one's in `notices`).
+    pub async fn enqueue_notices(&mut self, notices: &[NewNotice]) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut ids: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for chunk in notices.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO outbox (migration_id, account, kind, dedupe_key, message_id, recipients, \
+                                     subject, body, created_at, html) \
+                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key",
+                placeholders(chunk.len(), 10)
+            );
+            let mut query = sqlx::query_as::<_, (i64, String)>(&sql);
+            for n in chunk {
+                query = query.bind(&n.migration_id).bind(&n.account).bind(&n.kind).bind(&n.dedupe_key);
+                query = query.bind(&n.message_id).bind(&n.recipients).bind(&n.subject).bind(&n.body);
+                query = query.bind(n.created_at).bind(&n.html);
+            }
+            ids.extend(query.fetch_all(&mut *self.tx).await?.into_iter().map(|(id, key)| (key, id)));
+        }
+        // A key given twice: the first is the one written.
+        Ok(notices.iter().map(|n| ids.remove(&n.dedupe_key)).collect())
     }
 
     /// Enqueues a notice; returns its id, or `None` (and changes nothing) if a notice with its

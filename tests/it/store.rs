@@ -105,7 +105,9 @@ conformance!(
     schedule_job_dedupes,
     enqueue_notice_dedupes,
     notices_are_marked_sent_and_failed,
+    a_batch_of_notices_is_written_read_and_marked_together,
     claims_only_due_jobs,
+    a_batch_claim_takes_one_kind_of_one_migration_and_finishes_only_live_leases,
     claimed_job_is_not_claimed_again_until_its_lease_expires,
     expired_lease_is_lost_to_the_next_claimer,
     retry_counts_an_attempt_and_delays,
@@ -526,6 +528,131 @@ async fn notices_are_marked_sent_and_failed(db: Arc<TestDb>) {
     assert_eq!((notice.delivery_started_at, notice.sent_at), (None, Some(7_500)));
     let mut tx = store.begin().await.expect("begin");
     assert!(matches!(tx.notice_delivery_started(a + b + 100, 8_000).await, Err(StoreError::NotFound { .. })));
+}
+
+/// What a campaign and a batch of send jobs do in a few statements: many notices written at
+/// once (a key given twice, or already in the outbox, is written once), their send jobs, the
+/// rows read without their texts, the attempts recorded together (a resend named), the
+/// sent-marks set together.
+async fn a_batch_of_notices_is_written_read_and_marked_together(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    let old = tx.enqueue_notice(&new_notice("old")).await.expect("enqueue").expect("inserted");
+    tx.commit().await.expect("commit");
+    // 250 notices: more than one multi-row statement.
+    let mut notices: Vec<NewNotice> = (0..250).map(|n| new_notice(&format!("n{n}"))).collect();
+    notices[7].html = Some("<p>Hei</p>".to_owned());
+    notices.push(new_notice("old"));
+    notices.push(new_notice("n3"));
+    let mut tx = store.begin().await.expect("begin");
+    let ids = tx.enqueue_notices(&notices).await.expect("enqueue many");
+    assert_eq!(ids.len(), 252);
+    assert!(ids[..250].iter().all(Option::is_some), "{ids:?}");
+    assert_eq!(&ids[250..], &[None, None], "the key in the outbox, and the key given twice");
+    let ids: Vec<i64> = ids.into_iter().flatten().collect();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 250);
+    let jobs: Vec<NewJob> = ids
+        .iter()
+        .map(|id| NewJob {
+            kind: "send_notice".to_owned(),
+            subject: id.to_string(),
+            dedupe_key: format!("send_notice:{id}"),
+            ..new_job("unused", 100)
+        })
+        .collect();
+    assert_eq!(tx.schedule_jobs(&jobs).await.expect("schedule many"), 250);
+    assert_eq!(tx.schedule_jobs(&jobs[..10]).await.expect("again"), 0, "keyed: written once");
+    tx.commit().await.expect("commit");
+    let outbox = store.outbox(MIG).await.expect("outbox");
+    assert_eq!(outbox.len(), 251);
+    let seventh = outbox.iter().find(|n| n.id == ids[7]).expect("written");
+    assert_eq!(
+        (seventh.dedupe_key.as_str(), seventh.html.as_deref(), seventh.subject.as_str()),
+        ("completion:old1-2026:n7", Some("<p>Hei</p>"), "Your site has moved")
+    );
+    assert_eq!(store.jobs(MIG).await.expect("jobs").len(), 250);
+
+    // Read for a decision: every field but the texts.
+    let batch = [ids[7], ids[1], old, old + 100_000];
+    let rows = store.notices_without_texts(&batch).await.expect("read");
+    assert_eq!(rows.iter().map(|n| n.id).collect::<Vec<_>>(), [old, ids[1], ids[7]], "in id order");
+    let row = &rows[2];
+    assert_eq!((row.subject.as_str(), row.body.as_str(), row.html.as_deref()), ("", "", None));
+    assert_eq!((row.message_id.as_str(), row.kind.as_str()), (seventh.message_id.as_str(), "completion"));
+
+    // Attempts together: one left open by a crash is a resend.
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!tx.notice_delivery_started(old, 1_000).await.expect("crashed attempt"));
+    tx.commit().await.expect("commit");
+    let mut tx = store.begin().await.expect("begin");
+    let resends = tx.notices_delivery_started(&[ids[1], ids[7], old], 2_000).await.expect("attempts");
+    assert_eq!(resends, [old]);
+    let read = tx.notices(&[ids[7], old]).await.expect("read with texts");
+    assert_eq!(read.iter().map(|n| n.html.as_deref()).collect::<Vec<_>>(), [None, Some("<p>Hei</p>")]);
+    assert!(read.iter().all(|n| n.delivery_started_at == Some(2_000)));
+    tx.mark_notices_sent(&[ids[1], old], 3_000).await.expect("marked");
+    tx.mark_notices_sent(&[old], 4_000).await.expect("marked again");
+    tx.commit().await.expect("commit");
+    let after = |id: i64| {
+        let store = store.clone();
+        async move { store.notice(id).await.expect("notice").expect("exists") }
+    };
+    let (one, seven, first) = (after(ids[1]).await, after(ids[7]).await, after(old).await);
+    assert_eq!((one.sent_at, one.delivery_started_at, one.delivery_attempts), (Some(3_000), None, 1));
+    assert_eq!(
+        (first.sent_at, first.resends, first.delivery_attempts),
+        (Some(3_000), 1, 2),
+        "the first time stands"
+    );
+    assert_eq!((seven.sent_at, seven.delivery_started_at), (None, Some(2_000)), "still in flight");
+}
+
+/// A worker sending notices takes more send jobs of its migration only, and records their
+/// ends in one statement, which finishes only the jobs whose leases still hold (a lease that
+/// expired and was claimed again, even by the same owner, is not finished).
+async fn a_batch_claim_takes_one_kind_of_one_migration_and_finishes_only_live_leases(db: Arc<TestDb>) {
+    let store = seeded(&db).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_migration(&migration_row("other-2026")).await.expect("insert migration");
+    let send = |key: &str, migration: &str| NewJob {
+        migration_id: migration.to_owned(),
+        kind: "send_notice".to_owned(),
+        dedupe_key: format!("{migration}:{key}"),
+        ..new_job(key, 100)
+    };
+    let jobs = [
+        send("s1", MIG),
+        send("s2", MIG),
+        send("s3", MIG),
+        send("x1", "other-2026"),
+        new_job("transfer", 100),
+    ];
+    assert_eq!(tx.schedule_jobs(&jobs).await.expect("schedule"), 5);
+    tx.commit().await.expect("commit");
+
+    let first = store.claim_jobs_of("w1", 1_000, SHORT, 1, "send_notice", MIG).await.expect("claim");
+    let rest = store.claim_jobs_of("w1", 1_000, LONG, 10, "send_notice", MIG).await.expect("claim");
+    let subjects: Vec<&str> = first.iter().chain(&rest).map(|(job, _)| job.subject.as_str()).collect();
+    assert_eq!(subjects, ["s1", "s2", "s3"], "only this migration's send jobs");
+    let (_, short) = &first[0];
+    // The short lease runs out and its job is claimed again by the same owner.
+    wait_out(&store, short).await;
+    let again = store.claim_jobs("w1", 1_000, LONG, 10).await.expect("claim");
+    let again: Vec<&str> = again.iter().map(|(job, _)| job.subject.as_str()).collect();
+    assert_eq!(again, ["s1", "x1", "transfer"]);
+
+    let mut leases: Vec<&siirto::store::Lease> = rest.iter().map(|(_, lease)| lease).collect();
+    leases.push(short);
+    let mut tx = store.begin().await.expect("begin");
+    let mut finished = tx.finish_jobs(&leases, 2_000).await.expect("finish");
+    tx.commit().await.expect("commit");
+    finished.sort_unstable();
+    let mut live: Vec<i64> = rest.iter().map(|(job, _)| job.id).collect();
+    live.sort_unstable();
+    assert_eq!(finished, live, "the lost lease's job is left to its new holder");
+    let jobs = store.jobs(MIG).await.expect("jobs");
+    let done: HashMap<&str, Option<i64>> = jobs.iter().map(|j| (j.subject.as_str(), j.done_at)).collect();
+    assert_eq!((done["s1"], done["s2"], done["s3"]), (None, Some(2_000), Some(2_000)));
 }
 
 async fn claims_only_due_jobs(db: Arc<TestDb>) {
