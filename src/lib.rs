@@ -125,17 +125,21 @@
 //!   A stopping daemon (SIGTERM, SIGINT) claims nothing more, lets its steps finish within
 //!   `daemon.stop_timeout`, then cancels the rest and releases their jobs; a daemon restarted
 //!   under the same owner name (one per host, by lock file) takes back that name's jobs at once.
-//! - **Notices: each one is delivered once, except in one window of milliseconds.** Each send
-//!   first commits the attempt (`outbox.delivery_started_at`), then connects, checks the lease,
-//!   hands the message over, and commits the sent-mark together with the job's completion as soon
-//!   as the server answers 250 to the message — before QUIT and before anything else (without
-//!   the lease, alone, if the lease was lost meanwhile: the fact stands). On recovery a notice is
-//!   sent again only when its sent-mark is missing; if an earlier attempt's end was never
-//!   recorded, the new attempt is a resend (`outbox.resends`, event `notice_resent`) with the
-//!   same Message-ID. So a second copy reaches a customer only when the daemon dies (or the
-//!   database fails) between the server's 250 and that commit, a window of milliseconds; a slow
-//!   QUIT, a slow server, a SIGTERM or a lost lease never cause one. `tests/it/crash.rs` counts
-//!   this at a real SMTP server under random kills.
+//! - **Notices: each one is delivered once, except in one window of milliseconds.** A worker
+//!   sending notices takes up to 128 due send jobs of one migration at once (each under its own
+//!   lease) and sends them over one session, in the order they were written. It first commits
+//!   their attempts (`outbox.delivery_started_at`, one transaction), then checks each job's
+//!   lease right before its message and hands it over; as soon as the server answers 250 to a
+//!   message its sent-mark joins the daemon's group commit, which commits it with the job's
+//!   completion within a few milliseconds (at most 5 ms of waiting for others to share the
+//!   write, then the commit), while the next message goes out — never after a QUIT or anything
+//!   from the server (without the lease, alone, if the lease was lost meanwhile: the fact
+//!   stands). On recovery a notice is sent again only when its sent-mark is missing; if an
+//!   earlier attempt's end was never recorded, the new attempt is a resend (`outbox.resends`,
+//!   event `notice_resent`) with the same Message-ID. So a second copy reaches a customer only
+//!   when the daemon dies (or the database fails) between the server's 250 and that commit, a
+//!   window of milliseconds; a slow QUIT, a slow server, a SIGTERM or a lost lease never cause
+//!   one. `tests/it/crash.rs` counts this at a real SMTP server under random kills.
 //! - A domain is repointed only after its account is verified on the target and its TTL gate
 //!   has opened; a completion notice is one outbox row (unique dedupe key).
 //! - With the playbook's final mail sync on, an account is done only after a delta sync whose

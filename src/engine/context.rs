@@ -171,6 +171,35 @@ pub struct Ctx {
     /// backend answers concurrent PATCHes to one zone with 500s).
     zone_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     playbooks: Mutex<HashMap<String, Arc<Playbook>>>,
+    /// Sent-marks waiting for their commit, shared by every batch of send jobs of this daemon.
+    pub(crate) sent_marks: SentMarks,
+}
+
+/// Sent-marks of accepted notices waiting to be committed, shared by the daemon's batches of
+/// send jobs (group commit): a batch puts its marks here, then takes `committing` (when no
+/// other batch holds it) and commits every mark of its migration waiting by then, its own and those other batches put
+/// here while the commit before it ran; each mark's owner learns its outcome through `done`.
+#[derive(Default)]
+pub(crate) struct SentMarks {
+    pub(crate) waiting: Mutex<Vec<SentMark>>,
+    pub(crate) committing: tokio::sync::Mutex<()>,
+    /// Woken when a turn (holding `committing`) ends.
+    pub(crate) turn_ended: tokio::sync::Notify,
+}
+
+/// One accepted notice waiting for its sent-mark's commit.
+pub(crate) struct SentMark {
+    /// Its migration.
+    pub(crate) migration: String,
+    /// The notice.
+    pub(crate) notice: crate::store::OutboxRow,
+    /// Its send job, and that job's lease.
+    pub(crate) job_id: i64,
+    pub(crate) lease: crate::store::Lease,
+    /// When the server accepted it.
+    pub(crate) at: std::time::Instant,
+    /// Where the outcome goes.
+    pub(crate) done: tokio::sync::oneshot::Sender<StepResult>,
 }
 
 impl Ctx {
@@ -198,6 +227,7 @@ impl Ctx {
             dns_writes: Semaphore::new(dns_write_concurrency.max(1)),
             zone_locks: Mutex::new(HashMap::new()),
             playbooks: Mutex::new(HashMap::new()),
+            sent_marks: SentMarks::default(),
         }
     }
 

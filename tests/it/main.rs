@@ -20,6 +20,7 @@ mod notify;
 mod plan;
 mod resellers;
 mod rfc2136;
+mod send_batches;
 mod sim;
 mod sim_mail;
 mod site_verification;

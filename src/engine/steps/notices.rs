@@ -8,14 +8,24 @@ use anyhow::{Context, anyhow};
 use tracing::{debug, warn};
 
 use crate::domain::{AccountEvent, DomainState, MigrationState, RecordChange, reminder_notice_key};
-use crate::engine::context::{Ctx, MigrationCtx, StepError, StepResult};
+use crate::engine::context::{Ctx, MigrationCtx, SentMark, StepError, StepResult};
 use crate::engine::jobs::JobKind;
 use crate::names::DomainName;
 use crate::notify::{Delivery, OutgoingNotice};
 use crate::playbook::{NoticeTemplate, language_of};
-use crate::store::{DomainRow, JobRow, Lease, NewNotice, OutboxRow, StoreError, Tx};
+use crate::store::{DomainRow, JobRow, Lease, NewJob, NewNotice, OutboxRow, StoreError, Tx};
 
-use super::announce::{completion_accounts, domain_context, due_at, too_late, via_reseller};
+use super::announce::{
+    completion_accounts, completion_accounts_of, domain_context, due_at, too_late, via_reseller,
+};
+
+/// How long an accepted notice's sent-mark waits at most for others to share its commit when
+/// fewer than [`MARK_GROUP`] are waiting (group commit, see [`record_sent`]): a crash in this
+/// window resends the message, with its Message-ID, as a crash before any commit would.
+const MARK_LINGER: Duration = Duration::from_millis(5);
+
+/// Sent-marks that are committed at once, without waiting [`MARK_LINGER`] for more.
+const MARK_GROUP: usize = 32;
 
 /// How soon a notice waiting for an earlier one to the same recipients looks again.
 const ORDER_WAIT: Duration = Duration::from_millis(500);
@@ -68,7 +78,8 @@ pub async fn send_notices(cx: &Ctx, ctx: &MigrationCtx, batch: &[(JobRow, Lease)
     let ids: Vec<Option<i64>> = batch.iter().map(|(job, _)| job.subject.parse().ok()).collect();
     let known: Vec<i64> = ids.iter().flatten().copied().collect();
     let read = async {
-        let rows = cx.store.notices(&known).await?;
+        // What the batch decides by; the texts are read with the attempts.
+        let rows = cx.store.notices_without_texts(&known).await?;
         let behind = cx.store.notices_behind_earlier(ctx.id.as_str(), &known).await?;
         Ok::<_, StoreError>((rows, behind))
     };
@@ -118,7 +129,8 @@ pub async fn send_notices(cx: &Ctx, ctx: &MigrationCtx, batch: &[(JobRow, Lease)
     }
     // Accepted by the server in an earlier run: what is left is the bookkeeping.
     if !already.is_empty() {
-        for (i, outcome) in record_sent(cx, ctx, batch, &already).await {
+        let replies = already.into_iter().map(|(i, notice)| push_mark(cx, ctx, batch, i, notice)).collect();
+        for (i, outcome) in record_sent(cx, ctx, replies, None).await {
             outcomes[i] = Some(outcome);
         }
     }
@@ -229,8 +241,10 @@ async fn deliver(
         return Vec::new();
     }
     let (accepted, marks) = tokio::sync::mpsc::unbounded_channel();
-    let (sent, marked) =
-        tokio::join!(transmit_all(cx, ctx, batch, to_send, accepted), mark_accepted(cx, ctx, batch, marks));
+    let (sent, marked) = tokio::join!(
+        transmit_all(cx, ctx, batch, to_send, accepted),
+        record_sent(cx, ctx, Vec::new(), Some(marks))
+    );
     let (mut outcomes, session) = sent;
     outcomes.extend(marked);
     // 4. Every mark is on record: only now the polite goodbye (or the session kept).
@@ -248,7 +262,7 @@ async fn transmit_all(
     ctx: &MigrationCtx,
     batch: &[(JobRow, Lease)],
     to_send: Vec<Outgoing>,
-    accepted: tokio::sync::mpsc::UnboundedSender<(usize, OutboxRow)>,
+    accepted: tokio::sync::mpsc::UnboundedSender<Reply>,
 ) -> (Vec<(usize, StepResult)>, Option<Box<dyn Delivery>>) {
     let mut outcomes = Vec::new();
     let mut session: Option<Box<dyn Delivery>> = None;
@@ -322,8 +336,17 @@ async fn transmit_all(
                 continue;
             }
         };
+        let mut current = current;
         for (i, notice, to) in part {
             let lease = &batch[i].1;
+            // The row as read with the attempt, texts and all.
+            let Some(notice) = current.remove(&notice.id) else {
+                outcomes.push((
+                    i,
+                    Err(StepError::Permanent(anyhow!("notice {} is not in the outbox", notice.id))),
+                ));
+                continue;
+            };
             if let Some((message, transient)) = &unreachable {
                 outcomes.push((i, not_delivered(cx, ctx, lease, &notice, message, *transient).await));
                 continue;
@@ -343,22 +366,21 @@ async fn transmit_all(
                 outcomes.push((i, Err(lost.into())));
                 continue;
             }
-            let text = current.get(&notice.id).unwrap_or(&notice);
             let outgoing = OutgoingNotice {
                 message_id: notice.message_id.clone(),
                 from: cx.mail_from.clone(),
                 to,
-                subject: text.subject.clone(),
-                body: text.body.clone(),
-                html: text.html.clone(),
+                subject: notice.subject.clone(),
+                body: notice.body.clone(),
+                html: notice.html.clone(),
                 return_path: cx.world.bounces.as_ref().map(|b| b.return_path(notice.id)),
             };
             let Some(open) = session.as_mut() else { continue };
             match open.transmit(&outgoing).await {
                 // 3. Accepted: to the recorder at once.
                 Ok(()) => {
-                    if let Err(unsent) = accepted.send((i, notice)) {
-                        let (i, _) = unsent.0;
+                    if let Err(unsent) = accepted.send(push_mark(cx, ctx, batch, i, notice)) {
+                        let i = unsent.0.i;
                         outcomes.push((
                             i,
                             Err(StepError::Transient(anyhow!("the sent-mark recorder ended early"))),
@@ -447,83 +469,186 @@ async fn record_attempts(
     Ok(current)
 }
 
-/// The batch's recorder: commits the sent-marks of the accepted notices as they arrive, each
-/// transaction taking every mark that arrived while the one before it committed.
-async fn mark_accepted(
-    cx: &Ctx,
-    ctx: &MigrationCtx,
-    batch: &[(JobRow, Lease)],
-    mut marks: tokio::sync::mpsc::UnboundedReceiver<(usize, OutboxRow)>,
-) -> Vec<(usize, StepResult)> {
-    let mut outcomes = Vec::new();
-    while let Some(first) = marks.recv().await {
-        let mut ready = vec![first];
-        while let Ok(next) = marks.try_recv() {
-            ready.push(next);
-        }
-        outcomes.extend(record_sent(cx, ctx, batch, &ready).await);
-    }
-    outcomes
+/// Puts the sent-mark of accepted notice `notice` (job `i` of `batch`) with those waiting for
+/// the daemon's group commit ([`SentMarks`]) at once; the returned [`Reply`] learns its outcome.
+fn push_mark(cx: &Ctx, ctx: &MigrationCtx, batch: &[(JobRow, Lease)], i: usize, notice: OutboxRow) -> Reply {
+    let (done, reply) = tokio::sync::oneshot::channel();
+    let (job, lease) = &batch[i];
+    let id = notice.id;
+    let mark = SentMark {
+        migration: ctx.id.to_string(),
+        notice,
+        job_id: job.id,
+        lease: lease.clone(),
+        at: std::time::Instant::now(),
+        done,
+    };
+    cx.sent_marks.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(mark);
+    Reply { i, id, reply, outcome: None }
 }
 
-/// Records accepted notices in one transaction: their sent-marks (the first time stands), the
-/// jobs done whose leases still hold, `notice_sent` for each account a completion notice of
-/// those jobs concerns. A job whose lease was lost gets its sent-mark alone; if the
-/// transaction fails, the sent-marks are written one by one outside it.
+/// Has accepted notices recorded: the sent-marks already pushed for `replies`, and those
+/// whose replies arrive on `more` while it runs (until it is closed). Takes a turn of the
+/// group commit whenever none is running and a mark of ours waits, else waits for the running
+/// turn to end (it may have taken ours); returns the outcome of each.
 async fn record_sent(
     cx: &Ctx,
     ctx: &MigrationCtx,
-    batch: &[(JobRow, Lease)],
-    ready: &[(usize, OutboxRow)],
+    mut replies: Vec<Reply>,
+    mut more: Option<tokio::sync::mpsc::UnboundedReceiver<Reply>>,
 ) -> Vec<(usize, StepResult)> {
-    let now = cx.now_ms();
-    let ids: Vec<i64> = ready.iter().map(|(_, notice)| notice.id).collect();
-    let leases: Vec<&Lease> = ready.iter().map(|(i, _)| &batch[*i].1).collect();
-    let recorded = async {
-        let mut tx = cx.store.begin().await?;
-        tx.mark_notices_sent(&ids, now).await?;
-        let finished: HashSet<i64> = tx.finish_jobs(&leases, now).await?.into_iter().collect();
-        for (i, notice) in ready {
-            if let (Some(first), "completion", true) =
-                (&notice.account, notice.kind.as_str(), finished.contains(&batch[*i].0.id))
-            {
-                // Read through the transaction, never a second pool connection (see `Tx::account`).
-                for (user, state) in completion_accounts(&mut tx, ctx.id.as_str(), first, notice.id).await? {
-                    cx.apply_account(&mut tx, ctx, &user, &state, AccountEvent::NoticeSent).await?;
+    loop {
+        if let Some(channel) = more.as_mut() {
+            loop {
+                match channel.try_recv() {
+                    Ok(reply) => replies.push(reply),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        more = None;
+                        break;
+                    }
                 }
             }
+        }
+        for reply in replies.iter_mut().filter(|reply| reply.outcome.is_none()) {
+            match reply.reply.try_recv() {
+                Ok(outcome) => reply.outcome = Some(outcome),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                // The turn that took this mark was cancelled before it told: the fact stands.
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    let marked = cx.store.mark_notice_sent(reply.id, cx.now_ms()).await;
+                    reply.outcome = Some(Err(StepError::Transient(anyhow!(
+                        "the sent-mark's commit was cancelled; written alone: {marked:?}"
+                    ))));
+                }
+            }
+        }
+        if replies.iter().all(|reply| reply.outcome.is_some()) {
+            match more.as_mut() {
+                None => break,
+                Some(channel) => match channel.recv().await {
+                    Some(reply) => replies.push(reply),
+                    None => more = None,
+                },
+            }
+            continue;
+        }
+        let ended = cx.sent_marks.turn_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        let turn = cx.sent_marks.committing.try_lock();
+        match turn {
+            Ok(held) => {
+                let _turn = Turn { held: Some(held), ended: &cx.sent_marks.turn_ended };
+                commit_turn(cx, ctx).await;
+            }
+            Err(_) => ended.await,
+        }
+    }
+    replies.into_iter().filter_map(|reply| Some((reply.i, reply.outcome?))).collect()
+}
+
+/// A turn of the group commit, held: ending (or cancelled) it releases `committing` first and
+/// then wakes the batches waiting, so none of them can find it still held after the wake-up
+/// and wait for one that never comes.
+struct Turn<'a> {
+    held: Option<tokio::sync::MutexGuard<'a, ()>>,
+    ended: &'a tokio::sync::Notify,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        self.ended.notify_waiters();
+    }
+}
+
+/// A mark of ours waiting to be told its outcome.
+struct Reply {
+    i: usize,
+    id: i64,
+    reply: tokio::sync::oneshot::Receiver<StepResult>,
+    outcome: Option<StepResult>,
+}
+
+/// A turn of the group commit (the caller holds `committing`): when fewer than
+/// [`MARK_GROUP`] marks wait, it lets the oldest wait up to [`MARK_LINGER`] for more (every
+/// commit is a write to disk, an fsync with SQLite's `synchronous=full`, and a commit per
+/// message or two would bound the rate), then commits them.
+async fn commit_turn(cx: &Ctx, ctx: &MigrationCtx) {
+    let (count, oldest) = {
+        let waiting = cx.sent_marks.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (waiting.len(), waiting.iter().map(|mark| mark.at).min())
+    };
+    let Some(oldest) = oldest else { return };
+    if count < MARK_GROUP {
+        tokio::time::sleep_until((oldest + MARK_LINGER).into()).await;
+    }
+    commit_marks(cx, ctx).await;
+}
+
+/// One turn of the group commit (the caller holds `committing`): once the transaction holds
+/// the store's write lock, takes every mark of migration `ctx` waiting and records them in it:
+/// the sent-marks (the first time stands), the jobs done whose leases still hold,
+/// `notice_sent` for each account a completion notice of those jobs concerns. A job whose
+/// lease was lost gets its sent-mark alone; if the transaction fails, the sent-marks are
+/// written one by one outside it.
+async fn commit_marks(cx: &Ctx, ctx: &MigrationCtx) {
+    let begun = cx.store.begin().await;
+    let marks: Vec<SentMark> = {
+        let mut waiting = cx.sent_marks.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (mine, others): (Vec<SentMark>, Vec<SentMark>) =
+            std::mem::take(&mut *waiting).into_iter().partition(|mark| mark.migration == ctx.id.as_str());
+        *waiting = others;
+        mine
+    };
+    if marks.is_empty() {
+        return;
+    }
+    let now = cx.now_ms();
+    let ids: Vec<i64> = marks.iter().map(|mark| mark.notice.id).collect();
+    let leases: Vec<&Lease> = marks.iter().map(|mark| &mark.lease).collect();
+    let recorded = async {
+        let mut tx = begun?;
+        tx.mark_notices_sent(&ids, now).await?;
+        let finished: HashSet<i64> = tx.finish_jobs(&leases, now).await?.into_iter().collect();
+        // The accounts waiting for a completion notice of a finished job, read through the
+        // transaction (never a second pool connection, see `Tx::account`).
+        let completions: Vec<(&str, i64)> = marks
+            .iter()
+            .filter(|mark| mark.notice.kind == "completion" && finished.contains(&mark.job_id))
+            .filter_map(|mark| Some((mark.notice.account.as_deref()?, mark.notice.id)))
+            .collect();
+        for (user, state) in completion_accounts_of(&mut tx, ctx.id.as_str(), &completions).await? {
+            cx.apply_account(&mut tx, ctx, &user, &state, AccountEvent::NoticeSent).await?;
         }
         tx.commit().await?;
         Ok::<_, StepError>(finished)
     };
     match recorded.await {
-        Ok(finished) => ready
-            .iter()
-            .map(|(i, _)| {
-                let (job, lease) = &batch[*i];
-                let outcome = if finished.contains(&job.id) {
+        Ok(finished) => {
+            for mark in marks {
+                let outcome = if finished.contains(&mark.job_id) {
                     Ok(())
                 } else {
                     Err(StepError::LeaseLost(
-                        lease
+                        mark.lease
                             .lost_reason()
                             .unwrap_or_else(|| "it no longer held when the sent-mark was recorded".into()),
                     ))
                 };
-                (*i, outcome)
-            })
-            .collect(),
+                let _ = mark.done.send(outcome);
+            }
+        }
         Err(err) => {
             let message = format!("{err:?}");
-            for id in &ids {
-                if let Err(err) = cx.store.mark_notice_sent(*id, now).await {
-                    warn!(notice = id, error = %err, "could not record a sent-mark; the notice is resent with its Message-ID");
+            for mark in marks {
+                if let Err(err) = cx.store.mark_notice_sent(mark.notice.id, now).await {
+                    warn!(notice = mark.notice.id, error = %err, "could not record a sent-mark; the notice is resent with its Message-ID");
                 }
+                let _ =
+                    mark.done.send(Err(StepError::Transient(anyhow!("recording the sent-mark: {message}"))));
             }
-            ready
-                .iter()
-                .map(|(i, _)| (*i, Err(StepError::Transient(anyhow!("recording the sent-mark: {message}")))))
-                .collect()
         }
     }
 }
@@ -611,16 +736,13 @@ pub async fn schedule_send(
     id: i64,
     now: i64,
 ) -> Result<(), StepError> {
-    let job = cx.job(
-        ctx,
-        JobKind::SendNotice,
-        &id.to_string(),
-        serde_json::json!({}),
-        now,
-        format!("send_notice:{id}"),
-    );
-    tx.schedule_job(&job).await?;
+    tx.schedule_job(&send_job(cx, ctx, id, now)).await?;
     Ok(())
+}
+
+/// The job that sends outbox row `id`, due `now` (keyed by the row: one per row).
+pub fn send_job(cx: &Ctx, ctx: &MigrationCtx, id: i64, now: i64) -> NewJob {
+    cx.job(ctx, JobKind::SendNotice, &id.to_string(), serde_json::json!({}), now, format!("send_notice:{id}"))
 }
 
 /// The notice variable `external_records`: one entry per record the customer must change.
