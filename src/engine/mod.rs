@@ -278,9 +278,13 @@ impl Engine {
         async {
             debug!("running");
             let keeper = tokio::spawn(keep_lease(self.cx.store.clone(), lease.clone()));
+            // A batch of send jobs is not cancelled when its first job's lease is lost: the
+            // other jobs' messages go on, each checking its own lease before it goes out, and
+            // the sent-marks of messages already accepted are committed, not dropped.
+            let cancel_on_loss = job.kind != JobKind::SendNotice.as_str();
             let outcome = tokio::select! {
                 outcome = self.perform(&job, &lease) => Some(outcome),
-                reason = lease.lost() => Some(Err(StepError::LeaseLost(reason))),
+                reason = lease.lost(), if cancel_on_loss => Some(Err(StepError::LeaseLost(reason))),
                 // A dropped sender (the loop is gone) is no stop: that branch is then disabled.
                 Ok(_) = stopping.wait_for(|stop| *stop) => None,
             };

@@ -198,6 +198,13 @@ impl Store {
         Some(reason)
     }
 
+    /// Why `lease` no longer holds, as the job's row tells (taken over by whom, expired,
+    /// finished by another holder), marking it lost; what a batch says of a job whose end it
+    /// could not record.
+    pub async fn lease_lost_reason(&self, lease: &Lease) -> String {
+        self.lease_lost(lease).await.unwrap_or_else(|| "its run already recorded its end".to_owned())
+    }
+
     /// The error for a lease that no longer holds (see [`Store::lease_lost`]).
     async fn lease_lost_error(&self, lease: &Lease) -> StoreError {
         let reason =

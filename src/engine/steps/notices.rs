@@ -631,11 +631,7 @@ async fn commit_marks(cx: &Ctx, ctx: &MigrationCtx) {
                 let outcome = if finished.contains(&mark.job_id) {
                     Ok(())
                 } else {
-                    Err(StepError::LeaseLost(
-                        mark.lease
-                            .lost_reason()
-                            .unwrap_or_else(|| "it no longer held when the sent-mark was recorded".into()),
-                    ))
+                    Err(StepError::LeaseLost(cx.store.lease_lost_reason(&mark.lease).await))
                 };
                 let _ = mark.done.send(outcome);
             }
