@@ -100,6 +100,11 @@ pub enum Command {
     ///
     /// Example: siirto log old1-to-new1 --account kukka0001 --follow
     Log(LogArgs),
+    /// Watch a migration's progress live (bars in a terminal, a line per change otherwise)
+    /// until it is settled or aborted.
+    ///
+    /// Example: siirto watch old1-to-new1
+    Watch(WatchArgs),
     /// What was sent to whom: the notices of a migration.
     #[command(subcommand)]
     Notices(NoticesCommand),
@@ -293,6 +298,19 @@ pub struct DaemonArgs {
     /// scripts and tests.
     #[arg(long)]
     pub exit_when_settled: bool,
+}
+
+/// `siirto watch` arguments.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The migration's id.
+    pub migration: String,
+    /// How often the store is read.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// One JSON object per change, one a line, instead of bars or text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `siirto log` arguments.
@@ -685,6 +703,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(args) => log(&cli.config, args).await,
+        Command::Watch(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let id = parse_id(&args.migration)?;
+            store.require_migration(id.as_str()).await?;
+            crate::watch::watch(&store, id.as_str(), args.interval, args.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Notices(NoticesCommand::Preview { migration, kind, customer, lang }) => {
             let config = load_config(&cli.config)?;
             let store = open_store(&config).await?;

@@ -79,8 +79,11 @@
 //!   dated schedule, what changed since the last plan of the same source; it records the
 //!   migration (its JSON schema is the module doc). [`status`] — where things stand, the
 //!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`])
-//!   and what each notice became (`siirto notices list`).
+//!   and what each notice became (`siirto notices list`), and `status::Progress`, how far a
+//!   migration is.
 //! - [`cli`], [`output`], [`demo`] — the command line, everything it prints, and `siirto demo`.
+//!   [`watch`] — `siirto watch`: the progress live (indicatif bars in a terminal, a line per
+//!   change otherwise) until the migration settles.
 //!   [`daemon`] — `siirto daemon`: the owner name's lock file, its jobs taken back at a restart,
 //!   the engine until SIGTERM or SIGINT, a graceful stop.
 //!
@@ -100,7 +103,7 @@
 //! 8. `engine`
 //! 9. `ops`
 //! 10. `plan`, `status`
-//! 11. `cli`, `daemon`, `output`, `demo`
+//! 11. `cli`, `daemon`, `output`, `demo`, `watch`
 //!
 //! # Architecture invariants
 //!
@@ -192,5 +195,6 @@ pub mod ssh;
 pub mod status;
 pub mod store;
 pub mod transfer_control;
+pub mod watch;
 pub mod whm;
 pub mod world;

@@ -200,6 +200,88 @@ impl MigrationStatus {
     }
 }
 
+/// How far a migration is, as `siirto watch` draws it: its accounts through the transfer,
+/// the verification on the target and the whole move, its domains repointed, its notices out,
+/// and the accounts waiting for an operator, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// The migration's state name.
+    pub state: String,
+    /// Accounts in all (rolled back ones included: they count as handled).
+    pub accounts: usize,
+    /// Accounts whose files are restored on the target (or further).
+    pub transferred: usize,
+    /// Accounts verified on the target (or further).
+    pub verified: usize,
+    /// Accounts done, or rolled back by an operator.
+    pub arrived: usize,
+    /// Domains the plan repoints.
+    pub domains: usize,
+    /// Of those, the ones answering with the target's address (or propagated, for a domain on
+    /// external DNS).
+    pub repointed: usize,
+    /// Notices in the outbox (not skipped).
+    pub notices: usize,
+    /// Of those, the ones sent.
+    pub notices_sent: usize,
+    /// Accounts held, failed or waiting for a target IP: what an operator must look at.
+    pub held: Vec<HeldAccount>,
+    /// True once the migration has settled or was aborted: nothing more will move.
+    pub finished: bool,
+}
+
+/// An account that waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldAccount {
+    /// The cPanel user.
+    pub user: String,
+    /// Its state name (`held`, `failed`, `awaiting_target_ip`).
+    pub state: String,
+    /// Why, when the state says.
+    pub reason: Option<String>,
+}
+
+impl Progress {
+    /// The progress `status` shows.
+    pub fn of(status: &MigrationStatus) -> Progress {
+        let count =
+            |states: &[&str]| status.accounts.iter().filter(|a| states.contains(&a.state.as_str())).count();
+        const VERIFIED: &[&str] =
+            &["verified", "switched", "notified", "syncing_mail", "checking_mail", "done"];
+        let transferred = count(&["restored"]) + count(VERIFIED);
+        let domains = status.accounts.iter().flat_map(|a| &a.domains);
+        let repointable: Vec<&DomainStatus> = domains.filter(|d| d.state != "not_repointed").collect();
+        let repointed = repointable
+            .iter()
+            .filter(|d| {
+                matches!(d.state.as_str(), "repointed" | "serving_target" | "ttl_restored" | "propagated")
+            })
+            .count();
+        Progress {
+            state: status.state.clone(),
+            accounts: status.accounts.len(),
+            transferred,
+            verified: count(VERIFIED),
+            arrived: count(&["done", "rolled_back"]),
+            domains: repointable.len(),
+            repointed,
+            notices: status.notices_queued,
+            notices_sent: status.notices_sent,
+            held: status
+                .accounts
+                .iter()
+                .filter(|a| matches!(a.state.as_str(), "held" | "failed" | "awaiting_target_ip"))
+                .map(|a| HeldAccount {
+                    user: a.user.clone(),
+                    state: a.state.clone(),
+                    reason: a.reason.clone(),
+                })
+                .collect(),
+            finished: matches!(status.state.as_str(), "settled" | "aborted"),
+        }
+    }
+}
+
 /// Reads one migration's status.
 pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<MigrationStatus> {
     let row = store.require_migration(id).await?;

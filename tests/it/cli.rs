@@ -488,3 +488,88 @@ async fn log_tells_the_demo_in_words_filters_prints_json_lines_and_follows() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// `siirto watch` follows a migration until nothing more will move: on the demo's store (cut
+/// over, so still to settle) it shows every account arrived, every domain repointed and every
+/// notice sent, and it stops when the migration settles; on a finished migration it says so in
+/// one line and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_migration_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let demo = tokio::task::block_in_place(|| siirto(&["demo", "--accounts", "3", "--dir", "demo"], path));
+    assert!(demo.status.success(), "{}", text(&demo.stderr));
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(["watch", "demo", "--config", "demo/siirto.toml", "--json", "--interval", "100ms"])
+        .current_dir(path)
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let first = next();
+    assert_eq!(first["state"], "cut_over", "{first}");
+    assert_eq!((first["accounts"].as_u64(), first["arrived"].as_u64()), (Some(3), Some(3)), "{first}");
+    assert_eq!((first["transferred"].as_u64(), first["verified"].as_u64()), (Some(3), Some(3)), "{first}");
+    assert!(first["domains"].as_u64().unwrap() >= 3 && first["repointed"] == first["domains"], "{first}");
+    assert_eq!((first["notices"].as_u64(), first["notices_sent"].as_u64()), (Some(6), Some(6)), "{first}");
+    assert_eq!(
+        (first["held"].as_array().map(Vec::len), &first["finished"]),
+        (Some(0), &serde_json::json!(false))
+    );
+
+    // Nothing changes: no new line. The migration settles (written here as the daemon's settle
+    // step records it once the settle period is over; the demo's hosts are gone): a last
+    // line, and the watch ends.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "a line without a change");
+    let config = siirto::config::Config::load(&path.join("demo/siirto.toml")).unwrap();
+    let store = siirto::store::Store::connect(&config.database).await.unwrap();
+    let settled = siirto::domain::MigrationState::Settled {
+        at: chrono::Utc::now(),
+        accounts: 3,
+        domains: first["domains"].as_u64().unwrap() as u32,
+    };
+    let mut tx = store.begin().await.unwrap();
+    let now = siirto::domain::to_millis(chrono::Utc::now());
+    tx.set_migration_state("demo", "settled", &serde_json::to_string(&settled).unwrap(), now).await.unwrap();
+    tx.commit().await.unwrap();
+    let last = next();
+    assert_eq!(
+        (&last["state"], &last["finished"]),
+        (&serde_json::json!("settled"), &serde_json::json!(true))
+    );
+    let ended = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = watch.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the watch did not end");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert!(ended.success());
+
+    // In a pipe, without --json: the progress in words, one line.
+    let once =
+        tokio::task::block_in_place(|| siirto(&["watch", "demo", "--config", "demo/siirto.toml"], path));
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    let words = text(&once.stdout);
+    assert_eq!(words.lines().count(), 1, "{words}");
+    assert!(words.starts_with("settled: accounts 3/3 arrived (3 transferred, 3 verified)"), "{words}");
+    assert!(words.contains("notices 6/6 sent"), "{words}");
+}
