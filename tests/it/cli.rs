@@ -379,6 +379,38 @@ async fn sim_puts_its_zones_in_a_real_powerdns_and_the_written_config_uses_it() 
 }
 
 /// Lines of `siirto log … --json`, parsed.
+/// `siirto args` started in `dir`, its stdout read line by line on a thread of its own: the
+/// child, and where its lines arrive.
+fn spawn_json_lines(
+    args: &[&str],
+    dir: &Path,
+) -> (Child, std::sync::mpsc::Receiver<std::io::Result<String>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line from [`spawn_json_lines`], as JSON, within 20 s.
+fn next_json(lines: &std::sync::mpsc::Receiver<std::io::Result<String>>) -> serde_json::Value {
+    let line = lines.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s").unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout)
@@ -441,27 +473,11 @@ async fn log_tells_the_demo_in_words_filters_prints_json_lines_and_follows() {
     assert!(err.contains("there is no migration") && err.contains("demo"), "{err}");
 
     // --follow prints what was there, then an event written after it started.
-    let mut follow = Command::new(env!("CARGO_BIN_EXE_siirto"))
-        .args(["log", "demo", "--config", "demo/siirto.toml", "--follow", "--json", "--account", "kukka0002"])
-        .current_dir(path)
-        .env_remove("SIIRTO_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = follow.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next_entry = || -> serde_json::Value {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s").unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
+    let (mut follow, rx) = spawn_json_lines(
+        &["log", "demo", "--config", "demo/siirto.toml", "--follow", "--json", "--account", "kukka0002"],
+        path,
+    );
+    let next_entry = || next_json(&rx);
     let before = json_lines(&log(&["--account", "kukka0002", "--json"])).len();
     for _ in 0..before {
         assert_eq!(next_entry()["account"], "kukka0002");
@@ -500,27 +516,11 @@ async fn watch_follows_a_migration_until_it_ends() {
     let demo = tokio::task::block_in_place(|| siirto(&["demo", "--accounts", "3", "--dir", "demo"], path));
     assert!(demo.status.success(), "{}", text(&demo.stderr));
 
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_siirto"))
-        .args(["watch", "demo", "--config", "demo/siirto.toml", "--json", "--interval", "100ms"])
-        .current_dir(path)
-        .env_remove("SIIRTO_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s").unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
+    let (mut watch, rx) = spawn_json_lines(
+        &["watch", "demo", "--config", "demo/siirto.toml", "--json", "--interval", "100ms"],
+        path,
+    );
+    let next = || next_json(&rx);
     let first = next();
     assert_eq!(first["state"], "cut_over", "{first}");
     assert_eq!((first["accounts"].as_u64(), first["arrived"].as_u64()), (Some(3), Some(3)), "{first}");
