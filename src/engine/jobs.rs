@@ -107,6 +107,14 @@ impl JobKind {
         .find(|k| k.as_str() == kind)
     }
 
+    /// True when the job's step checks its leases itself instead of being cancelled when its
+    /// lease is lost: a batch of send jobs, whose other jobs' messages go on (each checking its
+    /// own lease before it goes out) and whose messages already accepted get their sent-marks
+    /// committed, not dropped.
+    pub fn checks_its_leases(self) -> bool {
+        self == JobKind::SendNotice
+    }
+
     /// True when a failure of this job concerns one account, which is held when the retry
     /// budget is spent; the other jobs concern the whole migration and keep retrying.
     pub fn is_per_account(self) -> bool {

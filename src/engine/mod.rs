@@ -278,10 +278,7 @@ impl Engine {
         async {
             debug!("running");
             let keeper = tokio::spawn(keep_lease(self.cx.store.clone(), lease.clone()));
-            // A batch of send jobs is not cancelled when its first job's lease is lost: the
-            // other jobs' messages go on, each checking its own lease before it goes out, and
-            // the sent-marks of messages already accepted are committed, not dropped.
-            let cancel_on_loss = job.kind != JobKind::SendNotice.as_str();
+            let cancel_on_loss = !JobKind::parse(&job.kind).is_some_and(JobKind::checks_its_leases);
             let outcome = tokio::select! {
                 outcome = self.perform(&job, &lease) => Some(outcome),
                 reason = lease.lost(), if cancel_on_loss => Some(Err(StepError::LeaseLost(reason))),
