@@ -315,6 +315,16 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Ends the attempt of notice `id` that never reached the server (held back behind an
+    /// earlier notice that failed), without counting a failure: its next attempt is no resend.
+    pub async fn notice_not_handed_over(&mut self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET delivery_started_at = NULL WHERE id = $1 AND sent_at IS NULL")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// [`Tx::notice_delivery_started`] for several notices at once (two statements): returns
     /// the ids whose attempt is a resend.
     pub async fn notices_delivery_started(&mut self, ids: &[i64], now: i64) -> Result<Vec<i64>, StoreError> {

@@ -268,6 +268,8 @@ async fn transmit_all(
     let mut session: Option<Box<dyn Delivery>> = None;
     // Why the channel could not be opened: every notice left fails this run the same way.
     let mut unreachable: Option<(String, bool)> = None;
+    // The recipients (as stored) of the notices that did not go out in this batch.
+    let mut stalled: HashSet<String> = HashSet::new();
     let chunk = if cx.world.send_interval.is_some() { 1 } else { to_send.len() };
     let mut queue = to_send.into_iter().peekable();
     let mut first = true;
@@ -347,7 +349,14 @@ async fn transmit_all(
                 ));
                 continue;
             };
+            // An earlier notice to these recipients did not go out in this batch: this one
+            // waits for it (its attempt ended unsent), so a reader's notices keep their order.
+            if stalled.contains(&notice.recipients) {
+                outcomes.push((i, wait_behind(cx, lease, notice.id).await));
+                continue;
+            }
             if let Some((message, transient)) = &unreachable {
+                stalled.insert(notice.recipients.clone());
                 outcomes.push((i, not_delivered(cx, ctx, lease, &notice, message, *transient).await));
                 continue;
             }
@@ -356,6 +365,7 @@ async fn transmit_all(
                     Ok(open) => session = Some(open),
                     Err(err) => {
                         let (message, transient) = (err.to_string(), err.is_transient());
+                        stalled.insert(notice.recipients.clone());
                         outcomes.push((i, not_delivered(cx, ctx, lease, &notice, &message, transient).await));
                         unreachable = Some((message, transient));
                         continue;
@@ -363,6 +373,7 @@ async fn transmit_all(
                 }
             }
             if let Err(lost) = lease.check() {
+                stalled.insert(notice.recipients.clone());
                 outcomes.push((i, Err(lost.into())));
                 continue;
             }
@@ -393,6 +404,9 @@ async fn transmit_all(
                         failed.close().await;
                     }
                     let (message, transient) = (err.to_string(), err.is_transient());
+                    if transient {
+                        stalled.insert(notice.recipients.clone());
+                    }
                     outcomes.push((i, not_delivered(cx, ctx, lease, &notice, &message, transient).await));
                 }
             }
@@ -421,6 +435,16 @@ async fn still_sending(cx: &Ctx, ctx: &MigrationCtx) -> bool {
 async fn given_back(cx: &Ctx, lease: &Lease) -> StepResult {
     let mut tx = cx.store.begin_leased(lease).await?;
     tx.reschedule_job(lease, cx.now_ms()).await?;
+    Ok(tx.commit().await?)
+}
+
+/// A notice of the batch held back behind an earlier one to its recipients that did not go
+/// out: its attempt ends unsent (no resend, no failure counted) and it is due again after
+/// [`ORDER_WAIT`], when the earlier one's order check in the next batch decides.
+async fn wait_behind(cx: &Ctx, lease: &Lease, id: i64) -> StepResult {
+    let mut tx = cx.store.begin_leased(lease).await?;
+    tx.notice_not_handed_over(id).await?;
+    tx.reschedule_job(lease, cx.now_ms() + ORDER_WAIT.as_millis() as i64).await?;
     Ok(tx.commit().await?)
 }
 
