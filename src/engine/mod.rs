@@ -12,6 +12,7 @@
 //! its account is held for an operator and the rest of the migration goes on.
 
 mod context;
+mod failure;
 pub mod jobs;
 mod steps;
 
@@ -27,6 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use self::context::{Clock, SystemClock};
 use self::context::{Ctx, MigrationCtx, StepError, StepResult};
+use self::failure::error_labels;
 pub use self::jobs::{JobKind, RollbackPayload};
 pub use self::steps::staff::BRIEF_BEFORE;
 use self::steps::{
@@ -35,6 +37,7 @@ use self::steps::{
 };
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
+use crate::metrics;
 use crate::store::{JobRow, Lease, Store, StoreError};
 use crate::world::World;
 
@@ -278,7 +281,9 @@ impl Engine {
         async {
             debug!("running");
             let keeper = tokio::spawn(keep_lease(self.cx.store.clone(), lease.clone()));
-            let cancel_on_loss = !JobKind::parse(&job.kind).is_some_and(JobKind::checks_its_leases);
+            let kind = JobKind::parse(&job.kind);
+            let cancel_on_loss = !kind.is_some_and(JobKind::checks_its_leases);
+            let started = std::time::Instant::now();
             let outcome = tokio::select! {
                 outcome = self.perform(&job, &lease) => Some(outcome),
                 reason = lease.lost(), if cancel_on_loss => Some(Err(StepError::LeaseLost(reason))),
@@ -286,6 +291,15 @@ impl Engine {
                 Ok(_) = stopping.wait_for(|stop| *stop) => None,
             };
             keeper.abort();
+            let outcome_label = match &outcome {
+                Some(Ok(())) => "ok",
+                Some(Err(StepError::Transient(_))) => "transient_error",
+                Some(Err(StepError::Permanent(_))) => "permanent_error",
+                Some(Err(StepError::LeaseLost(_))) => "lease_lost",
+                None => "cancelled",
+            };
+            let kind_label = kind.map_or("unknown", JobKind::as_str);
+            metrics::step_finished(kind_label, outcome_label, started.elapsed().as_secs_f64());
             match outcome {
                 Some(outcome) => self.record_outcome(&job, &lease, outcome).await,
                 None => {
@@ -306,12 +320,45 @@ impl Engine {
         match outcome {
             Ok(()) => {}
             Err(StepError::LeaseLost(reason)) => {
+                metrics::error("store", "lease_lost");
                 warn!(%reason, "the job's lease is lost: its step is cancelled, and the run counts as a failed attempt");
                 if let Err(err) = self.cx.store.count_lost_lease(job.id, &reason).await {
                     warn!(error = %err, "could not count the attempt");
                 }
             }
-            Err(err) => self.record_failure(job, lease, err).await,
+            Err(err) => {
+                if let StepError::Transient(error) | StepError::Permanent(error) = &err {
+                    let (adapter, class) = error_labels(error);
+                    let adapter = adapter.unwrap_or_else(|| self.adapter_of(JobKind::parse(&job.kind)));
+                    metrics::error(adapter, class);
+                }
+                self.record_failure(job, lease, err).await
+            }
+        }
+    }
+
+    /// The adapter a job of `kind` talks to, for the metrics of an error that does not say.
+    fn adapter_of(&self, kind: Option<JobKind>) -> &'static str {
+        let Some(kind) = kind else { return "other" };
+        match kind {
+            JobKind::LowerTtl
+            | JobKind::OpenGate
+            | JobKind::Repoint
+            | JobKind::RestoreTtl
+            | JobKind::Rollback
+            | JobKind::PollExternal => "dns",
+            JobKind::Transfer | JobKind::StartSession | JobKind::PollSession | JobKind::Verify => "whm",
+            JobKind::SendNotice
+            | JobKind::QueueNotice
+            | JobKind::Announce
+            | JobKind::BriefStaff
+            | JobKind::CorrectNotices => match self.cx.world.channel.name() {
+                "smtp" => "smtp",
+                "webhook" => "webhook",
+                _ => "other",
+            },
+            JobKind::SyncMail | JobKind::CheckMail | JobKind::ExternalMail => "ssh",
+            JobKind::Settle => "store",
         }
     }
 
