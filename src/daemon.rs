@@ -40,6 +40,7 @@ pub async fn run(
     }
     let engine =
         Arc::new(Engine::from_config(config, store.clone(), Arc::new(SystemClock))?.with_owner(&owner));
+    let web = serve_page(config, &store).await?;
     let found = std::sync::Mutex::new(None);
     let stop = async {
         if !exit_when_settled {
@@ -53,10 +54,50 @@ pub async fn run(
             }
         }
     };
-    engine.run(stop).await?;
+    let ran = engine.run(stop).await;
+    web.stop().await;
+    ran?;
     store.close().await;
     drop(lock);
     Ok(found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// The status page being served.
+struct Page {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Binds `listen` (refusing to start when it cannot: the address is taken or not ours) and
+/// serves the status page, the API and the metrics there.
+async fn serve_page(config: &Config, store: &Store) -> anyhow::Result<Page> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!("listening on {} for the status page (the config's `listen`)", config.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    info!(%addr, tokens = config.web.tokens.len(), "serving the status page and the API");
+    crate::output::line(&format!("status page and API at http://{addr}/"));
+    let app = crate::web::App::new(config, store.clone(), Arc::new(SystemClock))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::web::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    Ok(Page { stop, task })
+}
+
+impl Page {
+    /// Stops taking connections; open live feeds get two seconds, then are cut.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await {
+            Ok(Ok(Err(err))) => {
+                tracing::warn!(error = %format!("{err:#}"), "the status page stopped with an error")
+            }
+            Ok(_) => {}
+            Err(_) => abort.abort(),
+        }
+    }
 }
 
 /// Where the migrations in the store stand once the daemon has nothing left to do.

@@ -151,7 +151,15 @@ pub fn write_config_with_resolvers(
         dir,
         &[ConfigHost { name: "old", host: &hosts.source }, ConfigHost { name: "new", host: &hosts.target }],
         dns,
-        ConfigFiles { written_by: "siirto demo", database, extra, resolvers, dns_key_file: None },
+        ConfigFiles {
+            written_by: "siirto demo",
+            database,
+            extra,
+            resolvers,
+            dns_key_file: None,
+            // The demo's daemons and the tests' run side by side: each takes a free port.
+            listen: "127.0.0.1:0",
+        },
     )?;
     Config::load(&path).map_err(|e| anyhow!("{e}"))
 }

@@ -273,7 +273,7 @@ fn invalid_email_action(customer_id: Option<&str>, reconciliation: &Reconciliati
 }
 
 /// One dated step of a migration's schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleItem {
     /// What happens.
     pub what: String,

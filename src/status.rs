@@ -11,10 +11,13 @@ use crate::domain::{
     MigrationState, ObservedRecord, RecordChange, RecordGate, from_millis,
 };
 use crate::names::{AccountName, DomainName};
-use crate::store::{EventRow, Store, account_state, domain_state, migration_state};
+use crate::store::{
+    AccountRow, DomainRow, EventRow, MigrationRow, OutboxRow, Store, account_state, domain_state,
+    migration_state,
+};
 
 /// One migration's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MigrationStatus {
     /// The migration's id.
     pub id: String,
@@ -25,6 +28,7 @@ pub struct MigrationStatus {
     /// The migration's state name.
     pub state: String,
     /// The full state (gate times, counts) as stored.
+    #[schema(value_type = Object)]
     pub detail: MigrationState,
     /// The earliest cutover time (RFC 3339).
     pub cutover_at: String,
@@ -52,7 +56,7 @@ pub struct MigrationStatus {
 }
 
 /// An operator task on the timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OpenTask {
     /// The account it concerns.
     pub account: String,
@@ -65,7 +69,7 @@ pub struct OpenTask {
 }
 
 /// One account's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountStatus {
     /// cPanel user.
     pub user: String,
@@ -78,6 +82,7 @@ pub struct AccountStatus {
     /// On a dedicated IP at the source: its address there, and the target address assigned
     /// to it (if one is).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub dedicated_ip: Option<crate::dedicated_ip::DedicatedIp>,
     /// Its domains and their states.
     pub domains: Vec<DomainStatus>,
@@ -87,7 +92,7 @@ pub struct AccountStatus {
 }
 
 /// One account's mail after its repoint (`crate::mailsync`): from its timeline.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct MailStatus {
     /// When the old server's routing of its domains was switched to the new one (RFC 3339).
     pub switched_at: Option<String>,
@@ -101,7 +106,7 @@ pub struct MailStatus {
 }
 
 /// One final sync of an account's mail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MailSyncStatus {
     /// When it began (RFC 3339).
     pub started_at: String,
@@ -114,22 +119,24 @@ pub struct MailSyncStatus {
 }
 
 /// One read of the old server's mail log after a sync.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MailCheckStatus {
     /// When (RFC 3339).
     pub at: String,
     /// Local deliveries since the switch, and since the last sync began.
+    #[schema(value_type = Object)]
     pub evidence: MailEvidence,
 }
 
 /// One domain's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DomainStatus {
     /// The domain.
     pub domain: String,
     /// State name.
     pub state: String,
     /// While it waits for its repoint: when each changed record's TTL gate opens.
+    #[schema(value_type = Vec<Object>)]
     pub gates: Vec<RecordGate>,
     /// The latest of `gates`: when the domain may be repointed.
     pub gate_opens_at: Option<String>,
@@ -144,6 +151,7 @@ pub struct DomainStatus {
     pub propagated_at: Option<String>,
     /// A domain with external DNS: the records its customer must change.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub records_to_change: Vec<RecordChange>,
     /// A domain with external DNS: the resolvers that gave no answer at all at the last look
     /// (propagation waits for them).
@@ -162,7 +170,7 @@ pub struct DomainStatus {
 }
 
 /// Why a domain is not repointed, and what follows for its customer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotRepointed {
     /// The plan's reasons.
     pub reason: String,
@@ -171,7 +179,7 @@ pub struct NotRepointed {
 }
 
 /// A job that has failed and will be retried.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailingJob {
     /// Job kind.
     pub kind: String,
@@ -203,7 +211,7 @@ impl MigrationStatus {
 /// How far a migration is, as `siirto watch` draws it: its accounts through the transfer,
 /// the verification on the target and the whole move, its domains repointed, its notices out,
 /// and the accounts waiting for an operator, with why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     /// The migration's state name.
     pub state: String,
@@ -231,7 +239,7 @@ pub struct Progress {
 }
 
 /// An account that waits for an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HeldAccount {
     /// The cPanel user.
     pub user: String,
@@ -288,103 +296,17 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
     let detail = migration_state(&row)?;
     let accounts = store.accounts(id).await?;
     let domains = store.domains(id).await?;
-    let playbook = crate::playbook::Playbook::parse(&row.playbook, &format!("playbook of migration {id}"))
-        .map_err(|e| anyhow!("{e}"))?;
-    let gate =
-        GatePolicy { margin: playbook.dns.gate_margin, wait_override: playbook.dns.gate_wait_override };
+    let playbook = playbook_of(&row)?;
     let schedule = crate::plan::schedule(&playbook, from_millis(row.cutover_at));
-    let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
-    let mut records_of: BTreeMap<String, Vec<ObservedRecord>> = BTreeMap::new();
+    let mut accounts_by_state = BTreeMap::new();
+    for a in &accounts {
+        *accounts_by_state.entry(a.state.clone()).or_insert(0) += 1;
+    }
     let mut domains_by_state = BTreeMap::new();
     for d in &domains {
-        let state = domain_state(d)?;
-        records_of.entry(d.user.clone()).or_default().extend(state.records().iter().cloned());
-        *domains_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
-        domains_of.entry(d.user.clone()).or_default().push(DomainStatus {
-            domain: d.domain.clone(),
-            state: state.name().to_owned(),
-            gate_opens_at: state.gates(&gate).iter().map(|g| g.opens_at).max().map(|t| t.to_rfc3339()),
-            gates: state.gates(&gate),
-            since: match &state {
-                DomainState::AwaitingCustomer { since, .. } | DomainState::Propagated { since, .. } => {
-                    Some(since.to_rfc3339())
-                }
-                _ => None,
-            },
-            reminded: match &state {
-                DomainState::AwaitingCustomer { reminded, .. } | DomainState::Propagated { reminded, .. } => {
-                    Some(*reminded)
-                }
-                _ => None,
-            },
-            propagated_at: match &state {
-                DomainState::Propagated { at, .. } => Some(at.to_rfc3339()),
-                _ => None,
-            },
-            records_to_change: state.records_to_change().to_vec(),
-            silent_resolvers: match &state {
-                DomainState::AwaitingCustomer { silent, .. } => silent.clone(),
-                _ => Vec::new(),
-            },
-            short_ttl_until: match &state {
-                DomainState::RolledBack { at, ttl_restored_at: None, .. } => {
-                    let settle = chrono::Duration::from_std(playbook.schedule.settle_after).unwrap_or(chrono::Duration::MAX);
-                    at.checked_add_signed(settle).map(|t| t.to_rfc3339())
-                }
-                _ => None,
-            },
-            ttl_restored_at: match &state {
-                DomainState::RolledBack { ttl_restored_at: Some(at), .. } => Some(at.to_rfc3339()),
-                _ => None,
-            },
-            not_repointed: match &state {
-                DomainState::NotRepointed { reason, site_elsewhere } => Some(NotRepointed {
-                    reason: reason.clone(),
-                    customer_action: (!site_elsewhere).then(|| {
-                        "the customer points its A records at the target's address (told in the completion notice)"
-                            .to_owned()
-                    }),
-                }),
-                _ => None,
-            },
-        });
+        *domains_by_state.entry(d.state.clone()).or_insert(0) += 1;
     }
-    let mut dedicated = BTreeMap::new();
-    for row in store.dedicated_ips(id).await? {
-        dedicated.insert(row.user.clone(), crate::dedicated_ip::DedicatedIp::from_row(&row)?);
-    }
-    let mut mail = mail_of(store, id).await?;
-    let mut accounts_by_state = BTreeMap::new();
-    let mut account_statuses = Vec::new();
-    for a in &accounts {
-        let state = account_state(a)?;
-        *accounts_by_state.entry(state.name().to_owned()).or_insert(0) += 1;
-        let reason = match &state {
-            AccountState::Held { reason, .. }
-            | AccountState::Failed { reason, .. }
-            | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
-            AccountState::AwaitingTargetIp { source_ip } => Some(format!(
-                "waiting for a target IP: on the dedicated IP {source_ip} at the source (siirto assign-ip {id} {} IP)",
-                a.user
-            )),
-            _ => None,
-        };
-        account_statuses.push(AccountStatus {
-            user: a.user.clone(),
-            main_domain: a.main_domain.clone(),
-            state: state.name().to_owned(),
-            reason,
-            dedicated_ip: dedicated.remove(&a.user),
-            domains: domains_of.remove(&a.user).unwrap_or_default(),
-            mail: mail.remove(&a.user).map(|mut mail| {
-                if let AccountState::SyncingMail { switched_at, syncs: 0 } = &state {
-                    let records = records_of.remove(&a.user).unwrap_or_default();
-                    mail.sync_due = Some(gate.domain_opens_at(*switched_at, &records).to_rfc3339());
-                }
-                mail
-            }),
-        });
-    }
+    let account_statuses = account_statuses(store, &row, &playbook, &accounts, &domains, None).await?;
     let outbox = store.outbox(id).await?;
     let failing_jobs = store
         .jobs(id)
@@ -417,6 +339,128 @@ pub async fn migration_status(store: &Store, id: &str) -> anyhow::Result<Migrati
     })
 }
 
+/// The playbook a migration was recorded with.
+fn playbook_of(row: &MigrationRow) -> anyhow::Result<crate::playbook::Playbook> {
+    crate::playbook::Playbook::parse(&row.playbook, &format!("playbook of migration {}", row.id))
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// The status of `accounts` (with their `domains`): states in words, gate times, what waits for
+/// whom, mail evidence. `only`: the accounts whose timeline evidence to read (all: `None`).
+async fn account_statuses(
+    store: &Store,
+    row: &MigrationRow,
+    playbook: &crate::playbook::Playbook,
+    accounts: &[AccountRow],
+    domains: &[DomainRow],
+    only: Option<&[String]>,
+) -> anyhow::Result<Vec<AccountStatus>> {
+    let id = row.id.as_str();
+    let gate =
+        GatePolicy { margin: playbook.dns.gate_margin, wait_override: playbook.dns.gate_wait_override };
+    let mut domains_of: BTreeMap<String, Vec<DomainStatus>> = BTreeMap::new();
+    let mut records_of: BTreeMap<String, Vec<ObservedRecord>> = BTreeMap::new();
+    for d in domains {
+        let state = domain_state(d)?;
+        records_of.entry(d.user.clone()).or_default().extend(state.records().iter().cloned());
+        domains_of.entry(d.user.clone()).or_default().push(domain_status(d, &state, &gate, playbook));
+    }
+    let mut dedicated = BTreeMap::new();
+    for row in store.dedicated_ips(id).await? {
+        if only.is_none_or(|users| users.contains(&row.user)) {
+            dedicated.insert(row.user.clone(), crate::dedicated_ip::DedicatedIp::from_row(&row)?);
+        }
+    }
+    let mut mail = mail_of(store, id, only).await?;
+    let mut statuses = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let state = account_state(a)?;
+        let reason = match &state {
+            AccountState::Held { reason, .. }
+            | AccountState::Failed { reason, .. }
+            | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
+            AccountState::AwaitingTargetIp { source_ip } => Some(format!(
+                "waiting for a target IP: on the dedicated IP {source_ip} at the source (siirto assign-ip {id} {} IP)",
+                a.user
+            )),
+            _ => None,
+        };
+        statuses.push(AccountStatus {
+            user: a.user.clone(),
+            main_domain: a.main_domain.clone(),
+            state: state.name().to_owned(),
+            reason,
+            dedicated_ip: dedicated.remove(&a.user),
+            domains: domains_of.remove(&a.user).unwrap_or_default(),
+            mail: mail.remove(&a.user).map(|mut mail| {
+                if let AccountState::SyncingMail { switched_at, syncs: 0 } = &state {
+                    let records = records_of.remove(&a.user).unwrap_or_default();
+                    mail.sync_due = Some(gate.domain_opens_at(*switched_at, &records).to_rfc3339());
+                }
+                mail
+            }),
+        });
+    }
+    Ok(statuses)
+}
+
+fn domain_status(
+    d: &DomainRow,
+    state: &DomainState,
+    gate: &GatePolicy,
+    playbook: &crate::playbook::Playbook,
+) -> DomainStatus {
+    DomainStatus {
+        domain: d.domain.clone(),
+        state: state.name().to_owned(),
+        gate_opens_at: state.gates(gate).iter().map(|g| g.opens_at).max().map(|t| t.to_rfc3339()),
+        gates: state.gates(gate),
+        since: match state {
+            DomainState::AwaitingCustomer { since, .. } | DomainState::Propagated { since, .. } => {
+                Some(since.to_rfc3339())
+            }
+            _ => None,
+        },
+        reminded: match state {
+            DomainState::AwaitingCustomer { reminded, .. } | DomainState::Propagated { reminded, .. } => {
+                Some(*reminded)
+            }
+            _ => None,
+        },
+        propagated_at: match state {
+            DomainState::Propagated { at, .. } => Some(at.to_rfc3339()),
+            _ => None,
+        },
+        records_to_change: state.records_to_change().to_vec(),
+        silent_resolvers: match state {
+            DomainState::AwaitingCustomer { silent, .. } => silent.clone(),
+            _ => Vec::new(),
+        },
+        short_ttl_until: match state {
+            DomainState::RolledBack { at, ttl_restored_at: None, .. } => {
+                let settle =
+                    chrono::Duration::from_std(playbook.schedule.settle_after).unwrap_or(chrono::Duration::MAX);
+                at.checked_add_signed(settle).map(|t| t.to_rfc3339())
+            }
+            _ => None,
+        },
+        ttl_restored_at: match state {
+            DomainState::RolledBack { ttl_restored_at: Some(at), .. } => Some(at.to_rfc3339()),
+            _ => None,
+        },
+        not_repointed: match state {
+            DomainState::NotRepointed { reason, site_elsewhere } => Some(NotRepointed {
+                reason: reason.clone(),
+                customer_action: (!site_elsewhere).then(|| {
+                    "the customer points its A records at the target's address (told in the completion notice)"
+                        .to_owned()
+                }),
+            }),
+            _ => None,
+        },
+    }
+}
+
 /// The operator tasks on a migration's timeline, in the order written.
 async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>> {
     let mut tasks = Vec::new();
@@ -434,10 +478,18 @@ async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>
 
 /// Each account's mail evidence, from the timeline: the routing switch, the final syncs, the
 /// mail log checks.
-async fn mail_of(store: &Store, id: &str) -> anyhow::Result<BTreeMap<String, MailStatus>> {
+async fn mail_of(
+    store: &Store,
+    id: &str,
+    only: Option<&[String]>,
+) -> anyhow::Result<BTreeMap<String, MailStatus>> {
     let kinds = ["mail_routing_switched", "mail_synced", "mail_checked"];
     let mut mail: BTreeMap<String, MailStatus> = BTreeMap::new();
-    for event in store.events_of_kinds(id, &kinds).await? {
+    let events = match only {
+        Some(users) => store.events_of_accounts(id, users).await?,
+        None => store.events_of_kinds(id, &kinds).await?,
+    };
+    for event in events.iter().filter(|e| kinds.contains(&e.kind.as_str())) {
         let Some(user) = &event.account else { continue };
         let at = from_millis(event.at).to_rfc3339();
         let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
@@ -466,7 +518,7 @@ async fn mail_of(store: &Store, id: &str) -> anyhow::Result<BTreeMap<String, Mai
 }
 
 /// One event of a migration's log in words: a line of `siirto log`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LogEntry {
     /// The event's id (ids grow in the order events were written).
     pub id: i64,
@@ -486,7 +538,7 @@ pub struct LogEntry {
 
 /// One notice in the outbox as `siirto notices list` shows it: to whom, what, and what became
 /// of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NoticeEntry {
     /// The outbox id.
     pub id: i64,
@@ -525,44 +577,278 @@ pub struct NoticeEntry {
 pub async fn notices(store: &Store, id: &str, state: Option<&str>) -> anyhow::Result<Vec<NoticeEntry>> {
     store.require_migration(id).await?;
     let rows = store.outbox(id).await?;
-    let time = |ms: i64| from_millis(ms).to_rfc3339();
     Ok(rows
         .into_iter()
-        .map(|row| {
-            let state = if row.skipped_at.is_some() {
-                "skipped_late"
-            } else if row.failed_at.is_some() {
-                "failed"
-            } else if row.bounced_at.is_some() {
-                "bounced"
-            } else if row.sent_at.is_some() {
-                "sent"
-            } else if row.delivery_started_at.is_some() {
-                "sending"
-            } else if row.last_error.is_some() {
-                "failing"
-            } else {
-                "queued"
-            };
-            NoticeEntry {
-                id: row.id,
-                kind: row.kind,
-                account: row.account,
-                recipients: serde_json::from_str(&row.recipients).unwrap_or_default(),
-                subject: row.subject,
-                message_id: row.message_id,
-                state: state.to_owned(),
-                created_at: time(row.created_at),
-                sent_at: row.sent_at.map(time),
-                attempts: row.attempts,
-                last_error: row.last_error,
-                resends: row.resends,
-                skip_reason: row.skip_reason,
-                bounce_reason: row.bounce_reason,
-            }
-        })
+        .map(notice_entry)
         .filter(|entry| state.is_none_or(|wanted| entry.state == wanted))
         .collect())
+}
+
+/// One outbox row as a [`NoticeEntry`].
+pub fn notice_entry(row: OutboxRow) -> NoticeEntry {
+    let time = |ms: i64| from_millis(ms).to_rfc3339();
+    let state = if row.skipped_at.is_some() {
+        "skipped_late"
+    } else if row.failed_at.is_some() {
+        "failed"
+    } else if row.bounced_at.is_some() {
+        "bounced"
+    } else if row.sent_at.is_some() {
+        "sent"
+    } else if row.delivery_started_at.is_some() {
+        "sending"
+    } else if row.last_error.is_some() {
+        "failing"
+    } else {
+        "queued"
+    };
+    NoticeEntry {
+        id: row.id,
+        kind: row.kind,
+        account: row.account,
+        recipients: serde_json::from_str(&row.recipients).unwrap_or_default(),
+        subject: row.subject,
+        message_id: row.message_id,
+        state: state.to_owned(),
+        created_at: time(row.created_at),
+        sent_at: row.sent_at.map(time),
+        attempts: row.attempts,
+        last_error: row.last_error,
+        resends: row.resends,
+        skip_reason: row.skip_reason,
+        bounce_reason: row.bounce_reason,
+    }
+}
+
+/// One customer in one migration, as customer service looks them up: who they are, each of
+/// their accounts and domains with its state and what happens next and when, what they must
+/// still do themselves, the timeline of events, and every notice sent to them with its text.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Timeline {
+    /// The migration.
+    pub migration: String,
+    /// The migration's state name.
+    pub migration_state: String,
+    /// The earliest cutover time (RFC 3339).
+    pub cutover_at: String,
+    /// The migration's dated steps.
+    pub schedule: Vec<crate::plan::ScheduleItem>,
+    /// Who the customer is.
+    pub customer: Customer,
+    /// Their accounts in this migration (the one looked up first).
+    pub accounts: Vec<AccountStatus>,
+    /// For each account, what happens next and when.
+    pub next: Vec<NextStep>,
+    /// What the customer must still do themselves: the exact records to change at their DNS
+    /// provider, per domain.
+    pub customer_actions: Vec<CustomerAction>,
+    /// The events of their accounts, oldest first.
+    pub events: Vec<LogEntry>,
+    /// Every notice to them or about their accounts, oldest first, with its text.
+    pub notices: Vec<CustomerNotice>,
+}
+
+/// Who a customer is, as the plan recorded it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Customer {
+    /// `customer-<contract id>`, `contact-<address>`, or none.
+    pub key: Option<String>,
+    /// Their name (from the contract), if known.
+    pub name: Option<String>,
+    /// Their contact address.
+    pub email: Option<String>,
+    /// The language they are written to in.
+    pub language: Option<String>,
+    /// Their reseller, when they have one.
+    pub reseller: Option<String>,
+}
+
+/// What happens next to an account, and when.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NextStep {
+    /// The account.
+    pub account: String,
+    /// A stable code for it (`waits_for_cutover`, `copying`, `verifying`, `waits_for_gate`,
+    /// `final_mail_sync`, `waits_for_customer`, `held`, `waits_for_ip`, `rolled_back`, `done`,
+    /// `paused`, `aborted`).
+    pub code: String,
+    /// When it happens (RFC 3339), when a time is known.
+    pub at: Option<String>,
+    /// In words (English).
+    pub text: String,
+}
+
+/// A change only the customer can make.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CustomerAction {
+    /// The domain.
+    pub domain: String,
+    /// The records to change at their DNS provider, exactly.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<RecordChange>,
+    /// Or, for a domain not repointed, what they must do in words.
+    pub text: Option<String>,
+}
+
+/// A notice with its full text.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CustomerNotice {
+    /// The notice and what became of it.
+    pub notice: NoticeEntry,
+    /// Its text as sent.
+    pub body: String,
+}
+
+/// The timeline of the customer who owns account `user` of migration `id`: all of that
+/// customer's accounts in the migration (the account alone when it has no customer key).
+pub async fn timeline(store: &Store, id: &str, user: &str) -> anyhow::Result<Timeline> {
+    let row = store.require_migration(id).await?;
+    let state = migration_state(&row)?;
+    let account =
+        store.account(id, user).await?.ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
+    let mut accounts = match &account.customer_key {
+        Some(key) => store.accounts_of_customer(id, key).await?,
+        None => vec![account.clone()],
+    };
+    // The one looked up first.
+    accounts.sort_by_key(|a| (a.user != account.user, a.user.clone()));
+    let users: Vec<String> = accounts.iter().map(|a| a.user.clone()).collect();
+    let mut domains = Vec::new();
+    for u in &users {
+        domains.extend(store.domains_of(id, u).await?);
+    }
+    let playbook = playbook_of(&row)?;
+    let statuses = account_statuses(store, &row, &playbook, &accounts, &domains, Some(&users)).await?;
+    let cutover = from_millis(row.cutover_at);
+    let next = statuses.iter().map(|a| next_step(a, &state, cutover)).collect();
+    let customer_actions =
+        statuses
+            .iter()
+            .flat_map(|a| &a.domains)
+            .filter_map(|d| {
+                if !d.records_to_change.is_empty() && d.state == "awaiting_customer" {
+                    Some(CustomerAction {
+                        domain: d.domain.clone(),
+                        records: d.records_to_change.clone(),
+                        text: None,
+                    })
+                } else {
+                    d.not_repointed.as_ref().and_then(|n| n.customer_action.clone()).map(|text| {
+                        CustomerAction { domain: d.domain.clone(), records: Vec::new(), text: Some(text) }
+                    })
+                }
+            })
+            .collect();
+    let events = store.events_of_accounts(id, &users).await?.iter().map(log_entry).collect();
+    let recipients = account.contact_email.as_ref().map(|e| serde_json::json!([e]).to_string());
+    let notices = store
+        .notices_to_customer(id, &users, recipients.as_deref())
+        .await?
+        .into_iter()
+        .map(|row| {
+            let body = row.body.clone();
+            CustomerNotice { notice: notice_entry(row), body }
+        })
+        .collect();
+    Ok(Timeline {
+        migration: row.id.clone(),
+        migration_state: state.name().to_owned(),
+        cutover_at: cutover.to_rfc3339(),
+        schedule: crate::plan::schedule(&playbook, cutover),
+        customer: Customer {
+            key: account.customer_key.clone(),
+            name: account.customer_name.clone(),
+            email: account.contact_email.clone(),
+            language: account.language.clone(),
+            reseller: account.reseller.clone(),
+        },
+        accounts: statuses,
+        next,
+        customer_actions,
+        events,
+        notices,
+    })
+}
+
+/// What happens next to an account, and when, from its state and its domains' gates.
+pub fn next_step(
+    account: &AccountStatus,
+    migration: &MigrationState,
+    cutover: chrono::DateTime<chrono::Utc>,
+) -> NextStep {
+    let step = |code: &str, at: Option<String>, text: String| NextStep {
+        account: account.user.clone(),
+        code: code.to_owned(),
+        at,
+        text,
+    };
+    match migration {
+        MigrationState::Aborted { .. } => {
+            return step("aborted", None, "the migration was aborted: nothing more moves".to_owned());
+        }
+        MigrationState::Paused { .. } if !matches!(account.state.as_str(), "done" | "rolled_back") => {
+            return step("paused", None, "the migration is paused by an operator".to_owned());
+        }
+        _ => {}
+    }
+    let gate = account.domains.iter().filter_map(|d| d.gate_opens_at.clone()).max();
+    let waiting = account.domains.iter().find(|d| d.state == "awaiting_customer");
+    match account.state.as_str() {
+        "pending"
+            if matches!(
+                migration,
+                MigrationState::Planned { .. }
+                    | MigrationState::Approved { .. }
+                    | MigrationState::Started { .. }
+                    | MigrationState::TtlLowered { .. }
+            ) =>
+        {
+            step(
+                "waits_for_cutover",
+                Some(cutover.to_rfc3339()),
+                format!("moves at the cutover, {}", cutover.to_rfc3339()),
+            )
+        }
+        "pending" | "queued" => {
+            step("waits_for_transfer", None, "waits for its turn to be copied".to_owned())
+        }
+        "copied" => step("copying", None, "being copied to the new server".to_owned()),
+        "restored" => step("verifying", None, "being checked on the new server".to_owned()),
+        "verified" => match gate {
+            Some(at) => {
+                step("waits_for_gate", Some(at.clone()), format!("DNS points to the new server at {at}"))
+            }
+            None => step("repointing", None, "DNS is being pointed to the new server".to_owned()),
+        },
+        "switched" | "notified" | "syncing_mail" | "checking_mail" => step(
+            "final_mail_sync",
+            account.mail.as_ref().and_then(|m| m.sync_due.clone()),
+            "on the new server; the last mail is being copied from the old one".to_owned(),
+        ),
+        "done" => match waiting {
+            Some(d) => step(
+                "waits_for_customer",
+                None,
+                format!(
+                    "moved; {} waits for the customer to change its records at their DNS provider",
+                    d.domain
+                ),
+            ),
+            None => step("done", None, "moved".to_owned()),
+        },
+        "held" | "failed" => step(
+            "held",
+            None,
+            format!("held for an operator: {}", account.reason.clone().unwrap_or_default()),
+        ),
+        "awaiting_target_ip" => step("waits_for_ip", None, account.reason.clone().unwrap_or_default()),
+        "rolled_back" => step(
+            "rolled_back",
+            None,
+            format!("rolled back to the old server: {}", account.reason.clone().unwrap_or_default()),
+        ),
+        other => step(other, None, other.replace('_', " ")),
+    }
 }
 
 /// Which events `siirto log` shows: those of one account, of one domain, or both.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages, as root) and runs every test:
+# Installs what the tests need (Debian packages, as root; schemathesis from PyPI into
+# target/schemathesis) and runs every test:
 # cargo fmt --check, cargo clippy -D warnings, cargo test (unit tests and the one
 # integration binary, which starts real pdns_server, sshd, an aiosmtpd SMTP server and uses
 # PostgreSQL on 127.0.0.1:5432, starting or installing it if it is absent), then
@@ -17,7 +18,12 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v rsync >/dev/null || need+=(rsync)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v curl >/dev/null || need+=(curl)
 command -v pg_ctlcluster >/dev/null || command -v psql >/dev/null || need+=(postgresql)
+# The status page's browser test (headless Chromium) and the API's contract test (schemathesis,
+# from PyPI, in a virtualenv under target/).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
@@ -34,6 +40,13 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 mkdir -p /run/sshd
+
+if [ ! -x target/schemathesis/bin/schemathesis ]; then
+  echo "tests/run.sh: installing schemathesis into target/schemathesis"
+  rm -rf target/schemathesis
+  /usr/bin/python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install -q schemathesis
+fi
 
 # PostgreSQL on 127.0.0.1:5432: use the running one, or start (or create) a cluster.
 pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }

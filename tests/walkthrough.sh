@@ -27,6 +27,7 @@ missing=()
 command -v dig > /dev/null || missing+=("dig (Debian package bind9-dnsutils)")
 command -v sqlite3 > /dev/null || missing+=("sqlite3 (Debian package sqlite3)")
 command -v python3 > /dev/null || missing+=("python3 (Debian package python3)")
+command -v curl > /dev/null || missing+=("curl (Debian package curl)")
 [ ${#missing[@]} -eq 0 ] || fail "missing: $(IFS=,; echo "${missing[*]}" | sed 's/,/, /g')"
 
 # The blocks, in order, one file each.

@@ -168,6 +168,51 @@ pub struct Config {
     pub mail: MailConfig,
     /// Where the contract data comes from, when reconciliation is configured (`[contracts]`).
     pub contracts: Option<ContractsConfig>,
+    /// Who may read the status page and API, and who may act on it (`[web]`).
+    pub web: WebConfig,
+}
+
+/// The status page's access (`[web]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WebConfig {
+    /// Where people reach the page (`public_url`, e.g. `https://siirto.example.fi/`): named in
+    /// staff notices, and an `https://` address marks the session cookie `Secure` (TLS is
+    /// ended by a reverse proxy in front of the daemon).
+    pub public_url: Option<String>,
+    /// The tokens that open the page and the API (`[[web.tokens]]`); none: only `/healthz` and
+    /// `/readyz` answer.
+    pub tokens: Vec<WebToken>,
+}
+
+/// One access token of the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebToken {
+    /// Who holds it (named in every action taken with it: `web:NAME`).
+    pub name: String,
+    /// What it may do.
+    pub role: WebRole,
+    /// The token itself (read from `token_file` or `token_env`).
+    pub token: Secret,
+}
+
+/// What a token may do on the status page and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebRole {
+    /// Customer service: read everything (no secrets).
+    Viewer,
+    /// Also pause, resume, abort, retry, roll back and assign an IP.
+    Operator,
+}
+
+impl WebRole {
+    /// The role's name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebRole::Viewer => "viewer",
+            WebRole::Operator => "operator",
+        }
+    }
 }
 
 /// How the daemon takes and holds work.
@@ -577,6 +622,8 @@ mod tests {
             ("smtp.password", "SMTPPASSWORDVALUE"),
             ("webhook.secret", "WEBHOOKSECRETVALUE\n"),
             ("id_ed25519", "not really a key"),
+            ("web-cs.token", "customer-service-token-0123\n"),
+            ("web-ops.token", "operator-token-from-file-0123"),
         ] {
             std::fs::write(secrets.join(name), value).expect("write secret");
         }
@@ -585,6 +632,54 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn web_tokens_are_read_with_their_roles_and_bad_ones_refused_at_their_place() {
+        let dir = example_dir();
+        let config = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect("example");
+        let tokens: Vec<(&str, WebRole, &str)> =
+            config.web.tokens.iter().map(|t| (t.name.as_str(), t.role, t.token.expose())).collect();
+        assert_eq!(
+            tokens,
+            [
+                ("asiakaspalvelu", WebRole::Viewer, "customer-service-token-0123"),
+                ("yllapito", WebRole::Operator, "operator-token-from-file-0123"),
+            ]
+        );
+        assert_eq!(config.web.public_url.as_deref(), Some("https://siirto.example.fi/"));
+        let cases = [
+            (
+                "role = \"viewer\"\ntoken_file",
+                "role = \"admin\"\ntoken_file",
+                "web.tokens[0].role: expected \"viewer\" or \"operator\"",
+            ),
+            (
+                "token_file = \"secrets/web-cs.token\"",
+                "token = \"inline\"",
+                "web.tokens[0].token: secrets are not written in the config",
+            ),
+            (
+                "name = \"yllapito\"",
+                "name = \"asiakaspalvelu\"",
+                "web.tokens[1].name: \"asiakaspalvelu\" is named twice",
+            ),
+            (
+                "public_url = \"https://siirto.example.fi/\"",
+                "public_url = \"siirto.example.fi\"",
+                "web.public_url: expected an http:// or https:// address",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = EXAMPLE.replacen(from, to, 1);
+            assert_ne!(text, EXAMPLE, "{from}");
+            let err = parse_with_env(&text, "example.toml", dir.path(), &no_env).expect_err(expected);
+            assert!(err.to_string().contains(expected), "{err}");
+            assert!(err.to_string().starts_with("example.toml:"), "file and line: {err}");
+        }
+        std::fs::write(dir.path().join("secrets/web-cs.token"), "short").expect("write");
+        let err = parse_with_env(EXAMPLE, "example.toml", dir.path(), &no_env).expect_err("short");
+        assert!(err.to_string().contains("at least 16 characters"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,26 @@ struct RawConfig {
     dns: RawDns,
     mail: RawMail,
     contracts: Option<RawContracts>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    tokens: Vec<Spanned<RawWebToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebToken {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    token_file: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    /// Accepted by the parser only to be refused with a helpful message.
+    token: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -198,7 +218,11 @@ pub(super) fn parse_with_env(
         Some(contracts) => Some(ctx.contracts(contracts, &hosts)?),
         None => None,
     };
-    Ok(Config { database, listen, daemon, hosts, dns, mail, contracts })
+    let web = match &raw.web {
+        Some(web) => ctx.web(web)?,
+        None => WebConfig::default(),
+    };
+    Ok(Config { database, listen, daemon, hosts, dns, mail, contracts, web })
 }
 
 struct Ctx<'a> {
@@ -323,6 +347,90 @@ impl Ctx<'_> {
         )?;
         let lock_dir = self.resolve(raw.lock_dir.as_ref().map_or(".", |dir| dir.get_ref().trim()));
         Ok(DaemonSettings { owner, lease, idle_poll, stop_timeout, lock_dir })
+    }
+
+    fn web(&self, raw: &RawWeb) -> Result<WebConfig, ConfigError> {
+        let public_url = match &raw.public_url {
+            Some(url) => {
+                let value = url.get_ref().trim();
+                let parsed =
+                    reqwest::Url::parse(value).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+                if parsed.is_none() {
+                    return Err(self.src.at(
+                        url,
+                        "web.public_url",
+                        format!("expected an http:// or https:// address, got {value:?}"),
+                    ));
+                }
+                Some(value.to_owned())
+            }
+            None => None,
+        };
+        let mut tokens: Vec<WebToken> = Vec::new();
+        for (i, spanned) in raw.tokens.iter().enumerate() {
+            let prefix = format!("web.tokens[{i}]");
+            let token = spanned.get_ref();
+            let name = token.name.get_ref().trim();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            if !ok {
+                return Err(self.src.at(
+                    &token.name,
+                    format!("{prefix}.name"),
+                    "expected 1-64 letters, digits, '-', '_', '.' or '@'",
+                ));
+            }
+            if tokens.iter().any(|t| t.name == name) {
+                return Err(self.src.at(
+                    &token.name,
+                    format!("{prefix}.name"),
+                    format!("{name:?} is named twice"),
+                ));
+            }
+            let role = match token.role.get_ref().trim() {
+                "viewer" => WebRole::Viewer,
+                "operator" => WebRole::Operator,
+                other => {
+                    return Err(self.src.at(
+                        &token.role,
+                        format!("{prefix}.role"),
+                        format!("expected \"viewer\" or \"operator\", got {other:?}"),
+                    ));
+                }
+            };
+            let secret = self
+                .secret(
+                    &prefix,
+                    "token",
+                    token.token_file.as_ref(),
+                    token.token_env.as_ref(),
+                    token.token.as_ref(),
+                    Some(spanned.span()),
+                )?
+                .expect("a required secret");
+            if secret.expose().len() < 16 {
+                let at = token
+                    .token_file
+                    .as_ref()
+                    .or(token.token_env.as_ref())
+                    .map_or(spanned.span(), Spanned::span);
+                return Err(self.src.error(
+                    at,
+                    format!("{prefix}.token"),
+                    "expected a token of at least 16 characters (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+            if tokens.iter().any(|t| t.token.expose() == secret.expose()) {
+                return Err(self.src.at(
+                    &token.name,
+                    format!("{prefix}.token"),
+                    "the same token is given to two names; each person or system gets its own",
+                ));
+            }
+            tokens.push(WebToken { name: name.to_owned(), role, token: secret });
+        }
+        Ok(WebConfig { public_url, tokens })
     }
 
     /// Reads a secret named by `X_file` or `X_env`; an inline `X` is refused.

@@ -84,6 +84,8 @@ pub struct ConfigFiles<'a> {
     /// config names it and no copy is written. `None`: the key is written to
     /// `secrets/pdns.key`.
     pub dns_key_file: Option<&'a Path>,
+    /// Where the daemon serves the status page (`127.0.0.1:0`: a free port, which it prints).
+    pub listen: &'a str,
 }
 
 /// Writes `siirto.toml` into `dir` for these hosts and this DNS endpoint, with each secret in
@@ -97,7 +99,10 @@ pub fn write_config_files(
 ) -> anyhow::Result<PathBuf> {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).with_context(|| format!("creating {}", secrets.display()))?;
-    let mut text = format!("# Written by {}.\ndatabase = \"{}\"\n", files.written_by, files.database);
+    let mut text = format!(
+        "# Written by {}.\ndatabase = \"{}\"\nlisten = \"{}\"\n",
+        files.written_by, files.database, files.listen
+    );
     for ConfigHost { name, host } in hosts {
         write_secret(&secrets.join(format!("{name}.token")), &host.token)?;
         text.push_str(&format!(
@@ -120,6 +125,15 @@ pub fn write_config_files(
             "\"secrets/pdns.key\"".to_owned()
         }
     };
+    // The status page's two tokens: customer service's (viewer) and the sysadmins' (operator).
+    for role in ["viewer", "operator"] {
+        let token = hex::encode(rand::random::<[u8; 24]>());
+        write_secret(&secrets.join(format!("web-{role}.token")), &token)?;
+    }
+    text.push_str(
+        "\n[web]\n[[web.tokens]]\nname = \"asiakaspalvelu\"\nrole = \"viewer\"\ntoken_file = \"secrets/web-viewer.token\"\n\n\
+         [[web.tokens]]\nname = \"yllapito\"\nrole = \"operator\"\ntoken_file = \"secrets/web-operator.token\"\n",
+    );
     text.push_str(&format!(
         r#"
 [dns]

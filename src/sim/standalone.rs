@@ -252,6 +252,7 @@ fn write_sim_config(
             extra,
             resolvers: &[],
             dns_key_file,
+            listen: "127.0.0.1:8640",
         },
     )?;
     crate::config::Config::load(&config)

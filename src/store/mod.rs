@@ -32,11 +32,16 @@ use sqlx::{Any, AnyPool, Executor};
 mod lease;
 mod outbox;
 mod rows;
+mod stats;
+mod terms;
 
 pub use self::lease::Lease;
 pub use self::rows::{
     AccountRow, DedicatedIpRow, DomainRow, EventRow, JobRow, MigrationRow, NewEvent, NewJob, NewNotice,
     OutboxRow, account_state, domain_state, migration_state,
+};
+pub use self::terms::{
+    MAX_TERM_CHARS, Probe, ProbeKind, TermField, TermHit, name_term, name_words, normalized_term,
 };
 
 /// Embedded SQLite migrations (`migrations/sqlite`).
@@ -356,7 +361,9 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
         migrator.run(&pool).await?;
-        Ok(Store { pool, backend, writer: Default::default() })
+        let store = Store { pool, backend, writer: Default::default() };
+        store.backfill_search_terms().await?;
+        Ok(store)
     }
 
     /// Which database this store talks to.
@@ -445,6 +452,28 @@ impl Store {
         .bind(except)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Whether the store answers and holds every schema migration this build knows (what
+    /// `/readyz` reports).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        let expected = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let (applied,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?;
+        let applied = applied.unwrap_or(0);
+        if applied < expected {
+            return Err(StoreError::NotFound {
+                what: "schema migration",
+                key: format!("{expected} (the store is at {applied})"),
+            });
+        }
+        Ok(())
     }
 
     /// All migrations, oldest first.
@@ -623,6 +652,54 @@ impl Store {
         let mut keys = vec![migration_id];
         keys.extend_from_slice(kinds);
         select(&self.pool, &sql, &keys).await
+    }
+
+    /// The events of these accounts of a migration (their domains' included), in the order they
+    /// were written: one customer's timeline.
+    pub async fn events_of_accounts(
+        &self,
+        migration_id: &str,
+        users: &[String],
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut rows: Vec<EventRow> = Vec::new();
+        for chunk in users.chunks(INSERT_CHUNK) {
+            let list = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect::<Vec<_>>().join(", ");
+            let sql =
+                format!("SELECT * FROM events WHERE migration_id = $1 AND account IN ({list}) ORDER BY id");
+            let mut query = sqlx::query_as(&sql).bind(migration_id);
+            for user in chunk {
+                query = query.bind(user);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        rows.sort_by_key(|row| row.id);
+        Ok(rows)
+    }
+
+    /// The latest `limit` events of a migration, newest first.
+    pub async fn events_latest(&self, migration_id: &str, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(migration_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The largest event id in the store (0: none yet): where a live view starts.
+    pub async fn last_event_id(&self) -> Result<i64, StoreError> {
+        let (id,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(id) FROM events").fetch_one(&self.pool).await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// At most `limit` events of any migration written after event `after_id`, in id order: what
+    /// the status page's live view has not shown yet.
+    pub async fn events_since(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// The messages the final mail sync copied for an account, as (mailbox, unique name).
@@ -823,9 +900,10 @@ impl Tx<'_> {
         self.insert_domains(std::slice::from_ref(row)).await
     }
 
-    /// Inserts many accounts with few statements (planning a migration of 10,000 accounts);
-    /// [`StoreError::Conflict`] naming the first account that already existed. Nothing is
-    /// inserted when the transaction is not committed, so callers roll back on a conflict.
+    /// Inserts many accounts with few statements (planning a migration of 10,000 accounts),
+    /// and their search terms; [`StoreError::Conflict`] naming the first account that already
+    /// existed. Nothing is inserted when the transaction is not committed, so callers roll back
+    /// on a conflict.
     pub async fn insert_accounts(&mut self, rows: &[AccountRow]) -> Result<(), StoreError> {
         let insert = BatchInsert {
             what: "account",
@@ -855,11 +933,12 @@ impl Tx<'_> {
                     .bind(&row.reseller_email)
             },
         )
-        .await
+        .await?;
+        self.insert_account_terms(rows).await
     }
 
-    /// Inserts many domains with few statements (their accounts must exist);
-    /// [`StoreError::Conflict`] naming the first domain that already existed.
+    /// Inserts many domains with few statements (their accounts must exist), and their search
+    /// terms; [`StoreError::Conflict`] naming the first domain that already existed.
     pub async fn insert_domains(&mut self, rows: &[DomainRow]) -> Result<(), StoreError> {
         let insert = BatchInsert {
             what: "domain",
@@ -882,7 +961,8 @@ impl Tx<'_> {
                     .bind(row.updated_at)
             },
         )
-        .await
+        .await?;
+        self.insert_domain_terms(rows).await
     }
 
     /// The shape of the batch inserts: `INSERT INTO … VALUES (…), (…) ON CONFLICT … DO NOTHING

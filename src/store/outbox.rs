@@ -99,6 +99,38 @@ impl Store {
         .await?)
     }
 
+    /// The notices of a migration about these accounts or addressed to exactly `recipients` (a
+    /// JSON array, as stored), oldest first: what one customer was told.
+    pub async fn notices_to_customer(
+        &self,
+        migration_id: &str,
+        users: &[String],
+        recipients: Option<&str>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut rows: Vec<OutboxRow> = Vec::new();
+        for chunk in users.chunks(500) {
+            let list = (0..chunk.len()).map(|n| format!("${}", n + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT * FROM outbox WHERE migration_id = $1 AND account IN ({list})");
+            let mut query = sqlx::query_as(&sql).bind(migration_id);
+            for user in chunk {
+                query = query.bind(user);
+            }
+            rows.extend(query.fetch_all(&self.pool).await?);
+        }
+        if let Some(recipients) = recipients {
+            let more: Vec<OutboxRow> =
+                sqlx::query_as("SELECT * FROM outbox WHERE migration_id = $1 AND recipients = $2")
+                    .bind(migration_id)
+                    .bind(recipients)
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.extend(more);
+        }
+        rows.sort_by_key(|row| row.id);
+        rows.dedup_by_key(|row| row.id);
+        Ok(rows)
+    }
+
     /// The notices with these ids, in id order, without their texts (`subject` and `body`
     /// empty, `html` none): what a batch of send jobs decides by before it reads the texts
     /// with the attempts.

@@ -1,5 +1,6 @@
 //! One integration test binary: real servers on loopback, the real daemon in-process.
 mod advance;
+mod api_contract;
 mod classify;
 mod cli;
 mod contracts;
@@ -16,10 +17,12 @@ mod inventory;
 mod layers;
 mod leases;
 mod mail_cutover;
+mod metrics;
 mod notify;
 mod plan;
 mod resellers;
 mod rfc2136;
+mod search;
 mod send_batches;
 mod sim;
 mod sim_mail;
@@ -28,5 +31,7 @@ mod ssh;
 mod store;
 mod support;
 mod transfer_control;
+mod web;
+mod web_browser;
 mod webhook_crash;
 mod whm;

@@ -1,5 +1,6 @@
 //! Test harness: starts and stops real servers on loopback.
 pub mod bind;
+pub mod chromium;
 pub mod daemon;
 pub mod pdns;
 pub mod pg;
