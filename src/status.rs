@@ -249,44 +249,132 @@ pub struct HeldAccount {
     pub reason: Option<String>,
 }
 
+/// Account states at or past the verification on the target.
+const VERIFIED: &[&str] = &["verified", "switched", "notified", "syncing_mail", "checking_mail", "done"];
+/// Domain states that answer with the target (or, on external DNS, show it).
+const REPOINTED: &[&str] = &["repointed", "serving_target", "ttl_restored", "propagated"];
+/// Account states that wait for an operator.
+const HELD: &[&str] = &["held", "failed", "awaiting_target_ip"];
+
 impl Progress {
     /// The progress `status` shows.
     pub fn of(status: &MigrationStatus) -> Progress {
-        let count =
-            |states: &[&str]| status.accounts.iter().filter(|a| states.contains(&a.state.as_str())).count();
-        const VERIFIED: &[&str] =
-            &["verified", "switched", "notified", "syncing_mail", "checking_mail", "done"];
-        let transferred = count(&["restored"]) + count(VERIFIED);
-        let domains = status.accounts.iter().flat_map(|a| &a.domains);
-        let repointable: Vec<&DomainStatus> = domains.filter(|d| d.state != "not_repointed").collect();
-        let repointed = repointable
+        let held = status
+            .accounts
             .iter()
-            .filter(|d| {
-                matches!(d.state.as_str(), "repointed" | "serving_target" | "ttl_restored" | "propagated")
-            })
-            .count();
+            .filter(|a| HELD.contains(&a.state.as_str()))
+            .map(|a| HeldAccount { user: a.user.clone(), state: a.state.clone(), reason: a.reason.clone() })
+            .collect();
+        let notices = (status.notices_queued, status.notices_sent);
+        Progress::from_counts(
+            &status.state,
+            &status.accounts_by_state,
+            &status.domains_by_state,
+            notices,
+            held,
+        )
+    }
+
+    fn from_counts(
+        state: &str,
+        accounts: &BTreeMap<String, usize>,
+        domains: &BTreeMap<String, usize>,
+        (notices, notices_sent): (usize, usize),
+        held: Vec<HeldAccount>,
+    ) -> Progress {
+        let count =
+            |states: &[&str]| states.iter().map(|s| accounts.get(*s).copied().unwrap_or(0)).sum::<usize>();
+        let all_domains: usize = domains.values().sum();
+        let repointed = REPOINTED.iter().map(|s| domains.get(*s).copied().unwrap_or(0)).sum();
         Progress {
-            state: status.state.clone(),
-            accounts: status.accounts.len(),
-            transferred,
+            state: state.to_owned(),
+            accounts: accounts.values().sum(),
+            transferred: count(&["restored"]) + count(VERIFIED),
             verified: count(VERIFIED),
             arrived: count(&["done", "rolled_back"]),
-            domains: repointable.len(),
+            domains: all_domains - domains.get("not_repointed").copied().unwrap_or(0),
             repointed,
-            notices: status.notices_queued,
-            notices_sent: status.notices_sent,
-            held: status
-                .accounts
-                .iter()
-                .filter(|a| matches!(a.state.as_str(), "held" | "failed" | "awaiting_target_ip"))
-                .map(|a| HeldAccount {
-                    user: a.user.clone(),
-                    state: a.state.clone(),
-                    reason: a.reason.clone(),
-                })
-                .collect(),
-            finished: matches!(status.state.as_str(), "settled" | "aborted"),
+            notices,
+            notices_sent,
+            held,
+            finished: matches!(state, "settled" | "aborted"),
         }
+    }
+}
+
+/// How far migration `id` is, read from the store's counts by state and the held accounts
+/// alone (not every account's row): what the status page's overview, the API's progress and
+/// `siirto watch` show, the same figures as [`Progress::of`] its full status.
+pub async fn progress(store: &Store, id: &str) -> anyhow::Result<Progress> {
+    let row = store.require_migration(id).await?;
+    let counts = store.counts_of(id).await?;
+    let mut held = Vec::new();
+    for account in store.accounts_in_states(id, HELD, 1000).await? {
+        let state = account_state(&account)?;
+        held.push(HeldAccount {
+            user: account.user.clone(),
+            state: state.name().to_owned(),
+            reason: reason_of(id, &account, &state),
+        });
+    }
+    held.sort_by(|a, b| a.user.cmp(&b.user));
+    let notices = (counts.notices, counts.notices_sent);
+    Ok(Progress::from_counts(&row.state, &counts.accounts, &counts.domains, notices, held))
+}
+
+/// A migration at a glance: the status page's overview, read from counts (not every row).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    /// The migration's id.
+    pub id: String,
+    /// Source host name.
+    pub source: String,
+    /// Target host name.
+    pub target: String,
+    /// The migration's state name.
+    pub state: String,
+    /// The earliest cutover time (RFC 3339).
+    pub cutover_at: String,
+    /// The dated steps from the playbook.
+    pub schedule: Vec<crate::plan::ScheduleItem>,
+    /// Accounts per state name.
+    pub accounts_by_state: BTreeMap<String, usize>,
+    /// Domains per state name.
+    pub domains_by_state: BTreeMap<String, usize>,
+    /// How far it is, with the accounts waiting for an operator.
+    pub progress: Progress,
+}
+
+/// Migration `id` at a glance ([`Overview`]).
+pub async fn overview(store: &Store, id: &str) -> anyhow::Result<Overview> {
+    let row = store.require_migration(id).await?;
+    let playbook = playbook_of(&row)?;
+    let counts = store.counts_of(id).await?;
+    let progress = progress(store, id).await?;
+    Ok(Overview {
+        id: row.id.clone(),
+        source: row.source_host.clone(),
+        target: row.target_host.clone(),
+        state: row.state.clone(),
+        cutover_at: from_millis(row.cutover_at).to_rfc3339(),
+        schedule: crate::plan::schedule(&playbook, from_millis(row.cutover_at)),
+        accounts_by_state: counts.accounts,
+        domains_by_state: counts.domains,
+        progress,
+    })
+}
+
+/// Why an account is held or failed, or what it waits for, if it does.
+fn reason_of(id: &str, account: &AccountRow, state: &AccountState) -> Option<String> {
+    match state {
+        AccountState::Held { reason, .. }
+        | AccountState::Failed { reason, .. }
+        | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
+        AccountState::AwaitingTargetIp { source_ip } => Some(format!(
+            "waiting for a target IP: on the dedicated IP {source_ip} at the source (siirto assign-ip {id} {} IP)",
+            account.user
+        )),
+        _ => None,
     }
 }
 
@@ -375,16 +463,7 @@ async fn account_statuses(
     let mut statuses = Vec::with_capacity(accounts.len());
     for a in accounts {
         let state = account_state(a)?;
-        let reason = match &state {
-            AccountState::Held { reason, .. }
-            | AccountState::Failed { reason, .. }
-            | AccountState::RolledBack { reason, .. } => Some(reason.clone()),
-            AccountState::AwaitingTargetIp { source_ip } => Some(format!(
-                "waiting for a target IP: on the dedicated IP {source_ip} at the source (siirto assign-ip {id} {} IP)",
-                a.user
-            )),
-            _ => None,
-        };
+        let reason = reason_of(id, a, &state);
         statuses.push(AccountStatus {
             user: a.user.clone(),
             main_domain: a.main_domain.clone(),

@@ -2,7 +2,7 @@
 //! progress bars (indicatif) for the transfer, the verification, the repoint and the notices,
 //! and the accounts waiting for an operator printed above them as they change; in a pipe or a
 //! file, a line each time the progress changes (`--json`: a [`Progress`] object a line). It
-//! reads [`status::migration_status`], the query `siirto status` prints, and exits once the
+//! reads [`status::progress`], the query the status page's overview reads, and exits once the
 //! migration is settled or aborted.
 
 use std::io::IsTerminal;
@@ -18,7 +18,7 @@ pub async fn watch(store: &Store, id: &str, interval: Duration, json: bool) -> a
     let mut view = if json || !std::io::stderr().is_terminal() { View::Lines { json } } else { View::bars() };
     let mut last: Option<Progress> = None;
     loop {
-        let progress = Progress::of(&status::migration_status(store, id).await?);
+        let progress = status::progress(store, id).await?;
         if last.as_ref() != Some(&progress) {
             view.show(&progress, last.as_ref())?;
         }

@@ -40,6 +40,7 @@ pub use self::rows::{
     AccountRow, DedicatedIpRow, DomainRow, EventRow, JobRow, MigrationRow, NewEvent, NewJob, NewNotice,
     OutboxRow, account_state, domain_state, migration_state,
 };
+pub use self::stats::MigrationCounts;
 pub use self::terms::{
     MAX_TERM_CHARS, Probe, ProbeKind, TermField, TermHit, name_term, name_words, normalized_term,
 };

@@ -11,7 +11,52 @@
 use crate::metrics::StoreGauges;
 use crate::store::{Store, StoreError};
 
+/// How many of one migration's accounts, domains and notices are in each state: what its
+/// progress is drawn from, without reading its rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationCounts {
+    /// Accounts per state name.
+    pub accounts: std::collections::BTreeMap<String, usize>,
+    /// Domains per state name.
+    pub domains: std::collections::BTreeMap<String, usize>,
+    /// Notices not skipped.
+    pub notices: usize,
+    /// Notices sent.
+    pub notices_sent: usize,
+    /// Notices skipped as too late.
+    pub notices_skipped: usize,
+}
+
 impl Store {
+    /// One migration's counts by state ([`MigrationCounts`]), from the state indexes.
+    pub async fn counts_of(&self, migration_id: &str) -> Result<MigrationCounts, StoreError> {
+        let accounts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM accounts WHERE migration_id = $1 GROUP BY state")
+                .bind(migration_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let domains: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM domains WHERE migration_id = $1 GROUP BY state")
+                .bind(migration_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let (all, sent, skipped): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), SUM(CASE WHEN sent_at IS NOT NULL THEN 1 ELSE 0 END),                     SUM(CASE WHEN skipped_at IS NOT NULL THEN 1 ELSE 0 END)              FROM outbox WHERE migration_id = $1",
+        )
+        .bind(migration_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let n = |count: i64| usize::try_from(count).unwrap_or(0);
+        let skipped = n(skipped.unwrap_or(0));
+        Ok(MigrationCounts {
+            accounts: accounts.into_iter().map(|(state, count)| (state, n(count))).collect(),
+            domains: domains.into_iter().map(|(state, count)| (state, n(count))).collect(),
+            notices: n(all).saturating_sub(skipped),
+            notices_sent: n(sent.unwrap_or(0)),
+            notices_skipped: skipped,
+        })
+    }
+
     /// The counts behind the metrics' store gauges, read now (`now_ms`: unix milliseconds, for
     /// the age of the oldest due job). The four reads are not one snapshot: a job that finishes
     /// between two of them shows in one count and not the other, which a gauge can live with.

@@ -230,8 +230,8 @@ pub async fn progress(State(app): State<App>, Path(MigrationPath { id }): Path<M
         Ok(id) => id,
         Err(bad) => return bad.into_response(),
     };
-    match status::migration_status(&app.store, id.as_str()).await {
-        Ok(status) => Json(Progress::of(&status)).into_response(),
+    match status::progress(&app.store, id.as_str()).await {
+        Ok(progress) => Json(progress).into_response(),
         Err(err) => read_failed(err),
     }
 }

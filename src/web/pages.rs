@@ -325,11 +325,11 @@ pub async fn overview(
     if crate::names::MigrationId::parse(&id).is_err() {
         return (StatusCode::BAD_REQUEST, "not a migration id\n").into_response();
     }
-    let status = match status::migration_status(&app.store, &id).await {
+    let status = match status::overview(&app.store, &id).await {
         Ok(status) => status,
         Err(err) => return failed(err),
     };
-    let progress = Progress::of(&status);
+    let progress = status.progress.clone();
     let events = match app.store.events_latest(&id, 20).await {
         Ok(rows) => rows.iter().map(status::log_entry).collect::<Vec<_>>(),
         Err(err) => return failed(err.into()),
@@ -348,8 +348,7 @@ pub async fn overview(
             next_stage,
             s => status,
             live => format!("/live/{id}"),
-            // The overview reads the whole migration: refreshed at most every 2 s.
-            every => 2000,
+            every => 1000,
             part => format!("/m/{id}?part=main"),
         },
     )

@@ -73,6 +73,12 @@ async fn migrate(database: Option<&str>, reads: Reads) {
     let daemon = Daemon::start(rig.engine("it-daemon", 8));
     let status = wait_cut_over(&rig).await;
     daemon.stop().await;
+    // What the status page and `siirto watch` read from counts is what the full status says,
+    // the held account and its reason included.
+    let progress = siirto::status::progress(&rig.store, rig.id.as_str()).await.unwrap();
+    let full = siirto::status::migration_status(&rig.store, rig.id.as_str()).await.unwrap();
+    assert_eq!(progress, siirto::status::Progress::of(&full));
+    assert_eq!(progress.held.iter().map(|h| h.user.as_str()).collect::<Vec<_>>(), [failing.as_str()]);
     // The checker asks over UDP; what pdns got over TCP were the daemon's transfers, at least
     // one to lower and one to repoint each zone when it reads by AXFR, none otherwise.
     let tcp_queries = rig.pdns.statistic("tcp-queries").await.unwrap() - transfers_before;

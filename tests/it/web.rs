@@ -321,6 +321,11 @@ async fn customer_service_finds_a_customer_and_reads_what_they_were_told() {
     })
     .await;
     daemon.stop().await;
+    // The overview's progress, read from counts, is the full status's.
+    let full = siirto::status::migration_status(&rig.store, rig.id.as_str()).await.unwrap();
+    let counted = siirto::status::progress(&rig.store, rig.id.as_str()).await.unwrap();
+    assert_eq!(counted, siirto::status::Progress::of(&full));
+    assert_eq!(counted.arrived, 3, "{counted:?}");
     let addr = serve(&rig).await;
     let http = client();
     let viewer = token(&rig, "viewer");
