@@ -103,6 +103,7 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("domains", "Domains", "Verkkotunnukset"),
     ("domain", "Domain", "Verkkotunnus"),
     ("customer", "Customer", "Asiakas"),
+    ("contract", "Contract", "Sopimus"),
     ("email", "E-mail", "Sähköposti"),
     ("reseller", "Reseller", "Jälleenmyyjä"),
     ("language", "Language", "Kieli"),
