@@ -1,12 +1,13 @@
 //! The live feed: server-sent events of a migration's event log (`GET /live/{id}`), each with
-//! its event id, so a browser that lost the connection resumes with `Last-Event-ID` and misses
-//! nothing. `?accounts=a,b` narrows it to those accounts (and the migration's own events).
+//! an SSE id up to which everything was sent (the log entry's own id is in its data), so a
+//! browser that lost the connection resumes with `Last-Event-ID` and misses nothing. `?accounts=a,b` narrows it to those accounts (and the migration's own events).
 //!
 //! The feed reads the store, not the engine: every daemon on the database writes events, and
-//! any one of them serves the page. On PostgreSQL two transactions can commit their event ids
-//! out of order, so each poll reads again everything above the highest id seen more than a few
-//! seconds ago and skips the ones already handled: an event committed late behind a higher id
-//! still goes out.
+//! any one of them serves the page. It reads every migration's new events (indexed by id) and
+//! keeps its own, so a gap in the ids is a real one: on PostgreSQL two transactions can commit
+//! their event ids out of order, and the feed waits at such a hole (a few seconds at most, for
+//! an id a rolled-back transaction took) while it sends what is above it, so an event committed
+//! late behind a higher id still goes out, once.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
@@ -84,53 +85,86 @@ struct Feed {
     app: App,
     id: String,
     accounts: BTreeSet<String>,
-    /// Every event up to this id was handled (sent, or not wanted).
+    /// Every event (of any migration) up to this id was handled: sent, not wanted, or given up
+    /// as never committed.
     floor: i64,
-    /// Events above the floor handled already, with when: an id below the highest one that
-    /// was not seen yet may still commit; once the highest seen one is older than the window,
-    /// the floor moves up to it.
-    seen: BTreeMap<i64, Instant>,
+    /// Ids above the floor handled already.
+    seen: BTreeSet<i64>,
+    /// Ids above the floor not seen while a higher one was, with when that was noticed: an
+    /// event still being committed, or an id a rolled-back transaction took.
+    holes: BTreeMap<i64, Instant>,
     /// Read and not yet sent.
     ready: VecDeque<EventRow>,
 }
 
+/// The most events one read takes; a feed far behind reads again at once.
+const PAGE: i64 = 1000;
+
 impl Feed {
     fn new(app: App, id: String, accounts: BTreeSet<String>, floor: i64) -> Feed {
-        Feed { app, id, accounts, floor, seen: BTreeMap::new(), ready: VecDeque::new() }
+        Feed {
+            app,
+            id,
+            accounts,
+            floor,
+            seen: BTreeSet::new(),
+            holes: BTreeMap::new(),
+            ready: VecDeque::new(),
+        }
     }
 
     fn wanted(&self, row: &EventRow) -> bool {
-        self.accounts.is_empty() || row.account.as_ref().is_none_or(|a| self.accounts.contains(a))
+        row.migration_id == self.id
+            && (self.accounts.is_empty() || row.account.as_ref().is_none_or(|a| self.accounts.contains(a)))
     }
 
-    /// Reads what is new above the floor, skipping what was seen, then moves the floor up to
-    /// the highest id seen longer ago than the window.
-    async fn read(&mut self) {
+    /// Reads the store's events above the floor (all migrations', so a gap in the ids is a real
+    /// one), keeps this feed's, and moves the floor past everything seen and past holes older
+    /// than the window. Returns whether a whole page was read (more may wait).
+    async fn read(&mut self) -> bool {
         let now = Instant::now();
-        match self.app.store.events_after(&self.id, self.floor).await {
-            Ok(rows) => {
-                for row in rows {
-                    if self.seen.contains_key(&row.id) {
-                        continue;
-                    }
-                    self.seen.insert(row.id, now);
-                    if self.wanted(&row) {
-                        self.ready.push_back(row);
-                    }
+        let rows = match self.app.store.events_since(self.floor, PAGE).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %err, "the live feed could not read the store; trying again");
+                return false;
+            }
+        };
+        let full = rows.len() as i64 == PAGE;
+        for row in rows {
+            if !self.seen.insert(row.id) {
+                continue;
+            }
+            self.holes.remove(&row.id);
+            if self.wanted(&row) {
+                self.ready.push_back(row);
+            }
+        }
+        let top = self.seen.last().copied().unwrap_or(self.floor);
+        // A jump of more ids than this is a sequence's, not transactions in flight: no need to
+        // wait for each.
+        if top - self.floor <= 10 * PAGE {
+            for id in self.floor + 1..top {
+                if !self.seen.contains(&id) {
+                    self.holes.entry(id).or_insert(now);
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "the live feed could not read the store; trying again"),
         }
-        let settled = self
-            .seen
-            .iter()
-            .filter(|(_, at)| now.duration_since(**at) > LATE_COMMIT_WINDOW)
-            .map(|(id, _)| *id)
-            .max();
-        if let Some(settled) = settled {
-            self.floor = self.floor.max(settled);
-            self.seen.retain(|id, _| *id > settled);
+        loop {
+            let next = self.floor + 1;
+            let given_up =
+                self.holes.get(&next).is_some_and(|at| now.duration_since(*at) > LATE_COMMIT_WINDOW);
+            if self.seen.remove(&next) || given_up {
+                self.holes.remove(&next);
+                self.floor = next;
+            } else if self.holes.is_empty() && self.seen.first().is_some_and(|first| *first > next) {
+                // Nothing missing below what was seen (a jump too large to track): skip to it.
+                self.floor = self.seen.first().copied().unwrap_or(next) - 1;
+            } else {
+                break;
+            }
         }
+        full
     }
 }
 
@@ -140,11 +174,15 @@ fn stream(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
             if let Some(row) = feed.ready.pop_front() {
                 let entry = crate::status::log_entry(&row);
                 let data = serde_json::json!({ "migration": row.migration_id, "entry": entry }).to_string();
-                let event = Event::default().id(row.id.to_string()).event("change").data(data);
+                // The event's SSE id is where a resumed feed starts: everything up to it was
+                // sent, so nothing is lost; an event above a hole may come twice.
+                let cursor = feed.ready.iter().map(|r| r.id - 1).min().unwrap_or(feed.floor).min(feed.floor);
+                let event = Event::default().id(cursor.to_string()).event("change").data(data);
                 return Some((Ok(event), feed));
             }
-            tokio::time::sleep(POLL).await;
-            feed.read().await;
+            if !feed.read().await {
+                tokio::time::sleep(POLL).await;
+            }
         }
     })
 }

@@ -231,14 +231,24 @@ async fn health_readiness_and_metrics() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
-/// The server-sent events of `url` until `count` have arrived: (id, data) pairs.
+/// One server-sent event of the live feed.
+struct Sse {
+    /// Its SSE id: where a resumed feed starts.
+    cursor: i64,
+    /// The log entry's own id.
+    id: i64,
+    /// Its data.
+    data: String,
+}
+
+/// The server-sent events of `url` until `count` have arrived.
 async fn read_events(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     last: Option<i64>,
     count: usize,
-) -> Vec<(i64, String)> {
+) -> Vec<Sse> {
     let mut request = http.get(url).bearer_auth(token);
     if let Some(last) = last {
         request = request.header("last-event-id", last.to_string());
@@ -258,11 +268,13 @@ async fn read_events(
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
-            let id =
+            let cursor =
                 block.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse::<i64>().unwrap());
             let data = block.lines().filter_map(|l| l.strip_prefix("data:")).collect::<Vec<_>>().join("\n");
-            if let Some(id) = id {
-                events.push((id, data));
+            if let Some(cursor) = cursor {
+                let value: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+                let id = value["entry"]["id"].as_i64().unwrap();
+                events.push(Sse { cursor, id, data });
             }
         }
     }
@@ -281,9 +293,11 @@ async fn the_live_feed_resumes_after_a_dropped_connection_without_losing_an_even
     assert!(written.len() >= 4, "planning and starting wrote events: {}", written.len());
     // The first three, then the connection drops.
     let first = read_events(&http, &url, &viewer, None, 3).await;
-    let ids: Vec<i64> = first.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<i64> = first.iter().map(|e| e.id).collect();
     assert_eq!(ids, written.iter().take(3).map(|e| e.id).collect::<Vec<_>>());
-    assert!(first[0].1.contains(&format!("\"migration\":\"{}\"", rig.id)), "{}", first[0].1);
+    assert!(first[0].data.contains(&format!("\"migration\":\"{}\"", rig.id)), "{}", first[0].data);
+    let resume_at = first[2].cursor;
+    assert!(resume_at >= ids[2], "everything up to the cursor was sent");
     // Meanwhile, more happens.
     let api = format!("http://{addr}/api/v1/migrations/{}", rig.id);
     for action in ["pause", "resume", "pause"] {
@@ -293,9 +307,9 @@ async fn the_live_feed_resumes_after_a_dropped_connection_without_losing_an_even
     let written = rig.store.events(rig.id.as_str()).await.unwrap();
     let missed: Vec<i64> = written.iter().map(|e| e.id).filter(|id| *id > ids[2]).collect();
     // The browser reconnects with the last id it saw, and gets exactly what it missed, in order.
-    let rest = read_events(&http, &url, &viewer, Some(ids[2]), missed.len()).await;
-    assert_eq!(rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), missed);
-    assert!(rest.last().unwrap().1.contains("migration_paused"), "{:?}", rest.last());
+    let rest = read_events(&http, &url, &viewer, Some(resume_at), missed.len()).await;
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), missed);
+    assert!(rest.last().unwrap().data.contains("migration_paused"), "{}", rest.last().unwrap().data);
     // A feed without a starting point begins with what happens next.
     let fresh = format!("http://{addr}/live/{}", rig.id);
     let next = tokio::spawn({
@@ -306,7 +320,7 @@ async fn the_live_feed_resumes_after_a_dropped_connection_without_losing_an_even
     let resumed = http.post(format!("{api}/resume")).bearer_auth(&operator).send().await.unwrap();
     assert_eq!(resumed.status(), StatusCode::OK);
     let next = next.await.unwrap();
-    assert!(next[0].1.contains("migration_resumed"), "{:?}", next);
+    assert!(next[0].data.contains("migration_resumed"), "{}", next[0].data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -433,4 +447,55 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#x27;")
         .replace('/', "&#x2f;")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_committed_after_a_higher_one_still_reaches_the_live_feed_once() {
+    // PostgreSQL hands out event ids when the rows are written, not when their transactions
+    // commit: the feed must not move past an id whose transaction is still open.
+    let pg = crate::support::pg::PgDatabase::create().await;
+    let options = RigOptions { database: Some(pg.url().to_owned()), ..RigOptions::new("web-late", 2) };
+    let rig = SimRig::start(options).await;
+    rig.plan_and_start(PLAYBOOK).await;
+    let addr = serve(&rig).await;
+    let http = client();
+    let viewer = token(&rig, "viewer");
+    let last = rig.store.events(rig.id.as_str()).await.unwrap().last().unwrap().id;
+    let url = format!("http://{addr}/live/{}?after={last}", rig.id);
+    let reader = tokio::spawn({
+        let (http, viewer, url) = (http.clone(), viewer.clone(), url.clone());
+        async move { read_events(&http, &url, &viewer, None, 2).await }
+    });
+    let event = |kind: &str| siirto::store::NewEvent {
+        migration_id: rig.id.to_string(),
+        account: None,
+        domain: None,
+        kind: kind.to_owned(),
+        detail: "{}".to_owned(),
+        actor: "test".to_owned(),
+        at: 0,
+    };
+    let mut slow = rig.store.begin().await.unwrap();
+    let early = slow.append_event(&event("written_first_committed_last")).await.unwrap();
+    let mut fast = rig.store.begin().await.unwrap();
+    let later = fast.append_event(&event("written_second_committed_first")).await.unwrap();
+    fast.commit().await.unwrap();
+    assert!(early < later, "ids {early} < {later}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    slow.commit().await.unwrap();
+    let got = reader.await.unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [later, early]);
+    assert!(got[0].cursor < early, "while the early one was not sent, the cursor stays below it");
+    assert!(got[1].cursor >= later, "{}", got[1].cursor);
+    // Resumed from the last cursor, the feed sends neither again.
+    let more = http
+        .get(format!("http://{addr}/live/{}", rig.id))
+        .bearer_auth(&viewer)
+        .header("last-event-id", got[1].cursor.to_string());
+    let mut response = more.send().await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(1200), response.chunk()).await;
+    assert!(
+        quiet.is_err()
+            || quiet.unwrap().unwrap().is_none_or(|c| !String::from_utf8_lossy(&c).contains("id:"))
+    );
 }
