@@ -84,8 +84,9 @@
 //!   dated schedule, what changed since the last plan of the same source; it records the
 //!   migration (its JSON schema is the module doc). [`status`] — where things stand, the
 //!   event log in words (`siirto log`; each state machine's event describes itself in [`domain`])
-//!   and what each notice became (`siirto notices list`), and `status::Progress`, how far a
-//!   migration is.
+//!   and what each notice became (`siirto notices list`), `status::Progress` and
+//!   `status::overview`, how far a migration is (read from its counts by state), and
+//!   `status::timeline`, one customer's accounts, next steps, records to change and notices.
 //!   [`search`] — customer service's search over every migration: a query (domain, `www.` or
 //!   sub-name, IDN, user, customer name word, contact address, contract id, reseller) becomes a
 //!   few exact or prefix probes of the store's search terms, written with the accounts and
