@@ -180,7 +180,10 @@ fn stream(feed: Feed) -> impl Stream<Item = Result<Event, Infallible>> {
                 let event = Event::default().id(cursor.to_string()).event("change").data(data);
                 return Some((Ok(event), feed));
             }
-            if !feed.read().await {
+            // Read again at once when a whole page came (more may wait); wait a poll when
+            // nothing did.
+            let full = feed.read().await;
+            if feed.ready.is_empty() && !full {
                 tokio::time::sleep(POLL).await;
             }
         }

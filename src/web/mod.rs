@@ -45,7 +45,14 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Where people reach the page, when configured.
     pub public_url: Option<String>,
+    /// The page's and the API's reads at once: fewer than the store's connections, so a crowd
+    /// of readers cannot keep the engine's steps from the database.
+    pub reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many page and API requests read the store at once (the pool has 8 connections on
+/// SQLite, 10 on PostgreSQL).
+pub const CONCURRENT_READS: usize = 4;
 
 impl App {
     /// The app of `config`, on `store`.
@@ -56,6 +63,7 @@ impl App {
             access: Arc::new(Access::from_config(&config.web)),
             clock,
             public_url: config.web.public_url.clone(),
+            reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
         })
     }
 }
@@ -143,10 +151,30 @@ pub fn router(app: App) -> Router {
         router = router.route(route.path, handler);
     }
     router
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), read_limit))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth::guard))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)
+}
+
+/// Page and API requests take a turn from [`App::reads`] (the live feed, which holds its
+/// connection open and reads a few rows a poll, and the health checks do not).
+async fn read_limit(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let free =
+        path.starts_with("/live/") || matches!(path, "/healthz" | "/readyz") || path.starts_with("/static/");
+    if free {
+        return next.run(request).await;
+    }
+    let Ok(_turn) = app.reads.clone().acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response();
+    };
+    next.run(request).await
 }
 
 /// Headers every answer carries: no framing, no sniffing, scripts and styles only our own.
