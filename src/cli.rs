@@ -81,6 +81,11 @@ pub enum Command {
     ///
     /// Example: siirto retry old1-to-new1 --account kukka0001
     Retry(RetryArgs),
+    /// Acknowledge an operator task (a change siirto cannot make, listed by `siirto status`
+    /// with its number until acknowledged).
+    ///
+    /// Example: siirto ack 42 --by maija --note "spam filter route changed"
+    Ack(AckArgs),
     /// Assign a dedicated address of the target to an account on a dedicated IP at the source
     /// (it waits for one, and then moves after every other account).
     ///
@@ -251,6 +256,19 @@ pub struct RetryArgs {
     /// The held account's cPanel user.
     #[arg(long)]
     pub account: String,
+}
+
+/// `siirto ack` arguments.
+#[derive(Debug, Args)]
+pub struct AckArgs {
+    /// The task's number, as `siirto status` lists it.
+    pub task: i64,
+    /// Who did it.
+    #[arg(long)]
+    pub by: String,
+    /// What was done, for the timeline.
+    #[arg(long)]
+    pub note: Option<String>,
 }
 
 /// `siirto assign-ip` arguments.
@@ -647,6 +665,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let user = AccountName::parse(&args.account).map_err(|e| anyhow!("{e}"))?;
             let state = crate::ops::retry(&store, &parse_id(&args.migration)?, &user, &actor(), now).await?;
             output::line(&format!("account {} is {} again", args.account, state.name()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ack(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let done = crate::ops::ack_task(&store, args.task, &args.by, args.note.as_deref(), now).await?;
+            output::line(&format!(
+                "operator task {} of migration {} acknowledged by {}: {}",
+                done.task, done.migration, args.by, done.what
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::AssignIp(args) => {

@@ -288,7 +288,10 @@ pub fn statuses(statuses: &[MigrationStatus], as_json: bool) -> anyhow::Result<(
                 status.operator_tasks.len()
             ));
             for task in &status.operator_tasks {
-                line(&format!("    {} ({}): {}", task.domain, task.account, task.task));
+                line(&format!(
+                    "    #{} {} ({}): {} — siirto ack {} --by NAME",
+                    task.id, task.domain, task.account, task.task, task.id
+                ));
             }
         }
         for job in &status.failing_jobs {

@@ -58,6 +58,8 @@ pub struct MigrationStatus {
 /// An operator task on the timeline.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OpenTask {
+    /// Its number (`siirto ack NUMBER`).
+    pub id: i64,
     /// The account it concerns.
     pub account: String,
     /// The domain it concerns.
@@ -540,18 +542,26 @@ fn domain_status(
     }
 }
 
-/// The operator tasks on a migration's timeline, in the order written.
-async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>> {
+/// The operator tasks on a migration's timeline not acknowledged yet, in the order written.
+pub async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>> {
     let mut tasks = Vec::new();
-    for event in store.events_of_kinds(id, &["operator_task"]).await? {
+    let mut done = std::collections::BTreeSet::new();
+    let events = store.events_of_kinds(id, &["operator_task", "operator_task_acknowledged"]).await?;
+    for event in &events {
         let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+        if event.kind == "operator_task_acknowledged" {
+            done.extend(detail["task"].as_i64());
+            continue;
+        }
         tasks.push(OpenTask {
+            id: event.id,
             account: event.account.clone().unwrap_or_default(),
             domain: event.domain.clone().unwrap_or_default(),
             task: detail["task"].as_str().unwrap_or_default().to_owned(),
             since: from_millis(event.at).to_rfc3339(),
         });
     }
+    tasks.retain(|task| !done.contains(&task.id));
     Ok(tasks)
 }
 
@@ -1040,7 +1050,11 @@ pub fn describe_event(row: &EventRow) -> String {
         }
         "site_ip_set" => format!("site address set to {} on the target", text("to")),
         "transfer_item_refused" => format!("the target refused the transfer item: {}", text("message")),
-        "operator_task" => format!("operator task: {}", text("task")),
+        "operator_task" => format!("operator task {}: {}", row.id, text("task")),
+        "operator_task_acknowledged" => {
+            let note = detail["note"].as_str().map(|n| format!(" ({n})")).unwrap_or_default();
+            format!("operator task {} done: {}{note}", detail["task"], text("what"))
+        }
         "transfer_item_already_queued" => {
             "the transfer item was already queued by an earlier run (a repeat, not a refusal)".to_owned()
         }

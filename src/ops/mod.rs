@@ -1,8 +1,8 @@
 //! One door per operator action. Every verb a person performs on a migration — approve,
 //! start (which runs the pre-flight), pre-flight, pause, resume, abort, retry, roll back, assign
-//! an IP — is one function here, taking the store, the adapters it needs, the arguments, the
+//! an IP, acknowledge an operator task — is one function here, taking the store, the adapters it needs, the arguments, the
 //! actor and `now`, and returning a typed outcome. The CLI's handlers parse, call one of these
-//! and print the outcome; the status page's handlers will do the same (STYLE.md #4a, cargo's
+//! and print the outcome; the status page's handlers do the same (STYLE.md #4a, cargo's
 //! `ops`). The daemon reconciles what they record.
 //!
 //! Each action changes the store in one transaction: the transition, the event (with who did
@@ -13,6 +13,7 @@
 
 mod account;
 mod migration;
+mod tasks;
 
 use anyhow::anyhow;
 
@@ -21,6 +22,7 @@ pub use self::migration::{
     Rescheduled, SessionControl, StartOutcome, abort, active_sessions, approve, pause, preflight, reschedule,
     resume, start,
 };
+pub use self::tasks::{Acknowledged, ack_task};
 use crate::domain::{MigrationEvent, MigrationState, Timestamp, migration_transition, to_millis};
 use crate::engine::JobKind;
 use crate::names::MigrationId;

@@ -677,6 +677,11 @@ impl Store {
         Ok(rows)
     }
 
+    /// One event, by its id.
+    pub async fn event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
+    }
+
     /// The latest `limit` events of a migration, newest first.
     pub async fn events_latest(&self, migration_id: &str, limit: i64) -> Result<Vec<EventRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM events WHERE migration_id = $1 ORDER BY id DESC LIMIT $2")

@@ -39,6 +39,13 @@ pub enum Action {
         /// Why.
         reason: String,
     },
+    /// Acknowledge an operator task of the migration.
+    Ack {
+        /// The task's number.
+        task: i64,
+        /// What was done.
+        note: Option<String>,
+    },
     /// Give an account waiting for one its dedicated address on the target.
     AssignIp {
         /// The account.
@@ -116,6 +123,7 @@ pub async fn perform(
     };
     let reason = match &action {
         Action::Abort { reason } | Action::Rollback { reason, .. } => Some(reason),
+        Action::Ack { note: Some(note), .. } => Some(note),
         _ => None,
     };
     if reason.is_some_and(|r| r.chars().count() > MAX_REASON) {
@@ -190,6 +198,18 @@ pub async fn perform(
                 state.name(),
                 format!("account {user} is being rolled back to the source"),
             ))
+        }
+        Action::Ack { task, note } => {
+            let event = store.event(task).await.map_err(|e| refused(e.into()))?;
+            if !event.is_some_and(|e| e.migration_id == id.as_str() && e.kind == "operator_task") {
+                return Err(ActionError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("migration {id} has no operator task {task}"),
+                ));
+            }
+            let done =
+                crate::ops::ack_task(store, task, &actor, note.as_deref(), now).await.map_err(refused)?;
+            Ok(outcome(None, "acknowledged", format!("operator task {task} acknowledged: {}", done.what)))
         }
         Action::AssignIp { user, ip } => {
             let user = user_of(&user)?;

@@ -27,7 +27,7 @@ use crate::store::StoreError;
     ),
     paths(
         migrations, migration, progress, events, notices, timeline, search, pause, resume, abort, retry, rollback,
-        assign_ip
+        assign_ip, ack
     ),
     components(schemas(ApiError)),
     modifiers(&Bearer),
@@ -469,4 +469,40 @@ pub async fn assign_ip(
     Json(body): Json<AssignIpBody>,
 ) -> Response {
     acted(perform(&app, &who, &id, Action::AssignIp { user, ip: body.ip }).await)
+}
+
+/// A task's path parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    /// The migration's id.
+    #[param(pattern = "^[a-z0-9-]{1,64}$")]
+    pub id: String,
+    /// The task's number, as the status lists it.
+    #[param(minimum = 1)]
+    pub task: i64,
+}
+
+/// What was done about an operator task.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct AckBody {
+    /// What was done, for the timeline.
+    #[schema(max_length = 2000)]
+    pub note: Option<String>,
+}
+
+/// Acknowledges an operator task: the change siirto cannot make was made.
+#[utoipa::path(
+    post, path = "/api/v1/migrations/{id}/tasks/{task}/ack",
+    params(TaskPath),
+    request_body = AckBody,
+    responses((status = 200, body = ActionOutcome))
+)]
+pub async fn ack(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(TaskPath { id, task }): Path<TaskPath>,
+    Json(body): Json<AckBody>,
+) -> Response {
+    acted(perform(&app, &who, &id, Action::Ack { task, note: body.note }).await)
 }

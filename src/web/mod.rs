@@ -105,6 +105,7 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
         closed(Method::POST, "/m/{id}/a/{user}/retry", post(pages::retry)),
         closed(Method::POST, "/m/{id}/a/{user}/rollback", post(pages::rollback)),
         closed(Method::POST, "/m/{id}/a/{user}/assign-ip", post(pages::assign_ip)),
+        closed(Method::POST, "/m/{id}/tasks/{task}/ack", post(pages::ack)),
         closed(Method::GET, "/live/{id}", get(live::feed)),
         closed(Method::GET, "/api/v1/openapi.json", get(api::openapi)),
         closed(Method::GET, "/api/v1/migrations", get(api::migrations)),
@@ -120,6 +121,7 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
         closed(Method::POST, "/api/v1/migrations/{id}/accounts/{user}/retry", post(api::retry)),
         closed(Method::POST, "/api/v1/migrations/{id}/accounts/{user}/rollback", post(api::rollback)),
         closed(Method::POST, "/api/v1/migrations/{id}/accounts/{user}/assign-ip", post(api::assign_ip)),
+        closed(Method::POST, "/api/v1/migrations/{id}/tasks/{task}/ack", post(api::ack)),
     ]
 }
 

@@ -330,6 +330,10 @@ pub async fn overview(
         Err(err) => return failed(err),
     };
     let progress = status.progress.clone();
+    let tasks = match status::operator_tasks(&app.store, &id).await {
+        Ok(tasks) => tasks,
+        Err(err) => return failed(err),
+    };
     let events = match app.store.events_latest(&id, 20).await {
         Ok(rows) => rows.iter().map(status::log_entry).collect::<Vec<_>>(),
         Err(err) => return failed(err.into()),
@@ -343,6 +347,7 @@ pub async fn overview(
         &format!("{} {id}", page.lang.t("migration")),
         minijinja::context! {
             bars => bars(page.lang, &progress),
+            tasks,
             held => progress.held,
             events,
             next_stage,
@@ -407,6 +412,8 @@ pub struct ActionForm {
     domain: String,
     #[serde(default)]
     ip: String,
+    #[serde(default)]
+    note: String,
 }
 
 /// `POST /m/{id}/pause`.
@@ -468,6 +475,17 @@ pub async fn assign_ip(
 ) -> Response {
     let to = format!("/m/{id}/a/{user}");
     back(&to, perform(&app, &who, &id, Action::AssignIp { user, ip: form.ip }).await)
+}
+
+/// `POST /m/{id}/tasks/{task}/ack`.
+pub async fn ack(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path((id, task)): Path<(String, i64)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let note = Some(form.note).filter(|n| !n.trim().is_empty());
+    back(&format!("/m/{id}"), perform(&app, &who, &id, Action::Ack { task, note }).await)
 }
 
 #[cfg(test)]

@@ -68,7 +68,8 @@ fn concrete(path: &str, rig: &SimRig) -> String {
     let path = path
         .replace("{id}", rig.id.as_str())
         .replace("{user}", rig.user(0).as_str())
-        .replace("{file}", "app.css");
+        .replace("{file}", "app.css")
+        .replace("{task}", "1");
     if path.ends_with("/search") { format!("{path}?q=kukka") } else { path }
 }
 
@@ -498,4 +499,100 @@ async fn an_event_committed_after_a_higher_one_still_reaches_the_live_feed_once(
         quiet.is_err()
             || quiet.unwrap().unwrap().is_none_or(|c| !String::from_utf8_lossy(&c).contains("id:"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_task_is_acknowledged_once_by_name_from_the_page_the_api_or_the_cli() {
+    let rig = planned_rig("web-tasks").await;
+    let account = rig.user(0);
+    let task = |what: &str| siirto::store::NewEvent {
+        migration_id: rig.id.to_string(),
+        account: Some(account.to_string()),
+        domain: Some(rig.hosts.accounts[0].domain.to_string()),
+        kind: "operator_task".to_owned(),
+        detail: serde_json::json!({ "task": what }).to_string(),
+        actor: "test".to_owned(),
+        at: 0,
+    };
+    let mut tx = rig.store.begin().await.unwrap();
+    let route =
+        tx.append_event(&task("change the spam filter's delivery route to the new server")).await.unwrap();
+    let mx = tx.append_event(&task("point the backup MX at the new server")).await.unwrap();
+    tx.commit().await.unwrap();
+    let open = |rig: &SimRig| {
+        let (store, id) = (rig.store.clone(), rig.id.to_string());
+        async move {
+            siirto::status::operator_tasks(&store, &id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(open(&rig).await, [route, mx]);
+    let addr = serve(&rig).await;
+    let http = client();
+    let (viewer, operator) = (token(&rig, "viewer"), token(&rig, "operator"));
+    // The overview lists both, with their numbers.
+    let page = http.get(format!("http://{addr}/m/{}", rig.id)).bearer_auth(&viewer).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("data-task=\"{route}\"")) && html.contains(&format!("data-task=\"{mx}\"")),
+        "{html}"
+    );
+    let url = |task: i64| format!("http://{addr}/api/v1/migrations/{}/tasks/{task}/ack", rig.id);
+    let by_viewer =
+        http.post(url(route)).bearer_auth(&viewer).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(by_viewer.status(), StatusCode::FORBIDDEN);
+    let done = http
+        .post(url(route))
+        .bearer_auth(&operator)
+        .json(&serde_json::json!({ "note": "route changed in the filter's admin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let again =
+        http.post(url(route)).bearer_auth(&operator).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let why = again.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(why.contains("acknowledged already, by web:yllapito"), "{why}");
+    let elsewhere =
+        http.post(url(999_999)).bearer_auth(&operator).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
+    assert_eq!(open(&rig).await, [mx]);
+    // The CLI: the same operation, by a person's name.
+    let config = rig.dir.path().join("siirto.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "ack",
+            &mx.to_string(),
+            "--by",
+            "maija",
+            "--note",
+            "MX changed",
+        ])
+        .env_remove("SIIRTO_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("operator task {mx} of migration {}", rig.id))
+    );
+    assert!(open(&rig).await.is_empty());
+    let acks: Vec<(String, String)> = rig
+        .store
+        .events_of_kinds(rig.id.as_str(), &["operator_task_acknowledged"])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor.clone(), siirto::status::describe_event(&e)))
+        .collect();
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert_eq!(acks[0].0, "web:yllapito");
+    assert!(acks[0].1.contains("route changed in the filter's admin"), "{acks:?}");
+    assert_eq!(acks[1].0, "maija");
 }
