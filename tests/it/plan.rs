@@ -242,9 +242,32 @@ async fn a_spam_filtered_domain_is_an_operator_task_on_the_timeline_and_in_statu
     let tasks = status["operator_tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["domain"], filtered.as_str());
+    let number = tasks[0]["id"].as_i64().unwrap();
+    assert!(
+        text.contains(&format!("#{number} {filtered}")) && text.contains(&format!("siirto ack {number}")),
+        "{text}"
+    );
     // On the timeline, in words.
     let log = ok(&siirto(dir, &["log", "tasks", "--domain", filtered.as_str()]));
-    assert!(log.contains("operator task: mail for"), "{log}");
+    assert!(log.contains(&format!("operator task {number}: mail for")), "{log}");
+    // Acknowledged by name, it is no longer listed, and the timeline says who did it.
+    let done = ok(&siirto(dir, &["ack", &number.to_string(), "--by", "maija", "--note", "route changed"]));
+    assert!(
+        done.contains(&format!("operator task {number} of migration tasks acknowledged by maija")),
+        "{done}"
+    );
+    let text = ok(&siirto(dir, &["status", "tasks"]));
+    assert!(!text.contains("operator tasks ("), "{text}");
+    let log = ok(&siirto(dir, &["log", "tasks", "--domain", filtered.as_str()]));
+    assert!(
+        log.contains(&format!("operator task {number} done: mail for")) && log.contains("(route changed)"),
+        "{log}"
+    );
+    let log = ok(&siirto(dir, &["log", "tasks", "--json"]));
+    assert!(
+        log.lines().any(|l| l.contains("operator_task_acknowledged") && l.contains("\"actor\":\"maija\"")),
+        "{log}"
+    );
 }
 
 /// Without `dns.resolvers` there is no way to see delegations as the world does: the plan is
