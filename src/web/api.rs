@@ -506,3 +506,38 @@ pub async fn ack(
 ) -> Response {
     acted(perform(&app, &who, &id, Action::Ack { task, note: body.note }).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_every_api_route_of_the_table_and_nothing_else() {
+        let document = ApiDoc::openapi();
+        let json = serde_json::to_value(&document).expect("serializes");
+        assert_eq!(json["openapi"], "3.1.0");
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in &document.paths.paths {
+            if item.get.is_some() {
+                documented.push(("GET".into(), path.clone()));
+            }
+            if item.post.is_some() {
+                documented.push(("POST".into(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut routed: Vec<(String, String)> = super::super::routes()
+            .into_iter()
+            .filter(|r| r.path.starts_with("/api/v1/") && r.path != "/api/v1/openapi.json")
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .collect();
+        routed.sort();
+        assert_eq!(documented, routed);
+        // Every operation says what a missing token gets.
+        for item in document.paths.paths.values() {
+            for operation in [&item.get, &item.post].into_iter().flatten() {
+                assert!(operation.responses.responses.contains_key("401"));
+            }
+        }
+    }
+}
