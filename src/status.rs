@@ -793,8 +793,10 @@ pub struct CustomerNotice {
 pub async fn timeline(store: &Store, id: &str, user: &str) -> anyhow::Result<Timeline> {
     let row = store.require_migration(id).await?;
     let state = migration_state(&row)?;
-    let account =
-        store.account(id, user).await?.ok_or_else(|| anyhow!("migration {id} has no account {user}"))?;
+    let account = store.account(id, user).await?.ok_or_else(|| crate::store::StoreError::NotFound {
+        what: "account",
+        key: format!("{user} of migration {id}"),
+    })?;
     let mut accounts = match &account.customer_key {
         Some(key) => store.accounts_of_customer(id, key).await?,
         None => vec![account.clone()],

@@ -14,7 +14,6 @@ use super::actions::{Action, ActionError, ActionOutcome, perform};
 use super::{App, Principal};
 use crate::names::{AccountName, MigrationId};
 use crate::status::{self, LogEntry, MigrationStatus, NoticeEntry, Progress, Timeline};
-use crate::store::StoreError;
 
 /// The API's document.
 #[derive(OpenApi)]
@@ -115,18 +114,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// A read's failure: no such migration or account is 404, bad input 400, the rest 500 (logged,
 /// not shown).
 fn read_failed(err: anyhow::Error) -> Response {
-    match err.downcast_ref::<StoreError>() {
-        Some(StoreError::NoMigration { .. } | StoreError::NotFound { .. }) => {
-            error(StatusCode::NOT_FOUND, format!("{err:#}"))
-        }
-        _ if format!("{err}").contains(" has no account ") => {
-            error(StatusCode::NOT_FOUND, format!("{err:#}"))
-        }
-        _ => {
-            tracing::error!(error = %format!("{err:#}"), "an API read failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "the store failed; see the daemon's log")
-        }
+    if super::is_not_found(&err) {
+        return error(StatusCode::NOT_FOUND, format!("{err:#}"));
     }
+    tracing::error!(error = %format!("{err:#}"), "an API read failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "the store failed; see the daemon's log")
 }
 
 /// A path parameter that is not a valid name: 400 with why.

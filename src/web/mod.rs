@@ -197,6 +197,15 @@ async fn security_headers(request: axum::extract::Request, next: axum::middlewar
     response
 }
 
+/// Whether a read failed because what it asked for is not there (no such migration or
+/// account): a 404, not the store's failure.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    matches!(
+        err.downcast_ref::<crate::store::StoreError>(),
+        Some(crate::store::StoreError::NoMigration { .. } | crate::store::StoreError::NotFound { .. })
+    )
+}
+
 /// The API answers every error in JSON (`{"error": "…"}`), also those of the guard and of
 /// axum's extractors (a body that is not JSON, a missing parameter), as its document says.
 async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -211,7 +211,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 
 fn failed(err: anyhow::Error) -> Response {
     let text = format!("{err:#}");
-    if text.starts_with("there is no migration") || text.contains(" has no account ") {
+    if super::is_not_found(&err) {
         return (StatusCode::NOT_FOUND, format!("{text}\n")).into_response();
     }
     tracing::error!(error = %text, "a page's read failed");

@@ -190,6 +190,16 @@ async fn every_route_needs_a_token_and_only_an_operator_with_the_forms_token_cha
         .await
         .unwrap();
     assert_eq!(bare_abort.status(), StatusCode::BAD_REQUEST);
+    // An account or migration that is not there is a 404, on the API and on the page.
+    for path in [
+        format!("/api/v1/migrations/{}/accounts/nosuchuser", rig.id),
+        format!("/m/{}/a/nosuchuser", rig.id),
+        "/api/v1/migrations/no-such-migration".to_owned(),
+        "/m/no-such-migration".to_owned(),
+    ] {
+        let response = http.get(format!("http://{addr}{path}")).bearer_auth(&viewer).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
     // A token never appears in a page or an answer.
     let page = http.get(format!("http://{addr}/m/{}", rig.id)).bearer_auth(&operator).send().await.unwrap();
     let html = page.text().await.unwrap();
