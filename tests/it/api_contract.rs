@@ -93,3 +93,30 @@ async fn the_api_answers_as_its_openapi_document_says_under_schemathesis() {
     assert!(operations >= 13, "{operations}");
     assert!(report.contains(&format!("Tested: {operations}")), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_stops_on_sigterm_while_a_browser_holds_its_live_feed_open() {
+    let rig = SimRig::start(RigOptions::new("page-sigterm", 2)).await;
+    rig.plan_and_start(PLAYBOOK).await;
+    let config = rig.write_daemon_config("daemon.toml", "idle_poll = \"200ms\"\nstop_timeout = \"5s\"");
+    let mut daemon = DaemonProcess::start(rig.dir.path(), &config, "daemon.log");
+    let url = page_address(&mut daemon).await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{url}/readyz")).send().await.unwrap().status(), reqwest::StatusCode::OK);
+    // A customer-service browser watching the migration: its feed stays open.
+    let viewer = crate::web::token(&rig, "viewer");
+    let feed = http.get(format!("{url}/live/{}", rig.id)).bearer_auth(&viewer).send().await.unwrap();
+    assert_eq!(feed.status(), reqwest::StatusCode::OK);
+    let started = Instant::now();
+    let (status, log) = daemon.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an open feed held the stop for {:?}",
+        started.elapsed()
+    );
+    drop(feed);
+    // The address is free again: a restarted daemon can bind it.
+    let addr = url.trim_start_matches("http://");
+    assert!(std::net::TcpListener::bind(addr).is_ok(), "{addr} still bound");
+}
