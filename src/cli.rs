@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
@@ -113,6 +113,9 @@ pub enum Command {
     /// What was sent to whom: the notices of a migration.
     #[command(subcommand)]
     Notices(NoticesCommand),
+    /// The event log's audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Playbook tools.
     #[command(subcommand)]
     Playbook(PlaybookCommand),
@@ -389,6 +392,23 @@ async fn log(config_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
             () = tokio::time::sleep(LOG_FOLLOW_POLL) => {}
         }
     }
+}
+
+/// Audit tools.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute a migration's event log hash chain from its first row; name the first row
+    /// that does not match (edited, removed, reordered, or the tail cut off) and exit 1, or
+    /// print the chain's head hash to keep elsewhere and exit 0.
+    ///
+    /// Example: siirto audit verify old1-to-new1
+    Verify {
+        /// The migration's id.
+        migration: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Notice tools.
@@ -765,6 +785,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let entries = crate::status::notices(&store, id.as_str(), state.as_deref()).await?;
             output::notices(&entries, json)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { migration, json }) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let id = parse_id(&migration)?;
+            if store.migration(id.as_str()).await?.is_none() {
+                bail!("there is no migration {id}");
+            }
+            let report = store.verify_chain(id.as_str()).await?;
+            output::chain_report(&report, json)?;
+            Ok(if report.broken.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Playbook(PlaybookCommand::Check { file }) => {
             let playbook = Playbook::load(&file).map_err(|e| anyhow!("{e}"))?;

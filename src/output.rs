@@ -472,3 +472,39 @@ pub fn session_control(migration: &str, state: &str, sessions: &[crate::transfer
         line(&format!("  {mark}transfer session {}: {}", s.session, s.outcome));
     }
 }
+
+/// `siirto audit verify`: the chain's head, or the first row that does not match.
+pub fn chain_report(report: &crate::store::ChainReport, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let broken = report
+            .broken
+            .as_ref()
+            .map(|b| serde_json::json!({ "event": b.event, "seq": b.seq, "reason": b.reason }));
+        return json(&serde_json::json!({
+            "migration": report.migration,
+            "rows": report.rows,
+            "head": report.head,
+            "intact": broken.is_none(),
+            "broken": broken,
+        }));
+    }
+    match (&report.broken, &report.head) {
+        (Some(b), _) => {
+            let row = match (b.event, b.seq) {
+                (Some(event), Some(seq)) => format!("event {event} (place {seq} of the chain)"),
+                (Some(event), None) => format!("event {event}"),
+                (None, _) => "the end of the log".to_owned(),
+            };
+            line(&format!(
+                "migration {}: the audit chain does not match at {row}: {} ({} rows before it match)",
+                report.migration, b.reason, report.rows
+            ));
+        }
+        (None, Some(head)) => line(&format!(
+            "migration {}: the audit chain of {} events is intact; head {head}",
+            report.migration, report.rows
+        )),
+        (None, None) => line(&format!("migration {}: no events yet", report.migration)),
+    }
+    Ok(())
+}

@@ -160,7 +160,7 @@ impl Store {
             drop(tx);
             return Err(self.lease_lost_error(lease).await);
         }
-        Ok(Tx { tx, backend: self.backend, _writer: writer, _store: PhantomData })
+        Ok(Tx { tx, backend: self.backend, _writer: writer, chained: Vec::new(), _store: PhantomData })
     }
 
     /// Why `lease` no longer holds, as far as the job's row tells, or `None` when its own run

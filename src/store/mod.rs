@@ -29,12 +29,16 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor};
 
+mod audit;
+mod decommission;
 mod lease;
 mod outbox;
 mod rows;
 mod stats;
 mod terms;
 
+pub use self::audit::{ChainBreak, ChainReport, event_hash};
+pub use self::decommission::{StageAccountRow, StageRow};
 pub use self::lease::Lease;
 pub use self::rows::{
     AccountRow, DedicatedIpRow, DomainRow, EventRow, JobRow, MigrationRow, NewEvent, NewJob, NewNotice,
@@ -239,6 +243,8 @@ pub struct Tx<'a> {
     /// This process's SQLite writer turn, given back after the transaction (declared after
     /// `tx`, so dropped after it).
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The events appended so far (id and content), chained when the transaction commits.
+    chained: Vec<(i64, NewEvent)>,
     // Ties the transaction to the store it came from, as the contract's `Tx<'_>` promises, so a
     // later change to borrow the pool instead of owning a connection breaks no caller.
     _store: PhantomData<&'a Store>,
@@ -364,6 +370,7 @@ impl Store {
         migrator.run(&pool).await?;
         let store = Store { pool, backend, writer: Default::default() };
         store.backfill_search_terms().await?;
+        store.chain_earlier_events().await?;
         Ok(store)
     }
 
@@ -398,7 +405,7 @@ impl Store {
     /// Starts a transaction for an operator action or planning (no lease involved).
     pub async fn begin(&self) -> Result<Tx<'_>, StoreError> {
         let (tx, writer) = self.begin_tx().await?;
-        Ok(Tx { tx, backend: self.backend, _writer: writer, _store: PhantomData })
+        Ok(Tx { tx, backend: self.backend, _writer: writer, chained: Vec::new(), _store: PhantomData })
     }
 
     /// The earliest time at which a not-done job can be claimed: its due time, or its lease's
@@ -1260,6 +1267,7 @@ impl Tx<'_> {
         .bind(e.at)
         .fetch_one(&mut *self.tx)
         .await?;
+        self.chained.push((id, e.clone()));
         Ok(id)
     }
 
@@ -1374,8 +1382,9 @@ impl Tx<'_> {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Commits the transaction.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Chains the events it appended ([`audit`]), then commits the transaction.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.chain_events().await?;
         self.tx.commit().await?;
         Ok(())
     }

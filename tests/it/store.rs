@@ -102,6 +102,7 @@ conformance!(
     accounts_are_read_by_state_and_by_name,
     unknown_rows_are_not_found,
     events_come_back_in_order,
+    the_event_chain_names_the_first_row_edited_removed_or_cut_off,
     schedule_job_dedupes,
     enqueue_notice_dedupes,
     notices_are_marked_sent_and_failed,
@@ -143,6 +144,107 @@ async fn wait_out(store: &Store, lease: &siirto::store::Lease) -> StoreError {
         assert!(std::time::Instant::now() < deadline, "the lease never expired");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Appends `count` events of `MIG` from `writers` concurrent tasks, a few per transaction.
+async fn append_concurrently(store: &Store, writers: usize, count: usize) {
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in (writer..count).step_by(writers).collect::<Vec<_>>().chunks(3) {
+                let mut tx = store.begin().await.expect("begin");
+                for n in n {
+                    tx.append_event(&NewEvent {
+                        migration_id: MIG.to_owned(),
+                        account: Some(format!("user{writer}")),
+                        domain: None,
+                        kind: "step".to_owned(),
+                        detail: format!(r#"{{"n":{n}}}"#),
+                        actor: format!("daemon{writer}"),
+                        at: *n as i64,
+                    })
+                    .await
+                    .expect("append");
+                }
+                tx.commit().await.expect("commit");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+}
+
+/// Runs one statement on the database behind the store's back, as someone with its password
+/// would.
+async fn tamper(db: &TestDb, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(db.url()).await.expect("connect behind the store");
+    let done = sqlx::query(sql).execute(&mut conn).await.expect(sql);
+    assert!(done.rows_affected() > 0, "{sql} changed nothing");
+}
+
+/// `siirto audit verify`: appends from concurrent transactions (on PostgreSQL, several
+/// connections) form one intact chain; an edited detail, an edited actor, a removed row and a
+/// cut-off tail are each found at the right row.
+async fn the_event_chain_names_the_first_row_edited_removed_or_cut_off(db: Arc<TestDb>) {
+    sqlx::any::install_default_drivers();
+    let store = seeded(&db).await;
+    append_concurrently(&store, 4, 40).await;
+    let report = store.verify_chain(MIG).await.expect("verify");
+    assert_eq!((report.rows, &report.broken), (40, &None), "{report:?}");
+    let head = report.head.clone().expect("a head hash");
+    assert_eq!(head.len(), 64);
+    let events = store.events(MIG).await.expect("events");
+    assert_eq!(events.len(), 40);
+    // Another store on the same database (the daemon and the CLI) sees the same chain.
+    assert_eq!(
+        db.store().await.verify_chain(MIG).await.expect("verify").head.as_deref(),
+        Some(head.as_str())
+    );
+
+    // The chain's order is its places, which follow commits; find the row at place 10.
+    let at_place =
+        |seq: i64| format!("(SELECT id FROM events WHERE migration_id = '{MIG}' AND chain_seq = {seq})");
+    tamper(&db, &format!("UPDATE events SET detail = '{{\"n\":999}}' WHERE id = {}", at_place(10))).await;
+    let report = store.verify_chain(MIG).await.expect("verify");
+    let broken = report.broken.expect("an edited detail is found");
+    assert_eq!((broken.seq, report.rows), (Some(10), 9), "{broken:?}");
+    assert!(broken.reason.contains("does not match its hash"), "{}", broken.reason);
+    let tampered = store.events(MIG).await.expect("events").into_iter().find(|e| e.detail.contains("999"));
+    assert_eq!(broken.event, tampered.map(|e| e.id), "the report names the edited row's event id");
+
+    // Put back exactly, it matches again; an edited actor further on is found at its row.
+    let original = events.iter().find(|e| Some(e.id) == broken.event).expect("the row").detail.clone();
+    tamper(&db, &format!("UPDATE events SET detail = '{original}' WHERE id = {}", broken.event.unwrap()))
+        .await;
+    assert_eq!(
+        store.verify_chain(MIG).await.expect("verify").broken,
+        None,
+        "restored exactly, it matches again"
+    );
+    tamper(&db, &format!("UPDATE events SET actor = 'nobody' WHERE id = {}", at_place(25))).await;
+    assert_eq!(store.verify_chain(MIG).await.expect("verify").broken.and_then(|b| b.seq), Some(25));
+
+    // A removed row: the next place is missing.
+    let fresh = TestDb::sqlite();
+    let store = seeded(&fresh).await;
+    append_concurrently(&store, 2, 12).await;
+    tamper(&fresh, &format!("DELETE FROM events WHERE id = (SELECT id FROM events WHERE migration_id = '{MIG}' AND chain_seq = 5)")).await;
+    let broken = store.verify_chain(MIG).await.expect("verify").broken.expect("a removed row is found");
+    assert_eq!(broken.seq, Some(6), "{broken:?}");
+    assert!(broken.reason.contains("place 5"), "{}", broken.reason);
+
+    // A cut-off tail: every row left matches, the recorded head does not.
+    let fresh = TestDb::sqlite();
+    let store = seeded(&fresh).await;
+    append_concurrently(&store, 2, 12).await;
+    tamper(&fresh, &format!("DELETE FROM events WHERE migration_id = '{MIG}' AND chain_seq > 10")).await;
+    let report = store.verify_chain(MIG).await.expect("verify");
+    let broken = report.broken.expect("a cut-off tail is found");
+    assert_eq!((broken.event, report.rows), (None, 10), "{broken:?}");
+    assert!(broken.reason.contains("up to place 12"), "{}", broken.reason);
 }
 
 fn migration_row(id: &str) -> MigrationRow {
