@@ -113,6 +113,17 @@ pub enum Command {
     /// What was sent to whom: the notices of a migration.
     #[command(subcommand)]
     Notices(NoticesCommand),
+    /// Retire the old server in stages: preview the stages, their dates, what each would touch
+    /// now and each gate's evidence (--plan, the default); postpone, skip or undo one.
+    ///
+    /// Example: siirto decommission old1-to-new1 --plan
+    /// Example: siirto decommission undo old1-to-new1 --stage "suspend accounts" --reason "customer asked"
+    Decommission(DecommissionArgs),
+    /// List the open operator tasks (manual decommission stages, spam-filter routes) with their
+    /// numbers for `siirto ack`, and who has confirmed those that need two people.
+    ///
+    /// Example: siirto tasks old1-to-new1
+    Tasks(TasksArgs),
     /// The event log's audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -394,6 +405,77 @@ async fn log(config_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `siirto decommission` arguments.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DecommissionArgs {
+    /// Postpone, skip or undo a stage.
+    #[command(subcommand)]
+    pub action: Option<DecommissionCommand>,
+    /// The migration's id (to preview its stages).
+    pub migration: Option<String>,
+    /// Preview the stages (the default): dates, states, what each would touch now with the DNS
+    /// gate asked now, and the accounts held with the evidence.
+    #[arg(long)]
+    pub plan: bool,
+    /// Print the preview as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What to do to a decommission stage.
+#[derive(Debug, Subcommand)]
+pub enum DecommissionCommand {
+    /// Run a stage's inverse: unsuspend the accounts a suspension suspended; a task to power
+    /// on or reactivate the licence for the manual stages. Removals and destroyed disks cannot
+    /// be undone.
+    Undo {
+        /// The migration's id.
+        migration: String,
+        /// The stage: its name ("suspend accounts"), action or place.
+        #[arg(long)]
+        stage: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move a stage that has not finished to a later time.
+    Postpone {
+        /// The migration's id.
+        migration: String,
+        /// The stage: its name, action or place.
+        #[arg(long)]
+        stage: String,
+        /// The new time (RFC 3339, e.g. 2027-02-01T08:00:00Z).
+        #[arg(long)]
+        until: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Never run a stage that has not finished; the next stage may then run.
+    Skip {
+        /// The migration's id.
+        migration: String,
+        /// The stage: its name, action or place.
+        #[arg(long)]
+        stage: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `siirto tasks` arguments.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only this migration's tasks.
+    pub migration: Option<String>,
+    /// Print them as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Audit tools.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -511,6 +593,53 @@ fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
     chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc)).with_context(|| {
         format!("--cutover {text:?}: expected an RFC 3339 time like 2026-12-01T22:00:00Z, or \"now\"")
     })
+}
+
+async fn decommission(config: &Path, args: DecommissionArgs, now: Timestamp) -> anyhow::Result<ExitCode> {
+    let (_, store, world) = open_world(config).await?;
+    match args.action {
+        None => {
+            let Some(id) = args.migration else {
+                bail!("name the migration: siirto decommission MIGRATION --plan");
+            };
+            let id = parse_id(&id)?;
+            let plan = crate::ops::decommission_plan(&store, Some(&world), &id).await?;
+            output::decommission_plan(&plan, args.json)?;
+        }
+        Some(DecommissionCommand::Undo { migration, stage, reason }) => {
+            let id = parse_id(&migration)?;
+            let undone = crate::ops::undo_stage(&store, &world, &id, &stage, &actor(), &reason, now).await?;
+            output::line(&format!(
+                "stage {:?} of migration {id} undone: {} account(s) unsuspended{}",
+                undone.stage,
+                undone.accounts.len(),
+                undone
+                    .task
+                    .map(|t| format!("; operator task {t} opened for the rest (siirto ack {t})"))
+                    .unwrap_or_default()
+            ));
+        }
+        Some(DecommissionCommand::Postpone { migration, stage, until, reason }) => {
+            let id = parse_id(&migration)?;
+            let until = chrono::DateTime::parse_from_rfc3339(&until)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| {
+                format!("--until {until:?}: expected an RFC 3339 time like 2027-02-01T08:00:00Z")
+            })?;
+            let row = crate::ops::postpone_stage(&store, &id, &stage, until, &actor(), &reason, now).await?;
+            output::line(&format!(
+                "stage {:?} of migration {id} postponed to {}",
+                row.name,
+                until.to_rfc3339()
+            ));
+        }
+        Some(DecommissionCommand::Skip { migration, stage, reason }) => {
+            let id = parse_id(&migration)?;
+            let row = crate::ops::skip_stage(&store, &id, &stage, &actor(), &reason, now).await?;
+            output::line(&format!("stage {:?} of migration {id} skipped", row.name));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config, its store and world, for the operator actions that reach a host.
@@ -690,10 +819,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ack(args) => {
             let store = open_store(&load_config(&cli.config)?).await?;
             let done = crate::ops::ack_task(&store, args.task, &args.by, args.note.as_deref(), now).await?;
+            let more = if done.confirmations < done.needs {
+                format!(
+                    " ({} of {} confirmations: someone else must confirm it too)",
+                    done.confirmations, done.needs
+                )
+            } else {
+                String::new()
+            };
             output::line(&format!(
-                "operator task {} of migration {} acknowledged by {}: {}",
+                "operator task {} of migration {} acknowledged by {}: {}{more}",
                 done.task, done.migration, args.by, done.what
             ));
+            if let Some(stage) = done.stage_done {
+                output::line(&format!(
+                    "decommission stage {stage:?} of migration {} is done",
+                    done.migration
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::AssignIp(args) => {
@@ -784,6 +927,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = parse_id(&migration)?;
             let entries = crate::status::notices(&store, id.as_str(), state.as_deref()).await?;
             output::notices(&entries, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decommission(args) => decommission(&cli.config, args, now).await,
+        Command::Tasks(args) => {
+            let store = open_store(&load_config(&cli.config)?).await?;
+            let ids = match args.migration {
+                Some(id) => vec![parse_id(&id)?.to_string()],
+                None => store.migrations().await?.into_iter().map(|m| m.id).collect(),
+            };
+            let mut all = Vec::new();
+            for id in ids {
+                for task in crate::status::operator_tasks(&store, &id).await? {
+                    all.push((id.clone(), task));
+                }
+            }
+            output::tasks(&all, args.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify { migration, json }) => {

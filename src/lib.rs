@@ -113,7 +113,7 @@
 //! 3. `store`
 //! 4. `config`, `playbook`
 //! 5. `whm`, `dns`, `notify`, `ssh`, `contracts`, `site_check`, `inventory`, `sim`
-//! 6. `world`, `mailsync`, `transfer_control`, `dedicated_ip`, `preflight`
+//! 6. `world`, `mailsync`, `transfer_control`, `dedicated_ip`, `preflight`, `decommission`
 //! 7. `engine::jobs`, `engine::context`, `engine::steps`
 //! 8. `engine`
 //! 9. `ops`
@@ -189,6 +189,7 @@ pub mod cli;
 pub mod config;
 pub mod contracts;
 pub mod daemon;
+pub mod decommission;
 pub mod dedicated_ip;
 pub mod demo;
 pub mod dns;

@@ -508,3 +508,101 @@ pub fn chain_report(report: &crate::store::ChainReport, as_json: bool) -> anyhow
     }
     Ok(())
 }
+
+/// `siirto tasks`: the open operator tasks, each with its migration and number.
+pub fn tasks(tasks: &[(String, crate::status::OpenTask)], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let list: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|(migration, task)| {
+                let mut value = serde_json::to_value(task).unwrap_or_default();
+                value["migration"] = migration.clone().into();
+                value
+            })
+            .collect();
+        return json(&list);
+    }
+    if tasks.is_empty() {
+        line("no open operator tasks");
+        return Ok(());
+    }
+    for (migration, task) in tasks {
+        let whom = [task.account.as_str(), task.domain.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let whom = if whom.is_empty() { String::new() } else { format!(" [{whom}]") };
+        let stage = task.stage.as_ref().map(|s| format!(" (stage {s:?})")).unwrap_or_default();
+        let confirmations = if task.needs > 1 {
+            let by = if task.confirmed_by.is_empty() {
+                String::new()
+            } else {
+                format!(", confirmed by {}", task.confirmed_by.join(", "))
+            };
+            format!(" — needs {} different people{by}", task.needs)
+        } else {
+            String::new()
+        };
+        line(&format!(
+            "#{} {migration}{whom}: {}{stage}{confirmations}; since {} — siirto ack {} --by NAME",
+            task.id, task.task, task.since, task.id
+        ));
+    }
+    Ok(())
+}
+
+/// `siirto decommission MIGRATION --plan`: the stages, dates and states, what each did, holds
+/// (with the evidence) and would touch now.
+pub fn decommission_plan(plan: &crate::ops::DecommissionPlan, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(plan);
+    }
+    if plan.stages.is_empty() {
+        line(&format!(
+            "migration {}: no decommission stages yet (they are recorded once it is cut over)",
+            plan.migration
+        ));
+        return Ok(());
+    }
+    line(&format!("migration {}: decommission stages", plan.migration));
+    for stage in &plan.stages {
+        let manual = if stage.manual { ", manual" } else { "" };
+        line(&format!(
+            "{}. {} ({}{manual}) due {}: {}",
+            stage.stage + 1,
+            stage.name,
+            stage.action,
+            stage.due,
+            stage.state
+        ));
+        for (key, what) in [("postponed", "postponed"), ("skipped", "skipped"), ("undone", "undone")] {
+            if let Some(by) = stage.detail.get(key) {
+                line(&format!(
+                    "   {what} by {} at {}: {}",
+                    by["by"].as_str().unwrap_or("?"),
+                    by["at"].as_str().unwrap_or("?"),
+                    by["reason"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        if !stage.done.is_empty() {
+            line(&format!("   done: {} account(s): {}", stage.done.len(), stage.done.join(", ")));
+        }
+        if !stage.would_touch.is_empty() {
+            line(&format!(
+                "   would act now on {} account(s): {}",
+                stage.would_touch.len(),
+                stage.would_touch.join(", ")
+            ));
+        }
+        for held in &stage.held {
+            let when = if held.checked_now { "now" } else { "at its last check" };
+            line(&format!("   held {}: public DNS {when} still leads to the old server:", held.account));
+            for e in &held.evidence {
+                line(&format!("     {} {} at {}: {}", e.name, e.rtype, e.resolver, e.answer));
+            }
+        }
+    }
+    Ok(())
+}

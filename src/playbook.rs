@@ -130,6 +130,9 @@ pub struct DnsPolicy {
     /// record moves an AAAA record at the target (created at the repoint, gated by the zone's
     /// negative-caching TTL). Off by default: a site that never had IPv6 keeps none.
     pub create_aaaa: bool,
+    /// The old and new servers share a DNS cluster: removing an account from the old server
+    /// keeps its DNS zones (`removeacct keepdns=1`), which the new server's copies are.
+    pub shared_cluster: bool,
 }
 
 /// How the cPanel Transfer Tool is driven.
@@ -247,6 +250,10 @@ pub struct Notices {
     pub correction: Localized,
     /// Sent to customer service when a customer's notice is refused for good or bounces.
     pub notice_failed: Localized,
+    /// Sent to a customer whose account a decommission stage holds because public DNS still
+    /// sends their domain to the old server, every `dns.external_reminder_every` while held:
+    /// "your old account closes on DATE unless…".
+    pub closing: Localized,
     /// How long after its due time a notice of each kind may still go out
     /// (`[notices.late_after]`): later, it is recorded as skipped (too late), never sent. Kinds
     /// not listed here (held, notice_failed: operators' own) have no limit.
@@ -495,6 +502,12 @@ impl Notices {
             failed["bounced"] = false.into();
             failed
         };
+        let closing = serde_json::json!({
+            "account": "kukka0001", "main_domain": "kukka-0001.test", "customer_name": "Kukka Oy",
+            "target_host": "new1.example.net", "source_host": "old1.example.net", "target_ip": "203.0.113.20",
+            "closes_on": "2026-04-13", "stage": "suspend accounts",
+            "evidence": [{"resolver": "192.0.2.53:53", "name": "kukka-0001.test", "rtype": "A", "answer": "192.0.2.10"}],
+        });
         let reseller = sample_reseller_context();
         let localized = [
             ("advance", &self.advance, &context),
@@ -506,6 +519,7 @@ impl Notices {
             ("staff", &self.staff, &staff),
             ("held", &self.held, &held),
             ("notice_failed", &self.notice_failed, &failed),
+            ("closing", &self.closing, &closing),
         ];
         let mut samples = Vec::new();
         for (kind, templates, context) in localized {
@@ -650,6 +664,7 @@ struct RawDns {
     external_poll_interval: Option<Spanned<String>>,
     external_reminder_every: Option<Spanned<String>>,
     create_aaaa: Option<Spanned<bool>>,
+    shared_cluster: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -982,6 +997,7 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         90 * DAY,
     )?;
     let create_aaaa = raw.and_then(|r| r.create_aaaa.as_ref()).is_some_and(|c| *c.get_ref());
+    let shared_cluster = raw.and_then(|r| r.shared_cluster.as_ref()).is_some_and(|c| *c.get_ref());
     Ok(DnsPolicy {
         short_ttl,
         gate_margin,
@@ -990,6 +1006,7 @@ fn dns(src: &Source<'_>, raw: Option<&RawDns>) -> Result<DnsPolicy, ConfigError>
         external_poll_interval,
         external_reminder_every,
         create_aaaa,
+        shared_cluster,
     })
 }
 
@@ -1206,6 +1223,7 @@ fn notices(
         ("correction", limit(late.and_then(|l| l.correction.as_ref()), "correction", 2 * DAY)?),
         ("completion", limit(late.and_then(|l| l.completion.as_ref()), "completion", 7 * DAY)?),
         ("reminder", limit(late.and_then(|l| l.reminder.as_ref()), "reminder", dns.external_reminder_every)?),
+        ("closing", dns.external_reminder_every),
         ("staff", limit(late.and_then(|l| l.staff.as_ref()), "staff", DAY)?),
     ]);
     Ok(Notices {
@@ -1219,6 +1237,7 @@ fn notices(
         held: Localized { playbook: None, shipped: shipped!("held") },
         correction: Localized { playbook: None, shipped: shipped!("correction") },
         notice_failed: Localized { playbook: None, shipped: shipped!("notice_failed") },
+        closing: Localized { playbook: None, shipped: shipped!("closing") },
         late_after,
     })
 }
@@ -1551,7 +1570,7 @@ body = "Hello {{ account }}, see {{ target_host }}."
                 "unknown field",
                 "short_ttl = 60",
                 "short_tll = 60",
-                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`, `external_poll_interval`, `external_reminder_every`, `create_aaaa`",
+                "17:1: dns.short_tll: unknown field, expected one of `short_ttl`, `gate_margin`, `gate_wait_override`, `max_change_share`, `external_poll_interval`, `external_reminder_every`, `create_aaaa`, `shared_cluster`",
             ),
             (
                 "unknown section",

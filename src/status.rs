@@ -68,6 +68,12 @@ pub struct OpenTask {
     pub task: String,
     /// Since when it is on the timeline (RFC 3339).
     pub since: String,
+    /// How many different people must confirm it (two for destroying disks).
+    pub needs: u64,
+    /// Who has confirmed it so far (fewer than it needs).
+    pub confirmed_by: Vec<String>,
+    /// The decommission stage it belongs to, if any.
+    pub stage: Option<String>,
 }
 
 /// One account's status.
@@ -545,12 +551,14 @@ fn domain_status(
 /// The operator tasks on a migration's timeline not acknowledged yet, in the order written.
 pub async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenTask>> {
     let mut tasks = Vec::new();
-    let mut done = std::collections::BTreeSet::new();
+    let mut confirmed: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     let events = store.events_of_kinds(id, &["operator_task", "operator_task_acknowledged"]).await?;
     for event in &events {
         let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
         if event.kind == "operator_task_acknowledged" {
-            done.extend(detail["task"].as_i64());
+            if let Some(task) = detail["task"].as_i64() {
+                confirmed.entry(task).or_default().push(event.actor.clone());
+            }
             continue;
         }
         tasks.push(OpenTask {
@@ -559,9 +567,15 @@ pub async fn operator_tasks(store: &Store, id: &str) -> anyhow::Result<Vec<OpenT
             domain: event.domain.clone().unwrap_or_default(),
             task: detail["task"].as_str().unwrap_or_default().to_owned(),
             since: from_millis(event.at).to_rfc3339(),
+            needs: crate::ops::needs_of(&detail),
+            confirmed_by: Vec::new(),
+            stage: detail["stage_name"].as_str().map(str::to_owned),
         });
     }
-    tasks.retain(|task| !done.contains(&task.id));
+    for task in &mut tasks {
+        task.confirmed_by = confirmed.remove(&task.id).unwrap_or_default();
+    }
+    tasks.retain(|task| (task.confirmed_by.len() as u64) < task.needs);
     Ok(tasks)
 }
 

@@ -188,6 +188,10 @@ pub enum DomainState {
         /// unknown, so propagation is not declared until they answer.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         silent: Vec<String>,
+        /// When the last reminder was queued: the next waits `every` after it, so a daemon
+        /// that was down (or a clock that jumped) sends one reminder, not one per missed slot.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_reminded_at: Option<Timestamp>,
     },
     /// Public DNS shows the target's address at every resolver: done, as far as siirto is
     /// concerned.
@@ -330,8 +334,12 @@ impl DomainState {
     /// after `n` reminders; `None` in any other state.
     pub fn reminder_due_at(&self, every: Duration) -> Option<Timestamp> {
         match self {
-            DomainState::AwaitingCustomer { since, reminded, .. } => {
-                Some(add(*since, every.saturating_mul(reminded.saturating_add(1))))
+            DomainState::AwaitingCustomer { since, reminded, last_reminded_at, .. } => {
+                let slot = add(*since, every.saturating_mul(reminded.saturating_add(1)));
+                Some(match last_reminded_at {
+                    Some(last) => slot.max(add(*last, every)),
+                    None => slot,
+                })
             }
             DomainState::Pending
             | DomainState::TtlObserved { .. }
@@ -605,19 +613,24 @@ pub fn domain_transition(
                 reminded: 0,
                 observed_ttl: *observed_ttl,
                 silent: Vec::new(),
-            })
-        }
-        (S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, silent }, E::Reminded) => {
-            Ok(S::AwaitingCustomer {
-                since: *since,
-                records_to_change: records_to_change.clone(),
-                reminded: reminded.saturating_add(1),
-                observed_ttl: *observed_ttl,
-                silent: silent.clone(),
+                last_reminded_at: None,
             })
         }
         (
-            S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, .. },
+            S::AwaitingCustomer { since, records_to_change, reminded, observed_ttl, silent, .. },
+            E::Reminded,
+        ) => Ok(S::AwaitingCustomer {
+            since: *since,
+            records_to_change: records_to_change.clone(),
+            reminded: reminded.saturating_add(1),
+            observed_ttl: *observed_ttl,
+            silent: silent.clone(),
+            last_reminded_at: Some(now),
+        }),
+        (
+            S::AwaitingCustomer {
+                since, records_to_change, reminded, observed_ttl, last_reminded_at, ..
+            },
             E::ResolversSilent { resolvers },
         ) => Ok(S::AwaitingCustomer {
             since: *since,
@@ -625,6 +638,7 @@ pub fn domain_transition(
             reminded: *reminded,
             observed_ttl: *observed_ttl,
             silent: resolvers.clone(),
+            last_reminded_at: *last_reminded_at,
         }),
         (S::AwaitingCustomer { silent, .. }, E::Propagated) if !silent.is_empty() => {
             refuse(&format!("resolver(s) {} gave no answer", silent.join(", ")))

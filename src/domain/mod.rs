@@ -573,6 +573,10 @@ mod tests {
         assert_eq!(awaiting.reminder_due_at(every), Some(t(3700)));
         let reminded = domain_transition(&awaiting, &E::Reminded, t(3700), &GATE).unwrap();
         assert_eq!(reminded.reminder_due_at(every), Some(t(7300)), "the second reminder counts from since");
+        // A daemon down for a day (or a clock that jumped) reminds once, then waits `every`
+        // again, instead of one reminder per missed slot.
+        let late = domain_transition(&reminded, &E::Reminded, t(90_000), &GATE).unwrap();
+        assert_eq!(late.reminder_due_at(every), Some(t(93_600)));
         let propagated = domain_transition(&reminded, &E::Propagated, t(5000), &GATE).unwrap();
         assert_eq!(
             propagated,

@@ -52,6 +52,9 @@ pub enum JobKind {
     /// After a reschedule: correct the advance notices already out, re-date those not out yet
     /// (migration-wide; payload: the old cutover and the reason).
     CorrectNotices,
+    /// Run a decommission stage of the old server when it is due (subject: its place among the
+    /// playbook's stages).
+    Decommission,
 }
 
 impl JobKind {
@@ -77,6 +80,7 @@ impl JobKind {
             JobKind::Announce => "announce",
             JobKind::BriefStaff => "brief_staff",
             JobKind::CorrectNotices => "correct_notices",
+            JobKind::Decommission => "decommission",
         }
     }
 
@@ -102,6 +106,7 @@ impl JobKind {
             JobKind::Announce,
             JobKind::BriefStaff,
             JobKind::CorrectNotices,
+            JobKind::Decommission,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -141,7 +146,10 @@ impl JobKind {
             | JobKind::ExternalMail
             | JobKind::Announce
             | JobKind::BriefStaff
-            | JobKind::CorrectNotices => false,
+            | JobKind::CorrectNotices
+            // A stage's account that the old server refuses is held within the stage; the
+            // stage itself keeps retrying.
+            | JobKind::Decommission => false,
         }
     }
 }

@@ -32,8 +32,8 @@ use self::failure::error_labels;
 pub use self::jobs::{JobKind, RollbackPayload};
 pub use self::steps::staff::BRIEF_BEFORE;
 use self::steps::{
-    announce, bounces, external, lower, mail, notices, repoint, restore, rollback, settle, staff, transfer,
-    verify,
+    announce, bounces, decommission, external, lower, mail, notices, repoint, restore, rollback, settle,
+    staff, transfer, verify,
 };
 use crate::config::Config;
 use crate::domain::{MigrationState, Timestamp, from_millis, to_millis};
@@ -347,7 +347,11 @@ impl Engine {
             | JobKind::RestoreTtl
             | JobKind::Rollback
             | JobKind::PollExternal => "dns",
-            JobKind::Transfer | JobKind::StartSession | JobKind::PollSession | JobKind::Verify => "whm",
+            JobKind::Transfer
+            | JobKind::StartSession
+            | JobKind::PollSession
+            | JobKind::Verify
+            | JobKind::Decommission => "whm",
             JobKind::SendNotice
             | JobKind::QueueNotice
             | JobKind::Announce
@@ -461,6 +465,7 @@ impl Engine {
             JobKind::Announce => announce::announce(&self.cx, &ctx, lease).await,
             JobKind::BriefStaff => staff::brief_staff(&self.cx, &ctx, lease).await,
             JobKind::CorrectNotices => announce::correct_notices(&self.cx, &ctx, job, lease).await,
+            JobKind::Decommission => decommission::run_stage(&self.cx, &ctx, job, lease).await,
         }
     }
 

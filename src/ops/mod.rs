@@ -12,17 +12,22 @@
 //! what the host said.
 
 mod account;
+mod decommission;
 mod migration;
 mod tasks;
 
 use anyhow::anyhow;
 
 pub use self::account::{Assigned, RollbackRequest, assign_ip, retry, rollback};
+pub use self::decommission::{
+    DecommissionPlan, HeldAccount, StagePlan, Undone, decommission_plan, postpone_stage, skip_stage,
+    undo_stage,
+};
 pub use self::migration::{
     Rescheduled, SessionControl, StartOutcome, abort, active_sessions, approve, pause, preflight, reschedule,
     resume, start,
 };
-pub use self::tasks::{Acknowledged, ack_task};
+pub use self::tasks::{Acknowledged, ack_task, needs_of};
 use crate::domain::{MigrationEvent, MigrationState, Timestamp, migration_transition, to_millis};
 use crate::engine::JobKind;
 use crate::names::MigrationId;

@@ -433,6 +433,12 @@ impl SimHost {
         mail::routing_of(&self.host, domain)
     }
 
+    /// Why `user` is suspended here (`suspendacct`'s reason), or `None` when it is not (or the
+    /// host has no such account).
+    pub fn suspend_reason(&self, user: &AccountName) -> Option<String> {
+        self.host.state().accounts.get(user).and_then(|record| record.suspended.clone())
+    }
+
     /// The transfer sessions created on this host (as the target), oldest first.
     pub fn transfer_sessions(&self) -> Vec<SimTransferSession> {
         transfer::sessions(&self.host)

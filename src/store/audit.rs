@@ -55,6 +55,20 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
+/// An event as the chain covers it.
+#[derive(sqlx::FromRow)]
+struct ChainedRow {
+    id: i64,
+    chain_seq: i64,
+    account: Option<String>,
+    domain: Option<String>,
+    kind: String,
+    detail: String,
+    actor: String,
+    at: i64,
+    hash: String,
+}
+
 impl Store {
     /// Recomputes a migration's hash chain from its first row and names the first row that does
     /// not match.
@@ -78,18 +92,17 @@ impl Store {
         let mut previous = String::new();
         let mut expected_seq = 1_i64;
         loop {
-            let rows: Vec<(i64, i64, Option<String>, Option<String>, String, String, String, i64, String)> =
-                sqlx::query_as(
-                    "SELECT id, chain_seq, account, domain, kind, detail, actor, at, hash FROM events \
+            let rows: Vec<ChainedRow> = sqlx::query_as(
+                "SELECT id, chain_seq, account, domain, kind, detail, actor, at, hash FROM events \
                      WHERE migration_id = $1 AND chain_seq >= $2 ORDER BY chain_seq LIMIT $3",
-                )
-                .bind(migration_id)
-                .bind(expected_seq)
-                .bind(VERIFY_PAGE)
-                .fetch_all(&self.pool)
-                .await?;
+            )
+            .bind(migration_id)
+            .bind(expected_seq)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&self.pool)
+            .await?;
             let page = rows.len();
-            for (id, seq, account, domain, kind, detail, actor, at, hash) in rows {
+            for ChainedRow { id, chain_seq: seq, account, domain, kind, detail, actor, at, hash } in rows {
                 if seq != expected_seq {
                     report.broken = Some(ChainBreak {
                         event: Some(id),

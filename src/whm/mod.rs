@@ -971,6 +971,27 @@ impl WhmClient {
         self.call("suspendacct", &[("user", user.as_str()), ("reason", reason)]).await.map(drop)
     }
 
+    /// `unsuspendacct`: the account serves its sites and mail again.
+    #[tracing::instrument(skip_all, fields(function = "unsuspendacct", user = %user.as_str()))]
+    pub async fn unsuspend_account(&self, user: &AccountName) -> Result<(), WhmError> {
+        self.call("unsuspendacct", &[("user", user.as_str())]).await.map(drop)
+    }
+
+    /// `listaccts` searched for exactly this user: the account, or `None` when the server has
+    /// no such account (what a step checks before it suspends or removes one).
+    #[tracing::instrument(skip_all, fields(function = "listaccts", user = %user.as_str()))]
+    pub async fn account(&self, user: &AccountName) -> Result<Option<WhmAccount>, WhmError> {
+        let found = parse_listaccts(
+            &self
+                .call(
+                    "listaccts",
+                    &[("searchtype", "user"), ("searchmethod", "exact"), ("search", user.as_str())],
+                )
+                .await?,
+        )?;
+        Ok(found.items.into_iter().find(|a| a.user == *user))
+    }
+
     /// `removeacct`; `keep_dns` keeps the account's DNS zones (`keepdns=1`).
     #[tracing::instrument(skip_all, fields(function = "removeacct", user = %user.as_str(), keep_dns))]
     pub async fn remove_account(&self, user: &AccountName, keep_dns: bool) -> Result<(), WhmError> {

@@ -7,6 +7,7 @@ mod contracts;
 mod crash;
 mod cutover_guards;
 mod daemon_restart;
+mod decommission;
 mod dedicated_ip;
 mod dns;
 mod dns_cutover;

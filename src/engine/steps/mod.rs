@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod bounces;
+pub mod decommission;
 pub mod external;
 pub mod lower;
 pub mod mail;

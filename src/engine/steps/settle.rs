@@ -33,6 +33,10 @@ pub async fn settle(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease) -> StepResult {
         state = cx
             .apply_migration(&mut tx, ctx, &state, MigrationEvent::AccountsSettled { arrived, held })
             .await?;
+        // The old server's retirement is dated from the cutover and begins once every
+        // account arrived or is held (a domain still on the customer's DNS does not wait for
+        // the settle: the stages' DNS gate holds its account instead).
+        super::decommission::schedule_stages(cx, &mut tx, ctx).await?;
         if held == 0 {
             info!(migration = %ctx.id, arrived, "cut over: every account arrived");
         } else {

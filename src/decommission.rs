@@ -1,0 +1,262 @@
+//! Retiring the old server, on the hosts: the DNS gate (does public DNS still send anyone to
+//! the old server for one of an account's domains?) and the account actions of the stages
+//! (suspend, unsuspend, remove), each checking the account's state on the source before it
+//! acts, so a stage run again after a crash does nothing twice.
+//!
+//! The gate asks every configured resolver (`dns.resolvers`, standing for public DNS) for each
+//! domain's A and AAAA records, its `www.` name's, and the addresses of its MX hosts. An
+//! account is clear only when no resolver answers the old server's address for any of them
+//! and every resolver answered: a silent resolver proves nothing, so it holds the account too
+//! (DESIGN.md §3: no account on the old server is suspended or removed while one of its
+//! domains still resolves there).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dns::classify::Classifier;
+use crate::names::{AccountName, DomainName};
+use crate::playbook::StageAction;
+use crate::store::{StageAccountRow, StageRow};
+use crate::whm::{WhmClient, WhmError};
+
+/// How many domains the gate asks about at once.
+const GATE_CONCURRENCY: usize = 8;
+
+/// One answer that keeps an account out of a stage: which resolver said what for which name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The resolver asked (`192.0.2.53:53`).
+    pub resolver: String,
+    /// The name asked about (`www.example.fi`).
+    pub name: String,
+    /// The record type (`A`, `AAAA`, `MX`).
+    pub rtype: String,
+    /// What it answered (`192.0.2.10`, `10 mail.example.fi. → 192.0.2.10`), or why it gave no
+    /// answer.
+    pub answer: String,
+}
+
+/// The old server's addresses: what the gate looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldServer {
+    /// Its IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Its IPv6 address, if it has one.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl OldServer {
+    fn is(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => v4 == self.ip,
+            IpAddr::V6(v6) => Some(v6) == self.ipv6,
+        }
+    }
+}
+
+/// Asks public DNS about each of an account's domains: every answer that still leads to the
+/// old server, and every resolver that gave no answer. Empty: the account is clear.
+pub async fn dns_gate(resolvers: &Classifier, domains: &[DomainName], old: OldServer) -> Vec<Evidence> {
+    let mut found = Vec::new();
+    for chunk in domains.chunks(GATE_CONCURRENCY) {
+        let mut asks = Vec::with_capacity(chunk.len());
+        for domain in chunk {
+            asks.push(domain_gate(resolvers, domain, old));
+        }
+        for evidence in futures::future::join_all(asks).await {
+            found.extend(evidence);
+        }
+    }
+    found
+}
+
+async fn domain_gate(resolvers: &Classifier, domain: &DomainName, old: OldServer) -> Vec<Evidence> {
+    let apex = domain.as_str().to_owned();
+    let www = format!("www.{apex}");
+    let mut found = Vec::new();
+    for name in [&apex, &www] {
+        for (resolver, answer) in resolvers.a_records_everywhere(name).await {
+            let addresses = answer.map(|list| list.into_iter().map(IpAddr::V4).collect::<Vec<_>>());
+            found.extend(look_at(resolver, name, "A", addresses, old));
+        }
+        if old.ipv6.is_some() {
+            for (resolver, answer) in resolvers.aaaa_records_everywhere(name).await {
+                let addresses = answer.map(|list| list.into_iter().map(IpAddr::V6).collect::<Vec<_>>());
+                found.extend(look_at(resolver, name, "AAAA", addresses, old));
+            }
+        }
+    }
+    for (resolver, answer) in resolvers.mx_everywhere(&apex).await {
+        let hosts = match answer {
+            Ok(hosts) => hosts,
+            Err(no) => {
+                found.push(no_answer(resolver, &apex, "MX", &no.reason));
+                continue;
+            }
+        };
+        for mx in hosts {
+            // `10 mail.example.fi.`: the host's addresses, through the same resolver's view.
+            let host = mx.split_whitespace().nth(1).unwrap_or_default().trim_end_matches('.').to_owned();
+            if host.is_empty() {
+                continue;
+            }
+            for (asked, addresses) in resolvers.a_records_everywhere(&host).await {
+                if asked != resolver {
+                    continue;
+                }
+                match addresses {
+                    Ok(list) if list.iter().any(|ip| old.is(IpAddr::V4(*ip))) => found.push(Evidence {
+                        resolver: resolver.to_string(),
+                        name: apex.clone(),
+                        rtype: "MX".to_owned(),
+                        answer: format!("{mx} → {}", old.ip),
+                    }),
+                    Ok(_) => {}
+                    Err(no) => found.push(no_answer(resolver, &host, "A", &no.reason)),
+                }
+            }
+        }
+    }
+    found
+}
+
+fn look_at(
+    resolver: std::net::SocketAddr,
+    name: &str,
+    rtype: &str,
+    answer: Result<Vec<IpAddr>, crate::dns::classify::NoAnswer>,
+    old: OldServer,
+) -> Option<Evidence> {
+    match answer {
+        Ok(addresses) => addresses.into_iter().find(|ip| old.is(*ip)).map(|ip| Evidence {
+            resolver: resolver.to_string(),
+            name: name.to_owned(),
+            rtype: rtype.to_owned(),
+            answer: ip.to_string(),
+        }),
+        Err(no) => Some(no_answer(resolver, name, rtype, &no.reason)),
+    }
+}
+
+fn no_answer(resolver: std::net::SocketAddr, name: &str, rtype: &str, reason: &str) -> Evidence {
+    Evidence {
+        resolver: resolver.to_string(),
+        name: name.to_owned(),
+        rtype: rtype.to_owned(),
+        answer: format!("no answer ({reason}): it cannot be shown the name has left the old server"),
+    }
+}
+
+/// The accounts an account stage (suspend, remove) acts on now, by user name: of the accounts
+/// that arrived on the target (`arrived`), those it has not done or been told to leave out,
+/// and for a removal only those an earlier suspension (not skipped) suspended: an account is
+/// never removed that its customer never saw closed.
+pub fn candidates(
+    stages: &[StageRow],
+    recorded: &[StageAccountRow],
+    arrived: impl IntoIterator<Item = String>,
+    stage: &StageRow,
+    action: StageAction,
+) -> Vec<String> {
+    let settled_here = |user: &str| {
+        recorded
+            .iter()
+            .any(|r| r.stage == stage.stage && r.user == user && (r.state == "done" || r.state == "excluded"))
+    };
+    let suspension = stages.iter().find(|s| {
+        s.stage < stage.stage && s.action == StageAction::SuspendAccounts.as_str() && s.state != "skipped"
+    });
+    let suspended = |user: &str| match (action, suspension) {
+        (StageAction::RemoveAccounts, Some(s)) => {
+            recorded.iter().any(|r| r.stage == s.stage && r.user == user && r.state == "done")
+        }
+        _ => true,
+    };
+    arrived.into_iter().filter(|user| !settled_here(user) && suspended(user)).collect()
+}
+
+/// The dedupe key of stage `place`'s job in migration `id`.
+pub fn stage_job_key(id: &str, place: i64) -> String {
+    format!("decommission:{id}:{place}")
+}
+
+/// Makes the job of the stage after `place` look again now: it runs if it is due (else it
+/// waits for its date), instead of at its next hourly look at the stage before it. A stage
+/// that passed (ran, done, skipped, undone) calls this in the same transaction.
+pub async fn wake_next_stage(
+    tx: &mut crate::store::Tx<'_>,
+    id: &str,
+    place: i64,
+    now: i64,
+) -> Result<(), crate::store::StoreError> {
+    tx.requeue_job(id, &stage_job_key(id, place + 1), now).await.map(drop)
+}
+
+/// Adds `more`'s keys to the JSON object `detail` (a stage's detail: who postponed, skipped
+/// or undid it, its tasks).
+pub fn merge_detail(detail: &str, more: serde_json::Value) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(detail).unwrap_or_else(|_| serde_json::json!({}));
+    if let (Some(map), serde_json::Value::Object(more)) = (value.as_object_mut(), more) {
+        map.extend(more);
+    }
+    value.to_string()
+}
+
+/// What an account action found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// It did it.
+    Done,
+    /// It was so already (a run after a crash, or someone did it by hand).
+    AlreadySo,
+    /// The source has no such account (removed by hand, or an earlier run removed it).
+    NoAccount,
+}
+
+/// Suspends an account on the source with `reason`, unless it is suspended already.
+pub async fn suspend(whm: &WhmClient, user: &AccountName, reason: &str) -> Result<ActionOutcome, WhmError> {
+    match whm.account(user).await? {
+        None => Ok(ActionOutcome::NoAccount),
+        Some(account) if account.suspended => Ok(ActionOutcome::AlreadySo),
+        Some(_) => whm.suspend_account(user, reason).await.map(|()| ActionOutcome::Done),
+    }
+}
+
+/// Unsuspends an account on the source, unless it is not suspended.
+pub async fn unsuspend(whm: &WhmClient, user: &AccountName) -> Result<ActionOutcome, WhmError> {
+    match whm.account(user).await? {
+        None => Ok(ActionOutcome::NoAccount),
+        Some(account) if !account.suspended => Ok(ActionOutcome::AlreadySo),
+        Some(_) => whm.unsuspend_account(user).await.map(|()| ActionOutcome::Done),
+    }
+}
+
+/// Removes an account from the source (its DNS zones kept when `keep_dns`), unless it is gone.
+pub async fn remove(whm: &WhmClient, user: &AccountName, keep_dns: bool) -> Result<ActionOutcome, WhmError> {
+    match whm.account(user).await? {
+        None => Ok(ActionOutcome::AlreadySo),
+        Some(_) => whm.remove_account(user, keep_dns).await.map(|()| ActionOutcome::Done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_old_servers_addresses_and_silence_hold_an_account() {
+        let old = OldServer { ip: Ipv4Addr::new(192, 0, 2, 10), ipv6: Some("2001:db8::10".parse().unwrap()) };
+        let resolver: std::net::SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let at = |ips: &[&str]| Ok(ips.iter().map(|ip| ip.parse().unwrap()).collect());
+        assert_eq!(look_at(resolver, "a.fi", "A", at(&["198.51.100.1"]), old), None);
+        assert_eq!(look_at(resolver, "a.fi", "A", at(&[]), old), None, "no records lead nowhere");
+        let held = look_at(resolver, "a.fi", "A", at(&["198.51.100.1", "192.0.2.10"]), old).unwrap();
+        assert_eq!((held.answer.as_str(), held.resolver.as_str()), ("192.0.2.10", "127.0.0.1:53"));
+        assert!(look_at(resolver, "a.fi", "AAAA", at(&["2001:db8::10"]), old).is_some());
+        let silent = crate::dns::classify::NoAnswer { reason: "did not answer in time".into(), silent: true };
+        let held = look_at(resolver, "a.fi", "A", Err(silent), old).unwrap();
+        assert!(held.answer.starts_with("no answer (did not answer in time)"), "{}", held.answer);
+    }
+}

@@ -1,0 +1,342 @@
+//! Retiring the old server in stages, against the simulated hosts, real pdns_server instances
+//! (ours, and "theirs" standing in for a customer's external DNS), a root and two real
+//! recursive resolvers (BIND) as public DNS, a real SMTP server, and a clock the test jumps by
+//! months: the stages are recorded at the cutover and run at their dates, in order, once; an
+//! account whose domain public DNS still sends to the old server is held with the evidence and
+//! its customer reminded, then suspended once the test repoints it; removal follows; the manual
+//! stages wait for people, destroying the disks for two different ones; undoing a suspension
+//! gives the accounts back; and the event log's hash chain finds a tampered row.
+
+use std::time::{Duration, Instant};
+
+use siirto::demo::{SOURCE_IP, TARGET_IP};
+use siirto::dns::{DnsProvider, Rrset, RrsetChange};
+use siirto::domain::MigrationState;
+use siirto::engine::Clock;
+use siirto::store::StageRow;
+
+use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
+use crate::support::smtp::SmtpServer;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The demo's playbook, polling public DNS (and re-checking held accounts) every 300 ms.
+fn playbook() -> String {
+    include_str!("../../playbooks/demo.toml")
+        .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"300ms\"")
+}
+
+async fn stages(rig: &SimRig) -> Vec<StageRow> {
+    rig.store.stages(rig.id.as_str()).await.unwrap()
+}
+
+/// Waits until stage `place` is in one of `states`.
+async fn wait_stage(rig: &SimRig, place: i64, states: &[&str], timeout: Duration) -> StageRow {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = stages(rig).await;
+        if let Some(stage) = all.iter().find(|s| s.stage == place && states.contains(&s.state.as_str())) {
+            return stage.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stage {place} did not reach {states:?}: {all:#?}\nevents: {:#?}",
+            rig.events().await.iter().rev().take(30).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count_events(rig: &SimRig, kind: &str, account: Option<&str>) -> usize {
+    rig.events()
+        .await
+        .iter()
+        .filter(|e| e.kind == kind && (account.is_none() || e.account.as_deref() == account))
+        .count()
+}
+
+async fn suspended(rig: &SimRig, n: usize) -> Option<bool> {
+    rig.source_whm().account(&rig.user(n)).await.unwrap().map(|a| a.suspended)
+}
+
+/// Starts a rig of three accounts, the first on the customer's own DNS, runs the migration to
+/// its cutover with a daemon, and returns them with the SMTP server.
+async fn cut_over(id: &'static str) -> (SimRig, Daemon, SmtpServer) {
+    let smtp = SmtpServer::start();
+    let mut options = RigOptions::new(id, 3);
+    options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
+    options.public_dns = true;
+    options.mail = Mail::Smtp(smtp.addr);
+    let rig = SimRig::start(options).await;
+    // The customer's domain is flagged (they must repoint it), so plan, approve and start.
+    rig.plan(&playbook()).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    let daemon = Daemon::start(rig.engine("retire", 4));
+    rig.wait_for("the cutover", Duration::from_secs(180), |s| {
+        matches!(s.detail, MigrationState::CutOver { .. })
+    })
+    .await;
+    (rig, daemon, smtp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
+    let (rig, daemon, smtp) = cut_over("it-decommission").await;
+    let id = rig.id.clone();
+    let external = rig.hosts.accounts[0].clone();
+    let domain = external.domain.clone();
+
+    // The playbook's five stages are recorded at the cutover, dated from it, none run yet.
+    let row = rig.store.migration(id.as_str()).await.unwrap().unwrap();
+    let recorded = stages(&rig).await;
+    let dates: Vec<(String, i64, String)> =
+        recorded.iter().map(|s| (s.action.clone(), s.due_at - row.cutover_at, s.state.clone())).collect();
+    let day = DAY.as_millis() as i64;
+    assert_eq!(
+        dates,
+        vec![
+            ("suspend_accounts".into(), 30 * day, "pending".into()),
+            ("remove_accounts".into(), 60 * day, "pending".into()),
+            ("cancel_licence".into(), 60 * day, "pending".into()),
+            ("power_off".into(), 90 * day, "pending".into()),
+            ("destroy_disks".into(), 90 * day, "pending".into()),
+        ]
+    );
+    // The preview: nothing is due; the suspension would take all three accounts, except the
+    // one whose domain public DNS still sends to the old server, shown with the evidence.
+    let world = siirto::world::World::from_config(&rig.config).unwrap();
+    let plan = siirto::ops::decommission_plan(&rig.store, Some(&world), &id).await.unwrap();
+    let suspend = &plan.stages[0];
+    assert_eq!(suspend.would_touch, vec![rig.user(1).to_string(), rig.user(2).to_string()], "{plan:#?}");
+    assert_eq!(suspend.held.len(), 1, "{plan:#?}");
+    assert_eq!(suspend.held[0].account, external.user.as_str());
+    assert!(suspend.held[0].checked_now);
+    assert!(
+        suspend.held[0]
+            .evidence
+            .iter()
+            .any(|e| e.name == domain.as_str() && e.rtype == "A" && e.answer == SOURCE_IP.to_string()),
+        "{:#?}",
+        suspend.held[0].evidence
+    );
+
+    // A month passes: nothing was suspended before its date.
+    for n in 0..3 {
+        assert_eq!(suspended(&rig, n).await, Some(false), "account {n} before the stage");
+    }
+    rig.clock.advance(30 * DAY + Duration::from_secs(60));
+    let ran = wait_stage(&rig, 0, &["ran"], Duration::from_secs(60)).await;
+    assert_eq!(ran.state, "ran");
+    assert_eq!(suspended(&rig, 1).await, Some(true));
+    assert_eq!(suspended(&rig, 2).await, Some(true));
+    assert_eq!(
+        suspended(&rig, 0).await,
+        Some(false),
+        "the external customer's account is held, not suspended"
+    );
+    let reason = rig.hosts.source.suspend_reason(&rig.user(1)).expect("a suspension reason");
+    assert!(reason.contains(id.as_str()), "the reason names the migration: {reason}");
+    let accounts = rig.store.stage_accounts(id.as_str()).await.unwrap();
+    let held = accounts.iter().find(|a| a.user == external.user.as_str()).unwrap();
+    assert_eq!(held.state, "held");
+    assert!(held.evidence.contains(&SOURCE_IP.to_string()), "{}", held.evidence);
+    // Its customer is reminded through the notice machinery, with the old records named.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let prefix = "<closing.0.";
+    let closing = loop {
+        if let Some(found) = smtp.delivered().into_iter().find(|d| d.message_id.starts_with(prefix)) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no closing reminder: {:?}", smtp.delivered().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        closing.message_id.ends_with(&format!(".{}.{id}@siirto>", external.user)),
+        "{}",
+        closing.message_id
+    );
+    assert!(closing.rcpt_tos.contains(&external.email), "{closing:?}");
+    let body = closing.body.clone().unwrap_or_default();
+    assert!(body.contains(&format!("{} A: {SOURCE_IP}", domain.as_str())), "{body}");
+    assert!(body.contains("switched off on"), "{body}");
+    // The next stage is due at 60 days: not yet.
+    assert_eq!(stages(&rig).await[1].state, "pending");
+
+    // The customer repoints their records (apex, www, the mail host): at the next check the
+    // account is clear and suspended, and the stage is done, once.
+    let their_dns = rig.their_dns();
+    let apex = domain.fqdn();
+    let changes: Vec<RrsetChange> = [apex.clone(), format!("www.{apex}"), format!("mail.{apex}")]
+        .into_iter()
+        .map(|name| {
+            RrsetChange::Replace(Rrset {
+                name,
+                rtype: "A".into(),
+                ttl: 300,
+                records: vec![TARGET_IP.to_string()],
+            })
+        })
+        .collect();
+    their_dns.apply(&domain, &changes).await.unwrap();
+    wait_stage(&rig, 0, &["done"], Duration::from_secs(60)).await;
+    assert_eq!(suspended(&rig, 0).await, Some(true));
+    for n in 0..3 {
+        let user = rig.user(n);
+        assert_eq!(count_events(&rig, "account_suspended_on_source", Some(user.as_str())).await, 1, "{user}");
+    }
+    assert_eq!(count_events(&rig, "decommission_done", None).await, 1);
+    let plan = siirto::ops::decommission_plan(&rig.store, Some(&world), &id).await.unwrap();
+    assert_eq!(plan.stages[0].done.len(), 3);
+    assert!(plan.stages[0].held.is_empty() && plan.stages[0].would_touch.is_empty(), "{plan:#?}");
+
+    // Two months: the accounts are removed (keepdns off: the servers share no cluster), and
+    // the manual licence stage opens its task.
+    rig.clock.advance(30 * DAY);
+    wait_stage(&rig, 1, &["done"], Duration::from_secs(60)).await;
+    for n in 0..3 {
+        assert_eq!(suspended(&rig, n).await, None, "account {n} is removed from the source");
+    }
+    assert_eq!(count_events(&rig, "account_removed_from_source", None).await, 3);
+    let licence = wait_stage(&rig, 2, &["waiting"], Duration::from_secs(30)).await;
+    assert_eq!(licence.manual, 1);
+    let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
+    let task = tasks
+        .iter()
+        .find(|t| t.stage.as_deref() == Some("cancel licence"))
+        .expect("the licence task")
+        .clone();
+    let now = rig.clock.now();
+    let done =
+        siirto::ops::ack_task(&rig.store, task.id, "maija", Some("cancelled in Manage2"), now).await.unwrap();
+    assert_eq!(done.stage_done.as_deref(), Some("cancel licence"));
+    // Undoing a suspension after the removal is refused: the accounts are gone.
+    let err = siirto::ops::undo_stage(&rig.store, &world, &id, "suspend accounts", "maija", "oops", now)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("removed 3 account(s)"), "{err:#}");
+
+    // Three months: power off and the disks are people's; destroying the disks needs two.
+    rig.clock.advance(30 * DAY);
+    wait_stage(&rig, 3, &["waiting"], Duration::from_secs(30)).await;
+    let power = siirto::status::operator_tasks(&rig.store, id.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.stage.as_deref() == Some("power off"))
+        .unwrap();
+    siirto::ops::ack_task(&rig.store, power.id, "maija", None, rig.clock.now()).await.unwrap();
+    let disks = wait_stage(&rig, 4, &["waiting"], Duration::from_secs(30)).await;
+    let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
+    let unrack = tasks.iter().find(|t| t.task.starts_with("unrack")).unwrap().clone();
+    let destroy = tasks.iter().find(|t| t.task.starts_with("destroy")).unwrap().clone();
+    assert_eq!((unrack.needs, destroy.needs), (1, 2));
+    let first = siirto::ops::ack_task(&rig.store, destroy.id, "maija", None, rig.clock.now()).await.unwrap();
+    assert_eq!((first.confirmations, first.needs, first.stage_done), (1, 2, None));
+    let again =
+        siirto::ops::ack_task(&rig.store, destroy.id, "maija", None, rig.clock.now()).await.unwrap_err();
+    assert!(format!("{again}").contains("someone else must confirm"), "{again}");
+    let listed = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
+    let open = listed.iter().find(|t| t.id == destroy.id).expect("still open after one person");
+    assert_eq!(open.confirmed_by, vec!["maija".to_owned()]);
+    let second = siirto::ops::ack_task(&rig.store, destroy.id, "pekka", None, rig.clock.now()).await.unwrap();
+    assert_eq!((second.confirmations, second.stage_done.as_deref()), (2, None), "unrack is still open");
+    let last = siirto::ops::ack_task(&rig.store, unrack.id, "pekka", None, rig.clock.now()).await.unwrap();
+    assert_eq!(last.stage_done.as_deref(), Some(disks.name.as_str()));
+    assert!(stages(&rig).await.iter().all(|s| s.state == "done"), "{:#?}", stages(&rig).await);
+    assert_eq!(count_events(&rig, "decommission_done", None).await, 5, "each stage once");
+    daemon.stop().await;
+
+    // The event log's chain is intact; a row edited behind the store's back is named.
+    let report = rig.store.verify_chain(id.as_str()).await.unwrap();
+    assert_eq!(report.broken, None, "{report:?}");
+    let removed = rig.events().await.into_iter().find(|e| e.kind == "account_removed_from_source").unwrap();
+    let db = rig.dir.path().join("siirto.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("UPDATE events SET actor = 'someone-else' WHERE id = {}", removed.id))
+        .status()
+        .expect("sqlite3 (Debian package sqlite3)");
+    assert!(status.success());
+    let report = rig.store.verify_chain(id.as_str()).await.unwrap();
+    assert_eq!(report.broken.and_then(|b| b.event), Some(removed.id), "the edited row is named");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undoing_a_suspension_gives_the_accounts_back_and_skipping_and_postponing_are_recorded() {
+    let (rig, daemon, _smtp) = cut_over("it-decommission-undo").await;
+    let id = rig.id.clone();
+    let world = siirto::world::World::from_config(&rig.config).unwrap();
+    let now = rig.clock.now();
+    // The removal is postponed by two weeks and the licence stage skipped, each with a reason.
+    let removal = stages(&rig).await[1].clone();
+    let until = siirto::domain::from_millis(removal.due_at) + chrono::Duration::days(14);
+    let postponed = siirto::ops::postpone_stage(
+        &rig.store,
+        &id,
+        "remove accounts",
+        until,
+        "maija",
+        "customer audit",
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(postponed.due_at, removal.due_at + 14 * DAY.as_millis() as i64);
+    let early = siirto::ops::postpone_stage(&rig.store, &id, "remove accounts", now, "maija", "x", now).await;
+    assert!(format!("{:#}", early.unwrap_err()).contains("later time"));
+    let none = siirto::ops::skip_stage(&rig.store, &id, "cancel licence", "maija", " ", now).await;
+    assert!(format!("{:#}", none.unwrap_err()).contains("give a reason"));
+    siirto::ops::skip_stage(&rig.store, &id, "cancel licence", "maija", "licence is monthly", now)
+        .await
+        .unwrap();
+    let unknown = siirto::ops::skip_stage(&rig.store, &id, "reboot", "maija", "why", now).await;
+    assert!(format!("{:#}", unknown.unwrap_err()).contains("its stages: \"suspend accounts\""));
+
+    rig.clock.advance(30 * DAY + Duration::from_secs(60));
+    wait_stage(&rig, 0, &["ran"], Duration::from_secs(60)).await;
+    assert_eq!((suspended(&rig, 1).await, suspended(&rig, 2).await), (Some(true), Some(true)));
+    daemon.stop().await;
+
+    let undone = siirto::ops::undo_stage(
+        &rig.store,
+        &world,
+        &id,
+        "suspend accounts",
+        "maija",
+        "wrong server",
+        rig.clock.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(undone.accounts, vec![rig.user(1).to_string(), rig.user(2).to_string()]);
+    for n in 0..3 {
+        assert_eq!(suspended(&rig, n).await, Some(false), "account {n} serves again");
+    }
+    let all = stages(&rig).await;
+    assert_eq!(
+        all.iter().map(|s| s.state.as_str()).collect::<Vec<_>>(),
+        ["undone", "pending", "skipped", "pending", "pending"]
+    );
+    let events = rig.events().await;
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.kind.starts_with("decommission_"))
+        .map(|e| (e.kind.as_str(), e.actor.as_str()))
+        .collect();
+    assert!(kinds.contains(&("decommission_postponed", "maija")), "{kinds:?}");
+    assert!(kinds.contains(&("decommission_skipped", "maija")), "{kinds:?}");
+    assert!(kinds.contains(&("decommission_undone", "maija")), "{kinds:?}");
+    assert_eq!(events.iter().filter(|e| e.kind == "account_unsuspended_on_source").count(), 2);
+    let again = siirto::ops::undo_stage(
+        &rig.store,
+        &world,
+        &id,
+        "suspend accounts",
+        "maija",
+        "twice",
+        rig.clock.now(),
+    )
+    .await;
+    assert!(format!("{:#}", again.unwrap_err()).contains("undone already"));
+}
