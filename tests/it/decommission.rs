@@ -31,7 +31,7 @@ async fn stages(rig: &SimRig) -> Vec<StageRow> {
 }
 
 /// Waits until stage `place` is in one of `states`.
-async fn wait_stage(rig: &SimRig, place: i64, states: &[&str], timeout: Duration) -> StageRow {
+pub(crate) async fn wait_stage(rig: &SimRig, place: i64, states: &[&str], timeout: Duration) -> StageRow {
     let deadline = Instant::now() + timeout;
     loop {
         let all = stages(rig).await;
@@ -61,7 +61,7 @@ async fn suspended(rig: &SimRig, n: usize) -> Option<bool> {
 
 /// Starts a rig of three accounts, the first on the customer's own DNS, runs the migration to
 /// its cutover with a daemon, and returns them with the SMTP server.
-async fn cut_over(id: &'static str) -> (SimRig, Daemon, SmtpServer) {
+pub(crate) async fn cut_over(id: &'static str) -> (SimRig, Daemon, SmtpServer) {
     let smtp = SmtpServer::start();
     let mut options = RigOptions::new(id, 3);
     options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
