@@ -203,6 +203,174 @@ pub fn merge_detail(detail: &str, more: serde_json::Value) -> String {
     value.to_string()
 }
 
+/// How many lines of a recently written access log are read for the evidence.
+const ACCESS_LOG_TAIL: &str = "1000";
+
+/// How long one remote command of the traffic gate may take.
+const TRAFFIC_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The traffic gate: what reached the old server for `domains` within `window` before now,
+/// on the old server's own clock (its logs are stamped by it), read over SSH from its per-site
+/// web access logs (`ssh.web_logs`: `<domain>` and `<domain>-ssl_log`, Apache's combined
+/// format) and its exim main log (local deliveries to the domains' addresses). Empty: no
+/// traffic. A log that does not exist is no traffic; a log that cannot be read is an error.
+/// Only files written to within the window are read, and of those only their last lines.
+pub async fn recent_traffic(
+    host: &str,
+    ssh: &crate::config::SshConfig,
+    domains: &[DomainName],
+    window: std::time::Duration,
+) -> Result<Vec<Evidence>, crate::mailsync::MailSyncError> {
+    use crate::mailsync::{MailSyncError, SourceClock, connect, local_deliveries, run, stderr_tail};
+    if domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let session = connect(host, ssh).await?;
+    let date =
+        run(&session, host, "date", &["date", "+%s %Y-%m-%d %H:%M:%S"], TRAFFIC_COMMAND_TIMEOUT).await?;
+    let clock =
+        SourceClock::parse(&String::from_utf8_lossy(&date.stdout)).ok_or_else(|| MailSyncError::Command {
+            host: host.to_owned(),
+            what: "date".into(),
+            detail: format!("unreadable answer {:?}", String::from_utf8_lossy(&date.stdout)),
+        })?;
+    let since = clock.epoch - window.as_secs() as i64;
+    let within = as_window(window);
+    let mut found = Vec::new();
+
+    // The web: which logs were written since the window began (stat's mtime), then their
+    // last lines.
+    let files: Vec<(String, &DomainName)> = domains
+        .iter()
+        .flat_map(|d| {
+            [(ssh.web_logs.join(d.as_str()), d), (ssh.web_logs.join(&format!("{}-ssl_log", d.as_str())), d)]
+        })
+        .collect();
+    let mut argv: Vec<&str> = vec!["stat", "-c", "%Y %n", "--"];
+    argv.extend(files.iter().map(|(f, _)| f.as_str()));
+    let stat = run(&session, host, "stat of the web access logs", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
+    // stat: 0 all found, 1 some missing (those print nothing on stdout).
+    if stat.status > 1 {
+        return Err(MailSyncError::Command {
+            host: host.to_owned(),
+            what: format!("reading the web access logs in {} (ssh.web_logs)", ssh.web_logs),
+            detail: format!("stat exited with {}: {}", stat.status, stderr_tail(&stat)),
+        });
+    }
+    let written = String::from_utf8_lossy(&stat.stdout).into_owned();
+    for line in written.lines() {
+        let Some((mtime, path)) = line.split_once(' ') else { continue };
+        let Ok(mtime) = mtime.parse::<i64>() else { continue };
+        let Some((file, domain)) = files.iter().find(|(f, _)| f == path) else { continue };
+        if mtime < since {
+            continue;
+        }
+        let tail = run(
+            &session,
+            host,
+            "tail of a web access log",
+            &["tail", "-n", ACCESS_LOG_TAIL, "--", file],
+            TRAFFIC_COMMAND_TIMEOUT,
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&tail.stdout);
+        let requests: Vec<AccessLine> =
+            text.lines().filter_map(AccessLine::parse).filter(|l| l.at >= since).collect();
+        if let Some(last) = requests.last() {
+            found.push(Evidence {
+                resolver: file.clone(),
+                name: domain.as_str().to_owned(),
+                rtype: "web".to_owned(),
+                answer: format!(
+                    "{} request(s) in the last {within}; the last at {} from {}: {}",
+                    requests.len(),
+                    chrono::DateTime::from_timestamp(last.at, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    last.client,
+                    last.request
+                ),
+            });
+        }
+    }
+
+    // Mail: local deliveries to the domains' addresses (only the lines naming them are read).
+    let patterns: Vec<String> = domains.iter().map(|d| format!("@{}>", d.as_str())).collect();
+    let mut argv: Vec<&str> = vec!["grep", "-F", "-i", "-h"];
+    for pattern in &patterns {
+        argv.extend(["-e", pattern.as_str()]);
+    }
+    argv.extend(["--", ssh.mail_log.as_str()]);
+    let output = run(&session, host, "grep of the mail log", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
+    let _ = session.close().await;
+    let log = match output.status {
+        0 => String::from_utf8_lossy(&output.stdout).into_owned(),
+        // 1: nothing found; 2 with a missing log: a host that never delivered mail.
+        1 => String::new(),
+        status => {
+            return Err(MailSyncError::Command {
+                host: host.to_owned(),
+                what: format!("reading the mail log {} (ssh.mail_log)", ssh.mail_log),
+                detail: format!("grep exited with {status}: {}", stderr_tail(&output)),
+            });
+        }
+    };
+    for domain in domains {
+        let recent: Vec<_> = local_deliveries(&log, std::slice::from_ref(domain))
+            .into_iter()
+            .filter(|d| clock.epoch_of(d.logged_at) >= since)
+            .collect();
+        if let Some(last) = recent.last() {
+            found.push(Evidence {
+                resolver: ssh.mail_log.to_string(),
+                name: domain.as_str().to_owned(),
+                rtype: "mail".to_owned(),
+                answer: format!(
+                    "{} local deliveries in the last {within}; the last at {} (the old server's time) to {}",
+                    recent.len(),
+                    last.logged_at,
+                    last.address
+                ),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// A window as people write it: `7d`, `12h`, `90s`.
+fn as_window(window: std::time::Duration) -> String {
+    let secs = window.as_secs();
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}
+
+/// One line of an Apache combined access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AccessLine {
+    /// When, in epoch seconds.
+    at: i64,
+    /// The client's address.
+    client: String,
+    /// The request line (`GET / HTTP/1.1`).
+    request: String,
+}
+
+impl AccessLine {
+    /// `1.2.3.4 - - [06/Dec/2026:07:00:00 +0000] "GET / HTTP/1.1" 200 …`; `None` for anything else.
+    fn parse(line: &str) -> Option<AccessLine> {
+        let client = line.split_whitespace().next()?.to_owned();
+        let open = line.find('[')?;
+        let close = open + line[open..].find(']')?;
+        let at = chrono::DateTime::parse_from_str(&line[open + 1..close], "%d/%b/%Y:%H:%M:%S %z")
+            .ok()?
+            .timestamp();
+        let rest = &line[close + 1..];
+        let request = rest.split('"').nth(1).unwrap_or_default().chars().take(200).collect();
+        Some(AccessLine { at, client, request })
+    }
+}
+
 /// What an account action found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -244,6 +412,23 @@ pub async fn remove(whm: &WhmClient, user: &AccountName, keep_dns: bool) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_lines_are_read_in_apaches_combined_format() {
+        let line =
+            r#"198.51.100.7 - - [06/Dec/2026:07:00:00 +0200] "GET /shop/ HTTP/1.1" 200 512 "-" "curl/8""#;
+        let read = AccessLine::parse(line).unwrap();
+        assert_eq!(read.client, "198.51.100.7");
+        assert_eq!(read.request, "GET /shop/ HTTP/1.1");
+        assert_eq!(
+            read.at,
+            chrono::DateTime::parse_from_rfc3339("2026-12-06T05:00:00Z").unwrap().timestamp()
+        );
+        assert_eq!(AccessLine::parse("garbage"), None);
+        assert_eq!(AccessLine::parse("1.2.3.4 - - [yesterday] \"GET /\""), None);
+        assert_eq!(as_window(std::time::Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(as_window(std::time::Duration::from_secs(3)), "3s");
+    }
 
     #[test]
     fn only_the_old_servers_addresses_and_silence_hold_an_account() {

@@ -262,13 +262,13 @@ pub fn sync_dry_run_argv(
     Ok(vec!["rsync".to_owned(), "--list-only".to_owned(), "-e".to_owned(), ssh.join(" "), from])
 }
 
-async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
+pub(crate) async fn connect(host: &str, ssh: &SshConfig) -> Result<SshSession, MailSyncError> {
     SshSession::connect(&ssh.login(), CONNECT_TIMEOUT)
         .await
         .map_err(|source| MailSyncError::Ssh { host: host.to_owned(), source: Box::new(source) })
 }
 
-async fn run(
+pub(crate) async fn run(
     session: &SshSession,
     host: &str,
     what: &str,
@@ -299,7 +299,7 @@ async fn run_with_input(
     }
 }
 
-fn stderr_tail(output: &ExecOutput) -> String {
+pub(crate) fn stderr_tail(output: &ExecOutput) -> String {
     let text = String::from_utf8_lossy(&output.stderr);
     let text = text.trim();
     let start = text.len().saturating_sub(STDERR_LIMIT);
@@ -711,7 +711,7 @@ impl SourceClock {
     }
 
     /// A log stamp in the source's local time, as epoch seconds on the source's clock.
-    fn epoch_of(&self, logged_at: NaiveDateTime) -> i64 {
+    pub fn epoch_of(&self, logged_at: NaiveDateTime) -> i64 {
         let offset = self.local.and_utc().timestamp() - self.epoch;
         logged_at.and_utc().timestamp() - offset
     }
@@ -918,6 +918,7 @@ mod tests {
             host_key: "ssh-ed25519 AAAA".to_owned(),
             home_root: RemotePath::parse(home).unwrap(),
             mail_log: RemotePath::parse("/var/log/exim_mainlog").unwrap(),
+            web_logs: RemotePath::parse("/usr/local/apache/domlogs").unwrap(),
             pull_key_file: pull.then(|| RemotePath::parse("/root/.ssh/pull").unwrap()),
             pull_known_hosts: pull.then(|| RemotePath::parse("/root/.ssh/known").unwrap()),
         }

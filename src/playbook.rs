@@ -57,6 +57,10 @@ pub struct Schedule {
     pub settle_after: Duration,
     /// The decommission stages of the old server, in order (their `after` never decreases).
     pub decommission: Vec<DecommissionStage>,
+    /// How long the old server's logs must show no traffic for an account's domains (web
+    /// requests, local mail deliveries) before the account is removed, and for any migrated
+    /// domain before the server is powered off.
+    pub no_traffic_for: Duration,
 }
 
 /// One decommission stage of the old server.
@@ -642,6 +646,7 @@ struct RawSchedule {
     announce_before: Option<Spanned<String>>,
     lower_ttl_before: Option<Spanned<String>>,
     settle_after: Option<Spanned<String>>,
+    no_traffic_for: Option<Spanned<String>>,
     decommission: Option<Vec<RawStage>>,
 }
 
@@ -836,11 +841,18 @@ fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, Con
         Duration::ZERO,
         60 * DAY,
     )?;
+    let no_traffic_for = src.duration_or(
+        raw.and_then(|r| r.no_traffic_for.as_ref()),
+        "schedule.no_traffic_for",
+        7 * DAY,
+        Duration::ZERO,
+        365 * DAY,
+    )?;
     let decommission = match raw.and_then(|r| r.decommission.as_ref()) {
         Some(stages) => decommission(src, stages, settle_after)?,
         None => default_decommission(),
     };
-    Ok(Schedule { announce_before, lower_ttl_before, settle_after, decommission })
+    Ok(Schedule { announce_before, lower_ttl_before, settle_after, decommission, no_traffic_for })
 }
 
 fn default_decommission() -> Vec<DecommissionStage> {

@@ -353,6 +353,9 @@ pub struct SshConfig {
     pub home_root: RemotePath,
     /// This host's exim main log (`/var/log/exim_mainlog` on cPanel).
     pub mail_log: RemotePath,
+    /// The directory of this host's per-site web access logs (`/usr/local/apache/domlogs` on
+    /// cPanel: `<domain>` and `<domain>-ssl_log`), read by the decommission's traffic gate.
+    pub web_logs: RemotePath,
     /// For the final delta sync pulled by this host from another: the private key file, on
     /// this host, that `ssh` uses to log in to the other host; `None` when this host never pulls.
     pub pull_key_file: Option<RemotePath>,

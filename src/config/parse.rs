@@ -88,6 +88,7 @@ struct RawSsh {
     host_key: Spanned<String>,
     home_root: Option<Spanned<String>>,
     mail_log: Option<Spanned<String>>,
+    web_logs: Option<Spanned<String>>,
     pull_key_file: Option<Spanned<String>>,
     pull_known_hosts: Option<Spanned<String>>,
 }
@@ -701,6 +702,7 @@ impl Ctx<'_> {
         };
         let home_root = remote(raw.home_root.as_ref(), "home_root", "/home")?;
         let mail_log = remote(raw.mail_log.as_ref(), "mail_log", "/var/log/exim_mainlog")?;
+        let web_logs = remote(raw.web_logs.as_ref(), "web_logs", "/usr/local/apache/domlogs")?;
         let (pull_key_file, pull_known_hosts) = match (&raw.pull_key_file, &raw.pull_known_hosts) {
             (Some(key), Some(known)) => (
                 Some(remote(Some(key), "pull_key_file", "")?),
@@ -729,6 +731,7 @@ impl Ctx<'_> {
             host_key: host_key_line.to_owned(),
             home_root,
             mail_log,
+            web_logs,
             pull_key_file,
             pull_known_hosts,
         })

@@ -433,6 +433,13 @@ impl SimHost {
         mail::routing_of(&self.host, domain)
     }
 
+    /// The access log of `domain`'s site here (`https`: its `-ssl_log`), as cPanel's Apache
+    /// writes it; empty before any request.
+    pub fn access_log(&self, domain: &DomainName, https: bool) -> String {
+        let name = if https { format!("{}-ssl_log", domain.as_str()) } else { domain.as_str().to_owned() };
+        std::fs::read_to_string(web::domlogs_dir(&self.host.data_dir).join(name)).unwrap_or_default()
+    }
+
     /// Why `user` is suspended here (`suspendacct`'s reason), or `None` when it is not (or the
     /// host has no such account).
     pub fn suspend_reason(&self, user: &AccountName) -> Option<String> {

@@ -52,12 +52,57 @@ fn content_type(path: &FsPath) -> &'static str {
     }
 }
 
+/// The directory of the per-site access logs, as cPanel keeps them
+/// (`/usr/local/apache/domlogs`): `<data_dir>/usr/local/apache/domlogs`.
+pub(crate) fn domlogs_dir(data_dir: &FsPath) -> std::path::PathBuf {
+    data_dir.join("usr").join("local").join("apache").join("domlogs")
+}
+
+/// Serves a request and, when it reached one of the host's sites (suspended ones too), appends
+/// it to that site's access log in Apache's combined format, as cPanel's Apache does:
+/// `domlogs/<domain>` for HTTP, `domlogs/<domain>-ssl_log` for HTTPS.
 async fn site(State(listener): State<Listener>, request: Request) -> Response {
+    let method = request.method().to_string();
+    let target = request.uri().path().to_owned();
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .replace('"', "'");
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "127.0.0.1".to_owned(), |info| info.0.ip().to_string());
+    let (host, https) = (listener.host.clone(), listener.https);
+    let (response, served) = respond(listener, request).await;
+    if let Some(served) = served {
+        let name = if https { format!("{}-ssl_log", served.as_str()) } else { served.as_str().to_owned() };
+        let stamp = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S %z");
+        let status = response.status().as_u16();
+        let line =
+            format!("{client} - - [{stamp}] \"{method} {target} HTTP/1.1\" {status} - \"-\" \"{agent}\"\n");
+        let dir = domlogs_dir(&host.data_dir);
+        let written = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            let mut file =
+                tokio::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, line.as_bytes()).await
+        };
+        if let Err(err) = written.await {
+            tracing::warn!(error = %err, "simulated host: could not write the access log");
+        }
+    }
+    response
+}
+
+/// The response to a request, and the site (domain) it reached, if any.
+async fn respond(listener: Listener, request: Request) -> (Response, Option<DomainName>) {
     let host = listener.host;
     let raw_host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let name = raw_host.rsplit_once(':').map_or(raw_host, |(name, _)| name);
     let Ok(domain) = DomainName::parse(name) else {
-        return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned());
+        return (html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()), None);
     };
     let bare = domain
         .as_str()
@@ -65,7 +110,7 @@ async fn site(State(listener): State<Listener>, request: Request) -> Response {
         .and_then(|d| DomainName::parse(d).ok())
         .unwrap_or_else(|| domain.clone());
 
-    let docroot = {
+    let (docroot, served) = {
         let state = host.state();
         let found = state
             .accounts
@@ -78,14 +123,16 @@ async fn site(State(listener): State<Listener>, request: Request) -> Response {
                     .map(|d| (record.suspended.is_some(), spec.clone(), d.clone()))
             });
         match found {
-            None => return html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()),
-            Some((true, _, _)) => return html(StatusCode::OK, SUSPENDED_PAGE.to_owned()),
+            None => return (html(StatusCode::NOT_FOUND, DEFAULT_PAGE.to_owned()), None),
+            Some((true, _, served)) => {
+                return (html(StatusCode::OK, SUSPENDED_PAGE.to_owned()), Some(served));
+            }
             Some((false, _, served)) if listener.https && state.https_pages.contains_key(&served) => {
-                return html(StatusCode::OK, state.https_pages[&served].clone());
+                return (html(StatusCode::OK, state.https_pages[&served].clone()), Some(served));
             }
             Some((false, spec, served)) => {
                 let home = accounts::home_dir(&host.data_dir, &spec.user);
-                accounts::docroot_in(&home, &spec, &served)
+                (accounts::docroot_in(&home, &spec, &served), served)
             }
         }
     };
@@ -97,17 +144,18 @@ async fn site(State(listener): State<Listener>, request: Request) -> Response {
         let component = FsPath::new(part);
         let plain = matches!(component.components().collect::<Vec<_>>().as_slice(), [Component::Normal(_)]);
         if !plain || part.contains('%') || part.contains('\\') {
-            return html(StatusCode::NOT_FOUND, not_found_page(path));
+            return (html(StatusCode::NOT_FOUND, not_found_page(path)), Some(served));
         }
         file.push(part);
     }
     if path.ends_with('/') || file == docroot {
         file.push("index.html");
     }
-    match tokio::fs::read(&file).await {
+    let response = match tokio::fs::read(&file).await {
         Ok(bytes) => (StatusCode::OK, [(header::CONTENT_TYPE, content_type(&file))], bytes).into_response(),
         Err(_) => html(StatusCode::NOT_FOUND, not_found_page(path)),
-    }
+    };
+    (response, Some(served))
 }
 
 fn not_found_page(path: &str) -> String {

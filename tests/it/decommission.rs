@@ -20,10 +20,19 @@ use crate::support::smtp::SmtpServer;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// The demo's playbook, polling public DNS (and re-checking held accounts) every 300 ms.
+/// The demo's playbook, polling public DNS (and re-checking held accounts) every 300 ms, the
+/// traffic gate looking back 2 s.
 fn playbook() -> String {
     include_str!("../../playbooks/demo.toml")
         .replace("external_poll_interval = \"2s\"", "external_poll_interval = \"300ms\"")
+        .replace("no_traffic_for = \"7d\"", "no_traffic_for = \"2s\"")
+}
+
+/// A visitor who still reaches the old server for `domain` (a hosts file, a stale cache).
+async fn visit_old_server(rig: &SimRig, domain: &str) {
+    let url = format!("http://{}/", rig.hosts.source.web_addr);
+    let response = reqwest::Client::new().get(url).header("Host", domain).send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
 }
 
 async fn stages(rig: &SimRig) -> Vec<StageRow> {
@@ -66,6 +75,7 @@ pub(crate) async fn cut_over(id: &'static str) -> (SimRig, Daemon, SmtpServer) {
     let mut options = RigOptions::new(id, 3);
     options.zones_elsewhere.insert(0, Elsewhere::TheirDns);
     options.public_dns = true;
+    options.ssh = true;
     options.mail = Mail::Smtp(smtp.addr);
     let rig = SimRig::start(options).await;
     // The customer's domain is flagged (they must repoint it), so plan, approve and start.
@@ -190,14 +200,30 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     assert_eq!(plan.stages[0].done.len(), 3);
     assert!(plan.stages[0].held.is_empty() && plan.stages[0].would_touch.is_empty(), "{plan:#?}");
 
-    // Two months: the accounts are removed (keepdns off: the servers share no cluster), and
-    // the manual licence stage opens its task.
+    // Two months. Someone still reaches the old server for account 1's site (a visitor's hosts
+    // file): the removal holds that account with the access log's evidence and removes the
+    // others (keepdns off: the servers share no cluster); once the log is quiet for the
+    // playbook's window, account 1 is removed too.
+    visit_old_server(&rig, rig.domain(1).as_str()).await;
+    assert!(rig.hosts.source.access_log(&rig.domain(1), false).contains("\"GET / HTTP/1.1\""));
     rig.clock.advance(30 * DAY);
+    wait_stage(&rig, 1, &["ran", "done"], Duration::from_secs(60)).await;
+    let held = rig.store.stage_accounts(id.as_str()).await.unwrap();
+    let held = held.iter().find(|a| a.stage == 1 && a.user == rig.user(1).as_str());
+    if let Some(held) = held.filter(|h| h.state == "held") {
+        assert!(held.evidence.contains("\"rtype\":\"web\"") && held.evidence.contains("GET / HTTP/1.1"), "{}", held.evidence);
+        assert_eq!(suspended(&rig, 1).await, Some(true), "held, so still on the old server");
+    } else {
+        panic!("account 1 was removed although its site was visited within the window: {held:?}");
+    }
     wait_stage(&rig, 1, &["done"], Duration::from_secs(60)).await;
     for n in 0..3 {
         assert_eq!(suspended(&rig, n).await, None, "account {n} is removed from the source");
     }
     assert_eq!(count_events(&rig, "account_removed_from_source", None).await, 3);
+    let removal = rig.events().await.into_iter().find(|e| e.kind == "account_removed_from_source").unwrap();
+    assert!(removal.detail.contains("\"keep_dns\":false"), "{}", removal.detail);
+    assert_eq!(count_events(&rig, "decommission_held", Some(rig.user(1).as_str())).await, 1, "the hold is logged once");
     let licence = wait_stage(&rig, 2, &["waiting"], Duration::from_secs(30)).await;
     assert_eq!(licence.manual, 1);
     let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();

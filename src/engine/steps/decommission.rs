@@ -220,8 +220,29 @@ async fn account_stage(
         let evidence = dns_gate(&resolvers, &domains, old).await;
         if !evidence.is_empty() {
             held += 1;
-            hold(cx, ctx, lease, &stage, user, here.get(user.as_str()).copied(), evidence).await?;
+            hold(cx, ctx, lease, &stage, user, here.get(user.as_str()).copied(), evidence, true).await?;
             continue;
+        }
+        if action == StageAction::RemoveAccounts {
+            // The traffic gate: the old server's own logs show nobody still reaching it for
+            // these domains (a resolver we do not ask, a hosts file, a hard-coded address).
+            let ssh = ctx.source.ssh.as_ref().ok_or_else(|| {
+                StepError::transient(anyhow!(
+                    "host {} has no SSH access configured (hosts.{}.ssh): the traffic gate of stage {:?} cannot read its logs",
+                    ctx.source.name,
+                    ctx.source.name,
+                    stage.name
+                ))
+            })?;
+            let window = ctx.playbook.schedule.no_traffic_for;
+            let traffic = crate::decommission::recent_traffic(&ctx.source.name, ssh, &domains, window)
+                .await
+                .map_err(|err| classify!(err))?;
+            if !traffic.is_empty() {
+                held += 1;
+                hold(cx, ctx, lease, &stage, user, here.get(user.as_str()).copied(), traffic, false).await?;
+                continue;
+            }
         }
         lease.check()?;
         let whm = &ctx.source.whm;
@@ -243,7 +264,7 @@ async fn account_stage(
                     answer: format!("{err}"),
                 }];
                 warn!(migration = %id, %user, error = %err, "decommission: the old server refused the account's action");
-                hold(cx, ctx, lease, &stage, user, here.get(user.as_str()).copied(), evidence).await?;
+                hold(cx, ctx, lease, &stage, user, here.get(user.as_str()).copied(), evidence, false).await?;
                 continue;
             }
         };
@@ -304,7 +325,9 @@ async fn account_stage(
 }
 
 /// Holds an account out of a stage with the evidence; the event log gets it when the evidence
-/// changed, and the customer a reminder when one is due.
+/// changed, and (`remind`: public DNS still sends the customer's domain to the old server, which
+/// only the customer can change) the customer a reminder when one is due.
+#[allow(clippy::too_many_arguments)]
 async fn hold(
     cx: &Ctx,
     ctx: &MigrationCtx,
@@ -313,6 +336,7 @@ async fn hold(
     user: &str,
     before: Option<&StageAccountRow>,
     evidence: Vec<Evidence>,
+    remind: bool,
 ) -> Result<(), StepError> {
     let text = serde_json::to_string(&evidence).context("evidence")?;
     let now = cx.now();
@@ -326,13 +350,24 @@ async fn hold(
         at: to_millis(now),
     })
     .await?;
-    let changed = before.is_none_or(|b| b.state != "held" || b.evidence != text);
+    // Logged when what holds it changes (which names, seen where), not at every look: the
+    // counts and times in a traffic answer change at each one.
+    let keys = |list: &[Evidence]| -> Vec<(String, String, String)> {
+        list.iter().map(|e| (e.resolver.clone(), e.name.clone(), e.rtype.clone())).collect()
+    };
+    let changed = before.is_none_or(|b| {
+        b.state != "held"
+            || serde_json::from_str::<Vec<Evidence>>(&b.evidence).map(|was| keys(&was)).ok()
+                != Some(keys(&evidence))
+    });
     if changed {
         let detail = json!({ "stage": stage.stage, "name": stage.name, "evidence": evidence });
         tx.append_event(&cx.event(ctx, Some(user), None, "decommission_held", detail)).await?;
         info!(migration = %ctx.id, %user, stage = %stage.name, "held out of a decommission stage: a domain still leads to the old server");
     }
-    queue_closing_reminder(cx, &mut tx, ctx, stage, user, &evidence, to_millis(now)).await?;
+    if remind {
+        queue_closing_reminder(cx, &mut tx, ctx, stage, user, &evidence, to_millis(now)).await?;
+    }
     Ok(tx.commit().await?)
 }
 

@@ -247,6 +247,7 @@ key_file = "{source_key}"
 host_key = "{source_host_key}"
 home_root = "{source_home}"
 mail_log = "{source_log}"
+web_logs = "{source_web_logs}"
 
 [hosts.new.ssh]
 address = "{target_address}"
@@ -263,6 +264,7 @@ pull_known_hosts = "{known_hosts}"
             source_host_key = source.host_key_line,
             source_home = hosts.source.data_dir().join("home").display(),
             source_log = hosts.source.data_dir().join("var/log/exim_mainlog").display(),
+            source_web_logs = hosts.source.data_dir().join("usr/local/apache/domlogs").display(),
             target_address = target.address,
             target_user = target.user,
             target_key = target.client_key.display(),
