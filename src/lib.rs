@@ -46,6 +46,9 @@
 //!   outbox) and `notify::bounce`, delivery-status notifications read with mail-parser. [`ssh`] — russh with pinned host
 //!   keys and quoted remote commands.
 //!   [`contracts`] — contract sources (CSV, HTTP JSON; read-only) and the pure reconciliation.
+//!   [`licence`] — the old server's cPanel licence: the provider trait with two implementations
+//!   (cPanel's Manage2 API over HTTPS with Basic authentication: look up by IP, reactivation
+//!   dry run, expire, reactivate; a JSON webhook signed like the notice webhook).
 //!   [`site_check`] — a site fetched by address over HTTP and HTTPS (certificate not verified,
 //!   by a client used for nothing else), status and title. [`inventory`] — the read-only
 //!   inventory of one host and the checks of a target against it. [`sim`] — the simulated cPanel
@@ -112,7 +115,7 @@
 //! 2. `domain`
 //! 3. `store`
 //! 4. `config`, `playbook`
-//! 5. `whm`, `dns`, `notify`, `ssh`, `contracts`, `site_check`, `inventory`, `sim`
+//! 5. `whm`, `dns`, `notify`, `ssh`, `contracts`, `site_check`, `inventory`, `licence`, `sim`
 //! 6. `world`, `mailsync`, `transfer_control`, `dedicated_ip`, `preflight`, `decommission`
 //! 7. `engine::jobs`, `engine::context`, `engine::steps`
 //! 8. `engine`
@@ -196,6 +199,7 @@ pub mod dns;
 pub mod domain;
 pub mod engine;
 pub mod inventory;
+pub mod licence;
 pub mod mailsync;
 pub mod metrics;
 pub mod names;
