@@ -16,12 +16,15 @@
 //! `setup` writes the config, secret files and playbook that point siirto at simulated hosts
 //! (`siirto demo`, `siirto sim --write-config`, the tests).
 //!
+//! [`manage2`] is a simulated Manage2, cPanel's licence API, for the licence adapter's tests.
+//!
 //! Nothing outside tests, the demo and `siirto sim` uses this module.
 
 mod accounts;
 mod api;
 mod checks;
 mod mail;
+pub mod manage2;
 pub mod nameserver;
 mod serve;
 pub mod setup;

@@ -17,6 +17,7 @@ mod external_records;
 mod inventory;
 mod layers;
 mod leases;
+mod licence;
 mod mail_cutover;
 mod metrics;
 mod notify;
