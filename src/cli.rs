@@ -453,6 +453,18 @@ pub enum DecommissionCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Leave an account out of the rest of the decommission: no stage suspends or removes it,
+    /// and it no longer keeps the old server from being powered off.
+    Exclude {
+        /// The migration's id.
+        migration: String,
+        /// The account's cPanel user.
+        #[arg(long)]
+        account: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
     /// Never run a stage that has not finished; the next stage may then run.
     Skip {
         /// The migration's id.
@@ -632,6 +644,12 @@ async fn decommission(config: &Path, args: DecommissionArgs, now: Timestamp) -> 
                 row.name,
                 until.to_rfc3339()
             ));
+        }
+        Some(DecommissionCommand::Exclude { migration, account, reason }) => {
+            let id = parse_id(&migration)?;
+            let user = AccountName::parse(&account).map_err(|e| anyhow!("{e}"))?;
+            crate::ops::exclude_account(&store, &id, &user, &actor(), &reason, now).await?;
+            output::line(&format!("account {user} of migration {id} is left out of the decommission"));
         }
         Some(DecommissionCommand::Skip { migration, stage, reason }) => {
             let id = parse_id(&migration)?;

@@ -148,6 +148,11 @@ fn no_answer(resolver: std::net::SocketAddr, name: &str, rtype: &str, reason: &s
     }
 }
 
+/// The stage place under which an operator's exclusion of an account from the whole
+/// decommission is recorded (`siirto decommission exclude`): no stage acts on it, and it does
+/// not keep the server from being powered off.
+pub const EXCLUDED: i64 = -1;
+
 /// The accounts an account stage (suspend, remove) acts on now, by user name: of the accounts
 /// that arrived on the target (`arrived`), those it has not done or been told to leave out,
 /// and for a removal only those an earlier suspension (not skipped) suspended: an account is
@@ -193,6 +198,49 @@ pub async fn wake_next_stage(
     tx.requeue_job(id, &stage_job_key(id, place + 1), now).await.map(drop)
 }
 
+/// The accounts that keep the old server from being powered off, each with why: every account
+/// must be done by the last account stage before `place` that was not skipped or undone (its
+/// removal, else its suspension; with neither, arrived on the target), or excluded by an
+/// operator (`siirto decommission exclude`).
+pub fn blocking_accounts(
+    stages: &[StageRow],
+    recorded: &[StageAccountRow],
+    accounts: &[(String, String)],
+    place: i64,
+) -> Vec<(String, String)> {
+    let last = stages.iter().rev().find(|s| {
+        s.stage < place
+            && (s.action == StageAction::RemoveAccounts.as_str()
+                || s.action == StageAction::SuspendAccounts.as_str())
+            && s.state != "skipped"
+            && s.state != "undone"
+    });
+    let row = |user: &str, stage: i64| recorded.iter().find(|r| r.user == user && r.stage == stage);
+    let mut blocking = Vec::new();
+    for (user, state) in accounts {
+        if row(user, EXCLUDED).is_some_and(|r| r.state == "excluded") {
+            continue;
+        }
+        let why = match last {
+            Some(stage) => match row(user, stage.stage).map(|r| r.state.as_str()) {
+                Some("done") => None,
+                Some("held") => Some(format!(
+                    "held by stage {:?} (siirto decommission {} --plan shows why)",
+                    stage.name, stage.migration_id
+                )),
+                Some(other) => Some(format!("{other} at stage {:?}", stage.name)),
+                None => Some(format!("not done by stage {:?}", stage.name)),
+            },
+            None if state == "done" => None,
+            None => Some(format!("never arrived on the target (it is {state})")),
+        };
+        if let Some(why) = why {
+            blocking.push((user.clone(), why));
+        }
+    }
+    blocking
+}
+
 /// Adds `more`'s keys to the JSON object `detail` (a stage's detail: who postponed, skipped
 /// or undid it, its tasks).
 pub fn merge_detail(detail: &str, more: serde_json::Value) -> String {
@@ -221,7 +269,7 @@ pub async fn recent_traffic(
     domains: &[DomainName],
     window: std::time::Duration,
 ) -> Result<Vec<Evidence>, crate::mailsync::MailSyncError> {
-    use crate::mailsync::{MailSyncError, SourceClock, connect, local_deliveries, run, stderr_tail};
+    use crate::mailsync::{MailSyncError, SourceClock, connect, run};
     if domains.is_empty() {
         return Ok(Vec::new());
     }
@@ -235,11 +283,32 @@ pub async fn recent_traffic(
             detail: format!("unreadable answer {:?}", String::from_utf8_lossy(&date.stdout)),
         })?;
     let since = clock.epoch - window.as_secs() as i64;
+    let mut found = Vec::new();
+    // In chunks, so a server's worth of domains never makes one command line too long.
+    for chunk in domains.chunks(TRAFFIC_CHUNK) {
+        found.extend(web_traffic(&session, host, ssh, chunk, since, window).await?);
+        found.extend(mail_traffic(&session, host, ssh, chunk, clock, since, window).await?);
+    }
+    let _ = session.close().await;
+    Ok(found)
+}
+
+/// Domains asked about per remote command.
+const TRAFFIC_CHUNK: usize = 200;
+
+/// Requests in the access logs of `domains` since `since` (the source's epoch seconds): which
+/// logs were written since then (stat's mtime), then their last lines.
+async fn web_traffic(
+    session: &crate::ssh::SshSession,
+    host: &str,
+    ssh: &crate::config::SshConfig,
+    domains: &[DomainName],
+    since: i64,
+    window: std::time::Duration,
+) -> Result<Vec<Evidence>, crate::mailsync::MailSyncError> {
+    use crate::mailsync::{MailSyncError, run, stderr_tail};
     let within = as_window(window);
     let mut found = Vec::new();
-
-    // The web: which logs were written since the window began (stat's mtime), then their
-    // last lines.
     let files: Vec<(String, &DomainName)> = domains
         .iter()
         .flat_map(|d| {
@@ -248,7 +317,7 @@ pub async fn recent_traffic(
         .collect();
     let mut argv: Vec<&str> = vec!["stat", "-c", "%Y %n", "--"];
     argv.extend(files.iter().map(|(f, _)| f.as_str()));
-    let stat = run(&session, host, "stat of the web access logs", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
+    let stat = run(session, host, "stat of the web access logs", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
     // stat: 0 all found, 1 some missing (those print nothing on stdout).
     if stat.status > 1 {
         return Err(MailSyncError::Command {
@@ -265,14 +334,8 @@ pub async fn recent_traffic(
         if mtime < since {
             continue;
         }
-        let tail = run(
-            &session,
-            host,
-            "tail of a web access log",
-            &["tail", "-n", ACCESS_LOG_TAIL, "--", file],
-            TRAFFIC_COMMAND_TIMEOUT,
-        )
-        .await?;
+        let argv = ["tail", "-n", ACCESS_LOG_TAIL, "--", file.as_str()];
+        let tail = run(session, host, "tail of a web access log", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
         let text = String::from_utf8_lossy(&tail.stdout);
         let requests: Vec<AccessLine> =
             text.lines().filter_map(AccessLine::parse).filter(|l| l.at >= since).collect();
@@ -291,19 +354,31 @@ pub async fn recent_traffic(
             });
         }
     }
+    Ok(found)
+}
 
-    // Mail: local deliveries to the domains' addresses (only the lines naming them are read).
+/// Local deliveries to the addresses of `domains` in the exim main log since `since` (only
+/// the lines naming them are read).
+async fn mail_traffic(
+    session: &crate::ssh::SshSession,
+    host: &str,
+    ssh: &crate::config::SshConfig,
+    domains: &[DomainName],
+    clock: crate::mailsync::SourceClock,
+    since: i64,
+    window: std::time::Duration,
+) -> Result<Vec<Evidence>, crate::mailsync::MailSyncError> {
+    use crate::mailsync::{MailSyncError, local_deliveries, run, stderr_tail};
+    let within = as_window(window);
     let patterns: Vec<String> = domains.iter().map(|d| format!("@{}>", d.as_str())).collect();
     let mut argv: Vec<&str> = vec!["grep", "-F", "-i", "-h"];
     for pattern in &patterns {
         argv.extend(["-e", pattern.as_str()]);
     }
     argv.extend(["--", ssh.mail_log.as_str()]);
-    let output = run(&session, host, "grep of the mail log", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
-    let _ = session.close().await;
+    let output = run(session, host, "grep of the mail log", &argv, TRAFFIC_COMMAND_TIMEOUT).await?;
     let log = match output.status {
         0 => String::from_utf8_lossy(&output.stdout).into_owned(),
-        // 1: nothing found; 2 with a missing log: a host that never delivered mail.
         1 => String::new(),
         status => {
             return Err(MailSyncError::Command {
@@ -313,6 +388,7 @@ pub async fn recent_traffic(
             });
         }
     };
+    let mut found = Vec::new();
     for domain in domains {
         let recent: Vec<_> = local_deliveries(&log, std::slice::from_ref(domain))
             .into_iter()
@@ -333,6 +409,52 @@ pub async fn recent_traffic(
         }
     }
     Ok(found)
+}
+
+/// What powering the old server off found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerOff {
+    /// The command ran and exited 0.
+    Done,
+    /// The connection closed while the command ran: the host went down under it.
+    ConnectionClosed,
+}
+
+/// Powers the old server off: its configured command (`ssh.power_off`, an argument vector)
+/// over a pinned SSH login.
+pub async fn power_off(
+    host: &str,
+    ssh: &crate::config::SshConfig,
+) -> Result<PowerOff, crate::mailsync::MailSyncError> {
+    use crate::mailsync::{MailSyncError, connect, run, stderr_tail};
+    let session = connect(host, ssh).await?;
+    let argv: Vec<&str> = ssh.power_off.iter().map(String::as_str).collect();
+    match run(&session, host, "the power-off command", &argv, TRAFFIC_COMMAND_TIMEOUT).await {
+        Ok(output) if output.status == 0 => {
+            let _ = session.close().await;
+            Ok(PowerOff::Done)
+        }
+        Ok(output) => Err(MailSyncError::Command {
+            host: host.to_owned(),
+            what: format!("the power-off command {:?} (ssh.power_off)", ssh.power_off.join(" ")),
+            detail: format!("exited with {}: {}", output.status, stderr_tail(&output)),
+        }),
+        Err(MailSyncError::Ssh { .. }) => Ok(PowerOff::ConnectionClosed),
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether the old server still accepts our SSH login (after a power-off was sent: whether it
+/// is still up).
+pub async fn reachable(host: &str, ssh: &crate::config::SshConfig) -> bool {
+    match crate::mailsync::connect(host, ssh).await {
+        Ok(session) => {
+            let _ = session.close().await;
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A window as people write it: `7d`, `12h`, `90s`.

@@ -919,6 +919,7 @@ mod tests {
             home_root: RemotePath::parse(home).unwrap(),
             mail_log: RemotePath::parse("/var/log/exim_mainlog").unwrap(),
             web_logs: RemotePath::parse("/usr/local/apache/domlogs").unwrap(),
+            power_off: vec!["systemctl".to_owned(), "poweroff".to_owned()],
             pull_key_file: pull.then(|| RemotePath::parse("/root/.ssh/pull").unwrap()),
             pull_known_hosts: pull.then(|| RemotePath::parse("/root/.ssh/known").unwrap()),
         }

@@ -1357,8 +1357,10 @@ mod tests {
         assert_eq!(at("cutover begins"), "2026-12-01T22:00:00Z");
         assert_eq!(at("suspend"), "2026-12-31T22:00:00Z");
         let power_off = items.iter().find(|i| i.what.contains("power off")).unwrap();
-        assert!(power_off.manual);
+        assert!(!power_off.manual, "siirto powers the server off over SSH");
         assert_eq!(power_off.at, "2027-03-01T22:00:00Z");
+        let disks = items.iter().find(|i| i.what.contains("destroy disks")).unwrap();
+        assert!(disks.manual);
     }
 
     fn class(ns: NsClass, web: WebClass, mail: MailClass) -> DomainClass {

@@ -84,9 +84,11 @@ pub enum StageAction {
     SuspendAccounts,
     /// Remove the moved accounts from the old server.
     RemoveAccounts,
-    /// Cancel the old server's cPanel licence (a person, in the licence portal).
+    /// Cancel the old server's cPanel licence (through the config's `[licence]` provider; a
+    /// task for a person when there is none, or when the playbook marks it manual).
     CancelLicence,
-    /// Power the old server off (a person, or out-of-band management).
+    /// Power the old server off (over SSH, `hosts.X.ssh.power_off`; a task for a person when
+    /// the host has no SSH access, or when the playbook marks it manual).
     PowerOff,
     /// Unrack the server and destroy its disks (a person).
     DestroyDisks,
@@ -96,8 +98,11 @@ impl StageAction {
     /// Whether only a person can do it: siirto has no adapter for it, so the stage must be manual.
     pub fn needs_a_person(self) -> bool {
         match self {
-            StageAction::SuspendAccounts | StageAction::RemoveAccounts => false,
-            StageAction::CancelLicence | StageAction::PowerOff | StageAction::DestroyDisks => true,
+            StageAction::SuspendAccounts
+            | StageAction::RemoveAccounts
+            | StageAction::CancelLicence
+            | StageAction::PowerOff => false,
+            StageAction::DestroyDisks => true,
         }
     }
 
@@ -1486,8 +1491,8 @@ mod tests {
             vec![
                 (30, StageAction::SuspendAccounts, false),
                 (60, StageAction::RemoveAccounts, false),
-                (60, StageAction::CancelLicence, true),
-                (90, StageAction::PowerOff, true),
+                (60, StageAction::CancelLicence, false),
+                (90, StageAction::PowerOff, false),
                 (90, StageAction::DestroyDisks, true),
             ]
         );
@@ -1659,8 +1664,8 @@ body = "Hello {{ account }}, see {{ target_host }}."
             (
                 "manual-only action marked automatic",
                 "action = \"power_off\"",
-                "action = \"power_off\"\nmanual = false",
-                "15:10: schedule.decommission[1].manual: expected manual = true: siirto cannot power off itself",
+                "action = \"destroy_disks\"\nmanual = false",
+                "15:10: schedule.decommission[1].manual: expected manual = true: siirto cannot destroy disks itself",
             ),
             (
                 "unknown action",

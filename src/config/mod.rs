@@ -356,6 +356,9 @@ pub struct SshConfig {
     /// The directory of this host's per-site web access logs (`/usr/local/apache/domlogs` on
     /// cPanel: `<domain>` and `<domain>-ssl_log`), read by the decommission's traffic gate.
     pub web_logs: RemotePath,
+    /// The command (an argument vector, never a shell string) that powers this host off, run
+    /// over SSH by the decommission's power-off stage (`systemctl poweroff` by default).
+    pub power_off: Vec<String>,
     /// For the final delta sync pulled by this host from another: the private key file, on
     /// this host, that `ssh` uses to log in to the other host; `None` when this host never pulls.
     pub pull_key_file: Option<RemotePath>,

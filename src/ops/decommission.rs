@@ -389,3 +389,41 @@ pub async fn undo_stage(
     tx.commit().await?;
     Ok(undone)
 }
+
+/// Leaves an account out of the rest of the decommission, with a reason: no stage suspends or
+/// removes it, and it no longer keeps the old server from being powered off (an account that
+/// never arrived, one its customer moves elsewhere). Recorded with who and why.
+pub async fn exclude_account(
+    store: &Store,
+    id: &MigrationId,
+    user: &AccountName,
+    by: &str,
+    reason: &str,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let reason = checked_reason(reason)?;
+    if store.account(id.as_str(), user.as_str()).await?.is_none() {
+        bail!("migration {id} has no account {user}");
+    }
+    let recorded = store.stage_accounts(id.as_str()).await?;
+    if let Some(done) =
+        recorded.iter().find(|r| r.stage == crate::decommission::EXCLUDED && r.user == user.as_str())
+    {
+        bail!("account {user} is excluded already ({})", done.evidence);
+    }
+    let mut tx = store.begin().await?;
+    tx.record_stage_account(&StageAccountRow {
+        migration_id: id.to_string(),
+        stage: crate::decommission::EXCLUDED,
+        user: user.to_string(),
+        state: "excluded".to_owned(),
+        evidence: json!({ "by": by, "reason": reason, "at": now.to_rfc3339() }).to_string(),
+        at: to_millis(now),
+    })
+    .await?;
+    let detail = json!({ "reason": reason });
+    tx.append_event(&event(id, Some(user.as_str()), "decommission_account_excluded", detail, by, now))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -20,8 +20,8 @@ use anyhow::anyhow;
 
 pub use self::account::{Assigned, RollbackRequest, assign_ip, retry, rollback};
 pub use self::decommission::{
-    DecommissionPlan, HeldAccount, StagePlan, Undone, decommission_plan, postpone_stage, skip_stage,
-    undo_stage,
+    DecommissionPlan, HeldAccount, StagePlan, Undone, decommission_plan, exclude_account, postpone_stage,
+    skip_stage, undo_stage,
 };
 pub use self::migration::{
     Rescheduled, SessionControl, StartOutcome, abort, active_sessions, approve, pause, preflight, reschedule,

@@ -225,7 +225,7 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     assert!(removal.detail.contains("\"keep_dns\":false"), "{}", removal.detail);
     assert_eq!(count_events(&rig, "decommission_held", Some(rig.user(1).as_str())).await, 1, "the hold is logged once");
     let licence = wait_stage(&rig, 2, &["waiting"], Duration::from_secs(30)).await;
-    assert_eq!(licence.manual, 1);
+    assert_eq!(licence.manual, 0, "automatic, but there is no licence provider: a task instead");
     let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
     let task = tasks
         .iter()
@@ -242,16 +242,16 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("removed 3 account(s)"), "{err:#}");
 
-    // Three months: power off and the disks are people's; destroying the disks needs two.
+    // Three months: every account is removed and the logs are quiet, so the server is powered
+    // off over SSH (the rig's command leaves a file), once; the disks are people's, destroying
+    // them needs two.
+    let powered = rig.hosts.source.data_dir().join("powered-off");
+    assert!(!powered.exists());
     rig.clock.advance(30 * DAY);
-    wait_stage(&rig, 3, &["waiting"], Duration::from_secs(30)).await;
-    let power = siirto::status::operator_tasks(&rig.store, id.as_str())
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.stage.as_deref() == Some("power off"))
-        .unwrap();
-    siirto::ops::ack_task(&rig.store, power.id, "maija", None, rig.clock.now()).await.unwrap();
+    wait_stage(&rig, 3, &["done"], Duration::from_secs(60)).await;
+    assert!(powered.exists(), "the power-off command ran on the old server");
+    assert_eq!(count_events(&rig, "server_power_off_sent", None).await, 1);
+    assert_eq!(count_events(&rig, "server_powered_off", None).await, 1);
     let disks = wait_stage(&rig, 4, &["waiting"], Duration::from_secs(30)).await;
     let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
     let unrack = tasks.iter().find(|t| t.task.starts_with("unrack")).unwrap().clone();
@@ -365,4 +365,45 @@ async fn undoing_a_suspension_gives_the_accounts_back_and_skipping_and_postponin
     )
     .await;
     assert!(format!("{:#}", again.unwrap_err()).contains("undone already"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stays_on_while_an_account_is_neither_done_nor_excluded() {
+    let (rig, daemon, _smtp) = cut_over("it-decommission-power").await;
+    let id = rig.id.clone();
+    let held = rig.user(0);
+    // Three months pass at once: account 0's customer never repointed, so it is held by the
+    // suspension and never removed; the others are removed. The licence stage (no provider in
+    // the rig's config) waits for a person.
+    rig.clock.advance(90 * DAY + Duration::from_secs(60));
+    wait_stage(&rig, 2, &["waiting"], Duration::from_secs(60)).await;
+    assert_eq!(stages(&rig).await[1].state, "ran", "the removal waits for the suspension's held account");
+    let licence = siirto::status::operator_tasks(&rig.store, id.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.stage.as_deref() == Some("cancel licence"))
+        .unwrap();
+    siirto::ops::ack_task(&rig.store, licence.id, "maija", None, rig.clock.now()).await.unwrap();
+    // The power-off is blocked by that account, with why; nothing was sent to the server.
+    let blocked = wait_stage(&rig, 3, &["blocked"], Duration::from_secs(30)).await;
+    assert!(blocked.detail.contains(held.as_str()) && blocked.detail.contains("not done by stage"), "{}", blocked.detail);
+    let powered = rig.hosts.source.data_dir().join("powered-off");
+    assert!(!powered.exists());
+    assert_eq!(stages(&rig).await[4].state, "pending", "the disks wait for the power-off");
+    // An operator leaves the account out, with a reason: the server is powered off.
+    let excluded = siirto::ops::exclude_account(&rig.store, &id, &held, "maija", "", rig.clock.now()).await;
+    assert!(format!("{:#}", excluded.unwrap_err()).contains("give a reason"));
+    siirto::ops::exclude_account(&rig.store, &id, &held, "maija", "customer moves to another host", rig.clock.now())
+        .await
+        .unwrap();
+    wait_stage(&rig, 3, &["done"], Duration::from_secs(30)).await;
+    assert!(powered.exists());
+    let events = rig.events().await;
+    let exclusion = events.iter().find(|e| e.kind == "decommission_account_excluded").unwrap();
+    assert_eq!((exclusion.actor.as_str(), exclusion.account.as_deref()), ("maija", Some(held.as_str())));
+    let sent = events.iter().find(|e| e.kind == "server_power_off_sent").unwrap();
+    assert!(sent.detail.contains(held.as_str()), "the gate's evidence names the exclusion: {}", sent.detail);
+    assert_eq!(suspended(&rig, 0).await, Some(false), "the excluded account was never suspended");
+    daemon.stop().await;
 }

@@ -98,17 +98,27 @@ pub async fn run_stage(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
     let action = serde_json::from_value::<StageAction>(json!(stage.action))
         .with_context(|| format!("stage {:?} has an unknown action {:?}", stage.name, stage.action))?;
     if stage.manual != 0 {
-        return open_tasks(cx, ctx, lease, stage, action).await;
+        return open_tasks(cx, ctx, lease, stage, action, None).await;
     }
     match action {
         StageAction::SuspendAccounts | StageAction::RemoveAccounts => {
             account_stage(cx, ctx, lease, &stages, stage, action).await
         }
-        other => Err(StepError::Permanent(anyhow!(
-            "stage {:?}: siirto cannot {} itself; the playbook must mark it manual",
-            stage.name,
-            other.as_str().replace('_', " ")
-        ))),
+        StageAction::PowerOff => match ctx.source.ssh.clone() {
+            Some(ssh) => power_off_stage(cx, ctx, lease, &stages, stage, &ssh).await,
+            None => {
+                let why = format!(
+                    "siirto has no SSH access to {} (hosts.{}.ssh)",
+                    ctx.source.name, ctx.source.name
+                );
+                open_tasks(cx, ctx, lease, stage, action, Some(&why)).await
+            }
+        },
+        StageAction::CancelLicence => {
+            let why = "no licence provider is configured ([licence])";
+            open_tasks(cx, ctx, lease, stage, action, Some(why)).await
+        }
+        StageAction::DestroyDisks => open_tasks(cx, ctx, lease, stage, action, None).await,
     }
 }
 
@@ -118,14 +128,18 @@ async fn reschedule(cx: &Ctx, lease: &Lease, due_at: i64) -> StepResult {
     Ok(tx.commit().await?)
 }
 
-/// The tasks of a manual stage: what each asks and how many different people must confirm it.
-pub fn stage_tasks(name: &str, action: StageAction) -> Vec<(String, u32)> {
+/// The tasks of a manual stage: what each asks and how many different people must confirm it;
+/// `why` says why siirto does not do it itself, when the playbook did not ask for a person.
+pub fn stage_tasks(name: &str, action: StageAction, why: Option<&str>) -> Vec<(String, u32)> {
     match action {
         StageAction::DestroyDisks => vec![
             ("unrack the old server".to_owned(), 1),
             ("destroy the old server's disks (two different people confirm)".to_owned(), 2),
         ],
-        _ => vec![(format!("{name} (by hand), then confirm here"), 1)],
+        _ => match why {
+            Some(why) => vec![(format!("{name} by hand ({why}), then confirm here"), 1)],
+            None => vec![(format!("{name} (by hand), then confirm here"), 1)],
+        },
     }
 }
 
@@ -137,6 +151,7 @@ async fn open_tasks(
     lease: &Lease,
     stage: StageRow,
     action: StageAction,
+    why: Option<&str>,
 ) -> StepResult {
     let now = cx.now_ms();
     let mut tx = cx.store.begin_leased(lease).await?;
@@ -148,7 +163,7 @@ async fn open_tasks(
         return Ok(tx.commit().await?);
     }
     let mut ids = Vec::new();
-    for (task, needs) in stage_tasks(&row.name, action) {
+    for (task, needs) in stage_tasks(&row.name, action, why) {
         let detail = json!({ "task": task, "stage": row.stage, "stage_name": row.name, "needs": needs });
         ids.push(tx.append_event(&cx.event(ctx, None, None, "operator_task", detail)).await?);
     }
@@ -299,7 +314,15 @@ async fn account_stage(
     let Some(mut row) = tx.stage_for_update(id, stage.stage).await? else {
         return Ok(tx.rollback().await?);
     };
-    if held == 0 {
+    // A removal is done only once the suspension before it is: an account the suspension
+    // still holds comes to the removal when it is suspended.
+    let earlier_open = stages.iter().any(|s| {
+        s.stage < stage.stage
+            && s.action == StageAction::SuspendAccounts.as_str()
+            && action == StageAction::RemoveAccounts
+            && !["done", "skipped", "undone"].contains(&s.state.as_str())
+    });
+    if held == 0 && !earlier_open {
         row.state = "done".to_owned();
         row.updated_at = now;
         tx.update_stage(&row).await?;
@@ -437,4 +460,140 @@ async fn queue_closing_reminder(
         super::notices::schedule_send(cx, tx, ctx, id, now).await?;
     }
     Ok(())
+}
+
+/// Powers the old server off over SSH once every account is done or excluded and its logs
+/// show no traffic for the migrated domains within `schedule.no_traffic_for`; until then the
+/// stage is blocked (the next stage waits) with what blocks it, and looks again every
+/// `dns.external_poll_interval`. The command's sending is recorded before it is sent: a run
+/// after a crash finds the server down and records it, or sends it again.
+async fn power_off_stage(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    stages: &[StageRow],
+    stage: StageRow,
+    ssh: &crate::config::SshConfig,
+) -> StepResult {
+    let id = ctx.id.as_str();
+    let host = ctx.source.name.as_str();
+    let detail: serde_json::Value = serde_json::from_str(&stage.detail).unwrap_or_else(|_| json!({}));
+    if detail.get("command_sent_at").is_some() && !crate::decommission::reachable(host, ssh).await {
+        return powered_off(cx, ctx, lease, &stage, crate::decommission::PowerOff::ConnectionClosed).await;
+    }
+    let recorded = cx.store.stage_accounts(id).await?;
+    let accounts: Vec<(String, String)> =
+        cx.store.accounts(id).await?.into_iter().map(|a| (a.user, a.state)).collect();
+    let blocking = crate::decommission::blocking_accounts(stages, &recorded, &accounts, stage.stage);
+    if !blocking.is_empty() {
+        let list: Vec<serde_json::Value> =
+            blocking.iter().map(|(user, why)| json!({ "account": user, "why": why })).collect();
+        return block(cx, ctx, lease, stage, json!({ "accounts": list })).await;
+    }
+    let excluded: Vec<&str> = recorded
+        .iter()
+        .filter(|r| r.stage == crate::decommission::EXCLUDED && r.state == "excluded")
+        .map(|r| r.user.as_str())
+        .collect();
+    let domains: Vec<DomainName> = cx
+        .store
+        .domains(id)
+        .await?
+        .iter()
+        .filter(|d| !excluded.contains(&d.user.as_str()))
+        .filter_map(|d| DomainName::parse(&d.domain).ok())
+        .collect();
+    let window = ctx.playbook.schedule.no_traffic_for;
+    let traffic = crate::decommission::recent_traffic(host, ssh, &domains, window)
+        .await
+        .map_err(|err| classify!(err))?;
+    if !traffic.is_empty() {
+        return block(cx, ctx, lease, stage, json!({ "traffic": traffic })).await;
+    }
+    // Write-ahead: the command's sending, with the gate's evidence.
+    let now = cx.now_ms();
+    let gate = json!({
+        "accounts": accounts.len(), "excluded": excluded, "domains": domains.len(),
+        "traffic": format!("none within {}s", window.as_secs()), "checked_at": crate::domain::from_millis(now).to_rfc3339(),
+    });
+    let mut tx = cx.store.begin_leased(lease).await?;
+    let Some(mut row) = tx.stage_for_update(id, stage.stage).await? else {
+        return Ok(tx.rollback().await?);
+    };
+    if !["pending", "blocked", "running"].contains(&row.state.as_str()) {
+        tx.finish_job(lease, now).await?;
+        return Ok(tx.commit().await?);
+    }
+    row.state = "running".to_owned();
+    row.detail = merge_detail(&row.detail, json!({ "command_sent_at": now, "gate": gate, "blocked": null }));
+    row.updated_at = now;
+    tx.update_stage(&row).await?;
+    let event = json!({ "stage": row.stage, "name": row.name, "command": ssh.power_off, "gate": gate });
+    tx.append_event(&cx.event(ctx, None, None, "server_power_off_sent", event)).await?;
+    tx.commit().await?;
+    lease.check()?;
+    let outcome = crate::decommission::power_off(host, ssh).await.map_err(|err| classify!(err))?;
+    powered_off(cx, ctx, lease, &row, outcome).await
+}
+
+/// Records the old server powered off: the stage done, the next one woken.
+async fn powered_off(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    stage: &StageRow,
+    outcome: crate::decommission::PowerOff,
+) -> StepResult {
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease).await?;
+    let Some(mut row) = tx.stage_for_update(ctx.id.as_str(), stage.stage).await? else {
+        return Ok(tx.rollback().await?);
+    };
+    row.state = "done".to_owned();
+    row.updated_at = now;
+    tx.update_stage(&row).await?;
+    let detail = json!({ "stage": row.stage, "name": row.name, "outcome": outcome });
+    tx.append_event(&cx.event(ctx, None, None, "server_powered_off", detail.clone())).await?;
+    tx.append_event(&cx.event(ctx, None, None, "decommission_done", detail)).await?;
+    wake_next_stage(&mut tx, ctx.id.as_str(), row.stage, now).await?;
+    tx.finish_job(lease, now).await?;
+    tx.commit().await?;
+    info!(migration = %ctx.id, host = %ctx.source.name, ?outcome, "the old server is powered off");
+    Ok(())
+}
+
+/// Keeps a stage from running while `why` holds (the next stage waits too), logging it when
+/// what blocks it changes, and looks again after `dns.external_poll_interval`.
+async fn block(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    stage: StageRow,
+    why: serde_json::Value,
+) -> StepResult {
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease).await?;
+    let Some(mut row) = tx.stage_for_update(ctx.id.as_str(), stage.stage).await? else {
+        return Ok(tx.rollback().await?);
+    };
+    let before: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_else(|_| json!({}));
+    // What blocks it, without the counts and times that change at each look.
+    let shape = |v: &serde_json::Value| -> Vec<String> {
+        let accounts = v["accounts"].as_array().into_iter().flatten().map(|a| a["account"].to_string());
+        let traffic =
+            v["traffic"].as_array().into_iter().flatten().map(|t| format!("{}{}", t["name"], t["rtype"]));
+        accounts.chain(traffic).collect()
+    };
+    if row.state != "blocked" || shape(&before["blocked"]) != shape(&why) {
+        let detail = json!({ "stage": row.stage, "name": row.name, "blocked": why });
+        tx.append_event(&cx.event(ctx, None, None, "decommission_blocked", detail)).await?;
+        info!(migration = %ctx.id, stage = %row.name, "decommission stage blocked by its gate");
+    }
+    row.state = "blocked".to_owned();
+    row.detail = merge_detail(&row.detail, json!({ "blocked": why }));
+    row.updated_at = now;
+    tx.update_stage(&row).await?;
+    let every = ctx.playbook.dns.external_poll_interval.as_millis() as i64;
+    tx.reschedule_job(lease, now + every).await?;
+    Ok(tx.commit().await?)
 }

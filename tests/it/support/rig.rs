@@ -248,6 +248,7 @@ host_key = "{source_host_key}"
 home_root = "{source_home}"
 mail_log = "{source_log}"
 web_logs = "{source_web_logs}"
+power_off = ["touch", "{source_powered_off}"]
 
 [hosts.new.ssh]
 address = "{target_address}"
@@ -265,6 +266,9 @@ pull_known_hosts = "{known_hosts}"
             source_home = hosts.source.data_dir().join("home").display(),
             source_log = hosts.source.data_dir().join("var/log/exim_mainlog").display(),
             source_web_logs = hosts.source.data_dir().join("usr/local/apache/domlogs").display(),
+            // Powering the simulated host off leaves this file (the machine running the tests
+            // stays on).
+            source_powered_off = hosts.source.data_dir().join("powered-off").display(),
             target_address = target.address,
             target_user = target.user,
             target_key = target.client_key.display(),
