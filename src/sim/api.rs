@@ -119,6 +119,11 @@ async fn json_api(State(host): State<Arc<Host>>, Path(function): Path<String>, r
 
     if let Some(fault) = host.take_fault(&function) {
         match fault {
+            Fault::Delay { millis, .. } => {
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                let reply = dispatch(&host, &function, &params).await;
+                return render(&function, api1, reply);
+            }
             Fault::ResultZero { reason, .. } => {
                 return render(&function, api1, Reply::fail(reason));
             }
@@ -153,6 +158,10 @@ async fn json_api(State(host): State<Arc<Host>>, Path(function): Path<String>, r
 }
 
 async fn dispatch(host: &Arc<Host>, function: &str, params: &Params) -> Reply {
+    if matches!(function, "suspendacct" | "unsuspendacct" | "removeacct") {
+        let user = params.get("username").or_else(|| params.get("user")).cloned().unwrap_or_default();
+        host.state().account_changes.push((function.to_owned(), user));
+    }
     match function {
         "version" => Reply::ok(json!({ "version": host.version })),
         "listaccts" => listaccts(host, params),

@@ -138,6 +138,15 @@ pub enum Fault {
         /// How many calls fail.
         times: u32,
     },
+    /// Answer normally, but only after `millis` milliseconds (a host under load).
+    Delay {
+        /// The WHM function.
+        function: String,
+        /// How long each call waits.
+        millis: u64,
+        /// How many calls wait.
+        times: u32,
+    },
 }
 
 impl Fault {
@@ -146,7 +155,8 @@ impl Fault {
             Fault::ResultZero { function, .. }
             | Fault::NotJson { function, .. }
             | Fault::Drop { function, .. }
-            | Fault::Http500 { function, .. } => function,
+            | Fault::Http500 { function, .. }
+            | Fault::Delay { function, .. } => function,
         }
     }
 
@@ -155,7 +165,8 @@ impl Fault {
             Fault::ResultZero { times, .. }
             | Fault::NotJson { times, .. }
             | Fault::Drop { times, .. }
-            | Fault::Http500 { times, .. } => *times,
+            | Fault::Http500 { times, .. }
+            | Fault::Delay { times, .. } => *times,
         }
     }
 
@@ -164,7 +175,8 @@ impl Fault {
             Fault::ResultZero { times, .. }
             | Fault::NotJson { times, .. }
             | Fault::Drop { times, .. }
-            | Fault::Http500 { times, .. } => times,
+            | Fault::Http500 { times, .. }
+            | Fault::Delay { times, .. } => times,
         }
     }
 }
@@ -236,6 +248,9 @@ pub(crate) struct HostState {
     /// Pages served over HTTPS instead of the site's files, by domain (see
     /// [`SimHost::serve_https_page`]).
     pub(crate) https_pages: BTreeMap<DomainName, String>,
+    /// The calls that change an account's standing here (`suspendacct`, `unsuspendacct`,
+    /// `removeacct`): the function and the user, in order (see [`SimHost::account_changes`]).
+    pub(crate) account_changes: Vec<(String, String)>,
 }
 
 /// A running host's shared core, reached by its listeners, its transfer sessions and the world.
@@ -441,6 +456,12 @@ impl SimHost {
     pub fn access_log(&self, domain: &DomainName, https: bool) -> String {
         let name = if https { format!("{}-ssl_log", domain.as_str()) } else { domain.as_str().to_owned() };
         std::fs::read_to_string(web::domlogs_dir(&self.host.data_dir).join(name)).unwrap_or_default()
+    }
+
+    /// The calls that changed an account's standing here, in order: (`suspendacct` |
+    /// `unsuspendacct` | `removeacct`, user), each as it reached the host, whatever it answered.
+    pub fn account_changes(&self) -> Vec<(String, String)> {
+        self.host.state().account_changes.clone()
     }
 
     /// Why `user` is suspended here (`suspendacct`'s reason), or `None` when it is not (or the

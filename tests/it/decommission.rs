@@ -15,6 +15,7 @@ use siirto::domain::MigrationState;
 use siirto::engine::Clock;
 use siirto::store::StageRow;
 
+use crate::support::daemon::DaemonProcess;
 use crate::support::rig::{Daemon, Elsewhere, Mail, RigOptions, SimRig};
 use crate::support::smtp::SmtpServer;
 
@@ -211,7 +212,11 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     let held = rig.store.stage_accounts(id.as_str()).await.unwrap();
     let held = held.iter().find(|a| a.stage == 1 && a.user == rig.user(1).as_str());
     if let Some(held) = held.filter(|h| h.state == "held") {
-        assert!(held.evidence.contains("\"rtype\":\"web\"") && held.evidence.contains("GET / HTTP/1.1"), "{}", held.evidence);
+        assert!(
+            held.evidence.contains("\"rtype\":\"web\"") && held.evidence.contains("GET / HTTP/1.1"),
+            "{}",
+            held.evidence
+        );
         assert_eq!(suspended(&rig, 1).await, Some(true), "held, so still on the old server");
     } else {
         panic!("account 1 was removed although its site was visited within the window: {held:?}");
@@ -223,7 +228,11 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     assert_eq!(count_events(&rig, "account_removed_from_source", None).await, 3);
     let removal = rig.events().await.into_iter().find(|e| e.kind == "account_removed_from_source").unwrap();
     assert!(removal.detail.contains("\"keep_dns\":false"), "{}", removal.detail);
-    assert_eq!(count_events(&rig, "decommission_held", Some(rig.user(1).as_str())).await, 1, "the hold is logged once");
+    assert_eq!(
+        count_events(&rig, "decommission_held", Some(rig.user(1).as_str())).await,
+        1,
+        "the hold is logged once"
+    );
     let licence = wait_stage(&rig, 2, &["waiting"], Duration::from_secs(30)).await;
     assert_eq!(licence.manual, 0, "automatic, but there is no licence provider: a task instead");
     let tasks = siirto::status::operator_tasks(&rig.store, id.as_str()).await.unwrap();
@@ -387,16 +396,27 @@ async fn the_server_stays_on_while_an_account_is_neither_done_nor_excluded() {
     siirto::ops::ack_task(&rig.store, licence.id, "maija", None, rig.clock.now()).await.unwrap();
     // The power-off is blocked by that account, with why; nothing was sent to the server.
     let blocked = wait_stage(&rig, 3, &["blocked"], Duration::from_secs(30)).await;
-    assert!(blocked.detail.contains(held.as_str()) && blocked.detail.contains("not done by stage"), "{}", blocked.detail);
+    assert!(
+        blocked.detail.contains(held.as_str()) && blocked.detail.contains("not done by stage"),
+        "{}",
+        blocked.detail
+    );
     let powered = rig.hosts.source.data_dir().join("powered-off");
     assert!(!powered.exists());
     assert_eq!(stages(&rig).await[4].state, "pending", "the disks wait for the power-off");
     // An operator leaves the account out, with a reason: the server is powered off.
     let excluded = siirto::ops::exclude_account(&rig.store, &id, &held, "maija", "", rig.clock.now()).await;
     assert!(format!("{:#}", excluded.unwrap_err()).contains("give a reason"));
-    siirto::ops::exclude_account(&rig.store, &id, &held, "maija", "customer moves to another host", rig.clock.now())
-        .await
-        .unwrap();
+    siirto::ops::exclude_account(
+        &rig.store,
+        &id,
+        &held,
+        "maija",
+        "customer moves to another host",
+        rig.clock.now(),
+    )
+    .await
+    .unwrap();
     wait_stage(&rig, 3, &["done"], Duration::from_secs(30)).await;
     assert!(powered.exists());
     let events = rig.events().await;
@@ -406,4 +426,76 @@ async fn the_server_stays_on_while_an_account_is_neither_done_nor_excluded() {
     assert!(sent.detail.contains(held.as_str()), "the gate's evidence names the exclusion: {}", sent.detail);
     assert_eq!(suspended(&rig, 0).await, Some(false), "the excluded account was never suspended");
     daemon.stop().await;
+}
+
+/// The real daemon, killed (SIGKILL) in the middle of the suspension and started again,
+/// resumes with the accounts it had not done: every account is suspended, each with exactly
+/// one `suspendacct` reaching the old server (counted there), and the stage runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_during_the_suspension_resumes_with_the_accounts_left() {
+    const ACCOUNTS: usize = 8;
+    let mut options = RigOptions::new("it-decommission-kill", ACCOUNTS);
+    options.public_dns = true;
+    // One [daemon] table per daemon process.
+    options.daemon = None;
+    let rig = SimRig::start(options).await;
+    // The cutover was 31 days ago, so the suspension is due as soon as the migration is cut
+    // over; the daemon process runs on the real clock.
+    let cutover = rig.clock.now() - chrono::Duration::days(31);
+    rig.plan_with_cutover(&playbook(), cutover).await;
+    rig.approve().await;
+    assert!(rig.start_migration().await.started.is_some());
+    // The old server answers each suspension slowly (a host under load), so the kill lands
+    // with some accounts suspended and others not.
+    rig.hosts.source.inject(siirto::sim::Fault::Delay {
+        function: "suspendacct".into(),
+        millis: 400,
+        times: 1000,
+    });
+    let config = |owner: &str| {
+        rig.write_daemon_config(
+            &format!("{owner}.toml"),
+            &format!("owner = \"{owner}\"\nlease = \"2s\"\nidle_poll = \"100ms\"\n"),
+        )
+    };
+    let suspensions = || {
+        rig.hosts.source.account_changes().into_iter().filter(|(f, _)| f == "suspendacct").collect::<Vec<_>>()
+    };
+    let mut daemon = DaemonProcess::start(rig.dir.path(), &config("retire"), "retire.log");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while suspensions().len() < 3 {
+        daemon.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "no suspensions; log:\n{}",
+            std::fs::read_to_string(&daemon.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = daemon.kill();
+    let before = suspensions().len();
+    assert!(before < ACCOUNTS, "killed after every account was suspended: {before}\n{log}");
+    assert_ne!(stages(&rig).await[0].state, "done");
+
+    // Started again (as systemd would, under the same name): the stage goes on.
+    let daemon = DaemonProcess::start(rig.dir.path(), &config("retire"), "retire.log");
+    wait_stage(&rig, 0, &["done"], Duration::from_secs(120)).await;
+    let (status, log) = daemon.stop(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{log}");
+
+    let calls = suspensions();
+    let mut per_user: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for (_, user) in &calls {
+        *per_user.entry(user.clone()).or_default() += 1;
+    }
+    assert_eq!(per_user.len(), ACCOUNTS, "{calls:?}");
+    assert!(per_user.values().all(|n| *n == 1), "a suspendacct reached the old server twice: {per_user:?}");
+    for n in 0..ACCOUNTS {
+        assert_eq!(suspended(&rig, n).await, Some(true), "account {n}");
+        let user = rig.user(n);
+        assert_eq!(count_events(&rig, "account_suspended_on_source", Some(user.as_str())).await, 1, "{user}");
+    }
+    assert_eq!(count_events(&rig, "decommission_started", None).await, 1);
+    assert_eq!(count_events(&rig, "decommission_done", None).await, 1);
+    assert_eq!(rig.store.verify_chain(rig.id.as_str()).await.unwrap().broken, None);
 }
