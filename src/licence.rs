@@ -322,6 +322,21 @@ pub trait LicenceProvider: Send + Sync {
     }
 }
 
+/// The provider a validated `[licence]` table names, each request bounded by `timeout`.
+pub fn provider_from_config(
+    config: &crate::config::LicenceConfig,
+    timeout: Duration,
+) -> Result<std::sync::Arc<dyn LicenceProvider>, LicenceError> {
+    Ok(match config {
+        crate::config::LicenceConfig::Manage2 { url, user, password } => {
+            std::sync::Arc::new(Manage2::new(url.clone(), user.clone(), password.clone(), timeout)?)
+        }
+        crate::config::LicenceConfig::Webhook { url, secret } => {
+            std::sync::Arc::new(LicenceWebhook::new(url.clone(), secret.clone(), timeout)?)
+        }
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP shared by both providers
 
@@ -429,7 +444,7 @@ impl fmt::Debug for Manage2 {
 
 impl Manage2 {
     /// Manage2's own address.
-    pub const DEFAULT_URL: &str = "https://manage2.cpanel.net/";
+    pub const DEFAULT_URL: &str = crate::config::MANAGE2_URL;
 
     /// A client for the Manage2 API at `base_url` (normally [`Manage2::DEFAULT_URL`]; the
     /// simulator's `http://127.0.0.1:…/` in tests), logging in as `user` with `password`; each

@@ -14,6 +14,7 @@ use anyhow::{Context, anyhow};
 use crate::config::{Config, DnsProviderConfig, SshConfig};
 use crate::dns::classify::{Classifier, ClassifySettings};
 use crate::dns::{Checker, DnsProvider, PowerDns};
+use crate::licence::LicenceProvider;
 use crate::notify::Channel;
 use crate::whm::WhmClient;
 
@@ -68,6 +69,9 @@ pub struct World {
     pub send_interval: Option<Duration>,
     /// Where bounces of notices come back (config `mail.bounce_address`, `mail.bounce_maildir`).
     pub bounces: Option<crate::config::BounceConfig>,
+    /// Where the old server's cPanel licence is cancelled (config `[licence]`); `None` when the
+    /// config names no provider (no licence stage can run).
+    pub licence: Option<Arc<dyn LicenceProvider>>,
 }
 
 impl std::fmt::Debug for World {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for World {
         f.debug_struct("World")
             .field("hosts", &self.hosts.keys().collect::<Vec<_>>())
             .field("channel", &self.channel.name())
+            .field("licence", &self.licence.as_ref().map(|licence| licence.name()))
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +138,13 @@ impl World {
             (config.mail.language.clone(), config.mail.staff.clone(), config.mail.operators.clone());
         let send_interval = config.mail.max_per_second.map(|rate| Duration::from_secs(1) / rate);
         let bounces = config.mail.bounces.clone();
+        let licence = match &config.licence {
+            Some(licence) => Some(
+                crate::licence::provider_from_config(licence, Duration::from_secs(60))
+                    .context("licence provider")?,
+            ),
+            None => None,
+        };
         Ok(World {
             hosts,
             dns,
@@ -144,6 +156,7 @@ impl World {
             operators,
             send_interval,
             bounces,
+            licence,
         })
     }
 

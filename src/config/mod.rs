@@ -22,11 +22,13 @@ use serde::{Deserialize, Serialize};
 use crate::names::DomainName;
 use crate::secret::Secret;
 
+mod licence;
 mod parse;
 mod source;
 
 use parse::parse_with_env;
 
+pub use licence::{LicenceConfig, MANAGE2_URL};
 pub use source::ConfigError;
 pub(crate) use source::{Source, as_written, join_field};
 
@@ -170,6 +172,8 @@ pub struct Config {
     pub contracts: Option<ContractsConfig>,
     /// Who may read the status page and API, and who may act on it (`[web]`).
     pub web: WebConfig,
+    /// Where the old server's cPanel licence is cancelled (`[licence]`); `None`: nowhere.
+    pub licence: Option<LicenceConfig>,
 }
 
 /// The status page's access (`[web]`).
@@ -627,6 +631,7 @@ mod tests {
             ("tsig.key", "c2lpcnRvIHRlc3Qgc2VjcmV0\n"),
             ("smtp.password", "SMTPPASSWORDVALUE"),
             ("webhook.secret", "WEBHOOKSECRETVALUE\n"),
+            ("manage2.password", "MANAGE2PASSWORDVALUE\n"),
             ("id_ed25519", "not really a key"),
             ("web-cs.token", "customer-service-token-0123\n"),
             ("web-ops.token", "operator-token-from-file-0123"),

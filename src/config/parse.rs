@@ -31,6 +31,7 @@ struct RawConfig {
     mail: RawMail,
     contracts: Option<RawContracts>,
     web: Option<RawWeb>,
+    licence: Option<super::licence::RawLicence>,
 }
 
 #[derive(Deserialize)]
@@ -224,11 +225,12 @@ pub(super) fn parse_with_env(
         Some(web) => ctx.web(web)?,
         None => WebConfig::default(),
     };
-    Ok(Config { database, listen, daemon, hosts, dns, mail, contracts, web })
+    let licence = raw.licence.as_ref().map(|raw| ctx.licence(raw)).transpose()?;
+    Ok(Config { database, listen, daemon, hosts, dns, mail, contracts, web, licence })
 }
 
-struct Ctx<'a> {
-    src: Source<'a>,
+pub(super) struct Ctx<'a> {
+    pub(super) src: Source<'a>,
     base_dir: &'a Path,
     env: EnvLookup<'a>,
 }
@@ -436,7 +438,7 @@ impl Ctx<'_> {
     }
 
     /// Reads a secret named by `X_file` or `X_env`; an inline `X` is refused.
-    fn secret(
+    pub(super) fn secret(
         &self,
         prefix: &str,
         name: &str,

@@ -332,3 +332,46 @@ async fn the_licence_webhook_posts_signed_actions_and_reads_the_answers() {
     assert_eq!(receiver.inner.lock().expect("lock").refused_signatures, 1);
     assert_eq!(receiver.accepted().len(), expected.len());
 }
+
+#[tokio::test]
+async fn the_world_builds_the_provider_its_config_names() {
+    let sim = sim_with_licences().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("secrets")).expect("secrets");
+    std::fs::write(dir.path().join("secrets/pdns.key"), "PDNSKEY").expect("write");
+    std::fs::write(dir.path().join("secrets/manage2.password"), format!("{PASSWORD}\n")).expect("write");
+    let text = format!(
+        r#"database = "sqlite:s.db"
+
+[dns]
+provider = "powerdns"
+api_url = "http://127.0.0.1:8081"
+api_key_file = "secrets/pdns.key"
+nameservers = ["127.0.0.1:5300"]
+
+[mail]
+from = "support@example.fi"
+channel = "directory"
+path = "outbox"
+
+[licence]
+provider = "manage2"
+url = "{}"
+user = "{USER}"
+password_file = "secrets/manage2.password"
+"#,
+        sim.url()
+    );
+    let config = siirto::config::Config::parse(&text, "siirto.toml", dir.path()).expect("config");
+    let world = siirto::world::World::from_config(&config).expect("world");
+    let provider = world.licence.as_ref().expect("a licence provider");
+    assert_eq!(provider.name(), "manage2");
+    assert!(format!("{world:?}").contains("licence: Some(\"manage2\")"), "{world:?}");
+    let licence = provider.require(ip("192.0.2.10")).await.expect("licence");
+    assert_eq!(licence.id.as_str(), "7216526");
+    assert!(sim.calls().iter().all(|call| call.authorized));
+
+    let without = text.split("\n[licence]").next().expect("before the table");
+    let config = siirto::config::Config::parse(without, "siirto.toml", dir.path()).expect("config");
+    assert!(siirto::world::World::from_config(&config).expect("world").licence.is_none());
+}
