@@ -241,6 +241,52 @@ pub fn blocking_accounts(
     blocking
 }
 
+/// A manual stage's task still open: fewer people confirmed it than it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageTask {
+    /// Its number (the `operator_task` event's id): `siirto ack NUMBER`.
+    pub id: i64,
+    /// What to do.
+    pub task: String,
+    /// How many different people must confirm it.
+    pub needs: u64,
+    /// Who has so far.
+    pub confirmed_by: Vec<String>,
+}
+
+/// The open tasks of a manual stage (those its detail lists), read from the event log.
+pub async fn open_stage_tasks(
+    store: &crate::store::Store,
+    stage: &StageRow,
+) -> Result<Vec<StageTask>, crate::store::StoreError> {
+    let detail: serde_json::Value = serde_json::from_str(&stage.detail).unwrap_or_default();
+    let ids: Vec<i64> = detail["tasks"].as_array().into_iter().flatten().filter_map(|v| v.as_i64()).collect();
+    let acks = store.events_of_kinds(&stage.migration_id, &["operator_task_acknowledged"]).await?;
+    let mut open = Vec::new();
+    for id in ids {
+        let Some(event) = store.event(id).await? else { continue };
+        let task: serde_json::Value = serde_json::from_str(&event.detail).unwrap_or_default();
+        let needs = task["needs"].as_u64().unwrap_or(1).max(1);
+        let confirmed_by: Vec<String> = acks
+            .iter()
+            .filter(|a| {
+                serde_json::from_str::<serde_json::Value>(&a.detail).ok().and_then(|d| d["task"].as_i64())
+                    == Some(id)
+            })
+            .map(|a| a.actor.clone())
+            .collect();
+        if (confirmed_by.len() as u64) < needs {
+            open.push(StageTask {
+                id,
+                task: task["task"].as_str().unwrap_or_default().to_owned(),
+                needs,
+                confirmed_by,
+            });
+        }
+    }
+    Ok(open)
+}
+
 /// Adds `more`'s keys to the JSON object `detail` (a stage's detail: who postponed, skipped
 /// or undid it, its tasks).
 pub fn merge_detail(detail: &str, more: serde_json::Value) -> String {

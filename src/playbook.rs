@@ -57,6 +57,8 @@ pub struct Schedule {
     pub settle_after: Duration,
     /// The decommission stages of the old server, in order (their `after` never decreases).
     pub decommission: Vec<DecommissionStage>,
+    /// How often the operators are reminded of a decommission stage waiting for people.
+    pub task_reminder_every: Duration,
     /// How long the old server's logs must show no traffic for an account's domains (web
     /// requests, local mail deliveries) before the account is removed, and for any migrated
     /// domain before the server is powered off.
@@ -263,6 +265,9 @@ pub struct Notices {
     /// sends their domain to the old server, every `dns.external_reminder_every` while held:
     /// "your old account closes on DATE unless…".
     pub closing: Localized,
+    /// Sent to the operators (config `mail.operators`) every `schedule.task_reminder_every`
+    /// while a decommission stage waits for people: its open tasks and how to confirm them.
+    pub task_reminder: Localized,
     /// How long after its due time a notice of each kind may still go out
     /// (`[notices.late_after]`): later, it is recorded as skipped (too late), never sent. Kinds
     /// not listed here (held, notice_failed: operators' own) have no limit.
@@ -517,6 +522,13 @@ impl Notices {
             "closes_on": "2026-04-13", "stage": "suspend accounts",
             "evidence": [{"resolver": "192.0.2.53:53", "name": "kukka-0001.test", "rtype": "A", "answer": "192.0.2.10"}],
         });
+        let task_reminder = serde_json::json!({
+            "migration": "old1-to-new1-2026-03", "stage": "unrack and destroy disks", "due": "2026-06-12",
+            "tasks": [
+                {"id": 41, "task": "unrack the old server", "needs": 1, "confirmed_by": []},
+                {"id": 42, "task": "destroy the old server's disks", "needs": 2, "confirmed_by": ["maija"]},
+            ],
+        });
         let reseller = sample_reseller_context();
         let localized = [
             ("advance", &self.advance, &context),
@@ -529,6 +541,7 @@ impl Notices {
             ("held", &self.held, &held),
             ("notice_failed", &self.notice_failed, &failed),
             ("closing", &self.closing, &closing),
+            ("task_reminder", &self.task_reminder, &task_reminder),
         ];
         let mut samples = Vec::new();
         for (kind, templates, context) in localized {
@@ -652,6 +665,7 @@ struct RawSchedule {
     lower_ttl_before: Option<Spanned<String>>,
     settle_after: Option<Spanned<String>>,
     no_traffic_for: Option<Spanned<String>>,
+    task_reminder_every: Option<Spanned<String>>,
     decommission: Option<Vec<RawStage>>,
 }
 
@@ -853,11 +867,25 @@ fn schedule(src: &Source<'_>, raw: Option<&RawSchedule>) -> Result<Schedule, Con
         Duration::ZERO,
         365 * DAY,
     )?;
+    let task_reminder_every = repeat_or(
+        src,
+        raw.and_then(|r| r.task_reminder_every.as_ref()),
+        "schedule.task_reminder_every",
+        DAY,
+        90 * DAY,
+    )?;
     let decommission = match raw.and_then(|r| r.decommission.as_ref()) {
         Some(stages) => decommission(src, stages, settle_after)?,
         None => default_decommission(),
     };
-    Ok(Schedule { announce_before, lower_ttl_before, settle_after, decommission, no_traffic_for })
+    Ok(Schedule {
+        announce_before,
+        lower_ttl_before,
+        settle_after,
+        decommission,
+        no_traffic_for,
+        task_reminder_every,
+    })
 }
 
 fn default_decommission() -> Vec<DecommissionStage> {
@@ -1255,6 +1283,7 @@ fn notices(
         correction: Localized { playbook: None, shipped: shipped!("correction") },
         notice_failed: Localized { playbook: None, shipped: shipped!("notice_failed") },
         closing: Localized { playbook: None, shipped: shipped!("closing") },
+        task_reminder: Localized { playbook: None, shipped: shipped!("task_reminder") },
         late_after,
     })
 }

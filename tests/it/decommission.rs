@@ -57,6 +57,24 @@ pub(crate) async fn wait_stage(rig: &SimRig, place: i64, states: &[&str], timeou
     }
 }
 
+/// Runs the `siirto` binary on the rig's config: success and what it printed on stdout (with
+/// stderr after it when it failed).
+fn cli(rig: &SimRig, args: &[&str]) -> (bool, String) {
+    let config = rig.dir.path().join("siirto.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_siirto"))
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .env_remove("SIIRTO_CONFIG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run siirto");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
+}
+
 async fn count_events(rig: &SimRig, kind: &str, account: Option<&str>) -> usize {
     rig.events()
         .await
@@ -78,6 +96,8 @@ pub(crate) async fn cut_over(id: &'static str) -> (SimRig, Daemon, SmtpServer) {
     options.public_dns = true;
     options.ssh = true;
     options.mail = Mail::Smtp(smtp.addr);
+    // The operators have an address (this line ends the [mail] table).
+    options.extra_config = "operators = [\"ops@hosting.test\"]\n".to_owned();
     let rig = SimRig::start(options).await;
     // The customer's domain is flagged (they must repoint it), so plan, approve and start.
     rig.plan(&playbook()).await;
@@ -173,6 +193,26 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     assert!(body.contains("switched off on"), "{body}");
     // The next stage is due at 60 days: not yet.
     assert_eq!(stages(&rig).await[1].state, "pending");
+    // `siirto decommission ID --plan` shows it all, the held account with public DNS's answer
+    // asked now.
+    let (ok, printed) = cli(&rig, &["decommission", id.as_str(), "--plan"]);
+    assert!(ok, "{printed}");
+    assert!(printed.contains("1. suspend accounts (suspend_accounts) due "), "{printed}");
+    assert!(printed.contains(": ran\n"), "{printed}");
+    assert!(
+        printed.contains(&format!("held {}: public DNS now still leads to the old server", external.user)),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{} A at ", domain.as_str())) && printed.contains(&SOURCE_IP.to_string()),
+        "{printed}"
+    );
+    let (ok, json) = cli(&rig, &["decommission", id.as_str(), "--json"]);
+    assert!(ok, "{json}");
+    let plan: serde_json::Value = serde_json::Deserializer::from_str(&json).into_iter().next().unwrap().unwrap();
+    let after = json.trim_end().rsplit_once("\n}").map_or("", |(_, rest)| rest);
+    assert!(after.trim().is_empty(), "only the plan is printed: {after}");
+    assert_eq!(plan["stages"][0]["done"].as_array().unwrap().len(), 2, "{plan}");
 
     // The customer repoints their records (apex, www, the mail host): at the next check the
     // account is clear and suspended, and the stage is done, once.
@@ -285,6 +325,8 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     // The event log's chain is intact; a row edited behind the store's back is named.
     let report = rig.store.verify_chain(id.as_str()).await.unwrap();
     assert_eq!(report.broken, None, "{report:?}");
+    let (ok, printed) = cli(&rig, &["audit", "verify", id.as_str()]);
+    assert!(ok && printed.contains("is intact; head "), "{printed}");
     let removed = rig.events().await.into_iter().find(|e| e.kind == "account_removed_from_source").unwrap();
     let db = rig.dir.path().join("siirto.db");
     let status = std::process::Command::new("sqlite3")
@@ -295,6 +337,9 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     assert!(status.success());
     let report = rig.store.verify_chain(id.as_str()).await.unwrap();
     assert_eq!(report.broken.and_then(|b| b.event), Some(removed.id), "the edited row is named");
+    let (ok, printed) = cli(&rig, &["audit", "verify", id.as_str()]);
+    assert!(!ok, "a broken chain exits non-zero: {printed}");
+    assert!(printed.contains(&format!("does not match at event {} (place ", removed.id)), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

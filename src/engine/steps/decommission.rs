@@ -86,6 +86,9 @@ pub async fn run_stage(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
     if ["done", "skipped", "undone"].contains(&stage.state.as_str()) {
         return cx.finish(lease).await;
     }
+    if stage.state == "waiting" {
+        return remind_of_tasks(cx, ctx, lease, &stage).await;
+    }
     if stage.due_at > now {
         // Postponed since the job was scheduled.
         return reschedule(cx, lease, stage.due_at).await;
@@ -168,12 +171,14 @@ async fn open_tasks(
         ids.push(tx.append_event(&cx.event(ctx, None, None, "operator_task", detail)).await?);
     }
     row.state = "waiting".to_owned();
-    row.detail = merge_detail(&row.detail, json!({ "tasks": ids }));
+    row.detail = merge_detail(&row.detail, json!({ "tasks": ids, "opened_at": now }));
     row.updated_at = now;
     tx.update_stage(&row).await?;
     let detail = json!({ "stage": row.stage, "name": row.name, "tasks": ids });
     tx.append_event(&cx.event(ctx, None, None, "decommission_waiting", detail)).await?;
-    tx.finish_job(lease, now).await?;
+    // Back after `schedule.task_reminder_every` to remind the operators if still open.
+    let every = ctx.playbook.schedule.task_reminder_every.as_millis() as i64;
+    tx.reschedule_job(lease, now + every).await?;
     tx.commit().await?;
     info!(migration = %ctx.id, stage = %row.name, "decommission stage waits for people");
     Ok(())
@@ -595,5 +600,46 @@ async fn block(
     tx.update_stage(&row).await?;
     let every = ctx.playbook.dns.external_poll_interval.as_millis() as i64;
     tx.reschedule_job(lease, now + every).await?;
+    Ok(tx.commit().await?)
+}
+
+/// A stage waiting for people: while any of its tasks is open, the operators get a reminder
+/// every `schedule.task_reminder_every` since the tasks were opened (one outbox row per
+/// reminder, by its dedupe key); the job comes back for the next one. Once they are all
+/// confirmed (`siirto ack` completes the stage), the job ends.
+async fn remind_of_tasks(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease, stage: &StageRow) -> StepResult {
+    let open = crate::decommission::open_stage_tasks(&cx.store, stage).await?;
+    let now = cx.now_ms();
+    if open.is_empty() {
+        return cx.finish(lease).await;
+    }
+    let detail: serde_json::Value = serde_json::from_str(&stage.detail).unwrap_or_default();
+    let opened_at = detail["opened_at"].as_i64().unwrap_or(stage.updated_at);
+    let every = (ctx.playbook.schedule.task_reminder_every.as_millis() as i64).max(1);
+    let n = (now - opened_at).max(0) / every;
+    let mut tx = cx.store.begin_leased(lease).await?;
+    if n >= 1 && !cx.world.operators.is_empty() {
+        let context = json!({
+            "migration": ctx.id.as_str(),
+            "stage": stage.name,
+            "due": crate::domain::from_millis(stage.due_at).format("%Y-%m-%d").to_string(),
+            "tasks": open,
+        });
+        let key = format!("{}.{n}", stage.stage);
+        let notice = super::staff::internal_notice(
+            cx,
+            ctx,
+            &ctx.playbook.notices.task_reminder,
+            "task_reminder",
+            &key,
+            &cx.world.operators,
+            &context,
+        )?;
+        if let Some(id) = tx.enqueue_notice(&notice).await? {
+            super::notices::schedule_send(cx, &mut tx, ctx, id, now).await?;
+            info!(migration = %ctx.id, stage = %stage.name, open = open.len(), "operators reminded of open decommission tasks");
+        }
+    }
+    tx.reschedule_job(lease, opened_at + (n + 1) * every).await?;
     Ok(tx.commit().await?)
 }

@@ -154,7 +154,7 @@ pub async fn queue_failed_notice(
 
 /// A notice to the company's own people: `kind`'s shipped template rendered in the config's
 /// language with `context`, to `recipients`, keyed `<kind>:<migration>:<key>`.
-fn internal_notice(
+pub(crate) fn internal_notice(
     cx: &Ctx,
     ctx: &MigrationCtx,
     template: &crate::playbook::Localized,

@@ -76,8 +76,9 @@ pub struct RigOptions {
     /// The PowerDNS API URL the config names, when not pdns's own (a proxy in front of it);
     /// the rig still creates the zones through pdns's own.
     pub dns_api: Option<reqwest::Url>,
-    /// Appended to the config after its `[mail]` table and the hosts' ssh tables (e.g.
-    /// `[contracts]`).
+    /// Appended to the config right after its `[mail]` table's lines, before the hosts' ssh
+    /// tables: lines that end the `[mail]` table (`operators = […]`), then tables of its own
+    /// (e.g. `[contracts]`).
     pub extra_config: String,
 }
 
@@ -357,7 +358,7 @@ impl SimRig {
         // write_config appends this right after the [dns] table's own lines, so it opens with
         // more of them.
         let extra = format!(
-            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{ssh_tables}\n{extra_config}",
+            "{}\n[mail]\nfrom = \"Siirto <noreply@siirto.test>\"\n{}{extra_config}\n{ssh_tables}",
             more_dns_lines(axfr_server),
             mail.lines()
         );
