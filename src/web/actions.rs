@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::Timestamp;
 use crate::names::{AccountName, DomainName, MigrationId};
-use crate::store::StoreError;
+use crate::store::{StageRow, Store, StoreError};
 
 use super::{App, Principal};
 
@@ -53,6 +54,31 @@ pub enum Action {
         /// The target's address.
         ip: String,
     },
+    /// Move a decommission stage that has not finished to a later date, saying why.
+    PostponeStage {
+        /// The stage's place, from 0.
+        stage: i64,
+        /// The new date: RFC 3339, or `YYYY-MM-DDTHH:MM[:SS]` (a browser's `datetime-local`)
+        /// read as UTC.
+        until: String,
+        /// Why.
+        reason: String,
+    },
+    /// Skip a decommission stage that has not finished, saying why: it never runs.
+    SkipStage {
+        /// The stage's place, from 0.
+        stage: i64,
+        /// Why.
+        reason: String,
+    },
+    /// Undo a decommission stage that ran (a suspension is reversed on the old server; a manual
+    /// stage gets a task for its inverse), saying why.
+    UndoStage {
+        /// The stage's place, from 0.
+        stage: i64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What an action did.
@@ -73,8 +99,9 @@ pub struct ActionOutcome {
 /// Why an action was not done.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActionError {
-    /// The HTTP status: 400 bad input, 404 no such migration or account, 409 refused in this
-    /// state, 502 a host did not answer, 500 the store failed.
+    /// The HTTP status: 400 bad input, 404 no such migration, account, task or stage, 409
+    /// refused in this state, 422 a decommission action's blank or too long reason or
+    /// unreadable date, 502 a host did not answer, 500 the store failed.
     #[serde(skip)]
     pub status: u16,
     /// Why, in words.
@@ -104,7 +131,8 @@ fn refused(err: anyhow::Error) -> ActionError {
     ActionError::new(StatusCode::CONFLICT, format!("{err:#}"))
 }
 
-/// The longest reason an action takes (it goes into the event log and the notices).
+/// The longest reason an action takes (it goes into the event log and the notices); the
+/// decommission's operator functions take as many bytes.
 pub const MAX_REASON: usize = 2000;
 
 /// Performs `action` on migration `id` for `who`.
@@ -209,7 +237,7 @@ pub async fn perform(
             }
             let done =
                 crate::ops::ack_task(store, task, &actor, note.as_deref(), now).await.map_err(refused)?;
-            Ok(outcome(None, "acknowledged", format!("operator task {task} acknowledged: {}", done.what)))
+            Ok(outcome(None, "acknowledged", acknowledged(&done)))
         }
         Action::AssignIp { user, ip } => {
             let user = user_of(&user)?;
@@ -225,5 +253,150 @@ pub async fn perform(
                 format!("account {user} gets {ip} on the target; {when}"),
             ))
         }
+        Action::PostponeStage { stage, until, reason } => {
+            let found = stage_at(store, &id, stage).await?;
+            let reason = stage_reason(&reason)?;
+            let until = parse_until(&until)?;
+            let place = found.stage.to_string();
+            let row = crate::ops::postpone_stage(store, &id, &place, until, &actor, reason, now)
+                .await
+                .map_err(refused)?;
+            Ok(outcome(
+                None,
+                &row.state,
+                format!("decommission stage {:?} postponed to {}", row.name, until.to_rfc3339()),
+            ))
+        }
+        Action::SkipStage { stage, reason } => {
+            let found = stage_at(store, &id, stage).await?;
+            let reason = stage_reason(&reason)?;
+            let place = found.stage.to_string();
+            let row =
+                crate::ops::skip_stage(store, &id, &place, &actor, reason, now).await.map_err(refused)?;
+            Ok(outcome(
+                None,
+                &row.state,
+                format!("decommission stage {:?} skipped: it will not run", row.name),
+            ))
+        }
+        Action::UndoStage { stage, reason } => {
+            let found = stage_at(store, &id, stage).await?;
+            let reason = stage_reason(&reason)?;
+            let place = found.stage.to_string();
+            let undone = crate::ops::undo_stage(store, world, &id, &place, &actor, reason, now)
+                .await
+                .map_err(refused)?;
+            let given = if undone.accounts.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} account(s) unsuspended on the old server: {}",
+                    undone.accounts.len(),
+                    undone.accounts.join(", ")
+                )
+            };
+            let task = undone
+                .task
+                .map(|t| format!("; operator task {t} opened for what a person must undo"))
+                .unwrap_or_default();
+            Ok(outcome(None, "undone", format!("decommission stage {:?} undone{given}{task}", undone.stage)))
+        }
+    }
+}
+
+/// What an acknowledgement did, in words: a task that needs another person says so.
+fn acknowledged(done: &crate::ops::Acknowledged) -> String {
+    let task = done.task;
+    let mut message = if done.confirmations < done.needs {
+        format!(
+            "operator task {task}: confirmation {} of {}; someone else must confirm it too: {}",
+            done.confirmations, done.needs, done.what
+        )
+    } else {
+        format!("operator task {task} acknowledged: {}", done.what)
+    };
+    if let Some(stage) = &done.stage_done {
+        message.push_str(&format!("; decommission stage {stage:?} is done"));
+    }
+    message
+}
+
+/// Stage `place` of migration `id`: 404 when it has none (before the cutover, which records
+/// the stages, it has none at all).
+async fn stage_at(store: &Store, id: &MigrationId, place: i64) -> Result<StageRow, ActionError> {
+    let stages = store.stages(id.as_str()).await.map_err(|e| refused(e.into()))?;
+    if let Some(found) = stages.iter().find(|s| s.stage == place) {
+        return Ok(found.clone());
+    }
+    let message = if stages.is_empty() {
+        format!("migration {id} has no decommission stages yet: they are recorded when it is cut over")
+    } else {
+        let names: Vec<String> = stages.iter().map(|s| format!("{} {:?}", s.stage, s.name)).collect();
+        format!("migration {id} has no decommission stage {place}; its stages: {}", names.join(", "))
+    };
+    Err(ActionError::new(StatusCode::NOT_FOUND, message))
+}
+
+/// A decommission action's reason, trimmed: not blank, and within the event log's limit (the
+/// operator functions count it in bytes, so both bytes and characters are checked here, where
+/// a refusal is bad input, 422, and not a refusal in the stage's state).
+fn stage_reason(reason: &str) -> Result<&str, ActionError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ActionError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "say why (reason): the event log records who changed the decommission, when and why",
+        ));
+    }
+    if reason.len() > MAX_REASON {
+        return Err(ActionError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("a reason of at most {MAX_REASON} bytes; this one has {}", reason.len()),
+        ));
+    }
+    Ok(reason)
+}
+
+/// A postponement's new date: RFC 3339 (`2027-02-01T08:00:00Z`), or a date and time without
+/// an offset (`2027-02-01T08:00`, what a browser's `datetime-local` field sends), read as UTC
+/// as the page says. Anything else is bad input (422).
+pub fn parse_until(text: &str) -> Result<Timestamp, ActionError> {
+    let text = text.trim();
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(at) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(at.and_utc());
+        }
+    }
+    Err(ActionError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("until {text:?}: expected an RFC 3339 time like 2027-02-01T08:00:00Z"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postponement_takes_rfc_3339_or_a_browsers_local_time_as_utc_and_nothing_else() {
+        let utc = |text: &str| parse_until(text).map(|t| t.to_rfc3339()).map_err(|e| e.status);
+        assert_eq!(utc("2027-02-01T08:00:00Z"), Ok("2027-02-01T08:00:00+00:00".to_owned()));
+        assert_eq!(utc("2027-02-01T10:00:00+02:00"), Ok("2027-02-01T08:00:00+00:00".to_owned()));
+        assert_eq!(utc(" 2027-02-01T08:00 "), Ok("2027-02-01T08:00:00+00:00".to_owned()));
+        assert_eq!(utc("2027-02-01 08:00:30"), Ok("2027-02-01T08:00:30+00:00".to_owned()));
+        for bad in ["", "tomorrow", "2027-02-30T08:00", "2027-02-01"] {
+            assert_eq!(utc(bad), Err(422), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_stage_reason_is_trimmed_not_blank_and_within_the_limit_in_bytes() {
+        assert_eq!(stage_reason("  audit  ").map_err(|e| e.status), Ok("audit"));
+        assert_eq!(stage_reason(" \t").map_err(|e| e.status), Err(422));
+        assert!(stage_reason(&"x".repeat(MAX_REASON)).is_ok());
+        assert_eq!(stage_reason(&"ä".repeat(MAX_REASON / 2 + 1)).map_err(|e| e.status), Err(422));
     }
 }

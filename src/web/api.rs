@@ -13,7 +13,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::actions::{Action, ActionError, ActionOutcome, perform};
 use super::{App, Principal};
 use crate::names::{AccountName, MigrationId};
-use crate::status::{self, LogEntry, MigrationStatus, NoticeEntry, Progress, Timeline};
+use crate::ops::DecommissionPlan;
+use crate::status::{self, LogEntry, MigrationStatus, NoticeEntry, OpenTask, Progress, Timeline};
 
 /// The API's document.
 #[derive(OpenApi)]
@@ -26,7 +27,7 @@ use crate::status::{self, LogEntry, MigrationStatus, NoticeEntry, Progress, Time
     ),
     paths(
         migrations, migration, progress, events, notices, timeline, search, pause, resume, abort, retry, rollback,
-        assign_ip, ack
+        assign_ip, ack, tasks, decommission, postpone_stage, skip_stage, undo_stage
     ),
     components(schemas(ApiError)),
     modifiers(&Bearer),
@@ -344,7 +345,7 @@ fn acted(result: Result<ActionOutcome, ActionError>) -> Response {
     }
 }
 
-/// Why (an abort).
+/// Why (an abort; a decommission stage's skip or undo).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct Reason {
     /// Why, recorded with who asked (not blank).
@@ -497,6 +498,169 @@ pub async fn ack(
     Json(body): Json<AckBody>,
 ) -> Response {
     acted(perform(&app, &who, &id, Action::Ack { task, note: body.note }).await)
+}
+
+/// An open operator task and the migration it belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MigrationTask {
+    /// The migration.
+    pub migration: String,
+    /// The task.
+    #[serde(flatten)]
+    pub task: OpenTask,
+}
+
+/// Every open operator task of every migration (manual decommission stages, spam-filter
+/// routes), oldest migration first: as `siirto tasks --json`.
+#[utoipa::path(get, path = "/api/v1/tasks", responses((status = 200, body = Vec<MigrationTask>)))]
+pub async fn tasks(State(app): State<App>) -> Response {
+    let migrations = match app.store.migrations().await {
+        Ok(rows) => rows,
+        Err(err) => return read_failed(err.into()),
+    };
+    let mut all = Vec::new();
+    for row in migrations {
+        match status::operator_tasks(&app.store, &row.id).await {
+            Ok(tasks) => {
+                all.extend(tasks.into_iter().map(|task| MigrationTask { migration: row.id.clone(), task }))
+            }
+            Err(err) => return read_failed(err),
+        }
+    }
+    Json(all).into_response()
+}
+
+/// Whose evidence the decommission's preview shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    /// Ask public DNS now about every account a pending stage would take (slow with many).
+    Now,
+}
+
+/// How to read the decommission.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DecommissionQuery {
+    /// `now`: ask public DNS now about every account a pending stage would take (one query per
+    /// resolver, name and type: slow with many accounts); without it, the evidence the stages
+    /// recorded when they last looked.
+    #[param(inline)]
+    pub check: Option<Check>,
+}
+
+/// The old server's decommission: each stage with its date and state, who postponed, skipped
+/// or undid it and why, the accounts it did and those it holds with the evidence (resolver,
+/// name, type, answer), and those it would take now: as `siirto decommission MIGRATION --plan
+/// --json` (which checks now).
+#[utoipa::path(
+    get, path = "/api/v1/migrations/{id}/decommission",
+    params(MigrationPath, DecommissionQuery),
+    responses((status = 200, body = DecommissionPlan))
+)]
+pub async fn decommission(
+    State(app): State<App>,
+    Path(MigrationPath { id }): Path<MigrationPath>,
+    Query(query): Query<DecommissionQuery>,
+) -> Response {
+    let id = match valid_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad.into_response(),
+    };
+    let world = (query.check == Some(Check::Now)).then_some(app.world.as_ref());
+    match crate::ops::decommission_plan(&app.store, world, &id).await {
+        Ok(plan) => Json(plan).into_response(),
+        Err(err) => read_failed(err),
+    }
+}
+
+/// A decommission stage's path parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StagePath {
+    /// The migration's id.
+    #[param(pattern = "^[a-z0-9-]{1,64}$")]
+    pub id: String,
+    /// The stage's place, from 0, as the decommission lists it.
+    #[param(minimum = 0)]
+    pub stage: i64,
+}
+
+/// A postponement.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PostponeBody {
+    /// The stage's new date (RFC 3339; a time without an offset is read as UTC), later than
+    /// its date now and than now.
+    #[schema(format = DateTime)]
+    pub until: String,
+    /// Why, recorded with who asked (not blank).
+    #[schema(pattern = "\\S", max_length = 2000)]
+    pub reason: String,
+}
+
+/// Postpones a decommission stage that has not finished to a later date.
+#[utoipa::path(
+    post, path = "/api/v1/migrations/{id}/decommission/{stage}/postpone",
+    params(StagePath),
+    request_body = PostponeBody,
+    responses(
+        (status = 200, body = ActionOutcome),
+        (status = 404, description = "no such migration or stage", body = ApiError),
+        (status = 409, description = "the stage is done, skipped or undone already, or the date is not later", body = ApiError),
+        (status = 422, description = "a blank or too long reason, or a date that is not RFC 3339", body = ApiError),
+    )
+)]
+pub async fn postpone_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(StagePath { id, stage }): Path<StagePath>,
+    Json(body): Json<PostponeBody>,
+) -> Response {
+    let action = Action::PostponeStage { stage, until: body.until, reason: body.reason };
+    acted(perform(&app, &who, &id, action).await)
+}
+
+/// Skips a decommission stage that has not finished: it never runs, and the next one may.
+#[utoipa::path(
+    post, path = "/api/v1/migrations/{id}/decommission/{stage}/skip",
+    params(StagePath),
+    request_body = Reason,
+    responses(
+        (status = 200, body = ActionOutcome),
+        (status = 404, description = "no such migration or stage", body = ApiError),
+        (status = 409, description = "the stage is done, skipped or undone already", body = ApiError),
+        (status = 422, description = "a blank or too long reason", body = ApiError),
+    )
+)]
+pub async fn skip_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(StagePath { id, stage }): Path<StagePath>,
+    Json(body): Json<Reason>,
+) -> Response {
+    acted(perform(&app, &who, &id, Action::SkipStage { stage, reason: body.reason }).await)
+}
+
+/// Undoes a decommission stage that ran: a suspension's accounts are unsuspended on the old
+/// server; a manual stage (the licence, the power) gets a task for its inverse. A removal and
+/// the disks' destruction cannot be undone.
+#[utoipa::path(
+    post, path = "/api/v1/migrations/{id}/decommission/{stage}/undo",
+    params(StagePath),
+    request_body = Reason,
+    responses(
+        (status = 200, body = ActionOutcome),
+        (status = 404, description = "no such migration or stage", body = ApiError),
+        (status = 409, description = "the stage has not run, is skipped or undone already, or cannot be undone", body = ApiError),
+        (status = 422, description = "a blank or too long reason", body = ApiError),
+    )
+)]
+pub async fn undo_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path(StagePath { id, stage }): Path<StagePath>,
+    Json(body): Json<Reason>,
+) -> Response {
+    acted(perform(&app, &who, &id, Action::UndoStage { stage, reason: body.reason }).await)
 }
 
 #[cfg(test)]

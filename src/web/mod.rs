@@ -106,6 +106,9 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
         closed(Method::POST, "/m/{id}/a/{user}/rollback", post(pages::rollback)),
         closed(Method::POST, "/m/{id}/a/{user}/assign-ip", post(pages::assign_ip)),
         closed(Method::POST, "/m/{id}/tasks/{task}/ack", post(pages::ack)),
+        closed(Method::POST, "/m/{id}/decommission/{stage}/postpone", post(pages::postpone_stage)),
+        closed(Method::POST, "/m/{id}/decommission/{stage}/skip", post(pages::skip_stage)),
+        closed(Method::POST, "/m/{id}/decommission/{stage}/undo", post(pages::undo_stage)),
         closed(Method::GET, "/live/{id}", get(live::feed)),
         closed(Method::GET, "/api/v1/openapi.json", get(api::openapi)),
         closed(Method::GET, "/api/v1/migrations", get(api::migrations)),
@@ -122,6 +125,15 @@ fn table() -> Vec<(Route, MethodRouter<App>)> {
         closed(Method::POST, "/api/v1/migrations/{id}/accounts/{user}/rollback", post(api::rollback)),
         closed(Method::POST, "/api/v1/migrations/{id}/accounts/{user}/assign-ip", post(api::assign_ip)),
         closed(Method::POST, "/api/v1/migrations/{id}/tasks/{task}/ack", post(api::ack)),
+        closed(Method::GET, "/api/v1/tasks", get(api::tasks)),
+        closed(Method::GET, "/api/v1/migrations/{id}/decommission", get(api::decommission)),
+        closed(
+            Method::POST,
+            "/api/v1/migrations/{id}/decommission/{stage}/postpone",
+            post(api::postpone_stage),
+        ),
+        closed(Method::POST, "/api/v1/migrations/{id}/decommission/{stage}/skip", post(api::skip_stage)),
+        closed(Method::POST, "/api/v1/migrations/{id}/decommission/{stage}/undo", post(api::undo_stage)),
     ]
 }
 

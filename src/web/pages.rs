@@ -1,5 +1,6 @@
 //! The status page: server-rendered HTML (minijinja, auto-escaped), readable without
-//! JavaScript; the search, a customer's timeline, a migration's overview, the login, and the
+//! JavaScript; the search, a customer's timeline, a migration's overview (with the old
+//! server's decommission: its stages, and why an old account is still open), the login, and the
 //! operator forms, which post to the same [`super::actions`] the API calls.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::actions::{Action, perform};
 use super::i18n::{LANG_COOKIE, Lang};
 use super::{App, Principal};
+use crate::playbook::StageAction;
 use crate::status::{self, Progress};
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -49,6 +51,9 @@ pub struct PageQuery {
     pub kind: Option<String>,
     /// Only the live part of the page (what the script swaps in).
     pub part: Option<String>,
+    /// `now`: the overview asks public DNS now about the accounts the decommission's pending
+    /// stages would take, instead of showing the evidence they recorded.
+    pub check: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -341,7 +346,15 @@ pub async fn overview(
     let now = app.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let next_stage =
         status.schedule.iter().find(|item| item.what.starts_with("decommission") && item.at > now).cloned();
+    let check_now = query.check.as_deref() == Some("now");
+    let stages = match decommission(&app, &id, check_now).await {
+        Ok(stages) => stages,
+        Err(err) => return failed(err),
+    };
     let template = if query.part.is_some() { "overview_part.html" } else { "overview.html" };
+    // A view checked through public DNS just now is a snapshot: its live updates would swap the
+    // answers for the recorded ones (and asking again at every change would be slow).
+    let live = (!check_now).then(|| format!("/live/{id}"));
     page.render(
         template,
         &format!("{} {id}", page.lang.t("migration")),
@@ -351,12 +364,129 @@ pub async fn overview(
             held => progress.held,
             events,
             next_stage,
+            kept_open => stages.iter().any(|stage| !stage.held.is_empty()),
+            stages,
+            checked_now => check_now,
+            can_check => app.world.public_dns.is_some(),
             s => status,
-            live => format!("/live/{id}"),
+            live,
             every => 1000,
             part => format!("/m/{id}?part=main"),
         },
     )
+}
+
+/// Who postponed, skipped or undid a decommission stage, when and why (from its detail).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StageChange {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    at: String,
+    /// The date a postponement moved it from.
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// One decommission stage as the overview shows it.
+#[derive(Debug, Serialize)]
+struct StageView {
+    place: i64,
+    name: String,
+    action: String,
+    manual: bool,
+    due: String,
+    /// The date as a browser's `datetime-local` value in UTC: the postponement's least.
+    due_local: String,
+    state: String,
+    postponed: Option<StageChange>,
+    skipped: Option<StageChange>,
+    undone: Option<StageChange>,
+    /// Whether it acts on accounts (suspends or removes them), so its counts mean something.
+    account_stage: bool,
+    done: usize,
+    held: Vec<crate::ops::HeldAccount>,
+    /// Accounts it has still to do and does not hold (with the live check: those clear now).
+    to_do: usize,
+    can_postpone: bool,
+    can_skip: bool,
+    can_undo: bool,
+}
+
+/// Whether a stage of this action can be undone at all (a removal and destroyed disks cannot).
+fn undoable(action: StageAction) -> bool {
+    match action {
+        StageAction::SuspendAccounts | StageAction::CancelLicence | StageAction::PowerOff => true,
+        StageAction::RemoveAccounts | StageAction::DestroyDisks => false,
+    }
+}
+
+impl StageView {
+    fn of(stage: crate::ops::StagePlan) -> StageView {
+        let change = |key: &str| {
+            let found =
+                stage.detail.get(key).and_then(|v| serde_json::from_value::<StageChange>(v.clone()).ok());
+            found.map(|c| StageChange { at: to_seconds(&c.at), from: c.from.as_deref().map(to_seconds), ..c })
+        };
+        let due_local = chrono::DateTime::parse_from_rfc3339(&stage.due)
+            .map(|due| due.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M").to_string())
+            .unwrap_or_default();
+        let action = serde_json::from_value::<StageAction>(serde_json::json!(stage.action)).ok();
+        // Which forms the page offers: the operator functions decide, and refuse with their
+        // reason whatever slips through (a suspension after a removal, a date not later).
+        let open = !matches!(stage.state.as_str(), "done" | "skipped" | "undone");
+        let ran = !matches!(stage.state.as_str(), "pending" | "skipped" | "undone");
+        // Without the live check the preview lists every account the stage has still to take,
+        // those it holds included; they are counted once, as held.
+        let to_do =
+            stage.would_touch.iter().filter(|user| !stage.held.iter().any(|h| &h.account == *user)).count();
+        let account_stage = !stage.manual
+            && matches!(action, Some(StageAction::SuspendAccounts | StageAction::RemoveAccounts));
+        StageView {
+            place: stage.stage,
+            account_stage,
+            to_do,
+            postponed: change("postponed"),
+            skipped: change("skipped"),
+            undone: change("undone"),
+            done: stage.done.len(),
+            can_postpone: open,
+            can_skip: open,
+            can_undo: ran && action.is_some_and(undoable),
+            name: stage.name,
+            action: stage.action,
+            manual: stage.manual,
+            due: to_seconds(&stage.due),
+            due_local,
+            // A skipped or undone stage holds nothing any more: what it recorded is history
+            // (the API's plan keeps it), not a reason an account is open.
+            held: if open || stage.state == "done" { stage.held } else { Vec::new() },
+            state: stage.state,
+        }
+    }
+}
+
+/// An RFC 3339 time to the second, in UTC (`2027-01-05T07:56:21Z`), as the page shows times;
+/// anything else as it is.
+fn to_seconds(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|_| at.to_owned())
+}
+
+/// The decommission's stages through the operator function the CLI's `--plan` calls, with the
+/// stored evidence, or with public DNS asked now (`check_now`). Nothing before the cutover,
+/// which records the stages: a migration still moving, refreshed live, skips the reads.
+async fn decommission(app: &App, id: &str, check_now: bool) -> anyhow::Result<Vec<StageView>> {
+    if app.store.stages(id).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let id = crate::names::MigrationId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let world = check_now.then_some(app.world.as_ref());
+    let plan = crate::ops::decommission_plan(&app.store, world, &id).await?;
+    Ok(plan.stages.into_iter().map(StageView::of).collect())
 }
 
 /// `GET /m/{id}/a/{user}`: the timeline of the customer who owns the account.
@@ -414,6 +544,8 @@ pub struct ActionForm {
     ip: String,
     #[serde(default)]
     note: String,
+    #[serde(default)]
+    until: String,
 }
 
 /// `POST /m/{id}/pause`.
@@ -486,6 +618,39 @@ pub async fn ack(
 ) -> Response {
     let note = Some(form.note).filter(|n| !n.trim().is_empty());
     back(&format!("/m/{id}"), perform(&app, &who, &id, Action::Ack { task, note }).await)
+}
+
+/// `POST /m/{id}/decommission/{stage}/postpone`.
+pub async fn postpone_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path((id, stage)): Path<(String, i64)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let action = Action::PostponeStage { stage, until: form.until, reason: form.reason };
+    back(&format!("/m/{id}"), perform(&app, &who, &id, action).await)
+}
+
+/// `POST /m/{id}/decommission/{stage}/skip`.
+pub async fn skip_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path((id, stage)): Path<(String, i64)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let action = Action::SkipStage { stage, reason: form.reason };
+    back(&format!("/m/{id}"), perform(&app, &who, &id, action).await)
+}
+
+/// `POST /m/{id}/decommission/{stage}/undo`.
+pub async fn undo_stage(
+    State(app): State<App>,
+    Extension(who): Extension<Principal>,
+    Path((id, stage)): Path<(String, i64)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let action = Action::UndoStage { stage, reason: form.reason };
+    back(&format!("/m/{id}"), perform(&app, &who, &id, action).await)
 }
 
 #[cfg(test)]

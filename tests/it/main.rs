@@ -35,5 +35,6 @@ mod support;
 mod transfer_control;
 mod web;
 mod web_browser;
+mod web_decommission;
 mod webhook_crash;
 mod whm;

@@ -33,13 +33,13 @@ pub fn token(rig: &SimRig, role: &str) -> String {
         .to_owned()
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// A browser session of the holder of `token`: its cookie header and its CSRF token (read from
 /// a page's form).
-async fn session(addr: SocketAddr, token: &str) -> (HeaderValue, String) {
+pub(crate) async fn session(addr: SocketAddr, token: &str) -> (HeaderValue, String) {
     let response = client()
         .post(format!("http://{addr}/login"))
         .form(&[("token", token), ("next", "/")])
@@ -69,7 +69,8 @@ fn concrete(path: &str, rig: &SimRig) -> String {
         .replace("{id}", rig.id.as_str())
         .replace("{user}", rig.user(0).as_str())
         .replace("{file}", "app.css")
-        .replace("{task}", "1");
+        .replace("{task}", "1")
+        .replace("{stage}", "0");
     if path.ends_with("/search") { format!("{path}?q=kukka") } else { path }
 }
 
