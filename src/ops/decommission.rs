@@ -320,6 +320,11 @@ pub async fn undo_stage(
     }
     let recorded = store.stage_accounts(id.as_str()).await?;
     let stages = store.stages(id.as_str()).await?;
+    if let Some(wiped) =
+        stages.iter().find(|s| s.action == StageAction::DestroyDisks.as_str() && s.state == "done")
+    {
+        bail!("stage {:?} cannot be undone: the disks were destroyed (stage {:?})", found.name, wiped.name);
+    }
     if action == StageAction::SuspendAccounts {
         let removed: Vec<&StageAccountRow> = recorded
             .iter()
@@ -364,9 +369,49 @@ pub async fn undo_stage(
             }
         }
     }
+    // The licence is reactivated through the provider that cancelled it, when there is one.
+    let mut reactivated = None;
+    if action == StageAction::CancelLicence
+        && let Some(provider) = world.licence.as_ref()
+    {
+        let row = store.require_migration(id.as_str()).await?;
+        let ip = std::net::IpAddr::V4(world.host(&row.source_host)?.ip);
+        // The id the stage recorded: a lookup finds licences in force only.
+        let detail: serde_json::Value = serde_json::from_str(&found.detail).unwrap_or_default();
+        let recorded = detail["licence_id"].as_str().and_then(|id| crate::licence::LicenceId::parse(id).ok());
+        let licence = match (
+            provider.lookup(ip).await.with_context(|| format!("finding the licence of {ip}"))?,
+            recorded,
+        ) {
+            (Some(active), _) => active,
+            (None, Some(id)) => crate::licence::Licence {
+                id,
+                ip,
+                status: crate::licence::LicenceStatus::Expired,
+                package: None,
+            },
+            (None, None) => bail!(
+                "stage {:?} recorded no licence, and the {} provider has none for {ip}",
+                found.name,
+                provider.name()
+            ),
+        };
+        if licence.status == crate::licence::LicenceStatus::Expired {
+            provider
+                .reactivate(&licence)
+                .await
+                .with_context(|| format!("reactivating licence {}", licence.id))?;
+        }
+        reactivated =
+            Some(json!({ "provider": provider.name(), "id": licence.id.to_string(), "ip": ip.to_string() }));
+    }
     let mut tx = store.begin().await?;
     let mut row = tx.stage_for_update(id.as_str(), found.stage).await?.context("the stage")?;
-    if matches!(action, StageAction::PowerOff | StageAction::CancelLicence) {
+    if let Some(licence) = &reactivated {
+        let detail = json!({ "stage": row.stage, "name": row.name, "reason": reason, "licence": licence });
+        tx.append_event(&event(id, None, "licence_reactivated", detail, by, now)).await?;
+    }
+    if action == StageAction::PowerOff || (action == StageAction::CancelLicence && reactivated.is_none()) {
         let task = match action {
             StageAction::PowerOff => "power the old server on again (undo of the power-off)",
             _ => "reactivate the old server's licence (undo of the cancellation)",

@@ -209,7 +209,8 @@ async fn the_old_server_is_retired_in_stages_with_its_gates_and_people() {
     );
     let (ok, json) = cli(&rig, &["decommission", id.as_str(), "--json"]);
     assert!(ok, "{json}");
-    let plan: serde_json::Value = serde_json::Deserializer::from_str(&json).into_iter().next().unwrap().unwrap();
+    let plan: serde_json::Value =
+        serde_json::Deserializer::from_str(&json).into_iter().next().unwrap().unwrap();
     let after = json.trim_end().rsplit_once("\n}").map_or("", |(_, rest)| rest);
     assert!(after.trim().is_empty(), "only the plan is printed: {after}");
     assert_eq!(plan["stages"][0]["done"].as_array().unwrap().len(), 2, "{plan}");
@@ -543,4 +544,104 @@ async fn a_daemon_killed_during_the_suspension_resumes_with_the_accounts_left() 
     assert_eq!(count_events(&rig, "decommission_started", None).await, 1);
     assert_eq!(count_events(&rig, "decommission_done", None).await, 1);
     assert_eq!(rig.store.verify_chain(rig.id.as_str()).await.unwrap().broken, None);
+}
+
+/// The licence stage against a simulated Manage2 over real HTTP: the licence found by the old
+/// server's IP, the way back proven (the reactivation's dry run) before it is expired, expired
+/// once with the documented parameters and a reason naming the migration; the stage's undo
+/// reactivates it through the same provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_licence_is_found_proven_reactivatable_expired_once_and_reactivated_by_undo() {
+    use siirto::sim::manage2::{SimLicence, SimLicenceStatus, SimManage2};
+    let manage2 = SimManage2::start(
+        "licences@hosting.test",
+        "manage2-password-for-tests",
+        vec![
+            SimLicence::active("7216526", std::net::IpAddr::V4(SOURCE_IP), "COMPANY-INTERNAL-VPS"),
+            SimLicence::active("7216527", "192.0.2.99".parse().unwrap(), "COMPANY-INTERNAL-VPS"),
+        ],
+    )
+    .await
+    .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("manage2.password");
+    std::fs::write(&password, "manage2-password-for-tests\n").unwrap();
+    let mut options = RigOptions::new("it-decommission-licence", 2);
+    options.extra_config = format!(
+        "\n[licence]\nprovider = \"manage2\"\nurl = \"{}\"\nuser = \"licences@hosting.test\"\npassword_file = \"{}\"\n",
+        manage2.url(),
+        password.display()
+    );
+    let rig = SimRig::start(options).await;
+    let id = rig.id.clone();
+    rig.plan_and_start(&playbook()).await;
+    let daemon = Daemon::start(rig.engine("licence", 4));
+    rig.wait_for("the cutover", Duration::from_secs(180), |s| {
+        matches!(s.detail, MigrationState::CutOver { .. })
+    })
+    .await;
+    // This test is about the licence: the account stages are skipped (with a reason).
+    let now = rig.clock.now();
+    for stage in ["suspend accounts", "remove accounts"] {
+        siirto::ops::skip_stage(&rig.store, &id, stage, "maija", "accounts handled elsewhere", now)
+            .await
+            .unwrap();
+    }
+    assert!(manage2.calls().is_empty(), "nothing before the stage's date");
+    rig.clock.advance(60 * DAY + Duration::from_secs(60));
+    let done = wait_stage(&rig, 2, &["done"], Duration::from_secs(60)).await;
+    assert!(done.detail.contains("7216526"), "{}", done.detail);
+
+    let endpoints: Vec<String> = manage2.calls().iter().map(|c| c.endpoint.clone()).collect();
+    let dry_run = endpoints.iter().position(|e| e == "XMLlicenseReActivate.cgi").expect("a dry run");
+    let expiry = endpoints.iter().position(|e| e == "XMLlicenseExpire.cgi").expect("an expiry");
+    assert!(dry_run < expiry, "the way back is proven before the licence is expired: {endpoints:?}");
+    assert_eq!(manage2.calls_to("XMLlookup.cgi")[0].params.get("ip"), Some(&SOURCE_IP.to_string()));
+    assert_eq!(
+        manage2.calls_to("XMLlicenseReActivate.cgi")[0].params.get("dryrun").map(String::as_str),
+        Some("1")
+    );
+    let expiries = manage2.calls_to("XMLlicenseExpire.cgi");
+    assert_eq!(expiries.len(), 1, "expired once: {expiries:?}");
+    let params = &expiries[0].params;
+    assert_eq!(params.get("liscid").map(String::as_str), Some("7216526"));
+    assert_eq!(params.get("expcode").map(String::as_str), Some("normal"));
+    assert!(params.get("reason").is_some_and(|r| r.contains(id.as_str())), "{params:?}");
+    assert!(expiries[0].authorized);
+    assert!(matches!(manage2.licence("7216526").unwrap().status, SimLicenceStatus::Expired { .. }));
+    assert_eq!(
+        manage2.licence("7216527").unwrap().status,
+        SimLicenceStatus::Active,
+        "another server's licence"
+    );
+    assert_eq!(count_events(&rig, "licence_cancelled", None).await, 1);
+    // The job's later looks change nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(manage2.calls_to("XMLlicenseExpire.cgi").len(), 1);
+    daemon.stop().await;
+
+    // Undo: the provider reactivates it (a lookup finds expired licences no more: the stage's
+    // recorded id is used).
+    let world = siirto::world::World::from_config(&rig.config).unwrap();
+    siirto::ops::undo_stage(
+        &rig.store,
+        &world,
+        &id,
+        "cancel licence",
+        "maija",
+        "the server stays a month",
+        rig.clock.now(),
+    )
+    .await
+    .unwrap();
+    let reactivations: Vec<_> = manage2
+        .calls_to("XMLlicenseReActivate.cgi")
+        .into_iter()
+        .filter(|c| c.params.get("dryrun").is_none_or(|d| d != "1"))
+        .collect();
+    assert_eq!(reactivations.len(), 1, "{reactivations:?}");
+    assert_eq!(manage2.licence("7216526").unwrap().status, SimLicenceStatus::Active);
+    let event =
+        rig.events().await.into_iter().find(|e| e.kind == "licence_reactivated").expect("the undo is logged");
+    assert_eq!(event.actor, "maija");
 }

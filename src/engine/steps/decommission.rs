@@ -117,10 +117,13 @@ pub async fn run_stage(cx: &Ctx, ctx: &MigrationCtx, job: &JobRow, lease: &Lease
                 open_tasks(cx, ctx, lease, stage, action, Some(&why)).await
             }
         },
-        StageAction::CancelLicence => {
-            let why = "no licence provider is configured ([licence])";
-            open_tasks(cx, ctx, lease, stage, action, Some(why)).await
-        }
+        StageAction::CancelLicence => match cx.world.licence.clone() {
+            Some(provider) => licence_stage(cx, ctx, lease, stage, provider.as_ref()).await,
+            None => {
+                let why = "no licence provider is configured ([licence])";
+                open_tasks(cx, ctx, lease, stage, action, Some(why)).await
+            }
+        },
         StageAction::DestroyDisks => open_tasks(cx, ctx, lease, stage, action, None).await,
     }
 }
@@ -642,4 +645,88 @@ async fn remind_of_tasks(cx: &Ctx, ctx: &MigrationCtx, lease: &Lease, stage: &St
     }
     tx.reschedule_job(lease, opened_at + (n + 1) * every).await?;
     Ok(tx.commit().await?)
+}
+
+/// Cancels the old server's cPanel licence through the configured provider: finds it by the
+/// server's IP, proves the way back exists (the reactivation's dry run) right before, and
+/// expires it with a reason naming the migration, once: a licence found expired already (a run
+/// after a crash, or a person) is recorded as such. A refused dry run blocks the stage with the
+/// provider's answer; no licence for the IP becomes a task for a person.
+async fn licence_stage(
+    cx: &Ctx,
+    ctx: &MigrationCtx,
+    lease: &Lease,
+    stage: StageRow,
+    provider: &dyn crate::licence::LicenceProvider,
+) -> StepResult {
+    use crate::licence::{LicenceError, LicenceStatus};
+    let ip = std::net::IpAddr::V4(ctx.source.ip);
+    // Manage2's lookup finds licences in force only: the id is recorded before the expiry, so a
+    // run after a crash that finds none knows the expiry went through.
+    let detail: serde_json::Value = serde_json::from_str(&stage.detail).unwrap_or_else(|_| json!({}));
+    let recorded = detail["licence_id"].as_str().and_then(|id| crate::licence::LicenceId::parse(id).ok());
+    let reason = format!(
+        "Server retired: its accounts moved to {} (siirto migration {}, decommission stage {})",
+        ctx.target.public_name, ctx.id, stage.name
+    );
+    let (licence, outcome) = match provider.require(ip).await {
+        Ok(licence) if licence.status == LicenceStatus::Expired => (licence, ActionOutcome::AlreadySo),
+        Ok(licence) => {
+            lease.check()?;
+            match provider.check_reactivation(&licence).await {
+                Ok(()) => {}
+                Err(err) if err.is_transient() => return Err(classify!(err)),
+                Err(err) => {
+                    let why =
+                        json!({ "licence": licence.id.to_string(), "reactivation_dry_run": err.to_string() });
+                    return block(cx, ctx, lease, stage, why).await;
+                }
+            }
+            // Write-ahead: which licence is being expired.
+            let mut tx = cx.store.begin_leased(lease).await?;
+            let Some(mut row) = tx.stage_for_update(ctx.id.as_str(), stage.stage).await? else {
+                return Ok(tx.rollback().await?);
+            };
+            row.detail =
+                merge_detail(&row.detail, json!({ "licence_id": licence.id.to_string(), "blocked": null }));
+            tx.update_stage(&row).await?;
+            tx.commit().await?;
+            lease.check()?;
+            provider.expire(&licence, &reason).await.map_err(|err| classify!(err))?;
+            (licence, ActionOutcome::Done)
+        }
+        Err(LicenceError::NoLicence { .. }) => match recorded {
+            Some(id) => {
+                let licence =
+                    crate::licence::Licence { id, ip, status: LicenceStatus::Expired, package: None };
+                (licence, ActionOutcome::AlreadySo)
+            }
+            None => {
+                let why = format!("the {} provider has no licence for {ip}", provider.name());
+                return open_tasks(cx, ctx, lease, stage, StageAction::CancelLicence, Some(&why)).await;
+            }
+        },
+        Err(err) => return Err(classify!(err)),
+    };
+    let now = cx.now_ms();
+    let mut tx = cx.store.begin_leased(lease).await?;
+    let Some(mut row) = tx.stage_for_update(ctx.id.as_str(), stage.stage).await? else {
+        return Ok(tx.rollback().await?);
+    };
+    let record = json!({
+        "provider": provider.name(), "id": licence.id.to_string(), "ip": ip.to_string(),
+        "reason": reason, "outcome": outcome, "reactivation_dry_run": "ok",
+    });
+    row.state = "done".to_owned();
+    row.detail = merge_detail(&row.detail, json!({ "licence": record, "blocked": null }));
+    row.updated_at = now;
+    tx.update_stage(&row).await?;
+    let detail = json!({ "stage": row.stage, "name": row.name, "licence": record });
+    tx.append_event(&cx.event(ctx, None, None, "licence_cancelled", detail.clone())).await?;
+    tx.append_event(&cx.event(ctx, None, None, "decommission_done", detail)).await?;
+    wake_next_stage(&mut tx, ctx.id.as_str(), row.stage, now).await?;
+    tx.finish_job(lease, now).await?;
+    tx.commit().await?;
+    info!(migration = %ctx.id, licence = %licence.id, ?outcome, "the old server's licence is cancelled");
+    Ok(())
 }
