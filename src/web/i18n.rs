@@ -323,6 +323,11 @@ const PHRASES: &[(&str, &str, &str)] = &[
         "waiting for people to confirm its tasks",
         "odottaa tehtävien vahvistamista",
     ),
+    (
+        "decommission.state.blocked",
+        "held back by its checks, looked at again by itself:",
+        "sen tarkistukset estävät, tarkistetaan uudelleen itsestään:",
+    ),
     ("decommission.state.done", "done", "tehty"),
     ("decommission.state.skipped", "skipped", "ohitettu"),
     ("decommission.state.undone", "undone", "peruttu"),

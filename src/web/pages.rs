@@ -410,6 +410,8 @@ struct StageView {
     held: Vec<crate::ops::HeldAccount>,
     /// Accounts it has still to do and does not hold (with the live check: those clear now).
     to_do: usize,
+    /// What keeps a blocked stage from running, in lines (its detail's `blocked`).
+    blocked: Vec<String>,
     can_postpone: bool,
     can_skip: bool,
     can_undo: bool,
@@ -444,9 +446,12 @@ impl StageView {
             stage.would_touch.iter().filter(|user| !stage.held.iter().any(|h| &h.account == *user)).count();
         let account_stage = !stage.manual
             && matches!(action, Some(StageAction::SuspendAccounts | StageAction::RemoveAccounts));
+        let blocked =
+            if stage.state == "blocked" { blocked_lines(&stage.detail["blocked"]) } else { Vec::new() };
         StageView {
             place: stage.stage,
             account_stage,
+            blocked,
             to_do,
             postponed: change("postponed"),
             skipped: change("skipped"),
@@ -466,6 +471,29 @@ impl StageView {
             state: stage.state,
         }
     }
+}
+
+/// What blocks a stage, one line each: the accounts it waits for and why, the traffic still
+/// reaching the old server, and any other reason the stage recorded (a licence's refusal).
+fn blocked_lines(blocked: &serde_json::Value) -> Vec<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let mut lines = Vec::new();
+    let Some(map) = blocked.as_object() else {
+        return lines;
+    };
+    for (key, value) in map {
+        match (key.as_str(), value.as_array()) {
+            ("accounts", Some(accounts)) => {
+                lines.extend(accounts.iter().map(|a| format!("{}: {}", text(&a["account"]), text(&a["why"]))))
+            }
+            ("traffic", Some(seen)) => lines.extend(
+                seen.iter()
+                    .map(|e| format!("{} {}: {}", text(&e["name"]), text(&e["rtype"]), text(&e["answer"]))),
+            ),
+            _ => lines.push(format!("{key}: {}", text(value))),
+        }
+    }
+    lines
 }
 
 /// An RFC 3339 time to the second, in UTC (`2027-01-05T07:56:21Z`), as the page shows times;
@@ -673,6 +701,20 @@ mod tests {
             .expect("renders");
         assert!(html.contains("&quot;&gt;&lt;script&gt;"), "{html}");
         assert!(!html.contains("<script>alert"), "{html}");
+    }
+
+    #[test]
+    fn a_blocked_stage_says_what_blocks_it_line_by_line() {
+        let blocked = serde_json::json!({
+            "accounts": [{ "account": "kukka0001", "why": "held by \"suspend accounts\"" }],
+            "traffic": [{ "resolver": "", "name": "kukka-0001.test", "rtype": "HTTP", "answer": "GET / 200" }],
+            "licence": "1234",
+        });
+        assert_eq!(
+            blocked_lines(&blocked),
+            ["kukka0001: held by \"suspend accounts\"", "licence: 1234", "kukka-0001.test HTTP: GET / 200",]
+        );
+        assert!(blocked_lines(&serde_json::Value::Null).is_empty());
     }
 
     #[test]
