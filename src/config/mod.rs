@@ -1280,7 +1280,17 @@ path = "outbox"
         let paths = format!("{good}home_root = \"/home2/\"\nmail_log = \"/var/log/exim_mainlog\"\n");
         let config = parse_with_env(&paths, "c.toml", dir.path(), &no_env).expect("paths");
         assert_eq!(config.hosts["old1"].ssh.as_ref().expect("ssh").home_root.as_str(), "/home2");
+        let ssh = config.hosts["old1"].ssh.clone().expect("ssh");
+        assert_eq!(ssh.web_logs.as_str(), "/usr/local/apache/domlogs");
+        assert_eq!(ssh.power_off, ["systemctl", "poweroff"]);
+        let command = format!("{good}power_off = [\"/sbin/shutdown\", \"-h\", \"+5\", \"retired by siirto\"]\n");
+        let config = parse_with_env(&command, "c.toml", dir.path(), &no_env).expect("a power-off command");
+        assert_eq!(config.hosts["old1"].ssh.as_ref().expect("ssh").power_off[3], "retired by siirto");
         for (bad, expected) in [
+            ("power_off = []", "hosts.old1.ssh.power_off: expected a command as a list of 1-32 words"),
+            ("power_off = [\"halt\", \"\"]", "hosts.old1.ssh.power_off: expected a command"),
+            ("power_off = [\"halt\\n\"]", "hosts.old1.ssh.power_off: expected a command"),
+            ("web_logs = \"logs\"", "hosts.old1.ssh.web_logs: expected an absolute path"),
             ("home_root = \"home\"", "hosts.old1.ssh.home_root: expected an absolute path"),
             ("home_root = \"/home/$(reboot)\"", "hosts.old1.ssh.home_root: expected a path of letters"),
             (

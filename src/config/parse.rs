@@ -706,21 +706,11 @@ impl Ctx<'_> {
         let home_root = remote(raw.home_root.as_ref(), "home_root", "/home")?;
         let mail_log = remote(raw.mail_log.as_ref(), "mail_log", "/var/log/exim_mainlog")?;
         let web_logs = remote(raw.web_logs.as_ref(), "web_logs", "/usr/local/apache/domlogs")?;
-        let power_off = match &raw.power_off {
-            Some(argv) => {
-                let words = argv.get_ref();
-                let bad = words.iter().any(|w| w.is_empty() || w.len() > 256 || w.contains(char::is_control));
-                if words.is_empty() || words.len() > 32 || bad {
-                    return Err(self.src.at(
-                        argv,
-                        format!("{prefix}.power_off"),
-                        "expected a command as a list of 1-32 words without control characters, like [\"systemctl\", \"poweroff\"]",
-                    ));
-                }
-                words.clone()
-            }
-            None => vec!["systemctl".to_owned(), "poweroff".to_owned()],
-        };
+        let power_off = self.src.argv(
+            raw.power_off.as_ref(),
+            format!("{prefix}.power_off"),
+            &["systemctl", "poweroff"],
+        )?;
         let (pull_key_file, pull_known_hosts) = match (&raw.pull_key_file, &raw.pull_known_hosts) {
             (Some(key), Some(known)) => (
                 Some(remote(Some(key), "pull_key_file", "")?),

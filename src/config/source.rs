@@ -84,6 +84,29 @@ impl Source<'_> {
         self.error(value.span(), field, message)
     }
 
+    /// A command as an argument vector (never a shell string): 1-32 words of at most 256
+    /// characters, none empty or with control characters; `default` when not given.
+    pub(crate) fn argv(
+        &self,
+        value: Option<&Spanned<Vec<String>>>,
+        field: String,
+        default: &[&str],
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(argv) = value else {
+            return Ok(default.iter().map(|w| (*w).to_owned()).collect());
+        };
+        let words = argv.get_ref();
+        let bad = words.iter().any(|w| w.is_empty() || w.len() > 256 || w.contains(char::is_control));
+        if words.is_empty() || words.len() > 32 || bad {
+            return Err(self.at(
+                argv,
+                field,
+                "expected a command as a list of 1-32 words without control characters, like [\"systemctl\", \"poweroff\"]",
+            ));
+        }
+        Ok(words.clone())
+    }
+
     /// Deserializes the raw structs, turning serde's errors into positioned [`ConfigError`]s
     /// with the dotted field path.
     pub(crate) fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
