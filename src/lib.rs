@@ -27,7 +27,10 @@
 //! - [`domain`] — the pure core: migration, account and domain states, events and transition
 //!   functions taking `now`. The invariants of DESIGN.md §3 are enforced here.
 //! - [`store`] — sqlx over SQLite (embedded default) or PostgreSQL (several daemons), one `Any`
-//!   pool, migrations in `migrations/{sqlite,postgres}`. `store/rows.rs` holds the rows,
+//!   pool, migrations in `migrations/{sqlite,postgres}`. `store/audit.rs` is the event log's
+//!   hash chain (each event chained when its transaction commits; `siirto audit verify`),
+//!   `store/decommission.rs` the decommission stages and what each did to each account.
+//!   `store/rows.rs` holds the rows,
 //!   `store/lease.rs` the leases (`Lease`: the proof of exclusivity that effectful steps take, on
 //!   the database's clock, renewed while a step runs) and an account's DNS lock (held by one
 //!   leased job as long as its lease, so its repoint, rollback and TTL restore never interleave).
@@ -67,6 +70,10 @@
 //!   dedicated IP and the `setsiteip` that puts it on its assigned one. [`preflight`] — the
 //!   checks before the first account moves (the target logs in to the source, SSH with pinned
 //!   host keys, the mail sync's ssh hop, the DNS provider, clashes and free disk on the target).
+//!   [`decommission`] — retiring the old server, on the hosts: the DNS gate (public DNS still
+//!   sending an account's domain to the old server, with the evidence), the traffic gate (its
+//!   web access logs and exim main log read over SSH), the account actions checked before they
+//!   act (suspend, unsuspend, remove), the power-off over SSH, and which accounts a stage takes.
 //! - [`engine`] — the daemon. `engine/mod.rs` is the reconcile loop only: claim due jobs under a
 //!   lease, dispatch on `JobKind`, record the outcome, retry with backoff and jitter, hold an
 //!   account past its budget (the rest of the migration goes on). `engine/jobs.rs` holds
@@ -77,9 +84,13 @@
 //!   `mail`, `settle`; `announce`: the notices to customers, one per customer — advance, start,
 //!   completion, resellers' roll-ups, a reschedule's corrections; `staff`: customer service's
 //!   briefing and the operators' held notices; `bounces`: the bounce Maildir, read by the
-//!   daemon's loop), each a set of functions taking the context, the job and the `&Lease`.
+//!   daemon's loop; `decommission`: the old server's stages, recorded at the cutover and run at
+//!   their dates, in order, once — account stages behind their gates, the licence through its
+//!   provider, the power-off after a last check, manual stages as tasks with reminders), each a
+//!   set of functions taking the context, the job and the `&Lease`.
 //! - [`ops`] — one door per operator action: approve, pre-flight, start, pause, resume, abort,
-//!   reschedule, retry, rollback, assign-ip; each takes the store, the adapters it needs, the
+//!   reschedule, retry, rollback, assign-ip, acknowledge a task (two different people for the
+//!   disks), and the decommission's preview, postpone, skip, undo and exclude; each takes the store, the adapters it needs, the
 //!   actor and `now`, and returns a typed outcome. The CLI calls only these and read-only queries; the
 //!   status page will call the same ones.
 //! - [`plan`] — the reviewable plan: inventory of the source, classification of every domain's
