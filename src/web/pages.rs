@@ -514,7 +514,14 @@ async fn decommission(app: &App, id: &str, check_now: bool) -> anyhow::Result<Ve
     let id = crate::names::MigrationId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let world = check_now.then_some(app.world.as_ref());
     let plan = crate::ops::decommission_plan(&app.store, world, &id).await?;
-    Ok(plan.stages.into_iter().map(StageView::of).collect())
+    // Once the disks are destroyed nothing can be undone: no stage offers it.
+    let destroyed =
+        plan.stages.iter().any(|s| s.action == StageAction::DestroyDisks.as_str() && s.state == "done");
+    let mut stages: Vec<StageView> = plan.stages.into_iter().map(StageView::of).collect();
+    if destroyed {
+        stages.iter_mut().for_each(|stage| stage.can_undo = false);
+    }
+    Ok(stages)
 }
 
 /// `GET /m/{id}/a/{user}`: the timeline of the customer who owns the account.
