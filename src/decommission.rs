@@ -173,6 +173,8 @@ pub fn candidates(
         s.stage < stage.stage && s.action == StageAction::SuspendAccounts.as_str() && s.state != "skipped"
     });
     let suspended = |user: &str| match (action, suspension) {
+        // An undone suspension gives the removal nobody: its accounts serve again.
+        (StageAction::RemoveAccounts, Some(s)) if s.state == "undone" => false,
         (StageAction::RemoveAccounts, Some(s)) => {
             recorded.iter().any(|r| r.stage == s.stage && r.user == user && r.state == "done")
         }

@@ -303,10 +303,19 @@ pub async fn undo_stage(
     let reason = checked_reason(reason)?;
     let found = find_stage(store, id, stage).await?;
     let action = action_of(&found)?;
+    let recorded = store.stage_accounts(id.as_str()).await?;
+    let unfinished = |recorded: &[StageAccountRow]| -> Vec<StageAccountRow> {
+        recorded.iter().filter(|r| r.stage == found.stage && r.state == "done").cloned().collect()
+    };
+    // An undone suspension with accounts still suspended is an undo interrupted: it goes on.
+    let resuming = found.state == "undone"
+        && action == StageAction::SuspendAccounts
+        && !unfinished(&recorded).is_empty();
     match found.state.as_str() {
-        "pending" => {
+        "pending" | "blocked" => {
             bail!("stage {:?} of migration {id} has not run; postpone or skip it instead", found.name)
         }
+        "undone" if resuming => {}
         "skipped" | "undone" => bail!("stage {:?} of migration {id} is {} already", found.name, found.state),
         _ => {}
     }
@@ -318,7 +327,6 @@ pub async fn undo_stage(
         StageAction::DestroyDisks => bail!("stage {:?}: destroyed disks cannot be undone", found.name),
         _ => {}
     }
-    let recorded = store.stage_accounts(id.as_str()).await?;
     let stages = store.stages(id.as_str()).await?;
     if let Some(wiped) =
         stages.iter().find(|s| s.action == StageAction::DestroyDisks.as_str() && s.state == "done")
@@ -344,30 +352,59 @@ pub async fn undo_stage(
     }
     let mut undone = Undone { stage: found.name.clone(), accounts: Vec::new(), task: None };
     if action == StageAction::SuspendAccounts {
+        // The stage is marked undone first, so the daemon takes no more accounts into it (it
+        // looks before each one); then every account it suspended is unsuspended, in two
+        // passes, the second for one the daemon had in hand when the mark was written.
+        if !resuming {
+            let mut tx = store.begin().await?;
+            let mut row = tx.stage_for_update(id.as_str(), found.stage).await?.context("the stage")?;
+            row.state = "undone".to_owned();
+            row.detail = merge_detail(
+                &row.detail,
+                json!({ "undone": { "by": by, "reason": reason, "at": now.to_rfc3339() } }),
+            );
+            row.updated_at = to_millis(now);
+            tx.update_stage(&row).await?;
+            let detail = json!({ "stage": row.stage, "name": row.name, "reason": reason });
+            tx.append_event(&event(id, None, "decommission_undone", detail, by, now)).await?;
+            tx.commit().await?;
+        }
         let row = store.require_migration(id.as_str()).await?;
         let source = world.host(&row.source_host)?;
-        for r in recorded.iter().filter(|r| r.stage == found.stage && r.state == "done") {
-            let user = AccountName::parse(&r.user).map_err(|e| anyhow!("stored user {:?}: {e}", r.user))?;
-            let outcome = crate::decommission::unsuspend(&source.whm, &user)
-                .await
-                .with_context(|| format!("account {user}: unsuspending it on {}", row.source_host))?;
-            let mut tx = store.begin().await?;
-            tx.record_stage_account(&StageAccountRow {
-                state: "undone".to_owned(),
-                evidence: json!({ "by": by, "reason": reason, "outcome": outcome }).to_string(),
-                at: to_millis(now),
-                ..r.clone()
-            })
-            .await?;
-            let detail =
-                json!({ "stage": found.stage, "name": found.name, "reason": reason, "outcome": outcome });
-            tx.append_event(&event(id, Some(&r.user), "account_unsuspended_on_source", detail, by, now))
+        for _pass in 0..2 {
+            let recorded = store.stage_accounts(id.as_str()).await?;
+            for r in unfinished(&recorded) {
+                let user =
+                    AccountName::parse(&r.user).map_err(|e| anyhow!("stored user {:?}: {e}", r.user))?;
+                let outcome =
+                    crate::decommission::unsuspend(&source.whm, &user).await.with_context(|| {
+                        format!(
+                            "account {user}: unsuspending it on {} (run the undo again to go on)",
+                            row.source_host
+                        )
+                    })?;
+                let mut tx = store.begin().await?;
+                tx.record_stage_account(&StageAccountRow {
+                    state: "undone".to_owned(),
+                    evidence: json!({ "by": by, "reason": reason, "outcome": outcome }).to_string(),
+                    at: to_millis(now),
+                    ..r.clone()
+                })
                 .await?;
-            tx.commit().await?;
-            if outcome != ActionOutcome::NoAccount {
-                undone.accounts.push(r.user.clone());
+                let detail =
+                    json!({ "stage": found.stage, "name": found.name, "reason": reason, "outcome": outcome });
+                tx.append_event(&event(id, Some(&r.user), "account_unsuspended_on_source", detail, by, now))
+                    .await?;
+                tx.commit().await?;
+                if outcome != ActionOutcome::NoAccount {
+                    undone.accounts.push(r.user.clone());
+                }
             }
         }
+        let mut tx = store.begin().await?;
+        wake_next_stage(&mut tx, id.as_str(), found.stage, to_millis(now)).await?;
+        tx.commit().await?;
+        return Ok(undone);
     }
     // The licence is reactivated through the provider that cancelled it, when there is one.
     let mut reactivated = None;

@@ -377,8 +377,9 @@ async fn undoing_a_suspension_gives_the_accounts_back_and_skipping_and_postponin
     rig.clock.advance(30 * DAY + Duration::from_secs(60));
     wait_stage(&rig, 0, &["ran"], Duration::from_secs(60)).await;
     assert_eq!((suspended(&rig, 1).await, suspended(&rig, 2).await), (Some(true), Some(true)));
-    daemon.stop().await;
 
+    // Undone while the daemon runs (its stage job looks at the held account 0 every 300 ms): it
+    // takes no account into the stage any more, and those suspended serve again.
     let undone = siirto::ops::undo_stage(
         &rig.store,
         &world,
@@ -391,9 +392,13 @@ async fn undoing_a_suspension_gives_the_accounts_back_and_skipping_and_postponin
     .await
     .unwrap();
     assert_eq!(undone.accounts, vec![rig.user(1).to_string(), rig.user(2).to_string()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for n in 0..3 {
         assert_eq!(suspended(&rig, n).await, Some(false), "account {n} serves again");
     }
+    daemon.stop().await;
+    let suspensions = rig.hosts.source.account_changes().iter().filter(|(f, _)| f == "suspendacct").count();
+    assert_eq!(suspensions, 2, "nothing was suspended after the undo");
     let all = stages(&rig).await;
     assert_eq!(
         all.iter().map(|s| s.state.as_str()).collect::<Vec<_>>(),

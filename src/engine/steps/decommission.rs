@@ -267,6 +267,13 @@ async fn account_stage(
                 continue;
             }
         }
+        // An operator may have skipped or undone the stage meanwhile: no more accounts then.
+        let now_state =
+            cx.store.stages(id).await?.into_iter().find(|s| s.stage == stage.stage).map(|s| s.state);
+        if matches!(now_state.as_deref(), Some("skipped" | "undone")) {
+            info!(migration = %id, stage = %stage.name, "the stage was skipped or undone while it ran: it stops");
+            return cx.finish(lease).await;
+        }
         lease.check()?;
         let whm = &ctx.source.whm;
         let outcome = match action {
@@ -322,6 +329,10 @@ async fn account_stage(
     let Some(mut row) = tx.stage_for_update(id, stage.stage).await? else {
         return Ok(tx.rollback().await?);
     };
+    if ["skipped", "undone"].contains(&row.state.as_str()) {
+        tx.finish_job(lease, now).await?;
+        return Ok(tx.commit().await?);
+    }
     // A removal is done only once the suspension before it is: an account the suspension
     // still holds comes to the removal when it is suspended.
     let earlier_open = stages.iter().any(|s| {
