@@ -1283,7 +1283,8 @@ path = "outbox"
         let ssh = config.hosts["old1"].ssh.clone().expect("ssh");
         assert_eq!(ssh.web_logs.as_str(), "/usr/local/apache/domlogs");
         assert_eq!(ssh.power_off, ["systemctl", "poweroff"]);
-        let command = format!("{good}power_off = [\"/sbin/shutdown\", \"-h\", \"+5\", \"retired by siirto\"]\n");
+        let command =
+            format!("{good}power_off = [\"/sbin/shutdown\", \"-h\", \"+5\", \"retired by siirto\"]\n");
         let config = parse_with_env(&command, "c.toml", dir.path(), &no_env).expect("a power-off command");
         assert_eq!(config.hosts["old1"].ssh.as_ref().expect("ssh").power_off[3], "retired by siirto");
         for (bad, expected) in [
