@@ -22,8 +22,8 @@ pub fn owner(config: &Config) -> String {
 }
 
 /// Runs the daemon of `config` until `shutdown` completes, then stops gracefully. With
-/// `exit_when_settled`, it also stops once no migration has a job left, and says how they
-/// stand ([`until_settled`]).
+/// `exit_when_settled`, it also stops once no migration has a job left to do now (decommission
+/// stages due later do not count), and says how they stand ([`until_settled`]).
 pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()>,
@@ -132,7 +132,10 @@ async fn settledness(store: &Store) -> anyhow::Result<Option<Outcome>> {
     let mut settled = Vec::new();
     let mut waiting = Vec::new();
     for row in store.migrations().await? {
-        if store.open_jobs(&row.id).await? > 0 {
+        // The decommission stages wait months after the cutover: a settled migration whose
+        // only jobs left are stages not due yet has nothing to do now.
+        let now = crate::domain::to_millis(chrono::Utc::now());
+        if store.open_jobs(&row.id, crate::engine::JobKind::Decommission.as_str(), now).await? > 0 {
             return Ok(None);
         }
         match crate::store::migration_state(&row)? {

@@ -618,13 +618,19 @@ impl Store {
         select(&self.pool, sql, &[migration_id, zone]).await
     }
 
-    /// How many jobs of a migration are not done (due now, later, or running).
-    pub async fn open_jobs(&self, migration_id: &str) -> Result<u64, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE migration_id = $1 AND done_at IS NULL")
-                .bind(migration_id)
-                .fetch_one(&self.pool)
-                .await?;
+    /// How many jobs of a migration are not done, leaving out those of kind `later_kind` due
+    /// after `now` (the old server's decommission stages, months after the cutover: the
+    /// migration itself has nothing left to do while only they wait).
+    pub async fn open_jobs(&self, migration_id: &str, later_kind: &str, now: i64) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE migration_id = $1 AND done_at IS NULL \
+             AND NOT (kind = $2 AND due_at > $3)",
+        )
+        .bind(migration_id)
+        .bind(later_kind)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n.max(0) as u64)
     }
 

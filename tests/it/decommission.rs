@@ -479,12 +479,18 @@ async fn the_server_stays_on_while_an_account_is_neither_done_nor_excluded() {
     daemon.stop().await;
 }
 
-/// The real daemon, killed (SIGKILL) in the middle of the suspension and started again,
-/// resumes with the accounts it had not done: every account is suspended, each with exactly
-/// one `suspendacct` reaching the old server (counted there), and the stage runs once.
+/// The real daemon, killed (SIGKILL) or stopped (SIGTERM) at seeded points in the middle of the
+/// suspension and started again, resumes with the accounts it had not done: every account is
+/// suspended, each with exactly one `suspendacct` reaching the old server (counted there), and
+/// the stage runs once. The seed is printed; `SIIRTO_CRASH_SEED=<n>` replays a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_during_the_suspension_resumes_with_the_accounts_left() {
-    const ACCOUNTS: usize = 8;
+    use rand::{Rng, SeedableRng};
+    const ACCOUNTS: usize = 12;
+    let seed =
+        std::env::var("SIIRTO_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5111_7710_u64);
+    eprintln!("decommission crash seed {seed} (SIIRTO_CRASH_SEED={seed} replays it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut options = RigOptions::new("it-decommission-kill", ACCOUNTS);
     options.public_dns = true;
     // One [daemon] table per daemon process.
@@ -496,40 +502,51 @@ async fn a_daemon_killed_during_the_suspension_resumes_with_the_accounts_left() 
     rig.plan_with_cutover(&playbook(), cutover).await;
     rig.approve().await;
     assert!(rig.start_migration().await.started.is_some());
-    // The old server answers each suspension slowly (a host under load), so the kill lands
-    // with some accounts suspended and others not.
+    // The old server answers each suspension slowly (a host under load), so the disruptions
+    // land with some accounts suspended and others not.
     rig.hosts.source.inject(siirto::sim::Fault::Delay {
         function: "suspendacct".into(),
-        millis: 400,
+        millis: 300,
         times: 1000,
     });
-    let config = |owner: &str| {
-        rig.write_daemon_config(
-            &format!("{owner}.toml"),
-            &format!("owner = \"{owner}\"\nlease = \"2s\"\nidle_poll = \"100ms\"\n"),
-        )
-    };
+    let config = rig.write_daemon_config(
+        "retire.toml",
+        "owner = \"retire\"\nlease = \"2s\"\nidle_poll = \"100ms\"\nstop_timeout = \"1s\"\n",
+    );
     let suspensions = || {
         rig.hosts.source.account_changes().into_iter().filter(|(f, _)| f == "suspendacct").collect::<Vec<_>>()
     };
-    let mut daemon = DaemonProcess::start(rig.dir.path(), &config("retire"), "retire.log");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while suspensions().len() < 3 {
-        daemon.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "no suspensions; log:\n{}",
-            std::fs::read_to_string(&daemon.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut daemon = DaemonProcess::start(rig.dir.path(), &config, "retire.log");
+    let (mut kills, mut stops) = (0, 0);
+    for _ in 0..3 {
+        let seen = suspensions().len();
+        if seen + 2 >= ACCOUNTS {
+            break;
+        }
+        let target = rng.gen_range(seen + 1..ACCOUNTS - 1);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while suspensions().len() < target {
+            daemon.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "no suspensions; log:\n{}",
+                std::fs::read_to_string(&daemon.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if rng.gen_bool(0.6) {
+            daemon.kill();
+            kills += 1;
+        } else {
+            let (status, log) = daemon.stop(Duration::from_secs(20)).await;
+            assert!(status.success(), "SIGTERM ended in {status:?}\n{log}");
+            stops += 1;
+        }
+        assert_ne!(stages(&rig).await[0].state, "done", "disrupted before the stage ended");
+        daemon = DaemonProcess::start(rig.dir.path(), &config, "retire.log");
     }
-    let log = daemon.kill();
-    let before = suspensions().len();
-    assert!(before < ACCOUNTS, "killed after every account was suspended: {before}\n{log}");
-    assert_ne!(stages(&rig).await[0].state, "done");
-
-    // Started again (as systemd would, under the same name): the stage goes on.
-    let daemon = DaemonProcess::start(rig.dir.path(), &config("retire"), "retire.log");
+    eprintln!("{kills} SIGKILL(s), {stops} SIGTERM(s) during the suspension");
+    assert!(kills + stops > 0, "the stage was never disrupted (seed {seed})");
     wait_stage(&rig, 0, &["done"], Duration::from_secs(120)).await;
     let (status, log) = daemon.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}\n{log}");
