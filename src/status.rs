@@ -749,6 +749,23 @@ pub struct Timeline {
     pub events: Vec<LogEntry>,
     /// Every notice to them or about their accounts, oldest first, with its text.
     pub notices: Vec<CustomerNotice>,
+    /// Their accounts a decommission stage keeps open on the old server, with why: "has their
+    /// old account been closed, and if not, why not?".
+    pub old_server: Vec<OldServerHold>,
+}
+
+/// An account a decommission stage of the old server holds, and the evidence.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OldServerHold {
+    /// The cPanel user.
+    pub account: String,
+    /// The stage that holds it (`suspend accounts`).
+    pub stage: String,
+    /// What keeps it (resolver or log, name, type, answer).
+    #[schema(value_type = Vec<Object>)]
+    pub evidence: Vec<crate::decommission::Evidence>,
+    /// Since when (RFC 3339): the last check.
+    pub checked_at: String,
 }
 
 /// Who a customer is, as the plan recorded it.
@@ -855,6 +872,19 @@ pub async fn timeline(store: &Store, id: &str, user: &str) -> anyhow::Result<Tim
             CustomerNotice { notice: notice_entry(row), body }
         })
         .collect();
+    let stages = store.stages(id).await?;
+    let old_server = store
+        .stage_accounts(id)
+        .await?
+        .into_iter()
+        .filter(|r| r.state == "held" && users.contains(&r.user))
+        .map(|r| OldServerHold {
+            account: r.user.clone(),
+            stage: stages.iter().find(|s| s.stage == r.stage).map(|s| s.name.clone()).unwrap_or_default(),
+            evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
+            checked_at: from_millis(r.at).to_rfc3339(),
+        })
+        .collect();
     Ok(Timeline {
         migration: row.id.clone(),
         migration_state: state.name().to_owned(),
@@ -872,6 +902,7 @@ pub async fn timeline(store: &Store, id: &str, user: &str) -> anyhow::Result<Tim
         customer_actions,
         events,
         notices,
+        old_server,
     })
 }
 

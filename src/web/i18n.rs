@@ -128,6 +128,12 @@ const PHRASES: &[(&str, &str, &str)] = &[
     ("by_state", "By state", "Tiloittain"),
     ("what_next", "What happens next", "Mitä seuraavaksi"),
     ("customer_must", "What the customer must still do", "Mitä asiakkaan on vielä tehtävä"),
+    (
+        "old_account_open",
+        "Its old account is kept open on the old server by the stage",
+        "Vanha tili pidetään auki vanhalla palvelimella vaiheessa",
+    ),
+    ("old_account_why", "because, at the last check", "koska viimeisimmässä tarkistuksessa"),
     ("customer_must_none", "Nothing: siirto does everything.", "Ei mitään: siirto hoitaa kaiken."),
     ("record_change", "At their DNS provider, change", "Asiakkaan DNS-palvelussa muutettava"),
     ("to", "to", "arvoon"),

@@ -142,6 +142,25 @@ async fn the_page_and_the_api_show_the_decommission_and_an_operator_postpones_sk
         finnish.contains("Auki jätetyt vanhat tilit ja miksi") && finnish.contains(&resolver),
         "{finnish}"
     );
+    // The customer's own timeline (what customer service finds by searching their domain)
+    // says their old account is still open, which stage keeps it and why.
+    let (status, timeline) = get(&http, &format!("{page}/a/{held_user}"), &viewer).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, json) = get(&http, &format!("{api}/accounts/{held_user}"), &viewer).await;
+    let hold = timeline
+        .split(&format!("data-old-server=\"{held_user}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the hold: {json}\n{timeline}"))
+        .split("</div>")
+        .next()
+        .unwrap();
+    assert!(hold.contains("kept open on the old server by the stage \"suspend accounts\""), "{hold}");
+    assert!(
+        hold.contains(&domain) && hold.contains(&SOURCE_IP.to_string()) && hold.contains(&resolver),
+        "{hold}"
+    );
+    let (_, other) = get(&http, &format!("{page}/a/{}", rig.user(1)), &viewer).await;
+    assert!(!other.contains("data-old-server="), "account 1 is not held: {other}");
     let (status, checked) = get(&http, &format!("{page}?check=now"), &viewer).await;
     assert_eq!(status, StatusCode::OK);
     assert!(checked.contains("checked just now") && !checked.contains("data-live="), "{checked}");
