@@ -103,6 +103,7 @@ conformance!(
     unknown_rows_are_not_found,
     events_come_back_in_order,
     the_event_chain_names_the_first_row_edited_removed_or_cut_off,
+    events_of_an_earlier_version_are_chained_once_at_connect,
     schedule_job_dedupes,
     enqueue_notice_dedupes,
     notices_are_marked_sent_and_failed,
@@ -245,6 +246,38 @@ async fn the_event_chain_names_the_first_row_edited_removed_or_cut_off(db: Arc<T
     let broken = report.broken.expect("a cut-off tail is found");
     assert_eq!((broken.event, report.rows), (None, 10), "{broken:?}");
     assert!(broken.reason.contains("up to place 12"), "{}", broken.reason);
+}
+
+/// A store written by a version before the chain (events without a place or hash, no chain
+/// row) is chained when a new version connects, in the order the events were written, and
+/// new events continue that chain.
+async fn events_of_an_earlier_version_are_chained_once_at_connect(db: Arc<TestDb>) {
+    sqlx::any::install_default_drivers();
+    let store = seeded(&db).await;
+    append_concurrently(&store, 1, 6).await;
+    let before: Vec<i64> = store.events(MIG).await.expect("events").iter().map(|e| e.id).collect();
+    tamper(&db, "UPDATE events SET chain_seq = NULL, hash = NULL").await;
+    tamper(&db, "DELETE FROM event_chain").await;
+    let broken = store.verify_chain(MIG).await.expect("verify").broken.expect("unchained rows are found");
+    assert!(broken.reason.contains("no place in the chain"), "{}", broken.reason);
+    store.close().await;
+
+    let store = db.store().await;
+    let report = store.verify_chain(MIG).await.expect("verify");
+    assert_eq!((report.rows, &report.broken), (6, &None), "{report:?}");
+    append_concurrently(&store, 1, 2).await;
+    let report = store.verify_chain(MIG).await.expect("verify");
+    assert_eq!((report.rows, &report.broken), (8, &None), "{report:?}");
+    // In the order they were written: place 1 is the first event.
+    let first: i64 = {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(db.url()).await.expect("connect");
+        sqlx::query_scalar(&format!("SELECT id FROM events WHERE migration_id = '{MIG}' AND chain_seq = 1"))
+            .fetch_one(&mut conn)
+            .await
+            .expect("place 1")
+    };
+    assert_eq!(first, before[0]);
 }
 
 fn migration_row(id: &str) -> MigrationRow {
