@@ -373,25 +373,6 @@ fn http_client(
         .map_err(|err| setup(format!("HTTP client: {err}")))
 }
 
-/// A reqwest error in words, without its URL (whose query may carry the reason or the IP; the
-/// error names the URL once, without the query).
-fn transport_detail(err: &reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut source = std::error::Error::source(err);
-    let mut detail = String::new();
-    while let Some(cause) = source {
-        detail = cause.to_string();
-        source = cause.source();
-    }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind}: {detail}") }
-}
-
 /// The start of a body, whitespace collapsed, for messages.
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
@@ -500,7 +481,7 @@ impl Manage2 {
             provider: MANAGE2,
             action,
             url: shown.clone(),
-            detail: transport_detail(&err),
+            detail: crate::notify::without_url(&err),
         };
         let response = self
             .http
@@ -832,7 +813,7 @@ impl LicenceWebhook {
             provider: WEBHOOK,
             action,
             url: shown.clone(),
-            detail: transport_detail(&err),
+            detail: crate::notify::without_url(&err),
         };
         let response = self
             .http

@@ -16,7 +16,7 @@ mod webhook;
 pub use crate::config::SmtpSecurity;
 pub use crate::playbook::{render, render_html};
 use crate::secret::Secret;
-pub use webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WebhookChannel, signature, verify};
+pub use webhook::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WebhookChannel, signature, verify, without_url};
 
 // ---------------------------------------------------------------------------------------------
 // Channels

@@ -145,8 +145,9 @@ impl Delivery for WebhookDelivery {
     async fn close(self: Box<Self>) {}
 }
 
-/// A reqwest error in words without its URL (the channel names the URL once, without query).
-fn without_url(err: &reqwest::Error) -> String {
+/// A reqwest error in words without its URL, whose query may carry data (the caller names the
+/// URL once, without its query); also the licence webhook's and Manage2's.
+pub fn without_url(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {

@@ -199,6 +199,23 @@ fn event(
     }
 }
 
+/// A stage that has not finished, read and (on PostgreSQL) locked in a new transaction;
+/// refused with `refusal` when it is done, skipped or undone.
+async fn unfinished_stage<'s>(
+    store: &'s Store,
+    id: &MigrationId,
+    stage: &str,
+    refusal: &str,
+) -> anyhow::Result<(crate::store::Tx<'s>, StageRow)> {
+    let found = find_stage(store, id, stage).await?;
+    let mut tx = store.begin().await?;
+    let row = tx.stage_for_update(id.as_str(), found.stage).await?.context("the stage")?;
+    if ["done", "skipped", "undone"].contains(&row.state.as_str()) {
+        bail!("stage {:?} of migration {id} is {} already; {refusal}", row.name, row.state);
+    }
+    Ok((tx, row))
+}
+
 /// Postpones a stage that has not finished to `until` (later than its date), with a reason.
 pub async fn postpone_stage(
     store: &Store,
@@ -210,16 +227,7 @@ pub async fn postpone_stage(
     now: Timestamp,
 ) -> anyhow::Result<StageRow> {
     let reason = checked_reason(reason)?;
-    let found = find_stage(store, id, stage).await?;
-    let mut tx = store.begin().await?;
-    let mut row = tx.stage_for_update(id.as_str(), found.stage).await?.context("the stage")?;
-    if ["done", "skipped", "undone"].contains(&row.state.as_str()) {
-        bail!(
-            "stage {:?} of migration {id} is {} already; there is nothing to postpone",
-            row.name,
-            row.state
-        );
-    }
+    let (mut tx, mut row) = unfinished_stage(store, id, stage, "there is nothing to postpone").await?;
     let until_ms = to_millis(until);
     if until_ms <= row.due_at.max(to_millis(now)) {
         bail!(
@@ -256,12 +264,7 @@ pub async fn skip_stage(
     now: Timestamp,
 ) -> anyhow::Result<StageRow> {
     let reason = checked_reason(reason)?;
-    let found = find_stage(store, id, stage).await?;
-    let mut tx = store.begin().await?;
-    let mut row = tx.stage_for_update(id.as_str(), found.stage).await?.context("the stage")?;
-    if ["done", "skipped", "undone"].contains(&row.state.as_str()) {
-        bail!("stage {:?} of migration {id} is {} already; it cannot be skipped", row.name, row.state);
-    }
+    let (mut tx, mut row) = unfinished_stage(store, id, stage, "it cannot be skipped").await?;
     row.state = "skipped".to_owned();
     row.detail = merge_detail(
         &row.detail,
